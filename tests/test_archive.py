@@ -1,0 +1,268 @@
+"""The archive store: append-only, atomic, exact round trips."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import workbench as wb
+from workbench import envelope
+from workbench.archive import ArchiveWriter, compact
+from workbench.errors import ArchiveError, EnvelopeError
+
+DAY_US = 86_400_000_000
+
+
+def events(first: int, last: int, *, day: int = 0, step: int = 1) -> pa.Table:
+    positions = list(range(first, last + 1, step))
+    return pa.table(
+        {
+            "global_position": positions,
+            "recorded_at": [day * DAY_US + p for p in positions],
+            "event_type": ["T" + str(p % 3) for p in positions],
+            "data": [f'{{"n": {p}}}' for p in positions],
+        }
+    )
+
+
+def files(root: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".lock"
+    )
+
+
+def test_layout_names_say_which_positions_they_hold(tmp_path: Path) -> None:
+    writer = ArchiveWriter(tmp_path, "jetstream:MEMORIES")
+    writer.append(events(1, 5))
+    writer.append(events(6, 9, day=1))
+    assert files(tmp_path) == [
+        "source=jetstream%3AMEMORIES/date=1970-01-01/00000000000000000001-00000000000000000005.parquet",
+        "source=jetstream%3AMEMORIES/date=1970-01-02/00000000000000000006-00000000000000000009.parquet",
+    ]
+    meta = pq.ParquetFile(next(tmp_path.rglob("*0005.parquet"))).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    archive = wb.open_archive(tmp_path)
+    assert archive.sources == ["jetstream:MEMORIES"]
+    assert archive.sql("select distinct source from events").fetchall() == [("jetstream:MEMORIES",)]
+
+
+def test_a_batch_spanning_days_is_split_at_the_day(tmp_path: Path) -> None:
+    table = pa.concat_tables([events(1, 3), events(4, 6, day=2)])
+    written = ArchiveWriter(tmp_path, "s").append(table)
+    assert [p.parent.name for p in written] == ["date=1970-01-01", "date=1970-01-03"]
+    assert len(wb.open_archive(tmp_path)) == 6
+
+
+def test_unsorted_batch_is_archived_in_position_order(tmp_path: Path) -> None:
+    ArchiveWriter(tmp_path, "s").append(events(1, 6).take([3, 0, 5, 1, 4, 2]))
+    got = pq.read_table(next(tmp_path.rglob("*.parquet"))).column("global_position").to_pylist()
+    assert got == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(("first", "last"), [(5, 12), (1, 3), (10, 10)])
+def test_overlapping_or_lower_batch_is_refused_and_archive_unchanged(
+    tmp_path: Path, first: int, last: int
+) -> None:
+    writer = ArchiveWriter(tmp_path, "s")
+    writer.append(events(1, 10))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")}
+    with pytest.raises(ArchiveError, match="already archived"):
+        writer.append(events(first, last))
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")} == before
+    assert writer.last_position == 10
+
+
+def test_repeated_position_in_a_batch_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="repeats"):
+        ArchiveWriter(tmp_path, "s").append(events(1, 3).take([0, 1, 1, 2]))
+    assert files(tmp_path) == []
+
+
+def test_sources_are_independent(tmp_path: Path) -> None:
+    ArchiveWriter(tmp_path, "a").append(events(1, 10))
+    ArchiveWriter(tmp_path, "b").append(events(1, 3))
+    assert ArchiveWriter(tmp_path, "b").last_position == 3
+    archive = wb.open_archive(tmp_path)
+    assert archive.sql("select source, count(*) from events group by 1 order by 1").fetchall() == [
+        ("a", 10),
+        ("b", 3),
+    ]
+
+
+def test_bad_envelopes_are_refused(tmp_path: Path) -> None:
+    writer = ArchiveWriter(tmp_path, "s")
+    with pytest.raises(EnvelopeError, match="not in the envelope: colour"):
+        writer.append(events(1, 2).append_column("colour", pa.array(["r", "g"])))
+    with pytest.raises(EnvelopeError, match="recorded_at has 1 null"):
+        writer.append(
+            pa.table({"global_position": [1], "recorded_at": pa.array([None], pa.int64())})
+        )
+    with pytest.raises(EnvelopeError, match="cannot cast"):
+        writer.append(pa.table({"global_position": ["x"], "recorded_at": [1]}))
+    assert files(tmp_path) == []
+
+
+def test_round_trip_is_exact_for_every_column(tmp_path: Path) -> None:
+    table = envelope.conform(
+        pa.table(
+            {
+                "global_position": [1, 2],
+                "event_id": ["a", None],
+                "event_type": ["MemoryCreated", "MemoryDeleted"],
+                "schema_version": [2, 1],
+                "stream": ["memory-1", "memory-1"],
+                "stream_position": [0, 1],
+                "occurred_at": [1_700_000_000_000_001, None],
+                "recorded_at": [1_700_000_000_000_002, 1_700_000_000_000_003],
+                "recorded_ns": [1_700_000_000_000_002_123, None],
+                "correlation_id": ["c", "c"],
+                "causation_id": ["c", "a"],
+                "subject": ["memories.x", None],
+                "data": ['{"k": "ü"}', None],
+                "metadata": ["{}", "{}"],
+                "payload": [None, b"\xff\x00binary"],
+                "delivery_count": [1, 3],
+            }
+        ),
+        source="s",
+    )
+    ArchiveWriter(tmp_path, "s").append(table)
+    assert wb.open_archive(tmp_path).arrow().equals(table)
+    assert wb.open_archive(tmp_path).to_polars().to_arrow().cast(envelope.SCHEMA).equals(table)
+
+
+@pytest.mark.slow
+def test_a_million_envelopes_round_trip_exactly(tmp_path: Path) -> None:
+    import numpy as np
+
+    n = 1_000_000
+    rng = np.random.default_rng(1)
+    table = envelope.conform(
+        pa.table(
+            {
+                "global_position": np.arange(1, n + 1),
+                "event_id": pa.array(np.char.add("e", np.arange(n).astype(str))),
+                "event_type": pa.array(rng.choice(["MemoryCreated", "MemoryAccessed"], n)),
+                "stream": pa.array(np.char.add("memory-", (np.arange(n) % 5000).astype(str))),
+                "recorded_at": 1_700_000_000_000_000 + np.arange(n) * 1000,
+                "data": pa.array(
+                    np.char.add('{"v": ', np.char.add(rng.integers(0, 99, n).astype(str), "}"))
+                ),
+            }
+        ),
+        source="bulk",
+    )
+    writer = ArchiveWriter(tmp_path, "bulk")
+    for offset in range(0, n, 250_000):
+        writer.append(table.slice(offset, 250_000))
+    archive = wb.open_archive(tmp_path)
+    assert archive.arrow().equals(table)
+    assert len(archive.files) == 4
+
+
+def test_compact_merges_files_without_changing_content(tmp_path: Path) -> None:
+    writer = ArchiveWriter(tmp_path, "s")
+    for first in range(1, 100, 10):
+        writer.append(events(first, first + 9))
+    writer.append(events(101, 110, day=1))
+    before = wb.open_archive(tmp_path).arrow()
+    result = compact(tmp_path, target_events=60)
+    assert (result.files_before, result.files_after, result.events) == (11, 3, 110)
+    assert wb.open_archive(tmp_path).arrow().equals(before)
+    assert [p.rsplit("/", 1)[1] for p in files(tmp_path)] == [
+        "00000000000000000001-00000000000000000060.parquet",
+        "00000000000000000061-00000000000000000100.parquet",
+        "00000000000000000101-00000000000000000110.parquet",
+    ]
+    assert writer.last_position == 110
+
+
+def test_compact_interrupted_after_merge_is_read_once_and_cleaned(tmp_path: Path) -> None:
+    writer = ArchiveWriter(tmp_path, "s")
+    writer.append(events(1, 5))
+    writer.append(events(6, 10))
+    # What a compaction killed between writing the merged file and removing its inputs leaves.
+    merged = pa.concat_tables(pq.read_table(p) for p in sorted(tmp_path.rglob("*.parquet")))
+    pq.write_table(
+        merged,
+        next(tmp_path.rglob("*.parquet")).parent
+        / "00000000000000000001-00000000000000000010.parquet",
+    )
+    assert len(wb.open_archive(tmp_path)) == 10
+    assert compact(tmp_path).files_after == 1
+    assert len(wb.open_archive(tmp_path)) == 10
+
+
+def test_gap_records_are_a_view(tmp_path: Path) -> None:
+    writer = ArchiveWriter(tmp_path, "s")
+    writer.append(events(5, 9))
+    writer.record_gap(1, 4, "retention", "stream first sequence was 5")
+    rows = (
+        wb.open_archive(tmp_path)
+        .sql("select source, first_missing, last_missing, reason from gap_records")
+        .fetchall()
+    )
+    assert rows == [("s", 1, 4, "retention")]
+    with pytest.raises(ArchiveError, match="unknown gap reason"):
+        writer.record_gap(1, 2, "lost")
+
+
+def test_open_archive_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="no archive at"):
+        wb.open_archive(tmp_path / "nope")
+    archive = wb.open_archive(tmp_path)
+    with pytest.raises(ArchiveError, match="query failed"):
+        archive.sql("select nope from events")
+
+
+def test_writer_killed_mid_file_leaves_no_half_file_visible(tmp_path: Path) -> None:
+    """A writer killed -9 while writing leaves complete files only, and resumes."""
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, pyarrow as pa, sys
+        from workbench.archive import ArchiveWriter
+        w = ArchiveWriter({str(tmp_path)!r}, "s", row_group_size=10_000)
+        n = 400_000
+        first = (w.last_position or 0) + 1
+        rng = np.random.default_rng(0)
+        data = pa.array(np.char.multiply(rng.integers(0, 2**62, n).astype(str), 8))
+        while True:
+            pos = np.arange(first, first + n)
+            w.append(pa.table({{"global_position": pos, "recorded_at": pos, "data": data}}))
+            print(first + n - 1, flush=True)
+            first += n
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    killed_mid_file = 0
+    for kill_after in (0.05, 0.15, 0.1, 0.2):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
+        assert proc.stdout is not None
+        proc.stdout.readline()  # one file is archived; the next is being written
+        time.sleep(kill_after)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_mid_file += bool(list(tmp_path.rglob(".*.tmp")))
+        archive = wb.open_archive(tmp_path)
+        for f in archive.files:
+            meta = pq.ParquetFile(f.path).metadata  # a half file would not parse
+            assert meta.num_rows == f.last - f.first + 1
+        n = len(archive)
+        assert archive.sql(
+            "select count(distinct global_position), min(global_position), max(global_position) from events"
+        ).fetchall() == [(n, 1 if n else None, n or None)]
+    assert killed_mid_file, "no kill landed while a file was being written"
+    # The next writer removes what the killed ones left and resumes after them.
+    last = ArchiveWriter(tmp_path, "s").last_position or 0
+    ArchiveWriter(tmp_path, "s").append(events(last + 1, last + 5))
+    assert not list(tmp_path.rglob(".*.tmp"))
+    assert len(wb.open_archive(tmp_path)) == last + 5

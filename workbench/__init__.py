@@ -1,0 +1,22 @@
+"""Event Workbench: replay, diff and check event-sourced systems from Parquet archives.
+
+>>> import workbench as wb
+>>> sorted(wb.envelope.COLUMNS)[:3]
+['causation_id', 'correlation_id', 'data']
+"""
+
+from workbench import envelope
+from workbench.analysis import Archive, open_archive
+from workbench.archive import ArchiveReader, ArchiveWriter, compact
+from workbench.errors import WorkbenchError
+
+__all__ = [
+    "Archive",
+    "ArchiveReader",
+    "ArchiveWriter",
+    "WorkbenchError",
+    "compact",
+    "envelope",
+    "open_archive",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,20 @@
+"""The archive layer: Parquet files of envelopes, append-only, hive-partitioned.
+
+``<root>/source=<name>/date=<YYYY-MM-DD>/<first>-<last>.parquet``; each file
+is written atomically and its name says exactly which positions it holds, so
+the archive is its own checkpoint.
+"""
+
+from workbench.archive.compact import CompactResult, compact
+from workbench.archive.reader import ArchiveReader
+from workbench.archive.writer import GAP_REASONS, GAP_SCHEMA, ArchiveWriter, append_records
+
+__all__ = [
+    "GAP_REASONS",
+    "GAP_SCHEMA",
+    "ArchiveReader",
+    "ArchiveWriter",
+    "CompactResult",
+    "append_records",
+    "compact",
+]

@@ -1,0 +1,164 @@
+"""Where things live inside an archive root, and how file names encode positions.
+
+``<root>/source=<name>/date=<YYYY-MM-DD>/<first>-<last>.parquet``: the name of
+every data file says exactly which positions it holds, so the archive is its
+own checkpoint. Side tables (gap records, lag samples) live under
+``<root>/_<table>/source=<name>/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workbench.errors import ArchiveError
+
+_DIGITS = 20  # int64 needs 19; one more keeps names sortable as text
+_NAME = re.compile(rf"^(\d{{{_DIGITS}}})-(\d{{{_DIGITS}}})\.parquet$")
+_SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+
+
+def encode_partition(value: str) -> str:
+    """Hive-style escaping, as Spark writes it: ``jetstream:M`` → ``jetstream%3AM``."""
+    return "".join(ch if ch in _SAFE else quote(ch, safe="") for ch in value)
+
+
+def source_dir(root: Path, source: str) -> Path:
+    return root / f"source={encode_partition(source)}"
+
+
+def data_file_name(first: int, last: int) -> str:
+    return f"{first:0{_DIGITS}d}-{last:0{_DIGITS}d}.parquet"
+
+
+@dataclass(frozen=True, order=True)
+class DataFile:
+    """One archived Parquet file and the positions its name promises."""
+
+    first: int
+    last: int
+    source: str
+    path: Path
+
+    def covers(self, other: DataFile) -> bool:
+        return self.first <= other.first and other.last <= self.last and self != other
+
+
+def scan_data_files(root: Path) -> list[DataFile]:
+    """Every data file under ``root``, files subsumed by a larger one dropped.
+
+    A compaction that crashed after writing the merged file but before
+    removing its inputs leaves both; the names make the overlap exact, so
+    readers take the merged file only.
+    """
+    return _drop_subsumed(list_data_files(root))
+
+
+def list_data_files(root: Path) -> list[DataFile]:
+    """Every data file under ``root``, subsumed ones included."""
+    found: list[DataFile] = []
+    if not root.is_dir():
+        return found
+    for source_path in sorted(root.glob("source=*")):
+        source = unquote(source_path.name.removeprefix("source="))
+        for path in source_path.glob("date=*/*.parquet"):
+            match = _NAME.match(path.name)
+            if match:
+                first, last = int(match[1]), int(match[2])
+                found.append(DataFile(first, last, source, path))
+    return found
+
+
+def _drop_subsumed(files: list[DataFile]) -> list[DataFile]:
+    files = sorted(files, key=lambda f: (f.source, f.first, -f.last))
+    kept: list[DataFile] = []
+    for f in files:
+        if kept and kept[-1].source == f.source and kept[-1].covers(f):
+            continue
+        kept.append(f)
+    return kept
+
+
+def side_table_files(root: Path, table: str) -> list[Path]:
+    return sorted((root / f"_{table}").glob("source=*/*.parquet"))
+
+
+def side_tables(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return sorted(p.name[1:] for p in root.glob("_*") if p.is_dir() and not p.name.startswith("__"))
+
+
+def write_atomically(table: pa.Table, path: Path, *, row_group_size: int = 100_000) -> None:
+    """Write ``table`` to ``path`` so that readers see all of it or nothing.
+
+    The data goes to a hidden temporary name in the same directory (never
+    matched by ``*.parquet``), is fsynced, and is renamed into place.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            row_group_size=row_group_size,
+            write_statistics=True,
+        )
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Remove temporary files of writers that died; call only under :func:`source_lock`.
+
+    Writers hold the source lock while a temporary file exists, so under the
+    lock every temporary file belongs to a dead writer.
+    """
+    stale = list(directory.glob("date=*/.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def source_lock(root: Path, source: str) -> Iterator[None]:
+    """Exclusive lock on one source of an archive, across processes.
+
+    Two archivers writing the same source would race on "the highest
+    archived position"; the second one waits for the first.
+    """
+    directory = source_dir(root, source)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except OSError as exc:  # pragma: no cover - exotic filesystems
+            raise ArchiveError(f"cannot lock {directory}: {exc}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,124 @@
+"""Reading an archive: the ``events`` view in DuckDB, Polars frames, Arrow.
+
+>>> import tempfile, pyarrow as pa
+>>> root = tempfile.mkdtemp()
+>>> _ = ArchiveWriter(root, "demo").append(
+...     pa.table({"global_position": [1, 2, 3], "recorded_at": [0, 1, 2],
+...               "event_type": ["A", "B", "A"]}))
+>>> reader = ArchiveReader(root)
+>>> reader.sql("select event_type, count(*) n from events group by 1 order by 1").fetchall()
+[('A', 2), ('B', 1)]
+>>> reader.scan().select("global_position").collect()["global_position"].to_list()
+[1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from workbench import envelope
+from workbench.archive._layout import DataFile, scan_data_files, side_table_files, side_tables
+from workbench.archive.writer import ArchiveWriter  # noqa: F401  (used in the doctest)
+from workbench.errors import ArchiveError
+
+__all__ = ["ArchiveReader"]
+
+
+class ArchiveReader:
+    """Read-only view of an archive of one or many sources.
+
+    ``events`` is a DuckDB view over every data file (each position of each
+    source once), in the envelope's columns. Side tables written by the
+    archivers (``gap_records``, lag samples) are views of their own name.
+    The file list is taken when the reader is opened; call :meth:`refresh`
+    to see files archived since.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, connection: duckdb.DuckDBPyConnection | None = None
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.exists():
+            raise ArchiveError(f"no archive at {self.root}")
+        if not self.root.is_dir():
+            raise ArchiveError(f"{self.root} is not a directory")
+        self.con = connection if connection is not None else duckdb.connect()
+        self.files: list[DataFile] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-list the archive's files and redefine the views."""
+        self.files = scan_data_files(self.root)
+        self._define_events()
+        for table in side_tables(self.root):
+            paths = side_table_files(self.root, table)
+            if paths:
+                self.con.execute(
+                    f"create or replace view {_ident(table)} as "
+                    f"select * from read_parquet({_list(paths)}, union_by_name = true, hive_partitioning = false)"
+                )
+
+    def _define_events(self) -> None:
+        columns = ", ".join(_ident(c) for c in envelope.COLUMNS)
+        if self.files:
+            paths = [f.path for f in self.files]
+            self.con.execute(
+                f"create or replace view events as select {columns} from "
+                f"read_parquet({_list(paths)}, union_by_name = true, hive_partitioning = false)"
+            )
+        else:
+            self.con.register("_wb_empty_events", envelope.empty())
+            self.con.execute(
+                f"create or replace view events as select {columns} from _wb_empty_events"
+            )
+
+    @property
+    def sources(self) -> list[str]:
+        """Names of the sources in the archive."""
+        return sorted({f.source for f in self.files})
+
+    def last_position(self, source: str) -> int | None:
+        """Highest archived position of ``source`` (from file names, no data read)."""
+        return max((f.last for f in self.files if f.source == source), default=None)
+
+    def sql(self, query: str, params: object = None) -> duckdb.DuckDBPyRelation:
+        """Run DuckDB SQL with the ``events`` view; ``.pl()``, ``.arrow()``, ``.fetchall()`` on the result."""
+        try:
+            return self.con.sql(query, params=params)
+        except duckdb.Error as exc:
+            raise ArchiveError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+    def scan(self) -> pl.LazyFrame:
+        """The events as a Polars LazyFrame (envelope columns, lazily read)."""
+        if not self.files:
+            return pl.from_arrow(envelope.empty()).lazy()  # type: ignore[union-attr]
+        frame = pl.scan_parquet([str(f.path) for f in self.files], hive_partitioning=False)
+        return frame.select(list(envelope.COLUMNS))
+
+    def to_polars(self) -> pl.DataFrame:
+        """All events as a Polars DataFrame, ordered by source and position."""
+        return self.scan().sort("source", "global_position").collect()
+
+    def arrow(self) -> pa.Table:
+        """All events as an Arrow table, ordered by source and position."""
+        table = self.sql("select * from events order by source, global_position").to_arrow_table()
+        return table.cast(envelope.SCHEMA)
+
+    def __len__(self) -> int:
+        return int(self.sql("select count(*) from events").fetchall()[0][0])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, sources={self.sources}, files={len(self.files)})"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"

@@ -1,0 +1,176 @@
+"""Appending envelopes of one source to an archive, append-only and atomic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import uuid
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from workbench import envelope
+from workbench.archive._layout import (
+    data_file_name,
+    encode_partition,
+    remove_stale_temporaries,
+    scan_data_files,
+    source_dir,
+    source_lock,
+    write_atomically,
+)
+from workbench.errors import ArchiveError
+
+__all__ = ["GAP_REASONS", "GAP_SCHEMA", "ArchiveWriter", "append_records"]
+
+#: Why positions are missing from a source, as archivers record it.
+GAP_REASONS: Final[tuple[str, ...]] = ("retention", "deleted", "sequence-jump", "rolled-back")
+
+#: Schema of the ``gap_records`` side table that archivers append to.
+GAP_SCHEMA: Final[pa.Schema] = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("first_missing", pa.int64(), nullable=False),
+        pa.field("last_missing", pa.int64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detected_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+
+class ArchiveWriter:
+    """Appends envelopes of one source to the archive at ``root``.
+
+    Each :meth:`append` writes whole Parquet files (zstd, sorted by
+    ``global_position``), each one atomically. Positions must be above
+    everything already archived for the source: the archive never rewrites
+    history and never holds an event twice, and :attr:`last_position` is
+    where an archiver resumes.
+
+    >>> import tempfile, pyarrow as pa
+    >>> w = ArchiveWriter(tempfile.mkdtemp(), "demo")
+    >>> w.last_position is None
+    True
+    >>> _ = w.append(pa.table({"global_position": [1, 2], "recorded_at": [0, 1]}))
+    >>> w.last_position
+    2
+    >>> w.append(pa.table({"global_position": [2], "recorded_at": [5]}))
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ArchiveError: source demo: batch starts at position 2, but positions up to 2 are already archived
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        source: str,
+        *,
+        row_group_size: int = 100_000,
+        max_file_events: int = 1_000_000,
+    ) -> None:
+        if not source:
+            raise ArchiveError("a source name is required")
+        self.root = Path(root)
+        self.source = source
+        self.row_group_size = row_group_size
+        self.max_file_events = max_file_events
+
+    @property
+    def last_position(self) -> int | None:
+        """Highest archived ``global_position`` of this source, or None if empty."""
+        lasts = [f.last for f in scan_data_files(self.root) if f.source == self.source]
+        return max(lasts, default=None)
+
+    def append(self, batch: pa.Table | pa.RecordBatch) -> list[Path]:
+        """Archive ``batch``; return the files written (none for an empty batch).
+
+        Raises :class:`~workbench.errors.ArchiveError` and writes nothing if a
+        position is repeated or not above the archived ones.
+        """
+        table = envelope.conform(batch, source=self.source)
+        if table.num_rows == 0:
+            return []
+        table = table.sort_by("global_position")
+        positions = table.column("global_position")
+        first = positions[0].as_py()
+        if pc.any(pc.equal(positions[1:], positions[:-1])).as_py():
+            raise ArchiveError(f"source {self.source}: batch repeats a global_position")
+        with source_lock(self.root, self.source):
+            remove_stale_temporaries(source_dir(self.root, self.source))
+            last = self.last_position
+            if last is not None and first <= last:
+                raise ArchiveError(
+                    f"source {self.source}: batch starts at position {first}, "
+                    f"but positions up to {last} are already archived"
+                )
+            return [self._write(chunk) for chunk in self._split(table)]
+
+    def record_gap(
+        self, first_missing: int, last_missing: int, reason: str, detail: str | None = None
+    ) -> None:
+        """Append a gap record: positions the source no longer has or never had."""
+        if reason not in GAP_REASONS:
+            raise ArchiveError(f"unknown gap reason {reason!r}; one of {', '.join(GAP_REASONS)}")
+        now = dt.datetime.now(dt.UTC)
+        record = pa.table(
+            {
+                "source": [self.source],
+                "first_missing": [first_missing],
+                "last_missing": [last_missing],
+                "reason": [reason],
+                "detected_at": [now],
+                "detail": [detail],
+            },
+            schema=GAP_SCHEMA,
+        )
+        append_records(self.root, "gap_records", self.source, record)
+
+    def _split(self, table: pa.Table) -> list[pa.Table]:
+        """Cut at most ``max_file_events`` per file and start a new file on a later day.
+
+        The date partition is the UTC day of a file's first ``recorded_at``;
+        later rows of the file may carry other days (stores do not record in
+        position order), so a date is a pruning hint, not a filter.
+        """
+        micros = table.column("recorded_at").cast(pa.int64()).to_numpy()
+        running_day = np.maximum.accumulate(micros // 86_400_000_000)
+        cuts = [0, *(np.flatnonzero(np.diff(running_day)) + 1).tolist(), table.num_rows]
+        chunks: list[pa.Table] = []
+        for start, stop in itertools.pairwise(cuts):
+            for offset in range(start, stop, self.max_file_events):
+                chunks.append(table.slice(offset, min(self.max_file_events, stop - offset)))
+        return chunks
+
+    def _write(self, chunk: pa.Table) -> Path:
+        positions = chunk.column("global_position")
+        first, last = positions[0].as_py(), positions[-1].as_py()
+        day = chunk.column("recorded_at")[0].as_py().date().isoformat()
+        path = source_dir(self.root, self.source) / f"date={day}" / data_file_name(first, last)
+        write_atomically(chunk, path, row_group_size=self.row_group_size)
+        return path
+
+
+def append_records(
+    root: str | os.PathLike[str], table: str, source: str, records: pa.Table
+) -> Path:
+    """Append rows to the side table ``table`` of an archive (one new file, atomic).
+
+    Side tables hold what is not an event: gap records, lag samples. Readers
+    see each as a DuckDB view of the same name.
+    """
+    if records.num_rows == 0:
+        raise ArchiveError(f"no rows to append to {table}")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = (
+        Path(root)
+        / f"_{table}"
+        / f"source={encode_partition(source)}"
+        / f"{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+    )
+    write_atomically(records, path)
+    return path

@@ -1,0 +1,50 @@
+"""The Typer application, its sub-command groups, and the error boundary."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from workbench.errors import WorkbenchError
+from workbench.sources.redaction import redact
+
+__all__ = ["app", "archive_app", "console", "err_console", "run", "sample_app", "snapshot_app"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="workbench",
+    help="Replay, diff and check event-sourced systems from Parquet archives.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+archive_app = typer.Typer(help="Archive a live event store into Parquet.", no_args_is_help=True)
+snapshot_app = typer.Typer(help="Snapshot a live read model into Parquet.", no_args_is_help=True)
+sample_app = typer.Typer(help="Sample consumer lag into the archive.", no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
+app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(sample_app, name="sample")
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; user errors become one line and code 2."""
+    # Importing the command modules registers them on the apps above.
+    from workbench.cli import commands  # noqa: F401
+
+    try:
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="workbench")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    except WorkbenchError as exc:
+        err_console.print(
+            f"[bold red]error:[/] {redact(str(exc))}", highlight=False, soft_wrap=True
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,96 @@
+"""Field mapping: how a source fills envelope columns (``--map FIELD=SPEC``).
+
+A spec is ``KIND:ARG`` with KIND one of ``header``, ``data``, ``metadata``,
+``subject``, ``column`` or ``const``. Each archiver evaluates the kinds its
+source has (JetStream: headers and subjects; Postgres: columns) and rejects
+the others with a clear message.
+
+>>> parse_mappings(["event_id=header:Nats-Msg-Id", "stream=subject:-2"])
+{'event_id': FieldSpec(kind='header', arg='Nats-Msg-Id'), 'stream': FieldSpec(kind='subject', arg='-2')}
+>>> FieldSpec.parse("data:meta.request.id").path
+('meta', 'request', 'id')
+>>> parse_mappings(["colour=const:red"])
+Traceback (most recent call last):
+...
+workbench.errors.MappingError: --map colour=const:red: colour is not an envelope column
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from workbench import envelope
+from workbench.errors import MappingError
+
+__all__ = ["KINDS", "FieldSpec", "parse_mappings"]
+
+#: The kinds of spec, and what ARG means for each.
+KINDS: Final[Mapping[str, str]] = {
+    "header": "a message header name (JetStream)",
+    "data": "a dotted path inside the JSON payload",
+    "metadata": "a dotted path inside the JSON metadata",
+    "subject": "a token of the NATS subject by index (negative counts from the end)",
+    "column": "a column of the source table (Postgres)",
+    "const": "a constant value",
+}
+
+# Columns that the archive itself owns; a mapping must not override them.
+_NOT_MAPPABLE: Final[frozenset[str]] = frozenset({"source", "global_position", "payload"})
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One way to fill an envelope column."""
+
+    kind: str
+    arg: str
+
+    @classmethod
+    def parse(cls, text: str) -> FieldSpec:
+        kind, sep, arg = text.partition(":")
+        if not sep or kind not in KINDS:
+            raise MappingError(
+                f"spec {text!r} must be KIND:ARG with KIND one of {', '.join(KINDS)}"
+            )
+        if kind != "const" and not arg:
+            raise MappingError(f"spec {text!r} needs an argument: {KINDS[kind]}")
+        if kind == "subject":
+            try:
+                int(arg)
+            except ValueError:
+                raise MappingError(f"spec {text!r}: subject index must be an integer") from None
+        return cls(kind, arg)
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The dotted path split into keys (for ``data:`` and ``metadata:``)."""
+        return tuple(self.arg.split("."))
+
+    @property
+    def index(self) -> int:
+        """The subject token index (for ``subject:``)."""
+        return int(self.arg)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.arg}"
+
+
+def parse_mappings(items: Iterable[str]) -> dict[str, FieldSpec]:
+    """Parse ``FIELD=SPEC`` strings into a field → spec dict (later ones win)."""
+    specs: dict[str, FieldSpec] = {}
+    for item in items:
+        field, sep, spec = item.partition("=")
+        field = field.strip()
+        if not sep:
+            raise MappingError(f"--map {item}: expected FIELD=SPEC")
+        if field not in envelope.COLUMNS:
+            raise MappingError(f"--map {item}: {field} is not an envelope column")
+        if field in _NOT_MAPPABLE:
+            raise MappingError(f"--map {item}: {field} is set by the archiver, not mapped")
+        try:
+            specs[field] = FieldSpec.parse(spec.strip())
+        except MappingError as exc:
+            raise MappingError(f"--map {item}: {exc}") from None
+    return specs

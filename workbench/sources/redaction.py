@@ -1,0 +1,28 @@
+"""Keeping secrets out of output: passwords in DSNs and server URLs.
+
+>>> redact("postgresql://app:s3cret@db:5432/prod")
+'postgresql://app:***@db:5432/prod'
+>>> redact("connection to host=db password=s3cret user=app failed")
+'connection to host=db password=*** user=app failed'
+>>> redact("nats://token@localhost:4222")
+'nats://***@localhost:4222'
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["redact"]
+
+# scheme://user:password@host  and  scheme://token@host
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?=@)")
+_URL_TOKEN = re.compile(r"(?P<head>\b(?:nats|tls|ws|wss)://)[^:/@\s]+(?=@)")
+# libpq keyword form: password=... or password='...'
+_KEYWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Replace every password or token in ``text`` with ``***``."""
+    text = _URL_PASSWORD.sub(r"\g<head>***", text)
+    text = _URL_TOKEN.sub(r"\g<head>***", text)
+    return _KEYWORD.sub(r"\g<head>***", text)
