@@ -7,11 +7,19 @@ the archive is its own checkpoint.
 
 from workbench.archive.compact import CompactResult, compact
 from workbench.archive.reader import ArchiveReader
-from workbench.archive.writer import GAP_REASONS, GAP_SCHEMA, ArchiveWriter, append_records
+from workbench.archive.records import (
+    CONSUMER_SAMPLE_SCHEMA,
+    GAP_REASONS,
+    GAP_SCHEMA,
+    STREAM_SAMPLE_SCHEMA,
+)
+from workbench.archive.writer import ArchiveWriter, append_records
 
 __all__ = [
+    "CONSUMER_SAMPLE_SCHEMA",
     "GAP_REASONS",
     "GAP_SCHEMA",
+    "STREAM_SAMPLE_SCHEMA",
     "ArchiveReader",
     "ArchiveWriter",
     "CompactResult",

@@ -7,7 +7,6 @@ import itertools
 import os
 import uuid
 from pathlib import Path
-from typing import Final
 
 import numpy as np
 import pyarrow as pa
@@ -23,24 +22,10 @@ from workbench.archive._layout import (
     source_lock,
     write_atomically,
 )
+from workbench.archive.records import GAP_REASONS, GAP_SCHEMA
 from workbench.errors import ArchiveError
 
-__all__ = ["GAP_REASONS", "GAP_SCHEMA", "ArchiveWriter", "append_records"]
-
-#: Why positions are missing from a source, as archivers record it.
-GAP_REASONS: Final[tuple[str, ...]] = ("retention", "deleted", "sequence-jump", "rolled-back")
-
-#: Schema of the ``gap_records`` side table that archivers append to.
-GAP_SCHEMA: Final[pa.Schema] = pa.schema(
-    [
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("first_missing", pa.int64(), nullable=False),
-        pa.field("last_missing", pa.int64(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
-        pa.field("detected_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("detail", pa.string()),
-    ]
-)
+__all__ = ["ArchiveWriter", "append_records"]
 
 
 class ArchiveWriter:

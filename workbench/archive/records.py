@@ -1,0 +1,71 @@
+"""Schemas of the archive's side tables: what archivers record beside events.
+
+Side tables live under ``<root>/_<table>/source=<name>/`` (appended with
+:func:`workbench.archive.append_records`) and readers see each as a DuckDB
+view of the same name.
+
+- ``gap_records``: positions a source lost or never had (archivers).
+- ``stream_samples`` / ``consumer_samples``: JetStream stream state and
+  consumer info over time (``workbench sample jetstream``), for lag.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pyarrow as pa
+
+__all__ = ["CONSUMER_SAMPLE_SCHEMA", "GAP_REASONS", "GAP_SCHEMA", "STREAM_SAMPLE_SCHEMA"]
+
+_TS = pa.timestamp("us", tz="UTC")
+
+#: Why positions are missing from a source: retention loss (the source's
+#: first position moved past them), deletion (removed inside the range),
+#: a jump in the sequence, a sequence value taken by a transaction that
+#: rolled back (Postgres; harmless).
+GAP_REASONS: Final[tuple[str, ...]] = ("retention", "deleted", "sequence-jump", "rolled-back")
+
+#: ``gap_records``: one row per missing range, inclusive.
+GAP_SCHEMA: Final[pa.Schema] = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("first_missing", pa.int64(), nullable=False),
+        pa.field("last_missing", pa.int64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detected_at", _TS, nullable=False),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+#: ``stream_samples``: a JetStream stream's state at one instant.
+STREAM_SAMPLE_SCHEMA: Final[pa.Schema] = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("sampled_at", _TS, nullable=False),
+        pa.field("stream", pa.string(), nullable=False),
+        pa.field("messages", pa.int64()),
+        pa.field("bytes", pa.int64()),
+        pa.field("first_seq", pa.int64()),
+        pa.field("last_seq", pa.int64()),
+        pa.field("last_ts", _TS),
+        pa.field("consumer_count", pa.int32()),
+    ]
+)
+
+#: ``consumer_samples``: one consumer's info at one instant.
+CONSUMER_SAMPLE_SCHEMA: Final[pa.Schema] = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("sampled_at", _TS, nullable=False),
+        pa.field("stream", pa.string(), nullable=False),
+        pa.field("consumer", pa.string(), nullable=False),
+        pa.field("num_pending", pa.int64()),
+        pa.field("num_ack_pending", pa.int64()),
+        pa.field("num_redelivered", pa.int64()),
+        pa.field("num_waiting", pa.int64()),
+        pa.field("delivered_stream_seq", pa.int64()),
+        pa.field("ack_floor_stream_seq", pa.int64()),
+        pa.field("stream_last_seq", pa.int64()),
+        pa.field("last_active", _TS),
+    ]
+)
