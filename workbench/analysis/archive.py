@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
+from workbench.analysis.causation import Causation, find_causation
+from workbench.analysis.drift import Drift, find_drift
+from workbench.analysis.duplicates import Duplicates, find_duplicates
+from workbench.analysis.gaps import Gaps, find_gaps
+from workbench.analysis.lag import Lag, find_lag
 from workbench.archive import ArchiveReader
 
 __all__ = ["Archive", "open_archive"]
@@ -12,11 +18,36 @@ __all__ = ["Archive", "open_archive"]
 class Archive(ArchiveReader):
     """An opened archive: SQL over ``events``, Polars frames, and the checks.
 
+    Each check is one or a few DuckDB queries over ``events`` and returns a
+    small result object (``.df()``, ``.tables()``, ``.found``, ``.chart()``).
+
     >>> import tempfile
     >>> archive = open_archive(tempfile.mkdtemp())
     >>> len(archive), archive.sources
     (0, [])
+    >>> archive.gaps().found, archive.duplicates().found, archive.schema_drift().found
+    (0, 0, 0)
     """
+
+    def gaps(self) -> Gaps:
+        """Missing positions per source and per stream, with the reason where known."""
+        return find_gaps(self)
+
+    def duplicates(self, *, window: dt.timedelta = dt.timedelta(seconds=5)) -> Duplicates:
+        """Events archived more than once: same id, redelivered, or same content within ``window``."""
+        return find_duplicates(self, window=window)
+
+    def schema_drift(self, *, tolerance: float = 0.05) -> Drift:
+        """Fields per event type and version, changes between versions, events off their version."""
+        return find_drift(self, tolerance=tolerance)
+
+    def lag(self, *, window: int = 10) -> Lag:
+        """Recording lag over time and, from lag samples, consumer backlog and status."""
+        return find_lag(self, window=window)
+
+    def causation(self, correlation_id: str | None = None) -> Causation:
+        """The causation graph (of one correlation, or all), with orphans and cycles."""
+        return find_causation(self, correlation_id)
 
 
 def open_archive(path: str | os.PathLike[str]) -> Archive:

@@ -1,0 +1,167 @@
+"""The causation graph: which event caused which, as nodes and edges.
+
+Built by one recursive query in DuckDB. An event's parent is the archived
+event its ``causation_id`` names. Roots are events whose ``causation_id`` is
+empty, equals their ``correlation_id`` (the generator's and most
+frameworks' convention: the first event is caused by the request/command,
+which is not an archived event) or names no archived event. The last kind
+is an *orphan*: its cause is missing from the archive. Events that cannot be
+reached from any root sit in (or below) a causation *cycle*.
+
+Per node: ``depth`` below its root, ``children`` (fan-out), ``order`` (tree
+order: depth first, siblings by time) and ``seconds`` since its parent
+(time per edge, from ``occurred_at``, else ``recorded_at``). An event id
+archived twice is one node (its first copy).
+
+>>> import tempfile, pyarrow as pa
+>>> from workbench.archive import ArchiveReader, ArchiveWriter
+>>> root = tempfile.mkdtemp()
+>>> _ = ArchiveWriter(root, "s").append(pa.table({
+...     "global_position": [1, 2, 3, 4], "recorded_at": [0, 1_000_000, 2_000_000, 3_000_000],
+...     "event_id": ["a", "b", "c", "d"], "correlation_id": ["r", "r", "r", "r"],
+...     "causation_id": ["r", "a", "a", "zz"]}))
+>>> graph = find_causation(ArchiveReader(root))
+>>> graph.nodes.select("event_id", "depth", "children", "orphan").rows()
+[('a', 0, 2, False), ('b', 1, 0, False), ('c', 1, 0, False), ('d', 0, 0, True)]
+>>> graph.edges.select("parent_id", "event_id", "seconds").rows()
+[('a', 'b', 1.0), ('a', 'c', 2.0)]
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import polars as pl
+
+from workbench.analysis.result import CheckResult
+from workbench.archive import ArchiveReader
+
+if TYPE_CHECKING:
+    import altair as alt
+
+__all__ = ["Causation", "find_causation"]
+
+_NODES = """
+with recursive
+ev as (
+    select event_id, source, global_position, event_type, stream, correlation_id, causation_id,
+           coalesce(occurred_at, recorded_at) as event_at
+    from events where event_id is not null {where}
+    qualify row_number() over (partition by event_id order by source, global_position) = 1
+),
+ids as (select distinct event_id from events where event_id is not null),
+n as (
+    select ev.*, p.event_id is not null as has_parent, p.event_at as parent_at,
+           ev.causation_id is not null and ev.causation_id is distinct from ev.correlation_id
+               and a.event_id is null as orphan
+    from ev
+    left join ev p on p.event_id = ev.causation_id
+    left join ids a on a.event_id = ev.causation_id
+),
+tree(event_id, root_id, depth, path) as (
+    select event_id, event_id, 0, [epoch_us(event_at), global_position] from n where not has_parent
+    union all
+    select c.event_id, t.root_id, t.depth + 1,
+           list_concat(t.path, [epoch_us(c.event_at), c.global_position])
+    from tree t join n c on c.causation_id = t.event_id and c.has_parent
+),
+fan as (select causation_id as event_id, count(*) as children from n where has_parent group by 1)
+select n.source, n.global_position, n.event_id, n.event_type, n.stream, n.correlation_id,
+       n.causation_id, case when n.has_parent then n.causation_id end as parent_id,
+       t.root_id, t.depth, coalesce(f.children, 0) as children, n.event_at, n.parent_at,
+       epoch(n.event_at) - epoch(n.parent_at) as seconds, n.orphan, t.event_id is null as cyclic,
+       t.path
+from n left join tree t using (event_id) left join fan f using (event_id)
+"""
+
+_CORRELATIONS = """
+select correlation_id, count(*) as events,
+       count(*) filter (where parent_id is null) as roots,
+       count(*) filter (where orphan) as orphans,
+       count(*) filter (where cyclic) as cyclic,
+       max(depth) as depth, max(children) as max_fan_out,
+       min(event_at) as first_at, max(event_at) as last_at,
+       epoch(max(event_at)) - epoch(min(event_at)) as seconds
+from {nodes} group by correlation_id order by first_at, correlation_id
+"""
+
+
+@dataclass(frozen=True, repr=False)
+class Causation(CheckResult):
+    """The causation graph and its faults.
+
+    - ``nodes``: ``tree_order, source, global_position, event_id, event_type,
+      stream, correlation_id, causation_id, parent_id, root_id, depth,
+      children, event_at, parent_at, seconds, orphan, cyclic`` in tree order
+      (``depth`` and ``root_id`` are null for cyclic nodes).
+    - ``edges``: ``parent_id, event_id, seconds`` (parent → child).
+    - ``correlations``: per ``correlation_id``: ``events, roots, orphans,
+      cyclic, depth, max_fan_out, first_at, last_at, seconds``.
+    """
+
+    name: ClassVar[str] = "causation"
+    main: ClassVar[str] = "nodes"
+
+    nodes: pl.DataFrame
+    edges: pl.DataFrame
+    correlations: pl.DataFrame
+    correlation_id: str | None = None
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return {"nodes": self.nodes, "edges": self.edges, "correlations": self.correlations}
+
+    @property
+    def orphans(self) -> pl.DataFrame:
+        """Events whose cause is neither an archived event nor their correlation id."""
+        return self.nodes.filter(pl.col("orphan"))
+
+    @property
+    def cycles(self) -> pl.DataFrame:
+        """Events in a causation cycle or caused by one (no root reaches them)."""
+        return self.nodes.filter(pl.col("cyclic"))
+
+    @property
+    def found(self) -> int:
+        return self.orphans.height + self.cycles.height
+
+    def summary(self) -> str:
+        depth = self.nodes["depth"].max() if self.nodes.height else 0
+        fan = self.nodes["children"].max() if self.nodes.height else 0
+        return (
+            f"{self.nodes.height} event(s) in {self.correlations.height} correlation(s), "
+            f"depth up to {depth}, fan-out up to {fan}; "
+            f"{self.orphans.height} orphan(s), {self.cycles.height} cyclic event(s)"
+        )
+
+    def chart(self, correlation_id: str | None = None) -> alt.TopLevelMixin:
+        """Waterfall of one correlation (the one asked for, else the largest)."""
+        from workbench.charts.causation import causation_waterfall
+
+        wanted = correlation_id or self.correlation_id
+        if wanted is None and self.correlations.height:
+            wanted = self.correlations.sort("events", descending=True)["correlation_id"][0]
+        return causation_waterfall(self.nodes.filter(pl.col("correlation_id") == wanted))
+
+
+def find_causation(reader: ArchiveReader, correlation_id: str | None = None) -> Causation:
+    """Build the causation graph of the archive, or of one correlation."""
+    where = "" if correlation_id is None else "and correlation_id = $correlation_id"
+    params = {} if correlation_id is None else {"correlation_id": correlation_id}
+    table = f"_wb_nodes_{uuid.uuid4().hex[:12]}"
+    reader.con.execute(f"create temp table {table} as {_NODES.format(where=where)}", params)
+    try:
+        nodes = reader.sql(
+            "select row_number() over (order by path nulls last, global_position) as tree_order,"
+            f" * exclude (path) from {table} order by tree_order"
+        ).pl()
+        correlations = reader.sql(_CORRELATIONS.format(nodes=table)).pl()
+    finally:
+        reader.con.execute(f"drop table if exists {table}")
+    edges = nodes.filter(pl.col("parent_id").is_not_null()).select(
+        "parent_id", "event_id", "seconds"
+    )
+    return Causation(
+        nodes=nodes, edges=edges, correlations=correlations, correlation_id=correlation_id
+    )

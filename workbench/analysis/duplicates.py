@@ -1,0 +1,144 @@
+"""Duplicates: the same event twice, told apart by how it came twice.
+
+- ``event_id``: the same ``event_id`` at several positions of one source
+  (a producer published it twice; the store did not deduplicate).
+- ``redelivery``: ``delivery_count > 1`` (the source delivered it to the
+  archiver again; the archive still holds it once).
+- ``content``: different ``event_id`` but identical type, stream and data
+  within ``window`` of the previous copy (a retry that minted a new id).
+
+Each row is one *extra* copy and names the position of the first one.
+
+>>> import tempfile, pyarrow as pa
+>>> from workbench.archive import ArchiveReader, ArchiveWriter
+>>> root = tempfile.mkdtemp()
+>>> _ = ArchiveWriter(root, "s").append(pa.table({
+...     "global_position": [1, 2, 3], "recorded_at": [0, 1, 2],
+...     "event_id": ["a", "b", "a"], "data": ['{"n": 1}', '{"n": 2}', '{"n": 1}']}))
+>>> find_duplicates(ArchiveReader(root)).copies.select("kind", "global_position", "first_position").rows()
+[('event_id', 3, 1)]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import polars as pl
+
+from workbench.analysis._buckets import bucket_width
+from workbench.analysis.result import CheckResult
+from workbench.archive import ArchiveReader
+
+if TYPE_CHECKING:
+    import altair as alt
+
+__all__ = ["DUPLICATE_KINDS", "Duplicates", "find_duplicates"]
+
+#: The kinds of duplicate, in the order they are reported.
+DUPLICATE_KINDS: tuple[str, ...] = ("event_id", "redelivery", "content")
+
+_COPIES = """
+with ev as (
+    select source, global_position, event_id, event_type, stream, recorded_at, delivery_count,
+           hash(event_type, stream, data, payload) as content,
+           data is not null or payload is not null as has_body,
+           case when event_id is not null
+                then min(global_position) over (partition by source, event_id) end as first_position
+    from events
+),
+by_id as (select * from ev where global_position > first_position),
+by_content as (
+    select *,
+           lag(global_position) over w as prev_position,
+           lag(recorded_at) over w as prev_at,
+           lag(event_id) over w as prev_id
+    from ev where has_body and global_position = coalesce(first_position, global_position)
+    window w as (partition by source, content, event_type, stream
+                 order by recorded_at, global_position)
+)
+select 'event_id' as kind, source, global_position, event_id, event_type, stream,
+       recorded_at, delivery_count, first_position
+from by_id
+union all
+select 'redelivery', source, global_position, event_id, event_type, stream,
+       recorded_at, delivery_count, global_position
+from ev where delivery_count > 1
+union all
+select 'content', source, global_position, event_id, event_type, stream,
+       recorded_at, delivery_count, prev_position
+from by_content
+where prev_position is not null and recorded_at - prev_at <= $window
+  and event_id is distinct from prev_id
+"""
+
+
+@dataclass(frozen=True, repr=False)
+class Duplicates(CheckResult):
+    """Extra copies of events and their count over time.
+
+    - ``copies``: ``kind, source, global_position, event_id, event_type,
+      stream, recorded_at, delivery_count, first_position``, one row per
+      extra copy (``first_position`` is the earlier copy's position).
+    - ``timeline``: ``bucket, kind, event_type, copies`` — copies per time
+      bucket (at most a few hundred buckets), for charts.
+    """
+
+    name: ClassVar[str] = "duplicates"
+    main: ClassVar[str] = "copies"
+
+    copies: pl.DataFrame
+    timeline: pl.DataFrame
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return {"copies": self.copies, "timeline": self.timeline}
+
+    @property
+    def found(self) -> int:
+        return self.copies.height
+
+    def count(self, kind: str) -> int:
+        """Copies of one kind (``event_id``, ``redelivery``, ``content``)."""
+        return self.copies.filter(pl.col("kind") == kind).height
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{kind}: {self.count(kind)}" for kind in DUPLICATE_KINDS)
+        return f"{self.copies.height} duplicate copie(s) ({counts})"
+
+    def chart(self) -> alt.TopLevelMixin:
+        from workbench.charts.duplicates import duplicates_chart  # charts sit above analysis
+
+        return duplicates_chart(self.timeline)
+
+
+def find_duplicates(
+    reader: ArchiveReader, *, window: dt.timedelta = dt.timedelta(seconds=5)
+) -> Duplicates:
+    """Find events archived more than once (see the module for the kinds).
+
+    ``window``: how close in ``recorded_at`` two same-content events must be
+    to count as one event sent twice.
+    """
+    table = f"_wb_copies_{uuid.uuid4().hex[:12]}"
+    reader.con.execute(f"create temp table {table} as {_COPIES}", {"window": window})
+    try:
+        copies = reader.sql(
+            f"select * from {table} order by kind, source, global_position"
+        ).pl()
+        span = reader.sql(
+            f"select epoch(min(recorded_at)), epoch(max(recorded_at)) from {table}"
+        ).fetchall()[0]
+        width = bucket_width(span[0] or 0.0, span[1] or 0.0)
+        timeline = reader.sql(
+            f"select time_bucket(interval '{width}', recorded_at) as bucket, kind, event_type, "
+            f"count(*) as copies from {table} group by all order by bucket, kind, event_type"
+        ).pl()
+    finally:
+        reader.con.execute(f"drop table if exists {table}")
+    kinds = pl.Enum(DUPLICATE_KINDS)
+    return Duplicates(
+        copies=copies.with_columns(pl.col("kind").cast(kinds)),
+        timeline=timeline.with_columns(pl.col("kind").cast(kinds)),
+    )

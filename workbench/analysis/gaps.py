@@ -1,0 +1,166 @@
+"""Missing positions: per source in ``global_position``, per stream in ``stream_position``.
+
+Missing ranges come from two places. The archivers' ``gap_records`` name the
+reason (``retention``, ``deleted``, ``sequence-jump``, ``rolled-back``); holes
+in the archived positions that no record explains are told apart by where
+they are: missing positions below the first archived one look like retention
+loss, interior holes are ``unknown``. ``recorded`` says which is which.
+
+>>> import tempfile, pyarrow as pa
+>>> from workbench.archive import ArchiveReader, ArchiveWriter
+>>> root = tempfile.mkdtemp()
+>>> w = ArchiveWriter(root, "s")
+>>> _ = w.append(pa.table({"global_position": [3, 4, 7], "recorded_at": [0, 1, 2]}))
+>>> w.record_gap(5, 6, "deleted")
+>>> gaps = find_gaps(ArchiveReader(root))
+>>> gaps.positions.select("first_missing", "last_missing", "reason", "recorded").rows()
+[(1, 2, 'retention', False), (5, 6, 'deleted', True)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import polars as pl
+
+from workbench.analysis._views import has_view
+from workbench.analysis.result import CheckResult
+from workbench.archive import ArchiveReader
+
+if TYPE_CHECKING:
+    import altair as alt
+
+__all__ = ["HARMLESS_REASONS", "Gaps", "find_gaps"]
+
+#: Gap reasons that are no fault: a Postgres sequence value taken by a
+#: transaction that rolled back never held an event.
+HARMLESS_REASONS: frozenset[str] = frozenset({"rolled-back"})
+
+# Holes in the archived positions: interior ones from the next position, a
+# leading one when a source's first archived position is above 1.
+_HOLES = """
+with pos as (
+    select source, global_position as p,
+           lead(global_position) over (partition by source order by global_position) as nxt
+    from events
+),
+holes as (
+    select source, p + 1 as hf, nxt - 1 as hl, 'unknown' as guess from pos where nxt > p + 1
+    union all
+    select source, 1, min(p) - 1, 'retention' from pos group by source having min(p) > 1
+)
+"""
+
+# Parts of each hole not covered by any gap record: the stretches between the
+# (clipped, possibly overlapping) records, before the first and after the last.
+_GAPS_WITH_RECORDS = (
+    _HOLES
+    + """,
+rec as (select source, first_missing, last_missing, reason, detail from gap_records),
+clipped as (
+    select h.source, h.hf, h.hl, h.guess,
+           greatest(r.first_missing, h.hf) as cs, least(r.last_missing, h.hl) as ce
+    from holes h join rec r
+      on r.source = h.source and r.first_missing <= h.hl and r.last_missing >= h.hf
+),
+pieces as (
+    select source, guess,
+           coalesce(max(ce) over (partition by source, hf order by cs
+                                  rows between unbounded preceding and 1 preceding) + 1, hf) as ps,
+           cs - 1 as pe
+    from clipped
+    union all
+    select source, guess, max(ce) + 1, any_value(hl) from clipped group by source, hf, guess
+    union all
+    select source, guess, hf, hl from holes h
+    where not exists (select 1 from rec r where r.source = h.source
+                      and r.first_missing <= h.hl and r.last_missing >= h.hf)
+)
+select source, first_missing, last_missing, reason, true as recorded, detail from rec
+union all
+select source, ps, pe, guess, false, null from pieces where ps <= pe
+"""
+)
+
+_GAPS_WITHOUT_RECORDS = (
+    _HOLES
+    + "select source, hf as first_missing, hl as last_missing, guess as reason, "
+    "false as recorded, null::varchar as detail from holes"
+)
+
+# Holes inside each stream's positions; a stream's first position is expected
+# at the lowest first position of any stream of its source (0 or 1 by convention).
+_STREAM_GAPS = """
+with sp as (
+    select source, stream, stream_position as p,
+           lead(stream_position) over (partition by source, stream order by stream_position) as nxt,
+           min(stream_position) over (partition by source, stream) as first_p
+    from events where stream is not null and stream_position is not null
+),
+base as (select source, min(first_p) as b from sp group by source)
+select source, stream, p + 1 as first_missing, nxt - 1 as last_missing from sp where nxt > p + 1
+union all
+select distinct sp.source, stream, b, first_p - 1 from sp join base using (source) where first_p > b
+"""
+
+
+@dataclass(frozen=True, repr=False)
+class Gaps(CheckResult):
+    """Missing ranges of positions; both tables have inclusive ranges and a ``missing`` count.
+
+    - ``positions``: ``source, first_missing, last_missing, missing, reason,
+      recorded, detail`` — ``reason`` is one of ``GAP_REASONS`` or
+      ``unknown``; ``recorded`` is False when the reason is a guess.
+    - ``streams``: ``source, stream, first_missing, last_missing, missing``.
+    """
+
+    name: ClassVar[str] = "gaps"
+    main: ClassVar[str] = "positions"
+
+    positions: pl.DataFrame
+    streams: pl.DataFrame
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return {"positions": self.positions, "streams": self.streams}
+
+    @property
+    def faults(self) -> pl.DataFrame:
+        """Position gaps that lost events (every reason but a rolled-back sequence value)."""
+        return self.positions.filter(~pl.col("reason").is_in(sorted(HARMLESS_REASONS)))
+
+    @property
+    def found(self) -> int:
+        return self.faults.height + self.streams.height
+
+    def summary(self) -> str:
+        by_reason = self.positions.group_by("reason").agg(pl.col("missing").sum()).sort("reason")
+        reasons = ", ".join(f"{r}: {n}" for r, n in by_reason.rows()) or "none"
+        return (
+            f"{self.positions.height} missing position range(s) ({reasons}); "
+            f"{self.streams.height} stream gap(s)"
+        )
+
+    def chart(self) -> alt.TopLevelMixin:
+        from workbench.charts.gaps import gaps_chart  # charts sit above analysis
+
+        return gaps_chart(self.positions)
+
+
+def find_gaps(reader: ArchiveReader) -> Gaps:
+    """Find missing positions in every source and stream of the archive."""
+    query = _GAPS_WITH_RECORDS if has_view(reader, "gap_records") else _GAPS_WITHOUT_RECORDS
+    positions = reader.sql(
+        f"select *, last_missing - first_missing + 1 as missing from ({query}) "
+        "order by source, first_missing, last_missing"
+    ).pl()
+    streams = reader.sql(
+        f"select *, last_missing - first_missing + 1 as missing from ({_STREAM_GAPS}) "
+        "order by source, stream, first_missing"
+    ).pl()
+    return Gaps(
+        positions=positions.select(
+            "source", "first_missing", "last_missing", "missing", "reason", "recorded", "detail"
+        ),
+        streams=streams,
+    )
