@@ -1,0 +1,111 @@
+"""Getting frames into a chart small: aggregate in DuckDB, then inline the values.
+
+Charts never hand a large frame to Altair: each chart aggregates first (time
+buckets, top-N with the rest summed into one row), then inlines the result as
+``alt.Data(values=...)``, which bypasses Altair's data transformers, so
+``MaxRowsError`` cannot happen and the spec needs no files or network.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import altair as alt
+import duckdb
+import polars as pl
+
+__all__ = ["MAX_POINTS", "coarsen", "inline", "require", "top_n"]
+
+#: Upper bound on rows a chart aggregates down to.
+MAX_POINTS: Final[int] = 2_000
+
+_WIDTHS_S: Final[tuple[int, ...]] = (
+    1, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400,
+)
+
+
+def require(frame: pl.DataFrame, columns: dict[str, str], chart: str) -> None:
+    """Raise ``ValueError`` naming the missing columns a chart needs (column → meaning)."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        wanted = "; ".join(f"{c}: {columns[c]}" for c in missing)
+        raise ValueError(f"{chart} needs the columns {wanted}")
+
+
+def inline(frame: pl.DataFrame) -> alt.Data:
+    """The frame as inline values; temporal columns as ISO-8601 UTC text."""
+    exprs = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime):
+            col = pl.col(name)
+            if dtype.time_zone is None:
+                col = col.dt.replace_time_zone("UTC")
+            exprs.append(
+                col.dt.convert_time_zone("UTC").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ").alias(name)
+            )
+        elif isinstance(dtype, pl.Enum | pl.Categorical):
+            exprs.append(pl.col(name).cast(pl.String))
+        elif isinstance(dtype, pl.List):
+            exprs.append(pl.col(name).cast(pl.List(pl.String)).list.join(", ").alias(name))
+    return alt.Data(values=frame.with_columns(exprs).to_dicts() if exprs else frame.to_dicts())
+
+
+def coarsen(
+    frame: pl.DataFrame,
+    time: str,
+    keys: list[str],
+    *,
+    sums: tuple[str, ...] = (),
+    maxes: tuple[str, ...] = (),
+    limit: int = MAX_POINTS,
+) -> pl.DataFrame:
+    """Re-bucket a time series in DuckDB until it has at most ``limit`` rows.
+
+    Sums add up and maxima take the maximum, so nothing is dropped.
+
+    >>> import datetime as dt
+    >>> f = pl.DataFrame({"t": [dt.datetime(2024, 1, 1, 0, 0, s) for s in range(50)], "n": [1] * 50})
+    >>> coarsen(f, "t", [], sums=("n",), limit=5)["n"].to_list()
+    [10, 10, 10, 10, 10]
+    """
+    if frame.height <= limit:
+        return frame
+    aggs = [f'sum("{c}") as "{c}"' for c in sums] + [f'max("{c}") as "{c}"' for c in maxes]
+    key_sql = "".join(f'"{k}", ' for k in keys)
+    con = duckdb.connect()
+    con.register("frame", frame)
+    out = frame
+    for width in _WIDTHS_S:
+        out = con.sql(
+            f"select {key_sql}time_bucket(interval '{width} seconds', \"{time}\") as \"{time}\", "
+            f"{', '.join(aggs)} from frame group by all order by all"
+        ).pl()
+        if out.height <= limit:
+            break
+    return out.select(frame.columns).cast(frame.schema)  # type: ignore[arg-type]
+
+
+def top_n(frame: pl.DataFrame, key: str, value: str, *, limit: int = 40) -> pl.DataFrame:
+    """Keep the ``limit - 1`` largest rows by ``value`` and sum the rest into one ``(N others)`` row.
+
+    >>> f = pl.DataFrame({"k": list("abcd"), "v": [4, 3, 2, 1]})
+    >>> top_n(f, "k", "v", limit=3).rows()
+    [('a', 4), ('b', 3), ('(2 others)', 3)]
+    """
+    if frame.height <= limit:
+        return frame
+    numeric = [c for c, t in frame.schema.items() if t.is_numeric() and c != key]
+    con = duckdb.connect()
+    con.register("frame", frame)
+    keep = limit - 1
+    sums = ", ".join(f'sum("{c}") as "{c}"' for c in numeric)
+    out = con.sql(
+        f"""with ranked as (select *, row_number() over (order by "{value}" desc, "{key}") as rn
+                             from frame)
+            select "{key}"::varchar as "{key}", {", ".join(f'"{c}"' for c in numeric)}
+            from ranked where rn <= {keep}
+            union all
+            select '(' || count(*) || ' others)', {sums} from ranked where rn > {keep}
+            order by "{value}" desc"""
+    ).pl()
+    return out.select([key, *numeric]).cast({c: frame.schema[c] for c in numeric})

@@ -1,0 +1,79 @@
+"""The causation waterfall of one correlation: rows in tree order, x = time, parent links."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import altair as alt
+import polars as pl
+
+from workbench.charts._data import inline, require
+
+__all__ = ["MAX_WATERFALL_ROWS", "causation_waterfall"]
+
+#: Rows a waterfall shows; a larger tree shows its first rows and says so in the title.
+MAX_WATERFALL_ROWS: Final[int] = 300
+
+
+def causation_waterfall(nodes: pl.DataFrame) -> alt.LayerChart:
+    """One row per event in tree order; a bar from the parent's time to the event's, links to the parent.
+
+    ``nodes``: ``tree_order, event_id, event_type, parent_id, depth, event_at,
+    parent_at, seconds, orphan`` (``Causation.nodes`` filtered to one
+    ``correlation_id``).
+
+    >>> import datetime as dt
+    >>> t = [dt.datetime(2024, 1, 1, 0, 0, s) for s in range(3)]
+    >>> f = pl.DataFrame({"tree_order": [1, 2, 3], "event_id": ["a", "b", "c"],
+    ...                   "event_type": ["A", "B", "C"], "parent_id": [None, "a", "b"],
+    ...                   "depth": [0, 1, 2], "event_at": t, "parent_at": [None, t[0], t[1]],
+    ...                   "seconds": [None, 1.0, 1.0], "orphan": [False, False, False]})
+    >>> [layer["mark"]["type"] for layer in causation_waterfall(f).to_dict()["layer"]]
+    ['rule', 'bar', 'point']
+    """
+    require(
+        nodes,
+        {"tree_order": "tree order", "event_id": "event id", "event_type": "type",
+         "parent_id": "parent event id", "depth": "depth", "event_at": "time",
+         "parent_at": "parent time", "seconds": "seconds since parent", "orphan": "orphan flag"},
+        "causation_waterfall",
+    )
+    total = nodes.height
+    shown = nodes.sort("tree_order").head(MAX_WATERFALL_ROWS)
+    width = len(str(max(total, 1)))
+    rows = shown.with_columns(
+        row=pl.int_range(1, shown.height + 1).cast(pl.String).str.zfill(width)
+        + " "
+        + pl.lit("· ").repeat_by(pl.col("depth").fill_null(0)).list.join("")
+        + pl.col("event_type").fill_null("?"),
+    )
+    parents = rows.select(parent_id=pl.col("event_id"), parent_row=pl.col("row"))
+    frame = rows.join(parents, on="parent_id", how="left").select(
+        "row", "event_id", "event_type", "parent_id", "depth", "event_at", "parent_at",
+        "seconds", "orphan", "parent_row",
+    )
+    title = "Causation waterfall"
+    if total > shown.height:
+        title += f" (first {shown.height} of {total} events in tree order)"
+    base = alt.Chart(inline(frame))
+    y = alt.Y("row:N", title=None, sort="ascending", axis=alt.Axis(labelFontSize=9, labelLimit=300))
+    links = (
+        base.transform_filter("datum.parent_row != null")
+        .mark_rule(color="#999", strokeDash=[2, 2])
+        .encode(x="parent_at:T", y=alt.Y("parent_row:N", sort="ascending"), y2="row:N")
+    )
+    bars = (
+        base.transform_filter("datum.parent_at != null")
+        .mark_bar(height=6, color="#4c78a8")
+        .encode(x="parent_at:T", x2="event_at:T", y=y)
+    )
+    tooltip = ["event_type:N", "event_id:N", "parent_id:N", "event_at:T", "seconds:Q", "orphan:N"]
+    points = base.mark_point(filled=True, size=40).encode(
+        x=alt.X("event_at:T", title="time"),
+        y=y,
+        color=alt.condition("datum.orphan", alt.value("#e45756"), alt.value("#4c78a8")),
+        tooltip=tooltip,
+    )
+    return alt.layer(links, bars, points).properties(
+        title=title, width=600, height=alt.Step(14)
+    )

@@ -1,0 +1,53 @@
+"""The schema drift matrix: event type and version × field, coloured by presence."""
+
+from __future__ import annotations
+
+import altair as alt
+import polars as pl
+
+from workbench.charts._data import inline, require
+
+__all__ = ["drift_matrix"]
+
+
+def drift_matrix(fields: pl.DataFrame) -> alt.LayerChart:
+    """A cell per (type, version, field): colour = share of events carrying it, text = JSON type.
+
+    ``fields``: ``event_type, schema_version, field, type, null_share``
+    (``Drift.fields``). One row per cell already, so nothing is aggregated
+    away; a field a version lacks is an empty cell.
+
+    >>> f = pl.DataFrame({"event_type": ["A", "A"], "schema_version": [1, 2],
+    ...                   "field": ["x", "x"], "type": ["integer", "string"], "null_share": [0.0, 0.5]})
+    >>> drift_matrix(f).to_dict()["layer"][0]["mark"]["type"]
+    'rect'
+    """
+    require(
+        fields,
+        {"event_type": "event type", "schema_version": "version", "field": "field name",
+         "type": "JSON type", "null_share": "share missing or null"},
+        "drift_matrix",
+    )
+    frame = fields.select(
+        "event_type",
+        "schema_version",
+        "field",
+        pl.col("type").fill_null("null"),
+        present_share=1 - pl.col("null_share"),
+        version=pl.col("event_type") + " v" + pl.col("schema_version").cast(pl.String),
+    )
+    base = alt.Chart(inline(frame)).encode(
+        x=alt.X("field:N", title="field", axis=alt.Axis(labelAngle=-40)),
+        y=alt.Y("version:N", title="event type and version", sort=None),
+        tooltip=["event_type:N", "schema_version:Q", "field:N", "type:N", "present_share:Q"],
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color(
+            "present_share:Q", title="share present", scale=alt.Scale(domain=[0, 1], scheme="blues")
+        )
+    )
+    text = base.mark_text(fontSize=9).encode(
+        text="type:N",
+        color=alt.condition("datum.present_share > 0.6", alt.value("white"), alt.value("black")),
+    )
+    return alt.layer(cells, text).properties(title="Schema drift: fields per type and version")

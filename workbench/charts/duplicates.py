@@ -1,0 +1,48 @@
+"""Duplicates over time, by event type, one row of bars per kind."""
+
+from __future__ import annotations
+
+import altair as alt
+import polars as pl
+
+from workbench.charts._data import coarsen, inline, require
+
+__all__ = ["duplicates_chart"]
+
+
+def duplicates_chart(timeline: pl.DataFrame) -> alt.FacetChart:
+    """Stacked bars of duplicate copies per time bucket, coloured by type, a row per kind.
+
+    ``timeline``: ``bucket, kind, event_type, copies`` (``Duplicates.timeline``).
+
+    >>> import datetime as dt
+    >>> f = pl.DataFrame({"bucket": [dt.datetime(2024, 1, 1)], "kind": ["event_id"],
+    ...                   "event_type": ["A"], "copies": [2]})
+    >>> duplicates_chart(f).to_dict()["facet"]["row"]["field"]
+    'kind'
+    """
+    require(
+        timeline,
+        {"bucket": "time", "kind": "kind of duplicate", "event_type": "event type",
+         "copies": "extra copies"},
+        "duplicates_chart",
+    )
+    frame = coarsen(
+        timeline.select("bucket", "kind", "event_type", "copies"),
+        "bucket",
+        ["kind", "event_type"],
+        sums=("copies",),
+    )
+    return (
+        alt.Chart(inline(frame))
+        .mark_bar()
+        .encode(
+            x=alt.X("bucket:T", title="recorded at"),
+            y=alt.Y("sum(copies):Q", title="extra copies"),
+            color=alt.Color("event_type:N", title="event type"),
+            tooltip=["kind:N", "event_type:N", "bucket:T", "copies:Q"],
+        )
+        .properties(width=600, height=120)
+        .facet(row=alt.Row("kind:N", title=None))
+        .properties(title="Duplicates over time")
+    )

@@ -1,0 +1,54 @@
+"""Missing position ranges per source, coloured by reason."""
+
+from __future__ import annotations
+
+import altair as alt
+import duckdb
+import polars as pl
+
+from workbench.charts._data import MAX_POINTS, inline, require
+
+__all__ = ["gaps_chart"]
+
+
+def gaps_chart(positions: pl.DataFrame) -> alt.Chart:
+    """Ranges of missing ``global_position`` per source as bars, coloured by reason.
+
+    ``positions``: ``source, first_missing, last_missing, missing, reason``
+    (``Gaps.positions``). Many small gaps are merged into position bins (per
+    source and reason, missing counts summed), so nothing is dropped.
+
+    >>> f = pl.DataFrame({"source": ["s"], "first_missing": [3], "last_missing": [5],
+    ...                   "missing": [3], "reason": ["deleted"]})
+    >>> gaps_chart(f).to_dict()["mark"]["type"]
+    'bar'
+    """
+    require(
+        positions,
+        {"source": "source", "first_missing": "first missing position",
+         "last_missing": "last missing position", "missing": "count", "reason": "reason"},
+        "gaps_chart",
+    )
+    frame = positions.select("source", "first_missing", "last_missing", "missing", "reason")
+    if frame.height > MAX_POINTS:
+        con = duckdb.connect()
+        con.register("gaps", frame)
+        bins = MAX_POINTS // max(frame["source"].n_unique() * frame["reason"].n_unique(), 1)
+        frame = con.sql(
+            f"""with w as (select max(last_missing) / {max(bins, 1)} + 1 as width from gaps)
+                select source, min(first_missing) as first_missing,
+                       max(last_missing) as last_missing, sum(missing)::bigint as missing, reason
+                from gaps, w group by source, reason, first_missing // width order by all"""
+        ).pl()
+    return (
+        alt.Chart(inline(frame))
+        .mark_bar(minBandSize=2)
+        .encode(
+            x=alt.X("first_missing:Q", title="global_position"),
+            x2="last_missing:Q",
+            y=alt.Y("source:N", title=None),
+            color=alt.Color("reason:N", title="reason"),
+            tooltip=["source:N", "reason:N", "first_missing:Q", "last_missing:Q", "missing:Q"],
+        )
+        .properties(title="Missing positions", width=600)
+    )

@@ -1,0 +1,82 @@
+"""Replay charts: throughput over a run and cost per handler.
+
+The replay engine calls these with plain frames, so the columns are the contract.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import polars as pl
+
+from workbench.charts._data import MAX_POINTS, inline, require, top_n
+
+__all__ = ["handler_cost", "replay_throughput"]
+
+
+def replay_throughput(progress: pl.DataFrame) -> alt.Chart:
+    """Events per second over a replay run.
+
+    ``progress``: ``seconds`` (elapsed since the start, float) and ``events``
+    (events replayed so far, cumulative), one row per progress report.
+    Rows beyond a few thousand are thinned to evenly spaced reports (the
+    curve is cumulative, so the rate between kept points stays exact).
+
+    >>> f = pl.DataFrame({"seconds": [0.0, 1.0, 2.0], "events": [0, 1000, 3000]})
+    >>> replay_throughput(f).to_dict()["mark"]["type"]
+    'line'
+    """
+    require(
+        progress,
+        {"seconds": "elapsed seconds", "events": "cumulative events replayed"},
+        "replay_throughput",
+    )
+    frame = progress.select("seconds", "events").sort("seconds")
+    if frame.height > MAX_POINTS:
+        step = frame.height // MAX_POINTS + 1
+        frame = frame.gather_every(step).vstack(frame.tail(1)).unique("seconds", keep="last")
+        frame = frame.sort("seconds")
+    frame = frame.with_columns(
+        events_per_second=(pl.col("events").diff() / pl.col("seconds").diff()).fill_nan(None)
+    )
+    return (
+        alt.Chart(inline(frame))
+        .mark_line(point=frame.height < 100)
+        .encode(
+            x=alt.X("seconds:Q", title="seconds since start"),
+            y=alt.Y("events_per_second:Q", title="events / second"),
+            tooltip=["seconds:Q", "events:Q", "events_per_second:Q"],
+        )
+        .properties(title="Replay throughput", width=600, height=200)
+    )
+
+
+def handler_cost(costs: pl.DataFrame) -> alt.Chart:
+    """Time spent per handler, with events handled and microseconds per event.
+
+    ``costs``: ``handler`` (name), ``events`` (events it handled),
+    ``seconds`` (time spent in it). Beyond 40 handlers the cheapest are
+    summed into one ``(N others)`` bar.
+
+    >>> f = pl.DataFrame({"handler": ["a", "b"], "events": [10, 20], "seconds": [0.5, 0.1]})
+    >>> handler_cost(f).to_dict()["mark"]["type"]
+    'bar'
+    """
+    require(
+        costs,
+        {"handler": "handler name", "events": "events handled", "seconds": "seconds spent"},
+        "handler_cost",
+    )
+    frame = top_n(costs.select("handler", "events", "seconds"), "handler", "seconds")
+    frame = frame.with_columns(
+        us_per_event=pl.when(pl.col("events") > 0).then(pl.col("seconds") * 1e6 / pl.col("events"))
+    )
+    return (
+        alt.Chart(inline(frame))
+        .mark_bar()
+        .encode(
+            x=alt.X("seconds:Q", title="seconds spent"),
+            y=alt.Y("handler:N", sort="-x", title=None),
+            tooltip=["handler:N", "events:Q", "seconds:Q", "us_per_event:Q"],
+        )
+        .properties(title="Cost per handler", width=500)
+    )
