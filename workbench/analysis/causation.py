@@ -112,6 +112,15 @@ class Causation(CheckResult):
     def tables(self) -> dict[str, pl.DataFrame]:
         return {"nodes": self.nodes, "edges": self.edges, "correlations": self.correlations}
 
+    def highlights(self) -> dict[str, pl.DataFrame]:
+        columns = ["source", "global_position", "event_id", "event_type", "correlation_id",
+                   "causation_id"]  # fmt: skip
+        return {
+            "orphans": self.orphans.select(columns),
+            "cycles": self.cycles.select(columns),
+            "largest correlations": self.correlations.sort("events", descending=True),
+        }
+
     @property
     def orphans(self) -> pl.DataFrame:
         """Events whose cause is neither an archived event nor their correlation id."""

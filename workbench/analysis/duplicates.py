@@ -4,8 +4,9 @@
   (a producer published it twice; the store did not deduplicate).
 - ``redelivery``: ``delivery_count > 1`` (the source delivered it to the
   archiver again; the archive still holds it once).
-- ``content``: different ``event_id`` but identical type, stream and data
-  within ``window`` of the previous copy (a retry that minted a new id).
+- ``content``: different ``event_id`` but identical type, stream, data and
+  correlation/causation ids within ``window`` of the previous copy (a retry
+  that minted a new id; the same data from another request is no copy).
 
 Each row is one *extra* copy and names the position of the first one.
 
@@ -43,7 +44,7 @@ DUPLICATE_KINDS: tuple[str, ...] = ("event_id", "redelivery", "content")
 _COPIES = """
 with ev as (
     select source, global_position, event_id, event_type, stream, recorded_at, delivery_count,
-           hash(event_type, stream, data, payload) as content,
+           hash(event_type, stream, data, payload, correlation_id, causation_id) as content,
            data is not null or payload is not null as has_body,
            case when event_id is not null
                 then min(global_position) over (partition by source, event_id) end as first_position
@@ -94,6 +95,9 @@ class Duplicates(CheckResult):
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {"copies": self.copies, "timeline": self.timeline}
+
+    def highlights(self) -> dict[str, pl.DataFrame]:
+        return {"copies": self.copies}
 
     @property
     def found(self) -> int:

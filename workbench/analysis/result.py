@@ -49,6 +49,10 @@ class CheckResult:
         """An Altair chart of the result."""
         raise NotImplementedError
 
+    def highlights(self) -> dict[str, pl.DataFrame]:
+        """The tables worth showing a person, findings first (CLI and report print these)."""
+        return self.tables()
+
     def df(self) -> pl.DataFrame:
         """The main table as a Polars DataFrame."""
         return self.tables()[self.main]
@@ -62,7 +66,7 @@ class CheckResult:
 
     def _repr_html_(self) -> str:
         parts = [f"<p><b>{html.escape(self.name)}</b>: {html.escape(self.summary())}</p>"]
-        for title, frame in self.tables().items():
+        for title, frame in self.highlights().items():
             if frame.height == 0:
                 continue
             shown = frame.head(_HTML_ROWS)._repr_html_()

@@ -1,0 +1,93 @@
+"""``workbench check``: every check on an archive, printed as tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from workbench.cli._app import app, console
+
+_CHECKS = ("gaps", "duplicates", "drift", "lag", "causation")
+
+
+def _parse_fail_on(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in _CHECKS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown check(s) {', '.join(unknown)}; choose from {', '.join(_CHECKS)}",
+            param_hint="--fail-on",
+        )
+    return names
+
+
+def _table(frame: pl.DataFrame, title: str, rows: int) -> Table:
+    shown = frame.head(rows)
+    more = f" (first {rows} of {frame.height})" if frame.height > rows else f" ({frame.height})"
+    table = Table(title=title + more, title_justify="left", show_lines=False)
+    for name in shown.columns:
+        table.add_column(name, overflow="fold", max_width=40)
+    for row in shown.rows():
+        table.add_row(*(_cell(v) for v in row))
+    return table
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return str(value)
+
+
+@app.command()
+def check(
+    archive: Path = typer.Option(..., "--archive", help="Archive directory to check."),
+    fail_on: str = typer.Option(
+        "",
+        "--fail-on",
+        help=f"Comma-separated checks whose findings make the exit code 1: {','.join(_CHECKS)}.",
+    ),
+    correlation_id: str | None = typer.Option(
+        None, "--correlation-id", help="Limit the causation check to one correlation."
+    ),
+    rows: int = typer.Option(15, "--rows", min=1, help="Rows shown per table."),
+) -> None:
+    """Check an archive for gaps, duplicates, schema drift, lag and causation faults."""
+    from workbench.analysis import open_archive
+
+    failing = _parse_fail_on(fail_on)
+    opened = open_archive(archive)
+    runs = {
+        "gaps": opened.gaps,
+        "duplicates": opened.duplicates,
+        "drift": opened.schema_drift,
+        "lag": opened.lag,
+        "causation": lambda: opened.causation(correlation_id),
+    }
+    results = {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("checking", total=len(runs))
+        for name, run in runs.items():
+            progress.update(task, description=f"checking {name}")
+            results[name] = run()
+            progress.advance(task)
+    console.print(f"[bold]{archive}[/]: {len(opened):,} events, sources {', '.join(opened.sources) or '-'}")
+    for name, result in results.items():
+        mark = "[red]✗[/]" if result.found else "[green]✓[/]"
+        console.rule(f"{mark} {name}", align="left")
+        console.print(result.summary(), highlight=False)
+        for title, frame in result.highlights().items():
+            if frame.height:
+                console.print(_table(frame, title, rows))
+    failed = [name for name in failing if results[name].found]
+    if failed:
+        console.print(f"[bold red]failed:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
