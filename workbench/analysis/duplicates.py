@@ -143,6 +143,8 @@ def find_duplicates(
         reader.con.execute(f"drop table if exists {table}")
     kinds = pl.Enum(DUPLICATE_KINDS)
     return Duplicates(
-        copies=copies.with_columns(pl.col("kind").cast(kinds)),
+        copies=copies.with_columns(pl.col("kind").cast(kinds)).sort(
+            "kind", "source", "global_position"
+        ),
         timeline=timeline.with_columns(pl.col("kind").cast(kinds)),
     )

@@ -1,0 +1,311 @@
+"""The checks against hand-made archives (each fault exactly) and the generator's planted truth."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import workbench as wb
+from workbench.archive import CONSUMER_SAMPLE_SCHEMA, ArchiveWriter, append_records
+from workbench.scenario import Faults, Scenario, generate
+
+S = 1_000_000  # microseconds per second
+
+
+def table(positions: list[int], **columns: list[object]) -> pa.Table:
+    return pa.table({"global_position": positions, "recorded_at": [p * S for p in positions], **columns})
+
+
+# ------------------------------------------------------------------ gaps
+
+
+def test_gaps_tell_recorded_reasons_from_guesses(tmp_path: Path) -> None:
+    w = ArchiveWriter(tmp_path, "s")
+    w.append(table([5, 6, 9, 10, 14, 20]))
+    w.record_gap(7, 8, "deleted")
+    w.record_gap(15, 16, "rolled-back")  # part of the hole 15..19; 17..19 stays unexplained
+    gaps = wb.open_archive(tmp_path).gaps()
+    assert gaps.positions.select("first_missing", "last_missing", "reason", "recorded").rows() == [
+        (1, 4, "retention", False),
+        (7, 8, "deleted", True),
+        (11, 13, "unknown", False),
+        (15, 16, "rolled-back", True),
+        (17, 19, "unknown", False),
+    ]
+    assert gaps.positions["missing"].to_list() == [4, 2, 3, 2, 3]
+    assert gaps.found == 4  # a rolled-back sequence value lost nothing
+
+
+def test_stream_gaps(tmp_path: Path) -> None:
+    ArchiveWriter(tmp_path, "s").append(
+        table(
+            [1, 2, 3, 4, 5, 6],
+            stream=["a", "a", "a", "b", "b", "c"],
+            stream_position=[0, 1, 3, 0, 1, 2],
+        )
+    )
+    streams = wb.open_archive(tmp_path).gaps().streams
+    assert streams.select("stream", "first_missing", "last_missing").rows() == [
+        ("a", 2, 2),
+        ("c", 0, 1),
+    ]
+
+
+# ------------------------------------------------------------ duplicates
+
+
+def test_duplicates_of_each_kind(tmp_path: Path) -> None:
+    ArchiveWriter(tmp_path, "s").append(
+        pa.table(
+            {
+                "global_position": [1, 2, 3, 4, 5, 6],
+                "recorded_at": [0, 1 * S, 2 * S, 3 * S, 100 * S, 101 * S],
+                "event_id": ["a", "b", "a", "c", "d", "e"],
+                "event_type": ["T"] * 6,
+                "stream": ["x"] * 6,
+                "causation_id": ["r1", "r2", "r1", "r2", "r3", "r4"],
+                "data": ['{"n":1}', '{"n":2}', '{"n":1}', '{"n":2}', '{"n":3}', '{"n":3}'],
+                "delivery_count": [1, 1, 1, 1, 3, 1],
+            }
+        )
+    )
+    dups = wb.open_archive(tmp_path).duplicates()
+    assert dups.copies.select("kind", "global_position", "first_position").rows() == [
+        ("event_id", 3, 1),  # same id again; not also a content copy
+        ("redelivery", 5, 5),
+        ("content", 4, 2),  # new id, same type, stream, data and cause, 2 s later
+    ]  # 6 repeats 5's data but from another request
+    assert dups.timeline["copies"].sum() == 3
+    assert wb.open_archive(tmp_path).duplicates(window=dt.timedelta(seconds=1)).count("content") == 0
+
+
+# ---------------------------------------------------------------- drift
+
+
+def test_drift_finds_added_removed_renamed_retyped(tmp_path: Path) -> None:
+    v1 = ['{"id": 1, "name": "x", "size": 3, "old": true}'] * 20
+    v2 = ['{"id": 1, "title": "x", "size": "3", "new": [1]}'] * 20
+    ArchiveWriter(tmp_path, "s").append(
+        table(
+            list(range(1, 41)),
+            event_type=["T"] * 40,
+            schema_version=[1] * 20 + [2] * 20,
+            data=v1 + v2,
+        )
+    )
+    drift = wb.open_archive(tmp_path).schema_drift()
+    changes = {(r["change"], r["field"], r["new_field"]) for r in drift.changes.to_dicts()}
+    assert changes == {
+        ("renamed", "name", "title"),
+        ("retyped", "size", None),
+        ("removed", "old", None),
+        ("added", "new", None),
+    }
+    assert drift.found == 0
+    sizes = drift.fields.filter(pl.col("field") == "size")
+    assert sizes.select("schema_version", "type").rows() == [(1, "integer"), (2, "string")]
+
+
+def test_drift_finds_events_off_their_version(tmp_path: Path) -> None:
+    data = ['{"a": 1, "b": 2}'] * 40 + ['{"a": 1}', '{"a": 1, "b": 2, "c": 3}', '{"a": "1", "b": 2}']
+    ArchiveWriter(tmp_path, "s").append(
+        table(list(range(1, 44)), event_type=["T"] * 43, data=data)
+    )
+    mismatches = wb.open_archive(tmp_path).schema_drift().mismatches
+    assert mismatches.select("global_position", "missing", "unexpected", "retyped").rows() == [
+        (41, ["b"], [], []),
+        (42, [], ["c"], []),
+        (43, [], [], ["a"]),
+    ]
+
+
+# ------------------------------------------------------------------ lag
+
+
+def _samples(consumer: str, floors: list[int], last_seq: list[int], active: list[int]) -> pa.Table:
+    n = len(floors)
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    return pa.table(
+        {
+            "source": ["s"] * n,
+            "sampled_at": [t0 + dt.timedelta(seconds=10 * i) for i in range(n)],
+            "stream": ["S"] * n,
+            "consumer": [consumer] * n,
+            "num_pending": [ls - f for f, ls in zip(floors, last_seq, strict=True)],
+            "num_ack_pending": [0] * n,
+            "num_redelivered": [0] * n,
+            "num_waiting": [0] * n,
+            "delivered_stream_seq": floors,
+            "ack_floor_stream_seq": floors,
+            "stream_last_seq": last_seq,
+            "last_active": [t0 + dt.timedelta(seconds=a) for a in active],
+        },
+        schema=CONSUMER_SAMPLE_SCHEMA,
+    )
+
+
+def test_consumer_status_follows_burrow_rules(tmp_path: Path) -> None:
+    ArchiveWriter(tmp_path, "s").append(table(list(range(1, 101))))
+    grow = list(range(10, 100, 10))
+    cases = {
+        "ok": ([10, 20, 30, 40, 50], [10, 25, 30, 45, 50], [0, 10, 20, 30, 40]),
+        "lagging": (grow[:5], [20, 35, 50, 65, 80], [0, 10, 20, 30, 40]),
+        "stalled": ([10] * 5, [20, 30, 40, 50, 60], [0, 10, 20, 30, 40]),
+        "stopped": ([10] * 5, [20] * 5, [-30] * 5),  # inactive since before the window
+    }
+    for name, (floors, last, active) in cases.items():
+        append_records(tmp_path, "consumer_samples", "s", _samples(name, floors, last, active))
+    lag = wb.open_archive(tmp_path).lag()
+    status = dict(lag.status.select("consumer", "status").rows())
+    assert status == {name: name for name in cases}
+    assert lag.found == 3
+    stalled = lag.status.filter(pl.col("consumer") == "stalled").row(0, named=True)
+    assert stalled["backlog"] == 50
+    # time lag: the oldest unacknowledged event (position 11, recorded at 11 s) at the last sample
+    assert stalled["time_lag_seconds"] == pytest.approx(
+        dt.datetime(2024, 1, 1, 0, 0, 40, tzinfo=dt.UTC).timestamp() - 11
+    )
+    assert lag.consumers["backlog"].max() == 60
+
+
+def test_recording_lag_without_samples(tmp_path: Path) -> None:
+    ArchiveWriter(tmp_path, "s").append(
+        pa.table({"global_position": [1, 2], "occurred_at": [0, 0], "recorded_at": [S // 4, S // 2]})
+    )
+    lag = wb.open_archive(tmp_path).lag()
+    assert lag.recording.select("events", "max_seconds").rows() == [(2, 0.5)]
+    assert lag.status.height == 0 and lag.found == 0
+
+
+# ------------------------------------------------------------ causation
+
+
+def test_causation_depth_fanout_orphans_cycles(tmp_path: Path) -> None:
+    ArchiveWriter(tmp_path, "s").append(
+        table(
+            [1, 2, 3, 4, 5, 6, 7, 8],
+            event_id=["a", "b", "c", "d", "x", "y", "z", "o"],
+            correlation_id=["r", "r", "r", "r", "q", "q", "q", "q"],
+            causation_id=["r", "a", "a", "b", "y", "x", "x", "missing"],
+        )
+    )
+    archive = wb.open_archive(tmp_path)
+    graph = archive.causation()
+    by_id = {r["event_id"]: r for r in graph.nodes.to_dicts()}
+    assert [by_id[e]["depth"] for e in "abcd"] == [0, 1, 1, 2]
+    assert by_id["a"]["children"] == 2
+    assert graph.orphans["event_id"].to_list() == ["o"]
+    assert sorted(graph.cycles["event_id"]) == ["x", "y", "z"]  # z hangs below the cycle
+    assert graph.found == 4
+    assert graph.edges.filter(pl.col("event_id") == "d").select("parent_id", "seconds").row(0) == (
+        "b",
+        2.0,
+    )
+    one = archive.causation("r")
+    assert one.nodes["event_id"].to_list() == ["a", "b", "d", "c"]  # tree order
+    assert one.found == 0
+
+
+# ---------------------------------------------------------- planted truth
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> tuple[Scenario, wb.Archive]:
+    scenario = generate(seed=11, events=5_000)
+    root = scenario.write_archive(tmp_path_factory.mktemp("faulty"))
+    return scenario, wb.open_archive(root)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> wb.Archive:
+    scenario = generate(seed=11, events=3_000, faults=Faults.none())
+    return wb.open_archive(scenario.write_archive(tmp_path_factory.mktemp("clean")))
+
+
+def test_every_planted_gap_is_found(faulty: tuple[Scenario, wb.Archive], tmp_path: Path) -> None:
+    scenario, archive = faulty
+    found = archive.gaps().positions.select("first_missing", "last_missing", "reason").rows()
+    assert found == [(g.first, g.last, g.reason) for g in scenario.truth.gaps]
+    # without gap records: the same ranges, leading = retention, interior = unknown
+    bare = wb.open_archive(scenario.write_archive(tmp_path, record_gaps=False)).gaps()
+    assert bare.positions.select("first_missing", "last_missing", "reason").rows() == [
+        (g.first, g.last, "retention" if g.first == 1 else "unknown") for g in scenario.truth.gaps
+    ]
+
+
+def test_stream_gaps_are_the_events_lost_in_position_gaps(
+    faulty: tuple[Scenario, wb.Archive],
+) -> None:
+    scenario, archive = faulty
+    history = pl.from_arrow(scenario.history)
+    held = pl.from_arrow(scenario.events.select(["stream", "stream_position"]))
+    assert isinstance(history, pl.DataFrame) and isinstance(held, pl.DataFrame)
+    top = held.group_by("stream").agg(pl.col("stream_position").max().alias("top"))
+    lost = (
+        history.join(held, on=["stream", "stream_position"], how="anti")
+        .join(top, on="stream")
+        .filter(pl.col("stream_position") < pl.col("top"))  # a lost tail leaves no hole
+    )
+    expected = set(lost.select("stream", "stream_position").unique().rows())
+    streams = archive.gaps().streams
+    found = {
+        (s, p)
+        for s, first, last in streams.select("stream", "first_missing", "last_missing").rows()
+        for p in range(first, last + 1)
+    }
+    assert expected and found == expected
+
+
+def test_every_planted_duplicate_is_found(faulty: tuple[Scenario, wb.Archive]) -> None:
+    scenario, archive = faulty
+    copies = archive.duplicates().copies
+    by_id = copies.filter(pl.col("kind") == "event_id")
+    found = {(r["event_id"], (r["first_position"], r["global_position"])) for r in by_id.to_dicts()}
+    assert found == set(scenario.truth.duplicates.items())
+    assert copies.filter(pl.col("kind") == "redelivery").height == 0
+    # any same-content copy reported really is one: same type, stream, data and cause
+    events = pl.from_arrow(scenario.events)
+    assert isinstance(events, pl.DataFrame)
+    key = ["event_type", "stream", "data", "correlation_id", "causation_id"]
+    for row in copies.filter(pl.col("kind") == "content").to_dicts():
+        pair = events.filter(pl.col("global_position").is_in([row["global_position"], row["first_position"]]))
+        assert pair.select(key).unique().height == 1 and pair["event_id"].n_unique() == 2
+
+
+def test_every_planted_drift_is_found(faulty: tuple[Scenario, wb.Archive]) -> None:
+    scenario, archive = faulty
+    drift = archive.schema_drift()
+    assert drift.mismatches["global_position"].to_list() == list(scenario.truth.drift)
+    assert drift.changes.select("event_type", "change", "field").rows() == [
+        ("MemoryCreated", "added", "importance")
+    ]
+
+
+def test_every_planted_orphan_is_found(faulty: tuple[Scenario, wb.Archive]) -> None:
+    scenario, archive = faulty
+    graph = archive.causation()
+    assert graph.orphans["global_position"].sort().to_list() == list(scenario.truth.orphans)
+    assert graph.cycles.height == 0
+    assert set(graph.correlations["correlation_id"]) == scenario.truth.correlation_ids
+
+
+def test_a_clean_scenario_reports_nothing(clean: wb.Archive) -> None:
+    for result in (clean.gaps(), clean.duplicates(), clean.schema_drift(), clean.causation()):
+        assert result.found == 0, result.summary()
+    assert clean.gaps().positions.height == 0
+    assert clean.gaps().streams.height == 0
+    assert clean.duplicates().copies.height == 0
+    assert clean.schema_drift().mismatches.height == 0
+    assert clean.schema_drift().changes.height == 0
+
+
+def test_results_render_in_a_notebook(faulty: tuple[Scenario, wb.Archive]) -> None:
+    _, archive = faulty
+    for result in (archive.gaps(), archive.duplicates(), archive.schema_drift(), archive.lag()):
+        html = result._repr_html_()
+        assert result.name in html and "<table" in html
+        assert result.arrow().num_rows == result.df().height
