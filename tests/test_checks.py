@@ -169,7 +169,7 @@ def test_consumer_status_follows_burrow_rules(tmp_path: Path) -> None:
     assert stalled["time_lag_seconds"] == pytest.approx(
         dt.datetime(2024, 1, 1, 0, 0, 40, tzinfo=dt.UTC).timestamp() - 11
     )
-    assert lag.consumers["backlog"].max() == 60
+    assert lag.consumers["backlog"].max() == 50
 
 
 def test_recording_lag_without_samples(tmp_path: Path) -> None:
