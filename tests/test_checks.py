@@ -17,7 +17,9 @@ S = 1_000_000  # microseconds per second
 
 
 def table(positions: list[int], **columns: list[object]) -> pa.Table:
-    return pa.table({"global_position": positions, "recorded_at": [p * S for p in positions], **columns})
+    return pa.table(
+        {"global_position": positions, "recorded_at": [p * S for p in positions], **columns}
+    )
 
 
 # ------------------------------------------------------------------ gaps
@@ -80,7 +82,9 @@ def test_duplicates_of_each_kind(tmp_path: Path) -> None:
         ("content", 4, 2),  # new id, same type, stream, data and cause, 2 s later
     ]  # 6 repeats 5's data but from another request
     assert dups.timeline["copies"].sum() == 3
-    assert wb.open_archive(tmp_path).duplicates(window=dt.timedelta(seconds=1)).count("content") == 0
+    assert (
+        wb.open_archive(tmp_path).duplicates(window=dt.timedelta(seconds=1)).count("content") == 0
+    )
 
 
 # ---------------------------------------------------------------- drift
@@ -111,10 +115,12 @@ def test_drift_finds_added_removed_renamed_retyped(tmp_path: Path) -> None:
 
 
 def test_drift_finds_events_off_their_version(tmp_path: Path) -> None:
-    data = ['{"a": 1, "b": 2}'] * 40 + ['{"a": 1}', '{"a": 1, "b": 2, "c": 3}', '{"a": "1", "b": 2}']
-    ArchiveWriter(tmp_path, "s").append(
-        table(list(range(1, 44)), event_type=["T"] * 43, data=data)
-    )
+    data = ['{"a": 1, "b": 2}'] * 40 + [
+        '{"a": 1}',
+        '{"a": 1, "b": 2, "c": 3}',
+        '{"a": "1", "b": 2}',
+    ]
+    ArchiveWriter(tmp_path, "s").append(table(list(range(1, 44)), event_type=["T"] * 43, data=data))
     mismatches = wb.open_archive(tmp_path).schema_drift().mismatches
     assert mismatches.select("global_position", "missing", "unexpected", "retyped").rows() == [
         (41, ["b"], [], []),
@@ -174,7 +180,9 @@ def test_consumer_status_follows_burrow_rules(tmp_path: Path) -> None:
 
 def test_recording_lag_without_samples(tmp_path: Path) -> None:
     ArchiveWriter(tmp_path, "s").append(
-        pa.table({"global_position": [1, 2], "occurred_at": [0, 0], "recorded_at": [S // 4, S // 2]})
+        pa.table(
+            {"global_position": [1, 2], "occurred_at": [0, 0], "recorded_at": [S // 4, S // 2]}
+        )
     )
     lag = wb.open_archive(tmp_path).lag()
     assert lag.recording.select("events", "max_seconds").rows() == [(2, 0.5)]
@@ -272,7 +280,9 @@ def test_every_planted_duplicate_is_found(faulty: tuple[Scenario, wb.Archive]) -
     assert isinstance(events, pl.DataFrame)
     key = ["event_type", "stream", "data", "correlation_id", "causation_id"]
     for row in copies.filter(pl.col("kind") == "content").to_dicts():
-        pair = events.filter(pl.col("global_position").is_in([row["global_position"], row["first_position"]]))
+        pair = events.filter(
+            pl.col("global_position").is_in([row["global_position"], row["first_position"]])
+        )
         assert pair.select(key).unique().height == 1 and pair["event_id"].n_unique() == 2
 
 

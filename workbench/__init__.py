@@ -15,8 +15,18 @@ __all__ = [
     "ArchiveReader",
     "ArchiveWriter",
     "WorkbenchError",
+    "charts",
     "compact",
     "envelope",
     "open_archive",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # ``wb.charts`` imports Altair on first use, not with the package.
+    if name == "charts":
+        import importlib
+
+        return importlib.import_module("workbench.charts")
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")

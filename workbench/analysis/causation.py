@@ -136,8 +136,8 @@ class Causation(CheckResult):
         return self.orphans.height + self.cycles.height
 
     def summary(self) -> str:
-        depth = self.nodes["depth"].max() if self.nodes.height else 0
-        fan = self.nodes["children"].max() if self.nodes.height else 0
+        depth = self.nodes.select(pl.col("depth").max()).item() or 0
+        fan = self.nodes.select(pl.col("children").max()).item() or 0
         return (
             f"{self.nodes.height} event(s) in {self.correlations.height} correlation(s), "
             f"depth up to {depth}, fan-out up to {fan}; "

@@ -227,10 +227,7 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
     con = reader.con
     con.execute(f"create temp table {kv} as {_KV}")
     try:
-        con.execute(
-            f"create temp table {fields_table} as "
-            + _FIELDS.format(kv=kv, counts=_COUNTS)
-        )
+        con.execute(f"create temp table {fields_table} as " + _FIELDS.format(kv=kv, counts=_COUNTS))
         params = {"tolerance": tolerance}
         fields = reader.sql(
             f"select * from {fields_table} order by event_type, schema_version, field"

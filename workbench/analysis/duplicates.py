@@ -128,9 +128,7 @@ def find_duplicates(
     table = f"_wb_copies_{uuid.uuid4().hex[:12]}"
     reader.con.execute(f"create temp table {table} as {_COPIES}", {"window": window})
     try:
-        copies = reader.sql(
-            f"select * from {table} order by kind, source, global_position"
-        ).pl()
+        copies = reader.sql(f"select * from {table} order by kind, source, global_position").pl()
         span = reader.sql(
             f"select epoch(min(recorded_at)), epoch(max(recorded_at)) from {table}"
         ).fetchall()[0]

@@ -84,8 +84,7 @@ select source, ps, pe, guess, false, null from pieces where ps <= pe
 )
 
 _GAPS_WITHOUT_RECORDS = (
-    _HOLES
-    + "select source, hf as first_missing, hl as last_missing, guess as reason, "
+    _HOLES + "select source, hf as first_missing, hl as last_missing, guess as reason, "
     "false as recorded, null::varchar as detail from holes"
 )
 

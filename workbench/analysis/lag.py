@@ -142,8 +142,10 @@ class Lag(CheckResult):
         return self.status.filter(pl.col("status") != "ok").height
 
     def summary(self) -> str:
-        worst = self.recording["p95_seconds"].max() if self.recording.height else None
-        recording = f"recording lag p95 up to {worst:.3g}s" if worst is not None else "no occurred_at"
+        worst = self.recording.select(pl.col("p95_seconds").max()).item()
+        recording = (
+            f"recording lag p95 up to {worst:.3g}s" if worst is not None else "no occurred_at"
+        )
         counts = self.status.group_by("status").len().sort("status").rows()
         consumers = ", ".join(f"{s}: {n}" for s, n in counts) or "no consumer samples"
         return f"{recording}; consumers {consumers}"
@@ -175,7 +177,9 @@ def find_lag(reader: ArchiveReader, *, window: int = 10) -> Lag:
     samples = f"_wb_samples_{uuid.uuid4().hex[:12]}"
     reader.con.execute(f"create temp table {samples} as {_SAMPLES}")
     try:
-        width = _width(reader, f"select epoch(min(sampled_at)), epoch(max(sampled_at)) from {samples}")
+        width = _width(
+            reader, f"select epoch(min(sampled_at)), epoch(max(sampled_at)) from {samples}"
+        )
         consumers = reader.sql(_CONSUMERS.format(width=width, samples=samples)).pl()
         status = reader.sql(_STATUS.format(samples=samples), params={"window": window}).pl()
     finally:
@@ -186,15 +190,31 @@ def find_lag(reader: ArchiveReader, *, window: int = 10) -> Lag:
 def _empty_consumers() -> pl.DataFrame:
     ts = pl.Datetime("us", "UTC")
     return pl.DataFrame(
-        schema={"source": pl.String, "stream": pl.String, "consumer": pl.String, "bucket": ts,
-                "backlog": pl.Int64, "time_lag_seconds": pl.Float64, "samples": pl.Int64}
+        schema={
+            "source": pl.String,
+            "stream": pl.String,
+            "consumer": pl.String,
+            "bucket": ts,
+            "backlog": pl.Int64,
+            "time_lag_seconds": pl.Float64,
+            "samples": pl.Int64,
+        }
     )
 
 
 def _empty_status() -> pl.DataFrame:
     ts = pl.Datetime("us", "UTC")
     return pl.DataFrame(
-        schema={"source": pl.String, "stream": pl.String, "consumer": pl.String,
-                "status": pl.String, "backlog": pl.Int64, "time_lag_seconds": pl.Float64,
-                "samples": pl.Int64, "first_sample": ts, "last_sample": ts, "last_progress": ts}
+        schema={
+            "source": pl.String,
+            "stream": pl.String,
+            "consumer": pl.String,
+            "status": pl.String,
+            "backlog": pl.Int64,
+            "time_lag_seconds": pl.Float64,
+            "samples": pl.Int64,
+            "first_sample": ts,
+            "last_sample": ts,
+            "last_progress": ts,
+        }
     )

@@ -20,7 +20,19 @@ __all__ = ["MAX_POINTS", "coarsen", "inline", "require", "top_n"]
 MAX_POINTS: Final[int] = 2_000
 
 _WIDTHS_S: Final[tuple[int, ...]] = (
-    1, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400,
+    1,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
+    6 * 3600,
+    86400,
+    7 * 86400,
+    30 * 86400,
+    365 * 86400,
 )
 
 
@@ -77,12 +89,12 @@ def coarsen(
     out = frame
     for width in _WIDTHS_S:
         out = con.sql(
-            f"select {key_sql}time_bucket(interval '{width} seconds', \"{time}\") as \"{time}\", "
+            f'select {key_sql}time_bucket(interval \'{width} seconds\', "{time}") as "{time}", '
             f"{', '.join(aggs)} from frame group by all order by all"
         ).pl()
         if out.height <= limit:
             break
-    return out.select(frame.columns).cast(frame.schema)  # type: ignore[arg-type]
+    return out.select(frame.columns).cast(frame.schema)
 
 
 def top_n(frame: pl.DataFrame, key: str, value: str, *, limit: int = 40) -> pl.DataFrame:
@@ -102,10 +114,10 @@ def top_n(frame: pl.DataFrame, key: str, value: str, *, limit: int = 40) -> pl.D
     out = con.sql(
         f"""with ranked as (select *, row_number() over (order by "{value}" desc, "{key}") as rn
                              from frame)
-            select "{key}"::varchar as "{key}", {", ".join(f'"{c}"' for c in numeric)}
+            select 0 as rest, "{key}"::varchar as "{key}", {", ".join(f'"{c}"' for c in numeric)}
             from ranked where rn <= {keep}
             union all
-            select '(' || count(*) || ' others)', {sums} from ranked where rn > {keep}
-            order by "{value}" desc"""
+            select 1, '(' || count(*) || ' others)', {sums} from ranked where rn > {keep}
+            order by rest, "{value}" desc"""
     ).pl()
     return out.select([key, *numeric]).cast({c: frame.schema[c] for c in numeric})

@@ -15,7 +15,7 @@ __all__ = ["MAX_WATERFALL_ROWS", "causation_waterfall"]
 MAX_WATERFALL_ROWS: Final[int] = 300
 
 
-def causation_waterfall(nodes: pl.DataFrame) -> alt.LayerChart:
+def causation_waterfall(nodes: pl.DataFrame) -> alt.TopLevelMixin:
     """One row per event in tree order; a bar from the parent's time to the event's, links to the parent.
 
     ``nodes``: ``tree_order, event_id, event_type, parent_id, depth, event_at,
@@ -33,9 +33,17 @@ def causation_waterfall(nodes: pl.DataFrame) -> alt.LayerChart:
     """
     require(
         nodes,
-        {"tree_order": "tree order", "event_id": "event id", "event_type": "type",
-         "parent_id": "parent event id", "depth": "depth", "event_at": "time",
-         "parent_at": "parent time", "seconds": "seconds since parent", "orphan": "orphan flag"},
+        {
+            "tree_order": "tree order",
+            "event_id": "event id",
+            "event_type": "type",
+            "parent_id": "parent event id",
+            "depth": "depth",
+            "event_at": "time",
+            "parent_at": "parent time",
+            "seconds": "seconds since parent",
+            "orphan": "orphan flag",
+        },
         "causation_waterfall",
     )
     total = nodes.height
@@ -49,8 +57,16 @@ def causation_waterfall(nodes: pl.DataFrame) -> alt.LayerChart:
     )
     parents = rows.select(parent_id=pl.col("event_id"), parent_row=pl.col("row"))
     frame = rows.join(parents, on="parent_id", how="left").select(
-        "row", "event_id", "event_type", "parent_id", "depth", "event_at", "parent_at",
-        "seconds", "orphan", "parent_row",
+        "row",
+        "event_id",
+        "event_type",
+        "parent_id",
+        "depth",
+        "event_at",
+        "parent_at",
+        "seconds",
+        "orphan",
+        "parent_row",
     )
     title = "Causation waterfall"
     if total > shown.height:
@@ -74,6 +90,4 @@ def causation_waterfall(nodes: pl.DataFrame) -> alt.LayerChart:
         color=alt.condition("datum.orphan", alt.value("#e45756"), alt.value("#4c78a8")),
         tooltip=tooltip,
     )
-    return alt.layer(links, bars, points).properties(
-        title=title, width=600, height=alt.Step(14)
-    )
+    return alt.layer(links, bars, points).properties(title=title, width=600, height=alt.Step(14))

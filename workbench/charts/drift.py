@@ -10,7 +10,7 @@ from workbench.charts._data import inline, require
 __all__ = ["drift_matrix"]
 
 
-def drift_matrix(fields: pl.DataFrame) -> alt.LayerChart:
+def drift_matrix(fields: pl.DataFrame) -> alt.TopLevelMixin:
     """A cell per (type, version, field): colour = share of events carrying it, text = JSON type.
 
     ``fields``: ``event_type, schema_version, field, type, null_share``
@@ -24,8 +24,13 @@ def drift_matrix(fields: pl.DataFrame) -> alt.LayerChart:
     """
     require(
         fields,
-        {"event_type": "event type", "schema_version": "version", "field": "field name",
-         "type": "JSON type", "null_share": "share missing or null"},
+        {
+            "event_type": "event type",
+            "schema_version": "version",
+            "field": "field name",
+            "type": "JSON type",
+            "null_share": "share missing or null",
+        },
         "drift_matrix",
     )
     frame = fields.select(

@@ -23,8 +23,12 @@ def duplicates_chart(timeline: pl.DataFrame) -> alt.FacetChart:
     """
     require(
         timeline,
-        {"bucket": "time", "kind": "kind of duplicate", "event_type": "event type",
-         "copies": "extra copies"},
+        {
+            "bucket": "time",
+            "kind": "kind of duplicate",
+            "event_type": "event type",
+            "copies": "extra copies",
+        },
         "duplicates_chart",
     )
     frame = coarsen(

@@ -25,8 +25,13 @@ def gaps_chart(positions: pl.DataFrame) -> alt.Chart:
     """
     require(
         positions,
-        {"source": "source", "first_missing": "first missing position",
-         "last_missing": "last missing position", "missing": "count", "reason": "reason"},
+        {
+            "source": "source",
+            "first_missing": "first missing position",
+            "last_missing": "last missing position",
+            "missing": "count",
+            "reason": "reason",
+        },
         "gaps_chart",
     )
     frame = positions.select("source", "first_missing", "last_missing", "missing", "reason")
@@ -35,10 +40,11 @@ def gaps_chart(positions: pl.DataFrame) -> alt.Chart:
         con.register("gaps", frame)
         bins = MAX_POINTS // max(frame["source"].n_unique() * frame["reason"].n_unique(), 1)
         frame = con.sql(
-            f"""with w as (select max(last_missing) / {max(bins, 1)} + 1 as width from gaps)
+            f"""with w as (select max(last_missing) // {max(bins, 1)} + 1 as width from gaps),
+                binned as (select gaps.*, first_missing // width as bin from gaps, w)
                 select source, min(first_missing) as first_missing,
                        max(last_missing) as last_missing, sum(missing)::bigint as missing, reason
-                from gaps, w group by source, reason, first_missing // width order by all"""
+                from binned group by source, reason, bin order by all"""
         ).pl()
     return (
         alt.Chart(inline(frame))

@@ -10,7 +10,7 @@ from workbench.charts._data import coarsen, inline, require
 __all__ = ["consumer_lag_chart", "recording_lag_chart"]
 
 
-def recording_lag_chart(recording: pl.DataFrame) -> alt.LayerChart:
+def recording_lag_chart(recording: pl.DataFrame) -> alt.TopLevelMixin:
     """p50 and p95 seconds from ``occurred_at`` to ``recorded_at`` per source over time.
 
     ``recording``: ``source, bucket, events, p50_seconds, p95_seconds, max_seconds``
@@ -24,8 +24,13 @@ def recording_lag_chart(recording: pl.DataFrame) -> alt.LayerChart:
     """
     require(
         recording,
-        {"source": "source", "bucket": "time", "p50_seconds": "median lag",
-         "p95_seconds": "95th percentile", "events": "events per bucket"},
+        {
+            "source": "source",
+            "bucket": "time",
+            "p50_seconds": "median lag",
+            "p95_seconds": "95th percentile",
+            "events": "events per bucket",
+        },
         "recording_lag_chart",
     )
     frame = coarsen(
@@ -58,8 +63,13 @@ def consumer_lag_chart(consumers: pl.DataFrame) -> alt.VConcatChart:
     """
     require(
         consumers,
-        {"stream": "stream", "consumer": "consumer", "bucket": "time",
-         "backlog": "events not yet acknowledged", "time_lag_seconds": "age of the oldest one"},
+        {
+            "stream": "stream",
+            "consumer": "consumer",
+            "bucket": "time",
+            "backlog": "events not yet acknowledged",
+            "time_lag_seconds": "age of the oldest one",
+        },
         "consumer_lag_chart",
     )
     frame = coarsen(
@@ -74,9 +84,7 @@ def consumer_lag_chart(consumers: pl.DataFrame) -> alt.VConcatChart:
         tooltip=["name:N", "bucket:T", "backlog:Q", "time_lag_seconds:Q"],
     )
     backlog = base.mark_line(point=True).encode(y=alt.Y("backlog:Q", title="backlog (events)"))
-    seconds = base.mark_line(point=True).encode(
-        y=alt.Y("time_lag_seconds:Q", title="time lag (s)")
-    )
+    seconds = base.mark_line(point=True).encode(y=alt.Y("time_lag_seconds:Q", title="time lag (s)"))
     return alt.vconcat(
         backlog.properties(title="Consumer backlog", width=600, height=160),
         seconds.properties(title="Consumer time lag", width=600, height=160),

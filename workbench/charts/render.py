@@ -54,5 +54,7 @@ def save(chart: alt.TopLevelMixin | dict[str, Any], path: str | os.PathLike[str]
     elif suffix in {".html", ".htm"}:
         target.write_text(to_html(chart), encoding="utf-8")
     else:
-        raise ValueError(f"cannot save a chart as {suffix or 'a file without suffix'}; use .png, .svg or .html")
+        raise ValueError(
+            f"cannot save a chart as {suffix or 'a file without suffix'}; use .png, .svg or .html"
+        )
     return target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -10,6 +11,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from workbench.analysis.result import CheckResult
 from workbench.cli._app import app, console
 
 _CHECKS = ("gaps", "duplicates", "drift", "lag", "causation")
@@ -65,7 +67,7 @@ def check(
 
     failing = _parse_fail_on(fail_on)
     opened = open_archive(archive)
-    runs = {
+    runs: dict[str, Callable[[], CheckResult]] = {
         "gaps": opened.gaps,
         "duplicates": opened.duplicates,
         "drift": opened.schema_drift,
@@ -79,7 +81,9 @@ def check(
             progress.update(task, description=f"checking {name}")
             results[name] = run()
             progress.advance(task)
-    console.print(f"[bold]{archive}[/]: {len(opened):,} events, sources {', '.join(opened.sources) or '-'}")
+    console.print(
+        f"[bold]{archive}[/]: {len(opened):,} events, sources {', '.join(opened.sources) or '-'}"
+    )
     for name, result in results.items():
         mark = "[red]✗[/]" if result.found else "[green]✓[/]"
         console.rule(f"{mark} {name}", align="left")

@@ -1,0 +1,176 @@
+"""Each chart's spec, one offline render per chart type, and large inputs staying small."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import polars as pl
+import pytest
+
+import workbench as wb
+from workbench import charts
+from workbench.scenario import generate
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> wb.Archive:
+    scenario = generate(seed=5, events=3_000)
+    return wb.open_archive(scenario.write_archive(tmp_path_factory.mktemp("charts")))
+
+
+def values(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every inline data row of a spec (top level, layers, concatenations)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(spec.get("data"), dict) and "values" in spec["data"]:
+        found += spec["data"]["values"]
+    for key in ("layer", "vconcat", "hconcat", "concat"):
+        for sub in spec.get(key, []):
+            found += values(sub)
+    if "spec" in spec:
+        found += values(spec["spec"])
+    return found
+
+
+def marks(spec: dict[str, Any]) -> list[str]:
+    own = (
+        [spec["mark"]["type"] if isinstance(spec["mark"], dict) else spec["mark"]]
+        if "mark" in spec
+        else []
+    )
+    subs = [
+        m for key in ("layer", "vconcat", "hconcat") for s in spec.get(key, []) for m in marks(s)
+    ]
+    return own + subs + (marks(spec["spec"]) if "spec" in spec else [])
+
+
+def test_check_charts_have_their_data_inline(archive: wb.Archive) -> None:
+    dups = archive.duplicates()
+    spec = dups.chart().to_dict()
+    assert spec["facet"]["row"]["field"] == "kind"
+    assert sum(v["copies"] for v in values(spec)) == dups.copies.height
+    drift = archive.schema_drift()
+    spec = drift.chart().to_dict()
+    assert marks(spec) == ["rect", "text"]
+    assert len(values(spec)) == drift.fields.height
+    gaps = archive.gaps()
+    spec = gaps.chart().to_dict()
+    assert sum(v["missing"] for v in values(spec)) == gaps.positions["missing"].sum()
+    lag = archive.lag()
+    spec = lag.chart().to_dict()
+    assert sum(v["events"] for v in values(spec)) == lag.recording["events"].sum()
+    causation = archive.causation()
+    spec = causation.chart().to_dict()
+    assert marks(spec) == ["rule", "bar", "point"]
+    largest = causation.correlations.sort("events", descending=True)["events"][0]
+    assert len(values(spec)) == largest
+
+
+def test_waterfall_rows_are_in_tree_order_with_parent_links(archive: wb.Archive) -> None:
+    cid = archive.causation().correlations.sort("events", descending=True)["correlation_id"][0]
+    graph = archive.causation(cid)
+    rows = values(graph.chart().to_dict())
+    labels = [r["row"] for r in rows]
+    assert labels == sorted(labels)  # zero-padded tree order
+    by_id = {r["event_id"]: r for r in rows}
+    for r in rows:
+        if r["parent_id"] is not None:
+            assert r["parent_row"] == by_id[r["parent_id"]]["row"] < r["row"]
+
+
+def test_large_inputs_are_aggregated_not_dropped() -> None:
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    n = 50_000  # ten times Altair's row limit
+    timeline = pl.DataFrame(
+        {
+            "bucket": [t0 + dt.timedelta(seconds=i) for i in range(n)],
+            "kind": ["event_id"] * n,
+            "event_type": ["A", "B"] * (n // 2),
+            "copies": [1] * n,
+        }
+    )
+    spec = charts.duplicates_chart(timeline).to_dict()
+    rows = values(spec)
+    assert len(rows) <= 2_000 and sum(r["copies"] for r in rows) == n
+    costs = pl.DataFrame(
+        {"handler": [f"h{i}" for i in range(500)], "events": [1] * 500, "seconds": [1.0] * 500}
+    )
+    rows = values(charts.handler_cost(costs).to_dict())
+    assert len(rows) == 40 and sum(r["seconds"] for r in rows) == 500
+    assert rows[-1]["handler"] == "(461 others)"
+    progress = pl.DataFrame(
+        {"seconds": [i / 10 for i in range(n)], "events": [i * 100 for i in range(n)]}
+    )
+    rows = values(charts.replay_throughput(progress).to_dict())
+    assert len(rows) <= 2_001 and rows[-1]["events"] == (n - 1) * 100
+    assert {round(r["events_per_second"]) for r in rows[1:]} == {1000}
+    gaps = pl.DataFrame(
+        {"source": ["s"] * n, "first_missing": list(range(0, 2 * n, 2)),
+         "last_missing": list(range(0, 2 * n, 2)), "missing": [1] * n, "reason": ["rolled-back"] * n}
+    )  # fmt: skip
+    rows = values(charts.gaps_chart(gaps).to_dict())
+    assert len(rows) <= 2_000 and sum(r["missing"] for r in rows) == n
+
+
+def test_replay_and_diff_charts_take_documented_columns() -> None:
+    spec = charts.diff_summary(pl.DataFrame({"column": ["a", "b"], "changed": [3, 1]})).to_dict()
+    assert spec["encoding"]["x"]["field"] == "changed" and len(values(spec)) == 2
+    spec = charts.handler_cost(
+        pl.DataFrame({"handler": ["on_created"], "events": [200], "seconds": [0.5]})
+    ).to_dict()
+    assert values(spec)[0]["us_per_event"] == 2500.0
+    with pytest.raises(ValueError, match="changed: rows differing"):
+        charts.diff_summary(pl.DataFrame({"column": ["a"]}))
+
+
+def every_chart(archive: wb.Archive) -> dict[str, alt.TopLevelMixin]:
+    lag = archive.lag()
+    return {
+        "gaps": archive.gaps().chart(),
+        "duplicates": archive.duplicates().chart(),
+        "drift": archive.schema_drift().chart(),
+        "recording_lag": lag.chart(),
+        "consumer_lag": charts.consumer_lag_chart(
+            pl.DataFrame(
+                {
+                    "source": ["s", "s"],
+                    "stream": ["S", "S"],
+                    "consumer": ["c", "c"],
+                    "bucket": [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, 0, 1)],
+                    "backlog": [5, 9],
+                    "time_lag_seconds": [1.0, 3.0],
+                    "samples": [1, 1],
+                }
+            )
+        ),
+        "causation": archive.causation().chart(),
+        "throughput": charts.replay_throughput(
+            pl.DataFrame({"seconds": [0.0, 1.0, 2.0], "events": [0, 900, 2000]})
+        ),
+        "handler_cost": charts.handler_cost(
+            pl.DataFrame({"handler": ["a", "b"], "events": [10, 20], "seconds": [0.5, 0.1]})
+        ),
+        "diff": charts.diff_summary(pl.DataFrame({"column": ["a", "b"], "changed": [3, 0]})),
+    }
+
+
+def test_every_chart_renders_offline(archive: wb.Archive, tmp_path: Path) -> None:
+    for name, chart in every_chart(archive).items():
+        svg = charts.to_svg(chart)
+        assert (svg.startswith("<svg") and "<path" in svg) or "<rect" in svg, name
+    png = charts.to_png(every_chart(archive)["causation"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = charts.save(every_chart(archive)["drift"], tmp_path / "drift.png")
+    assert saved.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_html_needs_no_network(archive: wb.Archive) -> None:
+    html = charts.to_html(archive.duplicates().chart())
+    sources = re.findall(r"<script[^>]*\bsrc=[\"']([^\"']+)", html)
+    assert not [s for s in sources if s.startswith(("http", "//"))]
+    assert "vega-lite" in html.lower() and len(html) > 500_000  # the libraries are inlined
+    with pytest.raises(ValueError, match=r"use \.png, \.svg or \.html"):
+        charts.save(archive.duplicates().chart(), "chart.pdf")

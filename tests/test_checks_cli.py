@@ -1,0 +1,49 @@
+"""``workbench check``: tables on stdout, the exit code from ``--fail-on``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench.cli import run
+from workbench.scenario import Faults, generate
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(seed=2, events=2_000).write_archive(tmp_path_factory.mktemp("faulty"))
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    scenario = generate(seed=2, events=1_000, faults=Faults.none())
+    return scenario.write_archive(tmp_path_factory.mktemp("clean"))
+
+
+def test_findings_print_as_tables_and_fail_only_when_asked(
+    faulty: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["check", "--archive", str(faulty)]) == 0
+    out = capsys.readouterr().out
+    for heading in ("gaps", "duplicates", "drift", "lag", "causation", "orphans", "retention"):
+        assert heading in out
+    assert run(["check", "--archive", str(faulty), "--fail-on", "gaps,duplicates,drift"]) == 1
+    assert "failed: gaps, duplicates, drift" in capsys.readouterr().out
+    assert run(["check", "--archive", str(faulty), "--fail-on", "lag"]) == 0
+
+
+def test_a_clean_archive_passes(clean: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fail_on = "gaps,duplicates,drift,lag,causation"
+    assert run(["check", "--archive", str(clean), "--fail-on", fail_on]) == 0
+    assert "failed" not in capsys.readouterr().out
+
+
+def test_user_mistakes_exit_2_in_one_line(
+    faulty: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["check", "--archive", str(faulty), "--fail-on", "gaps,nonsense"]) == 2
+    assert "nonsense" in capsys.readouterr().err
+    assert run(["check", "--archive", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "no archive at" in err and "Traceback" not in err
