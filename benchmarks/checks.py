@@ -1,0 +1,49 @@
+"""Time each archive check against a baseline scan of the same archive, in the same run.
+
+    PYTHONPATH=. python benchmarks/checks.py [EVENTS]
+
+Prints seconds per check and the ratio to the baseline (one DuckDB pass
+reading every column a check touches: count, distinct ids, data lengths).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import workbench as wb
+from workbench.scenario import generate
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(events: int) -> None:
+    root = generate(seed=1, events=events).write_archive(tempfile.mkdtemp())
+    archive = wb.open_archive(root)
+    baseline = timed(
+        lambda: archive.sql(
+            "select count(*), count(distinct event_id), sum(length(data)), max(recorded_at) "
+            "from events"
+        ).fetchall()
+    )
+    print(f"{events:,} events; baseline scan {baseline:.3f}s")
+    checks: dict[str, Callable[[], object]] = {
+        "gaps": archive.gaps,
+        "duplicates": archive.duplicates,
+        "schema_drift": archive.schema_drift,
+        "lag": archive.lag,
+        "causation": archive.causation,
+    }
+    for name, check in checks.items():
+        seconds = timed(check)
+        print(f"{name:13s} {seconds:7.3f}s  {seconds / baseline:6.1f}x baseline")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
