@@ -122,14 +122,14 @@ def explain_key(diff: Diff, key: Any) -> Explanation:
     values = _key_dict(diff, key)
     params = list(values.values())
     con = diff.con
-    candidate_rows = con.execute(
-        f"select * from {diff.candidate.relation} where {_where(values)}", params
+    candidate_rows = con.sql(
+        f"select * from {diff.candidate.relation} where {_where(values)}", params=params
     ).pl()
-    live_rows = con.execute(
-        f"select * from {diff.live.relation} where {_where(values)}", params
+    live_rows = con.sql(
+        f"select * from {diff.live.relation} where {_where(values)}", params=params
     ).pl()
-    found = con.execute(
-        f"select * from _wb_diff where {_where(values)} order by _side", params
+    found = con.sql(
+        f"select * from _wb_diff where {_where(values)} order by _side", params=params
     ).pl()
     if len(found):
         status = str(found["_status"][0])
@@ -163,10 +163,10 @@ def _events(
     key_json = con.execute(f"select to_json(struct_pack({fields}))", list(key.values())).fetchall()[
         0
     ][0]
-    lineage = con.execute(
+    lineage = con.sql(
         f"select source, global_position, event_type, handler from {diff.lineage.relation} "
         "where key = ? order by global_position, source",
-        [key_json],
+        params=[key_json],
     ).to_arrow_table()
     notes: list[str] = []
     archive_path = diff.archive or diff.lineage.archive_path(con)
