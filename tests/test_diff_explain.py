@@ -59,7 +59,13 @@ def replay(tmp_path: Path) -> Path:
         for position, event_type, memory in EVENTS:
             con.execute(
                 "insert into memories_v2._lineage values ('memories', ?, ?, ?, ?, ?)",
-                [json.dumps({"id": memory}, separators=(",", ":")), SOURCE, position, event_type, f"on_{event_type}"],
+                [
+                    json.dumps({"id": memory}, separators=(",", ":")),
+                    SOURCE,
+                    position,
+                    event_type,
+                    f"on_{event_type}",
+                ],
             )
         con.execute(
             "create table memories_v2._replay_info as select 'memories' projection, 2 version, "
@@ -75,7 +81,13 @@ def replay(tmp_path: Path) -> Path:
 def _live_snapshot(tmp_path: Path, position: int | None) -> str:
     # The live projection applied event 3 twice (a redelivery) and has not seen event 5 yet.
     table = pa.table({"id": [1, 2], "title": ["first", "second"], "accesses": [3, 0]})
-    meta = {"table": "public.memories", "taken_at": "2024-01-01T00:00:00Z", "source": "postgres:public.memories", "event_store_position": position, "rows": 2}
+    meta = {
+        "table": "public.memories",
+        "taken_at": "2024-01-01T00:00:00Z",
+        "source": "postgres:public.memories",
+        "event_store_position": position,
+        "rows": 2,
+    }
     path = tmp_path / "live.parquet"
     pq.write_table(table.replace_schema_metadata({"workbench.snapshot": json.dumps(meta)}), path)
     return str(path)
@@ -108,7 +120,12 @@ def test_rows_newer_than_the_snapshot_are_not_yet_projected(replay: Path, tmp_pa
     assert e.events.filter(pl.col("after_live_position"))["global_position"].to_list() == [5]
     # the same from an explicit position, with a live side that carries none
     live = pl.read_parquet(_live_snapshot(tmp_path, None))
-    assert wb.diff(f"{replay}:memories_v2.memories", live, key="id", live_position=4).summary.not_yet_projected == 1
+    assert (
+        wb.diff(
+            f"{replay}:memories_v2.memories", live, key="id", live_position=4
+        ).summary.not_yet_projected
+        == 1
+    )
 
 
 def test_explain_without_lineage_or_archive_says_so(replay: Path, tmp_path: Path) -> None:

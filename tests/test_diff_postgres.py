@@ -21,7 +21,7 @@ def test_live_postgres_table_with_planted_differences(pg_dsn: str, pg_schema: st
             "amount numeric(12, 2), weight float8, seen timestamptz, tags numeric)"
         )
         con.execute(
-            f'insert into "{pg_schema}".memories select g, \'m\' || g, g * 1.25, g / 4.0, '
+            f"insert into \"{pg_schema}\".memories select g, 'm' || g, g * 1.25, g / 4.0, "
             "timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', g "
             "from generate_series(1, 200) g"
         )
@@ -29,11 +29,21 @@ def test_live_postgres_table_with_planted_differences(pg_dsn: str, pg_schema: st
     candidate = pl.DataFrame(
         {
             "id": list(range(1, 202)),
-            "title": [None if i == 10 else ("changed" if i == 3 else f"m{i}") for i in range(1, 202)],
-            "amount": [decimal.Decimal(i) * decimal.Decimal("1.25") + (decimal.Decimal("0.01") if i == 7 else 0) for i in range(1, 202)],
+            "title": [
+                None if i == 10 else ("changed" if i == 3 else f"m{i}") for i in range(1, 202)
+            ],
+            "amount": [
+                decimal.Decimal(i) * decimal.Decimal("1.25")
+                + (decimal.Decimal("0.01") if i == 7 else 0)
+                for i in range(1, 202)
+            ],
             "weight": [i / 4.0 + (1e-12 if i % 2 else 0) for i in range(1, 202)],
             "seen": pl.datetime_range(
-                pl.datetime(2024, 1, 1, 0, 0, 1), pl.datetime(2024, 1, 1, 0, 3, 21), "1s", eager=True, time_unit="ns"
+                pl.datetime(2024, 1, 1, 0, 0, 1),
+                pl.datetime(2024, 1, 1, 0, 3, 21),
+                "1s",
+                eager=True,
+                time_unit="ns",
             ),
             "tags": [str(i) for i in range(1, 202)],
         }

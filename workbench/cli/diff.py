@@ -38,7 +38,9 @@ def diff(
     key: str = typer.Option(..., "--key", help="Key column(s), comma-separated: COL[,COL]."),
     ignore: list[str] = typer.Option([], "--ignore", help="A column not to compare (repeatable)."),
     abs_tol: list[str] = typer.Option([], "--abs-tol", help="COL=X: numbers within X agree."),
-    rel_tol: list[str] = typer.Option([], "--rel-tol", help="COL=X: numbers within X·|live| agree."),
+    rel_tol: list[str] = typer.Option(
+        [], "--rel-tol", help="COL=X: numbers within X·|live| agree."
+    ),
     live_position: int | None = typer.Option(
         None, "--live-position", help="Event-store position the live side reflects."
     ),
@@ -58,8 +60,11 @@ def diff(
 
     keys = [k.strip() for k in key.split(",") if k.strip()]
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=err_console, transient=True,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
     ) as progress:
         progress.add_task("comparing candidate with live", total=None)
         result = run_diff(

@@ -51,9 +51,7 @@ def pull_table(dsn: str, qualified_name: str) -> PostgresTable:
             for name, typmod, typname in columns:
                 precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
                 if typname == "numeric" and typmod >= 0 and precision <= 18:
-                    pulled.append(
-                        f"({ident(name)} * 1e{scale}::numeric)::int8 as {ident(name)}"
-                    )
+                    pulled.append(f"({ident(name)} * 1e{scale}::numeric)::int8 as {ident(name)}")
                     # Exact: a DECIMAL times a DECIMAL literal keeps every digit.
                     factor = f"0.{'0' * (scale - 1)}1" if scale else "1"
                     restore.append(

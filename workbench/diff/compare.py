@@ -30,7 +30,7 @@ from workbench.diff._sql import ident
 from workbench.diff._types import ColumnPlan, is_numeric, plan_column
 from workbench.diff.lineage import Lineage, find_lineage, key_json_sql
 from workbench.diff.result import Diff, DiffSummary, SchemaDiff, TypeChange
-from workbench.diff.sides import Side, resolve_side
+from workbench.diff.sides import resolve_side
 from workbench.errors import DiffError
 
 __all__ = ["diff"]
@@ -106,7 +106,9 @@ def diff(
         missing_in_candidate=[
             c for c in live_side.columns if c not in cand.columns and c not in ignored
         ],
-        missing_in_live=[c for c in cand.columns if c not in live_side.columns and c not in ignored],
+        missing_in_live=[
+            c for c in cand.columns if c not in live_side.columns and c not in ignored
+        ],
     )
     if columns is not None:
         compared = list(columns)
@@ -140,7 +142,9 @@ def diff(
     for name in {**abs_tol, **rel_tol}:
         plan = next(p for p in plans if p.name == name)
         if not plan.numeric:
-            raise DiffError(f"tolerance on {name!r}: it is compared as {plan.compared_as}, not a number")
+            raise DiffError(
+                f"tolerance on {name!r}: it is compared as {plan.compared_as}, not a number"
+            )
     schema.type_changes.extend(
         TypeChange(p.name, p.candidate_type, p.live_type, p.compared_as)
         for p in key_plans + plans
@@ -183,7 +187,10 @@ def diff(
     anti = f" anti join _wb_dup using ({key_list})" if duplicate_keys else ""
 
     on = " AND ".join(f"c.{ident(k)} = l.{ident(k)}" for k in keys)
-    equals = [_equal(p, i, abs_tol.get(p.name, 0.0), rel_tol.get(p.name, 0.0)) for i, p in enumerate(plans)]
+    equals = [
+        _equal(p, i, abs_tol.get(p.name, 0.0), rel_tol.get(p.name, 0.0))
+        for i, p in enumerate(plans)
+    ]
     all_equal = " AND ".join(equals) or "true"
     both = "c._wb_in AND l._wb_in"
     side_by_side = ", ".join(
@@ -202,17 +209,17 @@ def diff(
         "CASE WHEN l._wb_in IS NULL THEN 'only_in_candidate' "
         "WHEN c._wb_in IS NULL THEN 'only_in_live' ELSE 'changed' END"
     )
-    select_cols = f"{key_out}, {{status}} AS _status, CAST(NULL AS VARCHAR) AS _side" + (
+    select_cols = f"{key_out}, @STATUS@ AS _status, CAST(NULL AS VARCHAR) AS _side" + (
         f", {side_by_side}" if side_by_side else ""
     )
+    # Replaced, not formatted: column names may contain braces.
+    diff_cols = select_cols.replace("@STATUS@", status, 1)
+    identical_cols = select_cols.replace("@STATUS@", "'identical'", 1)
     con.execute(
-        f"create temp table _wb_diff as select {select_cols.format(status=status)} "
+        f"create temp table _wb_diff as select {diff_cols} "
         f"from {from_clause} where c._wb_in IS NULL OR l._wb_in IS NULL OR NOT ({all_equal})"
     )
-    identical_sql = (
-        f"select {select_cols.format(status=repr('identical'))} from {from_clause} "
-        f"where {both} AND {all_equal}"
-    )
+    identical_sql = f"select {identical_cols} from {from_clause} where {both} AND {all_equal}"
 
     # Rows set aside: NULL keys, and every row of a duplicated key, from each side.
     for short, role in (("c", "candidate"), ("l", "live")):
@@ -250,7 +257,9 @@ def diff(
             "select _status, coalesce(_side, ''), count(*) from _wb_diff group by all"
         ).fetchall()
     )
-    joined_candidate = totals["c"][0] - totals["c"][1] - counts.get(("duplicate_key", "candidate"), 0)
+    joined_candidate = (
+        totals["c"][0] - totals["c"][1] - counts.get(("duplicate_key", "candidate"), 0)
+    )
     # Each joined candidate row is identical or is in _wb_diff exactly once.
     candidate_not_identical = sum(
         counts.get((status, ""), 0)

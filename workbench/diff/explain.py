@@ -157,9 +157,7 @@ def _events(
         return empty, ["the candidate has no replay lineage (give it as FILE.duckdb:SCHEMA.TABLE)"]
     con = diff.con
     # The lineage key is the compact JSON of the key in the candidate's own types.
-    fields = ", ".join(
-        f"{ident(k)} := CAST(? AS {diff.candidate.columns[k]})" for k in diff.key
-    )
+    fields = ", ".join(f"{ident(k)} := CAST(? AS {diff.candidate.columns[k]})" for k in diff.key)
     key_json = con.execute(f"select to_json(struct_pack({fields}))", list(key.values())).fetchall()[
         0
     ][0]
