@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 
 import duckdb
@@ -18,9 +17,6 @@ import pytest
 from workbench import envelope
 from workbench.archive import ArchiveReader
 from workbench.scenario import LATE_AFTER_US, SCHEMAS, Faults, Scenario, generate
-
-PG_DSN = os.environ.get("WB_TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/test")
-NATS_URL = os.environ.get("WB_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +166,14 @@ def test_write_archive_round_trip(scenario: Scenario, tmp_path: object) -> None:
 
 
 @pytest.mark.nats
-def test_publish_jetstream() -> None:
+def test_publish_jetstream(nats_url: str, stream_name: str) -> None:
     import nats
     from nats.js.errors import NotFoundError
 
     s = generate(4, entities=20, events=1_500)
-    name = f"WBTEST_{uuid.uuid4().hex[:10]}"
+    name = stream_name
     prefix = f"wbtest{uuid.uuid4().hex[:8]}"
-    summary = s.publish_jetstream(NATS_URL, name, subject_prefix=prefix)
+    summary = s.publish_jetstream(nats_url, name, subject_prefix=prefix)
     positions = s.events.column("global_position").to_pylist()
     assert (summary.count, summary.first_seq, summary.last_seq) == (
         1_500,
@@ -186,7 +182,7 @@ def test_publish_jetstream() -> None:
     )
 
     async def check() -> None:
-        nc = await nats.connect(NATS_URL)
+        nc = await nats.connect(nats_url)
         js = nc.jetstream()
         try:
             rows = s.events.to_pylist()
@@ -210,27 +206,17 @@ def test_publish_jetstream() -> None:
     asyncio.run(check())
 
 
-@pytest.fixture
-def pg_schema() -> object:
-    import psycopg
-
-    schema = f"wbtest_{uuid.uuid4().hex[:10]}"
-    yield schema
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"drop schema if exists {schema} cascade")
-
-
 @pytest.mark.postgres
-def test_insert_postgres_message_db(scenario: Scenario, pg_schema: str) -> None:
+def test_insert_postgres_message_db(scenario: Scenario, pg_dsn: str, pg_schema: str) -> None:
     import psycopg
 
-    summary = scenario.insert_postgres(PG_DSN, table=f"{pg_schema}.messages")
+    summary = scenario.insert_postgres(pg_dsn, table=f"{pg_schema}.messages")
     copies = {p for ps in scenario.truth.duplicates.values() for p in ps[1:]}
     assert summary.skipped == {
         "non_json": scenario.truth.non_json,
         "duplicate": tuple(sorted(copies)),
     }
-    with psycopg.connect(PG_DSN) as conn:
+    with psycopg.connect(pg_dsn) as conn:
         rows = conn.execute(
             f"select global_position, position, stream_name, id::text, metadata "
             f"from {pg_schema}.messages order by 1"
@@ -256,12 +242,12 @@ def test_insert_postgres_message_db(scenario: Scenario, pg_schema: str) -> None:
 
 
 @pytest.mark.postgres
-def test_insert_postgres_generic(scenario: Scenario, pg_schema: str) -> None:
+def test_insert_postgres_generic(scenario: Scenario, pg_dsn: str, pg_schema: str) -> None:
     import psycopg
 
-    summary = scenario.insert_postgres(PG_DSN, layout="generic", table=f"{pg_schema}.events")
+    summary = scenario.insert_postgres(pg_dsn, layout="generic", table=f"{pg_schema}.events")
     assert summary.inserted == scenario.events.num_rows and not summary.skipped
-    with psycopg.connect(PG_DSN) as conn:
+    with psycopg.connect(pg_dsn) as conn:
         got = conn.execute(
             f"select global_position, event_id, occurred_at, data, payload from {pg_schema}.events order by 1"
         ).fetchall()

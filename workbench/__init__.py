@@ -8,15 +8,18 @@
 from workbench import envelope
 from workbench.analysis import Archive, open_archive
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
+from workbench.diff import Diff, diff
 from workbench.errors import WorkbenchError
 
 __all__ = [
     "Archive",
     "ArchiveReader",
     "ArchiveWriter",
+    "Diff",
     "WorkbenchError",
     "charts",
     "compact",
+    "diff",
     "envelope",
     "open_archive",
 ]
