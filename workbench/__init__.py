@@ -9,14 +9,17 @@ from workbench import envelope
 from workbench.analysis import Archive, open_archive
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
 from workbench.errors import WorkbenchError
+from workbench.sources.postgres import archive_postgres, snapshot_postgres
 
 __all__ = [
     "Archive",
     "ArchiveReader",
     "ArchiveWriter",
     "WorkbenchError",
+    "archive_postgres",
     "compact",
     "envelope",
     "open_archive",
+    "snapshot_postgres",
 ]
 __version__ = "0.1.0"

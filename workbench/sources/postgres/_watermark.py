@@ -41,7 +41,7 @@ RUNNING_SQL = (
     "coalesce((select array_agg('prepared:' || gid) from pg_prepared_xacts "
     "          where database = current_database()), '{}'::text[]) as prepared, "
     "coalesce((select max(prepared) from pg_prepared_xacts "
-    "          where database = current_database()), '-infinity'::timestamptz) as last_prepared, "
+    "          where database = current_database()), '1970-01-01 00:00:00+00'::timestamptz) as last_prepared, "
     "clock_timestamp() as now "
     "from pg_locks l join pg_stat_activity a on a.pid = l.pid "
     "where l.locktype = 'virtualxid' and l.pid <> pg_backend_pid() "
