@@ -57,6 +57,7 @@ class ArchivePostgresResult:
     problems: dict[str, int] = field(default_factory=dict)
     files: int = 0
     waiting_at: int | None = None
+    waits: int = 0  # polls that stopped at a hole an open transaction could still fill
 
     def df(self) -> pl.DataFrame:
         """The gaps recorded in this run: first_missing, last_missing, reason."""
@@ -177,6 +178,7 @@ class PostgresArchiver:
             waiting_at = self._read(floor, settled, progress)
             self.result.waiting_at = waiting_at
             if waiting_at is not None:
+                self.result.waits += 1
                 self.watermark.remember(
                     top, frozenset(running or ()) | frozenset(prepared or ()), now
                 )
