@@ -25,7 +25,9 @@ pytestmark = pytest.mark.postgres
 
 
 def archived(root: Path) -> list[dict[str, Any]]:
-    return wb.open_archive(root).sql("select * from events order by global_position").pl().to_dicts()
+    return (
+        wb.open_archive(root).sql("select * from events order by global_position").pl().to_dicts()
+    )
 
 
 def data_files(root: Path) -> list[Path]:
@@ -39,23 +41,38 @@ def test_message_db_preset_fills_the_envelope(pg_dsn: str, pg_schema: str, tmp_p
     table = create_message_db(pg_dsn, pg_schema)
     with psycopg.connect(pg_dsn, autocommit=True) as con:
         first = write_message(
-            con, pg_schema, "memory-1", "MemoryCreated", {"text": "hi"},
+            con,
+            pg_schema,
+            "memory-1",
+            "MemoryCreated",
+            {"text": "hi"},
             {"correlationStreamName": "request-9", "schemaVersion": "2"},
         )
         write_message(
-            con, pg_schema, "memory-1", "MemoryAccessed", {"by": "ann"},
-            {"correlationStreamName": "request-9", "causationMessageGlobalPosition": 1,
-             "causationMessageStreamName": "memory-1", "causationMessagePosition": 0},
+            con,
+            pg_schema,
+            "memory-1",
+            "MemoryAccessed",
+            {"by": "ann"},
+            {
+                "correlationStreamName": "request-9",
+                "causationMessageGlobalPosition": 1,
+                "causationMessageStreamName": "memory-1",
+                "causationMessagePosition": 0,
+            },
         )
-        write_message(con, pg_schema, "memory-2", "MemoryCreated", {"text": "yo"},
-                      {"schemaVersion": "two"})
+        write_message(
+            con, pg_schema, "memory-2", "MemoryCreated", {"text": "yo"}, {"schemaVersion": "two"}
+        )
     result = wb.archive_postgres(pg_dsn, tmp_path, preset="message-db", table=table)
     assert (result.rows_archived, result.last_position, result.gaps) == (3, 3, [])
     assert result.problems == {"schemaVersion not an integer (null)": 1}
     rows = archived(tmp_path)
     assert [r["source"] for r in rows] == [f"postgres:{table}"] * 3
     assert [(r["stream"], r["stream_position"], r["event_type"]) for r in rows] == [
-        ("memory-1", 0, "MemoryCreated"), ("memory-1", 1, "MemoryAccessed"), ("memory-2", 0, "MemoryCreated")
+        ("memory-1", 0, "MemoryCreated"),
+        ("memory-1", 1, "MemoryAccessed"),
+        ("memory-2", 0, "MemoryCreated"),
     ]
     assert rows[0]["event_id"] == first and rows[0]["schema_version"] == 2
     assert rows[2]["schema_version"] is None
@@ -80,15 +97,32 @@ def test_marten_preset(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     table = create_marten(pg_dsn, pg_schema)
     stream = uuid.uuid4()
     with psycopg.connect(pg_dsn) as con:  # one transaction, as Marten's session does
-        e1 = append_marten(con, pg_schema, stream, 1, "memory_created", {"Text": "hi"},
-                           correlation_id="req-1", headers=json.dumps({"user": "ann"}))
-        append_marten(con, pg_schema, stream, 2, "memory_accessed", {"By": "bob"},
-                      correlation_id="req-1", causation_id=str(e1))
+        e1 = append_marten(
+            con,
+            pg_schema,
+            stream,
+            1,
+            "memory_created",
+            {"Text": "hi"},
+            correlation_id="req-1",
+            headers=json.dumps({"user": "ann"}),
+        )
+        append_marten(
+            con,
+            pg_schema,
+            stream,
+            2,
+            "memory_accessed",
+            {"By": "bob"},
+            correlation_id="req-1",
+            causation_id=str(e1),
+        )
     result = wb.archive_postgres(pg_dsn, tmp_path, preset="marten", table=table)
     assert result.rows_archived == 2 and not result.problems
     rows = archived(tmp_path)
     assert [(r["stream"], r["stream_position"], r["event_type"]) for r in rows] == [
-        (str(stream), 1, "memory_created"), (str(stream), 2, "memory_accessed")
+        (str(stream), 1, "memory_created"),
+        (str(stream), 2, "memory_accessed"),
     ]
     assert rows[0]["event_id"] == str(e1) and rows[1]["causation_id"] == str(e1)
     assert rows[1]["correlation_id"] == "req-1"
@@ -154,8 +188,10 @@ def test_eventsourcing_preset_reads_what_the_library_writes(
     assert result.rows_archived == 4 and not result.problems
     rows = archived(tmp_path)
     assert [(r["stream"], r["stream_position"], r["event_type"]) for r in rows] == [
-        (str(first), 1, "Memory.Created"), (str(first), 2, "Memory.Accessed"),
-        (str(first), 3, "Memory.Accessed"), (str(second), 1, "Memory.Created"),
+        (str(first), 1, "Memory.Created"),
+        (str(first), 2, "Memory.Accessed"),
+        (str(first), 3, "Memory.Accessed"),
+        (str(second), 1, "Memory.Created"),
     ]
     data = json.loads(rows[1]["data"])
     assert data["by"] == "user-0"
@@ -171,8 +207,13 @@ def test_eventsourcing_encrypted_store(pg_dsn: str, pg_schema: str, tmp_path: Pa
     from eventsourcing.cryptography import AESCipher
 
     key = AESCipher.create_key(16)
-    env = es_env(pg_dsn, pg_schema, CIPHER_TOPIC="eventsourcing.cryptography:AESCipher",
-                 CIPHER_KEY=key, COMPRESSOR_TOPIC="eventsourcing.compressor:ZlibCompressor")
+    env = es_env(
+        pg_dsn,
+        pg_schema,
+        CIPHER_TOPIC="eventsourcing.cryptography:AESCipher",
+        CIPHER_KEY=key,
+        COMPRESSOR_TOPIC="eventsourcing.compressor:ZlibCompressor",
+    )
     write_with_library(env)
     table = f"{pg_schema}.memories_events"
     with pytest.raises(SourceError, match="looks encrypted"):
@@ -181,7 +222,9 @@ def test_eventsourcing_encrypted_store(pg_dsn: str, pg_schema: str, tmp_path: Pa
     wrong = AESCipher.create_key(16)
     with pytest.raises(SourceError, match="does not decrypt"):
         wb.archive_postgres(pg_dsn, tmp_path, preset="eventsourcing", table=table, cipher_key=wrong)
-    result = wb.archive_postgres(pg_dsn, tmp_path, preset="eventsourcing", table=table, cipher_key=key)
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="eventsourcing", table=table, cipher_key=key
+    )
     assert result.rows_archived == 4 and not result.problems
     assert json.loads(archived(tmp_path)[0]["data"])["text"] == "first"
 
@@ -197,7 +240,7 @@ def make_generic(dsn: str, schema: str) -> str:
         )
         con.execute(
             f"insert into {schema}.log (at, kind, entity, body, headers) values "
-            f"(now(), 'Created', 'm-1', '{{\"text\": \"hi\", \"req\": {{\"id\": \"r1\"}}}}', '{{\"v\": 3}}'), "
+            f'(now(), \'Created\', \'m-1\', \'{{"text": "hi", "req": {{"id": "r1"}}}}\', \'{{"v": 3}}\'), '
             f"(now(), null, 'm-1', 'not json at all', null), "
             f"(null, 'Accessed', null, null, '{{\"v\": \"x\"}}')"
         )
@@ -205,18 +248,31 @@ def make_generic(dsn: str, schema: str) -> str:
 
 
 GENERIC_MAP = [
-    "global_position=column:seq", "recorded_at=column:at", "event_type=column:kind",
-    "stream=column:entity", "data=column:body", "metadata=column:headers",
-    "correlation_id=data:req.id", "schema_version=metadata:v", "subject=const:none",
+    "global_position=column:seq",
+    "recorded_at=column:at",
+    "event_type=column:kind",
+    "stream=column:entity",
+    "data=column:body",
+    "metadata=column:headers",
+    "correlation_id=data:req.id",
+    "schema_version=metadata:v",
+    "subject=const:none",
 ]
 
 
-def test_generic_preset_counts_row_level_problems(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+def test_generic_preset_counts_row_level_problems(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
     table = make_generic(pg_dsn, pg_schema)
-    result = wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP)
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP
+    )
     assert result.rows_archived == 3
     assert result.problems == {
-        "data not JSON": 1, "null event_type": 1, "null stream": 1, "null data": 2,
+        "data not JSON": 1,
+        "null event_type": 1,
+        "null stream": 1,
+        "null data": 2,
         "recorded_at missing (archive time used)": 1,
     }
     rows = archived(tmp_path)
@@ -226,11 +282,22 @@ def test_generic_preset_counts_row_level_problems(pg_dsn: str, pg_schema: str, t
     assert rows[2]["schema_version"] is None and rows[2]["recorded_at"] is not None
 
 
-def test_cli_archive_prints_problem_counts(pg_dsn: str, pg_schema: str, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_archive_prints_problem_counts(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     table = make_generic(pg_dsn, pg_schema)
-    args = ["archive", "postgres", "--dsn", pg_dsn, "--preset", "generic", "--table", table,
-            "--out", str(tmp_path)]
+    args = [
+        "archive",
+        "postgres",
+        "--dsn",
+        pg_dsn,
+        "--preset",
+        "generic",
+        "--table",
+        table,
+        "--out",
+        str(tmp_path),
+    ]
     for item in GENERIC_MAP:
         args += ["--map", item]
     assert run(args) == 0
@@ -242,18 +309,45 @@ def test_cli_archive_prints_problem_counts(pg_dsn: str, pg_schema: str, tmp_path
     ("args", "message"),
     [
         (["--table", "{schema}.nope"], "table {schema}.nope not found"),
-        (["--preset", "generic", "--table", "{schema}.log", "--map", "global_position=column:seq"],
-         "needs --map recorded_at=column:NAME"),
-        (["--preset", "generic", "--table", "{schema}.log", "--map", "global_position=column:nope",
-          "--map", "recorded_at=column:at"], "column nope not found"),
+        (
+            [
+                "--preset",
+                "generic",
+                "--table",
+                "{schema}.log",
+                "--map",
+                "global_position=column:seq",
+            ],
+            "needs --map recorded_at=column:NAME",
+        ),
+        (
+            [
+                "--preset",
+                "generic",
+                "--table",
+                "{schema}.log",
+                "--map",
+                "global_position=column:nope",
+                "--map",
+                "recorded_at=column:at",
+            ],
+            "column nope not found",
+        ),
         (["--preset", "marten", "--table", "{schema}.log"], "column seq_id not found"),
         (["--preset", "redis"], "unknown preset 'redis'"),
-        (["--table", "{schema}.log", "--map", "stream=header:x"], "not an envelope column|for NATS"),
+        (
+            ["--table", "{schema}.log", "--map", "stream=header:x"],
+            "not an envelope column|for NATS",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
-    pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    args: list[str], message: str,
+    pg_dsn: str,
+    pg_schema: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
 ) -> None:
     make_generic(pg_dsn, pg_schema)
     argv = ["archive", "postgres", "--dsn", pg_dsn, "--out", str(tmp_path / "a")]
@@ -267,12 +361,20 @@ def test_bad_input_is_one_line_and_exit_2(
     assert data_files(tmp_path) == []
 
 
-def test_wrong_dsn_never_prints_the_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for dsn in ("postgresql://app:Sup3rSecret@127.0.0.1:1/db",
-                "host=127.0.0.1 port=1 user=app password=Sup3rSecret dbname=db"):
+def test_wrong_dsn_never_prints_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for dsn in (
+        "postgresql://app:Sup3rSecret@127.0.0.1:1/db",
+        "host=127.0.0.1 port=1 user=app password=Sup3rSecret dbname=db",
+    ):
         assert run(["archive", "postgres", "--dsn", dsn, "--out", str(tmp_path)]) == 2
         err = capsys.readouterr().err
-        assert "Sup3rSecret" not in err and "cannot connect" in err and len(err.strip().splitlines()) == 1
+        assert (
+            "Sup3rSecret" not in err
+            and "cannot connect" in err
+            and len(err.strip().splitlines()) == 1
+        )
 
 
 def test_wrong_password_and_database(pg_dsn: str) -> None:
@@ -290,7 +392,11 @@ def test_permission_denied(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
         con.execute(f"create role {role} login")
         con.execute(f"grant usage on schema {pg_schema} to {role}")
     try:
-        dsn = urlsplit(pg_dsn)._replace(netloc=f"{role}:pw@{urlsplit(pg_dsn).hostname}:{urlsplit(pg_dsn).port}").geturl()
+        dsn = (
+            urlsplit(pg_dsn)
+            ._replace(netloc=f"{role}:pw@{urlsplit(pg_dsn).hostname}:{urlsplit(pg_dsn).port}")
+            .geturl()
+        )
         with pytest.raises(SourceError, match="permission denied") as info:
             wb.archive_postgres(dsn, tmp_path, table=table)
         assert ":pw@" not in str(info.value)
@@ -303,8 +409,9 @@ def test_permission_denied(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
 def test_mapping_errors_are_user_errors(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     table = make_generic(pg_dsn, pg_schema)
     with pytest.raises(MappingError, match="global_position must be column"):
-        wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table,
-                            mappings=["global_position=const:1"])
+        wb.archive_postgres(
+            pg_dsn, tmp_path, preset="generic", table=table, mappings=["global_position=const:1"]
+        )
 
 
 # ------------------------------------------------------------------ snapshots
@@ -315,8 +422,12 @@ def test_snapshot_records_rows_time_and_settled_position(
 ) -> None:
     table = create_message_db(pg_dsn, pg_schema)
     with psycopg.connect(pg_dsn, autocommit=True) as con:
-        con.execute(f"create table {pg_schema}.memory_view (id text primary key, accesses int, seen jsonb)")
-        con.execute(f"insert into {pg_schema}.memory_view values ('m-1', 2, '{{\"a\": 1}}'), ('m-2', 0, null)")
+        con.execute(
+            f"create table {pg_schema}.memory_view (id text primary key, accesses int, seen jsonb)"
+        )
+        con.execute(
+            f"insert into {pg_schema}.memory_view values ('m-1', 2, '{{\"a\": 1}}'), ('m-2', 0, null)"
+        )
         for _ in range(3):
             write_message(con, pg_schema, "memory-1", "MemoryAccessed", {})
     out = tmp_path / "view.parquet"
@@ -347,9 +458,36 @@ def test_snapshot_cli_without_events_table(pg_dsn: str, pg_schema: str, tmp_path
         con.execute(f"create table {pg_schema}.v (id int)")
         con.execute(f"insert into {pg_schema}.v select generate_series(1, 10)")
     out = tmp_path / "v.parquet"
-    assert run(["snapshot", "postgres", "--dsn", pg_dsn, "--table", f"{pg_schema}.v", "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "snapshot",
+                "postgres",
+                "--dsn",
+                pg_dsn,
+                "--table",
+                f"{pg_schema}.v",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     info = read_snapshot_info(out)
     assert (info.rows, info.source, info.event_store_position) == (10, None, None)
-    assert run(["snapshot", "postgres", "--dsn", pg_dsn, "--table", f"{pg_schema}.missing",
-                "--out", str(tmp_path / "m.parquet")]) == 2
+    assert (
+        run(
+            [
+                "snapshot",
+                "postgres",
+                "--dsn",
+                pg_dsn,
+                "--table",
+                f"{pg_schema}.missing",
+                "--out",
+                str(tmp_path / "m.parquet"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "m.parquet").exists()

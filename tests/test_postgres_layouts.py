@@ -116,8 +116,15 @@ def append_marten(
     """Append one event as Marten's quick-append does (sequence default, explicit version)."""
     event_id = uuid.uuid4()
     columns = ["id", "stream_id", "version", "data", "type", "mt_dotnet_type", *extra]
-    values = [event_id, stream_id, version, json.dumps(data), type_,
-              f"Memories.{type_.title().replace('_', '')}, Memories", *extra.values()]
+    values = [
+        event_id,
+        stream_id,
+        version,
+        json.dumps(data),
+        type_,
+        f"Memories.{type_.title().replace('_', '')}, Memories",
+        *extra.values(),
+    ]
     con.execute(
         f"insert into {schema}.mt_events ({', '.join(columns)}) "
         f"values ({', '.join(['%s'] * len(values))})",

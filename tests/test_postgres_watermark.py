@@ -17,7 +17,12 @@ pytestmark = pytest.mark.postgres
 
 
 def archived_positions(root: Path) -> list[int]:
-    return [r[0] for r in wb.open_archive(root).sql("select global_position from events order by 1").fetchall()]
+    return [
+        r[0]
+        for r in wb.open_archive(root)
+        .sql("select global_position from events order by 1")
+        .fetchall()
+    ]
 
 
 def gap_positions(root: Path) -> set[int]:
@@ -83,7 +88,9 @@ def test_concurrent_writers_archive_exactly_the_committed_rows(
         with psycopg.connect(pg_dsn) as con:
             for i in range(25):
                 ids = [
-                    write_message(con, pg_schema, f"memory-{seed}-{i % 3}", "MemoryAccessed", {"i": i})
+                    write_message(
+                        con, pg_schema, f"memory-{seed}-{i % 3}", "MemoryAccessed", {"i": i}
+                    )
                     for _ in range(rng.randint(1, 3))
                 ]
                 con.execute("select pg_sleep(%s)", (rng.random() * 0.05,))  # held open
@@ -96,7 +103,12 @@ def test_concurrent_writers_archive_exactly_the_committed_rows(
 
     def follow() -> wb.sources.postgres.ArchivePostgresResult:
         return wb.archive_postgres(
-            pg_dsn, tmp_path, table=table, follow=True, poll_interval=0.01, batch_size=7,
+            pg_dsn,
+            tmp_path,
+            table=table,
+            follow=True,
+            poll_interval=0.01,
+            batch_size=7,
             should_stop=lambda: writers_done.is_set(),
         )
 
@@ -114,7 +126,9 @@ def test_concurrent_writers_archive_exactly_the_committed_rows(
     wb.archive_postgres(pg_dsn, tmp_path, table=table)
 
     reader = wb.open_archive(tmp_path)
-    ids = [r[0] for r in reader.sql("select event_id from events order by global_position").fetchall()]
+    ids = [
+        r[0] for r in reader.sql("select event_id from events order by global_position").fetchall()
+    ]
     assert sorted(ids) == sorted(committed)
     assert len(ids) == len(set(ids))
     with psycopg.connect(pg_dsn) as con:
@@ -138,7 +152,22 @@ def test_follow_mode_with_idle_exit_via_cli(pg_dsn: str, pg_schema: str, tmp_pat
                 write_message(con, pg_schema, "memory-1", "MemoryAccessed", {"i": i})
 
     threading.Timer(0.3, write_later).start()
-    code = run(["archive", "postgres", "--dsn", pg_dsn, "--table", table, "--out", str(tmp_path),
-                "--follow", "--idle-exit", "1.5", "--poll-interval", "0.05"])
+    code = run(
+        [
+            "archive",
+            "postgres",
+            "--dsn",
+            pg_dsn,
+            "--table",
+            table,
+            "--out",
+            str(tmp_path),
+            "--follow",
+            "--idle-exit",
+            "1.5",
+            "--poll-interval",
+            "0.05",
+        ]
+    )
     assert code == 0
     assert archived_positions(tmp_path) == [1, 2, 3, 4, 5]

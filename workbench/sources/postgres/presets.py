@@ -296,7 +296,9 @@ def build_query(
         raise SourceError(f"--preset {preset} needs --table SCHEMA.TABLE")
     for field_name, fs in mappings.items():
         if fs.kind in ("header", "subject"):
-            raise MappingError(f"--map {field_name}={fs}: {fs.kind}: specs are for NATS, not Postgres")
+            raise MappingError(
+                f"--map {field_name}={fs}: {fs.kind}: specs are for NATS, not Postgres"
+            )
     schema, name, _ = quote_table(table)
     table = f"{schema}.{name}"
     query = spec.build(table, columns)

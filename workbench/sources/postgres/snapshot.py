@@ -156,7 +156,7 @@ def snapshot_postgres(
         finally:
             _exec(con, "commit", "ending the snapshot")
         position = None
-        if query is not None and top is not None:
+        if query is not None and top is not None and server_now is not None:
             position = _settled_position(
                 con,
                 query.position,
