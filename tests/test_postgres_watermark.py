@@ -151,7 +151,8 @@ def test_follow_mode_with_idle_exit_via_cli(pg_dsn: str, pg_schema: str, tmp_pat
             for i in range(5):
                 write_message(con, pg_schema, "memory-1", "MemoryAccessed", {"i": i})
 
-    threading.Timer(0.3, write_later).start()
+    later = threading.Timer(0.2, write_later)
+    later.start()
     code = run(
         [
             "archive",
@@ -169,5 +170,6 @@ def test_follow_mode_with_idle_exit_via_cli(pg_dsn: str, pg_schema: str, tmp_pat
             "0.05",
         ]
     )
+    later.join()
     assert code == 0
     assert archived_positions(tmp_path) == [1, 2, 3, 4, 5]
