@@ -165,7 +165,7 @@ def test_follow_mode_with_idle_exit_via_cli(pg_dsn: str, pg_schema: str, tmp_pat
             str(tmp_path),
             "--follow",
             "--idle-exit",
-            "1.5",
+            "3",
             "--poll-interval",
             "0.05",
         ]
