@@ -10,6 +10,7 @@ from workbench.analysis import Archive, open_archive
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
 from workbench.diff import Diff, diff
 from workbench.errors import WorkbenchError
+from workbench.sources.postgres import archive_postgres, snapshot_postgres
 
 __all__ = [
     "Archive",
@@ -17,11 +18,13 @@ __all__ = [
     "ArchiveWriter",
     "Diff",
     "WorkbenchError",
+    "archive_postgres",
     "charts",
     "compact",
     "diff",
     "envelope",
     "open_archive",
+    "snapshot_postgres",
 ]
 __version__ = "0.1.0"
 

@@ -3,3 +3,4 @@
 from workbench.cli import check  # noqa: F401
 from workbench.cli import demo  # noqa: F401
 from workbench.cli import diff  # noqa: F401
+from workbench.cli import postgres  # noqa: F401

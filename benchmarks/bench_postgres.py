@@ -1,0 +1,91 @@
+"""Postgres archiver throughput against psql's binary COPY of the same query, same run.
+
+    python benchmarks/bench_postgres.py [--dsn DSN] [--rows 1000000]
+
+Creates a Message DB-layout table in a scratch schema with ``generate_series``
+(server side), then times
+
+- baseline: ``psql -c "COPY (<the archiver's own SELECT>) TO STDOUT (FORMAT binary)" > /dev/null``
+- archiver: ``wb.archive_postgres`` of the whole table into a fresh archive
+  (ADBC binary COPY → Arrow → envelope → zstd Parquet, atomic files)
+
+and prints both and the ratio (archiver rows/s ÷ baseline rows/s; goal ≥ 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+import psycopg
+
+import workbench as wb
+from workbench.sources.postgres._connection import connect, table_columns
+from workbench.sources.postgres.presets import build_query
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dsn", default="postgresql://root@127.0.0.1:5432/test")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    schema = f"wb_bench_{uuid.uuid4().hex[:8]}"
+    table = f"{schema}.messages"
+    with psycopg.connect(args.dsn, autocommit=True) as con:
+        con.execute(f"create schema {schema}")
+        con.execute(
+            f"create table {table} (global_position bigserial primary key, position bigint not null, "
+            "time timestamp not null default (now() at time zone 'utc'), stream_name text not null, "
+            "type text not null, data jsonb, metadata jsonb, id uuid not null default gen_random_uuid())"
+        )
+        t = time.perf_counter()
+        con.execute(
+            f"insert into {table} (position, time, stream_name, type, data, metadata) "
+            "select g / 20000, timestamp '2024-01-01' + g * interval '1 ms', 'memory-' || (g % 20000), "
+            "(array['MemoryCreated','MemoryAccessed','MemoryUpdated'])[1 + g % 3], "
+            "jsonb_build_object('memory_id', 'm' || (g % 20000), 'n', g), "
+            "jsonb_build_object('correlationStreamName', 'request-' || (g / 4), 'schemaVersion', '1', "
+            "  'causationMessageGlobalPosition', greatest(g - 1, 1)) "
+            f"from generate_series(1, {args.rows}) g"
+        )
+        con.execute(f"vacuum analyze {table}")
+        print(f"generated {args.rows:,} rows in {time.perf_counter() - t:.1f}s")
+    out = tempfile.mkdtemp(prefix="wb-bench-pg-")
+    try:
+        adbc = connect(args.dsn)
+        query = build_query("message-db", table, table_columns(adbc, table), {})
+        adbc.close()
+        select = query.select(0)
+        t = time.perf_counter()
+        with open("/dev/null", "wb") as sink:
+            subprocess.run(
+                ["psql", args.dsn, "-X", "-q", "-c", f"COPY ({select}) TO STDOUT (FORMAT binary)"],
+                stdout=sink,
+                check=True,
+            )
+        baseline = time.perf_counter() - t
+        t = time.perf_counter()
+        result = wb.archive_postgres(args.dsn, out, preset="message-db", table=table)
+        archiver = time.perf_counter() - t
+        assert result.rows_archived == args.rows, result.summary()
+        print(
+            f"psql binary COPY of the same SELECT : {baseline:6.2f}s  {args.rows / baseline:12,.0f} rows/s"
+        )
+        print(
+            f"wb.archive_postgres (→ Parquet)     : {archiver:6.2f}s  {args.rows / archiver:12,.0f} rows/s"
+        )
+        print(f"ratio (archiver / baseline throughput): {baseline / archiver:.2f}  (goal ≥ 0.8)")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        with psycopg.connect(args.dsn, autocommit=True) as con:
+            con.execute(f"drop schema {schema} cascade")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,493 @@
+"""Postgres archiver: each preset against the real store layout, bad input, snapshots, CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pyarrow.parquet as pq
+import pytest
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+from test_postgres_layouts import append_marten, create_marten, create_message_db, write_message
+
+import workbench as wb
+from workbench.cli import run
+from workbench.errors import MappingError, SourceError
+from workbench.sources.postgres import read_snapshot_info
+
+pytestmark = pytest.mark.postgres
+
+
+def archived(root: Path) -> list[dict[str, Any]]:
+    return (
+        wb.open_archive(root).sql("select * from events order by global_position").pl().to_dicts()
+    )
+
+
+def data_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.parquet"))
+
+
+# ------------------------------------------------------------------ message-db
+
+
+def test_message_db_preset_fills_the_envelope(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    table = create_message_db(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        first = write_message(
+            con,
+            pg_schema,
+            "memory-1",
+            "MemoryCreated",
+            {"text": "hi"},
+            {"correlationStreamName": "request-9", "schemaVersion": "2"},
+        )
+        write_message(
+            con,
+            pg_schema,
+            "memory-1",
+            "MemoryAccessed",
+            {"by": "ann"},
+            {
+                "correlationStreamName": "request-9",
+                "causationMessageGlobalPosition": 1,
+                "causationMessageStreamName": "memory-1",
+                "causationMessagePosition": 0,
+            },
+        )
+        write_message(
+            con, pg_schema, "memory-2", "MemoryCreated", {"text": "yo"}, {"schemaVersion": "two"}
+        )
+    result = wb.archive_postgres(pg_dsn, tmp_path, preset="message-db", table=table)
+    assert (result.rows_archived, result.last_position, result.gaps) == (3, 3, [])
+    assert result.problems == {"schemaVersion not an integer (null)": 1}
+    rows = archived(tmp_path)
+    assert [r["source"] for r in rows] == [f"postgres:{table}"] * 3
+    assert [(r["stream"], r["stream_position"], r["event_type"]) for r in rows] == [
+        ("memory-1", 0, "MemoryCreated"),
+        ("memory-1", 1, "MemoryAccessed"),
+        ("memory-2", 0, "MemoryCreated"),
+    ]
+    assert rows[0]["event_id"] == first and rows[0]["schema_version"] == 2
+    assert rows[2]["schema_version"] is None
+    assert rows[1]["correlation_id"] == "request-9"
+    assert rows[1]["causation_id"] == first  # resolved to the causing message's id
+    assert json.loads(rows[1]["data"]) == {"by": "ann"}
+    assert rows[0]["recorded_at"].tzinfo is not None
+    assert abs(rows[0]["recorded_at"] - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
+    # The archive is the checkpoint: a second run archives only what is new.
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        write_message(con, pg_schema, "memory-2", "MemoryAccessed", {"by": "bob"})
+    again = wb.archive_postgres(pg_dsn, tmp_path, preset="message-db", table=table)
+    assert (again.rows_archived, again.last_position) == (1, 4)
+    assert [r["global_position"] for r in archived(tmp_path)] == [1, 2, 3, 4]
+    assert "rows archived" in again._repr_html_()
+
+
+# ------------------------------------------------------------------ marten
+
+
+def test_marten_preset(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    table = create_marten(pg_dsn, pg_schema)
+    stream = uuid.uuid4()
+    with psycopg.connect(pg_dsn) as con:  # one transaction, as Marten's session does
+        e1 = append_marten(
+            con,
+            pg_schema,
+            stream,
+            1,
+            "memory_created",
+            {"Text": "hi"},
+            correlation_id="req-1",
+            headers=json.dumps({"user": "ann"}),
+        )
+        append_marten(
+            con,
+            pg_schema,
+            stream,
+            2,
+            "memory_accessed",
+            {"By": "bob"},
+            correlation_id="req-1",
+            causation_id=str(e1),
+        )
+    result = wb.archive_postgres(pg_dsn, tmp_path, preset="marten", table=table)
+    assert result.rows_archived == 2 and not result.problems
+    rows = archived(tmp_path)
+    assert [(r["stream"], r["stream_position"], r["event_type"]) for r in rows] == [
+        (str(stream), 1, "memory_created"),
+        (str(stream), 2, "memory_accessed"),
+    ]
+    assert rows[0]["event_id"] == str(e1) and rows[1]["causation_id"] == str(e1)
+    assert rows[1]["correlation_id"] == "req-1"
+    meta = json.loads(rows[0]["metadata"])
+    assert meta["tenant_id"] == "*DEFAULT*" and meta["headers"] == {"user": "ann"}
+    assert meta["dotnet_type"].startswith("Memories.")
+
+
+# ------------------------------------------------------------------ eventsourcing
+
+
+class Memory(Aggregate):
+    @event("Created")
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.accesses = 0
+
+    @event("Accessed")
+    def access(self, by: str) -> None:
+        self.accesses += 1
+
+
+class Memories(Application[uuid.UUID]):
+    def remember(self, text: str, accesses: int) -> uuid.UUID:
+        memory = Memory(text)
+        for i in range(accesses):
+            memory.access(by=f"user-{i}")
+        self.save(memory)
+        return memory.id
+
+
+def es_env(dsn: str, schema: str, **extra: str) -> dict[str, str]:
+    parts = urlsplit(dsn)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": parts.path.lstrip("/"),
+        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": parts.username or "root",
+        "POSTGRES_PASSWORD": parts.password or "",
+        "POSTGRES_SCHEMA": schema,
+        **extra,
+    }
+
+
+def write_with_library(env: dict[str, str]) -> tuple[uuid.UUID, uuid.UUID]:
+    app = Memories(env=env)
+    try:
+        return app.remember("first", 2), app.remember("second", 0)
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "zlib"])
+def test_eventsourcing_preset_reads_what_the_library_writes(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, compressed: bool
+) -> None:
+    extra = {"COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor"} if compressed else {}
+    first, second = write_with_library(es_env(pg_dsn, pg_schema, **extra))
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="eventsourcing", table=f"{pg_schema}.memories_events"
+    )
+    assert result.rows_archived == 4 and not result.problems
+    rows = archived(tmp_path)
+    assert [(r["stream"], r["stream_position"], r["event_type"]) for r in rows] == [
+        (str(first), 1, "Memory.Created"),
+        (str(first), 2, "Memory.Accessed"),
+        (str(first), 3, "Memory.Accessed"),
+        (str(second), 1, "Memory.Created"),
+    ]
+    data = json.loads(rows[1]["data"])
+    assert data["by"] == "user-0"
+    # The library's typed encoding of datetimes is decoded into the envelope's times.
+    assert dt.datetime.fromisoformat(data["timestamp"]) == rows[1]["occurred_at"]
+    assert rows[1]["recorded_at"] == rows[1]["occurred_at"]
+    assert json.loads(rows[0]["metadata"])["topic"].endswith(":Memory.Created")
+    assert rows[0]["payload"] is None
+
+
+def test_eventsourcing_encrypted_store(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    from eventsourcing.cryptography import AESCipher
+
+    key = AESCipher.create_key(16)
+    env = es_env(
+        pg_dsn,
+        pg_schema,
+        CIPHER_TOPIC="eventsourcing.cryptography:AESCipher",
+        CIPHER_KEY=key,
+        COMPRESSOR_TOPIC="eventsourcing.compressor:ZlibCompressor",
+    )
+    write_with_library(env)
+    table = f"{pg_schema}.memories_events"
+    with pytest.raises(SourceError, match="looks encrypted"):
+        wb.archive_postgres(pg_dsn, tmp_path, preset="eventsourcing", table=table)
+    assert data_files(tmp_path) == []  # nothing half-written
+    wrong = AESCipher.create_key(16)
+    with pytest.raises(SourceError, match="does not decrypt"):
+        wb.archive_postgres(pg_dsn, tmp_path, preset="eventsourcing", table=table, cipher_key=wrong)
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="eventsourcing", table=table, cipher_key=key
+    )
+    assert result.rows_archived == 4 and not result.problems
+    assert json.loads(archived(tmp_path)[0]["data"])["text"] == "first"
+
+
+# ------------------------------------------------------------------ generic and bad rows
+
+
+def make_generic(dsn: str, schema: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {schema}.log (seq bigserial primary key, at timestamptz, kind text, "
+            f"entity text, body text, headers jsonb)"
+        )
+        con.execute(
+            f"insert into {schema}.log (at, kind, entity, body, headers) values "
+            f'(now(), \'Created\', \'m-1\', \'{{"text": "hi", "req": {{"id": "r1"}}}}\', \'{{"v": 3}}\'), '
+            f"(now(), null, 'm-1', 'not json at all', null), "
+            f"(null, 'Accessed', null, null, '{{\"v\": \"x\"}}')"
+        )
+    return f"{schema}.log"
+
+
+GENERIC_MAP = [
+    "global_position=column:seq",
+    "recorded_at=column:at",
+    "event_type=column:kind",
+    "stream=column:entity",
+    "data=column:body",
+    "metadata=column:headers",
+    "correlation_id=data:req.id",
+    "schema_version=metadata:v",
+    "subject=const:none",
+]
+
+
+def test_generic_preset_counts_row_level_problems(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = make_generic(pg_dsn, pg_schema)
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP
+    )
+    assert result.rows_archived == 3
+    assert result.problems == {
+        "data not JSON": 1,
+        "null event_type": 1,
+        "null stream": 1,
+        "null data": 2,
+        "recorded_at missing (archive time used)": 1,
+    }
+    rows = archived(tmp_path)
+    assert rows[0]["correlation_id"] == "r1" and rows[0]["schema_version"] == 3
+    assert rows[0]["subject"] == "none"
+    assert rows[1]["data"] is None and rows[1]["payload"] == b"not json at all"
+    assert rows[2]["schema_version"] is None and rows[2]["recorded_at"] is not None
+
+
+def test_cli_archive_prints_problem_counts(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = make_generic(pg_dsn, pg_schema)
+    args = [
+        "archive",
+        "postgres",
+        "--dsn",
+        pg_dsn,
+        "--preset",
+        "generic",
+        "--table",
+        table,
+        "--out",
+        str(tmp_path),
+    ]
+    for item in GENERIC_MAP:
+        args += ["--map", item]
+    assert run(args) == 0
+    out = capsys.readouterr().out
+    assert "archived 3 rows" in out and "data not JSON: 1" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--table", "{schema}.nope"], "table {schema}.nope not found"),
+        (
+            [
+                "--preset",
+                "generic",
+                "--table",
+                "{schema}.log",
+                "--map",
+                "global_position=column:seq",
+            ],
+            "needs --map recorded_at=column:NAME",
+        ),
+        (
+            [
+                "--preset",
+                "generic",
+                "--table",
+                "{schema}.log",
+                "--map",
+                "global_position=column:nope",
+                "--map",
+                "recorded_at=column:at",
+            ],
+            "column nope not found",
+        ),
+        (["--preset", "marten", "--table", "{schema}.log"], "column seq_id not found"),
+        (["--preset", "redis"], "unknown preset 'redis'"),
+        (
+            ["--table", "{schema}.log", "--map", "stream=header:x"],
+            "not an envelope column|for NATS",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    pg_dsn: str,
+    pg_schema: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    make_generic(pg_dsn, pg_schema)
+    argv = ["archive", "postgres", "--dsn", pg_dsn, "--out", str(tmp_path / "a")]
+    argv += [a.format(schema=pg_schema) for a in args]
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    import re
+
+    assert re.search(message.format(schema=pg_schema), err), err
+    assert data_files(tmp_path) == []
+
+
+def test_wrong_dsn_never_prints_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for dsn in (
+        "postgresql://app:Sup3rSecret@127.0.0.1:1/db",
+        "host=127.0.0.1 port=1 user=app password=Sup3rSecret dbname=db",
+    ):
+        assert run(["archive", "postgres", "--dsn", dsn, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert (
+            "Sup3rSecret" not in err
+            and "cannot connect" in err
+            and len(err.strip().splitlines()) == 1
+        )
+
+
+def test_wrong_password_and_database(pg_dsn: str) -> None:
+    parts = urlsplit(pg_dsn)
+    missing_db = parts._replace(path="/wb_no_such_db").geturl()
+    with pytest.raises(SourceError, match="does not exist") as info:
+        wb.archive_postgres(missing_db, "/nonexistent-out")
+    assert "\n" not in str(info.value)
+
+
+def test_permission_denied(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    table = create_message_db(pg_dsn, pg_schema)
+    role = f"wb_reader_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"create role {role} login")
+        con.execute(f"grant usage on schema {pg_schema} to {role}")
+    try:
+        dsn = (
+            urlsplit(pg_dsn)
+            ._replace(netloc=f"{role}:pw@{urlsplit(pg_dsn).hostname}:{urlsplit(pg_dsn).port}")
+            .geturl()
+        )
+        with pytest.raises(SourceError, match="permission denied") as info:
+            wb.archive_postgres(dsn, tmp_path, table=table)
+        assert ":pw@" not in str(info.value)
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as con:
+            con.execute(f"drop owned by {role}")
+            con.execute(f"drop role {role}")
+
+
+def test_mapping_errors_are_user_errors(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    table = make_generic(pg_dsn, pg_schema)
+    with pytest.raises(MappingError, match="global_position must be column"):
+        wb.archive_postgres(
+            pg_dsn, tmp_path, preset="generic", table=table, mappings=["global_position=const:1"]
+        )
+
+
+# ------------------------------------------------------------------ snapshots
+
+
+def test_snapshot_records_rows_time_and_settled_position(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = create_message_db(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.memory_view (id text primary key, accesses int, seen jsonb)"
+        )
+        con.execute(
+            f"insert into {pg_schema}.memory_view values ('m-1', 2, '{{\"a\": 1}}'), ('m-2', 0, null)"
+        )
+        for _ in range(3):
+            write_message(con, pg_schema, "memory-1", "MemoryAccessed", {})
+    out = tmp_path / "view.parquet"
+    with psycopg.connect(pg_dsn) as late, psycopg.connect(pg_dsn, autocommit=True) as con:
+        write_message(late, pg_schema, "memory-9", "MemoryCreated", {})  # position 4, not committed
+        write_message(con, pg_schema, "memory-2", "MemoryCreated", {})  # position 5, committed
+        late_commit = __import__("threading").Timer(0.3, late.commit)
+        late_commit.start()
+        info = wb.snapshot_postgres(
+            pg_dsn, f"{pg_schema}.memory_view", out, events_table=table, preset="message-db"
+        )
+        late_commit.join()
+    # Position 4 was in flight when the snapshot was taken: 5 is not counted either.
+    assert info.event_store_position == 3
+    assert info.rows == 2 and info.source == f"postgres:{table}"
+    read = read_snapshot_info(out)
+    assert (read.table, read.rows, read.event_store_position) == (f"{pg_schema}.memory_view", 2, 3)
+    assert abs(read.taken_at - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
+    assert sorted(pq.read_table(out).column("id").to_pylist()) == ["m-1", "m-2"]
+    assert [p.name for p in tmp_path.iterdir()] == ["view.parquet"]  # no temporaries left
+    # Without in-flight transactions every committed position counts.
+    again = wb.snapshot_postgres(pg_dsn, f"{pg_schema}.memory_view", out, events_table=table)
+    assert again.event_store_position == 5
+
+
+def test_snapshot_cli_without_events_table(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"create table {pg_schema}.v (id int)")
+        con.execute(f"insert into {pg_schema}.v select generate_series(1, 10)")
+    out = tmp_path / "v.parquet"
+    assert (
+        run(
+            [
+                "snapshot",
+                "postgres",
+                "--dsn",
+                pg_dsn,
+                "--table",
+                f"{pg_schema}.v",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    info = read_snapshot_info(out)
+    assert (info.rows, info.source, info.event_store_position) == (10, None, None)
+    assert (
+        run(
+            [
+                "snapshot",
+                "postgres",
+                "--dsn",
+                pg_dsn,
+                "--table",
+                f"{pg_schema}.missing",
+                "--out",
+                str(tmp_path / "m.parquet"),
+            ]
+        )
+        == 2
+    )
+    assert not (tmp_path / "m.parquet").exists()

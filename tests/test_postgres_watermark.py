@@ -1,0 +1,175 @@
+"""No late commit skipped: the archiver waits at holes until they can no longer fill."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+from test_postgres_layouts import create_message_db, write_message
+
+import workbench as wb
+from workbench.sources.postgres import PostgresArchiver
+
+pytestmark = pytest.mark.postgres
+
+
+def archived_positions(root: Path) -> list[int]:
+    return [
+        r[0]
+        for r in wb.open_archive(root)
+        .sql("select global_position from events order by 1")
+        .fetchall()
+    ]
+
+
+def gap_positions(root: Path) -> set[int]:
+    reader = wb.open_archive(root)
+    if "gap_records" not in {r[0] for r in reader.sql("show tables").fetchall()}:
+        return set()
+    gaps = reader.sql("select first_missing, last_missing, reason from gap_records").fetchall()
+    assert {g[2] for g in gaps} == {"rolled-back"}
+    return {p for first, last, _ in gaps for p in range(first, last + 1)}
+
+
+def test_late_commit_is_waited_for(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    table = create_message_db(pg_dsn, pg_schema)
+    with (
+        PostgresArchiver(pg_dsn, tmp_path, table=table) as archiver,
+        psycopg.connect(pg_dsn) as slow,
+        psycopg.connect(pg_dsn, autocommit=True) as fast,
+    ):
+        write_message(slow, pg_schema, "memory-1", "MemoryCreated", {})  # takes 1, stays open
+        write_message(fast, pg_schema, "memory-2", "MemoryCreated", {})  # takes 2, commits
+        assert archiver.poll() == 0  # 2 is visible, but 1 may still commit
+        assert archiver.waiting and archiver.result.waiting_at == 1
+        assert archiver.poll() == 0
+        slow.commit()
+        assert archiver.poll() == 2
+        assert not archiver.waiting
+    assert archived_positions(tmp_path) == [1, 2]
+    assert gap_positions(tmp_path) == set()
+
+
+def test_rolled_back_hole_becomes_a_gap_record(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    table = create_message_db(pg_dsn, pg_schema)
+    with (
+        PostgresArchiver(pg_dsn, tmp_path, table=table) as archiver,
+        psycopg.connect(pg_dsn) as doomed,
+        psycopg.connect(pg_dsn, autocommit=True) as fast,
+    ):
+        write_message(fast, pg_schema, "memory-1", "MemoryCreated", {})  # 1
+        write_message(doomed, pg_schema, "memory-2", "MemoryCreated", {})  # 2, rolled back below
+        write_message(fast, pg_schema, "memory-3", "MemoryCreated", {})  # 3
+        assert archiver.poll() == 1
+        doomed.rollback()
+        # The waiting list settles before the next snapshot, which then passes the hole.
+        assert archiver.poll() == 1
+        assert archiver.result.gaps == [(2, 2, "rolled-back")]
+    assert archived_positions(tmp_path) == [1, 3]
+    assert gap_positions(tmp_path) == {2}
+    # A new archiver resumes after position 3 and records the gap only once.
+    result = wb.archive_postgres(pg_dsn, tmp_path, table=table)
+    assert (result.rows_archived, result.gaps) == (0, [])
+
+
+def test_concurrent_writers_archive_exactly_the_committed_rows(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = create_message_db(pg_dsn, pg_schema)
+    committed: list[str] = []
+    lock = threading.Lock()
+    writers_done = threading.Event()
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        with psycopg.connect(pg_dsn) as con:
+            for i in range(25):
+                ids = [
+                    write_message(
+                        con, pg_schema, f"memory-{seed}-{i % 3}", "MemoryAccessed", {"i": i}
+                    )
+                    for _ in range(rng.randint(1, 3))
+                ]
+                con.execute("select pg_sleep(%s)", (rng.random() * 0.05,))  # held open
+                if rng.random() < 0.25:
+                    con.rollback()
+                else:
+                    con.commit()
+                    with lock:
+                        committed.extend(ids)
+
+    def follow() -> wb.sources.postgres.ArchivePostgresResult:
+        return wb.archive_postgres(
+            pg_dsn,
+            tmp_path,
+            table=table,
+            follow=True,
+            poll_interval=0.01,
+            batch_size=7,
+            should_stop=lambda: writers_done.is_set(),
+        )
+
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    results: list[wb.sources.postgres.ArchivePostgresResult] = []
+    follower = threading.Thread(target=lambda: results.append(follow()))
+    follower.start()
+    for t in threads:
+        t.join()
+    writers_done.set()
+    follower.join()
+    # Catch up on whatever arrived after the follower's last poll.
+    wb.archive_postgres(pg_dsn, tmp_path, table=table)
+
+    reader = wb.open_archive(tmp_path)
+    ids = [
+        r[0] for r in reader.sql("select event_id from events order by global_position").fetchall()
+    ]
+    assert sorted(ids) == sorted(committed)
+    assert len(ids) == len(set(ids))
+    with psycopg.connect(pg_dsn) as con:
+        (top,) = con.execute(f"select max(global_position) from {table}").fetchone() or (0,)
+    positions = set(archived_positions(tmp_path))
+    gaps = gap_positions(tmp_path)
+    # Every position up to the highest is either an archived row or a recorded rolled-back gap.
+    assert positions | gaps == set(range(1, top + 1)) and not positions & gaps
+    assert results and results[0].rows_archived > 0
+    assert results[0].waits > 0  # the follower did meet holes that were still open
+
+
+def test_follow_mode_with_idle_exit_via_cli(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    from workbench.cli import run
+
+    table = create_message_db(pg_dsn, pg_schema)
+
+    def write_later() -> None:
+        with psycopg.connect(pg_dsn, autocommit=True) as con:
+            for i in range(5):
+                write_message(con, pg_schema, "memory-1", "MemoryAccessed", {"i": i})
+
+    later = threading.Timer(0.2, write_later)
+    later.start()
+    code = run(
+        [
+            "archive",
+            "postgres",
+            "--dsn",
+            pg_dsn,
+            "--table",
+            table,
+            "--out",
+            str(tmp_path),
+            "--follow",
+            "--idle-exit",
+            "3",
+            "--poll-interval",
+            "0.05",
+        ]
+    )
+    later.join()
+    assert code == 0
+    assert archived_positions(tmp_path) == [1, 2, 3, 4, 5]

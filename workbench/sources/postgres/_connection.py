@@ -1,0 +1,147 @@
+"""Connecting to PostgreSQL with ADBC, and turning its errors into one line.
+
+Every failure a user can cause (wrong DSN, missing table or column,
+permission denied) becomes a :class:`~workbench.errors.SourceError` whose
+message is one line and never contains the DSN's password.
+
+>>> quote_table("message_store.messages")
+('message_store', 'messages', '"message_store"."messages"')
+>>> quote_table("mt_events")
+('public', 'mt_events', '"public"."mt_events"')
+>>> describe_error(RuntimeError("IO: connection to server failed: password=s3cret\\nmore"))
+'connection to server failed: password=*** (RuntimeError)'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import adbc_driver_postgresql.dbapi as pg_dbapi
+
+from workbench.errors import SourceError
+from workbench.sources.redaction import redact
+
+__all__ = [
+    "TableColumns",
+    "connect",
+    "describe_error",
+    "execute",
+    "fetch_all",
+    "quote_ident",
+    "quote_table",
+    "source_error",
+    "table_columns",
+]
+
+# SQLSTATE → what the user did wrong, in words.
+_SQLSTATES = {
+    "42P01": "table not found",
+    "42703": "column not found",
+    "42501": "permission denied",
+    "3D000": "database not found",
+    "28000": "authentication failed",
+    "28P01": "authentication failed",
+    "42883": "function or operator not found",
+    "22P02": "invalid value",
+}
+# ADBC prefixes messages with a status ("IO: ", "NOT_FOUND: ") and libpq with "[libpq]".
+_PREFIX = re.compile(r"^(?:[A-Z_]+:\s*)?(?:\[libpq\]\s*)?(?:Failed to [a-z ]+:\s*)?(?:ERROR:\s*)?")
+
+#: column name → PostgreSQL type name (``udt_name``), in table order.
+TableColumns = dict[str, str]
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier: ``a"b`` → ``"a""b"``."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_table(name: str, default_schema: str = "public") -> tuple[str, str, str]:
+    """Split ``schema.table`` (schema optional) into schema, table and quoted SQL."""
+    schema, dot, table = name.strip().rpartition(".")
+    if not dot:
+        schema = default_schema
+    if not table or not schema:
+        raise SourceError(f"table {name!r} must be TABLE or SCHEMA.TABLE")
+    return schema, table, f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line saying what went wrong, password-free."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = _PREFIX.sub("", first).strip() or type(exc).__name__
+    state = getattr(exc, "sqlstate", None)
+    what = _SQLSTATES.get(state or "")
+    tail = (
+        f"{what}, SQLSTATE {state}"
+        if what
+        else (f"SQLSTATE {state}" if state else type(exc).__name__)
+    )
+    return redact(f"{first} ({tail})")
+
+
+def source_error(context: str, exc: BaseException) -> SourceError:
+    """A :class:`SourceError` for ``exc`` that names what we were doing."""
+    return SourceError(f"{redact(context)}: {describe_error(exc)}")
+
+
+def connect(dsn: str) -> Any:
+    """Open an ADBC DB-API connection in autocommit mode (transactions are explicit).
+
+    Raises :class:`SourceError` with a one-line, password-free message.
+    """
+    if not dsn or ("://" not in dsn and "=" not in dsn):
+        raise SourceError("--dsn must be a PostgreSQL URI (postgresql://…) or key=value string")
+    try:
+        return pg_dbapi.connect(dsn, autocommit=True)
+    except Exception as exc:
+        raise source_error(f"cannot connect to {dsn}", exc) from None
+
+
+@contextlib.contextmanager
+def execute(con: Any, sql: str, context: str, parameters: Any = None) -> Iterator[Any]:
+    """Run ``sql`` on a new cursor; database errors become :class:`SourceError`."""
+    cur = con.cursor()
+    try:
+        try:
+            cur.execute(sql, parameters)
+        except pg_dbapi.Error as exc:
+            raise source_error(context, exc) from None
+        yield cur
+    finally:
+        cur.close()
+
+
+def fetch_all(con: Any, sql: str, context: str, parameters: Any = None) -> list[tuple[Any, ...]]:
+    """All rows of ``sql`` as tuples."""
+    with execute(con, sql, context, parameters) as cur:
+        return list(cur.fetchall())
+
+
+def table_columns(con: Any, table: str) -> TableColumns:
+    """Columns of ``schema.table`` and their types; a clear error if it is missing or unreadable."""
+    schema, name, quoted = quote_table(table)
+    rows = fetch_all(
+        con,
+        "select a.attname::text, t.typname::text from pg_attribute a "
+        "join pg_type t on t.oid = a.atttypid "
+        "where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped "
+        "order by a.attnum",
+        f"reading the columns of {schema}.{name}",
+        (quoted,),
+    )
+    if not rows:
+        raise SourceError(f"table {schema}.{name} not found (or it has no columns)")
+    ok = fetch_all(
+        con,
+        "select has_table_privilege(to_regclass($1), 'SELECT')",
+        f"checking access to {schema}.{name}",
+        (quoted,),
+    )
+    if not ok[0][0]:
+        raise SourceError(f"permission denied for table {schema}.{name}")
+    return {col: typ for col, typ in rows}

@@ -1,0 +1,91 @@
+"""The visibility watermark: never read past a position that may still commit.
+
+Positions come from a sequence, handed out when a row is inserted, not when
+its transaction commits: position 100 can become visible after 101 was
+committed and read. A hole in the positions a snapshot shows is either a
+transaction that rolled back (the hole is permanent) or one still running
+(the row will appear). We cannot see which transaction took a value, but we
+can wait for every transaction that could have:
+
+1. In snapshot ``S`` we read the highest visible position ``P`` and, after
+   the snapshot was taken, the virtual transaction ids (``pg_locks``) of
+   every other transaction of this database (plus prepared transactions).
+2. Every position ``≤ P`` was handed out before ``P`` committed, hence before
+   ``S``; its transaction had committed (visible in ``S``), had rolled back,
+   or was running at ``S`` and so is in that list (or ended before we read it).
+3. Once none of those transactions is running, a snapshot taken afterwards
+   shows every committed position ``≤ P``; what is still missing there was
+   rolled back: a harmless gap.
+
+So the archiver keeps a list of ``(P, transactions)`` pairs. ``settled()``
+returns the highest ``P`` whose transactions have all ended; holes at or
+below it are final, holes above it are waited for. It assumes the usual
+``CACHE 1`` sequence (the default of ``serial``/``identity``) and that a
+value is inserted in the transaction that drew it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from workbench.sources.postgres._connection import fetch_all
+
+__all__ = ["RUNNING_SQL", "Watermark"]
+
+#: Other transactions of this database that may hold sequence values: virtual
+#: xids (every transaction has one from its start) and prepared transactions.
+RUNNING_SQL = (
+    "select coalesce(array_agg(l.virtualxid::text), '{}'::text[]) as running, "
+    "coalesce((select array_agg('prepared:' || gid) from pg_prepared_xacts "
+    "          where database = current_database()), '{}'::text[]) as prepared, "
+    "coalesce((select max(prepared) from pg_prepared_xacts "
+    "          where database = current_database()), '1970-01-01 00:00:00+00'::timestamptz) as last_prepared, "
+    "clock_timestamp() as now "
+    "from pg_locks l join pg_stat_activity a on a.pid = l.pid "
+    "where l.locktype = 'virtualxid' and l.pid <> pg_backend_pid() "
+    "and a.datname = current_database()"
+)
+
+
+@dataclass
+class _Pending:
+    position: int
+    running: frozenset[str]
+    at: dt.datetime
+
+
+@dataclass
+class Watermark:
+    """Pending ``(position, running transactions)`` pairs and the settled position."""
+
+    settled_position: int = 0
+    pending: list[_Pending] = field(default_factory=list)
+
+    def running(self, con: Any) -> tuple[frozenset[str], dt.datetime, dt.datetime]:
+        """Running transactions now, the latest PREPARE time, and the server clock."""
+        ((running, prepared, last_prepared, now),) = fetch_all(
+            con, RUNNING_SQL, "reading running transactions (pg_locks)"
+        )
+        return frozenset(running or ()) | frozenset(prepared or ()), last_prepared, now
+
+    def remember(self, position: int, running: frozenset[str], at: dt.datetime) -> None:
+        """Positions up to ``position`` settle once ``running`` have all ended."""
+        if position > self.settled_position:
+            self.pending.append(_Pending(position, running, at))
+
+    def settle(self, con: Any) -> int:
+        """Advance and return the settled position (call *before* taking the read snapshot)."""
+        if self.pending:
+            running, last_prepared, _ = self.running(con)
+            still: list[_Pending] = []
+            for entry in self.pending:
+                # A transaction running at `entry.at` may have been PREPAREd since (it then
+                # has no virtual xid); a later PREPARE keeps the entry waiting.
+                if entry.running & running or last_prepared >= entry.at:
+                    still.append(entry)
+                else:
+                    self.settled_position = max(self.settled_position, entry.position)
+            self.pending = [e for e in still if e.position > self.settled_position]
+        return self.settled_position

@@ -1,0 +1,468 @@
+"""Archiving a Postgres event store into the archive, never skipping a late commit.
+
+The archiver reads positions above what is archived, in position order, in
+chunks (ADBC: binary COPY straight into Arrow) inside one REPEATABLE READ
+snapshot, converts them to envelopes (JSON work in SQL on the server, or in
+DuckDB over the Arrow batch) and appends them. It never passes a hole in the
+positions until every transaction that could fill it has ended (see
+:mod:`workbench.sources.postgres._watermark`); holes that stay empty are
+recorded in ``gap_records`` as ``rolled-back``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from workbench.archive import ArchiveReader, ArchiveWriter
+from workbench.errors import ArchiveError, SourceError
+from workbench.sources.mapping import FieldSpec, parse_mappings
+from workbench.sources.postgres._connection import (
+    connect,
+    fetch_all,
+    source_error,
+    table_columns,
+)
+from workbench.sources.postgres._watermark import RUNNING_SQL, Watermark
+from workbench.sources.postgres.eventsourcing_codec import decode_states
+from workbench.sources.postgres.presets import PRESETS, Query, build_query, split_position_maps
+
+__all__ = ["ArchivePostgresResult", "PostgresArchiver", "archive_postgres"]
+
+#: Called with (rows archived so far, rows estimated in total).
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ArchivePostgresResult:
+    """What an archive run did: rows, last position, gaps, row-level problems."""
+
+    source: str
+    archive: Path
+    rows_archived: int = 0
+    last_position: int | None = None
+    gaps: list[tuple[int, int, str]] = field(default_factory=list)
+    problems: dict[str, int] = field(default_factory=dict)
+    files: int = 0
+    waiting_at: int | None = None
+    waits: int = 0  # polls that stopped at a hole an open transaction could still fill
+
+    def df(self) -> pl.DataFrame:
+        """The gaps recorded in this run: first_missing, last_missing, reason."""
+        return pl.DataFrame(
+            self.gaps,
+            schema={"first_missing": pl.Int64, "last_missing": pl.Int64, "reason": pl.String},
+            orient="row",
+        )
+
+    def arrow(self) -> pa.Table:
+        return self.df().to_arrow()
+
+    def summary(self) -> str:
+        """One line for humans."""
+        text = (
+            f"{self.source}: archived {self.rows_archived} rows into {self.files} file(s), "
+            f"last position {self.last_position}, {len(self.gaps)} gap(s)"
+        )
+        if self.problems:
+            text += "; row-level problems: " + ", ".join(
+                f"{k}: {v}" for k, v in sorted(self.problems.items())
+            )
+        if self.waiting_at is not None:
+            text += f"; stopped before position {self.waiting_at}: a transaction that may still commit holds it"
+        return text
+
+    def _repr_html_(self) -> str:
+        rows = [
+            ("source", self.source),
+            ("rows archived", f"{self.rows_archived:,}"),
+            ("last position", self.last_position),
+            ("files written", self.files),
+            ("gaps (rolled back)", len(self.gaps)),
+        ]
+        rows += [(f"problem: {k}", v) for k, v in sorted(self.problems.items())]
+        if self.waiting_at is not None:
+            rows.append(("waiting at position", self.waiting_at))
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+            f"<td>{html.escape(str(v))}</td></tr>"
+            for k, v in rows
+        )
+        return f"<table><caption>archive_postgres → {html.escape(str(self.archive))}</caption>{body}</table>"
+
+
+class PostgresArchiver:
+    """Incremental archiver of one Postgres event table; :meth:`poll` archives what is settled.
+
+    The archive is the checkpoint: a new archiver resumes after the highest
+    archived position.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        out: str | os.PathLike[str],
+        *,
+        preset: str = "message-db",
+        table: str | None = None,
+        mappings: Iterable[str] = (),
+        batch_size: int = 100_000,
+        cipher_key: str | None = None,
+    ) -> None:
+        if preset not in PRESETS:
+            raise SourceError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+        if batch_size < 1:
+            raise SourceError("batch_size must be at least 1")
+        positions, rest = split_position_maps(list(mappings))
+        specs = parse_mappings(rest)
+        table = table or PRESETS[preset].default_table
+        if table is None:
+            raise SourceError(f"--preset {preset} needs --table SCHEMA.TABLE")
+        self._con = connect(dsn)
+        try:
+            columns = table_columns(self._con, table)
+            self.query: Query = build_query(
+                preset, table, columns, specs, position_column=positions.get("global_position")
+            )
+        except BaseException:
+            self.close()
+            raise
+        self.batch_size = batch_size
+        self.cipher_key = cipher_key
+        self.writer = ArchiveWriter(out, self.query.source)
+        self.watermark = Watermark()
+        self.result = ArchivePostgresResult(self.query.source, Path(out))
+        self.result.last_position = self.writer.last_position
+        self._gaps_upto = _recorded_gaps_upto(Path(out), self.query.source)
+        self._duck = duckdb.connect()
+        self._duck.execute("set TimeZone = 'UTC'")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="wb-pg-read")
+        self.estimated_total = 0
+
+    @property
+    def waiting(self) -> bool:
+        """True while a hole is held open by transactions that may still commit."""
+        return bool(self.watermark.pending)
+
+    def poll(self, progress: Progress | None = None) -> int:
+        """Archive every settled row above the archive; return how many."""
+        floor = self.writer.last_position or 0
+        settled = self.watermark.settle(self._con)
+        self._exec("begin isolation level repeatable read read only", "starting a snapshot")
+        before = self.result.rows_archived
+        try:
+            ((top, running, prepared, _, now),) = fetch_all(
+                self._con,
+                f"select (select max({self.query.position}) from {self.query.table} e), r.* "
+                f"from ({RUNNING_SQL}) r",
+                f"reading the highest position of {self.query.source}",
+            )
+            if top is None or top <= floor:
+                self.result.waiting_at = None
+                return 0
+            self.estimated_total = max(
+                self.estimated_total, self.result.rows_archived + top - floor
+            )
+            waiting_at = self._read(floor, settled, progress)
+            self.result.waiting_at = waiting_at
+            if waiting_at is not None:
+                self.result.waits += 1
+                self.watermark.remember(
+                    top, frozenset(running or ()) | frozenset(prepared or ()), now
+                )
+        finally:
+            self._exec("commit", "ending the snapshot")
+        return self.result.rows_archived - before
+
+    def _read(self, floor: int, settled: int, progress: Progress | None) -> int | None:
+        """Read chunks above ``floor``; stop at the first unsettled hole and return its position."""
+        expected = floor + 1
+        pending: Future[pa.Table] | None = self._pool.submit(self._fetch, floor)
+        while pending is not None:
+            chunk = pending.result()
+            pending = None
+            if chunk.num_rows == 0:
+                return None
+            positions = chunk.column("global_position").to_numpy()
+            if chunk.num_rows == self.batch_size:  # read the next chunk while this one is written
+                pending = self._pool.submit(self._fetch, int(positions[-1]))
+            previous = np.concatenate(([expected - 1], positions[:-1]))
+            cut, waiting_at, gaps = chunk.num_rows, None, []
+            for i in np.flatnonzero(positions - previous > 1):
+                first, last = int(previous[i]) + 1, int(positions[i]) - 1
+                if last <= settled:
+                    gaps.append((first, last))
+                    continue
+                if first <= settled:
+                    gaps.append((first, settled))
+                cut, waiting_at = int(i), max(first, settled + 1)
+                break
+            self._record_gaps(gaps)
+            if cut:
+                self._append(chunk.slice(0, cut))
+            if progress is not None:
+                progress(self.result.rows_archived, self.estimated_total)
+            if waiting_at is not None:
+                if pending is not None:
+                    pending.result()
+                return waiting_at
+            expected = int(positions[-1]) + 1
+        return None
+
+    def _fetch(self, after: int) -> pa.Table:
+        cur = self._con.cursor()
+        try:
+            cur.execute(self.query.select(after, self.batch_size))
+            return cur.fetch_arrow_table()
+        except Exception as exc:
+            raise source_error(f"reading {self.query.source}", exc) from None
+        finally:
+            cur.close()
+
+    def _exec(self, sql: str, context: str) -> None:
+        cur = self._con.cursor()
+        try:
+            cur.execute(sql)
+        except Exception as exc:
+            raise source_error(context, exc) from None
+        finally:
+            cur.close()
+
+    def _record_gaps(self, gaps: list[tuple[int, int]]) -> None:
+        for first, last in gaps:
+            first = max(first, self._gaps_upto + 1)
+            if first > last:
+                continue
+            self.writer.record_gap(
+                first,
+                last,
+                "rolled-back",
+                "sequence values taken by transactions that rolled back (all such transactions have ended)",
+            )
+            self._gaps_upto = last
+            self.result.gaps.append((first, last, "rolled-back"))
+
+    def _append(self, chunk: pa.Table) -> None:
+        table = self._to_envelopes(chunk)
+        files = self.writer.append(table)
+        self.result.files += len(files)
+        self.result.rows_archived += table.num_rows
+        self.result.last_position = int(table.column("global_position")[-1].as_py())
+
+    def _count(self, problem: str, n: int) -> None:
+        if n:
+            self.result.problems[problem] = self.result.problems.get(problem, 0) + int(n)
+
+    def _to_envelopes(self, chunk: pa.Table) -> pa.Table:
+        """Helper columns → fields and problem counts; DuckDB for JSON work over the batch."""
+        q = self.query
+        flags = {
+            "_bad_schema_version": "schemaVersion not an integer (null)",
+            "_no_recorded_at": "recorded_at missing (archive time used)",
+        }
+        for name, problem in flags.items():
+            if name in chunk.column_names:
+                self._count(problem, pc.sum(chunk.column(name).cast(pa.int64())).as_py() or 0)
+                chunk = chunk.drop_columns([name])
+        exprs: dict[str, str] = {}
+        if q.eventsourcing_state:
+            decoded = decode_states(
+                chunk.column("_state").combine_chunks(), cipher_key=self.cipher_key
+            )
+            self._count("state not decodable (payload kept)", decoded.undecodable)
+            chunk = chunk.drop_columns(["_state"]).append_column("data", decoded.data)
+            chunk = chunk.append_column("payload", decoded.payload)
+            exprs["occurred_at"] = (
+                "try_cast(json_extract_string(data, '$.timestamp') as timestamptz)"
+            )
+        for name in q.validate_json:
+            chunk = self._validate_json(chunk, name)
+        for name, spec in q.path_fields.items():
+            exprs[name] = _typed_path(name, _path_expr(spec))
+        if exprs:
+            chunk = self._duck_select(chunk, exprs)
+        if q.eventsourcing_state:
+            # The library keeps no store time; the event's own timestamp is the closest.
+            missing = chunk.column("occurred_at").null_count
+            self._count("recorded_at missing (archive time used)", missing)
+            now = pa.scalar(int(time.time() * 1_000_000), pa.timestamp("us", tz="UTC"))
+            recorded = pc.coalesce(
+                chunk.column("occurred_at").cast(pa.timestamp("us", tz="UTC")), now
+            )
+            chunk = chunk.append_column("recorded_at", recorded)
+        for name in q.expected:
+            if name in chunk.column_names:
+                self._count(f"null {name}", chunk.column(name).null_count)
+        return chunk
+
+    def _validate_json(self, chunk: pa.Table, name: str) -> pa.Table:
+        column = chunk.column(name).combine_chunks()
+        raw = column if pa.types.is_binary(column.type) else None
+        if raw is not None:
+            try:
+                column = raw.cast(pa.string())
+            except pa.ArrowInvalid:
+                column = pa.array([_utf8_or_none(v) for v in raw.to_pylist()], pa.string())
+        self._duck.register("c", pa.table({"v": column}))
+        ok = self._duck.sql("select coalesce(json_valid(v), true) as ok from c").to_arrow_table()
+        self._duck.unregister("c")
+        ok_col = ok.column("ok").combine_chunks()
+        bad = len(ok_col) - pc.sum(ok_col.cast(pa.int64())).as_py() if len(ok_col) else 0
+        self._count(f"{name} not JSON", bad)
+        idx = chunk.column_names.index(name)
+        chunk = chunk.set_column(
+            idx, name, pc.if_else(ok_col, column, pa.scalar(None, pa.string()))
+        )
+        if name == "data" and bad:
+            source = raw if raw is not None else column.cast(pa.binary())
+            payload = pc.if_else(ok_col, pa.scalar(None, pa.binary()), source)
+            chunk = chunk.append_column("payload", payload)
+        return chunk
+
+    def _duck_select(self, chunk: pa.Table, exprs: dict[str, str]) -> pa.Table:
+        self._duck.register("batch", chunk)
+        try:
+            keep = [f'"{c}"' for c in chunk.column_names if c not in exprs]
+            sql = (
+                "select "
+                + ", ".join(keep + [f'{e} as "{n}"' for n, e in exprs.items()])
+                + " from batch"
+            )
+            return self._duck.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise SourceError(f"evaluating --map paths: {str(exc).splitlines()[0]}") from None
+        finally:
+            self._duck.unregister("batch")
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        con, self._con = getattr(self, "_con", None), None
+        if con is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing left to release
+                con.close()
+
+    def __enter__(self) -> PostgresArchiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _utf8_or_none(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "\x00not utf-8"  # never valid JSON, so it is counted and kept as payload
+
+
+_DUCK_TYPES = {
+    "schema_version": "integer",
+    "stream_position": "bigint",
+    "recorded_ns": "bigint",
+    "delivery_count": "integer",
+    "occurred_at": "timestamptz",
+    "recorded_at": "timestamptz",
+}
+
+
+def _path_expr(spec: FieldSpec) -> str:
+    column = "data" if spec.kind == "data" else "metadata"
+    path = "$" + "".join(
+        '."' + key.replace('"', '\\"').replace("'", "''") + '"' for key in spec.path
+    )
+    return f"json_extract_string({column}, '{path}')"
+
+
+def _typed_path(name: str, expr: str) -> str:
+    typ = _DUCK_TYPES.get(name)
+    return f"try_cast({expr} as {typ})" if typ else expr
+
+
+def _recorded_gaps_upto(root: Path, source: str) -> int:
+    """Highest position already recorded as a gap for ``source`` (0 if none)."""
+    if not root.is_dir():
+        return 0
+    try:
+        reader = ArchiveReader(root)
+        if "gap_records" not in {r[0] for r in reader.sql("show tables").fetchall()}:
+            return 0
+        rows = reader.sql(
+            "select max(last_missing) from gap_records where source = ?", params=[source]
+        ).fetchall()
+    except ArchiveError:
+        return 0
+    return int(rows[0][0] or 0)
+
+
+def archive_postgres(
+    dsn: str,
+    out: str | os.PathLike[str],
+    *,
+    preset: str = "message-db",
+    table: str | None = None,
+    mappings: Iterable[str] = (),
+    follow: bool = False,
+    idle_exit: float | None = None,
+    poll_interval: float = 0.5,
+    settle_timeout: float = 60.0,
+    batch_size: int = 100_000,
+    cipher_key: str | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ArchivePostgresResult:
+    """Archive a Postgres event table into ``out``; return what was done.
+
+    Without ``follow`` it archives everything committed now and returns
+    (waiting up to ``settle_timeout`` seconds for transactions that hold a
+    hole). With ``follow`` it keeps polling until ``idle_exit`` seconds pass
+    without a new row, or ``should_stop()`` is true.
+
+    ``mappings`` are ``FIELD=SPEC`` strings (``column:``, ``const:``,
+    ``data:``/``metadata:`` paths); ``generic`` needs at least
+    ``global_position=column:NAME`` and ``recorded_at=column:NAME``.
+    """
+    with PostgresArchiver(
+        dsn,
+        out,
+        preset=preset,
+        table=table,
+        mappings=mappings,
+        batch_size=batch_size,
+        cipher_key=cipher_key,
+    ) as archiver:
+        last_progress = time.monotonic()
+        while True:
+            before = (archiver.result.rows_archived, len(archiver.result.gaps))
+            archiver.poll(progress)
+            now = time.monotonic()
+            if (archiver.result.rows_archived, len(archiver.result.gaps)) != before:
+                last_progress = now
+            idle = now - last_progress
+            if should_stop is not None and should_stop():
+                break
+            if archiver.waiting:
+                if idle >= (settle_timeout if not follow else max(settle_timeout, idle_exit or 0)):
+                    break
+                time.sleep(min(poll_interval, 0.05))
+                continue
+            if not follow or (idle_exit is not None and idle >= idle_exit):
+                break
+            time.sleep(poll_interval)
+        return archiver.result

@@ -1,0 +1,152 @@
+"""Decoding the stored state of the Python ``eventsourcing`` library.
+
+The library stores each event's attributes as JSON bytes (its
+``JSONTranscoder``: compact separators, custom types as
+``{"_type_": NAME, "_data_": VALUE}``), optionally zlib-compressed
+(``COMPRESSOR_TOPIC``) and then AES-GCM-encrypted (``CIPHER_TOPIC``: 12-byte
+nonce, 16-byte tag, ciphertext). This module turns a column of such states
+into JSON text with the scalar typed encodings (datetimes, UUIDs, decimals)
+replaced by their plain string values, vectorised where the bytes are plain
+JSON; only compressed or encrypted states are handled one by one.
+
+>>> import pyarrow as pa, zlib
+>>> plain = b'{"timestamp":{"_type_":"datetime_iso","_data_":"2024-05-01T10:00:00+00:00"},"n":1}'
+>>> out = decode_states(pa.array([plain, zlib.compress(plain), b"\\xff\\x00garbage"]))
+>>> out.data.to_pylist()[:2] == ['{"timestamp":"2024-05-01T10:00:00+00:00","n":1}'] * 2
+True
+>>> out.data[2].as_py(), out.payload[2].as_py(), out.undecodable
+(None, b'\\xff\\x00garbage', 1)
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from workbench.errors import SourceError
+
+__all__ = ["DecodedStates", "decode_states", "flatten_typed_encodings"]
+
+# Scalar typed encodings whose value is a JSON string: replace the object by the string.
+_TYPED_SCALAR = (
+    r'\{"_type_":"(?:datetime_iso|uuid_hex|decimal_str|date_iso)",'
+    r'"_data_":("(?:[^"\\]|\\.)*")\}'
+)
+_ZLIB_FIRST = 0x78  # zlib header's CMF byte for deflate with a 32K window
+
+
+@dataclass(frozen=True)
+class DecodedStates:
+    """JSON text per state (null where undecodable), the raw bytes of undecodable ones."""
+
+    data: pa.Array
+    payload: pa.Array
+    undecodable: int
+
+
+def flatten_typed_encodings(json_text: pa.Array) -> pa.Array:
+    """Replace ``{"_type_":"datetime_iso","_data_":"…"}`` (and UUID, decimal) by the string.
+
+    >>> flatten_typed_encodings(pa.array(['{"id":{"_type_":"uuid_hex","_data_":"ab12"}}'])).to_pylist()
+    ['{"id":"ab12"}']
+    """
+    return pc.replace_substring_regex(json_text, _TYPED_SCALAR, r"\1")
+
+
+def decode_states(states: pa.Array, *, cipher_key: str | None = None) -> DecodedStates:
+    """Decode a binary column of stored states into JSON text.
+
+    Raises :class:`SourceError` when the states are encrypted and no (or the
+    wrong) ``cipher_key`` is given: every non-empty state in the batch fails
+    to decode, which is what an encrypted store looks like.
+    """
+    states = states.cast(pa.binary())
+    raw: list[bytes | None] = states.to_pylist() if cipher_key else []
+    if cipher_key:
+        raw = _decrypt_all(raw, cipher_key)
+        states = pa.array(raw, pa.binary())
+    first = pc.binary_slice(states, 0, 1)
+    is_json = pc.fill_null(pc.equal(first, pa.scalar(b"{", pa.binary())), False)
+    if pc.all(is_json).as_py():
+        text = _as_text(states)
+        if text is not None:
+            return DecodedStates(
+                flatten_typed_encodings(text), pa.nulls(len(states), pa.binary()), 0
+            )
+    # Some states are compressed (or broken): decode those one by one.
+    texts: list[str | None] = []
+    payloads: list[bytes | None] = []
+    bad = 0
+    for value, plain_json in zip(states.to_pylist(), is_json.to_pylist(), strict=True):
+        text = _decode_one(value, plain_json)
+        texts.append(text)
+        payloads.append(value if text is None and value is not None else None)
+        bad += text is None and value is not None
+    non_empty = len(states) - states.null_count
+    if non_empty and bad == non_empty:
+        raise SourceError(
+            "stored states are neither JSON nor zlib-compressed JSON: the store looks "
+            "encrypted (CIPHER_TOPIC); give its CIPHER_KEY with --cipher-key"
+            if not cipher_key
+            else "stored states do not decode after decryption; is this an eventsourcing store?"
+        )
+    data = flatten_typed_encodings(pa.array(texts, pa.string()))
+    return DecodedStates(data, pa.array(payloads, pa.binary()), bad)
+
+
+def _as_text(states: pa.Array) -> pa.Array | None:
+    try:
+        return states.cast(pa.string())  # validates UTF-8
+    except pa.ArrowInvalid:
+        return None
+
+
+def _decode_one(value: bytes | None, plain_json: bool) -> str | None:
+    if value is None:
+        return None
+    if not plain_json and value[:1] == bytes([_ZLIB_FIRST]):
+        try:
+            value = zlib.decompress(value)
+        except zlib.error:
+            return None
+    if value[:1] != b"{":
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _decrypt_all(values: list[bytes | None], cipher_key: str) -> list[bytes | None]:
+    try:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError:
+        raise SourceError(
+            "decrypting an eventsourcing store needs the 'cryptography' package"
+        ) from None
+    try:
+        aes = AESGCM(base64.b64decode(cipher_key.encode("utf-8"), validate=True))
+    except ValueError:
+        raise SourceError(
+            "--cipher-key must be the store's base64 CIPHER_KEY (16, 24 or 32 bytes)"
+        ) from None
+    out: list[bytes | None] = []
+    failed = 0
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        nonce, tag, body = value[:12], value[12:28], value[28:]
+        try:
+            out.append(aes.decrypt(nonce, body + tag, None))
+        except (InvalidTag, ValueError):
+            failed += 1
+            out.append(value)
+    if values and failed == len(values) - values.count(None) and failed:
+        raise SourceError("the cipher key does not decrypt the stored states (wrong CIPHER_KEY?)")
+    return out

@@ -1,0 +1,364 @@
+"""Presets: how the tables of well-known event stores map onto the envelope.
+
+A preset is SQL: for each envelope column, an expression over the event
+table (alias ``e``), so that JSON extraction and type conversion run on the
+server, next to the data. ``--map FIELD=SPEC`` overrides a preset's column
+(``column:`` and ``const:`` in SQL; ``data:`` / ``metadata:`` paths are
+evaluated by DuckDB over the Arrow batches, so a text column holding bad
+JSON costs one null field, not the run).
+
+>>> sorted(PRESETS)
+['eventsourcing', 'generic', 'marten', 'message-db']
+>>> q = build_query("message-db", "message_store.messages", _MESSAGE_DB_COLUMNS, {})
+>>> q.source, q.position
+('postgres:message_store.messages', 'e."global_position"')
+>>> "->>'correlationStreamName'" in q.select(0, 10)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from workbench import envelope
+from workbench.errors import MappingError, SourceError
+from workbench.sources.mapping import FieldSpec
+from workbench.sources.postgres._connection import TableColumns, quote_ident, quote_table
+
+__all__ = ["PRESETS", "Preset", "Query", "build_query", "split_position_maps"]
+
+_JSON_TYPES = frozenset({"json", "jsonb"})
+_TEXT_FIELDS = frozenset(
+    {
+        "event_id",
+        "event_type",
+        "stream",
+        "correlation_id",
+        "causation_id",
+        "subject",
+        "data",
+        "metadata",
+    }
+)
+_TIME_FIELDS = frozenset({"occurred_at", "recorded_at"})
+_INT_TYPES = {
+    "schema_version": "int",
+    "stream_position": "bigint",
+    "recorded_ns": "bigint",
+    "delivery_count": "int",
+    "global_position": "bigint",
+}
+
+#: Fields whose null is a row-level problem worth counting, per preset.
+_EXPECTED_DEFAULT: Final[tuple[str, ...]] = ("event_type", "stream", "data")
+
+
+@dataclass(frozen=True)
+class Query:
+    """The SQL that reads one chunk of envelopes, and what is left for DuckDB.
+
+    ``select(after, limit)`` returns rows with ``position > after`` in position
+    order. Columns are envelope columns plus helper columns starting with
+    ``_`` (``_state`` raw eventsourcing state, ``_bad_schema_version``,
+    ``_no_recorded_at``) that the archiver turns into fields and counts.
+    """
+
+    source: str
+    table: str
+    position: str
+    columns: Mapping[str, str]
+    joins: str = ""
+    path_fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    validate_json: tuple[str, ...] = ()
+    eventsourcing_state: bool = False
+    expected: tuple[str, ...] = _EXPECTED_DEFAULT
+
+    def select_list(self) -> str:
+        return ", ".join(f"{expr} as {quote_ident(name)}" for name, expr in self.columns.items())
+
+    def select(self, after: int, limit: int | None = None) -> str:
+        """The chunk query (positions are integers, inlined so ADBC can use COPY)."""
+        sql = (
+            f"select {self.select_list()} from {self.table} e {self.joins} "
+            f"where {self.position} > {int(after)} order by {self.position}"
+        )
+        return sql if limit is None else f"{sql} limit {int(limit)}"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A known layout: its default table and the SQL for each envelope column."""
+
+    name: str
+    default_table: str | None
+    description: str
+    build: Callable[[str, TableColumns], Query]
+
+
+def _col(
+    columns: TableColumns, name: str, table: str, *, types: frozenset[str] | None = None
+) -> str:
+    if name not in columns:
+        raise SourceError(f"column {name} not found in {table} (columns: {', '.join(columns)})")
+    if types is not None and columns[name] not in types:
+        raise SourceError(
+            f"column {table}.{name} is {columns[name]}, expected {' or '.join(sorted(types))}; "
+            "use --preset generic for other layouts"
+        )
+    return f"e.{quote_ident(name)}"
+
+
+def _utc(expr: str, pg_type: str) -> str:
+    """A timestamp expression as timestamptz; naive timestamps are taken as UTC."""
+    if pg_type == "timestamp":
+        return f"({expr} at time zone 'UTC')"
+    if pg_type == "timestamptz":
+        return expr
+    return f"({expr})::timestamptz"
+
+
+def _int_or_null(text_expr: str, pg_type: str = "int", digits: int = 9) -> str:
+    """``text_expr`` as an integer, or null when it is not one (never a failing cast)."""
+    return f"(case when ({text_expr}) ~ '^\\s*-?\\d{{1,{digits}}}\\s*$' then ({text_expr})::{pg_type} end)"
+
+
+def _message_db(table: str, columns: TableColumns) -> Query:
+    c = {
+        n: _col(columns, n, table)
+        for n in ("global_position", "position", "time", "stream_name", "type", "id")
+    }
+    meta = _col(columns, "metadata", table, types=_JSON_TYPES)
+    data = _col(columns, "data", table, types=_JSON_TYPES)
+    version = f"({meta}->>'schemaVersion')"
+    cause = f"({meta}->>'causationMessageGlobalPosition')"
+    return Query(
+        source=f"postgres:{table}",
+        table=quote_table(table)[2],
+        position=c["global_position"],
+        columns={
+            "global_position": c["global_position"],
+            "event_id": f"{c['id']}::text",
+            "event_type": f"{c['type']}::text",
+            "schema_version": _int_or_null(version),
+            "stream": f"{c['stream_name']}::text",
+            "stream_position": f"{c['position']}::bigint",
+            "recorded_at": _utc(c["time"], columns["time"]),
+            "correlation_id": f"({meta}->>'correlationStreamName')",
+            # The causing message's id (our event_id); its stream/position when it is not in the table.
+            "causation_id": (
+                f"coalesce(c.id::text, nullif(concat_ws('/', {meta}->>'causationMessageStreamName', "
+                f"{meta}->>'causationMessagePosition'), ''))"
+            ),
+            "data": f"{data}::text",
+            "metadata": f"{meta}::text",
+            "_bad_schema_version": f"({version} is not null and {_int_or_null(version)} is null)",
+        },
+        joins=(
+            f"left join {quote_table(table)[2]} c on c.global_position = "
+            f"{_int_or_null(cause, 'bigint', 18)}"
+        ),
+    )
+
+
+def _marten(table: str, columns: TableColumns) -> Query:
+    c = {
+        n: _col(columns, n, table)
+        for n in ("seq_id", "id", "stream_id", "version", "type", "timestamp")
+    }
+    data = _col(columns, "data", table, types=_JSON_TYPES)
+    meta_parts = [f"'tenant_id', {_col(columns, 'tenant_id', table)}"]
+    for name, key in (
+        ("mt_dotnet_type", "dotnet_type"),
+        ("headers", "headers"),
+        ("is_archived", "is_archived"),
+    ):
+        if name in columns:
+            meta_parts.append(f"'{key}', e.{quote_ident(name)}")
+    cols = {
+        "global_position": c["seq_id"],
+        "event_id": f"{c['id']}::text",
+        "event_type": f"{c['type']}::text",
+        "stream": f"{c['stream_id']}::text",
+        "stream_position": f"{c['version']}::bigint",
+        "recorded_at": _utc(c["timestamp"], columns["timestamp"]),
+        "correlation_id": "e.correlation_id::text" if "correlation_id" in columns else "null::text",
+        "causation_id": "e.causation_id::text" if "causation_id" in columns else "null::text",
+        "data": f"{data}::text",
+        "metadata": f"jsonb_strip_nulls(jsonb_build_object({', '.join(meta_parts)}))::text",
+    }
+    return Query(
+        source=f"postgres:{table}", table=quote_table(table)[2], position=c["seq_id"], columns=cols
+    )
+
+
+def _eventsourcing(table: str, columns: TableColumns) -> Query:
+    c = {
+        n: _col(columns, n, table)
+        for n in ("notification_id", "originator_id", "originator_version", "topic")
+    }
+    state = _col(columns, "state", table, types=frozenset({"bytea"}))
+    topic = c["topic"]
+    return Query(
+        source=f"postgres:{table}",
+        table=quote_table(table)[2],
+        position=c["notification_id"],
+        columns={
+            "global_position": c["notification_id"],
+            # The library has no event ids; aggregate id and version identify an event.
+            "event_id": f"{c['originator_id']}::text || ':' || {c['originator_version']}",
+            "event_type": f"coalesce(nullif(split_part({topic}, ':', 2), ''), {topic})",
+            "stream": f"{c['originator_id']}::text",
+            "stream_position": f"{c['originator_version']}::bigint",
+            "metadata": f"json_build_object('topic', {topic})::text",
+            "_state": state,
+        },
+        eventsourcing_state=True,
+        expected=("event_type", "stream", "data", "occurred_at"),
+    )
+
+
+def _generic(table: str, columns: TableColumns) -> Query:
+    return Query(source=f"postgres:{table}", table=quote_table(table)[2], position="", columns={})
+
+
+PRESETS: Final[Mapping[str, Preset]] = {
+    "message-db": Preset(
+        "message-db",
+        "message_store.messages",
+        "Message DB (Eventide): global_position, position, time, stream_name, type, data, metadata, id",
+        _message_db,
+    ),
+    "marten": Preset(
+        "marten",
+        "public.mt_events",
+        "Marten (.NET): seq_id, id, stream_id, version, data, type, timestamp, tenant_id, …",
+        _marten,
+    ),
+    "eventsourcing": Preset(
+        "eventsourcing",
+        "public.stored_events",
+        "Python eventsourcing library: <app>_events / stored_events with bytea state",
+        _eventsourcing,
+    ),
+    "generic": Preset(
+        "generic", None, "any table; every column given by --map FIELD=column:NAME", _generic
+    ),
+}
+
+_MESSAGE_DB_COLUMNS: Final[TableColumns] = {
+    "global_position": "int8",
+    "position": "int8",
+    "time": "timestamp",
+    "stream_name": "text",
+    "type": "text",
+    "data": "jsonb",
+    "metadata": "jsonb",
+    "id": "uuid",
+}
+
+
+def split_position_maps(items: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Take ``global_position=column:X`` out of ``--map`` items (the archiver owns that field).
+
+    >>> split_position_maps(["global_position=column:seq", "stream=column:s"])
+    ({'global_position': 'seq'}, ['stream=column:s'])
+    """
+    positions: dict[str, str] = {}
+    rest: list[str] = []
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if sep and name.strip() == "global_position":
+            kind, _, arg = spec.strip().partition(":")
+            if kind != "column" or not arg:
+                raise MappingError(f"--map {item}: global_position must be column:NAME")
+            positions["global_position"] = arg
+        else:
+            rest.append(item)
+    return positions, rest
+
+
+def build_query(
+    preset: str,
+    table: str | None,
+    columns: TableColumns,
+    mappings: Mapping[str, FieldSpec],
+    *,
+    position_column: str | None = None,
+) -> Query:
+    """The query for ``preset`` on ``table`` with ``--map`` overrides applied."""
+    if preset not in PRESETS:
+        raise SourceError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+    spec = PRESETS[preset]
+    table = table or spec.default_table
+    if table is None:
+        raise SourceError(f"--preset {preset} needs --table SCHEMA.TABLE")
+    for field_name, fs in mappings.items():
+        if fs.kind in ("header", "subject"):
+            raise MappingError(
+                f"--map {field_name}={fs}: {fs.kind}: specs are for NATS, not Postgres"
+            )
+    schema, name, _ = quote_table(table)
+    table = f"{schema}.{name}"
+    query = spec.build(table, columns)
+    cols = dict(query.columns)
+    position = query.position
+    if position_column is not None:
+        position = _col(columns, position_column, table)
+        cols["global_position"] = f"{position}::bigint"
+    if not position:
+        raise MappingError(f"--preset {preset} needs --map global_position=column:NAME")
+    paths: dict[str, FieldSpec] = {}
+    validate: list[str] = []
+    for field_name, fs in mappings.items():
+        if fs.kind in ("header", "subject"):
+            raise MappingError(
+                f"--map {field_name}={fs}: {fs.kind}: specs are for NATS, not Postgres"
+            )
+        if fs.kind == "const":
+            cols[field_name] = _typed(field_name, _literal(fs.arg), "text")
+        elif fs.kind == "column":
+            expr = _col(columns, fs.arg, table)
+            pg_type = columns[fs.arg]
+            if field_name in ("data", "metadata"):
+                cols[field_name] = f"{expr}::text" if pg_type != "bytea" else expr
+                if pg_type not in _JSON_TYPES:
+                    validate.append(field_name)
+            else:
+                cols[field_name] = _typed(field_name, expr, pg_type)
+        else:  # data: / metadata: paths, by DuckDB over the batch
+            paths[field_name] = fs
+    for needed in ("recorded_at",):
+        if needed not in cols and not query.eventsourcing_state:
+            raise MappingError(f"--preset {preset} needs --map {needed}=column:NAME")
+    if "recorded_at" in cols:
+        cols["_no_recorded_at"] = f"({cols['recorded_at']}) is null"
+        cols["recorded_at"] = f"coalesce({cols['recorded_at']}, statement_timestamp())"
+    return Query(
+        source=query.source,
+        table=query.table,
+        position=position,
+        columns=cols,
+        joins=query.joins,
+        path_fields=paths,
+        validate_json=tuple(validate),
+        eventsourcing_state=query.eventsourcing_state,
+        expected=query.expected,
+    )
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _typed(field_name: str, expr: str, pg_type: str) -> str:
+    if field_name in _TEXT_FIELDS:
+        return f"{expr}::text"
+    if field_name in _TIME_FIELDS:
+        return _utc(expr, pg_type)
+    if field_name in _INT_TYPES:
+        return f"{expr}::{_INT_TYPES[field_name]}"
+    if field_name in envelope.COLUMNS:
+        return expr
+    raise MappingError(f"{field_name} is not an envelope column")
