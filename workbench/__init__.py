@@ -9,14 +9,17 @@ from workbench import envelope
 from workbench.analysis import Archive, open_archive
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
 from workbench.errors import WorkbenchError
+from workbench.sources.jetstream import archive_jetstream, sample_jetstream
 
 __all__ = [
     "Archive",
     "ArchiveReader",
     "ArchiveWriter",
     "WorkbenchError",
+    "archive_jetstream",
     "compact",
     "envelope",
     "open_archive",
+    "sample_jetstream",
 ]
 __version__ = "0.1.0"

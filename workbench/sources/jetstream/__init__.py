@@ -13,6 +13,7 @@ from workbench.sources.jetstream.archiver import (
     archive_jetstream,
 )
 from workbench.sources.jetstream.mapping import PRESETS, JetStreamMapping
+from workbench.sources.jetstream.sampler import LagSampleResult, sample_jetstream
 
 __all__ = [
     "PRESETS",
@@ -20,5 +21,7 @@ __all__ = [
     "Gap",
     "JetStreamArchiveResult",
     "JetStreamMapping",
+    "LagSampleResult",
     "archive_jetstream",
+    "sample_jetstream",
 ]

@@ -19,6 +19,10 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from workbench.errors import SourceError
 from workbench.sources.redaction import redact
 
@@ -58,6 +62,8 @@ class ReadResult:
     reset: bool = False
     #: ``pending`` of the last delivery (messages the consumer still has to deliver).
     pending: int | None = None
+    #: ``Nats-Last-Consumer`` of an idle heartbeat: the last consumer sequence sent.
+    last_consumer: int | None = None
 
 
 class WireConnection:
@@ -172,15 +178,16 @@ class WireConnection:
         return result
 
     def _parse(self, out: Deliveries, result: ReadResult) -> list[bytes]:
+        """Slice complete messages out of the buffer; reply subjects are parsed in bulk."""
         buf = self._buf
         pos = 0
         end = len(buf)
         replies: list[bytes] = []
         sid = b"%d" % self._sid
-        expected = self.expected_cseq
-        seq, ts_ns, delivered = out.seq, out.ts_ns, out.delivered
-        subjects, headers, payloads = out.subject, out.headers, out.payload
-        pending = None
+        acks: list[bytes] = []
+        subjects: list[bytes] = []
+        headers: list[bytes] = []
+        payloads: list[bytes] = []
         while pos < end:
             eol = buf.find(_CRLF, pos)
             if eol < 0:
@@ -188,12 +195,8 @@ class WireConnection:
             op = buf[pos : pos + 4]
             if op == b"HMSG" or op == b"MSG ":
                 parts = buf[pos:eol].split(b" ")
-                if op == b"HMSG":
-                    hlen = int(parts[-2])
-                    size = int(parts[-1])
-                else:
-                    hlen = 0
-                    size = int(parts[-1])
+                size = int(parts[-1])
+                hlen = int(parts[-2]) if op == b"HMSG" else 0
                 start = eol + 2
                 stop = start + size
                 if stop + 2 > end:
@@ -202,20 +205,8 @@ class WireConnection:
                 if parts[2] != sid:
                     continue  # a late delivery to a previous subscription
                 reply = parts[3] if len(parts) == (6 if hlen else 5) else b""
-                if reply.startswith(b"$JS.ACK."):
-                    tokens = reply.split(b".")
-                    # v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-                    # v2: $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>.<token>
-                    i = 4 if len(tokens) == 9 else 6
-                    cseq = int(tokens[i + 2])
-                    if cseq != expected or result.reset:
-                        result.reset = True
-                        continue
-                    expected += 1
-                    seq.append(int(tokens[i + 1]))
-                    ts_ns.append(int(tokens[i + 3]))
-                    delivered.append(int(tokens[i]))
-                    pending = int(tokens[i + 4])
+                if reply[:8] == b"$JS.ACK.":
+                    acks.append(reply)
                     # JetStream delivers with the original subject on our subscription id.
                     subjects.append(parts[1])
                     headers.append(buf[start + 10 : start + hlen - 4] if hlen else b"")
@@ -230,10 +221,54 @@ class WireConnection:
             else:  # PONG, +OK, INFO
                 pos = eol + 2
         self._buf = buf[pos:]
-        self.expected_cseq = expected
-        if pending is not None:
-            result.pending = pending
+        if acks:
+            self._take(acks, subjects, headers, payloads, out, result)
+        if result.last_consumer is not None and result.last_consumer != self.expected_cseq - 1:
+            result.reset = True  # the server delivered messages that we never saw
         return replies
+
+    def _take(
+        self,
+        acks: list[bytes],
+        subjects: list[bytes],
+        headers: list[bytes],
+        payloads: list[bytes],
+        out: Deliveries,
+        result: ReadResult,
+    ) -> None:
+        """Parse the ``$JS.ACK`` subjects of a chunk at once and keep the in-order prefix.
+
+        v1: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``;
+        v2 adds domain and account hash before the stream and a token at the end.
+        """
+        head = acks[0]
+        if head.count(b".") == 8:
+            # v1: every subject of this consumer starts with the same 4 tokens; the
+            # other 5 are numbers that numpy reads in one go.
+            prefix = head[: _nth_dot(head, 4) + 1]
+            text = b" ".join(acks).replace(prefix, b"").replace(b".", b" ")
+            numbers = np.fromstring(text.decode(), dtype=np.int64, sep=" ").reshape(-1, 5)
+            fields = [numbers[:, k] for k in range(5)]
+        else:
+            tokens = pc.split_pattern(pa.array(acks, pa.binary()), b".")
+            fields = [
+                np.asarray(pc.list_element(tokens, 6 + k).cast(pa.string()).cast(pa.int64()))
+                for k in range(5)
+            ]
+        delivered, seq, cseq, ts_ns, pending = fields
+        ordered = np.flatnonzero(cseq != self.expected_cseq + np.arange(len(cseq)))
+        keep = int(ordered[0]) if len(ordered) else len(cseq)
+        if keep < len(cseq):
+            result.reset = True  # an ordered consumer never skips: start over after `keep`
+        self.expected_cseq += keep
+        out.seq += seq[:keep].tolist()
+        out.ts_ns += ts_ns[:keep].tolist()
+        out.delivered += delivered[:keep].tolist()
+        out.subject += subjects[:keep]
+        out.headers += headers[:keep]
+        out.payload += payloads[:keep]
+        if keep:
+            result.pending = int(pending[keep - 1])
 
     def _status(self, block: bytes, reply: bytes, result: ReadResult, replies: list[bytes]) -> None:
         code = block[9:12]
@@ -248,8 +283,8 @@ class WireConnection:
                 if key == b"Nats-Consumer-Stalled" and value:
                     replies.append(b"PUB %s 0\r\n\r\n" % value)
                     stalled = True
-                elif key == b"Nats-Last-Consumer" and value and int(value) != self.expected_cseq - 1:
-                    result.reset = True  # we missed deliveries the server thinks it made
+                elif key == b"Nats-Last-Consumer" and value:
+                    result.last_consumer = int(value)
             # A stalled consumer is waiting for us, not idle.
             result.heartbeat = result.heartbeat or not stalled
         elif code in (b"409", b"404", b"408"):
@@ -259,3 +294,11 @@ class WireConnection:
         with contextlib.suppress(Exception):
             self._writer.close()
             await asyncio.wait_for(self._writer.wait_closed(), 2)
+
+
+def _nth_dot(text: bytes, n: int) -> int:
+    """Index of the ``n``-th dot (1-based) in ``text``."""
+    index = -1
+    for _ in range(n):
+        index = text.index(b".", index + 1)
+    return index
