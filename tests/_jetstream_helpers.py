@@ -35,7 +35,7 @@ async def _publish(url: str, stream: str, messages: Sequence[Message], config: d
     try:
         js = nc.jetstream()
         if config is not None:
-            cfg = {"subjects": [f"{stream.lower()}.>", "mem.>"]} | config
+            cfg = {"subjects": [f"{stream.lower()}.>"]} | config
             await js.add_stream(StreamConfig(name=stream, **cfg))
         seqs = []
         for subject, payload, headers in messages:
@@ -73,3 +73,24 @@ def delete_messages(url: str, stream: str, seqs: Sequence[int]) -> None:
 
 def delete_stream(url: str, stream: str) -> None:
     api(url, f"$JS.API.STREAM.DELETE.{stream}")
+
+
+def raw_publish(url: str, subject: str, header_lines: list[bytes], payload: bytes) -> None:
+    """Publish with exact header bytes (repeated keys), which nats-py's dict cannot express."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port or 4222), timeout=5) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()  # INFO
+        block = b"NATS/1.0\r\n" + b"".join(line + b"\r\n" for line in header_lines) + b"\r\n"
+        sock.sendall(
+            b'CONNECT {"verbose":false,"headers":true,"protocol":1}\r\n'
+            + b"HPUB %s %d %d\r\n" % (subject.encode(), len(block), len(block) + len(payload))
+            + block
+            + payload
+            + b"\r\nPING\r\n"
+        )
+        while not reader.readline().startswith(b"PONG"):
+            pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from urllib.parse import urlsplit
 from typing import Any
 
 import nats
@@ -28,6 +29,9 @@ async def _ignore(_: Exception) -> None:
 
 async def connect(url: str, *, reconnect: bool = True) -> Client:
     """Connect to NATS at ``url``; keep reconnecting in the background if ``reconnect``."""
+    # nats-py keeps retrying an unreachable server forever when reconnects are on,
+    # so a first TCP probe turns a wrong URL into an error at once.
+    await _probe(url)
     try:
         return await nats.connect(
             url,
@@ -40,6 +44,22 @@ async def connect(url: str, *, reconnect: bool = True) -> Client:
         )
     except Exception as exc:  # nats-py raises assorted errors for an unreachable server
         raise SourceError(f"cannot connect to NATS at {redact(url)}: {redact(str(exc)) or type(exc).__name__}") from None
+
+
+async def _probe(url: str) -> None:
+    reasons = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip() if "://" in one else f"nats://{one.strip()}")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222), 5
+            )
+        except (OSError, TimeoutError) as exc:
+            reasons.append(str(exc) or type(exc).__name__)
+            continue
+        writer.close()
+        return
+    raise SourceError(f"cannot connect to NATS at {redact(url)}: {'; '.join(reasons)}")
 
 
 async def jetstream_api(nc: Client, subject: str, request: dict[str, Any] | None = None, *, timeout: float = 5) -> dict[str, Any]:
