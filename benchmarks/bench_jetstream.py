@@ -27,7 +27,9 @@ import workbench as wb
 async def publish(url: str, stream: str, n: int) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
-    await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"], storage=StorageType.FILE))
+    await js.add_stream(
+        StreamConfig(name=stream, subjects=[f"{stream}.>"], storage=StorageType.FILE)
+    )
     text = "x" * 330
     for i in range(n):
         headers = {

@@ -30,7 +30,9 @@ def ce_message(i: int, *, subject: str = "mem.created", stream: str = "memory-1"
     return subject, json.dumps({"memory_id": i, "text": f"memory {i}"}).encode(), headers
 
 
-async def _publish(url: str, stream: str, messages: Sequence[Message], config: dict[str, Any]) -> list[int]:
+async def _publish(
+    url: str, stream: str, messages: Sequence[Message], config: dict[str, Any]
+) -> list[int]:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
@@ -46,7 +48,9 @@ async def _publish(url: str, stream: str, messages: Sequence[Message], config: d
         await nc.close()
 
 
-def publish(url: str, stream: str, messages: Sequence[Message], *, create: dict[str, Any] | None = None) -> list[int]:
+def publish(
+    url: str, stream: str, messages: Sequence[Message], *, create: dict[str, Any] | None = None
+) -> list[int]:
     """Publish ``messages`` (creating the stream first when ``create`` is given); return sequences."""
     return asyncio.run(_publish(url, stream, messages, create))  # type: ignore[arg-type]
 

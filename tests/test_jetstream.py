@@ -31,7 +31,9 @@ def stream(nats_url: str, stream_name: str) -> Iterator[str]:
     delete_stream(nats_url, stream_name)
 
 
-def archive(url: str, stream: str, out: Path, **options: object) -> wb.sources.jetstream.JetStreamArchiveResult:
+def archive(
+    url: str, stream: str, out: Path, **options: object
+) -> wb.sources.jetstream.JetStreamArchiveResult:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return wb.archive_jetstream(url, stream, out, **options)  # type: ignore[arg-type]
@@ -41,7 +43,9 @@ def rows(out: Path, query: str) -> list[tuple[object, ...]]:
     return ArchiveReader(out).sql(query).fetchall()
 
 
-def test_cloudevents_binary_structured_and_odd_payloads(nats_url: str, stream: str, tmp_path: Path) -> None:
+def test_cloudevents_binary_structured_and_odd_payloads(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
     prefix = stream.lower()
     publish(nats_url, stream, [ce_message(i) for i in range(3)], create={})
     structured = {
@@ -58,8 +62,16 @@ def test_cloudevents_binary_structured_and_odd_payloads(nats_url: str, stream: s
         nats_url,
         stream,
         [
-            ("mem.updated", json.dumps(structured).encode(), {"content-type": "application/cloudevents+json"}),
-            ("mem.blob", b"\xff\xfe\x00not json", {"Nats-Msg-Id": "blob-1", "ce-time": "yesterday"}),
+            (
+                "mem.updated",
+                json.dumps(structured).encode(),
+                {"content-type": "application/cloudevents+json"},
+            ),
+            (
+                "mem.blob",
+                b"\xff\xfe\x00not json",
+                {"Nats-Msg-Id": "blob-1", "ce-time": "yesterday"},
+            ),
             ("mem.bare", b"plain text", None),
         ],
     )
@@ -76,8 +88,15 @@ def test_cloudevents_binary_structured_and_odd_payloads(nats_url: str, stream: s
     )
     first = got[0]
     assert first[1:10] == (
-        f"jetstream:{stream}", "evt-0", "MemoryCreated", 2, "memory-1",
-        first[6], "req-0", "cmd-0", f"{prefix}.mem.created",
+        f"jetstream:{stream}",
+        "evt-0",
+        "MemoryCreated",
+        2,
+        "memory-1",
+        first[6],
+        "req-0",
+        "cmd-0",
+        f"{prefix}.mem.created",
     )
     assert first[6].isoformat() == "2024-05-01T12:00:00.123456+00:00"
     assert json.loads(first[10]) == {"memory_id": 0, "text": "memory 0"}
@@ -108,10 +127,18 @@ def test_envelope_and_raw_presets_and_maps(nats_url: str, stream: str, tmp_path:
         "data": {"k": [1, 2]},
         "meta": {"tenant": "acme"},
     }
-    publish(nats_url, stream, [("tenant.acme.created", json.dumps(body).encode(), {"X-Req": "r-9"})], create={})
+    publish(
+        nats_url,
+        stream,
+        [("tenant.acme.created", json.dumps(body).encode(), {"X-Req": "r-9"})],
+        create={},
+    )
 
     archive(nats_url, stream, tmp_path / "env", preset="envelope")
-    got = rows(tmp_path / "env", "select event_id, event_type, schema_version, stream, stream_position, occurred_at, correlation_id, data, payload from events")
+    got = rows(
+        tmp_path / "env",
+        "select event_id, event_type, schema_version, stream, stream_position, occurred_at, correlation_id, data, payload from events",
+    )
     assert got[0][:5] == ("e-1", "MemoryCreated", 4, "memory-1", 7)
     assert got[0][5].isoformat() == "2024-05-01T00:00:00+00:00"
     assert (got[0][6], json.loads(got[0][7]), got[0][8]) == ("c-1", {"k": [1, 2]}, None)
@@ -120,9 +147,18 @@ def test_envelope_and_raw_presets_and_maps(nats_url: str, stream: str, tmp_path:
     got = rows(tmp_path / "raw", "select event_id, event_type, schema_version, data from events")
     assert got[0][:3] == (None, None, 1) and json.loads(got[0][3]) == body
 
-    maps = ["stream=subject:-2", "event_type=const:Created", "correlation_id=header:x-req", "causation_id=data:meta.tenant", "event_id=metadata:X-Req"]
+    maps = [
+        "stream=subject:-2",
+        "event_type=const:Created",
+        "correlation_id=header:x-req",
+        "causation_id=data:meta.tenant",
+        "event_id=metadata:X-Req",
+    ]
     archive(nats_url, stream, tmp_path / "map", preset="raw", maps=maps)
-    got = rows(tmp_path / "map", "select stream, event_type, correlation_id, causation_id, event_id from events")
+    got = rows(
+        tmp_path / "map",
+        "select stream, event_type, correlation_id, causation_id, event_id from events",
+    )
     assert got == [("acme", "Created", "r-9", "acme", "r-9")]
 
 
@@ -134,7 +170,10 @@ def test_resume_archives_each_message_once(nats_url: str, stream: str, tmp_path:
     publish(nats_url, stream, [ce_message(i) for i in range(30, 45)])
     second = archive(nats_url, stream, tmp_path)
     assert (second.messages, second.first_seq, second.last_seq) == (15, 31, 45)
-    assert rows(tmp_path, "select count(*), count(distinct global_position), min(global_position), max(global_position) from events") == [(45, 45, 1, 45)]
+    assert rows(
+        tmp_path,
+        "select count(*), count(distinct global_position), min(global_position), max(global_position) from events",
+    ) == [(45, 45, 1, 45)]
     assert len(ArchiveReader(tmp_path).files) >= 5  # --file-events cut the batches
 
 
@@ -148,8 +187,15 @@ def test_gaps_are_recorded_not_skipped(nats_url: str, stream: str, tmp_path: Pat
         (7, 7, "deleted"),
         (10, 10, "deleted"),
     ]
-    assert rows(tmp_path, "select global_position from events order by 1") == [(5,), (6,), (8,), (9,)]
-    recorded = rows(tmp_path, "select first_missing, last_missing, reason from gap_records order by 1")
+    assert rows(tmp_path, "select global_position from events order by 1") == [
+        (5,),
+        (6,),
+        (8,),
+        (9,),
+    ]
+    recorded = rows(
+        tmp_path, "select first_missing, last_missing, reason from gap_records order by 1"
+    )
     assert recorded == [(1, 4, "retention"), (7, 7, "deleted"), (10, 10, "deleted")]
     assert result.df().height == 3 and "retention" in result._repr_html_()
     # A second run finds nothing new and records nothing twice.
@@ -160,20 +206,34 @@ def test_gaps_are_recorded_not_skipped(nats_url: str, stream: str, tmp_path: Pat
 def test_fail_on_gap_exit_code(nats_url: str, stream: str, tmp_path: Path) -> None:
     publish(nats_url, stream, [ce_message(i) for i in range(4)], create={})
     delete_messages(nats_url, stream, [2])
-    args = ["archive", "jetstream", "--server", nats_url, "--stream", stream, "--out", str(tmp_path)]
+    args = [
+        "archive",
+        "jetstream",
+        "--server",
+        nats_url,
+        "--stream",
+        stream,
+        "--out",
+        str(tmp_path),
+    ]
     assert cli.run([*args, "--fail-on-gap"]) == 1
     publish(nats_url, stream, [ce_message(9)])
     assert cli.run([*args, "--fail-on-gap"]) == 0  # the gap was reported once, the rest is clean
     assert rows(tmp_path, "select count(*) from events") == [(4,)]
 
 
-def test_duplicate_event_ids_outside_dedupe_window_are_archived_twice(nats_url: str, stream: str, tmp_path: Path) -> None:
+def test_duplicate_event_ids_outside_dedupe_window_are_archived_twice(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
     publish(nats_url, stream, [ce_message(1)], create={"duplicate_window": 0.2})
     publish(nats_url, stream, [ce_message(1)])  # inside the window: the server drops it
     time.sleep(0.5)
     publish(nats_url, stream, [ce_message(1)])  # outside: stored again
     archive(nats_url, stream, tmp_path)
-    got = rows(tmp_path, "select event_id, list(global_position order by global_position) from events group by 1 having count(*) > 1")
+    got = rows(
+        tmp_path,
+        "select event_id, list(global_position order by global_position) from events group by 1 having count(*) > 1",
+    )
     assert got == [("evt-1", [1, 2])]
 
 
@@ -183,12 +243,16 @@ def test_follow_stops_after_idle_exit(nats_url: str, stream: str, tmp_path: Path
     assert (result.messages, result.stopped) == (5, "idle")
 
 
-def test_cli_user_errors_exit_2_without_secrets(nats_url: str, stream: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_user_errors_exit_2_without_secrets(
+    nats_url: str, stream: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     publish(nats_url, stream, [ce_message(0)], create={})
     base = ["archive", "jetstream", "--out", str(tmp_path)]
     assert cli.run([*base, "--server", "nats://app:s3cret@127.0.0.1:1", "--stream", stream]) == 2
     assert cli.run([*base, "--server", nats_url, "--stream", "NO_SUCH_STREAM"]) == 2
-    assert cli.run([*base, "--server", nats_url, "--stream", stream, "--map", "colour=const:red"]) == 2
+    assert (
+        cli.run([*base, "--server", nats_url, "--stream", stream, "--map", "colour=const:red"]) == 2
+    )
     assert cli.run([*base, "--server", nats_url, "--stream", stream, "--preset", "xml"]) == 2
     err = capsys.readouterr().err
     assert "s3cret" not in err and "***" in err

@@ -24,8 +24,21 @@ ROOT = Path(__file__).resolve().parents[1]
 def follow(url: str, stream: str, out: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "workbench", "archive", "jetstream", "--server", url,
-         "--stream", stream, "--out", str(out), "--follow", *extra],
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "archive",
+            "jetstream",
+            "--server",
+            url,
+            "--stream",
+            stream,
+            "--out",
+            str(out),
+            "--follow",
+            *extra,
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -45,14 +58,20 @@ def wait_for(predicate: object, timeout: float = 30) -> None:
 
 
 def assert_exactly_once(out: Path, n: int) -> None:
-    got = ArchiveReader(out).sql(
-        "select count(*), count(distinct global_position), count(distinct event_id), "
-        "min(global_position), max(global_position) from events"
-    ).fetchall()
+    got = (
+        ArchiveReader(out)
+        .sql(
+            "select count(*), count(distinct global_position), count(distinct event_id), "
+            "min(global_position), max(global_position) from events"
+        )
+        .fetchall()
+    )
     assert got == [(n, n, n, 1, n)]
 
 
-def test_kill_9_at_random_points_then_restart(private_nats_server, stream_name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_kill_9_at_random_points_then_restart(
+    private_nats_server, stream_name: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     url = private_nats_server.url
     total = 6000
     publish(url, stream_name, [ce_message(i) for i in range(500)], create={})
@@ -67,7 +86,12 @@ def test_kill_9_at_random_points_then_restart(private_nats_server, stream_name: 
         before = archived(tmp_path, stream_name)
         # Kill once it is writing: after it has archived something new, at a random delay.
         try:
-            wait_for(lambda: archived(tmp_path, stream_name) > before or publishing.is_alive() is False, 60)
+            wait_for(
+                lambda before=before: (
+                    archived(tmp_path, stream_name) > before or publishing.is_alive() is False
+                ),
+                60,
+            )
         finally:
             time.sleep(rng.uniform(0.0, 0.3))
             process.send_signal(signal.SIGKILL)
@@ -82,7 +106,9 @@ def test_kill_9_at_random_points_then_restart(private_nats_server, stream_name: 
     assert not list(tmp_path.glob("source=*/date=*/*.tmp"))
 
 
-def test_follow_survives_server_restart_and_flushes_on_sigterm(private_nats_server, stream_name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_follow_survives_server_restart_and_flushes_on_sigterm(
+    private_nats_server, stream_name: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     url = private_nats_server.url
     publish(url, stream_name, [ce_message(i) for i in range(100)], create={})
     process = follow(url, stream_name, tmp_path)

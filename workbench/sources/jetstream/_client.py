@@ -7,10 +7,11 @@ redacted, so a password in ``nats://user:pass@host`` is never printed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -43,7 +44,9 @@ async def connect(url: str, *, reconnect: bool = True) -> Client:
             error_cb=_ignore,
         )
     except Exception as exc:  # nats-py raises assorted errors for an unreachable server
-        raise SourceError(f"cannot connect to NATS at {redact(url)}: {redact(str(exc)) or type(exc).__name__}") from None
+        raise SourceError(
+            f"cannot connect to NATS at {redact(url)}: {redact(str(exc)) or type(exc).__name__}"
+        ) from None
 
 
 async def _probe(url: str) -> None:
@@ -62,7 +65,9 @@ async def _probe(url: str) -> None:
     raise SourceError(f"cannot connect to NATS at {redact(url)}: {'; '.join(reasons)}")
 
 
-async def jetstream_api(nc: Client, subject: str, request: dict[str, Any] | None = None, *, timeout: float = 5) -> dict[str, Any]:
+async def jetstream_api(
+    nc: Client, subject: str, request: dict[str, Any] | None = None, *, timeout: float = 5
+) -> dict[str, Any]:
     """One JetStream API request (``$JS.API.<subject>``); an API error becomes SourceError."""
     payload = json.dumps(request).encode() if request is not None else b""
     try:
@@ -122,10 +127,8 @@ async def create_ordered_consumer(
 
 async def delete_consumer(nc: Client, stream: str, name: str) -> None:
     """Delete a consumer, ignoring failure (it expires by itself)."""
-    try:
+    with contextlib.suppress(SourceError, TimeoutError, OSError):
         await asyncio.wait_for(jetstream_api(nc, f"CONSUMER.DELETE.{stream}.{name}", timeout=1), 2)
-    except (SourceError, TimeoutError, OSError):
-        pass
 
 
 def deliver_subject() -> str:

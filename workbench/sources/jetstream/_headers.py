@@ -40,9 +40,7 @@ class Headers:
         self.row = np.asarray(pc.list_parent_indices(lists))
         pairs = pc.split_pattern(lines, ":", max_splits=1)
         self.key = pc.list_element(pairs, 0)
-        self.value = pc.utf8_trim_whitespace(
-            pc.fill_null(pc.list_element(_pad(pairs), 1), "")
-        )
+        self.value = pc.utf8_trim_whitespace(pc.fill_null(pc.list_element(_pad(pairs), 1), ""))
         self._lists = lists
         self._lower: pa.Array | None = None
 

@@ -272,9 +272,9 @@ class _Run:
             idle = read.heartbeat and not read.reset
             if target is not None and (idle or (got and read.pending == 0)):
                 return  # nothing left to deliver: the rest up to target was removed
-            if len(self.buffer) >= self.file_events:
-                await self._flush()
-            elif self.buffer.seq and now - last_message > _IDLE_FLUSH:
+            if len(self.buffer) >= self.file_events or (
+                self.buffer.seq and now - last_message > _IDLE_FLUSH
+            ):
                 await self._flush()
             if read.reset or now - self.wire.last_activity > 3 * _HEARTBEAT + 1:
                 await self._restart_consumer()
@@ -383,7 +383,9 @@ class _Run:
         for first, last in missing:
             for gap in _classify(first, last, first_seq, deleted):
                 for a, b in _uncovered(gap.first, gap.last, recorded):
-                    self.writer.record_gap(a, b, gap.reason, f"detected by archive_jetstream on {self.stream}")
+                    self.writer.record_gap(
+                        a, b, gap.reason, f"detected by archive_jetstream on {self.stream}"
+                    )
                     self.result.gaps.append(Gap(a, b, gap.reason))
 
 

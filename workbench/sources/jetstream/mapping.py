@@ -50,7 +50,9 @@ _EVENT = "event"
 
 def _specs(*texts: str) -> tuple[FieldSpec, ...]:
     return tuple(
-        FieldSpec(_EVENT, t.removeprefix("event:")) if t.startswith("event:") else FieldSpec.parse(t)
+        FieldSpec(_EVENT, t.removeprefix("event:"))
+        if t.startswith("event:")
+        else FieldSpec.parse(t)
         for t in texts
     )
 
@@ -108,7 +110,9 @@ class JetStreamMapping:
     fields: Mapping[str, tuple[FieldSpec, ...]]
 
     @classmethod
-    def from_options(cls, preset: str = "cloudevents", maps: Iterable[str] = ()) -> JetStreamMapping:
+    def from_options(
+        cls, preset: str = "cloudevents", maps: Iterable[str] = ()
+    ) -> JetStreamMapping:
         """A preset with ``--map FIELD=SPEC`` overrides (a mapped field replaces the preset's)."""
         if preset not in PRESETS:
             raise MappingError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")

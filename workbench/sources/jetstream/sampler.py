@@ -174,9 +174,13 @@ async def _consumer_names(nc: Any, stream: str) -> list[str]:
     return sorted(reply.get("consumers") or [])
 
 
-def _append(out: Path, source: str, streams: list[dict[str, Any]], consumers: list[dict[str, Any]]) -> None:
+def _append(
+    out: Path, source: str, streams: list[dict[str, Any]], consumers: list[dict[str, Any]]
+) -> None:
     if streams:
-        append_records(out, "stream_samples", source, pa.Table.from_pylist(streams, STREAM_SAMPLE_SCHEMA))
+        append_records(
+            out, "stream_samples", source, pa.Table.from_pylist(streams, STREAM_SAMPLE_SCHEMA)
+        )
     if consumers:
         append_records(
             out, "consumer_samples", source, pa.Table.from_pylist(consumers, CONSUMER_SAMPLE_SCHEMA)
