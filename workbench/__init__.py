@@ -8,6 +8,7 @@
 from workbench import envelope
 from workbench.analysis import Archive, open_archive
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
+from workbench.diff import Diff, diff
 from workbench.errors import WorkbenchError
 from workbench.sources.jetstream import archive_jetstream, sample_jetstream
 
@@ -15,9 +16,11 @@ __all__ = [
     "Archive",
     "ArchiveReader",
     "ArchiveWriter",
+    "Diff",
     "WorkbenchError",
     "archive_jetstream",
     "compact",
+    "diff",
     "envelope",
     "open_archive",
     "sample_jetstream",

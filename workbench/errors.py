@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArchiveError",
+    "DiffError",
     "EnvelopeError",
     "MappingError",
     "SourceError",
@@ -26,6 +27,10 @@ class EnvelopeError(WorkbenchError):
 
 class ArchiveError(WorkbenchError):
     """An archive that cannot be read or a write it must refuse."""
+
+
+class DiffError(WorkbenchError):
+    """A diff that cannot be run: an unreadable side, a missing key column, a bad option."""
 
 
 class MappingError(WorkbenchError):

@@ -1,0 +1,79 @@
+"""``workbench diff``: exit 0 identical, 1 differences, 2 error; the summary as a table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from workbench.cli import run
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[str, str, str]:
+    path = tmp_path / "candidate.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema rm")
+        con.execute("create table rm.m as select range id, range * 0.5 v from range(100)")
+    same = tmp_path / "same.parquet"
+    other = tmp_path / "other.parquet"
+    duckdb.sql("select range id, range * 0.5 v from range(100)").write_parquet(str(same))
+    duckdb.sql(
+        "select range id, range * 0.5 + case when range = 3 then 1 else 1e-9 end v from range(100)"
+    ).write_parquet(str(other))
+    return f"{path}:rm.m", str(same), str(other)
+
+
+def test_exit_codes(
+    files: tuple[str, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    candidate, same, other = files
+    assert run(["diff", "--candidate", candidate, "--live", same, "--key", "id"]) == 0
+    assert "identical" in capsys.readouterr().out
+    out = tmp_path / "out"
+    code = run(
+        [
+            "diff",
+            "--candidate",
+            candidate,
+            "--live",
+            other,
+            "--key",
+            "id",
+            "--abs-tol",
+            "v=1e-6",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 1
+    printed = capsys.readouterr().out
+    assert "changed rows per column" in printed and "only_in_live" in printed
+    assert json.loads((out / "summary.json").read_text())["changed"] == 1
+    assert pl.read_parquet(out / "rows.parquet")["id"].to_list() == [3]
+    assert (
+        run(["diff", "--candidate", candidate, "--live", other, "--key", "id", "--ignore", "v"])
+        == 0
+    )
+
+
+def test_user_errors_exit_2_with_one_line(files: tuple[str, str, str]) -> None:
+    candidate, same, _ = files
+    for argv in (
+        ["--candidate", candidate, "--live", same, "--key", "nope"],
+        ["--candidate", candidate, "--live", same, "--key", "id", "--abs-tol", "v"],
+        ["--candidate", "missing.duckdb:a.b", "--live", same, "--key", "id"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "workbench", "diff", *argv], capture_output=True, text=True
+        )
+        assert result.returncode == 2, result.stderr
+        assert (
+            result.stderr.strip().startswith("error:")
+            and len(result.stderr.strip().splitlines()) == 1
+        )

@@ -1,0 +1,139 @@
+"""explain(): the events that wrote a differing key, from replay lineage and the archive.
+
+The replay output is built here in the shape the replay engine writes
+(``<name>_v<v>`` schema with ``_lineage`` and ``_replay_info``, promoted
+schema ``<name>`` of views).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import workbench as wb
+from workbench.archive import ArchiveWriter
+from workbench.errors import DiffError
+
+SOURCE = "postgres:events"
+EVENTS = [  # position, type, memory id
+    (1, "MemoryCreated", 1),
+    (2, "MemoryCreated", 2),
+    (3, "MemoryAccessed", 1),
+    (4, "MemoryAccessed", 1),
+    (5, "MemoryAccessed", 2),
+]
+
+
+@pytest.fixture
+def replay(tmp_path: Path) -> Path:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    ArchiveWriter(archive, SOURCE).append(
+        pa.table(
+            {
+                "global_position": [p for p, _, _ in EVENTS],
+                "event_type": [t for _, t, _ in EVENTS],
+                "stream": [f"memory-{m}" for _, _, m in EVENTS],
+                "recorded_at": [1_700_000_000_000_000 + p * 1_000_000 for p, _, _ in EVENTS],
+                "data": [json.dumps({"memory_id": m}) for _, _, m in EVENTS],
+            }
+        )
+    )
+    path = tmp_path / "replay.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema memories_v2")
+        con.execute(
+            "create table memories_v2.memories as "
+            "select * from (values (1, 'first', 2), (2, 'second', 1)) t(id, title, accesses)"
+        )
+        con.execute(
+            "create table memories_v2._lineage (table_name VARCHAR, key VARCHAR, source VARCHAR, "
+            "global_position BIGINT, event_type VARCHAR, handler VARCHAR)"
+        )
+        for position, event_type, memory in EVENTS:
+            con.execute(
+                "insert into memories_v2._lineage values ('memories', ?, ?, ?, ?, ?)",
+                [
+                    json.dumps({"id": memory}, separators=(",", ":")),
+                    SOURCE,
+                    position,
+                    event_type,
+                    f"on_{event_type}",
+                ],
+            )
+        con.execute(
+            "create table memories_v2._replay_info as select 'memories' projection, 2 version, "
+            "? archive, now() started_at, now() finished_at, 5 events_applied, "
+            "NULL::BIGINT until_position, NULL::VARCHAR where_sql",
+            [str(archive)],
+        )
+        con.execute("create schema memories")
+        con.execute("create view memories.memories as select * from memories_v2.memories")
+    return path
+
+
+def _live_snapshot(tmp_path: Path, position: int | None) -> str:
+    # The live projection applied event 3 twice (a redelivery) and has not seen event 5 yet.
+    table = pa.table({"id": [1, 2], "title": ["first", "second"], "accesses": [3, 0]})
+    meta = {
+        "table": "public.memories",
+        "taken_at": "2024-01-01T00:00:00Z",
+        "source": "postgres:public.memories",
+        "event_store_position": position,
+        "rows": 2,
+    }
+    path = tmp_path / "live.parquet"
+    pq.write_table(table.replace_schema_metadata({"workbench.snapshot": json.dumps(meta)}), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("schema", ["memories_v2", "memories"])
+def test_explain_returns_the_events_that_planted_a_difference(
+    replay: Path, tmp_path: Path, schema: str
+) -> None:
+    d = wb.diff(f"{replay}:{schema}.memories", _live_snapshot(tmp_path, None), key="id")
+    assert (d.summary.changed, d.summary.not_yet_projected) == (2, 0)
+    e = d.explain(1)
+    assert e.status == "changed" and e.changed_columns == ["accesses"]
+    assert (e.candidate or {})["accesses"] == 2 and (e.live or {})["accesses"] == 3
+    assert e.events["global_position"].to_list() == [1, 3, 4]
+    assert e.events["event_type"].to_list() == ["MemoryCreated", "MemoryAccessed", "MemoryAccessed"]
+    assert e.events["stream"].to_list() == ["memory-1"] * 3
+    assert json.loads(e.events["data"][1]) == {"memory_id": 1}
+    assert "#4 MemoryAccessed" in str(e)
+    assert "MemoryAccessed" in e._repr_html_()
+
+
+def test_rows_newer_than_the_snapshot_are_not_yet_projected(replay: Path, tmp_path: Path) -> None:
+    d = wb.diff(f"{replay}:memories.memories", _live_snapshot(tmp_path, 4), key="id")
+    s = d.summary
+    assert (s.changed, s.not_yet_projected, s.live_position) == (1, 1, 4)
+    assert d.rows("not_yet_projected")["id"].to_list() == [2]
+    e = d.explain(2)
+    assert e.status == "not_yet_projected"
+    assert e.events.filter(pl.col("after_live_position"))["global_position"].to_list() == [5]
+    # the same from an explicit position, with a live side that carries none
+    live = pl.read_parquet(_live_snapshot(tmp_path, None))
+    assert (
+        wb.diff(
+            f"{replay}:memories_v2.memories", live, key="id", live_position=4
+        ).summary.not_yet_projected
+        == 1
+    )
+
+
+def test_explain_without_lineage_or_archive_says_so(replay: Path, tmp_path: Path) -> None:
+    live = pl.read_parquet(_live_snapshot(tmp_path, None))
+    d = wb.diff(live, live, key="id")
+    assert d.explain(1).notes and d.explain(1).events.is_empty()
+    with pytest.raises(DiffError, match="lineage"):
+        wb.diff(live, live, key="id", live_position=3)
+    d = wb.diff(f"{replay}:memories.memories", live, key="id", archive=tmp_path / "nowhere")
+    e = d.explain({"id": 1})
+    assert e.events["global_position"].to_list() == [1, 3, 4] and e.notes

@@ -1,0 +1,70 @@
+"""A live Postgres table as the live side, read through ADBC."""
+
+from __future__ import annotations
+
+import decimal
+
+import polars as pl
+import psycopg
+import pytest
+
+import workbench as wb
+from workbench.errors import SourceError
+
+pytestmark = pytest.mark.postgres
+
+
+def test_live_postgres_table_with_planted_differences(pg_dsn: str, pg_schema: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f'create table "{pg_schema}".memories (id int primary key, title text, '
+            "amount numeric(12, 2), weight float8, seen timestamptz, tags numeric)"
+        )
+        con.execute(
+            f"insert into \"{pg_schema}\".memories select g, 'm' || g, g * 1.25, g / 4.0, "
+            "timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', g "
+            "from generate_series(1, 200) g"
+        )
+        con.execute(f'update "{pg_schema}".memories set title = null where id = 10')
+    candidate = pl.DataFrame(
+        {
+            "id": list(range(1, 202)),
+            "title": [
+                None if i == 10 else ("changed" if i == 3 else f"m{i}") for i in range(1, 202)
+            ],
+            "amount": [
+                decimal.Decimal(i) * decimal.Decimal("1.25")
+                + (decimal.Decimal("0.01") if i == 7 else 0)
+                for i in range(1, 202)
+            ],
+            "weight": [i / 4.0 + (1e-12 if i % 2 else 0) for i in range(1, 202)],
+            "seen": pl.datetime_range(
+                pl.datetime(2024, 1, 1, 0, 0, 1),
+                pl.datetime(2024, 1, 1, 0, 3, 21),
+                "1s",
+                eager=True,
+                time_unit="ns",
+            ),
+            "tags": [str(i) for i in range(1, 202)],
+        }
+    ).filter(pl.col("id") != 50)
+    live = f"{pg_dsn}#{pg_schema}.memories"
+    d = wb.diff(candidate, live, key="id", abs_tol={"weight": 1e-9})
+    s = d.summary
+    assert (s.live_rows, s.candidate_rows) == (200, 200)
+    assert (s.changed, s.only_in_candidate, s.only_in_live, s.identical) == (2, 1, 1, 197)
+    assert d.rows("changed")["id"].to_list() == [3, 7]
+    cols = {r["column"]: r for r in s.columns.to_dicts()}
+    assert cols["amount"]["live_type"] == "DECIMAL(12,2)"  # numeric(p, s) arrives exact
+    assert cols["amount"]["max_abs_diff"] == pytest.approx(0.01)
+    assert cols["tags"]["changed"] == 0  # unconstrained numeric vs text, cast safely
+    assert d.explain(7).live is not None and d.explain(7).live["amount"] == decimal.Decimal("8.75")
+
+
+def test_unreachable_or_missing_table_is_one_line_without_password(pg_dsn: str) -> None:
+    with pytest.raises(SourceError) as info:
+        wb.diff(pl.DataFrame({"id": [1]}), f"{pg_dsn}#public.nope", key="id")
+    assert "public.nope" in str(info.value)
+    with pytest.raises(SourceError) as info:
+        wb.diff(pl.DataFrame({"id": [1]}), "postgresql://u:hunter2@127.0.0.1:1/x#a.b", key="id")
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)

@@ -1,0 +1,108 @@
+"""``workbench diff``: compare a candidate read model with the live one; exit 1 on differences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from workbench.cli._app import app, console, err_console
+from workbench.errors import DiffError
+
+
+def _pairs(values: list[str], option: str) -> dict[str, float]:
+    out = {}
+    for value in values:
+        column, sep, number = value.partition("=")
+        try:
+            if not sep or not column:
+                raise ValueError
+            out[column] = float(number)
+        except ValueError:
+            raise DiffError(f"{option} {value!r}: expected COLUMN=NUMBER") from None
+    return out
+
+
+@app.command()
+def diff(
+    candidate: str = typer.Option(
+        ..., "--candidate", help="The candidate: FILE.duckdb:SCHEMA.TABLE, or a .parquet file."
+    ),
+    live: str = typer.Option(
+        ...,
+        "--live",
+        help="The live side: postgresql://…#SCHEMA.TABLE, a .parquet snapshot, or FILE.duckdb:SCHEMA.TABLE.",
+    ),
+    key: str = typer.Option(..., "--key", help="Key column(s), comma-separated: COL[,COL]."),
+    ignore: list[str] = typer.Option([], "--ignore", help="A column not to compare (repeatable)."),
+    abs_tol: list[str] = typer.Option([], "--abs-tol", help="COL=X: numbers within X agree."),
+    rel_tol: list[str] = typer.Option(
+        [], "--rel-tol", help="COL=X: numbers within X·|live| agree."
+    ),
+    live_position: int | None = typer.Option(
+        None, "--live-position", help="Event-store position the live side reflects."
+    ),
+    archive: Path | None = typer.Option(
+        None, "--archive", help="Archive to read events from for --explain."
+    ),
+    explain: list[str] = typer.Option(
+        [], "--explain", help="Explain a key (comma-separated for a composite key; repeatable)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write rows.parquet, columns.parquet and summary.json here."
+    ),
+    limit: int = typer.Option(10, "--show", help="How many differing rows to print."),
+) -> None:
+    """Diff a candidate read model against the live one. Exit 0 identical, 1 differences, 2 error."""
+    from workbench.diff import diff as run_diff
+
+    keys = [k.strip() for k in key.split(",") if k.strip()]
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        progress.add_task("comparing candidate with live", total=None)
+        result = run_diff(
+            candidate,
+            live,
+            key=keys,
+            ignore=ignore,
+            abs_tol=_pairs(abs_tol, "--abs-tol"),
+            rel_tol=_pairs(rel_tol, "--rel-tol"),
+            live_position=live_position,
+            archive=archive,
+        )
+    summary = result.summary
+    for line in summary.schema_lines():
+        console.print(f"[yellow]schema:[/] {line}", highlight=False)
+    table = Table(title=f"diff on {', '.join(keys)}")
+    table.add_column("status")
+    table.add_column("rows", justify="right")
+    for row in summary.counts().to_dicts():
+        table.add_row(row["status"], f"{row['rows']:,}")
+    console.print(table)
+    changed = summary.columns.filter(summary.columns["changed"] > 0)
+    if len(changed):
+        columns = Table(title="changed rows per column")
+        for name in ("column", "compared as", "changed", "max |diff|"):
+            columns.add_column(name)
+        for row in changed.to_dicts():
+            diff_text = "" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:g}"
+            columns.add_row(row["column"], row["compared_as"], f"{row['changed']:,}", diff_text)
+        console.print(columns)
+    if summary.differences and limit:
+        console.print(result.rows().head(limit))
+    for note in summary.notes:
+        console.print(f"note: {note}", highlight=False)
+    for text in explain:
+        values = [v.strip() for v in text.split(",")]
+        console.print(str(result.explain(values[0] if len(values) == 1 else tuple(values))))
+    if out is not None:
+        result.to_parquet(out)
+        console.print(f"wrote {out}/rows.parquet, columns.parquet, summary.json", highlight=False)
+    raise typer.Exit(0 if summary.is_identical else 1)

@@ -1,0 +1,127 @@
+"""Safe casts: how two sides' column types are brought to one type before comparing.
+
+The rules, in order:
+
+- the same type on both sides is compared as is;
+- two numeric types are compared as DuckDB's common supertype (INTEGER vs
+  BIGINT as BIGINT, DECIMAL vs DOUBLE as DOUBLE);
+- two timestamp types of different precision or time zone are compared as
+  UTC ``TIMESTAMP`` truncated to the coarser precision (a nanosecond clock
+  against a microsecond database agrees when the microseconds agree);
+- text against a number or a time is compared after ``TRY_CAST`` of the text;
+  text that does not cast counts as changed, never as NULL = NULL;
+- anything else is compared as text.
+
+>>> import duckdb
+>>> con = duckdb.connect()
+>>> plan_column(con, "n", "INTEGER", "BIGINT").compared_as
+'BIGINT'
+>>> plan_column(con, "t", "TIMESTAMP_NS", "TIMESTAMP WITH TIME ZONE").candidate_expr
+'make_timestamp(epoch_ns("t") // 1000)'
+>>> plan_column(con, "x", "VARCHAR", "DECIMAL(18,2)").checked_cast
+True
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import duckdb
+
+from workbench.diff._sql import ident
+
+__all__ = ["ColumnPlan", "is_numeric", "plan_column"]
+
+_NUMERIC = re.compile(
+    r"^(U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|FLOAT|DOUBLE|REAL|DECIMAL\(\d+,\s*\d+\))$"
+)
+_TEXT = {"VARCHAR", "JSON"}
+# Precision rank of each timestamp type; TIMESTAMP WITH TIME ZONE holds microseconds.
+_TIMESTAMP_RANK = {
+    "TIMESTAMP_S": 0,
+    "TIMESTAMP_MS": 1,
+    "TIMESTAMP": 2,
+    "TIMESTAMP WITH TIME ZONE": 2,
+    "TIMESTAMP_NS": 3,
+}
+_TRUNCATE_TO = {0: "second", 1: "millisecond"}
+
+
+def is_numeric(duckdb_type: str) -> bool:
+    """Whether a DuckDB type name is a number (so tolerances and differences apply)."""
+    return bool(_NUMERIC.match(duckdb_type))
+
+
+def _is_temporal(duckdb_type: str) -> bool:
+    return duckdb_type in _TIMESTAMP_RANK or duckdb_type == "DATE"
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """How one column is compared: the type it is compared as and each side's expression."""
+
+    name: str
+    candidate_type: str
+    live_type: str
+    compared_as: str
+    candidate_expr: str
+    live_expr: str
+    checked_cast: bool = False
+
+    @property
+    def type_changed(self) -> bool:
+        return self.candidate_type != self.live_type
+
+    @property
+    def numeric(self) -> bool:
+        return is_numeric(self.compared_as)
+
+
+def _timestamp_expr(column: str, duckdb_type: str, coarsest: int) -> str:
+    if duckdb_type == "TIMESTAMP_NS":
+        # A plain cast rounds; truncation keeps "equal at the coarser precision".
+        expr = f"make_timestamp(epoch_ns({column}) // 1000)"
+    else:
+        expr = f"CAST({column} AS TIMESTAMP)"
+    if coarsest in _TRUNCATE_TO:
+        expr = f"date_trunc('{_TRUNCATE_TO[coarsest]}', {expr})"
+    return expr
+
+
+def plan_column(
+    con: duckdb.DuckDBPyConnection, name: str, candidate_type: str, live_type: str
+) -> ColumnPlan:
+    """The comparison plan of column ``name`` given each side's DuckDB type."""
+    col = ident(name)
+    if candidate_type == live_type:
+        return ColumnPlan(name, candidate_type, live_type, candidate_type, col, col)
+    if is_numeric(candidate_type) and is_numeric(live_type):
+        common = con.execute(
+            f"select typeof(coalesce(NULL::{candidate_type}, NULL::{live_type}))"
+        ).fetchall()[0][0]
+        cast = f"CAST({col} AS {common})"
+        return ColumnPlan(name, candidate_type, live_type, common, cast, cast)
+    if _is_temporal(candidate_type) and _is_temporal(live_type):
+        ranks = [_TIMESTAMP_RANK.get(t, 0) for t in (candidate_type, live_type)]
+        coarsest = min(ranks)
+        if "DATE" in (candidate_type, live_type):
+            coarsest = 0
+        return ColumnPlan(
+            name,
+            candidate_type,
+            live_type,
+            "TIMESTAMP",
+            _timestamp_expr(col, candidate_type, coarsest),
+            _timestamp_expr(col, live_type, coarsest),
+        )
+    for text, other, text_is_candidate in (
+        (candidate_type, live_type, True),
+        (live_type, candidate_type, False),
+    ):
+        if text in _TEXT and (is_numeric(other) or _is_temporal(other)):
+            cast = f"TRY_CAST({col} AS {other})"
+            exprs = (cast, col) if text_is_candidate else (col, cast)
+            return ColumnPlan(name, candidate_type, live_type, other, *exprs, checked_cast=True)
+    text_cast = f"CAST({col} AS VARCHAR)"
+    return ColumnPlan(name, candidate_type, live_type, "VARCHAR", text_cast, text_cast)

@@ -1,0 +1,346 @@
+"""The keyed comparison, run inside DuckDB as one full outer join.
+
+Both sides become views in one connection with the compared columns cast to
+common types. Rows with a NULL key and keys that appear more than once on
+either side are counted and set aside first; the remaining rows meet in one
+full outer join on the key, and only the rows that differ are materialised
+(the identical ones are counted by subtraction).
+
+>>> import polars as pl
+>>> live = pl.DataFrame({"id": [1, 2, 3], "n": [10, 20, None]})
+>>> candidate = pl.DataFrame({"id": [1, 2, 4], "n": [10, 21, 0]})
+>>> d = diff(candidate, live, key=["id"])
+>>> s = d.summary
+>>> (s.identical, s.changed, s.only_in_candidate, s.only_in_live)
+(1, 1, 1, 1)
+>>> d.rows("changed").select("id", "n__candidate", "n__live").rows()
+[(2, 21, 20)]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from workbench.diff._sql import ident
+from workbench.diff._types import ColumnPlan, is_numeric, plan_column
+from workbench.diff.lineage import Lineage, find_lineage, key_json_sql
+from workbench.diff.result import Diff, DiffSummary, SchemaDiff, TypeChange
+from workbench.diff.sides import resolve_side
+from workbench.errors import DiffError
+
+__all__ = ["diff"]
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _normalized(expr: str, column: str) -> str:
+    """``normalize`` takes a SQL template with ``{}`` for the column, or a function name."""
+    quoted = ident(column)
+    return expr.replace("{}", quoted) if "{}" in expr else f"{expr}({quoted})"
+
+
+def _equal(plan: ColumnPlan, index: int, abs_tol: float, rel_tol: float) -> str:
+    """SQL that is true when the candidate and live values of ``plan`` agree (NULL = NULL)."""
+    c, lv = f"c.{ident(plan.name)}", f"l.{ident(plan.name)}"
+    if abs_tol or rel_tol:
+        a, b = f"CAST({c} AS DOUBLE)", f"CAST({lv} AS DOUBLE)"
+        within = f"abs({a} - {b}) <= {abs_tol!r} + {rel_tol!r} * abs({b})"
+        equal = f"(({c} IS NULL AND {lv} IS NULL) OR coalesce({within}, false))"
+    else:
+        equal = f"({c} IS NOT DISTINCT FROM {lv})"
+    if plan.checked_cast:
+        # Text that does not cast became NULL: that is a difference, not NULL = NULL.
+        equal = f"({equal} AND c._wb_raw_null_{index} = l._wb_raw_null_{index})"
+    return equal
+
+
+def diff(
+    candidate: Any,
+    live: Any,
+    key: str | Sequence[str],
+    *,
+    columns: Sequence[str] | None = None,
+    ignore: str | Sequence[str] | None = None,
+    abs_tol: Mapping[str, float] | None = None,
+    rel_tol: Mapping[str, float] | None = None,
+    normalize: Mapping[str, str] | None = None,
+    live_position: int | None = None,
+    archive: str | os.PathLike[str] | None = None,
+) -> Diff:
+    """Compare ``candidate`` with ``live`` row by row on ``key``.
+
+    Sides: ``"file.duckdb:schema.table"``, a Parquet file (snapshot),
+    ``"postgresql://…#schema.table"``, a Polars DataFrame, Arrow table or
+    DuckDB relation. ``columns`` limits the compared columns (default: every
+    column both sides have, minus ``ignore``). Numbers agree when
+    ``|candidate - live| <= abs_tol + rel_tol·|live|``. ``normalize`` maps a
+    column to SQL applied to both sides first (``"lower"``,
+    ``"round({}, 2)"``). ``live_position`` (or a snapshot's
+    ``event_store_position``) marks candidate rows last written by a newer
+    event as ``not_yet_projected``; ``archive`` overrides the archive that
+    :meth:`Diff.explain` reads events from.
+    """
+    keys = _as_list(key)
+    if not keys:
+        raise DiffError("a diff needs at least one key column")
+    ignored = set(_as_list(ignore))
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    cand = resolve_side(con, candidate, "candidate")
+    live_side = resolve_side(con, live, "live")
+    for side in (cand, live_side):
+        missing = [k for k in keys if k not in side.columns]
+        if missing:
+            raise DiffError(f"key column {missing[0]!r} is not in the {side.role} ({side.label})")
+
+    schema = SchemaDiff(
+        missing_in_candidate=[
+            c for c in live_side.columns if c not in cand.columns and c not in ignored
+        ],
+        missing_in_live=[
+            c for c in cand.columns if c not in live_side.columns and c not in ignored
+        ],
+    )
+    if columns is not None:
+        compared = list(columns)
+        for name in compared:
+            for side in (cand, live_side):
+                if name not in side.columns:
+                    raise DiffError(f"column {name!r} is not in the {side.role} ({side.label})")
+    else:
+        compared = [
+            c for c in cand.columns if c in live_side.columns and c not in keys and c not in ignored
+        ]
+    abs_tol, rel_tol, normalize = dict(abs_tol or {}), dict(rel_tol or {}), dict(normalize or {})
+    for option, mapping in (("abs_tol", abs_tol), ("rel_tol", rel_tol), ("normalize", normalize)):
+        for name in mapping:
+            if name not in compared and not (option == "normalize" and name in keys):
+                raise DiffError(f"{option}: {name!r} is not a compared column")
+
+    # Layer 1: key and compared columns, normalised; its types decide the casts.
+    for side, short in ((cand, "c"), (live_side, "l")):
+        select = [
+            f"{_normalized(normalize[n], n) if n in normalize else ident(n)} AS {ident(n)}"
+            for n in keys + compared
+        ]
+        con.execute(
+            f"create temp view _wb_{short}_norm as select {', '.join(select)} from {side.relation}"
+        )
+    ctypes = {r[0]: r[1] for r in con.execute("describe _wb_c_norm").fetchall()}
+    ltypes = {r[0]: r[1] for r in con.execute("describe _wb_l_norm").fetchall()}
+    key_plans = [plan_column(con, k, ctypes[k], ltypes[k]) for k in keys]
+    plans = [plan_column(con, n, ctypes[n], ltypes[n]) for n in compared]
+    for name in {**abs_tol, **rel_tol}:
+        plan = next(p for p in plans if p.name == name)
+        if not plan.numeric:
+            raise DiffError(
+                f"tolerance on {name!r}: it is compared as {plan.compared_as}, not a number"
+            )
+    schema.type_changes.extend(
+        TypeChange(p.name, p.candidate_type, p.live_type, p.compared_as)
+        for p in key_plans + plans
+        if p.type_changed
+    )
+
+    # Layer 2: the comparable values.
+    for short in ("c", "l"):
+        select = []
+        for p in key_plans + plans:
+            expr = p.candidate_expr if short == "c" else p.live_expr
+            select.append(f"{expr} AS {ident(p.name)}")
+        for i, p in enumerate(plans):
+            if p.checked_cast:
+                select.append(f"{ident(p.name)} IS NULL AS _wb_raw_null_{i}")
+        con.execute(
+            f"create temp view _wb_{short} as select {', '.join(select)} from _wb_{short}_norm"
+        )
+
+    key_list = ", ".join(ident(k) for k in keys)
+    any_null = " OR ".join(f"{ident(k)} IS NULL" for k in keys)
+    totals = {}
+    for short in ("c", "l"):
+        totals[short] = con.execute(
+            f"select count(*), count(*) filter (where {any_null}) from _wb_{short}"
+        ).fetchall()[0]
+        con.execute(
+            f"create temp table _wb_dup_{short} as select {key_list}, count(*) AS _n "
+            f"from _wb_{short} where not ({any_null}) group by all having count(*) > 1"
+        )
+    dup_rows = {
+        s: int(con.execute(f"select coalesce(sum(_n), 0) from _wb_dup_{s}").fetchall()[0][0])
+        for s in ("c", "l")
+    }
+    con.execute(
+        f"create temp table _wb_dup as select {key_list} from _wb_dup_c "
+        f"union select {key_list} from _wb_dup_l"
+    )
+    duplicate_keys = int(con.execute("select count(*) from _wb_dup").fetchall()[0][0])
+    anti = f" anti join _wb_dup using ({key_list})" if duplicate_keys else ""
+
+    on = " AND ".join(f"c.{ident(k)} = l.{ident(k)}" for k in keys)
+    equals = [
+        _equal(p, i, abs_tol.get(p.name, 0.0), rel_tol.get(p.name, 0.0))
+        for i, p in enumerate(plans)
+    ]
+    all_equal = " AND ".join(equals) or "true"
+    both = "c._wb_in AND l._wb_in"
+    side_by_side = ", ".join(
+        f"c.{ident(p.name)} AS {ident(p.name + '__candidate')}, "
+        f"l.{ident(p.name)} AS {ident(p.name + '__live')}, "
+        f"CASE WHEN {both} THEN NOT {eq} END AS {ident(p.name + '__changed')}"
+        for p, eq in zip(plans, equals, strict=True)
+    )
+    key_out = ", ".join(f"coalesce(c.{ident(k)}, l.{ident(k)}) AS {ident(k)}" for k in keys)
+    sources = {
+        s: f"(select x.*, true AS _wb_in from _wb_{s} x{anti} where not ({any_null}))"
+        for s in ("c", "l")
+    }
+    from_clause = f"{sources['c']} c full join {sources['l']} l on {on}"
+    status = (
+        "CASE WHEN l._wb_in IS NULL THEN 'only_in_candidate' "
+        "WHEN c._wb_in IS NULL THEN 'only_in_live' ELSE 'changed' END"
+    )
+    select_cols = f"{key_out}, @STATUS@ AS _status, CAST(NULL AS VARCHAR) AS _side" + (
+        f", {side_by_side}" if side_by_side else ""
+    )
+    # Replaced, not formatted: column names may contain braces.
+    diff_cols = select_cols.replace("@STATUS@", status, 1)
+    identical_cols = select_cols.replace("@STATUS@", "'identical'", 1)
+    con.execute(
+        f"create temp table _wb_diff as select {diff_cols} "
+        f"from {from_clause} where c._wb_in IS NULL OR l._wb_in IS NULL OR NOT ({all_equal})"
+    )
+    identical_sql = f"select {identical_cols} from {from_clause} where {both} AND {all_equal}"
+
+    # Rows set aside: NULL keys, and every row of a duplicated key, from each side.
+    for short, role in (("c", "candidate"), ("l", "live")):
+        values = ", ".join(f"{ident(p.name)} AS {ident(p.name + '__' + role)}" for p in plans)
+        values = f", {values}" if values else ""
+        con.execute(
+            f"insert into _wb_diff by name select {key_list}, 'null_key' AS _status, "
+            f"'{role}' AS _side{values} from _wb_{short} where {any_null}"
+        )
+        if duplicate_keys:
+            con.execute(
+                f"insert into _wb_diff by name select {key_list}, 'duplicate_key' AS _status, "
+                f"'{role}' AS _side{values} from _wb_{short} semi join _wb_dup using ({key_list})"
+            )
+
+    lineage = find_lineage(con, cand.duckdb_table) if cand.duckdb_table else None
+    notes: list[str] = []
+    position = live_position
+    if position is None and live_side.snapshot is not None:
+        position = live_side.snapshot.event_store_position
+    if position is not None:
+        if lineage is None:
+            if live_position is not None:
+                raise DiffError(
+                    "live_position needs the candidate's replay lineage "
+                    "(give the candidate as FILE.duckdb:SCHEMA.TABLE of a replay)"
+                )
+            notes.append("the live snapshot has a position but the candidate has no lineage")
+        else:
+            _mark_not_yet_projected(con, keys, lineage, position)
+
+    counts = dict(
+        ((s, side), int(n))
+        for s, side, n in con.execute(
+            "select _status, coalesce(_side, ''), count(*) from _wb_diff group by all"
+        ).fetchall()
+    )
+    joined_candidate = (
+        totals["c"][0] - totals["c"][1] - counts.get(("duplicate_key", "candidate"), 0)
+    )
+    # Each joined candidate row is identical or is in _wb_diff exactly once.
+    candidate_not_identical = sum(
+        counts.get((status, ""), 0)
+        for status in ("changed", "only_in_candidate", "not_yet_projected")
+    )
+    summary = DiffSummary(
+        candidate_rows=int(totals["c"][0]),
+        live_rows=int(totals["l"][0]),
+        identical=joined_candidate - candidate_not_identical,
+        changed=counts.get(("changed", ""), 0),
+        only_in_candidate=counts.get(("only_in_candidate", ""), 0),
+        only_in_live=counts.get(("only_in_live", ""), 0),
+        not_yet_projected=counts.get(("not_yet_projected", ""), 0),
+        duplicate_keys=duplicate_keys,
+        duplicate_key_rows_candidate=dup_rows["c"],
+        duplicate_key_rows_live=dup_rows["l"],
+        null_key_rows_candidate=int(totals["c"][1]),
+        null_key_rows_live=int(totals["l"][1]),
+        schema=schema,
+        columns=_column_stats(con, plans),
+        live_position=position,
+        notes=notes,
+    )
+    return Diff(
+        con=con,
+        key=keys,
+        plans=plans,
+        summary=summary,
+        candidate=cand,
+        live=live_side,
+        identical_sql=identical_sql,
+        lineage=lineage,
+        archive=archive,
+    )
+
+
+def _mark_not_yet_projected(
+    con: duckdb.DuckDBPyConnection, keys: list[str], lineage: Lineage, position: int
+) -> None:
+    """Candidate rows whose newest event is after the live side's position are not differences."""
+    con.execute(
+        f"update _wb_diff set _status = 'not_yet_projected' "
+        f"where _status in ('changed', 'only_in_candidate') and {key_json_sql(keys)} in "
+        f"(select key from {lineage.relation} group by key having max(global_position) > ?)",
+        [position],
+    )
+
+
+def _column_stats(con: duckdb.DuckDBPyConnection, plans: list[ColumnPlan]) -> pl.DataFrame:
+    if not plans:
+        return pl.DataFrame(
+            schema={
+                "column": pl.String,
+                "compared_as": pl.String,
+                "candidate_type": pl.String,
+                "live_type": pl.String,
+                "changed": pl.Int64,
+                "max_abs_diff": pl.Float64,
+            }
+        )
+    aggregates = []
+    for p in plans:
+        flag = ident(p.name + "__changed")
+        aggregates.append(f"count(*) filter (where {flag})")
+        if is_numeric(p.compared_as):
+            a = f"CAST({ident(p.name + '__candidate')} AS DOUBLE)"
+            b = f"CAST({ident(p.name + '__live')} AS DOUBLE)"
+            aggregates.append(f"max(abs({a} - {b})) filter (where {flag})")
+        else:
+            aggregates.append("CAST(NULL AS DOUBLE)")
+    row = con.execute(
+        f"select {', '.join(aggregates)} from _wb_diff where _status = 'changed'"
+    ).fetchall()[0]
+    return pl.DataFrame(
+        {
+            "column": [p.name for p in plans],
+            "compared_as": [p.compared_as for p in plans],
+            "candidate_type": [p.candidate_type for p in plans],
+            "live_type": [p.live_type for p in plans],
+            "changed": [int(row[2 * i]) for i in range(len(plans))],
+            "max_abs_diff": [row[2 * i + 1] for i in range(len(plans))],
+        },
+        schema_overrides={"max_abs_diff": pl.Float64},
+    )

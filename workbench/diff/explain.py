@@ -1,0 +1,188 @@
+"""Explaining one differing key: both rows and the events that wrote it in the candidate.
+
+The candidate's replay lineage says which events (source, global_position)
+wrote each output row; their types, times and data come from the archive the
+replay read (``_replay_info.archive``) or the one passed to ``wb.diff``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from workbench.archive import ArchiveReader
+from workbench.diff._sql import ident
+from workbench.errors import ArchiveError, DiffError
+
+if TYPE_CHECKING:
+    from workbench.diff.result import Diff
+
+__all__ = ["Explanation", "explain_key"]
+
+_EVENT_COLUMNS = (
+    "event_id",
+    "stream",
+    "stream_position",
+    "occurred_at",
+    "recorded_at",
+    "correlation_id",
+    "causation_id",
+    "data",
+)
+
+
+@dataclass
+class Explanation:
+    """Why one key differs: the rows on each side and the candidate's events for it."""
+
+    key: dict[str, Any]
+    status: str
+    candidate_rows: pl.DataFrame
+    live_rows: pl.DataFrame
+    changed_columns: list[str]
+    events: pl.DataFrame
+    live_position: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def candidate(self) -> dict[str, Any] | None:
+        """The candidate row (the first, if the key is duplicated), or None."""
+        return self.candidate_rows.row(0, named=True) if len(self.candidate_rows) else None
+
+    @property
+    def live(self) -> dict[str, Any] | None:
+        """The live row (the first, if the key is duplicated), or None."""
+        return self.live_rows.row(0, named=True) if len(self.live_rows) else None
+
+    def df(self) -> pl.DataFrame:
+        """The events, oldest first."""
+        return self.events
+
+    def __str__(self) -> str:
+        lines = [f"key {self.key}: {self.status}"]
+        for column in self.changed_columns:
+            c = self.candidate.get(column) if self.candidate else None
+            lv = self.live.get(column) if self.live else None
+            lines.append(f"  {column}: candidate {c!r}, live {lv!r}")
+        lines.append(f"candidate row: {self.candidate}")
+        lines.append(f"live row:      {self.live}")
+        lines.append(f"{len(self.events)} events wrote this key in the candidate:")
+        for e in self.events.to_dicts():
+            late = "  (after the live position)" if e.get("after_live_position") else ""
+            lines.append(
+                f"  #{e['global_position']} {e['event_type']} at {e.get('recorded_at')}"
+                f" {e.get('data') or ''}{late}"
+            )
+        lines += self.notes
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        changed = "".join(
+            f"<tr><td>{html.escape(c)}</td>"
+            f"<td>{html.escape(repr(self.candidate.get(c) if self.candidate else None))}</td>"
+            f"<td>{html.escape(repr(self.live.get(c) if self.live else None))}</td></tr>"
+            for c in self.changed_columns
+        )
+        return (
+            f"<div><b>{html.escape(json.dumps(self.key, default=str))}</b>: {self.status}"
+            + (
+                f"<table><tr><th>column</th><th>candidate</th><th>live</th></tr>{changed}</table>"
+                if changed
+                else ""
+            )
+            + f"<p>{len(self.events)} events wrote this key in the candidate</p>"
+            + self.events.head(50)._repr_html_()
+            + "</div>"
+        )
+
+
+def _key_dict(diff: Diff, key: Any) -> dict[str, Any]:
+    if isinstance(key, dict):
+        missing = [k for k in diff.key if k not in key]
+        if missing:
+            raise DiffError(f"explain: the key needs {missing[0]!r}")
+        return {k: key[k] for k in diff.key}
+    values = list(key) if isinstance(key, tuple | list) else [key]
+    if len(values) != len(diff.key):
+        raise DiffError(f"explain: the key has {len(diff.key)} columns ({', '.join(diff.key)})")
+    return dict(zip(diff.key, values, strict=True))
+
+
+def _where(key: dict[str, Any], prefix: str = "") -> str:
+    return " AND ".join(f"{prefix}{ident(k)} IS NOT DISTINCT FROM ?" for k in key)
+
+
+def explain_key(diff: Diff, key: Any) -> Explanation:
+    """See :meth:`Diff.explain`."""
+    values = _key_dict(diff, key)
+    params = list(values.values())
+    con = diff.con
+    candidate_rows = con.sql(
+        f"select * from {diff.candidate.relation} where {_where(values)}", params=params
+    ).pl()
+    live_rows = con.sql(
+        f"select * from {diff.live.relation} where {_where(values)}", params=params
+    ).pl()
+    found = con.sql(
+        f"select * from _wb_diff where {_where(values)} order by _side", params=params
+    ).pl()
+    if len(found):
+        status = str(found["_status"][0])
+        changed = [p.name for p in diff.plans if found[p.name + "__changed"][0] is True]
+    else:
+        status = "identical" if len(candidate_rows) and len(live_rows) else "absent"
+        changed = []
+    position = diff.summary.live_position
+    events, notes = _events(diff, values, position)
+    return Explanation(values, status, candidate_rows, live_rows, changed, events, position, notes)
+
+
+def _events(
+    diff: Diff, key: dict[str, Any], position: int | None
+) -> tuple[pl.DataFrame, list[str]]:
+    empty = pl.DataFrame(
+        schema={
+            "source": pl.String,
+            "global_position": pl.Int64,
+            "event_type": pl.String,
+            "handler": pl.String,
+        }
+    )
+    if diff.lineage is None:
+        return empty, ["the candidate has no replay lineage (give it as FILE.duckdb:SCHEMA.TABLE)"]
+    con = diff.con
+    # The lineage key is the compact JSON of the key in the candidate's own types.
+    fields = ", ".join(f"{ident(k)} := CAST(? AS {diff.candidate.columns[k]})" for k in diff.key)
+    key_json = con.execute(f"select to_json(struct_pack({fields}))", list(key.values())).fetchall()[
+        0
+    ][0]
+    lineage = con.sql(
+        f"select source, global_position, event_type, handler from {diff.lineage.relation} "
+        "where key = ? order by global_position, source",
+        params=[key_json],
+    ).to_arrow_table()
+    notes: list[str] = []
+    archive_path = diff.archive or diff.lineage.archive_path(con)
+    frame: pl.DataFrame
+    if archive_path is None or not Path(archive_path).is_dir():
+        notes.append(f"event details unavailable: no archive at {archive_path}")
+        frame = pl.from_arrow(lineage)  # type: ignore[assignment]
+    else:
+        try:
+            reader = ArchiveReader(archive_path)
+        except ArchiveError as exc:
+            raise DiffError(f"explain: {exc}") from None
+        reader.con.register("_wb_lineage_rows", lineage)
+        extra = ", ".join(f"e.{c}" for c in _EVENT_COLUMNS)
+        frame = reader.sql(
+            f"select l.*, {extra} from _wb_lineage_rows l left join events e "
+            "using (source, global_position) order by l.global_position, l.source"
+        ).pl()
+    if position is not None:
+        frame = frame.with_columns(after_live_position=pl.col("global_position") > position)
+    return frame, notes

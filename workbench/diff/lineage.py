@@ -1,0 +1,87 @@
+"""Finding the replay lineage of a candidate table in its DuckDB file.
+
+The replay engine writes projection ``name`` version ``v`` into schema
+``<name>_v<v>``, next to ``_lineage`` (one row per output row and event
+that wrote it, ``key`` = compact JSON of the key columns) and
+``_replay_info`` (the archive it replayed). ``wb.promote`` adds schema
+``<name>`` of views onto one version, so a candidate given as
+``<name>.<table>`` is followed through its view to the versioned schema.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import duckdb
+
+from workbench.diff._sql import ident
+from workbench.diff.sides import DuckDBTable
+
+__all__ = ["Lineage", "find_lineage", "key_json_sql"]
+
+_VERSIONED_SCHEMA = re.compile(r'"?([A-Za-z_][A-Za-z0-9_]*_v\d+)"?\s*\.')
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where the lineage of one candidate table lives."""
+
+    catalog: str
+    schema: str
+    table_name: str
+
+    @property
+    def relation(self) -> str:
+        """The lineage rows of this table only, as a SQL subquery."""
+        table = self.table_name.replace("'", "''")
+        return (
+            f"(select * from {ident(self.catalog)}.{ident(self.schema)}._lineage "
+            f"where table_name = '{table}')"
+        )
+
+    def archive_path(self, con: duckdb.DuckDBPyConnection) -> str | None:
+        """The archive root the replay read, from ``_replay_info`` (None when absent)."""
+        if not _has_table(con, self.catalog, self.schema, "_replay_info"):
+            return None
+        rows = con.execute(
+            f"select archive from {ident(self.catalog)}.{ident(self.schema)}._replay_info "
+            "order by finished_at desc nulls last limit 1"
+        ).fetchall()
+        return str(rows[0][0]) if rows and rows[0][0] else None
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> bool:
+    return bool(
+        con.execute(
+            "select count(*) from duckdb_tables() "
+            "where database_name = ? and schema_name = ? and table_name = ?",
+            [catalog, schema, table],
+        ).fetchall()[0][0]
+    )
+
+
+def find_lineage(con: duckdb.DuckDBPyConnection, table: DuckDBTable) -> Lineage | None:
+    """The lineage of ``table``: in its own schema, or in the versioned schema its view reads."""
+    if _has_table(con, table.catalog, table.schema, "_lineage"):
+        return Lineage(table.catalog, table.schema, table.table)
+    views = con.execute(
+        "select sql from duckdb_views() "
+        "where database_name = ? and schema_name = ? and view_name = ?",
+        [table.catalog, table.schema, table.table],
+    ).fetchall()
+    for (sql,) in views:
+        for schema in _VERSIONED_SCHEMA.findall(sql or ""):
+            if _has_table(con, table.catalog, schema, "_lineage"):
+                return Lineage(table.catalog, schema, table.table)
+    return None
+
+
+def key_json_sql(key: list[str], prefix: str = "") -> str:
+    """DuckDB SQL of the lineage key: compact JSON of the key columns in key order.
+
+    >>> key_json_sql(["tenant", "id"], "d.")
+    'to_json(struct_pack("tenant" := d."tenant", "id" := d."id"))'
+    """
+    fields = ", ".join(f"{ident(k)} := {prefix}{ident(k)}" for k in key)
+    return f"to_json(struct_pack({fields}))"

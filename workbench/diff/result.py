@@ -1,0 +1,323 @@
+"""The result of a diff: :class:`Diff` (rows, explain, chart) and its :class:`DiffSummary`."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from workbench.diff._sql import ident, literal
+from workbench.errors import DiffError
+
+if TYPE_CHECKING:
+    import altair as alt
+
+    from workbench.diff._types import ColumnPlan
+    from workbench.diff.explain import Explanation
+    from workbench.diff.lineage import Lineage
+    from workbench.diff.sides import Side
+
+__all__ = ["STATUSES", "Diff", "DiffSummary", "SchemaDiff", "TypeChange"]
+
+STATUSES = (
+    "identical",
+    "changed",
+    "only_in_candidate",
+    "only_in_live",
+    "not_yet_projected",
+    "duplicate_key",
+    "null_key",
+)
+# Statuses that make a diff "not identical"; not_yet_projected is the live side lagging.
+DIFFERENCE_STATUSES = ("changed", "only_in_candidate", "only_in_live", "duplicate_key", "null_key")
+
+
+@dataclass(frozen=True)
+class TypeChange:
+    """A column whose type differs between the sides, and the type it was compared as."""
+
+    column: str
+    candidate_type: str
+    live_type: str
+    compared_as: str
+
+
+@dataclass(frozen=True)
+class SchemaDiff:
+    """Columns present on one side only, and columns whose type changed."""
+
+    missing_in_candidate: list[str] = field(default_factory=list)
+    missing_in_live: list[str] = field(default_factory=list)
+    type_changes: list[TypeChange] = field(default_factory=list)
+
+    @property
+    def is_identical(self) -> bool:
+        """No missing columns (type changes are compared after safe casts, so they may agree)."""
+        return not (self.missing_in_candidate or self.missing_in_live)
+
+
+@dataclass(frozen=True)
+class DiffSummary:
+    """Counts of rows by status, per-column differences, and schema differences.
+
+    Rows counts are rows; ``duplicate_keys`` counts distinct keys that appear
+    more than once on either side (all their rows are left out of the
+    comparison and reported as ``duplicate_key``).
+    """
+
+    candidate_rows: int
+    live_rows: int
+    identical: int
+    changed: int
+    only_in_candidate: int
+    only_in_live: int
+    not_yet_projected: int
+    duplicate_keys: int
+    duplicate_key_rows_candidate: int
+    duplicate_key_rows_live: int
+    null_key_rows_candidate: int
+    null_key_rows_live: int
+    schema: SchemaDiff
+    columns: pl.DataFrame
+    live_position: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def duplicate_key_rows(self) -> int:
+        """Rows on either side whose key is duplicated on that side."""
+        return self.duplicate_key_rows_candidate + self.duplicate_key_rows_live
+
+    @property
+    def differences(self) -> int:
+        """Rows that differ (changed, on one side only, duplicate or NULL keys)."""
+        return (
+            self.changed
+            + self.only_in_candidate
+            + self.only_in_live
+            + self.duplicate_key_rows
+            + self.null_key_rows_candidate
+            + self.null_key_rows_live
+        )
+
+    @property
+    def is_identical(self) -> bool:
+        """No differing rows and no missing columns."""
+        return self.differences == 0 and self.schema.is_identical
+
+    def counts(self) -> pl.DataFrame:
+        """The row counts as a small frame: ``status``, ``rows``."""
+        statuses = {
+            "identical": self.identical,
+            "changed": self.changed,
+            "only_in_candidate": self.only_in_candidate,
+            "only_in_live": self.only_in_live,
+            "not_yet_projected": self.not_yet_projected,
+            "duplicate_key (candidate)": self.duplicate_key_rows_candidate,
+            "duplicate_key (live)": self.duplicate_key_rows_live,
+            "null_key (candidate)": self.null_key_rows_candidate,
+            "null_key (live)": self.null_key_rows_live,
+        }
+        return pl.DataFrame({"status": list(statuses), "rows": list(statuses.values())})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything as plain JSON-able values."""
+        data = asdict(self)
+        data["columns"] = self.columns.to_dicts()
+        data["is_identical"] = self.is_identical
+        return data
+
+    def schema_lines(self) -> list[str]:
+        """The schema differences, one sentence each (reported before any row count)."""
+        lines = []
+        if self.schema.missing_in_candidate:
+            lines.append(f"missing in candidate: {', '.join(self.schema.missing_in_candidate)}")
+        if self.schema.missing_in_live:
+            lines.append(f"missing in live: {', '.join(self.schema.missing_in_live)}")
+        for change in self.schema.type_changes:
+            lines.append(
+                f"type of {change.column}: {change.candidate_type} (candidate) vs "
+                f"{change.live_type} (live), compared as {change.compared_as}"
+            )
+        return lines
+
+    def __str__(self) -> str:
+        lines = self.schema_lines()
+        lines += [f"{row['status']}: {row['rows']}" for row in self.counts().to_dicts()]
+        lines += [
+            f"  {row['column']}: {row['changed']} changed"
+            + (f", max |diff| {row['max_abs_diff']}" if row["max_abs_diff"] is not None else "")
+            for row in self.columns.filter(pl.col("changed") > 0).to_dicts()
+        ]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        verdict = "identical" if self.is_identical else f"{self.differences:,} differing rows"
+        rows = "".join(
+            f"<tr><td>{html.escape(r['status'])}</td><td style='text-align:right'>{r['rows']:,}</td></tr>"
+            for r in self.counts().to_dicts()
+            if r["rows"] or r["status"] in ("identical", "changed")
+        )
+        cols = "".join(
+            f"<tr><td>{html.escape(r['column'])}</td><td style='text-align:right'>{r['changed']:,}</td>"
+            f"<td>{'' if r['max_abs_diff'] is None else r['max_abs_diff']}</td></tr>"
+            for r in self.columns.filter(pl.col("changed") > 0).to_dicts()
+        )
+        schema = "".join(f"<li>{html.escape(line)}</li>" for line in self.schema_lines())
+        return (
+            f"<div><b>Diff</b>: {self.candidate_rows:,} candidate vs {self.live_rows:,} live rows — "
+            f"<b>{verdict}</b>"
+            + (f"<ul>{schema}</ul>" if schema else "")
+            + f"<table><tr><th>status</th><th>rows</th></tr>{rows}</table>"
+            + (
+                f"<table><tr><th>column</th><th>changed</th><th>max |diff|</th></tr>{cols}</table>"
+                if cols
+                else ""
+            )
+            + "</div>"
+        )
+
+
+class Diff:
+    """A keyed comparison of a candidate read model against the live one.
+
+    The differing rows live in one DuckDB table (``_wb_diff``) with a
+    ``_status`` column, each compared column side by side
+    (``<col>__candidate``, ``<col>__live``) and a ``<col>__changed`` flag;
+    the summary, :meth:`rows` and :meth:`chart` are read from it.
+    """
+
+    def __init__(
+        self,
+        *,
+        con: duckdb.DuckDBPyConnection,
+        key: list[str],
+        plans: list[ColumnPlan],
+        summary: DiffSummary,
+        candidate: Side,
+        live: Side,
+        identical_sql: str,
+        lineage: Lineage | None,
+        archive: str | os.PathLike[str] | None,
+    ) -> None:
+        self.con = con
+        self.key = key
+        self.plans = plans
+        self.summary = summary
+        self.candidate = candidate
+        self.live = live
+        self.lineage = lineage
+        self.archive = archive
+        self._identical_sql = identical_sql
+
+    @property
+    def columns(self) -> list[str]:
+        """The compared columns (key columns excluded)."""
+        return [p.name for p in self.plans]
+
+    def _relation(self, status: str | Sequence[str] | None) -> duckdb.DuckDBPyRelation:
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown:
+            raise DiffError(f"unknown status {unknown[0]!r}; one of {', '.join(STATUSES)}")
+        order = ", ".join(ident(k) for k in self.key)
+        parts = []
+        kept = [s for s in statuses if s != "identical"]
+        if kept or not statuses:
+            where = f"where _status in ({', '.join(literal(s) for s in kept)})" if kept else ""
+            parts.append(f"select * from _wb_diff {where}")
+        if "identical" in statuses:
+            parts.append(self._identical_sql)
+        return self.con.sql(
+            " union all by name ".join(parts) + f" order by _status, {order}, _side"
+        )
+
+    def rows(self, status: str | Sequence[str] | None = None) -> pl.DataFrame:
+        """The rows of one status (or several; default every differing row), side by side."""
+        return self._relation(status).pl()
+
+    def df(self) -> pl.DataFrame:
+        """Every differing row, side by side (same as :meth:`rows`)."""
+        return self.rows()
+
+    def arrow(self, status: str | Sequence[str] | None = None) -> pa.Table:
+        """The rows of :meth:`rows` as Arrow."""
+        return self._relation(status).to_arrow_table()
+
+    def to_parquet(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``rows.parquet`` (differing rows), ``columns.parquet`` and ``summary.json``.
+
+        Each file is written to a temporary name and renamed, so a reader never
+        sees half a file.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".rows.parquet.tmp"
+        self._relation(None).to_parquet(str(tmp), compression="zstd")
+        os.replace(tmp, out / "rows.parquet")
+        tmp = out / ".columns.parquet.tmp"
+        self.summary.columns.write_parquet(tmp)
+        os.replace(tmp, out / "columns.parquet")
+        tmp = out / ".summary.json.tmp"
+        tmp.write_text(json.dumps(self.summary.as_dict(), indent=2, default=str))
+        os.replace(tmp, out / "summary.json")
+        return out
+
+    def assert_identical(self) -> None:
+        """Raise ``AssertionError`` with the summary unless both sides agree (for tests)."""
+        if not self.summary.is_identical:
+            sample = self.rows().head(5)
+            raise AssertionError(f"read models differ:\n{self.summary}\n{sample}")
+
+    def explain(self, key: Any) -> Explanation:
+        """The live row, the candidate row and the events that wrote ``key`` in the candidate.
+
+        ``key`` is the key value (one key column), a tuple in key order, or a dict.
+        """
+        from workbench.diff.explain import explain_key
+
+        return explain_key(self, key)
+
+    def chart(self) -> alt.HConcatChart:
+        """Rows by status and changed rows per column, as an Altair chart."""
+        import altair as alt
+
+        counts = self.summary.counts().filter(pl.col("rows") > 0)
+        by_status = (
+            alt.Chart(counts, title="rows by status")
+            .mark_bar()
+            .encode(
+                x=alt.X("rows:Q", scale=alt.Scale(type="symlog")),
+                y=alt.Y("status:N", sort="-x"),
+                tooltip=["status", "rows"],
+            )
+        )
+        by_column = (
+            alt.Chart(self.summary.columns, title="changed rows per column")
+            .mark_bar(color="#d62728")
+            .encode(
+                x="changed:Q",
+                y=alt.Y("column:N", sort="-x"),
+                tooltip=["column", "compared_as", "changed", "max_abs_diff"],
+            )
+        )
+        return alt.hconcat(by_status, by_column)
+
+    def _repr_html_(self) -> str:
+        return self.summary._repr_html_()
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (
+            f"Diff(key={self.key}, identical={s.identical}, changed={s.changed}, "
+            f"only_in_candidate={s.only_in_candidate}, only_in_live={s.only_in_live}, "
+            f"not_yet_projected={s.not_yet_projected}, duplicate_keys={s.duplicate_keys}, "
+            f"null_key_rows={s.null_key_rows_candidate + s.null_key_rows_live})"
+        )

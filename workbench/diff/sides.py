@@ -1,0 +1,194 @@
+"""Resolving one side of a diff to a relation inside the diff's DuckDB connection.
+
+A side is one of:
+
+- ``"path/file.duckdb:schema.table"`` — a table (or view) in a DuckDB file,
+  attached read-only;
+- ``"path/file.parquet"`` (or a glob) — e.g. a read-model snapshot; its
+  ``workbench.snapshot`` metadata gives the event-store position it reflects;
+- ``"postgresql://user@host/db#schema.table"`` — a live Postgres table, read
+  through ADBC in one binary COPY;
+- a Polars DataFrame, an Arrow table or a DuckDB relation (from Python).
+
+>>> import duckdb, polars as pl
+>>> con = duckdb.connect()
+>>> side = resolve_side(con, pl.DataFrame({"id": [1, 2]}), "candidate")
+>>> side.columns, side.label
+({'id': 'BIGINT'}, 'Polars DataFrame')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workbench.diff._postgres import pull_table
+from workbench.diff._sql import ident, literal
+from workbench.errors import DiffError
+from workbench.sources.redaction import redact
+
+__all__ = ["DuckDBTable", "Side", "SnapshotInfo", "parse_duckdb_spec", "resolve_side"]
+
+_DUCKDB_FILE = re.compile(r"^(?P<file>.+\.(?:duckdb|ddb|db))(?::(?P<table>[^/\\]+))?$")
+SNAPSHOT_METADATA_KEY = b"workbench.snapshot"
+
+
+@dataclass(frozen=True)
+class DuckDBTable:
+    """A table inside an attached DuckDB file: ``catalog.schema.table``."""
+
+    path: Path
+    catalog: str
+    schema: str
+    table: str
+
+    @property
+    def sql(self) -> str:
+        return f"{ident(self.catalog)}.{ident(self.schema)}.{ident(self.table)}"
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a snapshot's ``workbench.snapshot`` Parquet metadata says."""
+
+    table: str | None
+    taken_at: str | None
+    source: str | None
+    event_store_position: int | None
+    rows: int | None
+
+
+@dataclass
+class Side:
+    """One side of a diff, registered in the diff's connection as ``relation``."""
+
+    role: str
+    label: str
+    relation: str
+    columns: dict[str, str]
+    duckdb_table: DuckDBTable | None = None
+    snapshot: SnapshotInfo | None = None
+    keep_alive: list[Any] = field(default_factory=list, repr=False)
+
+
+def parse_duckdb_spec(spec: str) -> tuple[Path, str, str] | None:
+    """``"file.duckdb:schema.table"`` → (path, schema, table); None when it is no DuckDB spec.
+
+    >>> parse_duckdb_spec("out/replay.duckdb:memories_v2.memories")
+    (PosixPath('out/replay.duckdb'), 'memories_v2', 'memories')
+    >>> parse_duckdb_spec("out/rm.duckdb:memories")[1:]
+    ('main', 'memories')
+    """
+    match = _DUCKDB_FILE.match(spec)
+    if match is None:
+        return None
+    table = match["table"]
+    if not table:
+        raise DiffError(f"{spec!r}: name the table as FILE.duckdb:SCHEMA.TABLE")
+    schema, _, name = table.rpartition(".")
+    return Path(match["file"]), (schema or "main"), name
+
+
+def _describe(con: duckdb.DuckDBPyConnection, relation: str, label: str) -> dict[str, str]:
+    try:
+        rows = con.execute(f"describe select * from {relation}").fetchall()
+    except duckdb.Error as exc:
+        raise DiffError(f"cannot read {label}: {str(exc).splitlines()[0]}") from None
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _attach(con: duckdb.DuckDBPyConnection, path: Path) -> str:
+    """Attach ``path`` read-only once per connection; returns its catalog name."""
+    resolved = str(path.resolve())
+    for name, db_path in con.execute(
+        "select database_name, path from duckdb_databases()"
+    ).fetchall():
+        if db_path and str(Path(db_path).resolve()) == resolved:
+            return str(name)
+    if not path.is_file():
+        raise DiffError(f"no DuckDB file at {path}")
+    catalog = f"_wb_db{len(con.execute('from duckdb_databases()').fetchall())}"
+    try:
+        con.execute(f"attach {literal(resolved)} as {ident(catalog)} (read_only)")
+    except duckdb.Error as exc:
+        raise DiffError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+    return catalog
+
+
+def read_snapshot_info(path: str | os.PathLike[str]) -> SnapshotInfo | None:
+    """The ``workbench.snapshot`` metadata of a Parquet file, if it has one."""
+    try:
+        meta = pq.read_metadata(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    raw = meta.get(SNAPSHOT_METADATA_KEY)
+    if raw is None:
+        return None
+    info = json.loads(raw)
+    position = info.get("event_store_position")
+    return SnapshotInfo(
+        table=info.get("table"),
+        taken_at=info.get("taken_at"),
+        source=info.get("source"),
+        event_store_position=int(position) if position is not None else None,
+        rows=info.get("rows"),
+    )
+
+
+def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
+    """Register ``side`` in ``con`` and describe it; ``role`` is ``candidate`` or ``live``."""
+    view = f"_wb_{role}_source"
+    if isinstance(side, pl.LazyFrame):
+        side = side.collect()
+    if isinstance(side, pl.DataFrame | pa.Table | duckdb.DuckDBPyRelation):
+        kind = {
+            pl.DataFrame: "Polars DataFrame",
+            pa.Table: "Arrow table",
+        }.get(type(side), "DuckDB relation")
+        table = side.to_arrow() if isinstance(side, pl.DataFrame) else side
+        if isinstance(table, duckdb.DuckDBPyRelation):
+            # A relation belongs to its own connection; Arrow carries it across.
+            table = table.to_arrow_table()
+        con.register(view, table)
+        return Side(role, kind, ident(view), _describe(con, ident(view), kind), keep_alive=[table])
+    if not isinstance(side, str | os.PathLike):
+        raise DiffError(f"{role}: cannot diff a {type(side).__name__}")
+    spec = os.fspath(side)
+    if spec.startswith(("postgresql://", "postgres://")):
+        dsn, _, name = spec.partition("#")
+        label = redact(spec)
+        if not name:
+            raise DiffError(f"{label}: name the table as postgresql://…#SCHEMA.TABLE")
+        pulled = pull_table(dsn, name)
+        con.register(f"{view}_arrow", pulled.table)
+        con.execute(
+            f"create or replace temp view {ident(view)} as "
+            f"select {pulled.select_list} from {ident(view + '_arrow')}"
+        )
+        return Side(
+            role, label, ident(view), _describe(con, ident(view), label), keep_alive=[pulled]
+        )
+    parsed = parse_duckdb_spec(spec)
+    if parsed is not None:
+        path, schema, name = parsed
+        table_ref = DuckDBTable(path, _attach(con, path), schema, name)
+        return Side(role, spec, table_ref.sql, _describe(con, table_ref.sql, spec), table_ref)
+    if spec.endswith(".parquet") or any(ch in spec for ch in "*?["):
+        if not any(ch in spec for ch in "*?[") and not Path(spec).is_file():
+            raise DiffError(f"no Parquet file at {spec}")
+        relation = f"read_parquet({literal(spec)})"
+        snapshot = read_snapshot_info(spec) if Path(spec).is_file() else None
+        return Side(role, spec, relation, _describe(con, relation, spec), snapshot=snapshot)
+    raise DiffError(
+        f"{role} {redact(spec)!r}: expected FILE.duckdb:SCHEMA.TABLE, a .parquet file "
+        "or postgresql://…#SCHEMA.TABLE"
+    )
