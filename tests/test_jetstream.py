@@ -272,3 +272,34 @@ def test_envelope_schema_on_disk(nats_url: str, stream: str, tmp_path: Path) -> 
         f.name for f in schema
     ] == list(wb.envelope.COLUMNS)
     assert pa.types.is_int64(schema.field("recorded_ns").type)
+
+
+def test_scenario_round_trip_through_jetstream(nats_url: str, stream: str, tmp_path: Path) -> None:
+    """The generator's stream, archived: the same events and exactly its planted gaps."""
+    from workbench.scenario import generate
+
+    scenario = generate(seed=11, entities=15, events=1_500)
+    scenario.publish_jetstream(nats_url, stream, subject_prefix=stream.lower())
+    result = archive(nats_url, stream, tmp_path, file_events=400)
+
+    assert sorted((g.first, g.last, g.reason) for g in result.gaps) == sorted(
+        (g.first, g.last, g.reason) for g in scenario.truth.gaps
+    )
+    columns = [
+        "global_position",
+        "event_id",
+        "event_type",
+        "schema_version",
+        "stream",
+        "correlation_id",
+        "causation_id",
+        "data",
+        "payload",
+    ]
+    got = ArchiveReader(tmp_path).arrow().select(columns)
+    assert got.equals(scenario.events.select(columns))
+    dupes = rows(
+        tmp_path,
+        "select count(*) from (select event_id from events group by 1 having count(*) > 1)",
+    )
+    assert dupes == [(len(scenario.truth.duplicates),)]
