@@ -7,6 +7,11 @@ times (1) the baseline: a pull consumer reading everything with
 ``fetch(1000)`` and acking nothing (no archive), and (2)
 ``wb.archive_jetstream`` end to end into Parquet. Prints both rates and the
 ratio; the stream is deleted afterwards.
+
+Measured on the 2-core development machine (shared with other jobs):
+200k messages, machine quiet: 106k-114k msg/s end to end, 3.75x the fetch
+loop; 500k messages at load average ~4: 52k msg/s vs 14k (3.7x) on NATS 2.9,
+65k vs 16k msg/s (4.0x) on nats-server 2.15.
 """
 
 from __future__ import annotations
