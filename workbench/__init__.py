@@ -10,6 +10,7 @@ from workbench.analysis import Archive, open_archive
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
 from workbench.diff import Diff, diff
 from workbench.errors import WorkbenchError
+from workbench.sources.jetstream import archive_jetstream, sample_jetstream
 from workbench.sources.postgres import archive_postgres, snapshot_postgres
 
 __all__ = [
@@ -18,12 +19,14 @@ __all__ = [
     "ArchiveWriter",
     "Diff",
     "WorkbenchError",
+    "archive_jetstream",
     "archive_postgres",
     "charts",
     "compact",
     "diff",
     "envelope",
     "open_archive",
+    "sample_jetstream",
     "snapshot_postgres",
 ]
 __version__ = "0.1.0"

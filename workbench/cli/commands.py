@@ -1,6 +1,9 @@
 """Registers every sub-command; one module per command group keeps them small."""
 
-from workbench.cli import check  # noqa: F401
-from workbench.cli import demo  # noqa: F401
-from workbench.cli import diff  # noqa: F401
-from workbench.cli import postgres  # noqa: F401
+from workbench.cli import (
+    check,  # noqa: F401
+    demo,  # noqa: F401
+    diff,  # noqa: F401
+    jetstream,  # noqa: F401
+    postgres,  # noqa: F401
+)

@@ -1,0 +1,305 @@
+"""The JetStream archiver against real servers: mapping, resume, gaps, duplicates, CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from _jetstream_helpers import (
+    ce_message,
+    delete_messages,
+    delete_stream,
+    publish,
+    raw_publish,
+)
+
+import workbench as wb
+from workbench import cli
+from workbench.archive import ArchiveReader
+
+pytestmark = pytest.mark.nats
+
+
+@pytest.fixture
+def stream(nats_url: str, stream_name: str) -> Iterator[str]:
+    yield stream_name
+    delete_stream(nats_url, stream_name)
+
+
+def archive(
+    url: str, stream: str, out: Path, **options: object
+) -> wb.sources.jetstream.JetStreamArchiveResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return wb.archive_jetstream(url, stream, out, **options)  # type: ignore[arg-type]
+
+
+def rows(out: Path, query: str) -> list[tuple[object, ...]]:
+    return ArchiveReader(out).sql(query).fetchall()
+
+
+def test_cloudevents_binary_structured_and_odd_payloads(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    prefix = stream.lower()
+    publish(nats_url, stream, [ce_message(i) for i in range(3)], create={})
+    structured = {
+        "specversion": "1.0",
+        "id": "s-1",
+        "type": "MemoryUpdated",
+        "time": "2024-05-02T08:00:00Z",
+        "subject": "memory-9",
+        "correlationid": "req-s",
+        "dataschema": "https://schemas.example/memory-updated/v3",
+        "data": {"memory_id": 9},
+    }
+    publish(
+        nats_url,
+        stream,
+        [
+            (
+                "mem.updated",
+                json.dumps(structured).encode(),
+                {"content-type": "application/cloudevents+json"},
+            ),
+            (
+                "mem.blob",
+                b"\xff\xfe\x00not json",
+                {"Nats-Msg-Id": "blob-1", "ce-time": "yesterday"},
+            ),
+            ("mem.bare", b"plain text", None),
+        ],
+    )
+    raw_publish(nats_url, f"{prefix}.mem.multi", [b"ce-id: m-1", b"X-Tag: a", b"X-Tag: b"], b"{}")
+
+    result = archive(nats_url, stream, tmp_path)
+
+    assert (result.messages, result.first_seq, result.last_seq, result.gaps) == (7, 1, 7, [])
+    got = rows(
+        tmp_path,
+        "select global_position, source, event_id, event_type, schema_version, stream, "
+        "occurred_at, correlation_id, causation_id, subject, data, payload, delivery_count, "
+        "recorded_ns, epoch_us(recorded_at), metadata from events order by 1",
+    )
+    first = got[0]
+    assert first[1:10] == (
+        f"jetstream:{stream}",
+        "evt-0",
+        "MemoryCreated",
+        2,
+        "memory-1",
+        first[6],
+        "req-0",
+        "cmd-0",
+        f"{prefix}.mem.created",
+    )
+    assert first[6].isoformat() == "2024-05-01T12:00:00.123456+00:00"
+    assert json.loads(first[10]) == {"memory_id": 0, "text": "memory 0"}
+    assert first[11] is None and first[12] == 1
+    assert first[13] // 1000 == first[14] and first[13] % 1000 == first[13] % 1000  # ns beside µs
+    assert json.loads(first[15])["ce-schemaversion"] == "2"
+    s = got[3]  # structured mode: the event is the payload, data inside
+    assert s[2:9] == ("s-1", "MemoryUpdated", 3, "memory-9", s[6], "req-s", None)
+    assert json.loads(s[10]) == {"memory_id": 9}
+    blob = got[4]  # not UTF-8 JSON: kept byte for byte, unmappable time left null
+    assert (blob[2], blob[6], blob[10], blob[11]) == ("blob-1", None, None, b"\xff\xfe\x00not json")
+    bare = got[5]  # no headers at all: archived with what NATS knows
+    assert (bare[2], bare[15], bare[10], bare[11]) == (None, None, None, b"plain text")
+    multi = got[6]
+    assert json.loads(multi[15]) == {"ce-id": "m-1", "X-Tag": ["a", "b"]}
+    assert multi[2] == "m-1"
+
+
+def test_envelope_and_raw_presets_and_maps(nats_url: str, stream: str, tmp_path: Path) -> None:
+    body = {
+        "event_id": "e-1",
+        "event_type": "MemoryCreated",
+        "schema_version": 4,
+        "stream": "memory-1",
+        "stream_position": 7,
+        "occurred_at": "2024-05-01T00:00:00+00:00",
+        "correlation_id": "c-1",
+        "data": {"k": [1, 2]},
+        "meta": {"tenant": "acme"},
+    }
+    publish(
+        nats_url,
+        stream,
+        [("tenant.acme.created", json.dumps(body).encode(), {"X-Req": "r-9"})],
+        create={},
+    )
+
+    archive(nats_url, stream, tmp_path / "env", preset="envelope")
+    got = rows(
+        tmp_path / "env",
+        "select event_id, event_type, schema_version, stream, stream_position, occurred_at, correlation_id, data, payload from events",
+    )
+    assert got[0][:5] == ("e-1", "MemoryCreated", 4, "memory-1", 7)
+    assert got[0][5].isoformat() == "2024-05-01T00:00:00+00:00"
+    assert (got[0][6], json.loads(got[0][7]), got[0][8]) == ("c-1", {"k": [1, 2]}, None)
+
+    archive(nats_url, stream, tmp_path / "raw", preset="raw")
+    got = rows(tmp_path / "raw", "select event_id, event_type, schema_version, data from events")
+    assert got[0][:3] == (None, None, 1) and json.loads(got[0][3]) == body
+
+    maps = [
+        "stream=subject:-2",
+        "event_type=const:Created",
+        "correlation_id=header:x-req",
+        "causation_id=data:meta.tenant",
+        "event_id=metadata:X-Req",
+    ]
+    archive(nats_url, stream, tmp_path / "map", preset="raw", maps=maps)
+    got = rows(
+        tmp_path / "map",
+        "select stream, event_type, correlation_id, causation_id, event_id from events",
+    )
+    assert got == [("acme", "Created", "r-9", "acme", "r-9")]
+
+
+def test_resume_archives_each_message_once(nats_url: str, stream: str, tmp_path: Path) -> None:
+    publish(nats_url, stream, [ce_message(i) for i in range(30)], create={})
+    first = archive(nats_url, stream, tmp_path, file_events=7)
+    assert (first.messages, first.last_seq) == (30, 30)
+    assert archive(nats_url, stream, tmp_path).messages == 0
+    publish(nats_url, stream, [ce_message(i) for i in range(30, 45)])
+    second = archive(nats_url, stream, tmp_path)
+    assert (second.messages, second.first_seq, second.last_seq) == (15, 31, 45)
+    assert rows(
+        tmp_path,
+        "select count(*), count(distinct global_position), min(global_position), max(global_position) from events",
+    ) == [(45, 45, 1, 45)]
+    assert len(ArchiveReader(tmp_path).files) >= 5  # --file-events cut the batches
+
+
+def test_gaps_are_recorded_not_skipped(nats_url: str, stream: str, tmp_path: Path) -> None:
+    publish(nats_url, stream, [ce_message(i) for i in range(10)], create={"max_msgs": 6})
+    delete_messages(nats_url, stream, [7, 10])  # interior and tail deletions
+    with pytest.warns(RuntimeWarning, match="missing"):
+        result = wb.archive_jetstream(nats_url, stream, tmp_path)
+    assert [(g.first, g.last, g.reason) for g in result.gaps] == [
+        (1, 4, "retention"),
+        (7, 7, "deleted"),
+        (10, 10, "deleted"),
+    ]
+    assert rows(tmp_path, "select global_position from events order by 1") == [
+        (5,),
+        (6,),
+        (8,),
+        (9,),
+    ]
+    recorded = rows(
+        tmp_path, "select first_missing, last_missing, reason from gap_records order by 1"
+    )
+    assert recorded == [(1, 4, "retention"), (7, 7, "deleted"), (10, 10, "deleted")]
+    assert result.df().height == 3 and "retention" in result._repr_html_()
+    # A second run finds nothing new and records nothing twice.
+    assert archive(nats_url, stream, tmp_path).gaps == []
+    assert len(rows(tmp_path, "select * from gap_records")) == 3
+
+
+def test_fail_on_gap_exit_code(nats_url: str, stream: str, tmp_path: Path) -> None:
+    publish(nats_url, stream, [ce_message(i) for i in range(4)], create={})
+    delete_messages(nats_url, stream, [2])
+    args = [
+        "archive",
+        "jetstream",
+        "--server",
+        nats_url,
+        "--stream",
+        stream,
+        "--out",
+        str(tmp_path),
+    ]
+    assert cli.run([*args, "--fail-on-gap"]) == 1
+    publish(nats_url, stream, [ce_message(9)])
+    assert cli.run([*args, "--fail-on-gap"]) == 0  # the gap was reported once, the rest is clean
+    assert rows(tmp_path, "select count(*) from events") == [(4,)]
+
+
+def test_duplicate_event_ids_outside_dedupe_window_are_archived_twice(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    publish(nats_url, stream, [ce_message(1)], create={"duplicate_window": 0.2})
+    publish(nats_url, stream, [ce_message(1)])  # inside the window: the server drops it
+    time.sleep(0.5)
+    publish(nats_url, stream, [ce_message(1)])  # outside: stored again
+    archive(nats_url, stream, tmp_path)
+    got = rows(
+        tmp_path,
+        "select event_id, list(global_position order by global_position) from events group by 1 having count(*) > 1",
+    )
+    assert got == [("evt-1", [1, 2])]
+
+
+def test_follow_stops_after_idle_exit(nats_url: str, stream: str, tmp_path: Path) -> None:
+    publish(nats_url, stream, [ce_message(i) for i in range(5)], create={})
+    result = archive(nats_url, stream, tmp_path, follow=True, idle_exit=1.5)
+    assert (result.messages, result.stopped) == (5, "idle")
+
+
+def test_cli_user_errors_exit_2_without_secrets(
+    nats_url: str, stream: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish(nats_url, stream, [ce_message(0)], create={})
+    base = ["archive", "jetstream", "--out", str(tmp_path)]
+    assert cli.run([*base, "--server", "nats://app:s3cret@127.0.0.1:1", "--stream", stream]) == 2
+    assert cli.run([*base, "--server", nats_url, "--stream", "NO_SUCH_STREAM"]) == 2
+    assert (
+        cli.run([*base, "--server", nats_url, "--stream", stream, "--map", "colour=const:red"]) == 2
+    )
+    assert cli.run([*base, "--server", nats_url, "--stream", stream, "--preset", "xml"]) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "***" in err
+    assert "stream NO_SUCH_STREAM not found" in err and "colour is not an envelope column" in err
+    assert "Traceback" not in err
+    assert cli.run([*base, "--server", nats_url, "--stream", stream]) == 0
+    assert rows(tmp_path, "select count(*) from events") == [(1,)]
+
+
+def test_envelope_schema_on_disk(nats_url: str, stream: str, tmp_path: Path) -> None:
+    publish(nats_url, stream, [ce_message(0)], create={})
+    archive(nats_url, stream, tmp_path)
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(ArchiveReader(tmp_path).files[0].path)
+    assert schema.remove_metadata().equals(wb.envelope.SCHEMA.remove_metadata()) or [
+        f.name for f in schema
+    ] == list(wb.envelope.COLUMNS)
+    assert pa.types.is_int64(schema.field("recorded_ns").type)
+
+
+def test_scenario_round_trip_through_jetstream(nats_url: str, stream: str, tmp_path: Path) -> None:
+    """The generator's stream, archived: the same events and exactly its planted gaps."""
+    from workbench.scenario import generate
+
+    scenario = generate(seed=11, entities=15, events=1_500)
+    scenario.publish_jetstream(nats_url, stream, subject_prefix=stream.lower())
+    result = archive(nats_url, stream, tmp_path, file_events=400)
+
+    assert sorted((g.first, g.last, g.reason) for g in result.gaps) == sorted(
+        (g.first, g.last, g.reason) for g in scenario.truth.gaps
+    )
+    columns = [
+        "global_position",
+        "event_id",
+        "event_type",
+        "schema_version",
+        "stream",
+        "correlation_id",
+        "causation_id",
+        "data",
+        "payload",
+    ]
+    got = ArchiveReader(tmp_path).arrow().select(columns)
+    assert got.equals(scenario.events.select(columns))
+    dupes = rows(
+        tmp_path,
+        "select count(*) from (select event_id from events group by 1 having count(*) > 1)",
+    )
+    assert dupes == [(len(scenario.truth.duplicates),)]

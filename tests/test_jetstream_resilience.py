@@ -1,0 +1,126 @@
+"""Kill -9 at random points and NATS server restarts: every message archived exactly once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from _jetstream_helpers import ce_message, publish
+
+from workbench.archive import ArchiveReader, ArchiveWriter
+
+pytestmark = pytest.mark.nats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def follow(url: str, stream: str, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "archive",
+            "jetstream",
+            "--server",
+            url,
+            "--stream",
+            stream,
+            "--out",
+            str(out),
+            "--follow",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def archived(out: Path, stream: str) -> int:
+    return ArchiveWriter(out, f"jetstream:{stream}").last_position or 0
+
+
+def wait_for(predicate: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def assert_exactly_once(out: Path, n: int) -> None:
+    got = (
+        ArchiveReader(out)
+        .sql(
+            "select count(*), count(distinct global_position), count(distinct event_id), "
+            "min(global_position), max(global_position) from events"
+        )
+        .fetchall()
+    )
+    assert got == [(n, n, n, 1, n)]
+
+
+def test_kill_9_at_random_points_then_restart(
+    private_nats_server, stream_name: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    url = private_nats_server.url
+    total = 6000
+    publish(url, stream_name, [ce_message(i) for i in range(500)], create={})
+    publishing = threading.Thread(
+        target=publish, args=(url, stream_name, [ce_message(i) for i in range(500, total)])
+    )
+    publishing.start()
+    rng = random.Random(20240501)
+    kills = 0
+    for _ in range(5):
+        process = follow(url, stream_name, tmp_path, "--file-events", "150")
+        before = archived(tmp_path, stream_name)
+        # Kill once it is writing: after it has archived something new, at a random delay.
+        try:
+            wait_for(
+                lambda before=before: (
+                    archived(tmp_path, stream_name) > before or publishing.is_alive() is False
+                ),
+                60,
+            )
+        finally:
+            time.sleep(rng.uniform(0.0, 0.3))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+    publishing.join()
+    process = follow(url, stream_name, tmp_path, "--idle-exit", "1")
+    assert process.wait(120) == 0, process.stderr.read() if process.stderr else ""
+    assert kills == 5
+    assert_exactly_once(tmp_path, total)
+    # No temporary files of the killed writers remain visible to readers.
+    assert not list(tmp_path.glob("source=*/date=*/*.tmp"))
+
+
+def test_follow_survives_server_restart_and_flushes_on_sigterm(
+    private_nats_server, stream_name: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    url = private_nats_server.url
+    publish(url, stream_name, [ce_message(i) for i in range(100)], create={})
+    process = follow(url, stream_name, tmp_path)
+    try:
+        wait_for(lambda: archived(tmp_path, stream_name) == 100)
+        private_nats_server.restart()
+        publish(url, stream_name, [ce_message(i) for i in range(100, 200)])
+        wait_for(lambda: archived(tmp_path, stream_name) == 200, 60)
+        publish(url, stream_name, [ce_message(i) for i in range(200, 230)])
+        time.sleep(0.3)  # the tail is buffered, not yet idle-flushed: SIGTERM must write it
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    assert code == 0, process.stderr.read() if process.stderr else ""
+    assert_exactly_once(tmp_path, 230)

@@ -1,0 +1,116 @@
+"""Consumer lag sampling against real consumers that fall behind and catch up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pyarrow.parquet as pq
+import pytest
+from _jetstream_helpers import ce_message, delete_stream, publish
+from nats.js.api import AckPolicy, ConsumerConfig
+
+import workbench as wb
+from workbench import cli
+from workbench.archive import CONSUMER_SAMPLE_SCHEMA, STREAM_SAMPLE_SCHEMA, ArchiveReader
+
+pytestmark = pytest.mark.nats
+
+
+@pytest.fixture
+def stream(nats_url: str, stream_name: str) -> Iterator[str]:
+    yield stream_name
+    delete_stream(nats_url, stream_name)
+
+
+async def consume(url: str, stream: str, durable: str, n: int, *, ack: bool) -> None:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(
+            f"{stream.lower()}.>",
+            durable=durable,
+            stream=stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
+        )
+        if n:
+            for msg in await sub.fetch(n, timeout=5):
+                if ack:
+                    await msg.ack_sync()
+    finally:
+        await nc.close()
+
+
+def test_lag_of_consumers_falling_behind_and_catching_up(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    publish(nats_url, stream, [ce_message(i) for i in range(40)], create={})
+    asyncio.run(consume(nats_url, stream, "projector", 0, ack=True))  # created, behind by 40
+    asyncio.run(consume(nats_url, stream, "slow", 10, ack=False))  # 10 delivered, unacked
+
+    first = wb.sample_jetstream(nats_url, stream, tmp_path, every=0.1, duration=0.25)
+    assert first.samples == 3
+    asyncio.run(consume(nats_url, stream, "projector", 40, ack=True))  # catches up
+    args = [
+        "sample",
+        "jetstream",
+        "--server",
+        nats_url,
+        "--stream",
+        stream,
+        "--out",
+        str(tmp_path),
+        "--consumer",
+        "projector",
+        "--consumer",
+        "slow",
+        "--every",
+        "0.1",
+        "--duration",
+        "0",
+    ]
+    assert cli.run(args) == 0
+
+    reader = ArchiveReader(tmp_path)
+    lag = reader.sql(
+        "select consumer, list(num_pending order by sampled_at), list(num_ack_pending order by sampled_at), "
+        "last(delivered_stream_seq order by sampled_at), last(ack_floor_stream_seq order by sampled_at), "
+        "max(stream_last_seq) from consumer_samples group by 1 order by 1"
+    ).fetchall()
+    assert lag == [
+        ("projector", [40, 40, 40, 0], [0, 0, 0, 0], 40, 40, 40),
+        ("slow", [30, 30, 30, 30], [10, 10, 10, 10], 10, 0, 40),
+    ]
+    streams = reader.sql(
+        "select count(*), min(last_seq), max(messages), max(consumer_count) from stream_samples"
+    ).fetchall()
+    assert streams == [(4, 40, 40, 2)]
+    files = sorted(tmp_path.glob("_consumer_samples/*/*.parquet")) + sorted(
+        tmp_path.glob("_stream_samples/*/*.parquet")
+    )
+    schemas = {pq.read_schema(f).remove_metadata() for f in files}
+    assert schemas == {
+        CONSUMER_SAMPLE_SCHEMA.remove_metadata(),
+        STREAM_SAMPLE_SCHEMA.remove_metadata(),
+    }
+    assert first.df().height == 6 and "projector" in first._repr_html_()
+
+
+def test_sampling_an_unknown_stream_is_a_user_error(nats_url: str, tmp_path: Path) -> None:
+    args = [
+        "sample",
+        "jetstream",
+        "--server",
+        nats_url,
+        "--stream",
+        "NO_SUCH",
+        "--out",
+        str(tmp_path),
+        "--every",
+        "0.1",
+        "--duration",
+        "0",
+    ]
+    assert cli.run(args) == 2

@@ -1,0 +1,127 @@
+"""``workbench archive jetstream`` and ``workbench sample jetstream``."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from workbench.cli._app import archive_app, console, err_console, sample_app
+from workbench.sources.jetstream import (
+    ArchiveProgress,
+    JetStreamMapping,
+    archive_jetstream,
+    sample_jetstream,
+)
+from workbench.sources.redaction import redact
+
+
+@archive_app.command("jetstream")
+def archive_jetstream_command(
+    server: str = typer.Option(..., "--server", help="NATS URL, e.g. nats://127.0.0.1:4222."),
+    stream: str = typer.Option(..., "--stream", help="Name of the JetStream stream."),
+    out: Path = typer.Option(..., "--out", help="Archive directory (created if missing)."),
+    preset: str = typer.Option(
+        "cloudevents", "--preset", help="Field mapping preset: cloudevents, envelope or raw."
+    ),
+    maps: list[str] = typer.Option(
+        [],
+        "--map",
+        help="FIELD=SPEC, SPEC one of header:NAME, data:dotted.path, subject:INDEX, "
+        "metadata:dotted.path, const:VALUE (repeatable; overrides the preset).",
+    ),
+    follow: bool = typer.Option(
+        False, "--follow", help="Keep tailing the stream until SIGINT/SIGTERM."
+    ),
+    idle_exit: float | None = typer.Option(
+        None, "--idle-exit", min=0, help="With --follow: stop after SECONDS without a message."
+    ),
+    file_events: int = typer.Option(
+        100_000, "--file-events", min=1, help="Messages per batch and Parquet file."
+    ),
+    fail_on_gap: bool = typer.Option(
+        False, "--fail-on-gap", help="Exit with code 1 when the stream lost messages."
+    ),
+) -> None:
+    """Archive every message of a JetStream stream into the Parquet archive, exactly once.
+
+    Resumes after the highest archived sequence; gaps in the stream (retention,
+    deletions, sequence jumps) are recorded in gap_records and reported.
+    """
+    JetStreamMapping.from_options(preset, maps)  # a mapping mistake is told before connecting
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(f"jetstream:{stream}", total=None, info="connecting")
+
+        def report(p: ArchiveProgress) -> None:
+            total = None if p.remaining is None else p.archived + p.remaining
+            left = "" if p.remaining is None else f", {p.remaining:,} left"
+            bar.update(
+                task,
+                completed=p.archived,
+                total=None if follow else total,
+                info=f"{p.archived:,} msgs, {p.rate:,.0f} msg/s{left}",
+            )
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = archive_jetstream(
+                server,
+                stream,
+                out,
+                preset=preset,
+                maps=maps,
+                follow=follow,
+                idle_exit=idle_exit,
+                file_events=file_events,
+                progress=report,
+                warn=False,
+            )
+        bar.update(task, total=max(result.messages, 1), completed=max(result.messages, 1))
+    console.print(redact(str(result)), highlight=False)
+    for gap in result.gaps:
+        err_console.print(f"[bold yellow]warning:[/] {result.source}: {gap}", highlight=False)
+    if result.gaps and fail_on_gap:
+        raise typer.Exit(1)
+
+
+@sample_app.command("jetstream")
+def sample_jetstream_command(
+    server: str = typer.Option(..., "--server", help="NATS URL, e.g. nats://127.0.0.1:4222."),
+    stream: str = typer.Option(..., "--stream", help="Name of the JetStream stream."),
+    consumers: list[str] = typer.Option(
+        [], "--consumer", help="Consumer to sample (repeatable; default: all of the stream's)."
+    ),
+    every: float = typer.Option(1.0, "--every", min=0.01, help="Seconds between samples."),
+    duration: float = typer.Option(60.0, "--duration", min=0, help="Seconds to sample for."),
+    out: Path = typer.Option(..., "--out", help="Archive directory (created if missing)."),
+) -> None:
+    """Record stream state and consumer lag over time into the archive (stream_samples, consumer_samples)."""
+    expected = int(duration // every) + 1
+    with Progress(
+        TextColumn("[bold]sampling {task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as bar:
+        task = bar.add_task(stream, total=expected)
+        result = sample_jetstream(
+            server,
+            stream,
+            out,
+            consumers=consumers or None,
+            every=every,
+            duration=duration,
+            progress=lambda n: bar.update(task, completed=n),
+        )
+    console.print(str(result), highlight=False)

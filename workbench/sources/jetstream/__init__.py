@@ -1,0 +1,27 @@
+"""Archiving NATS JetStream streams and sampling their consumers' lag.
+
+- :func:`archive_jetstream`: every message of a stream into the archive,
+  exactly once, resuming from the archive itself, gaps on record.
+- :func:`sample_jetstream`: stream state and consumer info over time, for
+  lag charts.
+"""
+
+from workbench.sources.jetstream.archiver import (
+    ArchiveProgress,
+    Gap,
+    JetStreamArchiveResult,
+    archive_jetstream,
+)
+from workbench.sources.jetstream.mapping import PRESETS, JetStreamMapping
+from workbench.sources.jetstream.sampler import LagSampleResult, sample_jetstream
+
+__all__ = [
+    "PRESETS",
+    "ArchiveProgress",
+    "Gap",
+    "JetStreamArchiveResult",
+    "JetStreamMapping",
+    "LagSampleResult",
+    "archive_jetstream",
+    "sample_jetstream",
+]

@@ -1,0 +1,136 @@
+"""The control connection (nats-py): connecting, stream state, ordered consumers.
+
+Errors become :class:`~workbench.errors.SourceError` with the server URL
+redacted, so a password in ``nats://user:pass@host`` is never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import nats
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from workbench.errors import SourceError
+from workbench.sources.redaction import redact
+
+__all__ = ["connect", "create_ordered_consumer", "delete_consumer", "jetstream_api", "stream_state"]
+
+
+async def _ignore(_: Exception) -> None:
+    """Reconnects are expected (server restarts); errors surface through requests."""
+
+
+async def connect(url: str, *, reconnect: bool = True) -> Client:
+    """Connect to NATS at ``url``; keep reconnecting in the background if ``reconnect``."""
+    # nats-py keeps retrying an unreachable server forever when reconnects are on,
+    # so a first TCP probe turns a wrong URL into an error at once.
+    await _probe(url)
+    try:
+        return await nats.connect(
+            url,
+            name="workbench",
+            connect_timeout=5,
+            allow_reconnect=reconnect,
+            max_reconnect_attempts=-1 if reconnect else 0,
+            reconnect_time_wait=0.25,
+            error_cb=_ignore,
+        )
+    except Exception as exc:  # nats-py raises assorted errors for an unreachable server
+        raise SourceError(
+            f"cannot connect to NATS at {redact(url)}: {redact(str(exc)) or type(exc).__name__}"
+        ) from None
+
+
+async def _probe(url: str) -> None:
+    reasons = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip() if "://" in one else f"nats://{one.strip()}")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222), 5
+            )
+        except (OSError, TimeoutError) as exc:
+            reasons.append(str(exc) or type(exc).__name__)
+            continue
+        writer.close()
+        return
+    raise SourceError(f"cannot connect to NATS at {redact(url)}: {'; '.join(reasons)}")
+
+
+async def jetstream_api(
+    nc: Client, subject: str, request: dict[str, Any] | None = None, *, timeout: float = 5
+) -> dict[str, Any]:
+    """One JetStream API request (``$JS.API.<subject>``); an API error becomes SourceError."""
+    payload = json.dumps(request).encode() if request is not None else b""
+    try:
+        msg = await nc.request(f"$JS.API.{subject}", payload, timeout=timeout)
+    except NoRespondersError:
+        raise SourceError("JetStream is not enabled on this NATS server") from None
+    except NatsTimeout:
+        raise SourceError(f"JetStream API {subject} timed out") from None
+    reply: dict[str, Any] = json.loads(msg.data)
+    error = reply.get("error")
+    if error:
+        raise SourceError(f"JetStream: {error.get('description', error)} ({subject})")
+    return reply
+
+
+async def stream_state(nc: Client, stream: str, *, deleted: bool = False) -> dict[str, Any]:
+    """The stream's ``state`` (messages, first_seq, last_seq, and the ``deleted`` list if asked)."""
+    try:
+        info = await jetstream_api(
+            nc, f"STREAM.INFO.{stream}", {"deleted_details": True} if deleted else None
+        )
+    except SourceError as exc:
+        if "not found" in str(exc):
+            raise SourceError(f"stream {stream} not found") from None
+        raise
+    state: dict[str, Any] = info["state"]
+    return state
+
+
+async def create_ordered_consumer(
+    nc: Client, stream: str, *, start_seq: int, deliver_subject: str, heartbeat: float
+) -> str:
+    """An ephemeral push consumer as nats.go's ordered consumer makes one; returns its name.
+
+    No acks, one delivery, flow control and idle heartbeats, memory storage;
+    the server drops it by itself once the archiver is gone.
+    """
+    config = {
+        "deliver_policy": "by_start_sequence",
+        "opt_start_seq": max(start_seq, 1),
+        "ack_policy": "none",
+        "max_deliver": 1,
+        "replay_policy": "instant",
+        "flow_control": True,
+        "idle_heartbeat": int(heartbeat * 1e9),
+        "deliver_subject": deliver_subject,
+        "mem_storage": True,
+        "num_replicas": 1,
+        "inactive_threshold": int(max(5.0, heartbeat * 5) * 1e9),
+    }
+    reply = await jetstream_api(
+        nc, f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config}
+    )
+    name: str = reply["name"]
+    return name
+
+
+async def delete_consumer(nc: Client, stream: str, name: str) -> None:
+    """Delete a consumer, ignoring failure (it expires by itself)."""
+    with contextlib.suppress(SourceError, TimeoutError, OSError):
+        await asyncio.wait_for(jetstream_api(nc, f"CONSUMER.DELETE.{stream}.{name}", timeout=1), 2)
+
+
+def deliver_subject() -> str:
+    """A fresh, unguessable deliver subject."""
+    return f"_WB.deliver.{uuid.uuid4().hex}"

@@ -1,0 +1,442 @@
+"""Archiving a JetStream stream: every message once, gaps on record.
+
+The archive is the checkpoint: a run resumes at the highest archived stream
+sequence + 1 through an ephemeral ordered push consumer (no durable state on
+the server), reads deliveries in bulk off the wire, maps each batch to
+envelopes in one query, and writes it atomically while the next batch is
+read. Missing sequences are classified (retention, deleted, sequence-jump)
+and recorded in ``gap_records`` before the batch after them is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import os
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from workbench.archive import ArchiveReader, ArchiveWriter
+from workbench.errors import ArchiveError, SourceError
+from workbench.sources.jetstream import _client
+from workbench.sources.jetstream._wire import Deliveries, WireConnection
+from workbench.sources.jetstream.mapping import JetStreamMapping
+from workbench.sources.redaction import redact
+
+__all__ = ["ArchiveProgress", "Gap", "JetStreamArchiveResult", "archive_jetstream"]
+
+_HEARTBEAT = 1.0  # seconds between the server's idle heartbeats
+_IDLE_FLUSH = 1.0  # a partial batch is written after this long without messages
+_RECONNECT_FOR = 30.0  # without --follow, give up on a server gone this long
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Stream sequences ``first``..``last`` (inclusive) the archive does not have, and why."""
+
+    first: int
+    last: int
+    reason: str
+
+    def __str__(self) -> str:
+        span = f"{self.first}" if self.first == self.last else f"{self.first}-{self.last}"
+        return f"sequences {span} missing ({self.reason})"
+
+
+@dataclass(frozen=True)
+class ArchiveProgress:
+    """Where a run is: messages archived so far and what the stream still holds past them."""
+
+    archived: int
+    last_seq: int | None
+    remaining: int | None
+    rate: float
+
+
+@dataclass
+class JetStreamArchiveResult:
+    """What one ``archive_jetstream`` run did.
+
+    >>> r = JetStreamArchiveResult("S", "out", messages=10, first_seq=1, last_seq=12,
+    ...                            gaps=[Gap(5, 6, "deleted")], elapsed=0.5)
+    >>> r.rate, r.df()["reason"].to_list()
+    (20.0, ['deleted'])
+    """
+
+    stream: str
+    out: str
+    messages: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    gaps: list[Gap] = field(default_factory=list)
+    elapsed: float = 0.0
+    #: Why the run ended: "caught-up", "signal", "idle".
+    stopped: str = "caught-up"
+
+    @property
+    def source(self) -> str:
+        return f"jetstream:{self.stream}"
+
+    @property
+    def rate(self) -> float:
+        """Messages archived per second."""
+        return round(self.messages / self.elapsed, 1) if self.elapsed > 0 else 0.0
+
+    def df(self) -> pl.DataFrame:
+        """The gaps found in this run, one row per missing range."""
+        return pl.DataFrame(
+            {
+                "first_missing": [g.first for g in self.gaps],
+                "last_missing": [g.last for g in self.gaps],
+                "reason": [g.reason for g in self.gaps],
+            },
+            schema={"first_missing": pl.Int64, "last_missing": pl.Int64, "reason": pl.String},
+        )
+
+    def __str__(self) -> str:
+        span = f"sequences {self.first_seq}-{self.last_seq}" if self.messages else "nothing new"
+        gaps = f", {len(self.gaps)} gap(s)" if self.gaps else ", no gaps"
+        return (
+            f"{self.source}: {self.messages:,} message(s) archived ({span}) "
+            f"in {self.elapsed:.1f}s, {self.rate:,.0f} msg/s{gaps}"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{g.first}</td><td>{g.last}</td><td>{html.escape(g.reason)}</td></tr>"
+            for g in self.gaps[:20]
+        )
+        gaps = (
+            f"<table><tr><th>first</th><th>last</th><th>reason</th></tr>{rows}</table>"
+            if self.gaps
+            else "<p>no gaps</p>"
+        )
+        return f"<div><b>{html.escape(str(self))}</b>{gaps}</div>"
+
+
+def archive_jetstream(
+    server: str,
+    stream: str,
+    out: str | os.PathLike[str],
+    *,
+    preset: str = "cloudevents",
+    maps: Iterable[str] = (),
+    follow: bool = False,
+    idle_exit: float | None = None,
+    file_events: int = 100_000,
+    progress: Callable[[ArchiveProgress], None] | None = None,
+    warn: bool = True,
+) -> JetStreamArchiveResult:
+    """Archive stream ``stream`` at ``server`` into the archive at ``out``.
+
+    Without ``follow`` it archives up to the stream's last sequence at start
+    and returns; with ``follow`` it tails the stream until SIGINT/SIGTERM
+    (or ``idle_exit`` seconds without a message), writing the tail on the
+    way out. Gaps are recorded in the archive's ``gap_records`` and, with
+    ``warn``, issued as warnings.
+    """
+    mapping = JetStreamMapping.from_options(preset, maps)
+    if file_events < 1:
+        raise ArchiveError("file_events must be at least 1")
+    run = _Run(server, stream, Path(out), mapping, follow, idle_exit, file_events, progress)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        result = asyncio.run(run.main())
+    else:  # inside a running loop (Jupyter): run in a thread of our own
+        box: list[Any] = []
+        thread = threading.Thread(target=lambda: box.append(_capture(run)))
+        thread.start()
+        thread.join()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        result = box[0]
+    if warn:
+        for gap in result.gaps:
+            warnings.warn(f"{result.source}: {gap}", RuntimeWarning, stacklevel=2)
+    return result
+
+
+def _capture(run: _Run) -> JetStreamArchiveResult | BaseException:
+    try:
+        return asyncio.run(run.main())
+    except BaseException as exc:
+        return exc
+
+
+class _Run:
+    """One archiver run; state lives here so the loop reads top to bottom."""
+
+    def __init__(
+        self,
+        server: str,
+        stream: str,
+        out: Path,
+        mapping: JetStreamMapping,
+        follow: bool,
+        idle_exit: float | None,
+        file_events: int,
+        progress: Callable[[ArchiveProgress], None] | None,
+    ) -> None:
+        self.server = server
+        self.stream = stream
+        self.mapping = mapping
+        self.follow = follow
+        self.idle_exit = idle_exit
+        self.file_events = file_events
+        self.progress = progress
+        self.writer = ArchiveWriter(out, f"jetstream:{stream}", max_file_events=file_events)
+        self.result = JetStreamArchiveResult(stream, str(out))
+        self.stop = asyncio.Event()
+        self.buffer = Deliveries()
+        self.write_task: asyncio.Task[None] | None = None
+        # The highest sequence seen (buffered or archived): gaps are measured from it.
+        self.seen = 0
+        self.stream_last: int | None = None
+        self.wire: WireConnection | None = None
+        self.consumer: str | None = None
+        self.started = time.monotonic()
+
+    async def main(self) -> JetStreamArchiveResult:
+        started = self.started = time.monotonic()
+        nc = self.nc = await _client.connect(self.server)
+        loop = asyncio.get_running_loop()
+        handled = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self._signal)
+                    handled.append(sig)
+        try:
+            state = await _client.stream_state(nc, self.stream)
+            self.stream_last = state["last_seq"]
+            target = None if self.follow else int(state["last_seq"])
+            self.seen = self.writer.last_position or 0
+            try:
+                if target is None or self.seen < target:
+                    await self._tail(target)
+            finally:  # whatever ended the run, what was read is written
+                await self._flush()
+                if self.write_task is not None:
+                    await self.write_task
+            if target is not None and self.seen < target and not self.stop.is_set():
+                await self._record_gaps([(self.seen + 1, target)])  # the tail was removed
+                self.seen = target
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            if self.write_task is not None and not self.write_task.done():
+                with contextlib.suppress(Exception):
+                    await self.write_task
+            await self._drop_consumer()
+            with contextlib.suppress(Exception):
+                await nc.close()
+        self.result.elapsed = time.monotonic() - started
+        return self.result
+
+    def _signal(self) -> None:
+        self.result.stopped = "signal"
+        self.stop.set()
+
+    async def _tail(self, target: int | None) -> None:
+        """Read deliveries until caught up with ``target`` (or stopped, when following)."""
+        await self._start_consumer()
+        last_message = time.monotonic()
+        while not self.stop.is_set():
+            assert self.wire is not None
+            before = len(self.buffer)
+            try:
+                read = await self.wire.read(self.buffer, timeout=0.25)
+            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                await self._reconnect()
+                continue
+            now = time.monotonic()
+            got = len(self.buffer) - before
+            if got:
+                last_message = now
+                if self.progress is not None:
+                    self._report(read.pending)
+            if target is not None and self.buffer.seq and self.buffer.seq[-1] >= target:
+                self._trim(target)
+                return
+            idle = read.heartbeat and not read.reset
+            if target is not None and (idle or (got and read.pending == 0)):
+                return  # nothing left to deliver: the rest up to target was removed
+            if len(self.buffer) >= self.file_events or (
+                self.buffer.seq and now - last_message > _IDLE_FLUSH
+            ):
+                await self._flush()
+            if read.reset or now - self.wire.last_activity > 3 * _HEARTBEAT + 1:
+                await self._restart_consumer()
+            if self.idle_exit is not None and now - last_message > self.idle_exit:
+                self.result.stopped = "idle"
+                return
+
+    def _trim(self, target: int) -> None:
+        keep = int(np.searchsorted(np.asarray(self.buffer.seq), target, side="right"))
+        for name in ("seq", "ts_ns", "delivered", "subject", "headers", "payload"):
+            del getattr(self.buffer, name)[keep:]
+
+    def _report(self, pending: int | None) -> None:
+        assert self.progress is not None
+        archived = self.result.messages + len(self.buffer)
+        last = self.buffer.seq[-1] if self.buffer.seq else self.seen
+        if pending is not None:
+            self.stream_last = max(self.stream_last or 0, last + pending)
+        remaining = None if self.stream_last is None else max(self.stream_last - last, 0)
+        elapsed = time.monotonic() - self.started
+        rate = archived / elapsed if elapsed > 0 else 0.0
+        self.progress(ArchiveProgress(archived, self.stream_last, remaining, rate))
+
+    async def _start_consumer(self) -> None:
+        self.wire = await WireConnection.connect(self.server)
+        subject = _client.deliver_subject()
+        await self.wire.subscribe(subject)
+        start = (self.buffer.seq[-1] if self.buffer.seq else self.seen) + 1
+        self.consumer = await _client.create_ordered_consumer(
+            self.nc, self.stream, start_seq=start, deliver_subject=subject, heartbeat=_HEARTBEAT
+        )
+
+    async def _drop_consumer(self) -> None:
+        if self.wire is not None:
+            await self.wire.close()
+            self.wire = None
+        if self.consumer is not None:
+            await _client.delete_consumer(self.nc, self.stream, self.consumer)
+            self.consumer = None
+
+    async def _restart_consumer(self) -> None:
+        """Resume after the last message received, on a fresh connection and consumer."""
+        await self._drop_consumer()
+        await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        """Retry until a new consumer delivers again (a server restart, a network blip)."""
+        deadline = time.monotonic() + _RECONNECT_FOR
+        if self.wire is not None:
+            await self.wire.close()
+            self.wire = None
+        while not self.stop.is_set():
+            try:
+                await self._start_consumer()
+                return
+            except (SourceError, ConnectionError, OSError, TimeoutError) as exc:
+                if self.wire is not None:
+                    await self.wire.close()
+                    self.wire = None
+                if not self.follow and time.monotonic() > deadline:
+                    raise SourceError(
+                        f"lost NATS at {redact(self.server)} and could not reconnect: {exc}"
+                    ) from None
+                await asyncio.sleep(0.25)
+        # stopped while reconnecting: the loop exits and flushes what it has
+
+    async def _flush(self) -> None:
+        """Hand the buffered messages to the writer (one write in flight at a time)."""
+        if not self.buffer.seq:
+            return
+        batch, self.buffer = self.buffer, Deliveries()
+        seqs = np.asarray(batch.seq, dtype=np.int64)
+        previous = np.concatenate(([self.seen], seqs[:-1]))
+        jumps = np.flatnonzero(seqs - previous > 1)
+        missing = [(int(previous[i]) + 1, int(seqs[i]) - 1) for i in jumps]
+        self.seen = int(seqs[-1])
+        if self.write_task is not None:
+            await self.write_task  # gaps and files go to the archive in order
+            self.write_task = None
+        if missing:
+            await self._record_gaps(missing)
+        self.write_task = asyncio.create_task(asyncio.to_thread(self._write, batch))
+
+    def _write(self, batch: Deliveries) -> None:
+        table = self.mapping.evaluate(
+            seq=batch.seq,
+            ts_ns=batch.ts_ns,
+            delivered=batch.delivered,
+            subject=batch.subject,
+            headers=batch.headers,
+            payload=batch.payload,
+        )
+        self.writer.append(table)
+        result = self.result
+        if result.first_seq is None:
+            result.first_seq = batch.seq[0]
+        result.last_seq = batch.seq[-1]
+        result.messages += len(batch)
+
+    async def _record_gaps(self, missing: list[tuple[int, int]]) -> None:
+        """Classify missing ranges against the stream's state and record the new ones."""
+        state = await _client.stream_state(self.nc, self.stream, deleted=True)
+        first_seq = int(state["first_seq"])
+        deleted = np.asarray(sorted(state.get("deleted") or []), dtype=np.int64)
+        recorded = _recorded_gaps(self.writer)
+        for first, last in missing:
+            for gap in _classify(first, last, first_seq, deleted):
+                for a, b in _uncovered(gap.first, gap.last, recorded):
+                    self.writer.record_gap(
+                        a, b, gap.reason, f"detected by archive_jetstream on {self.stream}"
+                    )
+                    self.result.gaps.append(Gap(a, b, gap.reason))
+
+
+def _classify(first: int, last: int, first_seq: int, deleted: np.ndarray) -> list[Gap]:
+    """Split ``first``..``last`` into runs of retention loss, deletions and plain jumps.
+
+    >>> _classify(1, 9, 4, np.array([6, 7]))
+    [Gap(first=1, last=3, reason='retention'), Gap(first=4, last=5, reason='sequence-jump'), Gap(first=6, last=7, reason='deleted'), Gap(first=8, last=9, reason='sequence-jump')]
+    """
+    gaps: list[Gap] = []
+    if first < first_seq:
+        gaps.append(Gap(first, min(last, first_seq - 1), "retention"))
+        first = first_seq
+    if first > last:
+        return gaps
+    if last - first > 10_000_000:  # too wide to look at one by one
+        return [*gaps, Gap(first, last, "sequence-jump")]
+    seqs = np.arange(first, last + 1, dtype=np.int64)
+    is_deleted = np.isin(seqs, deleted)
+    cuts = np.flatnonzero(np.diff(is_deleted.astype(np.int8))) + 1
+    for run in np.split(np.arange(len(seqs)), cuts):
+        reason = "deleted" if is_deleted[run[0]] else "sequence-jump"
+        gaps.append(Gap(int(seqs[run[0]]), int(seqs[run[-1]]), reason))
+    return gaps
+
+
+def _recorded_gaps(writer: ArchiveWriter) -> list[tuple[int, int]]:
+    """Gap ranges already in the archive for this source (a restart finds them again)."""
+    try:
+        reader = ArchiveReader(writer.root)
+        rows = reader.sql(
+            "select first_missing, last_missing from gap_records where source = ?",
+            params=[writer.source],
+        ).fetchall()
+    except ArchiveError:
+        return []
+    return [(int(a), int(b)) for a, b in rows]
+
+
+def _uncovered(first: int, last: int, recorded: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Parts of ``first``..``last`` not inside any recorded range.
+
+    >>> _uncovered(1, 10, [(3, 4), (8, 12)])
+    [(1, 2), (5, 7)]
+    """
+    parts = [(first, last)]
+    for a, b in recorded:
+        parts = [
+            piece
+            for lo, hi in parts
+            for piece in ((lo, min(hi, a - 1)), (max(lo, b + 1), hi))
+            if piece[0] <= piece[1]
+        ]
+    return parts

@@ -1,0 +1,256 @@
+"""How JetStream messages fill the envelope: presets and ``--map`` specs, a batch at a time.
+
+Every envelope column is a list of candidate specs; the first that yields a
+value wins, and a message no candidate can fill keeps the column null (it is
+archived all the same). Specs are evaluated over a whole batch as one DuckDB
+query over Arrow columns, never row by row.
+
+Presets:
+
+- ``cloudevents`` (default): CloudEvents binary mode (``ce-*`` headers, the
+  payload is the domain data) and structured mode (``content-type:
+  application/cloudevents+json``, the event in the payload with ``data``
+  inside); ``event_id`` falls back to ``Nats-Msg-Id``.
+- ``envelope``: the payload is a JSON envelope with the canonical column
+  names and ``data`` inside.
+- ``raw``: only what NATS itself knows (sequence, subject, time, headers,
+  payload).
+
+>>> m = JetStreamMapping.from_options("cloudevents", ["stream=subject:-1"])
+>>> [str(s) for s in m.fields["stream"]]
+['subject:-1']
+>>> [str(s) for s in m.fields["event_id"]]
+['header:ce-id', 'event:id', 'header:Nats-Msg-Id']
+>>> JetStreamMapping.from_options("xml", [])
+Traceback (most recent call last):
+...
+workbench.errors.MappingError: unknown preset 'xml'; one of cloudevents, envelope, raw
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import duckdb
+import pyarrow as pa
+
+from workbench import envelope
+from workbench.errors import MappingError
+from workbench.sources.jetstream._headers import Headers
+from workbench.sources.mapping import FieldSpec, parse_mappings
+
+__all__ = ["PRESETS", "JetStreamMapping"]
+
+# Internal spec kind of the presets: a path inside a CloudEvents structured-mode
+# event; only rows whose content-type says so are looked at.
+_EVENT = "event"
+
+
+def _specs(*texts: str) -> tuple[FieldSpec, ...]:
+    return tuple(
+        FieldSpec(_EVENT, t.removeprefix("event:"))
+        if t.startswith("event:")
+        else FieldSpec.parse(t)
+        for t in texts
+    )
+
+
+#: Preset name → envelope column → candidate specs (first non-null wins).
+PRESETS: Final[Mapping[str, Mapping[str, tuple[FieldSpec, ...]]]] = {
+    "cloudevents": {
+        "event_id": _specs("header:ce-id", "event:id", "header:Nats-Msg-Id"),
+        "event_type": _specs("header:ce-type", "event:type"),
+        "schema_version": _specs(
+            "header:ce-schemaversion",
+            "event:schemaversion",
+            "header:ce-dataschema",
+            "event:dataschema",
+        ),
+        "stream": _specs("header:ce-subject", "event:subject"),
+        "stream_position": _specs("header:ce-sequence", "event:sequence"),
+        "occurred_at": _specs("header:ce-time", "event:time"),
+        "correlation_id": _specs("header:ce-correlationid", "event:correlationid"),
+        "causation_id": _specs("header:ce-causationid", "event:causationid"),
+        "data": _specs("event:data"),
+    },
+    "envelope": {
+        name: _specs(f"data:{name}")
+        for name in (
+            "event_id",
+            "event_type",
+            "schema_version",
+            "stream",
+            "stream_position",
+            "occurred_at",
+            "correlation_id",
+            "causation_id",
+            "data",
+        )
+    }
+    | {"event_id": _specs("data:event_id", "header:Nats-Msg-Id")},
+    "raw": {},
+}
+
+# Columns the archiver fills from NATS itself.
+_FROM_NATS: Final[frozenset[str]] = frozenset({"recorded_at", "recorded_ns"})
+_INT_COLUMNS: Final[Mapping[str, str]] = {
+    "schema_version": "integer",
+    "stream_position": "bigint",
+    "delivery_count": "integer",
+}
+
+
+@dataclass(frozen=True)
+class JetStreamMapping:
+    """Envelope column → candidate specs, for one archiver run."""
+
+    preset: str
+    fields: Mapping[str, tuple[FieldSpec, ...]]
+
+    @classmethod
+    def from_options(
+        cls, preset: str = "cloudevents", maps: Iterable[str] = ()
+    ) -> JetStreamMapping:
+        """A preset with ``--map FIELD=SPEC`` overrides (a mapped field replaces the preset's)."""
+        if preset not in PRESETS:
+            raise MappingError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+        fields = dict(PRESETS[preset])
+        for name, spec in parse_mappings(maps).items():
+            if spec.kind == "column":
+                raise MappingError(f"--map {name}={spec}: JetStream messages have no columns")
+            if name in _FROM_NATS:
+                raise MappingError(f"--map {name}={spec}: {name} is the NATS timestamp")
+            fields[name] = (spec,)
+        return cls(preset, fields)
+
+    def evaluate(
+        self,
+        *,
+        seq: list[int],
+        ts_ns: list[int],
+        delivered: list[int],
+        subject: list[bytes],
+        headers: list[bytes],
+        payload: list[bytes],
+    ) -> pa.Table:
+        """Envelope columns (without ``source``) for a batch of messages."""
+        blocks = _text(pa.array(headers, pa.binary()), headers, lossy=True)
+        parsed = Headers(blocks)
+        payloads = pa.array(payload, pa.binary())
+        columns: dict[str, pa.Array] = {
+            "seq": pa.array(seq, pa.int64()),
+            "ts_ns": pa.array(ts_ns, pa.int64()),
+            "delivered": pa.array(delivered, pa.int32()),
+            "subject": _text(pa.array(subject, pa.binary()), subject, lossy=True),
+            "payload": payloads,
+            "text": _text(payloads, payload),
+            "metadata": parsed.metadata(),
+        }
+        header_names: dict[str, str] = {}
+        for spec in (s for specs in self.fields.values() for s in specs):
+            if spec.kind == "header" and spec.arg.lower() not in header_names:
+                column = f"h{len(header_names)}"
+                header_names[spec.arg.lower()] = column
+                columns[column] = parsed.lookup(spec.arg)
+        structured = "false"
+        if any(s.kind == _EVENT for specs in self.fields.values() for s in specs):
+            columns["content_type"] = parsed.lookup("content-type")
+            structured = "coalesce(lower(content_type) like 'application/cloudevents+json%', false)"
+        raw = pa.table(columns)
+        selects = {
+            "global_position": "seq",
+            "recorded_at": "make_timestamp(ts_ns // 1000)",
+            "recorded_ns": "ts_ns",
+            "subject": "subject",
+            "metadata": "metadata",
+            "payload": "case when j is null then payload end",
+            "delivery_count": "delivered",
+        }
+        for name in envelope.COLUMNS:
+            specs = self.fields.get(name, ())
+            if name in {"source", "global_position", "recorded_at", "recorded_ns", "payload"}:
+                continue
+            exprs = [_expr(name, s, header_names) for s in specs]
+            if name == "data" and all(s.kind == _EVENT for s in specs):
+                exprs.append("case when not structured then j end")  # the payload is the data
+            if name in selects:
+                exprs.append(selects[name])  # what NATS knows, when no spec fills it
+            if name == "schema_version":
+                exprs.append("1")
+            if exprs:
+                selects[name] = f"coalesce({', '.join(exprs)})"
+        query = (
+            f"with r as (select *, {structured} as structured, "
+            "case when json_valid(text) then text end as j from raw) "
+            "select " + ", ".join(f"{e} as {n}" for n, e in selects.items()) + " from r"
+        )
+        con = duckdb.connect()
+        try:
+            con.execute("set timezone = 'UTC'")
+            con.register("raw", raw)
+            return con.sql(query).to_arrow_table()
+        finally:
+            con.close()
+
+
+def _expr(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> str:
+    kind = spec.kind
+    if kind == "header":
+        value = header_names[spec.arg.lower()]
+    elif kind in ("data", _EVENT):
+        fn = "json_extract" if column == "data" else "json_extract_string"
+        value = f"{fn}(j, {_pointer(spec.path)})"
+        if column == "data":
+            value = f"({value})::varchar"
+        if kind == _EVENT:
+            value = f"case when structured then {value} end"
+    elif kind == "metadata":
+        value = f"json_extract_string(metadata, {_pointer(spec.path)})"
+    elif kind == "subject":
+        index = spec.index + 1 if spec.index >= 0 else spec.index
+        value = f"string_split(subject, '.')[{index}]"
+    else:  # const
+        value = _literal(spec.arg)
+    return _convert(column, value)
+
+
+def _convert(column: str, value: str) -> str:
+    if column == "occurred_at":
+        return f"try_cast({value} as timestamptz)"
+    if column == "schema_version":
+        # "2", or a version inside a schema URI such as .../memory-created/v2
+        return (
+            f"coalesce(try_cast({value} as integer), "
+            f"try_cast(nullif(regexp_extract({value}, '[vV]([0-9]+)[^0-9]*$', 1), '') as integer))"
+        )
+    if column in _INT_COLUMNS:
+        return f"try_cast({value} as {_INT_COLUMNS[column]})"
+    return f"({value})::varchar"
+
+
+def _pointer(path: tuple[str, ...]) -> str:
+    """A JSON pointer (RFC 6901) as a SQL literal, so any key is addressable."""
+    return _literal("/" + "/".join(k.replace("~", "~0").replace("/", "~1") for k in path))
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _text(values: pa.Array, items: list[bytes], *, lossy: bool = False) -> pa.Array:
+    """UTF-8 text of binary ``values`` (built from ``items``); invalid ones become null (or lossy)."""
+    try:
+        return values.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([_decode(v, lossy) for v in items], pa.string())
+
+
+def _decode(value: bytes | None, lossy: bool) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode(errors="replace") if lossy else None
