@@ -6,6 +6,7 @@ the archive is its own checkpoint.
 """
 
 from workbench.archive.compact import CompactResult, compact
+from workbench.archive.pipeline import WritePipeline
 from workbench.archive.reader import ArchiveReader
 from workbench.archive.records import (
     CONSUMER_SAMPLE_SCHEMA,
@@ -23,6 +24,7 @@ __all__ = [
     "ArchiveReader",
     "ArchiveWriter",
     "CompactResult",
+    "WritePipeline",
     "append_records",
     "compact",
 ]

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from workbench.archive._layout import (
+    DICTIONARY_COLUMNS,
     DataFile,
     data_file_name,
     list_data_files,
@@ -92,7 +93,7 @@ def _runs(files: list[DataFile], target_events: int) -> list[list[DataFile]]:
 def _merge(run: list[DataFile]) -> None:
     table = pa.concat_tables(pq.read_table(f.path) for f in run)
     target = run[0].path.parent / data_file_name(run[0].first, run[-1].last)
-    write_atomically(table, target)
+    write_atomically(table, target, dictionary=DICTIONARY_COLUMNS)
     for f in run:
         f.path.unlink()
 

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from workbench import envelope
 from workbench.archive._layout import (
+    DICTIONARY_COLUMNS,
     data_file_name,
     encode_partition,
     remove_stale_temporaries,
@@ -80,11 +81,13 @@ class ArchiveWriter:
         table = envelope.conform(batch, source=self.source)
         if table.num_rows == 0:
             return []
-        table = table.sort_by("global_position")
         positions = table.column("global_position")
+        if not (np.diff(positions.to_numpy()) > 0).all():  # archivers hand over sorted batches
+            table = table.sort_by("global_position")
+            positions = table.column("global_position")
+            if pc.any(pc.equal(positions[1:], positions[:-1])).as_py():
+                raise ArchiveError(f"source {self.source}: batch repeats a global_position")
         first = positions[0].as_py()
-        if pc.any(pc.equal(positions[1:], positions[:-1])).as_py():
-            raise ArchiveError(f"source {self.source}: batch repeats a global_position")
         with source_lock(self.root, self.source):
             remove_stale_temporaries(source_dir(self.root, self.source))
             last = self.last_position
@@ -136,7 +139,9 @@ class ArchiveWriter:
         first, last = positions[0].as_py(), positions[-1].as_py()
         day = chunk.column("recorded_at")[0].as_py().date().isoformat()
         path = source_dir(self.root, self.source) / f"date={day}" / data_file_name(first, last)
-        write_atomically(chunk, path, row_group_size=self.row_group_size)
+        write_atomically(
+            chunk, path, row_group_size=self.row_group_size, dictionary=DICTIONARY_COLUMNS
+        )
         return path
 
 

@@ -12,11 +12,11 @@ recorded in ``gap_records`` as ``rolled-back``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import os
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from workbench.archive import ArchiveReader, ArchiveWriter
+from workbench.archive import ArchiveReader, ArchiveWriter, WritePipeline
 from workbench.errors import ArchiveError, SourceError
 from workbench.sources.mapping import FieldSpec, parse_mappings
 from workbench.sources.postgres._connection import (
@@ -148,7 +148,7 @@ class PostgresArchiver:
         self._gaps_upto = _recorded_gaps_upto(Path(out), self.query.source)
         self._duck = duckdb.connect()
         self._duck.execute("set TimeZone = 'UTC'")
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="wb-pg-read")
+        self._pipeline = WritePipeline(depth=2, name="wb-pg-write")
         self.estimated_total = 0
 
     @property
@@ -187,48 +187,85 @@ class PostgresArchiver:
         return self.result.rows_archived - before
 
     def _read(self, floor: int, settled: int, progress: Progress | None) -> int | None:
-        """Read chunks above ``floor``; stop at the first unsettled hole and return its position."""
-        expected = floor + 1
-        pending: Future[pa.Table] | None = self._pool.submit(self._fetch, floor)
-        while pending is not None:
-            chunk = pending.result()
-            pending = None
-            if chunk.num_rows == 0:
-                return None
-            positions = chunk.column("global_position").to_numpy()
-            if chunk.num_rows == self.batch_size:  # read the next chunk while this one is written
-                pending = self._pool.submit(self._fetch, int(positions[-1]))
-            previous = np.concatenate(([expected - 1], positions[:-1]))
-            cut, waiting_at, gaps = chunk.num_rows, None, []
-            for i in np.flatnonzero(positions - previous > 1):
-                first, last = int(previous[i]) + 1, int(positions[i]) - 1
-                if last <= settled:
-                    gaps.append((first, last))
-                    continue
-                if first <= settled:
-                    gaps.append((first, settled))
-                cut, waiting_at = int(i), max(first, settled + 1)
-                break
-            self._record_gaps(gaps)
-            if cut:
-                self._append(chunk.slice(0, cut))
-            if progress is not None:
-                progress(self.result.rows_archived, self.estimated_total)
-            if waiting_at is not None:
-                if pending is not None:
-                    pending.result()
-                return waiting_at
-            expected = int(positions[-1]) + 1
-        return None
+        """Stream rows above ``floor``; stop at the first unsettled hole and return its position.
 
-    def _fetch(self, after: int) -> pa.Table:
+        One query per poll, read batch by batch while the write pipeline
+        converts and writes the batches before; files hold ``batch_size`` rows.
+        """
+        expected = floor + 1
+        held: list[pa.RecordBatch] = []
+        waiting_at: int | None = None
+        with self._stream(floor) as batches:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                positions = batch.column("global_position").to_numpy()
+                cut, waiting_at, gaps = _holes(positions, expected, settled)
+                if gaps:  # recorded before the rows after them are written
+                    self._pipeline.submit(functools.partial(self._record_gaps, gaps))
+                if cut:
+                    held.append(batch.slice(0, cut))
+                    held = self._submit_files(held, whole_only=True)
+                if progress is not None:
+                    progress(self.result.rows_archived, self.estimated_total)
+                if waiting_at is not None:
+                    break
+                expected = int(positions[-1]) + 1
+        self._submit_files(held, whole_only=False)
+        self._pipeline.flush()
+        if progress is not None:
+            progress(self.result.rows_archived, self.estimated_total)
+        return waiting_at
+
+    def _submit_files(
+        self, held: list[pa.RecordBatch], *, whole_only: bool
+    ) -> list[pa.RecordBatch]:
+        """Hand ``batch_size`` rows at a time to the writer; return what is left over."""
+        rows = sum(b.num_rows for b in held)
+        if not rows or (whole_only and rows < self.batch_size):
+            return held
+        table = pa.Table.from_batches(held)
+        start = 0
+        while rows - start >= self.batch_size or (not whole_only and start < rows):
+            piece = table.slice(start, self.batch_size)
+            self._pipeline.submit(functools.partial(self._append, piece))
+            start += piece.num_rows
+        return table.slice(start).to_batches()
+
+    @contextlib.contextmanager
+    def _stream(self, after: int) -> Iterator[Iterator[pa.RecordBatch]]:
+        """Record batches of the rows above ``after``; the query is cancelled if left early."""
         cur = self._con.cursor()
+        reader: pa.RecordBatchReader | None = None
+        done = False
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            nonlocal done
+            assert reader is not None
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    done = True
+                    return
+                except Exception as exc:
+                    raise source_error(f"reading {self.query.source}", exc) from None
+                yield batch
+
         try:
-            cur.execute(self.query.select(after, self.batch_size))
-            return cur.fetch_arrow_table()
-        except Exception as exc:
-            raise source_error(f"reading {self.query.source}", exc) from None
+            try:
+                cur.execute(self.query.select(after))
+                reader = cur.fetch_record_batch()
+            except Exception as exc:
+                raise source_error(f"reading {self.query.source}", exc) from None
+            yield batches()
         finally:
+            if reader is not None and not done:
+                with contextlib.suppress(Exception):  # stop the server sending the rest
+                    cur.adbc_cancel()
+            with contextlib.suppress(Exception):
+                if reader is not None:
+                    reader.close()
             cur.close()
 
     def _exec(self, sql: str, context: str) -> None:
@@ -348,9 +385,9 @@ class PostgresArchiver:
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
+        pipeline = getattr(self, "_pipeline", None)
+        if pipeline is not None:
+            pipeline.close()
         con, self._con = getattr(self, "_con", None), None
         if con is not None:
             with contextlib.suppress(Exception):  # already broken: nothing left to release
@@ -361,6 +398,34 @@ class PostgresArchiver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _holes(
+    positions: np.ndarray, expected: int, settled: int
+) -> tuple[int, int | None, list[tuple[int, int]]]:
+    """Scan ascending ``positions`` that should start at ``expected``.
+
+    Returns how many rows to keep, the position of the first hole that may
+    still fill (rows from there on wait), and the settled holes before it.
+
+    >>> _holes(np.array([1, 2, 5, 6, 9]), 1, settled=6)
+    (4, 7, [(3, 4)])
+    >>> _holes(np.array([3, 4]), 1, settled=0)
+    (0, 1, [])
+    >>> _holes(np.array([3, 4]), 1, settled=10)
+    (2, None, [(1, 2)])
+    """
+    previous = np.concatenate(([expected - 1], positions[:-1]))
+    gaps: list[tuple[int, int]] = []
+    for i in np.flatnonzero(positions - previous > 1):
+        first, last = int(previous[i]) + 1, int(positions[i]) - 1
+        if last <= settled:
+            gaps.append((first, last))
+            continue
+        if first <= settled:
+            gaps.append((first, settled))
+        return int(i), max(first, settled + 1), gaps
+    return len(positions), None, gaps
 
 
 def _utf8_or_none(value: bytes | None) -> str | None:
