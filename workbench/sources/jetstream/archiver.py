@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import html
 import os
 import signal
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from workbench.archive import ArchiveReader, ArchiveWriter
+from workbench.archive import ArchiveReader, ArchiveWriter, WritePipeline
 from workbench.errors import ArchiveError, SourceError
 from workbench.sources.jetstream import _client
 from workbench.sources.jetstream._wire import Deliveries, WireConnection
@@ -199,7 +200,7 @@ class _Run:
         self.result = JetStreamArchiveResult(stream, str(out))
         self.stop = asyncio.Event()
         self.buffer = Deliveries()
-        self.write_task: asyncio.Task[None] | None = None
+        self.pipeline: WritePipeline  # started by main()
         # The highest sequence seen (buffered or archived): gaps are measured from it.
         self.seen = 0
         self.stream_last: int | None = None
@@ -217,6 +218,8 @@ class _Run:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self._signal)
                     handled.append(sig)
+        # Writes run in a background thread while the next batch is read.
+        self.pipeline = WritePipeline(depth=1, name="wb-js-write")
         try:
             state = await _client.stream_state(nc, self.stream)
             self.stream_last = state["last_seq"]
@@ -227,17 +230,15 @@ class _Run:
                     await self._tail(target)
             finally:  # whatever ended the run, what was read is written
                 await self._flush()
-                if self.write_task is not None:
-                    await self.write_task
+                await asyncio.to_thread(self.pipeline.flush)
             if target is not None and self.seen < target and not self.stop.is_set():
                 await self._record_gaps([(self.seen + 1, target)])  # the tail was removed
                 self.seen = target
         finally:
             for sig in handled:
                 loop.remove_signal_handler(sig)
-            if self.write_task is not None and not self.write_task.done():
-                with contextlib.suppress(Exception):
-                    await self.write_task
+            with contextlib.suppress(Exception):  # a write error was raised above
+                await asyncio.to_thread(self.pipeline.close)
             await self._drop_consumer()
             with contextlib.suppress(Exception):
                 await nc.close()
@@ -351,12 +352,13 @@ class _Run:
         jumps = np.flatnonzero(seqs - previous > 1)
         missing = [(int(previous[i]) + 1, int(seqs[i]) - 1) for i in jumps]
         self.seen = int(seqs[-1])
-        if self.write_task is not None:
-            await self.write_task  # gaps and files go to the archive in order
-            self.write_task = None
         if missing:
+            await asyncio.to_thread(
+                self.pipeline.flush
+            )  # gaps and files go to the archive in order
             await self._record_gaps(missing)
-        self.write_task = asyncio.create_task(asyncio.to_thread(self._write, batch))
+        # Blocks (in a thread, not the event loop) while a batch waits for the writer.
+        await asyncio.to_thread(self.pipeline.submit, functools.partial(self._write, batch))
 
     def _write(self, batch: Deliveries) -> None:
         table = self.mapping.evaluate(
