@@ -491,3 +491,18 @@ def test_snapshot_cli_without_events_table(pg_dsn: str, pg_schema: str, tmp_path
         == 2
     )
     assert not (tmp_path / "m.parquet").exists()
+
+
+def test_integer_fields_from_json_text_never_fail_a_cast(pg_dsn: str) -> None:
+    """schemaVersion / causation positions: plain digits take the fast test, the rest the pattern."""
+    from workbench.sources.postgres.presets import _int_or_null
+
+    values = ["7", "0012", " -3 ", "\t42\n", "12a", "", " ", "-", "--5", "1.5", "1234567890", None]
+    expected = [7, 12, -3, 42, None, None, None, None, None, None, None, None]
+    with psycopg.connect(pg_dsn) as con:
+        got = [
+            row[0]
+            for v in values
+            for row in con.execute(f"select {_int_or_null('v')} from (select %s::text as v) x", [v])
+        ]
+    assert got == expected

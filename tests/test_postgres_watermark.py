@@ -173,3 +173,34 @@ def test_follow_mode_with_idle_exit_via_cli(pg_dsn: str, pg_schema: str, tmp_pat
     later.join()
     assert code == 0
     assert archived_positions(tmp_path) == [1, 2, 3, 4, 5]
+
+
+def test_a_hole_mid_stream_stops_the_read_and_the_connection_stays_usable(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """The hole sits in the first record batch of a result several batches long.
+
+    The archiver stops reading there (cancelling the rest of the query), writes
+    what is before the hole, and its next polls on the same connection work.
+    """
+    table = create_message_db(pg_dsn, pg_schema)
+    big = {"text": "x" * 600_000}  # ~24 MB of rows: more than one ADBC batch
+    with (
+        PostgresArchiver(pg_dsn, tmp_path, table=table, batch_size=10) as archiver,
+        psycopg.connect(pg_dsn) as slow,
+        psycopg.connect(pg_dsn, autocommit=True) as fast,
+    ):
+        write_message(fast, pg_schema, "memory-0", "MemoryCreated", {})  # 1
+        write_message(slow, pg_schema, "memory-1", "MemoryCreated", {})  # 2, stays open
+        for i in range(40):  # 3..42
+            write_message(fast, pg_schema, f"memory-{i % 4 + 2}", "MemoryAccessed", big)
+        assert archiver.poll() == 1
+        assert archiver.result.waiting_at == 2
+        assert archiver.poll() == 0
+        slow.commit()
+        assert archiver.poll() == 41
+        assert not archiver.waiting
+    assert archived_positions(tmp_path) == list(range(1, 43))
+    names = sorted(p.stem for p in tmp_path.rglob("*.parquet") if "gap_records" not in str(p))
+    spans = [tuple(int(n) for n in name.split("-")) for name in names]
+    assert spans == [(1, 1), (2, 11), (12, 21), (22, 31), (32, 41), (42, 42)]

@@ -120,8 +120,15 @@ def _utc(expr: str, pg_type: str) -> str:
 
 
 def _int_or_null(text_expr: str, pg_type: str = "int", digits: int = 9) -> str:
-    """``text_expr`` as an integer, or null when it is not one (never a failing cast)."""
-    return f"(case when ({text_expr}) ~ '^\\s*-?\\d{{1,{digits}}}\\s*$' then ({text_expr})::{pg_type} end)"
+    """``text_expr`` as an integer, or null when it is not one (never a failing cast).
+
+    Plain digits, the usual case, are recognised without the regular
+    expression, which costs the server about twice as much per row.
+    """
+    t = f"({text_expr})"
+    plain = f"({t} <> '' and length({t}) <= {digits} and ltrim({t}, '0123456789') = '')"
+    regex = f"{t} ~ '^\\s*-?\\d{{1,{digits}}}\\s*$'"
+    return f"(case when {plain} or {regex} then {t}::{pg_type} end)"
 
 
 def _message_db(table: str, columns: TableColumns) -> Query:
