@@ -1,9 +1,11 @@
 """Archiving a Postgres event store into the archive, never skipping a late commit.
 
-The archiver reads positions above what is archived, in position order, in
-chunks (ADBC: binary COPY straight into Arrow) inside one REPEATABLE READ
-snapshot, converts them to envelopes (JSON work in SQL on the server, or in
-DuckDB over the Arrow batch) and appends them. It never passes a hole in the
+Each poll runs one query for the positions above what is archived, in
+position order, inside one REPEATABLE READ snapshot, and reads its record
+batches as they arrive (ADBC: binary COPY straight into Arrow). A
+:class:`~workbench.archive.WritePipeline` thread converts them to envelopes
+(JSON work in SQL on the server, or in DuckDB over the Arrow batch) and
+writes files of ``batch_size`` rows meanwhile. It never passes a hole in the
 positions until every transaction that could fill it has ended (see
 :mod:`workbench.sources.postgres._watermark`); holes that stay empty are
 recorded in ``gap_records`` as ``rolled-back``.
@@ -384,20 +386,29 @@ class PostgresArchiver:
             self._duck.unregister("batch")
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
-        pipeline = getattr(self, "_pipeline", None)
-        if pipeline is not None:
-            pipeline.close()
-        con, self._con = getattr(self, "_con", None), None
-        if con is not None:
-            with contextlib.suppress(Exception):  # already broken: nothing left to release
-                con.close()
+        """Finish the writes already read, then close the connection (idempotent).
+
+        Raises the error of a failed write that was not raised yet.
+        """
+        try:
+            pipeline = getattr(self, "_pipeline", None)
+            if pipeline is not None:
+                pipeline.close()
+        finally:
+            con, self._con = getattr(self, "_con", None), None
+            if con is not None:
+                with contextlib.suppress(Exception):  # already broken: nothing left to release
+                    con.close()
 
     def __enter__(self) -> PostgresArchiver:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):  # the error that ended the run is the one to report
+            self.close()
 
 
 def _holes(
