@@ -127,7 +127,7 @@ def diff_section(diff: Diff, *, explain: int = 3) -> Section:
 
 def _chart_or_none(result: Any) -> alt.TopLevelMixin | None:
     try:
-        return result.chart()  # type: ignore[no-any-return]
+        return result.chart()
     except NotImplementedError:
         return None
 

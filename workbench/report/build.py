@@ -116,4 +116,6 @@ def _template() -> jinja2.Template:
 
 @cache
 def _vega_bundle() -> str:
-    return str(vlc.javascript_bundle()).replace("</script", "<\\/script")
+    # The snippet puts vega-embed on window, where the report's own script finds it.
+    bundle = vlc.javascript_bundle("window.vegaEmbed = vegaEmbed;")
+    return str(bundle).replace("</script", "<\\/script")
