@@ -11,6 +11,7 @@ __all__ = [
     "ArchiveError",
     "EnvelopeError",
     "MappingError",
+    "ProjectionError",
     "SourceError",
     "WorkbenchError",
 ]
@@ -34,3 +35,7 @@ class MappingError(WorkbenchError):
 
 class SourceError(WorkbenchError):
     """A live source (NATS, Postgres) that cannot be reached or read."""
+
+
+class ProjectionError(WorkbenchError):
+    """A projection that cannot be loaded, is ill-defined, or failed on an event."""
