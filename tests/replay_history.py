@@ -30,9 +30,13 @@ def memory_history(n_memories: int = 60, seed: int = 1, agents: int = 4) -> pa.T
         for _ in range(rng.randint(1, 8)):
             if rng.random() < 0.7:
                 reader = f"agent-{rng.randrange(agents)}"
-                evs.append(("MemoryAccessed", 1, {"memory_id": mid, "agent_id": reader, "query": "q"}))
+                evs.append(
+                    ("MemoryAccessed", 1, {"memory_id": mid, "agent_id": reader, "query": "q"})
+                )
             else:
-                evs.append(("MemoryUpdated", 1, {"memory_id": mid, "content": f"fact {m} v{len(evs)}"}))
+                evs.append(
+                    ("MemoryUpdated", 1, {"memory_id": mid, "content": f"fact {m} v{len(evs)}"})
+                )
         if m % 7 == 0 and m:
             evs.append(("MemoryConsolidated", 1, {"memory_id": mid, "into_memory_id": "x"}))
         elif m % 11 == 0:
@@ -43,7 +47,7 @@ def memory_history(n_memories: int = 60, seed: int = 1, agents: int = 4) -> pa.T
     live = list(range(n_memories))
     t0 = 1_714_000_000_000_000  # 2024-04-24
     while live:
-        k = rng.choice(live[: 8])  # a few streams active at a time, like a real system
+        k = rng.choice(live[:8])  # a few streams active at a time, like a real system
         etype, version, data = streams[k][cursors[k]]
         pos = len(rows) + 1
         rows.append(

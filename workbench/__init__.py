@@ -9,14 +9,34 @@ from workbench import envelope
 from workbench.analysis import Archive, open_archive
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
 from workbench.errors import WorkbenchError
+from workbench.replay import (
+    Projection,
+    ReplayResult,
+    SqlProjection,
+    Table,
+    check_replay_safety,
+    on,
+    promote,
+    replay,
+    upcaster,
+)
 
 __all__ = [
     "Archive",
     "ArchiveReader",
     "ArchiveWriter",
+    "Projection",
+    "ReplayResult",
+    "SqlProjection",
+    "Table",
     "WorkbenchError",
+    "check_replay_safety",
     "compact",
     "envelope",
+    "on",
     "open_archive",
+    "promote",
+    "replay",
+    "upcaster",
 ]
 __version__ = "0.1.0"

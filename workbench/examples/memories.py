@@ -19,7 +19,7 @@ Events (stream ``memory-<uuid>``, ``stream_position`` from 0):
 >>> Memories.schema(), [t.name for t in Memories.tables()]
 ('memories_v1', ['memories', 'agents', 'daily_access'])
 >>> Memories().upcast("MemoryCreated", 1, {"memory_id": "m"})
-(2, {'memory_id': 'm', 'importance': 0.5})
+(2, {'importance': 0.5, 'memory_id': 'm'})
 """
 
 from __future__ import annotations
@@ -68,14 +68,16 @@ class Memories(Projection):
 
     @upcaster("MemoryCreated", from_version=1)
     def created_v1(self, data: dict[str, Any]) -> dict[str, Any]:
-        return {**data, "importance": DEFAULT_IMPORTANCE}
+        return {"importance": DEFAULT_IMPORTANCE, **data}
 
     # -- helpers -------------------------------------------------------------
 
     @staticmethod
     def fresh(event: Event, tables: Tables) -> dict[str, Any] | None:
         """The memory row if ``event`` is new for it; None for a duplicate or stale event."""
-        row: dict[str, Any] | None = tables.memories.get(event.data["memory_id"])
+        if event.data is None:  # a payload that is not JSON
+            return None
+        row: dict[str, Any] | None = tables.memories.get(event.data.get("memory_id"))
         if row is None or row["stream_position"] >= event.stream_position:
             return None
         return row
@@ -98,15 +100,15 @@ class Memories(Projection):
     @on("MemoryCreated")
     def created(self, event: Event, tables: Tables) -> None:
         data = event.data
-        if data["memory_id"] in tables.memories:
-            return  # redelivered
+        if data is None or data.get("memory_id") in tables.memories:
+            return  # not JSON, or redelivered
         tables.memories.upsert(
             {
                 "memory_id": data["memory_id"],
                 "agent_id": data["agent_id"],
-                "content": data["content"],
-                "kind": data["kind"],
-                "importance": data["importance"],
+                "content": data.get("content"),
+                "kind": data.get("kind"),
+                "importance": data.get("importance", DEFAULT_IMPORTANCE),
                 "access_count": 0,
                 "status": "active",
                 "consolidated_into": None,
@@ -172,7 +174,7 @@ class MemoriesNonIdempotent(Memories):
 
     @on("MemoryAccessed")
     def accessed(self, event: Event, tables: Tables) -> None:
-        row = tables.memories.get(event.data["memory_id"])
+        row = tables.memories.get(event.data["memory_id"]) if event.data else None
         if row is not None:
             self.count_access(event, tables, row)
 

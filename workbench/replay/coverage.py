@@ -22,6 +22,7 @@ leaves rows out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -101,7 +102,7 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
     return Coverage(_frame(rows))
 
 
-def _frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
+def _frame(rows: Sequence[tuple[object, ...]]) -> pl.DataFrame:
     return pl.DataFrame(
         rows,
         schema={

@@ -200,7 +200,7 @@ def read_batches(
                 batch = batch.filter(pc.less_equal(batch.column("global_position"), until))
             if con is not None and batch.num_rows:
                 con.register("events", batch)
-                batch = con.execute(f"select * from events where {where}").to_arrow_table()
+                batch = con.sql(f"select * from events where {where}").to_arrow_table()
             if batch.num_rows:
                 yield batch.cast(envelope.SCHEMA)
 

@@ -61,7 +61,7 @@ def _lazy(name: str) -> property:
     return property(read)
 
 
-class Event(tuple):  # type: ignore[type-arg]
+class Event(tuple[Any, ...]):
     """One decoded event: envelope fields as attributes, ``data`` as a dict (or None)."""
 
     __slots__ = ()
@@ -71,7 +71,7 @@ class Event(tuple):  # type: ignore[type-arg]
     stream: str | None = property(itemgetter(2))  # type: ignore[assignment]
     stream_position: int | None = property(itemgetter(3))  # type: ignore[assignment]
     schema_version: int = property(itemgetter(4))  # type: ignore[assignment]
-    data: Any = property(itemgetter(5))  # type: ignore[assignment]
+    data: Any = property(itemgetter(5))
     source = _lazy("source")
     event_id = _lazy("event_id")
     occurred_at = _lazy("occurred_at")
@@ -106,9 +106,9 @@ def decode_payloads(texts: Sequence[str | None]) -> list[Any]:
     try:
         # One parse of "[p1,p2,...]" is much faster than a json.loads per payload.
         joined = ",".join("null" if t is None else t for t in texts)
-        values = json.loads(f"[{joined}]")
+        values: list[Any] = json.loads(f"[{joined}]")
         if len(values) == len(texts):
-            return values  # type: ignore[no-any-return]
+            return values
     except ValueError:
         pass
     return [_loads_or_none(t) for t in texts]

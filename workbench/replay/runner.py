@@ -80,12 +80,12 @@ class Runner:
         return events
 
     def _upcast_ok(self, event: Event) -> bool:
-        return (event.event_type, event.schema_version) not in self.chain
+        return event.data is None or (event.event_type, event.schema_version) not in self.chain
 
     def _upcast(self, event: Event) -> Event | None:
         version, data = event.schema_version, event.data
         step = self.chain.get((event.event_type, version))
-        if step is None:
+        if step is None or data is None:  # nothing to upcast, or a payload that is not JSON
             return event
         attr = ""
         try:

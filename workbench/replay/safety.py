@@ -340,7 +340,7 @@ def _traced(
     signatures: list[int] = []
     for event in events:
         runner.apply((event,))
-        writes = []
+        writes: list[tuple[str, Any, str]] = []
         for state in states:
             keys, _ = state.take_lineage()
             writes.extend((state.table.name, k, repr(state.rows.get(k))) for k in keys)

@@ -66,7 +66,7 @@ class TableState:
         self.track_lineage = lineage
         self._cursor = cursor
         self._single = len(table.key) == 1
-        self._key = table.key[0] if self._single else table.key
+        self._key: Any = table.key[0] if self._single else table.key
 
     def key_of(self, row: dict[str, Any]) -> Any:
         """The key of ``row`` (a value, or a tuple for composite keys)."""
@@ -149,6 +149,9 @@ class Tables:
 
     def __getitem__(self, name: str) -> TableState:
         return self._states[name]
+
+    def __getattr__(self, name: str) -> TableState:  # only called for undeclared names
+        raise AttributeError(f"no table {name!r}; tables: {', '.join(self._states)}")
 
     def __iter__(self) -> Iterator[TableState]:
         return iter(self._states.values())

@@ -142,7 +142,7 @@ def output_tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
     """Names of the output tables of a schema (bookkeeping tables excluded)."""
     rows = con.execute(
         "select table_name from information_schema.tables where table_schema = ? "
-        "and catalog_name = current_database() and not starts_with(table_name, '_') order by 1",
+        "and table_catalog = current_database() and not starts_with(table_name, '_') order by 1",
         [schema],
     ).fetchall()
     return [r[0] for r in rows]
@@ -162,7 +162,7 @@ def load_rows(
 ) -> dict[Any, dict[str, Any]]:
     """A table's rows keyed like the in-memory state (for resuming)."""
     cols = ", ".join(q(c) for c in table.columns)
-    rows = con.execute(f"select {cols} from {q(schema)}.{q(table.name)}").to_arrow_table()
+    rows = con.sql(f"select {cols} from {q(schema)}.{q(table.name)}").to_arrow_table()
     records = rows.to_pylist()
     if len(table.key) == 1:
         k = table.key[0]
