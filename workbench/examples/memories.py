@@ -82,18 +82,31 @@ class Memories(Projection):
             return None
         return row
 
-    def touch_agent(self, tables: Tables, agent_id: str, at: dt.datetime, **add: int) -> None:
+    def touch_agent(
+        self, tables: Tables, agent_id: str, at: dt.datetime, memories: int = 0, accesses: int = 0
+    ) -> None:
         agents = tables.agents
         row = agents.get(agent_id)
         if row is None:
             agents.upsert(
-                {"agent_id": agent_id, "memories": 0, "accesses": 0, "last_active_at": at, **add}
+                {
+                    "agent_id": agent_id,
+                    "memories": memories,
+                    "accesses": accesses,
+                    "last_active_at": at,
+                }
             )
-            return
-        changes: dict[str, Any] = {k: row[k] + v for k, v in add.items()}
-        if row["last_active_at"] is None or at > row["last_active_at"]:
-            changes["last_active_at"] = at
-        agents.update(agent_id, changes)
+        elif at > row["last_active_at"]:
+            agents.update(
+                agent_id,
+                memories=row["memories"] + memories,
+                accesses=row["accesses"] + accesses,
+                last_active_at=at,
+            )
+        else:
+            agents.update(
+                agent_id, memories=row["memories"] + memories, accesses=row["accesses"] + accesses
+            )
 
     # -- handlers ------------------------------------------------------------
 
@@ -184,15 +197,26 @@ class MemoriesOrderDependent(Memories):
 
     name = "memories_orderdependent"
 
-    def touch_agent(self, tables: Tables, agent_id: str, at: dt.datetime, **add: int) -> None:
+    def touch_agent(
+        self, tables: Tables, agent_id: str, at: dt.datetime, memories: int = 0, accesses: int = 0
+    ) -> None:
         row = tables.agents.get(agent_id)
         if row is None:
             tables.agents.upsert(
-                {"agent_id": agent_id, "memories": 0, "accesses": 0, "last_active_at": at, **add}
+                {
+                    "agent_id": agent_id,
+                    "memories": memories,
+                    "accesses": accesses,
+                    "last_active_at": at,
+                }
             )
         else:
-            changes = {k: row[k] + v for k, v in add.items()}
-            tables.agents.update(agent_id, changes, last_active_at=at)
+            tables.agents.update(
+                agent_id,
+                memories=row["memories"] + memories,
+                accesses=row["accesses"] + accesses,
+                last_active_at=at,
+            )
 
 
 class MemoriesClock(Memories):
@@ -236,7 +260,7 @@ _FRESH = f"""
 MEMORIES_SQL = SqlProjection(
     "memories_sql",
     tables={
-        "memories": f"""{_FRESH}
+        "memories": f"""
             select memory_id,
                    any_value(agent_id) filter (event_type = 'MemoryCreated') as agent_id,
                    arg_max(data->>'content', global_position)
@@ -252,23 +276,24 @@ MEMORIES_SQL = SqlProjection(
                        filter (event_type = 'MemoryConsolidated') as consolidated_into,
                    max(stream_position) as stream_position
             from fresh group by memory_id""",
-        "agents": f"""{_FRESH}
+        "agents": """
             select agent_id,
                    count(*) filter (event_type = 'MemoryCreated') as memories,
                    count(*) filter (event_type = 'MemoryAccessed') as accesses,
                    max(event_at) as last_active_at
             from fresh where event_type in ('MemoryCreated', 'MemoryAccessed')
             group by agent_id""",
-        "daily_access": f"""{_FRESH}
+        "daily_access": """
             select agent_id, (event_at at time zone 'UTC')::DATE as day, count(*) as accesses
             from fresh where event_type = 'MemoryAccessed' group by all""",
     },
+    setup=f"create or replace temp table fresh as {_FRESH} select * from fresh",
     keys={"memories": "memory_id", "agents": "agent_id", "daily_access": ("agent_id", "day")},
     lineage={
-        "memories": f"{_FRESH} select memory_id, global_position, event_type from fresh",
-        "agents": f"""{_FRESH} select agent_id, global_position, event_type from fresh
+        "memories": "select memory_id, global_position, event_type from fresh",
+        "agents": """select agent_id, global_position, event_type from fresh
                       where event_type in ('MemoryCreated', 'MemoryAccessed')""",
-        "daily_access": f"""{_FRESH} select agent_id, (event_at at time zone 'UTC')::DATE as day,
+        "daily_access": """select agent_id, (event_at at time zone 'UTC')::DATE as day,
                             global_position, event_type from fresh
                             where event_type = 'MemoryAccessed'""",
     },

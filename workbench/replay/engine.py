@@ -271,6 +271,7 @@ def replay(
         pending = 0
         last = resumed_from
         type_counts: dict[str, int] = {}
+        since_flush: list[pa.Table] = []
         for batch in read_batches(
             reader, source, after=resumed_from, until=until, where=where, batch_size=batch_size
         ):
@@ -281,14 +282,16 @@ def replay(
                 type_counts[key] = type_counts.get(key, 0) + item["counts"]
             applied += batch.num_rows
             pending += batch.num_rows
+            since_flush.append(batch.select(["global_position", "event_type"]))
             last = batch.column("global_position")[-1].as_py()
             if pending >= flush_every:
-                _flush(con, schema, runner, source, last, applied_before + applied)
+                _flush(con, schema, runner, source, last, applied_before + applied, since_flush)
                 pending = 0
+                since_flush = []
             if progress is not None:
                 progress(applied + (applied_before if resume else 0), total)
         if last is not None and (pending or resumed_from is None):
-            _flush(con, schema, runner, source, last, applied_before + applied)
+            _flush(con, schema, runner, source, last, applied_before + applied, since_flush)
         seconds = time.perf_counter() - started
         con.execute(
             f"update {store.q(schema)}._replay_info set finished_at = now(), events_applied = ?",
@@ -371,7 +374,10 @@ def _flush(
     source: str,
     last: int,
     applied: int,
+    batches: list[pa.Table],
 ) -> None:
+    empty = {"global_position": pa.array([], pa.int64()), "event_type": pa.array([], pa.string())}
+    events = pa.concat_tables(batches) if batches else pa.table(empty)
     store.flush(
         con,
         schema,
@@ -381,6 +387,7 @@ def _flush(
         events_applied=applied,
         handler_of=runner.handler_of,
         dead_letters=runner.take_dead_letters(),
+        events=events,
     )
 
 

@@ -5,7 +5,8 @@ For full rebuilds at vectorised speed. Each table is one ``SELECT`` over the
 ``until`` and ``where``); DuckDB's JSON functions read the payload. Optional
 ``keys`` give each table its primary key, and optional ``lineage`` queries
 (returning the key columns, ``global_position`` and ``event_type``) fill
-``_lineage`` as the handler engine does.
+``_lineage`` as the handler engine does; ``setup`` runs first, e.g. to
+create a temporary table several queries share.
 
 >>> p = SqlProjection("totals", tables={"per_type": "select event_type, count(*) n from events group by 1"},
 ...                   keys={"per_type": "event_type"})
@@ -47,6 +48,7 @@ class SqlProjection:
         version: int = 1,
         keys: Mapping[str, str | tuple[str, ...]] | None = None,
         lineage: Mapping[str, str] | None = None,
+        setup: str | None = None,
     ) -> None:
         if not tables:
             raise ProjectionError(f"SqlProjection {name}: no tables")
@@ -55,6 +57,7 @@ class SqlProjection:
         self.tables = dict(tables)
         self.keys = {t: (k,) if isinstance(k, str) else tuple(k) for t, k in (keys or {}).items()}
         self.lineage = dict(lineage or {})
+        self.setup = setup
         for table in [*self.keys, *self.lineage]:
             if table not in self.tables:
                 raise ProjectionError(f"SqlProjection {name}: no table {table}")
@@ -102,6 +105,8 @@ def replay_sql(
             f"create or replace temp view events as select {columns} from read_parquet({paths}, "
             f"union_by_name = true, hive_partitioning = false) where {' and '.join(filters)}"
         )
+        if projection.setup:
+            _run(con, projection.setup, "(setup)")
         con.execute("begin")
         con.execute(f"drop schema if exists {schema} cascade")
         con.execute(f"create schema {schema}")

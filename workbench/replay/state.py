@@ -93,15 +93,16 @@ class TableState:
             self.lineage_events.append(self._cursor.event)
         return row
 
-    def update(self, key: Any, changes: dict[str, Any] | None = None, **columns: Any) -> Any:
+    def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
         """Change some columns of the row with ``key``; returns the row.
 
         Raises :class:`KeyError` when no row has ``key``.
         """
         row = self.rows[key]
-        if changes:
-            row.update(changes)
-        row.update(columns)
+        if changes is None:
+            row.update(columns)
+        else:
+            row.update(changes, **columns)
         self.dirty.add(key)
         if self.track_lineage:
             self.lineage_keys.append(key)

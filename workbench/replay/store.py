@@ -238,24 +238,25 @@ def write_lineage(
     source: str,
     keys: list[Any],
     events: list[Any],
-    handler_of: dict[str, str | None],
 ) -> None:
-    """Append one lineage row per write; the key JSON is computed by DuckDB in bulk."""
+    """Append one lineage row per write; DuckDB adds key JSON, event type and handler in bulk.
+
+    Needs the views ``_wb_events(global_position, event_type)`` and
+    ``_wb_handlers(event_type, handler)`` registered by :func:`flush`.
+    """
     if not keys:
         return
-    arrow = _key_table(table, keys)
-    types = [e[1] for e in events]
-    arrow = (
-        arrow.append_column("_global_position", pa.array([e[0] for e in events], pa.int64()))
-        .append_column("_event_type", pa.array(types, pa.string()))
-        .append_column("_handler", pa.array([handler_of.get(t) for t in types], pa.string()))
+    arrow = _key_table(table, keys).append_column(
+        "_global_position", pa.array([e[0] for e in events], pa.int64())
     )
-    pack = ", ".join(f"{q(c)} := {q(c)}" for c in table.key)
+    pack = ", ".join(f"{q(c)} := l.{q(c)}" for c in table.key)
     con.register("_wb_lineage", arrow)
     try:
         con.execute(
             f"insert into {q(schema)}._lineage select ?, to_json(struct_pack({pack})), ?, "
-            "_global_position, _event_type, _handler from _wb_lineage",
+            "l._global_position, e.event_type, h.handler from _wb_lineage l "
+            "join _wb_events e on e.global_position = l._global_position "
+            "left join _wb_handlers h on h.event_type = e.event_type",
             [table.name, source],
         )
     finally:
@@ -284,16 +285,29 @@ def flush(
     events_applied: int,
     handler_of: dict[str, str | None],
     dead_letters: list[dict[str, Any]],
+    events: pa.Table,
 ) -> None:
-    """Write changed rows, lineage, dead letters and the checkpoint in one transaction."""
+    """Write changed rows, lineage, dead letters and the checkpoint in one transaction.
+
+    ``events`` holds ``global_position, event_type`` of the events applied
+    since the last flush (for the lineage's event types).
+    """
+    con.register("_wb_events", events)
+    con.register(
+        "_wb_handlers",
+        pa.table(
+            {"event_type": list(handler_of), "handler": list(handler_of.values())},
+            schema=pa.schema([("event_type", pa.string()), ("handler", pa.string())]),
+        ),
+    )
     con.execute("begin")
     try:
         for state in states:
             upserts, deletes = state.take_changes()
             write_rows(con, schema, state.table, upserts)
             delete_rows(con, schema, state.table, deletes)
-            keys, events = state.take_lineage()
-            write_lineage(con, schema, state.table, source, keys, events, handler_of)
+            keys, applied = state.take_lineage()
+            write_lineage(con, schema, state.table, source, keys, applied)
         write_dead_letters(con, schema, dead_letters)
         con.execute(
             f"insert or replace into {q(schema)}._checkpoint values (?, ?, ?, now())",
@@ -303,6 +317,9 @@ def flush(
     except BaseException:
         con.execute("rollback")
         raise
+    finally:
+        con.unregister("_wb_events")
+        con.unregister("_wb_handlers")
 
 
 def promote(into: str | os.PathLike[str], projection_name: str, version: int) -> list[str]:
