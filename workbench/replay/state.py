@@ -7,7 +7,8 @@ row). Handlers never see DuckDB.
 >>> from workbench.replay.projection import Table
 >>> t = Table(key="id", id=str, n=int)
 >>> t.name = "things"
->>> state = TableState(t, Cursor())
+>>> cursor = Cursor(); cursor.event = (7,)  # the event being handled, global_position 7
+>>> state = TableState(t, cursor)
 >>> state.upsert({"id": "a", "n": 1})["n"]
 1
 >>> state.update("a", n=2)["n"], state.get("a"), len(state)
@@ -62,7 +63,7 @@ class TableState:
         self.rows: dict[Any, dict[str, Any]] = {}
         self.dirty: set[Any] = set()
         self.lineage_keys: list[Any] = []
-        self.lineage_events: list[Any] = []
+        self.lineage_events: list[int] = []
         self.track_lineage = lineage
         self._cursor = cursor
         self._single = len(table.key) == 1
@@ -90,7 +91,7 @@ class TableState:
         self.dirty.add(key)
         if self.track_lineage:
             self.lineage_keys.append(key)
-            self.lineage_events.append(self._cursor.event)
+            self.lineage_events.append(self._cursor.event[0])
         return row
 
     def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
@@ -106,7 +107,7 @@ class TableState:
         self.dirty.add(key)
         if self.track_lineage:
             self.lineage_keys.append(key)
-            self.lineage_events.append(self._cursor.event)
+            self.lineage_events.append(self._cursor.event[0])
         return row
 
     def delete(self, key: Any) -> None:
@@ -115,7 +116,7 @@ class TableState:
             self.dirty.add(key)
             if self.track_lineage:
                 self.lineage_keys.append(key)
-                self.lineage_events.append(self._cursor.event)
+                self.lineage_events.append(self._cursor.event[0])
 
     def __contains__(self, key: Any) -> bool:
         return key in self.rows
@@ -134,8 +135,12 @@ class TableState:
         self.dirty = set()
         return upserts, deletes
 
-    def take_lineage(self) -> tuple[list[Any], list[Any]]:
-        """Keys and events of the writes since the last call."""
+    def take_lineage(self) -> tuple[list[Any], list[int]]:
+        """Keys and event positions of the writes since the last call.
+
+        Positions, not events: holding events would pin their batches and
+        payloads until the flush.
+        """
         keys, events = self.lineage_keys, self.lineage_events
         self.lineage_keys, self.lineage_events = [], []
         return keys, events

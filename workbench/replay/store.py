@@ -109,9 +109,12 @@ def connect(into: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     if path.parent and not path.parent.exists():
         raise ProjectionError(f"directory {path.parent} does not exist")
     try:
-        return duckdb.connect(str(path))
+        con = duckdb.connect(str(path))
     except duckdb.Error as exc:
         raise ProjectionError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+    # Bounded, so DuckDB evicts written pages instead of caching all of the lineage.
+    con.execute("set memory_limit = '1GB'")
+    return con
 
 
 def schema_exists(con: duckdb.DuckDBPyConnection, schema: str) -> bool:
@@ -237,7 +240,7 @@ def write_lineage(
     table: Table,
     source: str,
     keys: list[Any],
-    events: list[Any],
+    positions: list[int],
 ) -> None:
     """Append one lineage row per write; DuckDB adds key JSON, event type and handler in bulk.
 
@@ -247,7 +250,7 @@ def write_lineage(
     if not keys:
         return
     arrow = _key_table(table, keys).append_column(
-        "_global_position", pa.array([e[0] for e in events], pa.int64())
+        "_global_position", pa.array(positions, pa.int64())
     )
     pack = ", ".join(f"{q(c)} := l.{q(c)}" for c in table.key)
     con.register("_wb_lineage", arrow)
