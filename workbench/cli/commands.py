@@ -6,4 +6,5 @@ from workbench.cli import (
     diff,  # noqa: F401
     jetstream,  # noqa: F401
     postgres,  # noqa: F401
+    replay,  # noqa: F401
 )
