@@ -81,3 +81,38 @@ def test_report_shows_the_findings(report: Path) -> None:
     html = report.read_text()
     assert "findings" in html
     assert "2 differing rows" in html or "differing rows" in html
+
+
+def test_report_command_replays_diffs_and_checks_safety(tmp_path: Path) -> None:
+    from workbench.cli import run
+
+    scenario = generate(9, entities=20, events=2_000)
+    scenario.write_archive(tmp_path / "archive")
+    # The "live" read model: what the non-idempotent projection built in production.
+    from workbench.examples import MemoriesNonIdempotent
+
+    live = wb.replay(tmp_path / "archive", MemoriesNonIdempotent, into=tmp_path / "live.duckdb")
+    live.sql("select * from memories").write_parquet(str(tmp_path / "memories.parquet"))
+    args = ["report", "--archive", str(tmp_path / "archive"), "--out", str(tmp_path / "r.html")]
+    assert run([*args, "--live", str(tmp_path / "memories.parquet")]) == 2  # --key missing
+    code = run(
+        [
+            *args,
+            "--projection",
+            "workbench.examples:Memories",
+            "--live",
+            str(tmp_path / "memories.parquet"),
+            "--key",
+            "memory_id",
+            "--check-safety",
+        ]
+    )
+    assert code == 0
+    html = (tmp_path / "r.html").read_text()
+    for title in (
+        "Replay of memories_v1",
+        "Replay safety of Memories",
+        "Diff against the live read model",
+    ):
+        assert title in html
+    assert (tmp_path / "r.duckdb").exists()

@@ -7,4 +7,5 @@ from workbench.cli import (
     jetstream,  # noqa: F401
     postgres,  # noqa: F401
     replay,  # noqa: F401
+    report,  # noqa: F401
 )

@@ -9,7 +9,19 @@
 True
 """
 
-from workbench.report._sections import ReportTable, Section
+from workbench.report._sections import (
+    ReportTable,
+    Section,
+    replay_section,
+    safety_section,
+)
 from workbench.report.build import CHECKS, write_report
 
-__all__ = ["CHECKS", "ReportTable", "Section", "write_report"]
+__all__ = [
+    "CHECKS",
+    "ReportTable",
+    "Section",
+    "replay_section",
+    "safety_section",
+    "write_report",
+]

@@ -20,8 +20,18 @@ if TYPE_CHECKING:
     from workbench.analysis import Archive
     from workbench.analysis.result import CheckResult
     from workbench.diff import Diff
+    from workbench.replay import ReplayResult
+    from workbench.replay.safety import SafetyReport
 
-__all__ = ["ReportTable", "Section", "archive_section", "check_section", "diff_section"]
+__all__ = [
+    "ReportTable",
+    "Section",
+    "archive_section",
+    "check_section",
+    "diff_section",
+    "replay_section",
+    "safety_section",
+]
 
 #: Rows of a table shown in the report; the rest are counted, never silently dropped.
 TABLE_ROWS = 25
@@ -112,7 +122,14 @@ def diff_section(diff: Diff, *, explain: int = 3) -> Section:
     section.add_chart(_chart_or_none(diff))
     rows = diff.rows()
     if rows.height:
-        section.tables.append(ReportTable.of("differing rows", rows))
+        # Side by side, only the columns that differ somewhere: the rest is noise.
+        shown = [
+            f"{column}__{side}"
+            for column in changed_columns["column"]
+            for side in ("candidate", "live")
+        ]
+        columns = [*diff.key, "_status", *(c for c in shown if c in rows.columns)]
+        section.tables.append(ReportTable.of("differing rows", rows.select(columns)))
         keys = rows.select(diff.key).head(explain).iter_rows()
         for key in keys:
             explanation = diff.explain(
@@ -122,6 +139,42 @@ def diff_section(diff: Diff, *, explain: int = 3) -> Section:
             if events.height:
                 label = ", ".join(f"{k}={v}" for k, v in zip(diff.key, key, strict=True))
                 section.tables.append(ReportTable.of(f"events behind {label}", events))
+    return section
+
+
+def replay_section(result: ReplayResult, progress: pl.DataFrame | None = None) -> Section:
+    """Rate, rebuild estimate, coverage, per-type counts; throughput and handler-cost charts.
+
+    ``progress`` (``seconds``, ``events``), collected from the replay's
+    progress callback, adds the throughput-over-time chart.
+    """
+    from workbench import charts
+
+    problems = [] if result.coverage.ok else result.coverage.problems()
+    status = "finding" if problems or result.dead_letters else "ok"
+    section = Section(f"Replay of {result.schema}", f"replay-{result.schema}", status)
+    section.lines.append(result.summary())
+    section.lines.extend(f"coverage: {p}" for p in problems)
+    if progress is not None and progress.height > 1:
+        section.add_chart(charts.replay_throughput(progress))
+    if result.per_handler.height:
+        section.add_chart(charts.handler_cost(result.per_handler))
+    section.tables.append(ReportTable.of("events per type", result.per_type))
+    return section
+
+
+def safety_section(report: SafetyReport) -> Section:
+    """Replay safety: each scenario's verdict and the keys that differ."""
+    lines = report.summary().splitlines()
+    section = Section(
+        f"Replay safety of {report.projection}",
+        f"safety-{report.projection}",
+        "ok" if report.ok else "finding",
+    )
+    section.lines.extend(line.strip() for line in lines)
+    differences = report.df()
+    if differences.height:
+        section.tables.append(ReportTable.of("keys that differ from a clean replay", differences))
     return section
 
 
