@@ -5,6 +5,7 @@ is written atomically and its name says exactly which positions it holds, so
 the archive is its own checkpoint.
 """
 
+from workbench.archive._layout import atomic_file
 from workbench.archive.compact import CompactResult, compact
 from workbench.archive.reader import ArchiveReader
 from workbench.archive.records import (
@@ -24,5 +25,6 @@ __all__ = [
     "ArchiveWriter",
     "CompactResult",
     "append_records",
+    "atomic_file",
     "compact",
 ]

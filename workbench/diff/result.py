@@ -15,6 +15,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from workbench.archive import atomic_file
 from workbench.diff._sql import ident, literal
 from workbench.diff.sides import files_attached
 from workbench.errors import DiffError
@@ -267,15 +268,12 @@ class Diff:
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".rows.parquet.tmp"
-        self._relation(None).to_parquet(str(tmp), compression="zstd")
-        os.replace(tmp, out / "rows.parquet")
-        tmp = out / ".columns.parquet.tmp"
-        self.summary.columns.write_parquet(tmp)
-        os.replace(tmp, out / "columns.parquet")
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(self.summary.as_dict(), indent=2, default=str))
-        os.replace(tmp, out / "summary.json")
+        with atomic_file(out / "rows.parquet") as tmp:
+            self._relation(None).to_parquet(str(tmp), compression="zstd")
+        with atomic_file(out / "columns.parquet") as tmp:
+            self.summary.columns.write_parquet(tmp)
+        with atomic_file(out / "summary.json") as tmp:
+            tmp.write_text(json.dumps(self.summary.as_dict(), indent=2, default=str))
         return out
 
     def assert_identical(self) -> None:

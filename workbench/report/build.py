@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -20,6 +19,7 @@ import vl_convert as vlc
 
 import workbench
 from workbench.analysis import Archive, open_archive
+from workbench.archive import atomic_file
 from workbench.report._sections import (
     Section,
     archive_section,
@@ -71,13 +71,8 @@ def write_report(
         sections.append(diff_section(diff))
     html = render(sections, title=title, subtitle=f"archive {archive.root}")
     target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_file(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
