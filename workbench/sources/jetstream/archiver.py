@@ -395,9 +395,10 @@ class _Run:
         self.writer.append(table)
         result = self.result
         for column in IDENTITY_COLUMNS:
-            result.unfilled[column] = (
-                result.unfilled.get(column, 0) + table.column(column).null_count
-            )
+            # A preset may leave a column out entirely (raw): all of it is empty then.
+            present = column in table.column_names
+            empty = table.column(column).null_count if present else table.num_rows
+            result.unfilled[column] = result.unfilled.get(column, 0) + empty
         if result.first_seq is None:
             result.first_seq = batch.seq[0]
         result.last_seq = batch.seq[-1]
