@@ -303,8 +303,24 @@ def test_every_planted_orphan_is_found(faulty: tuple[Scenario, wb.Archive]) -> N
     assert set(graph.correlations["correlation_id"]) == scenario.truth.correlation_ids
 
 
+def test_every_planted_late_event_is_found(faulty: tuple[Scenario, wb.Archive]) -> None:
+    scenario, archive = faulty
+    lag = archive.lag()
+    assert scenario.truth.late
+    assert lag.late["global_position"].to_list() == list(scenario.truth.late)
+    assert lag.found == len(scenario.truth.late)
+    assert (lag.late["lag_seconds"] > 300).all()
+
+
 def test_a_clean_scenario_reports_nothing(clean: wb.Archive) -> None:
-    for result in (clean.gaps(), clean.duplicates(), clean.schema_drift(), clean.causation()):
+    checks = (
+        clean.gaps(),
+        clean.duplicates(),
+        clean.schema_drift(),
+        clean.causation(),
+        clean.lag(),
+    )
+    for result in checks:
         assert result.found == 0, result.summary()
     assert clean.gaps().positions.height == 0
     assert clean.gaps().streams.height == 0

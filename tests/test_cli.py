@@ -29,8 +29,11 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert "Usage" in proc.stdout
 
 
-def test_demo_archives_the_scenario(tmp_path: Path) -> None:
-    proc = workbench("demo", "--out", str(tmp_path / "out"), "--events", "2000")
-    assert proc.returncode == 0, proc.stderr
-    assert "archived 2,000 events" in proc.stdout
-    assert len(wb.open_archive(tmp_path / "out" / "archive")) == 2000
+def test_demo_finds_every_planted_fault(tmp_path: Path) -> None:
+    proc = workbench("demo", "--out", str(tmp_path / "out"), "--events", "3000", "--seed", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "bug reproduced" in proc.stdout
+    assert "REDELIVERED" in proc.stdout
+    assert "✘" not in proc.stdout
+    assert len(wb.open_archive(tmp_path / "out" / "archive")) == 3000
+    assert (tmp_path / "out" / "report.html").stat().st_size > 100_000

@@ -303,3 +303,22 @@ def test_scenario_round_trip_through_jetstream(nats_url: str, stream: str, tmp_p
         "select count(*) from (select event_id from events group by 1 having count(*) > 1)",
     )
     assert dupes == [(len(scenario.truth.duplicates),)]
+
+
+def test_plain_messages_get_a_hint_for_what_to_map(
+    nats_url: str, stream: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Messages from a client that knows no CloudEvents: archived, and the user told what to map."""
+    plain = [("orders.created", b'{"id": 1}', None), ("orders.shipped", b'{"id": 1}', None)]
+    publish(nats_url, stream, plain, create={})
+    result = archive(nats_url, stream, tmp_path / "a")
+    assert result.unfilled == {"event_id": 2, "event_type": 2, "stream": 2}
+    assert any("--map event_type=subject:-1" in h for h in result.hints())
+    args = ["archive", "jetstream", "--server", nats_url, "--stream", stream]
+    assert cli.run([*args, "--out", str(tmp_path / "b"), "--map", "event_type=subject:-1"]) == 0
+    err = capsys.readouterr().err
+    assert "hint: stream is empty" in err and "hint: event_type" not in err
+    assert rows(tmp_path / "b", "select event_type from events order by 1") == [
+        ("created",),
+        ("shipped",),
+    ]

@@ -10,6 +10,17 @@ from workbench.analysis import Archive, open_archive
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
 from workbench.diff import Diff, diff
 from workbench.errors import WorkbenchError
+from workbench.replay import (
+    Projection,
+    ReplayResult,
+    SqlProjection,
+    Table,
+    check_replay_safety,
+    on,
+    promote,
+    replay,
+    upcaster,
+)
 from workbench.sources.jetstream import archive_jetstream, sample_jetstream
 from workbench.sources.postgres import archive_postgres, snapshot_postgres
 
@@ -18,16 +29,25 @@ __all__ = [
     "ArchiveReader",
     "ArchiveWriter",
     "Diff",
+    "Projection",
+    "ReplayResult",
+    "SqlProjection",
+    "Table",
     "WorkbenchError",
     "archive_jetstream",
     "archive_postgres",
     "charts",
+    "check_replay_safety",
     "compact",
     "diff",
     "envelope",
+    "on",
     "open_archive",
+    "promote",
+    "replay",
     "sample_jetstream",
     "snapshot_postgres",
+    "upcaster",
 ]
 __version__ = "0.1.0"
 

@@ -1,33 +1,72 @@
 """The end-to-end story on the embedded default: no servers, one command.
 
-Generates an AI-memory history with planted faults, archives it, and shows
-what the workbench finds; ``workbench demo`` is a thin shell over
-:func:`run_demo`.
+A production read model of an AI-memory service is wrong: some memories
+show more accesses than happened. The demo
+
+1. generates a history with planted faults (duplicates, gaps, drift, late
+   and non-JSON events, orphans) and archives it;
+2. builds the "live" read model with the buggy (non-idempotent) projection;
+3. replays the buggy and the fixed projection as candidates, diffs both
+   against live, and explains a differing row by its events;
+4. checks both projections' replay safety;
+5. runs every archive check and the report, and shows where each planted
+   fault was found.
+
+``workbench demo`` is a thin shell over :func:`run_demo`.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+import time
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 
 import workbench as wb
+from workbench.examples import Memories, MemoriesNonIdempotent
+from workbench.replay.safety import SafetyReport
+from workbench.report import replay_section, safety_section, write_report
 from workbench.scenario import Scenario, generate
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "FaultFinding", "run_demo"]
 
 
 @dataclass(frozen=True)
+class FaultFinding:
+    """One kind of planted fault: how many were planted, how many found, and by what."""
+
+    fault: str
+    planted: int
+    found: int
+    exact: bool
+    where: str
+
+
+@dataclass
 class DemoResult:
-    """Where the demo wrote its outputs, and the scenario it planted."""
+    """Where the demo wrote its outputs, and what it found of what it planted."""
 
     out: Path
     archive: Path
+    report: Path
     scenario: Scenario
+    findings: list[FaultFinding] = field(default_factory=list)
+
+    @property
+    def all_found(self) -> bool:
+        """Every planted fault found exactly, and nothing else."""
+        return all(f.exact for f in self.findings)
+
+    def df(self) -> pl.DataFrame:
+        """The findings as a Polars DataFrame."""
+        return pl.DataFrame([f.__dict__ for f in self.findings])
 
 
 def run_demo(
@@ -37,25 +76,175 @@ def run_demo(
     seed: int = 7,
     console: Console | None = None,
 ) -> DemoResult:
-    """Run the demo into ``out`` (replaced if it holds an earlier demo)."""
+    """Run the demo into ``out``; earlier demo outputs there are replaced."""
     console = console or Console()
     out = Path(out)
-    archive_dir = out / "archive"
-    if archive_dir.exists():
-        shutil.rmtree(archive_dir)
+    for name in ("archive", "live", "live.duckdb", "candidates.duckdb", "report.html"):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    say = console.print
 
+    # 1. History and archive.
     scenario = generate(seed, entities=max(10, events // 100), events=events)
-    scenario.write_archive(archive_dir)
+    archive_dir = scenario.write_archive(out / "archive")
     archive = wb.open_archive(archive_dir)
-    console.print(
-        f"archived {len(archive):,} events of {len(archive.sources)} source(s) into {archive_dir}"
-    )
+    say(f"[bold]1. archive[/]  {len(archive):,} events of {archive.sources[0]} in {archive_dir}")
 
-    table = Table(title="planted faults (ground truth)")
-    table.add_column("fault")
-    table.add_column("planted", justify="right")
-    for fault, count in scenario.truth.summary().items():
-        table.add_row(fault, f"{count:,}" if isinstance(count, int) else str(count))
-    console.print(table)
-    return DemoResult(out, archive_dir, scenario)
+    # 2. The live read model, as production built it: with the buggy projection.
+    live_replay = wb.replay(archive, MemoriesNonIdempotent, into=out / "live.duckdb")
+    live = out / "live" / "memories.parquet"
+    live.parent.mkdir(exist_ok=True)
+    live_replay.sql("select * from memories").write_parquet(str(live))
+    say(f"[bold]2. live[/]     read model snapshot (built by the buggy projection) in {live}")
+
+    # 3. Candidates: the bug reproduced, then the fix; each diffed against live.
+    candidates = out / "candidates.duckdb"
+    ticks: list[tuple[float, int]] = []
+    started = time.perf_counter()
+    buggy = wb.replay(archive, MemoriesNonIdempotent, into=candidates)
+    fixed = wb.replay(
+        archive,
+        Memories,
+        into=candidates,
+        progress=lambda done, _total: ticks.append((time.perf_counter() - started, done)),
+    )
+    reproduced = wb.diff(f"{candidates}:{buggy.schema}.memories", live, key=["memory_id"])
+    diff = wb.diff(f"{candidates}:{fixed.schema}.memories", live, key=["memory_id"])
+    say(
+        f"[bold]3. replay[/]   {fixed.summary()}\n"
+        f"           buggy candidate vs live: "
+        f"{'identical (bug reproduced)' if reproduced.summary.is_identical else 'differs'}; "
+        f"fixed candidate vs live: {diff.summary.changed:,} changed rows"
+    )
+    changed = diff.rows("changed")
+    if changed.height:
+        # The buggy candidate reproduces live exactly, so its lineage explains live's rows.
+        why = wb.diff(
+            f"{candidates}:{buggy.schema}.memories",
+            f"{candidates}:{fixed.schema}.memories",
+            key=["memory_id"],
+        )
+        say(f"           why live differs from the fix for memory {changed['memory_id'][0]}:")
+        say(str(why.explain(changed["memory_id"][0])), highlight=False)
+
+    # 4. Replay safety of both projections.
+    safety = [
+        wb.check_replay_safety(archive, p, seed=seed) for p in (MemoriesNonIdempotent, Memories)
+    ]
+    for report in safety:
+        say(f"[bold]4. safety[/]   {report.summary().splitlines()[0]}")
+
+    # 5. Checks, report, and the planted truth against what was found.
+    progress = pl.DataFrame(ticks, schema=["seconds", "events"], orient="row")
+    report_path = write_report(
+        out / "report.html",
+        archive,
+        diff=diff,
+        extra=[replay_section(fixed, progress), *(safety_section(s) for s in safety)],
+        title="Event Workbench demo",
+    )
+    result = DemoResult(out, archive_dir, report_path, scenario)
+    result.findings = _findings(scenario, archive, diff, safety[0])
+    say(_findings_table(result))
+    say(f"[bold]5. report[/]   {report_path}")
+    return result
+
+
+def _findings(
+    scenario: Scenario, archive: wb.Archive, diff: wb.Diff, unsafe: SafetyReport
+) -> list[FaultFinding]:
+    truth = scenario.truth
+    gaps = archive.gaps().positions
+    copies = archive.duplicates().copies.filter(pl.col("kind") == "event_id")
+    drift = archive.schema_drift().mismatches
+    late = archive.lag().late
+    orphans = archive.causation().orphans
+    non_json = archive.sql("select global_position from events where payload is not null").pl()
+    found_gaps = set(zip(gaps["first_missing"], gaps["last_missing"], strict=True))
+    planted_gaps = {(g.first, g.last) for g in truth.gaps}
+    planted_copies = {p for ps in truth.duplicates.values() for p in ps[1:]}
+    # Memories whose access count the duplicates inflate in the buggy read model.
+    inflated = _inflated_memories(scenario, planted_copies)
+    changed = set(diff.rows("changed")["memory_id"])
+
+    def finding(
+        fault: str, planted: AbstractSet[Any], found: AbstractSet[Any], where: str
+    ) -> FaultFinding:
+        return FaultFinding(fault, len(planted), len(found), planted == found, where)
+
+    redelivery = unsafe["redelivery"]
+    return [
+        finding("missing positions (gaps)", planted_gaps, found_gaps, "archive.gaps()"),
+        finding(
+            "duplicate deliveries",
+            planted_copies,
+            set(copies["global_position"]),
+            "archive.duplicates()",
+        ),
+        finding(
+            "schema drift",
+            set(truth.drift),
+            set(drift["global_position"]),
+            "archive.schema_drift()",
+        ),
+        finding("late events", set(truth.late), set(late["global_position"]), "archive.lag()"),
+        finding(
+            "orphan causation",
+            set(truth.orphans),
+            set(orphans["global_position"]),
+            "archive.causation()",
+        ),
+        finding(
+            "non-JSON payloads",
+            set(truth.non_json),
+            set(non_json["global_position"]),
+            "events.payload",
+        ),
+        finding("memories miscounted live", inflated, changed, "wb.diff(fixed, live)"),
+        FaultFinding(
+            "non-idempotent handler",
+            1,
+            int(not redelivery.ok),
+            not redelivery.ok
+            and "MemoriesNonIdempotent.accessed" in redelivery.implicated_handlers,
+            "wb.check_replay_safety → " + ", ".join(redelivery.implicated_handlers or ["-"]),
+        ),
+    ]
+
+
+def _inflated_memories(scenario: Scenario, copies: set[int]) -> set[str]:
+    """Memories with a duplicated MemoryAccessed that the buggy projection counted twice."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("events", scenario.events)
+    rows = con.execute(
+        f"""
+        select distinct data->>'memory_id' from events
+        where event_type = 'MemoryAccessed'
+          and global_position in ({",".join(map(str, copies)) or "null"})
+          -- only memories the read model has: some were created inside the retention gap
+          and data->>'memory_id' in (
+              select data->>'memory_id' from events where event_type = 'MemoryCreated')
+        """
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _findings_table(result: DemoResult) -> Table:
+    table = Table(title="planted faults and where the workbench found them")
+    for column, justify in (
+        ("fault", "left"),
+        ("planted", "right"),
+        ("found", "right"),
+        ("", "center"),
+        ("found by", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for f in result.findings:
+        table.add_row(f.fault, f"{f.planted:,}", f"{f.found:,}", "✔" if f.exact else "✘", f.where)
+    return table

@@ -12,6 +12,7 @@ __all__ = [
     "DiffError",
     "EnvelopeError",
     "MappingError",
+    "ProjectionError",
     "SourceError",
     "WorkbenchError",
 ]
@@ -39,3 +40,7 @@ class MappingError(WorkbenchError):
 
 class SourceError(WorkbenchError):
     """A live source (NATS, Postgres) that cannot be reached or read."""
+
+
+class ProjectionError(WorkbenchError):
+    """A projection that cannot be loaded, is ill-defined, or failed on an event."""

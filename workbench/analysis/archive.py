@@ -9,7 +9,7 @@ from workbench.analysis.causation import Causation, find_causation
 from workbench.analysis.drift import Drift, find_drift
 from workbench.analysis.duplicates import Duplicates, find_duplicates
 from workbench.analysis.gaps import Gaps, find_gaps
-from workbench.analysis.lag import Lag, find_lag
+from workbench.analysis.lag import LATE_AFTER, Lag, find_lag
 from workbench.archive import ArchiveReader
 
 __all__ = ["Archive", "open_archive"]
@@ -41,9 +41,9 @@ class Archive(ArchiveReader):
         """Fields per event type and version, changes between versions, events off their version."""
         return find_drift(self, tolerance=tolerance)
 
-    def lag(self, *, window: int = 10) -> Lag:
-        """Recording lag over time and, from lag samples, consumer backlog and status."""
-        return find_lag(self, window=window)
+    def lag(self, *, window: int = 10, late_after: dt.timedelta = LATE_AFTER) -> Lag:
+        """Recording lag over time, late events, and, from lag samples, consumer backlog and status."""
+        return find_lag(self, window=window, late_after=late_after)
 
     def causation(self, correlation_id: str | None = None) -> Causation:
         """The causation graph (of one correlation, or all), with orphans and cycles."""

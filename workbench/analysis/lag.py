@@ -7,6 +7,9 @@
   consumer's ack floor) and time lag (age of the oldest unacknowledged
   event, from the archived event after the ack floor) per consumer and
   time bucket.
+- ``late``: events recorded more than ``late_after`` after they occurred
+  (default 5 minutes): delivered late, replayed from an outbox, or clocks
+  apart; a projection that assumes arrival order meets them out of order.
 - ``status``: one row per consumer, its status over the last ``window``
   samples by the rules Burrow uses for Kafka consumer groups:
 
@@ -30,6 +33,7 @@ Bucket widths are chosen so each series has at most a few hundred points.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -44,10 +48,21 @@ from workbench.archive import ArchiveReader
 if TYPE_CHECKING:
     import altair as alt
 
-__all__ = ["CONSUMER_STATUSES", "Lag", "find_lag"]
+__all__ = ["CONSUMER_STATUSES", "LATE_AFTER", "Lag", "find_lag"]
+
+#: Recording lag past which an event counts as late.
+LATE_AFTER = dt.timedelta(minutes=5)
 
 #: Consumer statuses, healthiest first.
 CONSUMER_STATUSES: tuple[str, ...] = ("ok", "lagging", "stalled", "stopped")
+
+_LATE = """
+select source, global_position, event_id, event_type, stream, occurred_at, recorded_at,
+       epoch(recorded_at) - epoch(occurred_at) as lag_seconds
+from events
+where occurred_at is not null and recorded_at - occurred_at > $late_after
+order by source, global_position
+"""
 
 _RECORDING = """
 select source, time_bucket(interval '{width}', recorded_at) as bucket, count(*) as events,
@@ -124,6 +139,8 @@ class Lag(CheckResult):
       (maxima per bucket; empty without samples).
     - ``status``: ``source, stream, consumer, status, backlog, time_lag_seconds,
       samples, first_sample, last_sample, last_progress`` (over the last window).
+    - ``late``: ``source, global_position, event_id, event_type, stream,
+      occurred_at, recorded_at, lag_seconds`` for events past ``late_after``.
     """
 
     name: ClassVar[str] = "lag"
@@ -132,14 +149,23 @@ class Lag(CheckResult):
     recording: pl.DataFrame
     consumers: pl.DataFrame
     status: pl.DataFrame
+    late: pl.DataFrame
 
     def tables(self) -> dict[str, pl.DataFrame]:
-        return {"status": self.status, "recording": self.recording, "consumers": self.consumers}
+        return {
+            "status": self.status,
+            "late": self.late,
+            "recording": self.recording,
+            "consumers": self.consumers,
+        }
+
+    def highlights(self) -> dict[str, pl.DataFrame]:
+        return {"status": self.status, "late": self.late, "recording": self.recording}
 
     @property
     def found(self) -> int:
-        """Consumers whose status is not ``ok``."""
-        return self.status.filter(pl.col("status") != "ok").height
+        """Late events plus consumers whose status is not ``ok``."""
+        return self.late.height + self.status.filter(pl.col("status") != "ok").height
 
     def summary(self) -> str:
         worst = self.recording.select(pl.col("p95_seconds").max()).item()
@@ -148,7 +174,7 @@ class Lag(CheckResult):
         )
         counts = self.status.group_by("status").len().sort("status").rows()
         consumers = ", ".join(f"{s}: {n}" for s, n in counts) or "no consumer samples"
-        return f"{recording}; consumers {consumers}"
+        return f"{recording}; {self.late.height} late event(s); consumers {consumers}"
 
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.lag import consumer_lag_chart, recording_lag_chart
@@ -164,16 +190,19 @@ def _width(reader: ArchiveReader, query: str) -> str:
     return bucket_width(first or 0.0, last or 0.0)
 
 
-def find_lag(reader: ArchiveReader, *, window: int = 10) -> Lag:
-    """Measure recording lag and, where samples exist, consumer lag (see the module)."""
+def find_lag(
+    reader: ArchiveReader, *, window: int = 10, late_after: dt.timedelta = LATE_AFTER
+) -> Lag:
+    """Measure recording lag, late events and, where samples exist, consumer lag (see the module)."""
     width = _width(
         reader,
         "select epoch(min(recorded_at)), epoch(max(recorded_at)) from events "
         "where occurred_at is not null",
     )
     recording = reader.sql(_RECORDING.format(width=width)).pl()
+    late = reader.sql(_LATE, params={"late_after": late_after}).pl()
     if not has_view(reader, "consumer_samples"):
-        return Lag(recording=recording, consumers=_empty_consumers(), status=_empty_status())
+        return Lag(recording, _empty_consumers(), _empty_status(), late)
     samples = f"_wb_samples_{uuid.uuid4().hex[:12]}"
     reader.con.execute(f"create temp table {samples} as {_SAMPLES}")
     try:
@@ -184,7 +213,7 @@ def find_lag(reader: ArchiveReader, *, window: int = 10) -> Lag:
         status = reader.sql(_STATUS.format(samples=samples), params={"window": window}).pl()
     finally:
         reader.con.execute(f"drop table if exists {samples}")
-    return Lag(recording=recording, consumers=consumers, status=status)
+    return Lag(recording, consumers, status, late)
 
 
 def _empty_consumers() -> pl.DataFrame:

@@ -5,6 +5,7 @@ is written atomically and its name says exactly which positions it holds, so
 the archive is its own checkpoint.
 """
 
+from workbench.archive._layout import atomic_file
 from workbench.archive.compact import CompactResult, compact
 from workbench.archive.pipeline import WritePipeline
 from workbench.archive.reader import ArchiveReader
@@ -26,5 +27,6 @@ __all__ = [
     "CompactResult",
     "WritePipeline",
     "append_records",
+    "atomic_file",
     "compact",
 ]

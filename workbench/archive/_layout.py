@@ -111,6 +111,34 @@ def side_tables(root: Path) -> list[str]:
     return sorted(p.name[1:] for p in root.glob("_*") if p.is_dir() and not p.name.startswith("__"))
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed to ``path``.
+
+    Readers see the old file or the whole new one, never a half-written
+    one; on an error the temporary file is removed. The temporary name is
+    hidden and never ends in ``.parquet``, so archive globs skip it.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "note.txt"
+    >>> with atomic_file(target) as tmp:
+    ...     _ = tmp.write_text("all or nothing")
+    >>> target.read_text()
+    'all or nothing'
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.rename(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
+
+
 def write_atomically(
     table: pa.Table,
     path: Path,
@@ -118,15 +146,11 @@ def write_atomically(
     row_group_size: int = 100_000,
     dictionary: bool | list[str] = True,
 ) -> None:
-    """Write ``table`` to ``path`` so that readers see all of it or nothing.
+    """Write ``table`` as zstd Parquet to ``path`` with :func:`atomic_file`.
 
-    The data goes to a hidden temporary name in the same directory (never
-    matched by ``*.parquet``), is fsynced, and is renamed into place.
     ``dictionary`` names the columns worth dictionary-encoding (all by default).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with atomic_file(path) as tmp:
         pq.write_table(
             table,
             tmp,
@@ -135,13 +159,6 @@ def write_atomically(
             write_statistics=True,
             use_dictionary=dictionary,
         )
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def remove_stale_temporaries(directory: Path) -> int:

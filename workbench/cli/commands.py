@@ -6,4 +6,6 @@ from workbench.cli import (
     diff,  # noqa: F401
     jetstream,  # noqa: F401
     postgres,  # noqa: F401
+    replay,  # noqa: F401
+    report,  # noqa: F401
 )

@@ -90,6 +90,8 @@ def archive_jetstream_command(
     console.print(redact(str(result)), highlight=False)
     for gap in result.gaps:
         err_console.print(f"[bold yellow]warning:[/] {result.source}: {gap}", highlight=False)
+    for hint in result.hints():
+        err_console.print(f"[bold yellow]hint:[/] {hint}", highlight=False)
     if result.gaps and fail_on_gap:
         raise typer.Exit(1)
 

@@ -30,7 +30,7 @@ from workbench.diff._sql import ident
 from workbench.diff._types import ColumnPlan, is_numeric, plan_column
 from workbench.diff.lineage import Lineage, find_lineage, key_json_sql
 from workbench.diff.result import Diff, DiffSummary, SchemaDiff, TypeChange
-from workbench.diff.sides import resolve_side
+from workbench.diff.sides import detach_files, resolve_side
 from workbench.errors import DiffError
 
 __all__ = ["diff"]
@@ -283,6 +283,7 @@ def diff(
         live_position=position,
         notes=notes,
     )
+    detach_files(con, (cand, live_side))
     return Diff(
         con=con,
         key=keys,

@@ -72,11 +72,30 @@ class Explanation:
         lines.append(f"candidate row: {self.candidate}")
         lines.append(f"live row:      {self.live}")
         lines.append(f"{len(self.events)} events wrote this key in the candidate:")
-        for e in self.events.to_dicts():
-            late = "  (after the live position)" if e.get("after_live_position") else ""
+        events = self.events.to_dicts()
+        # A long history is cut to its suspects (redelivered, after the live position) and ends.
+        shown = {
+            i
+            for i, e in enumerate(events)
+            if i < 3 or i >= len(events) - 3 or e.get("redelivered") or e.get("after_live_position")
+        }
+        for i, e in enumerate(events):
+            if i not in shown:
+                if i - 1 in shown:
+                    lines.append("  …")
+                continue
+            flags = [
+                text
+                for flag, text in (
+                    ("redelivered", "REDELIVERED: same event_id at another position"),
+                    ("after_live_position", "after the live position"),
+                )
+                if e.get(flag)
+            ]
+            note = f"  ({'; '.join(flags)})" if flags else ""
             lines.append(
                 f"  #{e['global_position']} {e['event_type']} at {e.get('recorded_at')}"
-                f" {e.get('data') or ''}{late}"
+                f" {e.get('data') or ''}{note}"
             )
         lines += self.notes
         return "\n".join(lines)
@@ -183,6 +202,11 @@ def _events(
             f"select l.*, {extra} from _wb_lineage_rows l left join events e "
             "using (source, global_position) order by l.global_position, l.source"
         ).pl()
+    if "event_id" in frame.columns:
+        # The same event applied twice is the classic cause of a wrong count.
+        frame = frame.with_columns(
+            redelivered=pl.col("event_id").is_not_null() & pl.col("event_id").is_duplicated()
+        )
     if position is not None:
         frame = frame.with_columns(after_live_position=pl.col("global_position") > position)
     return frame, notes

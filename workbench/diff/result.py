@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -14,7 +15,9 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from workbench.archive import atomic_file
 from workbench.diff._sql import ident, literal
+from workbench.diff.sides import files_attached
 from workbench.errors import DiffError
 
 if TYPE_CHECKING:
@@ -239,9 +242,14 @@ class Diff:
             " union all by name ".join(parts) + f" order by _status, {order}, _side"
         )
 
+    def sides_attached(self) -> contextlib.AbstractContextManager[None]:
+        """The sides' DuckDB files, open for the queries run inside the ``with``."""
+        return files_attached(self.con, (self.candidate, self.live))
+
     def rows(self, status: str | Sequence[str] | None = None) -> pl.DataFrame:
         """The rows of one status (or several; default every differing row), side by side."""
-        return self._relation(status).pl()
+        with self.sides_attached():
+            return self._relation(status).pl()
 
     def df(self) -> pl.DataFrame:
         """Every differing row, side by side (same as :meth:`rows`)."""
@@ -249,7 +257,8 @@ class Diff:
 
     def arrow(self, status: str | Sequence[str] | None = None) -> pa.Table:
         """The rows of :meth:`rows` as Arrow."""
-        return self._relation(status).to_arrow_table()
+        with self.sides_attached():
+            return self._relation(status).to_arrow_table()
 
     def to_parquet(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``rows.parquet`` (differing rows), ``columns.parquet`` and ``summary.json``.
@@ -259,15 +268,12 @@ class Diff:
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".rows.parquet.tmp"
-        self._relation(None).to_parquet(str(tmp), compression="zstd")
-        os.replace(tmp, out / "rows.parquet")
-        tmp = out / ".columns.parquet.tmp"
-        self.summary.columns.write_parquet(tmp)
-        os.replace(tmp, out / "columns.parquet")
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(self.summary.as_dict(), indent=2, default=str))
-        os.replace(tmp, out / "summary.json")
+        with atomic_file(out / "rows.parquet") as tmp:
+            self._relation(None).to_parquet(str(tmp), compression="zstd")
+        with atomic_file(out / "columns.parquet") as tmp:
+            self.summary.columns.write_parquet(tmp)
+        with atomic_file(out / "summary.json") as tmp:
+            tmp.write_text(json.dumps(self.summary.as_dict(), indent=2, default=str))
         return out
 
     def assert_identical(self) -> None:
@@ -283,7 +289,8 @@ class Diff:
         """
         from workbench.diff.explain import explain_key
 
-        return explain_key(self, key)
+        with self.sides_attached():
+            return explain_key(self, key)
 
     def chart(self) -> alt.HConcatChart:
         """Rows by status and changed rows per column, as an Altair chart."""

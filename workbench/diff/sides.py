@@ -19,9 +19,11 @@ A side is one of:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,15 @@ from workbench.diff._sql import ident, literal
 from workbench.errors import DiffError
 from workbench.sources.redaction import redact
 
-__all__ = ["DuckDBTable", "Side", "SnapshotInfo", "parse_duckdb_spec", "resolve_side"]
+__all__ = [
+    "DuckDBTable",
+    "Side",
+    "SnapshotInfo",
+    "detach_files",
+    "files_attached",
+    "parse_duckdb_spec",
+    "resolve_side",
+]
 
 _DUCKDB_FILE = re.compile(r"^(?P<file>.+\.(?:duckdb|ddb|db))(?::(?P<table>[^/\\]+))?$")
 SNAPSHOT_METADATA_KEY = b"workbench.snapshot"
@@ -122,6 +132,41 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path) -> str:
     except duckdb.Error as exc:
         raise DiffError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
     return catalog
+
+
+@contextlib.contextmanager
+def files_attached(con: duckdb.DuckDBPyConnection, sides: Iterable[Side]) -> Iterator[None]:
+    """Attach the sides' DuckDB files (read-only, same catalog names) while a query runs.
+
+    A diff must not hold its files open between calls: DuckDB opens a file
+    once per process, so a lingering read-only attach would make the next
+    ``wb.replay`` into the same file fail in a notebook.
+    """
+    wanted = {(s.duckdb_table.catalog, s.duckdb_table.path) for s in sides if s.duckdb_table}
+    present = {
+        str(r[0]) for r in con.execute("select database_name from duckdb_databases()").fetchall()
+    }
+    opened = []
+    try:
+        for catalog, path in sorted(wanted):
+            if catalog not in present:
+                try:
+                    con.execute(
+                        f"attach {literal(str(path.resolve()))} as {ident(catalog)} (read_only)"
+                    )
+                except duckdb.Error as exc:
+                    raise DiffError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+                opened.append(catalog)
+        yield
+    finally:
+        for catalog in opened:
+            con.execute(f"detach {ident(catalog)}")
+
+
+def detach_files(con: duckdb.DuckDBPyConnection, sides: Iterable[Side]) -> None:
+    """Close the sides' DuckDB files; :func:`files_attached` reopens them on demand."""
+    for catalog in sorted({s.duckdb_table.catalog for s in sides if s.duckdb_table}):
+        con.execute(f"detach database if exists {ident(catalog)}")
 
 
 def read_snapshot_info(path: str | os.PathLike[str]) -> SnapshotInfo | None:

@@ -64,6 +64,10 @@ class ArchiveProgress:
     rate: float
 
 
+#: Columns without which checks and replays lose their footing; a run reports how often they stay empty.
+IDENTITY_COLUMNS: tuple[str, ...] = ("event_id", "event_type", "stream")
+
+
 @dataclass
 class JetStreamArchiveResult:
     """What one ``archive_jetstream`` run did.
@@ -83,6 +87,27 @@ class JetStreamArchiveResult:
     elapsed: float = 0.0
     #: Why the run ended: "caught-up", "signal", "idle".
     stopped: str = "caught-up"
+    #: Messages the mapping left without each of :data:`IDENTITY_COLUMNS`.
+    unfilled: dict[str, int] = field(default_factory=dict)
+
+    def hints(self) -> list[str]:
+        """What to map when the preset found no event id, type or stream in most messages.
+
+        >>> r = JetStreamArchiveResult("S", "out", messages=4, unfilled={"event_type": 4})
+        >>> r.hints()[0]
+        'event_type is empty in 4 of 4 messages; map it, e.g. --map event_type=subject:-1'
+        """
+        examples = {
+            "event_id": "data:id",
+            "event_type": "subject:-1",
+            "stream": "subject:1",
+        }
+        return [
+            f"{column} is empty in {missing:,} of {self.messages:,} messages; "
+            f"map it, e.g. --map {column}={examples[column]}"
+            for column, missing in self.unfilled.items()
+            if self.messages and missing > self.messages // 2
+        ]
 
     @property
     def source(self) -> str:
@@ -371,6 +396,11 @@ class _Run:
         )
         self.writer.append(table)
         result = self.result
+        for column in IDENTITY_COLUMNS:
+            # A preset may leave a column out entirely (raw): all of it is empty then.
+            present = column in table.column_names
+            empty = table.column(column).null_count if present else table.num_rows
+            result.unfilled[column] = result.unfilled.get(column, 0) + empty
         if result.first_seq is None:
             result.first_seq = batch.seq[0]
         result.last_seq = batch.seq[-1]

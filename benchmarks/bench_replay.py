@@ -1,0 +1,231 @@
+"""Replay throughput: the handler engine and SqlProjection against a hand-written fold.
+
+    python benchmarks/bench_replay.py [--events N] [--entities N] [--memory]
+
+All three read the same archive (the scenario generator's history) and
+produce the same three tables as :class:`workbench.examples.Memories`.
+
+Baseline: the fastest honest plain-Python fold we could write — the same
+Parquet files read batch by batch with pyarrow, payloads decoded with the
+same one-parse trick and timestamps with the same numpy conversion as the
+engine, folded into dicts with the same idempotency guard, then one bulk
+Arrow write per table into DuckDB. It has no lineage, no checkpoint, no
+dispatch, no error handling. ``--memory`` also replays 1x and 4x the events
+in fresh processes and prints their peak RSS (it should follow the read
+model, not the history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import workbench as wb
+from workbench.archive import ArchiveReader
+from workbench.examples import MEMORIES_SQL, Memories
+from workbench.replay.event import _to_python
+from workbench.scenario import generate
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+COLUMNS = ["event_type", "schema_version", "stream_position", "occurred_at", "data"]
+
+
+def hand_written(archive: Path, into: Path) -> int:
+    """Fold the archive into dicts in one plain loop, then write each table once."""
+    memories: dict[
+        str, list[Any]
+    ] = {}  # id → [agent, content, kind, importance, count, status, into, pos]
+    agents: dict[str, list[Any]] = {}  # id → [memories, accesses, last_active_at]
+    daily: dict[tuple[str, dt.date], int] = {}
+    n = 0
+    files = sorted(f for f in ArchiveReader(archive).files)
+    for data_file in files:
+        for batch in pq.ParquetFile(data_file.path).iter_batches(100_000, columns=COLUMNS):
+            texts = batch.column("data").to_pylist()
+            payloads = json.loads("[" + ",".join("null" if t is None else t for t in texts) + "]")
+            rows = zip(
+                batch.column("event_type").to_pylist(),
+                batch.column("stream_position").to_pylist(),
+                _to_python(batch.column("occurred_at")),
+                payloads,
+                strict=True,
+            )
+            n += batch.num_rows
+            for etype, spos, at, d in rows:
+                if d is None:
+                    continue
+                m = memories.get(d.get("memory_id"))
+                if etype == "MemoryAccessed":
+                    if m is None or m[7] >= spos:
+                        continue
+                    m[4] += 1
+                    m[7] = spos
+                    a = agents.get(d["agent_id"])
+                    if a is None:
+                        agents[d["agent_id"]] = [0, 1, at]
+                    else:
+                        a[1] += 1
+                        if at > a[2]:
+                            a[2] = at
+                    key = (d["agent_id"], at.date())
+                    daily[key] = daily.get(key, 0) + 1
+                elif etype == "MemoryCreated":
+                    if m is not None:
+                        continue
+                    memories[d["memory_id"]] = [
+                        d["agent_id"],
+                        d.get("content"),
+                        d.get("kind"),
+                        d.get("importance", 0.5),
+                        0,
+                        "active",
+                        None,
+                        spos,
+                    ]
+                    a = agents.get(d["agent_id"])
+                    if a is None:
+                        agents[d["agent_id"]] = [1, 0, at]
+                    else:
+                        a[0] += 1
+                        if at > a[2]:
+                            a[2] = at
+                elif m is None or m[7] >= spos:
+                    continue
+                elif etype == "MemoryUpdated":
+                    m[1] = d["content"]
+                    m[7] = spos
+                elif etype == "MemoryConsolidated":
+                    m[5], m[6], m[7] = "consolidated", d["into_memory_id"], spos
+                elif etype == "MemoryDeleted":
+                    m[5], m[7] = "deleted", spos
+    con = duckdb.connect(str(into))
+    mem_cols = list(zip(*memories.values(), strict=True))
+    tables = {
+        "memories": pa.table(
+            [list(memories), *map(list, mem_cols)],
+            names=[
+                "memory_id",
+                "agent_id",
+                "content",
+                "kind",
+                "importance",
+                "access_count",
+                "status",
+                "consolidated_into",
+                "stream_position",
+            ],
+        ),
+        "agents": pa.table(
+            [list(agents), *map(list, zip(*agents.values(), strict=True))],
+            names=["agent_id", "memories", "accesses", "last_active_at"],
+        ),
+        "daily_access": pa.table(
+            [[k[0] for k in daily], [k[1] for k in daily], list(daily.values())],
+            names=["agent_id", "day", "accesses"],
+        ),
+    }
+    for name, table in tables.items():
+        con.register("t", table)
+        con.execute(f"create or replace table {name} as select * from t")
+        con.unregister("t")
+    con.close()
+    return n
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out
+
+
+def peak_rss(events: int, entities: int, workdir: Path) -> float:
+    """Peak RSS (MiB) of a fresh process replaying ``events`` events."""
+    code = (
+        "import sys, resource, workbench as wb\n"
+        "from workbench.examples import Memories\n"
+        "wb.replay(sys.argv[1], Memories, into=sys.argv[2])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    archive = workdir / f"archive-{events}"
+    if not archive.exists():
+        generate(11, entities=entities, events=events).write_archive(archive)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(archive), str(workdir / f"mem-{events}.duckdb")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--entities", type=int, default=20_000)
+    parser.add_argument("--memory", action="store_true", help="also compare peak RSS at 1x and 4x")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        archive = work / "archive"
+        t_gen, _ = timed(
+            generate(11, entities=args.entities, events=args.events).write_archive, archive
+        )
+        print(
+            f"history: {args.events:,} events over {args.entities:,} memories (generated in {t_gen:.1f}s)"
+        )
+
+        t_hand, n = timed(hand_written, archive, work / "hand.duckdb")
+        t_eng, res = timed(wb.replay, archive, Memories, into=work / "engine.duckdb")
+        t_nolin, _ = timed(
+            wb.replay, archive, Memories, into=work / "nolineage.duckdb", lineage=False
+        )
+        t_sql, _ = timed(wb.replay, archive, MEMORIES_SQL, into=work / "sql.duckdb")
+
+        con = duckdb.connect(str(work / "engine.duckdb"))
+        con.execute(f"attach '{work / 'hand.duckdb'}' as hand (read_only)")
+        for table in ("memories", "agents", "daily_access"):
+            diff = con.execute(
+                f"select count(*) from (select * from memories_v1.{table} "
+                f"except select * from hand.{table})"
+            ).fetchall()[0][0]
+            assert diff == 0, f"engine and hand-written loop disagree on {table}"
+        con.close()
+
+        def line(label: str, seconds: float) -> None:
+            print(
+                f"{label:<44} {seconds:7.2f}s {n / seconds:>12,.0f} events/s "
+                f"{t_hand / seconds:5.2f}x hand loop"
+            )
+
+        line("hand-written fold (baseline)", t_hand)
+        line("handler engine (lineage + checkpoint)", t_eng)
+        line("handler engine (lineage=False)", t_nolin)
+        line("SqlProjection", t_sql)
+        print(f"full-rebuild estimate for 10M events: {res.estimate(10_000_000)}")
+        print("per handler:\n", res.per_handler)
+        if args.memory:
+            one = peak_rss(args.events, args.entities, work)
+            four = peak_rss(4 * args.events, args.entities, work)
+            print(
+                f"peak RSS: {args.events:,} events {one:,.0f} MiB; "
+                f"{4 * args.events:,} events {four:,.0f} MiB ({four / one:.2f}x)"
+            )
+        print(
+            f"benchmark process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""Replay engine: API, upcasters, resume after kill -9, blue/green, dead letters, lineage, coverage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+import workbench as wb
+from workbench import cli
+from workbench.archive import ArchiveWriter
+from workbench.errors import ArchiveError, ProjectionError
+from workbench.examples import MEMORIES_SQL, Memories
+from workbench.replay import lineage_key, load_projection
+from workbench.scenario import generate
+
+TABLES = ("memories", "agents", "daily_access")
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("archive")
+    generate(5, entities=80, events=4_000).write_archive(root)
+    return root
+
+
+def rows(path: Path, schema: str, table: str) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(f'select * from "{schema}"."{table}" order by all').fetchall()
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------- API
+
+
+def test_handlers_upcaster_chain_and_table_ops(tmp_path: Path) -> None:
+    events = [
+        ("Opened", 1, {"id": "a"}),
+        ("Opened", 2, {"id": "b", "owner": "x"}),
+        ("Opened", 3, {"id": "c", "owner": "y", "tier": "gold"}),
+        ("Closed", 1, {"id": "a"}),
+        ("Purged", 1, {"id": "b"}),
+    ]
+    ArchiveWriter(tmp_path / "a", "s").append(
+        pa.table(
+            {
+                "global_position": list(range(1, 6)),
+                "recorded_at": list(range(5)),
+                "event_type": [e[0] for e in events],
+                "schema_version": [e[1] for e in events],
+                "stream": ["acc-a", "acc-b", "acc-c", "acc-a", "acc-b"],
+                "stream_position": [0, 0, 0, 1, 1],
+                "data": [json.dumps(e[2]) for e in events],
+            }
+        )
+    )
+
+    class Accounts(wb.Projection):
+        accounts = wb.Table(key="id", id=str, owner=str, tier=str, open=bool)
+
+        @wb.upcaster("Opened", from_version=1)
+        def v1(self, data):
+            return {**data, "owner": "nobody"}
+
+        @wb.upcaster("Opened", from_version=2)
+        def v2(self, data):
+            return {**data, "tier": "basic"}
+
+        @wb.on("Opened")
+        def opened(self, event, tables):
+            assert event.schema_version == 3  # handlers only ever see the newest version
+            tables.accounts.upsert({**event.data, "open": True})
+
+        @wb.on("Closed")
+        def closed(self, event, tables):
+            tables.accounts.update(event.data["id"], open=False)
+
+        @wb.on("Purged")
+        def purged(self, event, tables):
+            tables.accounts.delete(event.data["id"])
+
+    result = wb.replay(tmp_path / "a", Accounts, into=tmp_path / "o.duckdb")
+    assert rows(tmp_path / "o.duckdb", "accounts_v1", "accounts") == [
+        ("a", "nobody", "basic", False),
+        ("c", "y", "gold", True),
+    ]
+    assert result.events_applied == 5 and result.coverage.ok
+    assert result.per_type.filter(event_type="Opened")["events"].item() == 3
+    assert set(result.per_handler["handler"]) == {
+        "test_handlers_upcaster_chain_and_table_ops.<locals>.Accounts.opened",
+        "test_handlers_upcaster_chain_and_table_ops.<locals>.Accounts.closed",
+        "test_handlers_upcaster_chain_and_table_ops.<locals>.Accounts.purged",
+    }
+    # The deleted row keeps its lineage.
+    con = duckdb.connect(str(tmp_path / "o.duckdb"), read_only=True)
+    lineage = con.execute(
+        "select global_position, event_type from accounts_v1._lineage where key = ? order by 1",
+        [lineage_key(["id"], "b")],
+    ).fetchall()
+    assert lineage == [(2, "Opened"), (5, "Purged")]
+
+
+def test_definition_errors_are_clear() -> None:
+    with pytest.raises(ProjectionError, match="two handlers"):
+
+        class Twice(wb.Projection):
+            @wb.on("A")
+            def one(self, event, tables): ...
+
+            @wb.on("A")
+            def two(self, event, tables): ...
+
+    with pytest.raises(ProjectionError, match="unsupported type"):
+        wb.Table(key="id", id=list)
+
+
+def test_handler_and_sql_projection_agree_with_lineage(archive: Path, tmp_path: Path) -> None:
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, Memories, into=into)
+    sql = wb.replay(archive, MEMORIES_SQL, into=into)
+    assert sql.events_applied == 4_000
+    for table in TABLES:
+        assert rows(into, "memories_v1", table) == rows(into, "memories_sql_v1", table)
+    con = duckdb.connect(str(into), read_only=True)
+    one = "select table_name, key, global_position, event_type from {}._lineage order by all"
+    assert (
+        con.execute(one.format("memories_v1")).fetchall()
+        == con.execute(one.format("memories_sql_v1")).fetchall()
+    )
+    # The lineage key joins back to output rows (the contract the diff relies on).
+    unmatched = con.execute(
+        "select count(*) from memories_v1.daily_access d anti join memories_v1._lineage l "
+        "on l.table_name = 'daily_access' and l.key = to_json(struct_pack(agent_id := d.agent_id, day := d.day))"
+    ).fetchall()[0][0]
+    assert unmatched == 0
+    info = con.execute(
+        "select projection, version, archive, events_applied from memories_v1._replay_info"
+    ).fetchall()
+    assert info == [("memories", 1, str(archive.absolute()), 4_000)]
+
+
+def test_until_where_and_sources(archive: Path, tmp_path: Path) -> None:
+    first = generate(5, entities=80, events=4_000).events.column("global_position")[1_000].as_py()
+    r = wb.replay(
+        archive,
+        Memories,
+        into=tmp_path / "o.duckdb",
+        until=first,
+        where="event_type <> 'MemoryUpdated'",
+    )
+    assert r.last_position <= first and "MemoryUpdated" not in set(r.per_type["event_type"])
+    with pytest.raises(ProjectionError, match="invalid --where"):
+        wb.replay(archive, Memories, into=tmp_path / "o.duckdb", where="no_such_column = 1")
+    with pytest.raises(ArchiveError, match="no source 'x'"):
+        wb.replay(archive, Memories, into=tmp_path / "o.duckdb", source="x")
+
+
+def test_coverage_reports_unhandled_types_and_versions(archive: Path, tmp_path: Path) -> None:
+    class CreatedOnly(wb.Projection):
+        memories = wb.Table(key="memory_id", memory_id=str)
+
+        @wb.on("MemoryCreated")
+        def created(self, event, tables):
+            if event.data:
+                tables.memories.upsert({"memory_id": event.data["memory_id"]})
+
+    result = wb.replay(archive, CreatedOnly, into=tmp_path / "o.duckdb")
+    problems = result.coverage.problems()
+    assert any(p.startswith("MemoryAccessed v1") and "no handler" in p for p in problems)
+    assert any(p.startswith("MemoryCreated v1") and "not upcast to v2" in p for p in problems)
+    assert not any(p.startswith("MemoryCreated v2") for p in problems)
+    assert wb.replay(archive, Memories, into=tmp_path / "o.duckdb").coverage.ok
+
+
+# ---------------------------------------------------------------- errors
+
+
+class Fragile(Memories):
+    name = "fragile"
+
+    @wb.on("MemoryUpdated")
+    def updated(self, event, tables):
+        raise ValueError("boom")
+
+
+def test_error_stops_with_event_and_handler(archive: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ProjectionError,
+        match=r"Fragile.updated failed on MemoryUpdated at global_position \d+ .*ValueError: boom",
+    ):
+        wb.replay(archive, Fragile, into=tmp_path / "o.duckdb")
+
+
+def test_dead_letters_record_and_go_on(archive: Path, tmp_path: Path) -> None:
+    result = wb.replay(archive, Fragile, into=tmp_path / "o.duckdb", on_error="dead-letter")
+    updates = result.per_type.filter(event_type="MemoryUpdated")["events"].item()
+    assert result.dead_letters == updates > 0
+    con = duckdb.connect(str(tmp_path / "o.duckdb"), read_only=True)
+    letter = con.execute(
+        "select event_type, handler, error, traceback, data from fragile_v1._dead_letters limit 1"
+    ).fetchall()[0]
+    assert letter[:3] == ("MemoryUpdated", "Fragile.updated", "ValueError: boom")
+    assert "raise ValueError" in letter[3] and "memory_id" in letter[4]
+    assert con.execute("select count(*) from fragile_v1.memories").fetchall()[0][0] > 0
+
+
+# ---------------------------------------------------------------- resume, blue/green
+
+
+SLOW = textwrap.dedent(
+    """
+    import sys, time
+    import workbench as wb
+    from workbench.examples import Memories
+
+    class Slow(Memories):
+        name = "memories"
+
+        @wb.on("MemoryAccessed")
+        def accessed(self, event, tables):
+            time.sleep(0.0003)
+            super().accessed(event, tables)
+
+    if __name__ == "__main__":
+        wb.replay(sys.argv[1], Slow, into=sys.argv[2], batch_size=100, flush_every=100,
+                  progress=lambda done, total: print(done, flush=True))
+    """
+)
+
+
+def test_resume_after_kill_9_gives_the_uninterrupted_rows(archive: Path, tmp_path: Path) -> None:
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW)
+    into = tmp_path / "crashed.duckdb"
+    env = {**os.environ, "PYTHONPATH": str(Path(wb.__file__).parent.parent)}
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(archive), str(into)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdout is not None
+    for line in child.stdout:
+        if int(line) >= 1_500:
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    resumed = wb.replay(archive, load_projection(f"{script}:Slow"), into=into, resume=True)
+    assert resumed.resumed_from is not None and 0 < resumed.events_applied < 4_000
+    assert resumed.total_applied == 4_000
+    clean = tmp_path / "clean.duckdb"
+    wb.replay(archive, Memories, into=clean)
+    for table in TABLES:
+        assert rows(into, "memories_v1", table) == rows(clean, "memories_v1", table)
+    con = duckdb.connect(str(into), read_only=True)
+    # No event's lineage was written twice.
+    dupes = con.execute(
+        "select count(*) from (select table_name, key, global_position, count(*) n "
+        "from memories_v1._lineage group by all having n > 1)"
+    ).fetchall()[0][0]
+    assert dupes == 0
+
+
+def test_blue_green_versions_side_by_side_and_promote(archive: Path, tmp_path: Path) -> None:
+    class MemoriesV2(Memories):
+        name = "memories"
+        version = 2
+
+        def count_access(self, event, tables, row):
+            tables.memories.update(
+                row["memory_id"],
+                access_count=row["access_count"] + 10,
+                stream_position=event.stream_position,
+            )
+
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, Memories, into=into)
+    wb.promote(into, "memories", 1)
+    wb.replay(archive, MemoriesV2, into=into)
+    con = duckdb.connect(str(into))
+    total = "select sum(access_count) from memories.memories"
+    v1 = con.execute(total).fetchall()[0][0]
+    con.close()
+    assert wb.promote(into, "memories", 2) == ["agents", "daily_access", "memories"]
+    con = duckdb.connect(str(into))
+    assert con.execute(total).fetchall()[0][0] == 10 * v1
+    assert con.execute("select count(*) from memories_v1.memories").fetchall()[0][0] > 0
+    with pytest.raises(ProjectionError, match="no schema memories_v7"):
+        con.close()
+        wb.promote(into, "memories", 7)
+
+
+# ---------------------------------------------------------------- loader, CLI
+
+
+def test_cli_replay_and_errors(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = str(Path(wb.__file__).parent / "examples" / "memories.py") + ":Memories"
+    code = cli.run(
+        [
+            "replay",
+            "--archive",
+            str(archive),
+            "--projection",
+            spec,
+            "--into",
+            str(tmp_path / "c.duckdb"),
+        ]
+    )
+    assert code == 0
+    assert "memories_v1: 4,000 events" in capsys.readouterr().out
+    assert cli.run(["replay", "--archive", str(archive), "--projection", "nope.py:X"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.run(["replay", "--archive", str(tmp_path / "missing"), "--projection", spec]) == 2

@@ -1,0 +1,77 @@
+"""The replay-safety check catches each planted fault and passes the correct projection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import workbench as wb
+from workbench import cli
+from workbench.examples import (
+    Memories,
+    MemoriesClock,
+    MemoriesNonIdempotent,
+    MemoriesOrderDependent,
+)
+from workbench.scenario import generate
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("archive")
+    generate(8, entities=40, events=1_500).write_archive(root)
+    return root
+
+
+def test_correct_projection_is_safe(archive: Path) -> None:
+    report = wb.check_replay_safety(archive, Memories, duplicates=1.0, seed=3)
+    assert report.ok, report.summary()
+    assert [s.name for s in report.scenarios] == ["determinism", "redelivery", "crash", "reorder"]
+    assert report.df().height == 0
+
+
+def test_non_idempotent_counter_is_caught_and_narrowed(archive: Path) -> None:
+    report = wb.check_replay_safety(archive, MemoriesNonIdempotent, seed=3)
+    assert not report.ok
+    for name in ("redelivery", "crash"):
+        scenario = report[name]
+        assert not scenario.ok
+        assert scenario.implicated_types == ["MemoryAccessed"]
+        assert scenario.implicated_handlers == ["MemoriesNonIdempotent.accessed"]
+        assert "memories" in set(scenario.differences["table"])
+    assert report["reorder"].ok and report["determinism"].ok
+
+
+def test_order_dependent_update_is_caught_by_reordering(archive: Path) -> None:
+    report = wb.check_replay_safety(archive, MemoriesOrderDependent, seed=3)
+    assert report["redelivery"].ok and report["crash"].ok and report["determinism"].ok
+    reorder = report["reorder"]
+    assert not reorder.ok
+    assert set(reorder.differences["table"]) == {"agents"}
+    assert reorder.implicated_types and set(reorder.implicated_types) <= {
+        "MemoryAccessed",
+        "MemoryCreated",
+    }
+
+
+def test_clock_in_a_handler_is_caught_by_determinism(archive: Path) -> None:
+    report = wb.check_replay_safety(archive, MemoriesClock, seed=3)
+    determinism = report["determinism"]
+    assert not determinism.ok
+    assert determinism.implicated_handlers == ["MemoriesClock.created"]
+    assert "last_active_at" in determinism.differences["faulty"][0]
+
+
+def test_same_seed_same_report(archive: Path) -> None:
+    a = wb.check_replay_safety(archive, MemoriesNonIdempotent, seed=9, narrow=False)
+    b = wb.check_replay_safety(archive, MemoriesNonIdempotent, seed=9, narrow=False)
+    assert a.df().equals(b.df())
+
+
+def test_cli_check_safety_exit_codes(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(wb.__file__).parent / "examples" / "memories.py"
+    args = ["replay", "--archive", str(archive), "--check-safety", "--projection"]
+    assert cli.run([*args, f"{path}:Memories"]) == 0
+    assert cli.run([*args, f"{path}:MemoriesNonIdempotent"]) == 1
+    assert "UNSAFE" in capsys.readouterr().out

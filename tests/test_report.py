@@ -1,0 +1,118 @@
+"""The offline HTML report, opened in headless Chromium as a user would."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import service_missing
+
+import workbench as wb
+from workbench.report import write_report
+from workbench.scenario import generate
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+]
+
+
+def rendered_dom(page: Path) -> str:
+    """The page's DOM after its scripts ran, from headless Chromium."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        service_missing("chromium is not installed (apt-get install chromium)")
+        raise AssertionError  # unreachable
+    proc = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    generate(5, entities=30, events=3_000).write_archive(root / "archive")
+    live = pl.DataFrame({"id": [1, 2, 3], "n": [10, 20, 30]})
+    candidate = pl.DataFrame({"id": [1, 2, 4], "n": [10, 21, 40]})
+    diff = wb.diff(candidate, live, key=["id"])
+    return write_report(root / "report.html", root / "archive", diff=diff)
+
+
+def test_report_is_self_contained(report: Path) -> None:
+    html = report.read_text()
+    assert not re.search(r"<script[^>]+src=", html), (
+        "the report must not load scripts from anywhere"
+    )
+    assert not re.search(r"""(href|src)=["']https?://""", html)
+    for title in (
+        "Gaps",
+        "Duplicates",
+        "Schema drift",
+        "Lag",
+        "Causation",
+        "Diff against the live read model",
+    ):
+        assert title in html
+
+
+@pytest.mark.browser
+def test_every_chart_renders_in_headless_chromium(report: Path) -> None:
+    dom = rendered_dom(report)
+    charts = re.findall(r'<div class="chart[^"]*"[^>]*data-chart="\d+"[^>]*>', dom)
+    assert len(charts) >= 6  # five checks and the diff
+    assert all('data-rendered="true"' in div for div in charts), charts
+    # vega-embed drew each chart as SVG marks.
+    assert dom.count('class="marks"') >= len(charts)
+
+
+def test_report_shows_the_findings(report: Path) -> None:
+    html = report.read_text()
+    assert "findings" in html
+    assert "2 differing rows" in html or "differing rows" in html
+
+
+def test_report_command_replays_diffs_and_checks_safety(tmp_path: Path) -> None:
+    from workbench.cli import run
+
+    scenario = generate(9, entities=20, events=2_000)
+    scenario.write_archive(tmp_path / "archive")
+    # The "live" read model: what the non-idempotent projection built in production.
+    from workbench.examples import MemoriesNonIdempotent
+
+    live = wb.replay(tmp_path / "archive", MemoriesNonIdempotent, into=tmp_path / "live.duckdb")
+    live.sql("select * from memories").write_parquet(str(tmp_path / "memories.parquet"))
+    args = ["report", "--archive", str(tmp_path / "archive"), "--out", str(tmp_path / "r.html")]
+    assert run([*args, "--live", str(tmp_path / "memories.parquet")]) == 2  # --key missing
+    code = run(
+        [
+            *args,
+            "--projection",
+            "workbench.examples:Memories",
+            "--live",
+            str(tmp_path / "memories.parquet"),
+            "--key",
+            "memory_id",
+            "--check-safety",
+        ]
+    )
+    assert code == 0
+    html = (tmp_path / "r.html").read_text()
+    for title in (
+        "Replay of memories_v1",
+        "Replay safety of Memories",
+        "Diff against the live read model",
+    ):
+        assert title in html
+    assert (tmp_path / "r.duckdb").exists()

@@ -1,0 +1,60 @@
+"""``workbench replay``: an archive through a projection into DuckDB, or its safety check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from workbench.cli._app import app, console
+
+
+@app.command()
+def replay(
+    archive: Path = typer.Option(..., "--archive", help="Archive root directory."),
+    projection: str = typer.Option(
+        ..., "--projection", help="FILE.py:ClassName (or module:Name) of the projection."
+    ),
+    into: Path = typer.Option(Path("replay.duckdb"), "--into", help="Output DuckDB file."),
+    source: str | None = typer.Option(None, "--source", help="Source to replay (when several)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue after the stored checkpoint."),
+    until: int | None = typer.Option(None, "--until", help="Stop at this global_position."),
+    where: str | None = typer.Option(None, "--where", help="SQL filter over envelope columns."),
+    dead_letter: bool = typer.Option(
+        False, "--dead-letter", help="Record failing events in _dead_letters and go on."
+    ),
+    check_safety: bool = typer.Option(
+        False, "--check-safety", help="Replay under redelivery, reordering and twice; compare."
+    ),
+    duplicates: float = typer.Option(0.1, "--duplicates", help="Share redelivered (safety check)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the safety check's faults."),
+) -> None:
+    """Replay an archive through a candidate projection (exit 1: unsafe or uncovered events)."""
+    from workbench.replay import check_replay_safety, load_projection
+    from workbench.replay import replay as run_replay
+
+    candidate = load_projection(projection)
+    if check_safety:
+        with console.status("checking replay safety…"):
+            report = check_replay_safety(
+                archive, candidate, source=source, duplicates=duplicates, seed=seed,
+                until=until, where=where,
+            )  # fmt: skip
+        console.print(report.summary(), highlight=False)
+        raise typer.Exit(0 if report.ok else 1)
+    with Progress(
+        TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("replay", total=None)
+        result = run_replay(
+            archive, candidate, into=into, source=source, resume=resume, until=until,
+            where=where, on_error="dead-letter" if dead_letter else "raise",
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
+    for problem in result.coverage.problems():
+        console.print(f"[yellow]not covered:[/] {problem}", highlight=False)
+    console.print(result.summary(), highlight=False)
+    console.print(result.per_type)
+    raise typer.Exit(0 if result.coverage.ok and not result.dead_letters else 1)

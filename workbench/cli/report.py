@@ -1,0 +1,98 @@
+"""``workbench report``: checks, replay and diff in one offline HTML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from workbench.cli._app import app, console, err_console
+from workbench.errors import WorkbenchError
+
+
+@app.command()
+def report(
+    archive: Path = typer.Option(..., "--archive", help="Archive root directory."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="The HTML file to write."),
+    projection: str | None = typer.Option(
+        None, "--projection", help="Replay this projection (FILE.py:Class) into --into."
+    ),
+    into: Path | None = typer.Option(None, "--into", help="DuckDB file for the replay."),
+    live: str | None = typer.Option(
+        None,
+        "--live",
+        help="Live read model to diff with: postgresql://…#SCHEMA.TABLE, .parquet, FILE.duckdb:SCHEMA.TABLE.",
+    ),
+    key: str | None = typer.Option(None, "--key", help="Key column(s) of the diff: COL[,COL]."),
+    table: str | None = typer.Option(
+        None, "--table", help="The projection's table to diff (default: its only or first table)."
+    ),
+    safety: bool = typer.Option(False, "--check-safety", help="Also run the replay-safety check."),
+) -> None:
+    """Write one self-contained HTML report: checks, charts, and replay and diff when given."""
+    import polars as pl
+
+    from workbench import diff as run_diff
+    from workbench.analysis import open_archive
+    from workbench.replay import check_replay_safety, load_projection, replay
+    from workbench.report import replay_section, safety_section, write_report
+
+    if (live is None) != (key is None):
+        raise WorkbenchError("--live and --key go together")
+    if live is not None and projection is None:
+        raise WorkbenchError("--live needs --projection: the candidate is the projection's replay")
+    if projection is not None and into is None:
+        into = out.with_suffix(".duckdb")
+
+    opened = open_archive(archive)
+    extra = []
+    diff = None
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        if projection is not None and into is not None:
+            candidate = load_projection(projection)
+            task = bar.add_task("replaying", total=None)
+            ticks: list[tuple[float, int]] = []
+            started = bar.get_time()
+
+            def on_progress(done: int, total: int) -> None:
+                ticks.append((bar.get_time() - started, done))
+                bar.update(task, completed=done, total=total)
+
+            result = replay(opened, candidate, into=into, progress=on_progress)
+            progress = pl.DataFrame(ticks, schema=["seconds", "events"], orient="row")
+            extra.append(replay_section(result, progress))
+            if safety:
+                bar.update(task, description="checking replay safety")
+                extra.append(safety_section(check_replay_safety(opened, candidate)))
+            if live is not None and key is not None:
+                bar.update(task, description="diffing with live")
+                name = table or _default_table(candidate, live)
+                diff = run_diff(
+                    f"{into}:{result.schema}.{name}", live, key=[k.strip() for k in key.split(",")]
+                )
+        task = bar.add_task("checks", total=None)
+        path = write_report(
+            out,
+            opened,
+            diff=diff,
+            extra=extra,
+            progress=lambda name: bar.update(task, description=f"check: {name}"),
+        )
+    console.print(f"wrote {path}", highlight=False)
+
+
+def _default_table(projection: object, live: str) -> str:
+    """The projection table named like the live table, else its first table."""
+    declared = projection.tables  # type: ignore[attr-defined]
+    # A SqlProjection holds a name → SQL dict; a handler Projection declares Table objects.
+    tables = list(declared) if isinstance(declared, dict) else [t.name for t in declared()]
+    live_name = Path(live.rsplit("#", 1)[-1].rsplit(":", 1)[-1]).stem.rsplit(".", 1)[-1]
+    return live_name if live_name in tables else tables[0]

@@ -1,0 +1,117 @@
+"""Coverage: which event types and schema versions of an archive a projection handles.
+
+Reported before a replay runs, so an unhandled type or a version without an
+upcaster to the version the handler expects is seen before it silently
+leaves rows out.
+
+>>> import polars as pl
+>>> from workbench.replay.projection import Projection, on, upcaster
+>>> class P(Projection):
+...     @upcaster("A", from_version=1)
+...     def a_v1(self, data): return data
+...     @on("A")
+...     def a(self, event, tables): pass
+>>> counts = pl.DataFrame({"event_type": ["A", "A", "A", "B"],
+...                        "schema_version": [1, 2, 3, 1], "events": [5, 6, 7, 8]})
+>>> cov = coverage(P(), counts)
+>>> cov.df().select("event_type", "schema_version", "status").rows()
+[('A', 1, 'not upcast to v3'), ('A', 2, 'not upcast to v3'), ('A', 3, 'handled'), ('B', 1, 'no handler')]
+>>> cov.ok, cov.uncovered_events
+(False, 19)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from workbench.replay.projection import Projection
+
+__all__ = ["Coverage", "coverage"]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Per (event type, schema version): events, handler, upcast target and status."""
+
+    table: pl.DataFrame
+
+    @property
+    def ok(self) -> bool:
+        """True when every event of the archive reaches a handler at its expected version."""
+        return self.uncovered_events == 0
+
+    @property
+    def uncovered_events(self) -> int:
+        """Events whose type or version no handler / upcaster chain handles."""
+        gaps = self.table.filter(~pl.col("status").is_in(["handled", "ignored"]))
+        return int(gaps["events"].sum())
+
+    def problems(self) -> list[str]:
+        """One line per uncovered (event type, version)."""
+        rows = self.table.filter(~pl.col("status").is_in(["handled", "ignored"])).iter_rows(
+            named=True
+        )
+        return [
+            f"{r['event_type']} v{r['schema_version']} ({r['events']:,} events): {r['status']}"
+            for r in rows
+        ]
+
+    @classmethod
+    def empty(cls) -> Coverage:
+        """Coverage with no rows (a SQL projection reads every event)."""
+        return cls(_frame([]))
+
+    def df(self) -> pl.DataFrame:
+        return self.table
+
+    def _repr_html_(self) -> str:
+        head = (
+            "coverage: all events handled" if self.ok else "coverage: " + "; ".join(self.problems())
+        )
+        return f"<p>{head}</p>" + self.table._repr_html_()
+
+
+def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
+    """Coverage of ``counts`` (``event_type, schema_version, events``) by ``projection``."""
+    handlers = projection.handlers()
+    chain = projection.upcasters()
+    targets: dict[str, int] = {}
+    for event_type, version in counts.select("event_type", "schema_version").iter_rows():
+        targets[event_type] = max(targets.get(event_type, 0), int(version or 1))
+    for (event_type, _), (to_version, _) in chain.items():
+        targets[event_type] = max(targets.get(event_type, 0), to_version)
+    rows = []
+    for event_type, version, events in counts.sort("event_type", "schema_version").iter_rows():
+        version = int(version or 1)
+        final = version
+        while (step := chain.get((event_type, final))) is not None and step[0] > final:
+            final = step[0]
+        handler = projection.handler_label(event_type) if event_type else None
+        if event_type in projection.ignore:
+            status = "ignored"
+        elif event_type is None or event_type not in handlers:
+            status = "no handler"
+        elif final < targets[event_type]:
+            status = f"not upcast to v{targets[event_type]}"
+        else:
+            status = "handled"
+        rows.append((event_type, version, int(events), handler, final, status))
+    return Coverage(_frame(rows))
+
+
+def _frame(rows: Sequence[tuple[object, ...]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema={
+            "event_type": pl.String,
+            "schema_version": pl.Int32,
+            "events": pl.Int64,
+            "handler": pl.String,
+            "upcast_to": pl.Int32,
+            "status": pl.String,
+        },
+        orient="row",
+    )

@@ -1,0 +1,410 @@
+"""``replay``: an archive through a projection into DuckDB, resumable, with lineage.
+
+Events are read in ``global_position`` order, one Arrow batch at a time,
+straight from the archive's Parquet files (each file is sorted and files do
+not overlap, so memory holds one batch, never the history). Handler state
+lives in dicts and is flushed in bulk; each flush writes the changed rows,
+their lineage and the checkpoint in one DuckDB transaction, so a crash at
+any point resumes to exactly the rows of an uninterrupted run.
+
+>>> import tempfile, os, pyarrow as pa
+>>> from workbench.archive import ArchiveWriter
+>>> from workbench.replay.projection import Projection, Table, on
+>>> root = tempfile.mkdtemp()
+>>> _ = ArchiveWriter(root, "demo").append(pa.table({
+...     "global_position": [1, 2, 3], "recorded_at": [0, 1, 2],
+...     "event_type": ["Hit", "Hit", "Miss"], "data": ['{"k": "a"}', '{"k": "a"}', "{}"]}))
+>>> class Hits(Projection):
+...     hits = Table(key="k", k=str, n=int)
+...     @on("Hit")
+...     def hit(self, event, tables):
+...         row = tables.hits.get(event.data["k"])
+...         tables.hits.upsert({"k": event.data["k"], "n": (row["n"] if row else 0) + 1})
+>>> result = replay(root, Hits, into=os.path.join(root, "out.duckdb"))
+>>> result.events_applied, result.last_position, result.coverage.problems()
+(3, 3, ['Miss v1 (1 events): no handler'])
+>>> result.sql("select * from hits").fetchall()
+[('a', 2)]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from workbench import envelope
+from workbench.archive import ArchiveReader
+from workbench.errors import ArchiveError, ProjectionError
+from workbench.replay import store
+from workbench.replay.coverage import Coverage, coverage
+from workbench.replay.projection import Projection
+from workbench.replay.runner import OnError, Runner
+
+__all__ = ["ReplayResult", "open_reader", "read_batches", "replay", "select_source"]
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did: counts, time, per-type/per-handler figures, coverage.
+
+    ``per_type`` is a Polars frame ``event_type, events, handler, seconds``
+    (handler time is sampled); :meth:`estimate` extrapolates the rebuild time
+    of a larger archive.
+    """
+
+    projection: str
+    version: int
+    schema: str
+    into: str
+    source: str
+    events_applied: int
+    total_applied: int
+    last_position: int | None
+    resumed_from: int | None
+    seconds: float
+    per_type: pl.DataFrame
+    coverage: Coverage
+    dead_letters: int = 0
+    archive_events: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events_applied / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def per_handler(self) -> pl.DataFrame:
+        """``handler, events, seconds`` summed over the types each handler takes."""
+        return (
+            self.per_type.filter(pl.col("handler").is_not_null())
+            .group_by("handler")
+            .agg(pl.col("events").sum(), pl.col("seconds").sum())
+            .sort("seconds", descending=True)
+        )
+
+    def estimate(self, events: int | None = None) -> dt.timedelta:
+        """Estimated full-rebuild time for ``events`` events (default: this archive)."""
+        n = self.archive_events if events is None else events
+        rate = self.events_per_second
+        return dt.timedelta(seconds=n / rate if rate else 0.0)
+
+    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
+        """Query the output with the projection's schema as the search path."""
+        con = duckdb.connect(self.into)
+        con.execute(f"set search_path = '{self.schema}'")
+        return con.sql(query)
+
+    def df(self) -> pl.DataFrame:
+        return self.per_type
+
+    def arrow(self) -> pa.Table:
+        return self.per_type.to_arrow()
+
+    def summary(self) -> str:
+        resumed = f", resumed after {self.resumed_from}" if self.resumed_from is not None else ""
+        return (
+            f"{self.schema}: {self.events_applied:,} events in {self.seconds:.2f}s "
+            f"({self.events_per_second:,.0f} events/s){resumed}; last position "
+            f"{self.last_position}; {self.dead_letters} dead letter(s); full rebuild of "
+            f"{self.archive_events:,} events ≈ {self.estimate().total_seconds():.1f}s"
+        )
+
+    def __repr__(self) -> str:
+        return f"ReplayResult({self.summary()})"
+
+    def _repr_html_(self) -> str:
+        cov = (
+            ""
+            if self.coverage.ok
+            else "<p>⚠ " + html.escape("; ".join(self.coverage.problems())) + "</p>"
+        )
+        return (
+            f"<p><b>replay</b> {html.escape(self.summary())}</p>{cov}{self.per_type._repr_html_()}"
+        )
+
+
+def open_reader(archive: str | os.PathLike[str] | ArchiveReader) -> ArchiveReader:
+    return archive if isinstance(archive, ArchiveReader) else ArchiveReader(archive)
+
+
+def select_source(reader: ArchiveReader, source: str | None) -> str:
+    """The source to replay: the one asked for, or the archive's only one."""
+    sources = reader.sources
+    if source is not None:
+        if source not in sources:
+            raise ArchiveError(
+                f"archive has no source {source!r}; sources: {', '.join(sources) or 'none'}"
+            )
+        return source
+    if not sources:
+        raise ArchiveError(f"archive {reader.root} holds no events")
+    if len(sources) > 1:
+        raise ArchiveError(
+            f"archive has several sources, pick one with source=: {', '.join(sources)}"
+        )
+    return sources[0]
+
+
+def check_where(where: str | None) -> None:
+    """Fail early, in one line, on a ``where`` that is not valid SQL over the envelope."""
+    if not where:
+        return
+    con = duckdb.connect()
+    con.register("events", envelope.empty())
+    try:
+        con.execute(f"select count(*) from events where {where}").fetchall()
+    except duckdb.Error as exc:
+        raise ProjectionError(f"invalid --where {where!r}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+
+def read_batches(
+    reader: ArchiveReader,
+    source: str,
+    *,
+    after: int | None = None,
+    until: int | None = None,
+    where: str | None = None,
+    batch_size: int = 100_000,
+) -> Iterator[pa.Table]:
+    """Envelope batches of ``source`` in ``global_position`` order, bounded and filtered."""
+    con = duckdb.connect() if where else None
+    files = sorted((f for f in reader.files if f.source == source), key=lambda f: f.first)
+    for data_file in files:
+        if (after is not None and data_file.last <= after) or (
+            until is not None and data_file.first > until
+        ):
+            continue
+        parquet = pq.ParquetFile(data_file.path)
+        for raw in parquet.iter_batches(batch_size=batch_size, columns=list(envelope.COLUMNS)):
+            batch = pa.Table.from_batches([raw])
+            positions = batch.column("global_position")
+            if after is not None and pc.min(positions).as_py() <= after:
+                batch = batch.filter(pc.greater(positions, after))
+            if until is not None and pc.max(positions).as_py() > until:
+                batch = batch.filter(pc.less_equal(batch.column("global_position"), until))
+            if con is not None and batch.num_rows:
+                con.register("events", batch)
+                batch = con.sql(f"select * from events where {where}").to_arrow_table()
+            if batch.num_rows:
+                yield batch.cast(envelope.SCHEMA)
+
+
+def count_events(
+    reader: ArchiveReader, source: str, where: str | None, until: int | None
+) -> pl.DataFrame:
+    """``event_type, schema_version, events`` of what a replay will read."""
+    filters = ["source = $source"]
+    if until is not None:
+        filters.append(f"global_position <= {int(until)}")
+    if where:
+        filters.append(f"({where})")
+    return reader.sql(
+        "select event_type, schema_version, count(*)::BIGINT as events from events "
+        f"where {' and '.join(filters)} group by all order by all",
+        params={"source": source},
+    ).pl()
+
+
+def replay(
+    archive: str | os.PathLike[str] | ArchiveReader,
+    projection: Any,
+    *,
+    into: str | os.PathLike[str],
+    source: str | None = None,
+    resume: bool = False,
+    until: int | None = None,
+    where: str | None = None,
+    on_error: OnError = "raise",
+    lineage: bool = True,
+    batch_size: int = 100_000,
+    flush_every: int = 500_000,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Replay ``archive`` through ``projection`` into the DuckDB file ``into``.
+
+    ``projection`` is a :class:`Projection` subclass or instance, or a
+    :class:`~workbench.replay.sql_projection.SqlProjection`. Output goes to
+    schema ``<name>_v<version>``; without ``resume`` that schema is rebuilt
+    from scratch, with it the replay continues after the stored checkpoint.
+    ``until`` stops at a position, ``where`` filters events with SQL over the
+    envelope columns. ``on_error="dead-letter"`` records failing events in
+    ``_dead_letters`` and goes on. ``progress(done, total)`` is called after
+    each batch.
+    """
+    from workbench.replay.sql_projection import SqlProjection, replay_sql
+
+    reader = open_reader(archive)
+    source = select_source(reader, source)
+    check_where(where)
+    if isinstance(projection, SqlProjection):
+        return replay_sql(reader, projection, into=into, source=source, until=until, where=where)
+    instance = _instantiate(projection)
+    counts = count_events(reader, source, where, until)
+    cov = coverage(instance, counts)
+    total = int(counts["events"].sum()) if counts.height else 0
+
+    schema = instance.schema()
+    runner = Runner(instance, on_error=on_error, lineage=lineage)
+    con = store.connect(into)
+    try:
+        resumed_from, applied_before = _prepare(
+            con, instance, reader, source, runner, resume=resume, until=until, where=where
+        )
+        started = time.perf_counter()
+        applied = 0
+        pending = 0
+        last = resumed_from
+        type_counts: dict[str, int] = {}
+        since_flush: list[pa.Table] = []
+        for batch in read_batches(
+            reader, source, after=resumed_from, until=until, where=where, batch_size=batch_size
+        ):
+            events = runner.decode(batch)
+            runner.apply(events)
+            for item in pc.value_counts(batch.column("event_type")).to_pylist():
+                key = item["values"]
+                type_counts[key] = type_counts.get(key, 0) + item["counts"]
+            applied += batch.num_rows
+            pending += batch.num_rows
+            since_flush.append(batch.select(["global_position", "event_type"]))
+            last = batch.column("global_position")[-1].as_py()
+            if pending >= flush_every:
+                _flush(con, schema, runner, source, last, applied_before + applied, since_flush)
+                pending = 0
+                since_flush = []
+            if progress is not None:
+                progress(applied + (applied_before if resume else 0), total)
+        if last is not None and (pending or resumed_from is None):
+            _flush(con, schema, runner, source, last, applied_before + applied, since_flush)
+        seconds = time.perf_counter() - started
+        con.execute(
+            f"update {store.q(schema)}._replay_info set finished_at = now(), events_applied = ?",
+            [applied_before + applied],
+        )
+        dead = con.execute(f"select count(*) from {store.q(schema)}._dead_letters").fetchall()[0][0]
+    finally:
+        con.close()
+    return ReplayResult(
+        projection=instance.name,
+        version=instance.version,
+        schema=schema,
+        into=str(Path(into).absolute()),
+        source=source,
+        events_applied=applied,
+        total_applied=applied_before + applied,
+        last_position=last,
+        resumed_from=resumed_from,
+        seconds=seconds,
+        per_type=_per_type(type_counts, runner),
+        coverage=cov,
+        dead_letters=int(dead),
+        archive_events=total,
+    )
+
+
+def _instantiate(projection: Any) -> Projection:
+    if isinstance(projection, type) and issubclass(projection, Projection):
+        return projection()
+    if isinstance(projection, Projection):
+        return projection
+    raise ProjectionError(
+        f"not a projection: {projection!r} (expected a Projection subclass or a SqlProjection)"
+    )
+
+
+def _prepare(
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    reader: ArchiveReader,
+    source: str,
+    runner: Runner,
+    *,
+    resume: bool,
+    until: int | None,
+    where: str | None,
+) -> tuple[int | None, int]:
+    """Create or reopen the schema; on resume load the state and return the checkpoint."""
+    schema = projection.schema()
+    archive = str(reader.root.absolute())
+    point = None
+    if resume and store.schema_exists(con, schema):
+        info = con.execute(
+            f"select archive, where_sql from {store.q(schema)}._replay_info"
+        ).fetchall()
+        if info and (info[0][0] != archive or (info[0][1] or None) != (where or None)):
+            raise ProjectionError(
+                f"cannot resume {schema}: it was replayed from {info[0][0]} where {info[0][1]!r}, "
+                f"not {archive} where {where!r}"
+            )
+        store.create_schema(con, schema, projection.tables(), replace=False)
+        point = store.checkpoint(con, schema, source)
+    if point is None:
+        store.create_schema(con, schema, projection.tables(), replace=True)
+    else:
+        for state in runner.states_list():
+            state.rows = store.load_rows(con, schema, state.table)
+    con.execute(f"delete from {store.q(schema)}._replay_info")
+    con.execute(
+        f"insert into {store.q(schema)}._replay_info values (?, ?, ?, now(), null, ?, ?, ?)",
+        [projection.name, projection.version, archive, point[1] if point else 0, until, where],
+    )
+    return (point[0], point[1]) if point else (None, 0)
+
+
+def _flush(
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    runner: Runner,
+    source: str,
+    last: int,
+    applied: int,
+    batches: list[pa.Table],
+) -> None:
+    empty = {"global_position": pa.array([], pa.int64()), "event_type": pa.array([], pa.string())}
+    events = pa.concat_tables(batches) if batches else pa.table(empty)
+    store.flush(
+        con,
+        schema,
+        runner.states_list(),
+        source=source,
+        last_position=last,
+        events_applied=applied,
+        handler_of=runner.handler_of,
+        dead_letters=runner.take_dead_letters(),
+        events=events,
+    )
+
+
+def _per_type(type_counts: dict[str, int], runner: Runner) -> pl.DataFrame:
+    rows = []
+    for event_type, n in sorted(type_counts.items(), key=lambda kv: str(kv[0])):
+        sampled = runner.sampled_events.get(event_type, 0)
+        spent = runner.sampled_seconds.get(event_type, 0.0)
+        seconds = spent * n / sampled if sampled else 0.0
+        rows.append((event_type, n, runner.handler_of.get(event_type), seconds))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "event_type": pl.String,
+            "events": pl.Int64,
+            "handler": pl.String,
+            "seconds": pl.Float64,
+        },
+        orient="row",
+    )

@@ -1,0 +1,169 @@
+"""The event a handler receives, built in bulk from an Arrow batch of envelopes.
+
+An :class:`Event` is a tuple with named fields: building a million of them
+from Arrow columns is a C-level ``zip``, and reading a field is an
+``itemgetter``. The payload is decoded once per batch (one JSON parse of all
+payloads); envelope columns a handler rarely reads (``occurred_at``,
+``correlation_id``, ...) are converted lazily, per batch, on first use.
+
+>>> import pyarrow as pa
+>>> from workbench import envelope
+>>> batch = envelope.conform(pa.table({
+...     "global_position": [1, 2], "recorded_at": [0, 1],
+...     "event_type": ["A", "B"], "stream": ["s-1", "s-1"],
+...     "stream_position": [0, 1], "data": ['{"x": 1}', "not json"]}), source="demo")
+>>> events = decode(batch)
+>>> events[0].event_type, events[0].data, events[1].data
+('A', {'x': 1}, None)
+>>> events[1].source, events[1].recorded_at.year
+('demo', 1970)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from functools import partial
+from operator import itemgetter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["Event", "decode", "decode_payloads"]
+
+# Fields held in the tuple, in order; the rest are read lazily from the batch.
+_EAGER = ("global_position", "event_type", "stream", "stream_position", "schema_version", "data")
+_BATCH = len(_EAGER)
+_INDEX = _BATCH + 1
+
+
+class _Columns:
+    """Envelope columns of one batch, converted to Python lists on first use."""
+
+    __slots__ = ("_cache", "_table")
+
+    def __init__(self, table: pa.Table | pa.RecordBatch) -> None:
+        self._table = table
+        self._cache: dict[str, list[Any]] = {}
+
+    def get(self, name: str, index: int) -> Any:
+        values = self._cache.get(name)
+        if values is None:
+            values = self._cache[name] = _to_python(self._table.column(name))
+        return values[index]
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _to_python(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """``to_pylist``, but UTC timestamps by way of numpy: about 15x faster."""
+    if not (pa.types.is_timestamp(column.type) and column.type.tz in ("UTC", "+00:00")):
+        return column.to_pylist()
+    micros = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    deltas = micros.fill_null(0).to_numpy().astype("timedelta64[us]").astype(object)
+    values: list[Any] = list(map(_EPOCH.__add__, deltas))
+    if micros.null_count:
+        for i in pc.indices_nonzero(pc.is_null(micros)).to_pylist():
+            values[i] = None
+    return values
+
+
+def _lazy(name: str) -> property:
+    def read(self: Event) -> Any:
+        return self[_BATCH].get(name, self[_INDEX])
+
+    read.__doc__ = f"The envelope's ``{name}``."
+    return property(read)
+
+
+class Event(tuple[Any, ...]):
+    """One decoded event: envelope fields as attributes, ``data`` as a dict (or None)."""
+
+    __slots__ = ()
+
+    global_position: int = property(itemgetter(0))  # type: ignore[assignment]
+    event_type: str = property(itemgetter(1))  # type: ignore[assignment]
+    stream: str | None = property(itemgetter(2))  # type: ignore[assignment]
+    stream_position: int | None = property(itemgetter(3))  # type: ignore[assignment]
+    schema_version: int = property(itemgetter(4))  # type: ignore[assignment]
+    data: Any = property(itemgetter(5))
+    source = _lazy("source")
+    event_id = _lazy("event_id")
+    occurred_at = _lazy("occurred_at")
+    recorded_at = _lazy("recorded_at")
+    recorded_ns = _lazy("recorded_ns")
+    correlation_id = _lazy("correlation_id")
+    causation_id = _lazy("causation_id")
+    subject = _lazy("subject")
+    metadata = _lazy("metadata")
+    payload = _lazy("payload")
+    delivery_count = _lazy("delivery_count")
+
+    def __repr__(self) -> str:
+        return (
+            f"Event({self.event_type} @{self.global_position}, stream={self.stream!r}"
+            f"#{self.stream_position}, v{self.schema_version}, data={self.data!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a tuple subclass with a batch ref: pickle plainly
+        return (tuple, (tuple(self[:_BATCH]),))
+
+
+_new_event = partial(tuple.__new__, Event)
+
+
+def decode_payloads(texts: Sequence[str | None]) -> list[Any]:
+    """Decode JSON payloads in one parse; payloads that are not JSON become None.
+
+    >>> decode_payloads(['{"a": 1}', None, "[1, 2]", "{oops"])
+    [{'a': 1}, None, [1, 2], None]
+    """
+    try:
+        # One parse of "[p1,p2,...]" is much faster than a json.loads per payload.
+        joined = ",".join("null" if t is None else t for t in texts)
+        values: list[Any] = json.loads(f"[{joined}]")
+        if len(values) == len(texts):
+            return values
+    except ValueError:
+        pass
+    return [_loads_or_none(t) for t in texts]
+
+
+def _loads_or_none(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def decode(table: pa.Table | pa.RecordBatch, payloads: list[Any] | None = None) -> list[Event]:
+    """The batch's rows as :class:`Event` objects, in row order."""
+    columns = _Columns(table)
+    n = table.num_rows
+    data = decode_payloads(table.column("data").to_pylist()) if payloads is None else payloads
+    return list(
+        map(
+            _new_event,
+            zip(
+                table.column("global_position").to_pylist(),
+                table.column("event_type").to_pylist(),
+                table.column("stream").to_pylist(),
+                table.column("stream_position").to_pylist(),
+                table.column("schema_version").to_pylist(),
+                data,
+                [columns] * n,
+                range(n),
+                strict=True,
+            ),
+        )
+    )
+
+
+def with_payload(event: Event, version: int, data: Any) -> Event:
+    """A copy of ``event`` with an upcast payload and its new schema version."""
+    return _new_event((*event[:4], version, data, *event[_BATCH:]))

@@ -1,0 +1,69 @@
+"""Loading a projection from ``path/to/file.py:ClassName`` (or ``package.module:Name``).
+
+>>> load_projection("workbench.examples.memories:Memories").schema()
+'memories_v1'
+>>> load_projection("nowhere.py:X")
+Traceback (most recent call last):
+...
+workbench.errors.ProjectionError: projection file nowhere.py does not exist
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ProjectionError
+from workbench.replay.projection import Projection
+from workbench.replay.sql_projection import SqlProjection
+
+__all__ = ["load_projection"]
+
+
+def load_projection(spec: str) -> Any:
+    """The projection named by ``spec``: an instance of the class, or a SqlProjection object."""
+    where, sep, attr = spec.rpartition(":")
+    if not sep or not where or not attr:
+        raise ProjectionError(f"projection {spec!r}: expected FILE.py:ClassName or module:Name")
+    module = _load_file(Path(where)) if where.endswith(".py") else _load_module(where)
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise ProjectionError(f"{where} has no {attr}") from None
+    if isinstance(obj, type) and issubclass(obj, Projection):
+        return obj()
+    if isinstance(obj, Projection | SqlProjection):
+        return obj
+    raise ProjectionError(f"{spec} is not a Projection subclass or a SqlProjection")
+
+
+def _load_file(path: Path) -> Any:
+    if not path.is_file():
+        raise ProjectionError(f"projection file {path} does not exist")
+    # A unique module name per file, so two files named projections.py do not collide.
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    name = f"_wb_projection_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ProjectionError(f"cannot load {path} as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ProjectionError:
+        raise
+    except Exception as exc:
+        del sys.modules[name]
+        raise ProjectionError(f"{path} failed to import: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _load_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ProjectionError(f"cannot import {name}: {exc}") from None

@@ -1,0 +1,236 @@
+"""Handler-style projections: declared tables, ``@on`` handlers, ``@upcaster`` chains.
+
+A projection is a plain Python class. Tables are declared with their key and
+column types; handlers receive the decoded event and a view of the tables
+(``get / upsert / update / delete`` by key); upcasters turn an old payload
+version into the next one before any handler sees it.
+
+>>> class Counts(Projection):
+...     name = "counts"
+...     per_type = Table(key="event_type", event_type=str, n=int)
+...
+...     @upcaster("Renamed", from_version=1)
+...     def renamed_v1(self, data):
+...         return {"new_name": data["name"]}
+...
+...     @on("Created", "Renamed")
+...     def count(self, event, tables):
+...         row = tables.per_type.get(event.event_type)
+...         tables.per_type.upsert({"event_type": event.event_type,
+...                                 "n": (row["n"] if row else 0) + 1})
+>>> Counts.schema()
+'counts_v1'
+>>> [t.name for t in Counts.tables()], sorted(Counts.handlers())
+(['per_type'], ['Created', 'Renamed'])
+>>> Counts().upcast("Renamed", 1, {"name": "x"})
+(2, {'new_name': 'x'})
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, TypeVar
+
+import pyarrow as pa
+
+from workbench.errors import ProjectionError
+
+__all__ = ["Projection", "Table", "on", "upcaster"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Column type spellings → (DuckDB type, Arrow type).
+_TYPES: Final[dict[object, tuple[str, pa.DataType]]] = {
+    str: ("VARCHAR", pa.string()),
+    int: ("BIGINT", pa.int64()),
+    float: ("DOUBLE", pa.float64()),
+    bool: ("BOOLEAN", pa.bool_()),
+    dt.datetime: ("TIMESTAMPTZ", pa.timestamp("us", tz="UTC")),
+    dt.date: ("DATE", pa.date32()),
+    "VARCHAR": ("VARCHAR", pa.string()),
+    "TEXT": ("VARCHAR", pa.string()),
+    "BIGINT": ("BIGINT", pa.int64()),
+    "INTEGER": ("INTEGER", pa.int32()),
+    "DOUBLE": ("DOUBLE", pa.float64()),
+    "BOOLEAN": ("BOOLEAN", pa.bool_()),
+    "TIMESTAMPTZ": ("TIMESTAMPTZ", pa.timestamp("us", tz="UTC")),
+    "TIMESTAMP": ("TIMESTAMP", pa.timestamp("us")),
+    "DATE": ("DATE", pa.date32()),
+}
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class Table:
+    """A declared output table: its key column(s) and typed columns.
+
+    Column types are Python types (``str, int, float, bool, datetime, date``)
+    or DuckDB names (``"VARCHAR"``, ``"BIGINT"``, ``"DOUBLE"``, ...). Key
+    columns become the primary key; a composite key is a tuple of names, and
+    rows are then addressed by a tuple of values.
+
+    >>> t = Table(key=("agent_id", "day"), agent_id=str, day="DATE", n=int)
+    >>> t.key, t.columns
+    (('agent_id', 'day'), ('agent_id', 'day', 'n'))
+    >>> Table(key="x", y=int)
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ProjectionError: table key column x is not a declared column
+    """
+
+    def __init__(self, *, key: str | tuple[str, ...], **columns: object) -> None:
+        self.key: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key)
+        self.name = ""
+        types: dict[str, tuple[str, pa.DataType]] = {}
+        for column, spec in columns.items():
+            found = _TYPES.get(spec.upper() if isinstance(spec, str) else spec)
+            if found is None:
+                raise ProjectionError(f"column {column}: unsupported type {spec!r}")
+            types[column] = found
+        for column in self.key:
+            if column not in types:
+                raise ProjectionError(f"table key column {column} is not a declared column")
+        self.types = types
+        self.columns: tuple[str, ...] = tuple(types)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not _NAME.match(name) or name.startswith("_"):
+            raise ProjectionError(f"table name {name!r}: use lower_case letters, digits, _")
+        self.name = name
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema rows are written with."""
+        return pa.schema([(c, self.types[c][1]) for c in self.columns])
+
+    def ddl(self, schema: str) -> str:
+        """``CREATE TABLE`` statement for this table inside ``schema``."""
+        cols = ", ".join(f'"{c}" {self.types[c][0]}' for c in self.columns)
+        key = ", ".join(f'"{c}"' for c in self.key)
+        return f'create table "{schema}"."{self.name}" ({cols}, primary key ({key}))'
+
+    def __repr__(self) -> str:
+        return f"Table({self.name!r}, key={self.key}, columns={self.columns})"
+
+
+def on(*event_types: str) -> Callable[[F], F]:
+    """Mark a method ``(self, event, tables)`` as the handler of ``event_types``."""
+    if not event_types:
+        raise ProjectionError("@on needs at least one event type")
+
+    def mark(fn: F) -> F:
+        fn._wb_on = event_types  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def upcaster(
+    event_type: str, *, from_version: int, to_version: int | None = None
+) -> Callable[[F], F]:
+    """Mark a method ``(self, data) -> data`` turning ``from_version`` payloads into the next.
+
+    Upcasters chain: v1 → v2 → v3 until no upcaster for the version exists.
+    """
+
+    def mark(fn: F) -> F:
+        target = from_version + 1 if to_version is None else to_version
+        if target <= from_version:
+            raise ProjectionError(f"upcaster {fn.__name__}: to_version must exceed from_version")
+        fn._wb_upcaster = (event_type, from_version, target)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+class Projection:
+    """Base class of handler-style projections.
+
+    Class attributes: ``name`` (default: the class name in lower case),
+    ``version`` (default 1; output goes to schema ``<name>_v<version>``),
+    ``ignore`` (event types deliberately not handled, so coverage does not
+    report them), tables as :class:`Table` attributes, handlers marked
+    with :func:`on`, upcasters marked with :func:`upcaster`. Handlers must be
+    deterministic: no clock, no randomness, no calls to services.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    ignore: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("name"):
+            cls.name = cls.__name__.lower()
+        if not _NAME.match(cls.name):
+            raise ProjectionError(
+                f"projection name {cls.name!r}: use lower_case letters, digits, _"
+            )
+        cls.handlers()  # fail at class definition on duplicate handlers
+        cls.upcasters()
+
+    @classmethod
+    def schema(cls) -> str:
+        """The DuckDB schema this version writes into: ``<name>_v<version>``."""
+        return f"{cls.name}_v{cls.version}"
+
+    @classmethod
+    def tables(cls) -> list[Table]:
+        """Declared tables, in declaration order (base classes first)."""
+        found: dict[str, Table] = {}
+        for klass in reversed(cls.__mro__):
+            for value in vars(klass).values():
+                if isinstance(value, Table):
+                    found[value.name] = value
+        return list(found.values())
+
+    @classmethod
+    def handlers(cls) -> dict[str, str]:
+        """Event type → name of the method that handles it."""
+        found: dict[str, str] = {}
+        for attr in _members(cls):
+            for event_type in getattr(getattr(cls, attr), "_wb_on", ()):
+                if event_type in found and found[event_type] != attr:
+                    raise ProjectionError(
+                        f"{cls.__name__}: {event_type} has two handlers, "
+                        f"{found[event_type]} and {attr}"
+                    )
+                found[event_type] = attr
+        return found
+
+    @classmethod
+    def upcasters(cls) -> dict[tuple[str, int], tuple[int, str]]:
+        """(event type, from version) → (to version, method name)."""
+        found: dict[tuple[str, int], tuple[int, str]] = {}
+        for attr in _members(cls):
+            mark = getattr(getattr(cls, attr), "_wb_upcaster", None)
+            if mark is not None:
+                event_type, source, target = mark
+                if (event_type, source) in found:
+                    raise ProjectionError(
+                        f"{cls.__name__}: two upcasters for {event_type} v{source}"
+                    )
+                found[(event_type, source)] = (target, attr)
+        return found
+
+    def upcast(self, event_type: str, version: int, data: Any) -> tuple[int, Any]:
+        """Run the upcaster chain from ``version``; return the final version and payload."""
+        chain = self.upcasters()
+        seen = {version}
+        while (step := chain.get((event_type, version))) is not None:
+            version, attr = step
+            if version in seen:
+                raise ProjectionError(f"upcaster chain for {event_type} loops at v{version}")
+            seen.add(version)
+            data = getattr(self, attr)(data)
+        return version, data
+
+    def handler_label(self, event_type: str) -> str | None:
+        """``Class.method`` of the handler of ``event_type`` (as lineage records it)."""
+        attr = self.handlers().get(event_type)
+        return None if attr is None else getattr(type(self), attr).__qualname__
+
+
+def _members(cls: type) -> list[str]:
+    return [name for name in dir(cls) if not name.startswith("__")]

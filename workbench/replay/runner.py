@@ -1,0 +1,170 @@
+"""Applying decoded events to a projection's in-memory tables: the hot loop.
+
+The runner dispatches each event to its handler, runs upcaster chains,
+records lineage through the table states, samples handler time, and turns a
+handler failure into an error naming the event and handler, or into a dead
+letter. It knows nothing of DuckDB; the engine flushes its states.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Sequence
+from itertools import islice
+from time import perf_counter
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from workbench.errors import ProjectionError
+from workbench.replay.event import Event, decode, with_payload
+from workbench.replay.projection import Projection
+from workbench.replay.state import Cursor, Tables, TableState
+
+__all__ = ["OnError", "Runner"]
+
+OnError = Literal["raise", "dead-letter"]
+
+# One event in this many is timed; handler times are scaled up from the sample.
+_SAMPLE = 32
+
+
+class Runner:
+    """A projection instance, its table states, and the loop that applies events."""
+
+    def __init__(
+        self, projection: Projection, *, on_error: OnError = "raise", lineage: bool = True
+    ) -> None:
+        if on_error not in ("raise", "dead-letter"):
+            raise ProjectionError(f"on_error must be 'raise' or 'dead-letter', not {on_error!r}")
+        self.projection = projection
+        self.on_error = on_error
+        self.cursor = Cursor()
+        self.states = {
+            t.name: TableState(t, self.cursor, lineage=lineage) for t in projection.tables()
+        }
+        self.tables = Tables(self.states)
+        cls = type(projection)
+        self.handler_of: dict[str, str | None] = {
+            event_type: getattr(cls, attr).__qualname__
+            for event_type, attr in projection.handlers().items()
+        }
+        self.dispatch: dict[str, Callable[[Event, Tables], Any]] = {
+            event_type: getattr(projection, attr)
+            for event_type, attr in projection.handlers().items()
+        }
+        self.chain = projection.upcasters()
+        self._upcast_types = pa.array(sorted({t for t, _ in self.chain}), pa.string())
+        self.dead_letters: list[dict[str, Any]] = []
+        self.sampled_seconds: dict[str, float] = {}
+        self.sampled_events: dict[str, int] = {}
+        self.failures = 0
+
+    # ------------------------------------------------------------------ decoding
+
+    def decode(self, batch: pa.Table) -> list[Event]:
+        """Events of ``batch`` with their payloads upcast to the handlers' versions."""
+        events = decode(batch)
+        if len(self._upcast_types) and batch.num_rows:
+            mask = pc.is_in(batch.column("event_type"), value_set=self._upcast_types)
+            dropped = False
+            for i in pc.indices_nonzero(mask).to_pylist():
+                upcast = self._upcast(events[i])
+                if upcast is None:  # the upcaster failed; the event is dead-lettered
+                    dropped = True
+                else:
+                    events[i] = upcast
+            if dropped:
+                events = [e for e in events if self._upcast_ok(e)]
+        return events
+
+    def _upcast_ok(self, event: Event) -> bool:
+        return event.data is None or (event.event_type, event.schema_version) not in self.chain
+
+    def _upcast(self, event: Event) -> Event | None:
+        version, data = event.schema_version, event.data
+        step = self.chain.get((event.event_type, version))
+        if step is None or data is None:  # nothing to upcast, or a payload that is not JSON
+            return event
+        attr = ""
+        try:
+            while step is not None:
+                version, attr = step
+                data = getattr(self.projection, attr)(data)
+                step = self.chain.get((event.event_type, version))
+        except Exception as exc:
+            self._fail(event, f"{type(self.projection).__qualname__}.{attr}", exc)
+            return None
+        return with_payload(event, version, data)
+
+    # ------------------------------------------------------------------ applying
+
+    def apply(self, events: Sequence[Event]) -> None:
+        """Apply ``events`` in the given order."""
+        get = self.dispatch.get
+        cursor = self.cursor
+        tables = self.tables
+        seconds = self.sampled_seconds
+        sampled = self.sampled_events
+        it = iter(events)
+        while True:
+            try:
+                for ev in it:
+                    # Time this event, then run the next _SAMPLE - 1 untimed.
+                    h = get(ev[1])
+                    if h is not None:
+                        cursor.event = ev
+                        t = perf_counter()
+                        h(ev, tables)
+                        seconds[ev[1]] = seconds.get(ev[1], 0.0) + perf_counter() - t
+                        sampled[ev[1]] = sampled.get(ev[1], 0) + 1
+                    for ev in islice(it, _SAMPLE - 1):
+                        h = get(ev[1])
+                        if h is not None:
+                            cursor.event = ev
+                            h(ev, tables)
+                return
+            except Exception as exc:
+                failed = cursor.event
+                self._fail(failed, self.handler_of.get(failed[1]) or "?", exc)
+
+    def _fail(self, event: Event, handler: str, exc: Exception) -> None:
+        self.failures += 1
+        if self.on_error == "raise":
+            raise ProjectionError(
+                f"{handler} failed on {event.event_type} at global_position "
+                f"{event.global_position} (stream {event.stream}#{event.stream_position}) "
+                f"{_where(exc)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self.dead_letters.append(
+            {
+                "source": event.source,
+                "global_position": event.global_position,
+                "event_id": event.event_id,
+                "event_type": event.event_type,
+                "handler": handler,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": "".join(traceback.format_exception(exc)),
+                "data": event[_BATCH_INDEX].get("data", event[_BATCH_INDEX + 1]),
+            }
+        )
+
+    def take_dead_letters(self) -> list[dict[str, Any]]:
+        letters, self.dead_letters = self.dead_letters, []
+        return letters
+
+    def states_list(self) -> list[TableState]:
+        return list(self.states.values())
+
+
+_BATCH_INDEX = 6
+
+
+def _where(exc: BaseException) -> str:
+    """``at file.py:LINE`` of the innermost frame, the line of the handler that failed."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    frame = traceback.extract_tb(tb)[-1]
+    return f"at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"

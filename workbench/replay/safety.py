@@ -1,0 +1,349 @@
+"""Replay safety: does a projection survive redelivery, reordering, and a second run?
+
+Established event stores promise at-least-once delivery and per-stream order,
+nothing more. :func:`check_replay_safety` replays an archive (in memory, no
+DuckDB) through a projection under exactly those guarantees and compares
+each result with a clean replay:
+
+- ``redelivery``: a share of the events delivered a second time, a little later;
+- ``crash``: crashes between writing output and writing the checkpoint, so
+  everything since the last checkpoint is delivered again;
+- ``reorder``: events of different streams interleaved at random, each
+  stream's own order kept;
+- ``determinism``: the clean replay run twice (a clock or random number shows).
+
+For a failing scenario the fault is narrowed down by applying it to one
+event type at a time; the types (and their handlers) whose fault alone
+changes the output are reported. Keep the archive small (``until=`` /
+``where=``): every scenario holds the events and the read model in memory.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from workbench.archive import ArchiveReader
+from workbench.replay.engine import (
+    _instantiate,
+    check_where,
+    open_reader,
+    read_batches,
+    select_source,
+)
+from workbench.replay.event import Event
+from workbench.replay.projection import Projection
+from workbench.replay.runner import Runner
+
+__all__ = ["SafetyReport", "ScenarioResult", "check_replay_safety"]
+
+Snapshot = dict[str, dict[Any, dict[str, Any]]]
+Delivery = Callable[[Sequence[Event], str | None, random.Random], list[Event]]
+
+
+@dataclass
+class ScenarioResult:
+    """One fault scenario: whether the output matched the clean replay, and why not."""
+
+    name: str
+    description: str
+    ok: bool
+    differences: pl.DataFrame
+    implicated_types: list[str] = field(default_factory=list)
+    implicated_handlers: list[str] = field(default_factory=list)
+    errors: int = 0
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"{self.name}: ok"
+        per_table = ", ".join(
+            f"{t} ({n} keys)"
+            for t, n in self.differences.group_by("table").len().sort("table").rows()
+        )
+        culprits = ", ".join(self.implicated_handlers or self.implicated_types)
+        culprits = culprits or "not narrowed" + (
+            " (not deterministic)" if "not deterministic" in self.description else ""
+        )
+        errors = f"; {self.errors} handler error(s)" if self.errors else ""
+        return f"{self.name}: differs in {per_table or 'no table'}{errors}; implicated: {culprits}"
+
+
+@dataclass
+class SafetyReport:
+    """Results of every scenario; ``ok`` when all matched the clean replay."""
+
+    projection: str
+    events: int
+    scenarios: list[ScenarioResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.scenarios)
+
+    def __getitem__(self, name: str) -> ScenarioResult:
+        for scenario in self.scenarios:
+            if scenario.name == name:
+                return scenario
+        raise KeyError(name)
+
+    def df(self) -> pl.DataFrame:
+        """Every difference: ``scenario, table, key, clean, faulty``."""
+        frames = [s.differences.with_columns(scenario=pl.lit(s.name)) for s in self.scenarios]
+        return pl.concat(frames).select("scenario", "table", "key", "clean", "faulty")
+
+    def summary(self) -> str:
+        head = f"replay safety of {self.projection} over {self.events:,} events: "
+        head += "safe" if self.ok else "UNSAFE"
+        return "\n".join([head, *("  " + s.summary() for s in self.scenarios)])
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        items = "".join(
+            f"<li>{'✅' if s.ok else '❌'} {html.escape(s.summary())}</li>" for s in self.scenarios
+        )
+        return f"<p><b>{html.escape(self.summary().splitlines()[0])}</b></p><ul>{items}</ul>"
+
+
+def check_replay_safety(
+    archive: str | os.PathLike[str] | ArchiveReader,
+    projection: Any,
+    *,
+    source: str | None = None,
+    duplicates: float = 0.1,
+    crashes: int = 3,
+    reorder: str | None = "across-streams",
+    determinism: bool = True,
+    seed: int = 0,
+    until: int | None = None,
+    where: str | None = None,
+    narrow: bool = True,
+    max_differences: int = 50,
+) -> SafetyReport:
+    """Replay under at-least-once delivery, reordering and twice; compare with a clean run.
+
+    ``duplicates`` is the share of events delivered twice (1.0: every
+    event; 0 disables the scenario), ``crashes`` the number of simulated
+    crashes between output and checkpoint, ``reorder`` ``"across-streams"``
+    or None. The same ``seed`` gives the same deliveries.
+    """
+    if reorder not in (None, "across-streams"):
+        raise ValueError(f"reorder must be 'across-streams' or None, not {reorder!r}")
+    instance = _instantiate(projection)
+    cls = type(instance)
+    reader = open_reader(archive)
+    source = select_source(reader, source)
+    check_where(where)
+    decoder = Runner(cls(), on_error="dead-letter")
+    events: list[Event] = []
+    for batch in read_batches(reader, source, until=until, where=where):
+        events.extend(decoder.decode(batch))
+
+    clean, clean_errors = _run(cls, events)
+    scenarios: list[tuple[str, str, Delivery]] = []
+    if duplicates > 0:
+        scenarios.append(
+            (
+                "redelivery",
+                f"{duplicates:.0%} of the events delivered twice",
+                lambda evs, only, rng: _redeliver(evs, only, rng, duplicates),
+            )
+        )
+    if crashes > 0:
+        scenarios.append(
+            (
+                "crash",
+                f"{crashes} crash(es) between output and checkpoint",
+                lambda evs, only, rng: _crash(evs, only, rng, crashes),
+            )
+        )
+    if reorder:
+        scenarios.append(("reorder", "streams interleaved at random, stream order kept", _reorder))
+
+    results: list[ScenarioResult] = []
+    # Determinism first: a projection that reads the clock differs from the clean
+    # run under every fault, so narrowing the other scenarios would blame every type.
+    deterministic = True
+    if determinism:
+        results.append(_determinism(cls, events, decoder, max_differences))
+        deterministic = results[-1].ok
+    types = sorted({e.event_type for e in events if e.event_type in decoder.handler_of})
+    for name, description, deliver in scenarios:
+        faulty, errors = _run(cls, deliver(events, None, random.Random(seed)))
+        diff = _compare(clean, faulty, max_differences)
+        ok = diff.height == 0 and errors <= clean_errors
+        implicated: list[str] = []
+        if not ok and narrow and deterministic:
+            for event_type in types:
+                alone, alone_errors = _run(cls, deliver(events, event_type, random.Random(seed)))
+                if _compare(clean, alone, 1).height or alone_errors > clean_errors:
+                    implicated.append(event_type)
+        if not deterministic:
+            description += " (not narrowed: the projection is not deterministic)"
+        results.append(_result(name, description, ok, diff, implicated, decoder, errors))
+    return SafetyReport(projection=cls.__name__, events=len(events), scenarios=results)
+
+
+def _result(
+    name: str,
+    description: str,
+    ok: bool,
+    diff: pl.DataFrame,
+    implicated: list[str],
+    decoder: Runner,
+    errors: int,
+) -> ScenarioResult:
+    handlers = sorted({h for t in implicated if (h := decoder.handler_of.get(t))})
+    return ScenarioResult(name, description, ok, diff, implicated, handlers, errors)
+
+
+def _run(cls: type[Projection], delivery: Sequence[Event]) -> tuple[Snapshot, int]:
+    runner = Runner(cls(), on_error="dead-letter", lineage=False)
+    runner.apply(delivery)
+    return {name: state.rows for name, state in runner.states.items()}, runner.failures
+
+
+def _compare(clean: Snapshot, other: Snapshot, limit: int) -> pl.DataFrame:
+    rows: list[tuple[str, str, str | None, str | None]] = []
+    for table, clean_rows in clean.items():
+        other_rows = other[table]
+        for key in clean_rows.keys() | other_rows.keys():
+            a, b = clean_rows.get(key), other_rows.get(key)
+            if a != b:
+                rows.append((table, repr(key), _show(a), _show(b)))
+                if len(rows) >= limit:
+                    break
+    return pl.DataFrame(
+        rows,
+        schema={"table": pl.String, "key": pl.String, "clean": pl.String, "faulty": pl.String},
+        orient="row",
+    ).sort("table", "key")
+
+
+def _show(row: dict[str, Any] | None) -> str | None:
+    return None if row is None else repr(row)
+
+
+# ------------------------------------------------------------------ deliveries
+# Each takes the events in archive order, the one event type to apply the
+# fault to (None: all), and a seeded random generator.
+
+
+def _redeliver(
+    events: Sequence[Event], only: str | None, rng: random.Random, share: float
+) -> list[Event]:
+    """Chosen events delivered again 1..100 events later (an ack that timed out)."""
+    keyed: list[tuple[float, Event]] = [(float(i), e) for i, e in enumerate(events)]
+    for i, e in enumerate(events):
+        if (only is None or e.event_type == only) and rng.random() < share:
+            keyed.append((i + rng.randint(1, 100) + 0.5, e))
+    keyed.sort(key=lambda pair: pair[0])
+    return [e for _, e in keyed]
+
+
+def _crash(
+    events: Sequence[Event], only: str | None, rng: random.Random, crashes: int
+) -> list[Event]:
+    """Crashes after output, before checkpoint: events since the checkpoint come again."""
+    n = len(events)
+    if n < 2:
+        return list(events)
+    interval = max(1, n // 10)  # a checkpoint every tenth of the history
+    points = sorted(rng.sample(range(1, n), min(crashes, n - 1)))
+    delivery: list[Event] = []
+    start = 0
+    for crash in points:
+        delivery.extend(events[start:crash])  # handled, output written ...
+        checkpoint = crash - (crash % interval or interval)  # ... but not checkpointed
+        if only is None:
+            start = max(0, checkpoint)  # the restart delivers everything since again
+        else:
+            delivery.extend(e for e in events[max(0, checkpoint) : crash] if e.event_type == only)
+            start = crash
+    delivery.extend(events[start:])
+    return delivery
+
+
+def _reorder(events: Sequence[Event], only: str | None, rng: random.Random) -> list[Event]:
+    """A random interleaving of the streams that keeps each stream's order."""
+    n = len(events)
+    if only is not None:
+        return _reorder_type(events, only, rng)
+    codes: dict[str | None, int] = {}
+    stream_code = np.array(
+        [
+            codes.setdefault(e.stream if e.stream is not None else f"\0{i}", len(codes))
+            for i, e in enumerate(events)
+        ]
+    )
+    r = np.random.default_rng(rng.randrange(2**32)).random(n)
+    in_stream_order = np.lexsort((np.arange(n), stream_code))
+    by_random = np.lexsort((r, stream_code))
+    keys = np.empty(n)
+    keys[in_stream_order] = r[by_random]  # the k-th event of a stream gets its k-th smallest key
+    return [events[i] for i in np.argsort(keys, kind="stable")]
+
+
+def _reorder_type(events: Sequence[Event], only: str, rng: random.Random) -> list[Event]:
+    """Move only events of type ``only``, later at random, never past their stream's next event."""
+    n = len(events)
+    next_in_stream: list[int] = [n] * n
+    last_seen: dict[Any, int] = {}
+    for i in range(n - 1, -1, -1):
+        stream = events[i].stream
+        if stream is not None:
+            next_in_stream[i] = last_seen.get(stream, n)
+            last_seen[stream] = i
+    keys = [float(i) for i in range(n)]
+    for i, e in enumerate(events):
+        if e.event_type == only:
+            hi = next_in_stream[i]
+            # Stay before the stream's next event (whose key is itself or already moved later).
+            bound = min(float(hi), keys[hi]) if hi < n else float(n)
+            keys[i] = rng.uniform(keys[i], bound - 1e-9) if bound > keys[i] else keys[i]
+    order = sorted(range(n), key=keys.__getitem__)
+    return [events[i] for i in order]
+
+
+def _determinism(
+    cls: type[Projection], events: Sequence[Event], decoder: Runner, limit: int
+) -> ScenarioResult:
+    """Run twice more, tracing each event's writes; the first event whose writes differ names the handler."""
+    first, first_errors = _traced(cls, events)
+    second, second_errors = _traced(cls, events)
+    diff = _compare(first[0], second[0], limit)
+    ok = diff.height == 0 and first_errors == second_errors
+    implicated: list[str] = []
+    if not ok:
+        for event, a, b in zip(events, first[1], second[1], strict=True):
+            if a != b and event.event_type not in implicated:
+                implicated.append(event.event_type)
+                break
+    return _result(
+        "determinism", "the clean replay run twice", ok, diff, implicated, decoder, second_errors
+    )
+
+
+def _traced(
+    cls: type[Projection], events: Sequence[Event]
+) -> tuple[tuple[Snapshot, list[int]], int]:
+    runner = Runner(cls(), on_error="dead-letter", lineage=True)
+    states = list(runner.states.values())
+    signatures: list[int] = []
+    for event in events:
+        runner.apply((event,))
+        writes: list[tuple[str, Any, str]] = []
+        for state in states:
+            keys, _ = state.take_lineage()
+            writes.extend((state.table.name, k, repr(state.rows.get(k))) for k in keys)
+        signatures.append(hash(tuple(writes)))
+    snapshot = {name: state.rows for name, state in runner.states.items()}
+    return (snapshot, signatures), runner.failures

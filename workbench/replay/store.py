@@ -1,0 +1,357 @@
+"""The DuckDB side of a replay: schemas, bulk flushes, checkpoint, lineage, promote.
+
+Projection ``name`` at version ``v`` writes into schema ``<name>_v<v>``: its
+declared tables (key columns = primary key) and the bookkeeping tables
+
+- ``_checkpoint(source, last_position, events_applied, updated_at)``, written
+  in the same transaction as the rows it covers;
+- ``_lineage(table_name, key, source, global_position, event_type, handler)``,
+  one row per (output row, event that wrote it); ``key`` is
+  :func:`lineage_key` of the row's key columns;
+- ``_replay_info(projection, version, archive, started_at, finished_at,
+  events_applied, until_position, where_sql)``;
+- ``_dead_letters(source, global_position, event_id, event_type, handler,
+  error, traceback, data)``.
+
+:func:`promote` points the stable schema ``<name>`` at one version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from workbench.errors import ProjectionError
+from workbench.replay.projection import Table
+from workbench.replay.state import TableState
+
+__all__ = [
+    "CHECKPOINT_DDL",
+    "DEAD_LETTER_SCHEMA",
+    "LINEAGE_DDL",
+    "connect",
+    "lineage_key",
+    "promote",
+    "q",
+]
+
+CHECKPOINT_DDL = (
+    "create table if not exists {s}._checkpoint (source VARCHAR primary key, "
+    "last_position BIGINT, events_applied BIGINT, updated_at TIMESTAMPTZ)"
+)
+LINEAGE_DDL = (
+    "create table if not exists {s}._lineage (table_name VARCHAR, key VARCHAR, source VARCHAR, "
+    "global_position BIGINT, event_type VARCHAR, handler VARCHAR)"
+)
+INFO_DDL = (
+    "create table if not exists {s}._replay_info (projection VARCHAR, version INTEGER, "
+    "archive VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, events_applied BIGINT, "
+    "until_position BIGINT, where_sql VARCHAR)"
+)
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("global_position", pa.int64()),
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("handler", pa.string()),
+        ("error", pa.string()),
+        ("traceback", pa.string()),
+        ("data", pa.string()),
+    ]
+)
+DEAD_LETTER_DDL = (
+    "create table if not exists {s}._dead_letters (source VARCHAR, global_position BIGINT, "
+    "event_id VARCHAR, event_type VARCHAR, handler VARCHAR, error VARCHAR, traceback VARCHAR, "
+    "data VARCHAR)"
+)
+
+
+def q(name: str) -> str:
+    """Quote a DuckDB identifier.
+
+    >>> q('a"b')
+    '"a""b"'
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lineage_key(table_key_columns: Sequence[str], values: Any) -> str:
+    """The ``_lineage.key`` of a row: compact JSON of its key columns, in key order.
+
+    Equals DuckDB's ``to_json(struct_pack(col := col, ...))`` for string and
+    integer keys, so SQL can join lineage to output rows.
+
+    >>> lineage_key(["agent_id", "day"], ("a-1", "2024-05-01"))
+    '{"agent_id":"a-1","day":"2024-05-01"}'
+    >>> lineage_key(["memory_id"], "m-1")
+    '{"memory_id":"m-1"}'
+    """
+    if len(table_key_columns) == 1 and not isinstance(values, tuple | list):
+        values = (values,)
+    return json.dumps(
+        dict(zip(table_key_columns, values, strict=True)),
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+
+
+def connect(into: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
+    """Open (or create) the output DuckDB file."""
+    path = Path(into)
+    if path.parent and not path.parent.exists():
+        raise ProjectionError(f"directory {path.parent} does not exist")
+    try:
+        con = duckdb.connect(str(path))
+    except duckdb.Error as exc:
+        raise ProjectionError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+    # Bounded, so DuckDB evicts written pages instead of caching all of the lineage.
+    con.execute("set memory_limit = '1GB'")
+    return con
+
+
+def schema_exists(con: duckdb.DuckDBPyConnection, schema: str) -> bool:
+    rows = con.execute(
+        "select 1 from information_schema.schemata where schema_name = ? and catalog_name = current_database()",
+        [schema],
+    ).fetchall()
+    return bool(rows)
+
+
+def create_schema(
+    con: duckdb.DuckDBPyConnection, schema: str, tables: Iterable[Table], *, replace: bool
+) -> None:
+    """Create the version's schema with its tables and bookkeeping tables."""
+    s = q(schema)
+    con.execute("begin")
+    if replace:
+        con.execute(f"drop schema if exists {s} cascade")
+    con.execute(f"create schema if not exists {s}")
+    for table in tables:
+        con.execute(table.ddl(schema).replace("create table", "create table if not exists", 1))
+    for ddl in (CHECKPOINT_DDL, LINEAGE_DDL, INFO_DDL, DEAD_LETTER_DDL):
+        con.execute(ddl.format(s=s))
+    con.execute("commit")
+
+
+def output_tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    """Names of the output tables of a schema (bookkeeping tables excluded)."""
+    rows = con.execute(
+        "select table_name from information_schema.tables where table_schema = ? "
+        "and table_catalog = current_database() and not starts_with(table_name, '_') order by 1",
+        [schema],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def checkpoint(con: duckdb.DuckDBPyConnection, schema: str, source: str) -> tuple[int, int] | None:
+    """(last_position, events_applied) of ``source``, or None before the first flush."""
+    rows = con.execute(
+        f"select last_position, events_applied from {q(schema)}._checkpoint where source = ?",
+        [source],
+    ).fetchall()
+    return (int(rows[0][0]), int(rows[0][1])) if rows else None
+
+
+def load_rows(
+    con: duckdb.DuckDBPyConnection, schema: str, table: Table
+) -> dict[Any, dict[str, Any]]:
+    """A table's rows keyed like the in-memory state (for resuming)."""
+    cols = ", ".join(q(c) for c in table.columns)
+    rows = con.sql(f"select {cols} from {q(schema)}.{q(table.name)}").to_arrow_table()
+    records = rows.to_pylist()
+    if len(table.key) == 1:
+        k = table.key[0]
+        return {r[k]: r for r in records}
+    return {tuple(r[c] for c in table.key): r for r in records}
+
+
+def _column(values: list[Any], typ: pa.DataType, table: str, column: str) -> pa.Array:
+    try:
+        return pa.array(values, typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        raise ProjectionError(
+            f"table {table}, column {column}: a handler wrote a value that is not {typ}: {exc}"
+        ) from None
+
+
+def _key_table(table: Table, keys: list[Any]) -> pa.Table:
+    if len(table.key) == 1:
+        columns = [keys]
+    else:
+        columns = [list(c) for c in zip(*keys, strict=True)] if keys else [[] for _ in table.key]
+    return pa.table(
+        [
+            _column(v, table.types[c][1], table.name, c)
+            for c, v in zip(table.key, columns, strict=True)
+        ],
+        names=list(table.key),
+    )
+
+
+def write_rows(
+    con: duckdb.DuckDBPyConnection, schema: str, table: Table, rows: list[dict[str, Any]]
+) -> None:
+    """Insert or replace ``rows`` (dicts) in one statement from an Arrow table."""
+    if not rows:
+        return
+    extra = set().union(*rows) - set(table.columns)
+    if extra:
+        raise ProjectionError(
+            f"table {table.name}: handlers wrote undeclared column(s) {', '.join(sorted(extra))}"
+        )
+    arrow = pa.table(
+        [
+            _column([r.get(c) for r in rows], table.types[c][1], table.name, c)
+            for c in table.columns
+        ],
+        names=list(table.columns),
+    )
+    con.register("_wb_rows", arrow)
+    try:
+        con.execute(
+            f"insert or replace into {q(schema)}.{q(table.name)} by name select * from _wb_rows"
+        )
+    finally:
+        con.unregister("_wb_rows")
+
+
+def delete_rows(con: duckdb.DuckDBPyConnection, schema: str, table: Table, keys: list[Any]) -> None:
+    if not keys:
+        return
+    con.register("_wb_deleted", _key_table(table, keys))
+    try:
+        match = " and ".join(f"{q(table.name)}.{q(c)} = _wb_deleted.{q(c)}" for c in table.key)
+        con.execute(f"delete from {q(schema)}.{q(table.name)} using _wb_deleted where {match}")
+    finally:
+        con.unregister("_wb_deleted")
+
+
+def write_lineage(
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    table: Table,
+    source: str,
+    keys: list[Any],
+    positions: list[int],
+) -> None:
+    """Append one lineage row per write; DuckDB adds key JSON, event type and handler in bulk.
+
+    Needs the views ``_wb_events(global_position, event_type)`` and
+    ``_wb_handlers(event_type, handler)`` registered by :func:`flush`.
+    """
+    if not keys:
+        return
+    arrow = _key_table(table, keys).append_column(
+        "_global_position", pa.array(positions, pa.int64())
+    )
+    pack = ", ".join(f"{q(c)} := l.{q(c)}" for c in table.key)
+    con.register("_wb_lineage", arrow)
+    try:
+        con.execute(
+            f"insert into {q(schema)}._lineage select ?, to_json(struct_pack({pack})), ?, "
+            "l._global_position, e.event_type, h.handler from _wb_lineage l "
+            "join _wb_events e on e.global_position = l._global_position "
+            "left join _wb_handlers h on h.event_type = e.event_type",
+            [table.name, source],
+        )
+    finally:
+        con.unregister("_wb_lineage")
+
+
+def write_dead_letters(
+    con: duckdb.DuckDBPyConnection, schema: str, letters: list[dict[str, Any]]
+) -> None:
+    if not letters:
+        return
+    con.register("_wb_dead", pa.Table.from_pylist(letters, schema=DEAD_LETTER_SCHEMA))
+    try:
+        con.execute(f"insert into {q(schema)}._dead_letters select * from _wb_dead")
+    finally:
+        con.unregister("_wb_dead")
+
+
+def flush(
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    states: Iterable[TableState],
+    *,
+    source: str,
+    last_position: int,
+    events_applied: int,
+    handler_of: dict[str, str | None],
+    dead_letters: list[dict[str, Any]],
+    events: pa.Table,
+) -> None:
+    """Write changed rows, lineage, dead letters and the checkpoint in one transaction.
+
+    ``events`` holds ``global_position, event_type`` of the events applied
+    since the last flush (for the lineage's event types).
+    """
+    con.register("_wb_events", events)
+    con.register(
+        "_wb_handlers",
+        pa.table(
+            {"event_type": list(handler_of), "handler": list(handler_of.values())},
+            schema=pa.schema([("event_type", pa.string()), ("handler", pa.string())]),
+        ),
+    )
+    con.execute("begin")
+    try:
+        for state in states:
+            upserts, deletes = state.take_changes()
+            write_rows(con, schema, state.table, upserts)
+            delete_rows(con, schema, state.table, deletes)
+            keys, applied = state.take_lineage()
+            write_lineage(con, schema, state.table, source, keys, applied)
+        write_dead_letters(con, schema, dead_letters)
+        con.execute(
+            f"insert or replace into {q(schema)}._checkpoint values (?, ?, ?, now())",
+            [source, last_position, events_applied],
+        )
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    finally:
+        con.unregister("_wb_events")
+        con.unregister("_wb_handlers")
+
+
+def promote(into: str | os.PathLike[str], projection_name: str, version: int) -> list[str]:
+    """Point the stable schema ``<name>`` at version ``version``: one view per table.
+
+    Returns the tables promoted. Views of tables the version does not have
+    are dropped, so the stable schema is exactly the promoted version.
+    """
+    target = f"{projection_name}_v{version}"
+    con = connect(into)
+    try:
+        if not schema_exists(con, target):
+            raise ProjectionError(f"{into} has no schema {target}; replay that version first")
+        tables = output_tables(con, target)
+        con.execute("begin")
+        con.execute(f"create schema if not exists {q(projection_name)}")
+        existing = con.execute(
+            "select view_name from duckdb_views() where schema_name = ? and database_name = current_database()",
+            [projection_name],
+        ).fetchall()
+        for (view,) in existing:
+            if view not in tables:
+                con.execute(f"drop view {q(projection_name)}.{q(view)}")
+        for table in tables:
+            con.execute(
+                f"create or replace view {q(projection_name)}.{q(table)} as "
+                f"select * from {q(target)}.{q(table)}"
+            )
+        con.execute("commit")
+        return tables
+    finally:
+        con.close()

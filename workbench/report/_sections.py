@@ -1,0 +1,205 @@
+"""What a report shows, as plain data: sections of text, tables and charts.
+
+Each result type of the library becomes a :class:`Section` here; the HTML
+template only lays sections out, so every number in a report is one a
+notebook user can reach through the same result object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+if TYPE_CHECKING:
+    import altair as alt
+
+    from workbench.analysis import Archive
+    from workbench.analysis.result import CheckResult
+    from workbench.diff import Diff
+    from workbench.replay import ReplayResult
+    from workbench.replay.safety import SafetyReport
+
+__all__ = [
+    "ReportTable",
+    "Section",
+    "archive_section",
+    "check_section",
+    "diff_section",
+    "replay_section",
+    "safety_section",
+]
+
+#: Rows of a table shown in the report; the rest are counted, never silently dropped.
+TABLE_ROWS = 25
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A table cut to :data:`TABLE_ROWS` rows, with the total it was cut from."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    total: int
+
+    @classmethod
+    def of(cls, title: str, frame: pl.DataFrame, *, limit: int = TABLE_ROWS) -> ReportTable:
+        head = frame.head(limit)
+        rows = [[_cell(v) for v in row] for row in head.iter_rows()]
+        return cls(title, list(frame.columns), rows, frame.height)
+
+
+@dataclass
+class Section:
+    """One part of the report: a title, a status, lines of text, tables and charts."""
+
+    title: str
+    anchor: str
+    status: str = "info"  # "ok", "finding" or "info"
+    lines: list[str] = field(default_factory=list)
+    tables: list[ReportTable] = field(default_factory=list)
+    charts: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_chart(self, chart: alt.TopLevelMixin | None) -> None:
+        if chart is not None:
+            self.charts.append(chart.to_dict())
+
+
+def archive_section(archive: Archive) -> Section:
+    """Sources, event counts, positions and time span of the archive."""
+    frame = archive.sql(
+        """
+        select source, count(*) as events, count(distinct stream) as streams,
+               count(distinct event_type) as event_types,
+               min(global_position) as first_position, max(global_position) as last_position,
+               min(recorded_at) as first_recorded, max(recorded_at) as last_recorded
+        from events group by source order by source
+        """
+    ).pl()
+    section = Section("Archive", "archive")
+    total = int(frame["events"].sum()) if frame.height else 0
+    section.lines.append(
+        f"{total:,} events in {frame.height} source(s), {len(archive.files)} file(s) at {archive.root}"
+    )
+    section.tables.append(ReportTable.of("sources", frame))
+    types = archive.sql(
+        "select event_type, schema_version, count(*) as events from events group by all order by 1, 2"
+    ).pl()
+    section.tables.append(ReportTable.of("event types", types))
+    return section
+
+
+def check_section(result: CheckResult, title: str) -> Section:
+    """A check's one-line summary, its chart and its highlight tables."""
+    section = Section(title, f"check-{result.name}", "finding" if result.found else "ok")
+    section.lines.append(result.summary())
+    section.add_chart(_chart_or_none(result))
+    section.tables.extend(
+        ReportTable.of(name, frame) for name, frame in result.highlights().items() if frame.height
+    )
+    return section
+
+
+def diff_section(diff: Diff, *, explain: int = 3) -> Section:
+    """Summary of a diff, changed columns, differing rows and the events behind the first ones."""
+    summary = diff.summary
+    section = Section(
+        "Diff against the live read model", "diff", "ok" if summary.is_identical else "finding"
+    )
+    verdict = "identical" if summary.is_identical else f"{summary.differences:,} differing rows"
+    section.lines.append(
+        f"{summary.candidate_rows:,} candidate vs {summary.live_rows:,} live rows: {verdict}"
+    )
+    section.lines.extend(summary.schema_lines())
+    section.tables.append(ReportTable.of("rows by status", summary.counts()))
+    changed_columns = summary.columns.filter(pl.col("changed") > 0)
+    if changed_columns.height:
+        section.tables.append(ReportTable.of("changed columns", changed_columns))
+    section.add_chart(_chart_or_none(diff))
+    rows = diff.rows()
+    if rows.height:
+        # Side by side, only the columns that differ somewhere: the rest is noise.
+        shown = [
+            f"{column}__{side}"
+            for column in changed_columns["column"]
+            for side in ("candidate", "live")
+        ]
+        columns = [*diff.key, "_status", *(c for c in shown if c in rows.columns)]
+        section.tables.append(ReportTable.of("differing rows", rows.select(columns)))
+        keys = rows.select(diff.key).head(explain).iter_rows()
+        for key in keys:
+            explanation = diff.explain(
+                key[0] if len(key) == 1 else dict(zip(diff.key, key, strict=True))
+            )
+            events = explanation.events
+            if events.height:
+                label = ", ".join(f"{k}={v}" for k, v in zip(diff.key, key, strict=True))
+                section.tables.append(ReportTable.of(f"events behind {label}", events))
+    return section
+
+
+def replay_section(result: ReplayResult, progress: pl.DataFrame | None = None) -> Section:
+    """Rate, rebuild estimate, coverage, per-type counts; throughput and handler-cost charts.
+
+    ``progress`` (``seconds``, ``events``), collected from the replay's
+    progress callback, adds the throughput-over-time chart.
+    """
+    from workbench import charts
+
+    problems = [] if result.coverage.ok else result.coverage.problems()
+    status = "finding" if problems or result.dead_letters else "ok"
+    section = Section(f"Replay of {result.schema}", f"replay-{result.schema}", status)
+    section.lines.append(result.summary())
+    section.lines.extend(f"coverage: {p}" for p in problems)
+    if progress is not None and progress.height > 1:
+        section.add_chart(charts.replay_throughput(progress))
+    if result.per_handler.height:
+        section.add_chart(charts.handler_cost(result.per_handler))
+    section.tables.append(ReportTable.of("events per type", result.per_type))
+    return section
+
+
+def safety_section(report: SafetyReport) -> Section:
+    """Replay safety: each scenario's verdict and the keys that differ."""
+    lines = report.summary().splitlines()
+    section = Section(
+        f"Replay safety of {report.projection}",
+        f"safety-{report.projection}",
+        "ok" if report.ok else "finding",
+    )
+    section.lines.extend(line.strip() for line in lines)
+    differences = report.df()
+    if differences.height:
+        section.tables.append(ReportTable.of("keys that differ from a clean replay", differences))
+    return section
+
+
+def _chart_or_none(result: Any) -> alt.TopLevelMixin | None:
+    try:
+        return result.chart()
+    except NotImplementedError:
+        return None
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "∅"
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="milliseconds")
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    text = str(value)
+    return text if len(text) <= 160 else text[:157] + "…"
+
+
+def sections_status(sections: Iterable[Section]) -> str:
+    """``finding`` if any section has one, else ``ok``."""
+    return "finding" if any(s.status == "finding" for s in sections) else "ok"

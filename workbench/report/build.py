@@ -1,0 +1,116 @@
+"""One self-contained HTML file: checks, charts, replay and diff, offline.
+
+The Vega, Vega-Lite and vega-embed JavaScript comes from vl-convert and is
+inlined once, so the file opens without a network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jinja2
+import vl_convert as vlc
+
+import workbench
+from workbench.analysis import Archive, open_archive
+from workbench.archive import atomic_file
+from workbench.report._sections import (
+    Section,
+    archive_section,
+    check_section,
+    diff_section,
+    sections_status,
+)
+
+if TYPE_CHECKING:
+    from workbench.analysis.result import CheckResult
+    from workbench.diff import Diff
+
+__all__ = ["CHECKS", "write_report"]
+
+#: The checks a report runs, by title.
+CHECKS: dict[str, Callable[[Archive], CheckResult]] = {
+    "Gaps": lambda a: a.gaps(),
+    "Duplicates": lambda a: a.duplicates(),
+    "Schema drift": lambda a: a.schema_drift(),
+    "Lag": lambda a: a.lag(),
+    "Causation": lambda a: a.causation(),
+}
+
+
+def write_report(
+    out: str | os.PathLike[str],
+    archive: Archive | str | os.PathLike[str],
+    *,
+    diff: Diff | None = None,
+    extra: Sequence[Section] = (),
+    title: str = "Event Workbench report",
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Run the checks on ``archive`` and write the report to ``out`` (atomically).
+
+    ``diff`` adds the diff against the live read model; ``extra`` adds
+    sections built elsewhere (replay results, replay safety).
+    """
+    archive = archive if isinstance(archive, Archive) else open_archive(archive)
+    sections = [archive_section(archive)]
+    for name, run in CHECKS.items():
+        if progress:
+            progress(name)
+        sections.append(check_section(run(archive), name))
+    sections.extend(extra)
+    if diff is not None:
+        if progress:
+            progress("Diff")
+        sections.append(diff_section(diff))
+    html = render(sections, title=title, subtitle=f"archive {archive.root}")
+    target = Path(out)
+    with atomic_file(target) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return target
+
+
+def render(sections: Sequence[Section], *, title: str, subtitle: str) -> str:
+    """The report's HTML for ``sections``."""
+    specs: list[dict[str, object]] = []
+    chart_ids: dict[tuple[str, int], int] = {}
+    for section in sections:
+        for i, spec in enumerate(section.charts, start=1):
+            chart_ids[(section.anchor, i)] = len(specs)
+            specs.append(spec)
+    return _template().render(
+        title=title,
+        subtitle=subtitle,
+        version=workbench.__version__,
+        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        status=sections_status(sections),
+        sections=sections,
+        chart_ids=chart_ids,
+        # "</" inside a script element would end it; JSON allows the escaped form.
+        specs_json=json.dumps(specs, default=str).replace("</", "<\\/"),
+        vega_bundle=_vega_bundle(),
+    )
+
+
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("workbench.report", ""),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("template.html.j2")
+
+
+@cache
+def _vega_bundle() -> str:
+    # The snippet puts vega-embed on window, where the report's own script finds it.
+    bundle = vlc.javascript_bundle("window.vegaEmbed = vegaEmbed;")
+    return str(bundle).replace("</script", "<\\/script")
