@@ -32,7 +32,7 @@ def archive_postgres_command(
     poll_interval: float = typer.Option(
         0.5, "--poll-interval", min=0.01, help="Seconds between polls."
     ),
-    batch_size: int = typer.Option(100_000, "--batch-size", min=1, help="Rows per read and file."),
+    batch_size: int = typer.Option(100_000, "--batch-size", min=1, help="Rows per archive file."),
     cipher_key: str | None = typer.Option(
         None, "--cipher-key", envvar="CIPHER_KEY", help="eventsourcing: the store's CIPHER_KEY."
     ),
