@@ -33,7 +33,7 @@ import datetime as dt
 import html
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,12 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from workbench import envelope
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, ProjectionError
 from workbench.replay import store
+from workbench.replay.batches import read_batches
 from workbench.replay.coverage import Coverage, coverage
 from workbench.replay.projection import Projection
 from workbench.replay.runner import OnError, Runner
@@ -173,38 +173,6 @@ def check_where(where: str | None) -> None:
         con.close()
 
 
-def read_batches(
-    reader: ArchiveReader,
-    source: str,
-    *,
-    after: int | None = None,
-    until: int | None = None,
-    where: str | None = None,
-    batch_size: int = 100_000,
-) -> Iterator[pa.Table]:
-    """Envelope batches of ``source`` in ``global_position`` order, bounded and filtered."""
-    con = duckdb.connect() if where else None
-    files = sorted((f for f in reader.files if f.source == source), key=lambda f: f.first)
-    for data_file in files:
-        if (after is not None and data_file.last <= after) or (
-            until is not None and data_file.first > until
-        ):
-            continue
-        parquet = pq.ParquetFile(data_file.path)
-        for raw in parquet.iter_batches(batch_size=batch_size, columns=list(envelope.COLUMNS)):
-            batch = pa.Table.from_batches([raw])
-            positions = batch.column("global_position")
-            if after is not None and pc.min(positions).as_py() <= after:
-                batch = batch.filter(pc.greater(positions, after))
-            if until is not None and pc.max(positions).as_py() > until:
-                batch = batch.filter(pc.less_equal(batch.column("global_position"), until))
-            if con is not None and batch.num_rows:
-                con.register("events", batch)
-                batch = con.sql(f"select * from events where {where}").to_arrow_table()
-            if batch.num_rows:
-                yield batch.cast(envelope.SCHEMA)
-
-
 def count_events(
     reader: ArchiveReader, source: str, where: str | None, until: int | None
 ) -> pl.DataFrame:
@@ -273,7 +241,13 @@ def replay(
         type_counts: dict[str, int] = {}
         since_flush: list[pa.Table] = []
         for batch in read_batches(
-            reader, source, after=resumed_from, until=until, where=where, batch_size=batch_size
+            reader,
+            source,
+            after=resumed_from,
+            until=until,
+            where=where,
+            batch_size=batch_size,
+            wanted=set(),
         ):
             events = runner.decode(batch)
             runner.apply(events)
@@ -282,8 +256,8 @@ def replay(
                 type_counts[key] = type_counts.get(key, 0) + item["counts"]
             applied += batch.num_rows
             pending += batch.num_rows
-            since_flush.append(batch.select(["global_position", "event_type"]))
-            last = batch.column("global_position")[-1].as_py()
+            since_flush.append(batch.table.select(["global_position", "event_type"]))
+            last = batch.table.column("global_position")[-1].as_py()
             if pending >= flush_every:
                 _flush(con, schema, runner, source, last, applied_before + applied, since_flush)
                 pending = 0

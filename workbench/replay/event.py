@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 from functools import partial
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,12 +39,21 @@ _BATCH = len(_EAGER)
 _INDEX = _BATCH + 1
 
 
+class Columns(Protocol):
+    """What events are decoded from: a ``pa.Table`` or an archive batch."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+    def column(self, name: str) -> Any: ...
+
+
 class _Columns:
     """Envelope columns of one batch, converted to Python lists on first use."""
 
     __slots__ = ("_cache", "_table")
 
-    def __init__(self, table: pa.Table | pa.RecordBatch) -> None:
+    def __init__(self, table: Columns) -> None:
         self._table = table
         self._cache: dict[str, list[Any]] = {}
 
@@ -141,7 +150,7 @@ def _loads_or_none(text: str | None) -> Any:
         return None
 
 
-def decode(table: pa.Table | pa.RecordBatch, payloads: list[Any] | None = None) -> list[Event]:
+def decode(table: Columns, payloads: list[Any] | None = None) -> list[Event]:
     """The batch's rows as :class:`Event` objects, in row order."""
     columns = _Columns(table)
     n = table.num_rows

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench.errors import ProjectionError
-from workbench.replay.event import Event, decode, with_payload
+from workbench.replay.event import Columns, Event, decode, with_payload
 from workbench.replay.projection import Projection
 from workbench.replay.state import Cursor, Tables, TableState
 
@@ -63,7 +63,7 @@ class Runner:
 
     # ------------------------------------------------------------------ decoding
 
-    def decode(self, batch: pa.Table) -> list[Event]:
+    def decode(self, batch: Columns) -> list[Event]:
         """Events of ``batch`` with their payloads upcast to the handlers' versions."""
         events = decode(batch)
         if len(self._upcast_types) and batch.num_rows:
