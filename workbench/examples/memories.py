@@ -96,19 +96,17 @@ class Memories(Projection):
                     "last_active_at": at,
                 }
             )
-        elif at > row["last_active_at"]:
+        else:
             agents.update(
                 agent_id,
                 memories=row["memories"] + memories,
                 accesses=row["accesses"] + accesses,
-                last_active_at=at,
-            )
-        else:
-            agents.update(
-                agent_id, memories=row["memories"] + memories, accesses=row["accesses"] + accesses
+                last_active_at=max(at, row["last_active_at"]),  # max, not latest: any order
             )
 
     # -- handlers ------------------------------------------------------------
+    # The hot handlers (accessed, updated) inline the guard of fresh(): one
+    # method call less per event is a measurable share of a rebuild.
 
     @on("MemoryCreated")
     def created(self, event: Event, tables: Tables) -> None:
@@ -128,38 +126,46 @@ class Memories(Projection):
                 "stream_position": event.stream_position,
             }
         )
-        self.touch_agent(tables, data["agent_id"], event.occurred_at, memories=1)
+        self.touch_agent(tables, data["agent_id"], event.occurred_at, 1, 0)
 
     @on("MemoryUpdated")
     def updated(self, event: Event, tables: Tables) -> None:
-        if self.fresh(event, tables) is not None:
+        data = event.data
+        if data is None:
+            return
+        memory_id = data.get("memory_id")
+        row = tables.memories.get(memory_id)
+        if row is not None and row["stream_position"] < event.stream_position:
             tables.memories.update(
-                event.data["memory_id"],
-                content=event.data["content"],
-                stream_position=event.stream_position,
+                memory_id, content=data["content"], stream_position=event.stream_position
             )
 
     @on("MemoryAccessed")
     def accessed(self, event: Event, tables: Tables) -> None:
-        row = self.fresh(event, tables)
-        if row is not None:
+        data = event.data
+        if data is None:
+            return
+        row = tables.memories.get(data.get("memory_id"))
+        if row is not None and row["stream_position"] < event.stream_position:
             self.count_access(event, tables, row)
 
     def count_access(self, event: Event, tables: Tables, row: dict[str, Any]) -> None:
         data = event.data
         tables.memories.update(
-            data["memory_id"],
+            row["memory_id"],
             access_count=row["access_count"] + 1,
             stream_position=event.stream_position,
         )
         at = event.occurred_at
-        self.touch_agent(tables, data["agent_id"], at, accesses=1)
-        key = (data["agent_id"], at.date())
-        daily = tables.daily_access.get(key)
+        agent_id = data["agent_id"]
+        self.touch_agent(tables, agent_id, at, 0, 1)
+        key = (agent_id, at.date())
+        daily_access = tables.daily_access
+        daily = daily_access.get(key)
         if daily is None:
-            tables.daily_access.upsert({"agent_id": key[0], "day": key[1], "accesses": 1})
+            daily_access.upsert({"agent_id": agent_id, "day": key[1], "accesses": 1})
         else:
-            tables.daily_access.update(key, accesses=daily["accesses"] + 1)
+            daily_access.update(key, accesses=daily["accesses"] + 1)
 
     @on("MemoryConsolidated")
     def consolidated(self, event: Event, tables: Tables) -> None:
@@ -231,7 +237,9 @@ class MemoriesClock(Memories):
         tables.agents.update(agent_id, last_active_at=dt.datetime.now(dt.UTC))
 
 
-_TYPES = "('MemoryCreated', 'MemoryUpdated', 'MemoryAccessed', 'MemoryConsolidated', 'MemoryDeleted')"
+_TYPES = (
+    "('MemoryCreated', 'MemoryUpdated', 'MemoryAccessed', 'MemoryConsolidated', 'MemoryDeleted')"
+)
 # The handlers' idempotency guard as SQL: a memory's first MemoryCreated, and
 # after it only events whose stream_position is above every earlier one.
 # Each payload is parsed once (one json_extract_string of all the fields

@@ -76,7 +76,7 @@ class EventBatch:
     ``wanted``, so later batches read it up front).
     """
 
-    __slots__ = ("_file", "_mask", "_offset", "_wanted", "num_rows", "table")
+    __slots__ = ("_file", "_mask", "_offset", "_wanted", "eager", "num_rows", "table")
 
     def __init__(
         self,
@@ -88,6 +88,8 @@ class EventBatch:
     ) -> None:
         self.table = table
         self.num_rows = table.num_rows
+        #: Columns read because handlers asked for them: worth converting up front.
+        self.eager = tuple(c for c in table.column_names if c in wanted)
         self._file = file
         self._offset = offset
         self._mask = mask
@@ -98,7 +100,7 @@ class EventBatch:
             return self.table.column(name)
         if name not in envelope.COLUMNS:
             raise KeyError(name)
-        self._wanted.add(name)
+        self._wanted.add(name)  # read up front from the next batch on
         length = self.num_rows if self._mask is None else len(self._mask)
         values = self._file.column(name).slice(self._offset, length)
         if self._mask is not None:
@@ -125,6 +127,7 @@ def read_batches(
     con = duckdb.connect() if where else None
     files = sorted((f for f in reader.files if f.source == source), key=lambda f: f.first)
     extra = wanted if wanted is not None else set(envelope.COLUMNS)
+    wanted = wanted if wanted is not None else set()
     for data_file in files:
         if (after is not None and data_file.last <= after) or (
             until is not None and data_file.first > until
@@ -151,7 +154,7 @@ def read_batches(
                 batch = con.sql(f"select * from events where {where}").to_arrow_table()
                 mask = None  # every column was read: nothing is fetched later
             if batch.num_rows:
-                yield EventBatch(batch, file, start, mask, extra)
+                yield EventBatch(batch, file, start, mask, wanted)
 
 
 def _conform(batch: pa.Table, columns: list[str]) -> pa.Table:

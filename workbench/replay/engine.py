@@ -332,7 +332,7 @@ def _prepare(
         store.create_schema(con, schema, projection.tables(), replace=True)
     else:
         for state in runner.states_list():
-            state.rows = store.load_rows(con, schema, state.table)
+            state.load(store.load_rows(con, schema, state.table))
     con.execute(f"delete from {store.q(schema)}._replay_info")
     con.execute(
         f"insert into {store.q(schema)}._replay_info values (?, ?, ?, now(), null, ?, ?, ?)",

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
@@ -234,32 +236,60 @@ def delete_rows(con: duckdb.DuckDBPyConnection, schema: str, table: Table, keys:
         con.unregister("_wb_deleted")
 
 
+class EventTypes:
+    """``global_position → event_type, handler`` of the events of one flush, in numpy.
+
+    Lineage rows get their event type and handler by a binary search of
+    their positions among the flush's (sorted) event positions, as
+    dictionary-encoded Arrow columns: no join, no Python per row.
+    """
+
+    def __init__(self, events: pa.Table, handler_of: dict[str, str | None]) -> None:
+        self.positions = events.column("global_position").to_numpy()
+        encoded = pc.dictionary_encode(events.column("event_type")).combine_chunks()
+        self.codes = encoded.indices.to_numpy(zero_copy_only=False)
+        self.types = encoded.dictionary
+        self.handlers = pa.array([handler_of.get(t) for t in self.types.to_pylist()], pa.string())
+
+    def of(self, positions: np.ndarray) -> tuple[pa.Array, pa.Array]:
+        """Event types and handlers of ``positions`` (each one an event of this flush)."""
+        codes = pa.array(self.codes[np.searchsorted(self.positions, positions)])
+        return (
+            pa.DictionaryArray.from_arrays(codes, self.types),
+            pa.DictionaryArray.from_arrays(codes, self.handlers),
+        )
+
+
 def write_lineage(
     con: duckdb.DuckDBPyConnection,
     schema: str,
     table: Table,
     source: str,
     keys: list[Any],
-    positions: list[int],
+    positions: Sequence[int],
+    events: EventTypes,
 ) -> None:
-    """Append one lineage row per write; DuckDB adds key JSON, event type and handler in bulk.
-
-    Needs the views ``_wb_events(global_position, event_type)`` and
-    ``_wb_handlers(event_type, handler)`` registered by :func:`flush`.
-    """
+    """Append one lineage row per write in one insert; DuckDB renders the key JSON."""
     if not keys:
         return
-    arrow = _key_table(table, keys).append_column(
-        "_global_position", pa.array(positions, pa.int64())
+    at = np.asarray(positions, np.int64)
+    event_types, handlers = events.of(at)
+    if len(table.key) == 1:
+        key = _column(keys, table.types[table.key[0]][1], table.name, table.key[0])
+        pack = f"{q(table.key[0])} := key"
+    else:
+        struct = pa.struct([(c, table.types[c][1]) for c in table.key])
+        key = _column(keys, struct, table.name, ", ".join(table.key))
+        pack = ", ".join(f"{q(c)} := key.{q(c)}" for c in table.key)
+    arrow = pa.table(
+        [key, pa.array(at), event_types, handlers],
+        names=["key", "global_position", "event_type", "handler"],
     )
-    pack = ", ".join(f"{q(c)} := l.{q(c)}" for c in table.key)
     con.register("_wb_lineage", arrow)
     try:
         con.execute(
             f"insert into {q(schema)}._lineage select ?, to_json(struct_pack({pack})), ?, "
-            "l._global_position, e.event_type, h.handler from _wb_lineage l "
-            "join _wb_events e on e.global_position = l._global_position "
-            "left join _wb_handlers h on h.event_type = e.event_type",
+            "global_position, event_type, handler from _wb_lineage",
             [table.name, source],
         )
     finally:
@@ -293,16 +323,9 @@ def flush(
     """Write changed rows, lineage, dead letters and the checkpoint in one transaction.
 
     ``events`` holds ``global_position, event_type`` of the events applied
-    since the last flush (for the lineage's event types).
+    since the last flush, in position order (for the lineage's event types).
     """
-    con.register("_wb_events", events)
-    con.register(
-        "_wb_handlers",
-        pa.table(
-            {"event_type": list(handler_of), "handler": list(handler_of.values())},
-            schema=pa.schema([("event_type", pa.string()), ("handler", pa.string())]),
-        ),
-    )
+    types = EventTypes(events, handler_of)
     con.execute("begin")
     try:
         for state in states:
@@ -310,7 +333,7 @@ def flush(
             write_rows(con, schema, state.table, upserts)
             delete_rows(con, schema, state.table, deletes)
             keys, applied = state.take_lineage()
-            write_lineage(con, schema, state.table, source, keys, applied)
+            write_lineage(con, schema, state.table, source, keys, applied, types)
         write_dead_letters(con, schema, dead_letters)
         con.execute(
             f"insert or replace into {q(schema)}._checkpoint values (?, ?, ?, now())",
@@ -320,9 +343,6 @@ def flush(
     except BaseException:
         con.execute("rollback")
         raise
-    finally:
-        con.unregister("_wb_events")
-        con.unregister("_wb_handlers")
 
 
 def promote(into: str | os.PathLike[str], projection_name: str, version: int) -> list[str]:
