@@ -200,7 +200,7 @@ def replay(
     where: str | None = None,
     on_error: OnError = "raise",
     lineage: bool = True,
-    batch_size: int = 100_000,
+    batch_size: int = 20_000,
     flush_every: int = 500_000,
     progress: Progress | None = None,
 ) -> ReplayResult:
@@ -251,6 +251,7 @@ def replay(
         ):
             events = runner.decode(batch)
             runner.apply(events)
+            del events  # decoded events take ~1 KB each: never hold two batches of them
             for item in pc.value_counts(batch.column("event_type")).to_pylist():
                 key = item["values"]
                 type_counts[key] = type_counts.get(key, 0) + item["counts"]
