@@ -46,7 +46,9 @@ class TableState:
     Keys are the key column's value, or a tuple of values for composite
     keys. Rows are dicts of column → value; :meth:`get` returns the stored
     row, so change it through :meth:`update` or :meth:`upsert` (writes made
-    in place are not flushed).
+    in place are not flushed). The keys written since the last flush are
+    :meth:`take_changes`'s business: ``dirty`` alone misses them while
+    lineage is on, since the lineage keys stand in for it.
     """
 
     __slots__ = (
