@@ -29,11 +29,13 @@ any point resumes to exactly the rows of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,6 +232,7 @@ def replay(
     schema = instance.schema()
     runner = Runner(instance, on_error=on_error, lineage=lineage)
     con = store.connect(into)
+    writer = _Writer(con)
     try:
         resumed_from, applied_before = _prepare(
             con, instance, reader, source, runner, resume=resume, until=until, where=where
@@ -260,20 +263,31 @@ def replay(
             since_flush.append(batch.table.select(["global_position", "event_type"]))
             last = batch.table.column("global_position")[-1].as_py()
             if pending >= flush_every:
-                _flush(con, schema, runner, source, last, applied_before + applied, since_flush)
+                writer.submit(
+                    _prepare_flush(
+                        schema, runner, source, last, applied_before + applied, since_flush
+                    )
+                )
                 pending = 0
                 since_flush = []
             if progress is not None:
                 progress(applied + (applied_before if resume else 0), total)
         if last is not None and (pending or resumed_from is None):
-            _flush(con, schema, runner, source, last, applied_before + applied, since_flush)
+            writer.submit(
+                _prepare_flush(schema, runner, source, last, applied_before + applied, since_flush)
+            )
+        writer.wait()
         seconds = time.perf_counter() - started
         con.execute(
             f"update {store.q(schema)}._replay_info set finished_at = now(), events_applied = ?",
             [applied_before + applied],
         )
         dead = con.execute(f"select count(*) from {store.q(schema)}._dead_letters").fetchall()[0][0]
+    except BaseException:
+        writer.abandon()
+        raise
     finally:
+        writer.shutdown()
         con.close()
     return ReplayResult(
         projection=instance.name,
@@ -342,19 +356,49 @@ def _prepare(
     return (point[0], point[1]) if point else (None, 0)
 
 
-def _flush(
-    con: duckdb.DuckDBPyConnection,
+class _Writer:
+    """Runs each flush's DuckDB statements on a second thread, one flush in flight.
+
+    DuckDB releases the GIL, so writing rows and lineage overlaps with the
+    handlers of the next events. Each flush is still one transaction with
+    its checkpoint, committed in order, so a crash resumes exactly.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="workbench-flush")
+        self._pending: Future[None] | None = None
+
+    def submit(self, statements: list[store.Statement]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(store.write_flush, self._con, statements)
+
+    def wait(self) -> None:
+        """Wait for the flush in flight; its error, if any, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def abandon(self) -> None:
+        """Wait for the flush in flight while another error propagates (it wins)."""
+        with contextlib.suppress(BaseException):
+            self.wait()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _prepare_flush(
     schema: str,
     runner: Runner,
     source: str,
     last: int,
     applied: int,
     batches: list[pa.Table],
-) -> None:
+) -> list[store.Statement]:
     empty = {"global_position": pa.array([], pa.int64()), "event_type": pa.array([], pa.string())}
     events = pa.concat_tables(batches) if batches else pa.table(empty)
-    store.flush(
-        con,
+    return store.prepare_flush(
         schema,
         runner.states_list(),
         source=source,
