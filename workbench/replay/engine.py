@@ -1,10 +1,11 @@
 """``replay``: an archive through a projection into DuckDB, resumable, with lineage.
 
 Events are read in ``global_position`` order, one Arrow batch at a time,
-straight from the archive's Parquet files (each file is sorted and files do
-not overlap, so memory holds one batch, never the history). Handler state
-lives in dicts and is flushed in bulk; each flush writes the changed rows,
-their lineage and the checkpoint in one DuckDB transaction, so a crash at
+straight from the archive's Parquet files, only the columns handlers use
+(each file is sorted and files do not overlap, so memory holds one batch,
+never the history). Handler state lives in dicts and is flushed in bulk;
+each flush writes the changed rows, their lineage and the checkpoint in one
+DuckDB transaction, on a second thread while handlers go on, so a crash at
 any point resumes to exactly the rows of an uninterrupted run.
 
 >>> import tempfile, os, pyarrow as pa
