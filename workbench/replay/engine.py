@@ -1,10 +1,11 @@
 """``replay``: an archive through a projection into DuckDB, resumable, with lineage.
 
 Events are read in ``global_position`` order, one Arrow batch at a time,
-straight from the archive's Parquet files (each file is sorted and files do
-not overlap, so memory holds one batch, never the history). Handler state
-lives in dicts and is flushed in bulk; each flush writes the changed rows,
-their lineage and the checkpoint in one DuckDB transaction, so a crash at
+straight from the archive's Parquet files, only the columns handlers use
+(each file is sorted and files do not overlap, so memory holds one batch,
+never the history). Handler state lives in dicts and is flushed in bulk;
+each flush writes the changed rows, their lineage and the checkpoint in one
+DuckDB transaction, on a second thread while handlers go on, so a crash at
 any point resumes to exactly the rows of an uninterrupted run.
 
 >>> import tempfile, os, pyarrow as pa
@@ -29,11 +30,13 @@ any point resumes to exactly the rows of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +45,12 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from workbench import envelope
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, ProjectionError
 from workbench.replay import store
+from workbench.replay.batches import read_batches
 from workbench.replay.coverage import Coverage, coverage
 from workbench.replay.projection import Projection
 from workbench.replay.runner import OnError, Runner
@@ -173,38 +176,6 @@ def check_where(where: str | None) -> None:
         con.close()
 
 
-def read_batches(
-    reader: ArchiveReader,
-    source: str,
-    *,
-    after: int | None = None,
-    until: int | None = None,
-    where: str | None = None,
-    batch_size: int = 100_000,
-) -> Iterator[pa.Table]:
-    """Envelope batches of ``source`` in ``global_position`` order, bounded and filtered."""
-    con = duckdb.connect() if where else None
-    files = sorted((f for f in reader.files if f.source == source), key=lambda f: f.first)
-    for data_file in files:
-        if (after is not None and data_file.last <= after) or (
-            until is not None and data_file.first > until
-        ):
-            continue
-        parquet = pq.ParquetFile(data_file.path)
-        for raw in parquet.iter_batches(batch_size=batch_size, columns=list(envelope.COLUMNS)):
-            batch = pa.Table.from_batches([raw])
-            positions = batch.column("global_position")
-            if after is not None and pc.min(positions).as_py() <= after:
-                batch = batch.filter(pc.greater(positions, after))
-            if until is not None and pc.max(positions).as_py() > until:
-                batch = batch.filter(pc.less_equal(batch.column("global_position"), until))
-            if con is not None and batch.num_rows:
-                con.register("events", batch)
-                batch = con.sql(f"select * from events where {where}").to_arrow_table()
-            if batch.num_rows:
-                yield batch.cast(envelope.SCHEMA)
-
-
 def count_events(
     reader: ArchiveReader, source: str, where: str | None, until: int | None
 ) -> pl.DataFrame:
@@ -232,7 +203,7 @@ def replay(
     where: str | None = None,
     on_error: OnError = "raise",
     lineage: bool = True,
-    batch_size: int = 100_000,
+    batch_size: int = 20_000,
     flush_every: int = 500_000,
     progress: Progress | None = None,
 ) -> ReplayResult:
@@ -262,6 +233,7 @@ def replay(
     schema = instance.schema()
     runner = Runner(instance, on_error=on_error, lineage=lineage)
     con = store.connect(into)
+    writer = _Writer(con)
     try:
         resumed_from, applied_before = _prepare(
             con, instance, reader, source, runner, resume=resume, until=until, where=where
@@ -273,32 +245,50 @@ def replay(
         type_counts: dict[str, int] = {}
         since_flush: list[pa.Table] = []
         for batch in read_batches(
-            reader, source, after=resumed_from, until=until, where=where, batch_size=batch_size
+            reader,
+            source,
+            after=resumed_from,
+            until=until,
+            where=where,
+            batch_size=batch_size,
+            wanted=set(),
         ):
             events = runner.decode(batch)
             runner.apply(events)
+            del events  # decoded events take ~1 KB each: never hold two batches of them
             for item in pc.value_counts(batch.column("event_type")).to_pylist():
                 key = item["values"]
                 type_counts[key] = type_counts.get(key, 0) + item["counts"]
             applied += batch.num_rows
             pending += batch.num_rows
-            since_flush.append(batch.select(["global_position", "event_type"]))
-            last = batch.column("global_position")[-1].as_py()
+            since_flush.append(batch.table.select(["global_position", "event_type"]))
+            last = batch.table.column("global_position")[-1].as_py()
             if pending >= flush_every:
-                _flush(con, schema, runner, source, last, applied_before + applied, since_flush)
+                writer.submit(
+                    _prepare_flush(
+                        schema, runner, source, last, applied_before + applied, since_flush
+                    )
+                )
                 pending = 0
                 since_flush = []
             if progress is not None:
                 progress(applied + (applied_before if resume else 0), total)
         if last is not None and (pending or resumed_from is None):
-            _flush(con, schema, runner, source, last, applied_before + applied, since_flush)
+            writer.submit(
+                _prepare_flush(schema, runner, source, last, applied_before + applied, since_flush)
+            )
+        writer.wait()
         seconds = time.perf_counter() - started
         con.execute(
             f"update {store.q(schema)}._replay_info set finished_at = now(), events_applied = ?",
             [applied_before + applied],
         )
         dead = con.execute(f"select count(*) from {store.q(schema)}._dead_letters").fetchall()[0][0]
+    except BaseException:
+        writer.abandon()
+        raise
     finally:
+        writer.shutdown()
         con.close()
     return ReplayResult(
         projection=instance.name,
@@ -358,7 +348,7 @@ def _prepare(
         store.create_schema(con, schema, projection.tables(), replace=True)
     else:
         for state in runner.states_list():
-            state.rows = store.load_rows(con, schema, state.table)
+            state.load(store.load_rows(con, schema, state.table))
     con.execute(f"delete from {store.q(schema)}._replay_info")
     con.execute(
         f"insert into {store.q(schema)}._replay_info values (?, ?, ?, now(), null, ?, ?, ?)",
@@ -367,19 +357,49 @@ def _prepare(
     return (point[0], point[1]) if point else (None, 0)
 
 
-def _flush(
-    con: duckdb.DuckDBPyConnection,
+class _Writer:
+    """Runs each flush's DuckDB statements on a second thread, one flush in flight.
+
+    DuckDB releases the GIL, so writing rows and lineage overlaps with the
+    handlers of the next events. Each flush is still one transaction with
+    its checkpoint, committed in order, so a crash resumes exactly.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="workbench-flush")
+        self._pending: Future[None] | None = None
+
+    def submit(self, statements: list[store.Statement]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(store.write_flush, self._con, statements)
+
+    def wait(self) -> None:
+        """Wait for the flush in flight; its error, if any, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def abandon(self) -> None:
+        """Wait for the flush in flight while another error propagates (it wins)."""
+        with contextlib.suppress(BaseException):
+            self.wait()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _prepare_flush(
     schema: str,
     runner: Runner,
     source: str,
     last: int,
     applied: int,
     batches: list[pa.Table],
-) -> None:
+) -> list[store.Statement]:
     empty = {"global_position": pa.array([], pa.int64()), "event_type": pa.array([], pa.string())}
     events = pa.concat_tables(batches) if batches else pa.table(empty)
-    store.flush(
-        con,
+    return store.prepare_flush(
         schema,
         runner.states_list(),
         source=source,

@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 from functools import partial
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,12 +39,21 @@ _BATCH = len(_EAGER)
 _INDEX = _BATCH + 1
 
 
+class Columns(Protocol):
+    """What events are decoded from: a ``pa.Table`` or an archive batch."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+    def column(self, name: str) -> Any: ...
+
+
 class _Columns:
     """Envelope columns of one batch, converted to Python lists on first use."""
 
     __slots__ = ("_cache", "_table")
 
-    def __init__(self, table: pa.Table | pa.RecordBatch) -> None:
+    def __init__(self, table: Columns) -> None:
         self._table = table
         self._cache: dict[str, list[Any]] = {}
 
@@ -113,6 +122,24 @@ class Event(tuple[Any, ...]):
 
 
 _new_event = partial(tuple.__new__, Event)
+_LAYOUTS: dict[tuple[str, ...], type[Event]] = {}
+
+
+def _layout(eager: tuple[str, ...]) -> type[Event]:
+    """An :class:`Event` subclass holding ``eager`` columns in the tuple too.
+
+    A column handlers read on every event (``occurred_at``, say) costs an
+    ``itemgetter`` then, not a lazy lookup through the batch.
+    """
+    cls = _LAYOUTS.get(eager)
+    if cls is None:
+        attrs: dict[str, Any] = {
+            name: property(itemgetter(_INDEX + 1 + i)) for i, name in enumerate(eager)
+        }
+        attrs["__slots__"] = ()
+        attrs["__doc__"] = Event.__doc__
+        cls = _LAYOUTS[eager] = type("Event", (Event,), attrs)
+    return cls
 
 
 def decode_payloads(texts: Sequence[str | None]) -> list[Any]:
@@ -141,14 +168,19 @@ def _loads_or_none(text: str | None) -> Any:
         return None
 
 
-def decode(table: pa.Table | pa.RecordBatch, payloads: list[Any] | None = None) -> list[Event]:
-    """The batch's rows as :class:`Event` objects, in row order."""
+def decode(
+    table: Columns, payloads: list[Any] | None = None, eager: tuple[str, ...] = ()
+) -> list[Event]:
+    """The batch's rows as :class:`Event` objects, in row order.
+
+    ``eager`` columns are converted up front rather than on first use.
+    """
     columns = _Columns(table)
     n = table.num_rows
     data = decode_payloads(table.column("data").to_pylist()) if payloads is None else payloads
     return list(
         map(
-            _new_event,
+            partial(tuple.__new__, _layout(eager)) if eager else _new_event,
             zip(
                 table.column("global_position").to_pylist(),
                 table.column("event_type").to_pylist(),
@@ -158,6 +190,7 @@ def decode(table: pa.Table | pa.RecordBatch, payloads: list[Any] | None = None) 
                 data,
                 [columns] * n,
                 range(n),
+                *[_to_python(table.column(name)) for name in eager],
                 strict=True,
             ),
         )
@@ -166,4 +199,4 @@ def decode(table: pa.Table | pa.RecordBatch, payloads: list[Any] | None = None) 
 
 def with_payload(event: Event, version: int, data: Any) -> Event:
     """A copy of ``event`` with an upcast payload and its new schema version."""
-    return _new_event((*event[:4], version, data, *event[_BATCH:]))
+    return tuple.__new__(type(event), (*event[:4], version, data, *event[_BATCH:]))

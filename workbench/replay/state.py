@@ -1,8 +1,10 @@
 """In-memory state of a projection's tables, the view handlers write through.
 
-Rows live in dicts keyed by the table key; every write marks the key dirty
-(flushed to DuckDB in bulk) and records lineage (which event wrote which
-row). Handlers never see DuckDB.
+Rows live in dicts keyed by the table key; every write records lineage
+(which event wrote which row) or, without lineage, marks the key dirty; the
+keys written are flushed to DuckDB in bulk. Handlers never see DuckDB. This
+is the hot path: ``get`` is the dict's own, a write is a dict update and two
+list appends.
 
 >>> from workbench.replay.projection import Table
 >>> t = Table(key="id", id=str, n=int)
@@ -13,13 +15,14 @@ row). Handlers never see DuckDB.
 1
 >>> state.update("a", n=2)["n"], state.get("a"), len(state)
 (2, {'id': 'a', 'n': 2}, 1)
->>> state.delete("a"); state.get("a") is None, sorted(state.dirty)
-(True, ['a'])
+>>> state.delete("a"); state.get("a") is None, state.take_changes()
+(True, ([], ['a']))
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from workbench.errors import ProjectionError
@@ -43,31 +46,46 @@ class TableState:
     Keys are the key column's value, or a tuple of values for composite
     keys. Rows are dicts of column → value; :meth:`get` returns the stored
     row, so change it through :meth:`update` or :meth:`upsert` (writes made
-    in place are not flushed).
+    in place are not flushed). The keys written since the last flush are
+    :meth:`take_changes`'s business: ``dirty`` alone misses them while
+    lineage is on, since the lineage keys stand in for it.
     """
 
     __slots__ = (
         "_cursor",
         "_key",
+        "_keys",
+        "_mark",
+        "_positions",
         "_single",
         "dirty",
-        "lineage_events",
-        "lineage_keys",
+        "get",
         "rows",
         "table",
         "track_lineage",
     )
 
+    #: ``get(key, default=None)``: the row with ``key`` (a dict), or ``default``.
+    #: The dict's own ``get``, bound once: handlers call it on every event.
+    get: Callable[..., Any]
+
     def __init__(self, table: Table, cursor: Cursor, *, lineage: bool = True) -> None:
         self.table = table
         self.rows: dict[Any, dict[str, Any]] = {}
+        self.get = self.rows.get
         self.dirty: set[Any] = set()
-        self.lineage_keys: list[Any] = []
-        self.lineage_events: list[int] = []
+        self._mark = self.dirty.add
+        self._keys: list[Any] = []
+        self._positions = array("q")  # 8 bytes a write, handed to numpy without a copy
         self.track_lineage = lineage
         self._cursor = cursor
         self._single = len(table.key) == 1
         self._key: Any = table.key[0] if self._single else table.key
+
+    def load(self, rows: dict[Any, dict[str, Any]]) -> None:
+        """Replace the rows (when resuming from the stored table)."""
+        self.rows.clear()
+        self.rows.update(rows)
 
     def key_of(self, row: dict[str, Any]) -> Any:
         """The key of ``row`` (a value, or a tuple for composite keys)."""
@@ -80,18 +98,15 @@ class TableState:
                 f"table {self.table.name}: row has no key column {exc.args[0]}"
             ) from None
 
-    def get(self, key: Any, default: Any = None) -> Any:
-        """The row with ``key`` (a dict), or ``default``."""
-        return self.rows.get(key, default)
-
     def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
         """Insert ``row`` or replace the row with its key; returns it."""
         key = row[self._key] if self._single else self.key_of(row)
         self.rows[key] = row
-        self.dirty.add(key)
-        if self.track_lineage:
-            self.lineage_keys.append(key)
-            self.lineage_events.append(self._cursor.event[0])
+        if self.track_lineage:  # the lineage keys double as the dirty set
+            self._keys.append(key)
+            self._positions.append(self._cursor.event[0])
+        else:
+            self._mark(key)
         return row
 
     def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
@@ -104,19 +119,21 @@ class TableState:
             row.update(columns)
         else:
             row.update(changes, **columns)
-        self.dirty.add(key)
-        if self.track_lineage:
-            self.lineage_keys.append(key)
-            self.lineage_events.append(self._cursor.event[0])
+        if self.track_lineage:  # the lineage keys double as the dirty set
+            self._keys.append(key)
+            self._positions.append(self._cursor.event[0])
+        else:
+            self._mark(key)
         return row
 
     def delete(self, key: Any) -> None:
         """Remove the row with ``key`` (no error if there is none)."""
         if self.rows.pop(key, None) is not None:
-            self.dirty.add(key)
             if self.track_lineage:
-                self.lineage_keys.append(key)
-                self.lineage_events.append(self._cursor.event[0])
+                self._keys.append(key)
+                self._positions.append(self._cursor.event[0])
+            else:
+                self._mark(key)
 
     def __contains__(self, key: Any) -> bool:
         return key in self.rows
@@ -130,20 +147,24 @@ class TableState:
     def take_changes(self) -> tuple[list[dict[str, Any]], list[Any]]:
         """Rows to write and keys to delete since the last call; clears the dirty set."""
         rows = self.rows
-        upserts = [rows[k] for k in self.dirty if k in rows]
-        deletes = [k for k in self.dirty if k not in rows]
+        dirty = self.dirty
+        dirty.update(self._keys)
+        upserts = [rows[k] for k in dirty if k in rows]
+        deletes = [k for k in dirty if k not in rows]
         self.dirty = set()
+        self._mark = self.dirty.add
         return upserts, deletes
 
-    def take_lineage(self) -> tuple[list[Any], list[int]]:
+    def take_lineage(self) -> tuple[list[Any], array[int]]:
         """Keys and event positions of the writes since the last call.
 
         Positions, not events: holding events would pin their batches and
         payloads until the flush.
         """
-        keys, events = self.lineage_keys, self.lineage_events
-        self.lineage_keys, self.lineage_events = [], []
-        return keys, events
+        keys, positions = self._keys, self._positions
+        self.dirty.update(keys)  # still to be flushed by take_changes
+        self._keys, self._positions = [], array("q")
+        return keys, positions
 
 
 class Tables:

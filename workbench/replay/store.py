@@ -21,11 +21,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
@@ -196,12 +199,19 @@ def _key_table(table: Table, keys: list[Any]) -> pa.Table:
     )
 
 
-def write_rows(
-    con: duckdb.DuckDBPyConnection, schema: str, table: Table, rows: list[dict[str, Any]]
-) -> None:
+@dataclass
+class Statement:
+    """One SQL statement of a flush and the Arrow tables it reads, by name."""
+
+    sql: str
+    params: list[Any] = field(default_factory=list)
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+
+
+def rows_statement(schema: str, table: Table, rows: list[dict[str, Any]]) -> Statement | None:
     """Insert or replace ``rows`` (dicts) in one statement from an Arrow table."""
     if not rows:
-        return
+        return None
     extra = set().union(*rows) - set(table.columns)
     if extra:
         raise ProjectionError(
@@ -214,72 +224,79 @@ def write_rows(
         ],
         names=list(table.columns),
     )
-    con.register("_wb_rows", arrow)
-    try:
-        con.execute(
-            f"insert or replace into {q(schema)}.{q(table.name)} by name select * from _wb_rows"
-        )
-    finally:
-        con.unregister("_wb_rows")
+    return Statement(
+        f"insert or replace into {q(schema)}.{q(table.name)} by name select * from _wb_rows",
+        tables={"_wb_rows": arrow},
+    )
 
 
-def delete_rows(con: duckdb.DuckDBPyConnection, schema: str, table: Table, keys: list[Any]) -> None:
+def delete_statement(schema: str, table: Table, keys: list[Any]) -> Statement | None:
     if not keys:
-        return
-    con.register("_wb_deleted", _key_table(table, keys))
-    try:
-        match = " and ".join(f"{q(table.name)}.{q(c)} = _wb_deleted.{q(c)}" for c in table.key)
-        con.execute(f"delete from {q(schema)}.{q(table.name)} using _wb_deleted where {match}")
-    finally:
-        con.unregister("_wb_deleted")
+        return None
+    match = " and ".join(f"{q(table.name)}.{q(c)} = _wb_deleted.{q(c)}" for c in table.key)
+    return Statement(
+        f"delete from {q(schema)}.{q(table.name)} using _wb_deleted where {match}",
+        tables={"_wb_deleted": _key_table(table, keys)},
+    )
 
 
-def write_lineage(
-    con: duckdb.DuckDBPyConnection,
+class EventTypes:
+    """``global_position → event_type, handler`` of the events of one flush, in numpy.
+
+    Lineage rows get their event type and handler by a binary search of
+    their positions among the flush's (sorted) event positions, as
+    dictionary-encoded Arrow columns: no join, no Python per row.
+    """
+
+    def __init__(self, events: pa.Table, handler_of: dict[str, str | None]) -> None:
+        self.positions = events.column("global_position").to_numpy()
+        encoded = pc.dictionary_encode(events.column("event_type")).combine_chunks()
+        self.codes = encoded.indices.to_numpy(zero_copy_only=False)
+        self.types = encoded.dictionary
+        self.handlers = pa.array([handler_of.get(t) for t in self.types.to_pylist()], pa.string())
+
+    def of(self, positions: np.ndarray) -> tuple[pa.Array, pa.Array]:
+        """Event types and handlers of ``positions`` (each one an event of this flush)."""
+        codes = pa.array(self.codes[np.searchsorted(self.positions, positions)])
+        return (
+            pa.DictionaryArray.from_arrays(codes, self.types),
+            pa.DictionaryArray.from_arrays(codes, self.handlers),
+        )
+
+
+def lineage_statement(
     schema: str,
     table: Table,
     source: str,
     keys: list[Any],
-    positions: list[int],
-) -> None:
-    """Append one lineage row per write; DuckDB adds key JSON, event type and handler in bulk.
-
-    Needs the views ``_wb_events(global_position, event_type)`` and
-    ``_wb_handlers(event_type, handler)`` registered by :func:`flush`.
-    """
+    positions: Sequence[int],
+    events: EventTypes,
+) -> Statement | None:
+    """One lineage row per write, in one insert; DuckDB renders the key JSON."""
     if not keys:
-        return
-    arrow = _key_table(table, keys).append_column(
-        "_global_position", pa.array(positions, pa.int64())
+        return None
+    at = np.asarray(positions, np.int64)
+    event_types, handlers = events.of(at)
+    if len(table.key) == 1:
+        key = _column(keys, table.types[table.key[0]][1], table.name, table.key[0])
+        pack = f"{q(table.key[0])} := key"
+    else:
+        struct = pa.struct([(c, table.types[c][1]) for c in table.key])
+        key = _column(keys, struct, table.name, ", ".join(table.key))
+        pack = ", ".join(f"{q(c)} := key.{q(c)}" for c in table.key)
+    arrow = pa.table(
+        [key, pa.array(at), event_types, handlers],
+        names=["key", "global_position", "event_type", "handler"],
     )
-    pack = ", ".join(f"{q(c)} := l.{q(c)}" for c in table.key)
-    con.register("_wb_lineage", arrow)
-    try:
-        con.execute(
-            f"insert into {q(schema)}._lineage select ?, to_json(struct_pack({pack})), ?, "
-            "l._global_position, e.event_type, h.handler from _wb_lineage l "
-            "join _wb_events e on e.global_position = l._global_position "
-            "left join _wb_handlers h on h.event_type = e.event_type",
-            [table.name, source],
-        )
-    finally:
-        con.unregister("_wb_lineage")
+    return Statement(
+        f"insert into {q(schema)}._lineage select ?, to_json(struct_pack({pack})), ?, "
+        "global_position, event_type, handler from _wb_lineage",
+        [table.name, source],
+        {"_wb_lineage": arrow},
+    )
 
 
-def write_dead_letters(
-    con: duckdb.DuckDBPyConnection, schema: str, letters: list[dict[str, Any]]
-) -> None:
-    if not letters:
-        return
-    con.register("_wb_dead", pa.Table.from_pylist(letters, schema=DEAD_LETTER_SCHEMA))
-    try:
-        con.execute(f"insert into {q(schema)}._dead_letters select * from _wb_dead")
-    finally:
-        con.unregister("_wb_dead")
-
-
-def flush(
-    con: duckdb.DuckDBPyConnection,
+def prepare_flush(
     schema: str,
     states: Iterable[TableState],
     *,
@@ -289,40 +306,65 @@ def flush(
     handler_of: dict[str, str | None],
     dead_letters: list[dict[str, Any]],
     events: pa.Table,
-) -> None:
-    """Write changed rows, lineage, dead letters and the checkpoint in one transaction.
+) -> list[Statement]:
+    """The statements of one flush: changed rows, lineage, dead letters, checkpoint.
 
+    All the Python work (taking the states' changes, building Arrow tables)
+    happens here, so :func:`write_flush` only runs DuckDB, which releases
+    the GIL: the engine runs it on a second thread while handlers go on.
     ``events`` holds ``global_position, event_type`` of the events applied
-    since the last flush (for the lineage's event types).
+    since the last flush, in position order (for the lineage's event types).
     """
-    con.register("_wb_events", events)
-    con.register(
-        "_wb_handlers",
-        pa.table(
-            {"event_type": list(handler_of), "handler": list(handler_of.values())},
-            schema=pa.schema([("event_type", pa.string()), ("handler", pa.string())]),
-        ),
-    )
-    con.execute("begin")
-    try:
-        for state in states:
-            upserts, deletes = state.take_changes()
-            write_rows(con, schema, state.table, upserts)
-            delete_rows(con, schema, state.table, deletes)
-            keys, applied = state.take_lineage()
-            write_lineage(con, schema, state.table, source, keys, applied)
-        write_dead_letters(con, schema, dead_letters)
-        con.execute(
+    types = EventTypes(events, handler_of)
+    found: list[Statement | None] = []
+    for state in states:
+        upserts, deletes = state.take_changes()
+        found.append(rows_statement(schema, state.table, upserts))
+        found.append(delete_statement(schema, state.table, deletes))
+        keys, applied = state.take_lineage()
+        found.append(lineage_statement(schema, state.table, source, keys, applied, types))
+    if dead_letters:
+        found.append(
+            Statement(
+                f"insert into {q(schema)}._dead_letters select * from _wb_dead",
+                tables={"_wb_dead": pa.Table.from_pylist(dead_letters, schema=DEAD_LETTER_SCHEMA)},
+            )
+        )
+    found.append(
+        Statement(
             f"insert or replace into {q(schema)}._checkpoint values (?, ?, ?, now())",
             [source, last_position, events_applied],
         )
+    )
+    return [s for s in found if s is not None]
+
+
+def write_flush(con: duckdb.DuckDBPyConnection, statements: list[Statement]) -> None:
+    """Run a flush's statements in one transaction (the checkpoint commits with its rows)."""
+    con.execute("begin")
+    try:
+        for statement in statements:
+            for name, arrow in statement.tables.items():
+                con.register(name, arrow)
+            try:
+                con.execute(statement.sql, statement.params)
+            finally:
+                for name in statement.tables:
+                    con.unregister(name)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
-    finally:
-        con.unregister("_wb_events")
-        con.unregister("_wb_handlers")
+
+
+def flush(
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    states: Iterable[TableState],
+    **kwargs: Any,
+) -> None:
+    """:func:`prepare_flush` and :func:`write_flush` in one go."""
+    write_flush(con, prepare_flush(schema, states, **kwargs))
 
 
 def promote(into: str | os.PathLike[str], projection_name: str, version: int) -> list[str]:

@@ -1,0 +1,182 @@
+"""Reading the archive for a replay: bounded batches of only the columns handlers use.
+
+Decoding Parquet columns nobody reads (``event_id``, ``metadata``,
+``payload``, ...) cost the replay more than its handlers did, so a batch
+holds the envelope columns every event needs plus those a handler has asked
+for so far. A column asked for the first time is read from the batch's file
+then, and from the next batch on it is read with the others.
+
+>>> import tempfile, pyarrow as pa
+>>> from workbench.archive import ArchiveReader, ArchiveWriter
+>>> root = tempfile.mkdtemp()
+>>> _ = ArchiveWriter(root, "demo").append(pa.table({
+...     "global_position": [1, 2, 3], "recorded_at": [0, 1, 2],
+...     "event_type": ["A", "B", "A"], "subject": ["x", "y", "z"]}))
+>>> wanted = set()
+>>> [batch] = read_batches(ArchiveReader(root), "demo", after=1, wanted=wanted)
+>>> batch.num_rows, "subject" in batch.table.column_names
+(2, False)
+>>> batch.column("subject").to_pylist(), sorted(wanted)
+(['y', 'z'], ['subject'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from workbench import envelope
+from workbench.archive import ArchiveReader
+
+__all__ = ["BASE_COLUMNS", "EventBatch", "read_batches"]
+
+#: Columns every replayed event needs: its position, type, stream, version and payload.
+BASE_COLUMNS = (
+    "global_position",
+    "event_type",
+    "stream",
+    "stream_position",
+    "schema_version",
+    "data",
+)
+
+
+class _File:
+    """One Parquet file of the archive, with the columns read from it on demand."""
+
+    __slots__ = ("_cache", "path")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cache: dict[str, pa.ChunkedArray] = {}
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        found = self._cache.get(name)
+        if found is None:
+            typ = envelope.SCHEMA.field(name).type
+            parquet = pq.ParquetFile(self.path)
+            if name in parquet.schema_arrow.names:
+                found = parquet.read(columns=[name]).column(0).cast(typ)
+            else:  # a file written before the column existed
+                found = pa.chunked_array([pa.nulls(parquet.metadata.num_rows, typ)])
+            self._cache[name] = found
+        return found
+
+
+class EventBatch:
+    """Envelope rows of one slice of one archive file, in ``global_position`` order.
+
+    ``table`` holds the columns read so far; :meth:`column` returns any
+    envelope column, reading a missing one from the file (and adding it to
+    ``wanted``, so later batches read it up front).
+    """
+
+    __slots__ = ("_file", "_mask", "_offset", "_wanted", "eager", "num_rows", "table")
+
+    def __init__(
+        self,
+        table: pa.Table,
+        file: _File,
+        offset: int,
+        mask: pa.ChunkedArray | pa.Array | None,
+        wanted: set[str],
+    ) -> None:
+        self.table = table
+        self.num_rows = table.num_rows
+        #: Columns read because handlers asked for them: worth converting up front.
+        self.eager = tuple(c for c in table.column_names if c in wanted)
+        self._file = file
+        self._offset = offset
+        self._mask = mask
+        self._wanted = wanted
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        if name in self.table.column_names:
+            return self.table.column(name)
+        if name not in envelope.COLUMNS:
+            raise KeyError(name)
+        self._wanted.add(name)  # read up front from the next batch on
+        length = self.num_rows if self._mask is None else len(self._mask)
+        values = self._file.column(name).slice(self._offset, length)
+        if self._mask is not None:
+            values = values.filter(self._mask)
+        return values
+
+
+def read_batches(
+    reader: ArchiveReader,
+    source: str,
+    *,
+    after: int | None = None,
+    until: int | None = None,
+    where: str | None = None,
+    batch_size: int = 100_000,
+    wanted: set[str] | None = None,
+) -> Iterator[EventBatch]:
+    """Batches of ``source`` in ``global_position`` order, bounded and filtered.
+
+    ``wanted`` (shared between calls, grown by :meth:`EventBatch.column`) is
+    the set of extra columns to read; None reads every envelope column. A
+    ``where`` filter reads every column, since it may name any of them.
+    """
+    con = duckdb.connect() if where else None
+    files = sorted((f for f in reader.files if f.source == source), key=lambda f: f.first)
+    extra = wanted if wanted is not None else set(envelope.COLUMNS)
+    wanted = wanted if wanted is not None else set()
+    for data_file in files:
+        if (after is not None and data_file.last <= after) or (
+            until is not None and data_file.first > until
+        ):
+            continue
+        parquet = pq.ParquetFile(data_file.path)
+        present = set(parquet.schema_arrow.names)
+        file = _File(data_file.path)
+        offset = 0
+        columns = [
+            c
+            for c in envelope.COLUMNS
+            if c in present and (where or c in BASE_COLUMNS or c in extra)
+        ]
+        for raw in parquet.iter_batches(batch_size=batch_size, columns=columns):
+            batch = pa.Table.from_batches([raw])
+            start, offset = offset, offset + raw.num_rows
+            batch = _conform(batch, columns)
+            mask = _bounds(batch.column("global_position"), after, until)
+            if mask is not None:
+                batch = batch.filter(mask)
+            if con is not None and batch.num_rows:
+                con.register("events", batch)
+                batch = con.sql(f"select * from events where {where}").to_arrow_table()
+                mask = None  # every column was read: nothing is fetched later
+            if batch.num_rows:
+                yield EventBatch(batch, file, start, mask, wanted)
+
+
+def _conform(batch: pa.Table, columns: list[str]) -> pa.Table:
+    """Envelope types, and null columns for base columns an old file lacks."""
+    for name in BASE_COLUMNS:
+        if name not in batch.column_names:
+            batch = batch.append_column(
+                envelope.SCHEMA.field(name),
+                pa.nulls(batch.num_rows, envelope.SCHEMA.field(name).type),
+            )
+    schema = pa.schema([envelope.SCHEMA.field(c) for c in batch.column_names])
+    return batch if batch.schema.equals(schema) else batch.cast(schema)
+
+
+def _bounds(
+    positions: pa.ChunkedArray, after: int | None, until: int | None
+) -> pa.ChunkedArray | None:
+    """A mask keeping positions in ``(after, until]``, or None when all are kept."""
+    mask = None
+    if after is not None and pc.min(positions).as_py() <= after:
+        mask = pc.greater(positions, after)
+    if until is not None and pc.max(positions).as_py() > until:
+        upper = pc.less_equal(positions, until)
+        mask = upper if mask is None else pc.and_(mask, upper)
+    return mask
