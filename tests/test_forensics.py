@@ -56,3 +56,17 @@ def test_a_diff_does_not_keep_the_replay_file_open(
     assert again.events_applied == first.events_applied
     diff.assert_identical()
     assert diff.rows("identical").height == diff.summary.identical
+
+
+def test_a_projection_can_be_named_as_on_the_command_line(
+    archive: tuple[Path, set[int]], tmp_path: Path
+) -> None:
+    root, _ = archive
+    by_name = wb.replay(root, "workbench.examples:Memories", into=tmp_path / "a.duckdb")
+    by_class = wb.replay(root, Memories, into=tmp_path / "b.duckdb")
+    wb.diff(
+        f"{tmp_path / 'a.duckdb'}:{by_name.schema}.memories",
+        f"{tmp_path / 'b.duckdb'}:{by_class.schema}.memories",
+        key=["memory_id"],
+    ).assert_identical()
+    assert not wb.check_replay_safety(root, "workbench.examples:MemoriesNonIdempotent", seed=2).ok

@@ -209,8 +209,9 @@ def replay(
 ) -> ReplayResult:
     """Replay ``archive`` through ``projection`` into the DuckDB file ``into``.
 
-    ``projection`` is a :class:`Projection` subclass or instance, or a
-    :class:`~workbench.replay.sql_projection.SqlProjection`. Output goes to
+    ``projection`` is a :class:`Projection` subclass or instance, a
+    :class:`~workbench.replay.sql_projection.SqlProjection`, or where to load
+    one from (``"path/to/file.py:Class"``, ``"module:Name"``). Output goes to
     schema ``<name>_v<version>``; without ``resume`` that schema is rebuilt
     from scratch, with it the replay continues after the stored checkpoint.
     ``until`` stops at a position, ``where`` filters events with SQL over the
@@ -218,8 +219,11 @@ def replay(
     ``_dead_letters`` and goes on. ``progress(done, total)`` is called after
     each batch.
     """
+    from workbench.replay.loader import load_projection
     from workbench.replay.sql_projection import SqlProjection, replay_sql
 
+    if isinstance(projection, str):  # "path/to/file.py:Class" or "module:Name", as on the CLI
+        projection = load_projection(projection)
     reader = open_reader(archive)
     source = select_source(reader, source)
     check_where(where)

@@ -137,6 +137,10 @@ def check_replay_safety(
     """
     if reorder not in (None, "across-streams"):
         raise ValueError(f"reorder must be 'across-streams' or None, not {reorder!r}")
+    if isinstance(projection, str):  # "path/to/file.py:Class", as on the CLI
+        from workbench.replay.loader import load_projection
+
+        projection = load_projection(projection)
     instance = _instantiate(projection)
     cls = type(instance)
     reader = open_reader(archive)
