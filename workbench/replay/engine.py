@@ -219,11 +219,28 @@ def replay(
     ``_dead_letters`` and goes on. ``progress(done, total)`` is called after
     each batch.
     """
+    from workbench.progress import in_notebook, notebook_progress
     from workbench.replay.loader import load_projection
     from workbench.replay.sql_projection import SqlProjection, replay_sql
 
     if isinstance(projection, str):  # "path/to/file.py:Class" or "module:Name", as on the CLI
         projection = load_projection(projection)
+    if progress is None and in_notebook():
+        with notebook_progress(f"replay {getattr(projection, 'name', '')}") as bar:
+            return replay(
+                archive,
+                projection,
+                into=into,
+                source=source,
+                resume=resume,
+                until=until,
+                where=where,
+                on_error=on_error,
+                lineage=lineage,
+                batch_size=batch_size,
+                flush_every=flush_every,
+                progress=bar,
+            )
     reader = open_reader(archive)
     source = select_source(reader, source)
     check_where(where)
