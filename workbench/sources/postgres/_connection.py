@@ -116,6 +116,12 @@ def execute(con: Any, sql: str, context: str, parameters: Any = None) -> Iterato
         cur.close()
 
 
+def run(con: Any, sql: str, context: str) -> None:
+    """Run a statement whose result is not needed (``begin``, ``commit``, DDL)."""
+    with execute(con, sql, context):
+        pass
+
+
 def fetch_all(con: Any, sql: str, context: str, parameters: Any = None) -> list[tuple[Any, ...]]:
     """All rows of ``sql`` as tuples."""
     with execute(con, sql, context, parameters) as cur:

@@ -34,6 +34,7 @@ from workbench.sources.mapping import FieldSpec, parse_mappings
 from workbench.sources.postgres._connection import (
     connect,
     fetch_all,
+    run,
     source_error,
     table_columns,
 )
@@ -162,7 +163,7 @@ class PostgresArchiver:
         """Archive every settled row above the archive; return how many."""
         floor = self.writer.last_position or 0
         settled = self.watermark.settle(self._con)
-        self._exec("begin isolation level repeatable read read only", "starting a snapshot")
+        run(self._con, "begin isolation level repeatable read read only", "starting a snapshot")
         before = self.result.rows_archived
         try:
             ((top, running, prepared, _, now),) = fetch_all(
@@ -185,7 +186,7 @@ class PostgresArchiver:
                     top, frozenset(running or ()) | frozenset(prepared or ()), now
                 )
         finally:
-            self._exec("commit", "ending the snapshot")
+            run(self._con, "commit", "ending the snapshot")
         return self.result.rows_archived - before
 
     def _read(self, floor: int, settled: int, progress: Progress | None) -> int | None:
@@ -268,15 +269,6 @@ class PostgresArchiver:
             with contextlib.suppress(Exception):
                 if reader is not None:
                     reader.close()
-            cur.close()
-
-    def _exec(self, sql: str, context: str) -> None:
-        cur = self._con.cursor()
-        try:
-            cur.execute(sql)
-        except Exception as exc:
-            raise source_error(context, exc) from None
-        finally:
             cur.close()
 
     def _record_gaps(self, gaps: list[tuple[int, int]]) -> None:

@@ -34,6 +34,7 @@ from workbench.sources.postgres._connection import (
     connect,
     fetch_all,
     quote_table,
+    run,
     source_error,
     table_columns,
 )
@@ -127,7 +128,7 @@ def snapshot_postgres(
                 parse_mappings(rest),
                 position_column=positions.get("global_position"),
             )
-        _exec(con, "begin isolation level repeatable read read only", "starting a snapshot")
+        run(con, "begin isolation level repeatable read read only", "starting a snapshot")
         try:
             ((taken_at,),) = fetch_all(con, "select statement_timestamp()", "reading the clock")
             top = holes = running = server_now = None
@@ -154,7 +155,7 @@ def snapshot_postgres(
             finally:
                 cur.close()
         finally:
-            _exec(con, "commit", "ending the snapshot")
+            run(con, "commit", "ending the snapshot")
         position = None
         if query is not None and top is not None and server_now is not None:
             position = _settled_position(
@@ -214,13 +215,3 @@ def _settled_position(
         "checking holes that filled after the snapshot",
     )
     return top if filled is None else int(filled) - 1
-
-
-def _exec(con: Any, sql: str, context: str) -> None:
-    cur = con.cursor()
-    try:
-        cur.execute(sql)
-    except Exception as exc:
-        raise source_error(context, exc) from None
-    finally:
-        cur.close()
