@@ -37,3 +37,46 @@ def test_demo_finds_every_planted_fault(tmp_path: Path) -> None:
     assert "✘" not in proc.stdout
     assert len(wb.open_archive(tmp_path / "out" / "archive")) == 3000
     assert (tmp_path / "out" / "report.html").stat().st_size > 100_000
+
+
+SAMPLE = Path(__file__).parents[1] / "data" / "sample" / "archive"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["check", "--archive", "/tmp/[/x]"],
+            "no archive at /tmp/[/x]",
+        ),  # markup-looking path, printed as is
+        (["check", "--archive", str(SAMPLE.parent.parent)], "no archived events under"),
+        (["report", "--archive", str(SAMPLE), "--out", "/tmp"], "is a directory"),
+        (
+            [
+                "replay",
+                "--archive",
+                str(SAMPLE),
+                "--projection",
+                "workbench.examples:Memories",
+                "--check-safety",
+                "--duplicates",
+                "7",
+            ],
+            "--duplicates",
+        ),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    proc = workbench(*args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_damaged_archive_file_is_a_one_line_error(tmp_path: Path) -> None:
+    damaged = tmp_path / "source=s" / "date=2024-01-01" / f"{1:020d}-{2:020d}.parquet"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not parquet")
+    proc = workbench("check", "--archive", str(tmp_path))
+    assert proc.returncode == 2
+    assert "cannot read the archive" in proc.stderr and "Traceback" not in proc.stderr

@@ -154,7 +154,7 @@ def test_envelope_and_raw_presets_and_maps(nats_url: str, stream: str, tmp_path:
         "causation_id=data:meta.tenant",
         "event_id=metadata:X-Req",
     ]
-    archive(nats_url, stream, tmp_path / "map", preset="raw", maps=maps)
+    archive(nats_url, stream, tmp_path / "map", preset="raw", mappings=maps)
     got = rows(
         tmp_path / "map",
         "select stream, event_type, correlation_id, causation_id, event_id from events",

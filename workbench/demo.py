@@ -104,8 +104,8 @@ def run_demo(
     # 3. Candidates: the bug reproduced, then the fix; each diffed against live.
     candidates = out / "candidates.duckdb"
     ticks: list[tuple[float, int]] = []
-    started = time.perf_counter()
     buggy = wb.replay(archive, MemoriesNonIdempotent, into=candidates)
+    started = time.perf_counter()
     fixed = wb.replay(
         archive,
         Memories,

@@ -127,13 +127,20 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     'all or nothing'
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        raise ArchiveError(f"{target} is a directory; give a file name")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArchiveError(f"cannot write {target}: {exc.strerror or exc}") from None
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
     try:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.rename(tmp, target)
+    except OSError as exc:
+        raise ArchiveError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(target.parent)

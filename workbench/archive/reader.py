@@ -53,6 +53,22 @@ class ArchiveReader:
 
     def refresh(self) -> None:
         """Re-list the archive's files and redefine the views."""
+        try:
+            self._refresh()
+        except duckdb.Error as exc:
+            # A file that is not Parquet (or is damaged) shows here first.
+            raise ArchiveError(
+                f"cannot read the archive at {self.root}: {str(exc).splitlines()[0]}"
+            ) from None
+
+    def require_events(self) -> None:
+        """Raise :class:`ArchiveError` unless the archive holds at least one data file."""
+        if not self.files:
+            raise ArchiveError(
+                f"no archived events under {self.root} (expected source=*/date=*/*.parquet)"
+            )
+
+    def _refresh(self) -> None:
         self.files = scan_data_files(self.root)
         self._define_events()
         for table in side_tables(self.root):

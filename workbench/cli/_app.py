@@ -6,14 +6,33 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from workbench.errors import WorkbenchError
 from workbench.sources.redaction import redact
 
-__all__ = ["app", "archive_app", "console", "err_console", "run", "sample_app", "snapshot_app"]
+__all__ = [
+    "app",
+    "archive_app",
+    "console",
+    "err_console",
+    "notice",
+    "run",
+    "sample_app",
+    "snapshot_app",
+]
 
-console = Console()
-err_console = Console(stderr=True)
+# No emoji codes and no markup in what users typed: paths like "[x]" or ":smile:" print as is.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
+
+
+def notice(label: str, message: str, *, style: str = "bold yellow", stderr: bool = True) -> None:
+    """Print ``label: message`` with the label styled and ``message`` taken literally."""
+    (err_console if stderr else console).print(
+        Text.assemble((f"{label}:", style), " ", message), soft_wrap=True
+    )
+
 
 app = typer.Typer(
     name="workbench",
@@ -41,9 +60,7 @@ def run(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     except WorkbenchError as exc:
-        err_console.print(
-            f"[bold red]error:[/] {redact(str(exc))}", highlight=False, soft_wrap=True
-        )
+        notice("error", redact(str(exc)), style="bold red")
         return 2
     except KeyboardInterrupt:
         return 130

@@ -12,7 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from workbench.analysis.result import CheckResult
-from workbench.cli._app import app, console
+from workbench.cli._app import app, console, notice
 
 _CHECKS = ("gaps", "duplicates", "drift", "lag", "causation")
 
@@ -67,6 +67,7 @@ def check(
 
     failing = _parse_fail_on(fail_on)
     opened = open_archive(archive)
+    opened.require_events()
     runs: dict[str, Callable[[], CheckResult]] = {
         "gaps": opened.gaps,
         "duplicates": opened.duplicates,
@@ -93,5 +94,5 @@ def check(
                 console.print(_table(frame, title, rows))
     failed = [name for name in failing if results[name].found]
     if failed:
-        console.print(f"[bold red]failed:[/] {', '.join(failed)}")
+        notice("failed", ", ".join(failed), style="bold red", stderr=False)
         raise typer.Exit(1)

@@ -8,7 +8,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from workbench.cli._app import app, console, err_console
+from workbench.cli._app import app, console, err_console, notice
 from workbench.errors import DiffError
 
 
@@ -79,7 +79,7 @@ def diff(
         )
     summary = result.summary
     for line in summary.schema_lines():
-        console.print(f"[yellow]schema:[/] {line}", highlight=False)
+        notice("schema", line, style="yellow", stderr=False)
     table = Table(title=f"diff on {', '.join(keys)}")
     table.add_column("status")
     table.add_column("rows", justify="right")

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from workbench.cli._app import archive_app, console, err_console, sample_app
+from workbench.cli._app import archive_app, console, err_console, notice, sample_app
 from workbench.sources.jetstream import (
     ArchiveProgress,
     JetStreamMapping,
@@ -79,7 +79,7 @@ def archive_jetstream_command(
                 stream,
                 out,
                 preset=preset,
-                maps=maps,
+                mappings=maps,
                 follow=follow,
                 idle_exit=idle_exit,
                 file_events=file_events,
@@ -89,9 +89,9 @@ def archive_jetstream_command(
         bar.update(task, total=max(result.messages, 1), completed=max(result.messages, 1))
     console.print(redact(str(result)), highlight=False)
     for gap in result.gaps:
-        err_console.print(f"[bold yellow]warning:[/] {result.source}: {gap}", highlight=False)
+        notice("warning", f"{result.source}: {gap}")
     for hint in result.hints():
-        err_console.print(f"[bold yellow]hint:[/] {hint}", highlight=False)
+        notice("hint", hint)
     if result.gaps and fail_on_gap:
         raise typer.Exit(1)
 

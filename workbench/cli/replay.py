@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from workbench.cli._app import app, console
+from workbench.cli._app import app, console, notice
 
 
 @app.command()
@@ -27,7 +27,9 @@ def replay(
     check_safety: bool = typer.Option(
         False, "--check-safety", help="Replay under redelivery, reordering and twice; compare."
     ),
-    duplicates: float = typer.Option(0.1, "--duplicates", help="Share redelivered (safety check)."),
+    duplicates: float = typer.Option(
+        0.1, "--duplicates", min=0.0, max=1.0, help="Share redelivered (safety check), 0 to 1."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the safety check's faults."),
 ) -> None:
     """Replay an archive through a candidate projection (exit 1: unsafe or uncovered events)."""
@@ -54,7 +56,7 @@ def replay(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )  # fmt: skip
     for problem in result.coverage.problems():
-        console.print(f"[yellow]not covered:[/] {problem}", highlight=False)
+        notice("not covered", problem, style="yellow", stderr=False)
     console.print(result.summary(), highlight=False)
     console.print(result.per_type)
     raise typer.Exit(0 if result.coverage.ok and not result.dead_letters else 1)

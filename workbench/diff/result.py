@@ -267,6 +267,8 @@ class Diff:
         sees half a file.
         """
         out = Path(directory)
+        if out.exists() and not out.is_dir():
+            raise DiffError(f"{out} is a file; --out takes a directory")
         out.mkdir(parents=True, exist_ok=True)
         with atomic_file(out / "rows.parquet") as tmp:
             self._relation(None).to_parquet(str(tmp), compression="zstd")

@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from workbench.archive import ArchiveReader
+from workbench.errors import ProjectionError
 from workbench.replay.engine import (
     _instantiate,
     check_where,
@@ -136,7 +137,9 @@ def check_replay_safety(
     or None. The same ``seed`` gives the same deliveries.
     """
     if reorder not in (None, "across-streams"):
-        raise ValueError(f"reorder must be 'across-streams' or None, not {reorder!r}")
+        raise ProjectionError(f"reorder must be 'across-streams' or None, not {reorder!r}")
+    if not 0.0 <= duplicates <= 1.0:
+        raise ProjectionError(f"duplicates is a share of events, from 0 to 1, not {duplicates!r}")
     if isinstance(projection, str):  # "path/to/file.py:Class", as on the CLI
         from workbench.replay.loader import load_projection
 

@@ -59,6 +59,7 @@ def write_report(
     sections built elsewhere (replay results, replay safety).
     """
     archive = archive if isinstance(archive, Archive) else open_archive(archive)
+    archive.require_events()
     sections = [archive_section(archive)]
     for name, run in CHECKS.items():
         if progress:

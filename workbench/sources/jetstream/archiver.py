@@ -156,7 +156,7 @@ def archive_jetstream(
     out: str | os.PathLike[str],
     *,
     preset: str = "cloudevents",
-    maps: Iterable[str] = (),
+    mappings: Iterable[str] = (),
     follow: bool = False,
     idle_exit: float | None = None,
     file_events: int = 100_000,
@@ -171,7 +171,7 @@ def archive_jetstream(
     way out. Gaps are recorded in the archive's ``gap_records`` and, with
     ``warn``, issued as warnings.
     """
-    mapping = JetStreamMapping.from_options(preset, maps)
+    mapping = JetStreamMapping.from_options(preset, mappings)
     if file_events < 1:
         raise ArchiveError("file_events must be at least 1")
     run = _Run(server, stream, Path(out), mapping, follow, idle_exit, file_events, progress)
