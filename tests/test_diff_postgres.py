@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+from pathlib import Path
 
 import polars as pl
 import psycopg
@@ -68,3 +69,23 @@ def test_unreachable_or_missing_table_is_one_line_without_password(pg_dsn: str) 
     with pytest.raises(SourceError) as info:
         wb.diff(pl.DataFrame({"id": [1]}), "postgresql://u:hunter2@127.0.0.1:1/x#a.b", key="id")
     assert "hunter2" not in str(info.value) and "***" in str(info.value)
+
+
+def test_a_snapshot_and_the_live_table_read_the_same(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Money columns stay exact decimals in a snapshot, so it diffs clean against its live table."""
+    table = f"{pg_schema}.accounts"
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"create table {table} (id int primary key, balance numeric(10,2), note text)")
+        con.execute(f"insert into {table} values (1, 12.34, 'a'), (2, -0.05, null), (3, null, 'c')")
+    snapshot = tmp_path / "accounts.parquet"
+    wb.snapshot_postgres(pg_dsn, table, snapshot)
+    frame = pl.read_parquet(snapshot)
+    assert frame.schema["balance"] == pl.Decimal(10, 2)
+    assert frame.sort("id")["balance"].to_list() == [
+        decimal.Decimal("12.34"),
+        decimal.Decimal("-0.05"),
+        None,
+    ]
+    wb.diff(str(snapshot), f"{pg_dsn}#{table}", key="id").assert_identical()

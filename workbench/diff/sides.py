@@ -33,9 +33,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workbench.diff._postgres import pull_table
 from workbench.diff._sql import ident, literal
 from workbench.errors import DiffError
+from workbench.sources.postgres._connection import connect
+from workbench.sources.postgres.table import read_table
 from workbench.sources.redaction import redact
 
 __all__ = [
@@ -134,6 +135,15 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path) -> str:
     return catalog
 
 
+def read_live_table(dsn: str, table: str) -> pa.Table:
+    """A live Postgres table, read as a snapshot is (exact decimals, one binary COPY)."""
+    con = connect(dsn)
+    try:
+        return read_table(con, table)
+    finally:
+        con.close()
+
+
 @contextlib.contextmanager
 def files_attached(con: duckdb.DuckDBPyConnection, sides: Iterable[Side]) -> Iterator[None]:
     """Attach the sides' DuckDB files (read-only, same catalog names) while a query runs.
@@ -213,12 +223,8 @@ def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
         label = redact(spec)
         if not name:
             raise DiffError(f"{label}: name the table as postgresql://…#SCHEMA.TABLE")
-        pulled = pull_table(dsn, name)
-        con.register(f"{view}_arrow", pulled.table)
-        con.execute(
-            f"create or replace temp view {ident(view)} as "
-            f"select {pulled.select_list} from {ident(view + '_arrow')}"
-        )
+        pulled = read_live_table(dsn, name)
+        con.register(view, pulled)
         return Side(
             role, label, ident(view), _describe(con, ident(view), label), keep_alive=[pulled]
         )

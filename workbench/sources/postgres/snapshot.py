@@ -35,11 +35,11 @@ from workbench.sources.postgres._connection import (
     fetch_all,
     quote_table,
     run,
-    source_error,
     table_columns,
 )
 from workbench.sources.postgres._watermark import RUNNING_SQL, Watermark
 from workbench.sources.postgres.presets import PRESETS, build_query
+from workbench.sources.postgres.table import read_table
 
 __all__ = ["SNAPSHOT_KEY", "SnapshotInfo", "read_snapshot_info", "snapshot_postgres"]
 
@@ -109,7 +109,7 @@ def snapshot_postgres(
     at the same instant is recorded too.
     """
     out = Path(out)
-    schema, name, quoted = quote_table(table)
+    schema, name, _ = quote_table(table)
     con = connect(dsn)
     try:
         table_columns(con, f"{schema}.{name}")
@@ -146,14 +146,7 @@ def snapshot_postgres(
                     f"from {tbl} e) h where n > p + 1",
                     f"finding holes in {query.source}",
                 )
-            cur = con.cursor()
-            try:
-                cur.execute(f"select * from {quoted}")
-                rows = cur.fetch_arrow_table()
-            except Exception as exc:
-                raise source_error(f"reading {schema}.{name}", exc) from None
-            finally:
-                cur.close()
+            rows = read_table(con, f"{schema}.{name}")
         finally:
             run(con, "commit", "ending the snapshot")
         position = None
