@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 
 import workbench as wb
-from workbench.diff._postgres import pull_table
+from workbench.diff.sides import read_live_table
 
 
 def bench_diff(rows: int) -> None:
@@ -81,7 +81,7 @@ def bench_postgres(dsn: str, rows: int) -> None:
                 check=True,
             )
         )
-        pull = _best(lambda: pull_table(dsn, f"{schema}.memories"))
+        pull = _best(lambda: read_live_table(dsn, f"{schema}.memories"))
     finally:
         with psycopg.connect(dsn, autocommit=True) as con:
             con.execute(f"drop schema {schema} cascade")
