@@ -20,7 +20,6 @@ A side is one of:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -31,18 +30,17 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from workbench.diff._sql import ident, literal
-from workbench.errors import DiffError
+from workbench.errors import DiffError, SourceError
 from workbench.sources.postgres._connection import connect
+from workbench.sources.postgres.snapshot import SnapshotInfo, read_snapshot_info
 from workbench.sources.postgres.table import read_table
 from workbench.sources.redaction import redact
 
 __all__ = [
     "DuckDBTable",
     "Side",
-    "SnapshotInfo",
     "detach_files",
     "files_attached",
     "parse_duckdb_spec",
@@ -50,7 +48,6 @@ __all__ = [
 ]
 
 _DUCKDB_FILE = re.compile(r"^(?P<file>.+\.(?:duckdb|ddb|db))(?::(?P<table>[^/\\]+))?$")
-SNAPSHOT_METADATA_KEY = b"workbench.snapshot"
 
 
 @dataclass(frozen=True)
@@ -65,17 +62,6 @@ class DuckDBTable:
     @property
     def sql(self) -> str:
         return f"{ident(self.catalog)}.{ident(self.schema)}.{ident(self.table)}"
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    """What a snapshot's ``workbench.snapshot`` Parquet metadata says."""
-
-    table: str | None
-    taken_at: str | None
-    source: str | None
-    event_store_position: int | None
-    rows: int | None
 
 
 @dataclass
@@ -179,24 +165,12 @@ def detach_files(con: duckdb.DuckDBPyConnection, sides: Iterable[Side]) -> None:
         con.execute(f"detach database if exists {ident(catalog)}")
 
 
-def read_snapshot_info(path: str | os.PathLike[str]) -> SnapshotInfo | None:
-    """The ``workbench.snapshot`` metadata of a Parquet file, if it has one."""
+def _snapshot_info(path: str) -> SnapshotInfo | None:
+    """The snapshot metadata of a Parquet file; None for a plain Parquet file."""
     try:
-        meta = pq.read_metadata(path).metadata or {}
-    except (OSError, pa.ArrowInvalid):
+        return read_snapshot_info(path)
+    except SourceError:
         return None
-    raw = meta.get(SNAPSHOT_METADATA_KEY)
-    if raw is None:
-        return None
-    info = json.loads(raw)
-    position = info.get("event_store_position")
-    return SnapshotInfo(
-        table=info.get("table"),
-        taken_at=info.get("taken_at"),
-        source=info.get("source"),
-        event_store_position=int(position) if position is not None else None,
-        rows=info.get("rows"),
-    )
 
 
 def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
@@ -237,7 +211,7 @@ def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
         if not any(ch in spec for ch in "*?[") and not Path(spec).is_file():
             raise DiffError(f"no Parquet file at {spec}")
         relation = f"read_parquet({literal(spec)})"
-        snapshot = read_snapshot_info(spec) if Path(spec).is_file() else None
+        snapshot = _snapshot_info(spec) if Path(spec).is_file() else None
         return Side(role, spec, relation, _describe(con, relation, spec), snapshot=snapshot)
     raise DiffError(
         f"{role} {redact(spec)!r}: expected FILE.duckdb:SCHEMA.TABLE, a .parquet file "
