@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 
 from workbench import envelope
+from workbench._sql import ident, path_list
 from workbench.archive._layout import DataFile, scan_data_files, side_table_files, side_tables
 from workbench.archive.writer import ArchiveWriter  # noqa: F401  (used in the doctest)
 from workbench.errors import ArchiveError
@@ -75,17 +76,17 @@ class ArchiveReader:
             paths = side_table_files(self.root, table)
             if paths:
                 self.con.execute(
-                    f"create or replace view {_ident(table)} as "
-                    f"select * from read_parquet({_list(paths)}, union_by_name = true, hive_partitioning = false)"
+                    f"create or replace view {ident(table)} as "
+                    f"select * from read_parquet({path_list(paths)}, union_by_name = true, hive_partitioning = false)"
                 )
 
     def _define_events(self) -> None:
-        columns = ", ".join(_ident(c) for c in envelope.COLUMNS)
+        columns = ", ".join(ident(c) for c in envelope.COLUMNS)
         if self.files:
             paths = [f.path for f in self.files]
             self.con.execute(
                 f"create or replace view events as select {columns} from "
-                f"read_parquet({_list(paths)}, union_by_name = true, hive_partitioning = false)"
+                f"read_parquet({path_list(paths)}, union_by_name = true, hive_partitioning = false)"
             )
         else:
             self.con.register("_wb_empty_events", envelope.empty())
@@ -130,11 +131,3 @@ class ArchiveReader:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, sources={self.sources}, files={len(self.files)})"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _list(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from workbench.diff._sql import ident
+from workbench._sql import ident
 
 __all__ = ["ColumnPlan", "is_numeric", "plan_column"]
 

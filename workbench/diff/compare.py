@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from workbench.diff._sql import ident
+from workbench._sql import ident
 from workbench.diff._types import ColumnPlan, is_numeric, plan_column
 from workbench.diff.lineage import Lineage, find_lineage, key_json_sql
 from workbench.diff.result import Diff, DiffSummary, SchemaDiff, TypeChange

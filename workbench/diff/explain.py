@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from workbench._sql import ident
 from workbench.archive import ArchiveReader
-from workbench.diff._sql import ident
 from workbench.errors import ArchiveError, DiffError
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from workbench.diff._sql import ident
+from workbench._sql import ident
 from workbench.diff.sides import DuckDBTable
 
 __all__ = ["Lineage", "find_lineage", "key_json_sql"]

@@ -15,8 +15,8 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from workbench._sql import ident, literal
 from workbench.archive import atomic_file
-from workbench.diff._sql import ident, literal
 from workbench.diff.sides import files_attached
 from workbench.errors import DiffError
 

@@ -31,7 +31,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from workbench.diff._sql import ident, literal
+from workbench._sql import ident, literal
 from workbench.errors import DiffError, SourceError
 from workbench.sources.postgres._connection import connect
 from workbench.sources.postgres.snapshot import SnapshotInfo, read_snapshot_info

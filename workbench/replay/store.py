@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from workbench._sql import ident
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
 from workbench.replay.state import TableState
@@ -76,13 +77,8 @@ DEAD_LETTER_DDL = (
 )
 
 
-def q(name: str) -> str:
-    """Quote a DuckDB identifier.
-
-    >>> q('a"b')
-    '"a""b"'
-    """
-    return '"' + name.replace('"', '""') + '"'
+#: Quote a DuckDB identifier (the replay modules' short name for :func:`workbench._sql.ident`).
+q = ident
 
 
 def lineage_key(table_key_columns: Sequence[str], values: Any) -> str:

@@ -37,6 +37,7 @@ import duckdb
 import pyarrow as pa
 
 from workbench import envelope
+from workbench._sql import literal
 from workbench.errors import MappingError
 from workbench.sources.jetstream._headers import Headers
 from workbench.sources.mapping import FieldSpec, parse_mappings
@@ -212,7 +213,7 @@ def _expr(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> str:
         index = spec.index + 1 if spec.index >= 0 else spec.index
         value = f"string_split(subject, '.')[{index}]"
     else:  # const
-        value = _literal(spec.arg)
+        value = literal(spec.arg)
     return _convert(column, value)
 
 
@@ -232,11 +233,7 @@ def _convert(column: str, value: str) -> str:
 
 def _pointer(path: tuple[str, ...]) -> str:
     """A JSON pointer (RFC 6901) as a SQL literal, so any key is addressable."""
-    return _literal("/" + "/".join(k.replace("~", "~0").replace("/", "~1") for k in path))
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    return literal("/" + "/".join(k.replace("~", "~0").replace("/", "~1") for k in path))
 
 
 def _text(values: pa.Array, items: list[bytes], *, lossy: bool = False) -> pa.Array:

@@ -21,6 +21,7 @@ from typing import Any
 
 import adbc_driver_postgresql.dbapi as pg_dbapi
 
+from workbench._sql import ident
 from workbench.errors import SourceError
 from workbench.sources.redaction import redact
 
@@ -54,9 +55,8 @@ _PREFIX = re.compile(r"^(?:[A-Z_]+:\s*)?(?:\[libpq\]\s*)?(?:Failed to [a-z ]+:\s
 TableColumns = dict[str, str]
 
 
-def quote_ident(name: str) -> str:
-    """Quote an SQL identifier: ``a"b`` → ``"a""b"``."""
-    return '"' + name.replace('"', '""') + '"'
+#: Quote an SQL identifier: ``a"b`` → ``"a""b"``.
+quote_ident = ident
 
 
 def quote_table(name: str, default_schema: str = "public") -> tuple[str, str, str]:

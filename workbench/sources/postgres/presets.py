@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from workbench import envelope
+from workbench._sql import literal
 from workbench.errors import MappingError, SourceError
 from workbench.sources.mapping import FieldSpec
 from workbench.sources.postgres._connection import TableColumns, quote_ident, quote_table
@@ -324,7 +325,7 @@ def build_query(
                 f"--map {field_name}={fs}: {fs.kind}: specs are for NATS, not Postgres"
             )
         if fs.kind == "const":
-            cols[field_name] = _typed(field_name, _literal(fs.arg), "text")
+            cols[field_name] = _typed(field_name, literal(fs.arg), "text")
         elif fs.kind == "column":
             expr = _col(columns, fs.arg, table)
             pg_type = columns[fs.arg]
@@ -353,10 +354,6 @@ def build_query(
         eventsourcing_state=query.eventsourcing_state,
         expected=query.expected,
     )
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _typed(field_name: str, expr: str, pg_type: str) -> str:
