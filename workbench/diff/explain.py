@@ -18,6 +18,7 @@ import polars as pl
 from workbench._sql import ident
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, DiffError
+from workbench.replay.store import lineage_key_sql
 
 if TYPE_CHECKING:
     from workbench.diff.result import Diff
@@ -176,10 +177,9 @@ def _events(
         return empty, ["the candidate has no replay lineage (give it as FILE.duckdb:SCHEMA.TABLE)"]
     con = diff.con
     # The lineage key is the compact JSON of the key in the candidate's own types.
-    fields = ", ".join(f"{ident(k)} := CAST(? AS {diff.candidate.columns[k]})" for k in diff.key)
-    key_json = con.execute(f"select to_json(struct_pack({fields}))", list(key.values())).fetchall()[
-        0
-    ][0]
+    casts = [f"CAST(? AS {diff.candidate.columns[k]})" for k in diff.key]
+    rendered = lineage_key_sql(diff.key, casts)
+    key_json = con.execute(f"select {rendered}", list(key.values())).fetchall()[0][0]
     lineage = con.sql(
         f"select source, global_position, event_type, handler from {diff.lineage.relation} "
         "where key = ? order by global_position, source",

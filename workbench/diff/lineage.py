@@ -17,6 +17,7 @@ import duckdb
 
 from workbench._sql import ident
 from workbench.diff.sides import DuckDBTable
+from workbench.replay.store import lineage_key_sql
 
 __all__ = ["Lineage", "find_lineage", "key_json_sql"]
 
@@ -83,5 +84,4 @@ def key_json_sql(key: list[str], prefix: str = "") -> str:
     >>> key_json_sql(["tenant", "id"], "d.")
     'to_json(struct_pack("tenant" := d."tenant", "id" := d."id"))'
     """
-    fields = ", ".join(f"{ident(k)} := {prefix}{ident(k)}" for k in key)
-    return f"to_json(struct_pack({fields}))"
+    return lineage_key_sql(key, [f"{prefix}{ident(k)}" for k in key])

@@ -123,10 +123,10 @@ def replay_sql(
                     table,
                 )
         for table, query in projection.lineage.items():
-            pack = ", ".join(f"{store.q(c)} := {store.q(c)}" for c in projection.keys[table])
+            rendered = store.lineage_key_sql(projection.keys[table])
             _run(
                 con,
-                f"insert into {schema}._lineage select ?, to_json(struct_pack({pack})), ?, "
+                f"insert into {schema}._lineage select ?, {rendered}, ?, "
                 f"global_position, event_type, 'sql' from ({query})",
                 table,
                 [table, source],

@@ -41,6 +41,7 @@ __all__ = [
     "LINEAGE_DDL",
     "connect",
     "lineage_key",
+    "lineage_key_sql",
     "promote",
     "q",
 ]
@@ -79,6 +80,19 @@ DEAD_LETTER_DDL = (
 
 #: Quote a DuckDB identifier (the replay modules' short name for :func:`workbench._sql.ident`).
 q = ident
+
+
+def lineage_key_sql(columns: Sequence[str], values: Sequence[str] | None = None) -> str:
+    """DuckDB SQL rendering a ``_lineage.key``: :func:`lineage_key` computed in the database.
+
+    ``values`` are SQL expressions for the key columns (default: the columns).
+
+    >>> lineage_key_sql(["tenant", "id"], ["d.tenant", "d.id"])
+    'to_json(struct_pack("tenant" := d.tenant, "id" := d.id))'
+    """
+    exprs = [q(c) for c in columns] if values is None else list(values)
+    fields = ", ".join(f"{q(c)} := {e}" for c, e in zip(columns, exprs, strict=True))
+    return f"to_json(struct_pack({fields}))"
 
 
 def lineage_key(table_key_columns: Sequence[str], values: Any) -> str:
@@ -275,17 +289,17 @@ def lineage_statement(
     event_types, handlers = events.of(at)
     if len(table.key) == 1:
         key = _column(keys, table.types[table.key[0]][1], table.name, table.key[0])
-        pack = f"{q(table.key[0])} := key"
+        rendered = lineage_key_sql(table.key, ["key"])
     else:
         struct = pa.struct([(c, table.types[c][1]) for c in table.key])
         key = _column(keys, struct, table.name, ", ".join(table.key))
-        pack = ", ".join(f"{q(c)} := key.{q(c)}" for c in table.key)
+        rendered = lineage_key_sql(table.key, [f"key.{q(c)}" for c in table.key])
     arrow = pa.table(
         [key, pa.array(at), event_types, handlers],
         names=["key", "global_position", "event_type", "handler"],
     )
     return Statement(
-        f"insert into {q(schema)}._lineage select ?, to_json(struct_pack({pack})), ?, "
+        f"insert into {q(schema)}._lineage select ?, {rendered}, ?, "
         "global_position, event_type, handler from _wb_lineage",
         [table.name, source],
         {"_wb_lineage": arrow},
