@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["MAX_BUCKETS", "bucket_width"]
+__all__ = ["BUCKET_SECONDS", "MAX_BUCKETS", "bucket_width"]
 
 #: At most this many buckets per series, so a chart's data stays small.
 MAX_BUCKETS: Final[int] = 200
@@ -30,6 +30,9 @@ _WIDTHS: Final[tuple[tuple[float, str], ...]] = (
     (30 * 86400, "30 days"),
     (365 * 86400, "365 days"),
 )
+
+#: The round bucket widths, in seconds, smallest first (charts coarsen along the same ladder).
+BUCKET_SECONDS: Final[tuple[int, ...]] = tuple(int(seconds) for seconds, _ in _WIDTHS)
 
 
 def bucket_width(first_epoch: float, last_epoch: float, *, buckets: int = MAX_BUCKETS) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 
 from workbench.analysis.causation import Causation, find_causation
 from workbench.analysis.drift import Drift, find_drift
 from workbench.analysis.duplicates import Duplicates, find_duplicates
 from workbench.analysis.gaps import Gaps, find_gaps
 from workbench.analysis.lag import LATE_AFTER, Lag, find_lag
+from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
 
 __all__ = ["Archive", "open_archive"]
@@ -48,6 +50,21 @@ class Archive(ArchiveReader):
     def causation(self, correlation_id: str | None = None) -> Causation:
         """The causation graph (of one correlation, or all), with orphans and cycles."""
         return find_causation(self, correlation_id)
+
+    def checks(self, correlation_id: str | None = None) -> dict[str, Callable[[], CheckResult]]:
+        """Every check with its defaults, by the name ``--fail-on`` uses, not yet run.
+
+        >>> import tempfile
+        >>> list(open_archive(tempfile.mkdtemp()).checks())
+        ['gaps', 'duplicates', 'drift', 'lag', 'causation']
+        """
+        return {
+            "gaps": self.gaps,
+            "duplicates": self.duplicates,
+            "drift": self.schema_drift,
+            "lag": self.lag,
+            "causation": lambda: self.causation(correlation_id),
+        }
 
 
 def open_archive(path: str | os.PathLike[str]) -> Archive:

@@ -14,26 +14,12 @@ import altair as alt
 import duckdb
 import polars as pl
 
+from workbench.analysis._buckets import BUCKET_SECONDS
+
 __all__ = ["MAX_POINTS", "coarsen", "inline", "require", "top_n"]
 
 #: Upper bound on rows a chart aggregates down to.
 MAX_POINTS: Final[int] = 2_000
-
-_WIDTHS_S: Final[tuple[int, ...]] = (
-    1,
-    5,
-    10,
-    30,
-    60,
-    300,
-    900,
-    3600,
-    6 * 3600,
-    86400,
-    7 * 86400,
-    30 * 86400,
-    365 * 86400,
-)
 
 
 def require(frame: pl.DataFrame, columns: dict[str, str], chart: str) -> None:
@@ -87,7 +73,7 @@ def coarsen(
     con = duckdb.connect()
     con.register("frame", frame)
     out = frame
-    for width in _WIDTHS_S:
+    for width in BUCKET_SECONDS:
         out = con.sql(
             f'select {key_sql}time_bucket(interval \'{width} seconds\', "{time}") as "{time}", '
             f"{', '.join(aggs)} from frame group by all order by all"

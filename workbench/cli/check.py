@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -11,8 +10,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from workbench.analysis.result import CheckResult
-from workbench.cli._app import app, console, notice
+from workbench.cli._app import app, console, err_console, notice
 
 _CHECKS = ("gaps", "duplicates", "drift", "lag", "causation")
 
@@ -68,15 +66,9 @@ def check(
     failing = _parse_fail_on(fail_on)
     opened = open_archive(archive)
     opened.require_events()
-    runs: dict[str, Callable[[], CheckResult]] = {
-        "gaps": opened.gaps,
-        "duplicates": opened.duplicates,
-        "drift": opened.schema_drift,
-        "lag": opened.lag,
-        "causation": lambda: opened.causation(correlation_id),
-    }
+    runs = opened.checks(correlation_id)
     results = {}
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("checking", total=len(runs))
         for name, run in runs.items():
             progress.update(task, description=f"checking {name}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from workbench.cli._app import archive_app, console, snapshot_app
+from workbench.cli._app import archive_app, console, err_console, snapshot_app
 
 _DSN_HELP = "PostgreSQL URI or key=value string (its password is never printed)."
 
@@ -45,7 +45,7 @@ def archive_postgres_command(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=err_console,
         transient=True,
     ) as bar:
         task = bar.add_task("archive", total=None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from workbench.cli._app import app, console, notice
+from workbench.cli._app import app, console, err_console, notice
 
 
 @app.command()
@@ -47,7 +47,7 @@ def replay(
         raise typer.Exit(0 if report.ok else 1)
     with Progress(
         TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
+        console=err_console, transient=True,
     ) as bar:  # fmt: skip
         task = bar.add_task("replay", total=None)
         result = run_replay(
