@@ -208,6 +208,8 @@ def test_user_mistakes_are_diff_errors(tmp_path: Path) -> None:
         wb.diff(frame, frame, key="nope")
     with pytest.raises(DiffError, match="not a number"):
         wb.diff(frame, frame, key="id", abs_tol={"v": 1})
+    with pytest.raises(DiffError, match="ignored column 'vv' is on neither side"):
+        wb.diff(frame, frame, key="id", ignore=["vv"])
     with pytest.raises(DiffError, match="no DuckDB file"):
         wb.diff(str(tmp_path / "x.duckdb") + ":a.b", frame, key="id")
     with pytest.raises(DiffError, match=r"expected FILE\.duckdb"):

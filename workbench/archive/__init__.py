@@ -5,7 +5,7 @@ is written atomically and its name says exactly which positions it holds, so
 the archive is its own checkpoint.
 """
 
-from workbench.archive._layout import atomic_file
+from workbench.archive._layout import atomic_file, write_atomically
 from workbench.archive.compact import CompactResult, compact
 from workbench.archive.pipeline import WritePipeline
 from workbench.archive.reader import ArchiveReader
@@ -29,4 +29,5 @@ __all__ = [
     "append_records",
     "atomic_file",
     "compact",
+    "write_atomically",
 ]

@@ -15,7 +15,6 @@ from workbench.sources.jetstream import (
     archive_jetstream,
     sample_jetstream,
 )
-from workbench.sources.redaction import redact
 
 
 @archive_app.command("jetstream")
@@ -87,7 +86,7 @@ def archive_jetstream_command(
                 warn=False,
             )
         bar.update(task, total=max(result.messages, 1), completed=max(result.messages, 1))
-    console.print(redact(str(result)), highlight=False)
+    console.print(str(result), highlight=False)
     for gap in result.gaps:
         notice("warning", f"{result.source}: {gap}")
     for hint in result.hints():

@@ -101,6 +101,10 @@ def diff(
         missing = [k for k in keys if k not in side.columns]
         if missing:
             raise DiffError(f"key column {missing[0]!r} is not in the {side.role} ({side.label})")
+    unknown = sorted(ignored - set(cand.columns) - set(live_side.columns))
+    if unknown:
+        # A typo in --ignore would otherwise compare the column the user meant to skip.
+        raise DiffError(f"ignored column {unknown[0]!r} is on neither side")
 
     schema = SchemaDiff(
         missing_in_candidate=[

@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workbench.archive._layout import write_atomically
+from workbench.archive import write_atomically
 from workbench.errors import SourceError
 from workbench.sources.postgres._connection import (
     connect,
