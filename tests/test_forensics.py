@@ -70,3 +70,14 @@ def test_a_projection_can_be_named_as_on_the_command_line(
         key=["memory_id"],
     ).assert_identical()
     assert not wb.check_replay_safety(root, "workbench.examples:MemoriesNonIdempotent", seed=2).ok
+
+
+def test_a_replay_result_keeps_its_throughput_and_charts_it(
+    archive: tuple[Path, set[int]], tmp_path: Path
+) -> None:
+    root, _ = archive
+    result = wb.replay(root, Memories, into=tmp_path / "c.duckdb", batch_size=500)
+    assert result.progress["events"].to_list()[-1] == result.events_applied
+    assert result.progress["seconds"].is_sorted() and result.progress.height > 2
+    spec = result.chart().to_dict()
+    assert len(spec["hconcat"]) == 2  # throughput over the run | time per handler

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,15 +102,8 @@ def run_demo(
 
     # 3. Candidates: the bug reproduced, then the fix; each diffed against live.
     candidates = out / "candidates.duckdb"
-    ticks: list[tuple[float, int]] = []
     buggy = wb.replay(archive, MemoriesNonIdempotent, into=candidates)
-    started = time.perf_counter()
-    fixed = wb.replay(
-        archive,
-        Memories,
-        into=candidates,
-        progress=lambda done, _total: ticks.append((time.perf_counter() - started, done)),
-    )
+    fixed = wb.replay(archive, Memories, into=candidates)
     reproduced = wb.diff(f"{candidates}:{buggy.schema}.memories", live, key=["memory_id"])
     diff = wb.diff(f"{candidates}:{fixed.schema}.memories", live, key=["memory_id"])
     say(
@@ -139,12 +131,11 @@ def run_demo(
         say(f"[bold]4. safety[/]   {report.summary().splitlines()[0]}")
 
     # 5. Checks, report, and the planted truth against what was found.
-    progress = pl.DataFrame(ticks, schema=["seconds", "events"], orient="row")
     report_path = write_report(
         out / "report.html",
         archive,
         diff=diff,
-        extra=[replay_section(fixed, progress), *(safety_section(s) for s in safety)],
+        extra=[replay_section(fixed), *(safety_section(s) for s in safety)],
         title="Event Workbench demo",
     )
     result = DemoResult(out, archive_dir, report_path, scenario)

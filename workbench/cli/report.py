@@ -31,8 +31,6 @@ def report(
     safety: bool = typer.Option(False, "--check-safety", help="Also run the replay-safety check."),
 ) -> None:
     """Write one self-contained HTML report: checks, charts, and replay and diff when given."""
-    import polars as pl
-
     from workbench import diff as run_diff
     from workbench.analysis import open_archive
     from workbench.replay import check_replay_safety, load_projection, replay
@@ -59,16 +57,13 @@ def report(
         if projection is not None and into is not None:
             candidate = load_projection(projection)
             task = bar.add_task("replaying", total=None)
-            ticks: list[tuple[float, int]] = []
-            started = bar.get_time()
-
-            def on_progress(done: int, total: int) -> None:
-                ticks.append((bar.get_time() - started, done))
-                bar.update(task, completed=done, total=total)
-
-            result = replay(opened, candidate, into=into, progress=on_progress)
-            progress = pl.DataFrame(ticks, schema=["seconds", "events"], orient="row")
-            extra.append(replay_section(result, progress))
+            result = replay(
+                opened,
+                candidate,
+                into=into,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+            extra.append(replay_section(result))
             if safety:
                 bar.update(task, description="checking replay safety")
                 extra.append(safety_section(check_replay_safety(opened, candidate)))

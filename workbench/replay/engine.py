@@ -39,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import polars as pl
@@ -54,6 +54,9 @@ from workbench.replay.batches import read_batches
 from workbench.replay.coverage import Coverage, coverage
 from workbench.replay.projection import Projection
 from workbench.replay.runner import OnError, Runner
+
+if TYPE_CHECKING:
+    import altair as alt
 
 __all__ = ["ReplayResult", "open_reader", "read_batches", "replay", "select_source"]
 
@@ -83,7 +86,20 @@ class ReplayResult:
     coverage: Coverage
     dead_letters: int = 0
     archive_events: int = 0
+    #: ``seconds, events``: events applied so far after each batch, for the throughput chart.
+    progress: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema={"seconds": pl.Float64, "events": pl.Int64})
+    )
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def chart(self) -> alt.TopLevelMixin:
+        """Throughput over the run (when it had several batches) and time per handler."""
+        from workbench import charts
+
+        cost = charts.handler_cost(self.per_handler)
+        if self.progress.height > 2:
+            return charts.replay_throughput(self.progress) | cost
+        return cost
 
     @property
     def events_per_second(self) -> float:
@@ -265,6 +281,7 @@ def replay(
         last = resumed_from
         type_counts: dict[str, int] = {}
         since_flush: list[pa.Table] = []
+        ticks: list[tuple[float, int]] = [(0.0, 0)]  # (seconds since start, events applied)
         for batch in read_batches(
             reader,
             source,
@@ -292,6 +309,7 @@ def replay(
                 )
                 pending = 0
                 since_flush = []
+            ticks.append((time.perf_counter() - started, applied))
             if progress is not None:
                 progress(applied + (applied_before if resume else 0), total)
         if last is not None and (pending or resumed_from is None):
@@ -326,6 +344,7 @@ def replay(
         coverage=cov,
         dead_letters=int(dead),
         archive_events=total,
+        progress=pl.DataFrame(ticks, schema=["seconds", "events"], orient="row"),
     )
 
 

@@ -142,23 +142,15 @@ def diff_section(diff: Diff, *, explain: int = 3) -> Section:
     return section
 
 
-def replay_section(result: ReplayResult, progress: pl.DataFrame | None = None) -> Section:
-    """Rate, rebuild estimate, coverage, per-type counts; throughput and handler-cost charts.
-
-    ``progress`` (``seconds``, ``events``), collected from the replay's
-    progress callback, adds the throughput-over-time chart.
-    """
-    from workbench import charts
-
+def replay_section(result: ReplayResult) -> Section:
+    """Rate, rebuild estimate, coverage, per-type counts, and the replay's own chart."""
     problems = [] if result.coverage.ok else result.coverage.problems()
     status = "finding" if problems or result.dead_letters else "ok"
     section = Section(f"Replay of {result.schema}", f"replay-{result.schema}", status)
     section.lines.append(result.summary())
     section.lines.extend(f"coverage: {p}" for p in problems)
-    if progress is not None and progress.height > 1:
-        section.add_chart(charts.replay_throughput(progress))
     if result.per_handler.height:
-        section.add_chart(charts.handler_cost(result.per_handler))
+        section.add_chart(result.chart())
     section.tables.append(ReportTable.of("events per type", result.per_type))
     return section
 
