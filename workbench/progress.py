@@ -12,12 +12,14 @@ True
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-__all__ = ["ProgressCallback", "in_notebook", "notebook_progress"]
+__all__ = ["ProgressCallback", "in_notebook", "notebook_progress", "shows_progress"]
 
 #: ``progress(done, total)``: called as work advances.
 ProgressCallback = Callable[[int, int], None]
@@ -44,3 +46,30 @@ def notebook_progress(description: str) -> Iterator[ProgressCallback | None]:
     task = bar.add_task(description, total=None)
     with bar:
         yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def shows_progress(
+    description: str, adapt: Callable[[ProgressCallback], Any] | None = None
+) -> Callable[[_F], _F]:
+    """Decorate a long library call so that, in Jupyter, it draws a bar when given no ``progress``.
+
+    ``adapt`` turns the ``(done, total)`` callback into the call's own
+    progress signature, where that differs.
+    """
+
+    def decorate(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("progress") is not None or not in_notebook():
+                return fn(*args, **kwargs)
+            with notebook_progress(description) as bar:
+                assert bar is not None  # in a notebook
+                kwargs["progress"] = adapt(bar) if adapt else bar
+                return fn(*args, **kwargs)
+
+        return call  # type: ignore[return-value]
+
+    return decorate

@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 from workbench import envelope
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, ProjectionError
+from workbench.progress import shows_progress
 from workbench.replay import store
 from workbench.replay.batches import read_batches
 from workbench.replay.coverage import Coverage, coverage
@@ -208,6 +209,7 @@ def count_events(
     ).pl()
 
 
+@shows_progress("replay")
 def replay(
     archive: str | os.PathLike[str] | ArchiveReader,
     projection: Any,
@@ -235,28 +237,11 @@ def replay(
     ``_dead_letters`` and goes on. ``progress(done, total)`` is called after
     each batch.
     """
-    from workbench.progress import in_notebook, notebook_progress
     from workbench.replay.loader import load_projection
     from workbench.replay.sql_projection import SqlProjection, replay_sql
 
     if isinstance(projection, str):  # "path/to/file.py:Class" or "module:Name", as on the CLI
         projection = load_projection(projection)
-    if progress is None and in_notebook():
-        with notebook_progress(f"replay {getattr(projection, 'name', '')}") as bar:
-            return replay(
-                archive,
-                projection,
-                into=into,
-                source=source,
-                resume=resume,
-                until=until,
-                where=where,
-                on_error=on_error,
-                lineage=lineage,
-                batch_size=batch_size,
-                flush_every=flush_every,
-                progress=bar,
-            )
     reader = open_reader(archive)
     source = select_source(reader, source)
     check_where(where)

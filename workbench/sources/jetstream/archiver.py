@@ -29,6 +29,7 @@ import polars as pl
 
 from workbench.archive import ArchiveReader, ArchiveWriter, WritePipeline
 from workbench.errors import ArchiveError, SourceError
+from workbench.progress import shows_progress
 from workbench.sources.jetstream import _client
 from workbench.sources.jetstream._wire import Deliveries, WireConnection
 from workbench.sources.jetstream.mapping import JetStreamMapping
@@ -150,6 +151,10 @@ class JetStreamArchiveResult:
         return f"<div><b>{html.escape(str(self))}</b>{gaps}</div>"
 
 
+@shows_progress(
+    "archive jetstream",
+    adapt=lambda bar: lambda p: bar(p.archived, p.archived + (p.remaining or 0)),
+)
 def archive_jetstream(
     server: str,
     stream: str,

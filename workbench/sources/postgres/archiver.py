@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from workbench.archive import ArchiveReader, ArchiveWriter, WritePipeline
 from workbench.errors import ArchiveError, SourceError
+from workbench.progress import shows_progress
 from workbench.sources.mapping import FieldSpec, parse_mappings
 from workbench.sources.postgres._connection import (
     connect,
@@ -479,6 +480,7 @@ def _recorded_gaps_upto(root: Path, source: str) -> int:
     return int(rows[0][0] or 0)
 
 
+@shows_progress("archive postgres")
 def archive_postgres(
     dsn: str,
     out: str | os.PathLike[str],
