@@ -81,3 +81,20 @@ def test_a_replay_result_keeps_its_throughput_and_charts_it(
     assert result.progress["seconds"].is_sorted() and result.progress.height > 2
     spec = result.chart().to_dict()
     assert len(spec["hconcat"]) == 2  # throughput over the run | time per handler
+
+
+def test_every_result_gives_arrow_as_well_as_polars(
+    archive: tuple[Path, set[int]], tmp_path: Path
+) -> None:
+    root, _ = archive
+    into = tmp_path / "c.duckdb"
+    buggy = wb.replay(root, MemoriesNonIdempotent, into=into)
+    fixed = wb.replay(root, Memories, into=into)
+    diff = wb.diff(
+        f"{into}:{buggy.schema}.memories", f"{into}:{fixed.schema}.memories", key="memory_id"
+    )
+    explanation = diff.explain(diff.rows("changed")["memory_id"][0])
+    safety = wb.check_replay_safety(root, MemoriesNonIdempotent, seed=3)
+    for result in (buggy, buggy.coverage, diff, explanation, safety):
+        assert result.arrow().num_rows == result.df().height, type(result).__name__
+    assert safety.arrow().num_rows > 0

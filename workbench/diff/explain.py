@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+import pyarrow as pa
 
 from workbench._sql import ident
 from workbench.archive import ArchiveReader
@@ -63,6 +64,10 @@ class Explanation:
     def df(self) -> pl.DataFrame:
         """The events, oldest first."""
         return self.events
+
+    def arrow(self) -> pa.Table:
+        """The same as :meth:`df`, as an Arrow table."""
+        return self.df().to_arrow()
 
     def __str__(self) -> str:
         lines = [f"key {self.key}: {self.status}"]

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
+import pyarrow as pa
 
 from workbench.replay.projection import Projection
 
@@ -66,6 +67,10 @@ class Coverage:
 
     def df(self) -> pl.DataFrame:
         return self.table
+
+    def arrow(self) -> pa.Table:
+        """The same as :meth:`df`, as an Arrow table."""
+        return self.df().to_arrow()
 
     def _repr_html_(self) -> str:
         head = (

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
@@ -98,6 +99,10 @@ class SafetyReport:
         """Every difference: ``scenario, table, key, clean, faulty``."""
         frames = [s.differences.with_columns(scenario=pl.lit(s.name)) for s in self.scenarios]
         return pl.concat(frames).select("scenario", "table", "key", "clean", "faulty")
+
+    def arrow(self) -> pa.Table:
+        """The same as :meth:`df`, as an Arrow table."""
+        return self.df().to_arrow()
 
     def summary(self) -> str:
         head = f"replay safety of {self.projection} over {self.events:,} events: "

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from workbench.archive import ArchiveReader, ArchiveWriter, WritePipeline
 from workbench.errors import ArchiveError, SourceError
@@ -129,6 +130,10 @@ class JetStreamArchiveResult:
             },
             schema={"first_missing": pl.Int64, "last_missing": pl.Int64, "reason": pl.String},
         )
+
+    def arrow(self) -> pa.Table:
+        """The same as :meth:`df`, as an Arrow table."""
+        return self.df().to_arrow()
 
     def __str__(self) -> str:
         span = f"sequences {self.first_seq}-{self.last_seq}" if self.messages else "nothing new"

@@ -50,6 +50,10 @@ class LagSampleResult:
         """Consumer samples: one row per consumer and instant."""
         return self.consumers
 
+    def arrow(self) -> pa.Table:
+        """The same as :meth:`df`, as an Arrow table."""
+        return self.df().to_arrow()
+
     def __str__(self) -> str:
         names = sorted(set(self.consumers["consumer"].to_list())) if self.consumers.height else []
         return (
