@@ -22,7 +22,24 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert run(["no-such-command"]) == 2
 
 
-@pytest.mark.parametrize("command", [[], ["archive"], ["snapshot"], ["sample"], ["demo"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["archive"],
+        ["archive", "jetstream"],
+        ["archive", "postgres"],
+        ["snapshot"],
+        ["snapshot", "postgres"],
+        ["sample"],
+        ["sample", "jetstream"],
+        ["replay"],
+        ["diff"],
+        ["check"],
+        ["report"],
+        ["demo"],
+    ],
+)
 def test_every_command_has_help(command: list[str]) -> None:
     proc = workbench(*command, "--help")
     assert proc.returncode == 0, proc.stderr
