@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import warnings
@@ -321,4 +322,25 @@ def test_plain_messages_get_a_hint_for_what_to_map(
     assert rows(tmp_path / "b", "select event_type from events order by 1") == [
         ("created",),
         ("shipped",),
+    ]
+
+
+def test_structured_cloudevent_with_binary_data_keeps_the_bytes(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """CloudEvents SDKs put binary data in data_base64; it lands in payload, byte for byte."""
+    blob = b"\x00\xffprotobuf\x10"
+    event = {
+        "specversion": "1.0",
+        "id": "bin-1",
+        "type": "ImageStored",
+        "source": "/images",
+        "subject": "image-1",
+        "data_base64": base64.b64encode(blob).decode(),
+    }
+    headers = {"content-type": "application/cloudevents+json"}
+    publish(nats_url, stream, [("images.stored", json.dumps(event).encode(), headers)], create={})
+    archive(nats_url, stream, tmp_path)
+    assert rows(tmp_path, "select event_id, event_type, stream, data, payload from events") == [
+        ("bin-1", "ImageStored", "image-1", None, blob)
     ]

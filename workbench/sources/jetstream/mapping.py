@@ -160,13 +160,21 @@ class JetStreamMapping:
             columns["content_type"] = parsed.lookup("content-type")
             structured = "coalesce(lower(content_type) like 'application/cloudevents+json%', false)"
         raw = pa.table(columns)
+        # A structured CloudEvent carries binary data base64-encoded in data_base64:
+        # decoded into payload, so it is never dropped.
+        binary = (
+            "when structured and json_extract_string(j, '/data_base64') is not null "
+            "then from_base64(json_extract_string(j, '/data_base64')) "
+            if structured != "false"
+            else ""
+        )
         selects = {
             "global_position": "seq",
             "recorded_at": "make_timestamp(ts_ns // 1000)",
             "recorded_ns": "ts_ns",
             "subject": "subject",
             "metadata": "metadata",
-            "payload": "case when j is null then payload end",
+            "payload": f"case when j is null then payload {binary}end",
             "delivery_count": "delivered",
         }
         for name in envelope.COLUMNS:
