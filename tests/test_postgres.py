@@ -309,6 +309,7 @@ def test_cli_archive_prints_problem_counts(
     ("args", "message"),
     [
         (["--table", "{schema}.nope"], "table {schema}.nope not found"),
+        (["--table", "{schema}.event_log"], "similar tables here: .*{schema}.log"),
         (
             [
                 "--preset",

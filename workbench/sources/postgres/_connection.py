@@ -128,6 +128,24 @@ def fetch_all(con: Any, sql: str, context: str, parameters: Any = None) -> list[
         return list(cur.fetchall())
 
 
+def _similar_tables(con: Any, name: str) -> str:
+    """``; similar tables here: …`` — the same name in other schemas, or the same suffix."""
+    suffix = "%" + name.rsplit("_", 1)[-1]  # stored_events → %events, mt_events → %events
+    rows = fetch_all(
+        con,
+        "select table_schema || '.' || table_name from information_schema.tables "
+        "where table_schema not in ('pg_catalog', 'information_schema') "
+        "and (table_name = $1 or table_name like $2) order by table_name = $1 desc, 1 limit 5",
+        "looking for similar tables",
+        (name, suffix),
+    )
+    if not rows:
+        return ""
+    return (
+        "; similar tables here: " + ", ".join(r[0] for r in rows) + " (pass --table SCHEMA.TABLE)"
+    )
+
+
 def table_columns(con: Any, table: str) -> TableColumns:
     """Columns of ``schema.table`` and their types; a clear error if it is missing or unreadable."""
     schema, name, quoted = quote_table(table)
@@ -141,7 +159,9 @@ def table_columns(con: Any, table: str) -> TableColumns:
         (quoted,),
     )
     if not rows:
-        raise SourceError(f"table {schema}.{name} not found (or it has no columns)")
+        raise SourceError(
+            f"table {schema}.{name} not found (or it has no columns)" + _similar_tables(con, name)
+        )
     ok = fetch_all(
         con,
         "select has_table_privilege(to_regclass($1), 'SELECT')",
