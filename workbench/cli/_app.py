@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from workbench.errors import WorkbenchError
@@ -17,6 +18,7 @@ __all__ = [
     "console",
     "err_console",
     "notice",
+    "progress_bar",
     "run",
     "sample_app",
     "snapshot_app",
@@ -25,6 +27,18 @@ __all__ = [
 # No emoji codes and no markup in what users typed: paths like "[x]" or ":smile:" print as is.
 console = Console(emoji=False)
 err_console = Console(stderr=True, emoji=False)
+
+
+def progress_bar() -> Progress:
+    """The CLI's progress bar for counted work: description, bar, done/total, time; on stderr."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
 
 
 def notice(label: str, message: str, *, style: str = "bold yellow", stderr: bool = True) -> None:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import polars as pl
 import typer
-from rich.progress import Progress
 from rich.table import Table
 
-from workbench.cli._app import app, console, err_console, notice
+from workbench.cli._app import app, console, notice, progress_bar
 
 _CHECKS = ("gaps", "duplicates", "drift", "lag", "causation")
 
@@ -68,7 +67,7 @@ def check(
     opened.require_events()
     runs = opened.checks(correlation_id)
     results = {}
-    with Progress(console=err_console, transient=True) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("checking", total=len(runs))
         for name, run in runs.items():
             progress.update(task, description=f"checking {name}")

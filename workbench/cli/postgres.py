@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from workbench.cli._app import archive_app, console, err_console, snapshot_app
+from workbench.cli._app import archive_app, console, progress_bar, snapshot_app
 
 _DSN_HELP = "PostgreSQL URI or key=value string (its password is never printed)."
 
@@ -40,15 +39,8 @@ def archive_postgres_command(
     """Archive a Postgres event store; no late-committing transaction is ever skipped."""
     from workbench.sources.postgres import archive_postgres
 
-    with Progress(
-        TextColumn("archiving"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("archive", total=None)
+    with progress_bar() as bar:
+        task = bar.add_task("archiving", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=max(total, done))

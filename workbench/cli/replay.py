@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from workbench.cli._app import app, console, err_console, notice
+from workbench.cli._app import app, console, notice, progress_bar
 
 
 @app.command()
@@ -45,10 +44,7 @@ def replay(
             )  # fmt: skip
         console.print(report.summary(), highlight=False)
         raise typer.Exit(0 if report.ok else 1)
-    with Progress(
-        TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err_console, transient=True,
-    ) as bar:  # fmt: skip
+    with progress_bar() as bar:
         task = bar.add_task("replay", total=None)
         result = run_replay(
             archive, candidate, into=into, source=source, resume=resume, until=until,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from workbench.cli._app import app, console, err_console
+from workbench.cli._app import app, console, progress_bar
 from workbench.errors import WorkbenchError
 
 
@@ -46,14 +45,7 @@ def report(
     opened = open_archive(archive)
     extra = []
     diff = None
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with progress_bar() as bar:
         if projection is not None and into is not None:
             candidate = load_projection(projection)
             task = bar.add_task("replaying", total=None)
