@@ -1,8 +1,8 @@
 """Finding the replay lineage of a candidate table in its DuckDB file.
 
 The replay engine writes projection ``name`` version ``v`` into schema
-``<name>_v<v>``, next to ``_lineage`` (one row per output row and event
-that wrote it, ``key`` = compact JSON of the key columns) and
+``<name>_v<v>``, next to ``_lineage`` (a view with one row per output row
+and event that wrote it, ``key`` = compact JSON of the key columns) and
 ``_replay_info`` (the archive it replayed). ``wb.promote`` adds schema
 ``<name>`` of views onto one version, so a candidate given as
 ``<name>.<table>`` is followed through its view to the versioned schema.
@@ -53,10 +53,12 @@ class Lineage:
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> bool:
+    """Whether ``table`` exists as a table or a view (the engine's ``_lineage`` is a view)."""
     return bool(
         con.execute(
-            "select count(*) from duckdb_tables() "
-            "where database_name = ? and schema_name = ? and table_name = ?",
+            "select count(*) from (select database_name, schema_name, table_name "
+            "from duckdb_tables() union all select database_name, schema_name, view_name "
+            "from duckdb_views()) where database_name = ? and schema_name = ? and table_name = ?",
             [catalog, schema, table],
         ).fetchall()[0][0]
     )

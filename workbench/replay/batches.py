@@ -22,8 +22,11 @@ then, and from the next batch on it is read with the others.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -33,7 +36,9 @@ import pyarrow.parquet as pq
 from workbench import envelope
 from workbench.archive import ArchiveReader
 
-__all__ = ["BASE_COLUMNS", "EventBatch", "read_batches"]
+__all__ = ["BASE_COLUMNS", "EventBatch", "prefetch", "read_batches"]
+
+T = TypeVar("T")
 
 #: Columns every replayed event needs: its position, type, stream, version and payload.
 BASE_COLUMNS = (
@@ -180,3 +185,60 @@ def _bounds(
         upper = pc.less_equal(positions, until)
         mask = upper if mask is None else pc.and_(mask, upper)
     return mask
+
+
+_DONE = object()
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """``items``, produced on a second thread up to ``depth`` ahead of the consumer.
+
+    Reading and decoding Parquet releases the GIL, so the next batch is read
+    on the other core while handlers run. An error in the producer is raised
+    in the consumer; closing the iterator early stops the producer.
+
+    >>> list(prefetch(iter(range(5))))
+    [0, 1, 2, 3, 4]
+    """
+    handoff: queue.Queue[object] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        handoff.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            handoff.put(_Failed(exc))
+
+    thread = threading.Thread(target=produce, name="workbench-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)

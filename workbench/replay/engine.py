@@ -51,7 +51,7 @@ from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, ProjectionError
 from workbench.progress import shows_progress
 from workbench.replay import store
-from workbench.replay.batches import read_batches
+from workbench.replay.batches import prefetch, read_batches
 from workbench.replay.coverage import Coverage, coverage
 from workbench.replay.projection import Projection
 from workbench.replay.runner import OnError, Runner
@@ -254,12 +254,15 @@ def replay(
 
     schema = instance.schema()
     runner = Runner(instance, on_error=on_error, lineage=lineage)
+    codes = store.EventCodes(source, runner.handler_of) if lineage else None
     con = store.connect(into)
     writer = _Writer(con)
     try:
         resumed_from, applied_before = _prepare(
             con, instance, reader, source, runner, resume=resume, until=until, where=where
         )
+        if codes is not None:
+            codes.load(con, schema)
         started = time.perf_counter()
         applied = 0
         pending = 0
@@ -267,14 +270,16 @@ def replay(
         type_counts: dict[str, int] = {}
         since_flush: list[pa.Table] = []
         ticks: list[tuple[float, int]] = [(0.0, 0)]  # (seconds since start, events applied)
-        for batch in read_batches(
-            reader,
-            source,
-            after=resumed_from,
-            until=until,
-            where=where,
-            batch_size=batch_size,
-            wanted=set(),
+        for batch in prefetch(
+            read_batches(
+                reader,
+                source,
+                after=resumed_from,
+                until=until,
+                where=where,
+                batch_size=batch_size,
+                wanted=set(),
+            )
         ):
             events = runner.decode(batch)
             runner.apply(events)
@@ -289,7 +294,7 @@ def replay(
             if pending >= flush_every:
                 writer.submit(
                     _prepare_flush(
-                        schema, runner, source, last, applied_before + applied, since_flush
+                        schema, runner, codes, source, last, applied_before + applied, since_flush
                     )
                 )
                 pending = 0
@@ -299,7 +304,9 @@ def replay(
                 progress(applied + (applied_before if resume else 0), total)
         if last is not None and (pending or resumed_from is None):
             writer.submit(
-                _prepare_flush(schema, runner, source, last, applied_before + applied, since_flush)
+                _prepare_flush(
+                    schema, runner, codes, source, last, applied_before + applied, since_flush
+                )
             )
         writer.wait()
         seconds = time.perf_counter() - started
@@ -374,6 +381,7 @@ def _prepare(
     else:
         for state in runner.states_list():
             state.load(store.load_rows(con, schema, state.table))
+        runner.log.restart(store.next_row_id(con, schema))
     con.execute(f"delete from {store.q(schema)}._replay_info")
     con.execute(
         f"insert into {store.q(schema)}._replay_info values (?, ?, ?, now(), null, ?, ?, ?)",
@@ -417,6 +425,7 @@ class _Writer:
 def _prepare_flush(
     schema: str,
     runner: Runner,
+    codes: store.EventCodes | None,
     source: str,
     last: int,
     applied: int,
@@ -427,10 +436,11 @@ def _prepare_flush(
     return store.prepare_flush(
         schema,
         runner.states_list(),
+        runner.log,
         source=source,
         last_position=last,
         events_applied=applied,
-        handler_of=runner.handler_of,
+        codes=codes,
         dead_letters=runner.take_dead_letters(),
         events=events,
     )

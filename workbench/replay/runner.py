@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from workbench.errors import ProjectionError
 from workbench.replay.event import Columns, Event, decode, with_payload
 from workbench.replay.projection import Projection
-from workbench.replay.state import Cursor, Tables, TableState
+from workbench.replay.state import Tables, TableState, WriteLog
 
 __all__ = ["OnError", "Runner"]
 
@@ -41,10 +41,9 @@ class Runner:
             raise ProjectionError(f"on_error must be 'raise' or 'dead-letter', not {on_error!r}")
         self.projection = projection
         self.on_error = on_error
-        self.cursor = Cursor()
-        self.states = {
-            t.name: TableState(t, self.cursor, lineage=lineage) for t in projection.tables()
-        }
+        self.lineage = lineage
+        self.log = WriteLog()
+        self.states = {t.name: TableState(t, self.log) for t in projection.tables()}
         self.tables = Tables(self.states)
         cls = type(projection)
         self.handler_of: dict[str, str | None] = {
@@ -112,18 +111,20 @@ class Runner:
     def apply(self, events: Sequence[Event]) -> None:
         """Apply ``events`` in the given order."""
         get = self.dispatch.get
-        cursor = self.cursor
+        log = self.log
         tables = self.tables
         seconds = self.sampled_seconds
         sampled = self.sampled_events
         it = iter(events)
+        ev: Event | None = None
         while True:
+            mark = log.append  # rebound after each take(): read it again after a failure
             try:
                 for ev in it:
                     # Time this event, then run the next _SAMPLE - 1 untimed.
                     h = get(ev[1])
                     if h is not None:
-                        cursor.event = ev
+                        mark(~ev[0])  # the event's writes follow it in the log
                         t = perf_counter()
                         h(ev, tables)
                         seconds[ev[1]] = seconds.get(ev[1], 0.0) + perf_counter() - t
@@ -131,12 +132,12 @@ class Runner:
                     for ev in islice(it, _SAMPLE - 1):
                         h = get(ev[1])
                         if h is not None:
-                            cursor.event = ev
+                            mark(~ev[0])
                             h(ev, tables)
                 return
             except Exception as exc:
-                failed = cursor.event
-                self._fail(failed, self.handler_of.get(failed[1]) or "?", exc)
+                assert ev is not None  # the event whose handler raised
+                self._fail(ev, self.handler_of.get(ev[1]) or "?", exc)
 
     def _fail(self, event: Event, handler: str, exc: Exception) -> None:
         self.failures += 1

@@ -353,8 +353,9 @@ def _traced(
     for event in events:
         runner.apply((event,))
         writes: list[tuple[str, Any, str]] = []
+        row_ids, _ = runner.log.take()
         for state in states:
-            keys, _ = state.take_lineage()
+            keys = state.keys_of(row_ids)
             writes.extend((state.table.name, k, repr(state.rows.get(k))) for k in keys)
         signatures.append(hash(tuple(writes)))
     snapshot = {name: state.rows for name, state in runner.states.items()}

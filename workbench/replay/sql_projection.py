@@ -110,7 +110,12 @@ def replay_sql(
         con.execute("begin")
         con.execute(f"drop schema if exists {schema} cascade")
         con.execute(f"create schema {schema}")
-        for ddl in (store.CHECKPOINT_DDL, store.LINEAGE_DDL, store.INFO_DDL, store.DEAD_LETTER_DDL):
+        for ddl in (
+            store.CHECKPOINT_DDL,
+            *store.LINEAGE_DDL,
+            store.INFO_DDL,
+            store.DEAD_LETTER_DDL,
+        ):
             con.execute(ddl.format(s=schema))
         for table, query in projection.tables.items():
             target = f"{schema}.{store.q(table)}"
@@ -122,15 +127,8 @@ def replay_sql(
                     f"alter table {target} add primary key ({', '.join(map(store.q, key))})",
                     table,
                 )
-        for table, query in projection.lineage.items():
-            rendered = store.lineage_key_sql(projection.keys[table])
-            _run(
-                con,
-                f"insert into {schema}._lineage select ?, {rendered}, ?, "
-                f"global_position, event_type, 'sql' from ({query})",
-                table,
-                [table, source],
-            )
+        if projection.lineage:
+            _write_lineage(con, schema, projection, source)
         last, applied = con.execute("select max(global_position), count(*) from events").fetchall()[
             0
         ]
@@ -187,3 +185,45 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, table: str, params: object = 
         con.execute(sql, params)
     except duckdb.Error as exc:
         raise ProjectionError(f"SQL of table {table} failed: {str(exc).splitlines()[0]}") from None
+
+
+def _write_lineage(
+    con: duckdb.DuckDBPyConnection, schema: str, projection: SqlProjection, source: str
+) -> None:
+    """The lineage queries' rows in the engine's compact form (see :mod:`store`)."""
+    _run(
+        con,
+        f"insert into {schema}._lineage_types select (row_number() over (order by event_type)"
+        " - 1)::INTEGER, ?, event_type, 'sql' from (select distinct event_type from events)",
+        "(lineage)",
+        [source],
+    )
+    next_id = 0
+    for table, query in projection.lineage.items():
+        key = projection.keys[table]
+        cols = ", ".join(map(store.q, key))
+        _run(con, f"create or replace temp table _wb_lineage as {query}", table)
+        _run(
+            con,
+            f"create or replace temp table _wb_ids as select {cols}, "
+            f"({next_id} + row_number() over () - 1)::BIGINT as row_id "
+            f"from (select distinct {cols} from _wb_lineage)",
+            table,
+        )
+        _run(
+            con,
+            f"insert into {schema}._lineage_rows select ?, row_id, "
+            f"{store.lineage_key_sql(key)} from _wb_ids",
+            table,
+            [table],
+        )
+        _run(
+            con,
+            f"insert into {schema}._lineage_writes select i.row_id, l.global_position, "
+            f"t.event_code from _wb_lineage l join _wb_ids i using ({cols}) "
+            f"join {schema}._lineage_types t using (event_type)",
+            table,
+        )
+        next_id += con.execute("select count(*) from _wb_ids").fetchall()[0][0]
+    con.execute("drop table if exists _wb_lineage")
+    con.execute("drop table if exists _wb_ids")

@@ -1,43 +1,110 @@
 """In-memory state of a projection's tables, the view handlers write through.
 
-Rows live in dicts keyed by the table key; every write records lineage
-(which event wrote which row) or, without lineage, marks the key dirty; the
-keys written are flushed to DuckDB in bulk. Handlers never see DuckDB. This
-is the hot path: ``get`` is the dict's own, a write is a dict update and two
-list appends.
+Rows live in dicts keyed by the table key. Each row gets a row id, unique
+across the projection's tables, the first time it is written. All tables
+append to one :class:`WriteLog`: the runner appends the event before its
+handler runs, each write appends the row id. That log is the lineage (which
+event wrote which row) and, deduplicated, the set of rows to flush; it is
+one array of 64-bit integers, so no Python object per write outlives the
+handler and the flush hands it to numpy without a copy. Handlers never see
+DuckDB. This is the hot path: ``get`` is the dict's own, a write is a dict
+update, a dict lookup and one append.
 
+>>> import numpy as np
 >>> from workbench.replay.projection import Table
 >>> t = Table(key="id", id=str, n=int)
 >>> t.name = "things"
->>> cursor = Cursor(); cursor.event = (7,)  # the event being handled, global_position 7
->>> state = TableState(t, cursor)
+>>> log = WriteLog()
+>>> state = TableState(t, log)
+>>> log.event(7)  # the event being handled: global_position 7
 >>> state.upsert({"id": "a", "n": 1})["n"]
 1
 >>> state.update("a", n=2)["n"], state.get("a"), len(state)
 (2, {'id': 'a', 'n': 2}, 1)
->>> state.delete("a"); state.get("a") is None, state.take_changes()
-(True, ([], ['a']))
+>>> log.event(8); state.delete("a")
+>>> row_ids, positions = log.take()
+>>> row_ids.tolist(), positions.tolist()
+([0, 0, 0], [7, 7, 8])
+>>> changes = state.take_changes(np.unique(row_ids))
+>>> state.get("a") is None, changes.upserts, changes.deletes, changes.new_keys
+(True, [], ['a'], ['a'])
 """
 
 from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import count
+from operator import itemgetter
 from typing import Any
+
+import numpy as np
 
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
 
-__all__ = ["Cursor", "TableState", "Tables"]
+__all__ = ["Changes", "TableState", "Tables", "WriteLog"]
 
 
-class Cursor:
-    """The event being handled; table writes read it to record lineage."""
+class WriteLog:
+    """The writes of a projection's tables since the last :meth:`take`, in order.
 
-    __slots__ = ("event",)
+    One array: an event is logged as ``~global_position`` (negative), each
+    write after it as the row id it wrote (never negative). ``row_ids``
+    numbers rows across all tables, so an entry needs no table column.
+    """
 
-    def __init__(self) -> None:
-        self.event: Any = None
+    __slots__ = ("_entries", "append", "row_ids", "states")
+
+    def __init__(self, first_row_id: int = 0) -> None:
+        self.row_ids: Iterator[int] = count(first_row_id)
+        self.states: list[TableState] = []
+        self._entries = array("q")
+        #: ``append(entry)``: bound once; the runner and every table call it.
+        self.append: Callable[[int], None] = self._entries.append
+
+    def event(self, global_position: int) -> None:
+        """Log that the writes which follow are made by the event at ``global_position``."""
+        self.append(~global_position)
+
+    def restart(self, first_row_id: int) -> None:
+        """Number new rows from ``first_row_id`` (on resume, after the stored ones)."""
+        self.row_ids = count(first_row_id)
+        for state in self.states:
+            state._row_ids = self.row_ids
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row ids written and the position of the event that wrote each; clears the log."""
+        entries = np.frombuffer(self._entries, np.int64) if self._entries else _EMPTY
+        self._entries = array("q")
+        self.append = self._entries.append
+        for state in self.states:
+            state._log = self.append
+        is_event = entries < 0
+        # Each write belongs to the last event logged before it.
+        last_event = np.where(is_event, np.arange(len(entries)), 0)
+        np.maximum.accumulate(last_event, out=last_event)
+        writes = ~is_event
+        if len(entries) and not is_event[0] and writes.any():
+            raise ProjectionError("a table was written before any event was logged")
+        return entries[writes], ~entries[last_event[writes]]
+
+
+_EMPTY = np.zeros(0, np.int64)
+
+
+@dataclass
+class Changes:
+    """One table's rows to flush after some writes: upserts, deletes, and new row ids."""
+
+    upserts: list[dict[str, Any]]
+    deletes: list[Any]
+    new_ids: list[int]
+    new_keys: list[Any]
 
 
 class TableState:
@@ -45,42 +112,49 @@ class TableState:
 
     Keys are the key column's value, or a tuple of values for composite
     keys. Rows are dicts of column → value; :meth:`get` returns the stored
-    row, so change it through :meth:`update` or :meth:`upsert` (writes made
-    in place are not flushed). The keys written since the last flush are
-    :meth:`take_changes`'s business: ``dirty`` alone misses them while
-    lineage is on, since the lineage keys stand in for it.
+    row, so a handler may change it in place and then hand it to
+    :meth:`upsert` (or name it in :meth:`update`): a change that is never
+    handed back is not flushed, and no lineage records it.
     """
 
     __slots__ = (
-        "_cursor",
+        "_ids",
         "_key",
-        "_keys",
-        "_mark",
-        "_positions",
-        "_single",
-        "dirty",
+        "_key_of_id",
+        "_log",
+        "_new_ids",
+        "_new_keys",
+        "_row_ids",
         "get",
         "rows",
         "table",
-        "track_lineage",
     )
 
     #: ``get(key, default=None)``: the row with ``key`` (a dict), or ``default``.
     #: The dict's own ``get``, bound once: handlers call it on every event.
     get: Callable[..., Any]
 
-    def __init__(self, table: Table, cursor: Cursor, *, lineage: bool = True) -> None:
+    def __init__(self, table: Table, log: WriteLog) -> None:
         self.table = table
         self.rows: dict[Any, dict[str, Any]] = {}
         self.get = self.rows.get
-        self.dirty: set[Any] = set()
-        self._mark = self.dirty.add
-        self._keys: list[Any] = []
-        self._positions = array("q")  # 8 bytes a write, handed to numpy without a copy
-        self.track_lineage = lineage
-        self._cursor = cursor
-        self._single = len(table.key) == 1
-        self._key: Any = table.key[0] if self._single else table.key
+        # itemgetter of one column gives the value, of several a tuple: both in C.
+        self._key = itemgetter(*table.key)
+        self._ids: dict[Any, int] = {}  # key → row id
+        self._key_of_id: dict[int, Any] = {}
+        self._new_ids: list[int] = []
+        self._new_keys: list[Any] = []
+        self._row_ids = log.row_ids
+        self._log = log.append
+        log.states.append(self)
+
+    def _new_id(self, key: Any) -> int:
+        row_id = next(self._row_ids)
+        self._ids[key] = row_id
+        self._key_of_id[row_id] = key
+        self._new_ids.append(row_id)
+        self._new_keys.append(key)
+        return row_id
 
     def load(self, rows: dict[Any, dict[str, Any]]) -> None:
         """Replace the rows (when resuming from the stored table)."""
@@ -90,9 +164,7 @@ class TableState:
     def key_of(self, row: dict[str, Any]) -> Any:
         """The key of ``row`` (a value, or a tuple for composite keys)."""
         try:
-            if self._single:
-                return row[self._key]
-            return tuple([row[c] for c in self._key])
+            return self._key(row)
         except KeyError as exc:
             raise ProjectionError(
                 f"table {self.table.name}: row has no key column {exc.args[0]}"
@@ -100,40 +172,35 @@ class TableState:
 
     def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
         """Insert ``row`` or replace the row with its key; returns it."""
-        key = row[self._key] if self._single else self.key_of(row)
+        try:
+            key = self._key(row)
+        except KeyError:
+            key = self.key_of(row)  # raises a ProjectionError naming the column
         self.rows[key] = row
-        if self.track_lineage:  # the lineage keys double as the dirty set
-            self._keys.append(key)
-            self._positions.append(self._cursor.event[0])
-        else:
-            self._mark(key)
+        row_id = self._ids.get(key)
+        self._log(self._new_id(key) if row_id is None else row_id)
         return row
 
     def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
         """Change some columns of the row with ``key``; returns the row.
 
-        Raises :class:`KeyError` when no row has ``key``.
+        With no changes it records a write of the row as it stands (after
+        changes made in place). Raises :class:`KeyError` when no row has ``key``.
         """
         row = self.rows[key]
-        if changes is None:
+        if changes is not None:
+            row.update(changes)
+        if columns:
             row.update(columns)
-        else:
-            row.update(changes, **columns)
-        if self.track_lineage:  # the lineage keys double as the dirty set
-            self._keys.append(key)
-            self._positions.append(self._cursor.event[0])
-        else:
-            self._mark(key)
+        row_id = self._ids.get(key)
+        self._log(self._new_id(key) if row_id is None else row_id)
         return row
 
     def delete(self, key: Any) -> None:
         """Remove the row with ``key`` (no error if there is none)."""
         if self.rows.pop(key, None) is not None:
-            if self.track_lineage:
-                self._keys.append(key)
-                self._positions.append(self._cursor.event[0])
-            else:
-                self._mark(key)
+            row_id = self._ids.get(key)
+            self._log(self._new_id(key) if row_id is None else row_id)
 
     def __contains__(self, key: Any) -> bool:
         return key in self.rows
@@ -144,27 +211,23 @@ class TableState:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.rows.values())
 
-    def take_changes(self) -> tuple[list[dict[str, Any]], list[Any]]:
-        """Rows to write and keys to delete since the last call; clears the dirty set."""
+    def keys_of(self, row_ids: np.ndarray) -> list[Any]:
+        """Keys of those ``row_ids`` that are rows of this table, in order."""
+        key_of_id = self._key_of_id
+        return [key_of_id[i] for i in row_ids.tolist() if i in key_of_id]
+
+    def take_changes(self, written: np.ndarray) -> Changes:
+        """What to flush after writes of the distinct ``written`` row ids (of any table)."""
         rows = self.rows
-        dirty = self.dirty
-        dirty.update(self._keys)
-        upserts = [rows[k] for k in dirty if k in rows]
-        deletes = [k for k in dirty if k not in rows]
-        self.dirty = set()
-        self._mark = self.dirty.add
-        return upserts, deletes
-
-    def take_lineage(self) -> tuple[list[Any], array[int]]:
-        """Keys and event positions of the writes since the last call.
-
-        Positions, not events: holding events would pin their batches and
-        payloads until the flush.
-        """
-        keys, positions = self._keys, self._positions
-        self.dirty.update(keys)  # still to be flushed by take_changes
-        self._keys, self._positions = [], array("q")
-        return keys, positions
+        keys = self.keys_of(written)
+        changes = Changes(
+            upserts=[rows[k] for k in keys if k in rows],
+            deletes=[k for k in keys if k not in rows],
+            new_ids=self._new_ids,
+            new_keys=self._new_keys,
+        )
+        self._new_ids, self._new_keys = [], []
+        return changes
 
 
 class Tables:

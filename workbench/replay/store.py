@@ -7,7 +7,11 @@ declared tables (key columns = primary key) and the bookkeeping tables
   in the same transaction as the rows it covers;
 - ``_lineage(table_name, key, source, global_position, event_type, handler)``,
   one row per (output row, event that wrote it); ``key`` is
-  :func:`lineage_key` of the row's key columns;
+  :func:`lineage_key` of the row's key columns. A view: a rebuild writes
+  millions of lineage entries, so they are stored as integers —
+  ``_lineage_writes(row_id, global_position, event_code)`` — and joined to
+  ``_lineage_rows(table_name, row_id, key)`` (one per output row) and
+  ``_lineage_types(event_code, source, event_type, handler)``;
 - ``_replay_info(projection, version, archive, started_at, finished_at,
   events_applied, until_position, where_sql)``;
 - ``_dead_letters(source, global_position, event_id, event_type, handler,
@@ -33,12 +37,13 @@ import pyarrow.compute as pc
 from workbench._sql import ident
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
-from workbench.replay.state import TableState
+from workbench.replay.state import Changes, TableState, WriteLog
 
 __all__ = [
     "CHECKPOINT_DDL",
     "DEAD_LETTER_SCHEMA",
     "LINEAGE_DDL",
+    "EventCodes",
     "connect",
     "lineage_key",
     "lineage_key_sql",
@@ -51,8 +56,14 @@ CHECKPOINT_DDL = (
     "last_position BIGINT, events_applied BIGINT, updated_at TIMESTAMPTZ)"
 )
 LINEAGE_DDL = (
-    "create table if not exists {s}._lineage (table_name VARCHAR, key VARCHAR, source VARCHAR, "
-    "global_position BIGINT, event_type VARCHAR, handler VARCHAR)"
+    "create table if not exists {s}._lineage_rows (table_name VARCHAR, row_id BIGINT, key VARCHAR)",
+    "create table if not exists {s}._lineage_types "
+    "(event_code INTEGER primary key, source VARCHAR, event_type VARCHAR, handler VARCHAR)",
+    "create table if not exists {s}._lineage_writes "
+    "(row_id BIGINT, global_position BIGINT, event_code INTEGER)",
+    "create or replace view {s}._lineage as select r.table_name, r.key, t.source, "
+    "w.global_position, t.event_type, t.handler from {s}._lineage_writes w "
+    "join {s}._lineage_rows r using (row_id) join {s}._lineage_types t using (event_code)",
 )
 INFO_DDL = (
     "create table if not exists {s}._replay_info (projection VARCHAR, version INTEGER, "
@@ -149,7 +160,7 @@ def create_schema(
     con.execute(f"create schema if not exists {s}")
     for table in tables:
         con.execute(table.ddl(schema).replace("create table", "create table if not exists", 1))
-    for ddl in (CHECKPOINT_DDL, LINEAGE_DDL, INFO_DDL, DEAD_LETTER_DDL):
+    for ddl in (CHECKPOINT_DDL, *LINEAGE_DDL, INFO_DDL, DEAD_LETTER_DDL):
         con.execute(ddl.format(s=s))
     con.execute("commit")
 
@@ -250,70 +261,113 @@ def delete_statement(schema: str, table: Table, keys: list[Any]) -> Statement | 
     )
 
 
-class EventTypes:
-    """``global_position → event_type, handler`` of the events of one flush, in numpy.
+class EventCodes:
+    """Stable small-integer codes of the event types in ``_lineage_writes``.
 
-    Lineage rows get their event type and handler by a binary search of
-    their positions among the flush's (sorted) event positions, as
-    dictionary-encoded Arrow columns: no join, no Python per row.
+    A write's event type is found by a binary search of its position among
+    the flush's (sorted) event positions, in numpy: no join, no Python per
+    write. Codes are kept across flushes (and loaded on resume); new ones
+    are written to ``_lineage_types`` with their handler.
     """
 
-    def __init__(self, events: pa.Table, handler_of: dict[str, str | None]) -> None:
-        self.positions = events.column("global_position").to_numpy()
+    def __init__(self, source: str, handler_of: dict[str, str | None]) -> None:
+        self.source = source
+        self.handler_of = handler_of
+        self.codes: dict[str, int] = {}
+
+    def load(self, con: duckdb.DuckDBPyConnection, schema: str) -> None:
+        rows = con.execute(
+            f"select event_type, event_code from {q(schema)}._lineage_types where source = ?",
+            [self.source],
+        ).fetchall()
+        self.codes.update(dict(rows))
+
+    def encode(
+        self, events: pa.Table, positions: np.ndarray
+    ) -> tuple[np.ndarray, list[tuple[int, str, str, str | None]]]:
+        """Codes of the events at ``positions`` (each an event of ``events``), and new codes."""
         encoded = pc.dictionary_encode(events.column("event_type")).combine_chunks()
-        self.codes = encoded.indices.to_numpy(zero_copy_only=False)
-        self.types = encoded.dictionary
-        self.handlers = pa.array([handler_of.get(t) for t in self.types.to_pylist()], pa.string())
+        added: list[tuple[int, str, str, str | None]] = []
+        local = []
+        for event_type in encoded.dictionary.to_pylist():
+            code = self.codes.get(event_type)
+            if code is None:
+                code = self.codes[event_type] = len(self.codes)
+                added.append((code, self.source, event_type, self.handler_of.get(event_type)))
+            local.append(code)
+        of_event = np.asarray(local, np.int32)[encoded.indices.to_numpy(zero_copy_only=False)]
+        at = np.searchsorted(events.column("global_position").to_numpy(), positions)
+        return of_event[at], added
 
-    def of(self, positions: np.ndarray) -> tuple[pa.Array, pa.Array]:
-        """Event types and handlers of ``positions`` (each one an event of this flush)."""
-        codes = pa.array(self.codes[np.searchsorted(self.positions, positions)])
-        return (
-            pa.DictionaryArray.from_arrays(codes, self.types),
-            pa.DictionaryArray.from_arrays(codes, self.handlers),
-        )
 
-
-def lineage_statement(
+def lineage_statements(
     schema: str,
-    table: Table,
-    source: str,
-    keys: list[Any],
-    positions: Sequence[int],
-    events: EventTypes,
-) -> Statement | None:
-    """One lineage row per write, in one insert; DuckDB renders the key JSON."""
-    if not keys:
-        return None
-    at = np.asarray(positions, np.int64)
-    event_types, handlers = events.of(at)
-    if len(table.key) == 1:
-        key = _column(keys, table.types[table.key[0]][1], table.name, table.key[0])
-        rendered = lineage_key_sql(table.key, ["key"])
-    else:
-        struct = pa.struct([(c, table.types[c][1]) for c in table.key])
-        key = _column(keys, struct, table.name, ", ".join(table.key))
-        rendered = lineage_key_sql(table.key, [f"key.{q(c)}" for c in table.key])
-    arrow = pa.table(
-        [key, pa.array(at), event_types, handlers],
-        names=["key", "global_position", "event_type", "handler"],
-    )
-    return Statement(
-        f"insert into {q(schema)}._lineage select ?, {rendered}, ?, "
-        "global_position, event_type, handler from _wb_lineage",
-        [table.name, source],
-        {"_wb_lineage": arrow},
-    )
+    changes: dict[str, Changes],
+    tables: dict[str, Table],
+    row_ids: np.ndarray,
+    positions: np.ndarray,
+    codes: EventCodes,
+    events: pa.Table,
+) -> list[Statement]:
+    """New rows' keys, new event codes, and one lineage entry per write, in bulk."""
+    found: list[Statement] = []
+    for name, change in changes.items():
+        if not change.new_ids:
+            continue
+        table = tables[name]
+        keys = _key_table(table, change.new_keys)
+        keys = keys.append_column("_wb_row_id", pa.array(change.new_ids, pa.int64()))
+        found.append(
+            Statement(
+                f"insert into {q(schema)}._lineage_rows "
+                f"select ?, _wb_row_id, {lineage_key_sql(table.key)} from _wb_keys",
+                [name],
+                {"_wb_keys": keys},
+            )
+        )
+    if len(row_ids):
+        event_codes, added = codes.encode(events, positions)
+        if added:
+            found.append(
+                Statement(
+                    f"insert into {q(schema)}._lineage_types select * from _wb_types",
+                    tables={
+                        "_wb_types": pa.table(
+                            list(map(list, zip(*added, strict=True))),
+                            schema=pa.schema(
+                                [
+                                    ("event_code", pa.int32()),
+                                    ("source", pa.string()),
+                                    ("event_type", pa.string()),
+                                    ("handler", pa.string()),
+                                ]
+                            ),
+                        )
+                    },
+                )
+            )
+        found.append(
+            Statement(
+                f"insert into {q(schema)}._lineage_writes select * from _wb_writes",
+                tables={
+                    "_wb_writes": pa.table(
+                        {"row_id": row_ids, "global_position": positions, "event_code": event_codes}
+                    )
+                },
+            )
+        )
+    return found
 
 
 def prepare_flush(
     schema: str,
     states: Iterable[TableState],
+    log: WriteLog,
     *,
     source: str,
     last_position: int,
     events_applied: int,
-    handler_of: dict[str, str | None],
+    codes: EventCodes | None,
     dead_letters: list[dict[str, Any]],
     events: pa.Table,
 ) -> list[Statement]:
@@ -323,16 +377,21 @@ def prepare_flush(
     happens here, so :func:`write_flush` only runs DuckDB, which releases
     the GIL: the engine runs it on a second thread while handlers go on.
     ``events`` holds ``global_position, event_type`` of the events applied
-    since the last flush, in position order (for the lineage's event types).
+    since the last flush, in position order (for the lineage's event types);
+    without ``codes`` no lineage is written.
     """
-    types = EventTypes(events, handler_of)
+    row_ids, positions = log.take()
+    written = np.unique(row_ids)
     found: list[Statement | None] = []
+    changes: dict[str, Changes] = {}
+    tables: dict[str, Table] = {}
     for state in states:
-        upserts, deletes = state.take_changes()
-        found.append(rows_statement(schema, state.table, upserts))
-        found.append(delete_statement(schema, state.table, deletes))
-        keys, applied = state.take_lineage()
-        found.append(lineage_statement(schema, state.table, source, keys, applied, types))
+        change = changes[state.table.name] = state.take_changes(written)
+        tables[state.table.name] = state.table
+        found.append(rows_statement(schema, state.table, change.upserts))
+        found.append(delete_statement(schema, state.table, change.deletes))
+    if codes is not None:
+        found.extend(lineage_statements(schema, changes, tables, row_ids, positions, codes, events))
     if dead_letters:
         found.append(
             Statement(
@@ -347,6 +406,12 @@ def prepare_flush(
         )
     )
     return [s for s in found if s is not None]
+
+
+def next_row_id(con: duckdb.DuckDBPyConnection, schema: str) -> int:
+    """The first row id not yet in the schema's lineage (resume numbers new rows from it)."""
+    rows = con.execute(f"select coalesce(max(row_id) + 1, 0) from {q(schema)}._lineage_rows")
+    return int(rows.fetchall()[0][0])
 
 
 def write_flush(con: duckdb.DuckDBPyConnection, statements: list[Statement]) -> None:
@@ -365,16 +430,6 @@ def write_flush(con: duckdb.DuckDBPyConnection, statements: list[Statement]) -> 
     except BaseException:
         con.execute("rollback")
         raise
-
-
-def flush(
-    con: duckdb.DuckDBPyConnection,
-    schema: str,
-    states: Iterable[TableState],
-    **kwargs: Any,
-) -> None:
-    """:func:`prepare_flush` and :func:`write_flush` in one go."""
-    write_flush(con, prepare_flush(schema, states, **kwargs))
 
 
 def promote(into: str | os.PathLike[str], projection_name: str, version: int) -> list[str]:
