@@ -96,17 +96,17 @@ class Memories(Projection):
                     "last_active_at": at,
                 }
             )
-        else:
-            agents.update(
-                agent_id,
-                memories=row["memories"] + memories,
-                accesses=row["accesses"] + accesses,
-                last_active_at=max(at, row["last_active_at"]),  # max, not latest: any order
-            )
+            return
+        row["memories"] += memories
+        row["accesses"] += accesses
+        if at > row["last_active_at"]:  # max, not latest: any order gives the same
+            row["last_active_at"] = at
+        agents.upsert(row)
 
     # -- handlers ------------------------------------------------------------
-    # The hot handlers (accessed, updated) inline the guard of fresh(): one
-    # method call less per event is a measurable share of a rebuild.
+    # The hot handlers (accessed, updated) inline the guard of fresh() and
+    # change rows in place before handing them back with upsert(): one call
+    # less per event is a measurable share of a rebuild.
 
     @on("MemoryCreated")
     def created(self, event: Event, tables: Tables) -> None:
@@ -133,12 +133,11 @@ class Memories(Projection):
         data = event.data
         if data is None:
             return
-        memory_id = data.get("memory_id")
-        row = tables.memories.get(memory_id)
+        row = tables.memories.get(data.get("memory_id"))
         if row is not None and row["stream_position"] < event.stream_position:
-            tables.memories.update(
-                memory_id, content=data["content"], stream_position=event.stream_position
-            )
+            row["content"] = data["content"]
+            row["stream_position"] = event.stream_position
+            tables.memories.upsert(row)
 
     @on("MemoryAccessed")
     def accessed(self, event: Event, tables: Tables) -> None:
@@ -150,22 +149,20 @@ class Memories(Projection):
             self.count_access(event, tables, row)
 
     def count_access(self, event: Event, tables: Tables, row: dict[str, Any]) -> None:
-        data = event.data
-        tables.memories.update(
-            row["memory_id"],
-            access_count=row["access_count"] + 1,
-            stream_position=event.stream_position,
-        )
+        row["access_count"] += 1
+        row["stream_position"] = event.stream_position
+        tables.memories.upsert(row)
         at = event.occurred_at
-        agent_id = data["agent_id"]
-        self.touch_agent(tables, agent_id, at, 0, 1)
+        agent_id = event.data["agent_id"]
+        self.touch_agent(tables, agent_id, at, accesses=1)
         key = (agent_id, at.date())
         daily_access = tables.daily_access
         daily = daily_access.get(key)
         if daily is None:
             daily_access.upsert({"agent_id": agent_id, "day": key[1], "accesses": 1})
         else:
-            daily_access.update(key, accesses=daily["accesses"] + 1)
+            daily["accesses"] += 1
+            daily_access.update(key)
 
     @on("MemoryConsolidated")
     def consolidated(self, event: Event, tables: Tables) -> None:
@@ -217,12 +214,10 @@ class MemoriesOrderDependent(Memories):
                 }
             )
         else:
-            tables.agents.update(
-                agent_id,
-                memories=row["memories"] + memories,
-                accesses=row["accesses"] + accesses,
-                last_active_at=at,
-            )
+            row["memories"] += memories
+            row["accesses"] += accesses
+            row["last_active_at"] = at
+            tables.agents.upsert(row)
 
 
 class MemoriesClock(Memories):

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import namedtuple
 from collections.abc import Sequence
 from functools import partial
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -88,17 +89,26 @@ def _lazy(name: str) -> property:
     return property(read)
 
 
-class Event(tuple[Any, ...]):
+# namedtuple's field getters are C descriptors: about 30% faster than
+# property(itemgetter(i)), on attributes every handler reads. The tuple holds
+# more than these fields (see _INDEX); Event never goes through its __new__.
+if TYPE_CHECKING:  # a tuple of any length, with the attributes declared below
+    _Envelope = tuple[Any, ...]
+else:
+    _Envelope = namedtuple("_Envelope", _EAGER)
+
+
+class Event(_Envelope):
     """One decoded event: envelope fields as attributes, ``data`` as a dict (or None)."""
 
     __slots__ = ()
 
-    global_position: int = property(itemgetter(0))  # type: ignore[assignment]
-    event_type: str = property(itemgetter(1))  # type: ignore[assignment]
-    stream: str | None = property(itemgetter(2))  # type: ignore[assignment]
-    stream_position: int | None = property(itemgetter(3))  # type: ignore[assignment]
-    schema_version: int = property(itemgetter(4))  # type: ignore[assignment]
-    data: Any = property(itemgetter(5))
+    global_position: int
+    event_type: str
+    stream: str | None
+    stream_position: int | None
+    schema_version: int
+    data: Any
     source = _lazy("source")
     event_id = _lazy("event_id")
     occurred_at = _lazy("occurred_at")
@@ -168,6 +178,35 @@ def _loads_or_none(text: str | None) -> Any:
         return None
 
 
+def _payloads(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """:func:`decode_payloads` of a string column, joined in Arrow, not in Python."""
+    filled = pc.fill_null(column, "null")
+    if isinstance(filled, pa.ChunkedArray):
+        filled = filled.combine_chunks()
+    lists = pa.ListArray.from_arrays(pa.array([0, len(filled)], pa.int32()), filled)
+    try:
+        values: list[Any] = json.loads(f"[{pc.binary_join(lists, ',')[0].as_py()}]")
+        if len(values) == len(filled):
+            return values
+    except ValueError:
+        pass
+    return decode_payloads(column.to_pylist())
+
+
+def _strings(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """A string column as Python strings, one object per distinct value.
+
+    Event types and stream names repeat: shared objects cost one allocation
+    per value, and a handler lookup by event type finds them by identity.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(column)
+    values = [*encoded.dictionary.to_pylist(), None]
+    indices = encoded.indices.fill_null(len(values) - 1).to_pylist()
+    return list(map(values.__getitem__, indices))
+
+
 def decode(
     table: Columns, payloads: list[Any] | None = None, eager: tuple[str, ...] = ()
 ) -> list[Event]:
@@ -177,14 +216,14 @@ def decode(
     """
     columns = _Columns(table)
     n = table.num_rows
-    data = decode_payloads(table.column("data").to_pylist()) if payloads is None else payloads
+    data = _payloads(table.column("data")) if payloads is None else payloads
     return list(
         map(
             partial(tuple.__new__, _layout(eager)) if eager else _new_event,
             zip(
                 table.column("global_position").to_pylist(),
-                table.column("event_type").to_pylist(),
-                table.column("stream").to_pylist(),
+                _strings(table.column("event_type")),
+                _strings(table.column("stream")),
                 table.column("stream_position").to_pylist(),
                 table.column("schema_version").to_pylist(),
                 data,

@@ -85,13 +85,12 @@ class WriteLog:
         for state in self.states:
             state._log = self.append
         is_event = entries < 0
-        # Each write belongs to the last event logged before it.
-        last_event = np.where(is_event, np.arange(len(entries)), 0)
-        np.maximum.accumulate(last_event, out=last_event)
-        writes = ~is_event
-        if len(entries) and not is_event[0] and writes.any():
+        events = np.flatnonzero(is_event)
+        if len(entries) > len(events) and (not len(events) or events[0] != 0):
             raise ProjectionError("a table was written before any event was logged")
-        return entries[writes], ~entries[last_event[writes]]
+        # Each event is followed by its writes: repeat its position once per write.
+        writes_per_event = np.diff(events, append=len(entries)) - 1
+        return entries[~is_event], np.repeat(~entries[events], writes_per_event)
 
 
 _EMPTY = np.zeros(0, np.int64)
