@@ -322,6 +322,9 @@ def main() -> None:
             wb.replay, archive, Memories, into=work / "nolineage.duckdb", lineage=False
         )
         t_sql, cpu["sql"], _ = timed(wb.replay, archive, MEMORIES_SQL, into=work / "sql.duckdb")
+        t_sql_nolin, cpu["sql_nolin"], _ = timed(
+            wb.replay, archive, MEMORIES_SQL, into=work / "sql_nolineage.duckdb", lineage=False
+        )
 
         for other, schema in (
             ("nolineage", "memories_v1"),
@@ -355,7 +358,8 @@ def main() -> None:
         line("hand loop, list rows (fastest we found)", t_hand, "hand")
         line("handler engine (lineage + checkpoint)", t_eng, "eng")
         line("handler engine (lineage=False)", t_nolin, "nolin")
-        line("SqlProjection", t_sql, "sql")
+        line("SqlProjection (lineage)", t_sql, "sql")
+        line("SqlProjection (lineage=False)", t_sql_nolin, "sql_nolin")
         print(
             "targets: engine >= 300,000 events/s and >= 0.75x the hand loop (into dicts); "
             "SqlProjection >= 2,000,000 events/s"

@@ -234,8 +234,9 @@ def replay(
     from scratch, with it the replay continues after the stored checkpoint.
     ``until`` stops at a position, ``where`` filters events with SQL over the
     envelope columns. ``on_error="dead-letter"`` records failing events in
-    ``_dead_letters`` and goes on. ``progress(done, total)`` is called after
-    each batch.
+    ``_dead_letters`` and goes on. ``lineage=False`` records no lineage (a
+    diff then cannot explain rows by their events). ``progress(done, total)``
+    is called after each batch.
     """
     from workbench.replay.loader import load_projection
     from workbench.replay.sql_projection import SqlProjection, replay_sql
@@ -246,14 +247,22 @@ def replay(
     source = select_source(reader, source)
     check_where(where)
     if isinstance(projection, SqlProjection):
-        return replay_sql(reader, projection, into=into, source=source, until=until, where=where)
+        return replay_sql(
+            reader,
+            projection,
+            into=into,
+            source=source,
+            until=until,
+            where=where,
+            lineage=lineage,
+        )
     instance = _instantiate(projection)
     counts = count_events(reader, source, where, until)
     cov = coverage(instance, counts)
     total = int(counts["events"].sum()) if counts.height else 0
 
     schema = instance.schema()
-    runner = Runner(instance, on_error=on_error, lineage=lineage)
+    runner = Runner(instance, on_error=on_error)
     codes = store.EventCodes(source, runner.handler_of) if lineage else None
     con = store.connect(into)
     writer = _Writer(con)

@@ -34,14 +34,11 @@ _SAMPLE = 32
 class Runner:
     """A projection instance, its table states, and the loop that applies events."""
 
-    def __init__(
-        self, projection: Projection, *, on_error: OnError = "raise", lineage: bool = True
-    ) -> None:
+    def __init__(self, projection: Projection, *, on_error: OnError = "raise") -> None:
         if on_error not in ("raise", "dead-letter"):
             raise ProjectionError(f"on_error must be 'raise' or 'dead-letter', not {on_error!r}")
         self.projection = projection
         self.on_error = on_error
-        self.lineage = lineage
         self.log = WriteLog()
         self.states = {t.name: TableState(t, self.log) for t in projection.tables()}
         self.tables = Tables(self.states)

@@ -218,7 +218,7 @@ def _result(
 
 
 def _run(cls: type[Projection], delivery: Sequence[Event]) -> tuple[Snapshot, int]:
-    runner = Runner(cls(), on_error="dead-letter", lineage=False)
+    runner = Runner(cls(), on_error="dead-letter")
     runner.apply(delivery)
     return {name: state.rows for name, state in runner.states.items()}, runner.failures
 
@@ -347,7 +347,7 @@ def _determinism(
 def _traced(
     cls: type[Projection], events: Sequence[Event]
 ) -> tuple[tuple[Snapshot, list[int]], int]:
-    runner = Runner(cls(), on_error="dead-letter", lineage=True)
+    runner = Runner(cls(), on_error="dead-letter")
     states = list(runner.states.values())
     signatures: list[int] = []
     for event in events:

@@ -81,8 +81,12 @@ def replay_sql(
     source: str,
     until: int | None,
     where: str | None,
+    lineage: bool = True,
 ) -> ReplayResult:
-    """Rebuild every table of ``projection`` in one transaction (always a full rebuild)."""
+    """Rebuild every table of ``projection`` in one transaction (always a full rebuild).
+
+    ``lineage=False`` skips the projection's lineage queries.
+    """
     from workbench.replay.engine import ReplayResult, count_events
 
     counts = count_events(reader, source, where, until)
@@ -127,7 +131,7 @@ def replay_sql(
                     f"alter table {target} add primary key ({', '.join(map(store.q, key))})",
                     table,
                 )
-        if projection.lineage:
+        if lineage and projection.lineage:
             _write_lineage(con, schema, projection, source)
         last, applied = con.execute("select max(global_position), count(*) from events").fetchall()[
             0
