@@ -32,8 +32,15 @@ def test_correct_projection_is_safe(archive: Path) -> None:
 
 
 def test_non_idempotent_counter_is_caught_and_narrowed(archive: Path) -> None:
-    report = wb.check_replay_safety(archive, MemoriesNonIdempotent, seed=3)
+    calls: list[tuple[int, int]] = []
+    report = wb.check_replay_safety(
+        archive, MemoriesNonIdempotent, seed=3, progress=lambda *call: calls.append(call)
+    )
     assert not report.ok
+    # One call per replay: clean, determinism, 3 scenarios, and 5 handled
+    # types narrowed for each of the 2 failing scenarios.
+    assert [done for done, _ in calls] == list(range(1, 16))
+    assert calls[-1] == (15, 15)
     for name in ("redelivery", "crash"):
         scenario = report[name]
         assert not scenario.ok

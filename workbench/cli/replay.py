@@ -37,10 +37,12 @@ def replay(
 
     candidate = load_projection(projection)
     if check_safety:
-        with console.status("checking replay safety…"):
+        with progress_bar() as bar:
+            task = bar.add_task("replay safety", total=None)
             report = check_replay_safety(
                 archive, candidate, source=source, duplicates=duplicates, seed=seed,
                 until=until, where=where,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
         console.print(report.summary(), highlight=False)
         raise typer.Exit(0 if report.ok else 1)

@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
+from workbench.progress import ProgressCallback, shows_progress
 from workbench.replay.engine import (
     _instantiate,
     check_where,
@@ -119,6 +120,7 @@ class SafetyReport:
         return f"<p><b>{html.escape(self.summary().splitlines()[0])}</b></p><ul>{items}</ul>"
 
 
+@shows_progress("replay safety")
 def check_replay_safety(
     archive: str | os.PathLike[str] | ArchiveReader,
     projection: Any,
@@ -133,6 +135,7 @@ def check_replay_safety(
     where: str | None = None,
     narrow: bool = True,
     max_differences: int = 50,
+    progress: ProgressCallback | None = None,
 ) -> SafetyReport:
     """Replay under at-least-once delivery, reordering and twice; compare with a clean run.
 
@@ -140,6 +143,8 @@ def check_replay_safety(
     event; 0 disables the scenario), ``crashes`` the number of simulated
     crashes between output and checkpoint, ``reorder`` ``"across-streams"``
     or None. The same ``seed`` gives the same deliveries.
+    ``progress(done, total)`` is called after each in-memory replay (the
+    total grows when a failing scenario is narrowed down by event type).
     """
     if reorder not in (None, "across-streams"):
         raise ProjectionError(f"reorder must be 'across-streams' or None, not {reorder!r}")
@@ -159,7 +164,9 @@ def check_replay_safety(
     for batch in read_batches(reader, source, until=until, where=where):
         events.extend(decoder.decode(batch))
 
+    steps = _Steps(progress)
     clean, clean_errors = _run(cls, events)
+    steps.done()
     scenarios: list[tuple[str, str, Delivery]] = []
     if duplicates > 0:
         scenarios.append(
@@ -180,6 +187,7 @@ def check_replay_safety(
     if reorder:
         scenarios.append(("reorder", "streams interleaved at random, stream order kept", _reorder))
 
+    steps.add(len(scenarios) + bool(determinism))
     results: list[ScenarioResult] = []
     # Determinism first: a projection that reads the clock differs from the clean
     # run under every fault, so narrowing the other scenarios would blame every type.
@@ -187,21 +195,42 @@ def check_replay_safety(
     if determinism:
         results.append(_determinism(cls, events, decoder, max_differences))
         deterministic = results[-1].ok
+        steps.done()
     types = sorted({e.event_type for e in events if e.event_type in decoder.handler_of})
     for name, description, deliver in scenarios:
         faulty, errors = _run(cls, deliver(events, None, random.Random(seed)))
+        steps.done()
         diff = _compare(clean, faulty, max_differences)
         ok = diff.height == 0 and errors <= clean_errors
         implicated: list[str] = []
         if not ok and narrow and deterministic:
+            steps.add(len(types))
             for event_type in types:
                 alone, alone_errors = _run(cls, deliver(events, event_type, random.Random(seed)))
+                steps.done()
                 if _compare(clean, alone, 1).height or alone_errors > clean_errors:
                     implicated.append(event_type)
         if not deterministic:
             description += " (not narrowed: the projection is not deterministic)"
         results.append(_result(name, description, ok, diff, implicated, decoder, errors))
     return SafetyReport(projection=cls.__name__, events=len(events), scenarios=results)
+
+
+class _Steps:
+    """The replays a safety check has done and plans, reported to ``progress``."""
+
+    def __init__(self, progress: ProgressCallback | None) -> None:
+        self.progress = progress
+        self.finished = 0
+        self.total = 1  # the clean replay
+
+    def add(self, planned: int) -> None:
+        self.total += planned
+
+    def done(self) -> None:
+        self.finished += 1
+        if self.progress is not None:
+            self.progress(self.finished, self.total)
 
 
 def _result(
