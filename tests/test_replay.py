@@ -369,3 +369,16 @@ def test_write_log_rejects_writes_outside_an_event() -> None:
     state.upsert({"agent_id": "a", "memories": 0, "accesses": 0, "last_active_at": None})
     with pytest.raises(ProjectionError, match="before any event"):
         log.take()
+
+
+def test_resume_refuses_a_schema_with_lineage_as_a_table(archive: Path, tmp_path: Path) -> None:
+    into = tmp_path / "old.duckdb"
+    wb.replay(archive, Memories, into=into, until=1_000)
+    con = duckdb.connect(str(into))
+    con.execute("drop view memories_v1._lineage")
+    con.execute("create table memories_v1._lineage as select 1 as x")  # the earlier form
+    con.close()
+    with pytest.raises(ProjectionError, match=r"older workbench.*without --resume"):
+        wb.replay(archive, Memories, into=into, resume=True)
+    # Without --resume the version is rebuilt from scratch, in the current form.
+    assert wb.replay(archive, Memories, into=into).events_applied == 4_000

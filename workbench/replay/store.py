@@ -160,6 +160,17 @@ def create_schema(
     con.execute(f"create schema if not exists {s}")
     for table in tables:
         con.execute(table.ddl(schema).replace("create table", "create table if not exists", 1))
+    old_lineage = con.execute(
+        "select count(*) from duckdb_tables() where database_name = current_database() "
+        "and schema_name = ? and table_name = '_lineage'",
+        [schema],
+    ).fetchall()[0][0]
+    if old_lineage:  # written before lineage became a view: resuming would mix two forms
+        con.execute("rollback")
+        raise ProjectionError(
+            f"{schema} was written by an older workbench (its _lineage is a table); "
+            "replay it again without --resume"
+        )
     for ddl in (CHECKPOINT_DDL, *LINEAGE_DDL, INFO_DDL, DEAD_LETTER_DDL):
         con.execute(ddl.format(s=s))
     con.execute("commit")
