@@ -9,17 +9,19 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 
 import workbench as wb
 from workbench import cli
-from workbench.archive import ArchiveWriter
+from workbench.archive import ArchiveReader, ArchiveWriter
 from workbench.errors import ArchiveError, ProjectionError
 from workbench.examples import MEMORIES_SQL, Memories
 from workbench.replay import lineage_key, load_projection
@@ -284,6 +286,12 @@ def test_resume_after_kill_9_gives_the_uninterrupted_rows(archive: Path, tmp_pat
         f"union all ({lineage.format('clean.')} except all {lineage.format('')}))"
     ).fetchall()[0][0]
     assert differ == 0
+    # Rows stored before the crash kept their row ids: one _lineage_rows entry each.
+    again = con.execute(
+        "select count(*) from (select table_name, key from memories_v1._lineage_rows "
+        "group by all having count(*) > 1)"
+    ).fetchall()[0][0]
+    assert again == 0
 
 
 def test_blue_green_versions_side_by_side_and_promote(archive: Path, tmp_path: Path) -> None:
@@ -357,7 +365,10 @@ def test_prefetch_raises_producer_errors_and_stops_when_closed() -> None:
 
     items = prefetch(endless(), depth=2)
     assert next(items) == 0
-    items.close()
+    closing = threading.Thread(target=items.close)  # close() waits for the producer to stop
+    closing.start()
+    closing.join(timeout=10)
+    assert not closing.is_alive(), "the producer did not stop"
     stopped_at = len(produced)
     time.sleep(0.3)
     assert len(produced) == stopped_at <= 5
@@ -382,3 +393,85 @@ def test_resume_refuses_a_schema_with_lineage_as_a_table(archive: Path, tmp_path
         wb.replay(archive, Memories, into=into, resume=True)
     # Without --resume the version is rebuilt from scratch, in the current form.
     assert wb.replay(archive, Memories, into=into).events_applied == 4_000
+
+
+def test_lineage_false_writes_the_same_rows_and_no_lineage(archive: Path, tmp_path: Path) -> None:
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, Memories, into=into, lineage=False)
+    wb.replay(archive, MEMORIES_SQL, into=into, lineage=False)
+    reference = tmp_path / "ref.duckdb"
+    wb.replay(archive, Memories, into=reference)
+    con = duckdb.connect(str(into), read_only=True)
+    for schema in ("memories_v1", "memories_sql_v1"):
+        assert con.execute(f"select count(*) from {schema}._lineage").fetchall() == [(0,)]
+        for table in TABLES:
+            assert rows(into, schema, table) == rows(reference, "memories_v1", table)
+
+
+def test_sql_lineage_keeps_labelled_types_and_null_keys(archive: Path, tmp_path: Path) -> None:
+    labelled = wb.SqlProjection(
+        "labelled",
+        tables={"per_stream": "select stream, count(*) as n from events group by stream"},
+        keys={"per_stream": "stream"},
+        lineage={
+            "per_stream": "select case when global_position % 7 = 0 then null else stream end "
+            "as stream, global_position, 'counted:' || event_type as event_type from events"
+        },
+    )
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, labelled, into=into)
+    con = duckdb.connect(str(into), read_only=True)
+    entries = con.execute(
+        "select count(*), count(*) filter (key = '{\"stream\":null}'), "
+        "bool_and(starts_with(event_type, 'counted:')) from labelled_v1._lineage"
+    ).fetchall()
+    sevens = (
+        ArchiveReader(archive)
+        .sql("select count(*) from events where global_position % 7 = 0")
+        .fetchall()[0][0]
+    )
+    assert entries == [(4_000, sevens, True)] and sevens > 0
+
+
+def test_resumed_lineage_names_the_handler_that_wrote_each_entry(
+    archive: Path, tmp_path: Path
+) -> None:
+    class Renamed(Memories):
+        name = "memories"
+
+        @wb.on("MemoryAccessed")
+        def accessed(self, event: wb.Event, tables: wb.Tables) -> None:
+            super().accessed(event, tables)
+
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, Memories, into=into, until=2_000)
+    wb.replay(archive, Renamed, into=into, resume=True)
+    con = duckdb.connect(str(into), read_only=True)
+    handlers = con.execute(
+        "select handler, min(global_position) <= 2000, max(global_position) > 2000 "
+        "from memories_v1._lineage where event_type = 'MemoryAccessed' group by 1 order by 1"
+    ).fetchall()
+    assert handlers == [
+        ("Memories.accessed", True, False),
+        (
+            "test_resumed_lineage_names_the_handler_that_wrote_each_entry.<locals>"
+            ".Renamed.accessed",
+            False,
+            True,
+        ),
+    ]
+
+
+def test_a_deleted_row_written_again_gets_a_new_row_id() -> None:
+    log = WriteLog()
+    state = TableState(Memories.agents, log)
+    row = {"agent_id": "a", "memories": 0, "accesses": 0, "last_active_at": None}
+    log.event(1)
+    state.upsert(dict(row))
+    assert state.take_changes(np.unique(log.take()[0])).new_ids == [0]
+    log.event(2)
+    state.delete("a")
+    assert state.take_changes(np.unique(log.take()[0])).deletes == ["a"]
+    log.event(3)
+    state.upsert(dict(row))
+    assert state.take_changes(np.unique(log.take()[0])).new_ids == [1]

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from workbench import envelope
 from workbench.archive import ArchiveReader
+from workbench.errors import ArchiveError
 
 __all__ = ["BASE_COLUMNS", "EventBatch", "prefetch", "read_batches"]
 
@@ -151,6 +152,12 @@ def read_batches(
             batch = pa.Table.from_batches([raw])
             start, offset = offset, offset + raw.num_rows
             batch = _conform(batch, columns)
+            lowest = pc.min(batch.column("global_position")).as_py()
+            if lowest is not None and lowest < 0:  # the write log codes events as ~position
+                raise ArchiveError(
+                    f"{data_file.path.name}: global_position {lowest} is negative; "
+                    "positions must be 0 or more"
+                )
             mask = _bounds(batch.column("global_position"), after, until)
             if mask is not None:
                 batch = batch.filter(mask)
@@ -224,6 +231,10 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             handoff.put(_DONE)
         except BaseException as exc:  # handed to the consumer, which raises it
             handoff.put(_Failed(exc))
+        finally:  # release what the source holds (files, a DuckDB connection) now
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=produce, name="workbench-read", daemon=True)
     thread.start()

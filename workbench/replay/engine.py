@@ -389,7 +389,7 @@ def _prepare(
         store.create_schema(con, schema, projection.tables(), replace=True)
     else:
         for state in runner.states_list():
-            state.load(store.load_rows(con, schema, state.table))
+            state.load(*store.load_rows(con, schema, state.table))
         runner.log.restart(store.next_row_id(con, schema))
     con.execute(f"delete from {store.q(schema)}._replay_info")
     con.execute(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -120,6 +120,19 @@ class Event(_Envelope):
     metadata = _lazy("metadata")
     payload = _lazy("payload")
     delivery_count = _lazy("delivery_count")
+
+    def __new__(cls, fields: Iterable[Any] = ()) -> Event:
+        """An event from its values in order, as ``tuple(event)`` gives them back."""
+        return tuple.__new__(cls, fields)
+
+    def _replace(self, **changes: Any) -> Event:
+        """A copy with some envelope fields changed (lazy fields keep working)."""
+        values = list(self)
+        for name, value in changes.items():
+            if name not in _EAGER:
+                raise ValueError(f"cannot replace {name!r}; fields: {', '.join(_EAGER)}")
+            values[_EAGER.index(name)] = value
+        return tuple.__new__(type(self), values)
 
     def __repr__(self) -> str:
         return (

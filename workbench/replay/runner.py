@@ -115,7 +115,7 @@ class Runner:
         it = iter(events)
         ev: Event | None = None
         while True:
-            mark = log.append  # rebound after each take(): read it again after a failure
+            mark = log.append  # WriteLog.take() rebinds it between calls
             try:
                 for ev in it:
                     # Time this event, then run the next _SAMPLE - 1 untimed.

@@ -164,9 +164,6 @@ def check_replay_safety(
     for batch in read_batches(reader, source, until=until, where=where):
         events.extend(decoder.decode(batch))
 
-    steps = _Steps(progress)
-    clean, clean_errors = _run(cls, events)
-    steps.done()
     scenarios: list[tuple[str, str, Delivery]] = []
     if duplicates > 0:
         scenarios.append(
@@ -187,7 +184,10 @@ def check_replay_safety(
     if reorder:
         scenarios.append(("reorder", "streams interleaved at random, stream order kept", _reorder))
 
+    steps = _Steps(progress)
     steps.add(len(scenarios) + bool(determinism))
+    clean, clean_errors = _run(cls, events)
+    steps.done()
     results: list[ScenarioResult] = []
     # Determinism first: a projection that reads the clock differs from the clean
     # run under every fault, so narrowing the other scenarios would blame every type.

@@ -132,7 +132,7 @@ def replay_sql(
                     table,
                 )
         if lineage and projection.lineage:
-            _write_lineage(con, schema, projection, source)
+            _write_lineage(con, projection.schema(), projection, source)
         last, applied = con.execute("select max(global_position), count(*) from events").fetchall()[
             0
         ]
@@ -194,19 +194,27 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, table: str, params: object = 
 def _write_lineage(
     con: duckdb.DuckDBPyConnection, schema: str, projection: SqlProjection, source: str
 ) -> None:
-    """The lineage queries' rows in the engine's compact form (see :mod:`store`)."""
-    _run(
-        con,
-        f"insert into {schema}._lineage_types select (row_number() over (order by event_type)"
-        " - 1)::INTEGER, ?, event_type, 'sql' from (select distinct event_type from events)",
-        "(lineage)",
-        [source],
-    )
+    """The lineage queries' rows in the engine's compact form (see :mod:`store`).
+
+    Event types are coded as the queries give them (a query may label its
+    rows), and keys and types are matched null-safely: no entry is dropped.
+    """
+    s = store.q(schema)
     next_id = 0
     for table, query in projection.lineage.items():
         key = projection.keys[table]
         cols = ", ".join(map(store.q, key))
+        same_key = " and ".join(f"l.{store.q(c)} is not distinct from i.{store.q(c)}" for c in key)
         _run(con, f"create or replace temp table _wb_lineage as {query}", table)
+        _run(
+            con,
+            f"insert into {s}._lineage_types select ((select coalesce(max(event_code) + 1, 0) "
+            f"from {s}._lineage_types) + row_number() over (order by event_type) - 1)::INTEGER, "
+            f"?, event_type, 'sql' from (select distinct l.event_type from _wb_lineage l "
+            f"anti join {s}._lineage_types t on t.event_type is not distinct from l.event_type)",
+            table,
+            [source],
+        )
         _run(
             con,
             f"create or replace temp table _wb_ids as select {cols}, "
@@ -216,16 +224,16 @@ def _write_lineage(
         )
         _run(
             con,
-            f"insert into {schema}._lineage_rows select ?, row_id, "
+            f"insert into {s}._lineage_rows select ?, row_id, "
             f"{store.lineage_key_sql(key)} from _wb_ids",
             table,
             [table],
         )
         _run(
             con,
-            f"insert into {schema}._lineage_writes select i.row_id, l.global_position, "
-            f"t.event_code from _wb_lineage l join _wb_ids i using ({cols}) "
-            f"join {schema}._lineage_types t using (event_type)",
+            f"insert into {s}._lineage_writes select i.row_id, l.global_position, "
+            f"t.event_code from _wb_lineage l join _wb_ids i on {same_key} "
+            f"join {s}._lineage_types t on t.event_type is not distinct from l.event_type",
             table,
         )
         next_id += con.execute("select count(*) from _wb_ids").fetchall()[0][0]

@@ -155,10 +155,12 @@ class TableState:
         self._new_keys.append(key)
         return row_id
 
-    def load(self, rows: dict[Any, dict[str, Any]]) -> None:
-        """Replace the rows (when resuming from the stored table)."""
+    def load(self, rows: dict[Any, dict[str, Any]], row_ids: dict[Any, int]) -> None:
+        """Replace the rows and their row ids (when resuming from the stored table)."""
         self.rows.clear()
         self.rows.update(rows)
+        self._ids = dict(row_ids)
+        self._key_of_id = {row_id: key for key, row_id in row_ids.items()}
 
     def key_of(self, row: dict[str, Any]) -> Any:
         """The key of ``row`` (a value, or a tuple for composite keys)."""
@@ -226,6 +228,10 @@ class TableState:
             new_keys=self._new_keys,
         )
         self._new_ids, self._new_keys = [], []
+        # A deleted row's id is not needed after this flush (written again, it
+        # gets a new one): the maps follow the live rows, not every key ever seen.
+        for key in changes.deletes:
+            self._key_of_id.pop(self._ids.pop(key), None)
         return changes
 
 

@@ -10,7 +10,8 @@ declared tables (key columns = primary key) and the bookkeeping tables
   :func:`lineage_key` of the row's key columns. A view: a rebuild writes
   millions of lineage entries, so they are stored as integers —
   ``_lineage_writes(row_id, global_position, event_code)`` — and joined to
-  ``_lineage_rows(table_name, row_id, key)`` (one per output row) and
+  ``_lineage_rows(table_name, row_id, key)`` (one per row; a row deleted and
+  written again gets a new row id) and
   ``_lineage_types(event_code, source, event_type, handler)``;
 - ``_replay_info(projection, version, archive, started_at, finished_at,
   events_applied, until_position, where_sql)``;
@@ -26,6 +27,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -197,15 +199,25 @@ def checkpoint(con: duckdb.DuckDBPyConnection, schema: str, source: str) -> tupl
 
 def load_rows(
     con: duckdb.DuckDBPyConnection, schema: str, table: Table
-) -> dict[Any, dict[str, Any]]:
-    """A table's rows keyed like the in-memory state (for resuming)."""
-    cols = ", ".join(q(c) for c in table.columns)
-    rows = con.sql(f"select {cols} from {q(schema)}.{q(table.name)}").to_arrow_table()
-    records = rows.to_pylist()
-    if len(table.key) == 1:
-        k = table.key[0]
-        return {r[k]: r for r in records}
-    return {tuple(r[c] for c in table.key): r for r in records}
+) -> tuple[dict[Any, dict[str, Any]], dict[Any, int]]:
+    """A table's rows and their lineage row ids, keyed like the in-memory state (for resuming).
+
+    A row without lineage (replayed with ``lineage=False``) has no row id.
+    """
+    cols = ", ".join(f"t.{q(c)}" for c in table.columns)
+    rendered = lineage_key_sql(table.key, [f"t.{q(c)}" for c in table.key])
+    arrow = con.sql(
+        f"select {cols}, r.row_id from {q(schema)}.{q(table.name)} t left join "
+        f"(select key, max(row_id) as row_id from {q(schema)}._lineage_rows "
+        f"where table_name = $table group by key) r on r.key = {rendered}",
+        params={"table": table.name},
+    ).to_arrow_table()
+    row_ids = arrow.column("row_id").to_pylist()
+    records = arrow.drop_columns(["row_id"]).to_pylist()
+    key = itemgetter(*table.key)
+    keys = [key(r) for r in records]
+    rows = dict(zip(keys, records, strict=True))
+    return rows, {k: i for k, i in zip(keys, row_ids, strict=True) if i is not None}
 
 
 def _column(values: list[Any], typ: pa.DataType, table: str, column: str) -> pa.Array:
@@ -273,42 +285,52 @@ def delete_statement(schema: str, table: Table, keys: list[Any]) -> Statement | 
 
 
 class EventCodes:
-    """Stable small-integer codes of the event types in ``_lineage_writes``.
+    """Stable small-integer codes of (event type, handler) in ``_lineage_writes``.
 
     A write's event type is found by a binary search of its position among
     the flush's (sorted) event positions, in numpy: no join, no Python per
-    write. Codes are kept across flushes (and loaded on resume); new ones
-    are written to ``_lineage_types`` with their handler.
+    write. Codes are kept across flushes and, on resume, reused for the
+    types whose handler is unchanged (a renamed handler gets a new code, so
+    older entries keep the handler that wrote them); new ones are written
+    to ``_lineage_types``.
     """
 
     def __init__(self, source: str, handler_of: dict[str, str | None]) -> None:
         self.source = source
         self.handler_of = handler_of
-        self.codes: dict[str, int] = {}
+        self.codes: dict[str | None, int] = {}
+        self.next_code = 0
 
     def load(self, con: duckdb.DuckDBPyConnection, schema: str) -> None:
         rows = con.execute(
-            f"select event_type, event_code from {q(schema)}._lineage_types where source = ?",
-            [self.source],
+            f"select event_type, event_code, handler, source from {q(schema)}._lineage_types"
         ).fetchall()
-        self.codes.update(dict(rows))
+        for event_type, code, handler, source in rows:
+            if source == self.source and handler == self.handler_of.get(event_type):
+                self.codes[event_type] = code
+        self.next_code = max((row[1] for row in rows), default=-1) + 1
 
     def encode(
         self, events: pa.Table, positions: np.ndarray
-    ) -> tuple[np.ndarray, list[tuple[int, str, str, str | None]]]:
+    ) -> tuple[np.ndarray, list[tuple[int, str, str | None, str | None]]]:
         """Codes of the events at ``positions`` (each an event of ``events``), and new codes."""
         encoded = pc.dictionary_encode(events.column("event_type")).combine_chunks()
-        added: list[tuple[int, str, str, str | None]] = []
+        types: list[str | None] = encoded.dictionary.to_pylist()
+        if encoded.indices.null_count:  # events without a type
+            types.append(None)
+        added: list[tuple[int, str, str | None, str | None]] = []
         local = []
-        for event_type in encoded.dictionary.to_pylist():
+        for event_type in types:
             code = self.codes.get(event_type)
             if code is None:
-                code = self.codes[event_type] = len(self.codes)
-                added.append((code, self.source, event_type, self.handler_of.get(event_type)))
+                code = self.codes[event_type] = self.next_code
+                self.next_code += 1
+                handler = None if event_type is None else self.handler_of.get(event_type)
+                added.append((code, self.source, event_type, handler))
             local.append(code)
-        of_event = np.asarray(local, np.int32)[encoded.indices.to_numpy(zero_copy_only=False)]
+        indices = encoded.indices.fill_null(len(types) - 1).to_numpy(zero_copy_only=False)
         at = np.searchsorted(events.column("global_position").to_numpy(), positions)
-        return of_event[at], added
+        return np.asarray(local, np.int32)[indices[at]], added
 
 
 def lineage_statements(
