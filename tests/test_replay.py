@@ -475,3 +475,35 @@ def test_a_deleted_row_written_again_gets_a_new_row_id() -> None:
     log.event(3)
     state.upsert(dict(row))
     assert state.take_changes(np.unique(log.take()[0])).new_ids == [1]
+
+
+def test_broken_payloads_never_lend_text_to_their_neighbours(tmp_path: Path) -> None:
+    # Joined for one parse, these three would read as "a,b", 1 and 2.
+    texts = ['"a', 'b"', "1,2", '{"k": "x"}', "NaN"]
+    ArchiveWriter(tmp_path / "a", "s").append(
+        pa.table(
+            {
+                "global_position": list(range(1, 6)),
+                "recorded_at": [0] * 5,
+                "event_type": ["Seen"] * 5,
+                "data": texts,
+            }
+        )
+    )
+
+    class Payloads(wb.Projection):
+        seen = wb.Table(key="position", position=int, data=str)
+
+        @wb.on("Seen")
+        def record(self, event: wb.Event, tables: wb.Tables) -> None:
+            tables.seen.upsert({"position": event.global_position, "data": repr(event.data)})
+
+    into = tmp_path / "o.duckdb"
+    wb.replay(tmp_path / "a", Payloads, into=into)
+    assert [r[1] for r in rows(into, "payloads_v1", "seen")] == [
+        "None",
+        "None",
+        "None",
+        "{'k': 'x'}",
+        "nan",  # Python's json reads NaN; DuckDB's check sends it to json.loads alone
+    ]

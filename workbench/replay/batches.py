@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from workbench import envelope
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError
+from workbench.replay.event import json_validity
 
 __all__ = ["BASE_COLUMNS", "EventBatch", "prefetch", "read_batches"]
 
@@ -82,7 +83,16 @@ class EventBatch:
     ``wanted``, so later batches read it up front).
     """
 
-    __slots__ = ("_file", "_mask", "_offset", "_wanted", "eager", "num_rows", "table")
+    __slots__ = (
+        "_file",
+        "_mask",
+        "_offset",
+        "_wanted",
+        "data_valid",
+        "eager",
+        "num_rows",
+        "table",
+    )
 
     def __init__(
         self,
@@ -96,6 +106,8 @@ class EventBatch:
         self.num_rows = table.num_rows
         #: Columns read because handlers asked for them: worth converting up front.
         self.eager = tuple(c for c in table.column_names if c in wanted)
+        #: :func:`~workbench.replay.event.json_validity` of ``data``, or None (not computed).
+        self.data_valid: pa.Array | None = None
         self._file = file
         self._offset = offset
         self._mask = mask
@@ -130,43 +142,49 @@ def read_batches(
     the set of extra columns to read; None reads every envelope column. A
     ``where`` filter reads every column, since it may name any of them.
     """
-    con = duckdb.connect() if where else None
+    con = duckdb.connect()  # for `where`, and to check payloads on the reading thread
     files = sorted((f for f in reader.files if f.source == source), key=lambda f: f.first)
     extra = wanted if wanted is not None else set(envelope.COLUMNS)
     wanted = wanted if wanted is not None else set()
-    for data_file in files:
-        if (after is not None and data_file.last <= after) or (
-            until is not None and data_file.first > until
-        ):
-            continue
-        parquet = pq.ParquetFile(data_file.path)
-        present = set(parquet.schema_arrow.names)
-        file = _File(data_file.path)
-        offset = 0
-        columns = [
-            c
-            for c in envelope.COLUMNS
-            if c in present and (where or c in BASE_COLUMNS or c in extra)
-        ]
-        for raw in parquet.iter_batches(batch_size=batch_size, columns=columns):
-            batch = pa.Table.from_batches([raw])
-            start, offset = offset, offset + raw.num_rows
-            batch = _conform(batch, columns)
-            lowest = pc.min(batch.column("global_position")).as_py()
-            if lowest is not None and lowest < 0:  # the write log codes events as ~position
-                raise ArchiveError(
-                    f"{data_file.path.name}: global_position {lowest} is negative; "
-                    "positions must be 0 or more"
-                )
-            mask = _bounds(batch.column("global_position"), after, until)
-            if mask is not None:
-                batch = batch.filter(mask)
-            if con is not None and batch.num_rows:
-                con.register("events", batch)
-                batch = con.sql(f"select * from events where {where}").to_arrow_table()
-                mask = None  # every column was read: nothing is fetched later
-            if batch.num_rows:
-                yield EventBatch(batch, file, start, mask, wanted)
+    try:
+        for data_file in files:
+            if (after is not None and data_file.last <= after) or (
+                until is not None and data_file.first > until
+            ):
+                continue
+            parquet = pq.ParquetFile(data_file.path)
+            present = set(parquet.schema_arrow.names)
+            file = _File(data_file.path)
+            offset = 0
+            columns = [
+                c
+                for c in envelope.COLUMNS
+                if c in present and (where or c in BASE_COLUMNS or c in extra)
+            ]
+            for raw in parquet.iter_batches(batch_size=batch_size, columns=columns):
+                batch = pa.Table.from_batches([raw])
+                start, offset = offset, offset + raw.num_rows
+                batch = _conform(batch, columns)
+                lowest = pc.min(batch.column("global_position")).as_py()
+                if lowest is not None and lowest < 0:  # the write log codes events as ~position
+                    raise ArchiveError(
+                        f"{data_file.path.name}: global_position {lowest} is negative; "
+                        "positions must be 0 or more"
+                    )
+                mask = _bounds(batch.column("global_position"), after, until)
+                if mask is not None:
+                    batch = batch.filter(mask)
+                if where and batch.num_rows:
+                    con.register("events", batch)
+                    batch = con.sql(f"select * from events where {where}").to_arrow_table()
+                    mask = None  # every column was read: nothing is fetched later
+                if batch.num_rows:
+                    events = EventBatch(batch, file, start, mask, wanted)
+                    events.data_valid = json_validity(batch.column("data"), con)
+                    yield events
+
+    finally:
+        con.close()
 
 
 def _conform(batch: pa.Table, columns: list[str]) -> pa.Table:

@@ -29,10 +29,11 @@ from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Event", "decode", "decode_payloads"]
+__all__ = ["Event", "decode", "decode_payloads", "json_validity"]
 
 # Fields held in the tuple, in order; the rest are read lazily from the batch.
 _EAGER = ("global_position", "event_type", "stream", "stream_position", "schema_version", "data")
@@ -168,18 +169,16 @@ def _layout(eager: tuple[str, ...]) -> type[Event]:
 def decode_payloads(texts: Sequence[str | None]) -> list[Any]:
     """Decode JSON payloads in one parse; payloads that are not JSON become None.
 
+    One parse of ``[p1,p2,...]`` is much faster than a ``json.loads`` per
+    payload; payloads that are not one JSON document each are kept out of
+    it, so they cannot lend their text to a neighbour.
+
     >>> decode_payloads(['{"a": 1}', None, "[1, 2]", "{oops"])
     [{'a': 1}, None, [1, 2], None]
+    >>> decode_payloads(['"a', 'b"', "1,2"])  # joined, these would parse as "a,b", 1, 2
+    [None, None, None]
     """
-    try:
-        # One parse of "[p1,p2,...]" is much faster than a json.loads per payload.
-        joined = ",".join("null" if t is None else t for t in texts)
-        values: list[Any] = json.loads(f"[{joined}]")
-        if len(values) == len(texts):
-            return values
-    except ValueError:
-        pass
-    return [_loads_or_none(t) for t in texts]
+    return _payloads(pa.array(texts, pa.string()), None)
 
 
 def _loads_or_none(text: str | None) -> Any:
@@ -187,23 +186,54 @@ def _loads_or_none(text: str | None) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
-def _payloads(column: pa.ChunkedArray | pa.Array) -> list[Any]:
-    """:func:`decode_payloads` of a string column, joined in Arrow, not in Python."""
-    filled = pc.fill_null(column, "null")
-    if isinstance(filled, pa.ChunkedArray):
-        filled = filled.combine_chunks()
+def json_validity(
+    column: pa.ChunkedArray | pa.Array, con: duckdb.DuckDBPyConnection | None = None
+) -> pa.Array:
+    """Whether each payload is one JSON document (null for a null payload), in DuckDB.
+
+    The one-parse trick is exact only for valid documents: joined, two
+    broken payloads (``'"a'`` and ``'b"'``) can parse as values of their
+    neighbours. The engine computes this on its reading thread.
+
+    >>> json_validity(pa.array(['{"a": 1}', '"a', None])).to_pylist()
+    [True, False, None]
+    """
+    own = con is None
+    con = duckdb.connect() if con is None else con
+    try:
+        con.register("_wb_payloads", pa.table({"data": column}))
+        valid = con.sql("select json_valid(data) as ok from _wb_payloads").to_arrow_table()
+        con.unregister("_wb_payloads")
+    finally:
+        if own:
+            con.close()
+    return valid.column("ok").combine_chunks()
+
+
+def _payloads(column: pa.ChunkedArray | pa.Array, valid: pa.Array | None) -> list[Any]:
+    """:func:`decode_payloads` of a string column, joined in Arrow, not in Python.
+
+    Only valid documents are joined; the rest are parsed one by one, so
+    Python's json decides them (it reads ``NaN``, which DuckDB rejects).
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if valid is None:
+        valid = json_validity(column)
+    invalid = pc.invert(valid.fill_null(True))
+    filled = pc.if_else(invalid, "null", column.fill_null("null"))
     lists = pa.ListArray.from_arrays(pa.array([0, len(filled)], pa.int32()), filled)
     try:
         values: list[Any] = json.loads(f"[{pc.binary_join(lists, ',')[0].as_py()}]")
-        if len(values) == len(filled):
-            return values
-    except ValueError:
-        pass
-    return decode_payloads(column.to_pylist())
+    except (ValueError, RecursionError):  # DuckDB and Python disagree: decide each alone
+        return [_loads_or_none(t) for t in column.to_pylist()]
+    for i in pc.indices_nonzero(invalid).to_pylist():
+        values[i] = _loads_or_none(column[i].as_py())
+    return values
 
 
 def _strings(column: pa.ChunkedArray | pa.Array) -> list[Any]:
@@ -229,7 +259,9 @@ def decode(
     """
     columns = _Columns(table)
     n = table.num_rows
-    data = _payloads(table.column("data")) if payloads is None else payloads
+    if payloads is None:
+        payloads = _payloads(table.column("data"), getattr(table, "data_valid", None))
+    data = payloads
     return list(
         map(
             partial(tuple.__new__, _layout(eager)) if eager else _new_event,
