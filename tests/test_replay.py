@@ -24,7 +24,7 @@ from workbench import cli
 from workbench.archive import ArchiveReader, ArchiveWriter
 from workbench.errors import ArchiveError, ProjectionError
 from workbench.examples import MEMORIES_SQL, Memories
-from workbench.replay import lineage_key, load_projection
+from workbench.replay import Event, Tables, lineage_key, load_projection
 from workbench.replay.batches import prefetch
 from workbench.replay.state import TableState, WriteLog
 from workbench.scenario import generate
@@ -181,8 +181,10 @@ def test_coverage_reports_unhandled_types_and_versions(archive: Path, tmp_path: 
             if event.data:
                 tables.memories.upsert({"memory_id": event.data["memory_id"]})
 
+    before = wb.check_coverage(archive, CreatedOnly)  # without running the replay
     result = wb.replay(archive, CreatedOnly, into=tmp_path / "o.duckdb")
     problems = result.coverage.problems()
+    assert before.problems() == problems
     assert any(p.startswith("MemoryAccessed v1") and "no handler" in p for p in problems)
     assert any(p.startswith("MemoryCreated v1") and "not upcast to v2" in p for p in problems)
     assert not any(p.startswith("MemoryCreated v2") for p in problems)
@@ -440,7 +442,7 @@ def test_resumed_lineage_names_the_handler_that_wrote_each_entry(
         name = "memories"
 
         @wb.on("MemoryAccessed")
-        def accessed(self, event: wb.Event, tables: wb.Tables) -> None:
+        def accessed(self, event: Event, tables: Tables) -> None:
             super().accessed(event, tables)
 
     into = tmp_path / "o.duckdb"
@@ -495,7 +497,7 @@ def test_broken_payloads_never_lend_text_to_their_neighbours(tmp_path: Path) -> 
         seen = wb.Table(key="position", position=int, data=str)
 
         @wb.on("Seen")
-        def record(self, event: wb.Event, tables: wb.Tables) -> None:
+        def record(self, event: Event, tables: Tables) -> None:
             tables.seen.upsert({"position": event.global_position, "data": repr(event.data)})
 
     into = tmp_path / "o.duckdb"
@@ -507,3 +509,29 @@ def test_broken_payloads_never_lend_text_to_their_neighbours(tmp_path: Path) -> 
         "{'k': 'x'}",
         "nan",  # Python's json reads NaN; DuckDB's check sends it to json.loads alone
     ]
+
+
+def test_cli_reports_coverage_before_the_run(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "created_only.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import workbench as wb
+
+            class CreatedOnly(wb.Projection):
+                memories = wb.Table(key="memory_id", memory_id=str)
+
+                @wb.on("MemoryCreated")
+                def created(self, event, tables):
+                    if event.data:
+                        tables.memories.upsert({"memory_id": event.data["memory_id"]})
+            """
+        )
+    )
+    args = ["replay", "--archive", str(archive), "--projection", f"{script}:CreatedOnly"]
+    assert cli.run([*args, "--into", str(tmp_path / "o.duckdb")]) == 1
+    out = capsys.readouterr().out
+    assert "not covered: MemoryAccessed v1" in out
+    assert out.index("not covered") < out.index("createdonly_v1:")

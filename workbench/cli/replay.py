@@ -32,7 +32,7 @@ def replay(
     seed: int = typer.Option(0, "--seed", help="Seed of the safety check's faults."),
 ) -> None:
     """Replay an archive through a candidate projection (exit 1: unsafe or uncovered events)."""
-    from workbench.replay import check_replay_safety, load_projection
+    from workbench.replay import check_coverage, check_replay_safety, load_projection
     from workbench.replay import replay as run_replay
 
     candidate = load_projection(projection)
@@ -46,6 +46,11 @@ def replay(
             )  # fmt: skip
         console.print(report.summary(), highlight=False)
         raise typer.Exit(0 if report.ok else 1)
+    # Coverage before the run: a long rebuild that leaves types out is worth stopping early.
+    for problem in check_coverage(
+        archive, candidate, source=source, until=until, where=where
+    ).problems():
+        notice("not covered", problem, style="yellow", stderr=False)
     with progress_bar() as bar:
         task = bar.add_task("replay", total=None)
         result = run_replay(
@@ -53,8 +58,6 @@ def replay(
             where=where, on_error="dead-letter" if dead_letter else "raise",
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )  # fmt: skip
-    for problem in result.coverage.problems():
-        notice("not covered", problem, style="yellow", stderr=False)
     console.print(result.summary(), highlight=False)
     console.print(result.per_type)
     raise typer.Exit(0 if result.coverage.ok and not result.dead_letters else 1)

@@ -9,7 +9,7 @@ to find handlers that are not idempotent, order-independent or deterministic.
 """
 
 from workbench.replay.coverage import Coverage, coverage
-from workbench.replay.engine import ReplayResult, replay
+from workbench.replay.engine import ReplayResult, check_coverage, replay
 from workbench.replay.event import Event
 from workbench.replay.loader import load_projection
 from workbench.replay.projection import Projection, Table, on, upcaster
@@ -28,6 +28,7 @@ __all__ = [
     "Table",
     "TableState",
     "Tables",
+    "check_coverage",
     "check_replay_safety",
     "coverage",
     "lineage_key",

@@ -59,7 +59,14 @@ from workbench.replay.runner import OnError, Runner
 if TYPE_CHECKING:
     import altair as alt
 
-__all__ = ["ReplayResult", "open_reader", "read_batches", "replay", "select_source"]
+__all__ = [
+    "ReplayResult",
+    "check_coverage",
+    "open_reader",
+    "read_batches",
+    "replay",
+    "select_source",
+]
 
 Progress = Callable[[int, int], None]
 
@@ -207,6 +214,33 @@ def count_events(
         f"where {' and '.join(filters)} group by all order by all",
         params={"source": source},
     ).pl()
+
+
+def check_coverage(
+    archive: str | os.PathLike[str] | ArchiveReader,
+    projection: Any,
+    *,
+    source: str | None = None,
+    until: int | None = None,
+    where: str | None = None,
+) -> Coverage:
+    """Which event types and schema versions of ``archive`` ``projection`` handles.
+
+    The report a replay gives as ``result.coverage``, without running it:
+    worth a look before a long rebuild. A :class:`SqlProjection` reads
+    every event and has no coverage to report.
+    """
+    from workbench.replay.loader import load_projection
+    from workbench.replay.sql_projection import SqlProjection
+
+    if isinstance(projection, str):
+        projection = load_projection(projection)
+    if isinstance(projection, SqlProjection):
+        return Coverage.empty()
+    reader = open_reader(archive)
+    source = select_source(reader, source)
+    check_where(where)
+    return coverage(_instantiate(projection), count_events(reader, source, where, until))
 
 
 @shows_progress("replay")
