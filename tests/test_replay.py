@@ -136,6 +136,12 @@ def test_handler_and_sql_projection_agree_with_lineage(archive: Path, tmp_path: 
     wb.replay(archive, Memories, into=into)
     sql = wb.replay(archive, MEMORIES_SQL, into=into)
     assert sql.events_applied == 4_000
+    handler = wb.replay(archive, Memories, into=into)
+    phases = dict(handler.phases.select("phase", "seconds").rows())
+    assert list(phases) == ["reading", "decoding", "handlers", "flushing", "bookkeeping"]
+    assert phases["handlers"] > 0 and phases["decoding"] > 0
+    assert abs(sum(phases.values()) - handler.seconds) < 0.05 * handler.seconds + 0.01
+    assert "time: " in handler.summary()
     for table in TABLES:
         assert rows(into, "memories_v1", table) == rows(into, "memories_sql_v1", table)
     con = duckdb.connect(str(into), read_only=True)

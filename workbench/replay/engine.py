@@ -98,6 +98,11 @@ class ReplayResult:
     progress: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(schema={"seconds": pl.Float64, "events": pl.Int64})
     )
+    #: ``phase, seconds, share``: where the replay's own thread spent its time —
+    #: ``reading`` (waiting for the next batch), ``decoding`` events,
+    #: ``handlers``, ``flushing`` (building and waiting for DuckDB writes),
+    #: ``bookkeeping``. Handlers near 100% means the projection is the cost.
+    phases: pl.DataFrame = field(default_factory=lambda: _phases_frame([]))
     extra: dict[str, Any] = field(default_factory=dict)
 
     def chart(self) -> alt.TopLevelMixin:
@@ -143,11 +148,19 @@ class ReplayResult:
 
     def summary(self) -> str:
         resumed = f", resumed after {self.resumed_from}" if self.resumed_from is not None else ""
+        shares = [
+            f"{phase} {share:.0%}"
+            for phase, share in self.phases.sort("share", descending=True)
+            .select("phase", "share")
+            .rows()
+            if share >= 0.01
+        ]
+        time_went = f"; time: {', '.join(shares)}" if shares else ""
         return (
             f"{self.schema}: {self.events_applied:,} events in {self.seconds:.2f}s "
             f"({self.events_per_second:,.0f} events/s){resumed}; last position "
             f"{self.last_position}; {self.dead_letters} dead letter(s); full rebuild of "
-            f"{self.archive_events:,} events ≈ {self.estimate().total_seconds():.1f}s"
+            f"{self.archive_events:,} events ≈ {self.estimate().total_seconds():.1f}s{time_went}"
         )
 
     def __repr__(self) -> str:
@@ -313,6 +326,7 @@ def replay(
         type_counts: dict[str, int] = {}
         since_flush: list[pa.Table] = []
         ticks: list[tuple[float, int]] = [(0.0, 0)]  # (seconds since start, events applied)
+        clock = _Clock()
         for batch in prefetch(
             read_batches(
                 reader,
@@ -324,9 +338,12 @@ def replay(
                 wanted=set(),
             )
         ):
+            clock.lap("reading")
             events = runner.decode(batch)
+            clock.lap("decoding")
             runner.apply(events)
             del events  # decoded events take ~1 KB each: never hold two batches of them
+            clock.lap("handlers")
             for item in pc.value_counts(batch.column("event_type")).to_pylist():
                 key = item["values"]
                 type_counts[key] = type_counts.get(key, 0) + item["counts"]
@@ -335,16 +352,19 @@ def replay(
             since_flush.append(batch.table.select(["global_position", "event_type"]))
             last = batch.table.column("global_position")[-1].as_py()
             if pending >= flush_every:
+                clock.lap("bookkeeping")
                 writer.submit(
                     _prepare_flush(
                         schema, runner, codes, source, last, applied_before + applied, since_flush
                     )
                 )
+                clock.lap("flushing")
                 pending = 0
                 since_flush = []
             ticks.append((time.perf_counter() - started, applied))
             if progress is not None:
                 progress(applied + (applied_before if resume else 0), total)
+            clock.lap("bookkeeping")
         if last is not None and (pending or resumed_from is None):
             writer.submit(
                 _prepare_flush(
@@ -352,6 +372,7 @@ def replay(
                 )
             )
         writer.wait()
+        clock.lap("flushing")
         seconds = time.perf_counter() - started
         con.execute(
             f"update {store.q(schema)}._replay_info set finished_at = now(), events_applied = ?",
@@ -380,7 +401,32 @@ def replay(
         dead_letters=int(dead),
         archive_events=total,
         progress=pl.DataFrame(ticks, schema=["seconds", "events"], orient="row"),
+        phases=clock.frame(),
     )
+
+
+class _Clock:
+    """Seconds of the replay's own thread per phase, lap by lap."""
+
+    PHASES = ("reading", "decoding", "handlers", "flushing", "bookkeeping")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] += now - self._last
+        self._last = now
+
+    def frame(self) -> pl.DataFrame:
+        return _phases_frame(list(self.seconds.items()))
+
+
+def _phases_frame(rows: list[tuple[str, float]]) -> pl.DataFrame:
+    frame = pl.DataFrame(rows, schema={"phase": pl.String, "seconds": pl.Float64}, orient="row")
+    total = frame["seconds"].sum()
+    return frame.with_columns(share=pl.col("seconds") / total if total else pl.lit(0.0))
 
 
 def _instantiate(projection: Any) -> Projection:
