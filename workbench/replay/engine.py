@@ -2,11 +2,13 @@
 
 Events are read in ``global_position`` order, one Arrow batch at a time,
 straight from the archive's Parquet files, only the columns handlers use
-(each file is sorted and files do not overlap, so memory holds one batch,
-never the history). Handler state lives in dicts and is flushed in bulk;
-each flush writes the changed rows, their lineage and the checkpoint in one
-DuckDB transaction, on a second thread while handlers go on, so a crash at
-any point resumes to exactly the rows of an uninterrupted run.
+(each file is sorted and files do not overlap, so memory holds a batch or
+two, never the history); a reading thread keeps one batch ahead. Handler
+state lives in dicts, every write goes to one integer write log, and state
+is flushed in bulk: each flush writes the changed rows, their lineage and
+the checkpoint in one DuckDB transaction, on a writing thread while handlers
+go on, so a crash at any point resumes to exactly the rows of an
+uninterrupted run.
 
 >>> import tempfile, os, pyarrow as pa
 >>> from workbench.archive import ArchiveWriter
