@@ -178,7 +178,11 @@ def test_until_where_and_sources(archive: Path, tmp_path: Path) -> None:
         wb.replay(archive, Memories, into=tmp_path / "o.duckdb", source="x")
 
 
-def test_coverage_reports_unhandled_types_and_versions(archive: Path, tmp_path: Path) -> None:
+# A projection that handles only MemoryCreated, and only its v2, as a file.
+CREATED_ONLY = textwrap.dedent(
+    """
+    import workbench as wb
+
     class CreatedOnly(wb.Projection):
         memories = wb.Table(key="memory_id", memory_id=str)
 
@@ -186,7 +190,18 @@ def test_coverage_reports_unhandled_types_and_versions(archive: Path, tmp_path: 
         def created(self, event, tables):
             if event.data:
                 tables.memories.upsert({"memory_id": event.data["memory_id"]})
+    """
+)
 
+
+def created_only(tmp_path: Path) -> str:
+    script = tmp_path / "created_only.py"
+    script.write_text(CREATED_ONLY)
+    return f"{script}:CreatedOnly"
+
+
+def test_coverage_reports_unhandled_types_and_versions(archive: Path, tmp_path: Path) -> None:
+    CreatedOnly = load_projection(created_only(tmp_path))
     before = wb.check_coverage(archive, CreatedOnly)  # without running the replay
     result = wb.replay(archive, CreatedOnly, into=tmp_path / "o.duckdb")
     problems = result.coverage.problems()
@@ -520,23 +535,7 @@ def test_broken_payloads_never_lend_text_to_their_neighbours(tmp_path: Path) -> 
 def test_cli_reports_coverage_before_the_run(
     archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    script = tmp_path / "created_only.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import workbench as wb
-
-            class CreatedOnly(wb.Projection):
-                memories = wb.Table(key="memory_id", memory_id=str)
-
-                @wb.on("MemoryCreated")
-                def created(self, event, tables):
-                    if event.data:
-                        tables.memories.upsert({"memory_id": event.data["memory_id"]})
-            """
-        )
-    )
-    args = ["replay", "--archive", str(archive), "--projection", f"{script}:CreatedOnly"]
+    args = ["replay", "--archive", str(archive), "--projection", created_only(tmp_path)]
     assert cli.run([*args, "--into", str(tmp_path / "o.duckdb")]) == 1
     out = capsys.readouterr().out
     assert "not covered: MemoryAccessed v1" in out
