@@ -153,6 +153,9 @@ def every_chart(archive: wb.Archive) -> dict[str, alt.TopLevelMixin]:
         "handler_cost": charts.handler_cost(
             pl.DataFrame({"handler": ["a", "b"], "events": [10, 20], "seconds": [0.5, 0.1]})
         ),
+        "replay_phases": charts.replay_phases(
+            pl.DataFrame({"phase": ["decoding", "handlers"], "seconds": [1.0, 3.0]})
+        ),
         "diff": charts.diff_summary(pl.DataFrame({"column": ["a", "b"], "changed": [3, 0]})),
     }
 

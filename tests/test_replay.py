@@ -25,7 +25,8 @@ from workbench.archive import ArchiveReader, ArchiveWriter
 from workbench.errors import ArchiveError, ProjectionError
 from workbench.examples import MEMORIES_SQL, Memories
 from workbench.replay import Event, Tables, lineage_key, load_projection
-from workbench.replay.batches import prefetch
+from workbench.replay.batches import prefetch, read_batches
+from workbench.replay.runner import Runner
 from workbench.replay.state import TableState, WriteLog
 from workbench.scenario import generate
 
@@ -540,3 +541,18 @@ def test_cli_reports_coverage_before_the_run(
     out = capsys.readouterr().out
     assert "not covered: MemoryAccessed v1" in out
     assert out.index("not covered") < out.index("createdonly_v1:")
+
+
+def test_handler_time_is_sampled_in_one_rhythm_across_batches(archive: Path) -> None:
+    # Restarting the rhythm per batch would time every batch's first event.
+    reader = ArchiveReader(archive)
+    runner = Runner(Memories())
+    events = []
+    for batch in read_batches(reader, reader.sources[0], batch_size=10):
+        decoded = runner.decode(batch)
+        runner.apply(decoded)
+        events.extend(decoded)
+    every_32nd = sum(
+        1 for i, e in enumerate(events) if i % 32 == 0 and e.event_type in runner.dispatch
+    )
+    assert sum(runner.sampled_events.values()) == every_32nd

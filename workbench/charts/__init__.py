@@ -14,7 +14,7 @@ from workbench.charts.duplicates import duplicates_chart
 from workbench.charts.gaps import gaps_chart
 from workbench.charts.lag import consumer_lag_chart, recording_lag_chart
 from workbench.charts.render import save, to_html, to_png, to_svg
-from workbench.charts.replay import handler_cost, replay_throughput
+from workbench.charts.replay import handler_cost, replay_phases, replay_throughput
 
 __all__ = [
     "causation_waterfall",
@@ -25,6 +25,7 @@ __all__ = [
     "gaps_chart",
     "handler_cost",
     "recording_lag_chart",
+    "replay_phases",
     "replay_throughput",
     "save",
     "to_html",

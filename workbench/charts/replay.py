@@ -1,4 +1,4 @@
-"""Replay charts: throughput over a run and cost per handler.
+"""Replay charts: throughput over a run, where its time went, and cost per handler.
 
 The replay engine calls these with plain frames, so the columns are the contract.
 """
@@ -10,7 +10,7 @@ import polars as pl
 
 from workbench.charts._data import MAX_POINTS, inline, require, top_n
 
-__all__ = ["handler_cost", "replay_throughput"]
+__all__ = ["handler_cost", "replay_phases", "replay_throughput"]
 
 
 def replay_throughput(progress: pl.DataFrame) -> alt.Chart:
@@ -79,4 +79,33 @@ def handler_cost(costs: pl.DataFrame) -> alt.Chart:
             tooltip=["handler:N", "events:Q", "seconds:Q", "us_per_event:Q"],
         )
         .properties(title="Cost per handler", width=500)
+    )
+
+
+def replay_phases(phases: pl.DataFrame) -> alt.Chart:
+    """Where a replay's own thread spent its time, as one stacked bar.
+
+    ``phases``: ``phase`` (name) and ``seconds``, one row per phase (as
+    :attr:`~workbench.replay.ReplayResult.phases` gives them); the share of
+    each is computed here.
+
+    >>> f = pl.DataFrame({"phase": ["decoding", "handlers"], "seconds": [1.0, 3.0]})
+    >>> [r["share"] for r in replay_phases(f).to_dict()["data"]["values"]]
+    [0.25, 0.75]
+    """
+    require(phases, {"phase": "phase name", "seconds": "seconds spent"}, "replay_phases")
+    frame = phases.select("phase", "seconds")
+    total = frame["seconds"].sum()
+    frame = frame.with_columns(share=pl.col("seconds") / total if total else pl.lit(0.0))
+    return (
+        alt.Chart(inline(frame))
+        .mark_bar()
+        .encode(
+            x=alt.X("sum(share):Q", title="share of the replay's time", axis=alt.Axis(format="%")),
+            color=alt.Color("phase:N", sort=None, title=None),
+            order=alt.Order("phase_order:Q"),
+            tooltip=["phase:N", "seconds:Q", alt.Tooltip("share:Q", format=".0%")],
+        )
+        .transform_window(phase_order="row_number()")
+        .properties(title="Where the replay's time went", width=600, height=40)
     )

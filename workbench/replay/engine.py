@@ -108,13 +108,19 @@ class ReplayResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def chart(self) -> alt.TopLevelMixin:
-        """Throughput over the run (when it had several batches) and time per handler."""
+        """Where the time went, throughput over the run (when it had several batches)
+        and time per handler."""
+        import altair as alt
+
         from workbench import charts
 
         cost = charts.handler_cost(self.per_handler)
+        top: alt.Chart | alt.HConcatChart | alt.ConcatChart = cost
         if self.progress.height > 2:
-            return charts.replay_throughput(self.progress) | cost
-        return cost
+            top = charts.replay_throughput(self.progress) | cost
+        if self.phases["seconds"].sum() > 0:
+            return alt.vconcat(charts.replay_phases(self.phases), top)
+        return top
 
     @property
     def events_per_second(self) -> float:
