@@ -80,7 +80,9 @@ def test_a_replay_result_keeps_its_throughput_and_charts_it(
     assert result.progress["events"].to_list()[-1] == result.events_applied
     assert result.progress["seconds"].is_sorted() and result.progress.height > 2
     spec = result.chart().to_dict()
-    assert len(spec["hconcat"]) == 2  # throughput over the run | time per handler
+    phases, below = spec["vconcat"]  # where the time went, over
+    assert phases["title"] == "Where the replay's time went"
+    assert len(below["hconcat"]) == 2  # throughput over the run | time per handler
 
 
 def test_every_result_gives_arrow_as_well_as_polars(
