@@ -122,26 +122,24 @@ class Runner:
         while True:
             mark = log.append  # WriteLog.take() rebinds it between calls
             try:
-                for ev in islice(it, untimed):
+                while True:
+                    for ev in islice(it, untimed):
+                        h = get(ev[1])
+                        if h is not None:
+                            mark(~ev[0])  # the event's writes follow it in the log
+                            h(ev, tables)
+                    # Then time one event; the next _SAMPLE - 1 run untimed.
+                    untimed = _SAMPLE - 1
+                    ev = next(it, None)
+                    if ev is None:
+                        return
                     h = get(ev[1])
                     if h is not None:
                         mark(~ev[0])
-                        h(ev, tables)
-                for ev in it:
-                    # Time this event, then run the next _SAMPLE - 1 untimed.
-                    h = get(ev[1])
-                    if h is not None:
-                        mark(~ev[0])  # the event's writes follow it in the log
                         t = perf_counter()
                         h(ev, tables)
                         seconds[ev[1]] = seconds.get(ev[1], 0.0) + perf_counter() - t
                         sampled[ev[1]] = sampled.get(ev[1], 0) + 1
-                    for ev in islice(it, _SAMPLE - 1):
-                        h = get(ev[1])
-                        if h is not None:
-                            mark(~ev[0])
-                            h(ev, tables)
-                return
             except Exception as exc:
                 assert ev is not None  # the event whose handler raised
                 self._fail(ev, self.handler_of.get(ev[1]) or "?", exc)
