@@ -21,16 +21,21 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[int]]:
     return scenario.write_archive(root / "archive"), copies
 
 
+def buggy_against_fixed(
+    root: Path, into: Path, key: str | list[str]
+) -> tuple[wb.ReplayResult, wb.Diff]:
+    """The non-idempotent replay and its diff against the correct one."""
+    buggy = wb.replay(root, MemoriesNonIdempotent, into=into)
+    fixed = wb.replay(root, Memories, into=into)
+    diff = wb.diff(f"{into}:{buggy.schema}.memories", f"{into}:{fixed.schema}.memories", key=key)
+    return buggy, diff
+
+
 def test_explain_names_the_redelivered_event_behind_a_wrong_count(
     archive: tuple[Path, set[int]], tmp_path: Path
 ) -> None:
     root, copies = archive
-    into = tmp_path / "c.duckdb"
-    buggy = wb.replay(root, MemoriesNonIdempotent, into=into)
-    fixed = wb.replay(root, Memories, into=into)
-    diff = wb.diff(
-        f"{into}:{buggy.schema}.memories", f"{into}:{fixed.schema}.memories", key=["memory_id"]
-    )
+    _, diff = buggy_against_fixed(root, tmp_path / "c.duckdb", key=["memory_id"])
     changed = diff.rows("changed")
     assert changed.height > 0
     assert (changed["access_count__candidate"] > changed["access_count__live"]).all()
@@ -89,12 +94,7 @@ def test_every_result_gives_arrow_as_well_as_polars(
     archive: tuple[Path, set[int]], tmp_path: Path
 ) -> None:
     root, _ = archive
-    into = tmp_path / "c.duckdb"
-    buggy = wb.replay(root, MemoriesNonIdempotent, into=into)
-    fixed = wb.replay(root, Memories, into=into)
-    diff = wb.diff(
-        f"{into}:{buggy.schema}.memories", f"{into}:{fixed.schema}.memories", key="memory_id"
-    )
+    buggy, diff = buggy_against_fixed(root, tmp_path / "c.duckdb", key="memory_id")
     explanation = diff.explain(diff.rows("changed")["memory_id"][0])
     safety = wb.check_replay_safety(root, MemoriesNonIdempotent, seed=3)
     for result in (buggy, buggy.coverage, diff, explanation, safety):

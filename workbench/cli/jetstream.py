@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from workbench.cli._app import archive_app, console, err_console, notice, sample_app
+from workbench.cli._app import archive_app, console, err_console, notice, progress_bar, sample_app
 from workbench.sources.jetstream import (
     ArchiveProgress,
     JetStreamMapping,
@@ -108,14 +108,8 @@ def sample_jetstream_command(
 ) -> None:
     """Record stream state and consumer lag over time into the archive (stream_samples, consumer_samples)."""
     expected = int(duration // every) + 1
-    with Progress(
-        TextColumn("[bold]sampling {task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    ) as bar:
-        task = bar.add_task(stream, total=expected)
+    with progress_bar() as bar:
+        task = bar.add_task(f"sampling {stream}", total=expected)
         result = sample_jetstream(
             server,
             stream,
