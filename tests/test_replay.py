@@ -232,6 +232,23 @@ def test_error_stops_with_event_and_handler(archive: Path, tmp_path: Path) -> No
         wb.replay(archive, Fragile, into=tmp_path / "o.duckdb")
 
 
+class Misspelt(Memories):
+    name = "misspelt"
+
+    @wb.on("MemoryUpdated")
+    def updated(self, event, tables):
+        tables.memorys.get(event.data["memory_id"])
+
+
+def test_a_misspelt_table_is_named_with_the_tables_there_are(archive: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ProjectionError,
+        match=r"Misspelt.updated failed .*: no table 'memorys'; "
+        r"tables: memories, agents, daily_access$",
+    ):
+        wb.replay(archive, Misspelt, into=tmp_path / "o.duckdb")
+
+
 def test_dead_letters_record_and_go_on(archive: Path, tmp_path: Path) -> None:
     result = wb.replay(archive, Fragile, into=tmp_path / "o.duckdb", on_error="dead-letter")
     updates = result.per_type.filter(event_type="MemoryUpdated")["events"].item()

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from workbench import envelope
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError
-from workbench.replay.event import json_validity
+from workbench.replay.event import Prepared
 
 __all__ = ["BASE_COLUMNS", "EventBatch", "prefetch", "read_batches"]
 
@@ -88,9 +88,9 @@ class EventBatch:
         "_mask",
         "_offset",
         "_wanted",
-        "data_valid",
         "eager",
         "num_rows",
+        "prepared",
         "table",
     )
 
@@ -106,8 +106,8 @@ class EventBatch:
         self.num_rows = table.num_rows
         #: Columns read because handlers asked for them: worth converting up front.
         self.eager = tuple(c for c in table.column_names if c in wanted)
-        #: :func:`~workbench.replay.event.json_validity` of ``data``, or None (not computed).
-        self.data_valid: pa.Array | None = None
+        #: The Arrow side of decoding, when the reading thread computed it.
+        self.prepared: Prepared | None = None
         self._file = file
         self._offset = offset
         self._mask = mask
@@ -180,7 +180,7 @@ def read_batches(
                     mask = None  # every column was read: nothing is fetched later
                 if batch.num_rows:
                     events = EventBatch(batch, file, start, mask, wanted)
-                    events.data_valid = json_validity(batch.column("data"), con)
+                    events.prepared = Prepared(batch, con)
                     yield events
 
     finally:

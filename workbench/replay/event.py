@@ -30,10 +30,11 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Event", "decode", "decode_payloads", "json_validity"]
+__all__ = ["Event", "Prepared", "decode", "decode_payloads", "json_validity"]
 
 # Fields held in the tuple, in order; the rest are read lazily from the batch.
 _EAGER = ("global_position", "event_type", "stream", "stream_position", "schema_version", "data")
@@ -178,7 +179,8 @@ def decode_payloads(texts: Sequence[str | None]) -> list[Any]:
     >>> decode_payloads(['"a', 'b"', "1,2"])  # joined, these would parse as "a,b", 1, 2
     [None, None, None]
     """
-    return _payloads(pa.array(texts, pa.string()), None)
+    column = pa.array(texts, pa.string())
+    return _payloads(column, *_join(column))
 
 
 def _loads_or_none(text: str | None) -> Any:
@@ -214,64 +216,89 @@ def json_validity(
     return valid.column("ok").combine_chunks()
 
 
-def _payloads(column: pa.ChunkedArray | pa.Array, valid: pa.Array | None) -> list[Any]:
-    """:func:`decode_payloads` of a string column, joined in Arrow, not in Python.
+class Prepared:
+    """The Arrow side of decoding one batch, done where it overlaps the handlers.
 
-    Only valid documents are joined; the rest are parsed one by one, so
-    Python's json decides them (it reads ``NaN``, which DuckDB rejects).
+    Arrow releases the GIL, so the engine's reading thread computes this on
+    the other core; what is left for the handlers' thread is making Python
+    objects: one ``json.loads`` and a few list conversions.
     """
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if valid is None:
-        valid = json_validity(column)
-    invalid = pc.invert(valid.fill_null(True))
+
+    __slots__ = ("event_types", "invalid", "payloads", "streams")
+
+    def __init__(self, table: Columns, con: duckdb.DuckDBPyConnection | None = None) -> None:
+        self.payloads, self.invalid = _join(table.column("data"), con)
+        self.event_types = pc.dictionary_encode(_combined(table.column("event_type")))
+        self.streams = pc.dictionary_encode(_combined(table.column("stream")))
+
+
+def _join(
+    column: pa.ChunkedArray | pa.Array, con: duckdb.DuckDBPyConnection | None = None
+) -> tuple[str, list[int]]:
+    """``[p1,p2,...]`` of the valid documents (``null`` for the others), and the others' rows.
+
+    Invalid payloads are kept out of the join so they cannot lend their
+    text to a neighbour; they are decided alone, by Python's json.
+    """
+    column = _combined(column)
+    invalid = pc.invert(json_validity(column, con).fill_null(True))
     filled = pc.if_else(invalid, "null", column.fill_null("null"))
     lists = pa.ListArray.from_arrays(pa.array([0, len(filled)], pa.int32()), filled)
+    joined = f"[{pc.binary_join(lists, ',')[0].as_py()}]"
+    return joined, pc.indices_nonzero(invalid).to_pylist()
+
+
+def _combined(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _payloads(column: pa.ChunkedArray | pa.Array, joined: str, invalid: list[int]) -> list[Any]:
+    """:func:`decode_payloads` of a string column, given its :func:`_join`.
+
+    The rest are parsed one by one, so Python's json decides them (it reads
+    ``NaN``, which DuckDB rejects).
+    """
     try:
-        values: list[Any] = json.loads(f"[{pc.binary_join(lists, ',')[0].as_py()}]")
+        values: list[Any] = json.loads(joined)
     except (ValueError, RecursionError):  # DuckDB and Python disagree: decide each alone
         return [_loads_or_none(t) for t in column.to_pylist()]
-    for i in pc.indices_nonzero(invalid).to_pylist():
+    for i in invalid:
         values[i] = _loads_or_none(column[i].as_py())
     return values
 
 
-def _strings(column: pa.ChunkedArray | pa.Array) -> list[Any]:
-    """A string column as Python strings, one object per distinct value.
+def _strings(encoded: pa.DictionaryArray) -> list[Any]:
+    """A dictionary-encoded string column as Python strings, one object per value.
 
     Event types and stream names repeat: shared objects cost one allocation
     per value, and a handler lookup by event type finds them by identity.
     """
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    encoded = pc.dictionary_encode(column)
-    values = [*encoded.dictionary.to_pylist(), None]
-    indices = encoded.indices.fill_null(len(values) - 1).to_pylist()
-    return list(map(values.__getitem__, indices))
+    values = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
+    indices = encoded.indices.fill_null(len(values) - 1).to_numpy()
+    strings: list[Any] = values[indices].tolist()
+    return strings
 
 
-def decode(
-    table: Columns, payloads: list[Any] | None = None, eager: tuple[str, ...] = ()
-) -> list[Event]:
+def decode(table: Columns, eager: tuple[str, ...] = ()) -> list[Event]:
     """The batch's rows as :class:`Event` objects, in row order.
 
-    ``eager`` columns are converted up front rather than on first use.
+    ``eager`` columns are converted up front rather than on first use. A
+    batch that carries its :class:`Prepared` (``table.prepared``) skips the
+    Arrow work.
     """
     columns = _Columns(table)
     n = table.num_rows
-    if payloads is None:
-        payloads = _payloads(table.column("data"), getattr(table, "data_valid", None))
-    data = payloads
+    prepared = getattr(table, "prepared", None) or Prepared(table)
     return list(
         map(
             partial(tuple.__new__, _layout(eager)) if eager else _new_event,
             zip(
                 table.column("global_position").to_pylist(),
-                _strings(table.column("event_type")),
-                _strings(table.column("stream")),
+                _strings(prepared.event_types),
+                _strings(prepared.streams),
                 table.column("stream_position").to_pylist(),
                 table.column("schema_version").to_pylist(),
-                data,
+                _payloads(table.column("data"), prepared.payloads, prepared.invalid),
                 [columns] * n,
                 range(n),
                 *[_to_python(table.column(name)) for name in eager],

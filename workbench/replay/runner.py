@@ -147,11 +147,14 @@ class Runner:
 
     def _fail(self, event: Event, handler: str, exc: Exception) -> None:
         self.failures += 1
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, AttributeError) and exc.obj is self.tables:
+            error = f"no table {exc.name!r}; tables: {', '.join(self.tables.names())}"
         if self.on_error == "raise":
             raise ProjectionError(
                 f"{handler} failed on {event.event_type} at global_position "
                 f"{event.global_position} (stream {event.stream}#{event.stream_position}) "
-                f"{_where(exc)}: {type(exc).__name__}: {exc}"
+                f"{_where(exc)}: {error}"
             ) from exc
         self.dead_letters.append(
             {
@@ -160,7 +163,7 @@ class Runner:
                 "event_id": event.event_id,
                 "event_type": event.event_type,
                 "handler": handler,
-                "error": f"{type(exc).__name__}: {exc}",
+                "error": error,
                 "traceback": "".join(traceback.format_exception(exc)),
                 "data": event[_BATCH_INDEX].get("data", event[_BATCH_INDEX + 1]),
             }

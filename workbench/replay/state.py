@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -236,20 +236,29 @@ class TableState:
 
 
 class Tables:
-    """The tables of a projection as attributes: ``tables.memories.get(...)``."""
+    """The tables of a projection as attributes: ``tables.memories.get(...)``.
+
+    A misspelt table raises :class:`AttributeError`; the runner's error names
+    the tables there are. (No ``__getattr__`` here: defining one makes every
+    ``tables.name`` lookup take CPython's slow path, three times an event.)
+    """
 
     def __init__(self, states: dict[str, TableState]) -> None:
         self.__dict__.update(states)
         self._states = states
 
+    if TYPE_CHECKING:  # for type checkers only: tables are attributes
+
+        def __getattr__(self, name: str) -> TableState: ...
+
     def __getitem__(self, name: str) -> TableState:
         return self._states[name]
 
-    def __getattr__(self, name: str) -> TableState:  # only called for undeclared names
-        raise AttributeError(f"no table {name!r}; tables: {', '.join(self._states)}")
-
     def __iter__(self) -> Iterator[TableState]:
         return iter(self._states.values())
+
+    def names(self) -> list[str]:
+        return list(self._states)
 
     def __repr__(self) -> str:
         return "Tables(" + ", ".join(f"{n}={len(s)} rows" for n, s in self._states.items()) + ")"
