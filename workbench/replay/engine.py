@@ -500,7 +500,7 @@ class _Writer:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="workbench-flush")
         self._pending: Future[None] | None = None
 
-    def submit(self, statements: list[store.Statement]) -> None:
+    def submit(self, statements: list[store.Statement | store.Deferred]) -> None:
         self.wait()
         self._pending = self._pool.submit(store.write_flush, self._con, statements)
 
@@ -527,7 +527,7 @@ def _prepare_flush(
     last: int,
     applied: int,
     batches: list[pa.Table],
-) -> list[store.Statement]:
+) -> list[store.Statement | store.Deferred]:
     empty = {"global_position": pa.array([], pa.int64()), "event_type": pa.array([], pa.string())}
     events = pa.concat_tables(batches) if batches else pa.table(empty)
     return store.prepare_flush(

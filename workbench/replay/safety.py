@@ -382,7 +382,7 @@ def _traced(
     for event in events:
         runner.apply((event,))
         writes: list[tuple[str, Any, str]] = []
-        row_ids, _ = runner.log.take()
+        row_ids, _ = runner.log.take().pairs()
         for state in states:
             keys = state.keys_of(row_ids)
             writes.extend((state.table.name, k, repr(state.rows.get(k))) for k in keys)

@@ -10,7 +10,6 @@ handler and the flush hands it to numpy without a copy. Handlers never see
 DuckDB. This is the hot path: ``get`` is the dict's own, a write is a dict
 update, a dict lookup and one append.
 
->>> import numpy as np
 >>> from workbench.replay.projection import Table
 >>> t = Table(key="id", id=str, n=int)
 >>> t.name = "things"
@@ -22,10 +21,11 @@ update, a dict lookup and one append.
 >>> state.update("a", n=2)["n"], state.get("a"), len(state)
 (2, {'id': 'a', 'n': 2}, 1)
 >>> log.event(8); state.delete("a")
->>> row_ids, positions = log.take()
->>> row_ids.tolist(), positions.tolist()
-([0, 0, 0], [7, 7, 8])
->>> changes = state.take_changes(np.unique(row_ids))
+>>> writes = log.take()
+>>> row_ids, positions = writes.pairs()
+>>> row_ids.tolist(), positions.tolist(), writes.written().tolist()
+([0, 0, 0], [7, 7, 8], [0])
+>>> changes = state.take_changes(writes.written())
 >>> state.get("a") is None, changes.upserts, changes.deletes, changes.new_keys
 (True, [], ['a'], ['a'])
 """
@@ -44,7 +44,7 @@ import numpy as np
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
 
-__all__ = ["Changes", "TableState", "Tables", "WriteLog"]
+__all__ = ["Changes", "TableState", "Tables", "WriteLog", "Writes"]
 
 
 class WriteLog:
@@ -77,17 +77,46 @@ class WriteLog:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def take(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row ids written and the position of the event that wrote each; clears the log."""
+    def take(self) -> Writes:
+        """The writes logged so far; clears the log."""
         entries = np.frombuffer(self._entries, np.int64) if self._entries else _EMPTY
+        if len(entries) and entries[0] >= 0:
+            raise ProjectionError("a table was written before any event was logged")
         self._entries = array("q")
         self.append = self._entries.append
         for state in self.states:
             state._log = self.append
+        return Writes(entries)
+
+
+class Writes:
+    """The entries of a :class:`WriteLog` taken at a flush.
+
+    :meth:`written` is what the flush must snapshot, on the handlers'
+    thread; :meth:`pairs` (the lineage) is pure numpy and may run later,
+    on the writing thread.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: np.ndarray) -> None:
+        self._entries = entries
+
+    def written(self) -> np.ndarray:
+        """The distinct row ids written, ascending."""
+        row_ids = self._entries[self._entries >= 0]
+        if not len(row_ids):
+            return _EMPTY
+        # Row ids are dense (numbered from 0): a mask beats sorting or hashing.
+        seen = np.zeros(int(row_ids.max()) + 1, np.bool_)
+        seen[row_ids] = True
+        return np.flatnonzero(seen)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each write's row id, and the position of the event that made it."""
+        entries = self._entries
         is_event = entries < 0
         events = np.flatnonzero(is_event)
-        if len(entries) > len(events) and (not len(events) or events[0] != 0):
-            raise ProjectionError("a table was written before any event was logged")
         # Each event is followed by its writes: repeat its position once per write.
         writes_per_event = np.diff(events, append=len(entries)) - 1
         return entries[~is_event], np.repeat(~entries[events], writes_per_event)

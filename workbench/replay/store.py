@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 from workbench._sql import ident
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
-from workbench.replay.state import Changes, TableState, WriteLog
+from workbench.replay.state import Changes, TableState, WriteLog, Writes
 
 __all__ = [
     "CHECKPOINT_DDL",
@@ -252,6 +252,10 @@ class Statement:
     tables: dict[str, pa.Table] = field(default_factory=dict)
 
 
+#: Statements computed when the flush is written (on the writing thread).
+Deferred = Callable[[], list[Statement]]
+
+
 def rows_statement(schema: str, table: Table, rows: list[dict[str, Any]]) -> Statement | None:
     """Insert or replace ``rows`` (dicts) in one statement from an Arrow table."""
     if not rows:
@@ -337,12 +341,15 @@ def lineage_statements(
     schema: str,
     changes: dict[str, Changes],
     tables: dict[str, Table],
-    row_ids: np.ndarray,
-    positions: np.ndarray,
+    writes: Writes,
     codes: EventCodes,
     events: pa.Table,
-) -> list[Statement]:
-    """New rows' keys, new event codes, and one lineage entry per write, in bulk."""
+) -> Deferred:
+    """New rows' keys, new event codes, and one lineage entry per write, in bulk.
+
+    The new rows' keys are taken now; the entries are computed (in numpy)
+    when the writing thread runs the flush.
+    """
     found: list[Statement] = []
     for name, change in changes.items():
         if not change.new_ids:
@@ -358,10 +365,15 @@ def lineage_statements(
                 {"_wb_keys": keys},
             )
         )
-    if len(row_ids):
+
+    def entries() -> list[Statement]:
+        row_ids, positions = writes.pairs()
+        if not len(row_ids):
+            return found
+        statements = list(found)
         event_codes, added = codes.encode(events, positions)
         if added:
-            found.append(
+            statements.append(
                 Statement(
                     f"insert into {q(schema)}._lineage_types select * from _wb_types",
                     tables={
@@ -379,7 +391,7 @@ def lineage_statements(
                     },
                 )
             )
-        found.append(
+        statements.append(
             Statement(
                 f"insert into {q(schema)}._lineage_writes select * from _wb_writes",
                 tables={
@@ -389,7 +401,9 @@ def lineage_statements(
                 },
             )
         )
-    return found
+        return statements
+
+    return entries
 
 
 def prepare_flush(
@@ -403,19 +417,20 @@ def prepare_flush(
     codes: EventCodes | None,
     dead_letters: list[dict[str, Any]],
     events: pa.Table,
-) -> list[Statement]:
+) -> list[Statement | Deferred]:
     """The statements of one flush: changed rows, lineage, dead letters, checkpoint.
 
-    All the Python work (taking the states' changes, building Arrow tables)
-    happens here, so :func:`write_flush` only runs DuckDB, which releases
-    the GIL: the engine runs it on a second thread while handlers go on.
+    The Python work (snapshotting changed rows into Arrow) happens here;
+    what is left for :func:`write_flush` is numpy (the lineage entries) and
+    DuckDB, both of which release the GIL: the engine runs it on a second
+    thread while handlers go on.
     ``events`` holds ``global_position, event_type`` of the events applied
     since the last flush, in position order (for the lineage's event types);
     without ``codes`` no lineage is written.
     """
-    row_ids, positions = log.take()
-    written = np.unique(row_ids)
-    found: list[Statement | None] = []
+    writes = log.take()
+    written = writes.written()
+    found: list[Statement | Deferred | None] = []
     changes: dict[str, Changes] = {}
     tables: dict[str, Table] = {}
     for state in states:
@@ -424,7 +439,7 @@ def prepare_flush(
         found.append(rows_statement(schema, state.table, change.upserts))
         found.append(delete_statement(schema, state.table, change.deletes))
     if codes is not None:
-        found.extend(lineage_statements(schema, changes, tables, row_ids, positions, codes, events))
+        found.append(lineage_statements(schema, changes, tables, writes, codes, events))
     if dead_letters:
         found.append(
             Statement(
@@ -447,11 +462,11 @@ def next_row_id(con: duckdb.DuckDBPyConnection, schema: str) -> int:
     return int(rows.fetchall()[0][0])
 
 
-def write_flush(con: duckdb.DuckDBPyConnection, statements: list[Statement]) -> None:
+def write_flush(con: duckdb.DuckDBPyConnection, statements: list[Statement | Deferred]) -> None:
     """Run a flush's statements in one transaction (the checkpoint commits with its rows)."""
     con.execute("begin")
     try:
-        for statement in statements:
+        for statement in _expanded(statements):
             for name, arrow in statement.tables.items():
                 con.register(name, arrow)
             try:
@@ -463,6 +478,14 @@ def write_flush(con: duckdb.DuckDBPyConnection, statements: list[Statement]) -> 
     except BaseException:
         con.execute("rollback")
         raise
+
+
+def _expanded(statements: list[Statement | Deferred]) -> Iterator[Statement]:
+    for item in statements:
+        if isinstance(item, Statement):
+            yield item
+        else:
+            yield from item()
 
 
 def promote(into: str | os.PathLike[str], projection_name: str, version: int) -> list[str]:
