@@ -238,30 +238,38 @@ _TYPES = (
 # The handlers' idempotency guard as SQL: a memory's first MemoryCreated, and
 # after it only events whose stream_position is above every earlier one.
 # Each payload is parsed once (one json_extract_string of all the fields
-# used), and the window partitions by the BIGINT position of the memory's
-# creation rather than by its VARCHAR id: sorting integers is much cheaper.
+# used). The running max is a window, and DuckDB's window sorts every
+# column it is given, so it runs over four integers only, partitioned by the
+# BIGINT position of the memory's creation rather than by its VARCHAR id; it
+# yields the few stale events, which an anti join drops.
 _FRESH = f"""
-    with created as (
-        select data->>'memory_id' as memory_id, min(global_position) as created_at_position
-        from events where event_type = 'MemoryCreated' and data->>'memory_id' is not null
-        group by all
-    ),
-    ev as (
+    with ev as materialized (
         select global_position, event_type, stream_position,
                coalesce(occurred_at, recorded_at) as event_at,
                json_extract_string(data, ['$.memory_id', '$.agent_id', '$.content', '$.kind',
                                           '$.importance', '$.into_memory_id']) as j
         from events where event_type in {_TYPES}
+    ),
+    created as (
+        select j[1] as memory_id, min(global_position) as created_at_position
+        from ev where event_type = 'MemoryCreated' and j[1] is not null
+        group by all
+    ),
+    stale as (
+        select global_position
+        from ev join created on created.memory_id = j[1]
+        where global_position >= created_at_position
+        qualify not ((event_type = 'MemoryCreated' and global_position = created_at_position)
+                     or (event_type <> 'MemoryCreated' and stream_position > max(stream_position)
+                         over (partition by created_at_position order by global_position
+                               rows between unbounded preceding and 1 preceding)))
     )
     select global_position, event_type, stream_position, event_at,
            j[1] as memory_id, j[2] as agent_id, j[3] as content, j[4] as kind,
            j[5]::DOUBLE as importance, j[6] as into_memory_id
     from ev join created on created.memory_id = j[1]
+    anti join stale using (global_position)
     where global_position >= created_at_position
-    qualify (event_type = 'MemoryCreated' and global_position = created_at_position)
-         or (event_type <> 'MemoryCreated' and stream_position > max(stream_position) over (
-                partition by created_at_position order by global_position
-                rows between unbounded preceding and 1 preceding))
 """
 
 MEMORIES_SQL = SqlProjection(
