@@ -65,6 +65,7 @@ def test_report_is_self_contained(report: Path) -> None:
         "Diff against the live read model",
     ):
         assert title in html
+    assert "<title>Event Workbench report</title>" in html
 
 
 @pytest.mark.browser

@@ -61,10 +61,10 @@ def write_report(
     archive.require_events()
     sections = [archive_section(archive)]
     for name, run in archive.checks().items():
-        title = CHECKS.get(name, name)
+        heading = CHECKS.get(name, name)
         if progress:
-            progress(title)
-        sections.append(check_section(run(), title))
+            progress(heading)
+        sections.append(check_section(run(), heading))
     sections.extend(extra)
     if diff is not None:
         if progress:
