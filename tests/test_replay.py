@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import workbench as wb
@@ -358,9 +360,17 @@ def test_blue_green_versions_side_by_side_and_promote(archive: Path, tmp_path: P
     con = duckdb.connect(str(into))
     assert con.execute(total).fetchall()[0][0] == 10 * v1
     assert con.execute("select count(*) from memories_v1.memories").fetchall()[0][0] > 0
+    con.close()
     with pytest.raises(ProjectionError, match="no schema memories_v7"):
-        con.close()
         wb.promote(into, "memories", 7)
+
+    # Rebuilding the promoted version in place would empty the stable views.
+    with pytest.raises(ProjectionError, match=r"memories_v2 is promoted \(memories.agents, "):
+        wb.replay(archive, MemoriesV2, into=into)
+    con = duckdb.connect(str(into))
+    assert con.execute(total).fetchall()[0][0] == 10 * v1
+    con.close()
+    wb.replay(archive, Memories, into=into)  # v1 is no longer promoted: rebuilt
 
 
 # ---------------------------------------------------------------- loader, CLI
@@ -386,6 +396,37 @@ def test_cli_replay_and_errors(
     assert cli.run(["replay", "--archive", str(archive), "--projection", "nope.py:X"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert cli.run(["replay", "--archive", str(tmp_path / "missing"), "--projection", spec]) == 2
+    # An existing Parquet file opens as an empty in-memory database: refused, left as it was.
+    live = tmp_path / "live.parquet"
+    pq.write_table(pa.table({"memory_id": ["m"]}), live)
+    before = live.read_bytes()
+    assert (
+        cli.run(["replay", "--archive", str(archive), "--projection", spec, "--into", str(live)])
+        == 2
+    )
+    assert "live.parquet is a data file, not a DuckDB database" in capsys.readouterr().err
+    assert live.read_bytes() == before
+    gzipped = tmp_path / "live.csv.gz"
+    gzipped.write_bytes(gzip.compress(b"memory_id\nm\n"))
+    assert (
+        cli.run(["replay", "--archive", str(archive), "--projection", spec, "--into", str(gzipped)])
+        == 2
+    )
+    assert "live.csv.gz is not a DuckDB database file" in capsys.readouterr().err
+
+
+def test_a_result_relation_kept_in_a_notebook_locks_nothing(archive: Path, tmp_path: Path) -> None:
+    into = tmp_path / "o.duckdb"
+    result = wb.replay(archive, Memories, into=into, until=500)
+    relation = result.sql("select memory_id, access_count from memories order by 1")
+    args = ["--archive", str(archive), "--projection", "workbench.examples:Memories"]
+    again = subprocess.run(
+        [sys.executable, "-m", "workbench", "replay", *args, "--into", str(into)],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr
+    assert relation.fetchall() == sorted(relation.fetchall())  # still readable
 
 
 def test_prefetch_raises_producer_errors_and_stops_when_closed() -> None:

@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench import envelope
+from workbench._sql import literal
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, ProjectionError
 from workbench.progress import shows_progress
@@ -143,10 +144,22 @@ class ReplayResult:
         return dt.timedelta(seconds=n / rate if rate else 0.0)
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        """Query the output with the projection's schema as the search path."""
-        con = duckdb.connect(self.into)
-        con.execute(f"set search_path = '{self.schema}'")
-        return con.sql(query)
+        """Query the output with the projection's schema as the search path.
+
+        The file is opened read-only and closed again: the result is
+        materialised, so a relation kept in a notebook holds no lock that
+        would stop a later replay or diff of the same file.
+        """
+        con = duckdb.connect(self.into, read_only=True)
+        try:
+            con.execute(f"set search_path = {literal(self.schema)}")
+            relation = con.sql(query)
+            if relation is None:
+                raise ProjectionError(f"not a query: {query}")
+            table = relation.to_arrow_table()
+        finally:
+            con.close()
+        return duckdb.connect().from_arrow(table)
 
     def df(self) -> pl.DataFrame:
         return self.per_type
@@ -474,6 +487,12 @@ def _prepare(
         store.create_schema(con, schema, projection.tables(), replace=False)
         point = store.checkpoint(con, schema, source)
     if point is None:
+        live = store.promoted_views(con, schema)
+        if live:  # a rebuild drops the schema first: the stable views would read nothing
+            raise ProjectionError(
+                f"{schema} is promoted ({', '.join(live)} read it): rebuilding it in place "
+                "would empty them; replay a new version and promote that, or --resume"
+            )
         store.create_schema(con, schema, projection.tables(), replace=True)
     else:
         for state in runner.states_list():

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from workbench._sql import ident
+from workbench._sql import ident, literal
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
 from workbench.replay.state import Changes, TableState, WriteLog, Writes
@@ -129,15 +129,37 @@ def lineage_key(table_key_columns: Sequence[str], values: Any) -> str:
     )
 
 
+#: Suffixes of data files DuckDB reads but cannot be an output database.
+_DATA_FILES = (".parquet", ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".arrow", ".feather")
+
+
 def connect(into: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
-    """Open (or create) the output DuckDB file."""
+    """Open (or create) the output DuckDB file.
+
+    >>> connect("live.parquet")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ProjectionError: live.parquet is a data file, not a DuckDB database: write into a .duckdb file
+    """
     path = Path(into)
+    if path.suffix.lower() in _DATA_FILES:
+        raise ProjectionError(
+            f"{path} is a data file, not a DuckDB database: write into a .duckdb file"
+        )
     if path.parent and not path.parent.exists():
         raise ProjectionError(f"directory {path.parent} does not exist")
     try:
         con = duckdb.connect(str(path))
     except duckdb.Error as exc:
         raise ProjectionError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+    # DuckDB opens some files it cannot use as a database (Parquet, CSV) in
+    # memory: everything written would be lost.
+    stored = con.execute(
+        "select path from duckdb_databases() where database_name = current_database()"
+    ).fetchall()
+    if not stored or stored[0][0] is None:
+        con.close()
+        raise ProjectionError(f"{path} is not a DuckDB database file: write into a .duckdb file")
     # Bounded, so DuckDB evicts written pages instead of caching all of the lineage.
     con.execute("set memory_limit = '1GB'")
     return con
@@ -488,6 +510,20 @@ def _expanded(statements: list[Statement | Deferred]) -> Iterator[Statement]:
             yield from item()
 
 
+def promoted_views(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    """The stable views (``<name>.<table>``) that :func:`promote` pointed at ``schema``.
+
+    Promote names the version in each view's comment (DuckDB rewrites a
+    view's SQL, so the comment is what can be matched).
+    """
+    rows = con.execute(
+        "select schema_name || '.' || view_name from duckdb_views() "
+        "where database_name = current_database() and comment = ? order by 1",
+        [schema],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def promote(into: str | os.PathLike[str], projection_name: str, version: int) -> list[str]:
     """Point the stable schema ``<name>`` at version ``version``: one view per table.
 
@@ -510,10 +546,9 @@ def promote(into: str | os.PathLike[str], projection_name: str, version: int) ->
             if view not in tables:
                 con.execute(f"drop view {q(projection_name)}.{q(view)}")
         for table in tables:
-            con.execute(
-                f"create or replace view {q(projection_name)}.{q(table)} as "
-                f"select * from {q(target)}.{q(table)}"
-            )
+            view = f"{q(projection_name)}.{q(table)}"
+            con.execute(f"create or replace view {view} as select * from {q(target)}.{q(table)}")
+            con.execute(f"comment on view {view} is {literal(target)}")
         con.execute("commit")
         return tables
     finally:
