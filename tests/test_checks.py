@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -335,3 +338,36 @@ def test_results_render_in_a_notebook(faulty: tuple[Scenario, wb.Archive]) -> No
         html = result._repr_html_()
         assert result.name in html and "<table" in html
         assert result.arrow().num_rows == result.df().height
+
+
+# ------------------------------------------------------------------ time zone
+
+
+def test_frames_and_dates_are_utc_whatever_the_machine_zone(tmp_path: Path) -> None:
+    """A New York machine sees the same UTC frames and dates as a UTC one."""
+    late_evening = 23 * 3600 * S  # 1970-01-01 23:00 UTC is still the 1st in UTC, not in Tokyo
+    ArchiveWriter(tmp_path, "s").append(
+        pa.table(
+            {
+                "global_position": [1, 2, 3],
+                "recorded_at": [late_evening] * 3,
+                "event_id": ["a", "b", "b"],
+            }
+        )
+    )
+    script = (
+        "import sys, workbench as wb\n"
+        "a = wb.open_archive(sys.argv[1])\n"
+        "dups = a.duplicates().df()\n"
+        "joined = dups.join(a.scan().collect(), on=['global_position', 'recorded_at'])\n"
+        "day = a.sql('select min(recorded_at::date) from events').fetchall()[0][0]\n"
+        "print(dups.schema['recorded_at'], joined.height > 0, day)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        env={**os.environ, "TZ": "Asia/Tokyo"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out[-4:] == ["Datetime(time_unit='us',", "time_zone='UTC')", "True", "1970-01-01"]

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 import workbench as wb
+from workbench import _duckdb
 from workbench.examples import Memories, MemoriesNonIdempotent
 from workbench.replay.safety import SafetyReport
 from workbench.report import replay_section, safety_section, write_report
@@ -209,9 +210,8 @@ def _findings(
 
 def _inflated_memories(scenario: Scenario, copies: set[int]) -> set[str]:
     """Memories with a duplicated MemoryAccessed that the buggy projection counted twice."""
-    import duckdb
 
-    con = duckdb.connect()
+    con = _duckdb.connect()
     con.register("events", scenario.events)
     rows = con.execute(
         f"""

@@ -21,7 +21,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from workbench import envelope
+from workbench import _duckdb, envelope
 from workbench._sql import ident, path_list
 from workbench.archive._layout import DataFile, scan_data_files, side_table_files, side_tables
 from workbench.archive.writer import ArchiveWriter  # noqa: F401  (used in the doctest)
@@ -48,7 +48,7 @@ class ArchiveReader:
             raise ArchiveError(f"no archive at {self.root}")
         if not self.root.is_dir():
             raise ArchiveError(f"{self.root} is not a directory")
-        self.con = connection if connection is not None else duckdb.connect()
+        self.con = connection if connection is not None else _duckdb.connect()
         self.files: list[DataFile] = []
         self.refresh()
 

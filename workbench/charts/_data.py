@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Final
 
 import altair as alt
-import duckdb
 import polars as pl
 
+from workbench import _duckdb
 from workbench.analysis._buckets import BUCKET_SECONDS
 
 __all__ = ["MAX_POINTS", "coarsen", "inline", "require", "top_n"]
@@ -70,7 +70,7 @@ def coarsen(
         return frame
     aggs = [f'sum("{c}") as "{c}"' for c in sums] + [f'max("{c}") as "{c}"' for c in maxes]
     key_sql = "".join(f'"{k}", ' for k in keys)
-    con = duckdb.connect()
+    con = _duckdb.connect()
     con.register("frame", frame)
     out = frame
     for width in BUCKET_SECONDS:
@@ -93,7 +93,7 @@ def top_n(frame: pl.DataFrame, key: str, value: str, *, limit: int = 40) -> pl.D
     if frame.height <= limit:
         return frame
     numeric = [c for c, t in frame.schema.items() if t.is_numeric() and c != key]
-    con = duckdb.connect()
+    con = _duckdb.connect()
     con.register("frame", frame)
     keep = limit - 1
     sums = ", ".join(f'sum("{c}") as "{c}"' for c in numeric)

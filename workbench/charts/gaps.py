@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import altair as alt
-import duckdb
 import polars as pl
 
+from workbench import _duckdb
 from workbench.charts._data import MAX_POINTS, inline, require
 
 __all__ = ["gaps_chart"]
@@ -36,7 +36,7 @@ def gaps_chart(positions: pl.DataFrame) -> alt.Chart:
     )
     frame = positions.select("source", "first_missing", "last_missing", "missing", "reason")
     if frame.height > MAX_POINTS:
-        con = duckdb.connect()
+        con = _duckdb.connect()
         con.register("gaps", frame)
         bins = MAX_POINTS // max(frame["source"].n_unique() * frame["reason"].n_unique(), 1)
         frame = con.sql(

@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from workbench import _duckdb
 from workbench._sql import ident
 from workbench.diff._types import ColumnPlan, is_numeric, plan_column
 from workbench.diff.lineage import Lineage, find_lineage, key_json_sql
@@ -93,7 +94,7 @@ def diff(
     if not keys:
         raise DiffError("a diff needs at least one key column")
     ignored = set(_as_list(ignore))
-    con = duckdb.connect()
+    con = _duckdb.connect()
     con.execute("set TimeZone = 'UTC'")
     cand = resolve_side(con, candidate, "candidate")
     live_side = resolve_side(con, live, "live")

@@ -28,12 +28,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from workbench import envelope
+from workbench import _duckdb, envelope
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError
 from workbench.replay.event import Prepared
@@ -142,7 +141,7 @@ def read_batches(
     the set of extra columns to read; None reads every envelope column. A
     ``where`` filter reads every column, since it may name any of them.
     """
-    con = duckdb.connect()  # for `where`, and to check payloads on the reading thread
+    con = _duckdb.connect()  # for `where`, and to check payloads on the reading thread
     files = sorted((f for f in reader.files if f.source == source), key=lambda f: f.first)
     extra = wanted if wanted is not None else set(envelope.COLUMNS)
     wanted = wanted if wanted is not None else set()

@@ -48,7 +48,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from workbench import envelope
+from workbench import _duckdb, envelope
 from workbench._sql import literal
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, ProjectionError
@@ -150,7 +150,7 @@ class ReplayResult:
         materialised, so a relation kept in a notebook holds no lock that
         would stop a later replay or diff of the same file.
         """
-        con = duckdb.connect(self.into, read_only=True)
+        con = _duckdb.connect(self.into, read_only=True)
         try:
             con.execute(f"set search_path = {literal(self.schema)}")
             relation = con.sql(query)
@@ -159,7 +159,7 @@ class ReplayResult:
             table = relation.to_arrow_table()
         finally:
             con.close()
-        return duckdb.connect().from_arrow(table)
+        return _duckdb.connect().from_arrow(table)
 
     def df(self) -> pl.DataFrame:
         return self.per_type
@@ -215,7 +215,7 @@ def select_source(reader: ArchiveReader, source: str | None) -> str:
         raise ArchiveError(f"archive {reader.root} holds no events")
     if len(sources) > 1:
         raise ArchiveError(
-            f"archive has several sources, pick one with source=: {', '.join(sources)}"
+            f"archive has several sources, pick one (source=, or --source): {', '.join(sources)}"
         )
     return sources[0]
 
@@ -224,7 +224,7 @@ def check_where(where: str | None) -> None:
     """Fail early, in one line, on a ``where`` that is not valid SQL over the envelope."""
     if not where:
         return
-    con = duckdb.connect()
+    con = _duckdb.connect()
     con.register("events", envelope.empty())
     try:
         con.execute(f"select count(*) from events where {where}").fetchall()

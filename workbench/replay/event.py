@@ -34,6 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from workbench import _duckdb
+
 __all__ = ["Event", "Prepared", "decode", "decode_payloads", "json_validity"]
 
 # Fields held in the tuple, in order; the rest are read lazily from the batch.
@@ -205,7 +207,7 @@ def json_validity(
     [True, False, None]
     """
     own = con is None
-    con = duckdb.connect() if con is None else con
+    con = _duckdb.connect() if con is None else con
     try:
         con.register("_wb_payloads", pa.table({"data": column}))
         valid = con.sql("select json_valid(data) as ok from _wb_payloads").to_arrow_table()

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from workbench import _duckdb
 from workbench._sql import ident, literal
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
@@ -149,7 +150,7 @@ def connect(into: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     if path.parent and not path.parent.exists():
         raise ProjectionError(f"directory {path.parent} does not exist")
     try:
-        con = duckdb.connect(str(path))
+        con = _duckdb.connect(str(path))
     except duckdb.Error as exc:
         raise ProjectionError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
     # DuckDB opens some files it cannot use as a database (Parquet, CSV) in

@@ -33,10 +33,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-import duckdb
 import pyarrow as pa
 
-from workbench import envelope
+from workbench import _duckdb, envelope
 from workbench._sql import literal
 from workbench.errors import MappingError
 from workbench.sources.jetstream._headers import Headers
@@ -195,7 +194,7 @@ class JetStreamMapping:
             "case when json_valid(text) then text end as j from raw) "
             "select " + ", ".join(f"{e} as {n}" for n, e in selects.items()) + " from r"
         )
-        con = duckdb.connect()
+        con = _duckdb.connect()
         try:
             con.execute("set timezone = 'UTC'")
             con.register("raw", raw)

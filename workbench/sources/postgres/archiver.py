@@ -28,6 +28,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from workbench import _duckdb
 from workbench.archive import ArchiveReader, ArchiveWriter, WritePipeline
 from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
@@ -150,7 +151,7 @@ class PostgresArchiver:
         self.result = ArchivePostgresResult(self.query.source, Path(out))
         self.result.last_position = self.writer.last_position
         self._gaps_upto = _recorded_gaps_upto(Path(out), self.query.source)
-        self._duck = duckdb.connect()
+        self._duck = _duckdb.connect()
         self._duck.execute("set TimeZone = 'UTC'")
         self._pipeline = WritePipeline(depth=2, name="wb-pg-write")
         self.estimated_total = 0
