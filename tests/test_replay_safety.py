@@ -82,3 +82,7 @@ def test_cli_check_safety_exit_codes(archive: Path, capsys: pytest.CaptureFixtur
     assert cli.run([*args, f"{path}:Memories"]) == 0
     assert cli.run([*args, f"{path}:MemoriesNonIdempotent"]) == 1
     assert "UNSAFE" in capsys.readouterr().out
+    assert cli.run([*args, f"{path}:MEMORIES_SQL"]) == 2
+    assert "memories_sql is a SqlProjection, which reads the whole archive at once" in (
+        capsys.readouterr().err
+    )

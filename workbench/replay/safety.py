@@ -44,6 +44,7 @@ from workbench.replay.engine import (
 from workbench.replay.event import Event
 from workbench.replay.projection import Projection
 from workbench.replay.runner import Runner
+from workbench.replay.sql_projection import SqlProjection
 
 __all__ = ["SafetyReport", "ScenarioResult", "check_replay_safety"]
 
@@ -154,6 +155,12 @@ def check_replay_safety(
         from workbench.replay.loader import load_projection
 
         projection = load_projection(projection)
+    if isinstance(projection, SqlProjection):
+        raise ProjectionError(
+            f"replay safety is checked for handler projections: {projection.name} is a "
+            "SqlProjection, which reads the whole archive at once (no delivery order or "
+            "redelivery to vary)"
+        )
     instance = _instantiate(projection)
     cls = type(instance)
     reader = open_reader(archive)
