@@ -84,7 +84,10 @@ def test_report_shows_the_findings(report: Path) -> None:
     assert "2 differing rows" in html or "differing rows" in html
 
 
-def test_report_command_replays_diffs_and_checks_safety(tmp_path: Path) -> None:
+def test_report_command_replays_diffs_and_checks_safety(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workbench.archive import ArchiveReader
     from workbench.cli import run
 
     scenario = generate(9, entities=20, events=2_000)
@@ -106,9 +109,12 @@ def test_report_command_replays_diffs_and_checks_safety(tmp_path: Path) -> None:
             "--key",
             "memory_id",
             "--check-safety",
+            "--source",
+            ArchiveReader(tmp_path / "archive").sources[0],
         ]
     )
-    assert code == 0
+    assert code == 1  # live was built by the non-idempotent projection: the diff finds it
+    assert "the diff found" in capsys.readouterr().out
     html = (tmp_path / "r.html").read_text()
     for title in (
         "Replay of memories_v1",

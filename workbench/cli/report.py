@@ -18,6 +18,9 @@ def report(
         None, "--projection", help="Replay this projection (FILE.py:Class) into --into."
     ),
     into: Path | None = typer.Option(None, "--into", help="DuckDB file for the replay."),
+    source: str | None = typer.Option(
+        None, "--source", help="The source to replay, when the archive holds several."
+    ),
     live: str | None = typer.Option(
         None,
         "--live",
@@ -29,7 +32,10 @@ def report(
     ),
     safety: bool = typer.Option(False, "--check-safety", help="Also run the replay-safety check."),
 ) -> None:
-    """Write one self-contained HTML report: checks, charts, and replay and diff when given."""
+    """Write one self-contained HTML report: checks, charts, and replay and diff when given.
+
+    Exit 1 when the diff finds differences or the projection is not replay-safe.
+    """
     from workbench import diff as run_diff
     from workbench.analysis import open_archive
     from workbench.replay import check_replay_safety, load_projection, replay
@@ -45,6 +51,7 @@ def report(
     opened = open_archive(archive)
     extra = []
     diff = None
+    findings: list[str] = []
     with progress_bar() as bar:
         if projection is not None and into is not None:
             candidate = load_projection(projection)
@@ -53,12 +60,16 @@ def report(
                 opened,
                 candidate,
                 into=into,
+                source=source,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
             extra.append(replay_section(result))
             if safety:
                 bar.update(task, description="checking replay safety")
-                extra.append(safety_section(check_replay_safety(opened, candidate)))
+                checked = check_replay_safety(opened, candidate, source=source)
+                extra.append(safety_section(checked))
+                if not checked.ok:
+                    findings.append("the projection is not replay-safe")
             if live is not None and key is not None:
                 bar.update(task, description="diffing with live")
                 name = table or _default_table(candidate, live)
@@ -73,7 +84,12 @@ def report(
             extra=extra,
             progress=lambda name: bar.update(task, description=f"check: {name}"),
         )
+    if diff is not None and not diff.summary.is_identical:
+        findings.append(f"the diff found {diff.summary.differences:,} differing rows")
     console.print(f"wrote {path}", highlight=False)
+    if findings:
+        console.print("; ".join(findings), highlight=False)
+        raise typer.Exit(1)
 
 
 def _default_table(projection: object, live: str) -> str:
