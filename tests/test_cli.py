@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,14 +47,24 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert "Usage" in proc.stdout
 
 
-def test_demo_finds_every_planted_fault(tmp_path: Path) -> None:
-    proc = workbench("demo", "--out", str(tmp_path / "out"), "--events", "3000", "--seed", "3")
+def test_demo_finds_every_planted_fault_and_the_readme_runs_on_it(tmp_path: Path) -> None:
+    out = tmp_path / "demo-out"
+    proc = workbench("demo", "--out", str(out), "--events", "3000", "--seed", "3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "bug reproduced" in proc.stdout
     assert "REDELIVERED" in proc.stdout
     assert "✘" not in proc.stdout
-    assert len(wb.open_archive(tmp_path / "out" / "archive")) == 3000
-    assert (tmp_path / "out" / "report.html").stat().st_size > 100_000
+    assert len(wb.open_archive(out / "archive")) == 3000
+    assert (out / "report.html").stat().st_size > 100_000
+    # Every README example written against the demo's output runs as printed.
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "demo-out/" in b]
+    assert len(blocks) >= 4
+    for block in blocks:
+        ran = subprocess.run(
+            [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert ran.returncode == 0, f"{block}\n{ran.stderr}"
 
 
 SAMPLE = Path(__file__).parents[1] / "data" / "sample" / "archive"
