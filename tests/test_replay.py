@@ -250,6 +250,28 @@ def test_a_misspelt_table_is_named_with_the_tables_there_are(archive: Path, tmp_
         wb.replay(archive, Misspelt, into=tmp_path / "o.duckdb")
 
 
+class Keyless(Memories):
+    name = "keyless"
+
+    @wb.on("MemoryUpdated")
+    def updated(self, event, tables):
+        tables.memories.upsert({"content": "no key"})  # the line the error must name
+
+
+def test_a_failure_inside_the_table_api_names_the_handler_line(
+    archive: Path, tmp_path: Path
+) -> None:
+    line = next(
+        i
+        for i, text in enumerate(Path(__file__).read_text().splitlines(), 1)
+        if "the line the error must name" in text
+    )
+    with pytest.raises(
+        ProjectionError, match=rf"at test_replay.py:{line}: .*row has no key column memory_id"
+    ):
+        wb.replay(archive, Keyless, into=tmp_path / "o.duckdb")
+
+
 def test_dead_letters_record_and_go_on(archive: Path, tmp_path: Path) -> None:
     result = wb.replay(archive, Fragile, into=tmp_path / "o.duckdb", on_error="dead-letter")
     updates = result.per_type.filter(event_type="MemoryUpdated")["events"].item()

@@ -9,9 +9,12 @@ letter. It knows nothing of DuckDB; the engine flushes its states.
 from __future__ import annotations
 
 import gc
+import os
+import sysconfig
 import traceback
 from collections.abc import Callable, Sequence
 from itertools import islice
+from pathlib import Path
 from time import perf_counter
 from typing import Any, Literal
 
@@ -181,9 +184,18 @@ _BATCH_INDEX = 6
 
 
 def _where(exc: BaseException) -> str:
-    """``at file.py:LINE`` of the innermost frame, the line of the handler that failed."""
+    """``at file.py:LINE`` in the projection's code: the innermost frame that is not
+    the engine's (a table's ``upsert`` raising) nor an installed library's."""
     tb = exc.__traceback__
     if tb is None:
         return ""
-    frame = traceback.extract_tb(tb)[-1]
+    frames = traceback.extract_tb(tb)
+    own = [f for f in frames if not f.filename.startswith(_NOT_THE_PROJECTION)]
+    frame = (own or frames)[-1]
     return f"at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
+
+
+_NOT_THE_PROJECTION = (
+    str(Path(__file__).parent) + os.sep,  # the engine: workbench/replay
+    *{sysconfig.get_paths()[name] + os.sep for name in ("stdlib", "purelib", "platlib")},
+)
