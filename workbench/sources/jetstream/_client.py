@@ -11,7 +11,7 @@ import contextlib
 import json
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -29,24 +29,58 @@ async def _ignore(_: Exception) -> None:
 
 
 async def connect(url: str, *, reconnect: bool = True) -> Client:
-    """Connect to NATS at ``url``; keep reconnecting in the background if ``reconnect``."""
-    # nats-py keeps retrying an unreachable server forever when reconnects are on,
-    # so a first TCP probe turns a wrong URL into an error at once.
+    """Connect to NATS at ``url`` (``a,b`` for several servers); keep reconnecting
+    in the background if ``reconnect``."""
+    # nats-py retries its first connect forever when reconnects are on (a wrong
+    # password, a port that is not NATS): a TCP probe, then a first connect that
+    # may fail, and reconnects are switched on only once connected.
     await _probe(url)
+    servers, credentials = _servers(url)
     try:
-        return await nats.connect(
-            url,
+        nc = await nats.connect(
+            servers,
             name="workbench",
             connect_timeout=5,
-            allow_reconnect=reconnect,
-            max_reconnect_attempts=-1 if reconnect else 0,
+            allow_reconnect=False,
             reconnect_time_wait=0.25,
             error_cb=_ignore,
+            **credentials,
         )
     except Exception as exc:  # nats-py raises assorted errors for an unreachable server
         raise SourceError(
             f"cannot connect to NATS at {redact(url)}: {redact(str(exc)) or type(exc).__name__}"
         ) from None
+    if reconnect:  # read by nats-py on each disconnect
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
+    return nc
+
+
+def _servers(url: str) -> tuple[list[str], dict[str, str]]:
+    """Server URLs without credentials, and the credentials, percent-decoded.
+
+    nats-py passes ``user:p%40ss`` to the server as it is written; a
+    password is decoded here, as the URL standard (and the wire reader) do.
+
+    >>> _servers("nats://bob:p%40ss@h1:4222, h2")
+    (['nats://h1:4222', 'nats://h2'], {'user': 'bob', 'password': 'p@ss'})
+    >>> _servers("nats://s3cret-token@h1")
+    (['nats://h1'], {'token': 's3cret-token'})
+    """
+    servers: list[str] = []
+    credentials: dict[str, str] = {}
+    for one in url.split(","):
+        one = one.strip()
+        parts = urlsplit(one if "://" in one else f"nats://{one}")
+        userinfo, _, host = parts.netloc.rpartition("@")
+        if userinfo and not credentials:
+            user, has_password, password = userinfo.partition(":")
+            if has_password:
+                credentials = {"user": unquote(user), "password": unquote(password)}
+            else:
+                credentials = {"token": unquote(user)}
+        servers.append(parts._replace(netloc=host).geturl())
+    return servers, credentials
 
 
 async def _probe(url: str) -> None:
@@ -57,6 +91,11 @@ async def _probe(url: str) -> None:
             _, writer = await asyncio.wait_for(
                 asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222), 5
             )
+        except ValueError:  # urlsplit's port: a password with '/' or '@' not percent-encoded
+            raise SourceError(
+                f"cannot read the NATS URL {redact(url)}: percent-encode '/', '@' and ':' "
+                "in a user or password (%2F, %40, %3A)"
+            ) from None
         except (OSError, TimeoutError) as exc:
             reasons.append(str(exc) or type(exc).__name__)
             continue
