@@ -107,6 +107,7 @@ def test_cloudevents_binary_structured_and_odd_payloads(
     s = got[3]  # structured mode: the event is the payload, data inside
     assert s[2:9] == ("s-1", "MemoryUpdated", 3, "memory-9", s[6], "req-s", None)
     assert json.loads(s[10]) == {"memory_id": 9}
+    assert json.loads(s[11]) == structured  # attributes beside data are never dropped
     blob = got[4]  # not UTF-8 JSON: kept byte for byte, unmappable time left null
     assert (blob[2], blob[6], blob[10], blob[11]) == ("blob-1", None, None, b"\xff\xfe\x00not json")
     bare = got[5]  # no headers at all: archived with what NATS knows
@@ -142,11 +143,16 @@ def test_envelope_and_raw_presets_and_maps(nats_url: str, stream: str, tmp_path:
     )
     assert got[0][:5] == ("e-1", "MemoryCreated", 4, "memory-1", 7)
     assert got[0][5].isoformat() == "2024-05-01T00:00:00+00:00"
-    assert (got[0][6], json.loads(got[0][7]), got[0][8]) == ("c-1", {"k": [1, 2]}, None)
+    # data is part of the payload ("meta" is in no column): the bytes are kept too.
+    assert (got[0][6], json.loads(got[0][7])) == ("c-1", {"k": [1, 2]})
+    assert json.loads(got[0][8]) == body
 
     archive(nats_url, stream, tmp_path / "raw", preset="raw")
-    got = rows(tmp_path / "raw", "select event_id, event_type, schema_version, data from events")
+    got = rows(
+        tmp_path / "raw", "select event_id, event_type, schema_version, data, payload from events"
+    )
     assert got[0][:3] == (None, None, 1) and json.loads(got[0][3]) == body
+    assert got[0][4] is None  # data holds the payload verbatim: not stored twice
 
     maps = [
         "stream=subject:-2",
@@ -154,13 +160,17 @@ def test_envelope_and_raw_presets_and_maps(nats_url: str, stream: str, tmp_path:
         "correlation_id=header:x-req",
         "causation_id=data:meta.tenant",
         "event_id=metadata:X-Req",
+        "data=data:data",
     ]
     archive(nats_url, stream, tmp_path / "map", preset="raw", mappings=maps)
     got = rows(
         tmp_path / "map",
-        "select stream, event_type, correlation_id, causation_id, event_id from events",
+        "select stream, event_type, correlation_id, causation_id, event_id, data, payload "
+        "from events",
     )
-    assert got == [("acme", "Created", "r-9", "acme", "r-9")]
+    assert got[0][:5] == ("acme", "Created", "r-9", "acme", "r-9")
+    # data mapped to a part of the payload: the whole payload is kept beside it
+    assert (json.loads(got[0][5]), json.loads(got[0][6])) == ({"k": [1, 2]}, body)
 
 
 def test_resume_archives_each_message_once(nats_url: str, stream: str, tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Every envelope column is a list of candidate specs; the first that yields a
 value wins, and a message no candidate can fill keeps the column null (it is
-archived all the same). Specs are evaluated over a whole batch as one DuckDB
+archived all the same). ``payload`` keeps the message's bytes unless ``data``
+holds them verbatim, so a mapping never drops what a message carried. Specs are evaluated over a whole batch as one DuckDB
 query over Arrow columns, never row by row.
 
 Presets:
@@ -173,7 +174,6 @@ class JetStreamMapping:
             "recorded_ns": "ts_ns",
             "subject": "subject",
             "metadata": "metadata",
-            "payload": f"case when j is null then payload {binary}end",
             "delivery_count": "delivered",
         }
         for name in envelope.COLUMNS:
@@ -189,6 +189,14 @@ class JetStreamMapping:
                 exprs.append("1")
             if exprs:
                 selects[name] = f"coalesce({', '.join(exprs)})"
+        # The original bytes are kept unless data holds them verbatim: not JSON,
+        # or JSON of which data is a part (a mapped path, a structured
+        # CloudEvent's attributes beside its data).
+        data = selects.get("data", "null")
+        selects["payload"] = (
+            f"case when j is null then payload {binary}"
+            f"when ({data}) is distinct from text then payload end"
+        )
         query = (
             f"with r as (select *, {structured} as structured, "
             "case when json_valid(text) then text end as j from raw) "
