@@ -66,7 +66,7 @@ def test_message_db_preset_fills_the_envelope(pg_dsn: str, pg_schema: str, tmp_p
         )
     result = wb.archive_postgres(pg_dsn, tmp_path, preset="message-db", table=table)
     assert (result.rows_archived, result.last_position, result.gaps) == (3, 3, [])
-    assert result.problems == {"schemaVersion not an integer (null)": 1}
+    assert result.problems == {"schema_version not an integer (null)": 1}
     rows = archived(tmp_path)
     assert [r["source"] for r in rows] == [f"postgres:{table}"] * 3
     assert [(r["stream"], r["stream_position"], r["event_type"]) for r in rows] == [
@@ -75,7 +75,8 @@ def test_message_db_preset_fills_the_envelope(pg_dsn: str, pg_schema: str, tmp_p
         ("memory-2", 0, "MemoryCreated"),
     ]
     assert rows[0]["event_id"] == first and rows[0]["schema_version"] == 2
-    assert rows[2]["schema_version"] is None
+    assert rows[1]["schema_version"] == 1  # no schemaVersion: 1, as the envelope says
+    assert rows[2]["schema_version"] is None  # one that is not a number: null, and counted
     assert rows[1]["correlation_id"] == "request-9"
     assert rows[1]["causation_id"] == first  # resolved to the causing message's id
     assert json.loads(rows[1]["data"]) == {"by": "ann"}
@@ -202,6 +203,59 @@ def test_eventsourcing_preset_reads_what_the_library_writes(
     assert rows[0]["payload"] is None
 
 
+class Note(Aggregate):
+    """An aggregate whose event classes were upgraded: the library stamps class_version 2."""
+
+    class Created(Aggregate.Created):
+        class_version = 2
+        text: str
+
+    @event(Created)
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class Notes(Application[uuid.UUID]):
+    def write(self, text: str) -> uuid.UUID:
+        note = Note(text)
+        self.save(note)
+        return note.id
+
+
+def test_eventsourcing_class_version_and_a_state_cut_short(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    env = es_env(pg_dsn, pg_schema)
+    write_with_library(env)
+    app = Notes(env=env)
+    try:
+        app.write("v2")
+    finally:
+        app.close()
+    table = f"{pg_schema}.notes_events"
+    with psycopg.connect(pg_dsn, autocommit=True) as con:  # a state no JSON parser accepts
+        con.execute(
+            f"insert into {table} (originator_id, originator_version, topic, state) "
+            "values (gen_random_uuid(), 1, '__main__:Note.Created', convert_to('{\"text\":\"tr', 'UTF8'))"
+        )
+    app = Notes(env=env)
+    try:
+        app.write("after")  # rows after the broken one are archived too
+    finally:
+        app.close()
+    result = wb.archive_postgres(pg_dsn, tmp_path, preset="eventsourcing", table=table)
+    assert result.rows_archived == 3
+    assert result.problems["state not decodable (payload kept)"] == 1
+    rows = archived(tmp_path)
+    assert [r["schema_version"] for r in rows] == [2, 1, 2]
+    assert rows[1]["data"] is None and rows[1]["payload"] == b'{"text":"tr'
+    memories = wb.archive_postgres(
+        pg_dsn, tmp_path / "m", preset="eventsourcing", table=f"{pg_schema}.memories_events"
+    )
+    assert memories.rows_archived == 4
+    assert {r["schema_version"] for r in archived(tmp_path / "m")} == {1}  # no class_version
+
+
 def test_eventsourcing_encrypted_store(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     pytest.importorskip("cryptography")
     from eventsourcing.cryptography import AESCipher
@@ -274,9 +328,11 @@ def test_generic_preset_counts_row_level_problems(
         "null stream": 1,
         "null data": 2,
         "recorded_at missing (archive time used)": 1,
+        "schema_version not an integer (null)": 1,
     }
     rows = archived(tmp_path)
     assert rows[0]["correlation_id"] == "r1" and rows[0]["schema_version"] == 3
+    assert rows[1]["schema_version"] == 1  # no "v" in its metadata: 1
     assert rows[0]["subject"] == "none"
     assert rows[1]["data"] is None and rows[1]["payload"] == b"not json at all"
     assert rows[2]["schema_version"] is None and rows[2]["recorded_at"] is not None
@@ -507,3 +563,34 @@ def test_integer_fields_from_json_text_never_fail_a_cast(pg_dsn: str) -> None:
             for row in con.execute(f"select {_int_or_null('v')} from (select %s::text as v) x", [v])
         ]
     assert got == expected
+
+
+def test_an_integer_field_from_a_text_column_nulls_one_bad_value(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A text column mapped to an integer field: one bad value is counted, not fatal."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.log (seq serial primary key, at timestamptz, "
+            "kind text, body text, ver text, pos text)"
+        )
+        con.execute(
+            f"insert into {pg_schema}.log (at, kind, body, ver, pos) values "
+            "(now(), 'A', '{}', '2', '0'), (now(), 'A', '{}', 'x', '1'), (now(), 'A', '{}', null, 'y')"
+        )
+    maps = ["global_position=column:seq", "recorded_at=column:at", "event_type=column:kind"]
+    maps += ["data=column:body", "schema_version=column:ver", "stream_position=column:pos"]
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.log", mappings=maps
+    )
+    assert result.rows_archived == 3
+    assert result.problems == {
+        "schema_version not an integer (null)": 1,
+        "stream_position not an integer (null)": 1,
+    }
+    rows = archived(tmp_path)
+    assert [(r["schema_version"], r["stream_position"]) for r in rows] == [
+        (2, 0),
+        (None, 1),
+        (1, None),
+    ]

@@ -301,14 +301,6 @@ class PostgresArchiver:
     def _to_envelopes(self, chunk: pa.Table) -> pa.Table:
         """Helper columns → fields and problem counts; DuckDB for JSON work over the batch."""
         q = self.query
-        flags = {
-            "_bad_schema_version": "schemaVersion not an integer (null)",
-            "_no_recorded_at": "recorded_at missing (archive time used)",
-        }
-        for name, problem in flags.items():
-            if name in chunk.column_names:
-                self._count(problem, pc.sum(chunk.column(name).cast(pa.int64())).as_py() or 0)
-                chunk = chunk.drop_columns([name])
         exprs: dict[str, str] = {}
         if q.eventsourcing_state:
             decoded = decode_states(
@@ -320,10 +312,17 @@ class PostgresArchiver:
             exprs["occurred_at"] = (
                 "try_cast(json_extract_string(data, '$.timestamp') as timestamptz)"
             )
+            # The library writes class_version into a state only above version 1.
+            exprs["schema_version"] = (
+                "try_cast(json_extract_string(data, '$.class_version') as integer)"
+            )
         for name in q.validate_json:
             chunk = self._validate_json(chunk, name)
         for name, spec in q.path_fields.items():
-            exprs[name] = _typed_path(name, _path_expr(spec))
+            raw = _path_expr(spec)
+            exprs[name] = _typed_path(name, raw)
+            if name in _INT_FIELDS:
+                exprs[f"_bad_{name}"] = f"({raw} is not null and {exprs[name]} is null)"
         if exprs:
             chunk = self._duck_select(chunk, exprs)
         if q.eventsourcing_state:
@@ -335,10 +334,22 @@ class PostgresArchiver:
                 chunk.column("occurred_at").cast(pa.timestamp("us", tz="UTC")), now
             )
             chunk = chunk.append_column("recorded_at", recorded)
+        bad_version = None
+        for name in [n for n in chunk.column_names if n.startswith("_")]:
+            flag = chunk.column(name)
+            problem = (
+                "recorded_at missing (archive time used)"
+                if name == "_no_recorded_at"
+                else f"{name.removeprefix('_bad_')} not an integer (null)"
+            )
+            self._count(problem, pc.sum(flag.cast(pa.int64())).as_py() or 0)
+            if name == "_bad_schema_version":
+                bad_version = flag
+            chunk = chunk.drop_columns([name])
         for name in q.expected:
             if name in chunk.column_names:
                 self._count(f"null {name}", chunk.column(name).null_count)
-        return chunk
+        return _versioned(chunk, bad_version)
 
     def _validate_json(self, chunk: pa.Table, name: str) -> pa.Table:
         column = chunk.column(name).combine_chunks()
@@ -375,7 +386,10 @@ class PostgresArchiver:
             )
             return self._duck.sql(sql).to_arrow_table()
         except duckdb.Error as exc:
-            raise SourceError(f"evaluating --map paths: {str(exc).splitlines()[0]}") from None
+            raise SourceError(
+                f"reading JSON fields of the rows (--map paths, event timestamps): "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
         finally:
             self._duck.unregister("batch")
 
@@ -403,6 +417,20 @@ class PostgresArchiver:
             return
         with contextlib.suppress(Exception):  # the error that ended the run is the one to report
             self.close()
+
+
+def _versioned(chunk: pa.Table, bad: pa.ChunkedArray | None) -> pa.Table:
+    """``schema_version`` 1 where the source has none (the envelope's contract);
+    a version that is there but not an integer stays null (and was counted)."""
+    one = pa.scalar(1, pa.int32())
+    if "schema_version" not in chunk.column_names:
+        return chunk.append_column("schema_version", pa.repeat(one, chunk.num_rows))
+    index = chunk.column_names.index("schema_version")
+    version = chunk.column(index).cast(pa.int32())
+    filled = pc.coalesce(version, one)
+    if bad is not None:
+        filled = pc.if_else(pc.fill_null(bad, False), pa.scalar(None, pa.int32()), filled)
+    return chunk.set_column(index, "schema_version", filled)
 
 
 def _holes(
@@ -458,6 +486,9 @@ def _path_expr(spec: FieldSpec) -> str:
         '."' + key.replace('"', '\\"').replace("'", "''") + '"' for key in spec.path
     )
     return f"json_extract_string({column}, '{path}')"
+
+
+_INT_FIELDS = frozenset(n for n, t in _DUCK_TYPES.items() if t in ("integer", "bigint"))
 
 
 def _typed_path(name: str, expr: str) -> str:

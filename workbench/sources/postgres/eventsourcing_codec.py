@@ -16,6 +16,9 @@ JSON; only compressed or encrypted states are handled one by one.
 True
 >>> out.data[2].as_py(), out.payload[2].as_py(), out.undecodable
 (None, b'\\xff\\x00garbage', 1)
+>>> out = decode_states(pa.array([b'{"owner":"tr']))  # cut short: not JSON after all
+>>> out.data.to_pylist(), out.payload.to_pylist(), out.undecodable
+([None], [b'{"owner":"tr'], 1)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from workbench import _duckdb
 from workbench.errors import SourceError
 
 __all__ = ["DecodedStates", "decode_states", "flatten_typed_encodings"]
@@ -74,8 +78,9 @@ def decode_states(states: pa.Array, *, cipher_key: str | None = None) -> Decoded
     if pc.all(is_json).as_py():
         text = _as_text(states)
         if text is not None:
-            return DecodedStates(
-                flatten_typed_encodings(text), pa.nulls(len(states), pa.binary()), 0
+            return _json_only(
+                DecodedStates(flatten_typed_encodings(text), pa.nulls(len(states), pa.binary()), 0),
+                states,
             )
     # Some states are compressed (or broken): decode those one by one.
     texts: list[str | None] = []
@@ -95,7 +100,30 @@ def decode_states(states: pa.Array, *, cipher_key: str | None = None) -> Decoded
             else "stored states do not decode after decryption; is this an eventsourcing store?"
         )
     data = flatten_typed_encodings(pa.array(texts, pa.string()))
-    return DecodedStates(data, pa.array(payloads, pa.binary()), bad)
+    return _json_only(DecodedStates(data, pa.array(payloads, pa.binary()), bad), states)
+
+
+def _json_only(decoded: DecodedStates, states: pa.Array) -> DecodedStates:
+    """``decoded`` with states that are not JSON after all (cut short, say) moved to payload.
+
+    A state that starts with ``{`` and is UTF-8 is not yet JSON; left in
+    ``data``, it would fail every JSON function downstream.
+    """
+    con = _duckdb.connect()
+    try:
+        con.register("d", pa.table({"v": decoded.data}))
+        valid = con.sql("select coalesce(json_valid(v), true) as ok from d").to_arrow_table()
+    finally:
+        con.close()
+    ok = valid.column("ok").combine_chunks()
+    bad = len(ok) - (pc.sum(ok.cast(pa.int64())).as_py() or 0)
+    if not bad:
+        return decoded
+    return DecodedStates(
+        pc.if_else(ok, decoded.data, pa.scalar(None, pa.string())),
+        pc.if_else(ok, decoded.payload, states),
+        decoded.undecodable + bad,
+    )
 
 
 def _as_text(states: pa.Array) -> pa.Array | None:

@@ -44,6 +44,7 @@ _TEXT_FIELDS = frozenset(
     }
 )
 _TIME_FIELDS = frozenset({"occurred_at", "recorded_at"})
+_INTEGER_PG_TYPES = frozenset({"int2", "int4", "int8"})
 _INT_TYPES = {
     "schema_version": "int",
     "stream_position": "bigint",
@@ -62,8 +63,9 @@ class Query:
 
     ``select(after, limit)`` returns rows with ``position > after`` in position
     order. Columns are envelope columns plus helper columns starting with
-    ``_`` (``_state`` raw eventsourcing state, ``_bad_schema_version``,
-    ``_no_recorded_at``) that the archiver turns into fields and counts.
+    ``_`` (``_state`` raw eventsourcing state, ``_bad_<field>`` a value that
+    is not an integer, ``_no_recorded_at``) that the archiver turns into
+    fields and counts.
     """
 
     source: str
@@ -333,6 +335,11 @@ def build_query(
                 cols[field_name] = f"{expr}::text" if pg_type != "bytea" else expr
                 if pg_type not in _JSON_TYPES:
                     validate.append(field_name)
+            elif field_name in _INT_TYPES and pg_type not in _INTEGER_PG_TYPES:
+                # One bad value must not fail the whole read: null it and count it.
+                as_int = _int_or_null(f"{expr}::text", _INT_TYPES[field_name], 18)
+                cols[field_name] = as_int
+                cols[f"_bad_{field_name}"] = f"({expr} is not null and {as_int} is null)"
             else:
                 cols[field_name] = _typed(field_name, expr, pg_type)
         else:  # data: / metadata: paths, by DuckDB over the batch
