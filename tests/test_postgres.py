@@ -594,3 +594,16 @@ def test_an_integer_field_from_a_text_column_nulls_one_bad_value(
         (None, 1),
         (1, None),
     ]
+
+
+def test_out_naming_a_file_is_one_line_and_exit_2(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = create_message_db(pg_dsn, pg_schema)
+    out = tmp_path / "f"
+    out.write_text("mine")
+    args = ["archive", "postgres", "--dsn", pg_dsn, "--table", table, "--out", str(out)]
+    assert run([*args, "--preset", "message-db"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("is a file: an archive is a directory") and "Traceback" not in err
+    assert out.read_text() == "mine"

@@ -61,6 +61,8 @@ class ArchiveWriter:
     ) -> None:
         if not source:
             raise ArchiveError("a source name is required")
+        if Path(root).exists() and not Path(root).is_dir():
+            raise ArchiveError(f"{root} is a file: an archive is a directory")
         self.root = Path(root)
         self.source = source
         self.row_group_size = row_group_size

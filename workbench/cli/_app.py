@@ -76,6 +76,13 @@ def run(argv: list[str] | None = None) -> int:
     except WorkbenchError as exc:
         notice("error", redact(str(exc)), style="bold red")
         return 2
+    except OSError as exc:  # a path the user gave: not a directory, no permission, disk full
+        notice(
+            "error",
+            redact(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")),
+            style="bold red",
+        )
+        return 2
     except KeyboardInterrupt:
         return 130
     return 0
