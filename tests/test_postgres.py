@@ -118,12 +118,15 @@ def test_marten_preset(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
             correlation_id="req-1",
             causation_id=str(e1),
         )
+        # Conjoined tenancy: the same stream id in another tenant is another stream.
+        append_marten(con, pg_schema, stream, 1, "memory_created", {}, tenant_id="acme")
     result = wb.archive_postgres(pg_dsn, tmp_path, preset="marten", table=table)
-    assert result.rows_archived == 2 and not result.problems
+    assert result.rows_archived == 3 and not result.problems
     rows = archived(tmp_path)
     assert [(r["stream"], r["stream_position"], r["event_type"]) for r in rows] == [
         (str(stream), 1, "memory_created"),
         (str(stream), 2, "memory_accessed"),
+        (f"acme/{stream}", 1, "memory_created"),
     ]
     assert rows[0]["event_id"] == str(e1) and rows[1]["causation_id"] == str(e1)
     assert rows[1]["correlation_id"] == "req-1"
@@ -278,6 +281,25 @@ def test_eventsourcing_encrypted_store(pg_dsn: str, pg_schema: str, tmp_path: Pa
         wb.archive_postgres(pg_dsn, tmp_path, preset="eventsourcing", table=table, cipher_key=wrong)
     result = wb.archive_postgres(
         pg_dsn, tmp_path, preset="eventsourcing", table=table, cipher_key=key
+    )
+    assert result.rows_archived == 4 and not result.problems
+    assert json.loads(archived(tmp_path)[0]["data"])["text"] == "first"
+
+
+def test_a_cipher_key_meant_for_another_app_leaves_a_plain_store_readable(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """CIPHER_KEY is often exported for an encrypted app; an unencrypted one still archives."""
+    pytest.importorskip("cryptography")
+    from eventsourcing.cryptography import AESCipher
+
+    write_with_library(es_env(pg_dsn, pg_schema))
+    result = wb.archive_postgres(
+        pg_dsn,
+        tmp_path,
+        preset="eventsourcing",
+        table=f"{pg_schema}.memories_events",
+        cipher_key=AESCipher.create_key(16),
     )
     assert result.rows_archived == 4 and not result.problems
     assert json.loads(archived(tmp_path)[0]["data"])["text"] == "first"

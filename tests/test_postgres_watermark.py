@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
-from test_postgres_layouts import create_message_db, write_message
+from test_postgres_layouts import append_marten, create_marten, create_message_db, write_message
 
 import workbench as wb
 from workbench.sources.postgres import PostgresArchiver
@@ -51,6 +56,37 @@ def test_late_commit_is_waited_for(pg_dsn: str, pg_schema: str, tmp_path: Path) 
         assert not archiver.waiting
     assert archived_positions(tmp_path) == [1, 2]
     assert gap_positions(tmp_path) == set()
+
+
+def test_marten_positions_drawn_before_their_transaction_are_not_skipped(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Marten draws seq_id values in one query and inserts them in a later transaction:
+    no transaction holds the hole meanwhile, so only the grace period keeps it open."""
+    table = create_marten(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        drawn = con.execute(f"select nextval('{pg_schema}.mt_events_sequence')").fetchone()
+        assert drawn is not None
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {})  # takes the next
+        with PostgresArchiver(pg_dsn, tmp_path, preset="marten", table=table) as archiver:
+            assert archiver.poll() == 0 and archiver.waiting
+            assert archiver.poll() == 0 and archiver.waiting  # no one holds it, but it is < 3 s old
+            stream = uuid.uuid4()
+            append_marten(con, pg_schema, stream, 1, "memory_created", {}, seq_id=drawn[0])
+            assert archiver.poll() == 2
+    assert archived_positions(tmp_path) == [1, 2]
+    # Without the grace period (a store that draws in its own transaction), the
+    # hole settles at once, as a rolled-back value.
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"select nextval('{pg_schema}.mt_events_sequence')")
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {})
+    with PostgresArchiver(
+        pg_dsn, tmp_path, preset="marten", table=table, settle_grace=0
+    ) as archiver:
+        archiver.poll()
+        archiver.poll()
+    assert archived_positions(tmp_path) == [1, 2, 4]
+    assert gap_positions(tmp_path) == {3}
 
 
 def test_rolled_back_hole_becomes_a_gap_record(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
@@ -204,3 +240,28 @@ def test_a_hole_mid_stream_stops_the_read_and_the_connection_stays_usable(
     names = sorted(p.stem for p in tmp_path.rglob("*.parquet") if "gap_records" not in str(p))
     spans = [tuple(int(n) for n in name.split("-")) for name in names]
     assert spans == [(1, 1), (2, 11), (12, 21), (22, 31), (32, 41), (42, 42)]
+
+
+def test_follow_ends_on_sigterm_with_its_summary(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = create_message_db(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        for i in range(3):
+            write_message(con, pg_schema, f"memory-{i}", "MemoryCreated", {})
+    command = ["archive", "postgres", "--dsn", pg_dsn, "--table", table, "--follow"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", *command, "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path.exists() and any(tmp_path.rglob("*.parquet"))):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "archived 3 rows" in out
+    assert archived_positions(tmp_path) == [1, 2, 3]

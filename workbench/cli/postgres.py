@@ -32,11 +32,28 @@ def archive_postgres_command(
         0.5, "--poll-interval", min=0.01, help="Seconds between polls."
     ),
     batch_size: int = typer.Option(100_000, "--batch-size", min=1, help="Rows per archive file."),
+    settle_timeout: float = typer.Option(
+        60.0,
+        "--settle-timeout",
+        min=0,
+        help="Seconds to wait for transactions that hold a hole before stopping at it.",
+    ),
+    settle_grace: float | None = typer.Option(
+        None,
+        "--settle-grace",
+        min=0,
+        help="Seconds a hole must also stay empty before it is final (default: the preset's; "
+        "marten 3).",
+    ),
     cipher_key: str | None = typer.Option(
         None, "--cipher-key", envvar="CIPHER_KEY", help="eventsourcing: the store's CIPHER_KEY."
     ),
 ) -> None:
-    """Archive a Postgres event store; no late-committing transaction is ever skipped."""
+    """Archive a Postgres event store; no late-committing transaction is ever skipped.
+
+    With --follow, SIGINT or SIGTERM ends the run after the current poll and
+    prints its summary.
+    """
     from workbench.sources.postgres import archive_postgres
 
     with progress_bar() as bar:
@@ -54,6 +71,8 @@ def archive_postgres_command(
             follow=follow,
             idle_exit=idle_exit,
             poll_interval=poll_interval,
+            settle_timeout=settle_timeout,
+            settle_grace=settle_grace,
             batch_size=batch_size,
             cipher_key=cipher_key,
             progress=progress,

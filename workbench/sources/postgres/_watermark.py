@@ -22,6 +22,13 @@ returns the highest ``P`` whose transactions have all ended; holes at or
 below it are final, holes above it are waited for. It assumes the usual
 ``CACHE 1`` sequence (the default of ``serial``/``identity``) and that a
 value is inserted in the transaction that drew it.
+
+Marten breaks the last assumption: it draws its sequence values in one
+query and inserts them in a later transaction. For such stores ``grace``
+also keeps a hole open until it is that old (Marten's own daemon waits its
+``StaleSequenceThreshold``, 3 s, for the same reason). Holes cannot be
+judged on a hot standby at all: its ``pg_locks`` does not show the
+primary's transactions (:func:`require_primary`).
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.errors import SourceError
 from workbench.sources.postgres._connection import fetch_all
 
-__all__ = ["RUNNING_SQL", "Watermark"]
+__all__ = ["RUNNING_SQL", "Watermark", "require_primary"]
 
 #: Other transactions of this database that may hold sequence values: virtual
 #: xids (every transaction has one from its start) and prepared transactions.
@@ -62,6 +70,8 @@ class Watermark:
 
     settled_position: int = 0
     pending: list[_Pending] = field(default_factory=list)
+    #: How old a hole must also be before it is final (see the module's notes).
+    grace: dt.timedelta = dt.timedelta(0)
 
     def running(self, con: Any) -> tuple[frozenset[str], dt.datetime, dt.datetime]:
         """Running transactions now, the latest PREPARE time, and the server clock."""
@@ -78,14 +88,28 @@ class Watermark:
     def settle(self, con: Any) -> int:
         """Advance and return the settled position (call *before* taking the read snapshot)."""
         if self.pending:
-            running, last_prepared, _ = self.running(con)
+            running, last_prepared, now = self.running(con)
             still: list[_Pending] = []
             for entry in self.pending:
                 # A transaction running at `entry.at` may have been PREPAREd since (it then
                 # has no virtual xid); a later PREPARE keeps the entry waiting.
-                if entry.running & running or last_prepared >= entry.at:
+                if (
+                    entry.running & running
+                    or last_prepared >= entry.at
+                    or now - entry.at < self.grace
+                ):
                     still.append(entry)
                 else:
                     self.settled_position = max(self.settled_position, entry.position)
             self.pending = [e for e in still if e.position > self.settled_position]
         return self.settled_position
+
+
+def require_primary(con: Any) -> None:
+    """Refuse a hot standby: holes could not be told from late commits there."""
+    ((standby,),) = fetch_all(con, "select pg_is_in_recovery()", "checking for a standby")
+    if standby:
+        raise SourceError(
+            "this server is a hot standby: the primary's running transactions are not "
+            "visible here, so a late commit could be skipped; archive from the primary"
+        )

@@ -14,13 +14,17 @@ recorded in ``gap_records`` as ``rolled-back``.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import html
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -40,7 +44,7 @@ from workbench.sources.postgres._connection import (
     source_error,
     table_columns,
 )
-from workbench.sources.postgres._watermark import RUNNING_SQL, Watermark
+from workbench.sources.postgres._watermark import RUNNING_SQL, Watermark, require_primary
 from workbench.sources.postgres.eventsourcing_codec import decode_states
 from workbench.sources.postgres.presets import PRESETS, Query, build_query, split_position_maps
 
@@ -125,6 +129,7 @@ class PostgresArchiver:
         mappings: Iterable[str] = (),
         batch_size: int = 100_000,
         cipher_key: str | None = None,
+        settle_grace: float | None = None,
     ) -> None:
         if preset not in PRESETS:
             raise SourceError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
@@ -137,6 +142,7 @@ class PostgresArchiver:
             raise SourceError(f"--preset {preset} needs --table SCHEMA.TABLE")
         self._con = connect(dsn)
         try:
+            require_primary(self._con)
             columns = table_columns(self._con, table)
             self.query: Query = build_query(
                 preset, table, columns, specs, position_column=positions.get("global_position")
@@ -147,7 +153,8 @@ class PostgresArchiver:
         self.batch_size = batch_size
         self.cipher_key = cipher_key
         self.writer = ArchiveWriter(out, self.query.source)
-        self.watermark = Watermark()
+        grace = PRESETS[preset].settle_grace if settle_grace is None else settle_grace
+        self.watermark = Watermark(grace=dt.timedelta(seconds=grace))
         self.result = ArchivePostgresResult(self.query.source, Path(out))
         self.result.last_position = self.writer.last_position
         self._gaps_upto = _recorded_gaps_upto(Path(out), self.query.source)
@@ -419,6 +426,22 @@ class PostgresArchiver:
             self.close()
 
 
+@contextlib.contextmanager
+def _stopped_by_signals(follow: bool) -> Iterator[threading.Event]:
+    """While following, SIGINT/SIGTERM end the run after the current poll (its rows
+    are written and the summary returned), as the JetStream archiver does."""
+    stop = threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if follow and threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _versioned(chunk: pa.Table, bad: pa.ChunkedArray | None) -> pa.Table:
     """``schema_version`` 1 where the source has none (the envelope's contract);
     a version that is there but not an integer stays null (and was counted)."""
@@ -524,6 +547,7 @@ def archive_postgres(
     idle_exit: float | None = None,
     poll_interval: float = 0.5,
     settle_timeout: float = 60.0,
+    settle_grace: float | None = None,
     batch_size: int = 100_000,
     cipher_key: str | None = None,
     progress: Progress | None = None,
@@ -539,16 +563,23 @@ def archive_postgres(
     ``mappings`` are ``FIELD=SPEC`` strings (``column:``, ``const:``,
     ``data:``/``metadata:`` paths); ``generic`` needs at least
     ``global_position=column:NAME`` and ``recorded_at=column:NAME``.
+    ``settle_grace`` is how long a hole must also stay empty before it is
+    final (default: the preset's; 3 s for Marten, which draws positions
+    before the transaction that inserts them).
     """
-    with PostgresArchiver(
-        dsn,
-        out,
-        preset=preset,
-        table=table,
-        mappings=mappings,
-        batch_size=batch_size,
-        cipher_key=cipher_key,
-    ) as archiver:
+    with (
+        PostgresArchiver(
+            dsn,
+            out,
+            preset=preset,
+            table=table,
+            mappings=mappings,
+            batch_size=batch_size,
+            cipher_key=cipher_key,
+            settle_grace=settle_grace,
+        ) as archiver,
+        _stopped_by_signals(follow) as signalled,
+    ):
         last_progress = time.monotonic()
         while True:
             before = (archiver.result.rows_archived, len(archiver.result.gaps))
@@ -557,7 +588,7 @@ def archive_postgres(
             if (archiver.result.rows_archived, len(archiver.result.gaps)) != before:
                 last_progress = now
             idle = now - last_progress
-            if should_stop is not None and should_stop():
+            if signalled.is_set() or (should_stop is not None and should_stop()):
                 break
             if archiver.waiting:
                 if idle >= (settle_timeout if not follow else max(settle_timeout, idle_exit or 0)):

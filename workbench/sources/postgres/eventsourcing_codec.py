@@ -165,6 +165,7 @@ def _decrypt_all(values: list[bytes | None], cipher_key: str) -> list[bytes | No
         ) from None
     out: list[bytes | None] = []
     failed = 0
+    plain = 0  # of the failed: states that were never encrypted (JSON or zlib)
     for value in values:
         if value is None:
             out.append(None)
@@ -174,7 +175,9 @@ def _decrypt_all(values: list[bytes | None], cipher_key: str) -> list[bytes | No
             out.append(aes.decrypt(nonce, body + tag, None))
         except (InvalidTag, ValueError):
             failed += 1
+            plain += value[:1] in (b"{", bytes([_ZLIB_FIRST]))
             out.append(value)
-    if values and failed == len(values) - values.count(None) and failed:
+    # A key exported for another (encrypted) app must not stop an unencrypted one.
+    if failed and failed == len(values) - values.count(None) and plain < failed:
         raise SourceError("the cipher key does not decrypt the stored states (wrong CIPHER_KEY?)")
     return out
