@@ -6,6 +6,7 @@ import gzip
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -138,6 +139,8 @@ def test_handler_and_sql_projection_agree_with_lineage(archive: Path, tmp_path: 
     wb.replay(archive, Memories, into=into)
     sql = wb.replay(archive, MEMORIES_SQL, into=into)
     assert sql.events_applied == 4_000
+    with pytest.raises(ProjectionError, match="nothing to resume"):
+        wb.replay(archive, MEMORIES_SQL, into=into, resume=True)
     handler = wb.replay(archive, Memories, into=into)
     phases = dict(handler.phases.select("phase", "seconds").rows())
     assert list(phases) == ["reading", "decoding", "handlers", "flushing", "bookkeeping"]
@@ -270,6 +273,37 @@ def test_a_failure_inside_the_table_api_names_the_handler_line(
         ProjectionError, match=rf"at test_replay.py:{line}: .*row has no key column memory_id"
     ):
         wb.replay(archive, Keyless, into=tmp_path / "o.duckdb")
+
+
+class WrongType(Memories):
+    name = "wrongtype"
+
+    @wb.on("MemoryDeleted")
+    def deleted(self, event, tables):
+        row = tables.memories.get(event.data["memory_id"]) if event.data else None
+        if row is not None:
+            row["access_count"] = "many"
+            tables.memories.upsert(row)
+
+
+def test_a_value_of_the_wrong_type_names_its_row_and_the_event_that_wrote_it(
+    archive: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ProjectionError) as caught:
+        wb.replay(archive, WrongType, into=tmp_path / "o.duckdb")
+    message = str(caught.value)
+    assert re.fullmatch(
+        r"table memories, column access_count: a handler wrote 'many', which is not int64; "
+        r"row '[0-9a-f-]+', last written by WrongType.deleted on MemoryDeleted "
+        r"at global_position \d+",
+        message,
+    ), message
+    position = int(message.rsplit(" ", 1)[1])
+    row_key = message.split("row '")[1].split("'")[0]
+    event = wb.open_archive(archive).sql(
+        f"select event_type, data->>'memory_id' from events where global_position = {position}"
+    )
+    assert event.fetchall() == [("MemoryDeleted", row_key)]
 
 
 def test_dead_letters_record_and_go_on(archive: Path, tmp_path: Path) -> None:

@@ -315,6 +315,11 @@ def replay(
     source = select_source(reader, source)
     check_where(where)
     if isinstance(projection, SqlProjection):
+        if resume:
+            raise ProjectionError(
+                f"{projection.name} is a SqlProjection: it is always rebuilt in one "
+                "transaction, so there is nothing to resume; replay it without --resume"
+            )
         return replay_sql(
             reader,
             projection,

@@ -191,6 +191,10 @@ class TableState:
         self._ids = dict(row_ids)
         self._key_of_id = {row_id: key for key, row_id in row_ids.items()}
 
+    def row_id_of(self, key: Any) -> int | None:
+        """The row id of the row with ``key`` (None if it was never written)."""
+        return self._ids.get(key)
+
     def key_of(self, row: dict[str, Any]) -> Any:
         """The key of ``row`` (a value, or a tuple for composite keys)."""
         try:

@@ -243,12 +243,31 @@ def load_rows(
     return rows, {k: i for k, i in zip(keys, row_ids, strict=True) if i is not None}
 
 
-def _column(values: list[Any], typ: pa.DataType, table: str, column: str) -> pa.Array:
+_NOT_CONVERTIBLE = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+
+
+def _column(rows: list[dict[str, Any]], column: str, typ: pa.DataType, table: str) -> pa.Array:
+    try:
+        return pa.array([r.get(column) for r in rows], typ)
+    except _NOT_CONVERTIBLE:
+        for row in rows:  # the error path only: find the row to blame
+            try:
+                pa.array([row.get(column)], typ)
+            except _NOT_CONVERTIBLE:
+                raise BadRow(
+                    f"table {table}, column {column}: a handler wrote {row.get(column)!r}, "
+                    f"which is not {typ}",
+                    row,
+                ) from None
+        raise
+
+
+def _keys(values: list[Any], typ: pa.DataType, table: str, column: str) -> pa.Array:
     try:
         return pa.array(values, typ)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+    except _NOT_CONVERTIBLE as exc:
         raise ProjectionError(
-            f"table {table}, column {column}: a handler wrote a value that is not {typ}: {exc}"
+            f"table {table}, key column {column}: a handler wrote a key that is not {typ}: {exc}"
         ) from None
 
 
@@ -259,7 +278,7 @@ def _key_table(table: Table, keys: list[Any]) -> pa.Table:
         columns = [list(c) for c in zip(*keys, strict=True)] if keys else [[] for _ in table.key]
     return pa.table(
         [
-            _column(v, table.types[c][1], table.name, c)
+            _keys(v, table.types[c][1], table.name, c)
             for c, v in zip(table.key, columns, strict=True)
         ],
         names=list(table.key),
@@ -279,20 +298,32 @@ class Statement:
 Deferred = Callable[[], list[Statement]]
 
 
+class BadRow(ProjectionError):
+    """A row a handler wrote that cannot be stored; ``row`` is it, for locating its writer."""
+
+    def __init__(self, message: str, row: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.row = row
+
+
 def rows_statement(schema: str, table: Table, rows: list[dict[str, Any]]) -> Statement | None:
-    """Insert or replace ``rows`` (dicts) in one statement from an Arrow table."""
+    """Insert or replace ``rows`` (dicts) in one statement from an Arrow table.
+
+    Raises :class:`BadRow` naming the first row with an undeclared column or
+    a value of the wrong type.
+    """
     if not rows:
         return None
-    extra = set().union(*rows) - set(table.columns)
+    declared = set(table.columns)
+    extra = set().union(*rows) - declared
     if extra:
-        raise ProjectionError(
-            f"table {table.name}: handlers wrote undeclared column(s) {', '.join(sorted(extra))}"
+        row = next(r for r in rows if not declared.issuperset(r))
+        raise BadRow(
+            f"table {table.name}: a handler wrote undeclared column(s) {', '.join(sorted(extra))}",
+            row,
         )
     arrow = pa.table(
-        [
-            _column([r.get(c) for r in rows], table.types[c][1], table.name, c)
-            for c in table.columns
-        ],
+        [_column(rows, c, table.types[c][1], table.name) for c in table.columns],
         names=list(table.columns),
     )
     return Statement(
@@ -459,7 +490,12 @@ def prepare_flush(
     for state in states:
         change = changes[state.table.name] = state.take_changes(written)
         tables[state.table.name] = state.table
-        found.append(rows_statement(schema, state.table, change.upserts))
+        try:
+            found.append(rows_statement(schema, state.table, change.upserts))
+        except BadRow as exc:
+            raise ProjectionError(
+                f"{exc}; {_writer_of(state, exc.row, writes, events, codes)}"
+            ) from None
         found.append(delete_statement(schema, state.table, change.deletes))
     if codes is not None:
         found.append(lineage_statements(schema, changes, tables, writes, codes, events))
@@ -477,6 +513,29 @@ def prepare_flush(
         )
     )
     return [s for s in found if s is not None]
+
+
+def _writer_of(
+    state: TableState,
+    row: dict[str, Any],
+    writes: Writes,
+    events: pa.Table,
+    codes: EventCodes | None,
+) -> str:
+    """``row <key>, last written by <handler> on <type> at global_position <n>``."""
+    key = state.key_of(row)
+    where = f"row {key!r}"
+    row_id = state.row_id_of(key)
+    row_ids, positions = writes.pairs()
+    mine = positions[row_ids == row_id] if row_id is not None else positions[:0]
+    if not len(mine):
+        return where
+    position = int(mine.max())
+    found = events.filter(pc.equal(events.column("global_position"), position))
+    event_type = found.column("event_type")[0].as_py() if found.num_rows else None
+    handler = codes.handler_of.get(event_type) if codes is not None and event_type else None
+    by = f"{handler} on {event_type}" if handler else f"the {event_type} event"
+    return f"{where}, last written by {by} at global_position {position}"
 
 
 def next_row_id(con: duckdb.DuckDBPyConnection, schema: str) -> int:
