@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from _jetstream_helpers import (
+    api,
     ce_message,
     delete_messages,
     delete_stream,
@@ -22,6 +24,7 @@ from _jetstream_helpers import (
 import workbench as wb
 from workbench import cli
 from workbench.archive import ArchiveReader
+from workbench.errors import SourceError
 
 pytestmark = pytest.mark.nats
 
@@ -354,3 +357,47 @@ def test_structured_cloudevent_with_binary_data_keeps_the_bytes(
     assert rows(tmp_path, "select event_id, event_type, stream, data, payload from events") == [
         ("bin-1", "ImageStored", "image-1", None, blob)
     ]
+
+
+def test_a_recreated_stream_is_never_spliced_onto_the_archive(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    publish(nats_url, stream, [ce_message(i) for i in range(5)], create={})
+    assert archive(nats_url, stream, tmp_path).messages == 5
+    api(nats_url, f"$JS.API.STREAM.PURGE.{stream}")  # purged, not recreated: resumes
+    publish(nats_url, stream, [ce_message(i) for i in range(5, 7)])
+    assert archive(nats_url, stream, tmp_path).messages == 2
+    delete_stream(nats_url, stream)
+    publish(nats_url, stream, [ce_message(i) for i in range(9)], create={})  # 1..9 again
+    with pytest.raises(SourceError, match=f"stream {stream} was recreated .*message 7 is not"):
+        archive(nats_url, stream, tmp_path)
+    delete_stream(nats_url, stream)
+    publish(nats_url, stream, [ce_message(i) for i in range(3)], create={})
+    with pytest.raises(SourceError, match="it ends at sequence 3, the archive at 7"):
+        archive(nats_url, stream, tmp_path)
+    assert rows(tmp_path, "select count(*), max(global_position) from events") == [(7, 7)]
+
+
+def test_a_stream_deleted_while_following_ends_the_run(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    publish(nats_url, stream, [ce_message(i) for i in range(3)], create={})
+    outcome: list[BaseException | None] = []
+
+    def follow() -> None:
+        try:
+            archive(nats_url, stream, tmp_path, follow=True, idle_exit=60)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.rglob("*.parquet")) and not outcome:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    delete_stream(nats_url, stream)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], SourceError) and "was deleted while archiving" in str(outcome[0])

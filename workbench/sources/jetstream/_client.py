@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import uuid
 from typing import Any
@@ -134,6 +135,34 @@ async def stream_state(nc: Client, stream: str, *, deleted: bool = False) -> dic
         raise
     state: dict[str, Any] = info["state"]
     return state
+
+
+async def message_time_ns(nc: Client, stream: str, seq: int) -> int | None:
+    """The server time (ns since the epoch) of message ``seq``, None if it is gone."""
+    try:
+        reply = await jetstream_api(nc, f"STREAM.MSG.GET.{stream}", {"seq": seq})
+    except SourceError as exc:
+        if "no message found" in str(exc):
+            return None
+        raise
+    return rfc3339_ns(reply["message"]["time"])
+
+
+def rfc3339_ns(text: str) -> int:
+    """Nanoseconds since the epoch of a NATS timestamp (RFC 3339, up to 9 digits).
+
+    >>> rfc3339_ns("1970-01-01T00:00:01.000000123Z"), rfc3339_ns("1970-01-01T01:00:00+01:00")
+    (1000000123, 0)
+    """
+    head, dot, rest = text.partition(".")
+    digits, zone = "", ""
+    if dot:  # the fraction, then the zone
+        cut = next((i for i, ch in enumerate(rest) if not ch.isdigit()), len(rest))
+        digits, zone = rest[:cut], rest[cut:]
+    whole = dt.datetime.fromisoformat(head + zone)
+    if whole.tzinfo is None:
+        whole = whole.replace(tzinfo=dt.UTC)
+    return int(whole.timestamp()) * 1_000_000_000 + int((digits + "000000000")[:9])
 
 
 async def create_ordered_consumer(

@@ -257,6 +257,7 @@ class _Run:
         self.pipeline = WritePipeline(depth=1, name="wb-js-write")
         try:
             state = await _client.stream_state(nc, self.stream)
+            await self._check_same_stream(int(state["last_seq"]))
             self.stream_last = state["last_seq"]
             target = None if self.follow else int(state["last_seq"])
             self.seen = self.writer.last_position or 0
@@ -356,6 +357,39 @@ class _Run:
         await self._drop_consumer()
         await self._reconnect()
 
+    async def _check_same_stream(self, stream_last: int) -> None:
+        """Refuse a stream deleted and created again under the same name.
+
+        Its sequences restart at 1: appended to this archive they would splice
+        another history onto it, and its first messages would never be read.
+        """
+        archived = self.writer.last_position
+        if not archived:
+            return
+        reset = f"stream {self.stream} was recreated since {self.writer.root} was archived"
+        if stream_last < archived:
+            raise SourceError(
+                f"{reset}: it ends at sequence {stream_last}, the archive at {archived}; "
+                "archive it into a new directory"
+            )
+        now = await _client.message_time_ns(self.nc, self.stream, archived)
+        if now is None:  # removed since (retention, a delete): nothing to compare
+            return
+        rows = (
+            ArchiveReader(self.writer.root)
+            .sql(
+                "select recorded_ns, epoch_us(recorded_at) from events "
+                "where source = ? and global_position = ?",
+                params=[self.writer.source, archived],
+            )
+            .fetchall()
+        )
+        if rows and (rows[0][0] or rows[0][1] * 1000) // 1000 != now // 1000:
+            raise SourceError(
+                f"{reset}: its message {archived} is not the one archived; "
+                "archive it into a new directory"
+            )
+
     async def _reconnect(self) -> None:
         """Retry until a new consumer delivers again (a server restart, a network blip)."""
         deadline = time.monotonic() + _RECONNECT_FOR
@@ -370,6 +404,8 @@ class _Run:
                 if self.wire is not None:
                     await self.wire.close()
                     self.wire = None
+                if "stream not found" in str(exc):  # deleted: nothing will ever deliver again
+                    raise SourceError(f"stream {self.stream} was deleted while archiving") from None
                 if not self.follow and time.monotonic() > deadline:
                     raise SourceError(
                         f"lost NATS at {redact(self.server)} and could not reconnect: {exc}"
