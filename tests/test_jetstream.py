@@ -401,3 +401,12 @@ def test_a_stream_deleted_while_following_ends_the_run(
     thread.join(60)
     assert not thread.is_alive()
     assert isinstance(outcome[0], SourceError) and "was deleted while archiving" in str(outcome[0])
+
+
+def test_progress_counts_every_message_once_and_never_goes_back(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    publish(nats_url, stream, [ce_message(i) for i in range(300)], create={})
+    seen: list[int] = []
+    archive(nats_url, stream, tmp_path, file_events=7, progress=lambda p: seen.append(p.archived))
+    assert seen and seen == sorted(seen) and seen[-1] == 300

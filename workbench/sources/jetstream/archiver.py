@@ -238,6 +238,8 @@ class _Run:
         self.pipeline: WritePipeline  # started by main()
         # The highest sequence seen (buffered or archived): gaps are measured from it.
         self.seen = 0
+        # Messages handed to the writer this run (written or in flight): for progress.
+        self.handed = 0
         self.stream_last: int | None = None
         self.wire: WireConnection | None = None
         self.consumer: str | None = None
@@ -326,7 +328,7 @@ class _Run:
 
     def _report(self, pending: int | None) -> None:
         assert self.progress is not None
-        archived = self.result.messages + len(self.buffer)
+        archived = self.handed + len(self.buffer)
         last = self.buffer.seq[-1] if self.buffer.seq else self.seen
         if pending is not None:
             self.stream_last = max(self.stream_last or 0, last + pending)
@@ -418,6 +420,7 @@ class _Run:
         if not self.buffer.seq:
             return
         batch, self.buffer = self.buffer, Deliveries()
+        self.handed += len(batch)
         seqs = np.asarray(batch.seq, dtype=np.int64)
         previous = np.concatenate(([self.seen], seqs[:-1]))
         jumps = np.flatnonzero(seqs - previous > 1)
