@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import nats
 import pyarrow.parquet as pq
 import pytest
-from _jetstream_helpers import ce_message, delete_stream, publish
+from _jetstream_helpers import api, ce_message, delete_stream, publish
 from nats.js.api import AckPolicy, ConsumerConfig
 
 import workbench as wb
 from workbench import cli
 from workbench.archive import CONSUMER_SAMPLE_SCHEMA, STREAM_SAMPLE_SCHEMA, ArchiveReader
+from workbench.errors import SourceError
 
 pytestmark = pytest.mark.nats
 
@@ -114,3 +117,26 @@ def test_sampling_an_unknown_stream_is_a_user_error(nats_url: str, tmp_path: Pat
         "0",
     ]
     assert cli.run(args) == 2
+
+
+def test_a_consumer_deleted_while_sampling_is_noted_not_fatal(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    publish(nats_url, stream, [ce_message(i) for i in range(5)], create={})
+    asyncio.run(consume(nats_url, stream, "keeper", 0, ack=True))
+    asyncio.run(consume(nats_url, stream, "passing", 0, ack=True))
+    with pytest.raises(SourceError, match=f"stream {stream} has no consumer nope"):
+        wb.sample_jetstream(nats_url, stream, tmp_path / "x", consumers=["keeper", "nope"])
+    assert not (tmp_path / "x").exists()  # nothing written
+
+    def delete_soon() -> None:
+        time.sleep(0.5)
+        api(nats_url, f"$JS.API.CONSUMER.DELETE.{stream}.passing")
+
+    deleter = threading.Thread(target=delete_soon)
+    deleter.start()
+    result = wb.sample_jetstream(nats_url, stream, tmp_path, every=0.1, duration=1.5)
+    deleter.join()
+    assert result.gone == ["passing"] and "gone while sampling: passing" in str(result)
+    counts = dict(result.df().group_by("consumer").len().rows())
+    assert counts["keeper"] == result.samples > counts["passing"] > 0

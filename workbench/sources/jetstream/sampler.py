@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ class LagSampleResult:
     out: str
     streams: pl.DataFrame
     consumers: pl.DataFrame
+    #: Consumers deleted while sampling (sampled until they went; ephemeral ones come and go).
+    gone: list[str] = field(default_factory=list)
 
     @property
     def samples(self) -> int:
@@ -56,9 +58,10 @@ class LagSampleResult:
 
     def __str__(self) -> str:
         names = sorted(set(self.consumers["consumer"].to_list())) if self.consumers.height else []
+        gone = f"; gone while sampling: {', '.join(self.gone)}" if self.gone else ""
         return (
             f"jetstream:{self.stream}: {self.samples} sample(s) of the stream and "
-            f"{len(names)} consumer(s) ({', '.join(names) or 'none'})"
+            f"{len(names)} consumer(s) ({', '.join(names) or 'none'}){gone}"
         )
 
     def _repr_html_(self) -> str:
@@ -108,7 +111,11 @@ async def _sample(
     consumer_rows: list[dict[str, Any]] = []
     pending_streams: list[dict[str, Any]] = []
     pending_consumers: list[dict[str, Any]] = []
+    gone: list[str] = []
     try:
+        for name in names or ():  # a named consumer that is not there: nothing written
+            if await _consumer_info(nc, stream, name) is None:
+                raise SourceError(f"stream {stream} has no consumer {name}")
         started = time.monotonic()
         last_append = started
         tick = 0
@@ -128,7 +135,12 @@ async def _sample(
             }
             pending_streams.append(row)
             for name in names if names is not None else await _consumer_names(nc, stream):
-                info = await _client.jetstream_api(nc, f"CONSUMER.INFO.{stream}.{name}")
+                if name in gone:
+                    continue
+                info = await _consumer_info(nc, stream, name)
+                if info is None:  # deleted between listing and asking
+                    gone.append(name)
+                    continue
                 delivered = info.get("delivered") or {}
                 ack_floor = info.get("ack_floor") or {}
                 pending_consumers.append(
@@ -170,7 +182,18 @@ async def _sample(
         str(out),
         _frame(stream_rows, STREAM_SAMPLE_SCHEMA),
         _frame(consumer_rows, CONSUMER_SAMPLE_SCHEMA),
+        gone,
     )
+
+
+async def _consumer_info(nc: Any, stream: str, name: str) -> dict[str, Any] | None:
+    """The consumer's info, or None when it does not exist (any more)."""
+    try:
+        return await _client.jetstream_api(nc, f"CONSUMER.INFO.{stream}.{name}")
+    except SourceError as exc:
+        if "consumer not found" in str(exc):
+            return None
+        raise
 
 
 async def _consumer_names(nc: Any, stream: str) -> list[str]:
