@@ -140,3 +140,30 @@ def test_a_consumer_deleted_while_sampling_is_noted_not_fatal(
     assert result.gone == ["passing"] and "gone while sampling: passing" in str(result)
     counts = dict(result.df().group_by("consumer").len().rows())
     assert counts["keeper"] == result.samples > counts["passing"] > 0
+
+
+def test_a_filtered_consumer_is_behind_by_its_own_messages_only(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    mine = [ce_message(i, subject="mem.mine") for i in range(4)]
+    others = [ce_message(i, subject="mem.other") for i in range(4, 30)]
+    publish(nats_url, stream, mine + others, create={})
+
+    async def filtered() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().add_consumer(
+                stream,
+                ConsumerConfig(
+                    durable_name="mine",
+                    ack_policy=AckPolicy.EXPLICIT,
+                    filter_subject=f"{stream.lower()}.mem.mine",
+                ),
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(filtered())
+    wb.sample_jetstream(nats_url, stream, tmp_path, every=0.1, duration=0)
+    status = wb.open_archive(tmp_path).lag().status
+    assert status.select("consumer", "backlog").rows() == [("mine", 4)]  # not 30

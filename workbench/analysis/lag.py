@@ -3,8 +3,9 @@
 - ``recording``: time from ``occurred_at`` to ``recorded_at`` per source
   and time bucket (p50, p95, max seconds and the number of events).
 - ``consumers``: where lag samples exist (``consumer_samples``, written by
-  ``workbench sample jetstream``), backlog (``stream_last_seq`` minus the
-  consumer's ack floor) and time lag (age of the oldest unacknowledged
+  ``workbench sample jetstream``), backlog (messages pending for the
+  consumer plus those delivered but not acknowledged, as the server counts
+  them: a filtered consumer's own) and time lag (age of the oldest unacknowledged
   event, from the archived event after the ack floor) per consumer and
   time bucket.
 - ``late``: events recorded more than ``late_after`` after they occurred
@@ -82,8 +83,10 @@ select c.source, c.stream, c.consumer, c.sampled_at, c.ack_floor_stream_seq as a
             else epoch(c.sampled_at) - epoch(e.recorded_at) end as time_lag_seconds
 from consumer_samples c
 cross join lateral (
-    select greatest(coalesce(c.stream_last_seq - c.ack_floor_stream_seq,
-                             c.num_pending + coalesce(c.num_ack_pending, 0)), 0) as backlog
+    -- The server's count first: a consumer filtered to some subjects is not behind
+    -- by the stream's other messages.
+    select greatest(coalesce(c.num_pending + coalesce(c.num_ack_pending, 0),
+                             c.stream_last_seq - c.ack_floor_stream_seq), 0) as backlog
 ) b
 left join events e on e.source = c.source and e.global_position = c.ack_floor_stream_seq + 1
 """
