@@ -410,3 +410,28 @@ def test_progress_counts_every_message_once_and_never_goes_back(
     seen: list[int] = []
     archive(nats_url, stream, tmp_path, file_events=7, progress=lambda p: seen.append(p.archived))
     assert seen and seen == sorted(seen) and seen[-1] == 300
+
+
+def test_thousands_of_interior_deletions_make_one_gap_file_and_a_short_warning(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """Per-subject limits (and KV history) delete inside the stream all the time."""
+    messages = [
+        ce_message(i, subject="heartbeat" if i % 2 else f"entity.{i}") for i in range(2_000)
+    ]
+    publish(nats_url, stream, messages, create={"max_msgs_per_subject": 1})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = wb.archive_jetstream(nats_url, stream, tmp_path)
+    assert result.messages == 1_001 and len(result.gaps) == 999
+    assert {g.reason for g in result.gaps} == {"deleted"}
+    assert len(caught) == 11 and "989 more gap(s), 989 position(s) (deleted 989)" in str(
+        caught[-1].message
+    )
+    assert len(list((tmp_path / "_gap_records").rglob("*.parquet"))) == 1
+    gaps = rows(tmp_path, "select count(*), sum(last_missing - first_missing + 1) from gap_records")
+    assert gaps == [(999, 999)]
+    publish(nats_url, stream, [ce_message(i, subject="heartbeat") for i in range(2_000, 2_003)])
+    again = archive(nats_url, stream, tmp_path)  # 2001 and 2002 are already replaced by 2003
+    assert (again.messages, [(g.first, g.last) for g in again.gaps]) == (1, [(2001, 2002)])
+    assert rows(tmp_path, "select count(*) from gap_records") == [(1_000,)]

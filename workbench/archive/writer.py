@@ -104,17 +104,27 @@ class ArchiveWriter:
         self, first_missing: int, last_missing: int, reason: str, detail: str | None = None
     ) -> None:
         """Append a gap record: positions the source no longer has or never had."""
-        if reason not in GAP_REASONS:
-            raise ArchiveError(f"unknown gap reason {reason!r}; one of {', '.join(GAP_REASONS)}")
+        self.record_gaps([(first_missing, last_missing, reason)], detail)
+
+    def record_gaps(self, gaps: list[tuple[int, int, str]], detail: str | None = None) -> None:
+        """Append ``(first_missing, last_missing, reason)`` records, in one file."""
+        if not gaps:
+            return
+        for _, _, reason in gaps:
+            if reason not in GAP_REASONS:
+                raise ArchiveError(
+                    f"unknown gap reason {reason!r}; one of {', '.join(GAP_REASONS)}"
+                )
         now = dt.datetime.now(dt.UTC)
+        firsts, lasts, reasons = (list(c) for c in zip(*gaps, strict=True))
         record = pa.table(
             {
-                "source": [self.source],
-                "first_missing": [first_missing],
-                "last_missing": [last_missing],
-                "reason": [reason],
-                "detected_at": [now],
-                "detail": [detail],
+                "source": [self.source] * len(gaps),
+                "first_missing": firsts,
+                "last_missing": lasts,
+                "reason": reasons,
+                "detected_at": [now] * len(gaps),
+                "detail": [detail] * len(gaps),
             },
             schema=GAP_SCHEMA,
         )

@@ -87,8 +87,8 @@ def archive_jetstream_command(
             )
         bar.update(task, total=max(result.messages, 1), completed=max(result.messages, 1))
     console.print(str(result), highlight=False)
-    for gap in result.gaps:
-        notice("warning", f"{result.source}: {gap}")
+    for note in result.gap_notes():
+        notice("warning", note)
     for hint in result.hints():
         notice("hint", hint)
     if result.gaps and fail_on_gap:

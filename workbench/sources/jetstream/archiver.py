@@ -11,6 +11,7 @@ and recorded in ``gap_records`` before the batch after them is written.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import html
@@ -135,6 +136,26 @@ class JetStreamArchiveResult:
         """The same as :meth:`df`, as an Arrow table."""
         return self.df().to_arrow()
 
+    def gap_notes(self, limit: int = 10) -> list[str]:
+        """One line per gap, or past ``limit`` the first few and one line for the rest.
+
+        >>> r = JetStreamArchiveResult("S", "out", gaps=[Gap(i, i, "deleted") for i in range(0, 40, 2)])
+        >>> r.gap_notes(limit=3)[-1]
+        'jetstream:S: 17 more gap(s), 17 position(s) (deleted 17); all are in gap_records'
+        """
+        notes = [f"{self.source}: {gap}" for gap in self.gaps[:limit]]
+        rest = self.gaps[limit:]
+        if rest:
+            reasons: dict[str, int] = {}
+            for gap in rest:
+                reasons[gap.reason] = reasons.get(gap.reason, 0) + gap.last - gap.first + 1
+            by = ", ".join(f"{reason} {n:,}" for reason, n in sorted(reasons.items()))
+            notes.append(
+                f"{self.source}: {len(rest):,} more gap(s), {sum(reasons.values()):,} "
+                f"position(s) ({by}); all are in gap_records"
+            )
+        return notes
+
     def __str__(self) -> str:
         span = f"sequences {self.first_seq}-{self.last_seq}" if self.messages else "nothing new"
         gaps = f", {len(self.gaps)} gap(s)" if self.gaps else ", no gaps"
@@ -198,8 +219,8 @@ def archive_jetstream(
             raise box[0]
         result = box[0]
     if warn:
-        for gap in result.gaps:
-            warnings.warn(f"{result.source}: {gap}", RuntimeWarning, stacklevel=2)
+        for note in result.gap_notes():
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
     return result
 
 
@@ -240,6 +261,7 @@ class _Run:
         self.seen = 0
         # Messages handed to the writer this run (written or in flight): for progress.
         self.handed = 0
+        self.recorded: _Recorded | None = None  # gap records, read at the first gap
         self.stream_last: int | None = None
         self.wire: WireConnection | None = None
         self.consumer: str | None = None
@@ -460,14 +482,18 @@ class _Run:
         state = await _client.stream_state(self.nc, self.stream, deleted=True)
         first_seq = int(state["first_seq"])
         deleted = np.asarray(sorted(state.get("deleted") or []), dtype=np.int64)
-        recorded = _recorded_gaps(self.writer)
+        if self.recorded is None:  # read once a run: new records are added below
+            self.recorded = _Recorded(_recorded_gaps(self.writer))
+        new: list[tuple[int, int, str]] = []
         for first, last in missing:
             for gap in _classify(first, last, first_seq, deleted):
-                for a, b in _uncovered(gap.first, gap.last, recorded):
-                    self.writer.record_gap(
-                        a, b, gap.reason, f"detected by archive_jetstream on {self.stream}"
-                    )
+                for a, b in self.recorded.uncovered(gap.first, gap.last):
+                    new.append((a, b, gap.reason))
                     self.result.gaps.append(Gap(a, b, gap.reason))
+        # One file for all of a flush's gaps: a stream with thousands of interior
+        # deletions (per-subject limits, KV history) must not mean thousands of files.
+        self.writer.record_gaps(new, f"detected by archive_jetstream on {self.stream}")
+        self.recorded.add((a, b) for a, b, _ in new)
 
 
 def _classify(first: int, last: int, first_seq: int, deleted: np.ndarray) -> list[Gap]:
@@ -506,18 +532,42 @@ def _recorded_gaps(writer: ArchiveWriter) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in rows]
 
 
-def _uncovered(first: int, last: int, recorded: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Parts of ``first``..``last`` not inside any recorded range.
+class _Recorded:
+    """Recorded gap ranges, merged and sorted: what a new gap adds is found by bisection.
 
-    >>> _uncovered(1, 10, [(3, 4), (8, 12)])
+    >>> r = _Recorded([(8, 12), (3, 4)])
+    >>> r.uncovered(1, 10)
     [(1, 2), (5, 7)]
+    >>> r.add([(5, 7)]); r.uncovered(1, 14)
+    [(1, 2), (13, 14)]
     """
-    parts = [(first, last)]
-    for a, b in recorded:
-        parts = [
-            piece
-            for lo, hi in parts
-            for piece in ((lo, min(hi, a - 1)), (max(lo, b + 1), hi))
-            if piece[0] <= piece[1]
-        ]
-    return parts
+
+    def __init__(self, ranges: Iterable[tuple[int, int]] = ()) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.add(ranges)
+
+    def add(self, ranges: Iterable[tuple[int, int]]) -> None:
+        merged: list[tuple[int, int]] = []
+        for a, b in sorted([*zip(self.starts, self.ends, strict=True), *ranges]):
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        self.starts = [a for a, _ in merged]
+        self.ends = [b for _, b in merged]
+
+    def uncovered(self, first: int, last: int) -> list[tuple[int, int]]:
+        """Parts of ``first``..``last`` inside no recorded range."""
+        parts: list[tuple[int, int]] = []
+        i = max(bisect.bisect_right(self.starts, first) - 1, 0)
+        at = first
+        while at <= last and i < len(self.starts) and self.starts[i] <= last:
+            if self.ends[i] >= at:
+                if self.starts[i] > at:
+                    parts.append((at, self.starts[i] - 1))
+                at = self.ends[i] + 1
+            i += 1
+        if at <= last:
+            parts.append((at, last))
+        return parts
