@@ -435,3 +435,17 @@ def test_thousands_of_interior_deletions_make_one_gap_file_and_a_short_warning(
     again = archive(nats_url, stream, tmp_path)  # 2001 and 2002 are already replaced by 2003
     assert (again.messages, [(g.first, g.last) for g in again.gaps]) == (1, [(2001, 2002)])
     assert rows(tmp_path, "select count(*) from gap_records") == [(1_000,)]
+
+
+def test_files_are_cut_by_bytes_so_large_messages_bound_memory(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    big = [("blob", bytes([i]) * 100_000, None) for i in range(40)]  # 40 x 100 kB
+    publish(nats_url, stream, big, create={})
+    result = archive(nats_url, stream, tmp_path, file_bytes=1_000_000, file_events=1_000)
+    assert result.messages == 40
+    sizes = [
+        pa.parquet.read_metadata(f).num_rows for f in sorted(tmp_path.rglob("source=*/**/*.parquet"))
+    ]
+    assert sizes == [10, 10, 10, 10]  # 10 x 100 kB fit in 1 MB; no small remainders
+    assert rows(tmp_path, "select count(distinct payload) from events") == [(40,)]

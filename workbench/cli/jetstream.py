@@ -40,6 +40,12 @@ def archive_jetstream_command(
     file_events: int = typer.Option(
         100_000, "--file-events", min=1, help="Messages per batch and Parquet file."
     ),
+    file_mb: float = typer.Option(
+        64,
+        "--file-mb",
+        min=0.001,
+        help="Megabytes of payloads per file at most (bounds memory for large messages).",
+    ),
     fail_on_gap: bool = typer.Option(
         False, "--fail-on-gap", help="Exit with code 1 when the stream lost messages."
     ),
@@ -82,6 +88,7 @@ def archive_jetstream_command(
                 follow=follow,
                 idle_exit=idle_exit,
                 file_events=file_events,
+                file_bytes=max(1, int(file_mb * 2**20)),
                 progress=report,
                 warn=False,
             )

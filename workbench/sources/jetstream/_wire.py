@@ -40,9 +40,22 @@ class Deliveries:
     subject: list[bytes] = field(default_factory=list)
     headers: list[bytes] = field(default_factory=list)
     payload: list[bytes] = field(default_factory=list)
+    #: Bytes of payloads and headers held (what bounds an archiver's memory).
+    nbytes: int = 0
 
     def __len__(self) -> int:
         return len(self.seq)
+
+    def split(self, n: int) -> tuple[Deliveries, Deliveries]:
+        """The first ``n`` messages and the rest."""
+        head, tail = Deliveries(), Deliveries()
+        for name in ("seq", "ts_ns", "delivered", "subject", "headers", "payload"):
+            values = getattr(self, name)
+            setattr(head, name, values[:n])
+            setattr(tail, name, values[n:])
+        head.nbytes = sum(map(len, head.payload)) + sum(map(len, head.headers))
+        tail.nbytes = self.nbytes - head.nbytes
+        return head, tail
 
     def extend(self, other: Deliveries) -> None:
         self.seq += other.seq
@@ -51,6 +64,7 @@ class Deliveries:
         self.subject += other.subject
         self.headers += other.headers
         self.payload += other.payload
+        self.nbytes += other.nbytes
 
 
 @dataclass
@@ -267,6 +281,7 @@ class WireConnection:
         out.subject += subjects[:keep]
         out.headers += headers[:keep]
         out.payload += payloads[:keep]
+        out.nbytes += sum(map(len, payloads[:keep])) + sum(map(len, headers[:keep]))
         if keep:
             result.pending = int(pending[keep - 1])
 

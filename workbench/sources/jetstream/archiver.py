@@ -191,6 +191,7 @@ def archive_jetstream(
     follow: bool = False,
     idle_exit: float | None = None,
     file_events: int = 100_000,
+    file_bytes: int = 64 * 2**20,
     progress: Callable[[ArchiveProgress], None] | None = None,
     warn: bool = True,
 ) -> JetStreamArchiveResult:
@@ -200,12 +201,16 @@ def archive_jetstream(
     and returns; with ``follow`` it tails the stream until SIGINT/SIGTERM
     (or ``idle_exit`` seconds without a message), writing the tail on the
     way out. Gaps are recorded in the archive's ``gap_records`` and, with
-    ``warn``, issued as warnings.
+    ``warn``, issued as warnings. A file holds at most ``file_events``
+    messages and about ``file_bytes`` of payloads and headers, which bounds
+    the memory a run holds.
     """
     mapping = JetStreamMapping.from_options(preset, mappings)
-    if file_events < 1:
-        raise ArchiveError("file_events must be at least 1")
-    run = _Run(server, stream, Path(out), mapping, follow, idle_exit, file_events, progress)
+    if file_events < 1 or file_bytes < 1:
+        raise ArchiveError("file_events and file_bytes must be at least 1")
+    run = _Run(
+        server, stream, Path(out), mapping, follow, idle_exit, file_events, file_bytes, progress
+    )
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -243,6 +248,7 @@ class _Run:
         follow: bool,
         idle_exit: float | None,
         file_events: int,
+        file_bytes: int,
         progress: Callable[[ArchiveProgress], None] | None,
     ) -> None:
         self.server = server
@@ -251,6 +257,7 @@ class _Run:
         self.follow = follow
         self.idle_exit = idle_exit
         self.file_events = file_events
+        self.file_bytes = file_bytes
         self.progress = progress
         self.writer = ArchiveWriter(out, f"jetstream:{stream}", max_file_events=file_events)
         self.result = JetStreamArchiveResult(stream, str(out))
@@ -333,9 +340,9 @@ class _Run:
             idle = read.heartbeat and not read.reset
             if target is not None and (idle or (got and read.pending == 0)):
                 return  # nothing left to deliver: the rest up to target was removed
-            if len(self.buffer) >= self.file_events or (
-                self.buffer.seq and now - last_message > _IDLE_FLUSH
-            ):
+            while len(self.buffer) >= self.file_events or self.buffer.nbytes >= self.file_bytes:
+                await self._flush_file()  # whole files: no small remainders
+            if self.buffer.seq and now - last_message > _IDLE_FLUSH:
                 await self._flush()
             if read.reset or now - self.wire.last_activity > 3 * _HEARTBEAT + 1:
                 await self._restart_consumer()
@@ -345,8 +352,7 @@ class _Run:
 
     def _trim(self, target: int) -> None:
         keep = int(np.searchsorted(np.asarray(self.buffer.seq), target, side="right"))
-        for name in ("seq", "ts_ns", "delivered", "subject", "headers", "payload"):
-            del getattr(self.buffer, name)[keep:]
+        self.buffer = self.buffer.split(keep)[0]
 
     def _report(self, pending: int | None) -> None:
         assert self.progress is not None
@@ -437,11 +443,30 @@ class _Run:
                 await asyncio.sleep(0.25)
         # stopped while reconnecting: the loop exits and flushes what it has
 
+    def _file_size(self) -> int:
+        """Messages of the buffer that make one file: ``file_events``, or fewer to stay
+        within ``file_bytes`` (at least one)."""
+        sizes = np.fromiter(
+            (
+                len(p) + len(h)
+                for p, h in zip(self.buffer.payload, self.buffer.headers, strict=True)
+            ),
+            dtype=np.int64,
+            count=len(self.buffer),
+        )
+        fits = int(np.searchsorted(np.cumsum(sizes), self.file_bytes, side="right"))
+        return max(1, min(self.file_events, fits))
+
     async def _flush(self) -> None:
-        """Hand the buffered messages to the writer (one write in flight at a time)."""
+        """Hand every buffered message to the writer, a file at a time."""
+        while self.buffer.seq:
+            await self._flush_file()
+
+    async def _flush_file(self) -> None:
+        """Hand one file's worth of buffered messages to the writer (one write in flight)."""
         if not self.buffer.seq:
             return
-        batch, self.buffer = self.buffer, Deliveries()
+        batch, self.buffer = self.buffer.split(self._file_size())
         self.handed += len(batch)
         seqs = np.asarray(batch.seq, dtype=np.int64)
         previous = np.concatenate(([self.seen], seqs[:-1]))
