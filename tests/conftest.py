@@ -207,6 +207,28 @@ def private_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     yield from _private_nats_server(tmp_path / "nats-store")
 
 
+_LEAST_PRIVILEGE = """
+authorization {
+  users = [
+    {user: admin, password: admin}
+    {user: archiver, password: archiver, permissions: {
+      publish: {allow: ["$JS.API.>", "$JS.FC.>"]}
+      subscribe: {allow: ["_INBOX.>"]}
+    }}
+  ]
+}
+"""
+
+
+@pytest.fixture
+def nats_server_least_privilege(tmp_path: Path) -> Iterator[NatsServer]:
+    """A current nats-server with ``admin:admin`` and ``archiver:archiver``, the latter
+    allowed only the JetStream API and subscriptions under ``_INBOX.>``."""
+    config = tmp_path / "nats.conf"
+    config.write_text(_LEAST_PRIVILEGE)
+    yield from _private_nats_server(tmp_path / "nats-store", "-c", str(config))
+
+
 #: The password of :func:`nats_server_with_password`: every character a URL reserves.
 NATS_PASSWORD = "p@ss:w/rd%x"
 

@@ -445,7 +445,8 @@ def test_files_are_cut_by_bytes_so_large_messages_bound_memory(
     result = archive(nats_url, stream, tmp_path, file_bytes=1_000_000, file_events=1_000)
     assert result.messages == 40
     sizes = [
-        pa.parquet.read_metadata(f).num_rows for f in sorted(tmp_path.rglob("source=*/**/*.parquet"))
+        pa.parquet.read_metadata(f).num_rows
+        for f in sorted(tmp_path.rglob("source=*/**/*.parquet"))
     ]
     assert sizes == [10, 10, 10, 10]  # 10 x 100 kB fit in 1 MB; no small remainders
     assert rows(tmp_path, "select count(distinct payload) from events") == [(40,)]

@@ -18,6 +18,7 @@ import pytest
 from _jetstream_helpers import ce_message, publish
 from nats.js.api import StreamConfig
 
+import workbench as wb
 from workbench.archive import ArchiveReader, ArchiveWriter
 
 pytestmark = pytest.mark.nats
@@ -166,3 +167,11 @@ def test_credentials_wrong_or_percent_encoded(nats_server_with_password, tmp_pat
     assert right.returncode == 0, right.stderr
     assert ArchiveReader(tmp_path / "out").sql("select count(*) from events").fetchall() == [(3,)]
     assert encoded not in right.stdout + right.stderr
+
+
+def test_a_least_privileged_user_can_archive(nats_server_least_privilege, tmp_path: Path) -> None:
+    """Users are commonly allowed to subscribe under _INBOX.> only."""
+    host = nats_server_least_privilege.url.removeprefix("nats://")
+    publish(f"nats://admin:admin@{host}", "LP", [ce_message(i) for i in range(5)], create={})
+    result = wb.archive_jetstream(f"nats://archiver:archiver@{host}", "LP", tmp_path)
+    assert result.messages == 5

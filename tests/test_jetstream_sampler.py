@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,13 +128,22 @@ def test_a_consumer_deleted_while_sampling_is_noted_not_fatal(
         wb.sample_jetstream(nats_url, stream, tmp_path / "x", consumers=["keeper", "nope"])
     assert not (tmp_path / "x").exists()  # nothing written
 
-    def delete_soon() -> None:
-        time.sleep(0.5)
+    sampled = threading.Event()
+
+    def delete_after_a_few_samples() -> None:
+        sampled.wait(30)
         api(nats_url, f"$JS.API.CONSUMER.DELETE.{stream}.passing")
 
-    deleter = threading.Thread(target=delete_soon)
+    deleter = threading.Thread(target=delete_after_a_few_samples)
     deleter.start()
-    result = wb.sample_jetstream(nats_url, stream, tmp_path, every=0.1, duration=1.5)
+    result = wb.sample_jetstream(
+        nats_url,
+        stream,
+        tmp_path,
+        every=0.1,
+        duration=1.5,
+        progress=lambda tick: tick == 3 and sampled.set(),
+    )
     deleter.join()
     assert result.gone == ["passing"] and "gone while sampling: passing" in str(result)
     counts = dict(result.df().group_by("consumer").len().rows())

@@ -201,4 +201,5 @@ async def delete_consumer(nc: Client, stream: str, name: str) -> None:
 
 def deliver_subject() -> str:
     """A fresh, unguessable deliver subject."""
-    return f"_WB.deliver.{uuid.uuid4().hex}"
+    # _INBOX.> is what a least-privileged NATS user may subscribe to, by convention.
+    return f"_INBOX.wb.{uuid.uuid4().hex}"

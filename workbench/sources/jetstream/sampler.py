@@ -112,6 +112,7 @@ async def _sample(
     pending_streams: list[dict[str, Any]] = []
     pending_consumers: list[dict[str, Any]] = []
     gone: list[str] = []
+    known: set[str] = set()
     try:
         for name in names or ():  # a named consumer that is not there: nothing written
             if await _consumer_info(nc, stream, name) is None:
@@ -134,12 +135,14 @@ async def _sample(
                 "consumer_count": state.get("consumer_count"),
             }
             pending_streams.append(row)
-            for name in names if names is not None else await _consumer_names(nc, stream):
-                if name in gone:
-                    continue
+            listed = names if names is not None else await _consumer_names(nc, stream)
+            gone += sorted(known - set(listed) - set(gone))  # deleted since the last sample
+            known.update(listed)
+            for name in listed:
                 info = await _consumer_info(nc, stream, name)
-                if info is None:  # deleted between listing and asking
-                    gone.append(name)
+                if info is None:  # deleted between listing and asking (or since named)
+                    if name not in gone:
+                        gone.append(name)
                     continue
                 delivered = info.get("delivered") or {}
                 ack_floor = info.get("ack_floor") or {}
