@@ -16,7 +16,7 @@ import pytest
 
 import workbench as wb
 from workbench import envelope
-from workbench.archive import ArchiveWriter, compact
+from workbench.archive import ArchiveReader, ArchiveWriter, compact
 from workbench.errors import ArchiveError, EnvelopeError
 
 DAY_US = 86_400_000_000
@@ -266,3 +266,16 @@ def test_writer_killed_mid_file_leaves_no_half_file_visible(tmp_path: Path) -> N
     ArchiveWriter(tmp_path, "s").append(events(last + 1, last + 5))
     assert not list(tmp_path.rglob(".*.tmp"))
     assert len(wb.open_archive(tmp_path)) == last + 5
+
+
+def test_side_tables_are_there_empty_before_anything_is_written(tmp_path: Path) -> None:
+    """`select * from gap_records` on an archive without gaps is an empty result, not an error."""
+    ArchiveWriter(tmp_path, "s").append(pa.table({"global_position": [1], "recorded_at": [0]}))
+    reader = ArchiveReader(tmp_path)
+    for table in ("gap_records", "stream_samples", "consumer_samples"):
+        assert reader.sql(f"select count(*) from {table}").fetchall() == [(0,)]
+    assert reader.sql("select * from gap_records").columns[:3] == [
+        "source",
+        "first_missing",
+        "last_missing",
+    ]

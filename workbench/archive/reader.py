@@ -24,6 +24,7 @@ import pyarrow as pa
 from workbench import _duckdb, envelope
 from workbench._sql import ident, path_list
 from workbench.archive._layout import DataFile, scan_data_files, side_table_files, side_tables
+from workbench.archive.records import SIDE_TABLE_SCHEMAS
 from workbench.archive.writer import ArchiveWriter  # noqa: F401  (used in the doctest)
 from workbench.errors import ArchiveError
 
@@ -72,12 +73,22 @@ class ArchiveReader:
     def _refresh(self) -> None:
         self.files = scan_data_files(self.root)
         self._define_events()
+        present = set()
         for table in side_tables(self.root):
             paths = side_table_files(self.root, table)
             if paths:
+                present.add(table)
                 self.con.execute(
                     f"create or replace view {ident(table)} as "
                     f"select * from read_parquet({path_list(paths)}, union_by_name = true, hive_partitioning = false)"
+                )
+        # The side tables every archive may have are always there, empty until written:
+        # `select * from gap_records` on an archive without gaps is no error.
+        for table, schema in SIDE_TABLE_SCHEMAS.items():
+            if table not in present:
+                self.con.register(f"_wb_empty_{table}", schema.empty_table())
+                self.con.execute(
+                    f"create or replace view {ident(table)} as select * from _wb_empty_{table}"
                 )
 
     def _define_events(self) -> None:

@@ -15,7 +15,13 @@ from typing import Final
 
 import pyarrow as pa
 
-__all__ = ["CONSUMER_SAMPLE_SCHEMA", "GAP_REASONS", "GAP_SCHEMA", "STREAM_SAMPLE_SCHEMA"]
+__all__ = [
+    "CONSUMER_SAMPLE_SCHEMA",
+    "GAP_REASONS",
+    "GAP_SCHEMA",
+    "SIDE_TABLE_SCHEMAS",
+    "STREAM_SAMPLE_SCHEMA",
+]
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -69,3 +75,11 @@ CONSUMER_SAMPLE_SCHEMA: Final[pa.Schema] = pa.schema(
         pa.field("last_active", _TS),
     ]
 )
+
+
+#: The side tables of an archive, by name: each is a view, empty until written.
+SIDE_TABLE_SCHEMAS: Final[dict[str, pa.Schema]] = {
+    "gap_records": GAP_SCHEMA,
+    "stream_samples": STREAM_SAMPLE_SCHEMA,
+    "consumer_samples": CONSUMER_SAMPLE_SCHEMA,
+}

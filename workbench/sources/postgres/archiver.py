@@ -525,8 +525,6 @@ def _recorded_gaps_upto(root: Path, source: str) -> int:
         return 0
     try:
         reader = ArchiveReader(root)
-        if "gap_records" not in {r[0] for r in reader.sql("show tables").fetchall()}:
-            return 0
         rows = reader.sql(
             "select max(last_missing) from gap_records where source = ?", params=[source]
         ).fetchall()
