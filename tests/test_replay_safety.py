@@ -31,6 +31,27 @@ def test_correct_projection_is_safe(archive: Path) -> None:
     assert report.df().height == 0
 
 
+class FailsOnDeletes(Memories):
+    name = "fails_on_deletes"
+
+    @wb.on("MemoryDeleted")
+    def deleted(self, event, tables):
+        raise RuntimeError("not written yet")
+
+
+def test_failures_of_the_clean_replay_itself_are_reported(archive: Path) -> None:
+    deletes = (
+        wb.open_archive(archive)
+        .sql("select count(*) from events where event_type = 'MemoryDeleted'")
+        .fetchall()[0][0]
+    )
+    assert deletes > 0
+    report = wb.check_replay_safety(archive, FailsOnDeletes, seed=3)
+    assert report.clean_errors == deletes
+    assert f"even without faults {deletes:,} event(s) failed" in report.summary()
+    assert wb.check_replay_safety(archive, Memories, seed=3).clean_errors == 0
+
+
 def test_non_idempotent_counter_is_caught_and_narrowed(archive: Path) -> None:
     calls: list[tuple[int, int]] = []
     report = wb.check_replay_safety(

@@ -86,6 +86,8 @@ class SafetyReport:
     projection: str
     events: int
     scenarios: list[ScenarioResult]
+    #: Handler and upcaster failures of the clean replay itself (no fault injected).
+    clean_errors: int = 0
 
     @property
     def ok(self) -> bool:
@@ -109,6 +111,11 @@ class SafetyReport:
     def summary(self) -> str:
         head = f"replay safety of {self.projection} over {self.events:,} events: "
         head += "safe" if self.ok else "UNSAFE"
+        if self.clean_errors:
+            head += (
+                f"; even without faults {self.clean_errors:,} event(s) failed in a handler "
+                "or upcaster (replay with on_error='dead-letter' to see them)"
+            )
         return "\n".join([head, *("  " + s.summary() for s in self.scenarios)])
 
     def __repr__(self) -> str:
@@ -220,7 +227,12 @@ def check_replay_safety(
         if not deterministic:
             description += " (not narrowed: the projection is not deterministic)"
         results.append(_result(name, description, ok, diff, implicated, decoder, errors))
-    return SafetyReport(projection=cls.__name__, events=len(events), scenarios=results)
+    return SafetyReport(
+        projection=cls.__name__,
+        events=len(events),
+        scenarios=results,
+        clean_errors=clean_errors + decoder.failures,
+    )
 
 
 class _Steps:
