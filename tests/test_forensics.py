@@ -100,3 +100,20 @@ def test_every_result_gives_arrow_as_well_as_polars(
     for result in (buggy, buggy.coverage, diff, explanation, safety):
         assert result.arrow().num_rows == result.df().height, type(result).__name__
     assert safety.arrow().num_rows > 0
+
+
+def test_cli_explain_of_a_key_on_neither_side_is_an_input_error(
+    archive: tuple[Path, set[int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workbench.cli import run
+
+    root, _ = archive
+    into = tmp_path / "c.duckdb"
+    buggy, diff = buggy_against_fixed(root, into, key="memory_id")
+    changed = str(diff.rows("changed")["memory_id"][0])
+    args = ["diff", "--candidate", f"{into}:{buggy.schema}.memories"]
+    args += ["--live", f"{into}:memories_v1.memories", "--key", "memory_id", "--archive", str(root)]
+    assert run([*args, "--explain", changed]) == 1  # differences, explained
+    assert "REDELIVERED" in capsys.readouterr().out
+    assert run([*args, "--explain", "no-such-memory"]) == 2
+    assert "--explain no-such-memory: no row has that key on either side" in capsys.readouterr().err

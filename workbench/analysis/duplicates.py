@@ -109,7 +109,8 @@ class Duplicates(CheckResult):
 
     def summary(self) -> str:
         counts = ", ".join(f"{kind}: {self.count(kind)}" for kind in DUPLICATE_KINDS)
-        return f"{self.copies.height} duplicate copie(s) ({counts})"
+        n = self.copies.height
+        return f"{n} duplicate {'copy' if n == 1 else 'copies'} ({counts})"
 
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.duplicates import duplicates_chart  # charts sit above analysis

@@ -9,7 +9,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from workbench.cli._app import app, console, err_console, notice
-from workbench.errors import DiffError
+from workbench.errors import DiffError, WorkbenchError
 
 
 def _pairs(values: list[str], option: str) -> dict[str, float]:
@@ -101,7 +101,10 @@ def diff(
         console.print(f"note: {note}", highlight=False)
     for text in explain:
         values = [v.strip() for v in text.split(",")]
-        console.print(str(result.explain(values[0] if len(values) == 1 else tuple(values))))
+        explained = result.explain(values[0] if len(values) == 1 else tuple(values))
+        if explained.status == "absent":  # most likely a mistyped key
+            raise WorkbenchError(f"--explain {text}: no row has that key on either side")
+        console.print(str(explained))
     if out is not None:
         result.to_parquet(out)
         console.print(f"wrote {out}/rows.parquet, columns.parquet, summary.json", highlight=False)
