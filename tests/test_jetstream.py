@@ -450,3 +450,34 @@ def test_files_are_cut_by_bytes_so_large_messages_bound_memory(
     ]
     assert sizes == [10, 10, 10, 10]  # 10 x 100 kB fit in 1 MB; no small remainders
     assert rows(tmp_path, "select count(distinct payload) from events") == [(40,)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("subject=const:x", "subject is the message's NATS subject"),
+        ("metadata=const:{}", "metadata holds the message's headers"),
+        ("global_position=data:seq", "global_position is set by the archiver"),
+        ("recorded_at=data:t", "recorded_at is the NATS timestamp"),
+    ],
+)
+def test_what_nats_delivered_cannot_be_mapped_over(spec: str, message: str) -> None:
+    from workbench.errors import MappingError
+    from workbench.sources.jetstream.mapping import JetStreamMapping
+
+    with pytest.raises(MappingError, match=message):
+        JetStreamMapping.from_options("cloudevents", [spec])
+
+
+def test_epoch_times_from_javascript_clients(nats_url: str, stream: str, tmp_path: Path) -> None:
+    """Date.now() (ms) and epoch seconds are times too, not unfillable values."""
+    at_ms = {"occurred": 1714550400123, "n": 1}
+    at_s = {"occurred": 1714550400, "n": 2}
+    messages = [("x", json.dumps(body).encode(), None) for body in (at_ms, at_s)]
+    publish(nats_url, stream, messages, create={})
+    archive(nats_url, stream, tmp_path, preset="raw", mappings=["occurred_at=data:occurred"])
+    got = rows(tmp_path, "select occurred_at from events order by global_position")
+    assert [r[0].isoformat() for r in got] == [
+        "2024-05-01T08:00:00.123000+00:00",
+        "2024-05-01T08:00:00+00:00",
+    ]

@@ -116,6 +116,10 @@ def test_sampling_an_unknown_stream_is_a_user_error(nats_url: str, tmp_path: Pat
         "0",
     ]
     assert cli.run(args) == 2
+    # A name NATS cannot have fails at once, not as a timeout (a '.' is a subject token)
+    args[5] = "ORDERS.v2"
+    assert cli.run(args) == 2
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 def test_a_consumer_deleted_while_sampling_is_noted_not_fatal(

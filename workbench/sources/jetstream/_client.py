@@ -22,7 +22,17 @@ from nats.errors import TimeoutError as NatsTimeout
 from workbench.errors import SourceError
 from workbench.sources.redaction import redact
 
-__all__ = ["connect", "create_ordered_consumer", "delete_consumer", "jetstream_api", "stream_state"]
+__all__ = [
+    "check_stream_name",
+    "connect",
+    "create_ordered_consumer",
+    "delete_consumer",
+    "deliver_subject",
+    "jetstream_api",
+    "message_time_ns",
+    "rfc3339_ns",
+    "stream_state",
+]
 
 
 async def _ignore(_: Exception) -> None:
@@ -121,6 +131,20 @@ async def jetstream_api(
     if error:
         raise SourceError(f"JetStream: {error.get('description', error)} ({subject})")
     return reply
+
+
+def check_stream_name(stream: str) -> None:
+    """Refuse a name NATS cannot have: it would fail later as a timeout or a wrong subject.
+
+    >>> check_stream_name("ORDERS.v2")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.SourceError: 'ORDERS.v2' is not a JetStream stream name: no spaces, '.', '*', '>', '/' or '\\'
+    """
+    if not stream or any(ch in stream for ch in " \t\r\n.*>/\\") or not stream.isprintable():
+        raise SourceError(
+            f"{stream!r} is not a JetStream stream name: no spaces, '.', '*', '>', '/' or '\\'"
+        )
 
 
 async def stream_state(nc: Client, stream: str, *, deleted: bool = False) -> dict[str, Any]:

@@ -205,6 +205,7 @@ def archive_jetstream(
     messages and about ``file_bytes`` of payloads and headers, which bounds
     the memory a run holds.
     """
+    _client.check_stream_name(stream)
     mapping = JetStreamMapping.from_options(preset, mappings)
     if file_events < 1 or file_bytes < 1:
         raise ArchiveError("file_events and file_bytes must be at least 1")

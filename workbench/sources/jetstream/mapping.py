@@ -96,6 +96,13 @@ PRESETS: Final[Mapping[str, Mapping[str, tuple[FieldSpec, ...]]]] = {
 
 # Columns the archiver fills from NATS itself.
 _FROM_NATS: Final[frozenset[str]] = frozenset({"recorded_at", "recorded_ns"})
+#: Columns that hold what NATS delivered: a mapping would hide it.
+_OWNED_BY_NATS: Final[dict[str, str]] = {
+    "subject": "subject is the message's NATS subject (map stream=subject:INDEX to use it)",
+    "metadata": "metadata holds the message's headers (read them with header:NAME)",
+    "delivery_count": "delivery_count is what NATS reports",
+    "payload": "payload holds the message's bytes",
+}
 _INT_COLUMNS: Final[Mapping[str, str]] = {
     "schema_version": "integer",
     "stream_position": "bigint",
@@ -123,6 +130,8 @@ class JetStreamMapping:
                 raise MappingError(f"--map {name}={spec}: JetStream messages have no columns")
             if name in _FROM_NATS:
                 raise MappingError(f"--map {name}={spec}: {name} is the NATS timestamp")
+            if name in _OWNED_BY_NATS:
+                raise MappingError(f"--map {name}={spec}: {_OWNED_BY_NATS[name]}")
             fields[name] = (spec,)
         return cls(preset, fields)
 
@@ -234,7 +243,7 @@ def _expr(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> str:
 
 def _convert(column: str, value: str) -> str:
     if column == "occurred_at":
-        return f"try_cast({value} as timestamptz)"
+        return _instant(value)
     if column == "schema_version":
         # "2", or a version inside a schema URI such as .../memory-created/v2
         return (
@@ -244,6 +253,30 @@ def _convert(column: str, value: str) -> str:
     if column in _INT_COLUMNS:
         return f"try_cast({value} as {_INT_COLUMNS[column]})"
     return f"({value})::varchar"
+
+
+def _instant(value: str) -> str:
+    """An ISO timestamp, or epoch seconds (10 digits, maybe with a fraction),
+    milliseconds (13, JavaScript's ``Date.now()``), microseconds (16) or nanoseconds (19).
+
+    >>> con = _duckdb.connect()
+    >>> [con.sql(f"select {_instant(repr(v))}").fetchall()[0][0].isoformat() for v in
+    ...  ["2024-05-01T10:00:00+02:00", "1714550400", "1714550400.5", "1714550400123",
+    ...   "1714550400123456", "1714550400123456789"]]  # doctest: +NORMALIZE_WHITESPACE
+    ['2024-05-01T08:00:00+00:00', '2024-05-01T08:00:00+00:00', '2024-05-01T08:00:00.500000+00:00',
+     '2024-05-01T08:00:00.123000+00:00', '2024-05-01T08:00:00.123456+00:00',
+     '2024-05-01T08:00:00.123456+00:00']
+    """
+    v = f"({value})"
+    digits = f"length(regexp_extract({v}, '^\\s*-?(\\d+)', 1))"
+    return (
+        f"coalesce(try_cast({v} as timestamptz), case "
+        f"when not regexp_full_match(trim({v}), '-?\\d+(\\.\\d+)?') then null "
+        f"when {digits} <= 11 then to_timestamp(try_cast({v} as double)) "
+        f"when {digits} <= 14 then make_timestamp(try_cast({v} as bigint) * 1000)::timestamptz "
+        f"when {digits} <= 17 then make_timestamp(try_cast({v} as bigint))::timestamptz "
+        f"else make_timestamp(try_cast({v} as bigint) // 1000)::timestamptz end)"
+    )
 
 
 def _pointer(path: tuple[str, ...]) -> str:

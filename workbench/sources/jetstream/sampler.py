@@ -92,6 +92,7 @@ def sample_jetstream(
     """
     if every <= 0 or duration < 0:
         raise SourceError("--every must be positive and --duration not negative")
+    _client.check_stream_name(stream)
     names = list(consumers) if consumers is not None else None
     return asyncio.run(_sample(server, stream, Path(out), names, every, duration, progress))
 
