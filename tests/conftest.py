@@ -229,6 +229,33 @@ def nats_server_least_privilege(tmp_path: Path) -> Iterator[NatsServer]:
     yield from _private_nats_server(tmp_path / "nats-store", "-c", str(config))
 
 
+@pytest.fixture
+def nats_server_with_tls(tmp_path: Path) -> Iterator[tuple[NatsServer, Path]]:
+    """A current nats-server that speaks TLS only, and the CA file that signed its certificate."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=certs, check=True, capture_output=True)
+
+    openssl(
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+        *("-subj", "/CN=workbench test CA", "-keyout", "ca.key", "-out", "ca.pem"),
+    )
+    openssl(
+        *("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"),
+        *("-keyout", "server.key", "-out", "server.csr"),
+    )
+    (certs / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(
+        *("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key"),
+        *("-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem"),
+    )
+    tls = ("--tls", "--tlscert", str(certs / "server.pem"), "--tlskey", str(certs / "server.key"))
+    for server in _private_nats_server(tmp_path / "nats-store", *tls):
+        yield server, certs / "ca.pem"
+
+
 #: The password of :func:`nats_server_with_password`: every character a URL reserves.
 NATS_PASSWORD = "p@ss:w/rd%x"
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -175,3 +176,41 @@ def test_a_least_privileged_user_can_archive(nats_server_least_privilege, tmp_pa
     publish(f"nats://admin:admin@{host}", "LP", [ce_message(i) for i in range(5)], create={})
     result = wb.archive_jetstream(f"nats://archiver:archiver@{host}", "LP", tmp_path)
     assert result.messages == 5
+
+
+def test_a_server_that_requires_tls(nats_server_with_tls, tmp_path: Path) -> None:
+    """Production servers often speak TLS only; a private CA is trusted through SSL_CERT_FILE."""
+    server, ca = nats_server_with_tls
+    host = server.url.removeprefix("nats://")
+
+    async def create() -> None:
+        context = ssl.create_default_context(cafile=str(ca))
+        nc = await nats.connect(f"tls://{host}", tls=context)
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name="SECURE", subjects=["secure.>"]))
+        for i in range(4):
+            await js.publish("secure.x", f'{{"i": {i}}}'.encode())
+        await nc.close()
+
+    asyncio.run(create())
+    command = ["archive", "jetstream", "--server", f"tls://{host}", "--stream", "SECURE"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SSL_CERT_FILE": str(ca)}
+    done = subprocess.run(
+        [sys.executable, "-m", "workbench", *command, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert ArchiveReader(tmp_path / "out").sql("select count(*) from events").fetchall() == [(4,)]
+    # Without the CA the certificate is not trusted: one line, exit 2.
+    untrusted = subprocess.run(
+        [sys.executable, "-m", "workbench", *command, "--out", str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert untrusted.returncode == 2
+    assert "certificate verify failed" in untrusted.stderr.strip().splitlines()[-1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -98,10 +99,8 @@ class WireConnection:
         errors: list[str] = []
         for one in url.split(","):
             parts = urlsplit(one.strip() if "://" in one else f"nats://{one.strip()}")
-            if parts.scheme not in {"nats", ""}:
-                raise SourceError(
-                    f"{redact(one)}: only nats:// URLs are supported by the archiver's reader"
-                )
+            if parts.scheme not in {"nats", "tls", ""}:
+                raise SourceError(f"{redact(one)}: use a nats:// or tls:// URL")
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(
@@ -113,17 +112,29 @@ class WireConnection:
                 errors.append(f"{redact(one)}: {exc}")
                 continue
             conn = cls(reader, writer)
-            await conn._handshake(parts.username, parts.password, name)
+            await conn._handshake(
+                parts.username, parts.password, name, tls=parts.scheme == "tls", host=parts.hostname
+            )
             return conn
         raise SourceError(f"cannot connect to NATS: {'; '.join(errors)}")
 
-    async def _handshake(self, user: str | None, password: str | None, name: str) -> None:
+    async def _handshake(
+        self, user: str | None, password: str | None, name: str, *, tls: bool, host: str | None
+    ) -> None:
         line = await asyncio.wait_for(self._reader.readline(), 5)
         if not line.startswith(b"INFO "):
             raise SourceError("not a NATS server: no INFO line")
         info = json.loads(line[5:])
-        if info.get("tls_required"):
-            raise SourceError("the server requires TLS, which the archiver's reader does not speak")
+        if tls or info.get("tls_required"):
+            # As NATS clients do: upgrade after INFO, trusting the system's CAs
+            # (SSL_CERT_FILE / SSL_CERT_DIR name others), checking the host name.
+            try:
+                await asyncio.wait_for(
+                    self._writer.start_tls(ssl.create_default_context(), server_hostname=host),
+                    10,
+                )
+            except (ssl.SSLError, OSError, TimeoutError) as exc:
+                raise SourceError(f"TLS with the NATS server failed: {exc}") from None
         options: dict[str, object] = {
             "verbose": False,
             "pedantic": False,
