@@ -31,9 +31,13 @@ def ce_message(i: int, *, subject: str = "mem.created", stream: str = "memory-1"
 
 
 async def _publish(
-    url: str, stream: str, messages: Sequence[Message], config: dict[str, Any]
+    url: str,
+    stream: str,
+    messages: Sequence[Message],
+    config: dict[str, Any] | None,
+    connect: dict[str, Any],
 ) -> list[int]:
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **connect)
     try:
         js = nc.jetstream()
         if config is not None:
@@ -49,10 +53,18 @@ async def _publish(
 
 
 def publish(
-    url: str, stream: str, messages: Sequence[Message], *, create: dict[str, Any] | None = None
+    url: str,
+    stream: str,
+    messages: Sequence[Message],
+    *,
+    create: dict[str, Any] | None = None,
+    **connect: Any,
 ) -> list[int]:
-    """Publish ``messages`` (creating the stream first when ``create`` is given); return sequences."""
-    return asyncio.run(_publish(url, stream, messages, create))  # type: ignore[arg-type]
+    """Publish ``messages`` (creating the stream first when ``create`` is given); return sequences.
+
+    ``connect`` goes to ``nats.connect`` (``user=``, ``password=``, ``tls=``).
+    """
+    return asyncio.run(_publish(url, stream, messages, create, connect))
 
 
 async def _api(url: str, subject: str, body: dict[str, Any] | None) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import signal
@@ -14,10 +13,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import nats
 import pytest
 from _jetstream_helpers import ce_message, publish
-from nats.js.api import StreamConfig
 
 import workbench as wb
 from workbench.archive import ArchiveReader, ArchiveWriter
@@ -138,16 +135,8 @@ def test_credentials_wrong_or_percent_encoded(nats_server_with_password, tmp_pat
     from conftest import NATS_PASSWORD
 
     host = nats_server_with_password.url.removeprefix("nats://")
-
-    async def create() -> None:
-        nc = await nats.connect(f"nats://{host}", user="alice", password=NATS_PASSWORD)
-        js = nc.jetstream()
-        await js.add_stream(StreamConfig(name="AUTH", subjects=["auth.>"]))
-        for i in range(3):
-            await js.publish("auth.x", f'{{"i": {i}}}'.encode())
-        await nc.close()
-
-    asyncio.run(create())
+    messages = [ce_message(i) for i in range(3)]
+    publish(f"nats://{host}", "AUTH", messages, create={}, user="alice", password=NATS_PASSWORD)
 
     def archive(url: str) -> subprocess.CompletedProcess[str]:
         command = ["archive", "jetstream", "--server", url, "--stream", "AUTH"]
@@ -182,17 +171,8 @@ def test_a_server_that_requires_tls(nats_server_with_tls, tmp_path: Path) -> Non
     """Production servers often speak TLS only; a private CA is trusted through SSL_CERT_FILE."""
     server, ca = nats_server_with_tls
     host = server.url.removeprefix("nats://")
-
-    async def create() -> None:
-        context = ssl.create_default_context(cafile=str(ca))
-        nc = await nats.connect(f"tls://{host}", tls=context)
-        js = nc.jetstream()
-        await js.add_stream(StreamConfig(name="SECURE", subjects=["secure.>"]))
-        for i in range(4):
-            await js.publish("secure.x", f'{{"i": {i}}}'.encode())
-        await nc.close()
-
-    asyncio.run(create())
+    trusted = ssl.create_default_context(cafile=str(ca))
+    publish(f"tls://{host}", "SECURE", [ce_message(i) for i in range(4)], create={}, tls=trusted)
     command = ["archive", "jetstream", "--server", f"tls://{host}", "--stream", "SECURE"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SSL_CERT_FILE": str(ca)}
     done = subprocess.run(
