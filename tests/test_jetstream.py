@@ -481,3 +481,19 @@ def test_epoch_times_from_javascript_clients(nats_url: str, stream: str, tmp_pat
         "2024-05-01T08:00:00.123000+00:00",
         "2024-05-01T08:00:00+00:00",
     ]
+
+
+def test_data_holds_only_json_every_reader_accepts(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """DuckDB reads trailing commas and NaN; Spark, Polars and JSON libraries do not."""
+    bodies = [b'{"a": 1,}', b'{"a": NaN}', b'{"a": 1}', b'{"note": "NaN, inf,}"}']
+    publish(nats_url, stream, [("x", body, None) for body in bodies], create={})
+    archive(nats_url, stream, tmp_path, preset="raw")
+    got = rows(tmp_path, "select data, payload from events order by global_position")
+    assert got == [
+        (None, b'{"a": 1,}'),
+        (None, b'{"a": NaN}'),
+        ('{"a": 1}', None),
+        ('{"note": "NaN, inf,}"}', None),
+    ]

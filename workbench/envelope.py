@@ -15,13 +15,17 @@ True
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench.errors import EnvelopeError
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = [
     "COLUMNS",
@@ -30,6 +34,7 @@ __all__ = [
     "SCHEMA",
     "conform",
     "empty",
+    "json_validity",
     "validate",
 ]
 
@@ -164,3 +169,56 @@ def _cast(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
         raise EnvelopeError(
             f"column {field.name}: cannot cast {typ} to {field.type}: {exc}"
         ) from None
+
+
+# What DuckDB's parser lets through that JSON (RFC 8259) does not: trailing
+# commas, NaN and infinities. Rows matching are decided by a strict parse.
+_LENIENT = r",\s*[\]}]|[:\[,]\s*-?(?:NaN|[Ii]nf)"
+
+
+def json_validity(
+    column: pa.ChunkedArray | pa.Array, con: duckdb.DuckDBPyConnection | None = None
+) -> pa.Array:
+    """Whether each text is one JSON document by the standard (null for null), vectorised.
+
+    ``data`` must hold JSON that any reader accepts (Spark, Polars, a JSON
+    library), so DuckDB's ``json_valid`` (fast, but lenient) is backed by a
+    strict parse of the few texts it may have let through.
+
+    >>> json_validity(pa.array(['{"a": 1}', '"a', None, '{"a": 1,}', '[NaN]', '{"a": -inf}',
+    ...                         '{"info": "NaN, inf"}'])).to_pylist()
+    [True, False, None, False, False, False, True]
+    """
+    from workbench import _duckdb
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    own = con is None
+    con = _duckdb.connect() if con is None else con
+    try:
+        con.register("_wb_texts", pa.table({"data": column}))
+        valid = con.sql("select json_valid(data) as ok from _wb_texts").to_arrow_table()
+        con.unregister("_wb_texts")
+    finally:
+        if own:
+            con.close()
+    ok = valid.column("ok").combine_chunks()
+    suspect = pc.and_(pc.fill_null(ok, False), pc.match_substring_regex(column, _LENIENT))
+    rows = pc.indices_nonzero(suspect).to_pylist()
+    if not rows:
+        return ok
+    flags = ok.to_pylist()
+    for i in rows:
+        flags[i] = _strict_json(column[i].as_py())
+    return pa.array(flags, pa.bool_())
+
+
+def _strict_json(text: str) -> bool:
+    def no_constants(name: str) -> None:
+        raise ValueError(name)
+
+    try:
+        json.loads(text, parse_constant=no_constants)
+    except (ValueError, RecursionError):
+        return False
+    return True

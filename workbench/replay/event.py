@@ -34,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from workbench import _duckdb
+from workbench.envelope import json_validity
 
-__all__ = ["Event", "Prepared", "decode", "decode_payloads", "json_validity"]
+__all__ = ["Event", "Prepared", "decode", "decode_payloads"]
 
 # Fields held in the tuple, in order; the rest are read lazily from the batch.
 _EAGER = ("global_position", "event_type", "stream", "stream_position", "schema_version", "data")
@@ -192,30 +192,6 @@ def _loads_or_none(text: str | None) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):
         return None
-
-
-def json_validity(
-    column: pa.ChunkedArray | pa.Array, con: duckdb.DuckDBPyConnection | None = None
-) -> pa.Array:
-    """Whether each payload is one JSON document (null for a null payload), in DuckDB.
-
-    The one-parse trick is exact only for valid documents: joined, two
-    broken payloads (``'"a'`` and ``'b"'``) can parse as values of their
-    neighbours. The engine computes this on its reading thread.
-
-    >>> json_validity(pa.array(['{"a": 1}', '"a', None])).to_pylist()
-    [True, False, None]
-    """
-    own = con is None
-    con = _duckdb.connect() if con is None else con
-    try:
-        con.register("_wb_payloads", pa.table({"data": column}))
-        valid = con.sql("select json_valid(data) as ok from _wb_payloads").to_arrow_table()
-        con.unregister("_wb_payloads")
-    finally:
-        if own:
-            con.close()
-    return valid.column("ok").combine_chunks()
 
 
 class Prepared:

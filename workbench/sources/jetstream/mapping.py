@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+import duckdb
 import pyarrow as pa
 
 from workbench import _duckdb, envelope
@@ -158,6 +159,16 @@ class JetStreamMapping:
             "text": _text(payloads, payload),
             "metadata": parsed.metadata(),
         }
+        con = _duckdb.connect()
+        try:
+            return self._evaluate(con, columns, parsed)
+        finally:
+            con.close()
+
+    def _evaluate(
+        self, con: duckdb.DuckDBPyConnection, columns: dict[str, pa.Array], parsed: Headers
+    ) -> pa.Table:
+        columns["is_json"] = envelope.json_validity(columns["text"], con)
         header_names: dict[str, str] = {}
         for spec in (s for specs in self.fields.values() for s in specs):
             if spec.kind == "header" and spec.arg.lower() not in header_names:
@@ -208,16 +219,11 @@ class JetStreamMapping:
         )
         query = (
             f"with r as (select *, {structured} as structured, "
-            "case when json_valid(text) then text end as j from raw) "
+            "case when is_json then text end as j from raw) "
             "select " + ", ".join(f"{e} as {n}" for n, e in selects.items()) + " from r"
         )
-        con = _duckdb.connect()
-        try:
-            con.execute("set timezone = 'UTC'")
-            con.register("raw", raw)
-            return con.sql(query).to_arrow_table()
-        finally:
-            con.close()
+        con.register("raw", raw)
+        return con.sql(query).to_arrow_table()
 
 
 def _expr(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> str:

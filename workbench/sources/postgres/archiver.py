@@ -32,7 +32,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from workbench import _duckdb
+from workbench import _duckdb, envelope
 from workbench.archive import ArchiveReader, ArchiveWriter, WritePipeline
 from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
@@ -366,10 +366,7 @@ class PostgresArchiver:
                 column = raw.cast(pa.string())
             except pa.ArrowInvalid:
                 column = pa.array([_utf8_or_none(v) for v in raw.to_pylist()], pa.string())
-        self._duck.register("c", pa.table({"v": column}))
-        ok = self._duck.sql("select coalesce(json_valid(v), true) as ok from c").to_arrow_table()
-        self._duck.unregister("c")
-        ok_col = ok.column("ok").combine_chunks()
+        ok_col = pc.fill_null(envelope.json_validity(column, self._duck), True)
         bad = len(ok_col) - pc.sum(ok_col.cast(pa.int64())).as_py() if len(ok_col) else 0
         self._count(f"{name} not JSON", bad)
         idx = chunk.column_names.index(name)

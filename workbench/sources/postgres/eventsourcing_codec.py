@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from workbench import _duckdb
+from workbench import envelope
 from workbench.errors import SourceError
 
 __all__ = ["DecodedStates", "decode_states", "flatten_typed_encodings"]
@@ -109,13 +109,7 @@ def _json_only(decoded: DecodedStates, states: pa.Array) -> DecodedStates:
     A state that starts with ``{`` and is UTF-8 is not yet JSON; left in
     ``data``, it would fail every JSON function downstream.
     """
-    con = _duckdb.connect()
-    try:
-        con.register("d", pa.table({"v": decoded.data}))
-        valid = con.sql("select coalesce(json_valid(v), true) as ok from d").to_arrow_table()
-    finally:
-        con.close()
-    ok = valid.column("ok").combine_chunks()
+    ok = pc.fill_null(envelope.json_validity(decoded.data), True)
     bad = len(ok) - (pc.sum(ok.cast(pa.int64())).as_py() or 0)
     if not bad:
         return decoded
