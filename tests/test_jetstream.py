@@ -497,3 +497,12 @@ def test_data_holds_only_json_every_reader_accepts(
         ('{"a": 1}', None),
         ('{"note": "NaN, inf,}"}', None),
     ]
+
+
+def test_a_work_queue_stream_is_refused_with_the_way_round(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    publish(nats_url, stream, [ce_message(0)], create={"retention": "workqueue"})
+    with pytest.raises(SourceError, match="WorkQueue retention.*archive a mirror of it"):
+        archive(nats_url, stream, tmp_path)
+    assert api(nats_url, f"$JS.API.STREAM.INFO.{stream}")["state"]["messages"] == 1  # untouched

@@ -210,9 +210,18 @@ async def create_ordered_consumer(
         "num_replicas": 1,
         "inactive_threshold": int(max(5.0, heartbeat * 5) * 1e9),
     }
-    reply = await jetstream_api(
-        nc, f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config}
-    )
+    try:
+        reply = await jetstream_api(
+            nc, f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config}
+        )
+    except SourceError as exc:
+        if "workqueue" in str(exc).lower():  # reading it would take the work from its workers
+            raise SourceError(
+                f"stream {stream} has WorkQueue retention: a consumer that reads it removes "
+                "the messages it acknowledges; archive a mirror of it (a stream with "
+                f"mirror={stream}, limits retention) instead"
+            ) from None
+        raise
     name: str = reply["name"]
     return name
 
