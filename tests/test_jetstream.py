@@ -503,6 +503,6 @@ def test_a_work_queue_stream_is_refused_with_the_way_round(
     nats_url: str, stream: str, tmp_path: Path
 ) -> None:
     publish(nats_url, stream, [ce_message(0)], create={"retention": "workqueue"})
-    with pytest.raises(SourceError, match="WorkQueue retention.*archive a mirror of it"):
+    with pytest.raises(SourceError, match=r"WorkQueue retention.*archive a mirror of it"):
         archive(nats_url, stream, tmp_path)
     assert api(nats_url, f"$JS.API.STREAM.INFO.{stream}")["state"]["messages"] == 1  # untouched
