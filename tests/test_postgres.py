@@ -454,6 +454,16 @@ def test_wrong_dsn_never_prints_the_password(
             and "cannot connect" in err
             and len(err.strip().splitlines()) == 1
         )
+    # Unencoded '@' and ':' in a password: libpq would echo its tail as a port.
+    dsn = "postgresql://app:Sup3r@Sec:r3t@127.0.0.1/db"
+    assert run(["archive", "postgres", "--dsn", dsn, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "percent-encode" in err and "Sup3r" not in err and "r3t" not in err.replace("127", "")
+    # A '#' in the password of a live side: the table is after the last '#'.
+    live = "postgresql://app:Sup3r#Secret@127.0.0.1:1/db#public.t"
+    assert run(["diff", "--candidate", live, "--live", live, "--key", "id"]) == 2
+    err = capsys.readouterr().err
+    assert "Secret" not in err and "Sup3r" not in err
 
 
 def test_wrong_password_and_database(pg_dsn: str) -> None:

@@ -193,7 +193,8 @@ def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
         raise DiffError(f"{role}: cannot diff a {type(side).__name__}")
     spec = os.fspath(side)
     if spec.startswith(("postgresql://", "postgres://")):
-        dsn, _, name = spec.partition("#")
+        # The last '#': a password may hold one (percent-encoded or not).
+        dsn, _, name = spec.rpartition("#") if "#" in spec else (spec, "", "")
         label = redact(spec)
         if not name:
             raise DiffError(f"{label}: name the table as postgresql://…#SCHEMA.TABLE")

@@ -96,6 +96,12 @@ def connect(dsn: str) -> Any:
     """
     if not dsn or ("://" not in dsn and "=" not in dsn):
         raise SourceError("--dsn must be a PostgreSQL URI (postgresql://…) or key=value string")
+    authority = dsn.partition("://")[2].partition("/")[0] if "://" in dsn else ""
+    if authority.count("@") > 1:  # libpq would echo a piece of the password as a host or port
+        raise SourceError(
+            f"cannot read the DSN {redact(dsn)}: percent-encode '@', ':' and '/' in the user "
+            "or password (%40, %3A, %2F)"
+        )
     try:
         return pg_dbapi.connect(dsn, autocommit=True)
     except Exception as exc:
