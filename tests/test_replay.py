@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -394,8 +396,7 @@ def test_resume_after_kill_9_gives_the_uninterrupted_rows(archive: Path, tmp_pat
 
 def test_blue_green_versions_side_by_side_and_promote(archive: Path, tmp_path: Path) -> None:
     class MemoriesV2(Memories):
-        name = "memories"
-        version = 2
+        version = 2  # keeps the name "memories": its next version
 
         def count_access(self, event, tables, row):
             tables.memories.update(
@@ -669,3 +670,43 @@ def test_handler_time_is_sampled_in_one_rhythm_across_batches(archive: Path) -> 
         1 for i, e in enumerate(events) if i % 32 == 0 and e.event_type in runner.dispatch
     )
     assert sum(runner.sampled_events.values()) == every_32nd
+
+
+def test_resume_never_drops_what_it_cannot_continue(archive: Path, tmp_path: Path) -> None:
+    """Another source, or tables whose layout changed: refused, nothing dropped."""
+    two = tmp_path / "two"
+    shutil.copytree(archive, two)
+    ArchiveWriter(two, "postgres:other").append(
+        pa.table({"global_position": [1], "recorded_at": [0], "event_type": ["MemoryCreated"]})
+    )
+    into = tmp_path / "o.duckdb"
+    source = ArchiveReader(archive).sources[0]
+    wb.replay(two, Memories, into=into, source=source, until=1_000)
+    before = rows(into, "memories_v1", "memories")
+    with pytest.raises(ProjectionError, match="with source postgres:other: it holds a replay of"):
+        wb.replay(two, Memories, into=into, source="postgres:other", resume=True)
+
+    class Wider(Memories):  # same name and version, one more column
+        agents = wb.Table(
+            key="agent_id",
+            agent_id=str,
+            memories=int,
+            accesses=int,
+            last_active_at=dt.datetime,
+            region=str,
+        )
+
+    with pytest.raises(ProjectionError, match=r"table\(s\) agents were written with other"):
+        wb.replay(two, Wider, into=into, source=source, resume=True)
+    assert rows(into, "memories_v1", "memories") == before
+
+
+def test_a_promoted_sql_version_is_not_rebuilt_in_place(archive: Path, tmp_path: Path) -> None:
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, MEMORIES_SQL, into=into)
+    wb.promote(into, "memories_sql", 1)
+    with pytest.raises(ProjectionError, match="memories_sql_v1 is promoted"):
+        wb.replay(archive, MEMORIES_SQL, into=into, where="false")
+    broken = wb.SqlProjection("b", tables={"t": "select 1 as x"}, setup="select * from nowhere")
+    with pytest.raises(ProjectionError, match=r"SQL of table \(setup\) failed"):
+        wb.replay(archive, broken, into=into)

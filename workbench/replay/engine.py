@@ -489,15 +489,23 @@ def _prepare(
                 f"cannot resume {schema}: it was replayed from {info[0][0]} where {info[0][1]!r}, "
                 f"not {archive} where {where!r}"
             )
+        checkpoints = con.execute(f"select source from {store.q(schema)}._checkpoint")
+        replayed = [r[0] for r in checkpoints.fetchall()]
+        if replayed and source not in replayed:  # rebuilding would drop that replay
+            raise ProjectionError(
+                f"cannot resume {schema} with source {source}: it holds a replay of "
+                f"{', '.join(replayed)}; use another version (or file) for this source"
+            )
+        changed = store.changed_tables(con, schema, projection.tables())
+        if changed:
+            raise ProjectionError(
+                f"cannot resume {schema}: table(s) {', '.join(changed)} were written with other "
+                "columns, types or key; bump the projection's version, or replay without --resume"
+            )
         store.create_schema(con, schema, projection.tables(), replace=False)
         point = store.checkpoint(con, schema, source)
     if point is None:
-        live = store.promoted_views(con, schema)
-        if live:  # a rebuild drops the schema first: the stable views would read nothing
-            raise ProjectionError(
-                f"{schema} is promoted ({', '.join(live)} read it): rebuilding it in place "
-                "would empty them; replay a new version and promote that, or --resume"
-            )
+        store.refuse_promoted(con, schema)
         store.create_schema(con, schema, projection.tables(), replace=True)
     else:
         for state in runner.states_list():

@@ -161,7 +161,9 @@ class Projection:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if not cls.__dict__.get("name"):
+        # A subclass keeps its base's name: `class V2(Memories): version = 2` is the
+        # next version of the same projection (blue/green), not a new projection.
+        if not cls.name:
             cls.name = cls.__name__.lower()
         if not _NAME.match(cls.name):
             raise ProjectionError(

@@ -16,6 +16,7 @@ create a temporary table several queries share.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -109,6 +110,7 @@ def replay_sql(
             f"create or replace temp view events as select {columns} from read_parquet({paths}, "
             f"union_by_name = true, hive_partitioning = false) where {' and '.join(filters)}"
         )
+        store.refuse_promoted(con, projection.schema())
         if projection.setup:
             _run(con, projection.setup, "(setup)")
         con.execute("begin")
@@ -156,7 +158,8 @@ def replay_sql(
         )
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        with contextlib.suppress(duckdb.Error):  # no transaction yet: nothing to undo
+            con.execute("rollback")
         raise
     finally:
         con.close()

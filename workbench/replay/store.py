@@ -201,6 +201,45 @@ def create_schema(
     con.execute("commit")
 
 
+def changed_tables(
+    con: duckdb.DuckDBPyConnection, schema: str, tables: Iterable[Table]
+) -> list[str]:
+    """Declared tables whose stored columns, types or key differ (a resume would fail on them).
+
+    The declared tables are created in an in-memory database to compare
+    like with like: DuckDB spells types its own way (``TIMESTAMPTZ`` is
+    stored as ``TIMESTAMP WITH TIME ZONE``).
+    """
+    declared = _duckdb.connect()
+    try:
+        changed = []
+        for table in tables:
+            declared.execute(f"create schema if not exists {q(schema)}")
+            declared.execute(table.ddl(schema))
+            stored = _layout(con, schema, table.name)
+            if stored and stored != _layout(declared, schema, table.name):
+                changed.append(table.name)  # (a table added since is created, empty)
+        return changed
+    finally:
+        declared.close()
+
+
+def _layout(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[Any]:
+    columns = con.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_catalog = current_database() and table_schema = ? and table_name = ? "
+        "order by ordinal_position",
+        [schema, table],
+    ).fetchall()
+    key = con.execute(
+        "select constraint_column_names from duckdb_constraints() "
+        "where database_name = current_database() and schema_name = ? and table_name = ? "
+        "and constraint_type = 'PRIMARY KEY'",
+        [schema, table],
+    ).fetchall()
+    return [*columns, *key] if columns else []
+
+
 def output_tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
     """Names of the output tables of a schema (bookkeeping tables excluded)."""
     rows = con.execute(
@@ -582,6 +621,16 @@ def promoted_views(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
         [schema],
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def refuse_promoted(con: duckdb.DuckDBPyConnection, schema: str) -> None:
+    """Refuse to rebuild ``schema`` in place while stable views read it."""
+    live = promoted_views(con, schema)
+    if live:  # a rebuild drops the schema first: the stable views would read nothing
+        raise ProjectionError(
+            f"{schema} is promoted ({', '.join(live)} read it): rebuilding it in place "
+            "would empty them; replay a new version and promote that"
+        )
 
 
 def promote(into: str | os.PathLike[str], projection_name: str, version: int) -> list[str]:
