@@ -710,3 +710,20 @@ def test_a_promoted_sql_version_is_not_rebuilt_in_place(archive: Path, tmp_path:
     broken = wb.SqlProjection("b", tables={"t": "select 1 as x"}, setup="select * from nowhere")
     with pytest.raises(ProjectionError, match=r"SQL of table \(setup\) failed"):
         wb.replay(archive, broken, into=into)
+
+
+class NullKey(Memories):
+    name = "nullkey"
+
+    @wb.on("MemoryDeleted")
+    def deleted(self, event, tables):
+        tables.daily_access.upsert({"agent_id": None, "day": None, "accesses": 1})
+
+
+def test_a_null_key_names_the_row_and_its_writer(archive: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ProjectionError,
+        match=r"table daily_access: a handler wrote a row whose key agent_id is None; row "
+        r"\(None, None\), last written by NullKey.deleted on MemoryDeleted at global_position",
+    ):
+        wb.replay(archive, NullKey, into=tmp_path / "o.duckdb")

@@ -107,3 +107,48 @@ def test_cli_check_safety_exit_codes(archive: Path, capsys: pytest.CaptureFixtur
     assert "memories_sql is a SqlProjection, which reads the whole archive at once" in (
         capsys.readouterr().err
     )
+
+
+class CounterOnSelf(Memories):
+    """Planted fault: a total kept on the instance, lost when the process restarts."""
+
+    name = "counter_on_self"
+    totals = wb.Table(key="k", k=str, n=int)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    @wb.on("MemoryUpdated")
+    def updated(self, event, tables):
+        row = tables.memories.get(event.data["memory_id"]) if event.data else None
+        if row is None or row["stream_position"] >= event.stream_position:
+            return  # idempotent: a redelivered update changes nothing ...
+        super().updated(event, tables)
+        self.n += 1  # ... but the count lives in memory, not in a table
+        tables.totals.upsert({"k": "all", "n": self.n})
+
+
+class PopsAndNaN(Memories):
+    """Safe, though it takes keys out of the payload it is given and writes NaN."""
+
+    name = "pops_and_nan"
+    scores = wb.Table(key="memory_id", memory_id=str, score=float)
+
+    @wb.on("MemoryUpdated")
+    def updated(self, event, tables):
+        super().updated(event, tables)
+        if event.data:
+            memory_id = event.data.pop("memory_id")
+            tables.scores.upsert({"memory_id": memory_id, "score": float("nan")})
+
+
+def test_state_kept_on_the_instance_is_caught_by_the_crash(archive: Path) -> None:
+    report = wb.check_replay_safety(archive, CounterOnSelf, seed=3)
+    assert not report["crash"].ok and report["determinism"].ok
+    assert "CounterOnSelf.updated" in report["crash"].implicated_handlers
+
+
+def test_handlers_that_change_their_payload_or_write_nan_are_not_blamed(archive: Path) -> None:
+    report = wb.check_replay_safety(archive, PopsAndNaN, duplicates=1.0, seed=3)
+    assert report.ok, report.summary()
+    assert report.clean_errors == 0

@@ -62,6 +62,15 @@ class Runner:
         self.failures = 0
         self._seen = 0  # events given to apply() so far
 
+    def restart(self, projection: Projection) -> None:
+        """Go on with a fresh instance over the same tables: a process restarted after
+        a crash, whose output (the tables) survived and whose memory did not."""
+        self.projection = projection
+        self.dispatch = {
+            event_type: getattr(projection, attr)
+            for event_type, attr in projection.handlers().items()
+        }
+
     # ------------------------------------------------------------------ decoding
 
     def decode(self, batch: Columns) -> list[Event]:

@@ -20,7 +20,9 @@ changes the output are reported. Keep the archive small (``until=`` /
 
 from __future__ import annotations
 
+import copy
 import html
+import math
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -49,7 +51,15 @@ from workbench.replay.sql_projection import SqlProjection
 __all__ = ["SafetyReport", "ScenarioResult", "check_replay_safety"]
 
 Snapshot = dict[str, dict[Any, dict[str, Any]]]
-Delivery = Callable[[Sequence[Event], str | None, random.Random], list[Event]]
+
+
+class _Restart:
+    """In a delivery: the process restarts here (a fresh projection instance)."""
+
+
+RESTART = _Restart()
+Delivered = Event | _Restart
+Delivery = Callable[[Sequence[Event], str | None, random.Random], Sequence[Delivered]]
 
 
 @dataclass
@@ -265,10 +275,40 @@ def _result(
     return ScenarioResult(name, description, ok, diff, implicated, handlers, errors)
 
 
-def _run(cls: type[Projection], delivery: Sequence[Event]) -> tuple[Snapshot, int]:
+def _run(cls: type[Projection], delivery: Sequence[Delivered]) -> tuple[Snapshot, int]:
     runner = Runner(cls(), on_error="dead-letter")
-    runner.apply(delivery)
+    segment: list[Event] = []
+    for item in delivery:
+        if isinstance(item, _Restart):
+            runner.apply(segment)
+            segment = []
+            runner.restart(cls())
+        else:
+            segment.append(_own_payload(item))
+    runner.apply(segment)
     return {name: state.rows for name, state in runner.states.items()}, runner.failures
+
+
+def _own_payload(event: Event) -> Event:
+    """``event`` with a payload of its own: a handler may change the dict it is given,
+    and every replay (and every redelivered copy) must see the original."""
+    data = event.data
+    if isinstance(data, dict):
+        if any(isinstance(v, dict | list) for v in data.values()):
+            return event._replace(data=copy.deepcopy(data))
+        return event._replace(data=dict(data))
+    if isinstance(data, list):
+        return event._replace(data=copy.deepcopy(data))
+    return event
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal rows, NaN equal to NaN (a handler computing NaN twice is deterministic)."""
+    if a == b:
+        return True
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return all(_same(a[k], b[k]) for k in a)
+    return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
 
 
 def _compare(clean: Snapshot, other: Snapshot, limit: int) -> pl.DataFrame:
@@ -277,7 +317,7 @@ def _compare(clean: Snapshot, other: Snapshot, limit: int) -> pl.DataFrame:
         other_rows = other[table]
         for key in clean_rows.keys() | other_rows.keys():
             a, b = clean_rows.get(key), other_rows.get(key)
-            if a != b:
+            if not _same(a, b):
                 rows.append((table, repr(key), _show(a), _show(b)))
                 if len(rows) >= limit:
                     break
@@ -311,18 +351,20 @@ def _redeliver(
 
 def _crash(
     events: Sequence[Event], only: str | None, rng: random.Random, crashes: int
-) -> list[Event]:
-    """Crashes after output, before checkpoint: events since the checkpoint come again."""
+) -> list[Delivered]:
+    """Crashes after output, before checkpoint: the process restarts (a new projection
+    instance over the tables written so far) and events since the checkpoint come again."""
     n = len(events)
     if n < 2:
         return list(events)
     interval = max(1, n // 10)  # a checkpoint every tenth of the history
     points = sorted(rng.sample(range(1, n), min(crashes, n - 1)))
-    delivery: list[Event] = []
+    delivery: list[Delivered] = []
     start = 0
     for crash in points:
         delivery.extend(events[start:crash])  # handled, output written ...
         checkpoint = crash - (crash % interval or interval)  # ... but not checkpointed
+        delivery.append(RESTART)  # what the handlers kept in memory is gone
         if only is None:
             start = max(0, checkpoint)  # the restart delivers everything since again
         else:
@@ -399,7 +441,7 @@ def _traced(
     states = list(runner.states.values())
     signatures: list[int] = []
     for event in events:
-        runner.apply((event,))
+        runner.apply((_own_payload(event),))
         writes: list[tuple[str, Any, str]] = []
         row_ids, _ = runner.log.take().pairs()
         for state in states:

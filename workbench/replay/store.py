@@ -23,6 +23,7 @@ declared tables (key columns = primary key) and the bookkeeping tables
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -361,6 +362,12 @@ def rows_statement(schema: str, table: Table, rows: list[dict[str, Any]]) -> Sta
             f"table {table.name}: a handler wrote undeclared column(s) {', '.join(sorted(extra))}",
             row,
         )
+    for column in table.key:
+        keyless: dict[str, Any] | None = next((r for r in rows if r.get(column) is None), None)
+        if keyless is not None:
+            raise BadRow(
+                f"table {table.name}: a handler wrote a row whose key {column} is None", keyless
+            )
     arrow = pa.table(
         [_column(rows, c, table.types[c][1], table.name) for c in table.columns],
         names=list(table.columns),
@@ -594,7 +601,9 @@ def write_flush(con: duckdb.DuckDBPyConnection, statements: list[Statement | Def
                 con.execute(statement.sql, statement.params)
             finally:
                 for name in statement.tables:
-                    con.unregister(name)
+                    # In an aborted transaction this fails too; the first error is the one.
+                    with contextlib.suppress(duckdb.Error):
+                        con.unregister(name)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
