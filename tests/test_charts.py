@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,20 @@ def test_html_needs_no_network(archive: wb.Archive) -> None:
     assert "vega-lite" in html.lower() and len(html) > 500_000  # the libraries are inlined
     with pytest.raises(ValueError, match=r"use \.png, \.svg or \.html"):
         charts.save(archive.duplicates().chart(), "chart.pdf")
+
+
+def test_charts_show_in_a_notebook_without_a_network() -> None:
+    """Altair's default notebook renderer loads Vega from a CDN; the workbench's does not."""
+    script = (
+        "import altair as alt, workbench as wb\n"
+        "r = wb.open_archive(__import__('sys').argv[1]).gaps()\n"
+        "bundle = r.chart()._repr_mimebundle_()\n"
+        "html = (bundle[0] if isinstance(bundle, tuple) else bundle)['text/html']\n"
+        "loads = 'cdn.jsdelivr' in html or __import__('re').search(r'<script[^>]+src=', html)\n"
+        "print(alt.renderers.active, bool(loads), 'vegaEmbed' in html, len(html) > 500_000)\n"
+    )
+    sample = Path(__file__).parents[1] / "data" / "sample" / "archive"
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(sample)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["html", "False", "True", "True"]

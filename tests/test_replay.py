@@ -727,3 +727,19 @@ def test_a_null_key_names_the_row_and_its_writer(archive: Path, tmp_path: Path) 
         r"\(None, None\), last written by NullKey.deleted on MemoryDeleted at global_position",
     ):
         wb.replay(archive, NullKey, into=tmp_path / "o.duckdb")
+
+
+def test_a_projection_that_needs_arguments_is_one_line(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "needs.py"
+    path.write_text(
+        "from workbench.examples import Memories\n"
+        "class Needs(Memories):\n"
+        "    def __init__(self, region):\n"
+        "        self.region = region\n"
+    )
+    args = ["replay", "--archive", str(archive), "--projection", f"{path}:Needs"]
+    assert cli.run([*args, "--into", str(tmp_path / "o.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create Needs(): " in err and "Traceback" not in err

@@ -5,7 +5,14 @@ with documented columns), aggregates it further in DuckDB when it is large,
 and inlines its values, so a chart never drops rows silently and never
 raises ``MaxRowsError``. :func:`to_png`, :func:`to_svg` and :func:`to_html`
 render without a network.
+
+In a notebook, Altair's default renderer loads Vega from a CDN; unless you
+chose a renderer yourself, importing the workbench selects Altair's HTML
+renderer with the JavaScript inlined (about 0.9 MB per chart output), so
+charts show without a network too.
 """
+
+import altair as alt
 
 from workbench.charts.causation import causation_waterfall
 from workbench.charts.diff import diff_summary
@@ -15,6 +22,9 @@ from workbench.charts.gaps import gaps_chart
 from workbench.charts.lag import consumer_lag_chart, recording_lag_chart
 from workbench.charts.render import save, to_html, to_png, to_svg
 from workbench.charts.replay import handler_cost, replay_phases, replay_throughput
+
+if alt.renderers.active == "default":  # the user's own choice is kept
+    alt.renderers.enable("html", template="inline")
 
 __all__ = [
     "causation_waterfall",

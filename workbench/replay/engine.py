@@ -457,7 +457,9 @@ def _phases_frame(rows: list[tuple[str, float]]) -> pl.DataFrame:
 
 def _instantiate(projection: Any) -> Projection:
     if isinstance(projection, type) and issubclass(projection, Projection):
-        return projection()
+        from workbench.replay.loader import instantiate
+
+        return instantiate(projection)
     if isinstance(projection, Projection):
         return projection
     raise ProjectionError(

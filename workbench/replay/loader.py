@@ -21,7 +21,7 @@ from workbench.errors import ProjectionError
 from workbench.replay.projection import Projection
 from workbench.replay.sql_projection import SqlProjection
 
-__all__ = ["load_projection"]
+__all__ = ["instantiate", "load_projection"]
 
 
 def load_projection(spec: str) -> Any:
@@ -35,10 +35,21 @@ def load_projection(spec: str) -> Any:
     except AttributeError:
         raise ProjectionError(f"{where} has no {attr}") from None
     if isinstance(obj, type) and issubclass(obj, Projection):
-        return obj()
+        return instantiate(obj)
     if isinstance(obj, Projection | SqlProjection):
         return obj
     raise ProjectionError(f"{spec} is not a Projection subclass or a SqlProjection")
+
+
+def instantiate(cls: type[Projection]) -> Projection:
+    """``cls()``, or a one-line error when its ``__init__`` wants arguments."""
+    try:
+        return cls()
+    except TypeError as exc:
+        raise ProjectionError(
+            f"cannot create {cls.__qualname__}(): {exc}; a projection is created without "
+            "arguments (from Python, pass an instance instead)"
+        ) from None
 
 
 def _load_file(path: Path) -> Any:
