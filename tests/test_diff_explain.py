@@ -115,6 +115,9 @@ def test_rows_newer_than_the_snapshot_are_not_yet_projected(replay: Path, tmp_pa
     s = d.summary
     assert (s.changed, s.not_yet_projected, s.live_position) == (1, 1, 4)
     assert d.rows("not_yet_projected")["id"].to_list() == [2]
+    # Maybe lag, maybe wrong: never "identical", and the note says how to tell.
+    assert not s.is_identical
+    assert any("replay the candidate with until=4" in note for note in s.notes)
     e = d.explain(2)
     assert e.status == "not_yet_projected"
     assert e.events.filter(pl.col("after_live_position"))["global_position"].to_list() == [5]

@@ -254,7 +254,13 @@ def diff(
                 )
             notes.append("the live snapshot has a position but the candidate has no lineage")
         else:
-            _mark_not_yet_projected(con, keys, lineage, position)
+            lagging = _mark_not_yet_projected(con, keys, lineage, position)
+            if lagging:
+                notes.append(
+                    f"{lagging:,} row(s) differ but were written by events after live position "
+                    f"{position}: the live side may lag, or be wrong; replay the candidate "
+                    f"with until={position} (--until) to compare them exactly"
+                )
 
     counts = dict(
         ((s, side), int(n))
@@ -304,14 +310,17 @@ def diff(
 
 def _mark_not_yet_projected(
     con: duckdb.DuckDBPyConnection, keys: list[str], lineage: Lineage, position: int
-) -> None:
-    """Candidate rows whose newest event is after the live side's position are not differences."""
+) -> int:
+    """Mark differing candidate rows whose newest event is after the live side's position;
+    return how many."""
     con.execute(
         f"update _wb_diff set _status = 'not_yet_projected' "
         f"where _status in ('changed', 'only_in_candidate') and {key_json_sql(keys)} in "
         f"(select key from {lineage.relation} group by key having max(global_position) > ?)",
         [position],
     )
+    rows = con.execute("select count(*) from _wb_diff where _status = 'not_yet_projected'")
+    return int(rows.fetchall()[0][0])
 
 
 def _column_stats(con: duckdb.DuckDBPyConnection, plans: list[ColumnPlan]) -> pl.DataFrame:

@@ -39,7 +39,8 @@ STATUSES = (
     "duplicate_key",
     "null_key",
 )
-# Statuses that make a diff "not identical"; not_yet_projected is the live side lagging.
+# Statuses of rows that differ for certain. not_yet_projected rows differ too but
+# may be the live side lagging; they still keep a diff from being "identical".
 DIFFERENCE_STATUSES = ("changed", "only_in_candidate", "only_in_live", "duplicate_key", "null_key")
 
 
@@ -112,8 +113,9 @@ class DiffSummary:
 
     @property
     def is_identical(self) -> bool:
-        """No differing rows and no missing columns."""
-        return self.differences == 0 and self.schema.is_identical
+        """No differing rows (not even ones the live side may not have caught up with)
+        and no missing columns: what "identical" promises is checked, never assumed."""
+        return self.differences == 0 and self.not_yet_projected == 0 and self.schema.is_identical
 
     def counts(self) -> pl.DataFrame:
         """The row counts as a small frame: ``status``, ``rows``."""
