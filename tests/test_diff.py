@@ -246,3 +246,25 @@ def test_awkward_column_names_are_quoted() -> None:
     d = wb.diff(a, b, key="id")
     assert d.summary.changed == 1
     assert d.rows("changed")['we{i}rd "col"__live'].to_list() == [3]
+
+
+def test_tolerances_never_make_nan_or_infinity_equal_to_a_number() -> None:
+    live = pl.DataFrame({"id": [1, 2, 3], "x": [float("inf"), float("nan"), 7.0]})
+    candidate = pl.DataFrame({"id": [1, 2, 3], "x": [5.0, 1.0, 7.0000001]})
+    assert wb.diff(candidate, live, key="id", abs_tol={"x": 1e-6}).summary.changed == 2
+    # and NaN / infinity equal themselves under a tolerance too
+    assert wb.diff(live, live, key="id", rel_tol={"x": 1e-9}).summary.is_identical
+
+
+def test_nanosecond_timestamps_with_a_zone_compare_at_the_coarser_precision() -> None:
+    live = pl.DataFrame(
+        {"id": [1], "ts": [dt.datetime(2024, 5, 1, 8, 0, 0, 123456, tzinfo=dt.UTC)]}
+    )
+    candidate = pa.table(
+        {
+            "id": pa.array([1], pa.int64()),
+            "ts": pa.array([1714550400123456789], pa.timestamp("ns", "UTC")),
+        }
+    )
+    summary = wb.diff(candidate, live, key="id").summary
+    assert summary.is_identical and summary.schema.type_changes[0].compared_as == "TIMESTAMP"

@@ -89,3 +89,14 @@ def test_a_snapshot_and_the_live_table_read_the_same(
         None,
     ]
     wb.diff(str(snapshot), f"{pg_dsn}#{table}", key="id").assert_identical()
+
+
+def test_a_uuid_key_matches_its_text_in_any_case(pg_dsn: str, pg_schema: str) -> None:
+    """.NET writes GUIDs upper case; Postgres stores uuid."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f'create table "{pg_schema}".notes (id uuid primary key, v int)')
+        con.execute(
+            f"insert into \"{pg_schema}\".notes values ('5f0c7a36-77a5-4d4e-9a76-0d8f2f3c7a11', 1)"
+        )
+    candidate = pl.DataFrame({"id": ["5F0C7A36-77A5-4D4E-9A76-0D8F2F3C7A11"], "v": [1]})
+    assert wb.diff(candidate, f"{pg_dsn}#{pg_schema}.notes", key="id").summary.is_identical

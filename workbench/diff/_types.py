@@ -44,6 +44,7 @@ _TIMESTAMP_RANK = {
     "TIMESTAMP": 2,
     "TIMESTAMP WITH TIME ZONE": 2,
     "TIMESTAMP_NS": 3,
+    "TIMESTAMPTZ_NS": 3,
 }
 _TRUNCATE_TO = {0: "second", 1: "millisecond"}
 
@@ -79,7 +80,7 @@ class ColumnPlan:
 
 
 def _timestamp_expr(column: str, duckdb_type: str, coarsest: int) -> str:
-    if duckdb_type == "TIMESTAMP_NS":
+    if duckdb_type in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS"):
         # A plain cast rounds; truncation keeps "equal at the coarser precision".
         expr = f"make_timestamp(epoch_ns({column}) // 1000)"
     else:
@@ -119,7 +120,8 @@ def plan_column(
         (candidate_type, live_type, True),
         (live_type, candidate_type, False),
     ):
-        if text in _TEXT and (is_numeric(other) or _is_temporal(other)):
+        # A UUID given as text (any case, as .NET writes GUIDs) is compared as a UUID.
+        if text in _TEXT and (is_numeric(other) or _is_temporal(other) or other == "UUID"):
             cast = f"TRY_CAST({col} AS {other})"
             exprs = (cast, col) if text_is_candidate else (col, cast)
             return ColumnPlan(name, candidate_type, live_type, other, *exprs, checked_cast=True)

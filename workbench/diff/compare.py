@@ -54,8 +54,11 @@ def _equal(plan: ColumnPlan, index: int, abs_tol: float, rel_tol: float) -> str:
     c, lv = f"c.{ident(plan.name)}", f"l.{ident(plan.name)}"
     if abs_tol or rel_tol:
         a, b = f"CAST({c} AS DOUBLE)", f"CAST({lv} AS DOUBLE)"
-        within = f"abs({a} - {b}) <= {abs_tol!r} + {rel_tol!r} * abs({b})"
-        equal = f"(({c} IS NULL AND {lv} IS NULL) OR coalesce({within}, false))"
+        bound = f"{abs_tol!r}" + (f" + {rel_tol!r} * abs({b})" if rel_tol else "")
+        # Tolerances apply between finite numbers; NaN and infinities must match
+        # exactly (|inf - x| <= NaN would hold for any x in DuckDB's ordering).
+        within = f"(isfinite({a}) AND isfinite({b}) AND abs({a} - {b}) <= {bound})"
+        equal = f"({c} IS NOT DISTINCT FROM {lv} OR coalesce({within}, false))"
     else:
         equal = f"({c} IS NOT DISTINCT FROM {lv})"
     if plan.checked_cast:
