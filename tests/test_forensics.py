@@ -117,3 +117,21 @@ def test_cli_explain_of_a_key_on_neither_side_is_an_input_error(
     assert "REDELIVERED" in capsys.readouterr().out
     assert run([*args, "--explain", "no-such-memory"]) == 2
     assert "--explain no-such-memory: no row has that key on either side" in capsys.readouterr().err
+
+
+def test_explain_finds_the_lineage_whatever_order_the_key_is_given_in(
+    archive: tuple[Path, set[int]], tmp_path: Path
+) -> None:
+    root, _ = archive
+    into = tmp_path / "c.duckdb"
+    result = wb.replay(root, Memories, into=into)
+    live = result.sql("select * from daily_access").pl().with_columns(pl.col("accesses") + 1)
+    agent, day = live.row(0)[:2]
+    table = f"{into}:{result.schema}.daily_access"
+    in_order = wb.diff(table, live, key=["agent_id", "day"], archive=root).explain((agent, day))
+    reversed_ = wb.diff(table, live, key=["day", "agent_id"], archive=root).explain((day, agent))
+    assert in_order.events.height > 0
+    assert (
+        reversed_.events["global_position"].to_list()
+        == in_order.events["global_position"].to_list()
+    )

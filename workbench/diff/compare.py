@@ -318,7 +318,8 @@ def _mark_not_yet_projected(
     return how many."""
     con.execute(
         f"update _wb_diff set _status = 'not_yet_projected' "
-        f"where _status in ('changed', 'only_in_candidate') and {key_json_sql(keys)} in "
+        f"where _status in ('changed', 'only_in_candidate') "
+        f"and {key_json_sql(lineage.key_order(con, keys))} in "
         f"(select key from {lineage.relation} group by key having max(global_position) > ?)",
         [position],
     )

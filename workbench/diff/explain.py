@@ -182,9 +182,10 @@ def _events(
         return empty, ["the candidate has no replay lineage (give it as FILE.duckdb:SCHEMA.TABLE)"]
     con = diff.con
     # The lineage key is the compact JSON of the key in the candidate's own types.
-    casts = [f"CAST(? AS {diff.candidate.columns[k]})" for k in diff.key]
-    rendered = lineage_key_sql(diff.key, casts)
-    key_json = con.execute(f"select {rendered}", list(key.values())).fetchall()[0][0]
+    order = diff.lineage.key_order(con, list(diff.key))
+    casts = [f"CAST(? AS {diff.candidate.columns[k]})" for k in order]
+    rendered = lineage_key_sql(order, casts)
+    key_json = con.execute(f"select {rendered}", [key[k] for k in order]).fetchall()[0][0]
     lineage = con.sql(
         f"select source, global_position, event_type, handler from {diff.lineage.relation} "
         "where key = ? order by global_position, source",

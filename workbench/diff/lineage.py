@@ -41,6 +41,19 @@ class Lineage:
             f"where table_name = '{table}')"
         )
 
+    def key_order(self, con: duckdb.DuckDBPyConnection, key: list[str]) -> list[str]:
+        """``key`` in the table's primary-key order: lineage keys are rendered in it,
+        whatever order the diff names the key columns in."""
+        rows = con.execute(
+            "select constraint_column_names from duckdb_constraints() "
+            "where database_name = ? and schema_name = ? and table_name = ? "
+            "and constraint_type = 'PRIMARY KEY'",
+            [self.catalog, self.schema, self.table_name],
+        ).fetchall()
+        if rows and sorted(rows[0][0]) == sorted(key):
+            return list(rows[0][0])
+        return key
+
     def archive_path(self, con: duckdb.DuckDBPyConnection) -> str | None:
         """The archive root the replay read, from ``_replay_info`` (None when absent)."""
         if not _has_table(con, self.catalog, self.schema, "_replay_info"):
