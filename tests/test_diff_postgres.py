@@ -100,3 +100,16 @@ def test_a_uuid_key_matches_its_text_in_any_case(pg_dsn: str, pg_schema: str) ->
         )
     candidate = pl.DataFrame({"id": ["5F0C7A36-77A5-4D4E-9A76-0D8F2F3C7A11"], "v": [1]})
     assert wb.diff(candidate, f"{pg_dsn}#{pg_schema}.notes", key="id").summary.is_identical
+
+
+def test_jsonb_compares_by_meaning_not_by_spelling(pg_dsn: str, pg_schema: str) -> None:
+    """Postgres stores jsonb with its own key order and spacing."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f'create table "{pg_schema}".docs (id int primary key, doc jsonb)')
+        con.execute(
+            f'insert into "{pg_schema}".docs values (1, \'{{"b":1,"a":[1,2]}}\'), '
+            "(2, '{\"a\": 1}')"
+        )
+    candidate = pl.DataFrame({"id": [1, 2], "doc": ['{"b": 1, "a": [1, 2]}', '{"a": 2}']})
+    summary = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.docs", key="id").summary
+    assert (summary.identical, summary.changed) == (1, 1)

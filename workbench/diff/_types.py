@@ -8,8 +8,11 @@ The rules, in order:
 - two timestamp types of different precision or time zone are compared as
   UTC ``TIMESTAMP`` truncated to the coarser precision (a nanosecond clock
   against a microsecond database agrees when the microseconds agree);
-- text against a number or a time is compared after ``TRY_CAST`` of the text;
-  text that does not cast counts as changed, never as NULL = NULL;
+- JSON (a Postgres ``jsonb`` column, say) against JSON or text is compared by
+  meaning: both sides as canonical JSON (keys sorted, no spaces), since
+  Postgres reorders keys and spaces them its own way;
+- text against a number, a time or a UUID is compared after ``TRY_CAST`` of
+  the text; text that does not cast counts as changed, never as NULL = NULL;
 - anything else is compared as text.
 
 >>> import duckdb
@@ -24,14 +27,45 @@ True
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
 
 from workbench._sql import ident
 
-__all__ = ["ColumnPlan", "is_numeric", "plan_column"]
+__all__ = ["CANONICAL_JSON", "ColumnPlan", "is_numeric", "plan_column", "register_functions"]
+
+#: The SQL function :func:`register_functions` adds: JSON text in canonical form.
+CANONICAL_JSON = "_wb_canonical_json"
+
+
+def register_functions(con: duckdb.DuckDBPyConnection) -> None:
+    """Add the functions comparison plans use to ``con``."""
+    con.create_function(  # type: ignore[call-overload]  # the stubs want an enum; "arrow" works
+        CANONICAL_JSON, _canonical_json, ["VARCHAR"], "VARCHAR", type="arrow", side_effects=False
+    )
+
+
+def _canonical_json(texts: pa.Array) -> pa.Array:
+    """Each JSON text with its keys sorted and no spaces; text that is not JSON as it is.
+
+    >>> _canonical_json(pa.array(['{"b": 1, "a": [1, 2]}', None, "not json"])).to_pylist()
+    ['{"a":[1,2],"b":1}', None, 'not json']
+    """
+
+    def canonical(text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+        except (ValueError, RecursionError):
+            return text
+
+    return pa.array([canonical(t) for t in texts.to_pylist()], pa.string())
+
 
 _NUMERIC = re.compile(
     r"^(U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|FLOAT|DOUBLE|REAL|DECIMAL\(\d+,\s*\d+\))$"
@@ -95,6 +129,9 @@ def plan_column(
 ) -> ColumnPlan:
     """The comparison plan of column ``name`` given each side's DuckDB type."""
     col = ident(name)
+    if "JSON" in (candidate_type, live_type) and {candidate_type, live_type} <= _TEXT:
+        canonical = f"{CANONICAL_JSON}(CAST({col} AS VARCHAR))"
+        return ColumnPlan(name, candidate_type, live_type, "JSON", canonical, canonical)
     if candidate_type == live_type:
         return ColumnPlan(name, candidate_type, live_type, candidate_type, col, col)
     if is_numeric(candidate_type) and is_numeric(live_type):

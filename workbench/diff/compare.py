@@ -28,7 +28,7 @@ import polars as pl
 
 from workbench import _duckdb
 from workbench._sql import ident
-from workbench.diff._types import ColumnPlan, is_numeric, plan_column
+from workbench.diff._types import ColumnPlan, is_numeric, plan_column, register_functions
 from workbench.diff.lineage import Lineage, find_lineage, key_json_sql
 from workbench.diff.result import Diff, DiffSummary, SchemaDiff, TypeChange
 from workbench.diff.sides import detach_files, resolve_side
@@ -98,6 +98,7 @@ def diff(
         raise DiffError("a diff needs at least one key column")
     ignored = set(_as_list(ignore))
     con = _duckdb.connect()
+    register_functions(con)
     con.execute("set TimeZone = 'UTC'")
     cand = resolve_side(con, candidate, "candidate")
     live_side = resolve_side(con, live, "live")
