@@ -115,8 +115,12 @@ def test_cli_explain_of_a_key_on_neither_side_is_an_input_error(
     args += ["--live", f"{into}:memories_v1.memories", "--key", "memory_id", "--archive", str(root)]
     assert run([*args, "--explain", changed]) == 1  # differences, explained
     assert "REDELIVERED" in capsys.readouterr().out
-    assert run([*args, "--explain", "no-such-memory"]) == 2
+    out = tmp_path / "out"
+    assert run([*args, "--out", str(out), "--explain", "no-such-memory"]) == 2
     assert "--explain no-such-memory: no row has that key on either side" in capsys.readouterr().err
+    assert (out / "rows.parquet").exists()  # written before the key was looked up
+    # a one-column key is taken as given: a trailing space is part of it
+    assert run([*args, "--explain", f"{changed} "]) == 2
 
 
 def test_explain_finds_the_lineage_whatever_order_the_key_is_given_in(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -99,13 +101,33 @@ def diff(
         console.print(result.rows().head(limit))
     for note in summary.notes:
         console.print(f"note: {note}", highlight=False)
+    if out is not None:  # before explaining: a mistyped --explain key must not lose it
+        result.to_parquet(out)
+        console.print(f"wrote {out}/rows.parquet, columns.parquet, summary.json", highlight=False)
     for text in explain:
-        values = [v.strip() for v in text.split(",")]
-        explained = result.explain(values[0] if len(values) == 1 else tuple(values))
+        explained = result.explain(_explain_key(text, len(result.key)))
         if explained.status == "absent":  # most likely a mistyped key
             raise WorkbenchError(f"--explain {text}: no row has that key on either side")
         console.print(str(explained))
-    if out is not None:
-        result.to_parquet(out)
-        console.print(f"wrote {out}/rows.parquet, columns.parquet, summary.json", highlight=False)
     raise typer.Exit(0 if summary.is_identical else 1)
+
+
+def _explain_key(text: str, columns: int) -> Any:
+    """The key value(s) of ``--explain TEXT``: as given for a one-column key (spaces and
+    commas are part of it), split at commas for a composite key, or a JSON list.
+
+    >>> _explain_key("abc ", 1), _explain_key("a,b", 1), _explain_key("a, 2024-05-01", 2)
+    ('abc ', 'a,b', ('a', '2024-05-01'))
+    >>> _explain_key('["x,y", "2024-05-01"]', 2)
+    ('x,y', '2024-05-01')
+    """
+    if text.startswith("["):
+        try:
+            values = json.loads(text)
+        except ValueError:
+            values = None
+        if isinstance(values, list):
+            return values[0] if columns == 1 and len(values) == 1 else tuple(values)
+    if columns == 1:
+        return text
+    return tuple(v.strip() for v in text.split(","))
