@@ -743,3 +743,21 @@ def test_a_projection_that_needs_arguments_is_one_line(
     assert cli.run([*args, "--into", str(tmp_path / "o.duckdb")]) == 2
     err = capsys.readouterr().err
     assert "cannot create Needs(): " in err and "Traceback" not in err
+
+
+class NaiveColumn(wb.Projection):
+    name = "naive_column"
+    seen = wb.Table(key="agent_id", agent_id=str, last_seen="TIMESTAMP")
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        if event.data:
+            tables.seen.upsert({"agent_id": event.data["agent_id"], "last_seen": event.occurred_at})
+
+
+def test_an_aware_datetime_into_a_naive_timestamp_column_is_refused(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Stored, it would come back naive on resume and differ from the handler's value."""
+    with pytest.raises(ProjectionError, match="a datetime with a time zone, into a TIMESTAMP"):
+        wb.replay(archive, NaiveColumn, into=tmp_path / "o.duckdb")

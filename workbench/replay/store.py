@@ -287,6 +287,17 @@ _NOT_CONVERTIBLE = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 
 
 def _column(rows: list[dict[str, Any]], column: str, typ: pa.DataType, table: str) -> pa.Array:
+    if pa.types.is_timestamp(typ) and typ.tz is None:
+        # Arrow would store it as UTC and drop the zone: a resumed run would read back a
+        # naive value where the handler had an aware one, and compare them in error.
+        aware = next((r for r in rows if getattr(r.get(column), "tzinfo", None)), None)
+        if aware is not None:
+            raise BadRow(
+                f"table {table}, column {column}: a handler wrote {aware[column]!r}, a "
+                "datetime with a time zone, into a TIMESTAMP column without one; declare "
+                "the column dt.datetime (TIMESTAMPTZ) or write naive datetimes",
+                aware,
+            )
     try:
         return pa.array([r.get(column) for r in rows], typ)
     except _NOT_CONVERTIBLE:
