@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -268,3 +269,16 @@ def test_nanosecond_timestamps_with_a_zone_compare_at_the_coarser_precision() ->
     )
     summary = wb.diff(candidate, live, key="id").summary
     assert summary.is_identical and summary.schema.type_changes[0].compared_as == "TIMESTAMP"
+
+
+def test_columns_limit_the_schema_check_and_bad_options_are_one_line() -> None:
+    candidate = pl.DataFrame({"id": [1], "a": [1]})
+    live = pl.DataFrame({"id": [1], "a": [1], "updated_at": [2]})
+    assert wb.diff(candidate, live, key="id", columns=["a"]).summary.is_identical
+    for options, message in (
+        ({"abs_tol": {"a": float("inf")}}, "abs_tol of 'a': inf is not a number 0 or above"),
+        ({"rel_tol": {"a": -0.1}}, "rel_tol of 'a': -0.1 is not a number 0 or above"),
+        ({"normalize": {"a": "nosuchfn({})"}}, "normalize: Catalog Error"),
+    ):
+        with pytest.raises(DiffError, match=re.escape(message)):
+            wb.diff(candidate, live, key="id", **options)

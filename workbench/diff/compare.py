@@ -19,6 +19,7 @@ full outer join on the key, and only the rows that differ are materialised
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -111,12 +112,22 @@ def diff(
         # A typo in --ignore would otherwise compare the column the user meant to skip.
         raise DiffError(f"ignored column {unknown[0]!r} is on neither side")
 
+    # With `columns`, only those (and the key) are compared: the schema check too.
+    considered = None if columns is None else set(columns) | set(keys)
     schema = SchemaDiff(
         missing_in_candidate=[
-            c for c in live_side.columns if c not in cand.columns and c not in ignored
+            c
+            for c in live_side.columns
+            if c not in cand.columns
+            and c not in ignored
+            and (considered is None or c in considered)
         ],
         missing_in_live=[
-            c for c in cand.columns if c not in live_side.columns and c not in ignored
+            c
+            for c in cand.columns
+            if c not in live_side.columns
+            and c not in ignored
+            and (considered is None or c in considered)
         ],
     )
     if columns is not None:
@@ -134,18 +145,26 @@ def diff(
         for name in mapping:
             if name not in compared and not (option == "normalize" and name in keys):
                 raise DiffError(f"{option}: {name!r} is not a compared column")
+    for option, tolerances in (("abs_tol", abs_tol), ("rel_tol", rel_tol)):
+        for name, value in tolerances.items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise DiffError(f"{option} of {name!r}: {value!r} is not a number 0 or above")
 
     # Layer 1: key and compared columns, normalised; its types decide the casts.
-    for side, short in ((cand, "c"), (live_side, "l")):
-        select = [
-            f"{_normalized(normalize[n], n) if n in normalize else ident(n)} AS {ident(n)}"
-            for n in keys + compared
-        ]
-        con.execute(
-            f"create temp view _wb_{short}_norm as select {', '.join(select)} from {side.relation}"
-        )
-    ctypes = {r[0]: r[1] for r in con.execute("describe _wb_c_norm").fetchall()}
-    ltypes = {r[0]: r[1] for r in con.execute("describe _wb_l_norm").fetchall()}
+    try:  # binding the views checks the normalize SQL
+        for side, short in ((cand, "c"), (live_side, "l")):
+            select = [
+                f"{_normalized(normalize[n], n) if n in normalize else ident(n)} AS {ident(n)}"
+                for n in keys + compared
+            ]
+            con.execute(
+                f"create temp view _wb_{short}_norm as select {', '.join(select)} "
+                f"from {side.relation}"
+            )
+        ctypes = {r[0]: r[1] for r in con.execute("describe _wb_c_norm").fetchall()}
+        ltypes = {r[0]: r[1] for r in con.execute("describe _wb_l_norm").fetchall()}
+    except duckdb.Error as exc:
+        raise DiffError(f"normalize: {str(exc).splitlines()[0]}") from None
     key_plans = [plan_column(con, k, ctypes[k], ltypes[k]) for k in keys]
     plans = [plan_column(con, n, ctypes[n], ltypes[n]) for n in compared]
     for name in {**abs_tol, **rel_tol}:
