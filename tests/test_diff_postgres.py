@@ -113,3 +113,15 @@ def test_jsonb_compares_by_meaning_not_by_spelling(pg_dsn: str, pg_schema: str) 
     candidate = pl.DataFrame({"id": [1, 2], "doc": ['{"b": 1, "a": [1, 2]}', '{"a": 2}']})
     summary = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.docs", key="id").summary
     assert (summary.identical, summary.changed) == (1, 1)
+
+
+def test_numeric_nan_and_negative_scale_do_not_break_the_pull(pg_dsn: str, pg_schema: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f'create table "{pg_schema}".prices (id int primary key, p numeric(12,2), '
+            "r numeric(5,-2))"
+        )
+        con.execute(f"insert into \"{pg_schema}\".prices values (1, 'NaN', 12300), (2, 12.34, 100)")
+    candidate = pl.DataFrame({"id": [1, 2], "p": [None, 12.34], "r": [12300, 100]})
+    summary = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.prices", key="id").summary
+    assert summary.is_identical, summary

@@ -36,10 +36,15 @@ def read_table(con: Any, table: str) -> pa.Table:
     select: list[str] = []
     decimals: dict[str, pa.Decimal128Type] = {}
     for column, typmod, typname in columns:
-        precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
-        if typname == "numeric" and typmod >= 0 and precision <= 18:
+        # Postgres packs numeric(p, s) as ((p << 16) | s) + 4, s an 11-bit signed number.
+        precision = ((typmod - 4) >> 16) & 0xFFFF
+        scale = (((typmod - 4) & 0x7FF) ^ 1024) - 1024
+        if typname == "numeric" and typmod >= 0 and precision <= 18 and scale >= 0:
+            # Exact, by way of int8; NaN and ±Infinity (no decimal holds them) become NULL.
+            q = quote_ident(column)
             select.append(
-                f"({quote_ident(column)} * 1e{scale}::numeric)::int8 as {quote_ident(column)}"
+                f"case when abs({q}) < 1e{precision - scale}::numeric "
+                f"then ({q} * 1e{scale}::numeric)::int8 end as {q}"
             )
             decimals[column] = pa.decimal128(precision, scale)
         else:
