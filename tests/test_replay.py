@@ -134,6 +134,11 @@ def test_definition_errors_are_clear() -> None:
 
     with pytest.raises(ProjectionError, match="unsupported type"):
         wb.Table(key="id", id=list)
+    with pytest.raises(ProjectionError, match=r"@on c: takes \(self, event\), but is called"):
+
+        class OneArgument(wb.Projection):
+            @wb.on("A")
+            def c(self, event): ...
 
 
 def test_handler_and_sql_projection_agree_with_lineage(archive: Path, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ version into the next one before any handler sees it.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, TypeVar
@@ -120,10 +121,30 @@ def on(*event_types: str) -> Callable[[F], F]:
         raise ProjectionError("@on needs at least one event type")
 
     def mark(fn: F) -> F:
+        _check_arity(fn, ("self", "event", "tables"), "@on")
         fn._wb_on = event_types  # type: ignore[attr-defined]
         return fn
 
     return mark
+
+
+def _check_arity(fn: Callable[..., Any], names: tuple[str, ...], decorator: str) -> None:
+    """Refuse, where the class is written, a method that cannot take ``names``.
+
+    >>> _check_arity(lambda self, event: None, ("self", "event", "tables"), "@on")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ProjectionError: @on <lambda>: takes (self, event), but is called with (self, event, tables)
+    """
+    try:
+        inspect.signature(fn).bind(*names)
+    except TypeError:
+        params = ", ".join(inspect.signature(fn).parameters)
+        raise ProjectionError(
+            f"{decorator} {fn.__name__}: takes ({params}), but is called with ({', '.join(names)})"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): the call will tell
+        pass
 
 
 def upcaster(
@@ -135,6 +156,7 @@ def upcaster(
     """
 
     def mark(fn: F) -> F:
+        _check_arity(fn, ("self", "data"), "@upcaster")
         target = from_version + 1 if to_version is None else to_version
         if target <= from_version:
             raise ProjectionError(f"upcaster {fn.__name__}: to_version must exceed from_version")
