@@ -536,6 +536,9 @@ def test_resume_refuses_a_schema_with_lineage_as_a_table(archive: Path, tmp_path
         wb.replay(archive, Memories, into=into, resume=True)
     # Without --resume the version is rebuilt from scratch, in the current form.
     assert wb.replay(archive, Memories, into=into).events_applied == 4_000
+    nothing_left = wb.replay(archive, Memories, into=into, resume=True)
+    assert nothing_left.events_applied == 0
+    assert "no events applied, so no rebuild estimate" in nothing_left.summary()
 
 
 def test_lineage_false_writes_the_same_rows_and_no_lineage(archive: Path, tmp_path: Path) -> None:

@@ -177,11 +177,16 @@ class ReplayResult:
             if share >= 0.01
         ]
         time_went = f"; time: {', '.join(shares)}" if shares else ""
+        estimate = (
+            f"full rebuild of {self.archive_events:,} events ≈ "
+            f"{self.estimate().total_seconds():.1f}s"
+            if self.events_applied
+            else "no events applied, so no rebuild estimate"
+        )
         return (
             f"{self.schema}: {self.events_applied:,} events in {self.seconds:.2f}s "
             f"({self.events_per_second:,.0f} events/s){resumed}; last position "
-            f"{self.last_position}; {self.dead_letters} dead letter(s); full rebuild of "
-            f"{self.archive_events:,} events ≈ {self.estimate().total_seconds():.1f}s{time_went}"
+            f"{self.last_position}; {self.dead_letters} dead letter(s); {estimate}{time_went}"
         )
 
     def __repr__(self) -> str:
