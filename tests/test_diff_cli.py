@@ -77,3 +77,16 @@ def test_user_errors_exit_2_with_one_line(files: tuple[str, str, str]) -> None:
             result.stderr.strip().startswith("error:")
             and len(result.stderr.strip().splitlines()) == 1
         )
+
+
+def test_the_row_preview_shows_only_columns_that_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wide = {f"col{i}": [i, i] for i in range(30)}
+    pl.DataFrame({"id": [1, 2], **wide}).write_parquet(tmp_path / "c.parquet")
+    pl.DataFrame({"id": [1, 2], **wide, "col7": [7, 8]}).write_parquet(tmp_path / "l.parquet")
+    args = ["diff", "--candidate", str(tmp_path / "c.parquet"), "--live"]
+    assert run([*args, str(tmp_path / "l.parquet"), "--key", "id"]) == 1
+    printed = capsys.readouterr().out
+    assert "col7__candidate" in printed and "col7__live" in printed
+    assert "col8__candidate" not in printed

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -98,7 +99,7 @@ def diff(
             columns.add_row(row["column"], row["compared_as"], f"{row['changed']:,}", diff_text)
         console.print(columns)
     if summary.differences and limit:
-        console.print(result.rows().head(limit))
+        console.print(_preview(result, limit))
     for note in summary.notes:
         console.print(f"note: {note}", highlight=False)
     if out is not None:  # before explaining: a mistyped --explain key must not lose it
@@ -110,6 +111,15 @@ def diff(
             raise WorkbenchError(f"--explain {text}: no row has that key on either side")
         console.print(str(explained))
     raise typer.Exit(0 if summary.is_identical else 1)
+
+
+def _preview(result: Any, limit: int) -> Any:
+    """The first differing rows: the key, the status and only the columns that changed
+    somewhere (on a wide table the rest would push them out of the terminal)."""
+    changed = result.summary.columns.filter(pl.col("changed") > 0)["column"].to_list()
+    shown = [*result.key, "_status", "_side"]
+    shown += [f"{c}__{side}" for c in changed for side in ("candidate", "live")]
+    return result.rows().head(limit).select(shown)
 
 
 def _explain_key(text: str, columns: int) -> Any:
