@@ -540,6 +540,20 @@ def test_snapshot_records_rows_time_and_settled_position(
     # Without in-flight transactions every committed position counts.
     again = wb.snapshot_postgres(pg_dsn, f"{pg_schema}.memory_view", out, events_table=table)
     assert again.event_store_position == 5
+    # A read model whose projector stores its checkpoint knows which events it reflects.
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"create table {pg_schema}.checkpoints (name text, position bigint)")
+        con.execute(f"insert into {pg_schema}.checkpoints values ('memory_view', 2)")
+    behind = wb.snapshot_postgres(
+        pg_dsn,
+        f"{pg_schema}.memory_view",
+        out,
+        events_table=table,
+        position_sql=f"select position from {pg_schema}.checkpoints where name = 'memory_view'",
+    )
+    assert behind.event_store_position == 2 and read_snapshot_info(out).event_store_position == 2
+    with pytest.raises(SourceError, match="--position-sql must return one integer"):
+        wb.snapshot_postgres(pg_dsn, f"{pg_schema}.memory_view", out, position_sql="select 'x', 1")
 
 
 def test_snapshot_cli_without_events_table(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:

@@ -92,16 +92,32 @@ def snapshot_postgres_command(
     mappings: list[str] = typer.Option(
         [], "--map", help="FIELD=SPEC for a generic --events-table."
     ),
+    position_sql: str | None = typer.Option(
+        None,
+        "--position-sql",
+        help="SQL returning the position the read model reflects (its projector's "
+        "checkpoint), read in the same snapshot.",
+    ),
 ) -> None:
     """Snapshot a read model table as it is now, with the event store's position."""
     from workbench.sources.postgres import snapshot_postgres
 
     info = snapshot_postgres(
-        dsn, table, out, events_table=events_table, preset=preset, mappings=mappings
+        dsn,
+        table,
+        out,
+        events_table=events_table,
+        preset=preset,
+        mappings=mappings,
+        position_sql=position_sql,
     )
     console.print(
         f"{info.table}: {info.rows} rows at {info.taken_at.isoformat()} → {out}"
-        + (f" (event store position {info.event_store_position})" if info.source else ""),
+        + (
+            f" (position {info.event_store_position})"
+            if info.event_store_position is not None
+            else ""
+        ),
         highlight=False,
         soft_wrap=True,
     )

@@ -102,11 +102,16 @@ def snapshot_postgres(
     preset: str = "message-db",
     mappings: list[str] | None = None,
     settle_timeout: float = 30.0,
+    position_sql: str | None = None,
 ) -> SnapshotInfo:
     """Write the read model ``table`` as it is now to ``out`` (one Parquet file).
 
     With ``events_table`` (and its ``preset``), the event store's position
-    at the same instant is recorded too.
+    at the same instant is recorded too. A read model that stores its
+    projector's checkpoint knows better than the store's head which events it
+    reflects: ``position_sql`` (one integer, e.g. ``select position from
+    app.checkpoints where name = 'memories'``) is then run in the same
+    snapshot and recorded as the position.
     """
     out = Path(out)
     schema, name, _ = quote_table(table)
@@ -147,10 +152,13 @@ def snapshot_postgres(
                     f"finding holes in {query.source}",
                 )
             rows = read_table(con, f"{schema}.{name}")
+            checkpoint = _read_position(con, position_sql) if position_sql else None
         finally:
             run(con, "commit", "ending the snapshot")
         position = None
-        if query is not None and top is not None and server_now is not None:
+        if checkpoint is not None:
+            position = checkpoint
+        elif query is not None and top is not None and server_now is not None:
             position = _settled_position(
                 con,
                 query.position,
@@ -174,6 +182,14 @@ def snapshot_postgres(
     meta[SNAPSHOT_KEY.encode()] = info.to_json().encode()
     write_atomically(rows.replace_schema_metadata(meta), out)
     return SnapshotInfo(**{**asdict(info), "path": out})
+
+
+def _read_position(con: Any, sql: str) -> int:
+    """The one integer ``sql`` returns (the read model's checkpoint)."""
+    rows = fetch_all(con, sql, "reading the read model's position (--position-sql)")
+    if len(rows) != 1 or len(rows[0]) != 1 or not isinstance(rows[0][0], int):
+        raise SourceError(f"--position-sql must return one integer, not {rows[:2]!r}")
+    return int(rows[0][0])
 
 
 def _settled_position(
