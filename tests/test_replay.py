@@ -769,3 +769,20 @@ def test_an_aware_datetime_into_a_naive_timestamp_column_is_refused(
     """Stored, it would come back naive on resume and differ from the handler's value."""
     with pytest.raises(ProjectionError, match="a datetime with a time zone, into a TIMESTAMP"):
         wb.replay(archive, NaiveColumn, into=tmp_path / "o.duckdb")
+
+
+def test_in_dead_letter_mode_a_row_a_table_cannot_store_is_a_dead_letter(
+    archive: Path, tmp_path: Path
+) -> None:
+    into = tmp_path / "o.duckdb"
+    result = wb.replay(archive, WrongType, into=into, on_error="dead-letter")
+    assert result.dead_letters > 0 and result.events_applied == 4_000
+    con = duckdb.connect(str(into), read_only=True)
+    letters = con.execute(
+        "select distinct event_type, handler, error like 'BadRow: table memories, column "
+        "access_count: a handler wrote ''many''%' from wrongtype_v1._dead_letters"
+    ).fetchall()
+    assert letters == [("MemoryDeleted", "WrongType.deleted", True)]
+    # the rows it broke are not written; the others are
+    assert con.execute("select count(*) from wrongtype_v1.memories").fetchall()[0][0] > 0
+    con.close()

@@ -579,6 +579,8 @@ def _prepare_flush(
         codes=codes,
         dead_letters=runner.take_dead_letters(),
         events=events,
+        handler_of=runner.handler_of,
+        skip_bad_rows=runner.on_error == "dead-letter",
     )
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -528,8 +528,15 @@ def prepare_flush(
     codes: EventCodes | None,
     dead_letters: list[dict[str, Any]],
     events: pa.Table,
+    handler_of: Mapping[str, str | None] | None = None,
+    skip_bad_rows: bool = False,
 ) -> list[Statement | Deferred]:
     """The statements of one flush: changed rows, lineage, dead letters, checkpoint.
+
+    A row a table cannot store (a wrong type, a ``None`` key) names the event
+    and handler that last wrote it; with ``skip_bad_rows`` (dead-letter mode)
+    it becomes a dead letter of that event and is not written, and the replay
+    goes on.
 
     The Python work (snapshotting changed rows into Arrow) happens here;
     what is left for :func:`write_flush` is numpy (the lineage entries) and
@@ -547,12 +554,17 @@ def prepare_flush(
     for state in states:
         change = changes[state.table.name] = state.take_changes(written)
         tables[state.table.name] = state.table
-        try:
-            found.append(rows_statement(schema, state.table, change.upserts))
-        except BadRow as exc:
-            raise ProjectionError(
-                f"{exc}; {_writer_of(state, exc.row, writes, events, codes)}"
-            ) from None
+        upserts = change.upserts
+        while True:
+            try:
+                found.append(rows_statement(schema, state.table, upserts))
+                break
+            except BadRow as exc:
+                writer = _last_writer(state, exc.row, writes, events, handler_of or {})
+                if not skip_bad_rows:
+                    raise ProjectionError(f"{exc}; {writer}") from None
+                dead_letters.append(writer.dead_letter(source, f"BadRow: {exc}"))
+                upserts = [row for row in upserts if row is not exc.row]
         found.append(delete_statement(schema, state.table, change.deletes))
     if codes is not None:
         found.append(lineage_statements(schema, changes, tables, writes, codes, events))
@@ -572,27 +584,58 @@ def prepare_flush(
     return [s for s in found if s is not None]
 
 
-def _writer_of(
+@dataclass(frozen=True)
+class _LastWriter:
+    """The row a flush could not store and the event that last wrote it (if known)."""
+
+    key: Any
+    position: int | None
+    event_type: str | None
+    handler: str | None
+
+    def __str__(self) -> str:
+        where = f"row {self.key!r}"
+        if self.position is None:
+            return where
+        by = (
+            f"{self.handler} on {self.event_type}"
+            if self.handler
+            else f"the {self.event_type} event"
+        )
+        return f"{where}, last written by {by} at global_position {self.position}"
+
+    def dead_letter(self, source: str, error: str) -> dict[str, Any]:
+        return {
+            "source": source,
+            "global_position": self.position,
+            "event_id": None,
+            "event_type": self.event_type,
+            "handler": self.handler,
+            "error": f"{error}; {self}",
+            "traceback": "",
+            "data": None,
+        }
+
+
+def _last_writer(
     state: TableState,
     row: dict[str, Any],
     writes: Writes,
     events: pa.Table,
-    codes: EventCodes | None,
-) -> str:
-    """``row <key>, last written by <handler> on <type> at global_position <n>``."""
+    handler_of: Mapping[str, str | None],
+) -> _LastWriter:
     key = state.key_of(row)
-    where = f"row {key!r}"
     row_id = state.row_id_of(key)
     row_ids, positions = writes.pairs()
     mine = positions[row_ids == row_id] if row_id is not None else positions[:0]
     if not len(mine):
-        return where
+        return _LastWriter(key, None, None, None)
     position = int(mine.max())
     found = events.filter(pc.equal(events.column("global_position"), position))
     event_type = found.column("event_type")[0].as_py() if found.num_rows else None
-    handler = codes.handler_of.get(event_type) if codes is not None and event_type else None
-    by = f"{handler} on {event_type}" if handler else f"the {event_type} event"
-    return f"{where}, last written by {by} at global_position {position}"
+    return _LastWriter(
+        key, position, event_type, handler_of.get(event_type) if event_type else None
+    )
 
 
 def next_row_id(con: duckdb.DuckDBPyConnection, schema: str) -> int:
