@@ -134,6 +134,21 @@ def test_definition_errors_are_clear() -> None:
 
     with pytest.raises(ProjectionError, match="unsupported type"):
         wb.Table(key="id", id=list)
+
+    # A name set in a base's body is inherited (the next version); a derived one is not.
+    class Counting(wb.Projection):
+        t = wb.Table(key="k", k=str)
+
+    class Streams(Counting): ...
+
+    class MemoriesV3(Memories):
+        version = 3
+
+    assert (Counting.name, Streams.name, MemoriesV3.schema()) == (
+        "counting",
+        "streams",
+        "memories_v3",
+    )
     with pytest.raises(ProjectionError, match=r"@on c: takes \(self, event\), but is called"):
 
         class OneArgument(wb.Projection):

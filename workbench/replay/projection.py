@@ -178,15 +178,21 @@ class Projection:
     """
 
     name: ClassVar[str] = ""
+    _wb_derived_name: ClassVar[bool] = False  # name taken from the class name, not set
     version: ClassVar[int] = 1
     ignore: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # A subclass keeps its base's name: `class V2(Memories): version = 2` is the
-        # next version of the same projection (blue/green), not a new projection.
-        if not cls.name:
-            cls.name = cls.__name__.lower()
+        # A subclass keeps a name its base set in its own body: `class V2(Memories):
+        # version = 2` is the next version of "memories" (blue/green). A name a base
+        # only derived from its class name is not inherited, so two read models on
+        # one helper base do not share (and overwrite) one schema.
+        if "name" not in cls.__dict__:
+            named = next(k for k in cls.__mro__[1:] if "name" in k.__dict__)
+            if named is Projection or named.__dict__.get("_wb_derived_name"):
+                cls.name = cls.__name__.lower()
+                cls._wb_derived_name = True
         if not _NAME.match(cls.name):
             raise ProjectionError(
                 f"projection name {cls.name!r}: use lower_case letters, digits, _"
