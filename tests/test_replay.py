@@ -504,6 +504,10 @@ def test_a_result_relation_kept_in_a_notebook_locks_nothing(archive: Path, tmp_p
     )
     assert again.returncode == 0, again.stderr
     assert relation.fetchall() == sorted(relation.fetchall())  # still readable
+    # and with the file open read-write in this process (a notebook's own connection)
+    con = duckdb.connect(str(into))
+    assert result.sql("select count(*) from memories").fetchall()[0][0] > 0
+    con.close()
 
 
 def test_prefetch_raises_producer_errors_and_stops_when_closed() -> None:
@@ -801,3 +805,30 @@ def test_in_dead_letter_mode_a_row_a_table_cannot_store_is_a_dead_letter(
     # the rows it broke are not written; the others are
     assert con.execute("select count(*) from wrongtype_v1.memories").fetchall()[0][0] > 0
     con.close()
+
+
+class WrongKeyType(wb.Projection):
+    name = "wrong_key_type"
+    things = wb.Table(key="id", id=int, n=int)
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        position = event.global_position
+        key = f"x{position}" if position % 10 == 0 else position  # one in ten: not an int
+        tables.things.upsert({"id": key, "n": "many" if position % 7 == 0 else 1})
+
+
+def test_dead_letter_mode_takes_every_bad_row_of_a_flush_at_once(
+    archive: Path, tmp_path: Path
+) -> None:
+    into = tmp_path / "o.duckdb"
+    result = wb.replay(archive, WrongKeyType, into=into, on_error="dead-letter")
+    con = duckdb.connect(str(into), read_only=True)
+    stored, letters = con.execute(
+        "select (select count(*) from wrong_key_type_v1.things), "
+        "(select count(*) from wrong_key_type_v1._dead_letters)"
+    ).fetchall()[0]
+    con.close()
+    accessed = result.per_type.filter(event_type="MemoryAccessed")["events"].item()
+    # positions divisible by 10 (a string key) or 7 (a string count) are dead letters
+    assert stored + letters == accessed == result.dead_letters + stored

@@ -150,7 +150,10 @@ class ReplayResult:
         materialised, so a relation kept in a notebook holds no lock that
         would stop a later replay or diff of the same file.
         """
-        con = _duckdb.connect(self.into, read_only=True)
+        try:
+            con = _duckdb.connect(self.into, read_only=True)
+        except duckdb.ConnectionException:  # open read-write elsewhere in this process
+            con = _duckdb.connect(self.into)
         try:
             con.execute(f"set search_path = {literal(self.schema)}")
             relation = con.sql(query)

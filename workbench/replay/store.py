@@ -389,6 +389,34 @@ def rows_statement(schema: str, table: Table, rows: list[dict[str, Any]]) -> Sta
     )
 
 
+def bad_rows(table: Table, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Every row of ``rows`` the table cannot store, with why (one pass per check;
+    rows are looked at one by one only in a column that fails as a whole)."""
+    declared = set(table.columns)
+    found: dict[int, str] = {}
+    for i, row in enumerate(rows):
+        extra = row.keys() - declared
+        if extra:
+            found[i] = (
+                f"table {table.name}: a handler wrote undeclared column(s) "
+                f"{', '.join(sorted(extra))}"
+            )
+        elif any(row.get(k) is None for k in table.key):
+            found[i] = f"table {table.name}: a handler wrote a row whose key is None"
+    for column in table.columns:
+        typ = table.types[column][1]
+        try:
+            _column([r for i, r in enumerate(rows) if i not in found], column, typ, table.name)
+        except BadRow:
+            for i, row in enumerate(rows):
+                if i not in found:
+                    try:
+                        _column([row], column, typ, table.name)
+                    except BadRow as exc:
+                        found[i] = str(exc)
+    return [(rows[i], found[i]) for i in sorted(found)]
+
+
 def delete_statement(schema: str, table: Table, keys: list[Any]) -> Statement | None:
     if not keys:
         return None
@@ -548,23 +576,24 @@ def prepare_flush(
     """
     writes = log.take()
     written = writes.written()
+    writers: _Writers | None = None  # who last wrote each row: only on a bad row
     found: list[Statement | Deferred | None] = []
     changes: dict[str, Changes] = {}
     tables: dict[str, Table] = {}
     for state in states:
         change = changes[state.table.name] = state.take_changes(written)
         tables[state.table.name] = state.table
-        upserts = change.upserts
-        while True:
-            try:
-                found.append(rows_statement(schema, state.table, upserts))
-                break
-            except BadRow as exc:
-                writer = _last_writer(state, exc.row, writes, events, handler_of or {})
-                if not skip_bad_rows:
-                    raise ProjectionError(f"{exc}; {writer}") from None
-                dead_letters.append(writer.dead_letter(source, f"BadRow: {exc}"))
-                upserts = [row for row in upserts if row is not exc.row]
+        try:
+            found.append(rows_statement(schema, state.table, change.upserts))
+        except BadRow as exc:
+            writers = writers or _Writers(writes, events, handler_of or {})
+            if not skip_bad_rows:
+                raise ProjectionError(f"{exc}; {writers.of(state, exc.row)}") from None
+            broken = bad_rows(state.table, change.upserts)
+            for row, why in broken:
+                dead_letters.append(writers.of(state, row).dead_letter(source, f"BadRow: {why}"))
+            _drop(change, state, [row for row, _ in broken])
+            found.append(rows_statement(schema, state.table, change.upserts))
         found.append(delete_statement(schema, state.table, change.deletes))
     if codes is not None:
         found.append(lineage_statements(schema, changes, tables, writes, codes, events))
@@ -617,25 +646,40 @@ class _LastWriter:
         }
 
 
-def _last_writer(
-    state: TableState,
-    row: dict[str, Any],
-    writes: Writes,
-    events: pa.Table,
-    handler_of: Mapping[str, str | None],
-) -> _LastWriter:
-    key = state.key_of(row)
-    row_id = state.row_id_of(key)
-    row_ids, positions = writes.pairs()
-    mine = positions[row_ids == row_id] if row_id is not None else positions[:0]
-    if not len(mine):
-        return _LastWriter(key, None, None, None)
-    position = int(mine.max())
-    found = events.filter(pc.equal(events.column("global_position"), position))
-    event_type = found.column("event_type")[0].as_py() if found.num_rows else None
-    return _LastWriter(
-        key, position, event_type, handler_of.get(event_type) if event_type else None
-    )
+class _Writers:
+    """The event (and handler) that last wrote each row of a flush, for naming a bad row."""
+
+    def __init__(
+        self, writes: Writes, events: pa.Table, handler_of: Mapping[str, str | None]
+    ) -> None:
+        row_ids, positions = writes.pairs()
+        self.last = np.full(int(row_ids.max()) + 1 if len(row_ids) else 0, -1, np.int64)
+        np.maximum.at(self.last, row_ids, positions)
+        self.positions = events.column("global_position").to_numpy()
+        self.types = events.column("event_type").to_pylist()
+        self.handler_of = handler_of
+
+    def of(self, state: TableState, row: dict[str, Any]) -> _LastWriter:
+        key = state.key_of(row)
+        row_id = state.row_id_of(key)
+        if row_id is None or row_id >= len(self.last) or self.last[row_id] < 0:
+            return _LastWriter(key, None, None, None)
+        position = int(self.last[row_id])
+        at = int(np.searchsorted(self.positions, position))  # events are in position order
+        found = at < len(self.types) and int(self.positions[at]) == position
+        event_type = self.types[at] if found else None
+        handler = self.handler_of.get(event_type) if event_type else None
+        return _LastWriter(key, position, event_type, handler)
+
+
+def _drop(change: Changes, state: TableState, rows: list[dict[str, Any]]) -> None:
+    """Leave ``rows`` out of the flush: not written, and no lineage row for their keys."""
+    dropped = {id(row) for row in rows}
+    keys = {state.key_of(row) for row in rows}
+    change.upserts = [row for row in change.upserts if id(row) not in dropped]
+    kept = [(i, k) for i, k in zip(change.new_ids, change.new_keys, strict=True) if k not in keys]
+    change.new_ids = [i for i, _ in kept]
+    change.new_keys = [k for _, k in kept]
 
 
 def next_row_id(con: duckdb.DuckDBPyConnection, schema: str) -> int:

@@ -447,6 +447,8 @@ class _Run:
     def _file_size(self) -> int:
         """Messages of the buffer that make one file: ``file_events``, or fewer to stay
         within ``file_bytes`` (at least one)."""
+        if self.buffer.nbytes < self.file_bytes:  # the usual case: counting is enough
+            return min(self.file_events, len(self.buffer))
         sizes = np.fromiter(
             (
                 len(p) + len(h)
