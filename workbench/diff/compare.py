@@ -100,7 +100,6 @@ def diff(
     ignored = set(_as_list(ignore))
     con = _duckdb.connect()
     register_functions(con)
-    con.execute("set TimeZone = 'UTC'")
     cand = resolve_side(con, candidate, "candidate")
     live_side = resolve_side(con, live, "live")
     for side in (cand, live_side):

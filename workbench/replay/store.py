@@ -214,8 +214,8 @@ def changed_tables(
     declared = _duckdb.connect()
     try:
         changed = []
+        declared.execute(f"create schema {q(schema)}")
         for table in tables:
-            declared.execute(f"create schema if not exists {q(schema)}")
             declared.execute(table.ddl(schema))
             stored = _layout(con, schema, table.name)
             if stored and stored != _layout(declared, schema, table.name):
@@ -360,33 +360,29 @@ class BadRow(ProjectionError):
 def rows_statement(schema: str, table: Table, rows: list[dict[str, Any]]) -> Statement | None:
     """Insert or replace ``rows`` (dicts) in one statement from an Arrow table.
 
-    Raises :class:`BadRow` naming the first row with an undeclared column or
-    a value of the wrong type.
+    Raises :class:`BadRow` naming the first row the table cannot store (see
+    :func:`bad_rows`).
     """
     if not rows:
         return None
     declared = set(table.columns)
-    extra = set().union(*rows) - declared
-    if extra:
-        row = next(r for r in rows if not declared.issuperset(r))
-        raise BadRow(
-            f"table {table.name}: a handler wrote undeclared column(s) {', '.join(sorted(extra))}",
-            row,
-        )
-    for column in table.key:
-        keyless: dict[str, Any] | None = next((r for r in rows if r.get(column) is None), None)
-        if keyless is not None:
-            raise BadRow(
-                f"table {table.name}: a handler wrote a row whose key {column} is None", keyless
+    if declared.issuperset(set().union(*rows)) and all(
+        r.get(k) is not None for r in rows for k in table.key
+    ):
+        try:
+            arrow = pa.table(
+                [_column(rows, c, table.types[c][1], table.name) for c in table.columns],
+                names=list(table.columns),
             )
-    arrow = pa.table(
-        [_column(rows, c, table.types[c][1], table.name) for c in table.columns],
-        names=list(table.columns),
-    )
-    return Statement(
-        f"insert or replace into {q(schema)}.{q(table.name)} by name select * from _wb_rows",
-        tables={"_wb_rows": arrow},
-    )
+        except BadRow:
+            pass  # named below, with the first row to blame
+        else:
+            return Statement(
+                f"insert or replace into {q(schema)}.{q(table.name)} by name select * from _wb_rows",
+                tables={"_wb_rows": arrow},
+            )
+    row, why = bad_rows(table, rows)[0]
+    raise BadRow(why, row)
 
 
 def bad_rows(table: Table, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
@@ -401,8 +397,10 @@ def bad_rows(table: Table, rows: list[dict[str, Any]]) -> list[tuple[dict[str, A
                 f"table {table.name}: a handler wrote undeclared column(s) "
                 f"{', '.join(sorted(extra))}"
             )
-        elif any(row.get(k) is None for k in table.key):
-            found[i] = f"table {table.name}: a handler wrote a row whose key is None"
+        else:
+            keyless = next((k for k in table.key if row.get(k) is None), None)
+            if keyless is not None:
+                found[i] = f"table {table.name}: a handler wrote a row whose key {keyless} is None"
     for column in table.columns:
         typ = table.types[column][1]
         try:

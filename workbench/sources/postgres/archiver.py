@@ -159,7 +159,6 @@ class PostgresArchiver:
         self.result.last_position = self.writer.last_position
         self._gaps_upto = _recorded_gaps_upto(Path(out), self.query.source)
         self._duck = _duckdb.connect()
-        self._duck.execute("set TimeZone = 'UTC'")
         self._pipeline = WritePipeline(depth=2, name="wb-pg-write")
         self.estimated_total = 0
 
