@@ -91,6 +91,49 @@ def test_clock_in_a_handler_is_caught_by_determinism(archive: Path) -> None:
     assert "last_active_at" in determinism.differences["faulty"][0]
 
 
+class FirstMemoryFromASet(Memories):
+    """Planted fault: an agent's "first" memory is whichever its set of ids yields first.
+
+    Deterministic within one process; string hashes, and so set order,
+    change with the interpreter's hash seed.
+    """
+
+    name = "first_memory_from_a_set"
+    firsts = wb.Table(key="agent_id", agent_id=str, first_memory=str)
+
+    def __init__(self) -> None:
+        self.ids: dict[str, set[str]] = {}
+
+    @wb.on("MemoryCreated")
+    def created(self, event, tables):
+        super().created(event, tables)
+        ids = self.ids.setdefault(event.data["agent_id"], set())
+        ids.add(event.data["memory_id"])
+        tables.firsts.upsert({"agent_id": event.data["agent_id"], "first_memory": next(iter(ids))})
+
+
+def test_set_iteration_order_is_caught_by_a_second_process(archive: Path) -> None:
+    report = wb.check_replay_safety(archive, FirstMemoryFromASet, seed=3)
+    determinism = report["determinism"]
+    assert "new process with another hash seed" in determinism.description
+    assert not determinism.ok, report.summary()
+    assert set(determinism.differences["table"]) == {"firsts"}
+    assert determinism.implicated_handlers == ["FirstMemoryFromASet.created"]
+    # Its sets live in the instance: lost in a crash, which the crash scenario shows.
+    assert report["redelivery"].ok and not report["crash"].ok
+
+
+def test_a_class_no_other_process_can_import_is_run_twice_here(archive: Path) -> None:
+    class Local(Memories):
+        name = "local"
+
+    report = wb.check_replay_safety(archive, Local, seed=3, duplicates=0, crashes=0, reorder=None)
+    determinism = report["determinism"]
+    assert determinism.ok
+    assert determinism.description.startswith("the clean replay run twice in this process")
+    assert "not a module-level class" in determinism.description
+
+
 def test_same_seed_same_report(archive: Path) -> None:
     a = wb.check_replay_safety(archive, MemoriesNonIdempotent, seed=9, narrow=False)
     b = wb.check_replay_safety(archive, MemoriesNonIdempotent, seed=9, narrow=False)

@@ -11,10 +11,12 @@ from workbench.archive import ArchiveReader, ArchiveWriter, compact
 from workbench.diff import Diff, diff
 from workbench.errors import WorkbenchError
 from workbench.replay import (
+    Event,
     Projection,
     ReplayResult,
     SqlProjection,
     Table,
+    Tables,
     check_coverage,
     check_replay_safety,
     on,
@@ -30,10 +32,12 @@ __all__ = [
     "ArchiveReader",
     "ArchiveWriter",
     "Diff",
+    "Event",
     "Projection",
     "ReplayResult",
     "SqlProjection",
     "Table",
+    "Tables",
     "WorkbenchError",
     "archive_jetstream",
     "archive_postgres",

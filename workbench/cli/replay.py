@@ -24,7 +24,9 @@ def replay(
         False, "--dead-letter", help="Record failing events in _dead_letters and go on."
     ),
     check_safety: bool = typer.Option(
-        False, "--check-safety", help="Replay under redelivery, reordering and twice; compare."
+        False,
+        "--check-safety",
+        help="Replay under redelivery, crashes, reordering and twice (in a new process); compare.",
     ),
     duplicates: float = typer.Option(
         0.1, "--duplicates", min=0.0, max=1.0, help="Share redelivered (safety check), 0 to 1."

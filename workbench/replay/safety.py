@@ -10,7 +10,9 @@ each result with a clean replay:
   everything since the last checkpoint is delivered again;
 - ``reorder``: events of different streams interleaved at random, each
   stream's own order kept;
-- ``determinism``: the clean replay run twice (a clock or random number shows).
+- ``determinism``: the clean replay run twice, the second time in a fresh
+  Python process with another hash seed (a clock, a random number, or
+  iteration over a set of strings shows).
 
 For a failing scenario the fault is narrowed down by applying it to one
 event type at a time; the types (and their handlers) whose fault alone
@@ -24,7 +26,12 @@ import copy
 import html
 import math
 import os
+import pickle
 import random
+import subprocess
+import sys
+import sysconfig
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,7 +224,8 @@ def check_replay_safety(
     # run under every fault, so narrowing the other scenarios would blame every type.
     deterministic = True
     if determinism:
-        results.append(_determinism(cls, events, decoder, max_differences))
+        rerun = _Rerun(cls, reader, source, until, where, seed)
+        results.append(_determinism(cls, events, decoder, max_differences, rerun))
         deterministic = results[-1].ok
         steps.done()
     types = sorted({e.event_type for e in events if e.event_type in decoder.handler_of})
@@ -416,11 +424,22 @@ def _reorder_type(events: Sequence[Event], only: str, rng: random.Random) -> lis
 
 
 def _determinism(
-    cls: type[Projection], events: Sequence[Event], decoder: Runner, limit: int
+    cls: type[Projection],
+    events: Sequence[Event],
+    decoder: Runner,
+    limit: int,
+    rerun: _Rerun,
 ) -> ScenarioResult:
-    """Run twice more, tracing each event's writes; the first event whose writes differ names the handler."""
+    """Run twice more, tracing each event's writes; the first event whose writes differ
+    names the handler. The second run is in a fresh process with another hash seed
+    when the projection can be imported there, so set iteration order shows too."""
     first, first_errors = _traced(cls, events)
-    second, second_errors = _traced(cls, events)
+    description = "the clean replay run twice, the second in a new process with another hash seed"
+    try:
+        second, second_errors = rerun.run()
+    except _NoRerun as exc:  # e.g. a class defined in a notebook: not importable elsewhere
+        second, second_errors = _traced(cls, events)
+        description = f"the clean replay run twice in this process ({exc})"
     diff = _compare(first[0], second[0], limit)
     ok = diff.height == 0 and first_errors == second_errors
     implicated: list[str] = []
@@ -429,14 +448,13 @@ def _determinism(
             if a != b and event.event_type not in implicated:
                 implicated.append(event.event_type)
                 break
-    return _result(
-        "determinism", "the clean replay run twice", ok, diff, implicated, decoder, second_errors
-    )
+    return _result("determinism", description, ok, diff, implicated, decoder, second_errors)
 
 
-def _traced(
-    cls: type[Projection], events: Sequence[Event]
-) -> tuple[tuple[Snapshot, list[int]], int]:
+Traced = tuple[tuple[Snapshot, list[int]], int]
+
+
+def _traced(cls: type[Projection], events: Sequence[Event]) -> Traced:
     runner = Runner(cls(), on_error="dead-letter")
     states = list(runner.states.values())
     signatures: list[int] = []
@@ -447,6 +465,105 @@ def _traced(
         for state in states:
             keys = state.keys_of(row_ids)
             writes.extend((state.table.name, k, repr(state.rows.get(k))) for k in keys)
-        signatures.append(hash(tuple(writes)))
+        # Not hash(): string hashes differ between processes, and these are compared across two.
+        signatures.append(zlib.crc32(repr(writes).encode()))
     snapshot = {name: state.rows for name, state in runner.states.items()}
     return (snapshot, signatures), runner.failures
+
+
+class _NoRerun(Exception):
+    """Why the second determinism run cannot be done in a fresh process."""
+
+
+class _Rerun:
+    """The traced replay of the same events, in a child process with another hash seed.
+
+    The child imports the projection the way it was loaded (``module:Class``
+    or ``file.py:Class``), reads and decodes the same events, and sends back
+    the traced snapshot by pickle.
+    """
+
+    def __init__(
+        self,
+        cls: type[Projection],
+        reader: ArchiveReader,
+        source: str,
+        until: int | None,
+        where: str | None,
+        seed: int,
+    ) -> None:
+        self.cls = cls
+        self.job = {
+            "archive": str(reader.root.absolute()),
+            "source": source,
+            "until": until,
+            "where": where,
+        }
+        # Reproducible, and never the seed this process was started with.
+        mine = os.environ.get("PYTHONHASHSEED")
+        hash_seed = 1 + seed % 4_000_000_000
+        self.hash_seed = hash_seed + 1 if str(hash_seed) == mine else hash_seed
+
+    def spec(self) -> str:
+        cls = self.cls
+        if "<locals>" in cls.__qualname__ or "." in cls.__qualname__:
+            raise _NoRerun(f"{cls.__qualname__} is not a module-level class")
+        module = sys.modules.get(cls.__module__)
+        if cls.__module__ == "__main__" or module is None:
+            raise _NoRerun(f"{cls.__qualname__} is defined in __main__ (a script or notebook)")
+        if getattr(module, cls.__qualname__, None) is not cls:
+            raise _NoRerun(f"{cls.__module__} has no {cls.__qualname__} of its own")
+        if cls.__module__.startswith(_FILE_MODULE) and getattr(module, "__file__", None):
+            return f"{module.__file__}:{cls.__qualname__}"  # loaded from FILE.py:Class
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+    def run(self) -> Traced:
+        job = {**self.job, "projection": self.spec()}
+        env = {
+            **os.environ,
+            "PYTHONHASHSEED": str(self.hash_seed),
+            # The parent's import path, so the child finds the module the class came from.
+            "PYTHONPATH": os.pathsep.join(_own_path()),
+        }
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", "from workbench.replay.safety import _rerun; _rerun()"],
+                input=pickle.dumps(job),
+                capture_output=True,
+                env=env,
+                check=False,
+            )
+        except OSError as exc:
+            raise _NoRerun(f"cannot start a Python process: {exc}") from None
+        if done.returncode != 0:
+            lines = done.stderr.decode(errors="replace").strip().splitlines()
+            raise _NoRerun(f"the new process failed: {lines[-1] if lines else done.returncode}")
+        traced: Traced = pickle.loads(done.stdout)
+        return traced
+
+
+def _own_path() -> list[str]:
+    """Directories on this process's import path that a new interpreter would not have
+    by itself (a test or notebook directory, a PYTHONPATH): not the installation's own."""
+    installed = tuple(
+        {sys.prefix, sys.base_prefix, sys.exec_prefix}
+        | {sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    )
+    return [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(installed)]
+
+
+_FILE_MODULE = "_wb_projection_"  # the loader's module names for FILE.py:Class
+
+
+def _rerun() -> None:
+    """The child of :class:`_Rerun`: the job from stdin, the traced replay to stdout."""
+    from workbench.replay.loader import load_projection
+
+    job = pickle.loads(sys.stdin.buffer.read())
+    cls = type(load_projection(job["projection"]))
+    reader = ArchiveReader(job["archive"])
+    decoder = Runner(cls(), on_error="dead-letter")
+    events: list[Event] = []
+    for batch in read_batches(reader, job["source"], until=job["until"], where=job["where"]):
+        events.extend(decoder.decode(batch))
+    sys.stdout.buffer.write(pickle.dumps(_traced(cls, events)))
