@@ -108,3 +108,25 @@ def test_a_damaged_archive_file_is_a_one_line_error(tmp_path: Path) -> None:
     proc = workbench("check", "--archive", str(tmp_path))
     assert proc.returncode == 2
     assert "cannot read the archive" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bug_is_one_line_with_exit_3_and_its_traceback_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failure that is not the user's (here: a bug planted in the archive reader)
+    must not look like a finding (1) or a usage error (2), nor print a traceback."""
+    import workbench.analysis
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError(
+            "'<=' not supported between 'str' and 'int' for postgresql://u:hunter2@db/x"
+        )
+
+    monkeypatch.setattr(workbench.analysis, "open_archive", broken)
+    assert run(["check", "--archive", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert "internal error" in err and "TypeError" in err and "WORKBENCH_TRACEBACK=1" in err
+    assert "hunter2" not in err and "Traceback" not in err
+    monkeypatch.setenv("WORKBENCH_TRACEBACK", "1")
+    with pytest.raises(TypeError):
+        run(["check", "--archive", str(tmp_path)])

@@ -653,3 +653,42 @@ def test_out_naming_a_file_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip()
     assert err.endswith("is a file: an archive is a directory") and "Traceback" not in err
     assert out.read_text() == "mine"
+
+
+def test_another_store_under_the_same_name_is_refused(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Same schema and table name, other rows (another database, or the table truncated
+    and refilled): resuming would splice two histories, so it is refused."""
+    table = create_message_db(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        for i in range(3):
+            write_message(con, pg_schema, f"memory-{i}", "MemoryCreated", {})
+    assert wb.archive_postgres(pg_dsn, tmp_path, table=table).rows_archived == 3
+    with psycopg.connect(pg_dsn, autocommit=True) as con:  # same store, more events: fine
+        write_message(con, pg_schema, "memory-9", "MemoryCreated", {})
+    assert wb.archive_postgres(pg_dsn, tmp_path, table=table).rows_archived == 1
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"truncate {table} restart identity")
+        for i in range(6):
+            write_message(con, pg_schema, f"other-{i}", "MemoryCreated", {})
+    with pytest.raises(SourceError, match=r"not the store .* row at position 4 has event_id"):
+        wb.archive_postgres(pg_dsn, tmp_path, table=table)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"truncate {table} restart identity")
+        write_message(con, pg_schema, "other-1", "MemoryCreated", {})
+    with pytest.raises(SourceError, match="ends at position 1, the archive at 4"):
+        wb.archive_postgres(pg_dsn, tmp_path, table=table)
+    assert len(archived(tmp_path)) == 4  # nothing was appended
+
+
+def test_a_position_column_that_is_not_an_integer_is_refused(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = make_generic(pg_dsn, pg_schema)
+    maps = [m for m in GENERIC_MAP if not m.startswith("global_position=")]
+    with pytest.raises(SourceError, match=r"log.kind is text, expected an integer \(a position\)$"):
+        wb.archive_postgres(
+            pg_dsn, tmp_path, preset="generic", table=table,
+            mappings=["global_position=column:kind", *maps],
+        )  # fmt: skip

@@ -263,3 +263,42 @@ def test_follow_ends_on_sigterm_with_its_summary(
     assert proc.returncode == 0, err
     assert "archived 3 rows" in out
     assert archived_positions(tmp_path) == [1, 2, 3]
+
+
+def test_a_late_row_in_a_range_recorded_as_rolled_back_is_reported_lost(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A store that drew a position and committed it after the grace: the archive has
+    passed it for good, so every later run says so, and the CLI exits 1."""
+    table = create_marten(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        drawn = con.execute(f"select nextval('{pg_schema}.mt_events_sequence')").fetchone()
+        assert drawn is not None
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {})  # 2
+        first = wb.archive_postgres(pg_dsn, tmp_path, preset="marten", table=table, settle_grace=0)
+        assert first.gaps == [(1, 1, "rolled-back")] and first.late == []
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {}, seq_id=drawn[0])
+    again = wb.archive_postgres(pg_dsn, tmp_path, preset="marten", table=table, settle_grace=0)
+    assert again.late == [1] and again.rows_archived == 0
+    assert "LOST: 1 event(s) committed at positions recorded as rolled back (1)" in again.summary()
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench", "archive", "postgres", "--dsn", pg_dsn,
+         "--preset", "marten", "--table", table, "--out", str(tmp_path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "LOST: 1 event(s)" in out.stdout
+
+
+def test_the_holes_of_one_read_are_recorded_in_one_file(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = create_message_db(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn) as con:
+        for i in range(30):
+            write_message(con, pg_schema, f"memory-{i}", "MemoryCreated", {})
+            con.commit() if i % 2 else con.rollback()
+    result = wb.archive_postgres(pg_dsn, tmp_path, table=table)
+    assert result.rows_archived == 15 and len(result.gaps) == 15
+    assert len(list((tmp_path / "_gap_records").rglob("*.parquet"))) == 1
+    assert gap_positions(tmp_path) == set(range(1, 31, 2))

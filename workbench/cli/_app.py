@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -85,4 +86,15 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # a bug, not a usage error: one line and a code of its own
+        if os.environ.get("WORKBENCH_TRACEBACK"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        notice(
+            "internal error",
+            redact(f"{type(exc).__name__}: {first}")
+            + " (a bug in workbench: rerun with WORKBENCH_TRACEBACK=1 to see where, and report it)",
+            style="bold red",
+        )
+        return 3
     return 0

@@ -78,6 +78,8 @@ def archive_postgres_command(
             progress=progress,
         )
     console.print(result.summary(), highlight=False, soft_wrap=True)
+    if result.late:  # events the archive can never hold: a finding, not a usage error
+        raise typer.Exit(1)
 
 
 @snapshot_app.command("postgres")

@@ -8,7 +8,14 @@ batches as they arrive (ADBC: binary COPY straight into Arrow). A
 writes files of ``batch_size`` rows meanwhile. It never passes a hole in the
 positions until every transaction that could fill it has ended (see
 :mod:`workbench.sources.postgres._watermark`); holes that stay empty are
-recorded in ``gap_records`` as ``rolled-back``.
+recorded in ``gap_records`` as ``rolled-back``. A row that turns up later in
+such a range (a store that drew the position and committed after the grace)
+is reported on every run, as it can no longer be archived in order.
+
+Resuming, the archiver first checks that the store is the one archived: the
+archive's last row must still be there, the same event. Another database's
+table of the same name, or a table truncated or restored since, is refused
+rather than spliced onto the archive.
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ class ArchivePostgresResult:
     files: int = 0
     waiting_at: int | None = None
     waits: int = 0  # polls that stopped at a hole an open transaction could still fill
+    #: Positions of rows committed inside ranges recorded as rolled back: not archived.
+    late: list[int] = field(default_factory=list)
 
     def df(self) -> pl.DataFrame:
         """The gaps recorded in this run: first_missing, last_missing, reason."""
@@ -91,6 +100,13 @@ class ArchivePostgresResult:
             )
         if self.waiting_at is not None:
             text += f"; stopped before position {self.waiting_at}: a transaction that may still commit holds it"
+        if self.late:
+            shown = ", ".join(map(str, self.late[:5])) + (", ..." if len(self.late) > 5 else "")
+            text += (
+                f"; LOST: {len(self.late)} event(s) committed at positions recorded as "
+                f"rolled back ({shown}), too late to archive in order: archive into a new "
+                "directory with a longer --settle-grace"
+            )
         return text
 
     def _repr_html_(self) -> str:
@@ -158,6 +174,7 @@ class PostgresArchiver:
         self.result = ArchivePostgresResult(self.query.source, Path(out))
         self.result.last_position = self.writer.last_position
         self._gaps_upto = _recorded_gaps_upto(Path(out), self.query.source)
+        self._checked = False  # the archive's end, and its rolled-back ranges, against the store
         self._duck = _duckdb.connect()
         self._pipeline = WritePipeline(depth=2, name="wb-pg-write")
         self.estimated_total = 0
@@ -180,6 +197,10 @@ class PostgresArchiver:
                 f"from ({RUNNING_SQL}) r",
                 f"reading the highest position of {self.query.source}",
             )
+            if not self._checked:
+                self._check_same_store(top)
+                self._find_late_rows()
+                self._checked = True
             if top is None or top <= floor:
                 self.result.waiting_at = None
                 return 0
@@ -280,18 +301,88 @@ class PostgresArchiver:
             cur.close()
 
     def _record_gaps(self, gaps: list[tuple[int, int]]) -> None:
+        # One file for all of a batch's holes: a store that rolls back often
+        # (Message DB on every version conflict) has thousands.
+        records: list[tuple[int, int, str]] = []
         for first, last in gaps:
             first = max(first, self._gaps_upto + 1)
-            if first > last:
-                continue
-            self.writer.record_gap(
-                first,
-                last,
-                "rolled-back",
-                "sequence values taken by transactions that rolled back (all such transactions have ended)",
+            if first <= last:
+                records.append((first, last, "rolled-back"))
+                self._gaps_upto = last
+        self.writer.record_gaps(records, _ROLLED_BACK)
+        self.result.gaps.extend(records)
+
+    def _check_same_store(self, top: int | None) -> None:
+        """Refuse a store that is not the one archived (see the module docstring)."""
+        archived = self.writer.last_position
+        if archived is None:
+            return
+        other = (
+            f"{self.query.source} here is not the store {self.writer.root} was archived from "
+            "(another database, or the table was truncated or restored since); "
+            "archive it into a new directory"
+        )
+        if top is None or top < archived:
+            raise SourceError(f"{other}: it ends at position {top}, the archive at {archived}")
+        names = [c for c in _IDENTITY if c in self.query.columns]
+        if not names:
+            return
+        row = self.query.columns  # the envelope columns straight from the table
+        select = ", ".join(f"({row[c]})::text" for c in names)
+        found = fetch_all(
+            self._con,
+            f"select {select} from {self.query.table} e {self.query.joins} "
+            f"where {self.query.position} = {int(archived)}",
+            f"reading position {archived} of {self.query.source}",
+        )
+        kept = (
+            ArchiveReader(self.writer.root)
+            .sql(
+                f"select {', '.join(f'{c}::VARCHAR' for c in names)} from events "
+                "where source = ? and global_position = ?",
+                params=[self.writer.source, archived],
             )
-            self._gaps_upto = last
-            self.result.gaps.append((first, last, "rolled-back"))
+            .fetchall()
+        )
+        if not kept:
+            return
+        want = tuple(kept[0])
+        if not found:
+            raise SourceError(f"{other}: it has no row at position {archived}, the archive's last")
+        got = tuple(found[0])
+        if got != want:
+            which = next(n for n, a, b in zip(names, got, want, strict=True) if a != b)
+            raise SourceError(
+                f"{other}: its row at position {archived} has {which} {got[names.index(which)]!r}, "
+                f"the archive {want[names.index(which)]!r}"
+            )
+
+    def _find_late_rows(self) -> None:
+        """Rows that committed inside ranges recorded as rolled back: lost to the archive."""
+        if not self._gaps_upto:
+            return
+        ranges = (
+            ArchiveReader(self.writer.root)
+            .sql(
+                "select first_missing, last_missing from gap_records "
+                "where source = ? and reason = 'rolled-back' order by 1",
+                params=[self.writer.source],
+            )
+            .fetchall()
+        )
+        if not ranges:
+            return
+        firsts = ",".join(str(int(a)) for a, _ in ranges)
+        lasts = ",".join(str(int(b)) for _, b in ranges)
+        pos = self.query.position
+        found = fetch_all(
+            self._con,
+            f"select {pos} from {self.query.table} e "
+            f"join unnest(array[{firsts}]::bigint[], array[{lasts}]::bigint[]) r(a, b) "
+            f"on {pos} between r.a and r.b where {pos} <= {int(self._gaps_upto)} order by 1",
+            f"looking for late rows of {self.query.source}",
+        )
+        self.result.late = [int(r[0]) for r in found]
 
     def _append(self, chunk: pa.Table) -> None:
         table = self._to_envelopes(chunk)
@@ -513,6 +604,14 @@ _INT_FIELDS = frozenset(n for n, t in _DUCK_TYPES.items() if t in ("integer", "b
 def _typed_path(name: str, expr: str) -> str:
     typ = _DUCK_TYPES.get(name)
     return f"try_cast({expr} as {typ})" if typ else expr
+
+
+_ROLLED_BACK = (
+    "no row once every transaction that could have written these positions had ended: "
+    "rolled back (or deleted before they were archived)"
+)
+#: Envelope columns that identify an event, compared when resuming.
+_IDENTITY = ("event_id", "event_type", "stream", "stream_position")
 
 
 def _recorded_gaps_upto(root: Path, source: str) -> int:

@@ -103,6 +103,10 @@ class Preset:
     settle_grace: float = 0.0
 
 
+#: Column types a position can be read from: integers (a sequence, an identity).
+_INTEGER_TYPES = frozenset({"int2", "int4", "int8", "smallint", "integer", "bigint"})
+
+
 def _col(
     columns: TableColumns, name: str, table: str, *, types: frozenset[str] | None = None
 ) -> str:
@@ -110,8 +114,12 @@ def _col(
         raise SourceError(f"column {name} not found in {table} (columns: {', '.join(columns)})")
     if types is not None and columns[name] not in types:
         raise SourceError(
-            f"column {table}.{name} is {columns[name]}, expected {' or '.join(sorted(types))}; "
-            "use --preset generic for other layouts"
+            f"column {table}.{name} is {columns[name]}, expected "
+            + (
+                "an integer (a position)"
+                if types is _INTEGER_TYPES
+                else f"{' or '.join(sorted(types))}; use --preset generic for other layouts"
+            )
         )
     return f"e.{quote_ident(name)}"
 
@@ -324,7 +332,7 @@ def build_query(
     cols = dict(query.columns)
     position = query.position
     if position_column is not None:
-        position = _col(columns, position_column, table)
+        position = _col(columns, position_column, table, types=_INTEGER_TYPES)
         cols["global_position"] = f"{position}::bigint"
     if not position:
         raise MappingError(f"--preset {preset} needs --map global_position=column:NAME")
