@@ -263,6 +263,14 @@ def test_cli_user_errors_exit_2_without_secrets(
     publish(nats_url, stream, [ce_message(0)], create={})
     base = ["archive", "jetstream", "--out", str(tmp_path)]
     assert cli.run([*base, "--server", "nats://app:s3cret@127.0.0.1:1", "--stream", stream]) == 2
+    # Without a scheme, with a space, as a token, unparseable: still never shown.
+    for server in (
+        "app:n0scheme@127.0.0.1:1",
+        "nats://app:with space@127.0.0.1:1",
+        "t0kenvalue@127.0.0.1:1",
+        "nats://app:v6pass@[::1:4222",
+    ):
+        assert cli.run([*base, "--server", server, "--stream", stream]) == 2, server
     assert cli.run([*base, "--server", nats_url, "--stream", "NO_SUCH_STREAM"]) == 2
     assert (
         cli.run([*base, "--server", nats_url, "--stream", stream, "--map", "colour=const:red"]) == 2
@@ -270,6 +278,9 @@ def test_cli_user_errors_exit_2_without_secrets(
     assert cli.run([*base, "--server", nats_url, "--stream", stream, "--preset", "xml"]) == 2
     err = capsys.readouterr().err
     assert "s3cret" not in err and "***" in err
+    for secret in ("n0scheme", "with space", "t0kenvalue", "v6pass"):
+        assert secret not in err
+    assert "Invalid IPv6 URL" in err
     assert "stream NO_SUCH_STREAM not found" in err and "colour is not an envelope column" in err
     assert "Traceback" not in err
     assert cli.run([*base, "--server", nats_url, "--stream", stream]) == 0

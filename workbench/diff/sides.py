@@ -36,7 +36,7 @@ from workbench.errors import DiffError, SourceError
 from workbench.sources.postgres._connection import connect
 from workbench.sources.postgres.snapshot import SnapshotInfo, read_snapshot_info
 from workbench.sources.postgres.table import read_table
-from workbench.sources.redaction import redact
+from workbench.sources.redaction import redact, remember
 
 __all__ = [
     "DuckDBTable",
@@ -195,6 +195,7 @@ def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
     if spec.startswith(("postgresql://", "postgres://")):
         # The last '#': a password may hold one (percent-encoded or not).
         dsn, _, name = spec.rpartition("#") if "#" in spec else (spec, "", "")
+        remember(dsn)
         label = redact(spec)
         if not name:
             raise DiffError(f"{label}: name the table as postgresql://…#SCHEMA.TABLE")

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import uuid
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import nats
 from nats.aio.client import Client
@@ -20,6 +20,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from workbench.errors import SourceError
+from workbench.sources.jetstream._wire import server_urls
 from workbench.sources.redaction import redact
 
 __all__ = [
@@ -80,9 +81,7 @@ def _servers(url: str) -> tuple[list[str], dict[str, str]]:
     """
     servers: list[str] = []
     credentials: dict[str, str] = {}
-    for one in url.split(","):
-        one = one.strip()
-        parts = urlsplit(one if "://" in one else f"nats://{one}")
+    for _, parts in server_urls(url):
         userinfo, _, host = parts.netloc.rpartition("@")
         if userinfo and not credentials:
             user, has_password, password = userinfo.partition(":")
@@ -96,17 +95,11 @@ def _servers(url: str) -> tuple[list[str], dict[str, str]]:
 
 async def _probe(url: str) -> None:
     reasons = []
-    for one in url.split(","):
-        parts = urlsplit(one.strip() if "://" in one else f"nats://{one.strip()}")
+    for _, parts in server_urls(url):
         try:
             _, writer = await asyncio.wait_for(
                 asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222), 5
             )
-        except ValueError:  # urlsplit's port: a password with '/' or '@' not percent-encoded
-            raise SourceError(
-                f"cannot read the NATS URL {redact(url)}: percent-encode '/', '@' and ':' "
-                "in a user or password (%2F, %40, %3A)"
-            ) from None
         except (OSError, TimeoutError) as exc:
             reasons.append(str(exc) or type(exc).__name__)
             continue

@@ -18,14 +18,14 @@ import json
 import ssl
 import time
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench.errors import SourceError
-from workbench.sources.redaction import redact
+from workbench.sources.redaction import redact, remember
 
 _CRLF = b"\r\n"
 _READ_SIZE = 1 << 22
@@ -81,6 +81,35 @@ class ReadResult:
     last_consumer: int | None = None
 
 
+def server_urls(url: str) -> list[tuple[str, SplitResult]]:
+    """Each server of a comma-separated ``url`` list, as written and parsed (nats:// by default).
+
+    Its secrets are remembered for :func:`redact` first, and a URL that does
+    not parse is a one-line error.
+
+    >>> [parts.port for _, parts in server_urls("h1:4223, nats://h2")]
+    [4223, None]
+    >>> server_urls("nats://u:pw@[::1:4222")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.SourceError: cannot read the NATS URL nats://u:***@[::1:4222: Invalid IPv6 URL; percent-encode '/', '@' and ':' in a user or password (%2F, %40, %3A)
+    """
+    remember(url, token=True)
+    servers = []
+    for one in url.split(","):
+        one = one.strip()
+        try:
+            parts = urlsplit(one if "://" in one else f"nats://{one}")
+            parts.port  # noqa: B018 -- parsed on access: a bad port raises here
+        except ValueError as exc:
+            raise SourceError(
+                f"cannot read the NATS URL {redact(url)}: {exc}; percent-encode '/', '@' and "
+                "':' in a user or password (%2F, %40, %3A)"
+            ) from None
+        servers.append((one, parts))
+    return servers
+
+
 class WireConnection:
     """A raw NATS connection subscribed to one deliver subject."""
 
@@ -97,8 +126,7 @@ class WireConnection:
     async def connect(cls, url: str, *, name: str = "workbench-archiver") -> WireConnection:
         """Connect to the first reachable server of ``url`` (comma-separated list allowed)."""
         errors: list[str] = []
-        for one in url.split(","):
-            parts = urlsplit(one.strip() if "://" in one else f"nats://{one.strip()}")
+        for one, parts in server_urls(url):
             if parts.scheme not in {"nats", "tls", ""}:
                 raise SourceError(f"{redact(one)}: use a nats:// or tls:// URL")
             try:

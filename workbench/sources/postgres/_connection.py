@@ -23,7 +23,7 @@ import adbc_driver_postgresql.dbapi as pg_dbapi
 
 from workbench._sql import ident
 from workbench.errors import SourceError
-from workbench.sources.redaction import redact
+from workbench.sources.redaction import redact, remember
 
 __all__ = [
     "TableColumns",
@@ -94,6 +94,7 @@ def connect(dsn: str) -> Any:
 
     Raises :class:`SourceError` with a one-line, password-free message.
     """
+    remember(dsn)
     if not dsn or ("://" not in dsn and "=" not in dsn):
         raise SourceError("--dsn must be a PostgreSQL URI (postgresql://…) or key=value string")
     authority = dsn.partition("://")[2].partition("/")[0] if "://" in dsn else ""
