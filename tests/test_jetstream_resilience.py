@@ -194,3 +194,28 @@ def test_a_server_that_requires_tls(nats_server_with_tls, tmp_path: Path) -> Non
     )
     assert untrusted.returncode == 2
     assert "certificate verify failed" in untrusted.stderr.strip().splitlines()[-1]
+
+
+def test_a_one_shot_run_stopped_by_a_signal_says_so_and_exits_130(
+    private_nats_server, stream_name: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Not a finished archive: `archive && replay` must not go on with part of the stream."""
+    url = private_nats_server.url
+    total = 60_000
+    publish(url, stream_name, [ce_message(i) for i in range(total)], create={})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "archive", "jetstream", "--server", url,
+         "--stream", stream_name, "--out", str(tmp_path), "--file-events", "500"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    wait_for(lambda: archived(tmp_path, stream_name) > 0, 60)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    done = archived(tmp_path, stream_name)
+    assert done < total, "finished before the signal: make the stream longer"
+    assert process.returncode == 130, err.decode()
+    assert b"stopped by a signal (run again to go on)" in out
+    # What it wrote is whole, and a second run archives the rest exactly once.
+    assert wb.archive_jetstream(url, stream_name, tmp_path).messages == total - done
+    assert_exactly_once(tmp_path, total)

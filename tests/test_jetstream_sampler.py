@@ -179,3 +179,43 @@ def test_a_filtered_consumer_is_behind_by_its_own_messages_only(
     wb.sample_jetstream(nats_url, stream, tmp_path, every=0.1, duration=0)
     status = wb.open_archive(tmp_path).lag().status
     assert status.select("consumer", "backlog").rows() == [("mine", 4)]  # not 30
+
+
+def test_sigterm_keeps_the_samples_taken(nats_url: str, stream: str, tmp_path: Path) -> None:
+    """timeout, systemd and Kubernetes stop with SIGTERM, well before the 10 s file cut."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    publish(nats_url, stream, [ce_message(0)], create={})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "sample", "jetstream", "--server", nats_url,
+         "--stream", stream, "--every", "0.2", "--duration", "60", "--out", str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(4)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err.decode()
+    samples = ArchiveReader(tmp_path).sql("select count(*) from stream_samples").fetchall()[0][0]
+    assert samples >= 3
+    # Run in this process, the command leaves SIGTERM as it found it.
+    before = signal.getsignal(signal.SIGTERM)
+    args = ["sample", "jetstream", "--server", nats_url, "--stream", stream]
+    assert cli.run([*args, "--every", "0.1", "--duration", "0", "--out", str(tmp_path)]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sampling_from_a_running_event_loop_as_in_jupyter(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    publish(nats_url, stream, [ce_message(0)], create={})
+
+    async def notebook_cell() -> wb.sources.jetstream.LagSampleResult:  # type: ignore[name-defined]
+        return wb.sample_jetstream(nats_url, stream, tmp_path, every=0.1, duration=0.3)
+
+    result = asyncio.run(notebook_cell())
+    assert result.streams.height >= 2

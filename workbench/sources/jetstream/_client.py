@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import threading
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import nats
@@ -23,6 +25,8 @@ from workbench.errors import SourceError
 from workbench.sources.jetstream._wire import server_urls
 from workbench.sources.redaction import redact
 
+T = TypeVar("T")
+
 __all__ = [
     "check_stream_name",
     "connect",
@@ -32,8 +36,41 @@ __all__ = [
     "jetstream_api",
     "message_time_ns",
     "rfc3339_ns",
+    "run_sync",
     "stream_state",
 ]
+
+
+def run_sync(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to the end from synchronous code, also inside a running event loop.
+
+    Jupyter runs one: ``asyncio.run`` refuses to start another there, so the
+    coroutine gets a thread and a loop of its own; its error is raised here.
+
+    >>> async def answer() -> int:
+    ...     return 42
+    >>> run_sync(answer())
+    42
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main)
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(asyncio.run(main))
+        except BaseException as exc:  # raised in the caller's thread below
+            box.append(exc)
+
+    thread = threading.Thread(target=run, name="workbench-nats")
+    thread.start()
+    thread.join()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    result: T = box[0]
+    return result
 
 
 async def _ignore(_: Exception) -> None:

@@ -23,7 +23,6 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -159,9 +158,10 @@ class JetStreamArchiveResult:
     def __str__(self) -> str:
         span = f"sequences {self.first_seq}-{self.last_seq}" if self.messages else "nothing new"
         gaps = f", {len(self.gaps)} gap(s)" if self.gaps else ", no gaps"
+        stopped = "; stopped by a signal (run again to go on)" if self.stopped == "signal" else ""
         return (
             f"{self.source}: {self.messages:,} message(s) archived ({span}) "
-            f"in {self.elapsed:.1f}s, {self.rate:,.0f} msg/s{gaps}"
+            f"in {self.elapsed:.1f}s, {self.rate:,.0f} msg/s{gaps}{stopped}"
         )
 
     def _repr_html_(self) -> str:
@@ -212,29 +212,11 @@ def archive_jetstream(
     run = _Run(
         server, stream, Path(out), mapping, follow, idle_exit, file_events, file_bytes, progress
     )
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        result = asyncio.run(run.main())
-    else:  # inside a running loop (Jupyter): run in a thread of our own
-        box: list[Any] = []
-        thread = threading.Thread(target=lambda: box.append(_capture(run)))
-        thread.start()
-        thread.join()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        result = box[0]
+    result = _client.run_sync(run.main())
     if warn:
         for note in result.gap_notes():
             warnings.warn(note, RuntimeWarning, stacklevel=2)
     return result
-
-
-def _capture(run: _Run) -> JetStreamArchiveResult | BaseException:
-    try:
-        return asyncio.run(run.main())
-    except BaseException as exc:
-        return exc
 
 
 class _Run:

@@ -94,7 +94,8 @@ def sample_jetstream(
         raise SourceError("--every must be positive and --duration not negative")
     _client.check_stream_name(stream)
     names = list(consumers) if consumers is not None else None
-    return asyncio.run(_sample(server, stream, Path(out), names, every, duration, progress))
+    # In Jupyter too: a notebook runs an event loop, which asyncio.run refuses.
+    return _client.run_sync(_sample(server, stream, Path(out), names, every, duration, progress))
 
 
 async def _sample(
