@@ -328,6 +328,63 @@ def test_a_value_of_the_wrong_type_names_its_row_and_the_event_that_wrote_it(
     assert event.fetchall() == [("MemoryDeleted", row_key)]
 
 
+class Lossy(wb.Projection):
+    """Values Arrow would convert with a loss: a float into an int, a datetime into a date."""
+
+    name = "lossy"
+    rows = wb.Table(key="memory_id", memory_id=str, n=int, day=dt.date)
+
+    @wb.on("MemoryCreated")
+    def created(self, event, tables):
+        if event.data is not None:
+            at = event.recorded_at
+            day = at if event.data.get("kind") == "episodic" else at.date()
+            n = event.data.get("importance", 1) * (2 if event.schema_version == 1 else 1)
+            tables.rows.upsert({"memory_id": event.data["memory_id"], "n": n, "day": day})
+
+
+def test_a_value_that_would_lose_digits_or_time_is_refused_not_truncated(
+    archive: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ProjectionError, match=r"column (n|day): a handler wrote") as caught:
+        wb.replay(archive, Lossy, into=tmp_path / "o.duckdb")
+    assert "truncated" in str(caught.value) or "would drop its time" in str(caught.value)
+    # Whole floats (v1: 0.5 * 2 = 1.0) and dates are stored as they are.
+
+    class Whole(Lossy):
+        name = "whole"
+
+        @wb.on("MemoryCreated")
+        def created(self, event, tables):
+            if event.data is not None:
+                row = {"memory_id": event.data["memory_id"], "n": 2.0, "day": dt.date(2024, 5, 1)}
+                tables.rows.upsert(row)
+
+    wb.replay(archive, Whole, into=tmp_path / "w.duckdb")
+    got = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True).sql(
+        "select distinct n, day from whole_v1.rows"
+    )
+    assert got.fetchall() == [(2, dt.date(2024, 5, 1))]
+
+
+class ForgotReturn(Memories):
+    name = "forgot_return"
+
+    @wb.upcaster("MemoryCreated", from_version=1)
+    def created_v1(self, data):
+        data["importance"] = 0.5  # and no `return data`
+
+
+def test_an_upcaster_returning_none_is_an_error_not_a_skipped_event(
+    archive: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        ProjectionError, match=r"ForgotReturn.created_v1 failed on MemoryCreated"
+    ) as caught:
+        wb.replay(archive, ForgotReturn, into=tmp_path / "o.duckdb")
+    assert re.search(r"the upcaster \(def at test_replay.py:\d+\) returned None", str(caught.value))
+
+
 def test_dead_letters_record_and_go_on(archive: Path, tmp_path: Path) -> None:
     result = wb.replay(archive, Fragile, into=tmp_path / "o.duckdb", on_error="dead-letter")
     updates = result.per_type.filter(event_type="MemoryUpdated")["events"].item()

@@ -109,7 +109,14 @@ class Runner:
         try:
             while step is not None:
                 version, attr = step
-                data = getattr(self.projection, attr)(data)
+                upcast = getattr(self.projection, attr)
+                data = upcast(data)
+                if data is None:  # a forgotten `return data`: the event would look unreadable
+                    code = upcast.__code__
+                    raise ProjectionError(
+                        f"the upcaster (def at {Path(code.co_filename).name}:"
+                        f"{code.co_firstlineno}) returned None, not the payload; a missing return?"
+                    )
                 step = self.chain.get((event.event_type, version))
         except Exception as exc:
             self._fail(event, f"{type(self.projection).__qualname__}.{attr}", exc)
@@ -165,8 +172,8 @@ class Runner:
         if self.on_error == "raise":
             raise ProjectionError(
                 f"{handler} failed on {event.event_type} at global_position "
-                f"{event.global_position} (stream {event.stream}#{event.stream_position}) "
-                f"{_where(exc)}: {error}"
+                f"{event.global_position} (stream {event.stream}#{event.stream_position})"
+                f"{' ' + where if (where := _where(exc)) else ''}: {error}"
             ) from exc
         self.dead_letters.append(
             {
@@ -200,8 +207,9 @@ def _where(exc: BaseException) -> str:
         return ""
     frames = traceback.extract_tb(tb)
     own = [f for f in frames if not f.filename.startswith(_NOT_THE_PROJECTION)]
-    frame = (own or frames)[-1]
-    return f"at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
+    if not own:  # raised by the engine about the projection: its message says where
+        return ""
+    return f"at {own[-1].filename.rsplit('/', 1)[-1]}:{own[-1].lineno}"
 
 
 _NOT_THE_PROJECTION = (

@@ -24,6 +24,7 @@ declared tables (key columns = primary key) and the bookkeeping tables
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -284,6 +285,35 @@ def load_rows(
 
 
 _NOT_CONVERTIBLE = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+_WHOLE = frozenset({int, type(None)})
+
+
+def _array(values: list[Any], typ: pa.DataType) -> pa.Array:
+    """``values`` as ``typ``, refusing what would lose data on the way.
+
+    Arrow's conversion truncates a float or Decimal into an integer column
+    (0.65 → 0) and a datetime into a DATE (the time dropped); a read model
+    must not, so these go through a safe cast, which keeps 2.0 → 2 only.
+
+    >>> from decimal import Decimal
+
+    >>> _array([1, 2.0, None], pa.int64()).to_pylist()
+    [1, 2, None]
+    >>> for wrong in ([0.65], [Decimal("1.7")]):
+    ...     try:
+    ...         _array(wrong, pa.int64())
+    ...     except pa.ArrowInvalid:
+    ...         print("refused", wrong)
+    refused [0.65]
+    refused [Decimal('1.7')]
+    """
+    array = pa.array(values, typ)
+    if pa.types.is_integer(typ) and not set(map(type, values)) <= _WHOLE:
+        if not all(isinstance(v, int | np.integer) for v in values if v is not None):
+            pa.array(values).cast(typ, safe=True)  # raises for any value that loses digits
+    elif pa.types.is_date(typ) and any(isinstance(v, dt.datetime) for v in values):
+        raise pa.ArrowInvalid("a datetime into a DATE column would drop its time")
+    return array
 
 
 def _column(rows: list[dict[str, Any]], column: str, typ: pa.DataType, table: str) -> pa.Array:
@@ -299,15 +329,19 @@ def _column(rows: list[dict[str, Any]], column: str, typ: pa.DataType, table: st
                 aware,
             )
     try:
-        return pa.array([r.get(column) for r in rows], typ)
+        return _array([r.get(column) for r in rows], typ)
     except _NOT_CONVERTIBLE:
         for row in rows:  # the error path only: find the row to blame
             try:
-                pa.array([row.get(column)], typ)
-            except _NOT_CONVERTIBLE:
+                _array([row.get(column)], typ)
+            except _NOT_CONVERTIBLE as exc:
+                # Say why only for a loss; for a value of another type the type says it.
+                msg = str(exc).splitlines()[0]
+                lossy = any(w in msg for w in ("truncated", "drop its time", "data loss"))
+                why = f" ({msg})" if lossy else ""
                 raise BadRow(
                     f"table {table}, column {column}: a handler wrote {row.get(column)!r}, "
-                    f"which is not {typ}",
+                    f"which is not {typ}{why}",
                     row,
                 ) from None
         raise
@@ -315,7 +349,7 @@ def _column(rows: list[dict[str, Any]], column: str, typ: pa.DataType, table: st
 
 def _keys(values: list[Any], typ: pa.DataType, table: str, column: str) -> pa.Array:
     try:
-        return pa.array(values, typ)
+        return _array(values, typ)
     except _NOT_CONVERTIBLE as exc:
         raise ProjectionError(
             f"table {table}, key column {column}: a handler wrote a key that is not {typ}: {exc}"
