@@ -889,3 +889,19 @@ def test_dead_letter_mode_takes_every_bad_row_of_a_flush_at_once(
     accessed = result.per_type.filter(event_type="MemoryAccessed")["events"].item()
     # positions divisible by 10 (a string key) or 7 (a string count) are dead letters
     assert stored + letters == accessed == result.dead_letters + stored
+
+
+def test_a_sql_key_its_query_repeats_is_one_line(archive: Path, tmp_path: Path) -> None:
+    repeated = wb.SqlProjection(
+        "dup_key",
+        tables={"t": "select event_type, schema_version, count(*) n from events group by all"},
+        keys={"t": "event_type"},
+    )
+    with pytest.raises(
+        ProjectionError,
+        match=r"^table t: its query returns the key event_type more than once \('MemoryCreated' ×2\)",
+    ):
+        wb.replay(archive, repeated, into=tmp_path / "o.duckdb")
+    assert ("dup_key_v1",) not in duckdb.connect(str(tmp_path / "o.duckdb")).sql(
+        "select schema_name from information_schema.schemata"
+    ).fetchall()

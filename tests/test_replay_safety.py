@@ -195,3 +195,15 @@ def test_handlers_that_change_their_payload_or_write_nan_are_not_blamed(archive:
     report = wb.check_replay_safety(archive, PopsAndNaN, duplicates=1.0, seed=3)
     assert report.ok, report.summary()
     assert report.clean_errors == 0
+
+
+def test_a_capped_list_of_differences_is_not_read_as_their_number(archive: Path) -> None:
+    full = wb.check_replay_safety(archive, MemoriesClock, seed=3, narrow=False)
+    capped = wb.check_replay_safety(archive, MemoriesClock, seed=3, narrow=False, max_differences=2)
+    everything = full["determinism"].differences.height
+    assert everything > 2 and not full["determinism"].truncated
+    assert f"({everything} keys)" in full["determinism"].summary()
+    assert capped["determinism"].truncated and capped["determinism"].differences.height == 2
+    assert "(at least 2 keys) (listing stopped at 2: raise max_differences)" in (
+        capped["determinism"].summary()
+    )

@@ -80,14 +80,19 @@ class ScenarioResult:
     implicated_types: list[str] = field(default_factory=list)
     implicated_handlers: list[str] = field(default_factory=list)
     errors: int = 0
+    #: True when ``differences`` stopped at ``max_differences``: there are more.
+    truncated: bool = False
 
     def summary(self) -> str:
         if self.ok:
             return f"{self.name}: ok"
+        at_least = "at least " if self.truncated else ""
         per_table = ", ".join(
-            f"{t} ({n} keys)"
+            f"{t} ({at_least}{n} keys)"
             for t, n in self.differences.group_by("table").len().sort("table").rows()
         )
+        if self.truncated:
+            per_table += f" (listing stopped at {self.differences.height}: raise max_differences)"
         culprits = ", ".join(self.implicated_handlers or self.implicated_types)
         culprits = culprits or "not narrowed" + (
             " (not deterministic)" if "not deterministic" in self.description else ""
@@ -244,7 +249,9 @@ def check_replay_safety(
                     implicated.append(event_type)
         if not deterministic:
             description += " (not narrowed: the projection is not deterministic)"
-        results.append(_result(name, description, ok, diff, implicated, decoder, errors))
+        results.append(
+            _result(name, description, ok, diff, implicated, decoder, errors, max_differences)
+        )
     return SafetyReport(
         projection=cls.__name__,
         events=len(events),
@@ -278,9 +285,11 @@ def _result(
     implicated: list[str],
     decoder: Runner,
     errors: int,
+    limit: int,
 ) -> ScenarioResult:
     handlers = sorted({h for t in implicated if (h := decoder.handler_of.get(t))})
-    return ScenarioResult(name, description, ok, diff, implicated, handlers, errors)
+    truncated = bool(diff.height) and diff.height >= limit
+    return ScenarioResult(name, description, ok, diff, implicated, handlers, errors, truncated)
 
 
 def _run(cls: type[Projection], delivery: Sequence[Delivered]) -> tuple[Snapshot, int]:
@@ -329,6 +338,8 @@ def _compare(clean: Snapshot, other: Snapshot, limit: int) -> pl.DataFrame:
                 rows.append((table, repr(key), _show(a), _show(b)))
                 if len(rows) >= limit:
                     break
+        if len(rows) >= limit:
+            break
     return pl.DataFrame(
         rows,
         schema={"table": pl.String, "key": pl.String, "clean": pl.String, "faulty": pl.String},
@@ -448,7 +459,7 @@ def _determinism(
             if a != b and event.event_type not in implicated:
                 implicated.append(event.event_type)
                 break
-    return _result("determinism", description, ok, diff, implicated, decoder, second_errors)
+    return _result("determinism", description, ok, diff, implicated, decoder, second_errors, limit)
 
 
 Traced = tuple[tuple[Snapshot, list[int]], int]

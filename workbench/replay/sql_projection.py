@@ -128,6 +128,7 @@ def replay_sql(
             _run(con, f"create table {target} as {query}", table)
             key = projection.keys.get(table)
             if key:
+                _check_unique(con, target, table, key)
                 _run(
                     con,
                     f"alter table {target} add primary key ({', '.join(map(store.q, key))})",
@@ -185,6 +186,30 @@ def replay_sql(
         coverage=Coverage.empty(),
         archive_events=total,
     )
+
+
+def _check_unique(
+    con: duckdb.DuckDBPyConnection, target: str, table: str, key: tuple[str, ...]
+) -> None:
+    """A one-line error for a key its query repeats (DuckDB finds it only at commit)."""
+    cols = ", ".join(map(store.q, key))
+    try:
+        repeated = con.execute(
+            f"select {cols}, count(*) from {target} group by all having count(*) > 1 "
+            f"order by count(*) desc limit 3"
+        ).fetchall()
+    except duckdb.Error as exc:  # a key column the query does not return
+        raise ProjectionError(
+            f"table {table}: key {', '.join(key)}: {str(exc).splitlines()[0]}"
+        ) from None
+    if repeated:
+        shown = ", ".join(
+            f"{row[0] if len(key) == 1 else row[:-1]!r} ×{row[-1]}" for row in repeated
+        )
+        raise ProjectionError(
+            f"table {table}: its query returns the key {', '.join(key)} more than once "
+            f"({shown}); group by the key, or name the right key in keys="
+        )
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, table: str, params: object = None) -> None:
