@@ -238,6 +238,15 @@ def test_coverage_reports_unhandled_types_and_versions(archive: Path, tmp_path: 
     assert not any(p.startswith("MemoryCreated v2") for p in problems)
     assert wb.replay(archive, Memories, into=tmp_path / "o.duckdb").coverage.ok
 
+    class EveryVersion(type(CreatedOnly)):  # type: ignore[misc]
+        @wb.on("MemoryCreated", any_version=True)
+        def created(self, event, tables):
+            super().created(event, tables)
+
+    problems = wb.check_coverage(archive, EveryVersion).problems()
+    assert not any(p.startswith("MemoryCreated") for p in problems), problems
+    assert any(p.startswith("MemoryAccessed v1") for p in problems)
+
 
 # ---------------------------------------------------------------- errors
 

@@ -14,10 +14,15 @@ leaves rows out.
 >>> counts = pl.DataFrame({"event_type": ["A", "A", "A", "B"],
 ...                        "schema_version": [1, 2, 3, 1], "events": [5, 6, 7, 8]})
 >>> cov = coverage(P(), counts)
->>> cov.df().select("event_type", "schema_version", "status").rows()
-[('A', 1, 'not upcast to v3'), ('A', 2, 'not upcast to v3'), ('A', 3, 'handled'), ('B', 1, 'no handler')]
+>>> cov.df().select("event_type", "schema_version", "status").rows()[1:]
+[('A', 2, 'not upcast to v3 (add an upcaster, or @on(..., any_version=True) for a handler that reads every version)'), ('A', 3, 'handled'), ('B', 1, 'no handler')]
 >>> cov.ok, cov.uncovered_events
 (False, 19)
+>>> class Q(Projection):
+...     @on("A", "B", any_version=True)
+...     def count(self, event, tables): pass
+>>> coverage(Q(), counts).ok
+True
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class Coverage:
 def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
     """Coverage of ``counts`` (``event_type, schema_version, events``) by ``projection``."""
     handlers = projection.handlers()
+    any_version = projection.any_version()
     chain = projection.upcasters()
     targets: dict[str, int] = {}
     for event_type, version in counts.select("event_type", "schema_version").iter_rows():
@@ -99,8 +105,11 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
             status = "ignored"
         elif event_type is None or event_type not in handlers:
             status = "no handler"
-        elif final < targets[event_type]:
-            status = f"not upcast to v{targets[event_type]}"
+        elif final < targets[event_type] and event_type not in any_version:
+            status = (
+                f"not upcast to v{targets[event_type]} (add an upcaster, or "
+                "@on(..., any_version=True) for a handler that reads every version)"
+            )
         else:
             status = "handled"
         rows.append((event_type, version, int(events), handler, final, status))

@@ -115,14 +115,20 @@ class Table:
         return f"Table({self.name!r}, key={self.key}, columns={self.columns})"
 
 
-def on(*event_types: str) -> Callable[[F], F]:
-    """Mark a method ``(self, event, tables)`` as the handler of ``event_types``."""
+def on(*event_types: str, any_version: bool = False) -> Callable[[F], F]:
+    """Mark a method ``(self, event, tables)`` as the handler of ``event_types``.
+
+    A handler expects the newest schema version of its types (older ones
+    reach it through upcasters, and coverage reports those that cannot);
+    ``any_version=True`` says it reads every version as it is.
+    """
     if not event_types:
         raise ProjectionError("@on needs at least one event type")
 
     def mark(fn: F) -> F:
         _check_arity(fn, ("self", "event", "tables"), "@on")
         fn._wb_on = event_types  # type: ignore[attr-defined]
+        fn._wb_any_version = any_version  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -255,6 +261,15 @@ class Projection:
             seen.add(version)
             data = getattr(self, attr)(data)
         return version, data
+
+    @classmethod
+    def any_version(cls) -> frozenset[str]:
+        """Event types whose handler reads every schema version (``@on(..., any_version=True)``)."""
+        return frozenset(
+            event_type
+            for event_type, attr in cls.handlers().items()
+            if getattr(getattr(cls, attr), "_wb_any_version", False)
+        )
 
     def handler_label(self, event_type: str) -> str | None:
         """``Class.method`` of the handler of ``event_type`` (as lineage records it)."""
