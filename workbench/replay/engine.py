@@ -514,6 +514,12 @@ def _prepare(
             )
         store.create_schema(con, schema, projection.tables(), replace=False)
         point = store.checkpoint(con, schema, source)
+        if point is not None and until is not None and until < point[0]:
+            # The tables already hold events after `until`: there is no going back.
+            raise ProjectionError(
+                f"cannot resume {schema} until position {until}: it is already at "
+                f"{point[0]}; replay without --resume to stop at {until}"
+            )
     if point is None:
         store.refuse_promoted(con, schema)
         store.create_schema(con, schema, projection.tables(), replace=True)
