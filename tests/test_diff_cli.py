@@ -90,3 +90,21 @@ def test_the_row_preview_shows_only_columns_that_changed(
     printed = capsys.readouterr().out
     assert "col7__candidate" in printed and "col7__live" in printed
     assert "col8__candidate" not in printed
+
+
+def test_key_and_ignore_take_both_repeats_and_commas(tmp_path: Path) -> None:
+    """A repeated --key once kept only the last one: a composite key diffed on half of it."""
+    candidate = pl.DataFrame({"a": [1, 1], "b": [1, 2], "v": [1, 2], "w": [0, 0]})
+    live = pl.DataFrame({"a": [1, 1], "b": [1, 2], "v": [1, 2], "w": [9, 9]})
+    candidate.write_parquet(tmp_path / "c.parquet")
+    live.write_parquet(tmp_path / "l.parquet")
+    args = [
+        "diff",
+        "--candidate",
+        str(tmp_path / "c.parquet"),
+        "--live",
+        str(tmp_path / "l.parquet"),
+    ]
+    assert run([*args, "--key", "a", "--key", "b", "--ignore", "w"]) == 0
+    assert run([*args, "--key", "a,b", "--ignore", "w,v"]) == 0
+    assert run([*args, "--key", "a", "--key", "b"]) == 1  # w differs

@@ -791,9 +791,11 @@ def test_resume_never_drops_what_it_cannot_continue(archive: Path, tmp_path: Pat
 
     with pytest.raises(ProjectionError, match=r"table\(s\) agents were written with other"):
         wb.replay(two, Wider, into=into, source=source, resume=True)
-    at = duckdb.connect(str(into), read_only=True).sql(
-        "select last_position from memories_v1._checkpoint"
-    ).fetchall()[0][0]
+    at = (
+        duckdb.connect(str(into), read_only=True)
+        .sql("select last_position from memories_v1._checkpoint")
+        .fetchall()[0][0]
+    )
     with pytest.raises(ProjectionError, match=rf"until position 10: it is already at {at}"):
         wb.replay(two, Memories, into=into, source=source, resume=True, until=10)
     assert rows(into, "memories_v1", "memories") == before

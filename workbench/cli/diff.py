@@ -38,8 +38,12 @@ def diff(
         "--live",
         help="The live side: postgresql://…#SCHEMA.TABLE, a .parquet snapshot, or FILE.duckdb:SCHEMA.TABLE.",
     ),
-    key: str = typer.Option(..., "--key", help="Key column(s), comma-separated: COL[,COL]."),
-    ignore: list[str] = typer.Option([], "--ignore", help="A column not to compare (repeatable)."),
+    key: list[str] = typer.Option(
+        ..., "--key", help="Key column(s): COL[,COL], or --key repeated."
+    ),
+    ignore: list[str] = typer.Option(
+        [], "--ignore", help="Columns not to compare: COL[,COL], or --ignore repeated."
+    ),
     abs_tol: list[str] = typer.Option([], "--abs-tol", help="COL=X: numbers within X agree."),
     rel_tol: list[str] = typer.Option(
         [], "--rel-tol", help="COL=X: numbers within X·|live| agree."
@@ -61,7 +65,7 @@ def diff(
     """Diff a candidate read model against the live one. Exit 0 identical, 1 differences, 2 error."""
     from workbench.diff import diff as run_diff
 
-    keys = [k.strip() for k in key.split(",") if k.strip()]
+    keys, ignore = _columns(key), _columns(ignore)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -120,6 +124,15 @@ def _preview(result: Any, limit: int) -> Any:
     shown = [*result.key, "_status", "_side"]
     shown += [f"{c}__{side}" for c in changed for side in ("candidate", "live")]
     return result.rows().head(limit).select(shown)
+
+
+def _columns(given: list[str]) -> list[str]:
+    """Column names from a repeated option whose values may also be comma-separated.
+
+    >>> _columns(["agent_id", "day, kind"])
+    ['agent_id', 'day', 'kind']
+    """
+    return [c.strip() for text in given for c in text.split(",") if c.strip()]
 
 
 def _explain_key(text: str, columns: int) -> Any:
