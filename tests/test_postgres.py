@@ -554,6 +554,12 @@ def test_snapshot_records_rows_time_and_settled_position(
     assert behind.event_store_position == 2 and read_snapshot_info(out).event_store_position == 2
     with pytest.raises(SourceError, match="--position-sql must return one integer"):
         wb.snapshot_postgres(pg_dsn, f"{pg_schema}.memory_view", out, position_sql="select 'x', 1")
+    # The workbench never writes to the store, not even through SQL it is given.
+    bump = f"update {pg_schema}.checkpoints set position = 99 returning position"
+    with pytest.raises(SourceError, match="read-only transaction"):
+        wb.snapshot_postgres(pg_dsn, f"{pg_schema}.memory_view", out, position_sql=bump)
+    with psycopg.connect(pg_dsn) as con:
+        assert con.execute(f"select position from {pg_schema}.checkpoints").fetchall() == [(2,)]
 
 
 def test_snapshot_cli_without_events_table(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:

@@ -921,3 +921,16 @@ def test_a_sql_key_its_query_repeats_is_one_line(archive: Path, tmp_path: Path) 
     assert ("dup_key_v1",) not in duckdb.connect(str(tmp_path / "o.duckdb")).sql(
         "select schema_name from information_schema.schemata"
     ).fetchall()
+
+
+def test_a_where_of_several_statements_is_refused_before_anything_runs(
+    archive: Path, tmp_path: Path
+) -> None:
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, MEMORIES_SQL, into=into)
+    sneaky = "true; drop schema memories_sql_v1 cascade"
+    for projection in (MEMORIES_SQL, Memories):
+        with pytest.raises(ProjectionError, match="one condition, not several statements"):
+            wb.replay(archive, projection, into=into, where=sneaky)
+    con = duckdb.connect(str(into), read_only=True)
+    assert con.sql("select count(*) from memories_sql_v1.memories").fetchall()[0][0] > 0

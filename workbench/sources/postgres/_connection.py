@@ -104,9 +104,12 @@ def connect(dsn: str) -> Any:
             "or password (%40, %3A, %2F)"
         )
     try:
-        return pg_dbapi.connect(dsn, autocommit=True)
+        con = pg_dbapi.connect(dsn, autocommit=True)
     except Exception as exc:
         raise source_error(f"cannot connect to {dsn}", exc) from None
+    # The workbench only reads a store: SQL it is given (--position-sql) cannot write either.
+    run(con, "set session characteristics as transaction read only", "making the session read-only")
+    return con
 
 
 @contextlib.contextmanager
