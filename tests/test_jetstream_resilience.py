@@ -219,3 +219,29 @@ def test_a_one_shot_run_stopped_by_a_signal_says_so_and_exits_130(
     # What it wrote is whole, and a second run archives the rest exactly once.
     assert wb.archive_jetstream(url, stream_name, tmp_path).messages == total - done
     assert_exactly_once(tmp_path, total)
+
+
+def test_a_stream_created_with_first_seq_has_no_gap_before_it(
+    private_nats_server, stream_name: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """NATS 2.10+ can start a stream at any sequence: the ones below never existed."""
+    from _jetstream_helpers import api
+
+    url = private_nats_server.url
+    created = api(
+        url,
+        f"$JS.API.STREAM.CREATE.{stream_name}",
+        {"name": stream_name, "subjects": [f"{stream_name.lower()}.>"], "first_seq": 1000},
+    )
+    assert created.get("config", {}).get("first_seq") == 1000, created
+    publish(url, stream_name, [ce_message(i) for i in range(5)])
+    result = wb.archive_jetstream(url, stream_name, tmp_path)
+    assert (result.messages, result.first_seq, result.last_seq) == (5, 1000, 1004)
+    assert result.gaps == []
+    gaps = wb.open_archive(tmp_path).gaps()
+    assert gaps.df().select("first_missing", "last_missing", "reason").rows() == [
+        (1, 999, "never-issued")
+    ]
+    assert gaps.faults.height == 0
+    assert wb.archive_jetstream(url, stream_name, tmp_path).gaps == []  # recorded once
+    assert wb.open_archive(tmp_path).gaps().df().height == 1

@@ -1,7 +1,8 @@
 """Missing positions: per source in ``global_position``, per stream in ``stream_position``.
 
 Missing ranges come from two places. The archivers' ``gap_records`` name the
-reason (``retention``, ``deleted``, ``sequence-jump``, ``rolled-back``); holes
+reason (``retention``, ``deleted``, ``sequence-jump``, ``rolled-back``,
+``never-issued``); holes
 in the archived positions that no record explains are told apart by where
 they are: missing positions below the first archived one look like retention
 loss, interior holes are ``unknown``. ``recorded`` says which is which.
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["HARMLESS_REASONS", "Gaps", "find_gaps"]
 
 #: Gap reasons that are no fault: a Postgres sequence value taken by a
-#: transaction that rolled back never held an event.
-HARMLESS_REASONS: frozenset[str] = frozenset({"rolled-back"})
+#: transaction that rolled back never held an event, nor did the sequences
+#: below a JetStream stream's ``first_seq``.
+HARMLESS_REASONS: frozenset[str] = frozenset({"rolled-back", "never-issued"})
 
 # Holes in the archived positions: interior ones from the next position, a
 # leading one when a source's first archived position is above 1.
@@ -125,7 +127,7 @@ class Gaps(CheckResult):
 
     @property
     def faults(self) -> pl.DataFrame:
-        """Position gaps that lost events (every reason but a rolled-back sequence value)."""
+        """Position gaps that lost events (every reason but the harmless ones)."""
         return self.positions.filter(~pl.col("reason").is_in(sorted(HARMLESS_REASONS)))
 
     @property

@@ -28,8 +28,15 @@ _TS = pa.timestamp("us", tz="UTC")
 #: Why positions are missing from a source: retention loss (the source's
 #: first position moved past them), deletion (removed inside the range),
 #: a jump in the sequence, a sequence value taken by a transaction that
-#: rolled back (Postgres; harmless).
-GAP_REASONS: Final[tuple[str, ...]] = ("retention", "deleted", "sequence-jump", "rolled-back")
+#: rolled back (Postgres; harmless), positions the source never issued (a
+#: JetStream stream created with ``first_seq``; harmless).
+GAP_REASONS: Final[tuple[str, ...]] = (
+    "retention",
+    "deleted",
+    "sequence-jump",
+    "rolled-back",
+    "never-issued",
+)
 
 #: ``gap_records``: one row per missing range, inclusive.
 GAP_SCHEMA: Final[pa.Schema] = pa.schema(

@@ -37,6 +37,7 @@ __all__ = [
     "message_time_ns",
     "rfc3339_ns",
     "run_sync",
+    "stream_info",
     "stream_state",
 ]
 
@@ -177,17 +178,21 @@ def check_stream_name(stream: str) -> None:
         )
 
 
-async def stream_state(nc: Client, stream: str, *, deleted: bool = False) -> dict[str, Any]:
-    """The stream's ``state`` (messages, first_seq, last_seq, and the ``deleted`` list if asked)."""
+async def stream_info(nc: Client, stream: str, *, deleted: bool = False) -> dict[str, Any]:
+    """The stream's info: ``config``, ``created`` and ``state`` (with ``deleted`` if asked)."""
     try:
-        info = await jetstream_api(
+        return await jetstream_api(
             nc, f"STREAM.INFO.{stream}", {"deleted_details": True} if deleted else None
         )
     except SourceError as exc:
         if "not found" in str(exc):
             raise SourceError(f"stream {stream} not found") from None
         raise
-    state: dict[str, Any] = info["state"]
+
+
+async def stream_state(nc: Client, stream: str, *, deleted: bool = False) -> dict[str, Any]:
+    """The stream's ``state`` (messages, first_seq, last_seq, and the ``deleted`` list if asked)."""
+    state: dict[str, Any] = (await stream_info(nc, stream, deleted=deleted))["state"]
     return state
 
 

@@ -270,11 +270,21 @@ class _Run:
         # Writes run in a background thread while the next batch is read.
         self.pipeline = WritePipeline(depth=1, name="wb-js-write")
         try:
-            state = await _client.stream_state(nc, self.stream)
+            info = await _client.stream_info(nc, self.stream)
+            state = info["state"]
             await self._check_same_stream(int(state["last_seq"]))
             self.stream_last = state["last_seq"]
             target = None if self.follow else int(state["last_seq"])
-            self.seen = self.writer.last_position or 0
+            # A stream created with first_seq (NATS 2.10+) never had the sequences below it.
+            never = int((info.get("config") or {}).get("first_seq") or 1) - 1
+            if never and self.writer.last_position is None:
+                self.writer.record_gap(
+                    1,
+                    never,
+                    "never-issued",
+                    f"stream {self.stream} starts at first_seq {never + 1}",
+                )
+            self.seen = self.writer.last_position or never
             try:
                 if target is None or self.seen < target:
                     await self._tail(target)
