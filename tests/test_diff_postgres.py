@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import psycopg
 import pytest
@@ -125,3 +127,47 @@ def test_numeric_nan_and_negative_scale_do_not_break_the_pull(pg_dsn: str, pg_sc
     candidate = pl.DataFrame({"id": [1, 2], "p": [None, 12.34], "r": [12300, 100]})
     summary = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.prices", key="id").summary
     assert summary.is_identical, summary
+
+
+def test_infinite_times_and_intervals_survive_a_snapshot_and_a_diff(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """'infinity' (a common valid-until) came out of ADBC as a date in 290279 BC, and an
+    interval crashed the snapshot; both must round-trip and compare equal."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.terms (id int primary key, valid_to timestamptz, "
+            "opened timestamp, until date, notice interval)"
+        )
+        con.execute(
+            f"insert into {pg_schema}.terms values "
+            "(1, 'infinity', '-infinity', 'infinity', '1 day 2 hours'), "
+            "(2, '2024-05-01 10:00:00.123456+02', '2024-05-01 10:00:00.5', '2024-05-01', "
+            "'-3 mons 4 days 00:00:00.000001'), (3, null, null, null, null)"
+        )
+    out = tmp_path / "terms.parquet"
+    wb.snapshot_postgres(pg_dsn, f"{pg_schema}.terms", out)
+    got = duckdb.sql(
+        f"select id, isinf(valid_to), isinf(opened), opened < timestamp '2000-01-01', "
+        f"isinf(until), notice::INTERVAL from '{out}' order by id"
+    ).fetchall()
+    assert got[0] == (1, True, True, True, True, dt.timedelta(days=1, hours=2))
+    assert got[1][1:5] == (False, False, False, False)
+    assert duckdb.sql(f"select valid_to, notice from '{out}' where id = 2").fetchall() == [
+        (dt.datetime(2024, 5, 1, 8, 0, 0, 123456, tzinfo=dt.UTC), "-3 months 4 days 1 microseconds")
+    ]
+    candidate = tmp_path / "c.duckdb"
+    con = duckdb.connect(str(candidate))
+    con.execute(
+        "create table terms as select * from (values "
+        "(1, 'infinity'::TIMESTAMPTZ, '-infinity'::TIMESTAMP, 'infinity'::DATE, "
+        "INTERVAL '1 day 2 hours'), "
+        "(2, TIMESTAMPTZ '2024-05-01 08:00:00.123456+00', TIMESTAMP '2024-05-01 10:00:00.5', "
+        "DATE '2024-05-01', INTERVAL '-3 months 4 days 1 microseconds'), "
+        "(3, null, null, null, null)) t(id, valid_to, opened, until, notice)"
+    )
+    con.close()
+    for live in (f"{pg_dsn}#{pg_schema}.terms", str(out)):
+        result = wb.diff(f"{candidate}:main.terms", live, key=["id"])
+        assert result.summary.is_identical, result.rows().to_dicts()
+        assert result.rows().height == 0  # a frame with INTERVAL columns: no Polars panic

@@ -13,8 +13,9 @@ same archive gives the same frames, dates and charts on every machine.
 from __future__ import annotations
 
 import duckdb
+import polars as pl
 
-__all__ = ["connect"]
+__all__ = ["connect", "to_polars"]
 
 
 def connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -22,3 +23,20 @@ def connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.Du
     con = duckdb.connect(database, read_only=read_only)
     con.execute("set TimeZone = 'UTC'")
     return con
+
+
+def to_polars(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
+    """``relation.pl()``, with the columns Polars cannot import (``INTERVAL``) as text.
+
+    >>> to_polars(connect().sql("select 1 as n, interval '1 day 2 hours' as i")).row(0)
+    (1, '1 day 02:00:00')
+    """
+    types = dict(zip(relation.columns, map(str, relation.types), strict=True))
+    if "INTERVAL" in types.values():
+        relation = relation.select(
+            ", ".join(
+                f"CAST({q} AS VARCHAR) AS {q}" if typ == "INTERVAL" else q
+                for q, typ in (('"' + c.replace('"', '""') + '"', t) for c, t in types.items())
+            )
+        )
+    return relation.pl()

@@ -157,8 +157,11 @@ def plan_column(
         (candidate_type, live_type, True),
         (live_type, candidate_type, False),
     ):
-        # A UUID given as text (any case, as .NET writes GUIDs) is compared as a UUID.
-        if text in _TEXT and (is_numeric(other) or _is_temporal(other) or other == "UUID"):
+        # A UUID given as text (any case, as .NET writes GUIDs) is compared as a UUID, an
+        # interval (a snapshot holds it as text) as an interval.
+        if text in _TEXT and (
+            is_numeric(other) or _is_temporal(other) or other in ("UUID", "INTERVAL")
+        ):
             cast = f"TRY_CAST({col} AS {other})"
             exprs = (cast, col) if text_is_candidate else (col, cast)
             return ColumnPlan(name, candidate_type, live_type, other, *exprs, checked_cast=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 
+from workbench._duckdb import to_polars
 from workbench._sql import ident
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, DiffError
@@ -147,15 +148,14 @@ def explain_key(diff: Diff, key: Any) -> Explanation:
     values = _key_dict(diff, key)
     params = list(values.values())
     con = diff.con
-    candidate_rows = con.sql(
-        f"select * from {diff.candidate.relation} where {_where(values)}", params=params
-    ).pl()
-    live_rows = con.sql(
-        f"select * from {diff.live.relation} where {_where(values)}", params=params
-    ).pl()
-    found = con.sql(
-        f"select * from _wb_diff where {_where(values)} order by _side", params=params
-    ).pl()
+    candidate_rows, live_rows, found = (
+        to_polars(con.sql(f"select * from {relation} where {_where(values)}{order}", params=params))
+        for relation, order in (
+            (diff.candidate.relation, ""),
+            (diff.live.relation, ""),
+            ("_wb_diff", " order by _side"),
+        )
+    )
     if len(found):
         status = str(found["_status"][0])
         changed = [p.name for p in diff.plans if found[p.name + "__changed"][0] is True]

@@ -15,6 +15,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from workbench._duckdb import to_polars
 from workbench._sql import ident, literal
 from workbench.archive import atomic_file
 from workbench.diff.sides import files_attached
@@ -251,7 +252,7 @@ class Diff:
     def rows(self, status: str | Sequence[str] | None = None) -> pl.DataFrame:
         """The rows of one status (or several; default every differing row), side by side."""
         with self.sides_attached():
-            return self._relation(status).pl()
+            return to_polars(self._relation(status))
 
     def df(self) -> pl.DataFrame:
         """Every differing row, side by side (same as :meth:`rows`)."""

@@ -5,10 +5,18 @@ the same types. ADBC hands ``numeric`` over as text; a ``numeric(p, s)``
 with ``p <= 18`` is therefore read as its scaled ``bigint`` and rebuilt as
 ``decimal128(p, s)`` here, digit for digit. Other ``numeric`` columns and
 types ADBC does not know stay text.
+
+Timestamps and dates come over as integers computed in Postgres, because
+ADBC's conversion overflows on ``infinity`` (a common "valid until") and
+wrote it as a date in 290279 BC; ``±infinity`` become the values DuckDB
+reads as ``±infinity``. An ``interval`` (no Parquet type holds one) is
+read as text in the three parts Postgres keeps, ``-3 months 4 days 7200000000
+microseconds``, which DuckDB casts back to the same interval.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,6 +43,7 @@ def read_table(con: Any, table: str) -> pa.Table:
     columns = fetch_all(con, _COLUMNS_SQL, f"reading the columns of {schema}.{name}", [quoted])
     select: list[str] = []
     decimals: dict[str, pa.Decimal128Type] = {}
+    times: dict[str, pa.DataType] = {}
     for column, typmod, typname in columns:
         # Postgres packs numeric(p, s) as ((p << 16) | s) + 4, s an 11-bit signed number.
         precision = ((typmod - 4) >> 16) & 0xFFFF
@@ -47,6 +56,12 @@ def read_table(con: Any, table: str) -> pa.Table:
                 f"then ({q} * 1e{scale}::numeric)::int8 end as {q}"
             )
             decimals[column] = pa.decimal128(precision, scale)
+        elif typname in _TIMES:
+            typ, sql = _TIMES[typname]
+            select.append(sql(quote_ident(column)))
+            times[column] = typ
+        elif typname == "interval":
+            select.append(_INTERVAL.format(q=quote_ident(column)))
         else:
             select.append(quote_ident(column))
     cur = con.cursor()
@@ -57,7 +72,44 @@ def read_table(con: Any, table: str) -> pa.Table:
         raise source_error(f"reading {schema}.{name}", exc) from None
     finally:
         cur.close()
-    return _restore_decimals(_plain(arrow), decimals)
+    rows = _restore_decimals(_plain(arrow), decimals)
+    for name, typ in times.items():  # the integers back to their type, value for value
+        i = rows.schema.get_field_index(name)
+        rows = rows.set_column(i, pa.field(name, typ), rows.column(i).cast(typ))
+    return rows
+
+
+# ±infinity as DuckDB holds them: the largest integer of the type, and its negation.
+_US_INF, _DAY_INF = 2**63 - 1, 2**31 - 1
+
+
+def _finite_or_infinity(q: str, finite: str, infinity: int) -> str:
+    return (
+        f"case when {q} = 'infinity' then {infinity} when {q} = '-infinity' then -{infinity} "
+        f"else {finite} end as {q}"
+    )
+
+
+_INTERVAL = (
+    "(extract(year from {q}) * 12 + extract(month from {q}))::int8 || ' months ' || "
+    "extract(day from {q})::int8 || ' days ' || ((extract(hour from {q}) * 3600 + "
+    "extract(minute from {q}) * 60) * 1000000 + extract(microseconds from {q}))::int8 "
+    "|| ' microseconds' as {q}"
+)
+_TIMES: dict[str, tuple[pa.DataType, Callable[[str], str]]] = {
+    "timestamptz": (
+        pa.timestamp("us", tz="UTC"),
+        lambda q: _finite_or_infinity(q, f"(extract(epoch from {q}) * 1000000)::int8", _US_INF),
+    ),
+    "timestamp": (
+        pa.timestamp("us"),
+        lambda q: _finite_or_infinity(q, f"(extract(epoch from {q}) * 1000000)::int8", _US_INF),
+    ),
+    "date": (
+        pa.date32(),
+        lambda q: _finite_or_infinity(q, f"{q} - date '1970-01-01'", _DAY_INF),
+    ),
+}
 
 
 def _plain(table: pa.Table) -> pa.Table:
