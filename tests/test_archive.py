@@ -186,6 +186,19 @@ def test_compact_merges_files_without_changing_content(tmp_path: Path) -> None:
     assert writer.last_position == 110
 
 
+def test_compact_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench.cli import run
+
+    writer = ArchiveWriter(tmp_path, "s")
+    for first in range(1, 100, 10):
+        writer.append(events(first, first + 9))
+    before = wb.open_archive(tmp_path).arrow()
+    assert run(["compact", "--archive", str(tmp_path)]) == 0
+    assert "10 file(s) → 1, 100 events unchanged" in capsys.readouterr().out
+    assert len(files(tmp_path)) == 1 and wb.open_archive(tmp_path).arrow().equals(before)
+    assert run(["compact", "--archive", str(tmp_path / "nothing")]) == 2
+
+
 def test_compact_interrupted_after_merge_is_read_once_and_cleaned(tmp_path: Path) -> None:
     writer = ArchiveWriter(tmp_path, "s")
     writer.append(events(1, 5))

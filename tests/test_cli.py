@@ -37,6 +37,7 @@ def test_unknown_command_is_a_usage_error() -> None:
         ["replay"],
         ["diff"],
         ["check"],
+        ["compact"],
         ["report"],
         ["demo"],
     ],

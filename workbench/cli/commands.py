@@ -2,6 +2,7 @@
 
 from workbench.cli import (
     check,  # noqa: F401
+    compact,  # noqa: F401
     demo,  # noqa: F401
     diff,  # noqa: F401
     jetstream,  # noqa: F401
