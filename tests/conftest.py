@@ -215,6 +215,7 @@ authorization {
       publish: {allow: ["$JS.API.>", "$JS.FC.>"]}
       subscribe: {allow: ["_INBOX.>"]}
     }}
+    {user: publisher, password: publisher, permissions: {publish: {allow: ["lp.>"]}}}
   ]
 }
 """
@@ -222,8 +223,9 @@ authorization {
 
 @pytest.fixture
 def nats_server_least_privilege(tmp_path: Path) -> Iterator[NatsServer]:
-    """A current nats-server with ``admin:admin`` and ``archiver:archiver``, the latter
-    allowed only the JetStream API and subscriptions under ``_INBOX.>``."""
+    """A current nats-server with ``admin:admin``, ``archiver:archiver`` allowed only the
+    JetStream API and subscriptions under ``_INBOX.>``, and ``publisher:publisher``
+    allowed to publish under ``lp.>`` and nothing else."""
     config = tmp_path / "nats.conf"
     config.write_text(_LEAST_PRIVILEGE)
     yield from _private_nats_server(tmp_path / "nats-store", "-c", str(config))

@@ -165,6 +165,12 @@ def test_a_least_privileged_user_can_archive(nats_server_least_privilege, tmp_pa
     publish(f"nats://admin:admin@{host}", "LP", [ce_message(i) for i in range(5)], create={})
     result = wb.archive_jetstream(f"nats://archiver:archiver@{host}", "LP", tmp_path)
     assert result.messages == 5
+    # A user without the JetStream API: the server's reason, not a bare timeout.
+    with pytest.raises(
+        wb.WorkbenchError,
+        match=r"the server said: .*permissions violation for publish to .\$js.api",
+    ):
+        wb.archive_jetstream(f"nats://publisher:publisher@{host}", "LP", tmp_path / "no")
 
 
 def test_a_server_that_requires_tls(nats_server_with_tls, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import threading
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -74,8 +74,19 @@ def run_sync(main: Coroutine[Any, Any, T]) -> T:
     return result
 
 
-async def _ignore(_: Exception) -> None:
-    """Reconnects are expected (server restarts); errors surface through requests."""
+def _error_log() -> tuple[list[str], Callable[[Exception], Awaitable[None]]]:
+    """The errors a connection reports, kept so a request that times out can say why.
+
+    A permission the user lacks does not fail the request: the server
+    reports it on the connection, and the request times out.
+    """
+    seen: list[str] = []
+
+    async def note(exc: Exception) -> None:
+        seen.append(str(exc).strip())
+        del seen[:-10]
+
+    return seen, note
 
 
 async def connect(url: str, *, reconnect: bool = True) -> Client:
@@ -86,6 +97,7 @@ async def connect(url: str, *, reconnect: bool = True) -> Client:
     # may fail, and reconnects are switched on only once connected.
     await _probe(url)
     servers, credentials = _servers(url)
+    errors, note = _error_log()
     try:
         nc = await nats.connect(
             servers,
@@ -93,13 +105,14 @@ async def connect(url: str, *, reconnect: bool = True) -> Client:
             connect_timeout=5,
             allow_reconnect=False,
             reconnect_time_wait=0.25,
-            error_cb=_ignore,
+            error_cb=note,
             **credentials,
         )
     except Exception as exc:  # nats-py raises assorted errors for an unreachable server
         raise SourceError(
             f"cannot connect to NATS at {redact(url)}: {redact(str(exc)) or type(exc).__name__}"
         ) from None
+    nc._wb_errors = errors  # type: ignore[attr-defined]
     if reconnect:  # read by nats-py on each disconnect
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
@@ -151,11 +164,18 @@ async def jetstream_api(
 ) -> dict[str, Any]:
     """One JetStream API request (``$JS.API.<subject>``); an API error becomes SourceError."""
     payload = json.dumps(request).encode() if request is not None else b""
+    errors: list[str] = getattr(nc, "_wb_errors", [])
+    before = list(errors)
     try:
         msg = await nc.request(f"$JS.API.{subject}", payload, timeout=timeout)
     except NoRespondersError:
         raise SourceError("JetStream is not enabled on this NATS server") from None
     except NatsTimeout:
+        said = [e for e in errors if e not in before]
+        if said:  # most often a permission this user lacks ($JS.API.> or _INBOX.>)
+            raise SourceError(
+                f"JetStream API {subject} got no reply; the server said: {redact(said[-1])}"
+            ) from None
         raise SourceError(f"JetStream API {subject} timed out") from None
     reply: dict[str, Any] = json.loads(msg.data)
     error = reply.get("error")
