@@ -934,3 +934,36 @@ def test_a_where_of_several_statements_is_refused_before_anything_runs(
             wb.replay(archive, projection, into=into, where=sneaky)
     con = duckdb.connect(str(into), read_only=True)
     assert con.sql("select count(*) from memories_sql_v1.memories").fetchall()[0][0] > 0
+
+
+class FailsLate(Memories):
+    name = "fails_late"
+
+    @wb.on("MemoryUpdated")
+    def updated(self, event, tables):
+        if event.global_position > 2_000:
+            raise ValueError("boom")
+        super().updated(event, tables)
+
+
+def test_a_diff_of_a_replay_that_stopped_half_way_says_so(archive: Path, tmp_path: Path) -> None:
+    into = tmp_path / "o.duckdb"
+    with pytest.raises(ProjectionError):
+        wb.replay(archive, FailsLate, into=into, batch_size=200, flush_every=200)
+    con = duckdb.connect(str(into))
+    stopped = con.sql("select last_position from fails_late_v1._checkpoint").fetchall()[0][0]
+    con.sql(f"copy fails_late_v1.memories to '{tmp_path / 'live.parquet'}'")
+    con.close()
+    result = wb.diff(f"{into}:fails_late_v1.memories", tmp_path / "live.parquet", key=["memory_id"])
+    assert result.summary.is_identical  # the same rows, but not a finished rebuild:
+    assert any(
+        f"has not finished: it holds the events up to position {stopped} only" in note
+        for note in result.summary.notes
+    ), result.summary.notes
+    wb.replay(archive, Memories, into=tmp_path / "full.duckdb")
+    finished = wb.diff(
+        f"{tmp_path / 'full.duckdb'}:memories_v1.memories",
+        tmp_path / "live.parquet",
+        key=["memory_id"],
+    )
+    assert not any("has not finished" in note for note in finished.summary.notes)

@@ -264,6 +264,12 @@ def diff(
 
     lineage = find_lineage(con, cand.duckdb_table) if cand.duckdb_table else None
     notes: list[str] = []
+    stopped = lineage.unfinished(con) if lineage is not None else None
+    if stopped is not None:
+        notes.append(
+            f"the candidate's replay has not finished: it holds the events up to position "
+            f"{stopped} only; finish it (workbench replay --resume) before trusting this diff"
+        )
     position = live_position
     if position is None and live_side.snapshot is not None:
         position = live_side.snapshot.event_store_position

@@ -64,6 +64,20 @@ class Lineage:
         ).fetchall()
         return str(rows[0][0]) if rows and rows[0][0] else None
 
+    def unfinished(self, con: duckdb.DuckDBPyConnection) -> int | None:
+        """The checkpoint of a replay that has not finished (failed or still running), else None."""
+        schema = f"{ident(self.catalog)}.{ident(self.schema)}"
+        if not (
+            _has_table(con, self.catalog, self.schema, "_replay_info")
+            and _has_table(con, self.catalog, self.schema, "_checkpoint")
+        ):
+            return None
+        rows = con.execute(
+            f"select (select max(last_position) from {schema}._checkpoint) "
+            f"from {schema}._replay_info where finished_at is null"
+        ).fetchall()
+        return int(rows[0][0] or 0) if rows else None
+
 
 def _has_table(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> bool:
     """Whether ``table`` exists as a table or a view (the engine's ``_lineage`` is a view)."""
