@@ -501,6 +501,33 @@ def test_mapping_errors_are_user_errors(pg_dsn: str, pg_schema: str, tmp_path: P
         wb.archive_postgres(
             pg_dsn, tmp_path, preset="generic", table=table, mappings=["global_position=const:1"]
         )
+    base = ["global_position=column:seq", "recorded_at=column:at"]
+    with pytest.raises(
+        MappingError, match="reads the data column, which is not mapped; add --map data=column:NAME"
+    ):
+        wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table,
+                            mappings=[*base, "correlation_id=data:req.id"])  # fmt: skip
+    with pytest.raises(MappingError, match="map it as data=column:NAME"):
+        wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table,
+                            mappings=[*base, "data=data:req"])  # fmt: skip
+
+
+def test_occurred_at_from_a_payload_path_reads_epoch_times_too(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """As the JetStream mapping does: ISO text, or epoch s / ms / µs."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"create table {pg_schema}.ev (seq bigserial primary key, body jsonb)")
+        for at in ('"2024-05-01T10:00:00Z"', "1714557600", "1714557600000", "1714557600000000"):
+            con.execute(f"insert into {pg_schema}.ev (body) values ('{{\"at\": {at}}}')")
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.ev",
+        mappings=["global_position=column:seq", "recorded_at=const:2024-05-02T00:00:00Z",
+                  "data=column:body", "occurred_at=data:at"],
+    )  # fmt: skip
+    assert result.rows_archived == 4
+    times = {r["occurred_at"] for r in archived(tmp_path)}
+    assert times == {dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC)}
 
 
 # ------------------------------------------------------------------ snapshots

@@ -24,7 +24,7 @@ from typing import Final
 from workbench import envelope
 from workbench.errors import MappingError
 
-__all__ = ["KINDS", "FieldSpec", "parse_mappings"]
+__all__ = ["KINDS", "FieldSpec", "instant_sql", "parse_mappings"]
 
 #: The kinds of spec, and what ARG means for each.
 KINDS: Final[Mapping[str, str]] = {
@@ -94,3 +94,28 @@ def parse_mappings(items: Iterable[str]) -> dict[str, FieldSpec]:
         except MappingError as exc:
             raise MappingError(f"--map {item}: {exc}") from None
     return specs
+
+
+def instant_sql(value: str) -> str:
+    """DuckDB SQL reading the text ``value`` as a time: an ISO timestamp, or epoch seconds (10 digits, maybe with a fraction),
+    milliseconds (13, JavaScript's ``Date.now()``), microseconds (16) or nanoseconds (19).
+
+    >>> from workbench import _duckdb
+    >>> con = _duckdb.connect()
+    >>> [con.sql(f"select {instant_sql(repr(v))}").fetchall()[0][0].isoformat() for v in
+    ...  ["2024-05-01T10:00:00+02:00", "1714550400", "1714550400.5", "1714550400123",
+    ...   "1714550400123456", "1714550400123456789"]]  # doctest: +NORMALIZE_WHITESPACE
+    ['2024-05-01T08:00:00+00:00', '2024-05-01T08:00:00+00:00', '2024-05-01T08:00:00.500000+00:00',
+     '2024-05-01T08:00:00.123000+00:00', '2024-05-01T08:00:00.123456+00:00',
+     '2024-05-01T08:00:00.123456+00:00']
+    """
+    v = f"({value})"
+    digits = f"length(regexp_extract({v}, '^\\s*-?(\\d+)', 1))"
+    return (
+        f"coalesce(try_cast({v} as timestamptz), case "
+        f"when not regexp_full_match(trim({v}), '-?\\d+(\\.\\d+)?') then null "
+        f"when {digits} <= 11 then to_timestamp(try_cast({v} as double)) "
+        f"when {digits} <= 14 then make_timestamp(try_cast({v} as bigint) * 1000)::timestamptz "
+        f"when {digits} <= 17 then make_timestamp(try_cast({v} as bigint))::timestamptz "
+        f"else make_timestamp(try_cast({v} as bigint) // 1000)::timestamptz end)"
+    )

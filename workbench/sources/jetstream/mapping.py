@@ -41,7 +41,7 @@ from workbench import _duckdb, envelope
 from workbench._sql import literal
 from workbench.errors import MappingError
 from workbench.sources.jetstream._headers import Headers
-from workbench.sources.mapping import FieldSpec, parse_mappings
+from workbench.sources.mapping import FieldSpec, instant_sql, parse_mappings
 
 __all__ = ["PRESETS", "JetStreamMapping"]
 
@@ -249,7 +249,7 @@ def _expr(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> str:
 
 def _convert(column: str, value: str) -> str:
     if column == "occurred_at":
-        return _instant(value)
+        return instant_sql(value)
     if column == "schema_version":
         # "2", or a version inside a schema URI such as .../memory-created/v2
         return (
@@ -259,30 +259,6 @@ def _convert(column: str, value: str) -> str:
     if column in _INT_COLUMNS:
         return f"try_cast({value} as {_INT_COLUMNS[column]})"
     return f"({value})::varchar"
-
-
-def _instant(value: str) -> str:
-    """An ISO timestamp, or epoch seconds (10 digits, maybe with a fraction),
-    milliseconds (13, JavaScript's ``Date.now()``), microseconds (16) or nanoseconds (19).
-
-    >>> con = _duckdb.connect()
-    >>> [con.sql(f"select {_instant(repr(v))}").fetchall()[0][0].isoformat() for v in
-    ...  ["2024-05-01T10:00:00+02:00", "1714550400", "1714550400.5", "1714550400123",
-    ...   "1714550400123456", "1714550400123456789"]]  # doctest: +NORMALIZE_WHITESPACE
-    ['2024-05-01T08:00:00+00:00', '2024-05-01T08:00:00+00:00', '2024-05-01T08:00:00.500000+00:00',
-     '2024-05-01T08:00:00.123000+00:00', '2024-05-01T08:00:00.123456+00:00',
-     '2024-05-01T08:00:00.123456+00:00']
-    """
-    v = f"({value})"
-    digits = f"length(regexp_extract({v}, '^\\s*-?(\\d+)', 1))"
-    return (
-        f"coalesce(try_cast({v} as timestamptz), case "
-        f"when not regexp_full_match(trim({v}), '-?\\d+(\\.\\d+)?') then null "
-        f"when {digits} <= 11 then to_timestamp(try_cast({v} as double)) "
-        f"when {digits} <= 14 then make_timestamp(try_cast({v} as bigint) * 1000)::timestamptz "
-        f"when {digits} <= 17 then make_timestamp(try_cast({v} as bigint))::timestamptz "
-        f"else make_timestamp(try_cast({v} as bigint) // 1000)::timestamptz end)"
-    )
 
 
 def _pointer(path: tuple[str, ...]) -> str:

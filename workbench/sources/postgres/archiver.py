@@ -43,7 +43,7 @@ from workbench import _duckdb, envelope
 from workbench.archive import ArchiveReader, ArchiveWriter, WritePipeline
 from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
-from workbench.sources.mapping import FieldSpec, parse_mappings
+from workbench.sources.mapping import FieldSpec, instant_sql, parse_mappings
 from workbench.sources.postgres._connection import (
     connect,
     fetch_all,
@@ -602,6 +602,8 @@ _INT_FIELDS = frozenset(n for n, t in _DUCK_TYPES.items() if t in ("integer", "b
 
 
 def _typed_path(name: str, expr: str) -> str:
+    if name == "occurred_at":  # ISO text or epoch s/ms/µs/ns, as the JetStream mapping reads it
+        return instant_sql(expr)
     typ = _DUCK_TYPES.get(name)
     return f"try_cast({expr} as {typ})" if typ else expr
 

@@ -361,6 +361,17 @@ def build_query(
                 cols[field_name] = _typed(field_name, expr, pg_type)
         else:  # data: / metadata: paths, by DuckDB over the batch
             paths[field_name] = fs
+    for field_name, fs in paths.items():
+        if field_name == fs.kind:  # data=data:x: the column a path reads is itself
+            raise MappingError(
+                f"--map {field_name}={fs}: {fs.kind} is read from a column; "
+                f"map it as {fs.kind}=column:NAME"
+            )
+        if fs.kind not in cols and not (fs.kind == "data" and query.eventsourcing_state):
+            raise MappingError(
+                f"--map {field_name}={fs} reads the {fs.kind} column, which is not mapped; "
+                f"add --map {fs.kind}=column:NAME"
+            )
     for needed in ("recorded_at",):
         if needed not in cols and not query.eventsourcing_state:
             raise MappingError(f"--preset {preset} needs --map {needed}=column:NAME")
