@@ -352,7 +352,8 @@ def test_plain_messages_get_a_hint_for_what_to_map(
 def test_structured_cloudevent_with_binary_data_keeps_the_bytes(
     nats_url: str, stream: str, tmp_path: Path
 ) -> None:
-    """CloudEvents SDKs put binary data in data_base64; it lands in payload, byte for byte."""
+    """CloudEvents SDKs put binary data in data_base64: payload keeps the whole event (its
+    source, specversion and extensions too), and the bytes decode from it in SQL."""
     blob = b"\x00\xffprotobuf\x10"
     event = {
         "specversion": "1.0",
@@ -366,8 +367,10 @@ def test_structured_cloudevent_with_binary_data_keeps_the_bytes(
     publish(nats_url, stream, [("images.stored", json.dumps(event).encode(), headers)], create={})
     archive(nats_url, stream, tmp_path)
     assert rows(tmp_path, "select event_id, event_type, stream, data, payload from events") == [
-        ("bin-1", "ImageStored", "image-1", None, blob)
+        ("bin-1", "ImageStored", "image-1", None, json.dumps(event).encode())
     ]
+    decoded = "from_base64(json_extract_string(decode(payload), '$.data_base64'))"
+    assert rows(tmp_path, f"select {decoded} from events") == [(blob,)]
 
 
 def test_a_recreated_stream_is_never_spliced_onto_the_archive(

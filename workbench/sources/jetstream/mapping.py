@@ -180,14 +180,6 @@ class JetStreamMapping:
             columns["content_type"] = parsed.lookup("content-type")
             structured = "coalesce(lower(content_type) like 'application/cloudevents+json%', false)"
         raw = pa.table(columns)
-        # A structured CloudEvent carries binary data base64-encoded in data_base64:
-        # decoded into payload, so it is never dropped.
-        binary = (
-            "when structured and json_extract_string(j, '/data_base64') is not null "
-            "then from_base64(json_extract_string(j, '/data_base64')) "
-            if structured != "false"
-            else ""
-        )
         selects = {
             "global_position": "seq",
             "recorded_at": "make_timestamp(ts_ns // 1000)",
@@ -211,11 +203,10 @@ class JetStreamMapping:
                 selects[name] = f"coalesce({', '.join(exprs)})"
         # The original bytes are kept unless data holds them verbatim: not JSON,
         # or JSON of which data is a part (a mapped path, a structured
-        # CloudEvent's attributes beside its data).
+        # CloudEvent's attributes beside its data or its data_base64).
         data = selects.get("data", "null")
         selects["payload"] = (
-            f"case when j is null then payload {binary}"
-            f"when ({data}) is distinct from text then payload end"
+            f"case when j is null then payload when ({data}) is distinct from text then payload end"
         )
         query = (
             f"with r as (select *, {structured} as structured, "
