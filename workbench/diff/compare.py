@@ -38,10 +38,22 @@ from workbench.errors import DiffError
 __all__ = ["diff"]
 
 
-def _as_list(value: str | Sequence[str] | None) -> list[str]:
+def _as_list(value: str | Sequence[str] | None, what: str = "column names") -> list[str]:
+    """A column name or several as a list; anything else is a one-line error.
+
+    >>> _as_list("id"), _as_list(["a", "b"]), _as_list(None)
+    (['id'], ['a', 'b'], [])
+    >>> _as_list(5, "key")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.DiffError: key: a column name or a list of them, not 5
+    """
     if value is None:
         return []
-    return [value] if isinstance(value, str) else list(value)
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise DiffError(f"{what}: a column name or a list of them, not {value!r}")
+    return list(values)
 
 
 def _normalized(expr: str, column: str) -> str:
@@ -94,10 +106,10 @@ def diff(
     event as ``not_yet_projected``; ``archive`` overrides the archive that
     :meth:`Diff.explain` reads events from.
     """
-    keys = _as_list(key)
+    keys = _as_list(key, "key")
     if not keys:
         raise DiffError("a diff needs at least one key column")
-    ignored = set(_as_list(ignore))
+    ignored = set(_as_list(ignore, "ignore"))
     con = _duckdb.connect()
     register_functions(con)
     cand = resolve_side(con, candidate, "candidate")

@@ -325,6 +325,8 @@ def replay(
 
     if isinstance(projection, str):  # "path/to/file.py:Class" or "module:Name", as on the CLI
         projection = load_projection(projection)
+    if until is not None and (isinstance(until, bool) or not isinstance(until, int)):
+        raise ProjectionError(f"until is a global_position (an integer), not {until!r}")
     reader = open_reader(archive)
     source = select_source(reader, source)
     check_where(where)

@@ -778,6 +778,15 @@ def promote(into: str | os.PathLike[str], projection_name: str, version: int) ->
     Returns the tables promoted. Views of tables the version does not have
     are dropped, so the stable schema is exactly the promoted version.
     """
+    name = getattr(projection_name, "name", projection_name)  # a projection (class) too
+    if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
+        raise ProjectionError(
+            f"promote(into, projection_name, version): a name and an integer version, "
+            f"not {projection_name!r}, {version!r}"
+        )
+    projection_name = name
+    if not Path(into).is_file():  # connecting would create an empty database file
+        raise ProjectionError(f"{into} does not exist; replay into it first")
     target = f"{projection_name}_v{version}"
     con = connect(into)
     try:
