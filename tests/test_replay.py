@@ -972,7 +972,7 @@ def test_a_diff_of_a_replay_that_stopped_half_way_says_so(archive: Path, tmp_pat
 def test_api_arguments_of_the_wrong_kind_are_clear_errors(archive: Path, tmp_path: Path) -> None:
     with pytest.raises(ProjectionError, match=r"until is a global_position \(an integer\), not '100'"):
         wb.replay(archive, Memories, into=tmp_path / "o.duckdb", until="100")  # type: ignore[arg-type]
-    with pytest.raises(ProjectionError, match="nope.duckdb does not exist"):
+    with pytest.raises(ProjectionError, match=r"nope\.duckdb does not exist"):
         wb.promote(tmp_path / "nope.duckdb", "memories", 1)
     assert not (tmp_path / "nope.duckdb").exists()
     wb.replay(archive, Memories, into=tmp_path / "o.duckdb")
