@@ -221,6 +221,23 @@ def test_causation_depth_fanout_orphans_cycles(tmp_path: Path) -> None:
     assert one.found == 0
 
 
+def test_events_without_a_correlation_are_not_one_big_correlation(tmp_path: Path) -> None:
+    """Most raw NATS messages carry no correlation id: they are no correlation of their own."""
+    ArchiveWriter(tmp_path, "s").append(
+        table(
+            [1, 2, 3, 4, 5],
+            event_id=["a", "b", "n1", "n2", "n3"],
+            correlation_id=["r", "r", None, None, None],
+            causation_id=["r", "a", None, None, None],
+        )
+    )
+    graph = wb.open_archive(tmp_path).causation()
+    assert graph.correlations["correlation_id"].to_list() == ["r"]
+    assert graph.summary().startswith("5 event(s) (3 without a correlation id) in 1 correlation(s)")
+    chart = graph.chart().to_dict()  # the largest real correlation, not the null group
+    assert {row["event_id"] for row in chart["data"]["values"]} == {"a", "b"}
+
+
 # ---------------------------------------------------------- planted truth
 
 

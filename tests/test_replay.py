@@ -970,7 +970,9 @@ def test_a_diff_of_a_replay_that_stopped_half_way_says_so(archive: Path, tmp_pat
 
 
 def test_api_arguments_of_the_wrong_kind_are_clear_errors(archive: Path, tmp_path: Path) -> None:
-    with pytest.raises(ProjectionError, match=r"until is a global_position \(an integer\), not '100'"):
+    with pytest.raises(
+        ProjectionError, match=r"until is a global_position \(an integer\), not '100'"
+    ):
         wb.replay(archive, Memories, into=tmp_path / "o.duckdb", until="100")  # type: ignore[arg-type]
     with pytest.raises(ProjectionError, match=r"nope\.duckdb does not exist"):
         wb.promote(tmp_path / "nope.duckdb", "memories", 1)
@@ -978,4 +980,8 @@ def test_api_arguments_of_the_wrong_kind_are_clear_errors(archive: Path, tmp_pat
     wb.replay(archive, Memories, into=tmp_path / "o.duckdb")
     assert wb.promote(tmp_path / "o.duckdb", Memories, 1)  # the projection names itself
     with pytest.raises(wb.WorkbenchError, match="key: a column name or a list of them, not 5"):
-        wb.diff(f"{tmp_path / 'o.duckdb'}:memories.memories", f"{tmp_path / 'o.duckdb'}:memories.memories", key=5)  # type: ignore[arg-type]
+        wb.diff(
+            f"{tmp_path / 'o.duckdb'}:memories.memories",
+            f"{tmp_path / 'o.duckdb'}:memories.memories",
+            key=5,
+        )  # type: ignore[arg-type]

@@ -84,7 +84,8 @@ select correlation_id, count(*) as events,
        max(depth) as depth, max(children) as max_fan_out,
        min(event_at) as first_at, max(event_at) as last_at,
        epoch(max(event_at)) - epoch(min(event_at)) as seconds
-from {nodes} group by correlation_id order by first_at, correlation_id
+from {nodes} where correlation_id is not null
+group by correlation_id order by first_at, correlation_id
 """
 
 
@@ -138,8 +139,10 @@ class Causation(CheckResult):
     def summary(self) -> str:
         depth = self.nodes.select(pl.col("depth").max()).item() or 0
         fan = self.nodes.select(pl.col("children").max()).item() or 0
+        loose = self.nodes.filter(pl.col("correlation_id").is_null()).height
+        without = f" ({loose} without a correlation id)" if loose else ""
         return (
-            f"{self.nodes.height} event(s) in {self.correlations.height} correlation(s), "
+            f"{self.nodes.height} event(s){without} in {self.correlations.height} correlation(s), "
             f"depth up to {depth}, fan-out up to {fan}; "
             f"{self.orphans.height} orphan(s), {self.cycles.height} cyclic event(s)"
         )
