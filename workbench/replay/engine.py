@@ -138,7 +138,8 @@ class ReplayResult:
         )
 
     def estimate(self, events: int | None = None) -> dt.timedelta:
-        """Estimated full-rebuild time for ``events`` events (default: this archive)."""
+        """Estimated rebuild time for ``events`` events (default: all this replay reads,
+        within its ``until`` and ``where``)."""
         n = self.archive_events if events is None else events
         rate = self.events_per_second
         return dt.timedelta(seconds=n / rate if rate else 0.0)
@@ -181,7 +182,7 @@ class ReplayResult:
         ]
         time_went = f"; time: {', '.join(shares)}" if shares else ""
         estimate = (
-            f"full rebuild of {self.archive_events:,} events ≈ "
+            f"rebuild of all {self.archive_events:,} events it reads ≈ "
             f"{self.estimate().total_seconds():.1f}s"
             if self.events_applied
             else "no events applied, so no rebuild estimate"
