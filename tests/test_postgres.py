@@ -725,3 +725,19 @@ def test_a_position_column_that_is_not_an_integer_is_refused(
             pg_dsn, tmp_path, preset="generic", table=table,
             mappings=["global_position=column:kind", *maps],
         )  # fmt: skip
+
+
+def test_a_quoted_table_name_is_read_as_sql_writes_it(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """EF Core and friends create "Events"-style names; quoting them must not double-quote."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f'create table {pg_schema}."Order.Log" (seq bigserial primary key, at timestamptz)'
+        )
+        con.execute(f'insert into {pg_schema}."Order.Log" (at) values (now()), (now())')
+    maps = ["global_position=column:seq", "recorded_at=column:at"]
+    for i, table in enumerate((f'{pg_schema}."Order.Log"', f'"{pg_schema}"."Order.Log"')):
+        out = tmp_path / str(i)
+        result = wb.archive_postgres(pg_dsn, out, preset="generic", table=table, mappings=maps)
+        assert result.rows_archived == 2 and result.source == f"postgres:{pg_schema}.Order.Log"

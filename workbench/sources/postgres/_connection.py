@@ -60,13 +60,33 @@ quote_ident = ident
 
 
 def quote_table(name: str, default_schema: str = "public") -> tuple[str, str, str]:
-    """Split ``schema.table`` (schema optional) into schema, table and quoted SQL."""
-    schema, dot, table = name.strip().rpartition(".")
-    if not dot:
-        schema = default_schema
+    """Split ``schema.table`` (schema optional) into schema, table and quoted SQL.
+
+    A part may be written quoted, as in SQL (``app."Order Events"``, a dot
+    inside quotes is part of the name); a bare part is taken exactly as
+    written, case included, so ``public.Events`` finds EF Core's ``"Events"``.
+
+    >>> quote_table('app."Order.Events"')
+    ('app', 'Order.Events', '"app"."Order.Events"')
+    >>> quote_table("Events")[2]
+    '"public"."Events"'
+    """
+    match = _TABLE_NAME.fullmatch(name)
+    if match is None:
+        raise SourceError(f"table {name!r} must be TABLE or SCHEMA.TABLE")
+    parts = [
+        quoted.replace('""', '"') if quoted is not None else bare.strip()
+        for quoted, bare in (match.group(1, 2), match.group(3, 4))
+        if quoted is not None or bare is not None
+    ]
+    schema, table = parts if len(parts) == 2 else (default_schema, parts[0])
     if not table or not schema:
         raise SourceError(f"table {name!r} must be TABLE or SCHEMA.TABLE")
     return schema, table, f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+_PART = r'\s*(?:"((?:[^"]|"")*)"|([^."]+))\s*'
+_TABLE_NAME = re.compile(rf"{_PART}(?:\.{_PART})?")
 
 
 def describe_error(exc: BaseException) -> str:

@@ -326,9 +326,9 @@ def build_query(
             raise MappingError(
                 f"--map {field_name}={fs}: {fs.kind}: specs are for NATS, not Postgres"
             )
-    schema, name, _ = quote_table(table)
-    table = f"{schema}.{name}"
-    query = spec.build(table, columns)
+    schema, name, quoted = quote_table(table)
+    table = f"{schema}.{name}"  # for messages and the source's name
+    query = spec.build(quoted, columns)  # quoted: a name may hold a dot
     cols = dict(query.columns)
     position = query.position
     if position_column is not None:
@@ -379,7 +379,7 @@ def build_query(
         cols["_no_recorded_at"] = f"({cols['recorded_at']}) is null"
         cols["recorded_at"] = f"coalesce({cols['recorded_at']}, statement_timestamp())"
     return Query(
-        source=query.source,
+        source=f"postgres:{table}",
         table=query.table,
         position=position,
         columns=cols,
