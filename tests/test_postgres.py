@@ -741,3 +741,13 @@ def test_a_quoted_table_name_is_read_as_sql_writes_it(
         out = tmp_path / str(i)
         result = wb.archive_postgres(pg_dsn, out, preset="generic", table=table, mappings=maps)
         assert result.rows_archived == 2 and result.source == f"postgres:{pg_schema}.Order.Log"
+
+
+def test_the_librarys_snapshots_table_is_named_as_such(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    write_with_library(es_env(pg_dsn, pg_schema, IS_SNAPSHOTTING_ENABLED="y"))
+    with pytest.raises(SourceError, match="looks like the eventsourcing library's snapshots table"):
+        wb.archive_postgres(
+            pg_dsn, tmp_path, preset="eventsourcing", table=f"{pg_schema}.memories_snapshots"
+        )

@@ -220,6 +220,12 @@ def _marten(table: str, columns: TableColumns) -> Query:
 
 
 def _eventsourcing(table: str, columns: TableColumns) -> Query:
+    if "notification_id" not in columns and {"originator_id", "state"} <= set(columns):
+        # The library's snapshots table has every column but the notification id.
+        raise SourceError(
+            f"{table} has no notification_id: it looks like the eventsourcing library's "
+            "snapshots table; archive its events table (the one with notification_id) instead"
+        )
     c = {
         n: _col(columns, n, table)
         for n in ("notification_id", "originator_id", "originator_version", "topic")
