@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli._app import app, console, notice, progress_bar
+from workbench.errors import WorkbenchError
 
 
 @app.command()
@@ -38,6 +39,10 @@ def replay(
     from workbench.replay import replay as run_replay
 
     candidate = load_projection(projection)
+    if check_safety and (resume or dead_letter):
+        # The check replays in memory, from the start, counting failures: these do not apply.
+        given = "--resume" if resume else "--dead-letter"
+        raise WorkbenchError(f"{given} does not go with --check-safety (which writes nothing)")
     if check_safety:
         with progress_bar() as bar:
             task = bar.add_task("replay safety", total=None)

@@ -332,6 +332,11 @@ def replay(
     source = select_source(reader, source)
     check_where(where)
     if isinstance(projection, SqlProjection):
+        if on_error != "raise":
+            raise ProjectionError(
+                f"{projection.name} is a SqlProjection: there are no handlers to fail and "
+                "go on from, so on_error='dead-letter' (--dead-letter) does not apply"
+            )
         if resume:
             raise ProjectionError(
                 f"{projection.name} is a SqlProjection: it is always rebuilt in one "
