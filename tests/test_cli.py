@@ -94,15 +94,30 @@ SAMPLE = Path(__file__).parents[1] / "data" / "sample" / "archive"
             "--duplicates",
         ),
         (
-            ["replay", "--archive", str(SAMPLE), "--projection", "workbench.examples:Memories",
-             "--check-safety", "--resume"],
+            [
+                "replay",
+                "--archive",
+                str(SAMPLE),
+                "--projection",
+                "workbench.examples:Memories",
+                "--check-safety",
+                "--resume",
+            ],
             "--resume does not go with --check-safety",
-        ),  # fmt: skip
+        ),
         (
-            ["replay", "--archive", str(SAMPLE), "--projection",
-             "workbench.examples:MEMORIES_SQL", "--dead-letter", "--into", "/tmp/wb-unused.duckdb"],
+            [
+                "replay",
+                "--archive",
+                str(SAMPLE),
+                "--projection",
+                "workbench.examples:MEMORIES_SQL",
+                "--dead-letter",
+                "--into",
+                "/tmp/wb-unused.duckdb",
+            ],
             "on_error='dead-letter' (--dead-letter) does not apply",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args: list[str], message: str) -> None:
