@@ -18,6 +18,9 @@ leaves rows out.
 [('A', 2, 'not upcast to v3 (add an upcaster, or @on(..., any_version=True) for a handler that reads every version)'), ('A', 3, 'handled'), ('B', 1, 'no handler')]
 >>> cov.ok, cov.uncovered_events
 (False, 19)
+>>> untyped = pl.DataFrame({"event_type": [None], "schema_version": [1], "events": [3]})
+>>> coverage(P(), untyped).problems()
+['None v1 (3 events): no event type (archive with --map event_type=… to handle them)']
 >>> class Q(Projection):
 ...     @on("A", "B", any_version=True)
 ...     def count(self, event, tables): pass
@@ -103,7 +106,9 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
         handler = projection.handler_label(event_type) if event_type else None
         if event_type in projection.ignore:
             status = "ignored"
-        elif event_type is None or event_type not in handlers:
+        elif event_type is None:  # e.g. raw NATS messages: nothing to dispatch on
+            status = "no event type (archive with --map event_type=… to handle them)"
+        elif event_type not in handlers:
             status = "no handler"
         elif final < targets[event_type] and event_type not in any_version:
             status = (
