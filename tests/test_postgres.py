@@ -751,3 +751,22 @@ def test_the_librarys_snapshots_table_is_named_as_such(
         wb.archive_postgres(
             pg_dsn, tmp_path, preset="eventsourcing", table=f"{pg_schema}.memories_snapshots"
         )
+
+
+def test_a_mapping_added_on_a_later_run_is_not_another_store(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = make_generic(pg_dsn, pg_schema)
+    first = [m for m in GENERIC_MAP if not m.startswith(("event_type=", "stream="))]
+    assert (
+        wb.archive_postgres(
+            pg_dsn, tmp_path, preset="generic", table=table, mappings=first
+        ).rows_archived
+        == 3
+    )
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"insert into {table} (at, kind, entity) values (now(), 'Created', 'm-2')")
+    again = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP
+    )
+    assert again.rows_archived == 1

@@ -319,8 +319,8 @@ class PostgresArchiver:
             return
         other = (
             f"{self.query.source} here is not the store {self.writer.root} was archived from "
-            "(another database, or the table was truncated or restored since); "
-            "archive it into a new directory"
+            "(another database, the table truncated or restored since, or another --map for "
+            "its ids); archive it into a new directory"
         )
         if top is None or top < archived:
             raise SourceError(f"{other}: it ends at position {top}, the archive at {archived}")
@@ -350,12 +350,14 @@ class PostgresArchiver:
         if not found:
             raise SourceError(f"{other}: it has no row at position {archived}, the archive's last")
         got = tuple(found[0])
-        if got != want:
-            which = next(n for n, a, b in zip(names, got, want, strict=True) if a != b)
-            raise SourceError(
-                f"{other}: its row at position {archived} has {which} {got[names.index(which)]!r}, "
-                f"the archive {want[names.index(which)]!r}"
-            )
+        # Only values both sides have: a mapping added since (a null archived, a value
+        # now) is a change of mapping, not another store.
+        for name, now, then in zip(names, got, want, strict=True):
+            if now is not None and then is not None and now != then:
+                raise SourceError(
+                    f"{other}: its row at position {archived} has {name} {now!r}, "
+                    f"the archive {then!r}"
+                )
 
     def _find_late_rows(self) -> None:
         """Rows that committed inside ranges recorded as rolled back: lost to the archive."""
@@ -613,7 +615,8 @@ _ROLLED_BACK = (
     "rolled back (or deleted before they were archived)"
 )
 #: Envelope columns that identify an event, compared when resuming.
-_IDENTITY = ("event_id", "event_type", "stream", "stream_position")
+#: (Not the event type: a mapping may name it differently from one run to the next.)
+_IDENTITY = ("event_id", "stream", "stream_position")
 
 
 def _recorded_gaps_upto(root: Path, source: str) -> int:
