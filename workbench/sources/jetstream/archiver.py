@@ -219,6 +219,10 @@ def archive_jetstream(
     return result
 
 
+#: Archived messages looked up in the stream to tell it is the same stream.
+_SAME_STREAM_PROBES = 8
+
+
 class _Run:
     """One archiver run; state lives here so the loop reads top to bottom."""
 
@@ -395,23 +399,27 @@ class _Run:
                 f"{reset}: it ends at sequence {stream_last}, the archive at {archived}; "
                 "archive it into a new directory"
             )
-        now = await _client.message_time_ns(self.nc, self.stream, archived)
-        if now is None:  # removed since (retention, a delete): nothing to compare
-            return
-        rows = (
+        # The newest archived messages, newest first: the first of them the stream
+        # still holds decides (the very last may have been deleted since).
+        kept = (
             ArchiveReader(self.writer.root)
             .sql(
-                "select recorded_ns, epoch_us(recorded_at) from events "
-                "where source = ? and global_position = ?",
-                params=[self.writer.source, archived],
+                "select global_position, coalesce(recorded_ns, epoch_us(recorded_at) * 1000) "
+                "from events where source = ? order by global_position desc limit ?",
+                params=[self.writer.source, _SAME_STREAM_PROBES],
             )
             .fetchall()
         )
-        if rows and (rows[0][0] or rows[0][1] * 1000) // 1000 != now // 1000:
-            raise SourceError(
-                f"{reset}: its message {archived} is not the one archived; "
-                "archive it into a new directory"
-            )
+        for seq, then in kept:
+            now = await _client.message_time_ns(self.nc, self.stream, seq)
+            if now is None:  # removed since (retention, a delete): try the one before
+                continue
+            if then is not None and then // 1000 != now // 1000:
+                raise SourceError(
+                    f"{reset}: its message {seq} is not the one archived; "
+                    "archive it into a new directory"
+                )
+            return
 
     async def _reconnect(self) -> None:
         """Retry until a new consumer delivers again (a server restart, a network blip)."""
