@@ -31,9 +31,11 @@ import random
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,10 +84,13 @@ class ScenarioResult:
     errors: int = 0
     #: True when ``differences`` stopped at ``max_differences``: there are more.
     truncated: bool = False
+    #: What the scenario could not vary, said with its verdict.
+    caveat: str = ""
 
     def summary(self) -> str:
+        caveat = f" ({self.caveat})" if self.caveat else ""
         if self.ok:
-            return f"{self.name}: ok"
+            return f"{self.name}: ok{caveat}"
         at_least = "at least " if self.truncated else ""
         per_table = ", ".join(
             f"{t} ({at_least}{n} keys)"
@@ -98,7 +103,10 @@ class ScenarioResult:
             " (not deterministic)" if "not deterministic" in self.description else ""
         )
         errors = f"; {self.errors} handler error(s)" if self.errors else ""
-        return f"{self.name}: differs in {per_table or 'no table'}{errors}; implicated: {culprits}"
+        return (
+            f"{self.name}: differs in {per_table or 'no table'}{errors}; "
+            f"implicated: {culprits}{caveat}"
+        )
 
 
 @dataclass
@@ -446,11 +454,13 @@ def _determinism(
     when the projection can be imported there, so set iteration order shows too."""
     first, first_errors = _traced(cls, events)
     description = "the clean replay run twice, the second in a new process with another hash seed"
+    caveat = ""
     try:
         second, second_errors = rerun.run()
     except _NoRerun as exc:  # e.g. a class defined in a notebook: not importable elsewhere
         second, second_errors = _traced(cls, events)
         description = f"the clean replay run twice in this process ({exc})"
+        caveat = f"hash seeds not varied: {exc}"
     diff = _compare(first[0], second[0], limit)
     ok = diff.height == 0 and first_errors == second_errors
     implicated: list[str] = []
@@ -459,7 +469,11 @@ def _determinism(
             if a != b and event.event_type not in implicated:
                 implicated.append(event.event_type)
                 break
-    return _result("determinism", description, ok, diff, implicated, decoder, second_errors, limit)
+    result = _result(
+        "determinism", description, ok, diff, implicated, decoder, second_errors, limit
+    )
+    result.caveat = caveat
+    return result
 
 
 Traced = tuple[tuple[Snapshot, list[int]], int]
@@ -529,27 +543,33 @@ class _Rerun:
         return f"{cls.__module__}:{cls.__qualname__}"
 
     def run(self) -> Traced:
-        job = {**self.job, "projection": self.spec()}
         env = {
             **os.environ,
             "PYTHONHASHSEED": str(self.hash_seed),
             # The parent's import path, so the child finds the module the class came from.
             "PYTHONPATH": os.pathsep.join(_own_path()),
         }
-        try:
-            done = subprocess.run(
-                [sys.executable, "-c", "from workbench.replay.safety import _rerun; _rerun()"],
-                input=pickle.dumps(job),
-                capture_output=True,
-                env=env,
-                check=False,
-            )
-        except OSError as exc:
-            raise _NoRerun(f"cannot start a Python process: {exc}") from None
-        if done.returncode != 0:
-            lines = done.stderr.decode(errors="replace").strip().splitlines()
-            raise _NoRerun(f"the new process failed: {lines[-1] if lines else done.returncode}")
-        traced: Traced = pickle.loads(done.stdout)
+        # The result goes through a file: the projection may print to stdout.
+        with tempfile.TemporaryDirectory(prefix="wb-rerun-") as tmp:
+            out = Path(tmp) / "traced.pickle"
+            job = {**self.job, "projection": self.spec(), "out": str(out)}
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-c", "from workbench.replay.safety import _rerun; _rerun()"],
+                    input=pickle.dumps(job),
+                    capture_output=True,
+                    env=env,
+                    check=False,
+                )
+            except OSError as exc:
+                raise _NoRerun(f"cannot start a Python process: {exc}") from None
+            if done.returncode != 0:
+                lines = done.stderr.decode(errors="replace").strip().splitlines()
+                raise _NoRerun(f"the new process failed: {lines[-1] if lines else done.returncode}")
+            try:
+                traced: Traced = pickle.loads(out.read_bytes())
+            except (OSError, pickle.UnpicklingError, EOFError) as exc:
+                raise _NoRerun(f"the new process gave no result: {exc}") from None
         return traced
 
 
@@ -567,7 +587,7 @@ _FILE_MODULE = "_wb_projection_"  # the loader's module names for FILE.py:Class
 
 
 def _rerun() -> None:
-    """The child of :class:`_Rerun`: the job from stdin, the traced replay to stdout."""
+    """The child of :class:`_Rerun`: the job from stdin, the traced replay to its file."""
     from workbench.replay.loader import load_projection
 
     job = pickle.loads(sys.stdin.buffer.read())
@@ -577,4 +597,4 @@ def _rerun() -> None:
     events: list[Event] = []
     for batch in read_batches(reader, job["source"], until=job["until"], where=job["where"]):
         events.extend(decoder.decode(batch))
-    sys.stdout.buffer.write(pickle.dumps(_traced(cls, events)))
+    Path(job["out"]).write_bytes(pickle.dumps(_traced(cls, events)))
