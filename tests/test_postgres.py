@@ -770,3 +770,18 @@ def test_a_mapping_added_on_a_later_run_is_not_another_store(
         pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP
     )
     assert again.rows_archived == 1
+
+
+def test_a_payload_path_in_place_of_a_presets_column_resumes(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """--map event_type=data:kind on Message DB: the path wins, on every run."""
+    table = create_message_db(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        write_message(con, pg_schema, "memory-1", "Generic", {"kind": "Kind1"})
+    maps = ["event_type=data:kind"]
+    assert wb.archive_postgres(pg_dsn, tmp_path, table=table, mappings=maps).rows_archived == 1
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        write_message(con, pg_schema, "memory-1", "Generic", {"kind": "Kind2"})
+    assert wb.archive_postgres(pg_dsn, tmp_path, table=table, mappings=maps).rows_archived == 1
+    assert [r["event_type"] for r in archived(tmp_path)] == ["Kind1", "Kind2"]

@@ -367,6 +367,8 @@ def build_query(
                 cols[field_name] = _typed(field_name, expr, pg_type)
         else:  # data: / metadata: paths, by DuckDB over the batch
             paths[field_name] = fs
+            for replaced in (field_name, f"_bad_{field_name}"):  # the preset's own: unread
+                cols.pop(replaced, None)
     for field_name, fs in paths.items():
         if field_name == fs.kind:  # data=data:x: the column a path reads is itself
             raise MappingError(
