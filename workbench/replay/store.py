@@ -29,6 +29,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -295,10 +296,9 @@ def _array(values: list[Any], typ: pa.DataType) -> pa.Array:
     (0.65 → 0) and a datetime into a DATE (the time dropped); a read model
     must not, so these go through a safe cast, which keeps 2.0 → 2 only.
 
-    >>> from decimal import Decimal
 
-    >>> _array([1, 2.0, None], pa.int64()).to_pylist()
-    [1, 2, None]
+    >>> _array([1, 2.0, None, 2**62], pa.int64()).to_pylist()
+    [1, 2, None, 4611686018427387904]
     >>> for wrong in ([0.65], [Decimal("1.7")]):
     ...     try:
     ...         _array(wrong, pa.int64())
@@ -308,9 +308,12 @@ def _array(values: list[Any], typ: pa.DataType) -> pa.Array:
     refused [Decimal('1.7')]
     """
     array = pa.array(values, typ)
-    if pa.types.is_integer(typ) and not set(map(type, values)) <= _WHOLE:
-        if not all(isinstance(v, int | np.integer) for v in values if v is not None):
-            pa.array(values).cast(typ, safe=True)  # raises for any value that loses digits
+    if pa.types.is_integer(typ) and not set(map(type, values)) <= _WHOLE:  # one C pass
+        for v in values:
+            if (isinstance(v, float) and not v.is_integer()) or (
+                isinstance(v, Decimal) and v != v.to_integral_value()
+            ):
+                raise pa.ArrowInvalid(f"{v!r} would be truncated to an integer")
     elif pa.types.is_date(typ) and any(isinstance(v, dt.datetime) for v in values):
         raise pa.ArrowInvalid("a datetime into a DATE column would drop its time")
     return array
