@@ -240,6 +240,8 @@ def test_a_stream_created_with_first_seq_has_no_gap_before_it(
         {"name": stream_name, "subjects": [f"{stream_name.lower()}.>"], "first_seq": 1000},
     )
     assert created.get("config", {}).get("first_seq") == 1000, created
+    for _ in range(2):  # archived while still empty: recorded once
+        assert wb.archive_jetstream(url, stream_name, tmp_path).messages == 0
     publish(url, stream_name, [ce_message(i) for i in range(5)])
     result = wb.archive_jetstream(url, stream_name, tmp_path)
     assert (result.messages, result.first_seq, result.last_seq) == (5, 1000, 1004)

@@ -282,12 +282,13 @@ class _Run:
             # A stream created with first_seq (NATS 2.10+) never had the sequences below it.
             never = int((info.get("config") or {}).get("first_seq") or 1) - 1
             if never and self.writer.last_position is None:
-                self.writer.record_gap(
-                    1,
-                    never,
-                    "never-issued",
-                    f"stream {self.stream} starts at first_seq {never + 1}",
+                # Once, even while the stream is still empty.
+                self.recorded = _Recorded(_recorded_gaps(self.writer))
+                new = [(a, b, "never-issued") for a, b in self.recorded.uncovered(1, never)]
+                self.writer.record_gaps(
+                    new, f"stream {self.stream} starts at first_seq {never + 1}"
                 )
+                self.recorded.add((a, b) for a, b, _ in new)
             self.seen = self.writer.last_position or never
             try:
                 if target is None or self.seen < target:
