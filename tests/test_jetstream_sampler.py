@@ -219,3 +219,34 @@ def test_sampling_from_a_running_event_loop_as_in_jupyter(
 
     result = asyncio.run(notebook_cell())
     assert result.streams.height >= 2
+
+
+def test_an_interrupt_in_a_notebook_stops_the_work_and_keeps_what_it_did() -> None:
+    """The kernel's stop button is a KeyboardInterrupt in the cell's thread; the work runs in
+    another, which must be cancelled (its finally blocks run) before the interrupt goes on."""
+    import signal
+    import time
+
+    from workbench.sources.jetstream._client import run_sync
+
+    kept: list[str] = []
+
+    async def an_hour_of_sampling() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            kept.append("saved")
+
+    async def cell() -> float:
+        threading.Timer(0.3, signal.raise_signal, (signal.SIGINT,)).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            run_sync(an_hour_of_sampling())
+        return time.monotonic() - started
+
+    loop = asyncio.new_event_loop()  # like ipykernel's: no SIGINT handler of its own
+    try:
+        assert loop.run_until_complete(cell()) < 10
+    finally:
+        loop.close()
+    assert kept == ["saved"]

@@ -47,6 +47,8 @@ def run_sync(main: Coroutine[Any, Any, T]) -> T:
 
     Jupyter runs one: ``asyncio.run`` refuses to start another there, so the
     coroutine gets a thread and a loop of its own; its error is raised here.
+    An interrupt (the kernel's stop button) cancels it, so its ``finally``
+    blocks keep what it did, and is raised once it has stopped.
 
     >>> async def answer() -> int:
     ...     return 42
@@ -58,16 +60,38 @@ def run_sync(main: Coroutine[Any, Any, T]) -> T:
     except RuntimeError:
         return asyncio.run(main)
     box: list[Any] = []
+    started: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+
+    async def tracked() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        started.append((asyncio.get_running_loop(), task))
+        return await main
+
+    done = threading.Event()
 
     def run() -> None:
         try:
-            box.append(asyncio.run(main))
+            box.append(asyncio.run(tracked()))
         except BaseException as exc:  # raised in the caller's thread below
             box.append(exc)
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=run, name="workbench-nats")
-    thread.start()
-    thread.join()
+    threading.Thread(target=run, name="workbench-nats").start()
+    # Waits on an Event, not Thread.join: an interrupt inside join() leaves the thread
+    # marked as stopped in CPython 3.11, and a plain join() holds the interrupt until the end.
+    try:
+        while not done.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        while not started and not done.wait(0.01):
+            pass
+        if started:
+            loop, task = started[0]
+            loop.call_soon_threadsafe(task.cancel)
+        done.wait()
+        raise
     if isinstance(box[0], BaseException):
         raise box[0]
     result: T = box[0]
