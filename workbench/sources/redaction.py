@@ -14,13 +14,15 @@
 Patterns cannot know every way a secret is written (a URL without its
 scheme, a password with a space). So the places that take a DSN or a server
 URL also :func:`remember` it, and its secrets are then hidden wherever they
-appear, as written and percent-decoded:
+stand before an ``@``, as written and percent-decoded:
 
 >>> remember("alice:top secret@127.0.0.1:4222", token=True)
 >>> redact("cannot connect to NATS at alice:top secret@127.0.0.1:4222")
 'cannot connect to NATS at alice:***@127.0.0.1:4222'
->>> remember("my-t0ken@h1", token=True); redact("sent my-t0ken to h1")
-'sent *** to h1'
+>>> remember("my-t0ken@h1", token=True); redact("no route to my-t0ken@h1")
+'no route to ***@h1'
+>>> remember("postgresql://app:test@db/x"); redact("table test.events not found")
+'table test.events not found'
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ _URL_TOKEN = re.compile(r"(?P<head>\b(?:nats|tls|ws|wss)://)[^:/@\s]+(?=@)")
 _KEYWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
-# Secrets of the DSNs and URLs given to this process, longest first.
-_KNOWN: list[str] = []
+# Secrets of the DSNs and URLs given to this process, and one pattern finding any of
+# them where a secret stands in a URL: right before its '@'. (Anywhere else the same
+# letters may well be a word: a password "test" must not blank a schema named test.)
+_KNOWN: frozenset[str] = frozenset()
+_KNOWN_AT: re.Pattern[str] | None = None
 _SCHEME = re.compile(r"^\s*[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -49,9 +54,9 @@ def remember(target: str, *, token: bool = False) -> None:
     """Hide the password (and, with ``token``, a NATS token) of ``target`` from now on.
 
     ``target`` is a DSN (URI or ``key=value``) or a comma-separated list of
-    server URLs, with or without a scheme. Secrets shorter than 3
-    characters are left to the patterns (hiding every "pw" would garble text).
+    server URLs, with or without a scheme.
     """
+    global _KNOWN, _KNOWN_AT
     found = [m.group(2).strip("'") for m in _KEYWORD.finditer(target)]
     for one in re.split(r",(?=\s*[a-zA-Z][a-zA-Z0-9+.-]*://)", target):
         authority = _SCHEME.sub("", one)
@@ -63,11 +68,15 @@ def remember(target: str, *, token: bool = False) -> None:
             found.append(password)
         elif token and user:
             found.append(user)
-    for secret in found:
-        for form in {secret, unquote(secret), quote(unquote(secret), safe="")}:
-            if len(form) >= 3 and form not in _KNOWN:
-                _KNOWN.append(form)
-    _KNOWN.sort(key=len, reverse=True)
+    forms = {f for s in found for f in (s, unquote(s), quote(unquote(s), safe="")) if f}
+    if forms <= _KNOWN:
+        return
+    known = _KNOWN | forms
+    # Built whole and then swapped in: a redact() on another thread sees the old or the new.
+    pattern = re.compile(
+        "(?:" + "|".join(map(re.escape, sorted(known, key=len, reverse=True))) + ")(?=@)"
+    )
+    _KNOWN, _KNOWN_AT = known, pattern
 
 
 def redact(text: str) -> str:
@@ -75,6 +84,5 @@ def redact(text: str) -> str:
     text = _URL_PASSWORD.sub(r"\g<head>***", text)
     text = _URL_TOKEN.sub(r"\g<head>***", text)
     text = _KEYWORD.sub(r"\g<head>***", text)
-    for secret in _KNOWN:
-        text = text.replace(secret, "***")
-    return text
+    known = _KNOWN_AT
+    return text if known is None else known.sub("***", text)
