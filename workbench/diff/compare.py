@@ -41,8 +41,8 @@ __all__ = ["diff"]
 def _as_list(value: str | Sequence[str] | None, what: str = "column names") -> list[str]:
     """A column name or several as a list; anything else is a one-line error.
 
-    >>> _as_list("id"), _as_list(["a", "b"]), _as_list(None)
-    (['id'], ['a', 'b'], [])
+    >>> _as_list("id"), _as_list(("a", "b")), _as_list({"c"}), _as_list(None)
+    (['id'], ['a', 'b'], ['c'], [])
     >>> _as_list(5, "key")
     Traceback (most recent call last):
     ...
@@ -50,10 +50,15 @@ def _as_list(value: str | Sequence[str] | None, what: str = "column names") -> l
     """
     if value is None:
         return []
-    values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+    if isinstance(value, str):
+        return [value]
+    try:
+        values = list(value)  # any collection: a list, a set, a Polars Series, dict keys
+    except TypeError:
+        values = [value]
+    if isinstance(value, bytes) or not all(isinstance(v, str) for v in values):
         raise DiffError(f"{what}: a column name or a list of them, not {value!r}")
-    return list(values)
+    return values
 
 
 def _normalized(expr: str, column: str) -> str:
