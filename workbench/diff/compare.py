@@ -53,7 +53,7 @@ def _as_list(value: str | Sequence[str] | None, what: str = "column names") -> l
     if isinstance(value, str):
         return [value]
     try:
-        values = list(value)  # any collection: a list, a set, a Polars Series, dict keys
+        values: list[Any] = list(value)  # any collection: a list, a set, a Series, dict keys
     except TypeError:
         values = [value]
     if isinstance(value, bytes) or not all(isinstance(v, str) for v in values):
