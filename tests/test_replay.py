@@ -985,3 +985,24 @@ def test_api_arguments_of_the_wrong_kind_are_clear_errors(archive: Path, tmp_pat
             f"{tmp_path / 'o.duckdb'}:memories.memories",
             key=5,
         )  # type: ignore[arg-type]
+
+
+def test_a_projection_whose_own_init_fails_is_its_error_not_ours(
+    archive: Path, tmp_path: Path
+) -> None:
+    class NeedsConfig(Memories):
+        def __init__(self) -> None:
+            raise RuntimeError("MEMORIES_URL is not set")
+
+    with pytest.raises(
+        ProjectionError, match=r"NeedsConfig\(\) failed: RuntimeError: MEMORIES_URL is not set"
+    ):
+        wb.replay(archive, NeedsConfig, into=tmp_path / "o.duckdb")
+    script = tmp_path / "broken.py"
+    script.write_text("import workbench as wb\nraise KeyError('setting')\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(ProjectionError, match=r"broken failed to import: KeyError: 'setting'"):
+            load_projection("broken:Anything")
+    finally:
+        sys.path.remove(str(tmp_path))

@@ -50,6 +50,10 @@ def instantiate(cls: type[Projection]) -> Projection:
             f"cannot create {cls.__qualname__}(): {exc}; a projection is created without "
             "arguments (from Python, pass an instance instead)"
         ) from None
+    except ProjectionError:
+        raise
+    except Exception as exc:  # the projection's own __init__ failed: its error, not ours
+        raise ProjectionError(f"{cls.__qualname__}() failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _load_file(path: Path) -> Any:
@@ -78,3 +82,5 @@ def _load_module(name: str) -> Any:
         return importlib.import_module(name)
     except ImportError as exc:
         raise ProjectionError(f"cannot import {name}: {exc}") from None
+    except Exception as exc:  # the module's own code failed
+        raise ProjectionError(f"{name} failed to import: {type(exc).__name__}: {exc}") from None
