@@ -1006,3 +1006,11 @@ def test_a_projection_whose_own_init_fails_is_its_error_not_ours(
             load_projection("broken:Anything")
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_an_unfinished_version_is_never_promoted(archive: Path, tmp_path: Path) -> None:
+    into = tmp_path / "o.duckdb"
+    with pytest.raises(ProjectionError):
+        wb.replay(archive, FailsLate, into=into, batch_size=200, flush_every=200)
+    with pytest.raises(ProjectionError, match="fails_late_v1 has not finished replaying"):
+        wb.promote(into, "fails_late", 1)

@@ -795,6 +795,21 @@ def promote(into: str | os.PathLike[str], projection_name: str, version: int) ->
     try:
         if not schema_exists(con, target):
             raise ProjectionError(f"{into} has no schema {target}; replay that version first")
+        unfinished = (
+            con.execute(
+                "select count(*) from duckdb_tables() where schema_name = ? and "
+                "table_name = '_replay_info' and database_name = current_database()",
+                [target],
+            ).fetchall()[0][0]
+            and con.execute(
+                f"select count(*) from {q(target)}._replay_info where finished_at is null"
+            ).fetchall()[0][0]
+        )
+        if unfinished:  # blue/green must never switch to half a read model
+            raise ProjectionError(
+                f"{target} has not finished replaying; finish it (replay --resume) "
+                "before promoting it"
+            )
         tables = output_tables(con, target)
         con.execute("begin")
         con.execute(f"create schema if not exists {q(projection_name)}")
