@@ -388,3 +388,18 @@ def test_frames_and_dates_are_utc_whatever_the_machine_zone(tmp_path: Path) -> N
         check=True,
     ).stdout.split()
     assert out[-4:] == ["Datetime(time_unit='us',", "time_zone='UTC')", "True", "1970-01-01"]
+
+
+def test_a_root_that_causes_itself_is_a_root_not_a_cycle(tmp_path: Path) -> None:
+    """EventStoreDB's convention: the first message's causation (and correlation) id is its own."""
+    ArchiveWriter(tmp_path, "s").append(
+        table(
+            [1, 2, 3],
+            event_id=["x", "y", "z"],
+            correlation_id=["x", "x", "x"],
+            causation_id=["x", "x", "y"],
+        )
+    )
+    graph = wb.open_archive(tmp_path).causation()
+    assert graph.cycles.height == 0 and graph.orphans.height == 0
+    assert {r["event_id"]: r["depth"] for r in graph.nodes.to_dicts()} == {"x": 0, "y": 1, "z": 2}

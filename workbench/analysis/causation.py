@@ -55,9 +55,9 @@ ids as (select distinct event_id from events where event_id is not null),
 n as (
     select ev.*, p.event_id is not null as has_parent, p.event_at as parent_at,
            ev.causation_id is not null and ev.causation_id is distinct from ev.correlation_id
-               and a.event_id is null as orphan
+               and ev.causation_id is distinct from ev.event_id and a.event_id is null as orphan
     from ev
-    left join ev p on p.event_id = ev.causation_id
+    left join ev p on p.event_id = ev.causation_id and ev.causation_id <> ev.event_id
     left join ids a on a.event_id = ev.causation_id
 ),
 tree(event_id, root_id, depth, path) as (
