@@ -15,7 +15,9 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -132,8 +134,10 @@ def test_definition_errors_are_clear() -> None:
             @wb.on("A")
             def two(self, event, tables): ...
 
-    with pytest.raises(ProjectionError, match="unsupported type"):
-        wb.Table(key="id", id=list)
+    with pytest.raises(ProjectionError, match=r"column id: unsupported column type 'money'; use"):
+        wb.Table(key="id", id="money")
+    with pytest.raises(ProjectionError, match=r"a list of UUID \(declare it JSON instead\)"):
+        wb.Table(key="id", id=str, ids=list[uuid.UUID])
 
     # A name set in a base's body is inherited (the next version); a derived one is not.
     class Counting(wb.Projection):
@@ -324,7 +328,7 @@ def test_a_value_of_the_wrong_type_names_its_row_and_the_event_that_wrote_it(
         wb.replay(archive, WrongType, into=tmp_path / "o.duckdb")
     message = str(caught.value)
     assert re.fullmatch(
-        r"table memories, column access_count: a handler wrote 'many', which is not int64; "
+        r"table memories, column access_count: a handler wrote 'many', which is not BIGINT; "
         r"row '[0-9a-f-]+', last written by WrongType.deleted on MemoryDeleted "
         r"at global_position \d+",
         message,
@@ -1014,3 +1018,95 @@ def test_an_unfinished_version_is_never_promoted(archive: Path, tmp_path: Path) 
         wb.replay(archive, FailsLate, into=into, batch_size=200, flush_every=200)
     with pytest.raises(ProjectionError, match="fails_late_v1 has not finished replaying"):
         wb.promote(into, "fails_late", 1)
+
+
+class Typed(wb.Projection):
+    """Every column type a read model commonly has, keyed by a UUID."""
+
+    name = "typed"
+    memories = wb.Table(
+        key="memory_id",
+        memory_id=uuid.UUID,
+        importance="DECIMAL(4,2)",
+        first=dict,
+        words=list[str],
+        age=dt.timedelta,
+        at=dt.time,
+        raw=bytes,
+        accesses=int,
+    )
+
+    @wb.on("MemoryCreated")
+    def created(self, event, tables):
+        if event.data is None:
+            return
+        content = event.data.get("content") or ""
+        tables.memories.upsert(
+            {
+                "memory_id": uuid.UUID(event.data["memory_id"]),
+                "importance": Decimal(str(event.data.get("importance", 0.5))),
+                "first": {"kind": event.data.get("kind"), "n": [1, 2.5, None]},
+                "words": content.split()[:3],
+                "age": dt.timedelta(0),
+                "at": event.occurred_at.time(),
+                "raw": content.encode()[:4],
+                "accesses": 0,
+            }
+        )
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        # After a resume, the stored rows must come back keyed as the handler keys them.
+        row = tables.memories.get(uuid.UUID(event.data["memory_id"])) if event.data else None
+        if row is not None:
+            row["accesses"] += 1
+            row["age"] += dt.timedelta(seconds=1, microseconds=5)
+            tables.memories.upsert(row)
+
+
+def test_rich_column_types_round_trip_through_a_resume(archive: Path, tmp_path: Path) -> None:
+    clean, resumed = tmp_path / "clean.duckdb", tmp_path / "resumed.duckdb"
+    wb.replay(archive, Typed, into=clean)
+    wb.replay(archive, Typed, into=resumed, until=1_500)
+    wb.replay(archive, Typed, into=resumed, resume=True)
+    assert rows(resumed, "typed_v1", "memories") == rows(clean, "typed_v1", "memories")
+    con = duckdb.connect(str(clean), read_only=True)
+    types = dict(con.execute("describe typed_v1.memories").fetchall()[i][:2] for i in range(8))
+    assert types == {
+        "memory_id": "UUID",
+        "importance": "DECIMAL(4,2)",
+        "first": "JSON",
+        "words": "VARCHAR[]",
+        "age": "INTERVAL",
+        "at": "TIME",
+        "raw": "BLOB",
+        "accesses": "BIGINT",
+    }
+    busiest = con.execute(
+        "select importance, first->>'kind', accesses, age from typed_v1.memories "
+        "order by accesses desc limit 1"
+    ).fetchall()[0]
+    assert isinstance(busiest[0], Decimal) and busiest[1] in {"episodic", "semantic", "procedural"}
+    assert busiest[2] > 1 and busiest[3] == dt.timedelta(
+        seconds=busiest[2], microseconds=5 * busiest[2]
+    )
+
+
+class TextUuid(Typed):
+    name = "text_uuid"
+
+    @wb.on("MemoryCreated")
+    def created(self, event, tables):
+        if event.data is not None:
+            tables.memories.upsert({"memory_id": event.data["memory_id"], "accesses": 0})
+
+
+def test_a_uuid_column_refuses_text_that_would_key_differently_after_resume(
+    archive: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        ProjectionError,
+        match=r"column memory_id: a handler wrote '[0-9a-f-]+', which is not UUID "
+        r"\(write uuid\.UUID\('[0-9a-f-]+'\), not str\)",
+    ):
+        wb.replay(archive, TextUuid, into=tmp_path / "o.duckdb")

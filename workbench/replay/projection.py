@@ -28,46 +28,30 @@ version into the next one before any handler sees it.
 
 from __future__ import annotations
 
-import datetime as dt
 import inspect
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
 
 from workbench.errors import ProjectionError
+from workbench.replay.columns import ColumnType, column_type
 
 __all__ = ["Projection", "Table", "on", "upcaster"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Column type spellings → (DuckDB type, Arrow type).
-_TYPES: Final[dict[object, tuple[str, pa.DataType]]] = {
-    str: ("VARCHAR", pa.string()),
-    int: ("BIGINT", pa.int64()),
-    float: ("DOUBLE", pa.float64()),
-    bool: ("BOOLEAN", pa.bool_()),
-    dt.datetime: ("TIMESTAMPTZ", pa.timestamp("us", tz="UTC")),
-    dt.date: ("DATE", pa.date32()),
-    "VARCHAR": ("VARCHAR", pa.string()),
-    "TEXT": ("VARCHAR", pa.string()),
-    "BIGINT": ("BIGINT", pa.int64()),
-    "INTEGER": ("INTEGER", pa.int32()),
-    "DOUBLE": ("DOUBLE", pa.float64()),
-    "BOOLEAN": ("BOOLEAN", pa.bool_()),
-    "TIMESTAMPTZ": ("TIMESTAMPTZ", pa.timestamp("us", tz="UTC")),
-    "TIMESTAMP": ("TIMESTAMP", pa.timestamp("us")),
-    "DATE": ("DATE", pa.date32()),
-}
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 class Table:
     """A declared output table: its key column(s) and typed columns.
 
-    Column types are Python types (``str, int, float, bool, datetime, date``)
-    or DuckDB names (``"VARCHAR"``, ``"BIGINT"``, ``"DOUBLE"``, ...). Key
+    Column types are Python types (``str, int, float, bool, Decimal,
+    datetime, date, UUID, dict, list[str]``, ...) or DuckDB names
+    (``"VARCHAR"``, ``"DECIMAL(12,2)"``, ``"JSON"``, ...; see
+    :func:`~workbench.replay.columns.column_type`). Key
     columns become the primary key; a composite key is a tuple of names, and
     rows are then addressed by a tuple of values.
 
@@ -83,12 +67,12 @@ class Table:
     def __init__(self, *, key: str | tuple[str, ...], **columns: object) -> None:
         self.key: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key)
         self.name = ""
-        types: dict[str, tuple[str, pa.DataType]] = {}
+        types: dict[str, ColumnType] = {}
         for column, spec in columns.items():
-            found = _TYPES.get(spec.upper() if isinstance(spec, str) else spec)
-            if found is None:
-                raise ProjectionError(f"column {column}: unsupported type {spec!r}")
-            types[column] = found
+            try:
+                types[column] = column_type(spec)
+            except ProjectionError as exc:
+                raise ProjectionError(f"column {column}: {exc}") from None
         for column in self.key:
             if column not in types:
                 raise ProjectionError(f"table key column {column} is not a declared column")
@@ -103,11 +87,11 @@ class Table:
     @property
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema rows are written with."""
-        return pa.schema([(c, self.types[c][1]) for c in self.columns])
+        return pa.schema([(c, self.types[c].arrow) for c in self.columns])
 
     def ddl(self, schema: str) -> str:
         """``CREATE TABLE`` statement for this table inside ``schema``."""
-        cols = ", ".join(f'"{c}" {self.types[c][0]}' for c in self.columns)
+        cols = ", ".join(f'"{c}" {self.types[c].sql}' for c in self.columns)
         key = ", ".join(f'"{c}"' for c in self.key)
         return f'create table "{schema}"."{self.name}" ({cols}, primary key ({key}))'
 

@@ -24,12 +24,10 @@ declared tables (key columns = primary key) and the bookkeeping tables
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ import pyarrow.compute as pc
 from workbench import _duckdb
 from workbench._sql import ident, literal
 from workbench.errors import ProjectionError
+from workbench.replay.columns import ColumnType, Refused
 from workbench.replay.projection import Table
 from workbench.replay.state import Changes, TableState, WriteLog, Writes
 
@@ -278,7 +277,10 @@ def load_rows(
         params={"table": table.name},
     ).to_arrow_table()
     row_ids = arrow.column("row_id").to_pylist()
-    records = arrow.drop_columns(["row_id"]).to_pylist()
+    columns = {c: table.types[c].decode_all(arrow.column(c).to_pylist()) for c in table.columns}
+    records = [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
     key = itemgetter(*table.key)
     keys = [key(r) for r in records]
     rows = dict(zip(keys, records, strict=True))
@@ -286,40 +288,10 @@ def load_rows(
 
 
 _NOT_CONVERTIBLE = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
-_WHOLE = frozenset({int, type(None)})
 
 
-def _array(values: list[Any], typ: pa.DataType) -> pa.Array:
-    """``values`` as ``typ``, refusing what would lose data on the way.
-
-    Arrow's conversion truncates a float or Decimal into an integer column
-    (0.65 → 0) and a datetime into a DATE (the time dropped); a read model
-    must not, so these go through a safe cast, which keeps 2.0 → 2 only.
-
-
-    >>> _array([1, 2.0, None, 2**62], pa.int64()).to_pylist()
-    [1, 2, None, 4611686018427387904]
-    >>> for wrong in ([0.65], [Decimal("1.7")]):
-    ...     try:
-    ...         _array(wrong, pa.int64())
-    ...     except pa.ArrowInvalid:
-    ...         print("refused", wrong)
-    refused [0.65]
-    refused [Decimal('1.7')]
-    """
-    array = pa.array(values, typ)
-    if pa.types.is_integer(typ) and not set(map(type, values)) <= _WHOLE:  # one C pass
-        for v in values:
-            if (isinstance(v, float) and not v.is_integer()) or (
-                isinstance(v, Decimal) and v != v.to_integral_value()
-            ):
-                raise pa.ArrowInvalid(f"{v!r} would be truncated to an integer")
-    elif pa.types.is_date(typ) and any(isinstance(v, dt.datetime) for v in values):
-        raise pa.ArrowInvalid("a datetime into a DATE column would drop its time")
-    return array
-
-
-def _column(rows: list[dict[str, Any]], column: str, typ: pa.DataType, table: str) -> pa.Array:
+def _column(rows: list[dict[str, Any]], column: str, ctype: ColumnType, table: str) -> pa.Array:
+    typ = ctype.arrow
     if pa.types.is_timestamp(typ) and typ.tz is None:
         # Arrow would store it as UTC and drop the zone: a resumed run would read back a
         # naive value where the handler had an aware one, and compare them in error.
@@ -332,30 +304,30 @@ def _column(rows: list[dict[str, Any]], column: str, typ: pa.DataType, table: st
                 aware,
             )
     try:
-        return _array([r.get(column) for r in rows], typ)
+        return ctype.array([r.get(column) for r in rows])
     except _NOT_CONVERTIBLE:
         for row in rows:  # the error path only: find the row to blame
             try:
-                _array([row.get(column)], typ)
+                ctype.array([row.get(column)])
             except _NOT_CONVERTIBLE as exc:
-                # Say why only for a loss; for a value of another type the type says it.
-                msg = str(exc).splitlines()[0]
-                lossy = any(w in msg for w in ("truncated", "drop its time", "data loss"))
-                why = f" ({msg})" if lossy else ""
+                # Say why for a refusal (a loss, or what to write instead); for a
+                # value of another type the type says it.
+                why = f" ({exc})" if isinstance(exc, Refused) else ""
                 raise BadRow(
                     f"table {table}, column {column}: a handler wrote {row.get(column)!r}, "
-                    f"which is not {typ}{why}",
+                    f"which is not {ctype.sql}{why}",
                     row,
                 ) from None
         raise
 
 
-def _keys(values: list[Any], typ: pa.DataType, table: str, column: str) -> pa.Array:
+def _keys(values: list[Any], ctype: ColumnType, table: str, column: str) -> pa.Array:
     try:
-        return _array(values, typ)
+        return ctype.array(values)
     except _NOT_CONVERTIBLE as exc:
         raise ProjectionError(
-            f"table {table}, key column {column}: a handler wrote a key that is not {typ}: {exc}"
+            f"table {table}, key column {column}: a handler wrote a key that is not "
+            f"{ctype.sql}: {exc}"
         ) from None
 
 
@@ -365,10 +337,7 @@ def _key_table(table: Table, keys: list[Any]) -> pa.Table:
     else:
         columns = [list(c) for c in zip(*keys, strict=True)] if keys else [[] for _ in table.key]
     return pa.table(
-        [
-            _keys(v, table.types[c][1], table.name, c)
-            for c, v in zip(table.key, columns, strict=True)
-        ],
+        [_keys(v, table.types[c], table.name, c) for c, v in zip(table.key, columns, strict=True)],
         names=list(table.key),
     )
 
@@ -408,7 +377,7 @@ def rows_statement(schema: str, table: Table, rows: list[dict[str, Any]]) -> Sta
     ):
         try:
             arrow = pa.table(
-                [_column(rows, c, table.types[c][1], table.name) for c in table.columns],
+                [_column(rows, c, table.types[c], table.name) for c in table.columns],
                 names=list(table.columns),
             )
         except BadRow:
@@ -439,14 +408,14 @@ def bad_rows(table: Table, rows: list[dict[str, Any]]) -> list[tuple[dict[str, A
             if keyless is not None:
                 found[i] = f"table {table.name}: a handler wrote a row whose key {keyless} is None"
     for column in table.columns:
-        typ = table.types[column][1]
+        ctype = table.types[column]
         try:
-            _column([r for i, r in enumerate(rows) if i not in found], column, typ, table.name)
+            _column([r for i, r in enumerate(rows) if i not in found], column, ctype, table.name)
         except BadRow:
             for i, row in enumerate(rows):
                 if i not in found:
                     try:
-                        _column([row], column, typ, table.name)
+                        _column([row], column, ctype, table.name)
                     except BadRow as exc:
                         found[i] = str(exc)
     return [(rows[i], found[i]) for i in sorted(found)]
