@@ -328,6 +328,8 @@ def replay(
         projection = load_projection(projection)
     if until is not None and (isinstance(until, bool) or not isinstance(until, int)):
         raise ProjectionError(f"until is a global_position (an integer), not {until!r}")
+    if until is not None and until < 0:
+        raise ProjectionError(f"until is a global_position, never negative: {until}")
     reader = open_reader(archive)
     source = select_source(reader, source)
     check_where(where)
