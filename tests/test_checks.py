@@ -14,6 +14,7 @@ import pytest
 
 import workbench as wb
 from workbench.archive import CONSUMER_SAMPLE_SCHEMA, ArchiveWriter, append_records
+from workbench.errors import ArchiveError
 from workbench.scenario import Faults, Scenario, generate
 
 S = 1_000_000  # microseconds per second
@@ -219,6 +220,12 @@ def test_causation_depth_fanout_orphans_cycles(tmp_path: Path) -> None:
     one = archive.causation("r")
     assert one.nodes["event_id"].to_list() == ["a", "b", "d", "c"]  # tree order
     assert one.found == 0
+    with pytest.raises(
+        ArchiveError, match=r"no archived event \(with an event_id\) has correlation_id 'R'"
+    ):
+        archive.causation("R")
+    with pytest.raises(ArchiveError, match=r"no event of this graph has correlation_id 'r'"):
+        archive.causation("q").chart("r")
 
 
 def test_events_without_a_correlation_are_not_one_big_correlation(tmp_path: Path) -> None:

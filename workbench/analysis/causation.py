@@ -37,6 +37,7 @@ import polars as pl
 
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
+from workbench.errors import ArchiveError
 
 if TYPE_CHECKING:
     import altair as alt
@@ -154,7 +155,10 @@ class Causation(CheckResult):
         wanted = correlation_id or self.correlation_id
         if wanted is None and self.correlations.height:
             wanted = self.correlations.sort("events", descending=True)["correlation_id"][0]
-        return causation_waterfall(self.nodes.filter(pl.col("correlation_id") == wanted))
+        nodes = self.nodes.filter(pl.col("correlation_id") == wanted)
+        if correlation_id is not None and not nodes.height:
+            raise ArchiveError(f"no event of this graph has correlation_id {correlation_id!r}")
+        return causation_waterfall(nodes)
 
 
 def find_causation(reader: ArchiveReader, correlation_id: str | None = None) -> Causation:
@@ -171,6 +175,10 @@ def find_causation(reader: ArchiveReader, correlation_id: str | None = None) -> 
         correlations = reader.sql(_CORRELATIONS.format(nodes=table)).pl()
     finally:
         reader.con.execute(f"drop table if exists {table}")
+    if correlation_id is not None and not nodes.height:
+        raise ArchiveError(
+            f"no archived event (with an event_id) has correlation_id {correlation_id!r}"
+        )
     edges = nodes.filter(pl.col("parent_id").is_not_null()).select(
         "parent_id", "event_id", "seconds"
     )
