@@ -38,6 +38,7 @@ def report(
     """
     from workbench import diff as run_diff
     from workbench.analysis import open_archive
+    from workbench.diff.sides import check_side
     from workbench.replay import check_replay_safety, load_projection, replay
     from workbench.report import replay_section, safety_section, write_report
 
@@ -47,6 +48,8 @@ def report(
         raise WorkbenchError("--live needs --projection: the candidate is the projection's replay")
     if projection is not None and into is None:
         into = out.with_suffix(".duckdb")
+    if live is not None:
+        check_side(live, "live")  # before the replay, not after it
 
     opened = open_archive(archive)
     extra = []

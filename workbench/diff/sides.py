@@ -35,12 +35,13 @@ from workbench._sql import ident, literal
 from workbench.errors import DiffError, SourceError
 from workbench.sources.postgres._connection import connect
 from workbench.sources.postgres.snapshot import SnapshotInfo, read_snapshot_info
-from workbench.sources.postgres.table import read_table
+from workbench.sources.postgres.table import read_table, table_columns
 from workbench.sources.redaction import redact, remember
 
 __all__ = [
     "DuckDBTable",
     "Side",
+    "check_side",
     "detach_files",
     "files_attached",
     "parse_duckdb_spec",
@@ -173,6 +174,36 @@ def _snapshot_info(path: str) -> SnapshotInfo | None:
         return None
 
 
+def _postgres_spec(spec: str) -> tuple[str, str, str]:
+    """``postgresql://…#SCHEMA.TABLE`` → (DSN, table, label with the password hidden)."""
+    # The last '#': a password may hold one (percent-encoded or not).
+    dsn, _, name = spec.rpartition("#") if "#" in spec else (spec, "", "")
+    remember(dsn)
+    label = redact(spec)
+    if not name:
+        raise DiffError(f"{label}: name the table as postgresql://…#SCHEMA.TABLE")
+    return dsn, name, label
+
+
+def check_side(side: str | os.PathLike[str], role: str) -> None:
+    """Refuse now, in one line, a side :func:`resolve_side` would refuse, without reading it.
+
+    For a command that has long work to do before its diff: a mistyped
+    table should not cost the user a replay first.
+    """
+    spec = os.fspath(side)
+    if spec.startswith(("postgresql://", "postgres://")):
+        dsn, name, _ = _postgres_spec(spec)
+        con = connect(dsn)
+        try:
+            table_columns(con, name)
+        finally:
+            con.close()
+        return
+    with duckdb.connect() as con:  # a file side is only described: cheap
+        resolve_side(con, spec, role)
+
+
 def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
     """Register ``side`` in ``con`` and describe it; ``role`` is ``candidate`` or ``live``."""
     view = f"_wb_{role}_source"
@@ -193,12 +224,7 @@ def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
         raise DiffError(f"{role}: cannot diff a {type(side).__name__}")
     spec = os.fspath(side)
     if spec.startswith(("postgresql://", "postgres://")):
-        # The last '#': a password may hold one (percent-encoded or not).
-        dsn, _, name = spec.rpartition("#") if "#" in spec else (spec, "", "")
-        remember(dsn)
-        label = redact(spec)
-        if not name:
-            raise DiffError(f"{label}: name the table as postgresql://…#SCHEMA.TABLE")
+        dsn, name, label = _postgres_spec(spec)
         pulled = read_live_table(dsn, name)
         con.register(view, pulled)
         return Side(

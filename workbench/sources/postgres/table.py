@@ -24,13 +24,20 @@ import pyarrow as pa
 
 from workbench.sources.postgres._connection import fetch_all, quote_ident, quote_table, source_error
 
-__all__ = ["read_table"]
+__all__ = ["read_table", "table_columns"]
 
 _COLUMNS_SQL = (
     "select a.attname, a.atttypmod, t.typname from pg_attribute a "
     "join pg_type t on t.oid = a.atttypid "
     "where a.attrelid = $1::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum"
 )
+
+
+def table_columns(con: Any, table: str) -> list[tuple[str, int, str]]:
+    """``(name, typmod, type name)`` of each column of ``table``; a missing table is a
+    :class:`~workbench.errors.SourceError` naming it."""
+    schema, name, quoted = quote_table(table)
+    return fetch_all(con, _COLUMNS_SQL, f"reading the columns of {schema}.{name}", [quoted])
 
 
 def read_table(con: Any, table: str) -> pa.Table:
@@ -40,7 +47,7 @@ def read_table(con: Any, table: str) -> pa.Table:
     read the rows and the event-store position from one database snapshot.
     """
     schema, name, quoted = quote_table(table)
-    columns = fetch_all(con, _COLUMNS_SQL, f"reading the columns of {schema}.{name}", [quoted])
+    columns = table_columns(con, table)
     select: list[str] = []
     decimals: dict[str, pa.Decimal128Type] = {}
     times: dict[str, pa.DataType] = {}
