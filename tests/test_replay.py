@@ -577,6 +577,9 @@ def test_a_result_relation_kept_in_a_notebook_locks_nothing(archive: Path, tmp_p
     # and with the file open read-write in this process (a notebook's own connection)
     con = duckdb.connect(str(into))
     assert result.sql("select count(*) from memories").fetchall()[0][0] > 0
+    with pytest.raises(duckdb.Error, match="read-only"):  # a look, never a change
+        result.sql("delete from memories")
+    assert con.sql("select count(*) from memories_v1.memories").fetchall()[0][0] > 0
     con.close()
 
 

@@ -155,6 +155,7 @@ class ReplayResult:
             con = _duckdb.connect(self.into, read_only=True)
         except duckdb.ConnectionException:  # open read-write elsewhere in this process
             con = _duckdb.connect(self.into)
+            con.execute("begin transaction read only")  # a look, never a change
         try:
             con.execute(f"set search_path = {literal(self.schema)}")
             relation = con.sql(query)
