@@ -17,7 +17,7 @@ import duckdb
 
 from workbench._sql import ident
 from workbench.diff.sides import DuckDBTable
-from workbench.replay.store import lineage_key_sql
+from workbench.replay.store import lineage_key_sql, unfinished_replay
 
 __all__ = ["Lineage", "find_lineage", "key_json_sql"]
 
@@ -66,17 +66,7 @@ class Lineage:
 
     def unfinished(self, con: duckdb.DuckDBPyConnection) -> int | None:
         """The checkpoint of a replay that has not finished (failed or still running), else None."""
-        schema = f"{ident(self.catalog)}.{ident(self.schema)}"
-        if not (
-            _has_table(con, self.catalog, self.schema, "_replay_info")
-            and _has_table(con, self.catalog, self.schema, "_checkpoint")
-        ):
-            return None
-        rows = con.execute(
-            f"select (select max(last_position) from {schema}._checkpoint) "
-            f"from {schema}._replay_info where finished_at is null"
-        ).fetchall()
-        return int(rows[0][0] or 0) if rows else None
+        return unfinished_replay(con, self.schema, self.catalog)
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> bool:

@@ -54,6 +54,7 @@ __all__ = [
     "lineage_key_sql",
     "promote",
     "q",
+    "unfinished_replay",
 ]
 
 CHECKPOINT_DDL = (
@@ -744,6 +745,31 @@ def refuse_promoted(con: duckdb.DuckDBPyConnection, schema: str) -> None:
         )
 
 
+def unfinished_replay(
+    con: duckdb.DuckDBPyConnection, schema: str, catalog: str | None = None
+) -> int | None:
+    """The checkpoint of a replay into ``schema`` that has not finished, else None.
+
+    Not finished: failed, stopped, or still running (0 before its first
+    flush). None also when ``schema`` (in ``catalog``, default the
+    connection's database) holds no replay.
+    """
+    database = "current_database()" if catalog is None else literal(catalog)
+    found = con.execute(
+        f"select count(*) from duckdb_tables() where database_name = {database} and "
+        "schema_name = ? and table_name in ('_replay_info', '_checkpoint')",
+        [schema],
+    ).fetchall()[0][0]
+    if found < 2:
+        return None
+    at = q(schema) if catalog is None else f"{q(catalog)}.{q(schema)}"
+    rows = con.execute(
+        f"select (select max(last_position) from {at}._checkpoint) "
+        f"from {at}._replay_info where finished_at is null"
+    ).fetchall()
+    return int(rows[0][0] or 0) if rows else None
+
+
 def promote(into: str | os.PathLike[str], projection_name: str, version: int) -> list[str]:
     """Point the stable schema ``<name>`` at version ``version``: one view per table.
 
@@ -764,17 +790,7 @@ def promote(into: str | os.PathLike[str], projection_name: str, version: int) ->
     try:
         if not schema_exists(con, target):
             raise ProjectionError(f"{into} has no schema {target}; replay that version first")
-        unfinished = (
-            con.execute(
-                "select count(*) from duckdb_tables() where schema_name = ? and "
-                "table_name = '_replay_info' and database_name = current_database()",
-                [target],
-            ).fetchall()[0][0]
-            and con.execute(
-                f"select count(*) from {q(target)}._replay_info where finished_at is null"
-            ).fetchall()[0][0]
-        )
-        if unfinished:  # blue/green must never switch to half a read model
+        if unfinished_replay(con, target) is not None:  # blue/green: never half a read model
             raise ProjectionError(
                 f"{target} has not finished replaying; finish it (replay --resume) "
                 "before promoting it"
