@@ -215,6 +215,38 @@ def test_compact_interrupted_after_merge_is_read_once_and_cleaned(tmp_path: Path
     assert len(wb.open_archive(tmp_path)) == 10
 
 
+def test_a_following_archiver_s_small_files_are_merged_as_they_gather(tmp_path: Path) -> None:
+    """One small file per poll would be thousands a day; readers open meanwhile keep working."""
+    from workbench.archive._layout import list_data_files, scan_data_files
+    from workbench.archive.compact import TAIL_FILES, merge_tail
+
+    writer = ArchiveWriter(tmp_path, "s")
+    plain = ArchiveWriter(tmp_path / "plain", "s", merge_small_files=False)
+    for p in range(1, 11):
+        writer.append(events(p, p))
+    early = wb.open_archive(tmp_path)  # a notebook's reader, never refreshed
+    for p in range(11, 3 * TAIL_FILES + 1):
+        writer.append(events(p, p))
+    for p in range(1, 3 * TAIL_FILES + 1):
+        plain.append(events(p, p))
+    visible = scan_data_files(tmp_path)
+    assert len(visible) < TAIL_FILES and len(scan_data_files(tmp_path / "plain")) == 3 * TAIL_FILES
+    assert wb.open_archive(tmp_path).arrow().equals(wb.open_archive(tmp_path / "plain").arrow())
+    assert len(early) == 10  # the files it listed were merged, not yet removed
+    assert writer.last_position == 3 * TAIL_FILES
+    # Merged-away files are removed once no reader can still be reading them.
+    assert len(list_data_files(tmp_path)) > len(visible)
+    merge_tail(tmp_path, "s", keep_seconds=0)
+    assert len(list_data_files(tmp_path)) == len(visible)
+    # A file that is not small ends the tail: it is never rewritten.
+    writer.append(events(1_000, 100_000))
+    big = scan_data_files(tmp_path)[-1]
+    for p in range(100_001, 100_001 + TAIL_FILES):
+        writer.append(events(p, p))
+    assert big in scan_data_files(tmp_path)
+    assert len(wb.open_archive(tmp_path)) == 3 * TAIL_FILES + 99_001 + TAIL_FILES
+
+
 def test_gap_records_are_a_view(tmp_path: Path) -> None:
     writer = ArchiveWriter(tmp_path, "s")
     writer.append(events(5, 9))

@@ -161,6 +161,29 @@ def test_timestamps_of_different_precision_compare_at_the_coarser_one() -> None:
     assert wb.diff(candidate, ms, key="id").summary.changed == 0
 
 
+def test_numbers_compare_at_the_coarser_precision_and_never_round_text_away() -> None:
+    con = duckdb.connect()
+    candidate = con.sql(
+        "select * from (values (1, 1980.86::decimal(12,2), 0.1::double, 0.123456789::decimal(38,9)),"
+        " (2, 5.00, 0.2, 10.5), (3, 5.00, 0.3, 10.5)) t(id, total, ratio, n)"
+    )
+    live = con.sql(
+        "select * from (values (1, 1980.8600000000004::double, 0.1::real, '0.1234567891'),"
+        " (2, 5.01, 0.2::real, '10.50000'), (3, 5.0, 0.3::real, 'NaN')) t(id, total, ratio, n)"
+    )
+    d = wb.diff(candidate, live, key="id")
+    changes = {t.column: t.compared_as for t in d.summary.schema.type_changes}
+    assert changes == {"total": "DOUBLE", "ratio": "FLOAT", "n": "DECIMAL(38,9)"}
+    changed = d.rows("changed").select("id", "total__changed", "ratio__changed", "n__changed")
+    # 1: float noise below a cent and REAL vs DOUBLE agree; the 10th decimal place does not.
+    # 2: a cent off; trailing zeros are no difference. 3: NaN is no number.
+    assert changed.rows() == [
+        (1, False, False, True),
+        (2, True, False, False),
+        (3, False, False, True),
+    ]
+
+
 def test_schema_differences_are_reported_and_types_cast_safely() -> None:
     candidate = pl.DataFrame(
         {"id": [1, 2], "n": [1, 2], "amount": ["1.50", "oops"], "extra": [0, 0]}

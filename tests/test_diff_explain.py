@@ -140,3 +140,10 @@ def test_explain_without_lineage_or_archive_says_so(replay: Path, tmp_path: Path
     d = wb.diff(f"{replay}:memories.memories", live, key="id", archive=tmp_path / "nowhere")
     e = d.explain({"id": 1})
     assert e.events["global_position"].to_list() == [1, 3, 4] and e.notes
+
+
+def test_explain_a_key_that_does_not_fit_its_type_is_one_line(replay: Path, tmp_path: Path) -> None:
+    live = pl.read_parquet(_live_snapshot(tmp_path, None))
+    d = wb.diff(f"{replay}:memories.memories", live, key="id")
+    with pytest.raises(DiffError, match=r"explain: the key id='x1' does not fit the key's types"):
+        d.explain("x1")

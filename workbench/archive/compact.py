@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from workbench.archive._layout import (
     write_atomically,
 )
 
-__all__ = ["CompactResult", "compact"]
+__all__ = ["CompactResult", "compact", "merge_tail"]
 
 
 @dataclass(frozen=True)
@@ -90,16 +92,62 @@ def _runs(files: list[DataFile], target_events: int) -> list[list[DataFile]]:
     return runs
 
 
-def _merge(run: list[DataFile]) -> None:
+def _merge(run: list[DataFile], *, remove_inputs: bool = True) -> Path:
     table = pa.concat_tables(pq.read_table(f.path) for f in run)
     target = run[0].path.parent / data_file_name(run[0].first, run[-1].last)
     write_atomically(table, target, dictionary=DICTIONARY_COLUMNS)
-    for f in run:
-        f.path.unlink()
+    if remove_inputs:
+        for f in run:
+            f.path.unlink()
+    return target
 
 
-def _remove_subsumed(root: Path, source: str) -> None:
+#: Small files the newest end of a source may gather before :func:`merge_tail` merges them.
+TAIL_FILES = 64
+#: How long merged-away files stay for readers that listed them (see :func:`merge_tail`).
+KEEP_MERGED_SECONDS = 3600.0
+
+
+def merge_tail(
+    root: Path,
+    source: str,
+    *,
+    files: int = TAIL_FILES,
+    target_events: int = 1_000_000,
+    keep_seconds: float = KEEP_MERGED_SECONDS,
+) -> Path | None:
+    """Merge the newest small files of ``source`` once there are ``files`` of them.
+
+    An archiver that follows a source writes a small file per poll or idle
+    moment, thousands a day; this keeps the count near one file per
+    ``target_events`` as it goes. Small means under ``target_events /
+    files`` events, so a merge rewrites little and a merged file is merged
+    again only while it is still small. The merged-away files are left for
+    ``keep_seconds`` (readers skip them, a larger file covers them), so a
+    reader that listed them before the merge can still read them; older ones
+    are removed. Call it under :func:`~workbench.archive._layout.source_lock`.
+    Returns the merged file, if it wrote one.
+    """
+    small = max(1, target_events // files)
+    mine = [f for f in scan_data_files(root) if f.source == source]
+    tail: list[DataFile] = []
+    for f in sorted(mine, reverse=True):
+        if tail and f.path.parent != tail[-1].path.parent:
+            break
+        # Rows <= the positions a name spans: the file is read only when that is not small.
+        if f.last - f.first + 1 >= small and _rows(f.path) >= small:
+            break
+        tail.append(f)
+    merged = _merge(tail[::-1], remove_inputs=False) if len(tail) >= files else None
+    _remove_subsumed(root, source, older_than=keep_seconds)
+    return merged
+
+
+def _remove_subsumed(root: Path, source: str, *, older_than: float = 0.0) -> None:
     kept = set(scan_data_files(root))
+    now = time.time()
     for f in list_data_files(root):
         if f not in kept and f.source == source:
-            f.path.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                if now - f.path.stat().st_mtime >= older_than:
+                    f.path.unlink()

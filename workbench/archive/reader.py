@@ -38,7 +38,8 @@ class ArchiveReader:
     source once), in the envelope's columns. Side tables written by the
     archivers (``gap_records``, lag samples) are views of their own name.
     The file list is taken when the reader is opened; call :meth:`refresh`
-    to see files archived since.
+    to see files archived since (files a following archiver merged away
+    stay an hour, so a reader that listed them keeps working until then).
     """
 
     def __init__(

@@ -23,6 +23,7 @@ from workbench.archive._layout import (
     source_lock,
     write_atomically,
 )
+from workbench.archive.compact import merge_tail
 from workbench.archive.records import GAP_REASONS, GAP_SCHEMA
 from workbench.errors import ArchiveError
 
@@ -36,7 +37,9 @@ class ArchiveWriter:
     ``global_position``), each one atomically. Positions must be above
     everything already archived for the source: the archive never rewrites
     history and never holds an event twice, and :attr:`last_position` is
-    where an archiver resumes.
+    where an archiver resumes. An archiver that follows its source appends
+    small files; every ``TAIL_FILES`` of them are merged into one as they
+    gather (content unchanged; see :func:`~workbench.archive.compact.merge_tail`).
 
     >>> import tempfile, pyarrow as pa
     >>> w = ArchiveWriter(tempfile.mkdtemp(), "demo")
@@ -58,6 +61,7 @@ class ArchiveWriter:
         *,
         row_group_size: int = 100_000,
         max_file_events: int = 1_000_000,
+        merge_small_files: bool = True,
     ) -> None:
         if not source:
             raise ArchiveError("a source name is required")
@@ -67,6 +71,8 @@ class ArchiveWriter:
         self.source = source
         self.row_group_size = row_group_size
         self.max_file_events = max_file_events
+        #: Merge the newest small files as they gather (see :func:`merge_tail`).
+        self.merge_small_files = merge_small_files
 
     @property
     def last_position(self) -> int | None:
@@ -98,7 +104,10 @@ class ArchiveWriter:
                     f"source {self.source}: batch starts at position {first}, "
                     f"but positions up to {last} are already archived"
                 )
-            return [self._write(chunk) for chunk in self._split(table)]
+            written = [self._write(chunk) for chunk in self._split(table)]
+            if self.merge_small_files:
+                merge_tail(self.root, self.source, target_events=self.max_file_events)
+            return written
 
     def record_gap(
         self, first_missing: int, last_missing: int, reason: str, detail: str | None = None

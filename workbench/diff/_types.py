@@ -4,7 +4,8 @@ The rules, in order:
 
 - the same type on both sides is compared as is;
 - two numeric types are compared as DuckDB's common supertype (INTEGER vs
-  BIGINT as BIGINT, DECIMAL vs DOUBLE as DOUBLE);
+  BIGINT as BIGINT), but a float at the other side's precision: against a
+  DECIMAL(p,s) rounded to s places, a DOUBLE against a REAL as REAL;
 - two timestamp types of different precision or time zone are compared as
   UTC ``TIMESTAMP`` truncated to the coarser precision (a nanosecond clock
   against a microsecond database agrees when the microseconds agree);
@@ -12,7 +13,9 @@ The rules, in order:
   meaning: both sides as canonical JSON (keys sorted, no spaces), since
   Postgres reorders keys and spaces them its own way;
 - text against a number, a time or a UUID is compared after ``TRY_CAST`` of
-  the text; text that does not cast counts as changed, never as NULL = NULL;
+  the text; text that does not cast counts as changed, never as NULL = NULL,
+  and neither does text with more decimal places than a DECIMAL holds (a
+  Postgres ``numeric`` without a scale comes as text);
 - anything else is compared as text.
 
 >>> import duckdb
@@ -124,6 +127,40 @@ def _timestamp_expr(column: str, duckdb_type: str, coarsest: int) -> str:
     return expr
 
 
+_DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
+_FLOATS = {"FLOAT": 0, "REAL": 0, "DOUBLE": 1}  # rank: FLOAT (REAL) holds fewer digits
+
+
+def _numeric_plan(
+    con: duckdb.DuckDBPyConnection, name: str, candidate_type: str, live_type: str
+) -> ColumnPlan:
+    """Two numbers: compared as their common type, a float at the other side's precision.
+
+    A float against a DECIMAL(p,s) is rounded to s places (a handler summing
+    money in floats is right when the cents agree); a DOUBLE against a REAL
+    is compared as REAL. As timestamps are, at the coarser precision.
+    """
+    col = ident(name)
+    types = (candidate_type, live_type)
+    floats = [t for t in types if t in _FLOATS]
+    decimals = [m for t in types if (m := _DECIMAL.match(t)) is not None]
+    if len(floats) == 1 and decimals:
+        scale = decimals[0][2]
+        exprs = [
+            f"round(CAST({col} AS DOUBLE), {scale})" if t in _FLOATS else f"CAST({col} AS DOUBLE)"
+            for t in types
+        ]
+        return ColumnPlan(name, candidate_type, live_type, "DOUBLE", *exprs)
+    if len(floats) == 2:
+        common = min(floats, key=_FLOATS.__getitem__)
+    else:
+        common = con.execute(
+            f"select typeof(coalesce(NULL::{candidate_type}, NULL::{live_type}))"
+        ).fetchall()[0][0]
+    cast = f"CAST({col} AS {common})"
+    return ColumnPlan(name, candidate_type, live_type, common, cast, cast)
+
+
 def plan_column(
     con: duckdb.DuckDBPyConnection, name: str, candidate_type: str, live_type: str
 ) -> ColumnPlan:
@@ -135,11 +172,7 @@ def plan_column(
     if candidate_type == live_type:
         return ColumnPlan(name, candidate_type, live_type, candidate_type, col, col)
     if is_numeric(candidate_type) and is_numeric(live_type):
-        common = con.execute(
-            f"select typeof(coalesce(NULL::{candidate_type}, NULL::{live_type}))"
-        ).fetchall()[0][0]
-        cast = f"CAST({col} AS {common})"
-        return ColumnPlan(name, candidate_type, live_type, common, cast, cast)
+        return _numeric_plan(con, name, candidate_type, live_type)
     if _is_temporal(candidate_type) and _is_temporal(live_type):
         ranks = [_TIMESTAMP_RANK.get(t, 0) for t in (candidate_type, live_type)]
         coarsest = min(ranks)
@@ -163,6 +196,11 @@ def plan_column(
             is_numeric(other) or _is_temporal(other) or other in ("UUID", "INTERVAL")
         ):
             cast = f"TRY_CAST({col} AS {other})"
+            if (decimal := _DECIMAL.match(other)) is not None:
+                # A cast rounds '0.1234567891' into DECIMAL(38,9): text with more
+                # places than the decimal (trailing zeros aside) does not cast.
+                places = f"length(regexp_extract({col}, '\\.(\\d*[1-9])', 1))"
+                cast = f"CASE WHEN {places} <= {decimal[2]} THEN {cast} END"
             exprs = (cast, col) if text_is_candidate else (col, cast)
             return ColumnPlan(name, candidate_type, live_type, other, *exprs, checked_cast=True)
     text_cast = f"CAST({col} AS VARCHAR)"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 
@@ -146,6 +147,16 @@ def _where(key: dict[str, Any], prefix: str = "") -> str:
 def explain_key(diff: Diff, key: Any) -> Explanation:
     """See :meth:`Diff.explain`."""
     values = _key_dict(diff, key)
+    try:
+        return _explain(diff, values)
+    except duckdb.ConversionException as exc:  # '0c00d75d' for a UUID key, say
+        shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        raise DiffError(
+            f"explain: the key {shown} does not fit the key's types: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def _explain(diff: Diff, values: dict[str, Any]) -> Explanation:
     params = list(values.values())
     con = diff.con
     candidate_rows, live_rows, found = (
