@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import threading
 import time
 import warnings
@@ -382,6 +383,14 @@ def test_a_recreated_stream_is_never_spliced_onto_the_archive(
     publish(nats_url, stream, [ce_message(i) for i in range(5, 7)])
     assert archive(nats_url, stream, tmp_path).messages == 2
     delete_stream(nats_url, stream)
+    # The new stream keeps none of the archived sequences (limits): only its creation tells.
+    publish(nats_url, stream, [ce_message(i) for i in range(20)], create={"max_msgs": 5})
+    with pytest.raises(SourceError, match=f"stream {stream} was recreated .*: it was created"):
+        archive(nats_url, stream, tmp_path)
+    # An archive written before the stream's creation was recorded: the newest archived
+    # messages the stream still holds are compared instead.
+    shutil.rmtree(tmp_path / "_stream_samples")
+    delete_stream(nats_url, stream)
     publish(nats_url, stream, [ce_message(i) for i in range(9)], create={})  # 1..9 again
     with pytest.raises(SourceError, match=f"stream {stream} was recreated .*message 7 is not"):
         archive(nats_url, stream, tmp_path)
@@ -393,6 +402,35 @@ def test_a_recreated_stream_is_never_spliced_onto_the_archive(
     with pytest.raises(SourceError, match="it ends at sequence 3, the archive at 7"):
         archive(nats_url, stream, tmp_path)
     assert rows(tmp_path, "select count(*), max(global_position) from events") == [(7, 7)]
+
+
+def test_a_stream_recreated_while_following_ends_the_run_without_splicing(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """Deleting and adding a stream (IaC, `nats stream rm/add`) takes less than a heartbeat."""
+    publish(nats_url, stream, [ce_message(i) for i in range(3)], create={})
+    outcome: list[BaseException | None] = []
+
+    def follow() -> None:
+        try:
+            archive(nats_url, stream, tmp_path, follow=True, idle_exit=60)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob("source=*/date=*/*.parquet")) and not outcome:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    delete_stream(nats_url, stream)
+    publish(nats_url, stream, [ce_message(i) for i in range(10)], create={})
+    thread.join(60)
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], SourceError), outcome
+    assert "was recreated while archiving" in str(outcome[0])
+    assert rows(tmp_path, "select count(*), max(global_position) from events") == [(3, 3)]
 
 
 def test_a_stream_deleted_while_following_ends_the_run(
@@ -411,7 +449,7 @@ def test_a_stream_deleted_while_following_ends_the_run(
     thread = threading.Thread(target=follow)
     thread.start()
     deadline = time.monotonic() + 30
-    while not list(tmp_path.rglob("*.parquet")) and not outcome:
+    while not list(tmp_path.glob("source=*/date=*/*.parquet")) and not outcome:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     delete_stream(nats_url, stream)
@@ -463,7 +501,7 @@ def test_files_are_cut_by_bytes_so_large_messages_bound_memory(
     assert result.messages == 40
     sizes = [
         pa.parquet.read_metadata(f).num_rows
-        for f in sorted(tmp_path.rglob("source=*/**/*.parquet"))
+        for f in sorted(tmp_path.glob("source=*/date=*/*.parquet"))
     ]
     assert sizes == [10, 10, 10, 10]  # 10 x 100 kB fit in 1 MB; no small remainders
     assert rows(tmp_path, "select count(distinct payload) from events") == [(40,)]

@@ -62,6 +62,8 @@ STREAM_SAMPLE_SCHEMA: Final[pa.Schema] = pa.schema(
         pa.field("last_seq", pa.int64()),
         pa.field("last_ts", _TS),
         pa.field("consumer_count", pa.int32()),
+        # When the stream was created: another value under the same name is another stream.
+        pa.field("created", _TS),
     ]
 )
 

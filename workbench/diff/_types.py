@@ -146,11 +146,11 @@ def _numeric_plan(
     decimals = [m for t in types if (m := _DECIMAL.match(t)) is not None]
     if len(floats) == 1 and decimals:
         scale = decimals[0][2]
-        exprs = [
+        candidate_expr, live_expr = (
             f"round(CAST({col} AS DOUBLE), {scale})" if t in _FLOATS else f"CAST({col} AS DOUBLE)"
             for t in types
-        ]
-        return ColumnPlan(name, candidate_type, live_type, "DOUBLE", *exprs)
+        )
+        return ColumnPlan(name, candidate_type, live_type, "DOUBLE", candidate_expr, live_expr)
     if len(floats) == 2:
         common = min(floats, key=_FLOATS.__getitem__)
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import datetime as dt
 import functools
 import html
 import os
@@ -28,12 +29,19 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from workbench.archive import ArchiveReader, ArchiveWriter, WritePipeline
+from workbench.archive import (
+    STREAM_SAMPLE_SCHEMA,
+    ArchiveReader,
+    ArchiveWriter,
+    WritePipeline,
+    append_records,
+)
 from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
 from workbench.sources.jetstream import _client
 from workbench.sources.jetstream._wire import Deliveries, WireConnection
 from workbench.sources.jetstream.mapping import JetStreamMapping
+from workbench.sources.jetstream.sampler import server_time, stream_sample
 from workbench.sources.redaction import redact
 
 __all__ = ["ArchiveProgress", "Gap", "JetStreamArchiveResult", "archive_jetstream"]
@@ -41,6 +49,10 @@ __all__ = ["ArchiveProgress", "Gap", "JetStreamArchiveResult", "archive_jetstrea
 _HEARTBEAT = 1.0  # seconds between the server's idle heartbeats
 _IDLE_FLUSH = 1.0  # a partial batch is written after this long without messages
 _RECONNECT_FOR = 30.0  # without --follow, give up on a server gone this long
+
+
+class StreamRecreated(SourceError):
+    """The stream was deleted and created again under the same name while archiving."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +271,7 @@ class _Run:
         self.stream_last: int | None = None
         self.wire: WireConnection | None = None
         self.consumer: str | None = None
+        self.created: dt.datetime | None = None  # when the stream archived was created
         self.started = time.monotonic()
 
     async def main(self) -> JetStreamArchiveResult:
@@ -276,7 +289,16 @@ class _Run:
         try:
             info = await _client.stream_info(nc, self.stream)
             state = info["state"]
+            self.created = server_time(info.get("created"))
             await self._check_same_stream(int(state["last_seq"]))
+            # Which stream this archive is of: the next run (and a reconnect) checks it.
+            sample = stream_sample(self.stream, info, dt.datetime.now(dt.UTC))
+            append_records(
+                self.writer.root,
+                "stream_samples",
+                self.writer.source,
+                pa.Table.from_pylist([sample], STREAM_SAMPLE_SCHEMA),
+            )
             self.stream_last = state["last_seq"]
             target = None if self.follow else int(state["last_seq"])
             # A stream created with first_seq (NATS 2.10+) never had the sequences below it.
@@ -364,6 +386,15 @@ class _Run:
         self.progress(ArchiveProgress(archived, self.stream_last, remaining, rate))
 
     async def _start_consumer(self) -> None:
+        if self.created is not None:  # deleted and added again while we were away?
+            info = await _client.stream_info(self.nc, self.stream)
+            created = server_time(info.get("created"))
+            if created != self.created:
+                raise StreamRecreated(
+                    f"stream {self.stream} was recreated while archiving (created "
+                    f"{created:%Y-%m-%d %H:%M:%S} UTC); the archive keeps the old stream's "
+                    "messages: archive the new one into a new directory"
+                )
         self.wire = await WireConnection.connect(self.server)
         subject = _client.deliver_subject()
         await self.wire.subscribe(subject)
@@ -391,10 +422,16 @@ class _Run:
         Its sequences restart at 1: appended to this archive they would splice
         another history onto it, and its first messages would never be read.
         """
+        reset = f"stream {self.stream} was recreated since {self.writer.root} was archived"
+        recorded = self._recorded_created()
+        if recorded is not None and self.created is not None and recorded != self.created:
+            raise SourceError(
+                f"{reset}: it was created {self.created:%Y-%m-%d %H:%M:%S} UTC, the stream "
+                f"archived on {recorded:%Y-%m-%d %H:%M:%S} UTC; archive it into a new directory"
+            )
         archived = self.writer.last_position
         if not archived:
             return
-        reset = f"stream {self.stream} was recreated since {self.writer.root} was archived"
         if stream_last < archived:
             raise SourceError(
                 f"{reset}: it ends at sequence {stream_last}, the archive at {archived}; "
@@ -422,6 +459,22 @@ class _Run:
                 )
             return
 
+    def _recorded_created(self) -> dt.datetime | None:
+        """When the stream this archive was last archived from was created (None: not recorded,
+        an archive written before ``created`` was)."""
+        if not self.writer.root.is_dir():
+            return None
+        rows = (
+            ArchiveReader(self.writer.root)
+            .sql(
+                "select created from stream_samples where source = ? and created is not null "
+                "order by sampled_at desc limit 1",
+                params=[self.writer.source],
+            )
+            .fetchall()
+        )
+        return rows[0][0] if rows else None
+
     async def _reconnect(self) -> None:
         """Retry until a new consumer delivers again (a server restart, a network blip)."""
         deadline = time.monotonic() + _RECONNECT_FOR
@@ -432,11 +485,14 @@ class _Run:
             try:
                 await self._start_consumer()
                 return
+            except StreamRecreated:
+                raise
             except (SourceError, ConnectionError, OSError, TimeoutError) as exc:
                 if self.wire is not None:
                     await self.wire.close()
                     self.wire = None
-                if "stream not found" in str(exc):  # deleted: nothing will ever deliver again
+                gone = ("stream not found", f"stream {self.stream} not found")
+                if any(g in str(exc) for g in gone):  # deleted: nothing will ever deliver again
                     raise SourceError(f"stream {self.stream} was deleted while archiving") from None
                 if not self.follow and time.monotonic() > deadline:
                     raise SourceError(

@@ -27,7 +27,7 @@ from workbench.archive import CONSUMER_SAMPLE_SCHEMA, STREAM_SAMPLE_SCHEMA, appe
 from workbench.errors import SourceError
 from workbench.sources.jetstream import _client
 
-__all__ = ["LagSampleResult", "sample_jetstream"]
+__all__ = ["LagSampleResult", "sample_jetstream", "server_time", "stream_sample"]
 
 _APPEND_EVERY = 10.0  # seconds of samples per side-table file
 
@@ -124,19 +124,9 @@ async def _sample(
         tick = 0
         while True:
             now = dt.datetime.now(dt.UTC)
-            state = await _client.stream_state(nc, stream)
-            row = {
-                "source": source,
-                "sampled_at": now,
-                "stream": stream,
-                "messages": state.get("messages"),
-                "bytes": state.get("bytes"),
-                "first_seq": state.get("first_seq"),
-                "last_seq": state.get("last_seq"),
-                "last_ts": _timestamp(state.get("last_ts")),
-                "consumer_count": state.get("consumer_count"),
-            }
-            pending_streams.append(row)
+            stream_info = await _client.stream_info(nc, stream)
+            state = stream_info["state"]
+            pending_streams.append(stream_sample(stream, stream_info, now))
             listed = names if names is not None else await _consumer_names(nc, stream)
             gone += sorted(known - set(listed) - set(gone))  # deleted since the last sample
             known.update(listed)
@@ -161,7 +151,7 @@ async def _sample(
                         "delivered_stream_seq": delivered.get("stream_seq"),
                         "ack_floor_stream_seq": ack_floor.get("stream_seq"),
                         "stream_last_seq": state.get("last_seq"),
-                        "last_active": _timestamp(delivered.get("last_active")),
+                        "last_active": server_time(delivered.get("last_active")),
                     }
                 )
             tick += 1
@@ -189,6 +179,23 @@ async def _sample(
         _frame(consumer_rows, CONSUMER_SAMPLE_SCHEMA),
         gone,
     )
+
+
+def stream_sample(stream: str, info: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """A ``stream_samples`` row of the stream's info (from ``STREAM.INFO``) at ``now``."""
+    state = info.get("state") or {}
+    return {
+        "source": f"jetstream:{stream}",
+        "sampled_at": now,
+        "stream": stream,
+        "messages": state.get("messages"),
+        "bytes": state.get("bytes"),
+        "first_seq": state.get("first_seq"),
+        "last_seq": state.get("last_seq"),
+        "last_ts": server_time(state.get("last_ts")),
+        "consumer_count": state.get("consumer_count"),
+        "created": server_time(info.get("created")),
+    }
 
 
 async def _consumer_info(nc: Any, stream: str, name: str) -> dict[str, Any] | None:
@@ -228,12 +235,12 @@ def _frame(rows: list[dict[str, Any]], schema: pa.Schema) -> pl.DataFrame:
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
-def _timestamp(text: str | None) -> dt.datetime | None:
+def server_time(text: str | None) -> dt.datetime | None:
     """An RFC 3339 time from the server (nanoseconds cut to microseconds); None for zero.
 
-    >>> _timestamp("2024-05-01T12:00:00.123456789Z")
+    >>> server_time("2024-05-01T12:00:00.123456789Z")
     datetime.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=datetime.timezone.utc)
-    >>> _timestamp("0001-01-01T00:00:00Z") is None
+    >>> server_time("0001-01-01T00:00:00Z") is None
     True
     """
     if not text or text.startswith("0001-01-01"):
