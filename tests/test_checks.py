@@ -410,3 +410,16 @@ def test_a_root_that_causes_itself_is_a_root_not_a_cycle(tmp_path: Path) -> None
     graph = wb.open_archive(tmp_path).causation()
     assert graph.cycles.height == 0 and graph.orphans.height == 0
     assert {r["event_id"]: r["depth"] for r in graph.nodes.to_dicts()} == {"x": 0, "y": 1, "z": 2}
+
+
+def test_an_archive_without_correlations_charts_an_empty_waterfall_quietly(
+    tmp_path: Path,
+) -> None:
+    import warnings
+
+    ArchiveWriter(tmp_path, "s").append(table([1, 2], event_id=["a", "b"]))
+    graph = wb.open_archive(tmp_path).causation()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Polars warns on a comparison with None
+        chart = graph.chart().to_dict()
+    assert not any(v.get("values") for v in chart.get("datasets", {}).values())

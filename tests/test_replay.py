@@ -1115,3 +1115,17 @@ def test_a_uuid_column_refuses_text_that_would_key_differently_after_resume(
         r"\(write uuid\.UUID\('[0-9a-f-]+'\), not str\)",
     ):
         wb.replay(archive, TextUuid, into=tmp_path / "o.duckdb")
+
+
+def test_a_projection_file_imports_its_sibling_modules(archive: Path, tmp_path: Path) -> None:
+    """The next version in its own file, on the base in another: as `python file.py` would."""
+    (tmp_path / "ledger_base_wb.py").write_text(
+        "from workbench.examples import Memories\n\nclass Base(Memories):\n    name = 'sib'\n"
+    )
+    (tmp_path / "ledger_v2_wb.py").write_text(
+        "from ledger_base_wb import Base\n\nclass V2(Base):\n    version = 2\n"
+    )
+    result = wb.replay(
+        archive, load_projection(f"{tmp_path / 'ledger_v2_wb.py'}:V2"), into=tmp_path / "o.duckdb"
+    )
+    assert result.schema == "sib_v2" and result.events_applied == 4_000

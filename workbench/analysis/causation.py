@@ -155,7 +155,12 @@ class Causation(CheckResult):
         wanted = correlation_id or self.correlation_id
         if wanted is None and self.correlations.height:
             wanted = self.correlations.sort("events", descending=True)["correlation_id"][0]
-        nodes = self.nodes.filter(pl.col("correlation_id") == wanted)
+        # No correlation at all (raw NATS messages carry none): an empty waterfall.
+        nodes = (
+            self.nodes.clear()
+            if wanted is None
+            else self.nodes.filter(pl.col("correlation_id") == wanted)
+        )
         if correlation_id is not None and not nodes.height:
             raise ArchiveError(f"no event of this graph has correlation_id {correlation_id!r}")
         return causation_waterfall(nodes)

@@ -67,6 +67,11 @@ def _load_file(path: Path) -> Any:
         raise ProjectionError(f"cannot load {path} as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    # As `python file.py` does: the file's own directory first, so it imports its
+    # siblings (`from base import Ledger`, then `class LedgerV2(Ledger)`).
+    directory = str(path.resolve().parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
     try:
         spec.loader.exec_module(module)
     except ProjectionError:
