@@ -195,4 +195,22 @@ def test_charts_show_in_a_notebook_without_a_network() -> None:
     out = subprocess.run(
         [sys.executable, "-c", script, str(sample)], capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["html", "False", "True", "True"]
+    assert out.stdout.split() == ["workbench", "False", "True", "True"]
+
+
+def test_every_chart_of_a_notebook_page_draws(archive: wb.Archive, tmp_path: Path) -> None:
+    """A notebook page (JupyterLab, nbconvert HTML) holds every output: the second chart
+    must not redeclare the first one's Vega, or it stays blank."""
+    from test_report import rendered_dom
+
+    from workbench.charts import notebook
+
+    outputs = [
+        notebook.render(chart.to_dict())["text/html"]
+        for chart in (archive.gaps().chart(), archive.duplicates().chart(), archive.lag().chart())
+    ]
+    page = tmp_path / "notebook.html"
+    page.write_text("<html><body>" + "".join(outputs) + "</body></html>")
+    dom = rendered_dom(page)
+    drawn = re.findall(r'id="wb-chart-[0-9a-f]+"><div class="chart-wrapper"[^>]*><(?:svg|canvas)', dom)
+    assert len(drawn) == 3, dom[:2000]

@@ -7,13 +7,13 @@ raises ``MaxRowsError``. :func:`to_png`, :func:`to_svg` and :func:`to_html`
 render without a network.
 
 In a notebook, Altair's default renderer loads Vega from a CDN; unless you
-chose a renderer yourself, importing the workbench selects Altair's HTML
-renderer with the JavaScript inlined (about 0.9 MB per chart output), so
-charts show without a network too.
+chose a renderer yourself, importing the workbench selects its own (see
+:mod:`workbench.charts.notebook`): the JavaScript inlined (about 0.9 MB per
+chart output) and loaded once per page, so every chart shows without a
+network, in JupyterLab and in HTML exported with ``nbconvert``.
 """
 
-import altair as alt
-
+from workbench.charts import notebook
 from workbench.charts.causation import causation_waterfall
 from workbench.charts.diff import diff_summary
 from workbench.charts.drift import drift_matrix
@@ -23,8 +23,7 @@ from workbench.charts.lag import consumer_lag_chart, recording_lag_chart
 from workbench.charts.render import save, to_html, to_png, to_svg
 from workbench.charts.replay import handler_cost, replay_phases, replay_throughput
 
-if alt.renderers.active == "default":  # the user's own choice is kept
-    alt.renderers.enable("html", template="inline")
+notebook.enable()
 
 __all__ = [
     "causation_waterfall",

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jinja2
-import vl_convert as vlc
 
 import workbench
 from workbench.analysis import Archive, open_archive
 from workbench.archive import atomic_file
+from workbench.charts.render import vega_bundle
 from workbench.report._sections import (
     Section,
     archive_section,
@@ -95,7 +95,7 @@ def render(sections: Sequence[Section], *, title: str, subtitle: str) -> str:
         chart_ids=chart_ids,
         # "</" inside a script element would end it; JSON allows the escaped form.
         specs_json=json.dumps(specs, default=str).replace("</", "<\\/"),
-        vega_bundle=_vega_bundle(),
+        vega_bundle=vega_bundle(),
     )
 
 
@@ -108,10 +108,3 @@ def _template() -> jinja2.Template:
         lstrip_blocks=True,
     )
     return env.get_template("template.html.j2")
-
-
-@cache
-def _vega_bundle() -> str:
-    # The snippet puts vega-embed on window, where the report's own script finds it.
-    bundle = vlc.javascript_bundle("window.vegaEmbed = vegaEmbed;")
-    return str(bundle).replace("</script", "<\\/script")
