@@ -212,5 +212,7 @@ def test_every_chart_of_a_notebook_page_draws(archive: wb.Archive, tmp_path: Pat
     page = tmp_path / "notebook.html"
     page.write_text("<html><body>" + "".join(outputs) + "</body></html>")
     dom = rendered_dom(page)
-    drawn = re.findall(r'id="wb-chart-[0-9a-f]+"><div class="chart-wrapper"[^>]*><(?:svg|canvas)', dom)
+    drawn = re.findall(
+        r'id="wb-chart-[0-9a-f]+"><div class="chart-wrapper"[^>]*><(?:svg|canvas)', dom
+    )
     assert len(drawn) == 3, dom[:2000]

@@ -1129,3 +1129,43 @@ def test_a_projection_file_imports_its_sibling_modules(archive: Path, tmp_path: 
         archive, load_projection(f"{tmp_path / 'ledger_v2_wb.py'}:V2"), into=tmp_path / "o.duckdb"
     )
     assert result.schema == "sib_v2" and result.events_applied == 4_000
+
+
+class RareReader(wb.Projection):
+    """The rare type is the first to read occurred_at, which converts the batch's column."""
+
+    name = "rare_reader"
+    t = wb.Table(key="k", k=str, at=dt.datetime)
+
+    @wb.on("MemoryCreated", any_version=True)
+    def created(self, event, tables):
+        if event.data:
+            tables.t.upsert({"k": event.data["memory_id"], "at": event.occurred_at})
+
+    @wb.on("MemoryAccessed", "MemoryUpdated", "MemoryDeleted", "MemoryConsolidated")
+    def other(self, event, tables):
+        if event.data and event.data.get("memory_id") in tables.t:
+            tables.t.update(event.data["memory_id"], at=event.recorded_at)
+
+
+def test_handler_times_leave_lazy_column_decoding_to_the_decoding_phase(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's occurred_at is converted when a handler first reads it: decoding, not
+    handler time, or the one timed event in 32 that pays it counts it 32 times."""
+    from workbench.replay import event
+
+    convert = event._to_python
+
+    def slow(column):  # a planted cost, large enough to stand above any noise
+        time.sleep(0.02)
+        return convert(column)
+
+    monkeypatch.setattr(event, "_to_python", slow)
+    result = wb.replay(archive, RareReader, into=tmp_path / "o.duckdb", batch_size=500)
+    seconds = dict(result.per_type.select("event_type", "seconds").iter_rows())
+    phases = dict(result.phases.select("phase", "seconds").iter_rows())
+    # 8 batches, each converting occurred_at and recorded_at once: 16 planted costs.
+    assert phases["decoding"] >= 16 * 0.02
+    assert seconds["MemoryCreated"] < 0.02  # timed on the first event, which converted
+    assert phases["handlers"] < 16 * 0.02

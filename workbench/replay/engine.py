@@ -56,6 +56,7 @@ from workbench.progress import shows_progress
 from workbench.replay import store
 from workbench.replay.batches import prefetch, read_batches
 from workbench.replay.coverage import Coverage, coverage
+from workbench.replay.event import lazy_decoding
 from workbench.replay.projection import Projection
 from workbench.replay.runner import OnError, Runner
 
@@ -392,9 +393,10 @@ def replay(
             clock.lap("reading")
             events = runner.decode(batch)
             clock.lap("decoding")
+            lazy = lazy_decoding.seconds
             runner.apply(events)
             del events  # decoded events take ~1 KB each: never hold two batches of them
-            clock.lap("handlers")
+            clock.lap("handlers", decoding=lazy_decoding.seconds - lazy)
             for item in pc.value_counts(batch.column("event_type")).to_pylist():
                 key = item["values"]
                 type_counts[key] = type_counts.get(key, 0) + item["counts"]
@@ -465,9 +467,11 @@ class _Clock:
         self.seconds = dict.fromkeys(self.PHASES, 0.0)
         self._last = time.perf_counter()
 
-    def lap(self, phase: str) -> None:
+    def lap(self, phase: str, *, decoding: float = 0.0) -> None:
+        """End a lap of ``phase``; ``decoding`` seconds of it were decoding, not ``phase``."""
         now = time.perf_counter()
-        self.seconds[phase] += now - self._last
+        self.seconds[phase] += now - self._last - decoding
+        self.seconds["decoding"] += decoding
         self._last = now
 
     def frame(self) -> pl.DataFrame:

@@ -27,6 +27,7 @@ from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from functools import partial
 from operator import itemgetter
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
@@ -36,7 +37,7 @@ import pyarrow.compute as pc
 
 from workbench.envelope import json_validity
 
-__all__ = ["Event", "Prepared", "decode", "decode_payloads"]
+__all__ = ["Event", "LazyDecoding", "Prepared", "decode", "decode_payloads", "lazy_decoding"]
 
 # Fields held in the tuple, in order; the rest are read lazily from the batch.
 _EAGER = ("global_position", "event_type", "stream", "stream_position", "schema_version", "data")
@@ -53,6 +54,24 @@ class Columns(Protocol):
     def column(self, name: str) -> Any: ...
 
 
+class LazyDecoding:
+    """Seconds spent converting lazy envelope columns, which happens inside handlers.
+
+    A whole batch's column is converted when a handler first reads one of
+    its values: decoding, not the handler's own cost, so the engine moves
+    it out of handler times (:data:`lazy_decoding` is the running total).
+    """
+
+    __slots__ = ("seconds",)
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
+#: The process's running total of lazy column conversions.
+lazy_decoding = LazyDecoding()
+
+
 class _Columns:
     """Envelope columns of one batch, converted to Python lists on first use."""
 
@@ -65,7 +84,9 @@ class _Columns:
     def get(self, name: str, index: int) -> Any:
         values = self._cache.get(name)
         if values is None:
+            started = perf_counter()
             values = self._cache[name] = _to_python(self._table.column(name))
+            lazy_decoding.seconds += perf_counter() - started
         return values[index]
 
 
