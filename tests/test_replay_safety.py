@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,11 @@ def test_cli_check_safety_exit_codes(archive: Path, capsys: pytest.CaptureFixtur
     assert cli.run([*args, f"{path}:Memories"]) == 0
     assert cli.run([*args, f"{path}:MemoriesNonIdempotent"]) == 1
     assert "UNSAFE" in capsys.readouterr().out
+    clock = [*args, f"{path}:MemoriesClock", "--max-differences", "3"]
+    assert cli.run(clock) == 1
+    assert "(3 listed: raise max_differences, --max-differences, for more)" in " ".join(
+        capsys.readouterr().out.split()
+    )
     assert cli.run([*args, f"{path}:MEMORIES_SQL"]) == 2
     assert "memories_sql is a SqlProjection, which reads the whole archive at once" in (
         capsys.readouterr().err
@@ -224,6 +230,50 @@ def test_a_capped_list_of_differences_is_not_read_as_their_number(archive: Path)
     assert everything > 2 and not full["determinism"].truncated
     assert f"({everything} keys)" in full["determinism"].summary()
     assert capped["determinism"].truncated and capped["determinism"].differences.height == 2
-    assert "(at least 2 keys) (listing stopped at 2: raise max_differences)" in (
-        capped["determinism"].summary()
+    assert (
+        f"({everything} keys) (2 listed: raise max_differences, --max-differences, for more)"
+        in (capped["determinism"].summary())
     )
+
+
+class ClockAndSetOrder(FirstMemoryFromASet):
+    """Two planted faults: the clock (many keys of agents) and set order (firsts)."""
+
+    name = "clock_and_set_order"
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        super().accessed(event, tables)
+        if event.data:
+            row = tables.agents.get(event.data["agent_id"])
+            if row is not None:
+                row["last_active_at"] = dt.datetime.now(dt.UTC)
+                tables.agents.upsert(row)
+
+
+def test_every_table_that_differs_is_named_however_few_are_listed(archive: Path) -> None:
+    report = wb.check_replay_safety(archive, ClockAndSetOrder, seed=3, max_differences=1)
+    determinism = report["determinism"]
+    assert set(determinism.counts) == {"agents", "firsts"}, determinism.summary()
+    assert set(determinism.differences["table"]) == {"agents", "firsts"}  # a share each
+
+
+class ClockAndCounter(MemoriesNonIdempotent):
+    """The clock in agents (not deterministic), a non-idempotent counter in memories."""
+
+    name = "clock_and_counter"
+
+    @wb.on("MemoryCreated")
+    def created(self, event, tables):
+        super().created(event, tables)
+        if event.data:
+            row = tables.agents.get(event.data["agent_id"])
+            row["last_active_at"] = dt.datetime.now(dt.UTC)
+            tables.agents.upsert(row)
+
+
+def test_a_clock_does_not_hide_a_non_idempotent_handler(archive: Path) -> None:
+    """Redelivery is narrowed on the tables a clean replay writes the same way twice."""
+    report = wb.check_replay_safety(archive, ClockAndCounter, seed=3, reorder=None)
+    assert set(report["determinism"].counts) == {"agents"}
+    assert report["redelivery"].implicated_handlers == ["MemoriesNonIdempotent.accessed"]

@@ -33,6 +33,9 @@ def replay(
         0.1, "--duplicates", min=0.0, max=1.0, help="Share redelivered (safety check), 0 to 1."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the safety check's faults."),
+    max_differences: int = typer.Option(
+        50, "--max-differences", min=1, help="Differing rows the safety check lists at most."
+    ),
 ) -> None:
     """Replay an archive through a candidate projection (exit 1: unsafe or uncovered events)."""
     from workbench.replay import check_coverage, check_replay_safety, load_projection
@@ -48,7 +51,7 @@ def replay(
             task = bar.add_task("replay safety", total=None)
             report = check_replay_safety(
                 archive, candidate, source=source, duplicates=duplicates, seed=seed,
-                until=until, where=where,
+                until=until, where=where, max_differences=max_differences,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
         console.print(report.summary(), highlight=False)

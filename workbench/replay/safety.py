@@ -33,7 +33,7 @@ import sys
 import sysconfig
 import tempfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,25 +82,28 @@ class ScenarioResult:
     implicated_types: list[str] = field(default_factory=list)
     implicated_handlers: list[str] = field(default_factory=list)
     errors: int = 0
-    #: True when ``differences`` stopped at ``max_differences``: there are more.
-    truncated: bool = False
+    #: Keys that differ, per table (all of them; ``differences`` lists some).
+    counts: dict[str, int] = field(default_factory=dict)
     #: What the scenario could not vary, said with its verdict.
     caveat: str = ""
+
+    @property
+    def truncated(self) -> bool:
+        """True when ``differences`` lists fewer keys than differ (``max_differences``)."""
+        return self.differences.height < sum(self.counts.values())
 
     def summary(self) -> str:
         caveat = f" ({self.caveat})" if self.caveat else ""
         if self.ok:
             return f"{self.name}: ok{caveat}"
-        at_least = "at least " if self.truncated else ""
-        per_table = ", ".join(
-            f"{t} ({at_least}{n} keys)"
-            for t, n in self.differences.group_by("table").len().sort("table").rows()
-        )
+        per_table = ", ".join(f"{t} ({n} keys)" for t, n in self.counts.items())
         if self.truncated:
-            per_table += f" (listing stopped at {self.differences.height}: raise max_differences)"
+            per_table += f" ({self.differences.height} listed: raise max_differences, --max-differences, for more)"
         culprits = ", ".join(self.implicated_handlers or self.implicated_types)
         culprits = culprits or "not narrowed" + (
-            " (not deterministic)" if "not deterministic" in self.description else ""
+            " (it differs only where the projection is not deterministic)"
+            if "not deterministic" in self.description
+            else ""
         )
         errors = f"; {self.errors} handler error(s)" if self.errors else ""
         return (
@@ -122,6 +125,11 @@ class SafetyReport:
     @property
     def ok(self) -> bool:
         return all(s.ok for s in self.scenarios)
+
+    @property
+    def truncated(self) -> bool:
+        """Whether :meth:`df` lists fewer differences than there are (``max_differences``)."""
+        return any(s.differences.height < sum(s.counts.values()) for s in self.scenarios)
 
     def __getitem__(self, name: str) -> ScenarioResult:
         for scenario in self.scenarios:
@@ -234,32 +242,33 @@ def check_replay_safety(
     steps.done()
     results: list[ScenarioResult] = []
     # Determinism first: a projection that reads the clock differs from the clean
-    # run under every fault, so narrowing the other scenarios would blame every type.
-    deterministic = True
+    # run under every fault, so narrowing the other scenarios would blame every
+    # type; they narrow on the tables that are deterministic.
+    unstable: set[str] = set()
     if determinism:
         rerun = _Rerun(cls, reader, source, until, where, seed)
         results.append(_determinism(cls, events, decoder, max_differences, rerun))
-        deterministic = results[-1].ok
+        # Narrowing compares only tables a clean replay writes the same way twice.
+        unstable = set(results[-1].counts)
         steps.done()
     types = sorted({e.event_type for e in events if e.event_type in decoder.handler_of})
     for name, description, deliver in scenarios:
         faulty, errors = _run(cls, deliver(events, None, random.Random(seed)))
         steps.done()
-        diff = _compare(clean, faulty, max_differences)
-        ok = diff.height == 0 and errors <= clean_errors
+        diff, counts = _compare(clean, faulty, max_differences)
+        ok = not counts and errors <= clean_errors
+        stable = [t for t in clean if t not in unstable]
         implicated: list[str] = []
-        if not ok and narrow and deterministic:
+        if not ok and narrow and (set(counts) - unstable or errors > clean_errors):
             steps.add(len(types))
             for event_type in types:
                 alone, alone_errors = _run(cls, deliver(events, event_type, random.Random(seed)))
                 steps.done()
-                if _compare(clean, alone, 1).height or alone_errors > clean_errors:
+                if next(_differing(clean, alone, stable), None) or alone_errors > clean_errors:
                     implicated.append(event_type)
-        if not deterministic:
+        elif not ok and narrow:
             description += " (not narrowed: the projection is not deterministic)"
-        results.append(
-            _result(name, description, ok, diff, implicated, decoder, errors, max_differences)
-        )
+        results.append(_result(name, description, ok, diff, counts, implicated, decoder, errors))
     return SafetyReport(
         projection=cls.__name__,
         events=len(events),
@@ -290,14 +299,13 @@ def _result(
     description: str,
     ok: bool,
     diff: pl.DataFrame,
+    counts: dict[str, int],
     implicated: list[str],
     decoder: Runner,
     errors: int,
-    limit: int,
 ) -> ScenarioResult:
     handlers = sorted({h for t in implicated if (h := decoder.handler_of.get(t))})
-    truncated = bool(diff.height) and diff.height >= limit
-    return ScenarioResult(name, description, ok, diff, implicated, handlers, errors, truncated)
+    return ScenarioResult(name, description, ok, diff, implicated, handlers, errors, counts)
 
 
 def _run(cls: type[Projection], delivery: Sequence[Delivered]) -> tuple[Snapshot, int]:
@@ -336,23 +344,37 @@ def _same(a: Any, b: Any) -> bool:
     return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
 
 
-def _compare(clean: Snapshot, other: Snapshot, limit: int) -> pl.DataFrame:
-    rows: list[tuple[str, str, str | None, str | None]] = []
+def _differing(
+    clean: Snapshot, other: Snapshot, tables: Collection[str] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """``(table, key)`` of each row that differs, table by table (of ``tables``, default all)."""
     for table, clean_rows in clean.items():
+        if tables is not None and table not in tables:
+            continue
         other_rows = other[table]
         for key in clean_rows.keys() | other_rows.keys():
-            a, b = clean_rows.get(key), other_rows.get(key)
-            if not _same(a, b):
-                rows.append((table, repr(key), _show(a), _show(b)))
-                if len(rows) >= limit:
-                    break
-        if len(rows) >= limit:
-            break
-    return pl.DataFrame(
+            if not _same(clean_rows.get(key), other_rows.get(key)):
+                yield table, key
+
+
+def _compare(clean: Snapshot, other: Snapshot, limit: int) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Rows that differ, at most ``limit`` listed (a share for every table that differs),
+    and the exact count of differing keys per table."""
+    keys: dict[str, list[Any]] = {}
+    for table, key in _differing(clean, other):
+        keys.setdefault(table, []).append(key)
+    share = max(1, -(-limit // len(keys))) if keys else 0
+    rows = [
+        (table, repr(key), _show(clean[table].get(key)), _show(other[table].get(key)))
+        for table, found in keys.items()
+        for key in sorted(found, key=repr)[:share]
+    ]
+    listing = pl.DataFrame(
         rows,
         schema={"table": pl.String, "key": pl.String, "clean": pl.String, "faulty": pl.String},
         orient="row",
     ).sort("table", "key")
+    return listing, {table: len(found) for table, found in sorted(keys.items())}
 
 
 def _show(row: dict[str, Any] | None) -> str | None:
@@ -461,8 +483,8 @@ def _determinism(
         second, second_errors = _traced(cls, events)
         description = f"the clean replay run twice in this process ({exc})"
         caveat = f"hash seeds not varied: {exc}"
-    diff = _compare(first[0], second[0], limit)
-    ok = diff.height == 0 and first_errors == second_errors
+    diff, counts = _compare(first[0], second[0], limit)
+    ok = not counts and first_errors == second_errors
     implicated: list[str] = []
     if not ok:
         for event, a, b in zip(events, first[1], second[1], strict=True):
@@ -470,7 +492,7 @@ def _determinism(
                 implicated.append(event.event_type)
                 break
     result = _result(
-        "determinism", description, ok, diff, implicated, decoder, second_errors, limit
+        "determinism", description, ok, diff, counts, implicated, decoder, second_errors
     )
     result.caveat = caveat
     return result
