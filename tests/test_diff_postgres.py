@@ -125,8 +125,38 @@ def test_numeric_nan_and_negative_scale_do_not_break_the_pull(pg_dsn: str, pg_sc
         )
         con.execute(f"insert into \"{pg_schema}\".prices values (1, 'NaN', 12300), (2, 12.34, 100)")
     candidate = pl.DataFrame({"id": [1, 2], "p": [None, 12.34], "r": [12300, 100]})
-    summary = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.prices", key="id").summary
-    assert summary.is_identical, summary
+    d = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.prices", key="id")
+    # NaN is no number and no NULL: a candidate without a value differs from it.
+    assert d.rows("changed").select("id", "p__changed", "r__changed").rows() == [(1, True, False)]
+    assert d.explain(1).live["p"] == "NaN"
+
+
+def test_types_adbc_does_not_know_compare_as_postgres_writes_them(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """money, inet, real, and numeric without a scale, against what a handler would write."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f'create table "{pg_schema}".hosts (id int primary key, fee money, ip inet, '
+            "ratio real, exact numeric, during int4range)"
+        )
+        con.execute(
+            f"insert into \"{pg_schema}\".hosts values "
+            "(1, 12.34, '10.0.0.1', 0.1, 0.1234567891, '[1,5)'), "
+            "(2, 5.00, '10.0.0.2/32', 0.25, 2, '[2,3)'), (3, null, null, null, null, null)"
+        )
+    candidate = duckdb.connect().sql(
+        "select * from (values (1, 12.34::decimal(12,2), '10.0.0.1', 0.1::double, "
+        "0.123456789::decimal(38,9), '[1,5)'), (2, 5.00, '10.0.0.2', 0.25, 2, '[2,3)'), "
+        "(3, null, null, null, null, null)) t(id, fee, ip, ratio, exact, during)"
+    )
+    d = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.hosts", key="id")
+    changed = d.rows("changed").select(
+        "id", "fee__changed", "ip__changed", "ratio__changed", "exact__changed"
+    )
+    # Only the tenth decimal place of `exact` differs (a cast to the candidate's
+    # DECIMAL(38,9) would have rounded it away).
+    assert changed.rows() == [(1, False, False, False, True)], d.summary
 
 
 def test_infinite_times_and_intervals_survive_a_snapshot_and_a_diff(

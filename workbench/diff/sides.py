@@ -33,9 +33,9 @@ import pyarrow as pa
 
 from workbench._sql import ident, literal
 from workbench.errors import DiffError, SourceError
-from workbench.sources.postgres._connection import connect
+from workbench.sources.postgres._connection import connect, table_columns
 from workbench.sources.postgres.snapshot import SnapshotInfo, read_snapshot_info
-from workbench.sources.postgres.table import read_table, table_columns
+from workbench.sources.postgres.table import read_table
 from workbench.sources.redaction import redact, remember
 
 __all__ = [

@@ -21,10 +21,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from workbench.sources.postgres._connection import fetch_all, quote_ident, quote_table, source_error
+from workbench.sources.postgres._connection import (
+    fetch_all,
+    quote_ident,
+    quote_table,
+    source_error,
+    table_columns,
+)
 
-__all__ = ["read_table", "table_columns"]
+__all__ = ["read_table"]
 
 _COLUMNS_SQL = (
     "select a.attname, a.atttypmod, t.typname from pg_attribute a "
@@ -33,9 +40,9 @@ _COLUMNS_SQL = (
 )
 
 
-def table_columns(con: Any, table: str) -> list[tuple[str, int, str]]:
-    """``(name, typmod, type name)`` of each column of ``table``; a missing table is a
-    :class:`~workbench.errors.SourceError` naming it."""
+def _column_types(con: Any, table: str) -> list[tuple[str, int, str]]:
+    """``(name, typmod, type name)`` of each column of ``table``."""
+    table_columns(con, table)  # a missing or unreadable table: one clear line
     schema, name, quoted = quote_table(table)
     return fetch_all(con, _COLUMNS_SQL, f"reading the columns of {schema}.{name}", [quoted])
 
@@ -47,7 +54,7 @@ def read_table(con: Any, table: str) -> pa.Table:
     read the rows and the event-store position from one database snapshot.
     """
     schema, name, quoted = quote_table(table)
-    columns = table_columns(con, table)
+    columns = _column_types(con, table)
     select: list[str] = []
     decimals: dict[str, pa.Decimal128Type] = {}
     times: dict[str, pa.DataType] = {}
@@ -55,22 +62,28 @@ def read_table(con: Any, table: str) -> pa.Table:
         # Postgres packs numeric(p, s) as ((p << 16) | s) + 4, s an 11-bit signed number.
         precision = ((typmod - 4) >> 16) & 0xFFFF
         scale = (((typmod - 4) & 0x7FF) ^ 1024) - 1024
+        q = quote_ident(column)
         if typname == "numeric" and typmod >= 0 and precision <= 18 and scale >= 0:
-            # Exact, by way of int8; NaN and ±Infinity (no decimal holds them) become NULL.
-            q = quote_ident(column)
-            select.append(
-                f"case when abs({q}) < 1e{precision - scale}::numeric "
-                f"then ({q} * 1e{scale}::numeric)::int8 end as {q}"
-            )
+            # Exact, by way of int8. NaN and ±Infinity (no decimal holds them; NaN
+            # compares above every number) come beside it as text.
+            inside = f"abs({q}) < 1e{precision - scale}::numeric"
+            select.append(f"case when {inside} then ({q} * 1e{scale}::numeric)::int8 end as {q}")
+            select.append(f"case when not {inside} then {q}::text end as {_special(column)}")
             decimals[column] = pa.decimal128(precision, scale)
+        elif typname == "money":  # ADBC hands over the cents as an integer
+            select.append(f"{q}::numeric as {q}")
+        elif typname.lstrip("_") in _AS_TEXT:
+            # Types ADBC passes as opaque wire bytes: as Postgres writes them instead
+            # (its output function: inet '10.0.0.1', where ::text adds the /32).
+            select.append(f"case when {q} is not null then format('%s', {q}) end as {q}")
         elif typname in _TIMES:
             typ, sql = _TIMES[typname]
-            select.append(sql(quote_ident(column)))
+            select.append(sql(q))
             times[column] = typ
         elif typname == "interval":
-            select.append(_INTERVAL.format(q=quote_ident(column)))
+            select.append(_INTERVAL.format(q=q))
         else:
-            select.append(quote_ident(column))
+            select.append(q)
     cur = con.cursor()
     try:
         cur.execute(f"select {', '.join(select)} from {quoted}")
@@ -85,6 +98,17 @@ def read_table(con: Any, table: str) -> pa.Table:
         rows = rows.set_column(i, pa.field(name, typ), rows.column(i).cast(typ))
     return rows
 
+
+#: Types (and arrays of them) ADBC passes as opaque bytes, read as Postgres's text.
+_AS_TEXT = frozenset(
+    {
+        "inet", "cidr", "macaddr", "macaddr8", "timetz", "bit", "varbit", "xml", "pg_lsn",
+        "tsvector", "tsquery", "point", "line", "lseg", "box", "path", "polygon", "circle",
+        "int4range", "int8range", "numrange", "tsrange", "tstzrange", "daterange",
+        "int4multirange", "int8multirange", "nummultirange", "tsmultirange",
+        "tstzmultirange", "datemultirange",
+    }
+)  # fmt: skip
 
 # ±infinity as DuckDB holds them: the largest integer of the type, and its negation.
 _US_INF, _DAY_INF = 2**63 - 1, 2**31 - 1
@@ -132,17 +156,34 @@ def _plain(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+def _special(column: str) -> str:
+    return quote_ident(f"_wb_special_{column}")
+
+
 def _restore_decimals(table: pa.Table, decimals: dict[str, pa.Decimal128Type]) -> pa.Table:
     """Scaled ``int64`` columns back to ``decimal128(p, s)``, exactly.
 
-    >>> t = pa.table({"amount": pa.array([12345, -5, None], pa.int64())})
+    A column holding NaN or ±Infinity (its ``_wb_special_`` column says
+    where) becomes text instead: no decimal holds them, and as NULL they
+    would equal a NULL.
+
+    >>> t = pa.table({"amount": pa.array([12345, -5, None], pa.int64()),
+    ...               "_wb_special_amount": pa.array([None, None, None], pa.string())})
     >>> _restore_decimals(t, {"amount": pa.decimal128(10, 2)})["amount"].to_pylist()
     [Decimal('123.45'), Decimal('-0.05'), None]
+    >>> t = t.set_column(1, "_wb_special_amount", pa.array([None, None, "NaN"]))
+    >>> _restore_decimals(t, {"amount": pa.decimal128(10, 2)})["amount"].to_pylist()
+    ['123.45', '-0.05', 'NaN']
     """
     for name, typ in decimals.items():
         i = table.schema.get_field_index(name)
         chunks = [_decimal_from_scaled(chunk, typ) for chunk in table.column(i).chunks]
-        table = table.set_column(i, pa.field(name, typ), pa.chunked_array(chunks, type=typ))
+        values = pa.chunked_array(chunks, type=typ)
+        special = table.column(f"_wb_special_{name}")
+        if special.null_count < len(special):
+            values = pc.coalesce(values.cast(pa.string()), special)
+        table = table.set_column(i, pa.field(name, values.type), values)
+        table = table.drop_columns([f"_wb_special_{name}"])
     return table
 
 
