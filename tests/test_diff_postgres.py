@@ -141,7 +141,7 @@ def test_types_adbc_does_not_know_compare_as_postgres_writes_them(
             "ratio real, exact numeric, during int4range)"
         )
         con.execute(
-            f"insert into \"{pg_schema}\".hosts values "
+            f'insert into "{pg_schema}".hosts values '
             "(1, 12.34, '10.0.0.1', 0.1, 0.1234567891, '[1,5)'), "
             "(2, 5.00, '10.0.0.2/32', 0.25, 2, '[2,3)'), (3, null, null, null, null, null)"
         )

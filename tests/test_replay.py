@@ -644,6 +644,12 @@ def test_lineage_false_writes_the_same_rows_and_no_lineage(archive: Path, tmp_pa
         assert con.execute(f"select count(*) from {schema}._lineage").fetchall() == [(0,)]
         for table in TABLES:
             assert rows(into, schema, table) == rows(reference, "memories_v1", table)
+    con.close()
+    d = wb.diff(f"{into}:memories_sql_v1.agents", f"{reference}:memories_v1.agents", key="agent_id")
+    some_agent = rows(reference, "memories_v1", "agents")[0][0]
+    assert d.explain(some_agent).notes == [
+        "the replay recorded no lineage for agents (replayed with lineage=False?)"
+    ]
 
 
 def test_sql_lineage_keeps_labelled_types_and_null_keys(archive: Path, tmp_path: Path) -> None:
@@ -1169,3 +1175,16 @@ def test_handler_times_leave_lazy_column_decoding_to_the_decoding_phase(
     assert phases["decoding"] >= 16 * 0.02
     assert seconds["MemoryCreated"] < 0.02  # timed on the first event, which converted
     assert phases["handlers"] < 16 * 0.02
+
+
+def test_resuming_from_another_archive_names_both(archive: Path, tmp_path: Path) -> None:
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, Memories, into=into, until=100)
+    other = tmp_path / "other"
+    shutil.copytree(archive, other)
+    with pytest.raises(ProjectionError) as caught:
+        wb.replay(other, Memories, into=into, resume=True)
+    assert str(caught.value) == (
+        f"cannot resume memories_v1: it was replayed from {archive.absolute()}, "
+        f"not {other.absolute()}"
+    )

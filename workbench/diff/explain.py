@@ -203,6 +203,14 @@ def _events(
         params=[key_json],
     ).to_arrow_table()
     notes: list[str] = []
+    if (
+        not lineage.num_rows
+        and not con.sql(f"select 1 from {diff.lineage.relation} limit 1").fetchall()
+    ):
+        notes.append(
+            f"the replay recorded no lineage for {diff.lineage.table_name} "
+            "(replayed with lineage=False?)"
+        )
     archive_path = diff.archive or diff.lineage.archive_path(con)
     frame: pl.DataFrame
     if archive_path is None or not Path(archive_path).is_dir():

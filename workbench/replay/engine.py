@@ -516,9 +516,13 @@ def _prepare(
             f"select archive, where_sql from {store.q(schema)}._replay_info"
         ).fetchall()
         if info and (info[0][0] != archive or (info[0][1] or None) != (where or None)):
+
+            def replay_of(root: str, condition: str | None) -> str:
+                return root + (f" where {condition}" if condition else "")
+
             raise ProjectionError(
-                f"cannot resume {schema}: it was replayed from {info[0][0]} where {info[0][1]!r}, "
-                f"not {archive} where {where!r}"
+                f"cannot resume {schema}: it was replayed from {replay_of(*info[0])}, "
+                f"not {replay_of(archive, where)}"
             )
         checkpoints = con.execute(f"select source from {store.q(schema)}._checkpoint")
         replayed = [r[0] for r in checkpoints.fetchall()]
