@@ -110,11 +110,18 @@ def test_jsonb_compares_by_meaning_not_by_spelling(pg_dsn: str, pg_schema: str) 
         con.execute(f'create table "{pg_schema}".docs (id int primary key, doc jsonb)')
         con.execute(
             f'insert into "{pg_schema}".docs values (1, \'{{"b":1,"a":[1,2]}}\'), '
-            "(2, '{\"a\": 1}')"
+            "(2, '{\"a\": 1}'), (3, '{\"amount\": 10.00}'), "
+            "(4, '{\"amount\": 0.10000000000000000001}')"
         )
-    candidate = pl.DataFrame({"id": [1, 2], "doc": ['{"b": 1, "a": [1, 2]}', '{"a": 2}']})
-    summary = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.docs", key="id").summary
-    assert (summary.identical, summary.changed) == (1, 1)
+    candidate = pl.DataFrame(
+        {
+            "id": [1, 2, 3, 4],
+            "doc": ['{"b": 1, "a": [1, 2]}', '{"a": 2}', '{"amount": 10}', '{"amount": 0.1}'],
+        }
+    )
+    d = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.docs", key="id")
+    # Numbers by exact value, as jsonb's own = does: 10 = 10.00, 0.1 <> 0.1000...01.
+    assert d.rows("changed")["id"].to_list() == [2, 4]
 
 
 def test_numeric_nan_and_negative_scale_do_not_break_the_pull(pg_dsn: str, pg_schema: str) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from dataclasses import dataclass
 
 import duckdb
@@ -55,19 +56,39 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
 def _canonical_json(texts: pa.Array) -> pa.Array:
     """Each JSON text with its keys sorted and no spaces; text that is not JSON as it is.
 
-    >>> _canonical_json(pa.array(['{"b": 1, "a": [1, 2]}', None, "not json"])).to_pylist()
-    ['{"a":[1,2],"b":1}', None, 'not json']
+    Numbers compare as Postgres's ``jsonb`` does, by exact value: ``10`` and
+    ``10.00`` are equal, ``0.1`` and ``0.10000000000000000001`` are not.
+
+    >>> _canonical_json(pa.array(['{"b": 1, "a": [1, 2.50]}', None, "not json"])).to_pylist()
+    ['{"a":[1,2.5],"b":1}', None, 'not json']
+    >>> _canonical_json(pa.array(['{"n": 10.00}', '{"n": 1e1}', '{"n": "10"}'])).to_pylist()
+    ['{"n":10}', '{"n":10}', '{"n":"10"}']
     """
 
     def canonical(text: str | None) -> str | None:
         if text is None:
             return None
         try:
-            return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+            return _canonical(json.loads(text, parse_float=Decimal, parse_int=Decimal))
         except (ValueError, RecursionError):
             return text
 
     return pa.array([canonical(t) for t in texts.to_pylist()], pa.string())
+
+
+def _canonical(value: object) -> str:
+    # json.dumps cannot write a Decimal as a number: the containers are written here.
+    if isinstance(value, dict):
+        items = sorted(value.items())
+        return "{" + ",".join(f"{json.dumps(k)}:{_canonical(v)}" for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_canonical(v) for v in value) + "]"
+    if isinstance(value, Decimal) and value.is_finite():
+        text = format(value, "f")  # exact: normalize() would round to 28 digits
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return "0" if text in ("-0", "0") else text
+    return json.dumps(value)
 
 
 _NUMERIC = re.compile(
