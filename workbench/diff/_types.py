@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import json
 import re
-from decimal import Decimal
 from dataclasses import dataclass
+from decimal import Decimal
 
 import duckdb
 import pyarrow as pa
