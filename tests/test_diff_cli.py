@@ -108,3 +108,24 @@ def test_key_and_ignore_take_both_repeats_and_commas(tmp_path: Path) -> None:
     assert run([*args, "--key", "a", "--key", "b", "--ignore", "w"]) == 0
     assert run([*args, "--key", "a,b", "--ignore", "w,v"]) == 0
     assert run([*args, "--key", "a", "--key", "b"]) == 1  # w differs
+
+
+def test_normalize_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A text[] the live side keeps sorted, a candidate list in insertion order."""
+    candidate = pl.DataFrame({"id": [1, 2], "tags": [["b", "a"], ["x"]], "name": ["Ann", "Bo"]})
+    live = pl.DataFrame({"id": [1, 2], "tags": [["a", "b"], ["x"]], "name": ["ann", "bo"]})
+    candidate.write_parquet(tmp_path / "c.parquet")
+    live.write_parquet(tmp_path / "l.parquet")
+    args = [
+        "diff",
+        "--candidate",
+        str(tmp_path / "c.parquet"),
+        "--live",
+        str(tmp_path / "l.parquet"),
+    ]
+    args += ["--key", "id"]
+    assert run(args) == 1
+    assert run([*args, "--normalize", "tags=list_sort({})", "--normalize", "name=lower"]) == 0
+    capsys.readouterr()
+    assert run([*args, "--normalize", "tags"]) == 2
+    assert "--normalize 'tags': expected COLUMN=SQL" in capsys.readouterr().err

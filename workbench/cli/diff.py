@@ -28,6 +28,47 @@ def _pairs(values: list[str], option: str) -> dict[str, float]:
     return out
 
 
+def _sql_pairs(values: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        column, sep, sql = value.partition("=")
+        if not sep or not column.strip() or not sql.strip():
+            raise DiffError(
+                f"--normalize {value!r}: expected COLUMN=SQL, e.g. amount=round({{}}, 2)"
+            )
+        out[column.strip()] = sql.strip()
+    return out
+
+
+# The options that say how rows are compared, shared by `diff` and `report`.
+IGNORE = typer.Option(
+    [], "--ignore", help="Columns not to compare: COL[,COL], or --ignore repeated."
+)
+ABS_TOL = typer.Option([], "--abs-tol", help="COL=X: numbers within X agree.")
+REL_TOL = typer.Option([], "--rel-tol", help="COL=X: numbers within X·|live| agree.")
+NORMALIZE = typer.Option(
+    [],
+    "--normalize",
+    help="COL=SQL applied to both sides first, {} for the column: 'tags=list_sort({})', "
+    "'name=lower'.",
+)
+LIVE_POSITION = typer.Option(
+    None, "--live-position", help="Event-store position the live side reflects."
+)
+
+
+def comparison(
+    ignore: list[str], abs_tol: list[str], rel_tol: list[str], normalize: list[str]
+) -> dict[str, Any]:
+    """``wb.diff`` keyword arguments from the comparison options as given."""
+    return {
+        "ignore": _columns(ignore),
+        "abs_tol": _pairs(abs_tol, "--abs-tol"),
+        "rel_tol": _pairs(rel_tol, "--rel-tol"),
+        "normalize": _sql_pairs(normalize),
+    }
+
+
 @app.command()
 def diff(
     candidate: str = typer.Option(
@@ -41,16 +82,11 @@ def diff(
     key: list[str] = typer.Option(
         ..., "--key", help="Key column(s): COL[,COL], or --key repeated."
     ),
-    ignore: list[str] = typer.Option(
-        [], "--ignore", help="Columns not to compare: COL[,COL], or --ignore repeated."
-    ),
-    abs_tol: list[str] = typer.Option([], "--abs-tol", help="COL=X: numbers within X agree."),
-    rel_tol: list[str] = typer.Option(
-        [], "--rel-tol", help="COL=X: numbers within X·|live| agree."
-    ),
-    live_position: int | None = typer.Option(
-        None, "--live-position", help="Event-store position the live side reflects."
-    ),
+    ignore: list[str] = IGNORE,
+    abs_tol: list[str] = ABS_TOL,
+    rel_tol: list[str] = REL_TOL,
+    normalize: list[str] = NORMALIZE,
+    live_position: int | None = LIVE_POSITION,
     archive: Path | None = typer.Option(
         None, "--archive", help="Archive to read events from for --explain."
     ),
@@ -65,7 +101,8 @@ def diff(
     """Diff a candidate read model against the live one. Exit 0 identical, 1 differences, 2 error."""
     from workbench.diff import diff as run_diff
 
-    keys, ignore = _columns(key), _columns(ignore)
+    keys = _columns(key)
+    compare = comparison(ignore, abs_tol, rel_tol, normalize)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -78,9 +115,7 @@ def diff(
             candidate,
             live,
             key=keys,
-            ignore=ignore,
-            abs_tol=_pairs(abs_tol, "--abs-tol"),
-            rel_tol=_pairs(rel_tol, "--rel-tol"),
+            **compare,
             live_position=live_position,
             archive=archive,
         )

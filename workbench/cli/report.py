@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli._app import app, console, progress_bar
+from workbench.cli.diff import ABS_TOL, IGNORE, LIVE_POSITION, NORMALIZE, REL_TOL, comparison
 from workbench.errors import WorkbenchError
 
 
@@ -30,6 +31,11 @@ def report(
     table: str | None = typer.Option(
         None, "--table", help="The projection's table to diff (default: its only or first table)."
     ),
+    ignore: list[str] = IGNORE,
+    abs_tol: list[str] = ABS_TOL,
+    rel_tol: list[str] = REL_TOL,
+    normalize: list[str] = NORMALIZE,
+    live_position: int | None = LIVE_POSITION,
     safety: bool = typer.Option(False, "--check-safety", help="Also run the replay-safety check."),
 ) -> None:
     """Write one self-contained HTML report: checks, charts, and replay and diff when given.
@@ -48,6 +54,7 @@ def report(
         raise WorkbenchError("--live needs --projection: the candidate is the projection's replay")
     if projection is not None and into is None:
         into = out.with_suffix(".duckdb")
+    compare = comparison(ignore, abs_tol, rel_tol, normalize)
     if live is not None:
         check_side(live, "live")  # before the replay, not after it
 
@@ -77,7 +84,11 @@ def report(
                 bar.update(task, description="diffing with live")
                 name = table or _default_table(candidate, live)
                 diff = run_diff(
-                    f"{into}:{result.schema}.{name}", live, key=[k.strip() for k in key.split(",")]
+                    f"{into}:{result.schema}.{name}",
+                    live,
+                    key=[k.strip() for k in key.split(",")],
+                    **compare,
+                    live_position=live_position,
                 )
         task = bar.add_task("checks", total=None)
         path = write_report(
