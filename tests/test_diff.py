@@ -224,6 +224,14 @@ def test_to_parquet_and_chart(tmp_path: Path) -> None:
     assert json.loads((out / "summary.json").read_text())["changed"] == d.summary.changed
     spec = d.chart().to_dict()
     assert len(spec["hconcat"]) == 2
+    # A UUID key is written as text, as rows() gives it: Polars reads it back as such.
+    con = duckdb.connect()
+    candidate = con.sql("select uuid '0b9c7e12-0000-4000-8000-000000000001' as id, 1 as n")
+    live = con.sql("select uuid '0b9c7e12-0000-4000-8000-000000000001' as id, 2 as n")
+    written = wb.diff(candidate, live, key="id").to_parquet(tmp_path / "uuid")
+    rows = pl.read_parquet(written / "rows.parquet")
+    assert rows["id"].dtype == pl.String
+    assert rows["id"].to_list() == ["0b9c7e12-0000-4000-8000-000000000001"]
 
 
 def test_user_mistakes_are_diff_errors(tmp_path: Path) -> None:

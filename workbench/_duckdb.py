@@ -15,7 +15,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-__all__ = ["connect", "to_polars"]
+__all__ = ["connect", "portable", "to_polars"]
 
 
 def connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -25,18 +25,34 @@ def connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.Du
     return con
 
 
+#: DuckDB types Polars (and Polars reading Parquet) cannot take: given as text.
+_AS_TEXT = frozenset({"INTERVAL", "UUID"})
+
+
+def portable(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """``relation`` with its ``INTERVAL`` and ``UUID`` columns as text.
+
+    Polars has neither type: it refuses an interval, and reads a UUID from
+    Parquet as 16 opaque bytes.
+
+    >>> portable(connect().sql("select uuid '0b9c7e12-0000-4000-8000-000000000001' as u")).types
+    [VARCHAR]
+    """
+    types = dict(zip(relation.columns, map(str, relation.types), strict=True))
+    if _AS_TEXT.isdisjoint(types.values()):
+        return relation
+    return relation.select(
+        ", ".join(
+            f"CAST({q} AS VARCHAR) AS {q}" if typ in _AS_TEXT else q
+            for q, typ in (('"' + c.replace('"', '""') + '"', t) for c, t in types.items())
+        )
+    )
+
+
 def to_polars(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
-    """``relation.pl()``, with the columns Polars cannot import (``INTERVAL``) as text.
+    """``relation.pl()``, with the columns Polars cannot import (see :func:`portable`) as text.
 
     >>> to_polars(connect().sql("select 1 as n, interval '1 day 2 hours' as i")).row(0)
     (1, '1 day 02:00:00')
     """
-    types = dict(zip(relation.columns, map(str, relation.types), strict=True))
-    if "INTERVAL" in types.values():
-        relation = relation.select(
-            ", ".join(
-                f"CAST({q} AS VARCHAR) AS {q}" if typ == "INTERVAL" else q
-                for q, typ in (('"' + c.replace('"', '""') + '"', t) for c, t in types.items())
-            )
-        )
-    return relation.pl()
+    return portable(relation).pl()

@@ -15,7 +15,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from workbench._duckdb import to_polars
+from workbench._duckdb import portable, to_polars
 from workbench._sql import ident, literal
 from workbench.archive import atomic_file
 from workbench.diff.sides import files_attached
@@ -274,7 +274,8 @@ class Diff:
             raise DiffError(f"{out} is a file; --out takes a directory")
         out.mkdir(parents=True, exist_ok=True)
         with atomic_file(out / "rows.parquet") as tmp:
-            self._relation(None).to_parquet(str(tmp), compression="zstd")
+            # As rows() gives them: a UUID as text, which Polars reads (not 16 bytes).
+            portable(self._relation(None)).to_parquet(str(tmp), compression="zstd")
         with atomic_file(out / "columns.parquet") as tmp:
             self.summary.columns.write_parquet(tmp)
         with atomic_file(out / "summary.json") as tmp:
