@@ -11,6 +11,7 @@ from typing import Any
 
 import altair as alt
 import polars as pl
+import pyarrow as pa
 import pytest
 
 import workbench as wb
@@ -216,3 +217,20 @@ def test_every_chart_of_a_notebook_page_draws(archive: wb.Archive, tmp_path: Pat
         r'id="wb-chart-[0-9a-f]+"><div class="chart-wrapper"[^>]*><(?:svg|canvas)', dom
     )
     assert len(drawn) == 3, dom[:2000]
+
+
+def test_a_check_that_found_nothing_says_so_instead_of_empty_axes(tmp_path: Path) -> None:
+    from workbench.archive import ArchiveWriter
+
+    ArchiveWriter(tmp_path, "s").append(
+        pa.table({"global_position": [1, 2], "recorded_at": [0, 1], "event_id": ["a", "b"]})
+    )
+    archive = wb.open_archive(tmp_path)
+    for chart in (
+        archive.gaps().chart(),
+        archive.duplicates().chart(),
+        archive.causation().chart(),
+    ):
+        spec = chart.to_dict()
+        assert spec["mark"]["type"] == "text", spec
+        assert spec["data"]["values"][0]["message"].startswith("No ")

@@ -16,7 +16,7 @@ import polars as pl
 from workbench import _duckdb
 from workbench.analysis._buckets import BUCKET_SECONDS
 
-__all__ = ["MAX_POINTS", "coarsen", "inline", "require", "top_n"]
+__all__ = ["MAX_POINTS", "coarsen", "inline", "nothing_to_show", "require", "top_n"]
 
 #: Upper bound on rows a chart aggregates down to.
 MAX_POINTS: Final[int] = 2_000
@@ -28,6 +28,23 @@ def require(frame: pl.DataFrame, columns: dict[str, str], chart: str) -> None:
     if missing:
         wanted = "; ".join(f"{c}: {columns[c]}" for c in missing)
         raise ValueError(f"{chart} needs the columns {wanted}")
+
+
+def nothing_to_show(title: str, message: str) -> alt.Chart:
+    """A chart that says there is nothing to draw, instead of empty axes.
+
+    Empty data gives Vega infinite scale extents (a console warning each) and
+    a bare frame a reader takes for a rendering failure.
+
+    >>> nothing_to_show("Missing positions", "no gaps").to_dict()["mark"]["type"]
+    'text'
+    """
+    return (
+        alt.Chart(alt.Data(values=[{"message": message}]))
+        .mark_text(align="left", baseline="middle", fontSize=13, color="#666")
+        .encode(text="message:N")
+        .properties(title=title, width=600, height=30)
+    )
 
 
 def inline(frame: pl.DataFrame) -> alt.Data:

@@ -7,7 +7,7 @@ from typing import Final
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import inline, require
+from workbench.charts._data import inline, nothing_to_show, require
 
 __all__ = ["MAX_WATERFALL_ROWS", "causation_waterfall"]
 
@@ -46,6 +46,8 @@ def causation_waterfall(nodes: pl.DataFrame) -> alt.TopLevelMixin:
         },
         "causation_waterfall",
     )
+    if nodes.is_empty():
+        return nothing_to_show("Causation waterfall", "No correlation to draw.")
     total = nodes.height
     shown = nodes.sort("tree_order").head(MAX_WATERFALL_ROWS)
     width = len(str(max(total, 1)))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import coarsen, inline, require
+from workbench.charts._data import coarsen, inline, nothing_to_show, require
 
 __all__ = ["duplicates_chart"]
 
 
-def duplicates_chart(timeline: pl.DataFrame) -> alt.FacetChart:
+def duplicates_chart(timeline: pl.DataFrame) -> alt.TopLevelMixin:
     """Stacked bars of duplicate copies per time bucket, coloured by type, a row per kind.
 
     ``timeline``: ``bucket, kind, event_type, copies`` (``Duplicates.timeline``).
@@ -31,6 +31,8 @@ def duplicates_chart(timeline: pl.DataFrame) -> alt.FacetChart:
         },
         "duplicates_chart",
     )
+    if timeline.is_empty():
+        return nothing_to_show("Duplicates over time", "No duplicates.")
     frame = coarsen(
         timeline.select("bucket", "kind", "event_type", "copies"),
         "bucket",

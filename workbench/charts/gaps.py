@@ -6,7 +6,7 @@ import altair as alt
 import polars as pl
 
 from workbench import _duckdb
-from workbench.charts._data import MAX_POINTS, inline, require
+from workbench.charts._data import MAX_POINTS, inline, nothing_to_show, require
 
 __all__ = ["gaps_chart"]
 
@@ -35,6 +35,8 @@ def gaps_chart(positions: pl.DataFrame) -> alt.Chart:
         "gaps_chart",
     )
     frame = positions.select("source", "first_missing", "last_missing", "missing", "reason")
+    if frame.is_empty():
+        return nothing_to_show("Missing positions", "No gaps: every position is archived.")
     if frame.height > MAX_POINTS:
         con = _duckdb.connect()
         con.register("gaps", frame)

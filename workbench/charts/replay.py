@@ -102,7 +102,13 @@ def replay_phases(phases: pl.DataFrame) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("sum(share):Q", title="share of the replay's time", axis=alt.Axis(format="%")),
-            color=alt.Color("phase:N", sort=None, title=None),
+            # Below the bar, in a row: beside a 40-pixel bar the names were cut off.
+            color=alt.Color(
+                "phase:N",
+                sort=None,
+                title=None,
+                legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0),
+            ),
             order=alt.Order("phase_order:Q"),
             tooltip=["phase:N", "seconds:Q", alt.Tooltip("share:Q", format=".0%")],
         )
