@@ -382,6 +382,8 @@ def test_a_recreated_stream_is_never_spliced_onto_the_archive(
     api(nats_url, f"$JS.API.STREAM.PURGE.{stream}")  # purged, not recreated: resumes
     publish(nats_url, stream, [ce_message(i) for i in range(5, 7)])
     assert archive(nats_url, stream, tmp_path).messages == 2
+    # The stream's identity is recorded once, not a side file per run.
+    assert len(list((tmp_path / "_stream_samples").rglob("*.parquet"))) == 1
     delete_stream(nats_url, stream)
     # The new stream keeps none of the archived sequences (limits): only its creation tells.
     publish(nats_url, stream, [ce_message(i) for i in range(20)], create={"max_msgs": 5})

@@ -290,15 +290,17 @@ class _Run:
             info = await _client.stream_info(nc, self.stream)
             state = info["state"]
             self.created = server_time(info.get("created"))
-            await self._check_same_stream(int(state["last_seq"]))
-            # Which stream this archive is of: the next run (and a reconnect) checks it.
-            sample = stream_sample(self.stream, info, dt.datetime.now(dt.UTC))
-            append_records(
-                self.writer.root,
-                "stream_samples",
-                self.writer.source,
-                pa.Table.from_pylist([sample], STREAM_SAMPLE_SCHEMA),
-            )
+            recorded = self._recorded_created()
+            await self._check_same_stream(int(state["last_seq"]), recorded)
+            if recorded is None and self.created is not None:
+                # Which stream this archive is of, once: the next runs check it.
+                sample = stream_sample(self.stream, info, dt.datetime.now(dt.UTC))
+                append_records(
+                    self.writer.root,
+                    "stream_samples",
+                    self.writer.source,
+                    pa.Table.from_pylist([sample], STREAM_SAMPLE_SCHEMA),
+                )
             self.stream_last = state["last_seq"]
             target = None if self.follow else int(state["last_seq"])
             # A stream created with first_seq (NATS 2.10+) never had the sequences below it.
@@ -416,14 +418,15 @@ class _Run:
         await self._drop_consumer()
         await self._reconnect()
 
-    async def _check_same_stream(self, stream_last: int) -> None:
+    async def _check_same_stream(self, stream_last: int, recorded: dt.datetime | None) -> None:
         """Refuse a stream deleted and created again under the same name.
 
         Its sequences restart at 1: appended to this archive they would splice
         another history onto it, and its first messages would never be read.
+        ``recorded`` is when the archived stream was created (None for an
+        archive older than that record: its newest messages are compared).
         """
         reset = f"stream {self.stream} was recreated since {self.writer.root} was archived"
-        recorded = self._recorded_created()
         if recorded is not None and self.created is not None and recorded != self.created:
             raise SourceError(
                 f"{reset}: it was created {self.created:%Y-%m-%d %H:%M:%S} UTC, the stream "
