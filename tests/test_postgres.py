@@ -388,6 +388,7 @@ def test_cli_archive_prints_problem_counts(
     [
         (["--table", "{schema}.nope"], "table {schema}.nope not found"),
         (["--table", "{schema}.event_log"], "similar tables here: .*{schema}.log"),
+        (["--table", "{schema}.LOG"], "LOG not found .*similar tables here: .*{schema}.log"),
         (
             [
                 "--preset",

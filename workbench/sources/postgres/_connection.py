@@ -165,7 +165,8 @@ def _similar_tables(con: Any, name: str) -> str:
         con,
         "select table_schema || '.' || table_name from information_schema.tables "
         "where table_schema not in ('pg_catalog', 'information_schema') "
-        "and (table_name = $1 or table_name like $2) order by table_name = $1 desc, 1 limit 5",
+        "and (lower(table_name) = lower($1) or table_name ilike $2) "
+        "order by lower(table_name) = lower($1) desc, 1 limit 5",
         "looking for similar tables",
         (name, suffix),
     )
