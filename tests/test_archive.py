@@ -238,6 +238,17 @@ def test_a_following_archiver_s_small_files_are_merged_as_they_gather(tmp_path: 
     assert len(list_data_files(tmp_path)) > len(visible)
     merge_tail(tmp_path, "s", keep_seconds=0)
     assert len(list_data_files(tmp_path)) == len(visible)
+    # A slow follower's files are hours old when merged: readers still get their hour.
+    slow = tmp_path / "slow"
+    slow_writer = ArchiveWriter(slow, "s")
+    for p in range(1, TAIL_FILES):
+        slow_writer.append(events(p, p))
+    hours_ago = time.time() - 7200
+    for f in list_data_files(slow):
+        os.utime(f.path, (hours_ago, hours_ago))
+    reader = wb.open_archive(slow)
+    slow_writer.append(events(TAIL_FILES, TAIL_FILES))
+    assert len(reader) == TAIL_FILES - 1  # its files are merged away, not gone
     # A file that is not small ends the tail: it is never rewritten.
     writer.append(events(1_000, 100_000))
     big = scan_data_files(tmp_path)[-1]

@@ -389,6 +389,10 @@ def test_a_recreated_stream_is_never_spliced_onto_the_archive(
     publish(nats_url, stream, [ce_message(i) for i in range(20)], create={"max_msgs": 5})
     with pytest.raises(SourceError, match=f"stream {stream} was recreated .*: it was created"):
         archive(nats_url, stream, tmp_path)
+    # Sampling the new stream into the archive does not make it the archived one.
+    wb.sample_jetstream(nats_url, stream, tmp_path, every=0.1, duration=0)
+    with pytest.raises(SourceError, match=f"stream {stream} was recreated .*: it was created"):
+        archive(nats_url, stream, tmp_path)
     # An archive written before the stream's creation was recorded: the newest archived
     # messages the stream still holds are compared instead.
     shutil.rmtree(tmp_path / "_stream_samples")

@@ -138,7 +138,11 @@ def merge_tail(
         if f.last - f.first + 1 >= small and _rows(f.path) >= small:
             break
         tail.append(f)
-    merged = _merge(tail[::-1], remove_inputs=False) if len(tail) >= files else None
+    merged = None
+    if len(tail) >= files:
+        merged = _merge(tail[::-1], remove_inputs=False)
+        for f in tail:  # their hour starts now, not when they were written
+            os.utime(f.path)
     _remove_subsumed(root, source, older_than=keep_seconds)
     return merged
 

@@ -470,8 +470,10 @@ class _Run:
         rows = (
             ArchiveReader(self.writer.root)
             .sql(
+                # The first record: samples taken later (of a stream recreated since,
+                # say) do not change which stream this archive is of.
                 "select created from stream_samples where source = ? and created is not null "
-                "order by sampled_at desc limit 1",
+                "order by sampled_at limit 1",
                 params=[self.writer.source],
             )
             .fetchall()
