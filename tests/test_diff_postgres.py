@@ -138,6 +138,19 @@ def test_numeric_nan_and_negative_scale_do_not_break_the_pull(pg_dsn: str, pg_sc
     assert d.explain(1).live["p"] == "NaN"
 
 
+def test_numeric_columns_with_long_or_clashing_names_read(pg_dsn: str, pg_schema: str) -> None:
+    """Postgres cuts identifiers at 63 bytes: nothing read may be named after a column."""
+    long = "a" * 60
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f'create table "{pg_schema}".wide (id int primary key, {long} numeric(10,2), '
+            '"_wb_0" text, amount numeric(10,2))'
+        )
+        con.execute(f"insert into \"{pg_schema}\".wide values (1, 1.5, 'x', 'NaN')")
+    live = pl.DataFrame({"id": [1], long: [1.5], "_wb_0": ["x"], "amount": ["NaN"]})
+    wb.diff(live, f"{pg_dsn}#{pg_schema}.wide", key="id").assert_identical()
+
+
 def test_types_adbc_does_not_know_compare_as_postgres_writes_them(
     pg_dsn: str, pg_schema: str
 ) -> None:

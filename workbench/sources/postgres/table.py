@@ -56,9 +56,10 @@ def read_table(con: Any, table: str) -> pa.Table:
     schema, name, quoted = quote_table(table)
     columns = _column_types(con, table)
     select: list[str] = []
-    decimals: dict[str, pa.Decimal128Type] = {}
+    specials: list[str] = []  # selected after every column, read back by position
+    decimals: dict[int, pa.Decimal128Type] = {}
     times: dict[str, pa.DataType] = {}
-    for column, typmod, typname in columns:
+    for i, (column, typmod, typname) in enumerate(columns):
         # Postgres packs numeric(p, s) as ((p << 16) | s) + 4, s an 11-bit signed number.
         precision = ((typmod - 4) >> 16) & 0xFFFF
         scale = (((typmod - 4) & 0x7FF) ^ 1024) - 1024
@@ -68,8 +69,8 @@ def read_table(con: Any, table: str) -> pa.Table:
             # compares above every number) come beside it as text.
             inside = f"abs({q}) < 1e{precision - scale}::numeric"
             select.append(f"case when {inside} then ({q} * 1e{scale}::numeric)::int8 end as {q}")
-            select.append(f"case when not {inside} then {q}::text end as {_special(column)}")
-            decimals[column] = pa.decimal128(precision, scale)
+            specials.append(f"case when not {inside} then {q}::text end as _wb_{len(specials)}")
+            decimals[i] = pa.decimal128(precision, scale)
         elif typname == "money":  # ADBC hands over the cents as an integer
             select.append(f"{q}::numeric as {q}")
         elif typname.lstrip("_") in _AS_TEXT:
@@ -86,13 +87,13 @@ def read_table(con: Any, table: str) -> pa.Table:
             select.append(q)
     cur = con.cursor()
     try:
-        cur.execute(f"select {', '.join(select)} from {quoted}")
+        cur.execute(f"select {', '.join(select + specials)} from {quoted}")
         arrow = cur.fetch_arrow_table()
     except Exception as exc:
         raise source_error(f"reading {schema}.{name}", exc) from None
     finally:
         cur.close()
-    rows = _restore_decimals(_plain(arrow), decimals)
+    rows = _restore_decimals(_plain(arrow), decimals, len(columns))
     for name, typ in times.items():  # the integers back to their type, value for value
         i = rows.schema.get_field_index(name)
         rows = rows.set_column(i, pa.field(name, typ), rows.column(i).cast(typ))
@@ -156,35 +157,32 @@ def _plain(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _special(column: str) -> str:
-    return quote_ident(f"_wb_special_{column}")
+def _restore_decimals(
+    table: pa.Table, decimals: dict[int, pa.Decimal128Type], width: int
+) -> pa.Table:
+    """Scaled ``int64`` columns (by position) back to ``decimal128(p, s)``, exactly.
 
-
-def _restore_decimals(table: pa.Table, decimals: dict[str, pa.Decimal128Type]) -> pa.Table:
-    """Scaled ``int64`` columns back to ``decimal128(p, s)``, exactly.
-
-    A column holding NaN or ±Infinity (its ``_wb_special_`` column says
-    where) becomes text instead: no decimal holds them, and as NULL they
-    would equal a NULL.
+    The table's columns after the first ``width`` hold, one per decimal in
+    order, the NaN or ±Infinity of rows whose value no decimal holds; a
+    column with any becomes text instead (as NULL they would equal a NULL).
+    Those columns are dropped.
 
     >>> t = pa.table({"amount": pa.array([12345, -5, None], pa.int64()),
-    ...               "_wb_special_amount": pa.array([None, None, None], pa.string())})
-    >>> _restore_decimals(t, {"amount": pa.decimal128(10, 2)})["amount"].to_pylist()
+    ...               "_wb_0": pa.array([None, None, None], pa.string())})
+    >>> _restore_decimals(t, {0: pa.decimal128(10, 2)}, 1)["amount"].to_pylist()
     [Decimal('123.45'), Decimal('-0.05'), None]
-    >>> t = t.set_column(1, "_wb_special_amount", pa.array([None, None, "NaN"]))
-    >>> _restore_decimals(t, {"amount": pa.decimal128(10, 2)})["amount"].to_pylist()
-    ['123.45', '-0.05', 'NaN']
+    >>> t = t.set_column(1, "_wb_0", pa.array([None, None, "NaN"]))
+    >>> _restore_decimals(t, {0: pa.decimal128(10, 2)}, 1).to_pydict()
+    {'amount': ['123.45', '-0.05', 'NaN']}
     """
-    for name, typ in decimals.items():
-        i = table.schema.get_field_index(name)
+    for k, (i, typ) in enumerate(decimals.items()):
         chunks = [_decimal_from_scaled(chunk, typ) for chunk in table.column(i).chunks]
         values = pa.chunked_array(chunks, type=typ)
-        special = table.column(f"_wb_special_{name}")
+        special = table.column(width + k)
         if special.null_count < len(special):
             values = pc.coalesce(values.cast(pa.string()), special)
-        table = table.set_column(i, pa.field(name, values.type), values)
-        table = table.drop_columns([f"_wb_special_{name}"])
-    return table
+        table = table.set_column(i, pa.field(table.schema.field(i).name, values.type), values)
+    return table.select(range(width))
 
 
 def _decimal_from_scaled(ints: pa.Array, typ: pa.Decimal128Type) -> pa.Array:
