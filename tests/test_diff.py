@@ -173,7 +173,7 @@ def test_numbers_compare_at_the_coarser_precision_and_never_round_text_away() ->
     )
     d = wb.diff(candidate, live, key="id")
     changes = {t.column: t.compared_as for t in d.summary.schema.type_changes}
-    assert changes == {"total": "DOUBLE", "ratio": "FLOAT", "n": "DECIMAL(38,9)"}
+    assert changes == {"total": "DECIMAL(38,2)", "ratio": "FLOAT", "n": "DECIMAL(38,9)"}
     changed = d.rows("changed").select("id", "total__changed", "ratio__changed", "n__changed")
     # 1: float noise below a cent and REAL vs DOUBLE agree; the 10th decimal place does not.
     # 2: a cent off; trailing zeros are no difference. 3: NaN is no number.
@@ -182,6 +182,20 @@ def test_numbers_compare_at_the_coarser_precision_and_never_round_text_away() ->
         (2, True, False, False),
         (3, False, False, True),
     ]
+    # A float rounds into a numeric as Postgres rounds it: 1.005 (1.00499... as a
+    # double) is 1.01 in a numeric(10,2). An exponent no decimal keeps is a change.
+    floats = con.sql(
+        "select * from (values (1, 1.005::double, '1.5e-10'), (2, 2.675, '2e0')) t(id, v, w)"
+    )
+    stored = con.sql(
+        "select * from (values (1, 1.01::decimal(10,2), 0::decimal(38,9)), (2, 2.68, 2)) t(id, v, w)"
+    )
+    d = wb.diff(floats, stored, key="id")
+    assert d.rows("changed").select("id", "v__changed", "w__changed").rows() == [(1, False, True)]
+    nan, null = (
+        con.sql(f"select 1 as id, {v} as v") for v in ("'nan'::double", "null::decimal(10,2)")
+    )
+    assert wb.diff(nan, null, key="id").summary.changed == 1
 
 
 def test_schema_differences_are_reported_and_types_cast_safely() -> None:

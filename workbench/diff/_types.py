@@ -5,7 +5,8 @@ The rules, in order:
 - the same type on both sides is compared as is;
 - two numeric types are compared as DuckDB's common supertype (INTEGER vs
   BIGINT as BIGINT), but a float at the other side's precision: against a
-  DECIMAL(p,s) rounded to s places, a DOUBLE against a REAL as REAL;
+  DECIMAL(p,s) rounded to s places as Postgres rounds into a numeric, a
+  DOUBLE against a REAL as REAL;
 - two timestamp types of different precision or time zone are compared as
   UTC ``TIMESTAMP`` truncated to the coarser precision (a nanosecond clock
   against a microsecond database agrees when the microseconds agree);
@@ -166,12 +167,19 @@ def _numeric_plan(
     floats = [t for t in types if t in _FLOATS]
     decimals = [m for t in types if (m := _DECIMAL.match(t)) is not None]
     if len(floats) == 1 and decimals:
-        scale = decimals[0][2]
+        # The float's shortest decimal text, rounded as Postgres rounds into a numeric
+        # (1.005 is 1.00499... as a double, 1.01 in a numeric(10,2)); NaN, which no
+        # decimal holds, becomes NULL and counts as a difference (checked_cast).
+        common = f"DECIMAL(38,{decimals[0][2]})"
         candidate_expr, live_expr = (
-            f"round(CAST({col} AS DOUBLE), {scale})" if t in _FLOATS else f"CAST({col} AS DOUBLE)"
+            f"TRY_CAST(CAST({col} AS VARCHAR) AS {common})"
+            if t in _FLOATS
+            else f"CAST({col} AS {common})"
             for t in types
         )
-        return ColumnPlan(name, candidate_type, live_type, "DOUBLE", candidate_expr, live_expr)
+        return ColumnPlan(
+            name, candidate_type, live_type, common, candidate_expr, live_expr, checked_cast=True
+        )
     if len(floats) == 2:
         common = min(floats, key=_FLOATS.__getitem__)
     else:
@@ -219,9 +227,15 @@ def plan_column(
             cast = f"TRY_CAST({col} AS {other})"
             if (decimal := _DECIMAL.match(other)) is not None:
                 # A cast rounds '0.1234567891' into DECIMAL(38,9): text with more
-                # places than the decimal (trailing zeros aside) does not cast.
+                # places than the decimal (trailing zeros aside) does not cast, nor
+                # an exponent form ('1.5e-10') whose value the cast changes.
                 places = f"length(regexp_extract({col}, '\\.(\\d*[1-9])', 1))"
-                cast = f"CASE WHEN {places} <= {decimal[2]} THEN {cast} END"
+                kept = f"TRY_CAST({cast} AS DOUBLE) = TRY_CAST({col} AS DOUBLE)"
+                exact = (
+                    f"CASE WHEN regexp_matches({col}, '[eE]') THEN {kept} "
+                    f"ELSE {places} <= {decimal[2]} END"
+                )
+                cast = f"CASE WHEN {exact} THEN {cast} END"
             exprs = (cast, col) if text_is_candidate else (col, cast)
             return ColumnPlan(name, candidate_type, live_type, other, *exprs, checked_cast=True)
     text_cast = f"CAST({col} AS VARCHAR)"
