@@ -252,10 +252,12 @@ class ClockAndSetOrder(FirstMemoryFromASet):
 
 
 def test_every_table_that_differs_is_named_however_few_are_listed(archive: Path) -> None:
-    report = wb.check_replay_safety(archive, ClockAndSetOrder, seed=3, max_differences=1)
+    report = wb.check_replay_safety(archive, ClockAndSetOrder, seed=3, max_differences=3)
     determinism = report["determinism"]
     assert set(determinism.counts) == {"agents", "firsts"}, determinism.summary()
-    assert set(determinism.differences["table"]) == {"agents", "firsts"}  # a share each
+    assert min(determinism.counts.values()) > 3
+    listed = determinism.differences["table"].to_list()
+    assert len(listed) == 3 and set(listed) == {"agents", "firsts"}  # in turn, within the limit
 
 
 class ClockAndCounter(MemoriesNonIdempotent):

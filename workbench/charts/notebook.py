@@ -14,6 +14,8 @@ on the page.
 >>> html = render(chart.to_dict())["text/html"]
 >>> html.count("if (!window.vegaEmbed)"), '<script src="http' in html
 (1, False)
+>>> '"actions": false' in render(chart.to_dict(), embed_options={"actions": False})["text/html"]
+True
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ if (!window.vegaEmbed) {{ (function () {{ {bundle}
 }})(); }}
 (function () {{
   const spec = {spec};
-  window.vegaEmbed("#{div}", spec, {{"mode": "vega-lite"}}).catch(console.error);
+  window.vegaEmbed("#{div}", spec, {options}).catch(console.error);
 }})();
 </script>
 """
@@ -49,7 +51,10 @@ def render(spec: dict[str, Any], **metadata: Any) -> dict[str, str]:
     # "</" inside a string would end the <script> early.
     text = json.dumps(spec).replace("</", "<\\/")
     div = f"wb-chart-{uuid.uuid4().hex[:12]}"
-    return {"text/html": _PAGE.format(div=div, bundle=vega_bundle(), spec=text)}
+    # alt.renderers.set_embed_options(...) arrives here as embed_options.
+    options = json.dumps({**(metadata.get("embed_options") or {}), "mode": "vega-lite"})
+    page = _PAGE.format(div=div, bundle=vega_bundle(), spec=text, options=options)
+    return {"text/html": page}
 
 
 def enable() -> None:

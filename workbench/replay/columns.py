@@ -17,6 +17,10 @@ decoder that gives a resumed run back the value an uninterrupted run holds.
 UUID('00000000-0000-0000-0000-000000000001')
 >>> column_type(dict).array([{"a": [1, 2]}]).to_pylist()
 ['{"a": [1, 2]}']
+>>> column_type(dict).array([{1: "one"}])
+Traceback (most recent call last):
+...
+workbench.replay.columns.Refused: it would not read back the same: write lists and string keys
 >>> column_type(int).array([1, 2.0, None]).to_pylist()
 [1, 2, None]
 >>> column_type(int).array([0.65])
@@ -119,10 +123,21 @@ def _uuid_text(values: list[Any]) -> list[Any]:
 
 
 def _json_text(values: list[Any]) -> list[Any]:
-    try:
-        return [None if v is None else json.dumps(v) for v in values]
-    except (TypeError, ValueError) as exc:
-        raise Refused(f"not JSON: {exc}") from None
+    out: list[str | None] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            text = json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise Refused(f"not JSON: {exc}") from None
+        # What would not read back equal after a resume: a tuple (a list then),
+        # a key that is not a string (a string then).
+        if type(v) in (dict, list, tuple) and json.loads(text) != v:
+            raise Refused("it would not read back the same: write lists and string keys")
+        out.append(text)
+    return out
 
 
 def _timedelta(value: Any) -> dt.timedelta:

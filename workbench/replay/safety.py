@@ -35,6 +35,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice, zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ class SafetyReport:
     @property
     def truncated(self) -> bool:
         """Whether :meth:`df` lists fewer differences than there are (``max_differences``)."""
-        return any(s.differences.height < sum(s.counts.values()) for s in self.scenarios)
+        return any(s.truncated for s in self.scenarios)
 
     def __getitem__(self, name: str) -> ScenarioResult:
         for scenario in self.scenarios:
@@ -358,16 +359,17 @@ def _differing(
 
 
 def _compare(clean: Snapshot, other: Snapshot, limit: int) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Rows that differ, at most ``limit`` listed (a share for every table that differs),
-    and the exact count of differing keys per table."""
+    """Rows that differ, at most ``limit`` listed (taken from the tables in turn, so
+    each that differs shows some while the limit allows), and the exact count of
+    differing keys per table."""
     keys: dict[str, list[Any]] = {}
     for table, key in _differing(clean, other):
         keys.setdefault(table, []).append(key)
-    share = max(1, -(-limit // len(keys))) if keys else 0
+    turns = zip_longest(*([(t, k) for k in sorted(found, key=repr)] for t, found in keys.items()))
+    listed = islice((pair for turn in turns for pair in turn if pair is not None), limit)
     rows = [
         (table, repr(key), _show(clean[table].get(key)), _show(other[table].get(key)))
-        for table, found in keys.items()
-        for key in sorted(found, key=repr)[:share]
+        for table, key in listed
     ]
     listing = pl.DataFrame(
         rows,
