@@ -101,11 +101,13 @@ def test_report_command_replays_diffs_and_checks_safety(
     assert run([*args, "--live", str(tmp_path / "memories.parquet")]) == 2  # --key missing
     # A live side that cannot be read is refused before the replay, not after it.
     replay = ["--projection", "workbench.examples:Memories", "--into", str(tmp_path / "x.db")]
+    live_file = str(tmp_path / "memories.parquet")
     for wrong, named in (
-        ("postgresql://root:pw@127.0.0.1/test#public.no_such_table", "no_such_table"),
-        ("nope.parquet", "no Parquet file at nope.parquet"),
+        (["--live", "postgresql://root:pw@127.0.0.1/test#public.no_such_table"], "no_such_table"),
+        (["--live", "nope.parquet"], "no Parquet file at nope.parquet"),
+        (["--live", live_file, "--abs-tol", "acess_count=1"], "--abs-tol acess_count: the live"),
     ):
-        assert run([*args, *replay, "--live", wrong, "--key", "memory_id"]) == 2
+        assert run([*args, *replay, *wrong, "--key", "memory_id"]) == 2
         err = capsys.readouterr().err
         assert named in err and "pw@" not in err
         assert not (tmp_path / "x.db").exists()

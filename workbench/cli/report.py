@@ -55,8 +55,19 @@ def report(
     if projection is not None and into is None:
         into = out.with_suffix(".duckdb")
     compare = comparison(ignore, abs_tol, rel_tol, normalize)
-    if live is not None:
-        check_side(live, "live")  # before the replay, not after it
+    if live is not None and key is not None:  # before the replay, not after it
+        columns = check_side(live, "live")
+        named = {
+            "--key": [k.strip() for k in key.split(",")],
+            **{
+                f"--{o.replace('_', '-')}": list(compare[o])
+                for o in ("abs_tol", "rel_tol", "normalize")
+            },
+        }
+        for option, names in named.items():
+            missing = [n for n in names if n not in columns]
+            if missing:
+                raise WorkbenchError(f"{option} {missing[0]}: the live side has no such column")
 
     opened = open_archive(archive)
     extra = []

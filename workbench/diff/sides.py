@@ -185,23 +185,23 @@ def _postgres_spec(spec: str) -> tuple[str, str, str]:
     return dsn, name, label
 
 
-def check_side(side: str | os.PathLike[str], role: str) -> None:
+def check_side(side: str | os.PathLike[str], role: str) -> list[str]:
     """Refuse now, in one line, a side :func:`resolve_side` would refuse, without reading it.
 
     For a command that has long work to do before its diff: a mistyped
-    table should not cost the user a replay first.
+    table should not cost the user a replay first. Returns the side's
+    column names, for checking the options that name them.
     """
     spec = os.fspath(side)
     if spec.startswith(("postgresql://", "postgres://")):
         dsn, name, _ = _postgres_spec(spec)
         con = connect(dsn)
         try:
-            table_columns(con, name)
+            return list(table_columns(con, name))
         finally:
             con.close()
-        return
     with duckdb.connect() as con:  # a file side is only described: cheap
-        resolve_side(con, spec, role)
+        return list(resolve_side(con, spec, role).columns)
 
 
 def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
