@@ -10,6 +10,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -410,16 +411,16 @@ def test_a_recreated_stream_is_never_spliced_onto_the_archive(
     assert rows(tmp_path, "select count(*), max(global_position) from events") == [(7, 7)]
 
 
-def test_a_stream_recreated_while_following_ends_the_run_without_splicing(
-    nats_url: str, stream: str, tmp_path: Path
-) -> None:
-    """Deleting and adding a stream (IaC, `nats stream rm/add`) takes less than a heartbeat."""
-    publish(nats_url, stream, [ce_message(i) for i in range(3)], create={})
+def _while_following(nats_url: str, stream: str, out: Path, change: Any) -> BaseException | None:
+    """Follow ``stream`` in a thread; once it archived a file, ``change()`` the stream.
+
+    Returns how the run ended: None, or what it raised.
+    """
     outcome: list[BaseException | None] = []
 
     def follow() -> None:
         try:
-            archive(nats_url, stream, tmp_path, follow=True, idle_exit=60)
+            archive(nats_url, stream, out, follow=True, idle_exit=60)
             outcome.append(None)
         except BaseException as exc:
             outcome.append(exc)
@@ -427,15 +428,27 @@ def test_a_stream_recreated_while_following_ends_the_run_without_splicing(
     thread = threading.Thread(target=follow)
     thread.start()
     deadline = time.monotonic() + 30
-    while not list(tmp_path.glob("source=*/date=*/*.parquet")) and not outcome:
+    while not list(out.glob("source=*/date=*/*.parquet")) and not outcome:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    delete_stream(nats_url, stream)
-    publish(nats_url, stream, [ce_message(i) for i in range(10)], create={})
+    change()
     thread.join(60)
     assert not thread.is_alive()
-    assert isinstance(outcome[0], SourceError), outcome
-    assert "was recreated while archiving" in str(outcome[0])
+    return outcome[0]
+
+
+def test_a_stream_recreated_while_following_ends_the_run_without_splicing(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """Deleting and adding a stream (IaC, `nats stream rm/add`) takes less than a heartbeat."""
+    publish(nats_url, stream, [ce_message(i) for i in range(3)], create={})
+
+    def recreate() -> None:
+        delete_stream(nats_url, stream)
+        publish(nats_url, stream, [ce_message(i) for i in range(10)], create={})
+
+    ended = _while_following(nats_url, stream, tmp_path, recreate)
+    assert isinstance(ended, SourceError) and "was recreated while archiving" in str(ended)
     assert rows(tmp_path, "select count(*), max(global_position) from events") == [(3, 3)]
 
 
@@ -443,25 +456,8 @@ def test_a_stream_deleted_while_following_ends_the_run(
     nats_url: str, stream: str, tmp_path: Path
 ) -> None:
     publish(nats_url, stream, [ce_message(i) for i in range(3)], create={})
-    outcome: list[BaseException | None] = []
-
-    def follow() -> None:
-        try:
-            archive(nats_url, stream, tmp_path, follow=True, idle_exit=60)
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=follow)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not list(tmp_path.glob("source=*/date=*/*.parquet")) and not outcome:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    delete_stream(nats_url, stream)
-    thread.join(60)
-    assert not thread.is_alive()
-    assert isinstance(outcome[0], SourceError) and "was deleted while archiving" in str(outcome[0])
+    ended = _while_following(nats_url, stream, tmp_path, lambda: delete_stream(nats_url, stream))
+    assert isinstance(ended, SourceError) and "was deleted while archiving" in str(ended)
 
 
 def test_progress_counts_every_message_once_and_never_goes_back(
