@@ -15,7 +15,7 @@ network, in JupyterLab and in HTML exported with ``nbconvert``.
 
 from workbench.charts import notebook
 from workbench.charts.causation import causation_waterfall
-from workbench.charts.diff import diff_summary
+from workbench.charts.diff import diff_overview, diff_statuses, diff_summary
 from workbench.charts.drift import drift_matrix
 from workbench.charts.duplicates import duplicates_chart
 from workbench.charts.gaps import gaps_chart
@@ -28,6 +28,8 @@ notebook.enable()
 __all__ = [
     "causation_waterfall",
     "consumer_lag_chart",
+    "diff_overview",
+    "diff_statuses",
     "diff_summary",
     "drift_matrix",
     "duplicates_chart",

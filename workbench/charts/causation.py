@@ -92,4 +92,7 @@ def causation_waterfall(nodes: pl.DataFrame) -> alt.TopLevelMixin:
         color=alt.condition("datum.orphan", alt.value("#e45756"), alt.value("#4c78a8")),
         tooltip=tooltip,
     )
-    return alt.layer(links, bars, points).properties(title=title, width=600, height=alt.Step(14))
+    # A layer with no rows gives Vega an infinite extent (a warning); a root alone has no links.
+    has_parent = frame["parent_at"].is_not_null().any()
+    layers = [links, bars, points] if has_parent else [points]
+    return alt.layer(*layers).properties(title=title, width=600, height=alt.Step(14))

@@ -1,35 +1,85 @@
-"""The diff summary: changed rows per column of a read model."""
+"""The diff charts: rows by status, and changed rows per column of a read model."""
 
 from __future__ import annotations
 
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import inline, require, top_n
+from workbench.charts._data import inline, nothing_to_show, require, top_n
 
-__all__ = ["diff_summary"]
+__all__ = ["diff_overview", "diff_statuses", "diff_summary"]
+
+#: Counts are whole rows: no 0.5 ticks on a short axis.
+_COUNT_AXIS = alt.Axis(format=",d", tickMinStep=1)
+
+
+def diff_statuses(counts: pl.DataFrame) -> alt.Chart | alt.LayerChart:
+    """A bar per status (identical, changed, only in one side, ...) labelled with its row count.
+
+    ``counts``: ``status`` and ``rows`` (``DiffSummary.counts()``); statuses
+    with no rows are left out. The axis is linear, so bar lengths compare
+    honestly; a handful of changed rows beside a million identical ones is a
+    sliver, and its label says how many.
+
+    >>> f = pl.DataFrame({"status": ["identical", "changed", "only_in_live"], "rows": [990, 7, 0]})
+    >>> spec = diff_statuses(f).to_dict()
+    >>> [layer["mark"]["type"] for layer in spec["layer"]], len(spec["data"]["values"])
+    (['bar', 'text'], 2)
+    """
+    require(counts, {"status": "diff status", "rows": "rows with that status"}, "diff_statuses")
+    frame = counts.select("status", "rows").filter(pl.col("rows") > 0)
+    if frame.is_empty():
+        return nothing_to_show("Rows by status", "Both sides are empty.")
+    base = alt.Chart(inline(frame)).encode(
+        x=alt.X("rows:Q", title="rows", axis=_COUNT_AXIS),
+        y=alt.Y("status:N", sort="-x", title=None),
+        tooltip=["status:N", alt.Tooltip("rows:Q", format=",d")],
+    )
+    bars = base.mark_bar().encode(
+        color=alt.condition(
+            "datum.status == 'identical'", alt.value("#4c78a8"), alt.value("#d62728")
+        )
+    )
+    labels = base.mark_text(align="left", dx=3).encode(text=alt.Text("rows:Q", format=",d"))
+    return alt.layer(bars, labels).properties(title="Rows by status", width=300)
 
 
 def diff_summary(summary: pl.DataFrame) -> alt.Chart:
     """A bar per column: how many rows differ in it between candidate and live.
 
     ``summary``: ``column`` (name) and ``changed`` (rows whose value
-    differs). Beyond 40 columns the least changed are summed into one
-    ``(N others)`` bar.
+    differs); columns that never differ are left out. Beyond 40 columns the
+    least changed are summed into one ``(N others)`` bar.
 
     >>> f = pl.DataFrame({"column": ["a", "b"], "changed": [3, 0]})
     >>> diff_summary(f).to_dict()["mark"]["type"]
     'bar'
+    >>> diff_summary(f.with_columns(changed=0)).to_dict()["mark"]["type"]
+    'text'
     """
     require(summary, {"column": "column name", "changed": "rows differing"}, "diff_summary")
-    frame = top_n(summary.select("column", "changed"), "column", "changed")
+    changed = summary.select("column", "changed").filter(pl.col("changed") > 0)
+    if changed.is_empty():
+        return nothing_to_show("Differences by column", "No column differs.")
+    frame = top_n(changed, "column", "changed")
     return (
         alt.Chart(inline(frame))
-        .mark_bar()
+        .mark_bar(color="#d62728")
         .encode(
-            x=alt.X("changed:Q", title="rows that differ"),
+            x=alt.X("changed:Q", title="rows that differ", axis=_COUNT_AXIS),
             y=alt.Y("column:N", sort="-x", title=None),
-            tooltip=["column:N", "changed:Q"],
+            tooltip=["column:N", alt.Tooltip("changed:Q", format=",d")],
         )
-        .properties(title="Differences by column", width=500)
+        .properties(title="Differences by column", width=300)
     )
+
+
+def diff_overview(counts: pl.DataFrame, summary: pl.DataFrame) -> alt.HConcatChart:
+    """:func:`diff_statuses` beside :func:`diff_summary` (what ``Diff.chart()`` shows).
+
+    >>> c = pl.DataFrame({"status": ["identical", "changed"], "rows": [9, 1]})
+    >>> s = pl.DataFrame({"column": ["a"], "changed": [1]})
+    >>> len(diff_overview(c, s).to_dict()["hconcat"])
+    2
+    """
+    return alt.hconcat(diff_statuses(counts), diff_summary(summary))

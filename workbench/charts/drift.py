@@ -55,4 +55,7 @@ def drift_matrix(fields: pl.DataFrame) -> alt.TopLevelMixin:
         text="type:N",
         color=alt.condition("datum.present_share > 0.6", alt.value("white"), alt.value("black")),
     )
-    return alt.layer(cells, text).properties(title="Schema drift: fields per type and version")
+    # Cells wide enough for the longest JSON type name ("boolean") at this font size.
+    return alt.layer(cells, text).properties(
+        title="Schema drift: fields per type and version", width=alt.Step(56), height=alt.Step(22)
+    )

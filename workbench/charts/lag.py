@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import coarsen, inline, require
+from workbench.charts._data import coarsen, inline, nothing_to_show, require
 
 __all__ = ["consumer_lag_chart", "recording_lag_chart"]
 
@@ -33,8 +33,13 @@ def recording_lag_chart(recording: pl.DataFrame) -> alt.TopLevelMixin:
         },
         "recording_lag_chart",
     )
+    title = "Recording lag (line p50, band to p95)"
+    timed = recording.filter(pl.col("p50_seconds").is_not_null())
+    if timed.is_empty():
+        # Message DB and other stores record only one time per event.
+        return nothing_to_show(title, "No event carries occurred_at, so there is no lag to draw.")
     frame = coarsen(
-        recording.select("source", "bucket", "events", "p50_seconds", "p95_seconds"),
+        timed.select("source", "bucket", "events", "p50_seconds", "p95_seconds"),
         "bucket",
         ["source"],
         sums=("events",),
@@ -50,9 +55,7 @@ def recording_lag_chart(recording: pl.DataFrame) -> alt.TopLevelMixin:
         y2="p95_seconds:Q",
     )
     line = base.mark_line().encode(y="p50_seconds:Q")
-    return alt.layer(band, line).properties(
-        title="Recording lag (line p50, band to p95)", width=600, height=200
-    )
+    return alt.layer(band, line).properties(title=title, width=600, height=200)
 
 
 def consumer_lag_chart(consumers: pl.DataFrame) -> alt.VConcatChart:

@@ -298,30 +298,11 @@ class Diff:
         with self.sides_attached():
             return explain_key(self, key)
 
-    def chart(self) -> alt.HConcatChart:
+    def chart(self) -> alt.TopLevelMixin:
         """Rows by status and changed rows per column, as an Altair chart."""
-        import altair as alt
+        from workbench.charts.diff import diff_overview  # charts sit above diff
 
-        counts = self.summary.counts().filter(pl.col("rows") > 0)
-        by_status = (
-            alt.Chart(counts, title="rows by status")
-            .mark_bar()
-            .encode(
-                x=alt.X("rows:Q", scale=alt.Scale(type="symlog")),
-                y=alt.Y("status:N", sort="-x"),
-                tooltip=["status", "rows"],
-            )
-        )
-        by_column = (
-            alt.Chart(self.summary.columns, title="changed rows per column")
-            .mark_bar(color="#d62728")
-            .encode(
-                x="changed:Q",
-                y=alt.Y("column:N", sort="-x"),
-                tooltip=["column", "compared_as", "changed", "max_abs_diff"],
-            )
-        )
-        return alt.hconcat(by_status, by_column)
+        return diff_overview(self.summary.counts(), self.summary.columns)
 
     def _repr_html_(self) -> str:
         return self.summary._repr_html_()
