@@ -41,7 +41,7 @@ def diff_statuses(counts: pl.DataFrame) -> alt.Chart | alt.LayerChart:
         )
     )
     labels = base.mark_text(align="left", dx=3).encode(text=alt.Text("rows:Q", format=",d"))
-    return alt.layer(bars, labels).properties(title="Rows by status", width=300)
+    return alt.LayerChart(layer=[bars, labels], title="Rows by status", width=300)
 
 
 def diff_summary(summary: pl.DataFrame) -> alt.Chart:
