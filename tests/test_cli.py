@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +158,21 @@ def test_a_bug_is_one_line_with_exit_3_and_its_traceback_on_request(
     monkeypatch.setenv("WORKBENCH_TRACEBACK", "1")
     with pytest.raises(TypeError):
         run(["check", "--archive", str(tmp_path)])
+
+
+def test_check_through_a_pipe_keeps_ids_whole_and_paths_literal(tmp_path: Path) -> None:
+    """Off a terminal rich would assume 80 columns and fold every stream id in two."""
+    archive = tmp_path / "[x]" / "archive"
+    archive.parent.mkdir()
+    shutil.copytree(SAMPLE, archive)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # pytest sets 80
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "check", "--archive", str(archive)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{archive}: 5,000 events")  # "[x]" is not rich markup
+    streams = re.findall(r"memory-[0-9a-f-]+", proc.stdout)
+    assert streams and all(len(s) == len("memory-") + 36 for s in streams), streams[:3]

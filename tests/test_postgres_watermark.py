@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -253,6 +254,7 @@ def test_follow_ends_on_sigterm_with_its_summary(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "WORKBENCH_LOG_EVERY": "0"},
     )
     deadline = time.monotonic() + 30
     while not (tmp_path.exists() and any(tmp_path.rglob("*.parquet"))):
@@ -262,6 +264,7 @@ def test_follow_ends_on_sigterm_with_its_summary(
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "archived 3 rows" in out
+    assert "archiving: 3 of 3" in err, err  # off a terminal, lines instead of a live bar
     assert archived_positions(tmp_path) == [1, 2, 3]
 
 
@@ -298,7 +301,12 @@ def test_the_holes_of_one_read_are_recorded_in_one_file(
         for i in range(30):
             write_message(con, pg_schema, f"memory-{i}", "MemoryCreated", {})
             con.commit() if i % 2 else con.rollback()
-    result = wb.archive_postgres(pg_dsn, tmp_path, table=table)
+    calls: list[tuple[int, int]] = []
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, table=table, progress=lambda *call: calls.append(call)
+    )
     assert result.rows_archived == 15 and len(result.gaps) == 15
+    assert calls[-1] == (15, 15)  # the bar ends full: the holes were never rows
     assert len(list((tmp_path / "_gap_records").rglob("*.parquet"))) == 1
     assert gap_positions(tmp_path) == set(range(1, 31, 2))
+    assert "15 position(s) in 15 hole(s) left by rolled-back transactions" in result.summary()

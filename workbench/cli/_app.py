@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
 from workbench.errors import WorkbenchError
@@ -25,21 +35,59 @@ __all__ = [
     "snapshot_app",
 ]
 
-# No emoji codes and no markup in what users typed: paths like "[x]" or ":smile:" print as is.
-console = Console(emoji=False)
-err_console = Console(stderr=True, emoji=False)
+#: Off a terminal rich assumes 80 columns and folds every id in a table; a log or a pipe
+#: (grep, less -S) is better served by whole lines.
+_PIPE_WIDTH = 1000
 
 
-def progress_bar() -> Progress:
-    """The CLI's progress bar for counted work: description, bar, done/total, time; on stderr."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
+def _console(*, stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and not os.environ.get("COLUMNS")
+    # No emoji codes and no markup in what users typed: paths like "[x]" or ":smile:" print as is.
+    return Console(stderr=stderr, emoji=False, width=_PIPE_WIDTH if wide else None)
+
+
+console = _console(stderr=False)
+err_console = _console(stderr=True)
+
+
+class _Progress(Progress):
+    """A rich progress bar that, off a terminal, logs a line every ``WORKBENCH_LOG_EVERY`` seconds.
+
+    Rich draws nothing off a terminal until the work ends, so a ``--follow``
+    run in ``docker logs`` or under systemd would say nothing for hours.
+    """
+
+    def __init__(self, *columns: str | ProgressColumn, transient: bool) -> None:
+        super().__init__(*columns, console=err_console, transient=transient)
+        self._log_every = float(os.environ.get("WORKBENCH_LOG_EVERY") or 10)
+        self._logged = time.monotonic()
+
+    def update(self, task_id: TaskID, **fields: Any) -> None:
+        super().update(task_id, **fields)
+        now = time.monotonic()
+        if self.console.is_terminal or now - self._logged < self._log_every:
+            return
+        self._logged = now
+        task = self._tasks[task_id]
+        line = f"{task.description}: {task.completed:,.0f}"
+        if task.total:
+            line += f" of {task.total:,.0f}"
+        if task.fields.get("info"):
+            line += f" ({task.fields['info']})"
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def progress_bar(*columns: str | ProgressColumn, transient: bool = True) -> Progress:
+    """The CLI's progress bar, on stderr: by default description, bar, done/total, time."""
+    if not columns:
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+    return _Progress(*columns, transient=transient)
 
 
 def notice(label: str, message: str, *, style: str = "bold yellow", stderr: bool = True) -> None:

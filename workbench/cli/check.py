@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import typer
+from rich.markup import escape
+from rich.rule import Rule
 from rich.table import Table
 
 from workbench.cli._app import app, console, notice, progress_bar
@@ -30,7 +32,7 @@ def _table(frame: pl.DataFrame, title: str, rows: int) -> Table:
     more = f" (first {rows} of {frame.height})" if frame.height > rows else f" ({frame.height})"
     table = Table(title=title + more, title_justify="left", show_lines=False)
     for name in shown.columns:
-        table.add_column(name, overflow="fold", max_width=40)
+        table.add_column(name, overflow="fold", max_width=64)  # a category-UUID stream id
     for row in shown.rows():
         table.add_row(*(_cell(v) for v in row))
     return table
@@ -74,11 +76,11 @@ def check(
             results[name] = run()
             progress.advance(task)
     console.print(
-        f"[bold]{archive}[/]: {len(opened):,} events, sources {', '.join(opened.sources) or '-'}"
+        f"[bold]{escape(str(archive))}[/]: {len(opened):,} events, sources {', '.join(opened.sources) or '-'}"
     )
     for name, result in results.items():
         mark = "[red]✗[/]" if result.found else "[green]✓[/]"
-        console.rule(f"{mark} {name}", align="left")
+        console.print(Rule(f"{mark} {name}", align="left"), width=min(console.width, 100))
         console.print(result.summary(), highlight=False)
         for title, frame in result.highlights().items():
             if frame.height:

@@ -7,9 +7,9 @@ import warnings
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from workbench.cli._app import archive_app, console, err_console, notice, progress_bar, sample_app
+from workbench.cli._app import archive_app, console, notice, progress_bar, sample_app
 from workbench.sources.jetstream import (
     ArchiveProgress,
     JetStreamMapping,
@@ -57,13 +57,12 @@ def archive_jetstream_command(
     deletions, sequence jumps) are recorded in gap_records and reported.
     """
     JetStreamMapping.from_options(preset, maps)  # a mapping mistake is told before connecting
-    with Progress(
+    with progress_bar(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
-        console=err_console,
         transient=False,
     ) as bar:
         task = bar.add_task(f"jetstream:{stream}", total=None, info="connecting")

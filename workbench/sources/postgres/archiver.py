@@ -91,9 +91,16 @@ class ArchivePostgresResult:
     def summary(self) -> str:
         """One line for humans."""
         text = (
-            f"{self.source}: archived {self.rows_archived} rows into {self.files} file(s), "
-            f"last position {self.last_position}, {len(self.gaps)} gap(s)"
+            f"{self.source}: archived {self.rows_archived:,} rows into {self.files} file(s), "
+            f"last position {self.last_position}"
         )
+        if self.gaps:
+            skipped = sum(last - first + 1 for first, last, _ in self.gaps)
+            # Sequences skip values a rolled-back insert took: normal, not lost events.
+            text += (
+                f", {skipped:,} position(s) in {len(self.gaps):,} hole(s) left by rolled-back "
+                "transactions (recorded in gap_records; no event is missing)"
+            )
         if self.problems:
             text += "; row-level problems: " + ", ".join(
                 f"{k}: {v}" for k, v in sorted(self.problems.items())
@@ -245,6 +252,8 @@ class PostgresArchiver:
                 expected = int(positions[-1]) + 1
         self._submit_files(held, whole_only=False)
         self._pipeline.flush()
+        if waiting_at is None:  # read up to the top: the holes below it were never rows
+            self.estimated_total = self.result.rows_archived
         if progress is not None:
             progress(self.result.rows_archived, self.estimated_total)
         return waiting_at
