@@ -238,6 +238,8 @@ def test_a_following_archiver_s_small_files_are_merged_as_they_gather(tmp_path: 
     assert len(list_data_files(tmp_path)) > len(visible)
     merge_tail(tmp_path, "s", keep_seconds=0)
     assert len(list_data_files(tmp_path)) == len(visible)
+    # A reader kept open past that re-lists rather than failing on the missing files.
+    assert len(early) == 3 * TAIL_FILES and early.files == visible
     # A slow follower's files are hours old when merged: readers still get their hour.
     slow = tmp_path / "slow"
     slow_writer = ArchiveWriter(slow, "s")

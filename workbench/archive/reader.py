@@ -38,8 +38,8 @@ class ArchiveReader:
     source once), in the envelope's columns. Side tables written by the
     archivers (``gap_records``, lag samples) are views of their own name.
     The file list is taken when the reader is opened; call :meth:`refresh`
-    to see files archived since (files a following archiver merged away
-    stay an hour, so a reader that listed them keeps working until then).
+    to see files archived since. Files a following archiver merged away
+    stay an hour; a reader that finds them gone re-lists by itself.
     """
 
     def __init__(
@@ -120,10 +120,25 @@ class ArchiveReader:
         try:
             return self.con.sql(query, params=params)
         except duckdb.Error as exc:
+            if self._refreshed_if_merged_away():
+                return self.sql(query, params)
             raise ArchiveError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+    def _refreshed_if_merged_away(self) -> bool:
+        """Re-list the archive when files it listed are gone; True if it did.
+
+        A follower merges its small files and removes the inputs an hour
+        later: a reader kept open longer (a notebook) then re-lists, seeing
+        newer events too, rather than failing.
+        """
+        if all(f.path.exists() for f in self.files):
+            return False
+        self.refresh()
+        return True
 
     def scan(self) -> pl.LazyFrame:
         """The events as a Polars LazyFrame (envelope columns, lazily read)."""
+        self._refreshed_if_merged_away()
         if not self.files:
             return pl.from_arrow(envelope.empty()).lazy()  # type: ignore[union-attr]
         frame = pl.scan_parquet([str(f.path) for f in self.files], hive_partitioning=False)
