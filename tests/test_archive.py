@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -35,8 +36,11 @@ def events(first: int, last: int, *, day: int = 0, step: int = 1) -> pa.Table:
 
 
 def files(root: Path) -> list[str]:
+    """Every file but the lock and retired (merged-away, kept an hour) ones."""
     return sorted(
-        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".lock"
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and p.name != ".lock" and not p.name.endswith(".merged")
     )
 
 
@@ -216,9 +220,10 @@ def test_compact_interrupted_after_merge_is_read_once_and_cleaned(tmp_path: Path
 
 
 def test_a_following_archiver_s_small_files_are_merged_as_they_gather(tmp_path: Path) -> None:
-    """One small file per poll would be thousands a day; readers open meanwhile keep working."""
-    from workbench.archive._layout import list_data_files, scan_data_files
-    from workbench.archive.compact import TAIL_FILES, merge_tail
+    """One small file per poll would be thousands a day; readers open meanwhile keep working,
+    and a plain ``*.parquet`` glob never sees an event twice."""
+    from workbench.archive._layout import retired_files, scan_data_files
+    from workbench.archive.compaction import TAIL_FILES, merge_tail
 
     writer = ArchiveWriter(tmp_path, "s")
     plain = ArchiveWriter(tmp_path / "plain", "s", merge_small_files=False)
@@ -229,28 +234,33 @@ def test_a_following_archiver_s_small_files_are_merged_as_they_gather(tmp_path: 
         writer.append(events(p, p))
     for p in range(1, 3 * TAIL_FILES + 1):
         plain.append(events(p, p))
-    visible = scan_data_files(tmp_path)
-    assert len(visible) < TAIL_FILES and len(scan_data_files(tmp_path / "plain")) == 3 * TAIL_FILES
+    visible = scan_data_files(tmp_path, "s")
+    assert len(visible) == 3 and len(scan_data_files(tmp_path / "plain")) == 3 * TAIL_FILES
     assert wb.open_archive(tmp_path).arrow().equals(wb.open_archive(tmp_path / "plain").arrow())
-    assert len(early) == 10  # the files it listed were merged, not yet removed
-    assert writer.last_position == 3 * TAIL_FILES
-    # Merged-away files are removed once no reader can still be reading them.
-    assert len(list_data_files(tmp_path)) > len(visible)
-    merge_tail(tmp_path, "s", keep_seconds=0)
-    assert len(list_data_files(tmp_path)) == len(visible)
-    # A reader kept open past that re-lists rather than failing on the missing files.
+    outside = duckdb.sql(
+        f"select count(*), count(distinct global_position) "
+        f"from read_parquet('{tmp_path}/source=*/date=*/*.parquet')"
+    ).fetchall()
+    assert outside == [(3 * TAIL_FILES, 3 * TAIL_FILES)]
+    # Merged by tier: each event was rewritten once, not once per merge.
+    retired = retired_files(tmp_path, "s")
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in retired) == 3 * TAIL_FILES
+    # A replay that listed the files reads them under their retired name; queries re-list.
+    assert early.files[0].readable.name.endswith(".parquet.merged")
     assert len(early) == 3 * TAIL_FILES and early.files == visible
+    assert writer.last_position == 3 * TAIL_FILES
+    merge_tail(tmp_path, "s", keep_seconds=0)  # past their hour: removed
+    assert retired_files(tmp_path, "s") == [] and scan_data_files(tmp_path, "s") == visible
     # A slow follower's files are hours old when merged: readers still get their hour.
     slow = tmp_path / "slow"
     slow_writer = ArchiveWriter(slow, "s")
     for p in range(1, TAIL_FILES):
         slow_writer.append(events(p, p))
     hours_ago = time.time() - 7200
-    for f in list_data_files(slow):
+    for f in scan_data_files(slow):
         os.utime(f.path, (hours_ago, hours_ago))
-    reader = wb.open_archive(slow)
     slow_writer.append(events(TAIL_FILES, TAIL_FILES))
-    assert len(reader) == TAIL_FILES - 1  # its files are merged away, not gone
+    assert len(retired_files(slow, "s")) == TAIL_FILES
     # A file that is not small ends the tail: it is never rewritten.
     writer.append(events(1_000, 100_000))
     big = scan_data_files(tmp_path)[-1]

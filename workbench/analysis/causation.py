@@ -168,6 +168,7 @@ class Causation(CheckResult):
 
 def find_causation(reader: ArchiveReader, correlation_id: str | None = None) -> Causation:
     """Build the causation graph of the archive, or of one correlation."""
+    reader.refresh_if_stale()
     where = "" if correlation_id is None else "and correlation_id = $correlation_id"
     params = {} if correlation_id is None else {"correlation_id": correlation_id}
     table = f"_wb_nodes_{uuid.uuid4().hex[:12]}"

@@ -222,6 +222,7 @@ class Drift(CheckResult):
 
 def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
     """Infer the schema of every event type and version and find drift (see the module)."""
+    reader.refresh_if_stale()
     kv = f"_wb_kv_{uuid.uuid4().hex[:12]}"
     fields_table = f"_wb_fields_{uuid.uuid4().hex[:12]}"
     con = reader.con

@@ -126,6 +126,7 @@ def find_duplicates(
     ``window``: how close in ``recorded_at`` two same-content events must be
     to count as one event sent twice.
     """
+    reader.refresh_if_stale()
     table = f"_wb_copies_{uuid.uuid4().hex[:12]}"
     reader.con.execute(f"create temp table {table} as {_COPIES}", {"window": window})
     try:

@@ -150,6 +150,7 @@ class Gaps(CheckResult):
 
 def find_gaps(reader: ArchiveReader) -> Gaps:
     """Find missing positions in every source and stream of the archive."""
+    reader.refresh_if_stale()
     query = _GAPS_WITH_RECORDS if has_view(reader, "gap_records") else _GAPS_WITHOUT_RECORDS
     positions = reader.sql(
         f"select *, last_missing - first_missing + 1 as missing from ({query}) "

@@ -197,6 +197,7 @@ def find_lag(
     reader: ArchiveReader, *, window: int = 10, late_after: dt.timedelta = LATE_AFTER
 ) -> Lag:
     """Measure recording lag, late events and, where samples exist, consumer lag (see the module)."""
+    reader.refresh_if_stale()
     width = _width(
         reader,
         "select epoch(min(recorded_at)), epoch(max(recorded_at)) from events "

@@ -5,8 +5,8 @@ is written atomically and its name says exactly which positions it holds, so
 the archive is its own checkpoint.
 """
 
-from workbench.archive._layout import atomic_file, write_atomically
-from workbench.archive.compact import CompactResult, compact
+from workbench.archive._layout import DataFile, atomic_file, write_atomically
+from workbench.archive.compaction import CompactResult, compact
 from workbench.archive.pipeline import WritePipeline
 from workbench.archive.reader import ArchiveReader
 from workbench.archive.records import (
@@ -25,6 +25,7 @@ __all__ = [
     "ArchiveReader",
     "ArchiveWriter",
     "CompactResult",
+    "DataFile",
     "WritePipeline",
     "append_records",
     "atomic_file",

@@ -65,23 +65,29 @@ class DataFile:
     def covers(self, other: DataFile) -> bool:
         return self.first <= other.first and other.last <= self.last and self != other
 
+    @property
+    def readable(self) -> Path:
+        """Where to read it now: its path, or its retired name once it was merged away."""
+        return readable_path(self.path)
 
-def scan_data_files(root: Path) -> list[DataFile]:
-    """Every data file under ``root``, files subsumed by a larger one dropped.
+
+def scan_data_files(root: Path, source: str | None = None) -> list[DataFile]:
+    """Every data file under ``root`` (of ``source``), files subsumed by a larger one dropped.
 
     A compaction that crashed after writing the merged file but before
-    removing its inputs leaves both; the names make the overlap exact, so
+    retiring its inputs leaves both; the names make the overlap exact, so
     readers take the merged file only.
     """
-    return _drop_subsumed(list_data_files(root))
+    return _drop_subsumed(list_data_files(root, source))
 
 
-def list_data_files(root: Path) -> list[DataFile]:
-    """Every data file under ``root``, subsumed ones included."""
+def list_data_files(root: Path, source: str | None = None) -> list[DataFile]:
+    """Every data file under ``root`` (of ``source``), subsumed ones included."""
     found: list[DataFile] = []
     if not root.is_dir():
         return found
-    for source_path in sorted(root.glob("source=*")):
+    pattern = "source=*" if source is None else source_dir(root, source).name
+    for source_path in sorted(root.glob(pattern)):
         source = unquote(source_path.name.removeprefix("source="))
         for path in source_path.glob("date=*/*.parquet"):
             match = _NAME.match(path.name)
@@ -89,6 +95,32 @@ def list_data_files(root: Path) -> list[DataFile]:
                 first, last = int(match[1]), int(match[2])
                 found.append(DataFile(first, last, source, path))
     return found
+
+
+#: A merged-away data file is renamed with this suffix and kept for readers that listed it:
+#: no ``*.parquet`` glob (DuckDB, Polars, Spark) then reads its events twice.
+RETIRED_SUFFIX = ".merged"
+
+
+def retire(path: Path) -> None:
+    """Rename a merged-away data file out of ``*.parquet`` globs; its keeping time starts now."""
+    retired = path.with_name(path.name + RETIRED_SUFFIX)
+    with contextlib.suppress(FileNotFoundError):  # retired already (a crash before a fsync)
+        os.replace(path, retired)
+        os.utime(retired)
+
+
+def readable_path(path: Path) -> Path:
+    """``path``, or the name it was retired under once merged away (for a reader that listed it)."""
+    if path.exists():
+        return path
+    retired = path.with_name(path.name + RETIRED_SUFFIX)
+    return retired if retired.exists() else path
+
+
+def retired_files(root: Path, source: str) -> list[Path]:
+    """The merged-away files of ``source`` still kept for readers."""
+    return sorted(source_dir(root, source).glob(f"date=*/*.parquet{RETIRED_SUFFIX}"))
 
 
 def _drop_subsumed(files: list[DataFile]) -> list[DataFile]:

@@ -120,16 +120,16 @@ class ArchiveReader:
         try:
             return self.con.sql(query, params=params)
         except duckdb.Error as exc:
-            if self._refreshed_if_merged_away():
+            if self.refresh_if_stale():
                 return self.sql(query, params)
             raise ArchiveError(f"query failed: {str(exc).splitlines()[0]}") from None
 
-    def _refreshed_if_merged_away(self) -> bool:
-        """Re-list the archive when files it listed are gone; True if it did.
+    def refresh_if_stale(self) -> bool:
+        """Re-list the archive when files it listed were merged away; True if it did.
 
-        A follower merges its small files and removes the inputs an hour
-        later: a reader kept open longer (a notebook) then re-lists, seeing
-        newer events too, rather than failing.
+        A following archiver merges its small files as they gather; a reader
+        opened before (a notebook) re-lists, seeing newer events too, rather
+        than reading retired files. Queries and checks call this first.
         """
         if all(f.path.exists() for f in self.files):
             return False
@@ -138,7 +138,7 @@ class ArchiveReader:
 
     def scan(self) -> pl.LazyFrame:
         """The events as a Polars LazyFrame (envelope columns, lazily read)."""
-        self._refreshed_if_merged_away()
+        self.refresh_if_stale()
         if not self.files:
             return pl.from_arrow(envelope.empty()).lazy()  # type: ignore[union-attr]
         frame = pl.scan_parquet([str(f.path) for f in self.files], hive_partitioning=False)

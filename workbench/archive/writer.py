@@ -17,13 +17,13 @@ from workbench.archive._layout import (
     DICTIONARY_COLUMNS,
     data_file_name,
     encode_partition,
+    list_data_files,
     remove_stale_temporaries,
-    scan_data_files,
     source_dir,
     source_lock,
     write_atomically,
 )
-from workbench.archive.compact import merge_tail
+from workbench.archive.compaction import merge_tail
 from workbench.archive.records import GAP_REASONS, GAP_SCHEMA
 from workbench.errors import ArchiveError
 
@@ -39,7 +39,7 @@ class ArchiveWriter:
     history and never holds an event twice, and :attr:`last_position` is
     where an archiver resumes. An archiver that follows its source appends
     small files; every ``TAIL_FILES`` of them are merged into one as they
-    gather (content unchanged; see :func:`~workbench.archive.compact.merge_tail`).
+    gather (content unchanged; see :func:`~workbench.archive.compaction.merge_tail`).
 
     >>> import tempfile, pyarrow as pa
     >>> w = ArchiveWriter(tempfile.mkdtemp(), "demo")
@@ -77,7 +77,7 @@ class ArchiveWriter:
     @property
     def last_position(self) -> int | None:
         """Highest archived ``global_position`` of this source, or None if empty."""
-        lasts = [f.last for f in scan_data_files(self.root) if f.source == self.source]
+        lasts = [f.last for f in list_data_files(self.root, self.source)]
         return max(lasts, default=None)
 
     def append(self, batch: pa.Table | pa.RecordBatch) -> list[Path]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
@@ -33,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from workbench import _duckdb, envelope
-from workbench.archive import ArchiveReader
+from workbench.archive import ArchiveReader, DataFile
 from workbench.errors import ArchiveError
 from workbench.replay.event import Prepared
 
@@ -55,17 +54,17 @@ BASE_COLUMNS = (
 class _File:
     """One Parquet file of the archive, with the columns read from it on demand."""
 
-    __slots__ = ("_cache", "path")
+    __slots__ = ("_cache", "data_file")
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, data_file: DataFile) -> None:
+        self.data_file = data_file
         self._cache: dict[str, pa.ChunkedArray] = {}
 
     def column(self, name: str) -> pa.ChunkedArray:
         found = self._cache.get(name)
         if found is None:
             typ = envelope.SCHEMA.field(name).type
-            parquet = pq.ParquetFile(self.path)
+            parquet = pq.ParquetFile(self.data_file.readable)
             if name in parquet.schema_arrow.names:
                 found = parquet.read(columns=[name]).column(0).cast(typ)
             else:  # a file written before the column existed
@@ -151,9 +150,10 @@ def read_batches(
                 until is not None and data_file.first > until
             ):
                 continue
-            parquet = pq.ParquetFile(data_file.path)
+            # A follower may merge (and retire) the tail files while a long replay runs.
+            parquet = pq.ParquetFile(data_file.readable)
             present = set(parquet.schema_arrow.names)
-            file = _File(data_file.path)
+            file = _File(data_file)
             offset = 0
             columns = [
                 c

@@ -93,6 +93,7 @@ def replay_sql(
     counts = count_events(reader, source, where, until)
     total = int(counts["events"].sum()) if counts.height else 0
     schema = store.q(projection.schema())
+    reader.refresh_if_stale()
     files = [str(f.path) for f in reader.files if f.source == source]
     if not files:
         raise ProjectionError(f"no events of source {source}")

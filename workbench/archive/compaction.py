@@ -1,0 +1,193 @@
+"""Merging many small archive files into fewer large ones, content unchanged."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workbench.archive._layout import (
+    DICTIONARY_COLUMNS,
+    DataFile,
+    data_file_name,
+    list_data_files,
+    retire,
+    retired_files,
+    scan_data_files,
+    source_lock,
+    write_atomically,
+)
+
+__all__ = ["CompactResult", "compact", "merge_tail"]
+
+#: Small files the newest end of a source may gather before :func:`merge_tail` merges them.
+TAIL_FILES = 64
+#: How long merged-away files stay for readers that listed them (see :func:`merge_tail`).
+KEEP_MERGED_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    """What :func:`compact` did: files before and after, per archive."""
+
+    files_before: int
+    files_after: int
+    events: int
+
+
+def compact(
+    root: str | os.PathLike[str],
+    *,
+    source: str | None = None,
+    target_events: int = 1_000_000,
+    keep_seconds: float = KEEP_MERGED_SECONDS,
+) -> CompactResult:
+    """Merge adjacent files of each source (same date partition) up to ``target_events``.
+
+    The merged file is named for the positions it holds and is written
+    before its inputs are retired (renamed ``*.parquet.merged``, out of
+    every ``*.parquet`` glob, and removed after ``keep_seconds`` by a later
+    compact or merge, so a reader that listed them can finish). A crash in
+    between leaves inputs the reader ignores because a larger file covers
+    them; the next compact retires them. Counts are of the files readers see.
+
+    >>> import tempfile, pyarrow as pa
+    >>> from workbench.archive.writer import ArchiveWriter
+    >>> root = tempfile.mkdtemp(); w = ArchiveWriter(root, "s")
+    >>> for p in range(1, 4):
+    ...     _ = w.append(pa.table({"global_position": [p], "recorded_at": [0]}))
+    >>> compact(root)
+    CompactResult(files_before=3, files_after=1, events=3)
+    """
+    root = Path(root)
+    visible = scan_data_files(root)
+    sources = sorted({f.source for f in visible}) if source is None else [source]
+    events = 0
+    for name in sources:
+        with source_lock(root, name):
+            _retire_subsumed(root, name)
+            files = scan_data_files(root, name)
+            for run in _runs(files, target_events):
+                events += sum(_rows(f.path) for f in run)
+                if len(run) > 1:
+                    _merge(run)
+            _remove_retired(root, name, older_than=keep_seconds)
+    return CompactResult(len(visible), len(scan_data_files(root)), events)
+
+
+def _rows(path: Path) -> int:
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _runs(files: list[DataFile], target_events: int) -> list[list[DataFile]]:
+    runs: list[list[DataFile]] = []
+    size = 0
+    for f in sorted(files):
+        rows = _rows(f.path)
+        if runs and runs[-1][-1].path.parent == f.path.parent and size + rows <= target_events:
+            runs[-1].append(f)
+            size += rows
+        else:
+            runs.append([f])
+            size = rows
+    return runs
+
+
+def _merge(run: list[DataFile]) -> Path:
+    table = pa.concat_tables(pq.read_table(f.path) for f in run)
+    target = run[0].path.parent / data_file_name(run[0].first, run[-1].last)
+    write_atomically(table, target, dictionary=DICTIONARY_COLUMNS)
+    for f in run:
+        retire(f.path)
+    return target
+
+
+def merge_tail(
+    root: Path,
+    source: str,
+    *,
+    files: int = TAIL_FILES,
+    target_events: int = 1_000_000,
+    keep_seconds: float = KEEP_MERGED_SECONDS,
+) -> Path | None:
+    """Merge the newest small files of ``source`` once there are ``files`` of them.
+
+    An archiver that follows a source writes a small file per poll or idle
+    moment, thousands a day; this keeps the count near one file per
+    ``target_events`` as it goes. Small means under ``target_events /
+    files`` events. Merges go by tier, as in a log-structured merge tree: a
+    file under ``files`` events is tier 0, under ``files²`` tier 1, and so
+    on. The newest files of tier ``t`` or lower are merged once they are
+    ``files`` files holding enough events for tier ``t + 1`` (or twice as
+    many files, when tiers interleave), so an event is rewritten about once
+    per tier, two or three times, not once per merge. The merged-away files
+    are retired (renamed ``*.parquet.merged``) and kept ``keep_seconds``, so
+    a reader that listed them before the merge can still read them; older
+    ones are removed. Call it under
+    :func:`~workbench.archive._layout.source_lock`. Returns the merged file,
+    if it wrote one.
+    """
+    small = max(1, target_events // files)
+    tail: list[tuple[DataFile, int]] = []  # newest first, with its events
+    for f in sorted(scan_data_files(root, source), reverse=True):
+        if tail and f.path.parent != tail[-1][0].path.parent:
+            break
+        # Rows <= the positions a name spans: the file is read only when that is not small.
+        rows = f.last - f.first + 1
+        if rows >= small:
+            rows = _rows(f.path)
+            if rows >= small:
+                break
+        tail.append((f, rows))
+    merged = None
+    for tier in sorted({_tier(rows, files) for _, rows in tail}):
+        run = _leading(tail, tier, files)
+        events = sum(rows for _, rows in run)
+        if len(run) >= 2 * files or (len(run) >= files and events >= files ** (tier + 1)):
+            merged = _merge([f for f, _ in reversed(run)])
+            break
+    _remove_retired(root, source, older_than=keep_seconds)
+    return merged
+
+
+def _leading(tail: list[tuple[DataFile, int]], tier: int, files: int) -> list[tuple[DataFile, int]]:
+    """The newest files of ``tail`` up to the first of a tier above ``tier``."""
+    run = []
+    for f, rows in tail:
+        if _tier(rows, files) > tier:
+            break
+        run.append((f, rows))
+    return run
+
+
+def _tier(rows: int, files: int) -> int:
+    """0 under ``files`` rows, 1 under ``files**2``, ...: ``files`` files of a tier make the next.
+
+    >>> [_tier(n, 64) for n in (1, 63, 64, 4095, 4096)]
+    [0, 0, 1, 1, 2]
+    """
+    tier = 0
+    while rows >= files ** (tier + 1):
+        tier += 1
+    return tier
+
+
+def _retire_subsumed(root: Path, source: str) -> None:
+    """Retire the inputs a crash left beside the merged file that covers them."""
+    kept = set(scan_data_files(root, source))
+    for f in list_data_files(root, source):
+        if f not in kept:
+            retire(f.path)
+
+
+def _remove_retired(root: Path, source: str, *, older_than: float) -> None:
+    now = time.time()
+    for path in retired_files(root, source):
+        with contextlib.suppress(FileNotFoundError):
+            if now - path.stat().st_mtime >= older_than:
+                path.unlink()
