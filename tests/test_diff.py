@@ -198,6 +198,26 @@ def test_numbers_compare_at_the_coarser_precision_and_never_round_text_away() ->
     assert wb.diff(nan, null, key="id").summary.changed == 1
 
 
+def test_exact_numbers_compare_exactly_whatever_their_types() -> None:
+    """One rule for every numeric pair: DECIMALs and integers exactly, a float at the
+    other side's precision, and what the compared type cannot hold is a difference."""
+    con = duckdb.connect()
+    candidate = con.sql(
+        "select * from (values (1, 1.004::decimal(38,10), 1.004::decimal(18,10), "
+        "9007199254740992::double, 1e39::double, 1.004::double)) t(id, a, b, c, d, e)"
+    )
+    live = con.sql(
+        "select * from (values (1, 1.00::decimal(38,2), 1.00::decimal(38,2), "
+        "9007199254740993::bigint, 1::real, 1.00::decimal(38,2))) t(id, a, b, c, d, e)"
+    )
+    d = wb.diff(candidate, live, key="id")
+    changed = d.rows("changed").select(*(f"{c}__changed" for c in "abcde"))
+    assert changed.rows() == [(True, True, True, True, False)]
+    assert {t.column: t.compared_as for t in d.summary.schema.type_changes}["a"] == (
+        "DECIMAL(38,10)"
+    )
+
+
 def test_schema_differences_are_reported_and_types_cast_safely() -> None:
     candidate = pl.DataFrame(
         {"id": [1, 2], "n": [1, 2], "amount": ["1.50", "oops"], "extra": [0, 0]}

@@ -3,10 +3,12 @@
 The rules, in order:
 
 - the same type on both sides is compared as is;
-- two numeric types are compared as DuckDB's common supertype (INTEGER vs
-  BIGINT as BIGINT), but a float at the other side's precision: against a
-  DECIMAL(p,s) rounded to s places as Postgres rounds into a numeric, a
-  DOUBLE against a REAL as REAL;
+- two exact numbers (integers, DECIMALs) are compared exactly: integers as
+  their common type (INTEGER vs BIGINT as BIGINT), with a DECIMAL in a
+  DECIMAL(38,s) of the larger scale; a float at the other side's precision:
+  against a DECIMAL(p,s) rounded to s places as Postgres rounds into a
+  numeric, against an integer to 0 places, a DOUBLE against a REAL as REAL;
+  a value the compared type cannot hold (NaN in a DECIMAL) is a difference;
 - two timestamp types of different precision or time zone are compared as
   UTC ``TIMESTAMP`` truncated to the coarser precision (a nanosecond clock
   against a microsecond database agrees when the microseconds agree);
@@ -156,38 +158,42 @@ _FLOATS = {"FLOAT": 0, "REAL": 0, "DOUBLE": 1}  # rank: FLOAT (REAL) holds fewer
 def _numeric_plan(
     con: duckdb.DuckDBPyConnection, name: str, candidate_type: str, live_type: str
 ) -> ColumnPlan:
-    """Two numbers: compared as their common type, a float at the other side's precision.
+    """Two numbers: exact ones compared exactly, a float at the other side's precision.
 
-    A float against a DECIMAL(p,s) is rounded to s places (a handler summing
-    money in floats is right when the cents agree); a DOUBLE against a REAL
-    is compared as REAL. As timestamps are, at the coarser precision.
+    Integers and DECIMALs are compared exactly, in a DECIMAL with the larger
+    scale (DuckDB's common type of DECIMAL(38,10) and DECIMAL(38,2) would
+    round the first to 2 places). A float against a DECIMAL(p,s) is rounded
+    to s places as Postgres rounds into a numeric (a handler summing money
+    in floats is right when the cents agree), against an integer to 0
+    places (a BIGINT beyond 2^53 is not "equal" to the nearest double), and
+    a DOUBLE against a REAL is compared as REAL. A value the compared type
+    cannot hold (NaN in a DECIMAL, 1e39 in a REAL) is a difference.
     """
     col = ident(name)
     types = (candidate_type, live_type)
     floats = [t for t in types if t in _FLOATS]
-    decimals = [m for t in types if (m := _DECIMAL.match(t)) is not None]
-    if len(floats) == 1 and decimals:
-        # The float's shortest decimal text, rounded as Postgres rounds into a numeric
-        # (1.005 is 1.00499... as a double, 1.01 in a numeric(10,2)); NaN, which no
-        # decimal holds, becomes NULL and counts as a difference (checked_cast).
-        common = f"DECIMAL(38,{decimals[0][2]})"
-        candidate_expr, live_expr = (
-            f"TRY_CAST(CAST({col} AS VARCHAR) AS {common})"
-            if t in _FLOATS
-            else f"CAST({col} AS {common})"
-            for t in types
-        )
-        return ColumnPlan(
-            name, candidate_type, live_type, common, candidate_expr, live_expr, checked_cast=True
-        )
+    scales = [int(m[2]) if (m := _DECIMAL.match(t)) else 0 for t in types if t not in _FLOATS]
     if len(floats) == 2:
         common = min(floats, key=_FLOATS.__getitem__)
-    else:
+        cast = f"TRY_CAST({col} AS {common})"
+        return ColumnPlan(name, *types, common, cast, cast, checked_cast=True)
+    if not floats and not any(_DECIMAL.match(t) for t in types):
+        # Two integer types: their common type holds both exactly (INTEGER vs BIGINT as BIGINT).
         common = con.execute(
             f"select typeof(coalesce(NULL::{candidate_type}, NULL::{live_type}))"
         ).fetchall()[0][0]
-    cast = f"CAST({col} AS {common})"
-    return ColumnPlan(name, candidate_type, live_type, common, cast, cast)
+        cast = f"CAST({col} AS {common})"
+        return ColumnPlan(name, *types, common, cast, cast)
+    common = f"DECIMAL(38,{max(scales)})"
+    # A float goes through its shortest decimal text, rounded as Postgres rounds into a
+    # numeric (1.005 is 1.00499... as a double, 1.01 in a numeric(10,2)).
+    candidate_expr, live_expr = (
+        f"TRY_CAST(CAST({col} AS VARCHAR) AS {common})"
+        if t in _FLOATS
+        else f"TRY_CAST({col} AS {common})"
+        for t in types
+    )
+    return ColumnPlan(name, *types, common, candidate_expr, live_expr, checked_cast=True)
 
 
 def plan_column(
