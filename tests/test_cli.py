@@ -176,3 +176,16 @@ def test_check_through_a_pipe_keeps_ids_whole_and_paths_literal(tmp_path: Path) 
     assert proc.stdout.startswith(f"{archive}: 5,000 events")  # "[x]" is not rich markup
     streams = re.findall(r"memory-[0-9a-f-]+", proc.stdout)
     assert streams and all(len(s) == len("memory-") + 36 for s in streams), streams[:3]
+
+
+def test_progress_off_a_terminal_is_logged_and_its_interval_checked() -> None:
+    check = [sys.executable, "-m", "workbench", "check", "--archive", str(SAMPLE)]
+    logged = subprocess.run(
+        check, capture_output=True, text=True, env={**os.environ, "WORKBENCH_LOG_EVERY": "0"}
+    )
+    assert logged.returncode == 0 and "checking causation: 4 of 5" in logged.stderr
+    wrong = subprocess.run(
+        check, capture_output=True, text=True, env={**os.environ, "WORKBENCH_LOG_EVERY": "10s"}
+    )
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip() == "error: WORKBENCH_LOG_EVERY is a number of seconds, not '10s'"

@@ -60,11 +60,24 @@ class _Progress(Progress):
 
     def __init__(self, *columns: str | ProgressColumn, transient: bool) -> None:
         super().__init__(*columns, console=err_console, transient=transient)
-        self._log_every = float(os.environ.get("WORKBENCH_LOG_EVERY") or 10)
+        every = os.environ.get("WORKBENCH_LOG_EVERY") or "10"
+        try:
+            self._log_every = float(every)
+        except ValueError:
+            raise WorkbenchError(
+                f"WORKBENCH_LOG_EVERY is a number of seconds, not {every!r}"
+            ) from None
         self._logged = time.monotonic()
 
     def update(self, task_id: TaskID, **fields: Any) -> None:
         super().update(task_id, **fields)
+        self._log(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+    def _log(self, task_id: TaskID) -> None:
         now = time.monotonic()
         if self.console.is_terminal or now - self._logged < self._log_every:
             return
