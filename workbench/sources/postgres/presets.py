@@ -154,6 +154,8 @@ def _message_db(table: str, columns: TableColumns) -> Query:
     data = _col(columns, "data", table, types=_JSON_TYPES)
     version = f"({meta}->>'schemaVersion')"
     cause = f"({meta}->>'causationMessageGlobalPosition')"
+    cause_stream = f"({meta}->>'causationMessageStreamName')"
+    cause_position = f"({meta}->>'causationMessagePosition')"
     return Query(
         source=f"postgres:{table}",
         table=quote_table(table)[2],
@@ -167,10 +169,13 @@ def _message_db(table: str, columns: TableColumns) -> Query:
             "stream_position": f"{c['position']}::bigint",
             "recorded_at": _utc(c["time"], columns["time"]),
             "correlation_id": f"({meta}->>'correlationStreamName')",
-            # The causing message's id (our event_id); its stream/position when it is not in the table.
+            # The causing message's id (our event_id), found by its global position or by its
+            # stream and position (writers may record either); when it is in neither, what
+            # the metadata names, so the orphan says what is missing.
             "causation_id": (
-                f"coalesce(c.id::text, nullif(concat_ws('/', {meta}->>'causationMessageStreamName', "
-                f"{meta}->>'causationMessagePosition'), ''))"
+                f"coalesce(c.id::text, cs.id::text, "
+                f"nullif(concat_ws('/', {cause_stream}, {cause_position}), ''), "
+                f"'global position ' || {cause})"
             ),
             "data": f"{data}::text",
             "metadata": f"{meta}::text",
@@ -178,7 +183,9 @@ def _message_db(table: str, columns: TableColumns) -> Query:
         },
         joins=(
             f"left join {quote_table(table)[2]} c on c.global_position = "
-            f"{_int_or_null(cause, 'bigint', 18)}"
+            f"{_int_or_null(cause, 'bigint', 18)} "
+            f"left join {quote_table(table)[2]} cs on cs.stream_name = {cause_stream} "
+            f"and cs.position = {_int_or_null(cause_position, 'bigint', 18)}"
         ),
     )
 
