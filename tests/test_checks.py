@@ -68,14 +68,15 @@ def test_duplicates_of_each_kind(tmp_path: Path) -> None:
     ArchiveWriter(tmp_path, "s").append(
         pa.table(
             {
-                "global_position": [1, 2, 3, 4, 5, 6],
-                "recorded_at": [0, 1 * S, 2 * S, 3 * S, 100 * S, 101 * S],
-                "event_id": ["a", "b", "a", "c", "d", "e"],
-                "event_type": ["T"] * 6,
-                "stream": ["x"] * 6,
-                "causation_id": ["r1", "r2", "r1", "r2", "r3", "r4"],
-                "data": ['{"n":1}', '{"n":2}', '{"n":1}', '{"n":2}', '{"n":3}', '{"n":3}'],
-                "delivery_count": [1, 1, 1, 1, 3, 1],
+                "global_position": [1, 2, 3, 4, 5, 6, 7, 8],
+                "recorded_at": [0, 1 * S, 2 * S, 3 * S, 100 * S, 101 * S, 200 * S, 201 * S],
+                "event_id": ["a", "b", "a", "c", "d", "e", "f", "g"],
+                "event_type": ["T"] * 8,
+                "stream": ["x"] * 8,
+                "causation_id": ["r1", "r2", "r1", "r2", "r3", "r4", None, None],
+                "data": ['{"n":1}', '{"n":2}', '{"n":1}', '{"n":2}', '{"n":3}', '{"n":3}']
+                + ['{"n":5}'] * 2,
+                "delivery_count": [1, 1, 1, 1, 3, 1, 1, 1],
             }
         )
     )
@@ -84,7 +85,7 @@ def test_duplicates_of_each_kind(tmp_path: Path) -> None:
         ("event_id", 3, 1),  # same id again; not also a content copy
         ("redelivery", 5, 5),
         ("content", 4, 2),  # new id, same type, stream, data and cause, 2 s later
-    ]  # 6 repeats 5's data but from another request
+    ]  # 6 repeats 5's data but from another request; 8 repeats 7's, no request to tell
     assert dups.timeline["copies"].sum() == 3
     assert (
         wb.open_archive(tmp_path).duplicates(window=dt.timedelta(seconds=1)).count("content") == 0

@@ -6,7 +6,9 @@
   archiver again; the archive still holds it once).
 - ``content``: different ``event_id`` but identical type, stream, data and
   correlation/causation ids within ``window`` of the previous copy (a retry
-  that minted a new id; the same data from another request is no copy).
+  that minted a new id; the same data from another request is no copy, nor
+  is it without a correlation or causation id: two equal deposits into one
+  account are two deposits unless they answer the same request).
 
 Each row is one *extra* copy and names the position of the first one.
 
@@ -45,7 +47,8 @@ _COPIES = """
 with ev as (
     select source, global_position, event_id, event_type, stream, recorded_at, delivery_count,
            hash(event_type, stream, data, payload, correlation_id, causation_id) as content,
-           data is not null or payload is not null as has_body,
+           (data is not null or payload is not null)
+               and (correlation_id is not null or causation_id is not null) as comparable,
            case when event_id is not null
                 then min(global_position) over (partition by source, event_id) end as first_position
     from events
@@ -56,7 +59,7 @@ by_content as (
            lag(global_position) over w as prev_position,
            lag(recorded_at) over w as prev_at,
            lag(event_id) over w as prev_id
-    from ev where has_body and global_position = coalesce(first_position, global_position)
+    from ev where comparable and global_position = coalesce(first_position, global_position)
     window w as (partition by source, content, event_type, stream
                  order by recorded_at, global_position)
 )
