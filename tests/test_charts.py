@@ -125,6 +125,9 @@ def test_replay_and_diff_charts_take_documented_columns() -> None:
         pl.DataFrame({"handler": ["on_created"], "events": [200], "seconds": [0.5]})
     ).to_dict()
     assert values(spec)[0]["us_per_event"] == 2500.0
+    untimed = pl.DataFrame({"handler": ["a", "b"], "events": [200, 3], "seconds": [0.5, None]})
+    spec = charts.handler_cost(untimed).to_dict()
+    assert len(values(spec)) == 1 and "1 handler(s) ran too few events" in spec["title"]["subtitle"]
     with pytest.raises(ValueError, match="changed: rows differing"):
         charts.diff_summary(pl.DataFrame({"column": ["a"]}))
 

@@ -11,7 +11,7 @@ from workbench.charts._data import MAX_POINTS, inline, nothing_to_show, require
 __all__ = ["gaps_chart"]
 
 
-def gaps_chart(positions: pl.DataFrame) -> alt.Chart:
+def gaps_chart(positions: pl.DataFrame) -> alt.Chart | alt.LayerChart:
     """Ranges of missing ``global_position`` per source as bars, coloured by reason.
 
     ``positions``: ``source, first_missing, last_missing, missing, reason``
@@ -20,8 +20,8 @@ def gaps_chart(positions: pl.DataFrame) -> alt.Chart:
 
     >>> f = pl.DataFrame({"source": ["s"], "first_missing": [3], "last_missing": [5],
     ...                   "missing": [3], "reason": ["deleted"]})
-    >>> gaps_chart(f).to_dict()["mark"]["type"]
-    'bar'
+    >>> [layer["mark"]["type"] for layer in gaps_chart(f).to_dict()["layer"]]
+    ['bar', 'tick']
     """
     require(
         positions,
@@ -48,15 +48,14 @@ def gaps_chart(positions: pl.DataFrame) -> alt.Chart:
                        max(last_missing) as last_missing, sum(missing)::bigint as missing, reason
                 from binned group by source, reason, bin order by all"""
         ).pl()
-    return (
-        alt.Chart(inline(frame))
-        .mark_bar(minBandSize=2)
-        .encode(
-            x=alt.X("first_missing:Q", title="global_position"),
-            x2="last_missing:Q",
-            y=alt.Y("source:N", title=None),
-            color=alt.Color("reason:N", title="reason"),
-            tooltip=["source:N", "reason:N", "first_missing:Q", "last_missing:Q", "missing:Q"],
-        )
-        .properties(title="Missing positions", width=600)
+    base = alt.Chart(inline(frame)).encode(
+        x=alt.X("first_missing:Q", title="global_position"),
+        y=alt.Y("source:N", title=None),
+        color=alt.Color("reason:N", title="reason"),
+        tooltip=["source:N", "reason:N", "first_missing:Q", "last_missing:Q", "missing:Q"],
     )
+    # A range as a bar to the position after its last, and a tick at its start: one
+    # missing position among millions is narrower than a pixel, and would not show.
+    bars = base.mark_bar().encode(x2="end:Q").transform_calculate(end="datum.last_missing + 1")
+    ticks = base.mark_tick(thickness=2)
+    return alt.LayerChart(layer=[bars, ticks], title="Missing positions", width=600)

@@ -54,7 +54,7 @@ def recording_lag_chart(recording: pl.DataFrame) -> alt.TopLevelMixin:
         y=alt.Y("p50_seconds:Q", title="seconds from occurred_at to recorded_at"),
         y2="p95_seconds:Q",
     )
-    line = base.mark_line().encode(y="p50_seconds:Q")
+    line = base.mark_line(point=True).encode(y="p50_seconds:Q")  # one bucket is one point
     return alt.layer(band, line).properties(title=title, width=600, height=200)
 
 

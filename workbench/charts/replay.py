@@ -8,7 +8,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import MAX_POINTS, inline, require, top_n
+from workbench.charts._data import MAX_POINTS, inline, nothing_to_show, require, top_n
 
 __all__ = ["handler_cost", "replay_phases", "replay_throughput"]
 
@@ -66,8 +66,17 @@ def handler_cost(costs: pl.DataFrame) -> alt.Chart:
         {"handler": "handler name", "events": "events handled", "seconds": "seconds spent"},
         "handler_cost",
     )
-    frame = top_n(costs.select("handler", "events", "seconds"), "handler", "seconds")
-    frame = frame.with_columns(
+    timed = costs.select("handler", "events", "seconds").filter(pl.col("seconds").is_not_null())
+    untimed = costs.height - timed.height
+    title = alt.Title(
+        "Cost per handler",
+        subtitle=f"{untimed} handler(s) ran too few events to be timed (one event in 32 is)"
+        if untimed
+        else "",
+    )
+    if timed.is_empty():
+        return nothing_to_show("Cost per handler", "Too few events to time any handler.")
+    frame = top_n(timed, "handler", "seconds").with_columns(
         us_per_event=pl.when(pl.col("events") > 0).then(pl.col("seconds") * 1e6 / pl.col("events"))
     )
     return (
@@ -78,7 +87,7 @@ def handler_cost(costs: pl.DataFrame) -> alt.Chart:
             y=alt.Y("handler:N", sort="-x", title=None),
             tooltip=["handler:N", "events:Q", "seconds:Q", "us_per_event:Q"],
         )
-        .properties(title="Cost per handler", width=500)
+        .properties(title=title, width=500)
     )
 
 

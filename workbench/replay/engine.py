@@ -80,8 +80,9 @@ class ReplayResult:
     """What a replay did: counts, time, per-type/per-handler figures, coverage.
 
     ``per_type`` is a Polars frame ``event_type, events, handler, seconds``
-    (handler time is sampled); :meth:`estimate` extrapolates the rebuild time
-    of a larger archive.
+    (handler time is sampled, one event in 32; ``seconds`` is null for a
+    type none of whose events was timed); :meth:`estimate` extrapolates the
+    rebuild time of a larger archive.
     """
 
     projection: str
@@ -130,12 +131,19 @@ class ReplayResult:
 
     @property
     def per_handler(self) -> pl.DataFrame:
-        """``handler, events, seconds`` summed over the types each handler takes."""
+        """``handler, events, seconds`` summed over the types each handler takes.
+
+        ``seconds`` is null for a handler none of whose events was timed.
+        """
+        seconds = pl.col("seconds")
         return (
             self.per_type.filter(pl.col("handler").is_not_null())
             .group_by("handler")
-            .agg(pl.col("events").sum(), pl.col("seconds").sum())
-            .sort("seconds", descending=True)
+            .agg(
+                pl.col("events").sum(),
+                pl.when(seconds.is_not_null().any()).then(seconds.sum()).alias("seconds"),
+            )
+            .sort("seconds", descending=True, nulls_last=True)
         )
 
     def estimate(self, events: int | None = None) -> dt.timedelta:
@@ -623,7 +631,7 @@ def _per_type(type_counts: dict[str, int], runner: Runner) -> pl.DataFrame:
     for event_type, n in sorted(type_counts.items(), key=lambda kv: str(kv[0])):
         sampled = runner.sampled_events.get(event_type, 0)
         spent = runner.sampled_seconds.get(event_type, 0.0)
-        seconds = spent * n / sampled if sampled else 0.0
+        seconds = spent * n / sampled if sampled else None  # too few events to be timed
         rows.append((event_type, n, runner.handler_of.get(event_type), seconds))
     return pl.DataFrame(
         rows,
