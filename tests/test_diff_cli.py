@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,20 @@ def test_normalize_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFix
     capsys.readouterr()
     assert run([*args, "--normalize", "tags"]) == 2
     assert "--normalize 'tags': expected COLUMN=SQL" in capsys.readouterr().err
+
+
+def test_differing_rows_print_their_keys_whole(tmp_path: Path) -> None:
+    """A key is what --explain takes: Polars' repr would cut a UUID at 30 characters."""
+    keys = [f"a76994fc-72ae-4{i:03d}-9c1e-5f0d2b7e{i:04d}" for i in range(3)]
+    pl.DataFrame({"id": keys, "v": [1, 2, 3]}).write_parquet(tmp_path / "c.parquet")
+    pl.DataFrame({"id": keys, "v": [1, 2, 4]}).write_parquet(tmp_path / "l.parquet")
+    args = ["--candidate", str(tmp_path / "c.parquet"), "--live", str(tmp_path / "l.parquet")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "diff", *args, "--key", "id"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "COLUMNS"},  # pytest sets 80
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "differing rows (1)" in proc.stdout and keys[2] in proc.stdout
+    assert proc.stderr == ""  # not even the blank line rich leaves off a terminal

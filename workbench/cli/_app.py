@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 import time
 from typing import Any
 
+import polars as pl
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +20,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 from rich.text import Text
 
 from workbench.errors import WorkbenchError
@@ -28,6 +31,7 @@ __all__ = [
     "archive_app",
     "console",
     "err_console",
+    "frame_table",
     "notice",
     "progress_bar",
     "run",
@@ -59,7 +63,9 @@ class _Progress(Progress):
     """
 
     def __init__(self, *columns: str | ProgressColumn, transient: bool) -> None:
-        super().__init__(*columns, console=err_console, transient=transient)
+        # Off a terminal rich's live display draws nothing but a stray blank line at the end.
+        live = err_console.is_terminal
+        super().__init__(*columns, console=err_console, transient=transient, disable=not live)
         every = os.environ.get("WORKBENCH_LOG_EVERY") or "10"
         try:
             self._log_every = float(every)
@@ -101,6 +107,35 @@ def progress_bar(*columns: str | ProgressColumn, transient: bool = True) -> Prog
             TimeElapsedColumn(),
         )
     return _Progress(*columns, transient=transient)
+
+
+def frame_table(frame: pl.DataFrame, title: str, rows: int | None = None) -> Table:
+    """A frame as a rich table: its first ``rows`` rows, values whole and literal.
+
+    Polars' own repr cuts strings at 30 characters; a key to pass to
+    ``--explain`` or a stream id to grep must print whole, and ``[x]`` in a
+    value is not markup.
+    """
+    shown = frame if rows is None else frame.head(rows)
+    count = (
+        f"first {shown.height} of {frame.height}" if frame.height > shown.height else frame.height
+    )
+    table = Table(title=f"{title} ({count})", title_justify="left")
+    for name in shown.columns:
+        table.add_column(name, overflow="fold", max_width=64)  # a category-UUID stream id
+    for row in shown.rows():
+        table.add_row(*(Text(_cell(v)) for v in row))
+    return table
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return str(value)
 
 
 def notice(label: str, message: str, *, style: str = "bold yellow", stderr: bool = True) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
-import polars as pl
 import typer
 from rich.markup import escape
 from rich.rule import Rule
-from rich.table import Table
 
-from workbench.cli._app import app, console, notice, progress_bar
+from workbench.cli._app import app, console, frame_table, notice, progress_bar
 
 _CHECKS = ("gaps", "duplicates", "drift", "lag", "causation")
 
@@ -25,27 +22,6 @@ def _parse_fail_on(value: str) -> list[str]:
             param_hint="--fail-on",
         )
     return names
-
-
-def _table(frame: pl.DataFrame, title: str, rows: int) -> Table:
-    shown = frame.head(rows)
-    more = f" (first {rows} of {frame.height})" if frame.height > rows else f" ({frame.height})"
-    table = Table(title=title + more, title_justify="left", show_lines=False)
-    for name in shown.columns:
-        table.add_column(name, overflow="fold", max_width=64)  # a category-UUID stream id
-    for row in shown.rows():
-        table.add_row(*(_cell(v) for v in row))
-    return table
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    return str(value)
 
 
 @app.command()
@@ -84,7 +60,7 @@ def check(
         console.print(result.summary(), highlight=False)
         for title, frame in result.highlights().items():
             if frame.height:
-                console.print(_table(frame, title, rows))
+                console.print(frame_table(frame, title, rows))
     failed = [name for name in failing if results[name].found]
     if failed:
         notice("failed", ", ".join(failed), style="bold red", stderr=False)

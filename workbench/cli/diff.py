@@ -8,10 +8,10 @@ from typing import Any
 
 import polars as pl
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from workbench.cli._app import app, console, err_console, notice
+from workbench.cli._app import app, console, frame_table, notice, progress_bar
 from workbench.errors import DiffError, WorkbenchError
 
 
@@ -103,12 +103,8 @@ def diff(
 
     keys = _columns(key)
     compare = comparison(ignore, abs_tol, rel_tol, normalize)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
+    with progress_bar(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()
     ) as progress:
         progress.add_task("comparing candidate with live", total=None)
         result = run_diff(
@@ -138,7 +134,7 @@ def diff(
             columns.add_row(row["column"], row["compared_as"], f"{row['changed']:,}", diff_text)
         console.print(columns)
     if summary.differences and limit:
-        console.print(_preview(result, limit))
+        console.print(frame_table(_preview(result), "differing rows", limit))
     for note in summary.notes:
         console.print(f"note: {note}", highlight=False)
     if out is not None:  # before explaining: a mistyped --explain key must not lose it
@@ -152,13 +148,13 @@ def diff(
     raise typer.Exit(0 if summary.is_identical else 1)
 
 
-def _preview(result: Any, limit: int) -> Any:
+def _preview(result: Any) -> pl.DataFrame:
     """The first differing rows: the key, the status and only the columns that changed
     somewhere (on a wide table the rest would push them out of the terminal)."""
     changed = result.summary.columns.filter(pl.col("changed") > 0)["column"].to_list()
     shown = [*result.key, "_status", "_side"]
     shown += [f"{c}__{side}" for c in changed for side in ("candidate", "live")]
-    return result.rows().head(limit).select(shown)
+    return result.rows().select(shown)
 
 
 def _columns(given: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.cli._app import app, console, notice, progress_bar
+from workbench.cli._app import app, console, frame_table, notice, progress_bar
 from workbench.errors import WorkbenchError
 
 
@@ -69,5 +69,5 @@ def replay(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )  # fmt: skip
     console.print(result.summary(), highlight=False)
-    console.print(result.per_type)
+    console.print(frame_table(result.per_type, "events per type"))
     raise typer.Exit(0 if result.coverage.ok and not result.dead_letters else 1)
