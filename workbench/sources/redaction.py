@@ -10,6 +10,8 @@
 'nats://alice:***@h1:4222,nats://bob:***@h2'
 >>> redact("postgresql://app:se,cret@db/x")  # ',' in a password
 'postgresql://app:***@db/x'
+>>> redact("postgresql://db/x?password=s3cret&sslmode=require: timeout")
+'postgresql://db/x?password=***&sslmode=require: timeout'
 
 Patterns cannot know every way a secret is written (a URL without its
 scheme, a password with a space). So the places that take a DSN or a server
@@ -39,7 +41,15 @@ _URL_PASSWORD = re.compile(
 )
 _URL_TOKEN = re.compile(r"(?P<head>\b(?:nats|tls|ws|wss)://)[^:/@\s]+(?=@)")
 # libpq keyword form: password=... or password='...'
-_KEYWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_KEYWORD = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# ... and a URI's query parameter, which ends at the next '&'.
+_QUERY = re.compile(r"(?P<head>[?&]password=)[^&\s]+", re.IGNORECASE)
+
+
+def _masked(match: re.Match[str]) -> str:
+    # "…password=s3cret: connection refused": the colon is the message's, not the secret's.
+    colon = ":" if match[0].endswith(":") and not match[0].endswith("':") else ""
+    return f"{match['head']}***{colon}"
 
 
 # Secrets of the DSNs and URLs given to this process, and one pattern finding any of
@@ -83,6 +93,7 @@ def redact(text: str) -> str:
     """Replace every password or token in ``text`` with ``***``."""
     text = _URL_PASSWORD.sub(r"\g<head>***", text)
     text = _URL_TOKEN.sub(r"\g<head>***", text)
-    text = _KEYWORD.sub(r"\g<head>***", text)
+    text = _QUERY.sub(_masked, text)
+    text = _KEYWORD.sub(_masked, text)
     known = _KNOWN_AT
     return text if known is None else known.sub("***", text)
