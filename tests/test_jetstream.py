@@ -274,6 +274,8 @@ def test_cli_user_errors_exit_2_without_secrets(
     ):
         assert cli.run([*base, "--server", server, "--stream", stream]) == 2, server
     assert cli.run([*base, "--server", nats_url, "--stream", "NO_SUCH_STREAM"]) == 2
+    assert cli.run([*base, "--server", nats_url, "--stream", stream.lower()]) == 2
+    assert cli.run([*base, "--server", "http://127.0.0.1:4222", "--stream", stream]) == 2
     assert (
         cli.run([*base, "--server", nats_url, "--stream", stream, "--map", "colour=const:red"]) == 2
     )
@@ -284,6 +286,8 @@ def test_cli_user_errors_exit_2_without_secrets(
         assert secret not in err
     assert "Invalid IPv6 URL" in err
     assert "stream NO_SUCH_STREAM not found" in err and "colour is not an envelope column" in err
+    assert f"stream {stream.lower()} not found; did you mean {stream}?" in err
+    assert "not a NATS URL: the scheme is one of nats://" in err
     assert "Traceback" not in err
     assert cli.run([*base, "--server", nats_url, "--stream", stream]) == 0
     assert rows(tmp_path, "select count(*) from events") == [(1,)]

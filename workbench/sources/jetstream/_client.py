@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import difflib
 import json
 import threading
 import uuid
@@ -230,8 +231,19 @@ async def stream_info(nc: Client, stream: str, *, deleted: bool = False) -> dict
         )
     except SourceError as exc:
         if "not found" in str(exc):
-            raise SourceError(f"stream {stream} not found") from None
+            raise SourceError(f"stream {stream} not found{await _similar(nc, stream)}") from None
         raise
+
+
+async def _similar(nc: Client, stream: str) -> str:
+    """``; did you mean ...?`` naming streams whose names are close to ``stream``."""
+    try:
+        names = (await jetstream_api(nc, "STREAM.NAMES", {})).get("streams") or []
+    except SourceError:  # no permission to list: the plain message will do
+        return ""
+    close = [n for n in names if n.lower() == stream.lower()]
+    close = close or difflib.get_close_matches(stream, names, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 async def stream_state(nc: Client, stream: str, *, deleted: bool = False) -> dict[str, Any]:

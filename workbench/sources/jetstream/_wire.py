@@ -93,6 +93,10 @@ def server_urls(url: str) -> list[tuple[str, SplitResult]]:
     Traceback (most recent call last):
     ...
     workbench.errors.SourceError: cannot read the NATS URL nats://u:***@[::1:4222: Invalid IPv6 URL; percent-encode '/', '@' and ':' in a user or password (%2F, %40, %3A)
+    >>> server_urls("http://127.0.0.1:4222")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.SourceError: http://127.0.0.1:4222 is not a NATS URL: the scheme is one of nats://, tls://, ws://, wss://, not http://
     """
     remember(url, token=True)
     servers = []
@@ -106,8 +110,17 @@ def server_urls(url: str) -> list[tuple[str, SplitResult]]:
                 f"cannot read the NATS URL {redact(url)}: {exc}; percent-encode '/', '@' and "
                 "':' in a user or password (%2F, %40, %3A)"
             ) from None
+        if parts.scheme not in _SCHEMES:
+            raise SourceError(
+                f"{redact(one)} is not a NATS URL: the scheme is one of "
+                f"{', '.join(s + '://' for s in _SCHEMES)}, not {parts.scheme}://"
+            )
         servers.append((one, parts))
     return servers
+
+
+#: What nats-py connects to; anything else (http://) would time out after seconds.
+_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
 class WireConnection:
