@@ -1051,6 +1051,8 @@ class Typed(wb.Projection):
         at=dt.time,
         raw=bytes,
         accesses=int,
+        score="REAL",
+        trace=str,
     )
 
     @wb.on("MemoryCreated")
@@ -1068,6 +1070,8 @@ class Typed(wb.Projection):
                 "at": event.occurred_at.time(),
                 "raw": content.encode()[:4],
                 "accesses": 0,
+                "score": 0.1,
+                "trace": "",
             }
         )
 
@@ -1078,6 +1082,10 @@ class Typed(wb.Projection):
         if row is not None:
             row["accesses"] += 1
             row["age"] += dt.timedelta(seconds=1, microseconds=5)
+            # What a handler reads back of a DECIMAL (its scale) and a REAL (a float32's
+            # digits) is what a resumed run reads: Decimal("0.5") is 0.50 once stored.
+            row["score"] += 0.1
+            row["trace"] = f"{row['importance']} {row['score']!r}"
             tables.memories.upsert(row)
 
 

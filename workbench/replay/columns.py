@@ -40,9 +40,11 @@ workbench.errors.ProjectionError: unsupported column type 'MONEY'; use a Python 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
+import struct
 import types
 import uuid
 from collections.abc import Callable
@@ -104,12 +106,71 @@ class ColumnType:
             raise Refused("a datetime into a DATE column would drop its time")
         return array
 
+    @property
+    def normalises(self) -> bool:
+        """Whether a stored value may differ from the handler's: a DECIMAL keeps its scale
+        (``Decimal("1.5")`` reads back ``Decimal("1.50")``), a REAL a float32's digits.
+
+        >>> column_type("DECIMAL(12,2)").normalises, column_type("REAL[]").normalises
+        (True, True)
+        >>> column_type(float).normalises
+        False
+        """
+        typ = self.arrow.value_type if pa.types.is_list(self.arrow) else self.arrow
+        return pa.types.is_decimal(typ) or pa.types.is_float32(typ)
+
+    @property
+    def normalise(self) -> Callable[[Any], Any] | None:
+        """Turns a handler's value into the value it reads back as once stored, where
+        those may differ: a DECIMAL keeps its scale, a REAL a float32's digits.
+
+        A handler sees the normalised value at once, so a run that resumed from
+        stored rows and one that did not hold the same values.
+
+        >>> from decimal import Decimal
+        >>> column_type("DECIMAL(12,2)").normalise(Decimal("1.5"))
+        Decimal('1.50')
+        >>> column_type("REAL[]").normalise([0.1])
+        [0.10000000149011612]
+        >>> column_type(float).normalise is None
+        True
+        """
+        typ = self.arrow.value_type if pa.types.is_list(self.arrow) else self.arrow
+        if pa.types.is_decimal(typ):
+            one = _decimal_normaliser(Decimal(1).scaleb(-typ.scale))
+        elif pa.types.is_float32(typ):
+            one = _real
+        else:
+            return None
+        if typ is self.arrow:
+            return one
+        return lambda values: [one(v) for v in values] if isinstance(values, list) else values
+
     def decode_all(self, values: list[Any]) -> list[Any]:
         """Stored values read back (None stays None) as the handler wrote them."""
         decode = self.decode
         if decode is None:
             return values
         return [None if v is None else decode(v) for v in values]
+
+
+def _decimal_normaliser(exponent: Decimal) -> Callable[[Any], Any]:
+    def normalise(value: Any) -> Any:
+        if isinstance(value, Decimal | int) and not isinstance(value, bool):
+            with contextlib.suppress(ArithmeticError):
+                stored = Decimal(value).quantize(exponent)
+                if stored == value:  # a value with more places is refused at the flush
+                    return stored
+        return value
+
+    return normalise
+
+
+def _real(value: Any) -> Any:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError, struct.error):
+            return struct.unpack("f", struct.pack("f", value))[0]
+    return value
 
 
 def _uuid_text(values: list[Any]) -> list[Any]:

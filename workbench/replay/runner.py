@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from workbench.errors import ProjectionError
 from workbench.replay.event import Columns, Event, decode, lazy_decoding, with_payload
 from workbench.replay.projection import Projection
-from workbench.replay.state import Tables, TableState, WriteLog
+from workbench.replay.state import Tables, TableState, WriteLog, table_state
 
 __all__ = ["OnError", "Runner"]
 
@@ -43,7 +43,7 @@ class Runner:
         self.projection = projection
         self.on_error = on_error
         self.log = WriteLog()
-        self.states = {t.name: TableState(t, self.log) for t in projection.tables()}
+        self.states = {t.name: table_state(t, self.log) for t in projection.tables()}
         self.tables = Tables(self.states)
         cls = type(projection)
         self.handler_of: dict[str, str | None] = {

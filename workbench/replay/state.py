@@ -44,7 +44,7 @@ import numpy as np
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
 
-__all__ = ["Changes", "TableState", "Tables", "WriteLog", "Writes"]
+__all__ = ["Changes", "TableState", "Tables", "WriteLog", "Writes", "table_state"]
 
 
 class WriteLog:
@@ -266,6 +266,45 @@ class TableState:
         for key in changes.deletes:
             self._key_of_id.pop(self._ids.pop(key), None)
         return changes
+
+
+class _NormalisingState(TableState):
+    """A table with DECIMAL or REAL columns: written values become what they read back as."""
+
+    __slots__ = ("_normalise",)
+
+    def __init__(self, table: Table, log: WriteLog) -> None:
+        super().__init__(table, log)
+        self._normalise = [
+            (column, fn) for column, ctype in table.types.items() if (fn := ctype.normalise)
+        ]
+
+    def _normalised(self, row: dict[str, Any]) -> dict[str, Any]:
+        for column, normalise in self._normalise:
+            value = row.get(column)
+            if value is not None:
+                row[column] = normalise(value)
+        return row
+
+    def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
+        return super().upsert(self._normalised(row))
+
+    def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
+        return self._normalised(super().update(key, changes, **columns))
+
+
+def table_state(table: Table, log: WriteLog) -> TableState:
+    """The state of ``table``; one that normalises values when a column needs it.
+
+    >>> from decimal import Decimal
+    >>> from workbench.replay.projection import Table
+    >>> t = Table(key="id", id=str, price="DECIMAL(8,2)")
+    >>> table_state(t, WriteLog()).upsert({"id": "a", "price": Decimal("2.5")})["price"]
+    Decimal('2.50')
+    """
+    if any(ctype.normalise for ctype in table.types.values()):
+        return _NormalisingState(table, log)
+    return TableState(table, log)
 
 
 class Tables:
