@@ -15,7 +15,7 @@ from workbench.archive.records import (
     GAP_SCHEMA,
     STREAM_SAMPLE_SCHEMA,
 )
-from workbench.archive.writer import ArchiveWriter, append_records
+from workbench.archive.writer import ArchiveWriter, append_records, read_records
 
 __all__ = [
     "CONSUMER_SAMPLE_SCHEMA",
@@ -30,5 +30,6 @@ __all__ = [
     "append_records",
     "atomic_file",
     "compact",
+    "read_records",
     "write_atomically",
 ]

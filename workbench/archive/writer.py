@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from workbench import envelope
+from workbench import _duckdb, envelope
+from workbench._sql import path_list
 from workbench.archive._layout import (
     DICTIONARY_COLUMNS,
     data_file_name,
@@ -27,7 +28,7 @@ from workbench.archive.compaction import merge_tail
 from workbench.archive.records import GAP_REASONS, GAP_SCHEMA
 from workbench.errors import ArchiveError
 
-__all__ = ["ArchiveWriter", "append_records"]
+__all__ = ["ArchiveWriter", "append_records", "read_records"]
 
 
 class ArchiveWriter:
@@ -166,6 +167,22 @@ class ArchiveWriter:
         return path
 
 
+def _records_dir(root: str | os.PathLike[str], table: str, source: str) -> Path:
+    return Path(root) / f"_{table}" / f"source={encode_partition(source)}"
+
+
+def read_records(root: str | os.PathLike[str], table: str, source: str) -> pa.Table | None:
+    """The rows ``source`` appended to the side table ``table`` (None when there are none);
+    files written before a column was added lack it (null)."""
+    paths = sorted(_records_dir(root, table, source).glob("*.parquet"))
+    if not paths:
+        return None
+    with _duckdb.connect() as con:
+        return con.sql(
+            f"select * from read_parquet({path_list(paths)}, union_by_name = true)"
+        ).to_arrow_table()
+
+
 def append_records(
     root: str | os.PathLike[str], table: str, source: str, records: pa.Table
 ) -> Path:
@@ -177,11 +194,6 @@ def append_records(
     if records.num_rows == 0:
         raise ArchiveError(f"no rows to append to {table}")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = (
-        Path(root)
-        / f"_{table}"
-        / f"source={encode_partition(source)}"
-        / f"{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-    )
+    path = _records_dir(root, table, source) / f"{stamp}-{uuid.uuid4().hex[:8]}.parquet"
     write_atomically(records, path)
     return path

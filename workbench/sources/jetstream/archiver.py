@@ -35,6 +35,7 @@ from workbench.archive import (
     ArchiveWriter,
     WritePipeline,
     append_records,
+    read_records,
 )
 from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
@@ -465,20 +466,18 @@ class _Run:
     def _recorded_created(self) -> dt.datetime | None:
         """When the stream this archive was last archived from was created (None: not recorded,
         an archive written before ``created`` was)."""
-        if not self.writer.root.is_dir():
+        samples = read_records(self.writer.root, "stream_samples", self.writer.source)
+        if samples is None or "created" not in samples.column_names:
             return None
-        rows = (
-            ArchiveReader(self.writer.root)
-            .sql(
-                # The first record: samples taken later (of a stream recreated since,
-                # say) do not change which stream this archive is of.
-                "select created from stream_samples where source = ? and created is not null "
-                "order by sampled_at limit 1",
-                params=[self.writer.source],
-            )
-            .fetchall()
+        # The first record: samples taken later (of a stream recreated since, say) do
+        # not change which stream this archive is of.
+        first = (
+            pl.DataFrame(samples.select(["sampled_at", "created"]))
+            .drop_nulls("created")
+            .sort("sampled_at")
+            .head(1)
         )
-        return rows[0][0] if rows else None
+        return first["created"].item() if first.height else None
 
     async def _reconnect(self) -> None:
         """Retry until a new consumer delivers again (a server restart, a network blip)."""
