@@ -250,7 +250,7 @@ def _eventsourcing(table: str, columns: TableColumns) -> Query:
             "event_type": f"coalesce(nullif(split_part({topic}, ':', 2), ''), {topic})",
             "stream": f"{c['originator_id']}::text",
             "stream_position": f"{c['originator_version']}::bigint",
-            "metadata": f"json_build_object('topic', {topic})::text",
+            "metadata": f"jsonb_build_object('topic', {topic})::text",
             "_state": state,
         },
         eventsourcing_state=True,
