@@ -344,7 +344,8 @@ def test_plain_messages_get_a_hint_for_what_to_map(
     publish(nats_url, stream, plain, create={})
     result = archive(nats_url, stream, tmp_path / "a")
     assert result.unfilled == {"event_id": 2, "event_type": 2, "stream": 2}
-    assert any("--map event_type=subject:-1" in h for h in result.hints())
+    # The hint lays out the first subject's tokens: which one is the type, the user knows.
+    assert any("subject:1=orders, subject:2=created" in h for h in result.hints())
     args = ["archive", "jetstream", "--server", nats_url, "--stream", stream]
     assert cli.run([*args, "--out", str(tmp_path / "b"), "--map", "event_type=subject:-1"]) == 0
     err = capsys.readouterr().err
@@ -352,6 +353,26 @@ def test_plain_messages_get_a_hint_for_what_to_map(
     assert rows(tmp_path / "b", "select event_type from events order by 1") == [
         ("created",),
         ("shipped",),
+    ]
+
+
+def test_a_mapped_header_falls_back_to_the_preset_when_asked(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """A stream of CloudEvents and of messages typed by a header of their own."""
+    typed = [("orders.paid", b"{}", {"X-Type": "Paid"}) for _ in range(2)]
+    publish(nats_url, stream, [ce_message(0), *typed, ce_message(1), ce_message(2)], create={})
+    only = archive(nats_url, stream, tmp_path / "only", mappings=["event_type=header:X-Type"])
+    assert only.unfilled["event_type"] == 3
+    assert "add the preset as a fallback: --map event_type=preset" in only.hints()[0]
+    both = ["event_type=header:X-Type", "event_type=preset"]
+    assert archive(nats_url, stream, tmp_path / "both", mappings=both).hints() == []
+    assert rows(tmp_path / "both", "select event_type from events order by global_position") == [
+        ("MemoryCreated",),
+        ("Paid",),
+        ("Paid",),
+        ("MemoryCreated",),
+        ("MemoryCreated",),
     ]
 
 

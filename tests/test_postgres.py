@@ -211,7 +211,7 @@ def test_eventsourcing_preset_reads_what_the_library_writes(
     assert dt.datetime.fromisoformat(data["timestamp"]) == rows[1]["occurred_at"]
     assert rows[1]["recorded_at"] == rows[1]["occurred_at"]
     assert json.loads(rows[0]["metadata"])["topic"].endswith(":Memory.Created")
-    assert rows[0]["metadata"].startswith("{\"topic\": ")  # as jsonb prints, like the other stores
+    assert rows[0]["metadata"].startswith('{"topic": ')  # as jsonb prints, like the other stores
     assert rows[0]["payload"] is None
 
 

@@ -30,7 +30,8 @@ def archive_jetstream_command(
         [],
         "--map",
         help="FIELD=SPEC, SPEC one of header:NAME, data:dotted.path, subject:INDEX, "
-        "metadata:dotted.path, const:VALUE (repeatable; overrides the preset).",
+        "metadata:dotted.path, const:VALUE (overrides the preset; a field mapped again "
+        "falls back to the next, FIELD=preset to the preset's).",
     ),
     follow: bool = typer.Option(
         False, "--follow", help="Keep tailing the stream until SIGINT/SIGTERM."

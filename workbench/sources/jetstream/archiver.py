@@ -104,25 +104,46 @@ class JetStreamArchiveResult:
     stopped: str = "caught-up"
     #: Messages the mapping left without each of :data:`IDENTITY_COLUMNS`.
     unfilled: dict[str, int] = field(default_factory=dict)
+    #: The columns a ``--map`` set, and the first message's subject (for the hints).
+    mapped: frozenset[str] = frozenset()
+    first_subject: str | None = None
 
     def hints(self) -> list[str]:
-        """What to map when the preset found no event id, type or stream in most messages.
+        """What to map when the mapping found no event id, type or stream in most messages.
 
         >>> r = JetStreamArchiveResult("S", "out", messages=4, unfilled={"event_type": 4})
         >>> r.hints()[0]
-        'event_type is empty in 4 of 4 messages; map it, e.g. --map event_type=subject:-1'
+        'event_type is empty in 4 of 4 messages; map it, e.g. --map event_type=data:type'
+        >>> r = JetStreamArchiveResult("S", "out", messages=4, unfilled={"stream": 4},
+        ...                            first_subject="shop.orders.o-7.paid")
+        >>> r.hints()[0]
+        'stream is empty in 4 of 4 messages; map it, e.g. from the subject (shop.orders.o-7.paid): subject:0=shop, subject:1=orders, subject:2=o-7, subject:3=paid'
+        >>> JetStreamArchiveResult("S", "out", messages=4, unfilled={"event_type": 3},
+        ...                        mapped=frozenset({"event_type"})).hints()[0]
+        'event_type is empty in 3 of 4 messages with your --map event_type; add the preset as a fallback: --map event_type=preset after it'
         """
+        tokens = (self.first_subject or "").split(".")
+        from_subject = "from the subject ({}): {}".format(
+            self.first_subject, ", ".join(f"subject:{i}={t}" for i, t in enumerate(tokens))
+        )
         examples = {
-            "event_id": "data:id",
-            "event_type": "subject:-1",
-            "stream": "subject:1",
+            "event_id": "--map event_id=data:id",
+            "event_type": (from_subject if self.first_subject else "--map event_type=data:type"),
+            "stream": from_subject if self.first_subject else "--map stream=subject:1",
         }
-        return [
-            f"{column} is empty in {missing:,} of {self.messages:,} messages; "
-            f"map it, e.g. --map {column}={examples[column]}"
-            for column, missing in self.unfilled.items()
-            if self.messages and missing > self.messages // 2
-        ]
+        hints = []
+        for column, missing in self.unfilled.items():
+            if not self.messages or missing <= self.messages // 2:
+                continue
+            empty = f"{column} is empty in {missing:,} of {self.messages:,} messages"
+            if column in self.mapped:
+                hints.append(
+                    f"{empty} with your --map {column}; add the preset as a fallback: "
+                    f"--map {column}=preset after it"
+                )
+            else:
+                hints.append(f"{empty}; map it, e.g. {examples[column]}")
+        return hints
 
     @property
     def source(self) -> str:
@@ -260,7 +281,7 @@ class _Run:
         self.file_bytes = file_bytes
         self.progress = progress
         self.writer = ArchiveWriter(out, f"jetstream:{stream}", max_file_events=file_events)
-        self.result = JetStreamArchiveResult(stream, str(out))
+        self.result = JetStreamArchiveResult(stream, str(out), mapped=mapping.mapped)
         self.stop = asyncio.Event()
         self.buffer = Deliveries()
         self.pipeline: WritePipeline  # started by main()
@@ -563,6 +584,7 @@ class _Run:
             result.unfilled[column] = result.unfilled.get(column, 0) + empty
         if result.first_seq is None:
             result.first_seq = batch.seq[0]
+            result.first_subject = batch.subject[0].decode("utf-8", "replace")
         result.last_seq = batch.seq[-1]
         result.messages += len(batch)
 

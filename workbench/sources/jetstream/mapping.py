@@ -117,24 +117,47 @@ class JetStreamMapping:
 
     preset: str
     fields: Mapping[str, tuple[FieldSpec, ...]]
+    #: The columns a ``--map`` set (the rest are the preset's).
+    mapped: frozenset[str] = frozenset()
 
     @classmethod
     def from_options(
         cls, preset: str = "cloudevents", maps: Iterable[str] = ()
     ) -> JetStreamMapping:
-        """A preset with ``--map FIELD=SPEC`` overrides (a mapped field replaces the preset's)."""
+        """A preset with ``--map FIELD=SPEC`` overrides.
+
+        A mapped field replaces the preset's candidates; mapping it again adds
+        a fallback, and ``FIELD=preset`` falls back to the preset's own (a
+        stream where only some messages carry a header):
+
+        >>> m = JetStreamMapping.from_options(
+        ...     "cloudevents", ["event_type=header:X-Type", "event_type=preset"])
+        >>> [str(s) for s in m.fields["event_type"]], sorted(m.mapped)
+        (['header:X-Type', 'header:ce-type', 'event:type'], ['event_type'])
+        """
         if preset not in PRESETS:
             raise MappingError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
         fields = dict(PRESETS[preset])
-        for name, spec in parse_mappings(maps).items():
+        mapped: dict[str, list[FieldSpec]] = {}
+        for item in maps:
+            name, _, text = item.partition("=")
+            name = name.strip()
+            if text.strip() == "preset" and name in envelope.COLUMNS:
+                own = PRESETS[preset].get(name)
+                if not own:
+                    raise MappingError(f"--map {item}: the {preset} preset does not fill {name}")
+                mapped.setdefault(name, []).extend(own)
+                continue
+            ((name, spec),) = parse_mappings([item]).items()
             if spec.kind == "column":
                 raise MappingError(f"--map {name}={spec}: JetStream messages have no columns")
             if name in _FROM_NATS:
                 raise MappingError(f"--map {name}={spec}: {name} is the NATS timestamp")
             if name in _OWNED_BY_NATS:
                 raise MappingError(f"--map {name}={spec}: {_OWNED_BY_NATS[name]}")
-            fields[name] = (spec,)
-        return cls(preset, fields)
+            mapped.setdefault(name, []).append(spec)
+        fields.update((name, tuple(specs)) for name, specs in mapped.items())
+        return cls(preset, fields, frozenset(mapped))
 
     def evaluate(
         self,
