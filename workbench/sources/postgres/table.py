@@ -16,7 +16,6 @@ microseconds``, which DuckDB casts back to the same interval.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -56,9 +55,10 @@ def read_table(con: Any, table: str) -> pa.Table:
     schema, name, quoted = quote_table(table)
     columns = _column_types(con, table)
     select: list[str] = []
-    specials: list[str] = []  # selected after every column, read back by position
-    decimals: dict[int, pa.Decimal128Type] = {}
-    times: dict[str, pa.DataType] = {}
+    # What no Arrow value of the column's type holds (NaN, ±Infinity) comes beside it
+    # as text, selected after every column and read back by position.
+    specials: list[str] = []
+    restore: list[tuple[int, pa.DataType]] = []  # column position, its type
     for i, (column, typmod, typname) in enumerate(columns):
         # Postgres packs numeric(p, s) as ((p << 16) | s) + 4, s an 11-bit signed number.
         precision = ((typmod - 4) >> 16) & 0xFFFF
@@ -70,7 +70,7 @@ def read_table(con: Any, table: str) -> pa.Table:
             inside = f"abs({q}) < 1e{precision - scale}::numeric"
             select.append(f"case when {inside} then ({q} * 1e{scale}::numeric)::int8 end as {q}")
             specials.append(f"case when not {inside} then {q}::text end as _wb_{len(specials)}")
-            decimals[i] = pa.decimal128(precision, scale)
+            restore.append((i, pa.decimal128(precision, scale)))
         elif typname == "money":  # ADBC hands over the cents as an integer
             select.append(f"{q}::numeric as {q}")
         elif typname.lstrip("_") in _AS_TEXT:
@@ -78,9 +78,12 @@ def read_table(con: Any, table: str) -> pa.Table:
             # (its output function: inet '10.0.0.1', where ::text adds the /32).
             select.append(f"case when {q} is not null then format('%s', {q}) end as {q}")
         elif typname in _TIMES:
-            typ, sql = _TIMES[typname]
-            select.append(sql(q))
-            times[column] = typ
+            # ADBC reads times natively, but wraps ±infinity around to nonsense.
+            select.append(f"case when isfinite({q}) then {q} end as {q}")
+            specials.append(
+                f"case when not isfinite({q}) then {q}::text end as _wb_{len(specials)}"
+            )
+            restore.append((i, _TIMES[typname]))
         elif typname == "interval":
             select.append(_INTERVAL.format(q=q))
         else:
@@ -93,11 +96,7 @@ def read_table(con: Any, table: str) -> pa.Table:
         raise source_error(f"reading {schema}.{name}", exc) from None
     finally:
         cur.close()
-    rows = _restore_decimals(_plain(arrow), decimals, len(columns))
-    for name, typ in times.items():  # the integers back to their type, value for value
-        i = rows.schema.get_field_index(name)
-        rows = rows.set_column(i, pa.field(name, typ), rows.column(i).cast(typ))
-    return rows
+    return _restore_specials(_plain(arrow), restore, len(columns))
 
 
 #: Types (and arrays of them) ADBC passes as opaque bytes, read as Postgres's text.
@@ -112,15 +111,7 @@ _AS_TEXT = frozenset(
 )  # fmt: skip
 
 # ±infinity as DuckDB holds them: the largest integer of the type, and its negation.
-_US_INF, _DAY_INF = 2**63 - 1, 2**31 - 1
-
-
-def _finite_or_infinity(q: str, finite: str, infinity: int) -> str:
-    return (
-        f"case when {q} = 'infinity' then {infinity} when {q} = '-infinity' then -{infinity} "
-        f"else {finite} end as {q}"
-    )
-
+_INFINITY = {64: 2**63 - 1, 32: 2**31 - 1}
 
 _INTERVAL = (
     "(extract(year from {q}) * 12 + extract(month from {q}))::int8 || ' months ' || "
@@ -128,19 +119,10 @@ _INTERVAL = (
     "extract(minute from {q}) * 60) * 1000000 + extract(microseconds from {q}))::int8 "
     "|| ' microseconds' as {q}"
 )
-_TIMES: dict[str, tuple[pa.DataType, Callable[[str], str]]] = {
-    "timestamptz": (
-        pa.timestamp("us", tz="UTC"),
-        lambda q: _finite_or_infinity(q, f"(extract(epoch from {q}) * 1000000)::int8", _US_INF),
-    ),
-    "timestamp": (
-        pa.timestamp("us"),
-        lambda q: _finite_or_infinity(q, f"(extract(epoch from {q}) * 1000000)::int8", _US_INF),
-    ),
-    "date": (
-        pa.date32(),
-        lambda q: _finite_or_infinity(q, f"{q} - date '1970-01-01'", _DAY_INF),
-    ),
+_TIMES: dict[str, pa.DataType] = {
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "timestamp": pa.timestamp("us"),
+    "date": pa.date32(),
 }
 
 
@@ -157,30 +139,44 @@ def _plain(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _restore_decimals(
-    table: pa.Table, decimals: dict[int, pa.Decimal128Type], width: int
+def _restore_specials(
+    table: pa.Table, restore: list[tuple[int, pa.DataType]], width: int
 ) -> pa.Table:
-    """Scaled ``int64`` columns (by position) back to ``decimal128(p, s)``, exactly.
+    """Columns selected in a form Arrow holds back to their type, with their specials.
 
-    The table's columns after the first ``width`` hold, one per decimal in
-    order, the NaN or ±Infinity of rows whose value no decimal holds; a
-    column with any becomes text instead (as NULL they would equal a NULL).
-    Those columns are dropped.
+    The table's columns after the first ``width`` hold, one per entry of
+    ``restore`` in order, the NaN or ±Infinity of rows whose value the type
+    does not hold; those columns are dropped. A DECIMAL comes as a scaled
+    ``int64``, exactly; one with a NaN or an infinity becomes text (as NULL
+    they would equal a NULL). A time's ±infinity becomes DuckDB's (the
+    largest integer of the type, and its negation).
 
     >>> t = pa.table({"amount": pa.array([12345, -5, None], pa.int64()),
     ...               "_wb_0": pa.array([None, None, None], pa.string())})
-    >>> _restore_decimals(t, {0: pa.decimal128(10, 2)}, 1)["amount"].to_pylist()
+    >>> _restore_specials(t, [(0, pa.decimal128(10, 2))], 1)["amount"].to_pylist()
     [Decimal('123.45'), Decimal('-0.05'), None]
     >>> t = t.set_column(1, "_wb_0", pa.array([None, None, "NaN"]))
-    >>> _restore_decimals(t, {0: pa.decimal128(10, 2)}, 1).to_pydict()
+    >>> _restore_specials(t, [(0, pa.decimal128(10, 2))], 1).to_pydict()
     {'amount': ['123.45', '-0.05', 'NaN']}
+    >>> d = pa.table({"d": pa.array([1, None, None], pa.date32()),
+    ...               "_wb_0": pa.array([None, "infinity", "-infinity"])})
+    >>> _restore_specials(d, [(0, pa.date32())], 1)["d"].cast(pa.int32()).to_pylist()
+    [1, 2147483647, -2147483647]
     """
-    for k, (i, typ) in enumerate(decimals.items()):
-        chunks = [_decimal_from_scaled(chunk, typ) for chunk in table.column(i).chunks]
-        values = pa.chunked_array(chunks, type=typ)
+    for k, (i, typ) in enumerate(restore):
         special = table.column(width + k)
-        if special.null_count < len(special):
-            values = pc.coalesce(values.cast(pa.string()), special)
+        if pa.types.is_decimal(typ):
+            chunks = [_decimal_from_scaled(chunk, typ) for chunk in table.column(i).chunks]
+            values = pa.chunked_array(chunks, type=typ)
+            if special.null_count < len(special):
+                values = pc.coalesce(values.cast(pa.string()), special)
+        else:
+            values = table.column(i).cast(typ)
+            if special.null_count < len(special):
+                ints = pa.int64() if typ.bit_width == 64 else pa.int32()
+                infinity = _INFINITY[typ.bit_width]
+                signed = pc.if_else(pc.equal(special, "-infinity"), -infinity, infinity)
+                values = pc.coalesce(values.cast(ints), signed.cast(ints)).cast(typ)
         table = table.set_column(i, pa.field(table.schema.field(i).name, values.type), values)
     return table.select(range(width))
 
