@@ -1202,3 +1202,26 @@ def test_resuming_from_another_archive_names_both(archive: Path, tmp_path: Path)
         f"cannot resume memories_v1: it was replayed from {archive.absolute()}, "
         f"not {other.absolute()}"
     )
+
+
+def test_progress_false_draws_no_bar(archive: Path, tmp_path: Path) -> None:
+    """A notebook user turns the bar off with progress=False (not a callback)."""
+    result = wb.replay(archive, Memories, into=tmp_path / "o.duckdb", until=200, progress=False)
+    assert result.events_applied > 0
+
+
+class TextKeyUpdate(Typed):
+    name = "text_key_update"
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        if event.data is not None:  # the key as the payload has it: text, not a UUID
+            tables.memories.update(event.data["memory_id"], accesses=1)
+
+
+def test_an_update_by_a_key_of_the_wrong_type_says_so(archive: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ProjectionError,
+        match=r"no row with key '[0-9a-f-]+' \(a str; the keys are UUID: memory_id UUID\)",
+    ):
+        wb.replay(archive, TextKeyUpdate, into=tmp_path / "o.duckdb")

@@ -56,6 +56,8 @@ def shows_progress(
 ) -> Callable[[_F], _F]:
     """Decorate a long library call so that, in Jupyter, it draws a bar when given no ``progress``.
 
+    ``progress=False`` draws none.
+
     ``adapt`` turns the ``(done, total)`` callback into the call's own
     progress signature, where that differs.
     """
@@ -63,6 +65,9 @@ def shows_progress(
     def decorate(fn: _F) -> _F:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("progress") is False:  # "no bar, please"
+                kwargs["progress"] = None
+                return fn(*args, **kwargs)
             if kwargs.get("progress") is not None or not in_notebook():
                 return fn(*args, **kwargs)
             with notebook_progress(description) as bar:

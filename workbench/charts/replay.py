@@ -110,7 +110,12 @@ def replay_phases(phases: pl.DataFrame) -> alt.Chart:
         alt.Chart(inline(frame))
         .mark_bar()
         .encode(
-            x=alt.X("sum(share):Q", title="share of the replay's time", axis=alt.Axis(format="%")),
+            x=alt.X(
+                "sum(share):Q",
+                title="share of the replay's time",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1]),  # not to 110%
+            ),
             # Below the bar, in a row: beside a 40-pixel bar the names were cut off.
             color=alt.Color(
                 "phase:N",

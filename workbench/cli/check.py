@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.rule import Rule
 
 from workbench.cli._app import app, console, frame_table, notice, progress_bar
+from workbench.errors import WorkbenchError
 
 _CHECKS = ("gaps", "duplicates", "drift", "lag", "causation")
 
@@ -17,9 +18,8 @@ def _parse_fail_on(value: str) -> list[str]:
     names = [n.strip() for n in value.split(",") if n.strip()]
     unknown = [n for n in names if n not in _CHECKS]
     if unknown:
-        raise typer.BadParameter(
-            f"unknown check(s) {', '.join(unknown)}; choose from {', '.join(_CHECKS)}",
-            param_hint="--fail-on",
+        raise WorkbenchError(
+            f"--fail-on: unknown check(s) {', '.join(unknown)}; choose from {', '.join(_CHECKS)}"
         )
     return names
 

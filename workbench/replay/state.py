@@ -32,6 +32,7 @@ update, a dict lookup and one append.
 
 from __future__ import annotations
 
+import uuid
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -221,7 +222,10 @@ class TableState:
         With no changes it records a write of the row as it stands (after
         changes made in place). Raises :class:`KeyError` when no row has ``key``.
         """
-        row = self.rows[key]
+        try:
+            row = self.rows[key]
+        except KeyError:
+            raise KeyError(self._no_row(key)) from None
         if changes is not None:
             row.update(changes)
         if columns:
@@ -229,6 +233,21 @@ class TableState:
         row_id = self._ids.get(key)
         self._log(self._new_id(key) if row_id is None else row_id)
         return row
+
+    def _no_row(self, key: Any) -> str:
+        """Why ``key`` found no row, naming a key of another type than the stored ones'."""
+        text = f"table {self.table.name}: no row with key {key!r}"
+        stored = next(iter(self.rows), None)
+        expected = type(stored) if stored is not None else _KEY_TYPES.get(self._key_sql)
+        if expected is not None and not isinstance(key, expected):
+            columns = ", ".join(f"{c} {self.table.types[c].sql}" for c in self.table.key)
+            text += f" (a {type(key).__name__}; the keys are {expected.__name__}: {columns})"
+        return text
+
+    @property
+    def _key_sql(self) -> str:
+        key = self.table.key
+        return self.table.types[key[0]].sql if len(key) == 1 else "tuple"
 
     def delete(self, key: Any) -> None:
         """Remove the row with ``key`` (no error if there is none)."""
@@ -266,6 +285,17 @@ class TableState:
         for key in changes.deletes:
             self._key_of_id.pop(self._ids.pop(key), None)
         return changes
+
+
+#: The Python type of a key column's values, for naming a key of the wrong type.
+_KEY_TYPES: dict[str, type] = {
+    "UUID": uuid.UUID,
+    "VARCHAR": str,
+    "BIGINT": int,
+    "INTEGER": int,
+    "SMALLINT": int,
+    "tuple": tuple,
+}
 
 
 class _NormalisingState(TableState):
