@@ -363,6 +363,7 @@ def test_results_render_in_a_notebook(faulty: tuple[Scenario, wb.Archive]) -> No
         html = result._repr_html_()
         assert result.name in html and "<table" in html
         assert result.arrow().num_rows == result.df().height
+        assert result.head(1).equals(result.df().head(1))
 
 
 # ------------------------------------------------------------------ time zone

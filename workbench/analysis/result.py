@@ -61,6 +61,10 @@ class CheckResult:
         """The main table as an Arrow table."""
         return self.df().to_arrow()
 
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` rows of the main table."""
+        return self.df().head(n)
+
     def __bool__(self) -> bool:
         return self.found > 0
 

@@ -258,6 +258,11 @@ class Diff:
         """Every differing row, side by side (same as :meth:`rows`)."""
         return self.rows()
 
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` differing rows (only those are read)."""
+        with self.sides_attached():
+            return to_polars(self._relation(None).limit(n))
+
     def arrow(self, status: str | Sequence[str] | None = None) -> pa.Table:
         """The rows of :meth:`rows` as Arrow."""
         with self.sides_attached():

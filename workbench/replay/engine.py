@@ -181,6 +181,10 @@ class ReplayResult:
     def arrow(self) -> pa.Table:
         return self.per_type.to_arrow()
 
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` rows of :meth:`df`."""
+        return self.per_type.head(n)
+
     def summary(self) -> str:
         resumed = f", resumed after {self.resumed_from}" if self.resumed_from is not None else ""
         shares = [

@@ -147,6 +147,10 @@ class SafetyReport:
         """The same as :meth:`df`, as an Arrow table."""
         return self.df().to_arrow()
 
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` rows of :meth:`df`."""
+        return self.df().head(n)
+
     def summary(self) -> str:
         head = f"replay safety of {self.projection} over {self.events:,} events: "
         head += "safe" if self.ok else "UNSAFE"
