@@ -73,21 +73,34 @@ def causation_waterfall(nodes: pl.DataFrame) -> alt.TopLevelMixin:
     title = "Causation waterfall"
     if total > shown.height:
         title += f" (first {shown.height} of {total} events in tree order)"
+    # Time since the first event shown, in the unit the span reads best in: a waterfall
+    # is about delays, and Vega labels a sub-second span of clock times ".980".
+    first = pl.col("event_at").min()
+    start, span_us = frame.select(
+        first.alias("start"), (pl.col("event_at").max() - first).dt.total_microseconds()
+    ).row(0)
+    unit, per = ("ms", 1_000.0) if (span_us or 0) < 10_000_000 else ("s", 1.0)
+    after = f"{unit} after {start:%Y-%m-%d %H:%M:%S.%f}"[:-3] + " UTC" if start else unit
+    frame = frame.with_columns(
+        start=(pl.col("parent_at") - first).dt.total_microseconds() * per / 1e6,
+        end=(pl.col("event_at") - first).dt.total_microseconds() * per / 1e6,
+    )
     base = alt.Chart(inline(frame))
+    x_title = alt.X("start:Q", title=after)
     y = alt.Y("row:N", title=None, sort="ascending", axis=alt.Axis(labelFontSize=9, labelLimit=300))
     links = (
         base.transform_filter("datum.parent_row != null")
         .mark_rule(color="#999", strokeDash=[2, 2])
-        .encode(x="parent_at:T", y=alt.Y("parent_row:N", sort="ascending"), y2="row:N")
+        .encode(x=x_title, y=alt.Y("parent_row:N", sort="ascending"), y2="row:N")
     )
     bars = (
         base.transform_filter("datum.parent_at != null")
         .mark_bar(height=6, color="#4c78a8")
-        .encode(x="parent_at:T", x2="event_at:T", y=y)
+        .encode(x=x_title, x2="end:Q", y=y)
     )
     tooltip = ["event_type:N", "event_id:N", "parent_id:N", "event_at:T", "seconds:Q", "orphan:N"]
     points = base.mark_point(filled=True, size=40).encode(
-        x=alt.X("event_at:T", title="time"),
+        x=alt.X("end:Q", title=after),
         y=y,
         color=alt.condition("datum.orphan", alt.value("#e45756"), alt.value("#4c78a8")),
         tooltip=tooltip,

@@ -121,8 +121,13 @@ def frame_table(frame: pl.DataFrame, title: str, rows: int | None = None) -> Tab
         f"first {shown.height} of {frame.height}" if frame.height > shown.height else frame.height
     )
     table = Table(title=f"{title} ({count})", title_justify="left")
-    for name in shown.columns:
-        table.add_column(name, overflow="fold", max_width=64)  # a category-UUID stream id
+    for name, dtype in shown.schema.items():
+        table.add_column(
+            name,
+            overflow="fold",
+            max_width=64,  # a category-UUID stream id
+            justify="right" if dtype.is_numeric() else "left",
+        )
     for row in shown.rows():
         table.add_row(*(Text(_cell(v)) for v in row))
     return table
