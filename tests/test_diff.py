@@ -216,6 +216,10 @@ def test_exact_numbers_compare_exactly_whatever_their_types() -> None:
     assert {t.column: t.compared_as for t in d.summary.schema.type_changes}["a"] == (
         "DECIMAL(38,10)"
     )
+    # Text against an integer as against a DECIMAL(p,0): '1.5' is not rounded to 2.
+    text = con.sql("select * from (values (1, '1.5'), (2, '2.0'), (3, '2.4')) t(id, v)")
+    ints = con.sql("select * from (values (1, 2::bigint), (2, 2), (3, 2)) t(id, v)")
+    assert wb.diff(text, ints, key="id").rows("changed")["id"].to_list() == [1, 3]
 
 
 def test_schema_differences_are_reported_and_types_cast_safely() -> None:

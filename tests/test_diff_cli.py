@@ -135,8 +135,8 @@ def test_normalize_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFix
 def test_differing_rows_print_their_keys_whole(tmp_path: Path) -> None:
     """A key is what --explain takes: Polars' repr would cut a UUID at 30 characters."""
     keys = [f"a76994fc-72ae-4{i:03d}-9c1e-5f0d2b7e{i:04d}" for i in range(3)]
-    pl.DataFrame({"id": keys, "v": [1, 2, 3]}).write_parquet(tmp_path / "c.parquet")
-    pl.DataFrame({"id": keys, "v": [1, 2, 4]}).write_parquet(tmp_path / "l.parquet")
+    pl.DataFrame({"id": keys, "v": [1.0, 2.0, 0.1]}).write_parquet(tmp_path / "c.parquet")
+    pl.DataFrame({"id": keys, "v": [1.0, 2.0, 0.10001]}).write_parquet(tmp_path / "l.parquet")
     args = ["--candidate", str(tmp_path / "c.parquet"), "--live", str(tmp_path / "l.parquet")]
     proc = subprocess.run(
         [sys.executable, "-m", "workbench", "diff", *args, "--key", "id"],
@@ -146,4 +146,5 @@ def test_differing_rows_print_their_keys_whole(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1, proc.stderr
     assert "differing rows (1)" in proc.stdout and keys[2] in proc.stdout
+    assert "0.10001" in proc.stdout  # both sides in full, not both "0.1"
     assert proc.stderr == ""  # not even the blank line rich leaves off a terminal

@@ -108,6 +108,7 @@ def retire(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):  # retired already (a crash before a fsync)
         os.replace(path, retired)
         os.utime(retired)
+        _fsync_dir(path.parent)  # a power loss must not bring the name back
 
 
 def readable_path(path: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -80,7 +81,9 @@ def compact(
     return CompactResult(len(visible), len(scan_data_files(root)), events)
 
 
+@functools.lru_cache(maxsize=4096)
 def _rows(path: Path) -> int:
+    # A data file's name says its positions and is never rewritten: its row count holds.
     return int(pq.ParquetFile(path).metadata.num_rows)
 
 
@@ -133,16 +136,16 @@ def merge_tail(
     if it wrote one.
     """
     small = max(1, target_events // files)
+    _retire_subsumed(root, source)  # inputs a crash left beside their merged file
     tail: list[tuple[DataFile, int]] = []  # newest first, with its events
     for f in sorted(scan_data_files(root, source), reverse=True):
         if tail and f.path.parent != tail[-1][0].path.parent:
             break
-        # Rows <= the positions a name spans: the file is read only when that is not small.
-        rows = f.last - f.first + 1
+        # Sparse positions (a sequence's cache, rollbacks) make a name's span overstate
+        # its rows, and so its tier: the footer says (read once per file, files never change).
+        rows = _rows(f.path)
         if rows >= small:
-            rows = _rows(f.path)
-            if rows >= small:
-                break
+            break
         tail.append((f, rows))
     merged = None
     for tier in sorted({_tier(rows, files) for _, rows in tail}):

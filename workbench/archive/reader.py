@@ -39,7 +39,9 @@ class ArchiveReader:
     archivers (``gap_records``, lag samples) are views of their own name.
     The file list is taken when the reader is opened; call :meth:`refresh`
     to see files archived since. Files a following archiver merged away
-    stay an hour; a reader that finds them gone re-lists by itself.
+    are renamed; a reader that finds them gone re-lists by itself at its next
+    query or check (a relation or LazyFrame taken before names the old files:
+    run it again).
     """
 
     def __init__(

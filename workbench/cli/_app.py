@@ -109,17 +109,25 @@ def progress_bar(*columns: str | ProgressColumn, transient: bool = True) -> Prog
     return _Progress(*columns, transient=transient)
 
 
-def frame_table(frame: pl.DataFrame, title: str, rows: int | None = None) -> Table:
+def frame_table(
+    frame: pl.DataFrame,
+    title: str,
+    rows: int | None = None,
+    *,
+    total: int | None = None,
+    exact: bool = False,
+) -> Table:
     """A frame as a rich table: its first ``rows`` rows, values whole and literal.
 
     Polars' own repr cuts strings at 30 characters; a key to pass to
     ``--explain`` or a stream id to grep must print whole, and ``[x]`` in a
-    value is not markup.
+    value is not markup. ``total``: the rows there are, when ``frame`` holds
+    only the first. ``exact``: numbers and times in full (a diff's sides that
+    differ in the fifth digit or the microsecond must not print the same).
     """
     shown = frame if rows is None else frame.head(rows)
-    count = (
-        f"first {shown.height} of {frame.height}" if frame.height > shown.height else frame.height
-    )
+    total = frame.height if total is None else total
+    count = f"first {shown.height} of {total:,}" if total > shown.height else f"{total:,}"
     table = Table(title=f"{title} ({count})", title_justify="left")
     for name, dtype in shown.schema.items():
         table.add_column(
@@ -129,13 +137,15 @@ def frame_table(frame: pl.DataFrame, title: str, rows: int | None = None) -> Tab
             justify="right" if dtype.is_numeric() else "left",
         )
     for row in shown.rows():
-        table.add_row(*(Text(_cell(v)) for v in row))
+        table.add_row(*(Text(_cell(v, exact)) for v in row))
     return table
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, exact: bool = False) -> str:
     if value is None:
         return ""
+    if exact:
+        return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else str(value)
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dt.datetime):

@@ -134,7 +134,11 @@ def diff(
             columns.add_row(row["column"], row["compared_as"], f"{row['changed']:,}", diff_text)
         console.print(columns)
     if summary.differences and limit:
-        console.print(frame_table(_preview(result), "differing rows", limit))
+        console.print(
+            frame_table(
+                _preview(result, limit), "differing rows", total=summary.differences, exact=True
+            )
+        )
     for note in summary.notes:
         console.print(f"note: {note}", highlight=False)
     if out is not None:  # before explaining: a mistyped --explain key must not lose it
@@ -148,13 +152,13 @@ def diff(
     raise typer.Exit(0 if summary.is_identical else 1)
 
 
-def _preview(result: Any) -> pl.DataFrame:
+def _preview(result: Any, limit: int) -> pl.DataFrame:
     """The first differing rows: the key, the status and only the columns that changed
     somewhere (on a wide table the rest would push them out of the terminal)."""
     changed = result.summary.columns.filter(pl.col("changed") > 0)["column"].to_list()
     shown = [*result.key, "_status", "_side"]
     shown += [f"{c}__{side}" for c in changed for side in ("candidate", "live")]
-    return result.rows().select(shown)
+    return result.head(limit).select(shown)
 
 
 def _columns(given: list[str]) -> list[str]:

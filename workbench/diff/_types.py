@@ -152,6 +152,10 @@ def _timestamp_expr(column: str, duckdb_type: str, coarsest: int) -> str:
 
 
 _DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
+_INTEGERS = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+    | {"UBIGINT", "UHUGEINT"}
+)
 _FLOATS = {"FLOAT": 0, "REAL": 0, "DOUBLE": 1}  # rank: FLOAT (REAL) holds fewer digits
 
 
@@ -231,15 +235,18 @@ def plan_column(
             is_numeric(other) or _is_temporal(other) or other in ("UUID", "INTERVAL")
         ):
             cast = f"TRY_CAST({col} AS {other})"
-            if (decimal := _DECIMAL.match(other)) is not None:
-                # A cast rounds '0.1234567891' into DECIMAL(38,9): text with more
-                # places than the decimal (trailing zeros aside) does not cast, nor
-                # an exponent form ('1.5e-10') whose value the cast changes.
+            decimal = _DECIMAL.match(other)
+            scale = decimal[2] if decimal else "0" if other in _INTEGERS else None
+            if scale is not None:
+                # A cast rounds '0.1234567891' into DECIMAL(38,9), and '1.5' into a
+                # BIGINT: text with more places than the type holds (trailing zeros
+                # aside) does not cast, nor an exponent form ('1.5e-10') whose value
+                # the cast changes.
                 places = f"length(regexp_extract({col}, '\\.(\\d*[1-9])', 1))"
                 kept = f"TRY_CAST({cast} AS DOUBLE) = TRY_CAST({col} AS DOUBLE)"
                 exact = (
                     f"CASE WHEN regexp_matches({col}, '[eE]') THEN {kept} "
-                    f"ELSE {places} <= {decimal[2]} END"
+                    f"ELSE {places} <= {scale} END"
                 )
                 cast = f"CASE WHEN {exact} THEN {cast} END"
             exprs = (cast, col) if text_is_candidate else (col, cast)

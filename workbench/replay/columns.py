@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import decimal
 import json
+import math
 import re
 import struct
 import types
@@ -158,7 +160,8 @@ def _decimal_normaliser(exponent: Decimal) -> Callable[[Any], Any]:
     def normalise(value: Any) -> Any:
         if isinstance(value, Decimal | int) and not isinstance(value, bool):
             with contextlib.suppress(ArithmeticError):
-                stored = Decimal(value).quantize(exponent)
+                # The default context holds 28 digits; a DECIMAL up to 38.
+                stored = Decimal(value).quantize(exponent, context=_DIGITS_38)
                 if stored == value:  # a value with more places is refused at the flush
                     return stored
         return value
@@ -166,10 +169,20 @@ def _decimal_normaliser(exponent: Decimal) -> Callable[[Any], Any]:
     return normalise
 
 
+_DIGITS_38 = decimal.Context(prec=38)
+
+
 def _real(value: Any) -> Any:
+    """A float32's value of ``value``; what float32 cannot hold (an int it would round,
+    a float it would make infinite) is left for the flush to refuse or store."""
     if isinstance(value, float | int) and not isinstance(value, bool):
         with contextlib.suppress(OverflowError, struct.error):
-            return struct.unpack("f", struct.pack("f", value))[0]
+            stored: float = struct.unpack("f", struct.pack("f", value))[0]
+            if isinstance(value, int) and stored != value:
+                return value
+            if math.isinf(stored) and not math.isinf(value):
+                return value
+            return stored
     return value
 
 

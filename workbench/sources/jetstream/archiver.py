@@ -106,6 +106,7 @@ class JetStreamArchiveResult:
     unfilled: dict[str, int] = field(default_factory=dict)
     #: The columns a ``--map`` set, and the first message's subject (for the hints).
     mapped: frozenset[str] = frozenset()
+    can_fall_back: frozenset[str] = frozenset()
     first_subject: str | None = None
 
     def hints(self) -> list[str]:
@@ -118,9 +119,13 @@ class JetStreamArchiveResult:
         ...                            first_subject="shop.orders.o-7.paid")
         >>> r.hints()[0]
         'stream is empty in 4 of 4 messages; map it, e.g. from the subject (shop.orders.o-7.paid): subject:0=shop, subject:1=orders, subject:2=o-7, subject:3=paid'
+        >>> mapped = frozenset({"event_type"})
         >>> JetStreamArchiveResult("S", "out", messages=4, unfilled={"event_type": 3},
-        ...                        mapped=frozenset({"event_type"})).hints()[0]
+        ...                        mapped=mapped, can_fall_back=mapped).hints()[0]
         'event_type is empty in 3 of 4 messages with your --map event_type; add the preset as a fallback: --map event_type=preset after it'
+        >>> JetStreamArchiveResult("S", "out", messages=4, unfilled={"event_type": 3},
+        ...                        mapped=mapped).hints()[0]
+        'event_type is empty in 3 of 4 messages with your --map event_type; check its spec against a message'
         """
         tokens = (self.first_subject or "").split(".")
         from_subject = "from the subject ({}): {}".format(
@@ -136,11 +141,13 @@ class JetStreamArchiveResult:
             if not self.messages or missing <= self.messages // 2:
                 continue
             empty = f"{column} is empty in {missing:,} of {self.messages:,} messages"
-            if column in self.mapped:
+            if column in self.can_fall_back:
                 hints.append(
                     f"{empty} with your --map {column}; add the preset as a fallback: "
                     f"--map {column}=preset after it"
                 )
+            elif column in self.mapped:
+                hints.append(f"{empty} with your --map {column}; check its spec against a message")
             else:
                 hints.append(f"{empty}; map it, e.g. {examples[column]}")
         return hints
@@ -281,7 +288,9 @@ class _Run:
         self.file_bytes = file_bytes
         self.progress = progress
         self.writer = ArchiveWriter(out, f"jetstream:{stream}", max_file_events=file_events)
-        self.result = JetStreamArchiveResult(stream, str(out), mapped=mapping.mapped)
+        self.result = JetStreamArchiveResult(
+            stream, str(out), mapped=mapping.mapped, can_fall_back=mapping.can_fall_back
+        )
         self.stop = asyncio.Event()
         self.buffer = Deliveries()
         self.pipeline: WritePipeline  # started by main()

@@ -120,6 +120,18 @@ class JetStreamMapping:
     #: The columns a ``--map`` set (the rest are the preset's).
     mapped: frozenset[str] = frozenset()
 
+    @property
+    def can_fall_back(self) -> frozenset[str]:
+        """Mapped columns the preset would fill, and ``FIELD=preset`` has not added yet.
+
+        >>> JetStreamMapping.from_options("raw", ["event_type=header:T"]).can_fall_back
+        frozenset()
+        """
+        own = PRESETS[self.preset]
+        return frozenset(
+            c for c in self.mapped if own.get(c) and not set(own[c]) <= set(self.fields.get(c, ()))
+        )
+
     @classmethod
     def from_options(
         cls, preset: str = "cloudevents", maps: Iterable[str] = ()

@@ -156,6 +156,13 @@ def _message_db(table: str, columns: TableColumns) -> Query:
     cause = f"({meta}->>'causationMessageGlobalPosition')"
     cause_stream = f"({meta}->>'causationMessageStreamName')"
     cause_position = f"({meta}->>'causationMessagePosition')"
+    # Looked up only for a cause named by stream (a join would hash the whole table
+    # again on a bulk read); the (stream_name, position) index answers it.
+    by_stream = (
+        f"case when {cause_stream} is not null then (select cs.id::text from "
+        f"{quote_table(table)[2]} cs where cs.stream_name = {cause_stream} and cs.position = "
+        f"{_int_or_null(cause_position, 'bigint', 18)}) end"
+    )
     return Query(
         source=f"postgres:{table}",
         table=quote_table(table)[2],
@@ -173,7 +180,7 @@ def _message_db(table: str, columns: TableColumns) -> Query:
             # stream and position (writers may record either); when it is in neither, what
             # the metadata names, so the orphan says what is missing.
             "causation_id": (
-                f"coalesce(c.id::text, cs.id::text, "
+                f"coalesce(c.id::text, {by_stream}, "
                 f"nullif(concat_ws('/', {cause_stream}, {cause_position}), ''), "
                 f"'global position ' || {cause})"
             ),
@@ -184,8 +191,6 @@ def _message_db(table: str, columns: TableColumns) -> Query:
         joins=(
             f"left join {quote_table(table)[2]} c on c.global_position = "
             f"{_int_or_null(cause, 'bigint', 18)} "
-            f"left join {quote_table(table)[2]} cs on cs.stream_name = {cause_stream} "
-            f"and cs.position = {_int_or_null(cause_position, 'bigint', 18)}"
         ),
     )
 
