@@ -215,8 +215,14 @@ def test_compact_interrupted_after_merge_is_read_once_and_cleaned(tmp_path: Path
         / "00000000000000000001-00000000000000000010.parquet",
     )
     assert len(wb.open_archive(tmp_path)) == 10
+    # The next append's merge retires them: no outside *.parquet glob reads them twice.
+    writer.append(events(11, 11))
+    outside = duckdb.sql(
+        f"select count(*) from read_parquet('{tmp_path}/source=*/date=*/*.parquet')"
+    ).fetchall()
+    assert outside == [(11,)]
     assert compact(tmp_path).files_after == 1
-    assert len(wb.open_archive(tmp_path)) == 10
+    assert len(wb.open_archive(tmp_path)) == 11
 
 
 def test_a_following_archiver_s_small_files_are_merged_as_they_gather(tmp_path: Path) -> None:
