@@ -78,7 +78,7 @@ def scan_data_files(root: Path, source: str | None = None) -> list[DataFile]:
     retiring its inputs leaves both; the names make the overlap exact, so
     readers take the merged file only.
     """
-    return _drop_subsumed(list_data_files(root, source))
+    return drop_subsumed(list_data_files(root, source))
 
 
 def list_data_files(root: Path, source: str | None = None) -> list[DataFile]:
@@ -124,7 +124,7 @@ def retired_files(root: Path, source: str) -> list[Path]:
     return sorted(source_dir(root, source).glob(f"date=*/*.parquet{RETIRED_SUFFIX}"))
 
 
-def _drop_subsumed(files: list[DataFile]) -> list[DataFile]:
+def drop_subsumed(files: list[DataFile]) -> list[DataFile]:
     files = sorted(files, key=lambda f: (f.source, f.first, -f.last))
     kept: list[DataFile] = []
     for f in files:

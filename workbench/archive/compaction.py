@@ -16,6 +16,7 @@ from workbench.archive._layout import (
     DICTIONARY_COLUMNS,
     DataFile,
     data_file_name,
+    drop_subsumed,
     list_data_files,
     retire,
     retired_files,
@@ -71,8 +72,7 @@ def compact(
     events = 0
     for name in sources:
         with source_lock(root, name):
-            _retire_subsumed(root, name)
-            files = scan_data_files(root, name)
+            files = _retire_subsumed(root, name)
             for run in _runs(files, target_events):
                 events += sum(_rows(f.path) for f in run)
                 if len(run) > 1:
@@ -136,9 +136,8 @@ def merge_tail(
     if it wrote one.
     """
     small = max(1, target_events // files)
-    _retire_subsumed(root, source)  # inputs a crash left beside their merged file
     tail: list[tuple[DataFile, int]] = []  # newest first, with its events
-    for f in sorted(scan_data_files(root, source), reverse=True):
+    for f in sorted(_retire_subsumed(root, source), reverse=True):
         if tail and f.path.parent != tail[-1][0].path.parent:
             break
         # Sparse positions (a sequence's cache, rollbacks) make a name's span overstate
@@ -180,12 +179,14 @@ def _tier(rows: int, files: int) -> int:
     return tier
 
 
-def _retire_subsumed(root: Path, source: str) -> None:
-    """Retire the inputs a crash left beside the merged file that covers them."""
-    kept = set(scan_data_files(root, source))
-    for f in list_data_files(root, source):
-        if f not in kept:
-            retire(f.path)
+def _retire_subsumed(root: Path, source: str) -> list[DataFile]:
+    """Retire the inputs a crash left beside the merged file that covers them; return the
+    files readers see (one listing of the source, on every append)."""
+    listed = list_data_files(root, source)
+    visible = drop_subsumed(listed)
+    for f in set(listed) - set(visible):
+        retire(f.path)
+    return visible
 
 
 def _remove_retired(root: Path, source: str, *, older_than: float) -> None:
