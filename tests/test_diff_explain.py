@@ -18,6 +18,7 @@ import pytest
 
 import workbench as wb
 from workbench.archive import ArchiveWriter
+from workbench.diff.explain import Explanation
 from workbench.errors import DiffError
 
 SOURCE = "postgres:events"
@@ -147,3 +148,32 @@ def test_explain_a_key_that_does_not_fit_its_type_is_one_line(replay: Path, tmp_
     d = wb.diff(f"{replay}:memories.memories", live, key="id")
     with pytest.raises(DiffError, match=r"explain: the key id='x1' does not fit the key's types"):
         d.explain("x1")
+
+
+def test_a_long_history_is_cut_to_its_suspects_everywhere_it_is_shown() -> None:
+    # 200 events wrote the key; the redelivery at #120 is what a reader must see.
+    positions = list(range(1, 201))
+    events = pl.DataFrame(
+        {
+            "global_position": positions,
+            "event_type": ["MemoryAccessed"] * 200,
+            "event_id": [f"e{p}" if p != 120 else "e7" for p in positions],
+            "recorded_at": [None] * 200,
+            "data": ["{}"] * 200,
+        }
+    ).with_columns(
+        redelivered=pl.col("event_id").is_duplicated(),
+        after_live_position=pl.col("global_position") > 199,
+    )
+    e = Explanation({"id": 1}, "changed", pl.DataFrame(), pl.DataFrame(), [], events)
+    suspects = e.suspects()
+    assert suspects["global_position"].to_list() == [1, 2, 3, 7, 120, 198, 199, 200]
+    assert suspects.filter(pl.col("global_position") == 200)["why"].to_list() == [
+        "after the live position"
+    ]
+    assert suspects["row"].to_list()[3:5] == [6, 119]
+    text = str(e)
+    assert "#120 MemoryAccessed" in text and "REDELIVERED" in text and "#50 " not in text
+    assert text.count("…") == 3  # after #3, after #7, after #120
+    html = e._repr_html_()
+    assert ">120<" in html and "the suspects and the ends" in html

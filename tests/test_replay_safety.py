@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,13 @@ def test_clock_in_a_handler_is_caught_by_determinism(archive: Path) -> None:
     determinism = report["determinism"]
     assert not determinism.ok
     assert determinism.implicated_handlers == ["MemoriesClock.created"]
-    assert "last_active_at" in determinism.differences["faulty"][0]
+    # A line per differing column, its values as text: only the clock's column differs.
+    differences = determinism.differences
+    assert set(differences["column"]) == {"last_active_at"} and set(differences["table"]) == {
+        "agents"
+    }
+    first = differences.row(0, named=True)
+    assert first["clean"] != first["faulty"] and first["faulty"].startswith("20")
 
 
 class FirstMemoryFromASet(Memories):
@@ -169,9 +176,11 @@ def test_cli_check_safety_exit_codes(archive: Path, capsys: pytest.CaptureFixtur
     assert "UNSAFE" in capsys.readouterr().out
     clock = [*args, f"{path}:MemoriesClock", "--max-differences", "3"]
     assert cli.run(clock) == 1
-    assert "(3 listed: raise max_differences, --max-differences, for more)" in " ".join(
-        capsys.readouterr().out.split()
-    )
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(3 listed: raise max_differences, --max-differences, for more)" in out
+    # The listed lines follow as a table: table, key, the column that differs.
+    assert re.search(r"differences from a clean replay \(\d+\)", out)
+    assert re.search(r"│ determinism │ agents │ \S+ │ last_active_at │", out)
     assert cli.run([*args, f"{path}:MEMORIES_SQL"]) == 2
     assert "memories_sql is a SqlProjection, which reads the whole archive at once" in (
         capsys.readouterr().err
@@ -226,10 +235,10 @@ def test_handlers_that_change_their_payload_or_write_nan_are_not_blamed(archive:
 def test_a_capped_list_of_differences_is_not_read_as_their_number(archive: Path) -> None:
     full = wb.check_replay_safety(archive, MemoriesClock, seed=3, narrow=False)
     capped = wb.check_replay_safety(archive, MemoriesClock, seed=3, narrow=False, max_differences=2)
-    everything = full["determinism"].differences.height
+    everything = full["determinism"].listed
     assert everything > 2 and not full["determinism"].truncated
     assert f"({everything} keys)" in full["determinism"].summary()
-    assert capped["determinism"].truncated and capped["determinism"].differences.height == 2
+    assert capped["determinism"].truncated and capped["determinism"].listed == 2
     assert (
         f"({everything} keys) (2 listed: raise max_differences, --max-differences, for more)"
         in (capped["determinism"].summary())
@@ -256,7 +265,7 @@ def test_every_table_that_differs_is_named_however_few_are_listed(archive: Path)
     determinism = report["determinism"]
     assert set(determinism.counts) == {"agents", "firsts"}, determinism.summary()
     assert min(determinism.counts.values()) > 3
-    listed = determinism.differences["table"].to_list()
+    listed = determinism.differences.unique(["table", "key"])["table"].to_list()
     assert len(listed) == 3 and set(listed) == {"agents", "firsts"}  # in turn, within the limit
 
 

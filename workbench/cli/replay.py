@@ -55,6 +55,9 @@ def replay(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
         console.print(report.summary(), highlight=False)
+        differences = report.df()
+        if differences.height:
+            console.print(frame_table(differences, "differences from a clean replay", 20))
         raise typer.Exit(0 if report.ok else 1)
     # Coverage before the run: a long rebuild that leaves types out is worth stopping early.
     for problem in check_coverage(

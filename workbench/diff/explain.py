@@ -40,6 +40,13 @@ _EVENT_COLUMNS = (
 )
 
 
+#: Flag columns of an explanation's events, and what each says about the event.
+_FLAGS = (
+    ("redelivered", "REDELIVERED: same event_id at another position"),
+    ("after_live_position", "after the live position"),
+)
+
+
 @dataclass
 class Explanation:
     """Why one key differs: the rows on each side and the candidate's events for it."""
@@ -80,35 +87,46 @@ class Explanation:
         lines.append(f"candidate row: {self.candidate}")
         lines.append(f"live row:      {self.live}")
         lines.append(f"{len(self.events)} events wrote this key in the candidate:")
-        events = self.events.to_dicts()
-        # A long history is cut to its suspects (redelivered, after the live position) and ends.
-        shown = {
-            i
-            for i, e in enumerate(events)
-            if i < 3 or i >= len(events) - 3 or e.get("redelivered") or e.get("after_live_position")
-        }
-        for i, e in enumerate(events):
-            if i not in shown:
-                if i - 1 in shown:
-                    lines.append("  …")
-                continue
-            flags = [
-                text
-                for flag, text in (
-                    ("redelivered", "REDELIVERED: same event_id at another position"),
-                    ("after_live_position", "after the live position"),
-                )
-                if e.get(flag)
-            ]
-            note = f"  ({'; '.join(flags)})" if flags else ""
+        previous = -1
+        for e in self.suspects().iter_rows(named=True):
+            if e["row"] > previous + 1:
+                lines.append("  …")
+            previous = e["row"]
+            note = f"  ({e['why']})" if e["why"] else ""
             lines.append(
                 f"  #{e['global_position']} {e['event_type']} at {e.get('recorded_at')}"
                 f" {e.get('data') or ''}{note}"
             )
+        if previous < len(self.events) - 1:
+            lines.append("  …")
         lines += self.notes
         return "\n".join(lines)
 
+    def suspects(self, ends: int = 3) -> pl.DataFrame:
+        """The events worth reading first, oldest first: every redelivered one, every
+        one after the live position, and the first and last ``ends`` (a long history
+        cut to its suspects). ``row`` is the event's place in :attr:`events`, ``why``
+        says what marks it.
+        """
+        flags = [
+            pl.when(pl.col(flag)).then(pl.lit(text))
+            for flag, text in _FLAGS
+            if flag in self.events.columns
+        ]
+        why = pl.concat_str(flags, separator="; ", ignore_nulls=True) if flags else pl.lit("")
+        why = pl.when(why != "").then(why)  # no flag: null, not ""
+        n = self.events.height
+        row = pl.int_range(pl.len(), dtype=pl.Int64)
+        return (
+            self.events.with_columns(row=row, why=why.cast(pl.String))
+            .filter(
+                (pl.col("row") < ends) | (pl.col("row") >= n - ends) | pl.col("why").is_not_null()
+            )
+            .select("row", "why", pl.exclude("row", "why"))
+        )
+
     def _repr_html_(self) -> str:
+        suspects = self.suspects()
         changed = "".join(
             f"<tr><td>{html.escape(c)}</td>"
             f"<td>{html.escape(repr(self.candidate.get(c) if self.candidate else None))}</td>"
@@ -122,8 +140,10 @@ class Explanation:
                 if changed
                 else ""
             )
-            + f"<p>{len(self.events)} events wrote this key in the candidate</p>"
-            + self.events.head(50)._repr_html_()
+            + f"<p>{len(self.events)} events wrote this key in the candidate"
+            + (" (the suspects and the ends)" if suspects.height < self.events.height else "")
+            + "</p>"
+            + suspects._repr_html_()
             + "</div>"
         )
 

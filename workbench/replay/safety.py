@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import html
+import json
 import math
 import os
 import pickle
@@ -91,7 +92,12 @@ class ScenarioResult:
     @property
     def truncated(self) -> bool:
         """True when ``differences`` lists fewer keys than differ (``max_differences``)."""
-        return self.differences.height < sum(self.counts.values())
+        return self.listed < sum(self.counts.values())
+
+    @property
+    def listed(self) -> int:
+        """How many differing keys ``differences`` lists (a key has a line per column)."""
+        return self.differences.select("table", "key").n_unique() if self.differences.height else 0
 
     def summary(self) -> str:
         caveat = f" ({self.caveat})" if self.caveat else ""
@@ -99,7 +105,9 @@ class ScenarioResult:
             return f"{self.name}: ok{caveat}"
         per_table = ", ".join(f"{t} ({n} keys)" for t, n in self.counts.items())
         if self.truncated:
-            per_table += f" ({self.differences.height} listed: raise max_differences, --max-differences, for more)"
+            per_table += (
+                f" ({self.listed} listed: raise max_differences, --max-differences, for more)"
+            )
         culprits = ", ".join(self.implicated_handlers or self.implicated_types)
         culprits = culprits or "not narrowed" + (
             " (it differs only where the projection is not deterministic)"
@@ -139,9 +147,15 @@ class SafetyReport:
         raise KeyError(name)
 
     def df(self) -> pl.DataFrame:
-        """Every difference: ``scenario, table, key, clean, faulty``."""
+        """Every difference listed: ``scenario, table, key, column, clean, faulty``.
+
+        A line per column that differs, its values as text; a row only one run
+        has is one line with a null ``column`` and the row, as JSON, on its side.
+        """
         frames = [s.differences.with_columns(scenario=pl.lit(s.name)) for s in self.scenarios]
-        return pl.concat(frames).select("scenario", "table", "key", "clean", "faulty")
+        if not frames:
+            return pl.DataFrame(schema={"scenario": pl.String, **DIFFERENCE_SCHEMA})
+        return pl.concat(frames).select("scenario", *DIFFERENCE_SCHEMA)
 
     def arrow(self) -> pa.Table:
         """The same as :meth:`df`, as an Arrow table."""
@@ -363,28 +377,62 @@ def _differing(
 
 
 def _compare(clean: Snapshot, other: Snapshot, limit: int) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Rows that differ, at most ``limit`` listed (taken from the tables in turn, so
+    """Rows that differ, at most ``limit`` keys listed (taken from the tables in turn, so
     each that differs shows some while the limit allows), and the exact count of
-    differing keys per table."""
+    differing keys per table.
+
+    The listing has a line per differing column (``column``, and its ``clean`` and
+    ``faulty`` values as text); a row only one side has is one line with a null
+    ``column`` and that row, as JSON, on its side.
+    """
     keys: dict[str, list[Any]] = {}
     for table, key in _differing(clean, other):
         keys.setdefault(table, []).append(key)
     turns = zip_longest(*([(t, k) for k in sorted(found, key=repr)] for t, found in keys.items()))
     listed = islice((pair for turn in turns for pair in turn if pair is not None), limit)
     rows = [
-        (table, repr(key), _show(clean[table].get(key)), _show(other[table].get(key)))
+        line
         for table, key in listed
+        for line in _lines(table, key, clean[table].get(key), other[table].get(key))
     ]
-    listing = pl.DataFrame(
-        rows,
-        schema={"table": pl.String, "key": pl.String, "clean": pl.String, "faulty": pl.String},
-        orient="row",
-    ).sort("table", "key")
+    listing = pl.DataFrame(rows, schema=DIFFERENCE_SCHEMA, orient="row").sort(
+        "table", "key", "column", nulls_last=True
+    )
     return listing, {table: len(found) for table, found in sorted(keys.items())}
 
 
-def _show(row: dict[str, Any] | None) -> str | None:
-    return None if row is None else repr(row)
+#: The columns of a scenario's ``differences`` (and, after ``scenario``, of ``SafetyReport.df()``).
+DIFFERENCE_SCHEMA = {
+    "table": pl.String,
+    "key": pl.String,
+    "column": pl.String,
+    "clean": pl.String,
+    "faulty": pl.String,
+}
+
+
+def _lines(
+    table: str, key: Any, clean: dict[str, Any] | None, faulty: dict[str, Any] | None
+) -> list[tuple[str, str, str | None, str | None, str | None]]:
+    """The listing's lines for one differing key."""
+    shown = ", ".join(_text(v) or "null" for v in (key if isinstance(key, tuple) else (key,)))
+    if clean is None or faulty is None:
+        whole = [None if row is None else json.dumps(row, default=str) for row in (clean, faulty)]
+        return [(table, shown, None, whole[0], whole[1])]
+    return [
+        (table, shown, column, _text(clean.get(column)), _text(faulty.get(column)))
+        for column in [*clean, *(c for c in faulty if c not in clean)]
+        if not _same(clean.get(column), faulty.get(column))
+    ]
+
+
+def _text(value: Any) -> str | None:
+    """A value as a reader writes it: ``2024-05-01 10:00:00+00:00``, ``abc``, ``3``."""
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(value)
 
 
 # ------------------------------------------------------------------ deliveries

@@ -135,10 +135,15 @@ def diff_section(diff: Diff, *, explain: int = 3) -> Section:
             explanation = diff.explain(
                 key[0] if len(key) == 1 else dict(zip(diff.key, key, strict=True))
             )
-            events = explanation.events
-            if events.height:
+            if explanation.events.height:
                 label = ", ".join(f"{k}={v}" for k, v in zip(diff.key, key, strict=True))
-                section.tables.append(ReportTable.of(f"events behind {label}", events))
+                suspects = explanation.suspects()
+                cut = (
+                    f" (the suspects and the ends of {explanation.events.height:,})"
+                    if suspects.height < explanation.events.height
+                    else ""
+                )
+                section.tables.append(ReportTable.of(f"events behind {label}{cut}", suspects))
     return section
 
 
