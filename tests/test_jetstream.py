@@ -588,3 +588,24 @@ def test_a_work_queue_stream_is_refused_with_the_way_round(
     with pytest.raises(SourceError, match=r"WorkQueue retention.*archive a mirror of it"):
         archive(nats_url, stream, tmp_path)
     assert api(nats_url, f"$JS.API.STREAM.INFO.{stream}")["state"]["messages"] == 1  # untouched
+
+
+def test_a_sample_of_an_earlier_stream_of_the_same_name_does_not_decide_the_archive(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    # Sampled first (a look at lag before deciding to archive), then deleted and made again.
+    publish(nats_url, stream, [ce_message(i) for i in range(3)], create={})
+    wb.sample_jetstream(nats_url, stream, tmp_path, every=0.1, duration=0)
+    delete_stream(nats_url, stream)
+    time.sleep(0.01)
+    publish(nats_url, stream, [ce_message(i) for i in range(4)], create={})
+    # Nothing was archived of the earlier stream: this one is the archive's.
+    assert archive(nats_url, stream, tmp_path).messages == 4
+    publish(nats_url, stream, [ce_message(4)])
+    assert archive(nats_url, stream, tmp_path).messages == 1
+    # And it is now the one the archive holds: another recreation is refused.
+    delete_stream(nats_url, stream)
+    publish(nats_url, stream, [ce_message(i) for i in range(9)], create={})
+    with pytest.raises(SourceError, match=f"stream {stream} was recreated .*: it was created"):
+        archive(nats_url, stream, tmp_path)
+    assert rows(tmp_path, "select count(*), max(global_position) from events") == [(5, 5)]

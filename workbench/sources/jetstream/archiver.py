@@ -321,9 +321,9 @@ class _Run:
             info = await _client.stream_info(nc, self.stream)
             state = info["state"]
             self.created = server_time(info.get("created"))
-            recorded = self._recorded_created()
-            await self._check_same_stream(int(state["last_seq"]), recorded)
-            if recorded is None and self.created is not None:
+            creations = self._recorded_creations()
+            await self._check_same_stream(int(state["last_seq"]), self._archived_stream(creations))
+            if self.created is not None and self.created not in creations:
                 # Which stream this archive is of, once: the next runs check it.
                 sample = stream_sample(self.stream, info, dt.datetime.now(dt.UTC))
                 append_records(
@@ -460,8 +460,8 @@ class _Run:
         reset = f"stream {self.stream} was recreated since {self.writer.root} was archived"
         if recorded is not None and self.created is not None and recorded != self.created:
             raise SourceError(
-                f"{reset}: it was created {self.created:%Y-%m-%d %H:%M:%S} UTC, the stream "
-                f"archived on {recorded:%Y-%m-%d %H:%M:%S} UTC; archive it into a new directory"
+                f"{reset}: it was created {self.created:%Y-%m-%d %H:%M:%S.%f} UTC, the "
+                f"archived one {recorded:%Y-%m-%d %H:%M:%S.%f} UTC; archive it into a new directory"
             )
         archived = self.writer.last_position
         if not archived:
@@ -493,21 +493,38 @@ class _Run:
                 )
             return
 
-    def _recorded_created(self) -> dt.datetime | None:
-        """When the stream this archive was last archived from was created (None: not recorded,
-        an archive written before ``created`` was)."""
+    def _recorded_creations(self) -> list[dt.datetime]:
+        """The creation times of the streams recorded in this archive's stream samples."""
         samples = read_records(self.writer.root, "stream_samples", self.writer.source)
         if samples is None or "created" not in samples.column_names:
+            return []
+        return [c for c in samples.column("created").to_pylist() if c is not None]
+
+    def _archived_stream(self, creations: list[dt.datetime]) -> dt.datetime | None:
+        """When the stream whose messages this archive holds was created.
+
+        That is the latest of ``creations`` at or before the first archived
+        message: a sample taken of a stream created since (``sample
+        jetstream`` after a delete) is of another stream, and one taken
+        before anything was archived decides nothing. None when nothing is
+        archived yet, or no recorded creation fits (an archive older than the
+        record: its newest messages are compared instead).
+        """
+        if not self.writer.last_position or not creations:
             return None
-        # The first record: samples taken later (of a stream recreated since, say) do
-        # not change which stream this archive is of.
         first = (
-            pl.DataFrame(samples.select(["sampled_at", "created"]))
-            .drop_nulls("created")
-            .sort("sampled_at")
-            .head(1)
+            ArchiveReader(self.writer.root)
+            .sql(
+                "select min(recorded_at) from events where source = ?", params=[self.writer.source]
+            )
+            .fetchall()[0][0]
         )
-        return first["created"].item() if first.height else None
+        if first is None:
+            return None
+        # Both times come from the server's clock; the slack is for rounding
+        # (creation in ns, recorded_at in µs).
+        fits = [c for c in creations if c <= first + dt.timedelta(milliseconds=1)]
+        return max(fits) if fits else None
 
     async def _reconnect(self) -> None:
         """Retry until a new consumer delivers again (a server restart, a network blip)."""
