@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import polars as pl
 import psycopg
 import pyarrow.parquet as pq
 import pytest
@@ -795,3 +797,28 @@ def test_a_payload_path_in_place_of_a_presets_column_resumes(
         write_message(con, pg_schema, "memory-1", "Generic", {"kind": "Kind2"})
     assert wb.archive_postgres(pg_dsn, tmp_path, table=table, mappings=maps).rows_archived == 1
     assert [r["event_type"] for r in archived(tmp_path)] == ["Kind1", "Kind2"]
+
+
+def test_a_snapshot_reads_into_polars_with_uuids_and_json_as_text(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.view (id uuid primary key, doc jsonb, "
+            "price numeric(10,2), tags text[])"
+        )
+        con.execute(
+            f"insert into {pg_schema}.view values "
+            "('0b9c7e12-0000-4000-8000-000000000001', '{\"a\": 1}', 1.5, '{x,y}')"
+        )
+    info = wb.snapshot_postgres(pg_dsn, f"{pg_schema}.view", tmp_path / "view.parquet")
+    frame = info.df()
+    assert frame.schema["id"] == pl.String and frame.schema["price"] == pl.Decimal(10, 2)
+    assert frame.row(0) == (
+        "0b9c7e12-0000-4000-8000-000000000001",
+        '{"a": 1}',
+        Decimal("1.50"),
+        ["x", "y"],
+    )
+    assert info.head(1).equals(frame)
+    assert info.arrow().num_rows == 1 and read_snapshot_info(info.path).df().equals(frame)

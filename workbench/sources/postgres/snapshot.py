@@ -25,9 +25,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workbench import _duckdb
+from workbench._duckdb import to_polars
 from workbench.archive import write_atomically
 from workbench.errors import SourceError
 from workbench.sources.postgres._connection import (
@@ -63,6 +66,27 @@ class SnapshotInfo:
         data.pop("path")
         data["taken_at"] = self.taken_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         return json.dumps(data)
+
+    def df(self) -> pl.DataFrame:
+        """The snapshot's rows as Polars reads them well: UUIDs as text, JSON as text.
+
+        (``pl.read_parquet`` of the file gives a UUID's 16 bytes: Polars has
+        no UUID type. DuckDB reads the file as it is.)
+        """
+        return to_polars(_duckdb.connect().read_parquet(str(self._file())))
+
+    def arrow(self) -> pa.Table:
+        """The snapshot's rows as written (Postgres types as ADBC gives them)."""
+        return pq.read_table(self._file())
+
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` rows of :meth:`df`."""
+        return self.df().head(n)
+
+    def _file(self) -> Path:
+        if self.path is None:
+            raise SourceError("this snapshot description has no file (path is None)")
+        return self.path
 
     def _repr_html_(self) -> str:
         rows = "".join(
