@@ -135,3 +135,14 @@ def test_report_command_replays_diffs_and_checks_safety(
     ):
         assert title in html
     assert (tmp_path / "r.duckdb").exists()
+
+
+def test_report_tables_align_numbers_and_wrap_only_long_values(report: Path) -> None:
+    html = report.read_text()
+    numbers = re.findall(r'<td class="num">([^<]*)</td>', html)
+    assert numbers and all(re.fullmatch(r"-?[\d,]+(\.\d+)?(e[+-]\d+)?|∅", n) for n in numbers)
+    assert "3,000" in numbers  # thousands are grouped at any size, not from 10,000 on
+    long_cells = re.findall(r'<td class="long">([^<]*)</td>', html)
+    assert long_cells and all(len(v) > 40 for v in long_cells)
+    # A type name is never a "long" value, so it never breaks mid-word.
+    assert re.search(r"<td>MemoryAccessed</td>", html)

@@ -45,12 +45,15 @@ class ReportTable:
     columns: list[str]
     rows: list[list[str]]
     total: int
+    #: Per column: numbers, set right-aligned so their digits line up.
+    numeric: list[bool] = field(default_factory=list)
 
     @classmethod
     def of(cls, title: str, frame: pl.DataFrame, *, limit: int = TABLE_ROWS) -> ReportTable:
         head = frame.head(limit)
         rows = [[_cell(v) for v in row] for row in head.iter_rows()]
-        return cls(title, list(frame.columns), rows, frame.height)
+        numeric = [dtype.is_numeric() for dtype in frame.schema.values()]
+        return cls(title, list(frame.columns), rows, frame.height, numeric)
 
 
 @dataclass
@@ -186,9 +189,10 @@ def _cell(value: object) -> str:
     if value is None:
         return "∅"
     if isinstance(value, float):
-        return f"{value:,.4g}"
+        # Four significant digits, without an exponent for a large value (1,234,567).
+        return f"{value:,.0f}" if 1e4 <= abs(value) < 1e15 else f"{value:,.4g}"
     if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+        return f"{value:,}"
     if isinstance(value, dt.datetime):
         return value.isoformat(sep=" ", timespec="milliseconds")
     if isinstance(value, bytes):
