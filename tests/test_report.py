@@ -146,3 +146,6 @@ def test_report_tables_align_numbers_and_wrap_only_long_values(report: Path) -> 
     assert long_cells and all(len(v) > 40 for v in long_cells)
     # A type name is never a "long" value, so it never breaks mid-word.
     assert re.search(r"<td>MemoryAccessed</td>", html)
+    # Lists (drift's unexpected fields) read as a list of names, not a Python repr.
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
+    assert cells and not any(c.startswith("[") for c in cells)

@@ -197,6 +197,8 @@ def _cell(value: object) -> str:
         return value.isoformat(sep=" ", timespec="milliseconds")
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
+    if isinstance(value, list):  # field names, types: listed as a reader writes them
+        return ", ".join(_cell(v) for v in value)
     text = str(value)
     return text if len(text) <= 160 else text[:157] + "…"
 
