@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import polars as pl
@@ -42,11 +43,37 @@ def test_explain_names_the_redelivered_event_behind_a_wrong_count(
     assert (changed["access_count__candidate"] > changed["access_count__live"]).all()
     for memory_id in changed["memory_id"]:
         events = diff.explain(memory_id).events
-        redelivered = events.filter(pl.col("redelivered"))
+        applied = events.filter(pl.col("applied"))
+        redelivered = applied.filter(pl.col("event_id").is_duplicated())
         # Both copies of a redelivered access wrote the row; the later copy is a planted one.
+        # (Copies it skipped, of a consolidation say, are listed too, as not applied.)
         assert redelivered.height >= 2
         assert set(redelivered["global_position"]) & copies
         assert set(redelivered["event_type"]) == {"MemoryAccessed"}
+
+
+def test_explain_from_the_fixed_side_shows_the_copies_it_skipped(
+    archive: tuple[Path, set[int]], tmp_path: Path
+) -> None:
+    """The usual question: the fix is the candidate, live is wrong. The fix skipped the
+    redelivery, so its lineage never names it; explain still shows it, found by event_id."""
+    root, copies = archive
+    into = tmp_path / "c.duckdb"
+    live = wb.replay(root, MemoriesNonIdempotent, into=into)
+    fixed = wb.replay(root, Memories, into=into)
+    diff = wb.diff(
+        f"{into}:{fixed.schema}.memories", f"{into}:{live.schema}.memories", key="memory_id"
+    )
+    changed = diff.rows("changed")["memory_id"]
+    assert changed.len() > 2
+    for memory_id in changed:
+        explanation = diff.explain(memory_id)
+        skipped = explanation.events.filter(~pl.col("applied"))
+        assert skipped.height >= 1 and set(skipped["global_position"]) <= copies
+        assert skipped["redelivered"].all() and skipped["handler"].is_null().all()
+        text = str(explanation)
+        assert "not applied by the candidate" in text
+        assert re.search(r"more (is a copy of one|are copies of them) \(same event_id\)", text)
 
 
 def test_a_diff_does_not_keep_the_replay_file_open(

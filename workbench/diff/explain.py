@@ -42,14 +42,21 @@ _EVENT_COLUMNS = (
 
 #: Flag columns of an explanation's events, and what each says about the event.
 _FLAGS = (
-    ("redelivered", "REDELIVERED: same event_id at another position"),
-    ("after_live_position", "after the live position"),
+    ("redelivered", True, "REDELIVERED: same event_id at another position"),
+    ("applied", False, "not applied by the candidate"),
+    ("after_live_position", True, "after the live position"),
 )
 
 
 @dataclass
 class Explanation:
-    """Why one key differs: the rows on each side and the candidate's events for it."""
+    """Why one key differs: the rows on each side and the candidate's events for it.
+
+    ``events`` are the events that wrote the key in the candidate (``applied``)
+    and the copies of them (same ``event_id``) it did not apply: a redelivery
+    an idempotent candidate skipped is where a live read model that counted
+    it goes wrong, and no lineage names it.
+    """
 
     key: dict[str, Any]
     status: str
@@ -86,7 +93,7 @@ class Explanation:
             lines.append(f"  {column}: candidate {c!r}, live {lv!r}")
         lines.append(f"candidate row: {self.candidate}")
         lines.append(f"live row:      {self.live}")
-        lines.append(f"{len(self.events)} events wrote this key in the candidate:")
+        lines.append(self._events_line() + ":")
         previous = -1
         for e in self.suspects().iter_rows(named=True):
             if e["row"] > previous + 1:
@@ -102,6 +109,16 @@ class Explanation:
         lines += self.notes
         return "\n".join(lines)
 
+    def _events_line(self) -> str:
+        skipped = (
+            self.events.filter(~pl.col("applied")).height if "applied" in self.events.columns else 0
+        )
+        line = f"{self.events.height - skipped} events wrote this key in the candidate"
+        if skipped:
+            copies = "is a copy of one" if skipped == 1 else "are copies of them"
+            line += f"; {skipped} more {copies} (same event_id) it did not apply"
+        return line
+
     def suspects(self, ends: int = 3) -> pl.DataFrame:
         """The events worth reading first, oldest first: every redelivered one, every
         one after the live position, and the first and last ``ends`` (a long history
@@ -109,8 +126,8 @@ class Explanation:
         says what marks it.
         """
         flags = [
-            pl.when(pl.col(flag)).then(pl.lit(text))
-            for flag, text in _FLAGS
+            pl.when(pl.col(flag) == value).then(pl.lit(text))
+            for flag, value, text in _FLAGS
             if flag in self.events.columns
         ]
         why = pl.concat_str(flags, separator="; ", ignore_nulls=True) if flags else pl.lit("")
@@ -140,7 +157,7 @@ class Explanation:
                 if changed
                 else ""
             )
-            + f"<p>{len(self.events)} events wrote this key in the candidate"
+            + f"<p>{html.escape(self._events_line())}"
             + (" (the suspects and the ends)" if suspects.height < self.events.height else "")
             + "</p>"
             + suspects._repr_html_()
@@ -243,9 +260,22 @@ def _events(
             raise DiffError(f"explain: {exc}") from None
         reader.con.register("_wb_lineage_rows", lineage)
         extra = ", ".join(f"e.{c}" for c in _EVENT_COLUMNS)
+        # Copies of those events the candidate did not apply (a redelivery an idempotent
+        # handler skipped) wrote nothing, so no lineage names them; yet a live read model
+        # that counted them is wrong exactly there. They are found by event_id.
         frame = reader.sql(
-            f"select l.*, {extra} from _wb_lineage_rows l left join events e "
-            "using (source, global_position) order by l.global_position, l.source"
+            f"""with applied as (
+                    select l.*, {extra}, true as applied from _wb_lineage_rows l
+                    left join events e using (source, global_position))
+                select * from applied
+                union all by name
+                select e.source, e.global_position, e.event_type, NULL as handler, {extra},
+                       false as applied
+                from events e
+                semi join applied a on a.source = e.source and a.event_id = e.event_id
+                anti join applied b on b.source = e.source
+                                   and b.global_position = e.global_position
+                order by global_position, source"""
         ).pl()
     if "event_id" in frame.columns:
         # The same event applied twice is the classic cause of a wrong count.
