@@ -222,6 +222,20 @@ def test_exact_numbers_compare_exactly_whatever_their_types() -> None:
     assert wb.diff(text, ints, key="id").rows("changed")["id"].to_list() == [1, 3]
 
 
+def test_unsigned_and_signed_128_bit_integers_compare_exactly(tmp_path: Path) -> None:
+    # Their common type in DuckDB is a DOUBLE, which calls these two equal.
+    big = "170141183460469231731687303715884105000"
+    with duckdb.connect(str(tmp_path / "n.duckdb")) as con:
+        con.execute(
+            f"create table u as select * from (values (1, {big}::uhugeint), (2, 7)) t(id, v)"
+        )
+        con.execute(
+            f"create table s as select * from (values (1, {big}::hugeint - 1), (2, 7)) t(id, v)"
+        )
+    d = wb.diff(f"{tmp_path / 'n.duckdb'}:u", f"{tmp_path / 'n.duckdb'}:s", key="id")
+    assert d.rows("changed")["id"].to_list() == [1]
+
+
 def test_schema_differences_are_reported_and_types_cast_safely() -> None:
     candidate = pl.DataFrame(
         {"id": [1, 2], "n": [1, 2], "amount": ["1.50", "oops"], "extra": [0, 0]}

@@ -186,6 +186,10 @@ def _numeric_plan(
         common = con.execute(
             f"select typeof(coalesce(NULL::{candidate_type}, NULL::{live_type}))"
         ).fetchall()[0][0]
+        if common not in _INTEGERS:
+            # UHUGEINT against a signed type: DuckDB's common type is a DOUBLE, which
+            # rounds; an integer's decimal text is canonical, so equal text is equal value.
+            common = "VARCHAR"
         cast = f"CAST({col} AS {common})"
         return ColumnPlan(name, *types, common, cast, cast)
     common = f"DECIMAL(38,{max(scales)})"
