@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -90,6 +91,31 @@ def test_without_tolerance_float_noise_is_a_change() -> None:
     assert s.changed == 6 + 10
     rel = wb.diff(_candidate(), _live(), key="id", rel_tol={"score": 1e-6}).summary
     assert rel.changed == 6
+
+
+def test_an_absolute_tolerance_on_exact_numbers_is_exact() -> None:
+    """|0.50 - 0.51| <= 0.01 holds in DECIMAL; in floats it is 0.010000000000000009."""
+    schema = {"k": pl.Int64, "x": pl.Decimal(12, 2), "n": pl.Int64}
+    c = pl.DataFrame(
+        {
+            "k": [1, 2, 3],
+            "x": [Decimal("0.50"), Decimal("1.10"), Decimal("100.00")],
+            "n": [1, 2, 2**63 - 1],
+        },
+        schema=schema,
+    )
+    lv = pl.DataFrame(
+        {
+            "k": [1, 2, 3],
+            "x": [Decimal("0.51"), Decimal("1.20"), Decimal("100.01")],
+            "n": [2, 2, -(2**63) + 1],
+        },
+        schema=schema,
+    )
+    d = wb.diff(c, lv, key="k", abs_tol={"x": 0.01, "n": 1})
+    assert d.rows("changed")["k"].to_list() == [2, 3]  # a BIGINT difference past 2^63 too
+    columns = dict(d.summary.columns.select("column", "max_abs_diff").iter_rows())
+    assert columns["x"] == 0.1 and columns["n"] == float(2**64 - 2)
 
 
 def test_ignore_and_columns_limit_the_comparison() -> None:

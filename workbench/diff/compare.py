@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -67,15 +68,45 @@ def _normalized(expr: str, column: str) -> str:
     return expr.replace("{}", quoted) if "{}" in expr else f"{expr}({quoted})"
 
 
+def _difference(a: str, b: str, compared_as: str) -> tuple[str | None, str]:
+    """SQL for ``|a - b|``: exactly where the compared type is exact (else None; NULL
+    on overflow), and as a DOUBLE.
+
+    A tolerance of 0.01 on a DECIMAL(12,2) must take 0.50 vs 0.51: in floats
+    their difference is 0.010000000000000009.
+    """
+    approx = f"abs(CAST({a} AS DOUBLE) - CAST({b} AS DOUBLE))"
+    if compared_as.startswith("DECIMAL"):
+        return f"try(abs({a} - {b}))", approx
+    if compared_as in _EXACT_INTEGERS:  # HUGEINT holds any difference of two of these
+        return f"try(abs(CAST({a} AS HUGEINT) - CAST({b} AS HUGEINT)))", approx
+    return None, approx
+
+
+_EXACT_INTEGERS = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+)
+
+
+def _decimal_literal(value: float) -> str:
+    """``value`` as the DECIMAL its shortest text says (0.01, not 0.01000000000000000021)."""
+    text = format(Decimal(repr(value)), "f")
+    scale = min(len(text.partition(".")[2]), 37)
+    return f"CAST('{text}' AS DECIMAL(38,{scale}))"
+
+
 def _equal(plan: ColumnPlan, index: int, abs_tol: float, rel_tol: float) -> str:
     """SQL that is true when the candidate and live values of ``plan`` agree (NULL = NULL)."""
     c, lv = f"c.{ident(plan.name)}", f"l.{ident(plan.name)}"
     if abs_tol or rel_tol:
         a, b = f"CAST({c} AS DOUBLE)", f"CAST({lv} AS DOUBLE)"
+        exact, approx = _difference(c, lv, plan.compared_as)
         bound = f"{abs_tol!r}" + (f" + {rel_tol!r} * abs({b})" if rel_tol else "")
         # Tolerances apply between finite numbers; NaN and infinities must match
         # exactly (|inf - x| <= NaN would hold for any x in DuckDB's ordering).
-        within = f"(isfinite({a}) AND isfinite({b}) AND abs({a} - {b}) <= {bound})"
+        within = f"(isfinite({a}) AND isfinite({b}) AND {approx} <= {bound})"
+        if exact is not None and not rel_tol:  # a relative bound is a float anyway
+            within = f"coalesce({exact} <= {_decimal_literal(abs_tol)}, {within})"
         equal = f"({c} IS NOT DISTINCT FROM {lv} OR coalesce({within}, false))"
     else:
         equal = f"({c} IS NOT DISTINCT FROM {lv})"
@@ -386,9 +417,11 @@ def _column_stats(con: duckdb.DuckDBPyConnection, plans: list[ColumnPlan]) -> pl
         flag = ident(p.name + "__changed")
         aggregates.append(f"count(*) filter (where {flag})")
         if is_numeric(p.compared_as):
-            a = f"CAST({ident(p.name + '__candidate')} AS DOUBLE)"
-            b = f"CAST({ident(p.name + '__live')} AS DOUBLE)"
-            aggregates.append(f"max(abs({a} - {b})) filter (where {flag})")
+            exact, approx = _difference(
+                ident(p.name + "__candidate"), ident(p.name + "__live"), p.compared_as
+            )
+            largest = approx if exact is None else f"coalesce(CAST({exact} AS DOUBLE), {approx})"
+            aggregates.append(f"max({largest}) filter (where {flag})")
         else:
             aggregates.append("CAST(NULL AS DOUBLE)")
     row = con.execute(
