@@ -266,7 +266,9 @@ def check_replay_safety(
     unstable: set[str] = set()
     if determinism:
         rerun = _Rerun(cls, reader, source, until, where, seed)
-        results.append(_determinism(cls, events, decoder, max_differences, rerun))
+        results.append(
+            _determinism(cls, events, (clean, clean_errors), decoder, max_differences, rerun)
+        )
         # Narrowing compares only tables a clean replay writes the same way twice.
         unstable = set(results[-1].counts)
         steps.done()
@@ -521,28 +523,40 @@ def _reorder_type(events: Sequence[Event], only: str, rng: random.Random) -> lis
 def _determinism(
     cls: type[Projection],
     events: Sequence[Event],
+    clean: tuple[Snapshot, int],
     decoder: Runner,
     limit: int,
     rerun: _Rerun,
 ) -> ScenarioResult:
-    """Run twice more, tracing each event's writes; the first event whose writes differ
-    names the handler. The second run is in a fresh process with another hash seed
-    when the projection can be imported there, so set iteration order shows too."""
-    first, first_errors = _traced(cls, events)
+    """Run the clean replay again, in a fresh process with another hash seed when the
+    projection can be imported there (so set iteration order shows too), and compare.
+
+    Only when the two differ are both runs traced, event by event: the first
+    event whose writes differ names the handler. Tracing costs ten times a
+    replay, so a deterministic projection never pays it.
+    """
     description = "the clean replay run twice, the second in a new process with another hash seed"
     caveat = ""
     try:
-        second, second_errors = rerun.run()
+        second, second_errors = rerun.run(traced=False)
     except _NoRerun as exc:  # e.g. a class defined in a notebook: not importable elsewhere
-        second, second_errors = _traced(cls, events)
+        rerun.fallback = f"{exc}"
+        second, second_errors = _run(cls, events)
         description = f"the clean replay run twice in this process ({exc})"
         caveat = f"hash seeds not varied: {exc}"
-    diff, counts = _compare(first[0], second[0], limit)
-    ok = not counts and first_errors == second_errors
+    diff, counts = _compare(clean[0], second, limit)
+    ok = not counts and clean[1] == second_errors
     implicated: list[str] = []
     if not ok:
-        for event, a, b in zip(events, first[1], second[1], strict=True):
-            if a != b and event.event_type not in implicated:
+        first_trace = _traced(cls, events)[0][1]
+        try:
+            if rerun.fallback:
+                raise _NoRerun(rerun.fallback)
+            second_trace = rerun.run(traced=True)[0][1]
+        except _NoRerun:
+            second_trace = _traced(cls, events)[0][1]
+        for event, a, b in zip(events, first_trace, second_trace, strict=True):
+            if a != b:
                 implicated.append(event.event_type)
                 break
     result = _result(
@@ -581,7 +595,7 @@ class _Rerun:
 
     The child imports the projection the way it was loaded (``module:Class``
     or ``file.py:Class``), reads and decodes the same events, and sends back
-    the traced snapshot by pickle.
+    the snapshot (traced, when asked) by pickle.
     """
 
     def __init__(
@@ -604,6 +618,8 @@ class _Rerun:
         mine = os.environ.get("PYTHONHASHSEED")
         hash_seed = 1 + seed % 4_000_000_000
         self.hash_seed = hash_seed + 1 if str(hash_seed) == mine else hash_seed
+        #: Why the rerun runs in this process instead, once a child could not.
+        self.fallback = ""
 
     def spec(self) -> str:
         cls = self.cls
@@ -618,7 +634,8 @@ class _Rerun:
             return f"{module.__file__}:{cls.__qualname__}"  # loaded from FILE.py:Class
         return f"{cls.__module__}:{cls.__qualname__}"
 
-    def run(self) -> Traced:
+    def run(self, *, traced: bool) -> Any:
+        """The child's replay: ``(snapshot, failures)``, or with ``traced`` a :data:`Traced`."""
         env = {
             **os.environ,
             "PYTHONHASHSEED": str(self.hash_seed),
@@ -628,7 +645,7 @@ class _Rerun:
         # The result goes through a file: the projection may print to stdout.
         with tempfile.TemporaryDirectory(prefix="wb-rerun-") as tmp:
             out = Path(tmp) / "traced.pickle"
-            job = {**self.job, "projection": self.spec(), "out": str(out)}
+            job = {**self.job, "projection": self.spec(), "out": str(out), "traced": traced}
             try:
                 done = subprocess.run(
                     [sys.executable, "-c", "from workbench.replay.safety import _rerun; _rerun()"],
@@ -643,10 +660,9 @@ class _Rerun:
                 lines = done.stderr.decode(errors="replace").strip().splitlines()
                 raise _NoRerun(f"the new process failed: {lines[-1] if lines else done.returncode}")
             try:
-                traced: Traced = pickle.loads(out.read_bytes())
+                return pickle.loads(out.read_bytes())
             except (OSError, pickle.UnpicklingError, EOFError) as exc:
                 raise _NoRerun(f"the new process gave no result: {exc}") from None
-        return traced
 
 
 def _own_path() -> list[str]:
@@ -673,4 +689,5 @@ def _rerun() -> None:
     events: list[Event] = []
     for batch in read_batches(reader, job["source"], until=job["until"], where=job["where"]):
         events.extend(decoder.decode(batch))
-    Path(job["out"]).write_bytes(pickle.dumps(_traced(cls, events)))
+    result = _traced(cls, events) if job["traced"] else _run(cls, events)
+    Path(job["out"]).write_bytes(pickle.dumps(result))
