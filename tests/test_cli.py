@@ -189,3 +189,20 @@ def test_progress_off_a_terminal_is_logged_and_its_interval_checked() -> None:
     )
     assert wrong.returncode == 2
     assert wrong.stderr.strip() == "error: WORKBENCH_LOG_EVERY is a number of seconds, not '10s'"
+    # A step that reports nothing for a while is logged all the same, with its time.
+    quiet = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import time\nfrom workbench.cli._app import progress_bar\n"
+            "with progress_bar() as bar:\n"
+            "    bar.add_task('checking replay safety', total=None)\n"
+            "    time.sleep(1.0)\n",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WORKBENCH_LOG_EVERY": "0.2"},
+    )
+    lines = quiet.stderr.splitlines()
+    assert quiet.returncode == 0 and 2 <= len(lines) <= 8, quiet.stderr
+    assert all(re.fullmatch(r"checking replay safety, \d+s", line) for line in lines), lines

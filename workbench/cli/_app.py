@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -59,7 +60,9 @@ class _Progress(Progress):
     """A rich progress bar that, off a terminal, logs a line every ``WORKBENCH_LOG_EVERY`` seconds.
 
     Rich draws nothing off a terminal until the work ends, so a ``--follow``
-    run in ``docker logs`` or under systemd would say nothing for hours.
+    run in ``docker logs`` or under systemd would say nothing for hours. The
+    line names the task last updated; a step that reports nothing for a while
+    (a long safety check) is logged all the same, with the time it has taken.
     """
 
     def __init__(self, *columns: str | ProgressColumn, transient: bool) -> None:
@@ -74,13 +77,38 @@ class _Progress(Progress):
                 f"WORKBENCH_LOG_EVERY is a number of seconds, not {every!r}"
             ) from None
         self._logged = time.monotonic()
+        self._current: TaskID | None = None
+        self._stopped = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def start(self) -> None:
+        super().start()
+        if not self.console.is_terminal and self._heartbeat is None:
+            self._heartbeat = threading.Thread(target=self._beat, name="wb-log", daemon=True)
+            self._heartbeat.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        super().stop()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(max(self._log_every / 2, 0.05)):
+            if self._current is not None:
+                self._log(self._current)
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        self._current = task_id
+        return task_id
 
     def update(self, task_id: TaskID, **fields: Any) -> None:
         super().update(task_id, **fields)
+        self._current = task_id
         self._log(task_id)
 
     def advance(self, task_id: TaskID, advance: float = 1) -> None:
         super().advance(task_id, advance)
+        self._current = task_id
         self._log(task_id)
 
     def _log(self, task_id: TaskID) -> None:
@@ -89,11 +117,14 @@ class _Progress(Progress):
             return
         self._logged = now
         task = self._tasks[task_id]
-        line = f"{task.description}: {task.completed:,.0f}"
+        line = task.description
         if task.total:
-            line += f" of {task.total:,.0f}"
+            line += f": {task.completed:,.0f} of {task.total:,.0f}"
+        elif task.completed:
+            line += f": {task.completed:,.0f}"
         if task.fields.get("info"):
             line += f" ({task.fields['info']})"
+        line += f", {task.elapsed or 0:,.0f}s"
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -86,8 +86,13 @@ def report(
             )
             extra.append(replay_section(result))
             if safety:
-                bar.update(task, description="checking replay safety")
-                checked = check_replay_safety(opened, candidate, source=source)
+                bar.update(task, description="checking replay safety", completed=0, total=None)
+                checked = check_replay_safety(
+                    opened,
+                    candidate,
+                    source=source,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
                 extra.append(safety_section(checked))
                 if not checked.ok:
                     findings.append("the projection is not replay-safe")
