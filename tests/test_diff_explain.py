@@ -177,3 +177,19 @@ def test_a_long_history_is_cut_to_its_suspects_everywhere_it_is_shown() -> None:
     assert text.count("…") == 3  # after #3, after #7, after #120
     html = e._repr_html_()
     assert ">120<" in html and "the suspects and the ends" in html
+
+
+def test_explain_writes_values_as_a_reader_does() -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    at = dt.datetime(2024, 5, 1, 7, 52, 27, 650408, tzinfo=dt.UTC)
+    schema = {"id": pl.Int64, "price": pl.Decimal(12, 2), "at": pl.Datetime("us", "UTC")}
+    c = pl.DataFrame({"id": [1], "price": [Decimal("0.50")], "at": [at]}, schema=schema)
+    lv = c.with_columns(pl.col("at") + pl.duration(microseconds=1))
+    text = str(wb.diff(c, lv, key="id").explain(1))
+    assert (
+        "at: candidate 2024-05-01 07:52:27.650408+00:00, live 2024-05-01 07:52:27.650409+00:00"
+        in text
+    )
+    assert '"price": "0.50"' in text and "Decimal(" not in text and "datetime.datetime" not in text

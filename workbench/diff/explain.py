@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from workbench._duckdb import to_polars
 from workbench._sql import ident
+from workbench._text import plain, plain_row
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, DiffError
 from workbench.replay.store import lineage_key_sql
@@ -90,9 +91,9 @@ class Explanation:
         for column in self.changed_columns:
             c = self.candidate.get(column) if self.candidate else None
             lv = self.live.get(column) if self.live else None
-            lines.append(f"  {column}: candidate {c!r}, live {lv!r}")
-        lines.append(f"candidate row: {self.candidate}")
-        lines.append(f"live row:      {self.live}")
+            lines.append(f"  {column}: candidate {_shown(c)}, live {_shown(lv)}")
+        lines.append(f"candidate row: {plain_row(self.candidate)}")
+        lines.append(f"live row:      {plain_row(self.live)}")
         lines.append(self._events_line() + ":")
         previous = -1
         for e in self.suspects().iter_rows(named=True):
@@ -146,8 +147,8 @@ class Explanation:
         suspects = self.suspects()
         changed = "".join(
             f"<tr><td>{html.escape(c)}</td>"
-            f"<td>{html.escape(repr(self.candidate.get(c) if self.candidate else None))}</td>"
-            f"<td>{html.escape(repr(self.live.get(c) if self.live else None))}</td></tr>"
+            f"<td>{html.escape(_shown(self.candidate.get(c) if self.candidate else None))}</td>"
+            f"<td>{html.escape(_shown(self.live.get(c) if self.live else None))}</td></tr>"
             for c in self.changed_columns
         )
         return (
@@ -163,6 +164,13 @@ class Explanation:
             + suspects._repr_html_()
             + "</div>"
         )
+
+
+def _shown(value: Any) -> str:
+    """A value in an explanation: as a reader writes it, text quoted, a missing one as null."""
+    if value is None:
+        return "null"
+    return repr(value) if isinstance(value, str) else plain(value) or ""
 
 
 def _key_dict(diff: Diff, key: Any) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import html
-import json
 import math
 import os
 import pickle
@@ -44,6 +43,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from workbench._text import plain, plain_row
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
 from workbench.progress import ProgressCallback, shows_progress
@@ -417,24 +417,14 @@ def _lines(
     table: str, key: Any, clean: dict[str, Any] | None, faulty: dict[str, Any] | None
 ) -> list[tuple[str, str, str | None, str | None, str | None]]:
     """The listing's lines for one differing key."""
-    shown = ", ".join(_text(v) or "null" for v in (key if isinstance(key, tuple) else (key,)))
+    shown = ", ".join(plain(v) or "null" for v in (key if isinstance(key, tuple) else (key,)))
     if clean is None or faulty is None:
-        whole = [None if row is None else json.dumps(row, default=str) for row in (clean, faulty)]
-        return [(table, shown, None, whole[0], whole[1])]
+        return [(table, shown, None, plain_row(clean), plain_row(faulty))]
     return [
-        (table, shown, column, _text(clean.get(column)), _text(faulty.get(column)))
+        (table, shown, column, plain(clean.get(column)), plain(faulty.get(column)))
         for column in [*clean, *(c for c in faulty if c not in clean)]
         if not _same(clean.get(column), faulty.get(column))
     ]
-
-
-def _text(value: Any) -> str | None:
-    """A value as a reader writes it: ``2024-05-01 10:00:00+00:00``, ``abc``, ``3``."""
-    if value is None:
-        return None
-    if isinstance(value, dict | list):
-        return json.dumps(value, default=str)
-    return str(value)
 
 
 # ------------------------------------------------------------------ deliveries

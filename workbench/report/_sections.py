@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from workbench._text import plain
+
 if TYPE_CHECKING:
     import altair as alt
 
@@ -193,8 +195,8 @@ def _cell(value: object) -> str:
         return f"{value:,.0f}" if 1e4 <= abs(value) < 1e15 else f"{value:,.4g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ", timespec="milliseconds")
+    if isinstance(value, dt.datetime):  # to the microsecond: a 1 µs difference must show
+        return plain(value) or ""
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     if isinstance(value, list):  # field names, types: listed as a reader writes them

@@ -1,0 +1,44 @@
+"""Values as a reader writes them, for messages, explanations and listings.
+
+``repr`` shows Python's constructors (``Decimal('0.50')``,
+``datetime.datetime(2024, 5, 1, ..., tzinfo=...)``); a reader of a diff or a
+safety report wants ``0.50`` and ``2024-05-01 07:52:27.650408+00:00``.
+
+>>> import datetime as dt, decimal, uuid
+>>> plain(decimal.Decimal("0.50")), plain(dt.datetime(2024, 5, 1, 7, 52, 27, 650408, tzinfo=dt.UTC))
+('0.50', '2024-05-01 07:52:27.650408+00:00')
+>>> plain({"a": [1, dt.date(2024, 5, 1)]}), plain(None), plain(b"\\x00\\x01")
+('{"a": [1, "2024-05-01"]}', None, '<2 bytes>')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+__all__ = ["plain", "plain_row"]
+
+
+def plain(value: Any) -> str | None:
+    """``value`` as text a reader writes (None stays None: a missing value, not ``"None"``)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=_json_default, ensure_ascii=False)
+    return str(value)
+
+
+def plain_row(row: dict[str, Any] | None) -> str | None:
+    """A row as ``{"column": value, ...}`` with values as :func:`plain` writes them."""
+    return None if row is None else plain(row)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    return plain(value)
