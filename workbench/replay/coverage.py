@@ -26,10 +26,17 @@ leaves rows out.
 ...     def count(self, event, tables): pass
 >>> coverage(Q(), counts).ok
 True
+>>> class Typo(Projection):
+...     @on("MemoryCreatd")
+...     def created(self, event, tables): pass
+>>> typed = pl.DataFrame({"event_type": ["MemoryCreated"], "schema_version": [1], "events": [4]})
+>>> coverage(Typo(), typed).problems()[-1]
+'MemoryCreatd (no events): Typo.created handles a type no event has (did you mean MemoryCreated?)'
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +46,9 @@ import pyarrow as pa
 from workbench.replay.projection import Projection
 
 __all__ = ["Coverage", "coverage"]
+
+#: Statuses that are not a problem: a handled or ignored type, a handled type yet to come.
+_FINE = ("handled", "ignored", "no events")
 
 
 @dataclass(frozen=True)
@@ -55,16 +65,17 @@ class Coverage:
     @property
     def uncovered_events(self) -> int:
         """Events whose type or version no handler / upcaster chain handles."""
-        gaps = self.table.filter(~pl.col("status").is_in(["handled", "ignored"]))
+        gaps = self.table.filter(~pl.col("status").is_in(_FINE))
         return int(gaps["events"].sum())
 
     def problems(self) -> list[str]:
         """One line per uncovered (event type, version)."""
-        rows = self.table.filter(~pl.col("status").is_in(["handled", "ignored"])).iter_rows(
-            named=True
-        )
+        rows = self.table.filter(~pl.col("status").is_in(_FINE)).iter_rows(named=True)
         return [
             f"{r['event_type']} v{r['schema_version']} ({r['events']:,} events): {r['status']}"
+            if r["events"]
+            else f"{r['event_type']} (no events): {r['handler']} handles a type no event has"
+            f"{r['status'].removeprefix('no events')}"
             for r in rows
         ]
 
@@ -97,7 +108,7 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
         targets[event_type] = max(targets.get(event_type, 0), int(version or 1))
     for (event_type, _), (to_version, _) in chain.items():
         targets[event_type] = max(targets.get(event_type, 0), to_version)
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for event_type, version, events in counts.sort("event_type", "schema_version").iter_rows():
         version = int(version or 1)
         final = version
@@ -118,6 +129,15 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
         else:
             status = "handled"
         rows.append((event_type, version, int(events), handler, final, status))
+    # A handler whose type no event has: normal for a type yet to come, a typo when an
+    # unhandled type of the archive is spelt nearly the same.
+    present = {t for t in counts["event_type"] if t is not None}
+    unhandled = sorted(present - set(handlers) - set(projection.ignore))
+    for event_type in sorted(set(handlers) - present):
+        close = difflib.get_close_matches(event_type, unhandled, n=1, cutoff=0.8)
+        status = f"no events (did you mean {close[0]}?)" if close else "no events"
+        label = projection.handler_label(event_type)
+        rows.append((event_type, targets.get(event_type, 1), 0, label, None, status))
     return Coverage(_frame(rows))
 
 
