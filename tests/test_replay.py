@@ -654,7 +654,7 @@ def test_lineage_false_writes_the_same_rows_and_no_lineage(archive: Path, tmp_pa
     d = wb.diff(f"{into}:memories_sql_v1.agents", f"{reference}:memories_v1.agents", key="agent_id")
     some_agent = rows(reference, "memories_v1", "agents")[0][0]
     assert d.explain(some_agent).notes == [
-        "the replay recorded no lineage for agents (replayed with lineage=False?)"
+        "the replay recorded no lineage for agents (replayed with lineage=False, or a SqlProjection with no lineage= query for it)"
     ]
 
 

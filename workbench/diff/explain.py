@@ -254,7 +254,7 @@ def _events(
     ):
         notes.append(
             f"the replay recorded no lineage for {diff.lineage.table_name} "
-            "(replayed with lineage=False?)"
+            "(replayed with lineage=False, or a SqlProjection with no lineage= query for it)"
         )
     archive_path = diff.archive or diff.lineage.archive_path(con)
     frame: pl.DataFrame
