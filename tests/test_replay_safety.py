@@ -288,3 +288,34 @@ def test_a_clock_does_not_hide_a_non_idempotent_handler(archive: Path) -> None:
     report = wb.check_replay_safety(archive, ClockAndCounter, seed=3, reorder=None)
     assert set(report["determinism"].counts) == {"agents"}
     assert report["redelivery"].implicated_handlers == ["MemoriesNonIdempotent.accessed"]
+
+
+class DistinctQueriesOnSelf(Memories):
+    """Planted fault: the distinct queries seen are kept on the instance, not in a table."""
+
+    name = "distinct_queries_on_self"
+    queries = wb.Table(key="agent_id", agent_id=str, distinct=int)
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        super().accessed(event, tables)
+        if event.data:
+            agent, query = event.data["agent_id"], event.data.get("query")
+            if (agent, query) not in self.seen:
+                self.seen.add((agent, query))
+                row = tables.queries.get(agent) or {"agent_id": agent, "distinct": 0}
+                row["distinct"] += 1
+                tables.queries.upsert(row)
+
+
+def test_state_kept_on_the_instance_is_named_when_a_restart_changes_the_output(
+    archive: Path,
+) -> None:
+    report = wb.check_replay_safety(archive, DistinctQueriesOnSelf, seed=3, narrow=False)
+    crash = report["crash"]
+    assert not crash.ok and set(crash.counts) == {"queries"}
+    assert "keep state on the projection instance (self.seen)" in crash.summary()
+    assert report["determinism"].ok and "self." not in report["determinism"].summary()

@@ -257,7 +257,8 @@ def check_replay_safety(
 
     steps = _Steps(progress)
     steps.add(len(scenarios) + bool(determinism))
-    clean, clean_errors = _run(cls, events)
+    kept: list[str] = []  # state on `self`: lost at a restart, invisible to the tables
+    clean, clean_errors = _run(cls, events, kept)
     steps.done()
     results: list[ScenarioResult] = []
     # Determinism first: a projection that reads the clock differs from the clean
@@ -289,7 +290,14 @@ def check_replay_safety(
                     implicated.append(event_type)
         elif not ok and narrow:
             description += " (not narrowed: the projection is not deterministic)"
-        results.append(_result(name, description, ok, diff, counts, implicated, decoder, errors))
+        result = _result(name, description, ok, diff, counts, implicated, decoder, errors)
+        if not ok and kept:
+            result.caveat = (
+                f"the handlers keep state on the projection instance "
+                f"({', '.join('self.' + k for k in kept)}): a restart loses it and a "
+                "redelivery is not undone in it; keep it in a table"
+            )
+        results.append(result)
     return SafetyReport(
         projection=cls.__name__,
         events=len(events),
@@ -329,7 +337,11 @@ def _result(
     return ScenarioResult(name, description, ok, diff, implicated, handlers, errors, counts)
 
 
-def _run(cls: type[Projection], delivery: Sequence[Delivered]) -> tuple[Snapshot, int]:
+def _run(
+    cls: type[Projection], delivery: Sequence[Delivered], kept: list[str] | None = None
+) -> tuple[Snapshot, int]:
+    """The tables after ``delivery``, and the handler failures; ``kept`` gets the names
+    of attributes the handlers changed on the projection instance."""
     runner = Runner(cls(), on_error="dead-letter")
     segment: list[Event] = []
     for item in delivery:
@@ -340,6 +352,13 @@ def _run(cls: type[Projection], delivery: Sequence[Delivered]) -> tuple[Snapshot
         else:
             segment.append(_own_payload(item))
     runner.apply(segment)
+    if kept is not None:
+        fresh = vars(cls())
+        kept.extend(
+            name
+            for name, value in vars(runner.projection).items()
+            if name not in fresh or not _same(fresh[name], value)
+        )
     return {name: state.rows for name, state in runner.states.items()}, runner.failures
 
 
