@@ -359,7 +359,7 @@ def test_generic_preset_counts_row_level_problems(
         "data not JSON": 1,
         "null event_type": 1,
         "null stream": 1,
-        "null data": 2,
+        "null data": 1,  # the text that is not JSON is counted once, above
         "recorded_at missing (archive time used)": 1,
         "schema_version not an integer (null)": 1,
     }
@@ -685,6 +685,37 @@ def test_an_integer_field_from_a_text_column_nulls_one_bad_value(
         (None, 1),
         (1, None),
     ]
+
+
+def test_an_infinite_time_and_text_that_is_not_json_are_each_counted_once(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """'infinity' is no event time (it used to land in 290279 BC); a payload that is not
+    JSON is counted as such, not again as a null payload."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.outbox (id bigserial primary key, "
+            "created_at timestamp, occurred timestamptz, kind text, body text)"
+        )
+        con.execute(
+            f"insert into {pg_schema}.outbox (created_at, occurred, kind, body) values "
+            "('2024-03-31 01:30', '-infinity', 'A', '{}'), ('infinity', now(), 'A', 'oops'), "
+            "('2024-03-31 01:31', now(), 'A', null)"
+        )
+    maps = ["global_position=column:id", "recorded_at=column:created_at"]
+    maps += ["occurred_at=column:occurred", "event_type=column:kind", "data=column:body"]
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.outbox", mappings=maps
+    )
+    assert result.problems == {
+        "recorded_at missing (archive time used)": 1,
+        "data not JSON": 1,
+        "null data": 1,
+    }
+    rows = archived(tmp_path)
+    assert rows[0]["recorded_at"] == dt.datetime(2024, 3, 31, 1, 30, tzinfo=dt.UTC)
+    assert rows[0]["occurred_at"] is None
+    assert abs(rows[1]["recorded_at"] - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
 
 
 def test_out_naming_a_file_is_one_line_and_exit_2(

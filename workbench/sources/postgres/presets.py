@@ -125,12 +125,18 @@ def _col(
 
 
 def _utc(expr: str, pg_type: str) -> str:
-    """A timestamp expression as timestamptz; naive timestamps are taken as UTC."""
+    """A timestamp expression as timestamptz; naive timestamps are taken as UTC.
+
+    ``±infinity`` (a "never" some tables store) is no event time: it becomes
+    null, as a missing time does (ADBC would wrap it round to 290279 BC).
+    """
     if pg_type == "timestamp":
-        return f"({expr} at time zone 'UTC')"
-    if pg_type == "timestamptz":
-        return expr
-    return f"({expr})::timestamptz"
+        time = f"({expr} at time zone 'UTC')"
+    elif pg_type == "timestamptz":
+        time = expr
+    else:
+        time = f"({expr})::timestamptz"
+    return f"(case when isfinite({time}) then {time} end)"
 
 
 def _int_or_null(text_expr: str, pg_type: str = "int", digits: int = 9) -> str:
