@@ -116,7 +116,18 @@ def test_drift_finds_added_removed_renamed_retyped(tmp_path: Path) -> None:
     }
     assert drift.found == 0
     sizes = drift.fields.filter(pl.col("field") == "size")
-    assert sizes.select("schema_version", "type").rows() == [(1, "integer"), (2, "string")]
+    assert sizes.select("schema_version", "type").rows() == [(1, "number"), (2, "string")]
+
+
+def test_a_number_written_whole_or_with_a_fraction_is_one_type(tmp_path: Path) -> None:
+    """System.Text.Json writes a whole double as 1: not a retyped field."""
+    scores = [f'{{"score": {v}}}' for v in ("1", "2.5", "12345678901234567890", "0.1")] * 10
+    ArchiveWriter(tmp_path, "s").append(
+        table(list(range(1, 41)), event_type=["T"] * 40, schema_version=[1] * 40, data=scores)
+    )
+    drift = wb.open_archive(tmp_path).schema_drift()
+    assert drift.found == 0 and drift.mismatches.height == 0
+    assert drift.fields.select("field", "type", "types").rows() == [("score", "number", ["number"])]
 
 
 def test_drift_finds_events_off_their_version(tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Drift", "find_drift"]
 
-# One row per (event, top-level field) with a portable JSON type name.
+# One row per (event, top-level field) with a portable JSON type name. Integers and
+# fractions are one type, number, as in JSON: System.Text.Json writes a whole double
+# as 1, so "integer" against "number" would flag every .NET event store as drifting.
 _KV = """
 with ev as (
     select source, global_position, event_type, schema_version, data::json as j
@@ -55,9 +57,9 @@ with ev as (
     where json_type(data::json) = 'OBJECT'
 )
 select ev.source, ev.global_position, ev.event_type, ev.schema_version, e.key as field,
-       case e.type when 'UBIGINT' then 'integer' when 'BIGINT' then 'integer'
-                   when 'DOUBLE' then 'number' when 'VARCHAR' then 'string'
-                   else lower(e.type) end as type
+       case when e.type in ('UBIGINT', 'BIGINT', 'HUGEINT', 'DOUBLE') then 'number'
+            when e.type = 'VARCHAR' then 'string'
+            else lower(e.type) end as type
 from ev, json_each(ev.j) as e
 """
 
