@@ -201,6 +201,13 @@ def _message_db(table: str, columns: TableColumns) -> Query:
     )
 
 
+#: mt_events columns the Marten preset maps to envelope fields or named metadata.
+_MARTEN_MAPPED = frozenset(
+    {"seq_id", "id", "stream_id", "version", "type", "timestamp", "data", "tenant_id"}
+    | {"correlation_id", "causation_id", "mt_dotnet_type", "headers", "is_archived"}
+)
+
+
 def _marten(table: str, columns: TableColumns) -> Query:
     c = {
         n: _col(columns, n, table)
@@ -216,6 +223,10 @@ def _marten(table: str, columns: TableColumns) -> Query:
     ):
         if name in columns:
             meta_parts.append(f"'{key}', e.{quote_ident(name)}")
+    # Columns Marten adds as options (user_name in Marten 7) or a team adds itself:
+    # kept under their own names, so nothing an event carried is dropped.
+    for name in sorted(set(columns) - _MARTEN_MAPPED):
+        meta_parts.append(f"{literal(name)}, e.{quote_ident(name)}")
     cols = {
         "global_position": c["seq_id"],
         "event_id": f"{c['id']}::text",
