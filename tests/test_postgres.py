@@ -146,7 +146,7 @@ def test_marten_preset(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     # A column Marten adds as an option (user_name) or a team adds itself is kept.
     with psycopg.connect(pg_dsn, autocommit=True) as con:
         con.execute(f"alter table {table} add column user_name varchar")
-        con.execute(f"alter table {table} add column \"Region\" text")
+        con.execute(f'alter table {table} add column "Region" text')
         con.execute(f"update {table} set user_name = 'ann', \"Region\" = 'eu'")
     again = wb.archive_postgres(pg_dsn, tmp_path / "again", preset="marten", table=table)
     assert again.rows_archived == 3

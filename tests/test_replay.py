@@ -275,6 +275,21 @@ def test_error_stops_with_event_and_handler(archive: Path, tmp_path: Path) -> No
         match=r"Fragile.updated failed on MemoryUpdated at global_position \d+ .*ValueError: boom",
     ):
         wb.replay(archive, Fragile, into=tmp_path / "o.duckdb")
+    # An event without a stream position is named without "#None".
+    root = tmp_path / "nopos"
+    ArchiveWriter(root, "s").append(
+        pa.table(
+            {
+                "global_position": [1],
+                "recorded_at": [0],
+                "event_type": ["MemoryUpdated"],
+                "stream": ["o-7"],
+                "data": ["{}"],
+            }
+        )
+    )
+    with pytest.raises(ProjectionError, match=r"global_position 1 \(stream o-7\) at"):
+        wb.replay(root, Fragile, into=tmp_path / "p.duckdb")
 
 
 class Misspelt(Memories):
@@ -637,6 +652,15 @@ def test_resume_refuses_a_schema_with_lineage_as_a_table(archive: Path, tmp_path
     nothing_left = wb.replay(archive, Memories, into=into, resume=True)
     assert nothing_left.events_applied == 0
     assert "no events applied, so no rebuild estimate" in nothing_left.summary()
+
+
+def test_a_resume_of_a_few_events_gives_no_rebuild_estimate(archive: Path, tmp_path: Path) -> None:
+    into = tmp_path / "r.duckdb"
+    wb.replay(archive, Memories, into=into, until=3_990)
+    few = wb.replay(archive, Memories, into=into, resume=True)
+    assert 0 < few.events_applied < 100
+    assert f"{few.events_applied} events are too few to estimate a rebuild from" in few.summary()
+    assert "rebuild of all 4,000 events" in wb.replay(archive, Memories, into=into).summary()
 
 
 def test_lineage_false_writes_the_same_rows_and_no_lineage(archive: Path, tmp_path: Path) -> None:

@@ -195,12 +195,16 @@ class ReplayResult:
             if share >= 0.01
         ]
         time_went = f"; time: {', '.join(shares)}" if shares else ""
-        estimate = (
-            f"rebuild of all {self.archive_events:,} events it reads ≈ "
-            f"{self.estimate().total_seconds():.1f}s"
-            if self.events_applied
-            else "no events applied, so no rebuild estimate"
-        )
+        if not self.events_applied:
+            estimate = "no events applied, so no rebuild estimate"
+        elif self.events_applied < min(self.archive_events, 10_000):
+            # A resumed run of a few events times its fixed costs, not the events.
+            estimate = f"{self.events_applied:,} events are too few to estimate a rebuild from"
+        else:
+            estimate = (
+                f"rebuild of all {self.archive_events:,} events it reads ≈ "
+                f"{self.estimate().total_seconds():.1f}s"
+            )
         return (
             f"{self.schema}: {self.events_applied:,} events in {self.seconds:.2f}s "
             f"({self.events_per_second:,.0f} events/s){resumed}; last position "

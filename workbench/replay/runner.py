@@ -176,7 +176,7 @@ class Runner:
         if self.on_error == "raise":
             raise ProjectionError(
                 f"{handler} failed on {event.event_type} at global_position "
-                f"{event.global_position} (stream {event.stream}#{event.stream_position})"
+                f"{event.global_position} ({_stream_of(event)})"
                 f"{' ' + where if (where := _where(exc)) else ''}: {error}"
             ) from exc
         self.dead_letters.append(
@@ -201,6 +201,14 @@ class Runner:
 
 
 _BATCH_INDEX = 6
+
+
+def _stream_of(event: Event) -> str:
+    """``stream s-1#4`` as an error names it; no ``#None`` where a position is missing."""
+    if event.stream is None:
+        return "no stream"
+    position = "" if event.stream_position is None else f"#{event.stream_position}"
+    return f"stream {event.stream}{position}"
 
 
 def _where(exc: BaseException) -> str:
