@@ -349,6 +349,7 @@ def test_every_planted_late_event_is_found(faulty: tuple[Scenario, wb.Archive]) 
     assert lag.late["global_position"].to_list() == list(scenario.truth.late)
     assert lag.found == len(scenario.truth.late)
     assert (lag.late["lag_seconds"] > 300).all()
+    assert lag.df().equals(lag.late)  # df() is what `found` counts, not the empty status
 
 
 def test_a_clean_scenario_reports_nothing(clean: wb.Archive) -> None:
