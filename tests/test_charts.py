@@ -65,6 +65,9 @@ def test_check_charts_have_their_data_inline(archive: wb.Archive) -> None:
     lag = archive.lag()
     spec = lag.chart().to_dict()
     assert sum(v["events"] for v in values(spec)) == lag.recording["events"].sum()
+    # The planted late events are far above the p95 band: the slowest is named.
+    slowest = lag.late["lag_seconds"].max()
+    assert slowest > 300 and "the slowest event took" in spec["title"]["subtitle"]
     causation = archive.causation()
     spec = causation.chart().to_dict()
     assert marks(spec) == ["rule", "bar", "point"]

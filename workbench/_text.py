@@ -17,7 +17,7 @@ import datetime as dt
 import json
 from typing import Any
 
-__all__ = ["plain", "plain_row"]
+__all__ = ["duration", "plain", "plain_row"]
 
 
 def plain(value: Any) -> str | None:
@@ -42,3 +42,15 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat(sep=" ")
     return plain(value)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them.
+
+    >>> [duration(s) for s in (0.0123, 8.2, 754, 7300, 8.131e7)]
+    ['12.3 ms', '8.2 s', '12.6 min', '2.03 h', '941 days']
+    """
+    for unit, size in (("days", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds * 1000:.3g} ms"

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import polars as pl
 
+from workbench._text import duration
 from workbench.analysis._buckets import bucket_width
 from workbench.analysis._views import has_view
 from workbench.analysis.result import CheckResult
@@ -175,7 +176,7 @@ class Lag(CheckResult):
     def summary(self) -> str:
         worst = self.recording.select(pl.col("p95_seconds").max()).item()
         recording = (
-            f"recording lag p95 up to {_duration(worst)}" if worst is not None else "no occurred_at"
+            f"recording lag p95 up to {duration(worst)}" if worst is not None else "no occurred_at"
         )
         counts = self.status.group_by("status").len().sort("status").rows()
         consumers = ", ".join(f"{s}: {n}" for s, n in counts) or "no consumer samples"
@@ -188,18 +189,6 @@ class Lag(CheckResult):
         if self.consumers.height == 0:
             return recording
         return recording & consumer_lag_chart(self.consumers)
-
-
-def _duration(seconds: float) -> str:
-    """Seconds as a person reads them.
-
-    >>> [_duration(s) for s in (0.0123, 8.2, 754, 7300, 8.131e7)]
-    ['12.3 ms', '8.2 s', '12.6 min', '2.03 h', '941 days']
-    """
-    for unit, size in (("days", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
-        if abs(seconds) >= size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds * 1000:.3g} ms"
 
 
 def _width(reader: ArchiveReader, query: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from workbench._text import duration
 from workbench.charts._data import coarsen, inline, nothing_to_show, require
 
 __all__ = ["consumer_lag_chart", "recording_lag_chart"]
@@ -55,7 +56,16 @@ def recording_lag_chart(recording: pl.DataFrame) -> alt.TopLevelMixin:
         y2="p95_seconds:Q",
     )
     line = base.mark_line(point=True).encode(y="p50_seconds:Q")  # one bucket is one point
-    return alt.layer(band, line).properties(title=title, width=600, height=200)
+    # The band stops at p95: a few hours-late events would flatten it to nothing, so
+    # the slowest is named instead (the late events are listed beside the chart).
+    slowest = timed["max_seconds"].max() if "max_seconds" in timed.columns else None
+    top = timed["p95_seconds"].max()
+    heading: str | alt.TitleParams = title
+    if isinstance(slowest, float) and isinstance(top, float) and slowest > 2 * top:
+        heading = alt.TitleParams(
+            title, subtitle=f"the slowest event took {duration(slowest)}, far above the band"
+        )
+    return alt.layer(band, line).properties(title=heading, width=600, height=200)
 
 
 def consumer_lag_chart(consumers: pl.DataFrame) -> alt.VConcatChart:
