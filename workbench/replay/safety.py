@@ -180,9 +180,15 @@ class SafetyReport:
 
     def _repr_html_(self) -> str:
         items = "".join(
-            f"<li>{'✅' if s.ok else '❌'} {html.escape(s.summary())}</li>" for s in self.scenarios
+            # Words in colour, not emoji: a machine without an emoji font draws empty boxes.
+            f"<li>{_OK if s.ok else _UNSAFE} {html.escape(s.summary())}</li>"
+            for s in self.scenarios
         )
         return f"<p><b>{html.escape(self.summary().splitlines()[0])}</b></p><ul>{items}</ul>"
+
+
+_OK = "<b style='color:#2e7d32'>ok</b>"
+_UNSAFE = "<b style='color:#c62828'>unsafe</b>"
 
 
 @shows_progress("replay safety")
