@@ -474,6 +474,10 @@ def test_resume_after_kill_9_gives_the_uninterrupted_rows(archive: Path, tmp_pat
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL
+    with duckdb.connect(str(into), read_only=True) as con:  # how far it got, both ways
+        info = con.execute("select events_applied from memories_v1._replay_info").fetchall()
+        checkpoint = con.execute("select events_applied from memories_v1._checkpoint").fetchall()
+    assert info == checkpoint and info[0][0] > 0
     resumed = wb.replay(archive, load_projection(f"{script}:Slow"), into=into, resume=True)
     assert resumed.resumed_from is not None and 0 < resumed.events_applied < 4_000
     assert resumed.total_applied == 4_000

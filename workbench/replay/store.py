@@ -615,6 +615,10 @@ def prepare_flush(
             [source, last_position, events_applied],
         )
     )
+    # _replay_info says how far a replay got too, should it never finish.
+    found.append(
+        Statement(f"update {q(schema)}._replay_info set events_applied = ?", [events_applied])
+    )
     return [s for s in found if s is not None]
 
 
