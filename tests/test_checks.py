@@ -340,6 +340,12 @@ def test_every_planted_orphan_is_found(faulty: tuple[Scenario, wb.Archive]) -> N
     assert graph.orphans["global_position"].sort().to_list() == list(scenario.truth.orphans)
     assert graph.cycles.height == 0
     assert set(graph.correlations["correlation_id"]) == scenario.truth.correlation_ids
+    # The redelivered copies share their event_id with an event in the graph: left out, said so.
+    copies = sum(len(ps) - 1 for ps in scenario.truth.duplicates.values())
+    assert graph.left_out == copies > 0
+    assert f"{copies} event(s) left out (no event_id, or a copy of one in the graph)" in (
+        graph.summary()
+    )
 
 
 def test_every_planted_late_event_is_found(faulty: tuple[Scenario, wb.Archive]) -> None:

@@ -110,6 +110,8 @@ class Causation(CheckResult):
     edges: pl.DataFrame
     correlations: pl.DataFrame
     correlation_id: str | None = None
+    #: Events not in the graph: no ``event_id``, or a copy of one already in it.
+    left_out: int = 0
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {"nodes": self.nodes, "edges": self.edges, "correlations": self.correlations}
@@ -142,10 +144,15 @@ class Causation(CheckResult):
         fan = self.nodes.select(pl.col("children").max()).item() or 0
         loose = self.nodes.filter(pl.col("correlation_id").is_null()).height
         without = f" ({loose} without a correlation id)" if loose else ""
+        left_out = (
+            f"; {self.left_out} event(s) left out (no event_id, or a copy of one in the graph)"
+            if self.left_out
+            else ""
+        )
         return (
             f"{self.nodes.height} event(s){without} in {self.correlations.height} correlation(s), "
             f"depth up to {depth}, fan-out up to {fan}; "
-            f"{self.orphans.height} orphan(s), {self.cycles.height} cyclic event(s)"
+            f"{self.orphans.height} orphan(s), {self.cycles.height} cyclic event(s){left_out}"
         )
 
     def chart(self, correlation_id: str | None = None) -> alt.TopLevelMixin:
@@ -179,6 +186,9 @@ def find_causation(reader: ArchiveReader, correlation_id: str | None = None) -> 
             f" * exclude (path) from {table} order by tree_order"
         ).pl()
         correlations = reader.sql(_CORRELATIONS.format(nodes=table)).pl()
+        considered = reader.sql(
+            f"select count(*) from events where true {where}", params=params
+        ).fetchall()[0][0]
     finally:
         reader.con.execute(f"drop table if exists {table}")
     if correlation_id is not None and not nodes.height:
@@ -189,5 +199,9 @@ def find_causation(reader: ArchiveReader, correlation_id: str | None = None) -> 
         "parent_id", "event_id", "seconds"
     )
     return Causation(
-        nodes=nodes, edges=edges, correlations=correlations, correlation_id=correlation_id
+        nodes=nodes,
+        edges=edges,
+        correlations=correlations,
+        correlation_id=correlation_id,
+        left_out=int(considered) - nodes.height,
     )
