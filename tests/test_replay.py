@@ -665,6 +665,10 @@ def test_a_resume_of_a_few_events_gives_no_rebuild_estimate(archive: Path, tmp_p
     assert 0 < few.events_applied < 100
     assert f"{few.events_applied} events are too few to estimate a rebuild from" in few.summary()
     assert "rebuild of all 4,000 events" in wb.replay(archive, Memories, into=into).summary()
+    # Asked to resume a replay that never flushed: it starts over, and says so.
+    fresh = wb.replay(archive, Memories, into=tmp_path / "new.duckdb", resume=True)
+    assert fresh.events_applied == 4_000
+    assert "from the start: there was no checkpoint to resume from" in fresh.summary()
 
 
 def test_lineage_false_writes_the_same_rows_and_no_lineage(archive: Path, tmp_path: Path) -> None:

@@ -109,6 +109,8 @@ class ReplayResult:
     #: ``bookkeeping``. Handlers near 100% means the projection is the cost.
     phases: pl.DataFrame = field(default_factory=lambda: _phases_frame([]))
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Whether the replay was asked to resume (it starts over without a checkpoint).
+    resume: bool = False
 
     def chart(self) -> alt.TopLevelMixin:
         """Where the time went, throughput over the run (when it had several batches)
@@ -187,6 +189,8 @@ class ReplayResult:
 
     def summary(self) -> str:
         resumed = f", resumed after {self.resumed_from}" if self.resumed_from is not None else ""
+        if self.resume and self.resumed_from is None:  # killed before its first flush, say
+            resumed = ", from the start: there was no checkpoint to resume from"
         shares = [
             f"{phase} {share:.0%}"
             for phase, share in self.phases.sort("share", descending=True)
@@ -471,6 +475,7 @@ def replay(
         archive_events=total,
         progress=pl.DataFrame(ticks, schema=["seconds", "events"], orient="row"),
         phases=clock.frame(),
+        resume=resume,
     )
 
 
