@@ -17,7 +17,7 @@ import datetime as dt
 import json
 from typing import Any
 
-__all__ = ["duration", "plain", "plain_row"]
+__all__ = ["duration", "plain"]
 
 
 def plain(value: Any) -> str | None:
@@ -29,19 +29,8 @@ def plain(value: Any) -> str | None:
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     if isinstance(value, dict | list | tuple):
-        return json.dumps(value, default=_json_default, ensure_ascii=False)
+        return json.dumps(value, default=plain, ensure_ascii=False)  # a row: its values plain
     return str(value)
-
-
-def plain_row(row: dict[str, Any] | None) -> str | None:
-    """A row as ``{"column": value, ...}`` with values as :func:`plain` writes them."""
-    return None if row is None else plain(row)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ")
-    return plain(value)
 
 
 def duration(seconds: float) -> str:

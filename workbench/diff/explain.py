@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from workbench._duckdb import to_polars
 from workbench._sql import ident
-from workbench._text import plain, plain_row
+from workbench._text import plain
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, DiffError
 from workbench.replay.store import lineage_key_sql
@@ -92,8 +92,8 @@ class Explanation:
             c = self.candidate.get(column) if self.candidate else None
             lv = self.live.get(column) if self.live else None
             lines.append(f"  {column}: candidate {_shown(c)}, live {_shown(lv)}")
-        lines.append(f"candidate row: {plain_row(self.candidate)}")
-        lines.append(f"live row:      {plain_row(self.live)}")
+        lines.append(f"candidate row: {plain(self.candidate)}")
+        lines.append(f"live row:      {plain(self.live)}")
         lines.append(self._events_line() + ":")
         previous = -1
         for e in self.suspects().iter_rows(named=True):

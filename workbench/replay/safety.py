@@ -43,7 +43,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from workbench._text import plain, plain_row
+from workbench._text import plain
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
 from workbench.progress import ProgressCallback, shows_progress
@@ -444,7 +444,7 @@ def _lines(
     """The listing's lines for one differing key."""
     shown = ", ".join(plain(v) or "null" for v in (key if isinstance(key, tuple) else (key,)))
     if clean is None or faulty is None:
-        return [(table, shown, None, plain_row(clean), plain_row(faulty))]
+        return [(table, shown, None, plain(clean), plain(faulty))]
     return [
         (table, shown, column, plain(clean.get(column)), plain(faulty.get(column)))
         for column in [*clean, *(c for c in faulty if c not in clean)]

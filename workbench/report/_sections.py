@@ -7,7 +7,6 @@ notebook user can reach through the same result object.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -195,13 +194,9 @@ def _cell(value: object) -> str:
         return f"{value:,.0f}" if 1e4 <= abs(value) < 1e15 else f"{value:,.4g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    if isinstance(value, dt.datetime):  # to the microsecond: a 1 µs difference must show
-        return plain(value) or ""
-    if isinstance(value, bytes):
-        return f"<{len(value)} bytes>"
     if isinstance(value, list):  # field names, types: listed as a reader writes them
         return ", ".join(_cell(v) for v in value)
-    text = str(value)
+    text = plain(value) or ""  # times to the microsecond: a 1 µs difference must show
     return text if len(text) <= 160 else text[:157] + "…"
 
 
