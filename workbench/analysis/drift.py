@@ -11,7 +11,10 @@ Three tables, all computed in DuckDB from the top-level fields of ``data``:
 - ``mismatches``: events whose shape does not fit their declared version —
   a field the version always has is missing, a field the version hardly
   ever has is present, or a field has a type the version hardly ever uses —
-  with the version the shape does fit, when one does.
+  with the version the shape does fit, when one does. An event with no
+  ``schema_version`` (null: its store's version was missing or not an
+  integer) fits no version, so it is always listed, with the version its
+  shape fits.
 
 "Always" and "hardly ever" are relative to ``tolerance`` (default 5 %): a
 field carried by at least 95 % of a version's events is *required*, one
@@ -78,7 +81,8 @@ select t.event_type, t.schema_version, t.field,
        list(t.type order by t.n desc) filter (where t.type <> 'null') as types,
        sum(t.n)::bigint as present, c.events,
        1 - (sum(t.n) filter (where t.type <> 'null'))::double / c.events as null_share
-from types t join ({counts}) c using (event_type, schema_version)
+from types t join ({counts}) c
+    on c.event_type = t.event_type and c.schema_version is not distinct from t.schema_version
 group by t.event_type, t.schema_version, t.field, c.events
 """
 
@@ -89,7 +93,7 @@ with f as (
 versions as (
     select event_type, schema_version as v,
            lead(schema_version) over (partition by event_type order by schema_version) as nv
-    from (select distinct event_type, schema_version from f)
+    from (select distinct event_type, schema_version from f where schema_version is not null)
 ),
 core as (select * from f where share >= $tolerance),
 removed as (
@@ -133,6 +137,8 @@ where a.type is distinct from b.type
 
 # Per event: which required fields it lacks, which foreign fields or rare
 # types it has; then, for the events that do not fit, the version they fit.
+# Events without a version are a group of their own in `fields` (joins are
+# null-safe) and are always listed: they declare no version to fit.
 _MISMATCHES = """
 with f as (select *, present::double / events as share from {fields}),
 typeshare as (
@@ -154,9 +160,10 @@ per_event as (
                where kv.type <> 'null' and kv.type is distinct from f.type
                  and ts.n / f.present < $tolerance) as retyped
     from {kv} kv
-    join f using (event_type, schema_version, field)
-    join typeshare ts on ts.event_type = kv.event_type and ts.schema_version = kv.schema_version
-         and ts.field = kv.field and ts.type = kv.type
+    join f on f.event_type = kv.event_type and f.field = kv.field
+         and f.schema_version is not distinct from kv.schema_version
+    join typeshare ts on ts.event_type = kv.event_type and ts.field = kv.field
+         and ts.schema_version is not distinct from kv.schema_version and ts.type = kv.type
     group by all
 ),
 all_events as (
@@ -167,18 +174,21 @@ all_events as (
                as missing
     from events e
     left join per_event p using (source, global_position)
-    left join req r on r.event_type = e.event_type and r.schema_version = e.schema_version
+    left join req r on r.event_type = e.event_type
+         and r.schema_version is not distinct from e.schema_version
     where e.event_type is not null and json_valid(e.data)
 )
 select a.source, a.global_position, a.event_id, a.event_type, a.schema_version,
        a.missing, a.unexpected, a.retyped,
        (select min(c.schema_version) from core c
         join req r using (event_type, schema_version)
-        where c.event_type = a.event_type and c.schema_version <> a.schema_version
+        where c.event_type = a.event_type and c.schema_version is distinct from a.schema_version
+          and c.schema_version is not null
           and list_has_all(a.fields, r.fields) and list_has_all(c.fields, a.fields))
            as likely_version
 from all_events a
 where len(a.missing) > 0 or len(a.unexpected) > 0 or len(a.retyped) > 0
+   or a.schema_version is null
 """
 
 

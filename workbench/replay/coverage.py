@@ -20,7 +20,10 @@ leaves rows out.
 (False, 19)
 >>> untyped = pl.DataFrame({"event_type": [None], "schema_version": [1], "events": [3]})
 >>> coverage(P(), untyped).problems()
-['None v1 (3 events): no event type (archive with --map event_type=… to handle them)']
+['(no event type) v1 (3 events): no event type (archive with --map event_type=… to handle them)']
+>>> unversioned = pl.DataFrame({"event_type": ["A"], "schema_version": [None], "events": [2]})
+>>> coverage(P(), pl.concat([counts, unversioned])).problems()[0]
+"A (no version) (2 events): no schema_version, so not upcast to v3 (its store's version was missing or not an integer; @on(..., any_version=True) reads it)"
 >>> class Q(Projection):
 ...     @on("A", "B", any_version=True)
 ...     def count(self, event, tables): pass
@@ -72,7 +75,8 @@ class Coverage:
         """One line per uncovered (event type, version)."""
         rows = self.table.filter(~pl.col("status").is_in(_FINE)).iter_rows(named=True)
         return [
-            f"{r['event_type']} v{r['schema_version']} ({r['events']:,} events): {r['status']}"
+            f"{_type_label(r['event_type'])} {_version_label(r['schema_version'])} "
+            f"({r['events']:,} events): {r['status']}"
             if r["events"]
             else f"{r['event_type']} (no events): {r['handler']} handles a type no event has"
             f"{r['status'].removeprefix('no events')}"
@@ -98,6 +102,14 @@ class Coverage:
         return f"<p>{head}</p>" + self.table._repr_html_()
 
 
+def _type_label(event_type: str | None) -> str:
+    return "(no event type)" if event_type is None else event_type
+
+
+def _version_label(version: int | None) -> str:
+    return "(no version)" if version is None else f"v{version}"
+
+
 def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
     """Coverage of ``counts`` (``event_type, schema_version, events``) by ``projection``."""
     handlers = projection.handlers()
@@ -105,13 +117,12 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
     chain = projection.upcasters()
     targets: dict[str, int] = {}
     for event_type, version in counts.select("event_type", "schema_version").iter_rows():
-        targets[event_type] = max(targets.get(event_type, 0), int(version or 1))
+        targets[event_type] = max(targets.get(event_type, 0), 1 if version is None else version)
     for (event_type, _), (to_version, _) in chain.items():
         targets[event_type] = max(targets.get(event_type, 0), to_version)
     rows: list[tuple[object, ...]] = []
     for event_type, version, events in counts.sort("event_type", "schema_version").iter_rows():
-        version = int(version or 1)
-        final = version
+        final = version  # None: the store's version was missing or not an integer
         while (step := chain.get((event_type, final))) is not None and step[0] > final:
             final = step[0]
         handler = projection.handler_label(event_type) if event_type else None
@@ -121,7 +132,14 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
             status = "no event type (archive with --map event_type=… to handle them)"
         elif event_type not in handlers:
             status = "no handler"
-        elif final < targets[event_type] and event_type not in any_version:
+        elif event_type in any_version:
+            status = "handled"
+        elif final is None and targets[event_type] > 1:  # no chain starts from "unknown"
+            status = (
+                f"no schema_version, so not upcast to v{targets[event_type]} (its store's "
+                "version was missing or not an integer; @on(..., any_version=True) reads it)"
+            )
+        elif final is not None and final < targets[event_type]:
             status = (
                 f"not upcast to v{targets[event_type]} (add an upcaster, or "
                 "@on(..., any_version=True) for a handler that reads every version)"
