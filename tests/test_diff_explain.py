@@ -20,6 +20,7 @@ import workbench as wb
 from workbench.archive import ArchiveWriter
 from workbench.diff.explain import Explanation
 from workbench.errors import DiffError
+from workbench.replay.store import CHECKPOINT_DDL
 
 SOURCE = "postgres:events"
 EVENTS = [  # position, type, memory id
@@ -130,6 +131,20 @@ def test_rows_newer_than_the_snapshot_are_not_yet_projected(replay: Path, tmp_pa
         ).summary.not_yet_projected
         == 1
     )
+
+
+def test_a_snapshot_position_of_another_store_is_not_used(replay: Path, tmp_path: Path) -> None:
+    """A position means something only in the store it was read from."""
+    with duckdb.connect(str(replay)) as con:
+        con.execute(CHECKPOINT_DDL.format(s="memories_v2"))
+        con.execute("insert into memories_v2._checkpoint values (?, 5, 5, now())", [SOURCE])
+    snapshot = _live_snapshot(tmp_path, 4)  # of postgres:public.memories
+    s = wb.diff(f"{replay}:memories.memories", snapshot, key="id").summary
+    assert (s.changed, s.not_yet_projected) == (2, 0)
+    assert any("is of postgres:public.memories, not of" in note for note in s.notes), s.notes
+    with duckdb.connect(str(replay)) as con:
+        con.execute("update memories_v2._checkpoint set source = 'postgres:public.memories'")
+    assert wb.diff(f"{replay}:memories.memories", snapshot, key="id").summary.not_yet_projected == 1
 
 
 def test_explain_without_lineage_or_archive_says_so(replay: Path, tmp_path: Path) -> None:

@@ -319,8 +319,18 @@ def diff(
             f"{stopped} only; finish it (workbench replay --resume) before trusting this diff"
         )
     position = live_position
-    if position is None and live_side.snapshot is not None:
-        position = live_side.snapshot.event_store_position
+    snapshot = live_side.snapshot
+    if position is None and snapshot is not None and snapshot.event_store_position is not None:
+        replayed = lineage.sources(con) if lineage is not None else []
+        if snapshot.source and replayed and snapshot.source not in replayed:
+            # A position of another store says nothing about this replay's events.
+            notes.append(
+                f"the live snapshot's position {snapshot.event_store_position} is of "
+                f"{snapshot.source}, not of the source the candidate replayed "
+                f"({', '.join(replayed)}): it is not used to mark rows not yet projected"
+            )
+        else:
+            position = snapshot.event_store_position
     if position is not None:
         if lineage is None:
             if live_position is not None:

@@ -64,6 +64,16 @@ class Lineage:
         ).fetchall()
         return str(rows[0][0]) if rows and rows[0][0] else None
 
+    def sources(self, con: duckdb.DuckDBPyConnection) -> list[str]:
+        """The archive sources the replay read (from its checkpoints)."""
+        if not _has_table(con, self.catalog, self.schema, "_checkpoint"):
+            return []
+        rows = con.execute(
+            f"select distinct source from {ident(self.catalog)}.{ident(self.schema)}._checkpoint "
+            "order by all"
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def unfinished(self, con: duckdb.DuckDBPyConnection) -> int | None:
         """The checkpoint of a replay that has not finished (failed or still running), else None."""
         return unfinished_replay(con, self.schema, self.catalog)
