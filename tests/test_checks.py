@@ -145,7 +145,6 @@ def test_drift_finds_events_off_their_version(tmp_path: Path) -> None:
     ]
 
 
-
 def test_drift_lists_events_without_a_version_with_the_version_they_fit(tmp_path: Path) -> None:
     """A store's version that was missing or not an integer is archived as null: no
     version to fit, so the event is listed, not left out of every join."""
@@ -155,9 +154,9 @@ def test_drift_lists_events_without_a_version_with_the_version_they_fit(tmp_path
         table(list(range(1, 62)), event_type=["T"] * 61, schema_version=versions, data=data)
     )
     drift = wb.open_archive(tmp_path).schema_drift()
-    assert drift.mismatches.select("global_position", "schema_version", "likely_version").rows() == [
-        (61, None, 2)
-    ]
+    assert drift.mismatches.select(
+        "global_position", "schema_version", "likely_version"
+    ).rows() == [(61, None, 2)]
     unversioned = drift.fields.filter(pl.col("schema_version").is_null())
     assert unversioned.select("field", "present", "events").rows() == [("a", 1, 1), ("b", 1, 1)]
     assert drift.changes.select("from_version", "to_version", "change").rows() == [(1, 2, "added")]

@@ -153,9 +153,39 @@ def test_explain_without_lineage_or_archive_says_so(replay: Path, tmp_path: Path
     assert d.explain(1).notes and d.explain(1).events.is_empty()
     with pytest.raises(DiffError, match="lineage"):
         wb.diff(live, live, key="id", live_position=3)
-    d = wb.diff(f"{replay}:memories.memories", live, key="id", archive=tmp_path / "nowhere")
-    e = d.explain({"id": 1})
-    assert e.events["global_position"].to_list() == [1, 3, 4] and e.notes
+    with pytest.raises(DiffError, match=r"no archive at .*nowhere"):  # a mistyped --archive
+        wb.diff(f"{replay}:memories.memories", live, key="id", archive=tmp_path / "nowhere")
+    (tmp_path / "archive").rename(tmp_path / "moved")  # the one the replay read is gone
+    e = wb.diff(f"{replay}:memories.memories", live, key="id").explain({"id": 1})
+    assert e.events["global_position"].to_list() == [1, 3, 4]
+    assert any("no archive at" in n for n in e.notes)
+
+
+def test_explain_from_another_archive_shows_no_foreign_events(replay: Path, tmp_path: Path) -> None:
+    """Another archive's events at the lineage's positions never touched the row."""
+    other = tmp_path / "other"
+    positions = [p for p, _, _ in EVENTS]
+    ArchiveWriter(other, SOURCE).append(
+        pa.table(
+            {
+                "global_position": positions,
+                "event_type": [
+                    "MemoryCreated",
+                    "MemoryCreated",
+                    "OrderPlaced",
+                    "MemoryAccessed",
+                    "X",
+                ],
+                "recorded_at": [1_700_000_000_000_000 + p for p in positions],
+                "data": ['{"order": 9}'] * len(positions),
+            }
+        )
+    )
+    live = pl.read_parquet(_live_snapshot(tmp_path, None))
+    e = wb.diff(f"{replay}:memories.memories", live, key="id", archive=other).explain(1)
+    assert any("is not the one the candidate replayed" in n and "1 of the 3" in n for n in e.notes)
+    assert "data" not in e.events.columns  # the lineage alone, no foreign payloads
+    assert e.events["global_position"].to_list() == [1, 3, 4]
 
 
 def test_explain_a_key_that_does_not_fit_its_type_is_one_line(replay: Path, tmp_path: Path) -> None:

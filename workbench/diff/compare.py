@@ -23,6 +23,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -145,6 +146,8 @@ def diff(
     keys = _as_list(key, "key")
     if not keys:
         raise DiffError("a diff needs at least one key column")
+    if archive is not None and not Path(archive).is_dir():
+        raise DiffError(f"no archive at {archive} (the archive explain reads events from)")
     ignored = set(_as_list(ignore, "ignore"))
     con = _duckdb.connect()
     register_functions(con)

@@ -223,6 +223,21 @@ def _explain(diff: Diff, values: dict[str, Any]) -> Explanation:
     return Explanation(values, status, candidate_rows, live_rows, changed, events, position, notes)
 
 
+def _foreign_events(reader: ArchiveReader) -> int:
+    """Lineage events (``_wb_lineage_rows``) the archive lacks or holds with another type.
+
+    Another archive's events at the same positions would explain a row with
+    events that never touched it. A SqlProjection's lineage types may be
+    labels its query chose, so only the handler engine's are compared.
+    """
+    rows = reader.sql(
+        "select count(*) filter (where e.global_position is null "
+        "or (l.handler is distinct from 'sql' and e.event_type is distinct from l.event_type)) "
+        "from _wb_lineage_rows l left join events e using (source, global_position)"
+    ).fetchall()
+    return int(rows[0][0])
+
+
 def _events(
     diff: Diff, key: dict[str, Any], position: int | None
 ) -> tuple[pl.DataFrame, list[str]]:
@@ -267,6 +282,16 @@ def _events(
         except ArchiveError as exc:
             raise DiffError(f"explain: {exc}") from None
         reader.con.register("_wb_lineage_rows", lineage)
+        foreign = _foreign_events(reader)
+        if foreign:
+            replayed = diff.lineage.archive_path(con)
+            notes.append(
+                f"event details left out: the archive at {archive_path} is not the one the "
+                f"candidate replayed{f' ({replayed})' if replayed else ''}: {foreign:,} of the "
+                f"{lineage.num_rows:,} events the lineage names are missing from it or of "
+                "another type"
+            )
+            return pl.from_arrow(lineage), notes  # type: ignore[return-value]
         extra = ", ".join(f"e.{c}" for c in _EVENT_COLUMNS)
         # Copies of those events the candidate did not apply (a redelivery an idempotent
         # handler skipped) wrote nothing, so no lineage names them; yet a live read model
