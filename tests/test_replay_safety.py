@@ -290,6 +290,31 @@ def test_a_clock_does_not_hide_a_non_idempotent_handler(archive: Path) -> None:
     assert report["redelivery"].implicated_handlers == ["MemoriesNonIdempotent.accessed"]
 
 
+class CounterAndClockInOneTable(Memories):
+    """A non-idempotent counter beside a clock column, in one table."""
+
+    name = "counter_and_clock_in_one_table"
+    hits = wb.Table(key="agent_id", agent_id=str, n=int, seen_at=dt.datetime)
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        super().accessed(event, tables)
+        if event.data:
+            agent_id = event.data["agent_id"]
+            row = tables.hits.get(agent_id) or {"agent_id": agent_id, "n": 0}
+            row["n"] += 1
+            row["seen_at"] = dt.datetime.now(dt.UTC)
+            tables.hits.upsert(row)
+
+
+def test_a_clock_column_does_not_hide_a_counter_beside_it(archive: Path) -> None:
+    """Narrowing leaves out the columns that differ between two clean replays, not
+    their whole table."""
+    report = wb.check_replay_safety(archive, CounterAndClockInOneTable, seed=3, reorder=None)
+    assert set(report["determinism"].counts) == {"hits"}
+    assert report["redelivery"].implicated_handlers == ["CounterAndClockInOneTable.accessed"]
+
+
 class DistinctQueriesOnSelf(Memories):
     """Planted fault: the distinct queries seen are kept on the instance, not in a table."""
 

@@ -16,7 +16,9 @@ each result with a clean replay:
 
 For a failing scenario the fault is narrowed down by applying it to one
 event type at a time; the types (and their handlers) whose fault alone
-changes the output are reported. Keep the archive small (``until=`` /
+changes the output are reported; what differs between the two clean
+replays of ``determinism`` (a clock column, say) is left out of that
+comparison, so it hides no other fault. Keep the archive small (``until=`` /
 ``where=``): every scenario holds the events and the read model in memory.
 """
 
@@ -33,7 +35,7 @@ import sys
 import sysconfig
 import tempfile
 import zlib
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice, zip_longest
 from pathlib import Path
@@ -269,15 +271,14 @@ def check_replay_safety(
     results: list[ScenarioResult] = []
     # Determinism first: a projection that reads the clock differs from the clean
     # run under every fault, so narrowing the other scenarios would blame every
-    # type; they narrow on the tables that are deterministic.
-    unstable: set[str] = set()
+    # type; they narrow on what a clean replay writes the same way twice.
+    unstable: Unstable = {}
     if determinism:
         rerun = _Rerun(cls, reader, source, until, where, seed)
-        results.append(
-            _determinism(cls, events, (clean, clean_errors), decoder, max_differences, rerun)
+        result, unstable = _determinism(
+            cls, events, (clean, clean_errors), decoder, max_differences, rerun
         )
-        # Narrowing compares only tables a clean replay writes the same way twice.
-        unstable = set(results[-1].counts)
+        results.append(result)
         steps.done()
     types = sorted({e.event_type for e in events if e.event_type in decoder.handler_of})
     for name, description, deliver in scenarios:
@@ -285,14 +286,14 @@ def check_replay_safety(
         steps.done()
         diff, counts = _compare(clean, faulty, max_differences)
         ok = not counts and errors <= clean_errors
-        stable = [t for t in clean if t not in unstable]
         implicated: list[str] = []
-        if not ok and narrow and (set(counts) - unstable or errors > clean_errors):
+        beyond_unstable = next(_differing(clean, faulty, unstable), None) is not None
+        if not ok and narrow and (beyond_unstable or errors > clean_errors):
             steps.add(len(types))
             for event_type in types:
                 alone, alone_errors = _run(cls, deliver(events, event_type, random.Random(seed)))
                 steps.done()
-                if next(_differing(clean, alone, stable), None) or alone_errors > clean_errors:
+                if next(_differing(clean, alone, unstable), None) or alone_errors > clean_errors:
                     implicated.append(event_type)
         elif not ok and narrow:
             description += " (not narrowed: the projection is not deterministic)"
@@ -390,17 +391,46 @@ def _same(a: Any, b: Any) -> bool:
     return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
 
 
+#: Per table, the columns a clean replay does not write the same way twice, or
+#: None when its rows themselves differ (a key taken from the clock, say).
+Unstable = dict[str, set[str] | None]
+
+
 def _differing(
-    clean: Snapshot, other: Snapshot, tables: Collection[str] | None = None
+    clean: Snapshot, other: Snapshot, unstable: Unstable | None = None
 ) -> Iterator[tuple[str, Any]]:
-    """``(table, key)`` of each row that differs, table by table (of ``tables``, default all)."""
+    """``(table, key)`` of each row that differs, table by table, leaving out the
+    ``unstable`` columns and tables."""
     for table, clean_rows in clean.items():
-        if tables is not None and table not in tables:
+        skip = (unstable or {}).get(table, set())
+        if skip is None:
             continue
         other_rows = other[table]
         for key in clean_rows.keys() | other_rows.keys():
-            if not _same(clean_rows.get(key), other_rows.get(key)):
-                yield table, key
+            a, b = clean_rows.get(key), other_rows.get(key)
+            if _same(a, b):
+                continue
+            if skip and a is not None and b is not None and _same(_but(a, skip), _but(b, skip)):
+                continue
+            yield table, key
+
+
+def _but(row: dict[str, Any], columns: set[str]) -> dict[str, Any]:
+    return {c: v for c, v in row.items() if c not in columns}
+
+
+def _unstable(clean: Snapshot, second: Snapshot) -> Unstable:
+    """What differs between two clean replays: columns, or whole tables."""
+    found: Unstable = {}
+    for table, key in _differing(clean, second):
+        a, b = clean[table].get(key), second[table].get(key)
+        if a is None or b is None:
+            found[table] = None
+            continue
+        columns = found.setdefault(table, set())
+        if columns is not None:
+            columns.update(c for c in a.keys() | b.keys() if not _same(a.get(c), b.get(c)))
+    return found
 
 
 def _compare(clean: Snapshot, other: Snapshot, limit: int) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -542,9 +572,10 @@ def _determinism(
     decoder: Runner,
     limit: int,
     rerun: _Rerun,
-) -> ScenarioResult:
+) -> tuple[ScenarioResult, Unstable]:
     """Run the clean replay again, in a fresh process with another hash seed when the
-    projection can be imported there (so set iteration order shows too), and compare.
+    projection can be imported there (so set iteration order shows too), and compare;
+    also what differs between the two, for the other scenarios to leave out.
 
     Only when the two differ are both runs traced, event by event: the first
     event whose writes differ names the handler. Tracing costs ten times a
@@ -578,7 +609,7 @@ def _determinism(
         "determinism", description, ok, diff, counts, implicated, decoder, second_errors
     )
     result.caveat = caveat
-    return result
+    return result, _unstable(clean[0], second)
 
 
 Traced = tuple[tuple[Snapshot, list[int]], int]
