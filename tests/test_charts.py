@@ -220,6 +220,7 @@ def test_every_chart_of_a_notebook_page_draws(archive: wb.Archive, tmp_path: Pat
 
     from workbench.charts import notebook
 
+    notebook._Kernel.bundled = False  # a fresh kernel: its first chart carries Vega
     outputs = [
         notebook.render(chart.to_dict())["text/html"]
         for chart in (archive.gaps().chart(), archive.duplicates().chart(), archive.lag().chart())
@@ -231,6 +232,11 @@ def test_every_chart_of_a_notebook_page_draws(archive: wb.Archive, tmp_path: Pat
         r'id="wb-chart-[0-9a-f]+"><div class="chart-wrapper"[^>]*><(?:svg|canvas)', dom
     )
     assert len(drawn) == 3, dom[:2000]
+    assert '<img alt="chart"' not in dom  # the pictures gave way to the charts
+    # Without the first output (cleared, say), the others show their pictures.
+    page.write_text("<html><body>" + "".join(outputs[1:]) + "</body></html>")
+    dom = rendered_dom(page)
+    assert dom.count('<img alt="chart"') == 2 and "chart-wrapper" not in dom
 
 
 def test_a_check_that_found_nothing_says_so_instead_of_empty_axes(tmp_path: Path) -> None:

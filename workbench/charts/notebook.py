@@ -1,32 +1,35 @@
-"""Charts in notebooks, offline: Vega inlined, loaded once per page.
+"""Charts in notebooks, offline: Vega inlined once per kernel, a picture beneath.
 
-Altair's default renderer loads Vega from a CDN. Its ``inline`` template
-works offline but declares the Vega bundle's names at the top level of the
-page, so the second chart of a notebook (in JupyterLab, or in HTML from
-``nbconvert``) fails with "Identifier ... has already been declared" and
-stays blank. This renderer runs the bundle inside a function, only when the
-page has no ``vegaEmbed`` yet, and each chart in its own scope. Every output
-still carries the bundle (about 0.9 MB), since any of them may be the first
-on the page.
+Altair's default renderer loads Vega from a CDN, and Altair 6 charts are
+Vega-Lite 6, which JupyterLab's own Vega extension (v5) does not render.
+So a chart's output is HTML: a static PNG of the chart (made offline by
+vl-convert), replaced by the interactive chart when Vega is on the page.
+The Vega bundle (about 0.9 MB) goes out with the first chart a kernel
+draws, run inside a function so that a second copy could not redeclare its
+names; later charts use it from the page. Where no script runs (an
+untrusted notebook, GitHub) or the first chart's output is gone, the
+picture shows.
 
 >>> import altair as alt
 >>> chart = alt.Chart(alt.Data(values=[{"x": 1}])).mark_point().encode(x="x:Q")
->>> html = render(chart.to_dict())["text/html"]
->>> html.count("if (!window.vegaEmbed)"), '<script src="http' in html
-(1, False)
+>>> _Kernel.bundled = False  # as in a fresh kernel
+>>> first, second = (render(chart.to_dict())["text/html"] for _ in range(2))
+>>> len(first) > 500_000 > 50_000 > len(second), 'src="data:image/png' in second
+(True, True)
 >>> '"actions": false' in render(chart.to_dict(), embed_options={"actions": False})["text/html"]
 True
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from typing import Any
 
 import altair as alt
 
-from workbench.charts.render import vega_bundle
+from workbench.charts.render import to_png, vega_bundle
 
 __all__ = ["RENDERER", "enable", "render"]
 
@@ -34,16 +37,28 @@ __all__ = ["RENDERER", "enable", "render"]
 RENDERER = "workbench"
 
 _PAGE = """\
-<div class="vega-visualization" id="{div}"></div>
+<div class="vega-visualization" id="{div}"><img alt="chart" src="data:image/png;base64,{png}" \
+style="max-width: 100%"></div>
 <script type="text/javascript">
-if (!window.vegaEmbed) {{ (function () {{ {bundle}
-}})(); }}
-(function () {{
-  const spec = {spec};
-  window.vegaEmbed("#{div}", spec, {options}).catch(console.error);
+{bundle}(function () {{
+  if (!window.vegaEmbed) return;  // no Vega on this page: the picture stays
+  const el = document.getElementById("{div}");
+  el.innerHTML = "";
+  window.vegaEmbed(el, {spec}, {options}).catch(console.error);
 }})();
 </script>
 """
+
+_BUNDLE = """\
+if (!window.vegaEmbed) {{ (function () {{ {bundle}
+}})(); }}
+"""
+
+
+class _Kernel:
+    """Whether this process has sent the Vega bundle to its notebook yet."""
+
+    bundled = False
 
 
 def render(spec: dict[str, Any], **metadata: Any) -> dict[str, str]:
@@ -53,7 +68,10 @@ def render(spec: dict[str, Any], **metadata: Any) -> dict[str, str]:
     div = f"wb-chart-{uuid.uuid4().hex[:12]}"
     # alt.renderers.set_embed_options(...) arrives here as embed_options.
     options = json.dumps({**(metadata.get("embed_options") or {}), "mode": "vega-lite"})
-    page = _PAGE.format(div=div, bundle=vega_bundle(), spec=text, options=options)
+    bundle = "" if _Kernel.bundled else _BUNDLE.format(bundle=vega_bundle())
+    _Kernel.bundled = True
+    png = base64.b64encode(to_png(spec, scale=1.0)).decode()
+    page = _PAGE.format(div=div, png=png, bundle=bundle, spec=text, options=options)
     return {"text/html": page}
 
 
