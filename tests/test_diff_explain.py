@@ -224,6 +224,23 @@ def test_a_long_history_is_cut_to_its_suspects_everywhere_it_is_shown() -> None:
     assert ">120<" in html and "the suspects and the ends" in html
 
 
+def test_the_rare_event_that_set_a_status_is_among_the_suspects() -> None:
+    """One consolidation among 200 accesses is what set the status that differs."""
+    types = ["MemoryCreated"] + ["MemoryAccessed"] * 198 + ["MemoryAccessed"]
+    types[90] = "MemoryConsolidated"
+    events = pl.DataFrame({"global_position": list(range(1, 201)), "event_type": types})
+    e = Explanation({"id": 1}, "changed", pl.DataFrame(), pl.DataFrame(), ["status"], events)
+    suspects = e.suspects()
+    assert suspects["global_position"].to_list() == [1, 2, 3, 91, 198, 199, 200]
+    assert suspects.filter(pl.col("global_position") == 91)["why"].to_list() == [
+        "the only MemoryConsolidated event"
+    ]
+    assert "#91 MemoryConsolidated" in str(e) and "#50 " not in str(e)
+    # A short history is shown whole; nothing in it is called out for being rare.
+    short = Explanation({"id": 1}, "changed", pl.DataFrame(), pl.DataFrame(), [], events.head(4))
+    assert short.suspects()["why"].to_list() == [None] * 4
+
+
 def test_explain_writes_values_as_a_reader_does() -> None:
     import datetime as dt
     from decimal import Decimal

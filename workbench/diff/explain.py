@@ -122,18 +122,28 @@ class Explanation:
 
     def suspects(self, ends: int = 3) -> pl.DataFrame:
         """The events worth reading first, oldest first: every redelivered one, every
-        one after the live position, and the first and last ``ends`` (a long history
-        cut to its suspects). ``row`` is the event's place in :attr:`events`, ``why``
-        says what marks it.
+        one after the live position, in a long history every event of a type the key
+        had at most twice (the one consolidation among hundreds of accesses is what
+        set the status that differs), and the first and last ``ends``. ``row`` is the
+        event's place in :attr:`events`, ``why`` says what marks it.
         """
+        n = self.events.height
         flags = [
             pl.when(pl.col(flag) == value).then(pl.lit(text))
             for flag, value, text in _FLAGS
             if flag in self.events.columns
         ]
+        if n > 2 * ends:
+            of_type = pl.len().over("event_type")
+            flags.insert(
+                0,
+                pl.when(of_type == 1)
+                .then(pl.format("the only {} event", "event_type"))
+                .when(of_type == 2)
+                .then(pl.format("one of 2 {} events", "event_type")),
+            )
         why = pl.concat_str(flags, separator="; ", ignore_nulls=True) if flags else pl.lit("")
         why = pl.when(why != "").then(why)  # no flag: null, not ""
-        n = self.events.height
         row = pl.int_range(pl.len(), dtype=pl.Int64)
         return (
             self.events.with_columns(row=row, why=why.cast(pl.String))
