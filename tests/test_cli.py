@@ -15,9 +15,13 @@ import workbench as wb
 from workbench.cli import run
 
 
-def workbench(*args: str) -> subprocess.CompletedProcess[str]:
+def workbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "workbench", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
     )
 
 
@@ -61,7 +65,20 @@ def test_demo_finds_every_planted_fault_and_the_readme_runs_on_it(tmp_path: Path
     assert (out / "report.html").stat().st_size > 100_000
     # Every README example written against the demo's output runs as printed.
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "demo-out/" in b]
+    python = re.findall(r"```python\n(.*?)```", readme, re.S)
+    files = {}  # blocks that are files to save ("# my_projection.py" first)
+    for block in python:
+        if name := re.match(r"# (\w+\.py)\n", block):
+            files[name.group(1)] = block
+            (tmp_path / name.group(1)).write_text(block)
+    assert "my_projection.py" in files
+    # The projection file, from the shell as the README shows.
+    proc = workbench(
+        "replay", "--archive", "demo-out/archive", "--projection", "my_projection.py:Memories",
+        "--into", "replay.duckdb", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    blocks = [b for b in python if "demo-out/" in b and b not in files.values()]
     assert len(blocks) >= 4
     for block in blocks:
         ran = subprocess.run(
@@ -106,6 +123,19 @@ SAMPLE = Path(__file__).parents[1] / "data" / "sample" / "archive"
                 "--resume",
             ],
             "--resume does not go with --check-safety",
+        ),
+        (
+            [
+                "replay",
+                "--archive",
+                str(SAMPLE),
+                "--projection",
+                "workbench.examples:Memories",
+                "--check-safety",
+                "--into",
+                "/tmp/wb-unused.duckdb",
+            ],
+            "--into does not go with --check-safety (which writes nothing)",
         ),
         (
             [

@@ -450,19 +450,34 @@ SLOW = textwrap.dedent(
             super().accessed(event, tables)
 
     if __name__ == "__main__":
-        wb.replay(sys.argv[1], Slow, into=sys.argv[2], batch_size=100, flush_every=100,
+        wb.replay(sys.argv[1], Slow, into=sys.argv[2], batch_size=100,
+                  flush_every=int(sys.argv[3]), flush_seconds=float(sys.argv[4]),
                   progress=lambda done, total: print(done, flush=True))
     """
 )
 
 
-def test_resume_after_kill_9_gives_the_uninterrupted_rows(archive: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flush_every", "flush_seconds"),
+    [(100, 1000.0), (10**9, 0.05)],  # flushed by events, by time
+    ids=["by-events", "by-seconds"],
+)
+def test_resume_after_kill_9_gives_the_uninterrupted_rows(
+    archive: Path, tmp_path: Path, flush_every: int, flush_seconds: float
+) -> None:
     script = tmp_path / "slow.py"
     script.write_text(SLOW)
     into = tmp_path / "crashed.duckdb"
     env = {**os.environ, "PYTHONPATH": str(Path(wb.__file__).parent.parent)}
     child = subprocess.Popen(
-        [sys.executable, str(script), str(archive), str(into)],
+        [
+            sys.executable,
+            str(script),
+            str(archive),
+            str(into),
+            str(flush_every),
+            str(flush_seconds),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

@@ -16,13 +16,22 @@ def replay(
     projection: str = typer.Option(
         ..., "--projection", help="FILE.py:ClassName (or module:Name) of the projection."
     ),
-    into: Path = typer.Option(Path("replay.duckdb"), "--into", help="Output DuckDB file."),
+    into: Path | None = typer.Option(
+        None, "--into", help="Output DuckDB file (default replay.duckdb)."
+    ),
     source: str | None = typer.Option(None, "--source", help="Source to replay (when several)."),
     resume: bool = typer.Option(False, "--resume", help="Continue after the stored checkpoint."),
     until: int | None = typer.Option(None, "--until", help="Stop at this global_position."),
     where: str | None = typer.Option(None, "--where", help="SQL filter over envelope columns."),
     dead_letter: bool = typer.Option(
         False, "--dead-letter", help="Record failing events in _dead_letters and go on."
+    ),
+    flush_seconds: float = typer.Option(
+        15.0,
+        "--flush-seconds",
+        min=0.1,
+        help="Flush state with its checkpoint at least this often: the most a --resume "
+        "after a crash repeats.",
     ),
     check_safety: bool = typer.Option(
         False,
@@ -42,9 +51,9 @@ def replay(
     from workbench.replay import replay as run_replay
 
     candidate = load_projection(projection)
-    if check_safety and (resume or dead_letter):
+    if check_safety and (resume or dead_letter or into is not None):
         # The check replays in memory, from the start, counting failures: these do not apply.
-        given = "--resume" if resume else "--dead-letter"
+        given = "--resume" if resume else "--dead-letter" if dead_letter else "--into"
         raise WorkbenchError(f"{given} does not go with --check-safety (which writes nothing)")
     if check_safety:
         with progress_bar() as bar:
@@ -67,8 +76,9 @@ def replay(
     with progress_bar() as bar:
         task = bar.add_task("replay", total=None)
         result = run_replay(
-            archive, candidate, into=into, source=source, resume=resume, until=until,
-            where=where, on_error="dead-letter" if dead_letter else "raise",
+            archive, candidate, into=into or Path("replay.duckdb"), source=source,
+            resume=resume, until=until, where=where, flush_seconds=flush_seconds,
+            on_error="dead-letter" if dead_letter else "raise",
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )  # fmt: skip
     console.print(result.summary(), highlight=False)

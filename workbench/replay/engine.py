@@ -328,6 +328,7 @@ def replay(
     lineage: bool = True,
     batch_size: int = 20_000,
     flush_every: int = 500_000,
+    flush_seconds: float = 15.0,
     progress: Progress | None = None,
 ) -> ReplayResult:
     """Replay ``archive`` through ``projection`` into the DuckDB file ``into``.
@@ -340,8 +341,10 @@ def replay(
     ``until`` stops at a position, ``where`` filters events with SQL over the
     envelope columns. ``on_error="dead-letter"`` records failing events in
     ``_dead_letters`` and goes on. ``lineage=False`` records no lineage (a
-    diff then cannot explain rows by their events). ``progress(done, total)``
-    is called after each batch.
+    diff then cannot explain rows by their events). State is flushed with its
+    checkpoint every ``flush_every`` events or ``flush_seconds`` seconds,
+    whichever comes first (at batch ends), so a killed replay resumed loses
+    at most that much work. ``progress(done, total)`` is called after each batch.
     """
     from workbench.replay.loader import load_projection
     from workbench.replay.sql_projection import SqlProjection, replay_sql
@@ -391,7 +394,7 @@ def replay(
         )
         if codes is not None:
             codes.load(con, schema)
-        started = time.perf_counter()
+        started = flushed_at = time.perf_counter()
         applied = 0
         pending = 0
         last = resumed_from
@@ -424,7 +427,7 @@ def replay(
             pending += batch.num_rows
             since_flush.append(batch.table.select(["global_position", "event_type"]))
             last = batch.table.column("global_position")[-1].as_py()
-            if pending >= flush_every:
+            if pending >= flush_every or time.perf_counter() - flushed_at >= flush_seconds:
                 clock.lap("bookkeeping")
                 writer.submit(
                     _prepare_flush(
@@ -434,6 +437,7 @@ def replay(
                 clock.lap("flushing")
                 pending = 0
                 since_flush = []
+                flushed_at = time.perf_counter()
             ticks.append((time.perf_counter() - started, applied))
             if progress is not None:
                 progress(applied + (applied_before if resume else 0), total)
