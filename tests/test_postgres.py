@@ -495,6 +495,17 @@ def test_wrong_password_and_database(pg_dsn: str) -> None:
     assert "\n" not in str(info.value)
 
 
+def test_a_statement_timeout_is_named_as_one_not_as_a_failed_connection(pg_dsn: str) -> None:
+    """Production roles often carry a statement_timeout; the driver's first query hits it."""
+    sep = "&" if "?" in pg_dsn else "?"
+    dsn = f"{pg_dsn}{sep}password=Sup3rSecret&options=-c%20statement_timeout%3D1"
+    with pytest.raises(SourceError) as info:
+        wb.archive_postgres(dsn, "/nonexistent-out")
+    message = str(info.value)
+    assert message.startswith("connected to ") and "statement_timeout" in message, message
+    assert "SQLSTATE 57014" in message and "Sup3rSecret" not in message and "\n" not in message
+
+
 def test_permission_denied(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     table = create_message_db(pg_dsn, pg_schema)
     role = f"wb_reader_{uuid.uuid4().hex[:6]}"

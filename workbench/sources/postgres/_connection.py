@@ -10,6 +10,9 @@ message is one line and never contains the DSN's password.
 ('public', 'mt_events', '"public"."mt_events"')
 >>> describe_error(RuntimeError("IO: connection to server failed: password=s3cret\\nmore"))
 'connection to server failed: password=*** (RuntimeError)'
+>>> describe_error(RuntimeError("CANCELLED: [libpq] Failed to execute query '\\nSELECT 1\\n': "
+...                             "ERROR:  canceling statement due to statement timeout"))
+'canceling statement due to statement timeout (RuntimeError)'
 """
 
 from __future__ import annotations
@@ -47,8 +50,12 @@ _SQLSTATES = {
     "28P01": "authentication failed",
     "42883": "function or operator not found",
     "22P02": "invalid value",
+    "57014": "query cancelled: by statement_timeout (add options=-c%20statement_timeout%3D0 "
+    "to the DSN, or raise it for this role) or by an administrator",
 }
-# ADBC prefixes messages with a status ("IO: ", "NOT_FOUND: ") and libpq with "[libpq]".
+# ADBC prefixes messages with a status ("IO: ", "NOT_FOUND: ") and libpq with "[libpq]",
+# and quotes the failed query (over many lines) before the server's message.
+_QUERY = re.compile(r"Failed to execute query '.*?':\s*", re.S)
 _PREFIX = re.compile(r"^(?:[A-Z_]+:\s*)?(?:\[libpq\]\s*)?(?:Failed to [a-z ]+:\s*)?(?:ERROR:\s*)?")
 
 #: column name → PostgreSQL type name (``udt_name``), in table order.
@@ -91,7 +98,7 @@ _TABLE_NAME = re.compile(rf"{_PART}(?:\.{_PART})?")
 
 def describe_error(exc: BaseException) -> str:
     """One line saying what went wrong, password-free."""
-    text = str(exc).strip()
+    text = _QUERY.sub("", str(exc)).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
     first = _PREFIX.sub("", first).strip() or type(exc).__name__
     state = getattr(exc, "sqlstate", None)
@@ -126,7 +133,16 @@ def connect(dsn: str) -> Any:
     try:
         con = pg_dbapi.connect(dsn, autocommit=True)
     except Exception as exc:
-        raise source_error(f"cannot connect to {dsn}", exc) from None
+        state = getattr(exc, "sqlstate", None) or ""
+        # Connection, authentication and database errors (08, 28, 3D) are not connecting;
+        # anything else came from a query the driver runs once connected.
+        connected = state and state[:2] not in ("08", "28", "3D")
+        context = (
+            f"connected to {dsn}, but the driver's first query failed"
+            if connected
+            else (f"cannot connect to {dsn}")
+        )
+        raise source_error(context, exc) from None
     # The workbench only reads a store: SQL it is given (--position-sql) cannot write either.
     run(con, "set session characteristics as transaction read only", "making the session read-only")
     return con
