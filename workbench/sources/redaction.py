@@ -12,6 +12,8 @@
 'postgresql://app:***@db/x'
 >>> redact("postgresql://db/x?password=s3cret&sslmode=require: timeout")
 'postgresql://db/x?password=***&sslmode=require: timeout'
+>>> redact(redact("live 'host=db password=s3cret': expected FILE"))  # twice: the same
+"live 'host=db password=***': expected FILE"
 
 Patterns cannot know every way a secret is written (a URL without its
 scheme, a password with a space). So the places that take a DSN or a server
@@ -47,9 +49,18 @@ _QUERY = re.compile(r"(?P<head>[?&]password=)[^&\s]+", re.IGNORECASE)
 
 
 def _masked(match: re.Match[str]) -> str:
-    # "…password=s3cret: connection refused": the colon is the message's, not the secret's.
-    colon = ":" if match[0].endswith(":") and not match[0].endswith("':") else ""
-    return f"{match['head']}***{colon}"
+    secret = match[0][len(match["head"]) :]
+    if secret.startswith("***"):  # masked before: the rest is the message's
+        return match[0]
+    # "…password=s3cret: connection refused", "'host=db password=s3cret': …": a closing
+    # colon or quote is the message's (an unquoted libpq value escapes its quotes).
+    kept = ""
+    if not secret.startswith("'"):  # a quoted value ends at its own quote
+        for end in ("':", "'", ":"):
+            if secret.endswith(end) and len(secret) > len(end) and secret[-len(end) - 1] != "\\":
+                kept = end
+                break
+    return f"{match['head']}***{kept}"
 
 
 # Secrets of the DSNs and URLs given to this process, and one pattern finding any of
