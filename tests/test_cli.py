@@ -25,6 +25,19 @@ def workbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     )
 
 
+def test_output_into_a_closed_pipe_exits_141_not_as_a_finding() -> None:
+    """``workbench … | head -1``: the reader went away; 1 would read as "found something"."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "check", "--archive", str(SAMPLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command has printed anything
+    assert proc.wait(timeout=120) == 141
+    assert proc.stderr.read() == b""  # quietly: no error, no traceback
+
+
 def test_unknown_command_is_a_usage_error() -> None:
     assert run(["no-such-command"]) == 2
 

@@ -45,11 +45,29 @@ __all__ = [
 _PIPE_WIDTH = 1000
 
 
+#: The exit code when the reader of the output went away (``| head``): 128 + SIGPIPE, as
+#: a shell reports a command killed by it; rich's own choice, 1, reads as "found something".
+BROKEN_PIPE = 141
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _silence_stdout()
+        raise SystemExit(BROKEN_PIPE)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: flushing it at exit would fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def _console(*, stderr: bool) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     wide = not stream.isatty() and not os.environ.get("COLUMNS")
     # No emoji codes and no markup in what users typed: paths like "[x]" or ":smile:" print as is.
-    return Console(stderr=stderr, emoji=False, width=_PIPE_WIDTH if wide else None)
+    return _Console(stderr=stderr, emoji=False, width=_PIPE_WIDTH if wide else None)
 
 
 console = _console(stderr=False)
@@ -219,6 +237,9 @@ def run(argv: list[str] | None = None) -> int:
     except WorkbenchError as exc:
         notice("error", redact(str(exc)), style="bold red")
         return 2
+    except BrokenPipeError:  # printed other than through rich
+        _silence_stdout()
+        return BROKEN_PIPE
     except OSError as exc:  # a path the user gave: not a directory, no permission, disk full
         notice(
             "error",
