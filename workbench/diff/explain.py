@@ -128,7 +128,7 @@ class Explanation:
         event's place in :attr:`events`, ``why`` says what marks it.
         """
         n = self.events.height
-        flags = [
+        flags: list[pl.Expr] = [
             pl.when(pl.col(flag) == value).then(pl.lit(text))
             for flag, value, text in _FLAGS
             if flag in self.events.columns
