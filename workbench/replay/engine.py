@@ -80,9 +80,9 @@ class ReplayResult:
     """What a replay did: counts, time, per-type/per-handler figures, coverage.
 
     ``per_type`` is a Polars frame ``event_type, events, handler, seconds``
-    (handler time is sampled, one event in 32; ``seconds`` is null for a
-    type none of whose events was timed); :meth:`estimate` extrapolates the
-    rebuild time of a larger archive.
+    (handler time is sampled: one event in 32, and the first of each type,
+    scaled up to the type's events; ``seconds`` is null for a type no handler
+    takes); :meth:`estimate` extrapolates the rebuild time of a larger archive.
     """
 
     projection: str
@@ -135,7 +135,7 @@ class ReplayResult:
     def per_handler(self) -> pl.DataFrame:
         """``handler, events, seconds`` summed over the types each handler takes.
 
-        ``seconds`` is null for a handler none of whose events was timed.
+        ``seconds`` is null only for a handler whose events all failed to decode.
         """
         seconds = pl.col("seconds")
         return (

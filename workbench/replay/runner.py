@@ -126,7 +126,49 @@ class Runner:
     # ------------------------------------------------------------------ applying
 
     def apply(self, events: Sequence[Event]) -> None:
-        """Apply ``events`` in the given order."""
+        """Apply ``events`` in the given order.
+
+        One event in :data:`_SAMPLE` is timed; so is the first event of each
+        handled type not timed yet, so that a rare type gets a time too.
+        """
+        start = 0
+        for i in self._first_untimed(events):
+            self._apply(events[start:i])
+            self._time_one(events[i])
+            start = i + 1
+        self._apply(events[start:] if start else events)
+
+    def _first_untimed(self, events: Sequence[Event]) -> list[int]:
+        """Where in ``events`` the first event of each handled, never timed type is."""
+        untimed = self.dispatch.keys() - self.sampled_events.keys()
+        if not untimed:
+            return []
+        wanted = untimed & {ev[1] for ev in events}  # a set of a batch: ~25 ns an event
+        found: list[int] = []
+        for i, ev in enumerate(events):
+            if not wanted:
+                break
+            if ev[1] in wanted:
+                wanted.discard(ev[1])
+                found.append(i)
+        return found
+
+    def _time_one(self, ev: Event) -> None:
+        h = self.dispatch.get(ev[1])
+        if h is None:
+            return
+        self.log.append(~ev[0])
+        lazy = lazy_decoding.seconds
+        t = perf_counter()
+        try:
+            h(ev, self.tables)
+        except Exception as exc:
+            self._fail(ev, self.handler_of.get(ev[1]) or "?", exc)
+        took = perf_counter() - t - (lazy_decoding.seconds - lazy)
+        self.sampled_seconds[ev[1]] = self.sampled_seconds.get(ev[1], 0.0) + took
+        self.sampled_events[ev[1]] = self.sampled_events.get(ev[1], 0) + 1
+
+    def _apply(self, events: Sequence[Event]) -> None:
         get = self.dispatch.get
         log = self.log
         tables = self.tables
