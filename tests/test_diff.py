@@ -142,17 +142,23 @@ def test_duplicate_and_null_keys_are_set_aside_and_counted() -> None:
     candidate = pl.DataFrame({"id": [1, 2, 2, 3, 3, 3, 4, None], "v": [1, 2, 2, 3, 3, 3, 40, 7]})
     d = wb.diff(candidate, live, key="id")
     s = d.summary
+    # Every row of a duplicated key is set aside and counted, on both sides.
     assert (s.duplicate_keys, s.duplicate_key_rows_candidate, s.duplicate_key_rows_live) == (
         2,
         5,
-        0,
+        2,
     )
+    assert s.differences == len(d.rows())
     assert (s.null_key_rows_candidate, s.null_key_rows_live) == (1, 2)
     assert (s.identical, s.changed, s.only_in_candidate, s.only_in_live) == (1, 1, 0, 0)
     dup = d.rows("duplicate_key")
     assert sorted(dup.filter(pl.col("_side") == "candidate")["id"].to_list()) == [2, 2, 3, 3, 3]
     assert sorted(dup.filter(pl.col("_side") == "live")["id"].to_list()) == [2, 3]
     assert len(d.rows("null_key")) == 3
+    assert d.rows("changed")["_side"].to_list() == [None]  # on both sides
+    text = str(d.explain(3))
+    assert "candidate rows (3: the key is duplicated on this side):" in text
+    assert 'live row:      {"id": 3, "v": 3}' in text
 
 
 def test_composite_key_and_identical_sides() -> None:

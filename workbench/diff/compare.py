@@ -253,10 +253,6 @@ def diff(
             f"create temp table _wb_dup_{short} as select {key_list}, count(*) AS _n "
             f"from _wb_{short} where not ({any_null}) group by all having count(*) > 1"
         )
-    dup_rows = {
-        s: int(con.execute(f"select coalesce(sum(_n), 0) from _wb_dup_{s}").fetchall()[0][0])
-        for s in ("c", "l")
-    }
     con.execute(
         f"create temp table _wb_dup as select {key_list} from _wb_dup_c "
         f"union select {key_list} from _wb_dup_l"
@@ -287,12 +283,16 @@ def diff(
         "CASE WHEN l._wb_in IS NULL THEN 'only_in_candidate' "
         "WHEN c._wb_in IS NULL THEN 'only_in_live' ELSE 'changed' END"
     )
-    select_cols = f"{key_out}, @STATUS@ AS _status, CAST(NULL AS VARCHAR) AS _side" + (
+    # _side: the one side a row is on (null for a row on both).
+    side = "CASE WHEN l._wb_in IS NULL THEN 'candidate' WHEN c._wb_in IS NULL THEN 'live' END"
+    select_cols = f"{key_out}, @STATUS@ AS _status, @SIDE@ AS _side" + (
         f", {side_by_side}" if side_by_side else ""
     )
     # Replaced, not formatted: column names may contain braces.
-    diff_cols = select_cols.replace("@STATUS@", status, 1)
-    identical_cols = select_cols.replace("@STATUS@", "'identical'", 1)
+    diff_cols = select_cols.replace("@STATUS@", status, 1).replace("@SIDE@", side, 1)
+    identical_cols = select_cols.replace("@STATUS@", "'identical'", 1).replace(
+        "@SIDE@", "CAST(NULL AS VARCHAR)", 1
+    )
     con.execute(
         f"create temp table _wb_diff as select {diff_cols} "
         f"from {from_clause} where c._wb_in IS NULL OR l._wb_in IS NULL OR NOT ({all_equal})"
@@ -354,7 +354,8 @@ def diff(
     counts = dict(
         ((s, side), int(n))
         for s, side, n in con.execute(
-            "select _status, coalesce(_side, ''), count(*) from _wb_diff group by all"
+            "select _status, case when _status in ('duplicate_key', 'null_key') then _side "
+            "else '' end, count(*) from _wb_diff group by all"
         ).fetchall()
     )
     joined_candidate = (
@@ -374,8 +375,9 @@ def diff(
         only_in_live=counts.get(("only_in_live", ""), 0),
         not_yet_projected=counts.get(("not_yet_projected", ""), 0),
         duplicate_keys=duplicate_keys,
-        duplicate_key_rows_candidate=dup_rows["c"],
-        duplicate_key_rows_live=dup_rows["l"],
+        # Every row of a key duplicated on either side is set aside, on both sides.
+        duplicate_key_rows_candidate=counts.get(("duplicate_key", "candidate"), 0),
+        duplicate_key_rows_live=counts.get(("duplicate_key", "live"), 0),
         null_key_rows_candidate=int(totals["c"][1]),
         null_key_rows_live=int(totals["l"][1]),
         schema=schema,

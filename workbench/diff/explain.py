@@ -92,8 +92,15 @@ class Explanation:
             c = self.candidate.get(column) if self.candidate else None
             lv = self.live.get(column) if self.live else None
             lines.append(f"  {column}: candidate {_shown(c)}, live {_shown(lv)}")
-        lines.append(f"candidate row: {plain(self.candidate)}")
-        lines.append(f"live row:      {plain(self.live)}")
+        for side, rows in (("candidate", self.candidate_rows), ("live", self.live_rows)):
+            label = f"{side} row:".ljust(15)
+            if len(rows) <= 1:
+                lines.append(
+                    f"{label}{plain(self.candidate if side == 'candidate' else self.live)}"
+                )
+                continue
+            lines.append(f"{side} rows ({len(rows)}: the key is duplicated on this side):")
+            lines += [f"  {plain(row)}" for row in rows.iter_rows(named=True)]
         lines.append(self._events_line() + ":")
         previous = -1
         for e in self.suspects().iter_rows(named=True):
