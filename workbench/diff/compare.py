@@ -317,9 +317,14 @@ def diff(
     notes: list[str] = []
     stopped = lineage.unfinished(con) if lineage is not None else None
     if stopped is not None:
+        holds = (
+            "and holds no events yet (it failed, or still runs)"
+            if not stopped
+            else f"and holds the events up to position {stopped} only"
+        )
         notes.append(
-            f"the candidate's replay has not finished: it holds the events up to position "
-            f"{stopped} only; finish it (workbench replay --resume) before trusting this diff"
+            f"the candidate's replay has not finished {holds}: it is not called identical; "
+            "finish it (workbench replay --resume) before trusting this diff"
         )
     position = live_position
     snapshot = live_side.snapshot
@@ -384,6 +389,7 @@ def diff(
         columns=_column_stats(con, plans),
         live_position=position,
         notes=notes,
+        candidate_unfinished=stopped,
     )
     detach_files(con, (cand, live_side))
     return Diff(

@@ -94,6 +94,9 @@ class DiffSummary:
     columns: pl.DataFrame
     live_position: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: The checkpoint of the candidate's replay when it has not finished (0: nothing
+    #: flushed yet; it failed, or still runs), else None.
+    candidate_unfinished: int | None = None
 
     @property
     def duplicate_key_rows(self) -> int:
@@ -114,9 +117,15 @@ class DiffSummary:
 
     @property
     def is_identical(self) -> bool:
-        """No differing rows (not even ones the live side may not have caught up with)
-        and no missing columns: what "identical" promises is checked, never assumed."""
-        return self.differences == 0 and self.not_yet_projected == 0 and self.schema.is_identical
+        """No differing rows (not even ones the live side may not have caught up with),
+        no missing columns, and a candidate whose replay finished: what "identical"
+        promises is checked, never assumed."""
+        return (
+            self.differences == 0
+            and self.not_yet_projected == 0
+            and self.schema.is_identical
+            and self.candidate_unfinished is None
+        )
 
     def counts(self) -> pl.DataFrame:
         """The row counts as a small frame: ``status``, ``rows``."""
@@ -166,6 +175,8 @@ class DiffSummary:
 
     def _repr_html_(self) -> str:
         verdict = "identical" if self.is_identical else f"{self.differences:,} differing rows"
+        if self.candidate_unfinished is not None:
+            verdict += " (the candidate's replay has not finished)"
         rows = "".join(
             f"<tr><td>{html.escape(r['status'])}</td><td style='text-align:right'>{r['rows']:,}</td></tr>"
             for r in self.counts().to_dicts()
