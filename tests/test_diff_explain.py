@@ -236,6 +236,9 @@ def test_the_rare_event_that_set_a_status_is_among_the_suspects() -> None:
         "the only MemoryConsolidated event"
     ]
     assert "#91 MemoryConsolidated" in str(e) and "#50 " not in str(e)
+    assert repr(e) == (
+        'Explanation(key {"id": 1}: changed in status; 200 events wrote this key in the candidate)'
+    )
     # A short history is shown whole; nothing in it is called out for being rare.
     short = Explanation({"id": 1}, "changed", pl.DataFrame(), pl.DataFrame(), [], events.head(4))
     assert short.suspects()["why"].to_list() == [None] * 4

@@ -206,7 +206,7 @@ def test_until_where_and_sources(archive: Path, tmp_path: Path) -> None:
         where="event_type <> 'MemoryUpdated'",
     )
     assert r.last_position <= first and "MemoryUpdated" not in set(r.per_type["event_type"])
-    with pytest.raises(ProjectionError, match="invalid --where"):
+    with pytest.raises(ProjectionError, match=r"invalid where filter \(--where\)"):
         wb.replay(archive, Memories, into=tmp_path / "o.duckdb", where="no_such_column = 1")
     with pytest.raises(ArchiveError, match="no source 'x'"):
         wb.replay(archive, Memories, into=tmp_path / "o.duckdb", source="x")
@@ -427,6 +427,11 @@ def test_dead_letters_record_and_go_on(archive: Path, tmp_path: Path) -> None:
     assert letter[:3] == ("MemoryUpdated", "Fragile.updated", "ValueError: boom")
     assert "raise ValueError" in letter[3] and "memory_id" in letter[4]
     assert con.execute("select count(*) from fragile_v1.memories").fetchall()[0][0] > 0
+    con.close()
+    first = result.dead_letter_rows(limit=3)
+    assert first.height == 3 and first["error"].to_list() == ["ValueError: boom"] * 3
+    assert first["global_position"].is_sorted()
+    assert result.dead_letter_rows().height == result.dead_letters
 
 
 # ---------------------------------------------------------------- resume, blue/green

@@ -83,4 +83,9 @@ def replay(
         )  # fmt: skip
     console.print(result.summary(), highlight=False)
     console.print(frame_table(result.per_type, "events per type"))
+    if result.dead_letters:
+        letters = result.dead_letter_rows(limit=10).select(
+            "global_position", "event_type", "handler", "error"
+        )
+        console.print(frame_table(letters, "dead letters", total=result.dead_letters))
     raise typer.Exit(0 if result.coverage.ok and not result.dead_letters else 1)

@@ -117,6 +117,10 @@ class Explanation:
         lines += self.notes
         return "\n".join(lines)
 
+    def __repr__(self) -> str:
+        changed = f" in {', '.join(self.changed_columns)}" if self.changed_columns else ""
+        return f"Explanation(key {plain(self.key)}: {self.status}{changed}; {self._events_line()})"
+
     def _events_line(self) -> str:
         skipped = (
             self.events.filter(~pl.col("applied")).height if "applied" in self.events.columns else 0

@@ -18,6 +18,8 @@ leaves rows out.
 [('A', 2, 'not upcast to v3 (add an upcaster, or @on(..., any_version=True) for a handler that reads every version)'), ('A', 3, 'handled'), ('B', 1, 'no handler')]
 >>> cov.ok, cov.uncovered_events
 (False, 19)
+>>> Coverage.empty()
+Coverage(all events handled)
 >>> untyped = pl.DataFrame({"event_type": [None], "schema_version": [1], "events": [3]})
 >>> coverage(P(), untyped).problems()
 ['(no event type) v1 (3 events): no event type (archive with --map event_type=… to handle them)']
@@ -82,6 +84,11 @@ class Coverage:
             f"{r['status'].removeprefix('no events')}"
             for r in rows
         ]
+
+    def __repr__(self) -> str:
+        if self.ok:
+            return "Coverage(all events handled)"
+        return f"Coverage({'; '.join(self.problems())})"
 
     @classmethod
     def empty(cls) -> Coverage:

@@ -177,6 +177,15 @@ class ReplayResult:
             con.close()
         return _duckdb.connect().from_arrow(table)
 
+    def dead_letter_rows(self, limit: int | None = None) -> pl.DataFrame:
+        """The dead letters recorded (all of them, or the first ``limit``), oldest first:
+        ``global_position, event_type, handler, error`` and the rest of ``_dead_letters``."""
+        cut = f" limit {int(limit)}" if limit is not None else ""
+        return self.sql(
+            "select global_position, event_type, handler, error, source, event_id, traceback, "
+            f"data from _dead_letters order by global_position{cut}"
+        ).pl()
+
     def df(self) -> pl.DataFrame:
         return self.per_type
 
@@ -258,15 +267,21 @@ def check_where(where: str | None) -> None:
     try:
         statements = duckdb.extract_statements(f"select count(*) from events where {where}")
     except duckdb.Error as exc:
-        raise ProjectionError(f"invalid --where {where!r}: {str(exc).splitlines()[0]}") from None
+        raise ProjectionError(
+            f"invalid where filter (--where) {where!r}: {str(exc).splitlines()[0]}"
+        ) from None
     if len(statements) != 1:  # it is pasted into queries on the output file: one filter only
-        raise ProjectionError(f"invalid --where {where!r}: one condition, not several statements")
+        raise ProjectionError(
+            f"invalid where filter (--where) {where!r}: one condition, not several statements"
+        )
     con = _duckdb.connect()
     con.register("events", envelope.empty())
     try:
         con.execute(f"select count(*) from events where {where}").fetchall()
     except duckdb.Error as exc:
-        raise ProjectionError(f"invalid --where {where!r}: {str(exc).splitlines()[0]}") from None
+        raise ProjectionError(
+            f"invalid where filter (--where) {where!r}: {str(exc).splitlines()[0]}"
+        ) from None
     finally:
         con.close()
 
