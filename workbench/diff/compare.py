@@ -284,12 +284,12 @@ def diff(
         "WHEN c._wb_in IS NULL THEN 'only_in_live' ELSE 'changed' END"
     )
     # _side: the one side a row is on (null for a row on both).
-    side = "CASE WHEN l._wb_in IS NULL THEN 'candidate' WHEN c._wb_in IS NULL THEN 'live' END"
+    one_side = "CASE WHEN l._wb_in IS NULL THEN 'candidate' WHEN c._wb_in IS NULL THEN 'live' END"
     select_cols = f"{key_out}, @STATUS@ AS _status, @SIDE@ AS _side" + (
         f", {side_by_side}" if side_by_side else ""
     )
     # Replaced, not formatted: column names may contain braces.
-    diff_cols = select_cols.replace("@STATUS@", status, 1).replace("@SIDE@", side, 1)
+    diff_cols = select_cols.replace("@STATUS@", status, 1).replace("@SIDE@", one_side, 1)
     identical_cols = select_cols.replace("@STATUS@", "'identical'", 1).replace(
         "@SIDE@", "CAST(NULL AS VARCHAR)", 1
     )
