@@ -164,7 +164,7 @@ class Memory(Aggregate):
         self.accesses = 0
 
     @event("Accessed")
-    def access(self, by: str) -> None:
+    def access(self, by: str, memory: uuid.UUID) -> None:
         self.accesses += 1
 
 
@@ -172,7 +172,7 @@ class Memories(Application[uuid.UUID]):
     def remember(self, text: str, accesses: int) -> uuid.UUID:
         memory = Memory(text)
         for i in range(accesses):
-            memory.access(by=f"user-{i}")
+            memory.access(by=f"user-{i}", memory=memory.id)
         self.save(memory)
         return memory.id
 
@@ -218,6 +218,7 @@ def test_eventsourcing_preset_reads_what_the_library_writes(
     ]
     data = json.loads(rows[1]["data"])
     assert data["by"] == "user-0"
+    assert data["memory"] == str(first)  # a UUID in a payload as the stream writes it
     # The library's typed encoding of datetimes is decoded into the envelope's times.
     assert dt.datetime.fromisoformat(data["timestamp"]) == rows[1]["occurred_at"]
     assert rows[1]["recorded_at"] == rows[1]["occurred_at"]

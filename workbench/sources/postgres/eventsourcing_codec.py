@@ -35,6 +35,12 @@ from workbench.errors import SourceError
 
 __all__ = ["DecodedStates", "decode_states", "flatten_typed_encodings"]
 
+# A UUID, stored as 32 hex digits: the canonical hyphenated text, as the store's own
+# originator_id (the stream) reads, so a UUID in a payload joins to a stream as is.
+_UUID_HEX = (
+    r'\{"_type_":"uuid_hex","_data_":"([0-9a-fA-F]{8})([0-9a-fA-F]{4})([0-9a-fA-F]{4})'
+    r'([0-9a-fA-F]{4})([0-9a-fA-F]{12})"\}'
+)
 # Scalar typed encodings whose value is a JSON string: replace the object by the string.
 _TYPED_SCALAR = (
     r'\{"_type_":"(?:datetime_iso|uuid_hex|decimal_str|date_iso)",'
@@ -55,10 +61,14 @@ class DecodedStates:
 def flatten_typed_encodings(json_text: pa.Array) -> pa.Array:
     """Replace ``{"_type_":"datetime_iso","_data_":"…"}`` (and UUID, decimal) by the string.
 
-    >>> flatten_typed_encodings(pa.array(['{"id":{"_type_":"uuid_hex","_data_":"ab12"}}'])).to_pylist()
-    ['{"id":"ab12"}']
+    UUIDs come out in their canonical, hyphenated form:
+
+    >>> uuid = '{"_type_":"uuid_hex","_data_":"dcf6f4d5f15a40dda94b11f7921dbd0d"}'
+    >>> flatten_typed_encodings(pa.array(['{"ref":' + uuid + ',"n":1}'])).to_pylist()
+    ['{"ref":"dcf6f4d5-f15a-40dd-a94b-11f7921dbd0d","n":1}']
     """
-    return pc.replace_substring_regex(json_text, _TYPED_SCALAR, r"\1")
+    canonical = pc.replace_substring_regex(json_text, _UUID_HEX, r'"\1-\2-\3-\4-\5"')
+    return pc.replace_substring_regex(canonical, _TYPED_SCALAR, r"\1")
 
 
 def decode_states(states: pa.Array, *, cipher_key: str | None = None) -> DecodedStates:
