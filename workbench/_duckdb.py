@@ -12,6 +12,8 @@ same archive gives the same frames, dates and charts on every machine.
 
 from __future__ import annotations
 
+import functools
+
 import duckdb
 import polars as pl
 
@@ -19,10 +21,23 @@ __all__ = ["connect", "portable", "to_polars"]
 
 
 def connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection whose session time zone is UTC."""
+    """A DuckDB connection whose session time zone is UTC.
+
+    Outside Jupyter, DuckDB's own progress bar is off: the CLI draws its own,
+    and a log or a pipe wants none.
+    """
     con = duckdb.connect(database, read_only=read_only)
     con.execute("set TimeZone = 'UTC'")
+    if not _in_notebook():
+        con.execute("set enable_progress_bar = false")
     return con
+
+
+@functools.cache
+def _in_notebook() -> bool:
+    from workbench.progress import in_notebook
+
+    return in_notebook()
 
 
 #: DuckDB types Polars (and Polars reading Parquet) cannot take: given as text.
