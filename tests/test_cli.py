@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 import workbench as wb
@@ -58,6 +59,7 @@ def test_unknown_command_is_a_usage_error() -> None:
         ["check"],
         ["compact"],
         ["report"],
+        ["promote"],
         ["demo"],
     ],
 )
@@ -249,3 +251,16 @@ def test_progress_off_a_terminal_is_logged_and_its_interval_checked() -> None:
     lines = quiet.stderr.splitlines()
     assert quiet.returncode == 0 and 2 <= len(lines) <= 8, quiet.stderr
     assert all(re.fullmatch(r"checking replay safety, \d+s", line) for line in lines), lines
+
+
+def test_promote_switches_the_stable_views_from_the_shell(tmp_path: Path) -> None:
+    into = tmp_path / "r.duckdb"
+    wb.replay(SAMPLE, "workbench.examples:Memories", into=into, until=2_000)
+    proc = workbench("promote", "--into", str(into), "--name", "memories", "--version", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "memories.{agents, daily_access, memories} now read memories_v1 in" in proc.stdout
+    with duckdb.connect(str(into), read_only=True) as con:
+        assert con.sql("select count(*) from memories.memories").fetchall()[0][0] > 0
+    missing = workbench("promote", "--into", str(into), "--name", "memories", "--version", "2")
+    assert missing.returncode == 2
+    assert "has no schema memories_v2; replay that version first" in missing.stderr

@@ -89,3 +89,20 @@ def replay(
         )
         console.print(frame_table(letters, "dead letters", total=result.dead_letters))
     raise typer.Exit(0 if result.coverage.ok and not result.dead_letters else 1)
+
+
+@app.command()
+def promote(
+    into: Path = typer.Option(..., "--into", help="The DuckDB file replayed into."),
+    name: str = typer.Option(..., "--name", help="The projection's name (schema prefix)."),
+    version: int = typer.Option(..., "--version", help="The version to point the views at."),
+) -> None:
+    """Point the stable views <name>.* at <name>_v<version>.* (blue/green switch)."""
+    from workbench.replay import promote as run_promote
+
+    tables = run_promote(into, name, version)
+    console.print(
+        f"{name}.{{{', '.join(tables)}}} now read {name}_v{version} in {into}",
+        highlight=False,
+        soft_wrap=True,
+    )
