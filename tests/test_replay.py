@@ -942,6 +942,27 @@ def test_an_aware_datetime_into_a_naive_timestamp_column_is_refused(
         wb.replay(archive, NaiveColumn, into=tmp_path / "o.duckdb")
 
 
+class AwareColumn(wb.Projection):
+    name = "aware_column"
+    seen = wb.Table(key="agent_id", agent_id=str, last_seen=dt.datetime)
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        if event.data:
+            naive = event.occurred_at.replace(tzinfo=None)
+            tables.seen.upsert({"agent_id": event.data["agent_id"], "last_seen": naive})
+
+
+def test_a_naive_datetime_into_a_timestamptz_column_is_refused(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Stored as UTC, it would come back aware on resume; comparing it with a naive one raises."""
+    with pytest.raises(
+        ProjectionError, match=r"a datetime without a time zone, into a TIMESTAMPTZ column.*by "
+    ):
+        wb.replay(archive, AwareColumn, into=tmp_path / "o.duckdb")
+
+
 def test_in_dead_letter_mode_a_row_a_table_cannot_store_is_a_dead_letter(
     archive: Path, tmp_path: Path
 ) -> None:

@@ -23,6 +23,8 @@ declared tables (key columns = primary key) and the bookkeeping tables
 
 from __future__ import annotations
 
+import datetime as dt
+
 import contextlib
 import json
 import os
@@ -293,6 +295,20 @@ _NOT_CONVERTIBLE = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 
 def _column(rows: list[dict[str, Any]], column: str, ctype: ColumnType, table: str) -> pa.Array:
     typ = ctype.arrow
+    if pa.types.is_timestamp(typ) and typ.tz is not None:
+        # Arrow would take it as UTC: a resumed run would read back an aware value
+        # where the handler had a naive one, and comparing the two raises.
+        naive = next(
+            (r for r in rows if isinstance(v := r.get(column), dt.datetime) and v.tzinfo is None),
+            None,
+        )
+        if naive is not None:
+            raise BadRow(
+                f"table {table}, column {column}: a handler wrote {naive[column]!r}, a "
+                "datetime without a time zone, into a TIMESTAMPTZ column; give it one "
+                "(tzinfo=dt.UTC, or event.occurred_at's) or declare the column 'TIMESTAMP'",
+                naive,
+            )
     if pa.types.is_timestamp(typ) and typ.tz is None:
         # Arrow would store it as UTC and drop the zone: a resumed run would read back a
         # naive value where the handler had an aware one, and compare them in error.
