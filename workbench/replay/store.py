@@ -23,9 +23,8 @@ declared tables (key columns = primary key) and the bookkeeping tables
 
 from __future__ import annotations
 
-import datetime as dt
-
 import contextlib
+import datetime as dt
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
