@@ -36,6 +36,7 @@ import contextlib
 import datetime as dt
 import html
 import os
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -403,6 +404,11 @@ def replay(
     codes = store.EventCodes(source, runner.handler_of) if lineage else None
     con = store.connect(into)
     writer = _Writer(con)
+    switch = sys.getswitchinterval()
+    # The handlers' thread holds the GIL; the reading thread needs it for a moment
+    # between Arrow calls and waits a whole switch interval (5 ms) each time. At
+    # 1 ms it keeps a batch ahead: 10% off a rebuild (benchmarks/bench_replay.py).
+    sys.setswitchinterval(min(switch, 0.001))
     try:
         resumed_from, applied_before = _prepare(
             con, instance, reader, source, runner, resume=resume, until=until, where=where
@@ -477,6 +483,7 @@ def replay(
     finally:
         writer.shutdown()
         con.close()
+        sys.setswitchinterval(switch)
     return ReplayResult(
         projection=instance.name,
         version=instance.version,
