@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import os
 from collections.abc import Callable
+
+import polars as pl
 
 from workbench.analysis.causation import Causation, find_causation
 from workbench.analysis.drift import Drift, find_drift
@@ -30,6 +33,50 @@ class Archive(ArchiveReader):
     >>> archive.gaps().found, archive.duplicates().found, archive.schema_drift().found
     (0, 0, 0)
     """
+
+    def overview(self) -> pl.DataFrame:
+        """Per source: events, first and last position and recording time, event types, files.
+
+        >>> import tempfile, pyarrow as pa
+        >>> from workbench.archive import ArchiveWriter
+        >>> root = tempfile.mkdtemp()
+        >>> _ = ArchiveWriter(root, "s").append(pa.table({"global_position": [1, 2, 5],
+        ...     "recorded_at": [0, 1, 2], "event_type": ["A", "B", "A"]}))
+        >>> open_archive(root).overview().select("source", "events", "first_position",
+        ...     "last_position", "event_types", "files").rows()
+        [('s', 3, 1, 5, 2, 1)]
+        """
+        self.refresh_if_stale()
+        files = (
+            pl.DataFrame({"source": [f.source for f in self.files]}, schema={"source": pl.String})
+            .group_by("source")
+            .len("files")
+        )
+        return (
+            self.sql(
+                "select source, count(*) as events, min(global_position) as first_position, "
+                "max(global_position) as last_position, min(recorded_at) as first_recorded_at, "
+                "max(recorded_at) as last_recorded_at, "
+                "count(distinct event_type) as event_types from events group by source"
+            )
+            .pl()
+            .join(files.with_columns(pl.col("files").cast(pl.Int64)), on="source", how="left")
+            .sort("source")
+        )
+
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` events, by source and position."""
+        return self.sql(
+            f"select * from events order by source, global_position limit {int(n)}"
+        ).pl()
+
+    def _repr_html_(self) -> str:
+        overview = self.overview()
+        events = int(overview["events"].sum()) if overview.height else 0
+        return (
+            f"<p><b>archive</b> {html.escape(str(self.root))}: {events:,} events in "
+            f"{len(self.files):,} files</p>" + overview._repr_html_()
+        )
 
     def gaps(self) -> Gaps:
         """Missing positions per source and per stream, with the reason where known."""
