@@ -7,6 +7,7 @@ import json
 import shutil
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -609,3 +610,31 @@ def test_a_sample_of_an_earlier_stream_of_the_same_name_does_not_decide_the_arch
     with pytest.raises(SourceError, match=f"stream {stream} was recreated .*: it was created"):
         archive(nats_url, stream, tmp_path)
     assert rows(tmp_path, "select count(*), max(global_position) from events") == [(5, 5)]
+
+
+def test_a_kv_bucket_key_with_dots_maps_to_the_stream_whole(nats_url: str, tmp_path: Path) -> None:
+    """``$KV.<bucket>.<key>``: the key may hold dots; a token range takes it whole."""
+    import asyncio
+
+    import nats
+
+    bucket = f"WB{uuid.uuid4().hex[:8].upper()}"
+
+    async def write() -> None:
+        nc = await nats.connect(nats_url)
+        kv = await nc.jetstream().create_key_value(bucket=bucket, history=5)
+        await kv.put("cfg.db.host", b'{"v": "db1"}')
+        await kv.put("cfg.db.host", b'{"v": "db2"}')
+        await kv.put("flag", b'{"v": true}')
+        await nc.close()
+
+    asyncio.run(write())
+    try:
+        archive(
+            nats_url, f"KV_{bucket}", tmp_path, preset="raw",
+            mappings=["stream=subject:2:", "event_type=const:Put"],
+        )  # fmt: skip
+        got = rows(tmp_path, "select stream, event_type from events order by global_position")
+        assert got == [("cfg.db.host", "Put"), ("cfg.db.host", "Put"), ("flag", "Put")]
+    finally:
+        delete_stream(nats_url, f"KV_{bucket}")

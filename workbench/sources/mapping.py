@@ -17,6 +17,7 @@ workbench.errors.MappingError: --map colour=const:red: colour is not an envelope
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -31,10 +32,14 @@ KINDS: Final[Mapping[str, str]] = {
     "header": "a message header name (JetStream)",
     "data": "a dotted path inside the JSON payload",
     "metadata": "a dotted path inside the JSON metadata",
-    "subject": "a token of the NATS subject by index (negative counts from the end)",
+    "subject": "a token of the NATS subject by index (negative counts from the end), "
+    "or a range of tokens START:[STOP] joined by dots",
     "column": "a column of the source table (Postgres)",
     "const": "a constant value",
 }
+
+# subject:INDEX or subject:START:[STOP], Python's slice with a step of one.
+_SUBJECT_ARG = re.compile(r"-?\d+(?::(?:-?\d+)?)?")
 
 # Columns that the archive itself owns; a mapping must not override them.
 _NOT_MAPPABLE: Final[frozenset[str]] = frozenset({"source", "global_position", "payload"})
@@ -56,11 +61,11 @@ class FieldSpec:
             )
         if kind != "const" and not arg:
             raise MappingError(f"spec {text!r} needs an argument: {KINDS[kind]}")
-        if kind == "subject":
-            try:
-                int(arg)
-            except ValueError:
-                raise MappingError(f"spec {text!r}: subject index must be an integer") from None
+        if kind == "subject" and not _SUBJECT_ARG.fullmatch(arg):
+            raise MappingError(
+                f"spec {text!r}: subject takes a token index (subject:2, subject:-1) or a "
+                "range of tokens joined by dots (subject:2: for the third to the last)"
+            )
         return cls(kind, arg)
 
     @property
@@ -69,9 +74,17 @@ class FieldSpec:
         return tuple(self.arg.split("."))
 
     @property
-    def index(self) -> int:
-        """The subject token index (for ``subject:``)."""
-        return int(self.arg)
+    def tokens(self) -> tuple[int, int | None] | int:
+        """The subject token index (``subject:2``), or a Python-style ``(start, stop)``
+        range of tokens (``subject:2:``, ``subject:1:-1``), for ``subject:``.
+
+        >>> FieldSpec.parse("subject:-1").tokens, FieldSpec.parse("subject:2:").tokens
+        (-1, (2, None))
+        """
+        start, colon, stop = self.arg.partition(":")
+        if not colon:
+            return int(start)
+        return int(start), int(stop) if stop else None
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.arg}"

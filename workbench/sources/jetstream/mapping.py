@@ -266,11 +266,31 @@ def _expr(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> str:
     elif kind == "metadata":
         value = f"json_extract_string(metadata, {_pointer(spec.path)})"
     elif kind == "subject":
-        index = spec.index + 1 if spec.index >= 0 else spec.index
-        value = f"string_split(subject, '.')[{index}]"
+        value = _subject_sql(spec.tokens)
     else:  # const
         value = literal(spec.arg)
     return _convert(column, value)
+
+
+def _subject_sql(tokens: tuple[int, int | None] | int) -> str:
+    """SQL for a subject token (Python index) or a range of them (Python slice), joined
+    by dots; DuckDB's lists count from 1 and include the end.
+
+    >>> from workbench import _duckdb
+    >>> con = _duckdb.connect()
+    >>> [con.sql(f"select {_subject_sql(t)} from (select '$KV.cfg.a.b' as subject)").fetchall()[0][0]
+    ...  for t in (2, -1, (2, None), (1, -1), (4, None))]
+    ['a', 'b', 'a.b', 'cfg.a', None]
+    """
+    if isinstance(tokens, int):
+        return f"string_split(subject, '.')[{tokens + 1 if tokens >= 0 else tokens}]"
+    start, stop = tokens
+    begin = start + 1 if start >= 0 else start
+    end = -1 if stop is None else (stop if stop >= 0 else stop - 1)
+    if stop == 0:  # an empty range
+        return "NULL"
+    parts = f"list_slice(string_split(subject, '.'), {begin}, {end})"
+    return f"nullif(array_to_string({parts}, '.'), '')"
 
 
 def _convert(column: str, value: str) -> str:
