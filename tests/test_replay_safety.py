@@ -264,7 +264,9 @@ def test_every_table_that_differs_is_named_however_few_are_listed(archive: Path)
     report = wb.check_replay_safety(archive, ClockAndSetOrder, seed=3, max_differences=3)
     determinism = report["determinism"]
     assert set(determinism.counts) == {"agents", "firsts"}, determinism.summary()
-    assert min(determinism.counts.values()) > 3
+    # More differ than are listed (how many firsts differ depends on both hash seeds:
+    # every clocked agent row does).
+    assert determinism.counts["agents"] > 3
     listed = determinism.differences.unique(["table", "key"])["table"].to_list()
     assert len(listed) == 3 and set(listed) == {"agents", "firsts"}  # in turn, within the limit
 
