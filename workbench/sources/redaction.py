@@ -14,6 +14,8 @@
 'postgresql://db/x?password=***&sslmode=require: timeout'
 >>> redact(redact("live 'host=db password=s3cret': expected FILE"))  # twice: the same
 "live 'host=db password=***': expected FILE"
+>>> redact("host=db password=***hunter2 user=x")  # a secret that merely starts like a mask
+'host=db password=*** user=x'
 
 Patterns cannot know every way a secret is written (a URL without its
 scheme, a password with a space). So the places that take a DSN or a server
@@ -48,9 +50,13 @@ _KEYWORD = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\
 _QUERY = re.compile(r"(?P<head>[?&]password=)[^&\s]+", re.IGNORECASE)
 
 
+#: A secret masked already, with the closing quote or colon a mask keeps.
+_MASKED = frozenset({"***", "***'", "***:", "***':"})
+
+
 def _masked(match: re.Match[str]) -> str:
     secret = match[0][len(match["head"]) :]
-    if secret.startswith("***"):  # masked before: the rest is the message's
+    if secret in _MASKED:  # masked before: what follows is the message's
         return match[0]
     # "…password=s3cret: connection refused", "'host=db password=s3cret': …": a closing
     # colon or quote is the message's (an unquoted libpq value escapes its quotes).
