@@ -133,10 +133,9 @@ def connect(dsn: str) -> Any:
     try:
         con = pg_dbapi.connect(dsn, autocommit=True)
     except Exception as exc:
-        state = getattr(exc, "sqlstate", None) or ""
-        # Connection, authentication and database errors (08, 28, 3D) are not connecting;
-        # anything else came from a query the driver runs once connected.
-        connected = state and state[:2] not in ("08", "28", "3D")
+        # The driver quotes the query it ran once connected; refusals to connect
+        # (authentication, privileges, too many connections) come without one.
+        connected = "Failed to execute query" in str(exc)
         context = (
             f"connected to {dsn}, but the driver's first query failed"
             if connected
