@@ -59,8 +59,22 @@ class _Console(Console):
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null: flushing it at exit would fail on the closed pipe again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (run in-process, captured)
+        pass
+
+
+def _stdout_is_closed() -> bool:
+    """Whether stdout's reader went away (rather than some other pipe of the command)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def _console(*, stderr: bool) -> Console:
@@ -237,8 +251,11 @@ def run(argv: list[str] | None = None) -> int:
     except WorkbenchError as exc:
         notice("error", redact(str(exc)), style="bold red")
         return 2
-    except BrokenPipeError:  # printed other than through rich
-        _silence_stdout()
+    except BrokenPipeError as exc:
+        if not _stdout_is_closed():  # another pipe of the command broke: an error
+            notice("error", redact(f"{exc.strerror or exc}"), style="bold red")
+            return 2
+        _silence_stdout()  # printed other than through rich
         return BROKEN_PIPE
     except OSError as exc:  # a path the user gave: not a directory, no permission, disk full
         notice(
