@@ -3,9 +3,9 @@
 Altair's default renderer loads Vega from a CDN, and Altair 6 charts are
 Vega-Lite 6, which JupyterLab's own Vega extension (v5) does not render.
 So a chart's output is HTML: a static PNG of the chart (made offline by
-vl-convert), replaced by the interactive chart when Vega is on the page.
-The Vega bundle (about 0.9 MB) goes out with the first chart a kernel
-draws, run inside a function so that a second copy could not redeclare its
+vl-convert; none over :data:`PICTURE_ROWS` rows, or where it cannot draw),
+replaced by the interactive chart when Vega is on the page. The Vega
+bundle (about 0.9 MB) goes out with the first chart a kernel draws, run inside a function so that a second copy could not redeclare its
 names; later charts use it from the page. Where no script runs (an
 untrusted notebook, GitHub) or the first chart's output is gone, the
 picture shows.
@@ -18,6 +18,8 @@ picture shows.
 (True, True)
 >>> '"actions": false' in render(chart.to_dict(), embed_options={"actions": False})["text/html"]
 True
+>>> _picture({"mark": "no-such-mark"}), _picture({"datasets": {"d": [{"x": 1}] * 6_000}})
+('', '')
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ __all__ = ["RENDERER", "enable", "render"]
 RENDERER = "workbench"
 
 _PAGE = """\
-<div class="vega-visualization" id="{div}"><img alt="chart" src="data:image/png;base64,{png}" \
-style="max-width: 100%"></div>
+<div class="vega-visualization" id="{div}">{picture}</div>
 <script type="text/javascript">
 {bundle}(function () {{
   if (!window.vegaEmbed) return;  // no Vega on this page: the picture stays
@@ -70,9 +71,25 @@ def render(spec: dict[str, Any], **metadata: Any) -> dict[str, str]:
     options = json.dumps({**(metadata.get("embed_options") or {}), "mode": "vega-lite"})
     bundle = "" if _Kernel.bundled else _BUNDLE.format(bundle=vega_bundle())
     _Kernel.bundled = True
-    png = base64.b64encode(to_png(spec, scale=1.0)).decode()
-    page = _PAGE.format(div=div, png=png, bundle=bundle, spec=text, options=options)
+    page = _PAGE.format(div=div, picture=_picture(spec), bundle=bundle, spec=text, options=options)
     return {"text/html": page}
+
+
+#: Charts over more rows than this get no picture: rendering it would hold up the cell.
+PICTURE_ROWS = 5_000
+
+
+def _picture(spec: dict[str, Any]) -> str:
+    """The chart as an inline PNG, or nothing when it is large or vl-convert cannot draw
+    it (the interactive chart still shows where scripts run)."""
+    rows = sum(len(v) for v in (spec.get("datasets") or {}).values() if isinstance(v, list))
+    if rows > PICTURE_ROWS:
+        return ""
+    try:
+        png = base64.b64encode(to_png(spec, scale=1.0)).decode()
+    except Exception:  # a spec vl-convert cannot render
+        return ""
+    return f'<img alt="chart" src="data:image/png;base64,{png}" style="max-width: 100%">'
 
 
 def enable() -> None:
