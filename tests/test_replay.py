@@ -1058,6 +1058,8 @@ def test_a_diff_of_a_replay_that_stopped_half_way_says_so(archive: Path, tmp_pat
     # The same rows, but not a finished rebuild: never "identical" (a false green in CI).
     assert result.summary.differences == 0 and not result.summary.is_identical
     assert result.summary.candidate_unfinished == stopped
+    with pytest.raises(AssertionError, match="note: the candidate's replay has not finished"):
+        result.assert_identical()
     assert any(
         f"has not finished and holds the events up to position {stopped} only" in note
         for note in result.summary.notes

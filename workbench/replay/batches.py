@@ -22,7 +22,9 @@ then, and from the next batch on it is read with the others.
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -36,7 +38,7 @@ from workbench.archive import ArchiveReader, DataFile
 from workbench.errors import ArchiveError
 from workbench.replay.event import Prepared
 
-__all__ = ["BASE_COLUMNS", "EventBatch", "prefetch", "read_batches"]
+__all__ = ["BASE_COLUMNS", "EventBatch", "prefetch", "quick_switching", "read_batches"]
 
 T = TypeVar("T")
 
@@ -212,6 +214,45 @@ def _bounds(
         upper = pc.less_equal(positions, until)
         mask = upper if mask is None else pc.and_(mask, upper)
     return mask
+
+
+class _Switching:
+    """The interpreter's GIL switch interval, lowered while any replay reads ahead."""
+
+    lock = threading.Lock()
+    users = 0
+    saved = 0.0
+
+
+@contextlib.contextmanager
+def quick_switching(interval: float = 0.001) -> Iterator[None]:
+    """Lower the GIL switch interval to ``interval`` while the block runs.
+
+    The handlers' thread holds the GIL; the reading thread needs it for a moment
+    between Arrow calls and waits a whole switch interval (5 ms) each time. At
+    1 ms it keeps a batch ahead: 10% off a rebuild (benchmarks/bench_replay.py).
+    The interval is the process's: replays in several threads lower it once and
+    the last to finish restores it.
+
+    >>> before = sys.getswitchinterval()
+    >>> with quick_switching():
+    ...     sys.getswitchinterval() <= 0.001
+    True
+    >>> sys.getswitchinterval() == before
+    True
+    """
+    with _Switching.lock:
+        if _Switching.users == 0:
+            _Switching.saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_Switching.saved, interval))
+        _Switching.users += 1
+    try:
+        yield
+    finally:
+        with _Switching.lock:
+            _Switching.users -= 1
+            if _Switching.users == 0:
+                sys.setswitchinterval(_Switching.saved)
 
 
 _DONE = object()

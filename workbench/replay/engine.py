@@ -36,7 +36,6 @@ import contextlib
 import datetime as dt
 import html
 import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -55,7 +54,7 @@ from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, ProjectionError
 from workbench.progress import shows_progress
 from workbench.replay import store
-from workbench.replay.batches import prefetch, read_batches
+from workbench.replay.batches import prefetch, quick_switching, read_batches
 from workbench.replay.coverage import Coverage, coverage
 from workbench.replay.event import lazy_decoding
 from workbench.replay.projection import Projection
@@ -400,90 +399,93 @@ def replay(
     total = int(counts["events"].sum()) if counts.height else 0
 
     schema = instance.schema()
-    runner = Runner(instance, on_error=on_error)
+    runner = Runner(instance, on_error=on_error, event_types=counts["event_type"].to_list())
     codes = store.EventCodes(source, runner.handler_of) if lineage else None
     con = store.connect(into)
     writer = _Writer(con)
-    switch = sys.getswitchinterval()
-    # The handlers' thread holds the GIL; the reading thread needs it for a moment
-    # between Arrow calls and waits a whole switch interval (5 ms) each time. At
-    # 1 ms it keeps a batch ahead: 10% off a rebuild (benchmarks/bench_replay.py).
-    sys.setswitchinterval(min(switch, 0.001))
-    try:
-        resumed_from, applied_before = _prepare(
-            con, instance, reader, source, runner, resume=resume, until=until, where=where
-        )
-        if codes is not None:
-            codes.load(con, schema)
-        started = flushed_at = time.perf_counter()
-        applied = 0
-        pending = 0
-        last = resumed_from
-        type_counts: dict[str, int] = {}
-        since_flush: list[pa.Table] = []
-        ticks: list[tuple[float, int]] = [(0.0, 0)]  # (seconds since start, events applied)
-        clock = _Clock()
-        for batch in prefetch(
-            read_batches(
-                reader,
-                source,
-                after=resumed_from,
-                until=until,
-                where=where,
-                batch_size=batch_size,
-                wanted=set(),
+    with quick_switching():  # the reading thread keeps up
+        try:
+            resumed_from, applied_before = _prepare(
+                con, instance, reader, source, runner, resume=resume, until=until, where=where
             )
-        ):
-            clock.lap("reading")
-            events = runner.decode(batch)
-            clock.lap("decoding")
-            lazy = lazy_decoding.seconds
-            runner.apply(events)
-            del events  # decoded events take ~1 KB each: never hold two batches of them
-            clock.lap("handlers", decoding=lazy_decoding.seconds - lazy)
-            for item in pc.value_counts(batch.column("event_type")).to_pylist():
-                key = item["values"]
-                type_counts[key] = type_counts.get(key, 0) + item["counts"]
-            applied += batch.num_rows
-            pending += batch.num_rows
-            since_flush.append(batch.table.select(["global_position", "event_type"]))
-            last = batch.table.column("global_position")[-1].as_py()
-            if pending >= flush_every or time.perf_counter() - flushed_at >= flush_seconds:
+            if codes is not None:
+                codes.load(con, schema)
+            started = flushed_at = time.perf_counter()
+            applied = 0
+            pending = 0
+            last = resumed_from
+            type_counts: dict[str, int] = {}
+            since_flush: list[pa.Table] = []
+            ticks: list[tuple[float, int]] = [(0.0, 0)]  # (seconds since start, events applied)
+            clock = _Clock()
+            for batch in prefetch(
+                read_batches(
+                    reader,
+                    source,
+                    after=resumed_from,
+                    until=until,
+                    where=where,
+                    batch_size=batch_size,
+                    wanted=set(),
+                )
+            ):
+                clock.lap("reading")
+                events = runner.decode(batch)
+                clock.lap("decoding")
+                lazy = lazy_decoding.seconds
+                runner.apply(events)
+                del events  # decoded events take ~1 KB each: never hold two batches of them
+                clock.lap("handlers", decoding=lazy_decoding.seconds - lazy)
+                for item in pc.value_counts(batch.column("event_type")).to_pylist():
+                    key = item["values"]
+                    type_counts[key] = type_counts.get(key, 0) + item["counts"]
+                applied += batch.num_rows
+                pending += batch.num_rows
+                since_flush.append(batch.table.select(["global_position", "event_type"]))
+                last = batch.table.column("global_position")[-1].as_py()
+                if pending >= flush_every or time.perf_counter() - flushed_at >= flush_seconds:
+                    clock.lap("bookkeeping")
+                    writer.submit(
+                        _prepare_flush(
+                            schema,
+                            runner,
+                            codes,
+                            source,
+                            last,
+                            applied_before + applied,
+                            since_flush,
+                        )
+                    )
+                    clock.lap("flushing")
+                    pending = 0
+                    since_flush = []
+                    flushed_at = time.perf_counter()
+                ticks.append((time.perf_counter() - started, applied))
+                if progress is not None:
+                    progress(applied + (applied_before if resume else 0), total)
                 clock.lap("bookkeeping")
+            if last is not None and (pending or resumed_from is None):
                 writer.submit(
                     _prepare_flush(
                         schema, runner, codes, source, last, applied_before + applied, since_flush
                     )
                 )
-                clock.lap("flushing")
-                pending = 0
-                since_flush = []
-                flushed_at = time.perf_counter()
-            ticks.append((time.perf_counter() - started, applied))
-            if progress is not None:
-                progress(applied + (applied_before if resume else 0), total)
-            clock.lap("bookkeeping")
-        if last is not None and (pending or resumed_from is None):
-            writer.submit(
-                _prepare_flush(
-                    schema, runner, codes, source, last, applied_before + applied, since_flush
-                )
+            writer.wait()
+            clock.lap("flushing")
+            seconds = time.perf_counter() - started
+            con.execute(
+                f"update {store.q(schema)}._replay_info set finished_at = now(), events_applied = ?",
+                [applied_before + applied],
             )
-        writer.wait()
-        clock.lap("flushing")
-        seconds = time.perf_counter() - started
-        con.execute(
-            f"update {store.q(schema)}._replay_info set finished_at = now(), events_applied = ?",
-            [applied_before + applied],
-        )
-        dead = con.execute(f"select count(*) from {store.q(schema)}._dead_letters").fetchall()[0][0]
-    except BaseException:
-        writer.abandon()
-        raise
-    finally:
-        writer.shutdown()
-        con.close()
-        sys.setswitchinterval(switch)
+            dead = con.execute(f"select count(*) from {store.q(schema)}._dead_letters").fetchall()[
+                0
+            ][0]
+        except BaseException:
+            writer.abandon()
+            raise
+        finally:
+            writer.shutdown()
+            con.close()
     return ReplayResult(
         projection=instance.name,
         version=instance.version,
@@ -670,7 +672,9 @@ def _per_type(type_counts: dict[str, int], runner: Runner) -> pl.DataFrame:
     for event_type, n in sorted(type_counts.items(), key=lambda kv: str(kv[0])):
         sampled = runner.sampled_events.get(event_type, 0)
         spent = runner.sampled_seconds.get(event_type, 0.0)
-        seconds = spent * n / sampled if sampled else None  # too few events to be timed
+        seconds = (
+            spent * n / sampled if sampled else None
+        )  # every one failed before its handler ran
         rows.append((event_type, n, runner.handler_of.get(event_type), seconds))
     return pl.DataFrame(
         rows,
