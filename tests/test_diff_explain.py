@@ -182,10 +182,12 @@ def test_explain_from_another_archive_shows_no_foreign_events(replay: Path, tmp_
         )
     )
     live = pl.read_parquet(_live_snapshot(tmp_path, None))
-    e = wb.diff(f"{replay}:memories.memories", live, key="id", archive=other).explain(1)
+    d = wb.diff(f"{replay}:memories.memories", live, key="id", archive=other, live_position=3)
+    e = d.explain(1)
     assert any("is not the one the candidate replayed" in n and "1 of the 3" in n for n in e.notes)
     assert "data" not in e.events.columns  # the lineage alone, no foreign payloads
     assert e.events["global_position"].to_list() == [1, 3, 4]
+    assert e.events["after_live_position"].to_list() == [False, False, True]
 
 
 def test_explain_a_key_that_does_not_fit_its_type_is_one_line(replay: Path, tmp_path: Path) -> None:

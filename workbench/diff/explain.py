@@ -293,44 +293,7 @@ def _events(
             "(replayed with lineage=False, or a SqlProjection with no lineage= query for it)"
         )
     archive_path = diff.archive or diff.lineage.archive_path(con)
-    frame: pl.DataFrame
-    if archive_path is None or not Path(archive_path).is_dir():
-        notes.append(f"event details unavailable: no archive at {archive_path}")
-        frame = pl.from_arrow(lineage)  # type: ignore[assignment]
-    else:
-        try:
-            reader = ArchiveReader(archive_path)
-        except ArchiveError as exc:
-            raise DiffError(f"explain: {exc}") from None
-        reader.con.register("_wb_lineage_rows", lineage)
-        foreign = _foreign_events(reader)
-        if foreign:
-            replayed = diff.lineage.archive_path(con)
-            notes.append(
-                f"event details left out: the archive at {archive_path} is not the one the "
-                f"candidate replayed{f' ({replayed})' if replayed else ''}: {foreign:,} of the "
-                f"{lineage.num_rows:,} events the lineage names are missing from it or of "
-                "another type"
-            )
-            return pl.from_arrow(lineage), notes  # type: ignore[return-value]
-        extra = ", ".join(f"e.{c}" for c in _EVENT_COLUMNS)
-        # Copies of those events the candidate did not apply (a redelivery an idempotent
-        # handler skipped) wrote nothing, so no lineage names them; yet a live read model
-        # that counted them is wrong exactly there. They are found by event_id.
-        frame = reader.sql(
-            f"""with applied as (
-                    select l.*, {extra}, true as applied from _wb_lineage_rows l
-                    left join events e using (source, global_position))
-                select * from applied
-                union all by name
-                select e.source, e.global_position, e.event_type, NULL as handler, {extra},
-                       false as applied
-                from events e
-                semi join applied a on a.source = e.source and a.event_id = e.event_id
-                anti join applied b on b.source = e.source
-                                   and b.global_position = e.global_position
-                order by global_position, source"""
-        ).pl()
+    frame = _event_details(lineage, archive_path, diff.lineage.archive_path(con), notes)
     if "event_id" in frame.columns:
         # The same event applied twice is the classic cause of a wrong count.
         frame = frame.with_columns(
@@ -339,3 +302,48 @@ def _events(
     if position is not None:
         frame = frame.with_columns(after_live_position=pl.col("global_position") > position)
     return frame, notes
+
+
+def _event_details(
+    lineage: pa.Table, archive_path: Any, replayed: str | None, notes: list[str]
+) -> pl.DataFrame:
+    """The lineage's events with their details from the archive at ``archive_path``, and
+    the copies of them (same ``event_id``) the candidate did not apply; the lineage
+    alone, with a note saying why, when that archive is missing or not the one the
+    candidate ``replayed``.
+    """
+    if archive_path is None or not Path(archive_path).is_dir():
+        notes.append(f"event details unavailable: no archive at {archive_path}")
+        return pl.from_arrow(lineage)  # type: ignore[return-value]
+    try:
+        reader = ArchiveReader(archive_path)
+    except ArchiveError as exc:
+        raise DiffError(f"explain: {exc}") from None
+    reader.con.register("_wb_lineage_rows", lineage)
+    foreign = _foreign_events(reader)
+    if foreign:
+        notes.append(
+            f"event details left out: the archive at {archive_path} is not the one the "
+            f"candidate replayed{f' ({replayed})' if replayed else ''}: {foreign:,} of the "
+            f"{lineage.num_rows:,} events the lineage names are missing from it or of "
+            "another type"
+        )
+        return pl.from_arrow(lineage)  # type: ignore[return-value]
+    extra = ", ".join(f"e.{c}" for c in _EVENT_COLUMNS)
+    # Copies of those events the candidate did not apply (a redelivery an idempotent
+    # handler skipped) wrote nothing, so no lineage names them; yet a live read model
+    # that counted them is wrong exactly there. They are found by event_id.
+    return reader.sql(
+        f"""with applied as (
+                select l.*, {extra}, true as applied from _wb_lineage_rows l
+                left join events e using (source, global_position))
+            select * from applied
+            union all by name
+            select e.source, e.global_position, e.event_type, NULL as handler, {extra},
+                   false as applied
+            from events e
+            semi join applied a on a.source = e.source and a.event_id = e.event_id
+            anti join applied b on b.source = e.source
+                               and b.global_position = e.global_position
+            order by global_position, source"""
+    ).pl()

@@ -171,6 +171,7 @@ class DiffSummary:
             + (f", max |diff| {row['max_abs_diff']}" if row["max_abs_diff"] is not None else "")
             for row in self.columns.filter(pl.col("changed") > 0).to_dicts()
         ]
+        lines += [f"note: {note}" for note in self.notes]  # why "identical" may not hold
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
