@@ -118,7 +118,10 @@ class JetStreamArchiveResult:
         >>> r = JetStreamArchiveResult("S", "out", messages=4, unfilled={"stream": 4},
         ...                            first_subject="shop.orders.o-7.paid")
         >>> r.hints()[0]
-        'stream is empty in 4 of 4 messages; map it, e.g. from the subject (shop.orders.o-7.paid): subject:0=shop, subject:1=orders, subject:2=o-7, subject:3=paid, or a range: subject:2:=o-7.paid'
+        'stream is empty in 4 of 4 messages; map it, e.g. from the subject (shop.orders.o-7.paid): subject:0=shop, subject:1=orders, subject:2=o-7, subject:3=paid'
+        >>> JetStreamArchiveResult("KV_CFG", "out", messages=4, unfilled={"stream": 4},
+        ...                        first_subject="$KV.CFG.db.host").hints()[0]
+        'stream is empty in 4 of 4 messages; map it, e.g. --map stream=subject:2: (the key, db.host)'
         >>> mapped = frozenset({"event_type"})
         >>> JetStreamArchiveResult("S", "out", messages=4, unfilled={"event_type": 3},
         ...                        mapped=mapped, can_fall_back=mapped).hints()[0]
@@ -131,12 +134,14 @@ class JetStreamArchiveResult:
         from_subject = "from the subject ({}): {}".format(
             self.first_subject, ", ".join(f"subject:{i}={t}" for i, t in enumerate(tokens))
         )
-        if len(tokens) > 3:  # a key of dots, as in a KV bucket's $KV.<bucket>.<key>
-            from_subject += f", or a range: subject:2:={'.'.join(tokens[2:])}"
+        if tokens[0] == "$KV" and len(tokens) > 2:  # $KV.<bucket>.<key>; a key may hold dots
+            stream = f"--map stream=subject:2: (the key, {'.'.join(tokens[2:])})"
+        else:
+            stream = from_subject if self.first_subject else "--map stream=subject:1"
         examples = {
             "event_id": "--map event_id=data:id",
             "event_type": (from_subject if self.first_subject else "--map event_type=data:type"),
-            "stream": from_subject if self.first_subject else "--map stream=subject:1",
+            "stream": stream,
         }
         hints = []
         for column, missing in self.unfilled.items():
