@@ -1081,6 +1081,9 @@ def test_api_arguments_of_the_wrong_kind_are_clear_errors(archive: Path, tmp_pat
         wb.replay(archive, Memories, into=tmp_path / "o.duckdb", until="100")  # type: ignore[arg-type]
     with pytest.raises(ProjectionError, match=r"until is a global_position, never negative: -5"):
         wb.replay(archive, Memories, into=tmp_path / "o.duckdb", until=-5)
+    for bad in ({"flush_seconds": "15"}, {"flush_seconds": 0}, {"batch_size": True}):
+        with pytest.raises(ProjectionError, match=r"must be a number above 0, not"):
+            wb.replay(archive, Memories, into=tmp_path / "o.duckdb", **bad)  # type: ignore[arg-type]
     with pytest.raises(ProjectionError, match=r"nope\.duckdb does not exist"):
         wb.promote(tmp_path / "nope.duckdb", "memories", 1)
     assert not (tmp_path / "nope.duckdb").exists()

@@ -370,6 +370,13 @@ def replay(
         raise ProjectionError(f"until is a global_position (an integer), not {until!r}")
     if until is not None and until < 0:
         raise ProjectionError(f"until is a global_position, never negative: {until}")
+    for name, value in (
+        ("batch_size", batch_size),
+        ("flush_every", flush_every),
+        ("flush_seconds", flush_seconds),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ProjectionError(f"{name} must be a number above 0, not {value!r}")
     reader = open_reader(archive)
     source = select_source(reader, source)
     check_where(where)
