@@ -12,10 +12,10 @@ same archive gives the same frames, dates and charts on every machine.
 
 from __future__ import annotations
 
-import functools
-
 import duckdb
 import polars as pl
+
+from workbench._env import in_notebook
 
 __all__ = ["connect", "portable", "to_polars"]
 
@@ -28,16 +28,9 @@ def connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.Du
     """
     con = duckdb.connect(database, read_only=read_only)
     con.execute("set TimeZone = 'UTC'")
-    if not _in_notebook():
+    if not in_notebook():
         con.execute("set enable_progress_bar = false")
     return con
-
-
-@functools.cache
-def _in_notebook() -> bool:
-    from workbench.progress import in_notebook
-
-    return in_notebook()
 
 
 #: DuckDB types Polars (and Polars reading Parquet) cannot take: given as text.

@@ -16,18 +16,14 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from workbench._env import in_notebook
 
 __all__ = ["ProgressCallback", "in_notebook", "notebook_progress", "shows_progress"]
 
 #: ``progress(done, total)``: called as work advances.
 ProgressCallback = Callable[[int, int], None]
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel."""
-    return bool(Console().is_jupyter)
 
 
 @contextlib.contextmanager
