@@ -353,3 +353,19 @@ def test_side_tables_are_there_empty_before_anything_is_written(tmp_path: Path) 
         "first_missing",
         "last_missing",
     ]
+
+
+def test_head_and_the_notebook_view_read_little_and_agree_with_sql(tmp_path: Path) -> None:
+    for source, start in (("b", 100), ("a", 1)):
+        writer = ArchiveWriter(tmp_path, source)
+        for chunk in range(3):  # three files per source
+            positions = list(range(start + 10 * chunk, start + 10 * chunk + 10))
+            writer.append(pa.table({"global_position": positions, "recorded_at": positions}))
+    archive = wb.open_archive(tmp_path)
+    every = archive.sql("select * from events order by source, global_position").pl()
+    for n in (0, 1, 10, 25, 35, 60, 100):
+        assert archive.head(n).equals(every.head(n)), n
+    view = archive._repr_html_()
+    assert "60 events in 6 files" in view and "<td>a</td><td>30</td><td>1</td><td>30</td>" in view
+    with pytest.raises(ArchiveError, match="head"):
+        archive.head(-1)

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from workbench.analysis.causation import Causation, find_causation
 from workbench.analysis.drift import Drift, find_drift
@@ -16,6 +17,7 @@ from workbench.analysis.gaps import Gaps, find_gaps
 from workbench.analysis.lag import LATE_AFTER, Lag, find_lag
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
+from workbench.errors import ArchiveError
 
 __all__ = ["Archive", "open_archive"]
 
@@ -64,18 +66,51 @@ class Archive(ArchiveReader):
             .sort("source")
         )
 
+    def df(self) -> pl.DataFrame:
+        """All events as a Polars DataFrame (as :meth:`to_polars`)."""
+        return self.to_polars()
+
     def head(self, n: int = 5) -> pl.DataFrame:
-        """The first ``n`` events, by source and position."""
+        """The first ``n`` events, by source and position, read from the first files only."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ArchiveError(f"head(n): n is a number of events, 0 or more, not {n!r}")
+        self.refresh_if_stale()
+        # The files holding the first n events bound the query: Parquet statistics
+        # let DuckDB skip the rest instead of sorting the archive.
+        rows, last = 0, None
+        for data_file in sorted(self.files, key=lambda f: (f.source, f.first)):
+            if rows >= n:
+                break
+            rows += pq.ParquetFile(data_file.path).metadata.num_rows
+            last = data_file
+        bound = (
+            "false" if last is None else "source < $s or (source = $s and global_position <= $p)"
+        )
+        params = {} if last is None else {"s": last.source, "p": last.last}
         return self.sql(
-            f"select * from events order by source, global_position limit {int(n)}"
+            f"select * from events where {bound} order by source, global_position limit {n}",
+            params,
         ).pl()
 
     def _repr_html_(self) -> str:
-        overview = self.overview()
-        events = int(overview["events"].sum()) if overview.height else 0
+        # From file names and Parquet footers: a notebook shows this on every display.
+        by_source: dict[str, list[int]] = {}
+        for f in self.files:
+            seen = by_source.setdefault(f.source, [0, 0, f.first, f.last])
+            seen[0] += 1
+            seen[1] += pq.ParquetFile(f.path).metadata.num_rows
+            seen[2], seen[3] = min(seen[2], f.first), max(seen[3], f.last)
+        rows = "".join(
+            f"<tr><td>{html.escape(source)}</td><td>{events:,}</td><td>{first}</td>"
+            f"<td>{last}</td><td>{files:,}</td></tr>"
+            for source, (files, events, first, last) in sorted(by_source.items())
+        )
+        total = sum(v[1] for v in by_source.values())
         return (
-            f"<p><b>archive</b> {html.escape(str(self.root))}: {events:,} events in "
-            f"{len(self.files):,} files</p>" + overview._repr_html_()
+            f"<p><b>archive</b> {html.escape(str(self.root))}: {total:,} events in "
+            f"{len(self.files):,} files (<code>.overview()</code> for time spans and types)</p>"
+            "<table><tr><th>source</th><th>events</th><th>first position</th>"
+            f"<th>last position</th><th>files</th></tr>{rows}</table>"
         )
 
     def gaps(self) -> Gaps:
