@@ -264,24 +264,22 @@ def check_where(where: str | None) -> None:
     """Fail early, in one line, on a ``where`` that is not valid SQL over the envelope."""
     if not where:
         return
+
+    def invalid(why: str) -> ProjectionError:
+        return ProjectionError(f"invalid where filter (--where) {where!r}: {why}")
+
     try:
         statements = duckdb.extract_statements(f"select count(*) from events where {where}")
     except duckdb.Error as exc:
-        raise ProjectionError(
-            f"invalid where filter (--where) {where!r}: {str(exc).splitlines()[0]}"
-        ) from None
+        raise invalid(str(exc).splitlines()[0]) from None
     if len(statements) != 1:  # it is pasted into queries on the output file: one filter only
-        raise ProjectionError(
-            f"invalid where filter (--where) {where!r}: one condition, not several statements"
-        )
+        raise invalid("one condition, not several statements")
     con = _duckdb.connect()
     con.register("events", envelope.empty())
     try:
         con.execute(f"select count(*) from events where {where}").fetchall()
     except duckdb.Error as exc:
-        raise ProjectionError(
-            f"invalid where filter (--where) {where!r}: {str(exc).splitlines()[0]}"
-        ) from None
+        raise invalid(str(exc).splitlines()[0]) from None
     finally:
         con.close()
 

@@ -293,32 +293,8 @@ _NOT_CONVERTIBLE = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 
 
 def _column(rows: list[dict[str, Any]], column: str, ctype: ColumnType, table: str) -> pa.Array:
-    typ = ctype.arrow
-    if pa.types.is_timestamp(typ) and typ.tz is not None:
-        # Arrow would take it as UTC: a resumed run would read back an aware value
-        # where the handler had a naive one, and comparing the two raises.
-        naive = next(
-            (r for r in rows if isinstance(v := r.get(column), dt.datetime) and v.tzinfo is None),
-            None,
-        )
-        if naive is not None:
-            raise BadRow(
-                f"table {table}, column {column}: a handler wrote {naive[column]!r}, a "
-                "datetime without a time zone, into a TIMESTAMPTZ column; give it one "
-                "(tzinfo=dt.UTC, or event.occurred_at's) or declare the column 'TIMESTAMP'",
-                naive,
-            )
-    if pa.types.is_timestamp(typ) and typ.tz is None:
-        # Arrow would store it as UTC and drop the zone: a resumed run would read back a
-        # naive value where the handler had an aware one, and compare them in error.
-        aware = next((r for r in rows if getattr(r.get(column), "tzinfo", None)), None)
-        if aware is not None:
-            raise BadRow(
-                f"table {table}, column {column}: a handler wrote {aware[column]!r}, a "
-                "datetime with a time zone, into a TIMESTAMP column without one; declare "
-                "the column dt.datetime (TIMESTAMPTZ) or write naive datetimes",
-                aware,
-            )
+    if pa.types.is_timestamp(ctype.arrow):
+        _refuse_other_zone(rows, column, table, aware=ctype.arrow.tz is not None)
     try:
         return ctype.array([r.get(column) for r in rows])
     except _NOT_CONVERTIBLE:
@@ -335,6 +311,38 @@ def _column(rows: list[dict[str, Any]], column: str, ctype: ColumnType, table: s
                     row,
                 ) from None
         raise
+
+
+def _refuse_other_zone(rows: list[dict[str, Any]], column: str, table: str, *, aware: bool) -> None:
+    """Raise :class:`BadRow` for a naive datetime in a TIMESTAMPTZ column (``aware``) or
+    an aware one in a TIMESTAMP column.
+
+    Arrow would store either (as UTC); a resumed run would read back the other
+    kind than the handler had, and comparing the two raises or differs.
+    """
+    wrong = next(
+        (
+            r
+            for r in rows
+            if isinstance(v := r.get(column), dt.datetime) and (v.tzinfo is None) == aware
+        ),
+        None,
+    )
+    if wrong is None:
+        return
+    if aware:
+        what = "without a time zone, into a TIMESTAMPTZ column"
+        fix = (
+            "give it one (tzinfo=dt.UTC, or event.occurred_at's) or declare the column 'TIMESTAMP'"
+        )
+    else:
+        what = "with a time zone, into a TIMESTAMP column without one"
+        fix = "declare the column dt.datetime (TIMESTAMPTZ) or write naive datetimes"
+    raise BadRow(
+        f"table {table}, column {column}: a handler wrote {wrong[column]!r}, a datetime "
+        f"{what}; {fix}",
+        wrong,
+    )
 
 
 def _keys(values: list[Any], ctype: ColumnType, table: str, column: str) -> pa.Array:

@@ -74,11 +74,11 @@ class FieldSpec:
         return tuple(self.arg.split("."))
 
     @property
-    def tokens(self) -> tuple[int, int | None] | int:
+    def subject_part(self) -> tuple[int, int | None] | int:
         """The subject token index (``subject:2``), or a Python-style ``(start, stop)``
         range of tokens (``subject:2:``, ``subject:1:-1``), for ``subject:``.
 
-        >>> FieldSpec.parse("subject:-1").tokens, FieldSpec.parse("subject:2:").tokens
+        >>> FieldSpec.parse("subject:-1").subject_part, FieldSpec.parse("subject:2:").subject_part
         (-1, (2, None))
         """
         start, colon, stop = self.arg.partition(":")

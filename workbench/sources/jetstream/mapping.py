@@ -266,13 +266,13 @@ def _expr(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> str:
     elif kind == "metadata":
         value = f"json_extract_string(metadata, {_pointer(spec.path)})"
     elif kind == "subject":
-        value = _subject_sql(spec.tokens)
+        value = _subject_sql(spec.subject_part)
     else:  # const
         value = literal(spec.arg)
     return _convert(column, value)
 
 
-def _subject_sql(tokens: tuple[int, int | None] | int) -> str:
+def _subject_sql(part: tuple[int, int | None] | int) -> str:
     """SQL for a subject token (Python index) or a range of them (Python slice), joined
     by dots; DuckDB's lists count from 1 and include the end.
 
@@ -282,9 +282,9 @@ def _subject_sql(tokens: tuple[int, int | None] | int) -> str:
     ...  for t in (2, -1, (2, None), (1, -1), (4, None))]
     ['a', 'b', 'a.b', 'cfg.a', None]
     """
-    if isinstance(tokens, int):
-        return f"string_split(subject, '.')[{tokens + 1 if tokens >= 0 else tokens}]"
-    start, stop = tokens
+    if isinstance(part, int):
+        return f"string_split(subject, '.')[{part + 1 if part >= 0 else part}]"
+    start, stop = part
     begin = start + 1 if start >= 0 else start
     end = -1 if stop is None else (stop if stop >= 0 else stop - 1)
     if stop == 0:  # an empty range
