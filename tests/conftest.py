@@ -13,6 +13,7 @@ with a clear message under CI (``CI=true``) and is skipped elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -234,7 +235,28 @@ def nats_server_least_privilege(tmp_path: Path) -> Iterator[NatsServer]:
 @pytest.fixture
 def nats_server_with_tls(tmp_path: Path) -> Iterator[tuple[NatsServer, Path]]:
     """A current nats-server that speaks TLS only, and the CA file that signed its certificate."""
-    certs = tmp_path / "certs"
+    cert, key, ca = _certificates(tmp_path / "certs")
+    tls = ("--tls", "--tlscert", str(cert), "--tlskey", str(key))
+    for server in _private_nats_server(tmp_path / "nats-store", *tls):
+        yield server, ca
+
+
+@pytest.fixture
+def nats_server_allowing_plain(tmp_path: Path) -> Iterator[NatsServer]:
+    """A current nats-server that offers TLS but also admits plain connections
+    (``allow_non_tls``), with user ``alice`` and :data:`NATS_PASSWORD`."""
+    cert, key, _ = _certificates(tmp_path / "certs")
+    config = tmp_path / "nats.conf"
+    config.write_text(
+        f"allow_non_tls: true\ntls {{ cert_file: {json.dumps(str(cert))}, "
+        f"key_file: {json.dumps(str(key))} }}\n"
+        f"authorization {{ user: alice, password: {json.dumps(NATS_PASSWORD)} }}\n"
+    )
+    yield from _private_nats_server(tmp_path / "nats-store", "-c", str(config))
+
+
+def _certificates(certs: Path) -> tuple[Path, Path, Path]:
+    """A server certificate and key for 127.0.0.1 / localhost, and the CA that signed it."""
     certs.mkdir()
 
     def openssl(*args: str) -> None:
@@ -253,9 +275,7 @@ def nats_server_with_tls(tmp_path: Path) -> Iterator[tuple[NatsServer, Path]]:
         *("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key"),
         *("-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem"),
     )
-    tls = ("--tls", "--tlscert", str(certs / "server.pem"), "--tlskey", str(certs / "server.key"))
-    for server in _private_nats_server(tmp_path / "nats-store", *tls):
-        yield server, certs / "ca.pem"
+    return certs / "server.pem", certs / "server.key", certs / "ca.pem"
 
 
 #: The password of :func:`nats_server_with_password`: every character a URL reserves.

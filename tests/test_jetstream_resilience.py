@@ -202,6 +202,37 @@ def test_a_server_that_requires_tls(nats_server_with_tls, tmp_path: Path) -> Non
     assert "certificate verify failed" in untrusted.stderr.strip().splitlines()[-1]
 
 
+def test_tls_url_to_a_server_that_allows_plain_connections_sends_nothing(
+    nats_server_allowing_plain, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """nats-py would send the password unencrypted there: refused, one line, exit 2,
+    and the server never sees a CONNECT (so no authentication attempt in its log)."""
+    from conftest import NATS_PASSWORD
+
+    host = nats_server_allowing_plain.url.removeprefix("nats://")
+    url = f"tls://alice:{quote(NATS_PASSWORD, safe='')}@{host}"
+    done = subprocess.run(
+        [sys.executable, "-m", "workbench", "archive", "jetstream", "--server", url,
+         "--stream", "ANY", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not require it (it allows plain connections)" in lines[0]
+    assert "w/rd" not in done.stderr and "w%2Frd" not in done.stderr
+    assert not (tmp_path / "out").exists()
+    # The same server over nats:// with the user's knowledge works (TLS is optional there).
+    plain = url.replace("tls://", "nats://")
+    with pytest.raises(wb.WorkbenchError, match="stream ANY not found"):
+        wb.archive_jetstream(plain, "ANY", tmp_path / "plain")
+
+
+def test_tls_url_to_a_plain_server_is_refused(nats_url: str, tmp_path: Path) -> None:
+    url = nats_url.replace("nats://", "tls://user:hunter2@")
+    with pytest.raises(wb.WorkbenchError, match=r"tls://user:\*\*\*@.* does not offer TLS"):
+        wb.archive_jetstream(url, "ANY", tmp_path / "out")
+
+
 def test_a_one_shot_run_stopped_by_a_signal_says_so_and_exits_130(
     private_nats_server, stream_name: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -128,6 +128,8 @@ async def connect(url: str, *, reconnect: bool = True) -> Client:
             servers,
             name="workbench",
             connect_timeout=5,
+            # In the written order, so the server probed first is the one connected to.
+            dont_randomize=True,
             allow_reconnect=False,
             reconnect_time_wait=0.25,
             error_cb=note,
@@ -170,18 +172,60 @@ def _servers(url: str) -> tuple[list[str], dict[str, str]]:
 
 
 async def _probe(url: str) -> None:
+    """Reach the first server that answers, and refuse a ``tls://`` one that would not use TLS.
+
+    nats-py upgrades to TLS only when the server's INFO says ``tls_required``;
+    a ``tls://`` URL to a server that merely allows TLS (or to something
+    posing as it) would get the credentials in plain text. The INFO line is
+    read here, before nats-py sends anything.
+    """
     reasons = []
-    for _, parts in server_urls(url):
+    for one, parts in server_urls(url):
         try:
-            _, writer = await asyncio.wait_for(
+            reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222), 5
             )
         except (OSError, TimeoutError) as exc:
             reasons.append(str(exc) or type(exc).__name__)
             continue
-        writer.close()
+        try:
+            if parts.scheme == "tls":
+                _require_tls(redact(one), await _info(reader))
+        finally:
+            writer.close()
         return
     raise SourceError(f"cannot connect to NATS at {redact(url)}: {'; '.join(reasons)}")
+
+
+async def _info(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """The server's INFO (empty when the first line is not one)."""
+    with contextlib.suppress(OSError, TimeoutError, ValueError):
+        line = await asyncio.wait_for(reader.readline(), 5)
+        if line.startswith(b"INFO "):
+            info: dict[str, Any] = json.loads(line[5:])
+            return info
+    return {}
+
+
+def _require_tls(server: str, info: dict[str, Any]) -> None:
+    """Refuse a server a ``tls://`` URL names that does not require TLS.
+
+    >>> _require_tls("tls://h:4222", {"tls_required": True})
+    >>> _require_tls("tls://h:4222", {"tls_available": True})
+    Traceback (most recent call last):
+    ...
+    workbench.errors.SourceError: tls://h:4222 asks for TLS, but the server there does not require it (it allows plain connections); nothing was sent. The NATS client would talk to it unencrypted: set the server's tls block without allow_non_tls, or use nats:// knowingly
+    """
+    if info.get("tls_required"):
+        return
+    if not info:
+        raise SourceError(f"{server} asks for TLS, but what answers there is not a NATS server")
+    why = "allows plain connections" if info.get("tls_available") else "does not offer TLS"
+    raise SourceError(
+        f"{server} asks for TLS, but the server there does not require it (it {why}); "
+        "nothing was sent. The NATS client would talk to it unencrypted: set the server's "
+        "tls block without allow_non_tls, or use nats:// knowingly"
+    )
 
 
 async def jetstream_api(
