@@ -625,7 +625,7 @@ class _Run:
         """Classify missing ranges against the stream's state and record the new ones."""
         state = await _client.stream_state(self.nc, self.stream, deleted=True)
         first_seq = int(state["first_seq"])
-        deleted = np.asarray(sorted(state.get("deleted") or []), dtype=np.int64)
+        deleted = np.unique(np.asarray(state.get("deleted") or [], dtype=np.int64))
         if self.recorded is None:  # read once a run: new records are added below
             self.recorded = _Recorded(_recorded_gaps(self.writer))
         new: list[tuple[int, int, str]] = []
@@ -645,6 +645,8 @@ def _classify(first: int, last: int, first_seq: int, deleted: np.ndarray) -> lis
 
     >>> _classify(1, 9, 4, np.array([6, 7]))
     [Gap(first=1, last=3, reason='retention'), Gap(first=4, last=5, reason='sequence-jump'), Gap(first=6, last=7, reason='deleted'), Gap(first=8, last=9, reason='sequence-jump')]
+    >>> _classify(6, 7, 1, np.array([2, 6, 7, 9]))
+    [Gap(first=6, last=7, reason='deleted')]
     """
     gaps: list[Gap] = []
     if first < first_seq:
@@ -652,14 +654,20 @@ def _classify(first: int, last: int, first_seq: int, deleted: np.ndarray) -> lis
         first = first_seq
     if first > last:
         return gaps
-    if last - first > 10_000_000:  # too wide to look at one by one
-        return [*gaps, Gap(first, last, "sequence-jump")]
-    seqs = np.arange(first, last + 1, dtype=np.int64)
-    is_deleted = np.isin(seqs, deleted)
-    cuts = np.flatnonzero(np.diff(is_deleted.astype(np.int8))) + 1
-    for run in np.split(np.arange(len(seqs)), cuts):
-        reason = "deleted" if is_deleted[run[0]] else "sequence-jump"
-        gaps.append(Gap(int(seqs[run[0]]), int(seqs[run[-1]]), reason))
+    # ``deleted`` is sorted: the deletions inside this range by two binary searches,
+    # so a flush with thousands of gaps costs thousands of lookups, not scans.
+    inside = deleted[np.searchsorted(deleted, first) : np.searchsorted(deleted, last, "right")]
+    breaks = np.flatnonzero(np.diff(inside) != 1) + 1
+    starts = np.concatenate([inside[:1], inside[breaks]]).tolist()
+    ends = np.concatenate([inside[breaks - 1], inside[-1:]]).tolist()
+    cursor = first
+    for a, b in zip(starts, ends, strict=True):
+        if a > cursor:
+            gaps.append(Gap(cursor, a - 1, "sequence-jump"))
+        gaps.append(Gap(a, b, "deleted"))
+        cursor = b + 1
+    if cursor <= last:
+        gaps.append(Gap(cursor, last, "sequence-jump"))
     return gaps
 
 
