@@ -381,6 +381,66 @@ def test_generic_preset_counts_row_level_problems(
     assert rows[2]["schema_version"] is None and rows[2]["recorded_at"] is not None
 
 
+def _numbered_log(dsn: str, schema: str, positions: list[int | None]) -> str:
+    """A generic table whose ``seq`` column is the given numbers (not a primary key)."""
+    with psycopg.connect(dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {schema}.numbered (seq bigint, at timestamptz default now(), "
+            "kind text, body text)"
+        )
+        for seq in positions:
+            con.execute(
+                f"insert into {schema}.numbered (seq, kind, body) values (%s, 'Created', '{{}}')",
+                (seq,),
+            )
+    return f"{schema}.numbered"
+
+
+NUMBERED_MAP = [
+    "global_position=column:seq",
+    "recorded_at=column:at",
+    "event_type=column:kind",
+    "data=column:body",
+]
+
+
+def test_a_table_numbered_from_zero_is_archived_whole_and_negatives_are_refused(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = _numbered_log(pg_dsn, pg_schema, [0, 1, 2])
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=table, mappings=NUMBERED_MAP, settle_grace=0
+    )
+    assert result.rows_archived == 3 and result.gaps == []
+    assert [r["global_position"] for r in archived(tmp_path)] == [0, 1, 2]
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"insert into {table} (seq, kind, body) values (-5, 'Created', '{{}}')")
+    with pytest.raises(SourceError, match=r"negative positions \(the lowest is -5\)"):
+        wb.archive_postgres(
+            pg_dsn, tmp_path / "new", preset="generic", table=table, mappings=NUMBERED_MAP
+        )
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_pruned_table_is_not_told_as_rolled_back(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Rows 1..999 deleted before the first run: recorded as retention, which the gap
+    check flags, never as harmless rollbacks; a row without a position is counted."""
+    table = _numbered_log(pg_dsn, pg_schema, [1000, 1001, None, 1003])
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=table, mappings=NUMBERED_MAP, settle_grace=0
+    )
+    assert result.rows_archived == 3
+    assert result.gaps == [(1, 999, "retention"), (1002, 1002, "rolled-back")]
+    assert result.problems == {"no position (not archived)": 1}
+    text = result.summary()
+    assert "position(s) 1..999 below the table's first row" in text
+    assert "1 position(s) in 1 hole(s) left by rolled-back" in text
+    gaps = wb.open_archive(tmp_path).gaps().positions
+    assert gaps.filter(pl.col("reason") == "retention").rows(named=True)[0]["recorded"]
+
+
 def test_cli_archive_prints_problem_counts(
     pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

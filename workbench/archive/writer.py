@@ -85,7 +85,7 @@ class ArchiveWriter:
         """Archive ``batch``; return the files written (none for an empty batch).
 
         Raises :class:`~workbench.errors.ArchiveError` and writes nothing if a
-        position is repeated or not above the archived ones.
+        position is negative, repeated or not above the archived ones.
         """
         table = envelope.conform(batch, source=self.source)
         if table.num_rows == 0:
@@ -97,6 +97,11 @@ class ArchiveWriter:
             if pc.any(pc.equal(positions[1:], positions[:-1])).as_py():
                 raise ArchiveError(f"source {self.source}: batch repeats a global_position")
         first = positions[0].as_py()
+        if first < 0:  # file names carry positions as unsigned digits
+            raise ArchiveError(
+                f"source {self.source}: position {first} is negative; the archive holds "
+                "positions from 0 up"
+            )
         with source_lock(self.root, self.source):
             remove_stale_temporaries(source_dir(self.root, self.source))
             last = self.last_position

@@ -74,7 +74,7 @@ class ArchivePostgresResult:
     files: int = 0
     waiting_at: int | None = None
     waits: int = 0  # polls that stopped at a hole an open transaction could still fill
-    #: Positions of rows committed inside ranges recorded as rolled back: not archived.
+    #: Positions of rows committed inside ranges recorded as missing: not archived.
     late: list[int] = field(default_factory=list)
 
     def df(self) -> pl.DataFrame:
@@ -94,11 +94,19 @@ class ArchivePostgresResult:
             f"{self.source}: archived {self.rows_archived:,} rows into {self.files} file(s), "
             f"last position {self.last_position}"
         )
-        if self.gaps:
-            skipped = sum(last - first + 1 for first, last, _ in self.gaps)
+        below = [(a, b) for a, b, reason in self.gaps if reason == "retention"]
+        if below:
+            a, b = below[0][0], below[-1][1]
+            text += (
+                f", position(s) {a:,}..{b:,} below the table's first row (deleted before "
+                "archiving, or never used; recorded as retention)"
+            )
+        rolled = [(a, b) for a, b, reason in self.gaps if reason == "rolled-back"]
+        if rolled:
+            skipped = sum(last - first + 1 for first, last in rolled)
             # Sequences skip values a rolled-back insert took: normal, not lost events.
             text += (
-                f", {skipped:,} position(s) in {len(self.gaps):,} hole(s) left by rolled-back "
+                f", {skipped:,} position(s) in {len(rolled):,} hole(s) left by rolled-back "
                 "transactions (recorded in gap_records; no event is missing)"
             )
         if self.problems:
@@ -111,7 +119,7 @@ class ArchivePostgresResult:
             shown = ", ".join(map(str, self.late[:5])) + (", ..." if len(self.late) > 5 else "")
             text += (
                 f"; LOST: {len(self.late)} event(s) committed at positions recorded as "
-                f"rolled back ({shown}), too late to archive in order: archive into a new "
+                f"missing ({shown}), too late to archive in order: archive into a new "
                 "directory with a longer --settle-grace"
             )
         return text
@@ -122,7 +130,7 @@ class ArchivePostgresResult:
             ("rows archived", f"{self.rows_archived:,}"),
             ("last position", self.last_position),
             ("files written", self.files),
-            ("gaps (rolled back)", len(self.gaps)),
+            ("gaps recorded", len(self.gaps)),
         ]
         rows += [(f"problem: {k}", v) for k, v in sorted(self.problems.items())]
         if self.waiting_at is not None:
@@ -193,7 +201,7 @@ class PostgresArchiver:
 
     def poll(self, progress: Progress | None = None) -> int:
         """Archive every settled row above the archive; return how many."""
-        floor = self.writer.last_position or 0
+        floor = self.writer.last_position
         settled = self.watermark.settle(self._con)
         run(self._con, "begin isolation level repeatable read read only", "starting a snapshot")
         before = self.result.rows_archived
@@ -207,7 +215,10 @@ class PostgresArchiver:
             if not self._checked:
                 self._check_same_store(top)
                 self._find_late_rows()
+                self._count_unpositioned()
                 self._checked = True
+            if floor is None:
+                floor = self._first_floor()
             if top is None or top <= floor:
                 self.result.waiting_at = None
                 return 0
@@ -225,6 +236,31 @@ class PostgresArchiver:
             run(self._con, "commit", "ending the snapshot")
         return self.result.rows_archived - before
 
+    def _first_floor(self) -> int:
+        """Where a first run starts: below position 1, or below 0 for a table numbered
+        from 0; a table with negative positions is refused (file names cannot hold them)."""
+        ((lowest,),) = fetch_all(
+            self._con,
+            f"select min({self.query.position}) from {self.query.table} e",
+            f"reading the lowest position of {self.query.source}",
+        )
+        if lowest is not None and lowest < 0:
+            raise SourceError(
+                f"{self.query.source} has rows at negative positions (the lowest is {lowest}); "
+                "the archive holds positions from 0 up: map global_position to a column "
+                "that counts from 0 or 1"
+            )
+        return -1 if lowest == 0 else 0
+
+    def _count_unpositioned(self) -> None:
+        """Rows without a position cannot be placed in the order: counted, not archived."""
+        ((n,),) = fetch_all(
+            self._con,
+            f"select count(*) from {self.query.table} e where {self.query.position} is null",
+            f"counting rows of {self.query.source} without a position",
+        )
+        self._count("no position (not archived)", n)
+
     def _read(self, floor: int, settled: int, progress: Progress | None) -> int | None:
         """Stream rows above ``floor``; stop at the first unsettled hole and return its position.
 
@@ -234,12 +270,22 @@ class PostgresArchiver:
         expected = floor + 1
         held: list[pa.RecordBatch] = []
         waiting_at: int | None = None
+        # Nothing archived yet: positions below the table's first row were deleted
+        # (a pruned table) or never held a row, which cannot be told apart here;
+        # recorded as retention, not as harmless rollbacks.
+        leading = self.writer.last_position is None
         with self._stream(floor) as batches:
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
                 positions = batch.column("global_position").to_numpy()
                 cut, waiting_at, gaps = _holes(positions, expected, settled)
+                if leading and gaps and gaps[0][0] == expected:
+                    below, gaps = gaps[0], gaps[1:]
+                    self._pipeline.submit(
+                        functools.partial(self._record_gaps, [below], "retention", _BELOW_FIRST)
+                    )
+                leading = False
                 if gaps:  # recorded before the rows after them are written
                     self._pipeline.submit(functools.partial(self._record_gaps, gaps))
                 if cut:
@@ -309,16 +355,18 @@ class PostgresArchiver:
                     reader.close()
             cur.close()
 
-    def _record_gaps(self, gaps: list[tuple[int, int]]) -> None:
+    def _record_gaps(
+        self, gaps: list[tuple[int, int]], reason: str = "rolled-back", detail: str = ""
+    ) -> None:
         # One file for all of a batch's holes: a store that rolls back often
         # (Message DB on every version conflict) has thousands.
         records: list[tuple[int, int, str]] = []
         for first, last in gaps:
             first = max(first, self._gaps_upto + 1)
             if first <= last:
-                records.append((first, last, "rolled-back"))
+                records.append((first, last, reason))
                 self._gaps_upto = last
-        self.writer.record_gaps(records, _ROLLED_BACK)
+        self.writer.record_gaps(records, detail or _ROLLED_BACK)
         self.result.gaps.extend(records)
 
     def _check_same_store(self, top: int | None) -> None:
@@ -369,14 +417,14 @@ class PostgresArchiver:
                 )
 
     def _find_late_rows(self) -> None:
-        """Rows that committed inside ranges recorded as rolled back: lost to the archive."""
+        """Rows that committed inside ranges recorded as missing: lost to the archive."""
         if not self._gaps_upto:
             return
         ranges = (
             ArchiveReader(self.writer.root)
             .sql(
                 "select first_missing, last_missing from gap_records "
-                "where source = ? and reason = 'rolled-back' order by 1",
+                "where source = ? and reason in ('rolled-back', 'retention') order by 1",
                 params=[self.writer.source],
             )
             .fetchall()
@@ -623,6 +671,11 @@ def _typed_path(name: str, expr: str) -> str:
     typ = _DUCK_TYPES.get(name)
     return f"try_cast({expr} as {typ})" if typ else expr
 
+
+_BELOW_FIRST = (
+    "below the table's first row when it was first archived: deleted before archiving "
+    "(a pruned table), or never held a row"
+)
 
 _ROLLED_BACK = (
     "no row once every transaction that could have written these positions had ended: "
