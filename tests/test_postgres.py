@@ -934,3 +934,21 @@ def test_a_snapshot_reads_into_polars_with_uuids_and_json_as_text(
     )
     assert info.head(1).equals(frame)
     assert info.arrow().num_rows == 1 and read_snapshot_info(info.path).df().equals(frame)
+
+
+def test_a_multidimensional_array_is_kept_as_postgres_writes_it(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """ADBC would flatten {{1,2},{3,4}} into [1, 2, 3, 4], equal to a flat array's value."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.grid (id int primary key, cells int[][], flat int[])"
+        )
+        con.execute(
+            f"insert into {pg_schema}.grid values "
+            "(1, '{{1,2},{3,4}}', '{1,2}'), (2, '{5,6}', null), (3, null, '{}')"
+        )
+    info = wb.snapshot_postgres(pg_dsn, f"{pg_schema}.grid", tmp_path / "grid.parquet")
+    frame = info.df().sort("id")
+    assert frame["cells"].to_list() == ["{{1,2},{3,4}}", "{5,6}", None]
+    assert frame["flat"].to_list() == [[1, 2], None, []]  # no such row: a list stays a list

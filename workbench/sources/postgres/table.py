@@ -11,7 +11,9 @@ ADBC's conversion overflows on ``infinity`` (a common "valid until") and
 wrote it as a date in 290279 BC; ``±infinity`` become the values DuckDB
 reads as ``±infinity``. An ``interval`` (no Parquet type holds one) is
 read as text in the three parts Postgres keeps, ``-3 months 4 days 7200000000
-microseconds``, which DuckDB casts back to the same interval.
+microseconds``, which DuckDB casts back to the same interval. ADBC flattens a
+multi-dimensional array into one list; an array column that holds one is
+read as Postgres writes it, ``{{1,2},{3,4}}``.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def read_table(con: Any, table: str) -> pa.Table:
     # What no Arrow value of the column's type holds (NaN, ±Infinity) comes beside it
     # as text, selected after every column and read back by position.
     specials: list[str] = []
-    restore: list[tuple[int, pa.DataType]] = []  # column position, its type
+    restore: list[tuple[int, pa.DataType | None]] = []  # column position, its type
+    flags: list[str] = []  # per array column: does it hold a multi-dimensional one?
     for i, (column, typmod, typname) in enumerate(columns):
         # Postgres packs numeric(p, s) as ((p << 16) | s) + 4, s an 11-bit signed number.
         precision = ((typmod - 4) >> 16) & 0xFFFF
@@ -86,11 +89,22 @@ def read_table(con: Any, table: str) -> pa.Table:
             restore.append((i, _TIMES[typname]))
         elif typname == "interval":
             select.append(_INTERVAL.format(q=q))
+        elif typname.startswith("_"):
+            # ADBC flattens a multi-dimensional array into one list: a column holding
+            # any is read as Postgres writes it, '{{1,2},{3,4}}' (one more scan finds them).
+            flag = f"_wb_m{len(flags)}"
+            flags.append(f"coalesce(bool_or(array_ndims({q}) > 1), false) as {flag}")
+            select.append(f"case when not _wb_flags.{flag} then {q} end as {q}")
+            specials.append(f"case when _wb_flags.{flag} then {q}::text end as _wb_{len(specials)}")
+            restore.append((i, None))
         else:
             select.append(q)
+    source = quoted
+    if flags:
+        source += f", (select {', '.join(flags)} from {quoted}) _wb_flags"
     cur = con.cursor()
     try:
-        cur.execute(f"select {', '.join(select + specials)} from {quoted}")
+        cur.execute(f"select {', '.join(select + specials)} from {source}")
         arrow = cur.fetch_arrow_table()
     except Exception as exc:
         raise source_error(f"reading {schema}.{name}", exc) from None
@@ -140,7 +154,7 @@ def _plain(table: pa.Table) -> pa.Table:
 
 
 def _restore_specials(
-    table: pa.Table, restore: list[tuple[int, pa.DataType]], width: int
+    table: pa.Table, restore: list[tuple[int, pa.DataType | None]], width: int
 ) -> pa.Table:
     """Columns selected in a form Arrow holds back to their type, with their specials.
 
@@ -149,7 +163,8 @@ def _restore_specials(
     does not hold; those columns are dropped. A DECIMAL comes as a scaled
     ``int64``, exactly; one with a NaN or an infinity becomes text (as NULL
     they would equal a NULL). A time's ±infinity becomes DuckDB's (the
-    largest integer of the type, and its negation).
+    largest integer of the type, and its negation). An array column (type
+    ``None``) whose special column holds anything becomes that text.
 
     >>> t = pa.table({"amount": pa.array([12345, -5, None], pa.int64()),
     ...               "_wb_0": pa.array([None, None, None], pa.string())})
@@ -165,6 +180,12 @@ def _restore_specials(
     """
     for k, (i, typ) in enumerate(restore):
         special = table.column(width + k)
+        if typ is None:  # an array column: its text, if it holds a multi-dimensional array
+            if special.null_count < len(special):
+                table = table.set_column(
+                    i, pa.field(table.schema.field(i).name, special.type), special
+                )
+            continue
         if pa.types.is_decimal(typ):
             chunks = [_decimal_from_scaled(chunk, typ) for chunk in table.column(i).chunks]
             values = pa.chunked_array(chunks, type=typ)
