@@ -260,6 +260,31 @@ def test_follow_stops_after_idle_exit(nats_url: str, stream: str, tmp_path: Path
     assert (result.messages, result.stopped) == (5, "idle")
 
 
+def test_follow_writes_files_under_steady_traffic(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """A message every 0.25 s never leaves the stream idle for a second: files must
+    still appear within seconds, not once file_events messages have gathered."""
+    publish(nats_url, stream, [ce_message(0)], create={})
+    done: list[wb.sources.jetstream.JetStreamArchiveResult] = []
+    follower = threading.Thread(
+        target=lambda: done.append(archive(nats_url, stream, tmp_path, follow=True, idle_exit=2))
+    )
+    follower.start()
+    try:
+        archived_while_busy = 0
+        for i in range(1, 36):  # about 9 s of steady traffic
+            publish(nats_url, stream, [ce_message(i)])
+            time.sleep(0.25)
+            if i == 30:  # 7 s in: the messages of the first 5 s are due on disk
+                reader = ArchiveReader(tmp_path)
+                archived_while_busy = reader.sql("select count(*) from events").fetchall()[0][0]
+        assert archived_while_busy > 10
+    finally:
+        follower.join(timeout=30)
+    assert done and done[0].messages == 36 and done[0].stopped == "idle"
+
+
 def test_cli_user_errors_exit_2_without_secrets(
     nats_url: str, stream: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -49,6 +49,7 @@ __all__ = ["ArchiveProgress", "Gap", "JetStreamArchiveResult", "archive_jetstrea
 
 _HEARTBEAT = 1.0  # seconds between the server's idle heartbeats
 _IDLE_FLUSH = 1.0  # a partial batch is written after this long without messages
+_MAX_HOLD = 5.0  # ... or once its oldest message has waited this long (steady traffic)
 _RECONNECT_FOR = 30.0  # without --follow, give up on a server gone this long
 
 
@@ -380,6 +381,7 @@ class _Run:
         """Read deliveries until caught up with ``target`` (or stopped, when following)."""
         await self._start_consumer()
         last_message = time.monotonic()
+        held_since: float | None = None  # when the oldest buffered message arrived
         while not self.stop.is_set():
             assert self.wire is not None
             before = len(self.buffer)
@@ -392,6 +394,7 @@ class _Run:
             got = len(self.buffer) - before
             if got:
                 last_message = now
+                held_since = now if held_since is None else held_since
                 if self.progress is not None:
                     self._report(read.pending)
             if target is not None and self.buffer.seq and self.buffer.seq[-1] >= target:
@@ -402,8 +405,13 @@ class _Run:
                 return  # nothing left to deliver: the rest up to target was removed
             while len(self.buffer) >= self.file_events or self.buffer.nbytes >= self.file_bytes:
                 await self._flush_file()  # whole files: no small remainders
-            if self.buffer.seq and now - last_message > _IDLE_FLUSH:
+            if self.buffer.seq and (
+                now - last_message > _IDLE_FLUSH
+                or (held_since is not None and now - held_since > _MAX_HOLD)
+            ):
                 await self._flush()
+            if not self.buffer.seq:
+                held_since = None
             if read.reset or now - self.wire.last_activity > 3 * _HEARTBEAT + 1:
                 await self._restart_consumer()
             if self.idle_exit is not None and now - last_message > self.idle_exit:
