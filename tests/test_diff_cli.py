@@ -109,6 +109,10 @@ def test_key_and_ignore_take_both_repeats_and_commas(tmp_path: Path) -> None:
     assert run([*args, "--key", "a", "--key", "b", "--ignore", "w"]) == 0
     assert run([*args, "--key", "a,b", "--ignore", "w,v"]) == 0
     assert run([*args, "--key", "a", "--key", "b"]) == 1  # w differs
+    # --columns: only those are compared (v agrees), and a misspelt one is a user error.
+    assert run([*args, "--key", "a,b", "--columns", "v"]) == 0
+    assert run([*args, "--key", "a,b", "--columns", "v", "--columns", "w"]) == 1
+    assert run([*args, "--key", "a,b", "--columns", "nope"]) == 2
 
 
 def test_normalize_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,6 +44,11 @@ def _sql_pairs(values: list[str]) -> dict[str, str]:
 IGNORE = typer.Option(
     [], "--ignore", help="Columns not to compare: COL[,COL], or --ignore repeated."
 )
+COLUMNS = typer.Option(
+    [],
+    "--columns",
+    help="Compare only these columns (and the key): COL[,COL], or --columns repeated.",
+)
 ABS_TOL = typer.Option([], "--abs-tol", help="COL=X: numbers within X agree.")
 REL_TOL = typer.Option([], "--rel-tol", help="COL=X: numbers within X·|live| agree.")
 NORMALIZE = typer.Option(
@@ -58,10 +63,15 @@ LIVE_POSITION = typer.Option(
 
 
 def comparison(
-    ignore: list[str], abs_tol: list[str], rel_tol: list[str], normalize: list[str]
+    columns: list[str],
+    ignore: list[str],
+    abs_tol: list[str],
+    rel_tol: list[str],
+    normalize: list[str],
 ) -> dict[str, Any]:
     """``wb.diff`` keyword arguments from the comparison options as given."""
     return {
+        "columns": _columns(columns) or None,
         "ignore": _columns(ignore),
         "abs_tol": _pairs(abs_tol, "--abs-tol"),
         "rel_tol": _pairs(rel_tol, "--rel-tol"),
@@ -82,6 +92,7 @@ def diff(
     key: list[str] = typer.Option(
         ..., "--key", help="Key column(s): COL[,COL], or --key repeated."
     ),
+    columns: list[str] = COLUMNS,
     ignore: list[str] = IGNORE,
     abs_tol: list[str] = ABS_TOL,
     rel_tol: list[str] = REL_TOL,
@@ -102,7 +113,7 @@ def diff(
     from workbench.diff import diff as run_diff
 
     keys = _columns(key)
-    compare = comparison(ignore, abs_tol, rel_tol, normalize)
+    compare = comparison(columns, ignore, abs_tol, rel_tol, normalize)
     with progress_bar(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()
     ) as progress:
@@ -126,13 +137,13 @@ def diff(
     console.print(table)
     changed = summary.columns.filter(summary.columns["changed"] > 0)
     if len(changed):
-        columns = Table(title="changed rows per column")
+        per_column = Table(title="changed rows per column")
         for name in ("column", "compared as", "changed", "max |diff|"):
-            columns.add_column(name)
+            per_column.add_column(name)
         for row in changed.to_dicts():
             diff_text = "" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:g}"
-            columns.add_row(row["column"], row["compared_as"], f"{row['changed']:,}", diff_text)
-        console.print(columns)
+            per_column.add_row(row["column"], row["compared_as"], f"{row['changed']:,}", diff_text)
+        console.print(per_column)
     if summary.differences and limit:
         console.print(
             frame_table(

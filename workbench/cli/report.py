@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 
 from workbench.cli._app import app, console, progress_bar
-from workbench.cli.diff import ABS_TOL, IGNORE, LIVE_POSITION, NORMALIZE, REL_TOL, comparison
+from workbench.cli.diff import (
+    ABS_TOL,
+    COLUMNS,
+    IGNORE,
+    LIVE_POSITION,
+    NORMALIZE,
+    REL_TOL,
+    comparison,
+)
 from workbench.errors import WorkbenchError
 
 
@@ -31,6 +39,7 @@ def report(
     table: str | None = typer.Option(
         None, "--table", help="The projection's table to diff (default: its only or first table)."
     ),
+    columns: list[str] = COLUMNS,
     ignore: list[str] = IGNORE,
     abs_tol: list[str] = ABS_TOL,
     rel_tol: list[str] = REL_TOL,
@@ -54,18 +63,19 @@ def report(
         raise WorkbenchError("--live needs --projection: the candidate is the projection's replay")
     if projection is not None and into is None:
         into = out.with_suffix(".duckdb")
-    compare = comparison(ignore, abs_tol, rel_tol, normalize)
+    compare = comparison(columns, ignore, abs_tol, rel_tol, normalize)
     if live is not None and key is not None:  # before the replay, not after it
-        columns = check_side(live, "live")
+        present = check_side(live, "live")
         named = {
             "--key": [k.strip() for k in key.split(",")],
+            "--columns": compare["columns"] or [],
             **{
                 f"--{o.replace('_', '-')}": list(compare[o])
                 for o in ("abs_tol", "rel_tol", "normalize")
             },
         }
         for option, names in named.items():
-            missing = [n for n in names if n not in columns]
+            missing = [n for n in names if n not in present]
             if missing:
                 raise WorkbenchError(f"{option} {missing[0]}: the live side has no such column")
 
