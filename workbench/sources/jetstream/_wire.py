@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,19 @@ from workbench.sources.redaction import redact, remember
 
 _CRLF = b"\r\n"
 _READ_SIZE = 1 << 22
+
+
+def _not_the_tls_eof_notice(record: logging.LogRecord) -> bool:
+    """Drop asyncio's "returning true from eof_received() has no effect when using ssl".
+
+    A stream upgraded with ``start_tls`` (this reader's, and nats-py's) keeps
+    a protocol that still believes it is plain TCP; when the server closes,
+    asyncio logs that notice, which a CLI user would read as an error.
+    """
+    return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_not_the_tls_eof_notice)
 
 
 @dataclass
