@@ -278,6 +278,31 @@ def _certificates(certs: Path) -> tuple[Path, Path, Path]:
     return certs / "server.pem", certs / "server.key", certs / "ca.pem"
 
 
+def _client_certificate(certs: Path) -> tuple[Path, Path]:
+    """A client certificate and key signed by the CA of :func:`_certificates` in ``certs``."""
+    for args in (
+        ("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=archiver",
+         "-keyout", "client.key", "-out", "client.csr"),
+        ("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-days", "2", "-out", "client.pem"),
+    ):  # fmt: skip
+        subprocess.run(["openssl", *args], cwd=certs, check=True, capture_output=True)
+    return certs / "client.pem", certs / "client.key"
+
+
+@pytest.fixture
+def nats_server_verifying_clients(
+    tmp_path: Path,
+) -> Iterator[tuple[NatsServer, Path, Path, Path]]:
+    """A current nats-server that admits only clients with a certificate its CA signed
+    (mutual TLS); with that CA file, and a client certificate and key."""
+    cert, key, ca = _certificates(tmp_path / "certs")
+    client_cert, client_key = _client_certificate(tmp_path / "certs")
+    tls = ("--tlsverify", "--tlscert", str(cert), "--tlskey", str(key), "--tlscacert", str(ca))
+    for server in _private_nats_server(tmp_path / "nats-store", *tls):
+        yield server, ca, client_cert, client_key
+
+
 #: The password of :func:`nats_server_with_password`: every character a URL reserves.
 NATS_PASSWORD = "p@ss:w/rd%x"
 

@@ -203,6 +203,47 @@ def test_a_server_that_requires_tls(nats_server_with_tls, tmp_path: Path) -> Non
     assert "certificate verify failed" in untrusted.stderr.strip().splitlines()[-1]
 
 
+def test_mutual_tls_with_a_client_certificate(
+    nats_server_verifying_clients, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A server that verifies clients: --tls-cert/--tls-key/--tls-ca (or NATS_CERT,
+    NATS_KEY, NATS_CA as the nats CLI reads them) archive; without them, one line."""
+    server, ca, cert, key = nats_server_verifying_clients
+    host = server.url.removeprefix("nats://")
+    trusted = wb.sources.jetstream.tls_context(cert, key, ca)
+    publish(f"tls://{host}", "MTLS", [ce_message(i) for i in range(3)], create={}, tls=trusted)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "workbench", "archive", "jetstream", "--server",
+            f"tls://{host}", "--stream", "MTLS"]  # fmt: skip
+    done = subprocess.run(
+        [*base, "--out", str(tmp_path / "a"), "--tls-cert", str(cert), "--tls-key", str(key),
+         "--tls-ca", str(ca)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert ArchiveReader(tmp_path / "a").sql("select count(*) from events").fetchall() == [(3,)]
+    by_env = subprocess.run(
+        [*base, "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=60,
+        env={**env, "NATS_CERT": str(cert), "NATS_KEY": str(key), "NATS_CA": str(ca)},
+    )  # fmt: skip
+    assert by_env.returncode == 0, by_env.stderr
+    # The library takes the same context.
+    result = wb.archive_jetstream(f"nats://{host}", "MTLS", tmp_path / "c", tls=trusted)
+    assert result.messages == 3
+    without = subprocess.run(
+        [*base, "--out", str(tmp_path / "d"), "--tls-ca", str(ca)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert without.returncode == 2
+    assert len(without.stderr.strip().splitlines()) == 1, without.stderr
+    assert "the server verifies clients: give --tls-cert and --tls-key" in without.stderr
+    half = subprocess.run(
+        [*base, "--out", str(tmp_path / "e"), "--tls-cert", str(cert)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert half.returncode == 2 and "--tls-cert needs --tls-key" in half.stderr
+
+
 def test_tls_url_to_a_server_that_allows_plain_connections_sends_nothing(
     nats_server_allowing_plain, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,18 @@ from workbench.sources.jetstream import (
     JetStreamMapping,
     archive_jetstream,
     sample_jetstream,
+    tls_context,
+)
+
+# As the nats CLI names them, and from the same environment variables.
+TLS_CERT = typer.Option(
+    None, "--tls-cert", envvar="NATS_CERT", help="Client certificate (PEM), for mutual TLS."
+)
+TLS_KEY = typer.Option(
+    None, "--tls-key", envvar="NATS_KEY", help="The client certificate's private key (PEM)."
+)
+TLS_CA = typer.Option(
+    None, "--tls-ca", envvar="NATS_CA", help="CA certificate(s) to trust (PEM) for the server's."
 )
 
 
@@ -51,6 +63,9 @@ def archive_jetstream_command(
     fail_on_gap: bool = typer.Option(
         False, "--fail-on-gap", help="Exit with code 1 when the stream lost messages."
     ),
+    tls_cert: Path | None = TLS_CERT,
+    tls_key: Path | None = TLS_KEY,
+    tls_ca: Path | None = TLS_CA,
 ) -> None:
     """Archive every message of a JetStream stream into the Parquet archive, exactly once.
 
@@ -58,6 +73,7 @@ def archive_jetstream_command(
     deletions, sequence jumps) are recorded in gap_records and reported.
     """
     JetStreamMapping.from_options(preset, maps)  # a mapping mistake is told before connecting
+    tls = tls_context(tls_cert, tls_key, tls_ca)
     with progress_bar(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -92,6 +108,7 @@ def archive_jetstream_command(
                 file_bytes=max(1, int(file_mb * 2**20)),
                 progress=report,
                 warn=False,
+                tls=tls,
             )
         if result.stopped != "signal":
             bar.update(task, total=max(result.messages, 1), completed=max(result.messages, 1))
@@ -117,8 +134,12 @@ def sample_jetstream_command(
     every: float = typer.Option(1.0, "--every", min=0.01, help="Seconds between samples."),
     duration: float = typer.Option(60.0, "--duration", min=0, help="Seconds to sample for."),
     out: Path = typer.Option(..., "--out", help="Archive directory (created if missing)."),
+    tls_cert: Path | None = TLS_CERT,
+    tls_key: Path | None = TLS_KEY,
+    tls_ca: Path | None = TLS_CA,
 ) -> None:
     """Record stream state and consumer lag over time into the archive (stream_samples, consumer_samples)."""
+    tls = tls_context(tls_cert, tls_key, tls_ca)
     expected = int(duration // every) + 1
     # timeout, systemd and Kubernetes stop with SIGTERM: take it as Ctrl-C, which
     # keeps the samples taken so far (the default would drop up to 10 s of them).
@@ -134,6 +155,7 @@ def sample_jetstream_command(
                 every=every,
                 duration=duration,
                 progress=lambda n: bar.update(task, completed=n),
+                tls=tls,
             )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -4,8 +4,11 @@
   exactly once, resuming from the archive itself, gaps on record.
 - :func:`sample_jetstream`: stream state and consumer info over time, for
   lag charts.
+- :func:`tls_context`: a client certificate (mutual TLS) and a CA to trust,
+  for either.
 """
 
+from workbench.sources.jetstream._client import tls_context
 from workbench.sources.jetstream.archiver import (
     ArchiveProgress,
     Gap,
@@ -24,4 +27,5 @@ __all__ = [
     "LagSampleResult",
     "archive_jetstream",
     "sample_jetstream",
+    "tls_context",
 ]

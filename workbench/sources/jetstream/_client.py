@@ -11,6 +11,8 @@ import contextlib
 import datetime as dt
 import difflib
 import json
+import os
+import ssl
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -40,6 +42,7 @@ __all__ = [
     "run_sync",
     "stream_info",
     "stream_state",
+    "tls_context",
 ]
 
 
@@ -114,15 +117,63 @@ def _error_log() -> tuple[list[str], Callable[[Exception], Awaitable[None]]]:
     return seen, note
 
 
-async def connect(url: str, *, reconnect: bool = True) -> Client:
+def tls_context(
+    cert: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
+    ca: str | os.PathLike[str] | None = None,
+) -> ssl.SSLContext | None:
+    """A TLS context from a client certificate and key (mutual TLS) and a CA file
+    to trust, as the ``nats`` CLI takes them; None when none is given.
+
+    >>> tls_context() is None
+    True
+    >>> tls_context(cert="/no/such.pem")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.SourceError: --tls-cert needs --tls-key (the client certificate's private key)
+    >>> tls_context(ca="/no/such/ca.pem")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.SourceError: cannot read the TLS files (--tls-ca /no/such/ca.pem): No such file or directory
+    """
+    if cert is None and key is None and ca is None:
+        return None
+    if (cert is None) != (key is None):
+        missing = (
+            "--tls-key (the client certificate's private key)"
+            if key is None
+            else ("--tls-cert (the client certificate)")
+        )
+        given = "--tls-cert" if key is None else "--tls-key"
+        raise SourceError(f"{given} needs {missing}")
+    named = ", ".join(
+        f"{option} {path}"
+        for option, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca))
+        if path is not None
+    )
+    try:
+        context = ssl.create_default_context(cafile=None if ca is None else os.fspath(ca))
+        if cert is not None and key is not None:
+            context.load_cert_chain(os.fspath(cert), os.fspath(key))
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SourceError(f"cannot read the TLS files ({named}): {reason}") from None
+    return context
+
+
+async def connect(url: str, *, reconnect: bool = True, tls: ssl.SSLContext | None = None) -> Client:
     """Connect to NATS at ``url`` (``a,b`` for several servers); keep reconnecting
-    in the background if ``reconnect``."""
+    in the background if ``reconnect``. ``tls`` (see :func:`tls_context`) asks
+    for TLS as a ``tls://`` URL does, with its certificate and trust."""
     # nats-py retries its first connect forever when reconnects are on (a wrong
     # password, a port that is not NATS): a TCP probe, then a first connect that
     # may fail, and reconnects are switched on only once connected.
-    await _probe(url)
+    await _probe(url, tls_wanted=tls is not None)
     servers, credentials = _servers(url)
     errors, note = _error_log()
+    options: dict[str, Any] = dict(credentials)
+    if tls is not None:
+        options["tls"] = tls
     try:
         nc = await nats.connect(
             servers,
@@ -133,12 +184,13 @@ async def connect(url: str, *, reconnect: bool = True) -> Client:
             allow_reconnect=False,
             reconnect_time_wait=0.25,
             error_cb=note,
-            **credentials,
+            **options,
         )
     except Exception as exc:  # nats-py raises assorted errors for an unreachable server
-        raise SourceError(
-            f"cannot connect to NATS at {redact(url)}: {redact(str(exc)) or type(exc).__name__}"
-        ) from None
+        said = redact(str(exc)) or type(exc).__name__
+        if "CERTIFICATE_REQUIRED" in said:
+            said += " (the server verifies clients: give --tls-cert and --tls-key)"
+        raise SourceError(f"cannot connect to NATS at {redact(url)}: {said}") from None
     nc._wb_errors = errors  # type: ignore[attr-defined]
     if reconnect:  # read by nats-py on each disconnect
         nc.options["allow_reconnect"] = True
@@ -171,7 +223,7 @@ def _servers(url: str) -> tuple[list[str], dict[str, str]]:
     return servers, credentials
 
 
-async def _probe(url: str) -> None:
+async def _probe(url: str, *, tls_wanted: bool = False) -> None:
     """Reach the first server that answers, and refuse a ``tls://`` one that would not use TLS.
 
     nats-py upgrades to TLS only when the server's INFO says ``tls_required``;
@@ -189,7 +241,7 @@ async def _probe(url: str) -> None:
             reasons.append(str(exc) or type(exc).__name__)
             continue
         try:
-            if parts.scheme == "tls":
+            if tls_wanted or parts.scheme == "tls":
                 _require_tls(redact(one), await _info(reader))
         finally:
             writer.close()
@@ -208,21 +260,24 @@ async def _info(reader: asyncio.StreamReader) -> dict[str, Any]:
 
 
 def _require_tls(server: str, info: dict[str, Any]) -> None:
-    """Refuse a server a ``tls://`` URL names that does not require TLS.
+    """Refuse a server that does not require TLS where TLS was asked for (``tls://``,
+    or a TLS context given).
 
     >>> _require_tls("tls://h:4222", {"tls_required": True})
     >>> _require_tls("tls://h:4222", {"tls_available": True})
     Traceback (most recent call last):
     ...
-    workbench.errors.SourceError: tls://h:4222 asks for TLS, but the server there does not require it (it allows plain connections); nothing was sent. The NATS client would talk to it unencrypted: set the server's tls block without allow_non_tls, or use nats:// knowingly
+    workbench.errors.SourceError: TLS was asked for tls://h:4222, but the server there does not require it (it allows plain connections); nothing was sent. The NATS client would talk to it unencrypted: set the server's tls block without allow_non_tls, or use nats:// knowingly
     """
     if info.get("tls_required"):
         return
     if not info:
-        raise SourceError(f"{server} asks for TLS, but what answers there is not a NATS server")
+        raise SourceError(
+            f"TLS was asked for {server}, but what answers there is not a NATS server"
+        )
     why = "allows plain connections" if info.get("tls_available") else "does not offer TLS"
     raise SourceError(
-        f"{server} asks for TLS, but the server there does not require it (it {why}); "
+        f"TLS was asked for {server}, but the server there does not require it (it {why}); "
         "nothing was sent. The NATS client would talk to it unencrypted: set the server's "
         "tls block without allow_non_tls, or use nats:// knowingly"
     )

@@ -150,8 +150,11 @@ class WireConnection:
         self.last_activity = time.monotonic()
 
     @classmethod
-    async def connect(cls, url: str, *, name: str = "workbench-archiver") -> WireConnection:
-        """Connect to the first reachable server of ``url`` (comma-separated list allowed)."""
+    async def connect(
+        cls, url: str, *, name: str = "workbench-archiver", tls: ssl.SSLContext | None = None
+    ) -> WireConnection:
+        """Connect to the first reachable server of ``url`` (comma-separated list allowed);
+        over TLS for a ``tls://`` URL, a server that requires it, or a ``tls`` context."""
         errors: list[str] = []
         for one, parts in server_urls(url):
             if parts.scheme not in {"nats", "tls", ""}:
@@ -166,28 +169,35 @@ class WireConnection:
             except (OSError, TimeoutError) as exc:
                 errors.append(f"{redact(one)}: {exc}")
                 continue
+            context = tls
+            if context is None and parts.scheme == "tls":
+                context = ssl.create_default_context()
             conn = cls(reader, writer)
             await conn._handshake(
-                parts.username, parts.password, name, tls=parts.scheme == "tls", host=parts.hostname
+                parts.username, parts.password, name, tls=context, host=parts.hostname
             )
             return conn
         raise SourceError(f"cannot connect to NATS: {'; '.join(errors)}")
 
     async def _handshake(
-        self, user: str | None, password: str | None, name: str, *, tls: bool, host: str | None
+        self,
+        user: str | None,
+        password: str | None,
+        name: str,
+        *,
+        tls: ssl.SSLContext | None,
+        host: str | None,
     ) -> None:
         line = await asyncio.wait_for(self._reader.readline(), 5)
         if not line.startswith(b"INFO "):
             raise SourceError("not a NATS server: no INFO line")
         info = json.loads(line[5:])
-        if tls or info.get("tls_required"):
-            # As NATS clients do: upgrade after INFO, trusting the system's CAs
-            # (SSL_CERT_FILE / SSL_CERT_DIR name others), checking the host name.
+        if tls is not None or info.get("tls_required"):
+            # As NATS clients do: upgrade after INFO, by default trusting the system's
+            # CAs (SSL_CERT_FILE / SSL_CERT_DIR name others), checking the host name.
+            context = tls if tls is not None else ssl.create_default_context()
             try:
-                await asyncio.wait_for(
-                    self._writer.start_tls(ssl.create_default_context(), server_hostname=host),
-                    10,
-                )
+                await asyncio.wait_for(self._writer.start_tls(context, server_hostname=host), 10)
             except (ssl.SSLError, OSError, TimeoutError) as exc:
                 raise SourceError(f"TLS with the NATS server failed: {exc}") from None
         options: dict[str, object] = {

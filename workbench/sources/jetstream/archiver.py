@@ -18,6 +18,7 @@ import functools
 import html
 import os
 import signal
+import ssl
 import threading
 import time
 import warnings
@@ -243,6 +244,7 @@ def archive_jetstream(
     file_bytes: int = 64 * 2**20,
     progress: Callable[[ArchiveProgress], None] | None = None,
     warn: bool = True,
+    tls: ssl.SSLContext | None = None,
 ) -> JetStreamArchiveResult:
     """Archive stream ``stream`` at ``server`` into the archive at ``out``.
 
@@ -252,15 +254,17 @@ def archive_jetstream(
     way out. Gaps are recorded in the archive's ``gap_records`` and, with
     ``warn``, issued as warnings. A file holds at most ``file_events``
     messages and about ``file_bytes`` of payloads and headers, which bounds
-    the memory a run holds.
+    the memory a run holds. ``tls`` (:func:`~workbench.sources.jetstream.tls_context`, e.g. with a client
+    certificate, for a server that verifies clients) connects over TLS.
     """
     _client.check_stream_name(stream)
     mapping = JetStreamMapping.from_options(preset, mappings)
     if file_events < 1 or file_bytes < 1:
         raise ArchiveError("file_events and file_bytes must be at least 1")
     run = _Run(
-        server, stream, Path(out), mapping, follow, idle_exit, file_events, file_bytes, progress
-    )
+        server, stream, Path(out), mapping, follow, idle_exit, file_events, file_bytes, progress,
+        tls=tls,
+    )  # fmt: skip
     result = _client.run_sync(run.main())
     if warn:
         for note in result.gap_notes():
@@ -286,8 +290,11 @@ class _Run:
         file_events: int,
         file_bytes: int,
         progress: Callable[[ArchiveProgress], None] | None,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.server = server
+        self.tls = tls
         self.stream = stream
         self.mapping = mapping
         self.follow = follow
@@ -315,7 +322,7 @@ class _Run:
 
     async def main(self) -> JetStreamArchiveResult:
         started = self.started = time.monotonic()
-        nc = self.nc = await _client.connect(self.server)
+        nc = self.nc = await _client.connect(self.server, tls=self.tls)
         loop = asyncio.get_running_loop()
         handled = []
         if threading.current_thread() is threading.main_thread():
@@ -443,7 +450,7 @@ class _Run:
                     f"{created:%Y-%m-%d %H:%M:%S} UTC); the archive keeps the old stream's "
                     "messages: archive the new one into a new directory"
                 )
-        self.wire = await WireConnection.connect(self.server)
+        self.wire = await WireConnection.connect(self.server, tls=self.tls)
         subject = _client.deliver_subject()
         await self.wire.subscribe(subject)
         start = (self.buffer.seq[-1] if self.buffer.seq else self.seen) + 1

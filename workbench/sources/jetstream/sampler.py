@@ -14,6 +14,7 @@ import datetime as dt
 import html
 import os
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -85,17 +86,21 @@ def sample_jetstream(
     every: float = 1.0,
     duration: float = 60.0,
     progress: Callable[[int], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> LagSampleResult:
     """Sample ``stream`` and its consumers (all of them when ``consumers`` is None).
 
-    ``progress`` is called with the number of samples taken so far.
+    ``progress`` is called with the number of samples taken so far; ``tls``
+    connects over TLS (see :func:`~workbench.sources.jetstream.tls_context`).
     """
     if every <= 0 or duration < 0:
         raise SourceError("--every must be positive and --duration not negative")
     _client.check_stream_name(stream)
     names = list(consumers) if consumers is not None else None
     # In Jupyter too: a notebook runs an event loop, which asyncio.run refuses.
-    return _client.run_sync(_sample(server, stream, Path(out), names, every, duration, progress))
+    return _client.run_sync(
+        _sample(server, stream, Path(out), names, every, duration, progress, tls)
+    )
 
 
 async def _sample(
@@ -106,9 +111,10 @@ async def _sample(
     every: float,
     duration: float,
     progress: Callable[[int], None] | None,
+    tls: ssl.SSLContext | None,
 ) -> LagSampleResult:
     source = f"jetstream:{stream}"
-    nc = await _client.connect(server)
+    nc = await _client.connect(server, tls=tls)
     stream_rows: list[dict[str, Any]] = []
     consumer_rows: list[dict[str, Any]] = []
     pending_streams: list[dict[str, Any]] = []
