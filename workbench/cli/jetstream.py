@@ -61,7 +61,11 @@ def archive_jetstream_command(
         help="Megabytes of payloads per file at most (bounds memory for large messages).",
     ),
     fail_on_gap: bool = typer.Option(
-        False, "--fail-on-gap", help="Exit with code 1 when the stream lost messages."
+        False,
+        "--fail-on-gap",
+        help="Exit with code 1 when this run finds messages the stream lost (gaps an "
+        "earlier run recorded are not found again: `workbench check --fail-on gaps` "
+        "judges the whole archive).",
     ),
     tls_cert: Path | None = TLS_CERT,
     tls_key: Path | None = TLS_KEY,
