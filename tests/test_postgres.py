@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import polars as pl
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from eventsourcing.application import Application
@@ -422,6 +423,26 @@ def test_a_table_numbered_from_zero_is_archived_whole_and_negatives_are_refused(
     assert not (tmp_path / "new").exists()
 
 
+def test_a_repeated_position_is_named_in_one_line_and_exit_2(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mapped position column that is not unique: the error says which position repeats,
+    also when the repeat falls across two files."""
+    table = _numbered_log(pg_dsn, pg_schema, [1, 2, 2, 3])
+    argv = ["archive", "postgres", "--dsn", pg_dsn, "--preset", "generic", "--table", table]
+    for item in NUMBERED_MAP:
+        argv += ["--map", item]
+    assert run([*argv, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"position 2 appears more than once in postgres:{table}" in err, err
+    with pytest.raises(SourceError, match=f"position 2 appears more than once in postgres:{table}"):
+        wb.archive_postgres(
+            pg_dsn, tmp_path / "b", preset="generic", table=table, mappings=NUMBERED_MAP,
+            batch_size=2,
+        )  # fmt: skip
+
+
 def test_a_pruned_table_is_not_told_as_rolled_back(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:
@@ -621,6 +642,59 @@ def test_occurred_at_from_a_payload_path_reads_epoch_times_too(
     assert result.rows_archived == 4
     times = {r["occurred_at"] for r in archived(tmp_path)}
     assert times == {dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC)}
+
+
+def test_a_time_column_of_text_or_epoch_numbers_counts_each_bad_value(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Text that is no time costs its row's time, counted, not the run; an integer column
+    is read as epoch s / ms / µs / ns, as a payload path is. A column type that can never
+    hold a time is refused before anything is written."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.log (seq bigserial primary key, at text, n bigint, "
+            "flag boolean, kind text, body text)"
+        )
+        con.execute(
+            f"insert into {pg_schema}.log (at, n, kind, body) values "
+            "('2024-05-01T10:00:00Z', 1714557600, 'A', '{}'), "
+            "('yesterday-ish', 1714557600000, 'A', '{}'), "
+            "('', 1714557600000000, 'A', '{}'), "
+            "(null, 1714557600000000000, 'A', '{}'), "
+            "('2024-05-01 10:00:00', null, 'A', '{}')"
+        )
+    maps = ["global_position=column:seq", "event_type=column:kind", "data=column:body"]
+    table = f"{pg_schema}.log"
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=table,
+        mappings=[*maps, "recorded_at=column:at", "occurred_at=column:n"],
+    )  # fmt: skip
+    assert result.rows_archived == 5
+    assert result.problems == {
+        "recorded_at not a time (archive time used)": 2,
+        "recorded_at missing (archive time used)": 1,
+    }
+    rows = archived(tmp_path)
+    at = dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC)
+    assert rows[0]["recorded_at"] == at and rows[4]["recorded_at"] == at  # naive text: UTC
+    assert all(abs(r["recorded_at"] - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
+               for r in rows[1:4])  # fmt: skip
+    assert [r["occurred_at"] for r in rows] == [at, at, at, at, None]
+    epoch = wb.archive_postgres(
+        pg_dsn, tmp_path / "epoch", preset="generic", table=table,
+        mappings=[*maps, "recorded_at=column:n", "occurred_at=column:at"],
+    )  # fmt: skip
+    assert epoch.problems == {
+        "recorded_at missing (archive time used)": 1,
+        "occurred_at not a time (null)": 2,
+    }
+    assert [r["recorded_at"] for r in archived(tmp_path / "epoch")][:4] == [at] * 4
+    with pytest.raises(MappingError, match=rf"column {pg_schema}.log.flag is bool, "):
+        wb.archive_postgres(
+            pg_dsn, tmp_path / "bool", preset="generic", table=table,
+            mappings=[*maps, "recorded_at=column:flag"],
+        )  # fmt: skip
+    assert not (tmp_path / "bool").exists()
 
 
 # ------------------------------------------------------------------ snapshots
@@ -934,6 +1008,34 @@ def test_a_snapshot_reads_into_polars_with_uuids_and_json_as_text(
     )
     assert info.head(1).equals(frame)
     assert info.arrow().num_rows == 1 and read_snapshot_info(info.path).df().equals(frame)
+
+
+def test_a_snapshot_with_infinite_times_reads_into_polars(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """±infinity (a "valid until" never) has no Polars datetime: such a column comes as
+    text in df(), as Postgres writes it; arrow() keeps the exact values."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.terms (id int primary key, until timestamptz, "
+            "day date, seen timestamptz)"
+        )
+        con.execute(
+            f"insert into {pg_schema}.terms values "
+            "(1, 'infinity', 'infinity', '2024-05-01 10:00+00'), "
+            "(2, '-infinity', '2024-05-01', null), (3, '2024-05-01 10:00+00', null, null)"
+        )
+    info = wb.snapshot_postgres(pg_dsn, f"{pg_schema}.terms", tmp_path / "terms.parquet")
+    frame = info.df().sort("id")
+    assert str(frame)  # Polars renders every value (it panicked on ±infinity)
+    assert frame["until"].to_list() == ["infinity", "-infinity", "2024-05-01 10:00:00+00"]
+    assert frame["day"].to_list() == ["infinity", "2024-05-01", None]
+    assert frame.schema["seen"] == pl.Datetime("us", "UTC")  # no infinity: stays a time
+    exact = info.arrow().sort_by("id")
+    assert exact.column("until").cast(pa.int64()).to_pylist()[:2] == [2**63 - 1, -(2**63 - 1)]
+    assert exact.column("day").cast(pa.int32()).to_pylist()[0] == 2**31 - 1
+    d = wb.diff(frame, f"{pg_dsn}#{pg_schema}.terms", key="id")
+    assert d.summary.changed == 0 and d.summary.identical == 3
 
 
 def test_a_multidimensional_array_is_kept_as_postgres_writes_it(

@@ -94,8 +94,12 @@ class ArchiveWriter:
         if not (np.diff(positions.to_numpy()) > 0).all():  # archivers hand over sorted batches
             table = table.sort_by("global_position")
             positions = table.column("global_position")
-            if pc.any(pc.equal(positions[1:], positions[:-1])).as_py():
-                raise ArchiveError(f"source {self.source}: batch repeats a global_position")
+            same = pc.equal(positions[1:], positions[:-1])
+            if pc.any(same).as_py():
+                repeated = positions[1:].filter(same)[0].as_py()
+                raise ArchiveError(
+                    f"source {self.source}: batch repeats global_position {repeated}"
+                )
         first = positions[0].as_py()
         if first < 0:  # file names carry positions as unsigned digits
             raise ArchiveError(

@@ -279,6 +279,13 @@ class PostgresArchiver:
                 if batch.num_rows == 0:
                     continue
                 positions = batch.column("global_position").to_numpy()
+                repeated = _repeated(positions, expected)
+                if repeated is not None:  # before the rows are handed to the writer
+                    raise SourceError(
+                        f"position {repeated} appears more than once in {self.query.source}: "
+                        "global_position must be unique; map it to the primary key or an "
+                        "identity column"
+                    )
                 cut, waiting_at, gaps = _holes(positions, expected, settled)
                 if leading and gaps and gaps[0][0] == expected:
                     below, gaps = gaps[0], gaps[1:]
@@ -479,25 +486,32 @@ class PostgresArchiver:
             exprs[name] = _typed_path(name, raw)
             if name in _INT_FIELDS:
                 exprs[f"_bad_{name}"] = f"({raw} is not null and {exprs[name]} is null)"
+        for name in q.instant_fields:  # a text or epoch-number column's text
+            exprs[name] = _finite(instant_sql(f'"{name}"'))
+            exprs[f"_untimed_{name}"] = f'("{name}" is not null and {exprs[name]} is null)'
         if exprs:
             chunk = self._duck_select(chunk, exprs)
+        if "recorded_at" in q.instant_fields:  # missing or no time: counted by its flag
+            index = chunk.column_names.index("recorded_at")
+            recorded = _or_archive_time(chunk.column(index))
+            chunk = chunk.set_column(index, "recorded_at", recorded)
         if q.eventsourcing_state:
             # The library keeps no store time; the event's own timestamp is the closest.
             missing = chunk.column("occurred_at").null_count
             self._count("recorded_at missing (archive time used)", missing)
-            now = pa.scalar(int(time.time() * 1_000_000), pa.timestamp("us", tz="UTC"))
-            recorded = pc.coalesce(
-                chunk.column("occurred_at").cast(pa.timestamp("us", tz="UTC")), now
-            )
+            recorded = _or_archive_time(chunk.column("occurred_at"))
             chunk = chunk.append_column("recorded_at", recorded)
         bad_version = None
         for name in [n for n in chunk.column_names if n.startswith("_")]:
             flag = chunk.column(name)
-            problem = (
-                "recorded_at missing (archive time used)"
-                if name == "_no_recorded_at"
-                else f"{name.removeprefix('_bad_')} not an integer (null)"
-            )
+            if name == "_no_recorded_at":
+                problem = "recorded_at missing (archive time used)"
+            elif name.startswith("_untimed_"):
+                field_name = name.removeprefix("_untimed_")
+                used = "archive time used" if field_name == "recorded_at" else "null"
+                problem = f"{field_name} not a time ({used})"
+            else:
+                problem = f"{name.removeprefix('_bad_')} not an integer (null)"
             self._count(problem, pc.sum(flag.cast(pa.int64())).as_py() or 0)
             if name == "_bad_schema_version":
                 bad_version = flag
@@ -635,6 +649,20 @@ def _holes(
     return len(positions), None, gaps
 
 
+def _repeated(positions: np.ndarray, expected: int) -> int | None:
+    """The first position of ascending ``positions`` that repeats the one before it
+    (the previous batch ended at ``expected - 1``), or None.
+
+    >>> _repeated(np.array([3, 4, 4, 5, 5]), 1), _repeated(np.array([3, 4]), 4)
+    (4, 3)
+    >>> _repeated(np.array([1, 2]), 1) is None
+    True
+    """
+    previous = np.concatenate(([expected - 1], positions[:-1]))
+    same = np.flatnonzero(positions == previous)
+    return int(positions[same[0]]) if len(same) else None
+
+
 def _utf8_or_none(value: bytes | None) -> str | None:
     if value is None:
         return None
@@ -667,9 +695,21 @@ _INT_FIELDS = frozenset(n for n, t in _DUCK_TYPES.items() if t in ("integer", "b
 
 def _typed_path(name: str, expr: str) -> str:
     if name == "occurred_at":  # ISO text or epoch s/ms/µs/ns, as the JetStream mapping reads it
-        return instant_sql(expr)
+        return _finite(instant_sql(expr))
     typ = _DUCK_TYPES.get(name)
     return f"try_cast({expr} as {typ})" if typ else expr
+
+
+def _finite(time_expr: str) -> str:
+    """DuckDB SQL: ``time_expr``, null when it is ``±infinity`` (text 'infinity' casts to
+    it): no event time, as in Postgres columns (see ``presets._utc``)."""
+    return f"(case when isfinite({time_expr}) then {time_expr} end)"
+
+
+def _or_archive_time(times: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``times`` as UTC microseconds, with the time of archiving where one is null."""
+    utc = pa.timestamp("us", tz="UTC")
+    return pc.coalesce(times.cast(utc), pa.scalar(int(time.time() * 1_000_000), utc))
 
 
 _BELOW_FIRST = (

@@ -44,6 +44,12 @@ _TEXT_FIELDS = frozenset(
     }
 )
 _TIME_FIELDS = frozenset({"occurred_at", "recorded_at"})
+#: Column types Postgres reads as times itself; another column is read as text (below).
+_TIME_PG_TYPES = frozenset({"timestamp", "timestamptz", "date"})
+#: Column types that never hold a time: mapped to one, refused before anything is read.
+_NEVER_TIME_PG_TYPES = frozenset(
+    {"bool", "bytea", "uuid", "json", "jsonb", "interval", "time", "timetz"}
+)
 _INTEGER_PG_TYPES = frozenset({"int2", "int4", "int8"})
 _INT_TYPES = {
     "schema_version": "int",
@@ -65,7 +71,8 @@ class Query:
     order. Columns are envelope columns plus helper columns starting with
     ``_`` (``_state`` raw eventsourcing state, ``_bad_<field>`` a value that
     is not an integer, ``_no_recorded_at``) that the archiver turns into
-    fields and counts.
+    fields and counts. ``instant_fields`` come as text (a text or epoch-number
+    column), read as times by DuckDB over the batch.
     """
 
     source: str
@@ -74,6 +81,7 @@ class Query:
     columns: Mapping[str, str]
     joins: str = ""
     path_fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    instant_fields: tuple[str, ...] = ()
     validate_json: tuple[str, ...] = ()
     eventsourcing_state: bool = False
     expected: tuple[str, ...] = _EXPECTED_DEFAULT
@@ -372,6 +380,7 @@ def build_query(
     if not position:
         raise MappingError(f"--preset {preset} needs --map global_position=column:NAME")
     paths: dict[str, FieldSpec] = {}
+    instants: list[str] = []
     validate: list[str] = []
     for field_name, fs in mappings.items():
         if fs.kind in ("header", "subject"):
@@ -392,6 +401,17 @@ def build_query(
                 as_int = _int_or_null(f"{expr}::text", _INT_TYPES[field_name], 18)
                 cols[field_name] = as_int
                 cols[f"_bad_{field_name}"] = f"({expr} is not null and {as_int} is null)"
+            elif field_name in _TIME_FIELDS and pg_type not in _TIME_PG_TYPES:
+                if pg_type in _NEVER_TIME_PG_TYPES or pg_type.startswith("_"):  # "_": an array
+                    raise MappingError(
+                        f"--map {field_name}={fs}: column {table}.{fs.arg} is {pg_type}, "
+                        "which holds no time; map a timestamp, date, text or epoch-number column"
+                    )
+                # Postgres has no cast that fails softly (pg_input_is_valid is 16+): the
+                # text goes to DuckDB, which reads ISO text or epoch numbers (instant_sql)
+                # and nulls one bad value, counted, instead of failing the whole read.
+                cols[field_name] = f"{expr}::text"
+                instants.append(field_name)
             else:
                 cols[field_name] = _typed(field_name, expr, pg_type)
         else:  # data: / metadata: paths, by DuckDB over the batch
@@ -414,7 +434,8 @@ def build_query(
             raise MappingError(f"--preset {preset} needs --map {needed}=column:NAME")
     if "recorded_at" in cols:
         cols["_no_recorded_at"] = f"({cols['recorded_at']}) is null"
-        cols["recorded_at"] = f"coalesce({cols['recorded_at']}, statement_timestamp())"
+        if "recorded_at" not in instants:  # else the archiver fills it, after DuckDB
+            cols["recorded_at"] = f"coalesce({cols['recorded_at']}, statement_timestamp())"
     return Query(
         source=f"postgres:{table}",
         table=query.table,
@@ -422,6 +443,7 @@ def build_query(
         columns=cols,
         joins=query.joins,
         path_fields=paths,
+        instant_fields=tuple(instants),
         validate_json=tuple(validate),
         eventsourcing_state=query.eventsourcing_state,
         expected=query.expected,
