@@ -221,3 +221,11 @@ def test_infinite_times_and_intervals_survive_a_snapshot_and_a_diff(
         result = wb.diff(f"{candidate}:main.terms", live, key=["id"])
         assert result.summary.is_identical, result.rows().to_dicts()
         assert result.rows().height == 0  # a frame with INTERVAL columns: no Polars panic
+    # A row that differs beside an infinite time: the frame shows (Polars held the
+    # infinity as a date past its range and panicked printing it), the infinity as text.
+    with psycopg.connect(pg_dsn, autocommit=True) as pg:
+        pg.execute(f"update {pg_schema}.terms set until = '-infinity' where id = 1")
+    changed = wb.diff(f"{candidate}:main.terms", f"{pg_dsn}#{pg_schema}.terms", key="id")
+    frame = changed.rows("changed")
+    assert "infinity" in str(frame)
+    assert frame.select("until__candidate", "until__live").row(0) == ("infinity", "-infinity")

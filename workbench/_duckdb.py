@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from workbench._env import in_notebook
 
@@ -58,9 +60,53 @@ def portable(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
 
 
 def to_polars(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
-    """``relation.pl()``, with the columns Polars cannot import (see :func:`portable`) as text.
+    """``relation.pl()``, with the columns Polars cannot import (see :func:`portable`)
+    and time columns that hold ``±infinity`` as text.
+
+    Polars has no infinite datetime: it holds one as a date beyond its range
+    and panics showing it. As null, a "valid until never" would pass for an
+    unknown one and drop out of every comparison; as text the column says
+    ``infinity`` as Postgres and DuckDB write it, and its other values in ISO
+    form (as a decimal column holding NaN is read).
 
     >>> to_polars(connect().sql("select 1 as n, interval '1 day 2 hours' as i")).row(0)
     (1, '1 day 02:00:00')
+    >>> to_polars(connect().sql("select date 'infinity' as d, date '2024-05-01' as e")).row(0)
+    ('infinity', datetime.date(2024, 5, 1))
     """
-    return portable(relation).pl()
+    table = portable(relation).arrow()
+    if isinstance(table, pa.RecordBatchReader):  # DuckDB 1.4+ hands a reader
+        table = table.read_all()
+    infinite = [
+        c for c, column in zip(table.column_names, table.columns, strict=True) if _infinite(column)
+    ]
+    if infinite:
+        con = connect()
+        con.register("_wb_frame", table)
+        table = con.sql(
+            "select "
+            + ", ".join(
+                f"CAST({q} AS VARCHAR) AS {q}" if c in infinite else q
+                for c, q in ((c, '"' + c.replace('"', '""') + '"') for c in table.column_names)
+            )
+            + " from _wb_frame"
+        ).arrow()
+        if isinstance(table, pa.RecordBatchReader):
+            table = table.read_all()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _infinite(column: pa.ChunkedArray) -> bool:
+    """Whether a timestamp or date column holds DuckDB's ``±infinity`` (the largest
+    integer of its width, or its negation)."""
+    typ = column.type
+    if pa.types.is_timestamp(typ):
+        ints, top = pa.int64(), 2**63 - 1
+    elif pa.types.is_date32(typ):
+        ints, top = pa.int32(), 2**31 - 1
+    else:
+        return False
+    extremes = pc.min_max(column.cast(ints))
+    return extremes["max"].as_py() == top or extremes["min"].as_py() == -top

@@ -25,14 +25,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from workbench import _duckdb
 from workbench._duckdb import to_polars
-from workbench._sql import ident
 from workbench.archive import write_atomically
 from workbench.errors import SourceError
 from workbench.sources.postgres._connection import (
@@ -76,8 +74,7 @@ class SnapshotInfo:
         (``pl.read_parquet`` of the file gives a UUID's 16 bytes: Polars has
         no UUID type. DuckDB reads the file as it is.)
         """
-        con = _duckdb.connect()
-        return to_polars(_infinite_times_as_text(con.read_parquet(str(self._file()))))
+        return to_polars(_duckdb.connect().read_parquet(str(self._file())))
 
     def arrow(self) -> pa.Table:
         """The snapshot's rows as written (Postgres types as ADBC gives them)."""
@@ -98,41 +95,6 @@ class SnapshotInfo:
             for k, v in asdict(self).items()
         )
         return f"<table><caption>snapshot</caption>{rows}</table>"
-
-
-#: DuckDB types of the times a snapshot holds (see :mod:`~workbench.sources.postgres.table`).
-_TIME_TYPES = frozenset({"DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE"})
-
-
-def _infinite_times_as_text(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
-    """``relation`` with each time column that holds ``±infinity`` as text.
-
-    Polars has no infinite datetime: it would hold the value as a date
-    beyond its range and panic showing it. As null, a "valid until never"
-    would pass for an unknown one and drop out of every comparison; as text
-    the whole column says ``infinity`` as Postgres does, and its other values
-    in ISO form (as a decimal column holding NaN is read, see ``table.py``).
-
-    >>> con = _duckdb.connect()
-    >>> rel = con.sql("select date 'infinity' as d, date '2024-05-01' as e")
-    >>> _infinite_times_as_text(rel).fetchall()
-    [('infinity', datetime.date(2024, 5, 1))]
-    """
-    columns = dict(zip(relation.columns, map(str, relation.types), strict=True))
-    times = [ident(c) for c, typ in columns.items() if typ in _TIME_TYPES]
-    if not times:
-        return relation
-    (found,) = relation.aggregate(
-        ", ".join(f"coalesce(bool_or(not isfinite({q})), false)" for q in times)
-    ).fetchall()
-    infinite = {q for q, flag in zip(times, found, strict=True) if flag}
-    if not infinite:
-        return relation
-    return relation.select(
-        ", ".join(
-            f"CAST({q} AS VARCHAR) AS {q}" if q in infinite else q for q in map(ident, columns)
-        )
-    )
 
 
 def read_snapshot_info(path: str | os.PathLike[str]) -> SnapshotInfo:
