@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pytest
 from _jetstream_helpers import (
@@ -283,6 +284,48 @@ def test_follow_writes_files_under_steady_traffic(
     finally:
         follower.join(timeout=30)
     assert done and done[0].messages == 36 and done[0].stopped == "idle"
+
+
+def test_a_filtered_or_late_started_mirror_reports_no_lost_messages(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """A mirror filtered to some subjects has holes where its origin's other messages
+    were, which the server lists as deleted; one started at a sequence lacks those
+    below. Neither lost anything: recorded as never-issued, not reported as gaps."""
+    kinds = ["kept" if i % 3 == 0 else "other" for i in range(10)]
+    publish(nats_url, stream, [ce_message(i, subject=k) for i, k in enumerate(kinds)], create={})
+    filtered, started = f"{stream}_F", f"{stream}_S"
+    mirrors = {
+        filtered: {"name": stream, "filter_subject": f"{stream.lower()}.kept"},
+        started: {"name": stream, "opt_start_seq": 5},
+    }
+    try:
+        for name, mirror in mirrors.items():
+            reply = api(nats_url, f"$JS.API.STREAM.CREATE.{name}", {"name": name, "mirror": mirror})
+            assert "error" not in reply, reply
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # mirrors copy in the background
+            sizes = [
+                api(nats_url, f"$JS.API.STREAM.INFO.{name}")["state"]["messages"]
+                for name in mirrors
+            ]
+            if sizes == [4, 6]:
+                break
+            time.sleep(0.1)
+        got = {name: archive(nats_url, name, tmp_path / name) for name in mirrors}
+        assert got[filtered].messages == 4 and got[started].messages == 6
+        assert got[filtered].gaps == [] and got[started].gaps == []
+        for name, missing in ((filtered, {2, 3, 5, 6, 8, 9}), (started, {1, 2, 3, 4})):
+            records = rows(
+                tmp_path / name, "select first_missing, last_missing, reason from gap_records"
+            )
+            assert records and {r[2] for r in records} == {"never-issued"}
+            assert {p for a, b, _ in records for p in range(a, b + 1)} == missing
+            gaps = wb.open_archive(tmp_path / name).gaps().positions
+            assert gaps.filter(~pl.col("reason").is_in(["never-issued"])).height == 0
+    finally:
+        for name in mirrors:
+            delete_stream(nats_url, name)
 
 
 def test_cli_user_errors_exit_2_without_secrets(

@@ -29,7 +29,8 @@ _TS = pa.timestamp("us", tz="UTC")
 #: first position moved past them), deletion (removed inside the range),
 #: a jump in the sequence, a sequence value taken by a transaction that
 #: rolled back (Postgres; harmless), positions the source never issued (a
-#: JetStream stream created with ``first_seq``; harmless).
+#: JetStream stream created with ``first_seq``, a mirror started at a sequence
+#: or filtered to some subjects; harmless).
 GAP_REASONS: Final[tuple[str, ...]] = (
     "retention",
     "deleted",

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -318,6 +319,7 @@ class _Run:
         self.wire: WireConnection | None = None
         self.consumer: str | None = None
         self.created: dt.datetime | None = None  # when the stream archived was created
+        self.filtered: str | None = None  # what a filtered mirror keeps of its origin
         self.started = time.monotonic()
 
     async def main(self) -> JetStreamArchiveResult:
@@ -349,14 +351,21 @@ class _Run:
                 )
             self.stream_last = state["last_seq"]
             target = None if self.follow else int(state["last_seq"])
-            # A stream created with first_seq (NATS 2.10+) never had the sequences below it.
-            never = int((info.get("config") or {}).get("first_seq") or 1) - 1
+            # A stream created with first_seq (NATS 2.10+), or a mirror started at a
+            # sequence of its origin, never had the sequences below it.
+            config = info.get("config") or {}
+            mirror = config.get("mirror") or {}
+            self.filtered = _mirror_filter(mirror)
+            never = max(int(config.get("first_seq") or 1), int(mirror.get("opt_start_seq") or 1))
+            never -= 1
             if never and self.writer.last_position is None:
                 # Once, even while the stream is still empty.
                 self.recorded = _Recorded(_recorded_gaps(self.writer))
                 new = [(a, b, "never-issued") for a, b in self.recorded.uncovered(1, never)]
                 self.writer.record_gaps(
-                    new, f"stream {self.stream} starts at first_seq {never + 1}"
+                    new,
+                    f"stream {self.stream} starts at sequence {never + 1} (first_seq, "
+                    "or the mirror's start)",
                 )
                 self.recorded.add((a, b) for a, b, _ in new)
             self.seen = self.writer.last_position or never
@@ -644,15 +653,39 @@ class _Run:
         if self.recorded is None:  # read once a run: new records are added below
             self.recorded = _Recorded(_recorded_gaps(self.writer))
         new: list[tuple[int, int, str]] = []
+        skipped: list[tuple[int, int, str]] = []  # a filtered mirror's: never messages here
         for first, last in missing:
             for gap in _classify(first, last, first_seq, deleted):
                 for a, b in self.recorded.uncovered(gap.first, gap.last):
+                    if gap.reason == "deleted" and self.filtered is not None:
+                        skipped.append((a, b, "never-issued"))
+                        continue
                     new.append((a, b, gap.reason))
                     self.result.gaps.append(Gap(a, b, gap.reason))
         # One file for all of a flush's gaps: a stream with thousands of interior
         # deletions (per-subject limits, KV history) must not mean thousands of files.
         self.writer.record_gaps(new, f"detected by archive_jetstream on {self.stream}")
-        self.recorded.add((a, b) for a, b, _ in new)
+        self.writer.record_gaps(
+            skipped, f"{self.stream} mirrors only {self.filtered}: the rest is not in it"
+        )
+        self.recorded.add((a, b) for a, b, _ in [*new, *skipped])
+
+
+def _mirror_filter(mirror: dict[str, Any]) -> str | None:
+    """The subjects a filtered mirror keeps (its origin's other messages leave holes
+    that look like deletions), or None for a stream that is no filtered mirror.
+
+    >>> _mirror_filter({"name": "O", "filter_subject": "o.x"})
+    'o.x of O'
+    >>> _mirror_filter({"name": "O", "subject_transforms": [{"src": "a.>"}, {"src": "b.>"}]})
+    'a.>, b.> of O'
+    >>> _mirror_filter({"name": "O"}) is None, _mirror_filter({}) is None
+    (True, True)
+    """
+    subjects = [mirror.get("filter_subject")]
+    subjects += [t.get("src") for t in mirror.get("subject_transforms") or []]
+    kept = [s for s in subjects if s and s != ">"]
+    return f"{', '.join(kept)} of {mirror.get('name')}" if kept else None
 
 
 def _classify(first: int, last: int, first_seq: int, deleted: np.ndarray) -> list[Gap]:
