@@ -137,6 +137,32 @@ def test_report_command_replays_diffs_and_checks_safety(
     assert (tmp_path / "r.duckdb").exists()
 
 
+def test_report_of_a_replay_that_leaves_event_types_out_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `workbench replay` does: the report is written, and the exit code says a
+    candidate left events out."""
+    from workbench.cli import run
+
+    generate(9, entities=20, events=500).write_archive(tmp_path / "archive")
+    (tmp_path / "created_only.py").write_text(
+        "import workbench as wb\n\n"
+        "class CreatedOnly(wb.Projection):\n"
+        "    name = 'created_only'\n"
+        "    memories = wb.Table(key='memory_id', memory_id=str)\n\n"
+        "    @wb.on('MemoryCreated')\n"
+        "    def created(self, event, tables):\n"
+        "        tables.memories.upsert({'memory_id': event.data['memory_id']})\n"
+    )
+    code = run(
+        ["report", "--archive", str(tmp_path / "archive"), "--out", str(tmp_path / "r.html"),
+         "--projection", f"{tmp_path / 'created_only.py'}:CreatedOnly"]
+    )  # fmt: skip
+    assert code == 1
+    assert "events no handler or upcaster covers" in capsys.readouterr().out
+    assert "Replay of created_only_v1" in (tmp_path / "r.html").read_text()
+
+
 def test_report_tables_align_numbers_and_wrap_only_long_values(report: Path) -> None:
     html = report.read_text()
     numbers = re.findall(r'<td class="num">([^<]*)</td>', html)

@@ -95,6 +95,10 @@ def report(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
             extra.append(replay_section(result))
+            if not result.coverage.ok:  # as `workbench replay` judges a run
+                findings.append(
+                    f"{result.coverage.uncovered_events:,} events no handler or upcaster covers"
+                )
             if safety:
                 bar.update(task, description="checking replay safety", completed=0, total=None)
                 checked = check_replay_safety(
