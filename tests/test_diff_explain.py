@@ -260,3 +260,32 @@ def test_explain_writes_values_as_a_reader_does() -> None:
         in text
     )
     assert '"price": "0.50"' in text and "Decimal(" not in text and "datetime.datetime" not in text
+
+
+def test_explain_finds_a_key_as_the_diff_compared_it(tmp_path: Path) -> None:
+    """A text key diffed against a UUID key matches in any case (as .NET writes GUIDs);
+    explaining the key as a log shows it, upper case, must find the same row and events."""
+    from workbench.examples import Memories
+    from workbench.scenario import generate
+
+    generate(5, entities=10, events=300).write_archive(tmp_path / "archive")
+    wb.replay(tmp_path / "archive", Memories, into=tmp_path / "c.duckdb")
+    with duckdb.connect(str(tmp_path / "c.duckdb")) as con:
+        ((memory_id,),) = con.sql("select min(memory_id) from memories_v1.memories").fetchall()
+        con.sql(
+            "select * replace (CAST(memory_id AS UUID) AS memory_id, "
+            f"access_count + (memory_id = '{memory_id}')::INT AS access_count) "
+            "from memories_v1.memories"
+        ).write_parquet(str(tmp_path / "live.parquet"))
+    d = wb.diff(
+        f"{tmp_path / 'c.duckdb'}:memories_v1.memories",
+        str(tmp_path / "live.parquet"),
+        key="memory_id",
+        archive=tmp_path / "archive",
+    )
+    assert d.summary.changed == 1
+    shown = d.explain(memory_id.upper())
+    assert shown.status == "changed"
+    assert shown.candidate is not None and shown.candidate["memory_id"] == memory_id
+    assert shown.live is not None
+    assert len(shown.events) > 0 and (shown.events["event_type"] == "MemoryCreated").any()

@@ -396,6 +396,7 @@ def diff(
         con=con,
         key=keys,
         plans=plans,
+        key_plans=key_plans,
         summary=summary,
         candidate=cand,
         live=live_side,

@@ -206,8 +206,22 @@ def _key_dict(diff: Diff, key: Any) -> dict[str, Any]:
     return dict(zip(diff.key, values, strict=True))
 
 
-def _where(key: dict[str, Any], prefix: str = "") -> str:
-    return " AND ".join(f"{prefix}{ident(k)} IS NOT DISTINCT FROM ?" for k in key)
+def _where(diff: Diff, key: dict[str, Any], side: str | None) -> str:
+    """Rows of one ``side`` (``candidate``, ``live``; None: the diff's own table) whose key
+    equals ``key`` as the diff compared it: an upper-case UUID finds the row a diff of
+    a text key against a UUID key matched, as a ``1`` finds ``1.0``."""
+    plans = {p.name: p for p in diff.key_plans}
+    terms = []
+    for name in key:
+        plan = plans.get(name)
+        if plan is None or plan.compared_as == "JSON":
+            terms.append(f"{ident(name)} IS NOT DISTINCT FROM ?")
+            continue
+        column = {"candidate": plan.candidate_expr, "live": plan.live_expr}.get(
+            side or "", ident(name)
+        )
+        terms.append(f"({column}) IS NOT DISTINCT FROM CAST(? AS {plan.compared_as})")
+    return " AND ".join(terms)
 
 
 def explain_key(diff: Diff, key: Any) -> Explanation:
@@ -226,11 +240,16 @@ def _explain(diff: Diff, values: dict[str, Any]) -> Explanation:
     params = list(values.values())
     con = diff.con
     candidate_rows, live_rows, found = (
-        to_polars(con.sql(f"select * from {relation} where {_where(values)}{order}", params=params))
-        for relation, order in (
-            (diff.candidate.relation, ""),
-            (diff.live.relation, ""),
-            ("_wb_diff", " order by _side"),
+        to_polars(
+            con.sql(
+                f"select * from {relation} where {_where(diff, values, side)}{order}",
+                params=params,
+            )
+        )
+        for relation, side, order in (
+            (diff.candidate.relation, "candidate", ""),
+            (diff.live.relation, "live", ""),
+            ("_wb_diff", None, " order by _side"),
         )
     )
     if len(found):
@@ -240,6 +259,8 @@ def _explain(diff: Diff, values: dict[str, Any]) -> Explanation:
         status = "identical" if len(candidate_rows) and len(live_rows) else "absent"
         changed = []
     position = diff.summary.live_position
+    if len(candidate_rows) == 1:  # the lineage has the key as the candidate holds it
+        values = {k: candidate_rows[k][0] for k in values}
     events, notes = _events(diff, values, position)
     return Explanation(values, status, candidate_rows, live_rows, changed, events, position, notes)
 

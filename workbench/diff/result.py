@@ -219,6 +219,7 @@ class Diff:
         key: list[str],
         plans: list[ColumnPlan],
         summary: DiffSummary,
+        key_plans: list[ColumnPlan] | None = None,
         candidate: Side,
         live: Side,
         identical_sql: str,
@@ -228,6 +229,8 @@ class Diff:
         self.con = con
         self.key = key
         self.plans = plans
+        #: How each key column is compared (a UUID given as text is compared as a UUID).
+        self.key_plans = key_plans or []
         self.summary = summary
         self.candidate = candidate
         self.live = live
