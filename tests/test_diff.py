@@ -70,6 +70,7 @@ def test_planted_differences_are_counted_exactly() -> None:
     assert (s.changed, s.only_in_candidate, s.only_in_live) == (6, 2, 6)
     assert s.identical == 94 - 6
     assert (s.candidate_rows, s.live_rows) == (96, 100)
+    assert d.summary() == str(s) and "changed: 6" in d.summary()  # summary() as elsewhere
     cols = {r["column"]: r for r in s.columns.to_dicts()}
     assert cols["accesses"]["changed"] == 3 and cols["accesses"]["max_abs_diff"] == 1.0
     assert cols["title"]["changed"] == 1 and cols["title"]["max_abs_diff"] is None

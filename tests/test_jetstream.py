@@ -198,8 +198,16 @@ def test_resume_archives_each_message_once(nats_url: str, stream: str, tmp_path:
 def test_gaps_are_recorded_not_skipped(nats_url: str, stream: str, tmp_path: Path) -> None:
     publish(nats_url, stream, [ce_message(i) for i in range(10)], create={"max_msgs": 6})
     delete_messages(nats_url, stream, [7, 10])  # interior and tail deletions
-    with pytest.warns(RuntimeWarning, match="missing"):
+    with pytest.warns(RuntimeWarning, match="missing") as warned:
         result = wb.archive_jetstream(nats_url, stream, tmp_path)
+    assert {Path(w.filename).name for w in warned} == {"test_jetstream.py"}  # the caller's line
+    # Every run result reads the same way: one line, and its rows as frames.
+    assert (
+        repr(result)
+        == f"<JetStreamArchiveResult: {result.summary()}>"
+        == f"<{type(result).__name__}: {result}>"
+    )
+    assert result.head(1).height == 1 and result.arrow().num_rows == len(result.gaps)
     assert [(g.first, g.last, g.reason) for g in result.gaps] == [
         (1, 4, "retention"),
         (7, 7, "deleted"),

@@ -456,6 +456,7 @@ def test_a_pruned_table_is_not_told_as_rolled_back(
     assert result.gaps == [(1, 999, "retention"), (1002, 1002, "rolled-back")]
     assert result.problems == {"no position (not archived)": 1}
     text = result.summary()
+    assert repr(result) == f"<ArchivePostgresResult: {text}>" and str(result) == text
     assert "position(s) 1..999 below the table's first row" in text
     assert "1 position(s) in 1 hole(s) left by rolled-back" in text
     gaps = wb.open_archive(tmp_path).gaps().positions

@@ -86,6 +86,14 @@ class Explanation:
         """The same as :meth:`df`, as an Arrow table."""
         return self.df().to_arrow()
 
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` events."""
+        return self.df().head(n)
+
+    def summary(self) -> str:
+        """The explanation as text: the changed values, both rows, the suspect events."""
+        return str(self)
+
     def __str__(self) -> str:
         lines = [f"key {self.key}: {self.status}"]
         for column in self.changed_columns:

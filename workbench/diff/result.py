@@ -163,6 +163,11 @@ class DiffSummary:
             )
         return lines
 
+    def __call__(self) -> str:
+        """The text, as every result's ``summary()`` gives it: ``d.summary()`` reads as
+        ``r.summary()`` does elsewhere, while ``d.summary.changed`` stays a count."""
+        return str(self)
+
     def __str__(self) -> str:
         lines = self.schema_lines()
         lines += [f"{row['status']}: {row['rows']}" for row in self.counts().to_dicts()]

@@ -42,6 +42,7 @@ True
 from __future__ import annotations
 
 import difflib
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -85,10 +86,12 @@ class Coverage:
             for r in rows
         ]
 
+    def summary(self) -> str:
+        """One line: all events handled, or each uncovered type and version."""
+        return "all events handled" if self.ok else "; ".join(self.problems())
+
     def __repr__(self) -> str:
-        if self.ok:
-            return "Coverage(all events handled)"
-        return f"Coverage({'; '.join(self.problems())})"
+        return f"Coverage({self.summary()})"
 
     @classmethod
     def empty(cls) -> Coverage:
@@ -102,11 +105,12 @@ class Coverage:
         """The same as :meth:`df`, as an Arrow table."""
         return self.df().to_arrow()
 
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` rows of :meth:`df`."""
+        return self.df().head(n)
+
     def _repr_html_(self) -> str:
-        head = (
-            "coverage: all events handled" if self.ok else "coverage: " + "; ".join(self.problems())
-        )
-        return f"<p>{head}</p>" + self.table._repr_html_()
+        return f"<p>coverage: {html.escape(self.summary())}</p>" + self.table._repr_html_()
 
 
 def _type_label(event_type: str | None) -> str:

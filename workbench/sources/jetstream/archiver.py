@@ -46,6 +46,7 @@ from workbench.sources.jetstream._wire import Deliveries, WireConnection
 from workbench.sources.jetstream.mapping import JetStreamMapping
 from workbench.sources.jetstream.sampler import server_time, stream_sample
 from workbench.sources.redaction import redact
+from workbench.sources.result import RunResult
 
 __all__ = ["ArchiveProgress", "Gap", "JetStreamArchiveResult", "archive_jetstream"]
 
@@ -86,8 +87,8 @@ class ArchiveProgress:
 IDENTITY_COLUMNS: tuple[str, ...] = ("event_id", "event_type", "stream")
 
 
-@dataclass
-class JetStreamArchiveResult:
+@dataclass(repr=False)
+class JetStreamArchiveResult(RunResult):
     """What one ``archive_jetstream`` run did.
 
     >>> r = JetStreamArchiveResult("S", "out", messages=10, first_seq=1, last_seq=12,
@@ -182,10 +183,6 @@ class JetStreamArchiveResult:
             schema={"first_missing": pl.Int64, "last_missing": pl.Int64, "reason": pl.String},
         )
 
-    def arrow(self) -> pa.Table:
-        """The same as :meth:`df`, as an Arrow table."""
-        return self.df().to_arrow()
-
     def gap_notes(self, limit: int = 10) -> list[str]:
         """One line per gap, or past ``limit`` the first few and one line for the rest.
 
@@ -206,7 +203,8 @@ class JetStreamArchiveResult:
             )
         return notes
 
-    def __str__(self) -> str:
+    def summary(self) -> str:
+        """One line for humans."""
         span = f"sequences {self.first_seq}-{self.last_seq}" if self.messages else "nothing new"
         gaps = f", {len(self.gaps)} gap(s)" if self.gaps else ", no gaps"
         stopped = "; stopped by a signal (run again to go on)" if self.stopped == "signal" else ""
@@ -269,7 +267,8 @@ def archive_jetstream(
     result = _client.run_sync(run.main())
     if warn:
         for note in result.gap_notes():
-            warnings.warn(note, RuntimeWarning, stacklevel=2)
+            # 3: past the progress decorator, at the caller's line.
+            warnings.warn(note, RuntimeWarning, stacklevel=3)
     return result
 
 

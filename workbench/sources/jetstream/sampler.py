@@ -27,14 +27,15 @@ import pyarrow as pa
 from workbench.archive import CONSUMER_SAMPLE_SCHEMA, STREAM_SAMPLE_SCHEMA, append_records
 from workbench.errors import SourceError
 from workbench.sources.jetstream import _client
+from workbench.sources.result import RunResult
 
 __all__ = ["LagSampleResult", "sample_jetstream", "server_time", "stream_sample"]
 
 _APPEND_EVERY = 10.0  # seconds of samples per side-table file
 
 
-@dataclass
-class LagSampleResult:
+@dataclass(repr=False)
+class LagSampleResult(RunResult):
     """The samples one ``sample_jetstream`` run took (also written to the archive)."""
 
     stream: str
@@ -53,11 +54,8 @@ class LagSampleResult:
         """Consumer samples: one row per consumer and instant."""
         return self.consumers
 
-    def arrow(self) -> pa.Table:
-        """The same as :meth:`df`, as an Arrow table."""
-        return self.df().to_arrow()
-
-    def __str__(self) -> str:
+    def summary(self) -> str:
+        """One line for humans."""
         names = sorted(set(self.consumers["consumer"].to_list())) if self.consumers.height else []
         gone = f"; gone while sampling: {', '.join(self.gone)}" if self.gone else ""
         return (

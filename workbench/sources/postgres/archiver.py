@@ -54,6 +54,7 @@ from workbench.sources.postgres._connection import (
 from workbench.sources.postgres._watermark import RUNNING_SQL, Watermark, require_primary
 from workbench.sources.postgres.eventsourcing_codec import decode_states
 from workbench.sources.postgres.presets import PRESETS, Query, build_query, split_position_maps
+from workbench.sources.result import RunResult
 
 __all__ = ["ArchivePostgresResult", "PostgresArchiver", "archive_postgres"]
 
@@ -61,8 +62,8 @@ __all__ = ["ArchivePostgresResult", "PostgresArchiver", "archive_postgres"]
 Progress = Callable[[int, int], None]
 
 
-@dataclass
-class ArchivePostgresResult:
+@dataclass(repr=False)
+class ArchivePostgresResult(RunResult):
     """What an archive run did: rows, last position, gaps, row-level problems."""
 
     source: str
@@ -84,9 +85,6 @@ class ArchivePostgresResult:
             schema={"first_missing": pl.Int64, "last_missing": pl.Int64, "reason": pl.String},
             orient="row",
         )
-
-    def arrow(self) -> pa.Table:
-        return self.df().to_arrow()
 
     def summary(self) -> str:
         """One line for humans."""
