@@ -108,7 +108,8 @@ def run_demo(
     reproduced = wb.diff(f"{candidates}:{buggy.schema}.memories", live, key=["memory_id"])
     diff = wb.diff(f"{candidates}:{fixed.schema}.memories", live, key=["memory_id"])
     say(
-        f"[bold]3. replay[/]   {fixed.summary()}\n"
+        f"[bold]3. replay[/]   buggy {buggy.summary()}\n"
+        f"           fixed {fixed.summary()}\n"
         f"           buggy candidate vs live: "
         f"{'identical (bug reproduced)' if reproduced.summary.is_identical else 'differs'}; "
         f"fixed candidate vs live: {diff.summary.changed:,} changed rows"
@@ -123,8 +124,8 @@ def run_demo(
     safety = [
         wb.check_replay_safety(archive, p, seed=seed) for p in (MemoriesNonIdempotent, Memories)
     ]
-    for report in safety:
-        say(f"[bold]4. safety[/]   {report.summary().splitlines()[0]}")
+    for label, report in zip(("[bold]4. safety[/]  ", "          "), safety, strict=True):
+        say(f"{label} {report.summary().splitlines()[0]}")
 
     # 5. Checks, report, and the planted truth against what was found.
     report_path = write_report(
