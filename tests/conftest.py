@@ -242,17 +242,18 @@ def nats_server_with_tls(tmp_path: Path) -> Iterator[tuple[NatsServer, Path]]:
 
 
 @pytest.fixture
-def nats_server_allowing_plain(tmp_path: Path) -> Iterator[NatsServer]:
+def nats_server_allowing_plain(tmp_path: Path) -> Iterator[tuple[NatsServer, Path]]:
     """A current nats-server that offers TLS but also admits plain connections
-    (``allow_non_tls``), with user ``alice`` and :data:`NATS_PASSWORD`."""
-    cert, key, _ = _certificates(tmp_path / "certs")
+    (``allow_non_tls``), with user ``alice`` and :data:`NATS_PASSWORD`; and its CA file."""
+    cert, key, ca = _certificates(tmp_path / "certs")
     config = tmp_path / "nats.conf"
     config.write_text(
         f"allow_non_tls: true\ntls {{ cert_file: {json.dumps(str(cert))}, "
         f"key_file: {json.dumps(str(key))} }}\n"
         f"authorization {{ user: alice, password: {json.dumps(NATS_PASSWORD)} }}\n"
     )
-    yield from _private_nats_server(tmp_path / "nats-store", "-c", str(config))
+    for server in _private_nats_server(tmp_path / "nats-store", "-c", str(config)):
+        yield server, ca
 
 
 def _certificates(certs: Path) -> tuple[Path, Path, Path]:

@@ -244,34 +244,48 @@ def test_mutual_tls_with_a_client_certificate(
     assert half.returncode == 2 and "--tls-cert needs --tls-key" in half.stderr
 
 
-def test_tls_url_to_a_server_that_allows_plain_connections_sends_nothing(
-    nats_server_allowing_plain, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
-    """nats-py would send the password unencrypted there: refused, one line, exit 2,
-    and the server never sees a CONNECT (so no authentication attempt in its log)."""
+def test_tls_is_used_wherever_it_was_asked_for(nats_server_allowing_plain, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """nats-py upgrades only when a server requires TLS: to a server that merely offers
+    it, or to a fallback server of the list, it would send the password in plain text.
+    Every connection is TLS once a tls:// URL asks: an untrusted certificate fails it
+    (a plain connection would have no certificate to check), a trusted one archives."""
     from conftest import NATS_PASSWORD
 
-    host = nats_server_allowing_plain.url.removeprefix("nats://")
-    url = f"tls://alice:{quote(NATS_PASSWORD, safe='')}@{host}"
-    done = subprocess.run(
-        [sys.executable, "-m", "workbench", "archive", "jetstream", "--server", url,
-         "--stream", "ANY", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "does not require it (it allows plain connections)" in lines[0]
-    assert "w/rd" not in done.stderr and "w%2Frd" not in done.stderr
-    assert not (tmp_path / "out").exists()
-    # The same server over nats:// with the user's knowledge works (TLS is optional there).
-    plain = url.replace("tls://", "nats://")
-    with pytest.raises(wb.WorkbenchError, match="stream ANY not found"):
-        wb.archive_jetstream(plain, "ANY", tmp_path / "plain")
+    server, ca = nats_server_allowing_plain
+    host = server.url.removeprefix("nats://")
+    secret = quote(NATS_PASSWORD, safe="")
+    publish(f"nats://{host}", "OPT", [ce_message(i) for i in range(3)], create={},
+            user="alice", password=NATS_PASSWORD)  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for url in (
+        f"tls://alice:{secret}@{host}",
+        f"tls://alice:{secret}@127.0.0.1:1,nats://alice:{secret}@{host}",  # the fallback
+    ):
+        command = [sys.executable, "-m", "workbench", "archive", "jetstream", "--server", url,
+                   "--stream", "OPT"]  # fmt: skip
+        untrusted = subprocess.run(
+            [*command, "--out", str(tmp_path / "untrusted")],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        assert untrusted.returncode == 2, untrusted.stderr
+        assert "certificate verify failed" in untrusted.stderr
+        assert "w/rd" not in untrusted.stderr and "w%2Frd" not in untrusted.stderr
+        trusted = subprocess.run(
+            [*command, "--out", str(tmp_path / "trusted"), "--tls-ca", str(ca)],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        assert trusted.returncode == 0, trusted.stderr
+    assert ArchiveReader(tmp_path / "trusted").sql("select count(*) from events").fetchall() == [
+        (3,)
+    ]
+    assert not (tmp_path / "untrusted").exists()
 
 
 def test_tls_url_to_a_plain_server_is_refused(nats_url: str, tmp_path: Path) -> None:
     url = nats_url.replace("nats://", "tls://user:hunter2@")
-    with pytest.raises(wb.WorkbenchError, match=r"tls://user:\*\*\*@.* does not offer TLS"):
+    with pytest.raises(
+        wb.WorkbenchError, match=r"tls://user:\*\*\*@.* does not offer TLS; nothing"
+    ):
         wb.archive_jetstream(url, "ANY", tmp_path / "out")
 
 

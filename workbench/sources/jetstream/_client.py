@@ -19,13 +19,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-import nats
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from workbench.errors import SourceError
-from workbench.sources.jetstream._wire import server_urls
+from workbench.sources.jetstream._wire import server_urls, tls_wanted
 from workbench.sources.redaction import redact
 
 T = TypeVar("T")
@@ -161,28 +160,53 @@ def tls_context(
     return context
 
 
+class _Client(Client):
+    """nats-py's client, upgrading every connection to TLS when TLS is asked for.
+
+    nats-py upgrades only when a server's INFO says ``tls_required``: a
+    ``tls://`` URL to a server that merely offers TLS, a fallback server of
+    the list, or one the cluster announces would get the credentials in
+    plain text. Each INFO is marked as requiring TLS here, before nats-py
+    reads it, so the handshake comes first, and fails on a server without
+    TLS, before anything is sent.
+    """
+
+    def __init__(self, *, force_tls: bool) -> None:
+        super().__init__()
+        self._wb_force_tls = force_tls
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        if self._wb_force_tls:
+            info["tls_required"] = True  # the very dict nats-py decides the upgrade on
+        await super()._process_info(info, initial_connection=initial_connection)
+
+
 async def connect(url: str, *, reconnect: bool = True, tls: ssl.SSLContext | None = None) -> Client:
     """Connect to NATS at ``url`` (``a,b`` for several servers); keep reconnecting
     in the background if ``reconnect``. ``tls`` (see :func:`tls_context`) asks
-    for TLS as a ``tls://`` URL does, with its certificate and trust."""
+    for TLS as a ``tls://`` URL does, with its certificate and trust; either
+    way every server of the list, and every one the cluster announces, is
+    talked to over TLS only."""
     # nats-py retries its first connect forever when reconnects are on (a wrong
     # password, a port that is not NATS): a TCP probe, then a first connect that
     # may fail, and reconnects are switched on only once connected.
-    await _probe(url, tls_wanted=tls is not None)
+    force_tls = tls_wanted(url, tls)
+    await _probe(url, tls_wanted=force_tls)
     servers, credentials = _servers(url)
     errors, note = _error_log()
     options: dict[str, Any] = dict(credentials)
     if tls is not None:
         options["tls"] = tls
+    nc = _Client(force_tls=force_tls)
     try:
-        nc = await nats.connect(
+        await nc.connect(
             servers,
             name="workbench",
             connect_timeout=5,
             # In the written order, so the server probed first is the one connected to.
             dont_randomize=True,
             allow_reconnect=False,
-            reconnect_time_wait=0.25,
+            reconnect_time_wait=0.25,  # type: ignore[arg-type]  # a float works; typed int
             error_cb=note,
             **options,
         )
@@ -224,12 +248,11 @@ def _servers(url: str) -> tuple[list[str], dict[str, str]]:
 
 
 async def _probe(url: str, *, tls_wanted: bool = False) -> None:
-    """Reach the first server that answers, and refuse a ``tls://`` one that would not use TLS.
+    """Reach the first server that answers; where TLS is wanted, refuse one that offers
+    none, in one line rather than as a failed handshake.
 
-    nats-py upgrades to TLS only when the server's INFO says ``tls_required``;
-    a ``tls://`` URL to a server that merely allows TLS (or to something
-    posing as it) would get the credentials in plain text. The INFO line is
-    read here, before nats-py sends anything.
+    (WebSocket servers are left to nats-py: their INFO comes inside the
+    WebSocket, and ``wss://`` is TLS in the transport.)
     """
     reasons = []
     for one, parts in server_urls(url):
@@ -241,8 +264,8 @@ async def _probe(url: str, *, tls_wanted: bool = False) -> None:
             reasons.append(str(exc) or type(exc).__name__)
             continue
         try:
-            if tls_wanted or parts.scheme == "tls":
-                _require_tls(redact(one), await _info(reader))
+            if tls_wanted and parts.scheme not in ("ws", "wss"):
+                _offers_tls(redact(one), await _info(reader))
         finally:
             writer.close()
         return
@@ -259,27 +282,26 @@ async def _info(reader: asyncio.StreamReader) -> dict[str, Any]:
     return {}
 
 
-def _require_tls(server: str, info: dict[str, Any]) -> None:
-    """Refuse a server that does not require TLS where TLS was asked for (``tls://``,
-    or a TLS context given).
+def _offers_tls(server: str, info: dict[str, Any]) -> None:
+    """Refuse a server that offers no TLS where TLS was asked for (``tls://``, or a
+    TLS context given); one that offers it without requiring it is talked to over TLS.
 
-    >>> _require_tls("tls://h:4222", {"tls_required": True})
-    >>> _require_tls("tls://h:4222", {"tls_available": True})
+    >>> _offers_tls("tls://h:4222", {"tls_required": True})
+    >>> _offers_tls("tls://h:4222", {"tls_available": True})
+    >>> _offers_tls("tls://u:***@h:4222", {"server_id": "N1"})
     Traceback (most recent call last):
     ...
-    workbench.errors.SourceError: TLS was asked for tls://h:4222, but the server there does not require it (it allows plain connections); nothing was sent. The NATS client would talk to it unencrypted: set the server's tls block without allow_non_tls, or use nats:// knowingly
+    workbench.errors.SourceError: TLS was asked for tls://u:***@h:4222, but the server there does not offer TLS; nothing was sent (use nats:// to talk to it unencrypted, knowingly)
     """
-    if info.get("tls_required"):
+    if info.get("tls_required") or info.get("tls_available"):
         return
     if not info:
         raise SourceError(
             f"TLS was asked for {server}, but what answers there is not a NATS server"
         )
-    why = "allows plain connections" if info.get("tls_available") else "does not offer TLS"
     raise SourceError(
-        f"TLS was asked for {server}, but the server there does not require it (it {why}); "
-        "nothing was sent. The NATS client would talk to it unencrypted: set the server's "
-        "tls block without allow_non_tls, or use nats:// knowingly"
+        f"TLS was asked for {server}, but the server there does not offer TLS; nothing was "
+        "sent (use nats:// to talk to it unencrypted, knowingly)"
     )
 
 

@@ -133,6 +133,16 @@ def server_urls(url: str) -> list[tuple[str, SplitResult]]:
     return servers
 
 
+def tls_wanted(url: str, tls: ssl.SSLContext | None) -> bool:
+    """TLS for every server of ``url``: a context given, or any ``tls://`` URL in the list
+    (a fallback server in plain text would undo the one that asked).
+
+    >>> tls_wanted("nats://a,tls://b", None), tls_wanted("nats://a", None)
+    (True, False)
+    """
+    return tls is not None or any(parts.scheme == "tls" for _, parts in server_urls(url))
+
+
 #: What nats-py connects to; anything else (http://) would time out after seconds.
 _SCHEMES = ("nats", "tls", "ws", "wss")
 
@@ -156,6 +166,9 @@ class WireConnection:
         """Connect to the first reachable server of ``url`` (comma-separated list allowed);
         over TLS for a ``tls://`` URL, a server that requires it, or a ``tls`` context."""
         errors: list[str] = []
+        context = tls
+        if context is None and tls_wanted(url, tls):
+            context = ssl.create_default_context()
         for one, parts in server_urls(url):
             if parts.scheme not in {"nats", "tls", ""}:
                 raise SourceError(f"{redact(one)}: use a nats:// or tls:// URL")
@@ -169,9 +182,6 @@ class WireConnection:
             except (OSError, TimeoutError) as exc:
                 errors.append(f"{redact(one)}: {exc}")
                 continue
-            context = tls
-            if context is None and parts.scheme == "tls":
-                context = ssl.create_default_context()
             conn = cls(reader, writer)
             await conn._handshake(
                 parts.username, parts.password, name, tls=context, host=parts.hostname
