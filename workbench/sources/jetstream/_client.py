@@ -37,6 +37,7 @@ __all__ = [
     "deliver_subject",
     "jetstream_api",
     "message_time_ns",
+    "next_matching",
     "rfc3339_ns",
     "run_sync",
     "stream_info",
@@ -382,6 +383,20 @@ async def message_time_ns(nc: Client, stream: str, seq: int) -> int | None:
             return None
         raise
     return rfc3339_ns(reply["message"]["time"])
+
+
+async def next_matching(nc: Client, stream: str, seq: int, subject: str) -> int | None:
+    """The sequence of the first message of ``stream`` at or after ``seq`` on ``subject``
+    (wildcards allowed), None if there is none."""
+    try:
+        reply = await jetstream_api(
+            nc, f"STREAM.MSG.GET.{stream}", {"seq": seq, "next_by_subj": subject}
+        )
+    except SourceError as exc:
+        if "no message found" in str(exc):
+            return None
+        raise
+    return int(reply["message"]["seq"])
 
 
 def rfc3339_ns(text: str) -> int:

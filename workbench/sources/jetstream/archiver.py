@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from nats.aio.client import Client
 
 from workbench.archive import (
     STREAM_SAMPLE_SCHEMA,
@@ -318,7 +319,7 @@ class _Run:
         self.wire: WireConnection | None = None
         self.consumer: str | None = None
         self.created: dt.datetime | None = None  # when the stream archived was created
-        self.filtered: str | None = None  # what a filtered mirror keeps of its origin
+        self.mirror: _FilteredMirror | None = None  # what a filtered mirror keeps
         self.started = time.monotonic()
 
     async def main(self) -> JetStreamArchiveResult:
@@ -354,7 +355,7 @@ class _Run:
             # sequence of its origin, never had the sequences below it.
             config = info.get("config") or {}
             mirror = config.get("mirror") or {}
-            self.filtered = _mirror_filter(mirror)
+            self.mirror = _FilteredMirror.of(mirror)
             never = max(int(config.get("first_seq") or 1), int(mirror.get("opt_start_seq") or 1))
             never -= 1
             if never and self.writer.last_position is None:
@@ -655,36 +656,111 @@ class _Run:
         skipped: list[tuple[int, int, str]] = []  # a filtered mirror's: never messages here
         for first, last in missing:
             for gap in _classify(first, last, first_seq, deleted):
-                for a, b in self.recorded.uncovered(gap.first, gap.last):
-                    if gap.reason == "deleted" and self.filtered is not None:
-                        skipped.append((a, b, "never-issued"))
-                        continue
-                    new.append((a, b, gap.reason))
-                    self.result.gaps.append(Gap(a, b, gap.reason))
+                parts = [gap]
+                if self.mirror is not None and gap.reason in ("deleted", "retention"):
+                    parts = await self.mirror.split(self.nc, gap)
+                for part in parts:
+                    for a, b in self.recorded.uncovered(part.first, part.last):
+                        if part.reason == "never-issued":
+                            skipped.append((a, b, part.reason))
+                            continue
+                        new.append((a, b, part.reason))
+                        self.result.gaps.append(Gap(a, b, part.reason))
         # One file for all of a flush's gaps: a stream with thousands of interior
         # deletions (per-subject limits, KV history) must not mean thousands of files.
         self.writer.record_gaps(new, f"detected by archive_jetstream on {self.stream}")
-        self.writer.record_gaps(
-            skipped, f"{self.stream} mirrors only {self.filtered}: the rest is not in it"
-        )
+        if self.mirror is not None:
+            self.writer.record_gaps(
+                skipped,
+                f"{self.stream} mirrors only {self.mirror}: its origin's messages there are "
+                "on other subjects",
+            )
         self.recorded.add((a, b) for a, b, _ in [*new, *skipped])
 
 
-def _mirror_filter(mirror: dict[str, Any]) -> str | None:
-    """The subjects a filtered mirror keeps (its origin's other messages leave holes
-    that look like deletions), or None for a stream that is no filtered mirror.
+@dataclass(frozen=True)
+class _FilteredMirror:
+    """A mirror that keeps some subjects of its origin: where it has holes the server
+    lists as deleted (or, at its start, below its first sequence), the origin tells
+    which were never meant for it.
 
-    >>> _mirror_filter({"name": "O", "filter_subject": "o.x"})
-    'o.x of O'
-    >>> _mirror_filter({"name": "O", "subject_transforms": [{"src": "a.>"}, {"src": "b.>"}]})
-    'a.>, b.> of O'
-    >>> _mirror_filter({"name": "O"}) is None, _mirror_filter({}) is None
-    (True, True)
+    >>> _FilteredMirror.of({"name": "O", "filter_subject": "o.x"})
+    _FilteredMirror(origin='O', subjects=('o.x',))
+    >>> _FilteredMirror.of({"name": "O", "subject_transforms": [{"src": "a.>"}, {"src": "b.>"}]})
+    _FilteredMirror(origin='O', subjects=('a.>', 'b.>'))
+    >>> _FilteredMirror.of({"name": "O"}), _FilteredMirror.of({})
+    (None, None)
+    >>> _FilteredMirror.of({"name": "O", "filter_subject": "o.x", "external": {"api": "$JS.hub.API"}})
     """
-    subjects = [mirror.get("filter_subject")]
-    subjects += [t.get("src") for t in mirror.get("subject_transforms") or []]
-    kept = [s for s in subjects if s and s != ">"]
-    return f"{', '.join(kept)} of {mirror.get('name')}" if kept else None
+
+    origin: str
+    subjects: tuple[str, ...]
+
+    @classmethod
+    def of(cls, mirror: dict[str, Any]) -> _FilteredMirror | None:
+        """The filter of a stream's ``mirror`` config; None for no filtered mirror, or one
+        of a stream in another domain (its API is not asked: holes stay as they are)."""
+        subjects = [mirror.get("filter_subject")]
+        subjects += [t.get("src") for t in mirror.get("subject_transforms") or []]
+        kept = tuple(s for s in subjects if s and s != ">")
+        if not kept or not mirror.get("name") or mirror.get("external"):
+            return None
+        return cls(str(mirror["name"]), kept)
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.subjects)} of {self.origin}"
+
+    async def split(self, nc: Client, gap: Gap) -> list[Gap]:
+        """``gap`` cut into what the origin holds on other subjects (``never-issued``) and
+        the rest (still ``gap.reason``: deleted here, or gone from the origin too).
+
+        One lookup per message the mirror should have had; past
+        :data:`_MIRROR_LOOKUPS` of them the rest of the gap keeps its reason.
+        """
+        try:
+            origin_first = int((await _client.stream_state(nc, self.origin))["first_seq"])
+        except SourceError:  # no such stream now, or not allowed: nothing is known
+            return [gap]
+        parts: list[Gap] = []
+        at = gap.first
+        if at < origin_first:  # gone from the origin as well: which subject is unknown
+            parts.append(Gap(at, min(gap.last, origin_first - 1), gap.reason))
+            at = origin_first
+        lookups = 0
+        while at <= gap.last:
+            if lookups == _MIRROR_LOOKUPS:
+                parts.append(Gap(at, gap.last, gap.reason))
+                break
+            lookups += 1
+            found = [await _client.next_matching(nc, self.origin, at, s) for s in self.subjects]
+            nxt = min((f for f in found if f is not None), default=None)
+            if nxt is None or nxt > gap.last:
+                parts.append(Gap(at, gap.last, "never-issued"))
+                break
+            if nxt > at:
+                parts.append(Gap(at, nxt - 1, "never-issued"))
+            parts.append(Gap(nxt, nxt, gap.reason))  # one the mirror should have had
+            at = nxt + 1
+        return _merged(parts)
+
+
+#: Messages a filtered mirror should have had that one gap looks up in its origin at most.
+_MIRROR_LOOKUPS = 1_000
+
+
+def _merged(gaps: list[Gap]) -> list[Gap]:
+    """Adjacent gaps of the same reason as one.
+
+    >>> _merged([Gap(1, 2, "deleted"), Gap(3, 3, "deleted"), Gap(4, 5, "never-issued")])
+    [Gap(first=1, last=3, reason='deleted'), Gap(first=4, last=5, reason='never-issued')]
+    """
+    out: list[Gap] = []
+    for gap in gaps:
+        if out and out[-1].reason == gap.reason and out[-1].last + 1 == gap.first:
+            out[-1] = Gap(out[-1].first, gap.last, gap.reason)
+        else:
+            out.append(gap)
+    return out
 
 
 def _classify(first: int, last: int, first_seq: int, deleted: np.ndarray) -> list[Gap]:
