@@ -192,7 +192,7 @@ async def connect(url: str, *, reconnect: bool = True, tls: ssl.SSLContext | Non
     # password, a port that is not NATS): a TCP probe, then a first connect that
     # may fail, and reconnects are switched on only once connected.
     force_tls = tls_wanted(url, tls)
-    await _probe(url, tls_wanted=force_tls)
+    info = await _probe(url, tls_wanted=force_tls)
     servers, credentials = _servers(url)
     errors, note = _error_log()
     options: dict[str, Any] = dict(credentials)
@@ -213,7 +213,10 @@ async def connect(url: str, *, reconnect: bool = True, tls: ssl.SSLContext | Non
         )
     except Exception as exc:  # nats-py raises assorted errors for an unreachable server
         said = redact(str(exc)) or type(exc).__name__
-        if "CERTIFICATE_REQUIRED" in said:
+        # Refused for want of a client certificate: an alert, or (TLS 1.3) a lost connection.
+        if "CERTIFICATE_REQUIRED" in said or (
+            info.get("tls_verify") and "certificate verify failed" not in said
+        ):
             said += " (the server verifies clients: give --tls-cert and --tls-key)"
         raise SourceError(f"cannot connect to NATS at {redact(url)}: {said}") from None
     nc._wb_errors = errors  # type: ignore[attr-defined]
@@ -248,9 +251,9 @@ def _servers(url: str) -> tuple[list[str], dict[str, str]]:
     return servers, credentials
 
 
-async def _probe(url: str, *, tls_wanted: bool = False) -> None:
-    """Reach the first server that answers; where TLS is wanted, refuse one that offers
-    none, in one line rather than as a failed handshake.
+async def _probe(url: str, *, tls_wanted: bool = False) -> dict[str, Any]:
+    """Reach the first server that answers and return its INFO (read where TLS is wanted);
+    refuse one that offers no TLS there, in one line rather than as a failed handshake.
 
     (WebSocket servers are left to nats-py: their INFO comes inside the
     WebSocket, and ``wss://`` is TLS in the transport.)
@@ -264,12 +267,14 @@ async def _probe(url: str, *, tls_wanted: bool = False) -> None:
         except (OSError, TimeoutError) as exc:
             reasons.append(str(exc) or type(exc).__name__)
             continue
+        info: dict[str, Any] = {}
         try:
             if tls_wanted and parts.scheme not in ("ws", "wss"):
-                _offers_tls(redact(one), await _info(reader))
+                info = await _info(reader)
+                _offers_tls(redact(one), info)
         finally:
             writer.close()
-        return
+        return info
     raise SourceError(f"cannot connect to NATS at {redact(url)}: {'; '.join(reasons)}")
 
 
