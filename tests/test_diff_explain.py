@@ -289,3 +289,14 @@ def test_explain_finds_a_key_as_the_diff_compared_it(tmp_path: Path) -> None:
     assert shown.candidate is not None and shown.candidate["memory_id"] == memory_id
     assert shown.live is not None
     assert len(shown.events) > 0 and (shown.events["event_type"] == "MemoryCreated").any()
+
+
+def test_explain_finds_a_normalised_key_by_either_spelling() -> None:
+    candidate = pl.DataFrame({"id": ["XYZ", "abc"], "v": [1, 5]})
+    live = pl.DataFrame({"id": ["xyz", "abc"], "v": [2, 5]})
+    d = wb.diff(candidate, live, key="id", normalize={"id": "lower"})
+    assert (d.summary.changed, d.summary.identical) == (1, 1)
+    for spelling in ("xyz", "XYZ", "Xyz"):
+        shown = d.explain(spelling)
+        assert shown.status == "changed", spelling
+        assert shown.candidate == {"id": "XYZ", "v": 1} and shown.live == {"id": "xyz", "v": 2}

@@ -33,7 +33,7 @@ from workbench import _duckdb
 from workbench._sql import ident
 from workbench.diff._types import ColumnPlan, is_numeric, plan_column, register_functions
 from workbench.diff.lineage import Lineage, find_lineage, key_json_sql
-from workbench.diff.result import Diff, DiffSummary, SchemaDiff, TypeChange
+from workbench.diff.result import Diff, DiffSummary, KeyLookup, SchemaDiff, TypeChange
 from workbench.diff.sides import detach_files, resolve_side
 from workbench.errors import DiffError
 
@@ -67,6 +67,24 @@ def _normalized(expr: str, column: str) -> str:
     """``normalize`` takes a SQL template with ``{}`` for the column, or a function name."""
     quoted = ident(column)
     return expr.replace("{}", quoted) if "{}" in expr else f"{expr}({quoted})"
+
+
+def _key_lookup(plan: ColumnPlan, normalize: str | None) -> KeyLookup:
+    """How :meth:`Diff.explain` finds a key value as ``plan`` compared it, after ``normalize``.
+
+    >>> from workbench.diff._types import ColumnPlan
+    >>> plan = ColumnPlan("id", "VARCHAR", "UUID", "UUID", 'TRY_CAST("id" AS UUID)', '"id"')
+    >>> _key_lookup(plan, "lower")
+    KeyLookup(candidate='TRY_CAST((lower("id")) AS UUID)', live='(lower("id"))', value='CAST(lower(?) AS UUID)')
+    """
+    column = ident(plan.name)
+    raw = f"({_normalized(normalize, plan.name)})" if normalize else column
+    value = _normalized(normalize, plan.name).replace(column, "?") if normalize else "?"
+    if plan.compared_as != "JSON":  # JSON keys are compared as canonical text: as given
+        value = f"CAST({value} AS {plan.compared_as})"
+    return KeyLookup(
+        plan.candidate_expr.replace(column, raw), plan.live_expr.replace(column, raw), value
+    )
 
 
 def _difference(a: str, b: str, compared_as: str) -> tuple[str | None, str]:
@@ -396,7 +414,7 @@ def diff(
         con=con,
         key=keys,
         plans=plans,
-        key_plans=key_plans,
+        key_lookups={p.name: _key_lookup(p, normalize.get(p.name)) for p in key_plans},
         summary=summary,
         candidate=cand,
         live=live_side,

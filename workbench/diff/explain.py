@@ -218,17 +218,14 @@ def _where(diff: Diff, key: dict[str, Any], side: str | None) -> str:
     """Rows of one ``side`` (``candidate``, ``live``; None: the diff's own table) whose key
     equals ``key`` as the diff compared it: an upper-case UUID finds the row a diff of
     a text key against a UUID key matched, as a ``1`` finds ``1.0``."""
-    plans = {p.name: p for p in diff.key_plans}
     terms = []
     for name in key:
-        plan = plans.get(name)
-        if plan is None or plan.compared_as == "JSON":
+        lookup = diff.key_lookups.get(name)
+        if lookup is None:
             terms.append(f"{ident(name)} IS NOT DISTINCT FROM ?")
             continue
-        column = {"candidate": plan.candidate_expr, "live": plan.live_expr}.get(
-            side or "", ident(name)
-        )
-        terms.append(f"({column}) IS NOT DISTINCT FROM CAST(? AS {plan.compared_as})")
+        column = {"candidate": lookup.candidate, "live": lookup.live}.get(side or "", ident(name))
+        terms.append(f"({column}) IS NOT DISTINCT FROM {lookup.value}")
     return " AND ".join(terms)
 
 

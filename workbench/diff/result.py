@@ -208,6 +208,21 @@ class DiffSummary:
         )
 
 
+@dataclass(frozen=True)
+class KeyLookup:
+    """One key column as the diff compared it: SQL over each side's own columns, and
+    SQL that brings a given value (``?``) to the same form.
+
+    A text key diffed against a UUID key is compared as a UUID (in any case, as
+    .NET writes GUIDs), a normalised key after its ``normalize``: a key looked
+    up later must meet the same rows.
+    """
+
+    candidate: str
+    live: str
+    value: str
+
+
 class Diff:
     """A keyed comparison of a candidate read model against the live one.
 
@@ -224,7 +239,7 @@ class Diff:
         key: list[str],
         plans: list[ColumnPlan],
         summary: DiffSummary,
-        key_plans: list[ColumnPlan] | None = None,
+        key_lookups: dict[str, KeyLookup] | None = None,
         candidate: Side,
         live: Side,
         identical_sql: str,
@@ -234,8 +249,8 @@ class Diff:
         self.con = con
         self.key = key
         self.plans = plans
-        #: How each key column is compared (a UUID given as text is compared as a UUID).
-        self.key_plans = key_plans or []
+        #: How to find each key column's value as it was compared (see :class:`KeyLookup`).
+        self.key_lookups = key_lookups or {}
         self.summary = summary
         self.candidate = candidate
         self.live = live
