@@ -690,6 +690,16 @@ def test_a_time_column_of_text_or_epoch_numbers_counts_each_bad_value(
         "occurred_at not a time (null)": 2,
     }
     assert [r["recorded_at"] for r in archived(tmp_path / "epoch")][:4] == [at] * 4
+    # A float column of epoch microseconds: its text would be 1.7145576e+15.
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"alter table {table} add column f float8")
+        con.execute(f"update {table} set f = n::float8")
+    floats = wb.archive_postgres(
+        pg_dsn, tmp_path / "floats", preset="generic", table=table,
+        mappings=[*maps, "recorded_at=column:f"],
+    )  # fmt: skip
+    assert floats.problems == {"recorded_at missing (archive time used)": 1}
+    assert [r["recorded_at"] for r in archived(tmp_path / "floats")][:4] == [at] * 4
     with pytest.raises(MappingError, match=rf"column {pg_schema}.log.flag is bool, "):
         wb.archive_postgres(
             pg_dsn, tmp_path / "bool", preset="generic", table=table,
@@ -1044,14 +1054,18 @@ def test_a_multidimensional_array_is_kept_as_postgres_writes_it(
 ) -> None:
     """ADBC would flatten {{1,2},{3,4}} into [1, 2, 3, 4], equal to a flat array's value."""
     with psycopg.connect(pg_dsn, autocommit=True) as con:
+        # A type whose name starts with "_" as array types' do is no array.
+        con.execute(f"create domain {pg_schema}._score as int")
         con.execute(
-            f"create table {pg_schema}.grid (id int primary key, cells int[][], flat int[])"
+            f"create table {pg_schema}.grid (id int primary key, cells int[][], flat int[], "
+            f"score {pg_schema}._score)"
         )
         con.execute(
             f"insert into {pg_schema}.grid values "
-            "(1, '{{1,2},{3,4}}', '{1,2}'), (2, '{5,6}', null), (3, null, '{}')"
+            "(1, '{{1,2},{3,4}}', '{1,2}', 7), (2, '{5,6}', null, null), (3, null, '{}', 9)"
         )
     info = wb.snapshot_postgres(pg_dsn, f"{pg_schema}.grid", tmp_path / "grid.parquet")
     frame = info.df().sort("id")
     assert frame["cells"].to_list() == ["{{1,2},{3,4}}", "{5,6}", None]
     assert frame["flat"].to_list() == [[1, 2], None, []]  # no such row: a list stays a list
+    assert frame["score"].to_list() == [7, None, 9]

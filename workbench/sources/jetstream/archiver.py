@@ -423,7 +423,8 @@ class _Run:
                 await self._flush_file()  # whole files: no small remainders
             if self.buffer.seq and (
                 now - last_message > _IDLE_FLUSH
-                or (held_since is not None and now - held_since > _MAX_HOLD)
+                # Following steady traffic; a catch-up fills whole files instead.
+                or (self.follow and held_since is not None and now - held_since > _MAX_HOLD)
             ):
                 await self._flush()
             if not self.buffer.seq:

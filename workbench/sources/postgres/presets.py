@@ -410,7 +410,10 @@ def build_query(
                 # Postgres has no cast that fails softly (pg_input_is_valid is 16+): the
                 # text goes to DuckDB, which reads ISO text or epoch numbers (instant_sql)
                 # and nulls one bad value, counted, instead of failing the whole read.
-                cols[field_name] = f"{expr}::text"
+                # A float's text turns to exponent form past 15 digits (1.7145576e+15):
+                # its numeric text keeps every digit an epoch number has.
+                as_text = "::numeric::text" if pg_type in ("float4", "float8") else "::text"
+                cols[field_name] = f"{expr}{as_text}"
                 instants.append(field_name)
             else:
                 cols[field_name] = _typed(field_name, expr, pg_type)

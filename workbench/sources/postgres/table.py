@@ -35,14 +35,14 @@ from workbench.sources.postgres._connection import (
 __all__ = ["read_table"]
 
 _COLUMNS_SQL = (
-    "select a.attname, a.atttypmod, t.typname from pg_attribute a "
+    "select a.attname, a.atttypmod, t.typname, t.typcategory = 'A' from pg_attribute a "
     "join pg_type t on t.oid = a.atttypid "
     "where a.attrelid = $1::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum"
 )
 
 
-def _column_types(con: Any, table: str) -> list[tuple[str, int, str]]:
-    """``(name, typmod, type name)`` of each column of ``table``."""
+def _column_types(con: Any, table: str) -> list[tuple[str, int, str, bool]]:
+    """``(name, typmod, type name, is an array)`` of each column of ``table``."""
     table_columns(con, table)  # a missing or unreadable table: one clear line
     schema, name, quoted = quote_table(table)
     return fetch_all(con, _COLUMNS_SQL, f"reading the columns of {schema}.{name}", [quoted])
@@ -62,7 +62,7 @@ def read_table(con: Any, table: str) -> pa.Table:
     specials: list[str] = []
     restore: list[tuple[int, pa.DataType | None]] = []  # column position, its type
     flags: list[str] = []  # per array column: does it hold a multi-dimensional one?
-    for i, (column, typmod, typname) in enumerate(columns):
+    for i, (column, typmod, typname, is_array) in enumerate(columns):
         # Postgres packs numeric(p, s) as ((p << 16) | s) + 4, s an 11-bit signed number.
         precision = ((typmod - 4) >> 16) & 0xFFFF
         scale = (((typmod - 4) & 0x7FF) ^ 1024) - 1024
@@ -89,10 +89,10 @@ def read_table(con: Any, table: str) -> pa.Table:
             restore.append((i, _TIMES[typname]))
         elif typname == "interval":
             select.append(_INTERVAL.format(q=q))
-        elif typname.startswith("_"):
+        elif is_array:
             # ADBC flattens a multi-dimensional array into one list: a column holding
             # any is read as Postgres writes it, '{{1,2},{3,4}}' (one more scan finds them).
-            flag = f"_wb_m{len(flags)}"
+            flag = f"_wb_flags_ndims_{len(flags)}"
             flags.append(f"coalesce(bool_or(array_ndims({q}) > 1), false) as {flag}")
             select.append(f"case when not _wb_flags.{flag} then {q} end as {q}")
             specials.append(f"case when _wb_flags.{flag} then {q}::text end as _wb_{len(specials)}")
