@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench._env import in_notebook
+from workbench._sql import ident
 
 __all__ = ["connect", "portable", "to_polars"]
 
@@ -49,14 +50,7 @@ def portable(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
     [VARCHAR]
     """
     types = dict(zip(relation.columns, map(str, relation.types), strict=True))
-    if _AS_TEXT.isdisjoint(types.values()):
-        return relation
-    return relation.select(
-        ", ".join(
-            f"CAST({q} AS VARCHAR) AS {q}" if typ in _AS_TEXT else q
-            for q, typ in (('"' + c.replace('"', '""') + '"', t) for c, t in types.items())
-        )
-    )
+    return _as_text(relation, {c for c, typ in types.items() if typ in _AS_TEXT})
 
 
 def to_polars(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
@@ -74,28 +68,33 @@ def to_polars(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
     >>> to_polars(connect().sql("select date 'infinity' as d, date '2024-05-01' as e")).row(0)
     ('infinity', datetime.date(2024, 5, 1))
     """
-    table = portable(relation).arrow()
-    if isinstance(table, pa.RecordBatchReader):  # DuckDB 1.4+ hands a reader
-        table = table.read_all()
-    infinite = [
+    table = _arrow(portable(relation))
+    infinite = {
         c for c, column in zip(table.column_names, table.columns, strict=True) if _infinite(column)
-    ]
+    }
     if infinite:
-        con = connect()
-        con.register("_wb_frame", table)
-        table = con.sql(
-            "select "
-            + ", ".join(
-                f"CAST({q} AS VARCHAR) AS {q}" if c in infinite else q
-                for c, q in ((c, '"' + c.replace('"', '""') + '"') for c in table.column_names)
-            )
-            + " from _wb_frame"
-        ).arrow()
-        if isinstance(table, pa.RecordBatchReader):
-            table = table.read_all()
+        table = _arrow(_as_text(connect().from_arrow(table), infinite))
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def _as_text(relation: duckdb.DuckDBPyRelation, names: set[str]) -> duckdb.DuckDBPyRelation:
+    """``relation`` with the columns ``names`` cast to ``VARCHAR`` (as DuckDB writes them)."""
+    if not names:
+        return relation
+    return relation.select(
+        ", ".join(
+            f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" if c in names else ident(c)
+            for c in relation.columns
+        )
+    )
+
+
+def _arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
+    """The relation as one Arrow table (DuckDB 1.4+ hands a batch reader)."""
+    result = relation.arrow()
+    return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
 
 
 def _infinite(column: pa.ChunkedArray) -> bool:

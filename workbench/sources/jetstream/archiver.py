@@ -655,11 +655,12 @@ class _Run:
             self.recorded = _Recorded(_recorded_gaps(self.writer))
         new: list[tuple[int, int, str]] = []
         skipped: list[tuple[int, int, str]] = []  # a filtered mirror's: never messages here
+        origin_first = await self.mirror.origin_first(self.nc) if self.mirror else None
         for first, last in missing:
             for gap in _classify(first, last, first_seq, deleted):
                 parts = [gap]
-                if self.mirror is not None and gap.reason in ("deleted", "retention"):
-                    parts = await self.mirror.split(self.nc, gap)
+                if self.mirror and origin_first and gap.reason in ("deleted", "retention"):
+                    parts = await self.mirror.split(self.nc, gap, origin_first)
                 for part in parts:
                     for a, b in self.recorded.uncovered(part.first, part.last):
                         if part.reason == "never-issued":
@@ -711,17 +712,20 @@ class _FilteredMirror:
     def __str__(self) -> str:
         return f"{', '.join(self.subjects)} of {self.origin}"
 
-    async def split(self, nc: Client, gap: Gap) -> list[Gap]:
+    async def origin_first(self, nc: Client) -> int | None:
+        """The origin's first sequence; None when it cannot be asked (gone, not allowed)."""
+        try:
+            return int((await _client.stream_state(nc, self.origin))["first_seq"])
+        except SourceError:
+            return None
+
+    async def split(self, nc: Client, gap: Gap, origin_first: int) -> list[Gap]:
         """``gap`` cut into what the origin holds on other subjects (``never-issued``) and
         the rest (still ``gap.reason``: deleted here, or gone from the origin too).
 
         One lookup per message the mirror should have had; past
         :data:`_MIRROR_LOOKUPS` of them the rest of the gap keeps its reason.
         """
-        try:
-            origin_first = int((await _client.stream_state(nc, self.origin))["first_seq"])
-        except SourceError:  # no such stream now, or not allowed: nothing is known
-            return [gap]
         parts: list[Gap] = []
         at = gap.first
         if at < origin_first:  # gone from the origin as well: which subject is unknown
