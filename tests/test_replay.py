@@ -1240,6 +1240,43 @@ def test_a_projection_file_imports_its_sibling_modules(archive: Path, tmp_path: 
     assert result.schema == "sib_v2" and result.events_applied == 4_000
 
 
+def test_a_file_of_one_projection_needs_no_class_name(archive: Path, tmp_path: Path) -> None:
+    """`--projection file.py` takes the one projection the file defines; the classes it
+    imports to extend do not count, and a file of several names them."""
+    one = tmp_path / "one_wb.py"
+    one.write_text(
+        "from workbench.examples import Memories\n\nclass Mine(Memories):\n    name = 'mine'\n"
+    )
+    assert load_projection(str(one)).schema() == "mine_v1"
+    assert (
+        cli.run(
+            [
+                "replay",
+                "--archive",
+                str(archive),
+                "--projection",
+                str(one),
+                "--into",
+                str(tmp_path / "o.duckdb"),
+            ]
+        )
+        == 0
+    )
+    two = tmp_path / "two_wb.py"
+    two.write_text(one.read_text() + "\nclass Other(Mine):\n    name = 'other'\n")
+    with pytest.raises(
+        ProjectionError,
+        match=rf"defines several projections \(Mine, Other\); name one: .*two_wb.py:Mine$",
+    ):
+        load_projection(str(two))
+    with pytest.raises(ProjectionError, match=r"has no Nope \(it defines Mine, Other\)"):
+        load_projection(f"{two}:Nope")
+    none = tmp_path / "none_wb.py"
+    none.write_text("X = 1\n")
+    with pytest.raises(ProjectionError, match="none_wb.py defines no projection$"):
+        load_projection(str(none))
+
+
 class RareReader(wb.Projection):
     """The rare type is the first to read occurred_at, which converts the batch's column."""
 

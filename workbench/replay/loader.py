@@ -1,7 +1,13 @@
 """Loading a projection from ``path/to/file.py:ClassName`` (or ``package.module:Name``).
 
+Without ``:Name``, the one projection the file or module defines is taken.
+
 >>> load_projection("workbench.examples.memories:Memories").schema()
 'memories_v1'
+>>> load_projection("workbench.examples.memories")
+Traceback (most recent call last):
+...
+workbench.errors.ProjectionError: workbench.examples.memories defines several projections (MEMORIES_SQL, Memories, MemoriesClock, MemoriesNonIdempotent, MemoriesOrderDependent); name one: workbench.examples.memories:MEMORIES_SQL
 >>> load_projection("nowhere.py:X")
 Traceback (most recent call last):
 ...
@@ -27,18 +33,46 @@ __all__ = ["instantiate", "load_projection"]
 def load_projection(spec: str) -> Any:
     """The projection named by ``spec``: an instance of the class, or a SqlProjection object."""
     where, sep, attr = spec.rpartition(":")
-    if not sep or not where or not attr:
+    if not sep:  # FILE.py or module alone: the one projection it defines
+        where, attr = spec, ""
+    if not where or (sep and not attr):
         raise ProjectionError(f"projection {spec!r}: expected FILE.py:ClassName or module:Name")
     module = _load_file(Path(where)) if where.endswith(".py") else _load_module(where)
+    found = _projections(module)
+    if not attr:
+        if len(found) != 1:
+            what = f"several projections ({', '.join(found)})" if found else "no projection"
+            hint = f"; name one: {where}:{next(iter(found))}" if found else ""
+            raise ProjectionError(f"{where} defines {what}{hint}")
+        attr = next(iter(found))
     try:
         obj = getattr(module, attr)
     except AttributeError:
-        raise ProjectionError(f"{where} has no {attr}") from None
+        there = f" (it defines {', '.join(found)})" if found else ""
+        raise ProjectionError(f"{where} has no {attr}{there}") from None
     if isinstance(obj, type) and issubclass(obj, Projection):
         return instantiate(obj)
     if isinstance(obj, Projection | SqlProjection):
         return obj
     raise ProjectionError(f"{spec} is not a Projection subclass or a SqlProjection")
+
+
+def _projections(module: Any) -> list[str]:
+    """Names of the projections ``module`` defines, sorted: its own Projection
+    subclasses (not ones it imports to extend) and its SqlProjection objects."""
+    return sorted(
+        name
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (
+            isinstance(obj, SqlProjection)
+            or (
+                isinstance(obj, type)
+                and issubclass(obj, Projection)
+                and obj.__module__ == module.__name__
+            )
+        )
+    )
 
 
 def instantiate(cls: type[Projection]) -> Projection:
