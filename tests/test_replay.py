@@ -1206,6 +1206,42 @@ def test_rich_column_types_round_trip_through_a_resume(archive: Path, tmp_path: 
     )
 
 
+class KeyValue(wb.Projection):
+    """A key-value read model: its key column is named ``key``, as KV buckets name it."""
+
+    name = "kv"
+    entries = wb.Table(key="key", columns={"key": str, "value": "JSON", "columns": int})
+
+    @wb.on("MemoryCreated", "MemoryUpdated")
+    def put(self, event, tables):
+        if event.data is not None:
+            old = tables.entries.get(event.data["memory_id"])
+            tables.entries.upsert(
+                {
+                    "key": event.data["memory_id"],
+                    "value": {"content": event.data["content"]},
+                    "columns": (old["columns"] if old else 0) + 1,
+                }
+            )
+
+
+def test_a_column_named_key_is_declared_as_a_mapping(archive: Path, tmp_path: Path) -> None:
+    clean, resumed = tmp_path / "clean.duckdb", tmp_path / "resumed.duckdb"
+    wb.replay(archive, KeyValue, into=clean)
+    wb.replay(archive, KeyValue, into=resumed, until=1_500)
+    wb.replay(archive, KeyValue, into=resumed, resume=True)
+    assert rows(resumed, "kv_v1", "entries") == rows(clean, "kv_v1", "entries")
+    con = duckdb.connect(str(clean), read_only=True)
+    assert [r[:2] for r in con.execute("describe kv_v1.entries").fetchall()] == [
+        ("key", "VARCHAR"),
+        ("value", "JSON"),
+        ("columns", "BIGINT"),
+    ]
+    assert con.execute("select count(*), max(columns) from kv_v1.entries").fetchall()[0][1] > 1
+    with pytest.raises(ProjectionError, match="column value is declared twice"):
+        wb.Table(key="key", columns={"key": str, "value": str}, value=int)
+
+
 class TextUuid(Typed):
     name = "text_uuid"
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
@@ -58,17 +58,32 @@ class Table:
     >>> t = Table(key=("agent_id", "day"), agent_id=str, day="DATE", n=int)
     >>> t.key, t.columns
     (('agent_id', 'day'), ('agent_id', 'day', 'n'))
+
+    Columns whose names Python keywords cannot carry (``key`` itself, say,
+    for a key-value read model) are given as a mapping:
+
+    >>> Table(key="key", columns={"key": str, "value": "JSON"}).columns
+    ('key', 'value')
     >>> Table(key="x", y=int)
     Traceback (most recent call last):
     ...
     workbench.errors.ProjectionError: table key column x is not a declared column
     """
 
-    def __init__(self, *, key: str | tuple[str, ...], **columns: object) -> None:
+    def __init__(
+        self,
+        *,
+        key: str | tuple[str, ...],
+        columns: Mapping[str, object] | None = None,
+        **more_columns: object,
+    ) -> None:
         self.key: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key)
         self.name = ""
+        both = set(columns or ()) & set(more_columns)
+        if both:
+            raise ProjectionError(f"column {', '.join(sorted(both))} is declared twice")
         types: dict[str, ColumnType] = {}
-        for column, spec in columns.items():
+        for column, spec in {**(columns or {}), **more_columns}.items():
             try:
                 types[column] = column_type(spec)
             except ProjectionError as exc:
