@@ -1302,14 +1302,14 @@ def test_a_file_of_one_projection_needs_no_class_name(archive: Path, tmp_path: P
     two.write_text(one.read_text() + "\nclass Other(Mine):\n    name = 'other'\n")
     with pytest.raises(
         ProjectionError,
-        match=rf"defines several projections \(Mine, Other\); name one: .*two_wb.py:Mine$",
+        match=r"defines several projections \(Mine, Other\); name one: .*two_wb.py:Mine$",
     ):
         load_projection(str(two))
     with pytest.raises(ProjectionError, match=r"has no Nope \(it defines Mine, Other\)"):
         load_projection(f"{two}:Nope")
     none = tmp_path / "none_wb.py"
     none.write_text("X = 1\n")
-    with pytest.raises(ProjectionError, match="none_wb.py defines no projection$"):
+    with pytest.raises(ProjectionError, match=r"none_wb\.py defines no projection$"):
         load_projection(str(none))
 
 
