@@ -49,7 +49,9 @@ def report(
 ) -> None:
     """Write one self-contained HTML report: checks, charts, and replay and diff when given.
 
-    Exit 1 when the diff finds differences or the projection is not replay-safe.
+    Exit 1 when the diff finds differences, or the projection is unsafe or leaves events uncovered.
+
+    Archive checks fail a run only through `workbench check --fail-on`.
     """
     from workbench import diff as run_diff
     from workbench.analysis import open_archive
