@@ -18,6 +18,7 @@ import pytest
 
 import workbench as wb
 from workbench.archive import ArchiveWriter
+from workbench.cli import run
 from workbench.diff.explain import Explanation
 from workbench.errors import DiffError
 from workbench.replay.store import CHECKPOINT_DDL
@@ -112,7 +113,9 @@ def test_explain_returns_the_events_that_planted_a_difference(
     assert "MemoryAccessed" in e._repr_html_()
 
 
-def test_rows_newer_than_the_snapshot_are_not_yet_projected(replay: Path, tmp_path: Path) -> None:
+def test_rows_newer_than_the_snapshot_are_not_yet_projected(
+    replay: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = wb.diff(f"{replay}:memories.memories", _live_snapshot(tmp_path, 4), key="id")
     s = d.summary
     assert (s.changed, s.not_yet_projected, s.live_position) == (1, 1, 4)
@@ -131,6 +134,10 @@ def test_rows_newer_than_the_snapshot_are_not_yet_projected(replay: Path, tmp_pa
         ).summary.not_yet_projected
         == 1
     )
+    # The CLI's row table counts the rows it lists: the changed and the not yet projected.
+    args = ["diff", "--candidate", f"{replay}:memories.memories", "--key", "id"]
+    assert run([*args, "--live", _live_snapshot(tmp_path, 4)]) == 1
+    assert "differing rows (2)" in capsys.readouterr().out
 
 
 def test_a_snapshot_position_of_another_store_is_not_used(replay: Path, tmp_path: Path) -> None:
@@ -300,3 +307,21 @@ def test_explain_finds_a_normalised_key_by_either_spelling() -> None:
         shown = d.explain(spelling)
         assert shown.status == "changed", spelling
         assert shown.candidate == {"id": "XYZ", "v": 1} and shown.live == {"id": "xyz", "v": 2}
+
+
+def test_texts_that_print_alike_are_shown_escaped_with_the_fix() -> None:
+    """NFD against NFC (macOS file names, some JS front ends) and a no-break space print
+    like their twins: the explanation escapes both and names the normalisation."""
+    candidate = pl.DataFrame({"id": [1, 2], "name": ["E\u0301mile", "a\u00a0b"]})
+    live = pl.DataFrame({"id": [1, 2], "name": ["\u00c9mile", "a b"]})
+    d = wb.diff(candidate, live, key="id")
+    assert d.summary.changed == 2
+    nfd = str(d.explain(1))
+    assert "they differ only in Unicode form: candidate 'E\\u0301mile', live '\\xc9mile'" in nfd
+    assert "--normalize 'name=nfc_normalize({})'" in nfd
+    assert "0 events wrote this key in the candidate\n" in nfd + "\n"  # no lone colon
+    assert "they print alike but differ: candidate 'a\\xa0b', live 'a b'" in str(d.explain(2))
+    fixed = wb.diff(
+        candidate.head(1), live.head(1), key="id", normalize={"name": "nfc_normalize({})"}
+    )
+    assert fixed.summary.is_identical

@@ -144,12 +144,9 @@ def diff(
             diff_text = "" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:g}"
             per_column.add_row(row["column"], row["compared_as"], f"{row['changed']:,}", diff_text)
         console.print(per_column)
-    if summary.differences and limit:
-        console.print(
-            frame_table(
-                _preview(result, limit), "differing rows", total=summary.differences, exact=True
-            )
-        )
+    listed = summary.differences + summary.not_yet_projected  # the rows _wb_diff holds
+    if listed and limit:
+        console.print(frame_table(_preview(result, limit), "differing rows", total=listed, exact=True))
     for note in summary.notes:
         console.print(f"note: {note}", highlight=False)
     if out is not None:  # before explaining: a mistyped --explain key must not lose it

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,8 @@ class Explanation:
             c = self.candidate.get(column) if self.candidate else None
             lv = self.live.get(column) if self.live else None
             lines.append(f"  {column}: candidate {_shown(c)}, live {_shown(lv)}")
+            if (alike := _lookalike(column, c, lv)) is not None:
+                lines.append(f"    {alike}")
         for side, rows in (("candidate", self.candidate_rows), ("live", self.live_rows)):
             label = f"{side} row:".ljust(15)
             if len(rows) <= 1:
@@ -109,16 +112,17 @@ class Explanation:
                 continue
             lines.append(f"{side} rows ({len(rows)}: the key is duplicated on this side):")
             lines += [f"  {plain(row)}" for row in rows.iter_rows(named=True)]
-        lines.append(self._events_line() + ":")
+        lines.append(self._events_line() + (":" if self.events.height else ""))
         previous = -1
         for e in self.suspects().iter_rows(named=True):
             if e["row"] > previous + 1:
                 lines.append("  …")
             previous = e["row"]
             note = f"  ({e['why']})" if e["why"] else ""
+            data = e.get("data")
             lines.append(
                 f"  #{e['global_position']} {e['event_type']} at {e.get('recorded_at')}"
-                f" {e.get('data') or ''}{note}"
+                f" {'(no JSON payload)' if data is None else data or '(empty payload)'}{note}"
             )
         if previous < len(self.events) - 1:
             lines.append("  …")
@@ -133,7 +137,8 @@ class Explanation:
         skipped = (
             self.events.filter(~pl.col("applied")).height if "applied" in self.events.columns else 0
         )
-        line = f"{self.events.height - skipped} events wrote this key in the candidate"
+        applied = self.events.height - skipped
+        line = f"{applied} event{'' if applied == 1 else 's'} wrote this key in the candidate"
         if skipped:
             copies = "is a copy of one" if skipped == 1 else "are copies of them"
             line += f"; {skipped} more {copies} (same event_id) it did not apply"
@@ -200,6 +205,36 @@ def _shown(value: Any) -> str:
     if value is None:
         return "null"
     return repr(value) if isinstance(value, str) else plain(value) or ""
+
+
+def _lookalike(column: str, candidate: Any, live: Any) -> str | None:
+    """For two texts that differ yet print alike, where they differ, escaped.
+
+    >>> print(_lookalike("name", "E\u0301mile", "\xc9mile"))
+    they differ only in Unicode form: candidate 'E\u0301mile', live '\xc9mile'; --normalize 'name=nfc_normalize({})' compares them equal
+    >>> print(_lookalike("name", "a\u00a0b", "a b"))
+    they print alike but differ: candidate 'a\xa0b', live 'a b'
+    >>> _lookalike("name", "a", "b") is None
+    True
+    """
+    if not (isinstance(candidate, str) and isinstance(live, str)) or candidate == live:
+        return None
+    escaped = f"candidate {candidate!a}, live {live!a}"
+    if unicodedata.normalize("NFC", candidate) == unicodedata.normalize("NFC", live):
+        return (
+            f"they differ only in Unicode form: {escaped}; "
+            f"--normalize '{column}=nfc_normalize({{}})' compares them equal"
+        )
+    if _visible(candidate) == _visible(live):
+        return f"they print alike but differ: {escaped}"
+    return None
+
+
+def _visible(text: str) -> str:
+    """``text`` as a reader sees it: compatibility forms folded, spaces as one kind,
+    invisible format characters (zero-width, BOM) gone."""
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(" " if ch.isspace() else ch for ch in folded if unicodedata.category(ch) != "Cf")
 
 
 def _key_dict(diff: Diff, key: Any) -> dict[str, Any]:
