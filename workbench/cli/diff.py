@@ -146,7 +146,9 @@ def diff(
         console.print(per_column)
     listed = summary.differences + summary.not_yet_projected  # the rows _wb_diff holds
     if listed and limit:
-        console.print(frame_table(_preview(result, limit), "differing rows", total=listed, exact=True))
+        console.print(
+            frame_table(_preview(result, limit), "differing rows", total=listed, exact=True)
+        )
     for note in summary.notes:
         console.print(f"note: {note}", highlight=False)
     if out is not None:  # before explaining: a mistyped --explain key must not lose it

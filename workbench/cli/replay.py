@@ -14,7 +14,9 @@ from workbench.errors import WorkbenchError
 def replay(
     archive: Path = typer.Option(..., "--archive", help="Archive root directory."),
     projection: str = typer.Option(
-        ..., "--projection", help="FILE.py:ClassName (or module:Name) of the projection; FILE.py alone when it defines one."
+        ...,
+        "--projection",
+        help="FILE.py:ClassName (or module:Name) of the projection; FILE.py alone when it defines one.",
     ),
     into: Path | None = typer.Option(
         None, "--into", help="Output DuckDB file (default replay.duckdb)."
