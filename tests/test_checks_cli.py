@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+from workbench.archive import ArchiveWriter
 from workbench.cli import run
 from workbench.scenario import Faults, generate
 
@@ -52,3 +54,27 @@ def test_user_mistakes_exit_2_in_one_line(
     assert run(["check", "--archive", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "no archive at" in err and "Traceback" not in err
+
+
+def test_causes_outside_the_store_are_roots_when_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A service that records the command an event answers as its cause: the command is
+    no archived event, so only a pattern saying so keeps it from reading as lost."""
+    ArchiveWriter(tmp_path, "demo").append(
+        pa.table(
+            {
+                "global_position": [1, 2, 3],
+                "recorded_at": [0, 1, 2],
+                "event_id": ["e1", "e2", "e3"],
+                "correlation_id": ["r1", "r1", "r1"],
+                "causation_id": ["cmd-place-o1", "e1", "lost-event"],
+            }
+        )
+    )
+    args = ["check", "--archive", str(tmp_path), "--fail-on", "causation"]
+    assert run(args) == 1  # the command and the lost event are both orphans
+    assert run([*args, "--external-causes", "cmd-*"]) == 1  # the lost event still is
+    out = capsys.readouterr().out
+    assert "lost-event" in out
+    assert run([*args, "--external-causes", "cmd-*", "--external-causes", "lost-*"]) == 0

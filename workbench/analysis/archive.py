@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -129,11 +129,18 @@ class Archive(ArchiveReader):
         """Recording lag over time, late events, and, from lag samples, consumer backlog and status."""
         return find_lag(self, window=window, late_after=late_after)
 
-    def causation(self, correlation_id: str | None = None) -> Causation:
-        """The causation graph (of one correlation, or all), with orphans and cycles."""
-        return find_causation(self, correlation_id)
+    def causation(
+        self, correlation_id: str | None = None, *, external: str | Sequence[str] = ()
+    ) -> Causation:
+        """The causation graph (of one correlation, or all), with orphans and cycles.
 
-    def checks(self, correlation_id: str | None = None) -> dict[str, Callable[[], CheckResult]]:
+        ``external``: glob patterns (``"cmd-*"``) of causes outside the event store.
+        """
+        return find_causation(self, correlation_id, external=external)
+
+    def checks(
+        self, correlation_id: str | None = None, *, external_causes: Sequence[str] = ()
+    ) -> dict[str, Callable[[], CheckResult]]:
         """Every check with its defaults, by the name ``--fail-on`` uses, not yet run.
 
         >>> import tempfile
@@ -145,7 +152,7 @@ class Archive(ArchiveReader):
             "duplicates": self.duplicates,
             "drift": self.schema_drift,
             "lag": self.lag,
-            "causation": lambda: self.causation(correlation_id),
+            "causation": lambda: self.causation(correlation_id, external=external_causes),
         }
 
 

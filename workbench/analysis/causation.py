@@ -5,7 +5,10 @@ event its ``causation_id`` names. Roots are events whose ``causation_id`` is
 empty, equals their ``correlation_id`` (the generator's and most
 frameworks' convention: the first event is caused by the request/command,
 which is not an archived event) or names no archived event. The last kind
-is an *orphan*: its cause is missing from the archive. Events that cannot be
+is an *orphan*: its cause is missing from the archive, unless its
+``causation_id`` matches an ``external`` glob pattern (``"cmd-*"``: services
+that record the command an event answers as its cause; commands are not
+archived events). Events that cannot be
 reached from any root sit in (or below) a causation *cycle*.
 
 Per node: ``depth`` below its root, ``children`` (fan-out), ``order`` (tree
@@ -25,11 +28,14 @@ archived twice is one node (its first copy).
 [('a', 0, 2, False), ('b', 1, 0, False), ('c', 1, 0, False), ('d', 0, 0, True)]
 >>> graph.edges.select("parent_id", "event_id", "seconds").rows()
 [('a', 'b', 1.0), ('a', 'c', 2.0)]
+>>> find_causation(ArchiveReader(root), external=["z*"]).orphans.height
+0
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -56,7 +62,8 @@ ids as (select distinct event_id from events where event_id is not null),
 n as (
     select ev.*, p.event_id is not null as has_parent, p.event_at as parent_at,
            ev.causation_id is not null and ev.causation_id is distinct from ev.correlation_id
-               and ev.causation_id is distinct from ev.event_id and a.event_id is null as orphan
+               and ev.causation_id is distinct from ev.event_id and a.event_id is null
+               and not {external} as orphan
     from ev
     left join ev p on p.event_id = ev.causation_id and ev.causation_id <> ev.event_id
     left join ids a on a.event_id = ev.causation_id
@@ -173,13 +180,30 @@ class Causation(CheckResult):
         return causation_waterfall(nodes)
 
 
-def find_causation(reader: ArchiveReader, correlation_id: str | None = None) -> Causation:
-    """Build the causation graph of the archive, or of one correlation."""
+def find_causation(
+    reader: ArchiveReader,
+    correlation_id: str | None = None,
+    *,
+    external: str | Sequence[str] = (),
+) -> Causation:
+    """Build the causation graph of the archive, or of one correlation.
+
+    ``external``: glob patterns of causation ids that name something outside
+    the event store (a command, a request): such a cause is a root, not an orphan.
+    """
     reader.refresh_if_stale()
     where = "" if correlation_id is None else "and correlation_id = $correlation_id"
     params = {} if correlation_id is None else {"correlation_id": correlation_id}
+    patterns = [external] if isinstance(external, str) else list(external)
+    outside = " or ".join(f"ev.causation_id glob $external_{i}" for i in range(len(patterns)))
+    sql = _NODES.format(
+        where=where, external=f"coalesce({outside}, false)" if patterns else "false"
+    )
     table = f"_wb_nodes_{uuid.uuid4().hex[:12]}"
-    reader.con.execute(f"create temp table {table} as {_NODES.format(where=where)}", params)
+    reader.con.execute(
+        f"create temp table {table} as {sql}",
+        params | {f"external_{i}": pattern for i, pattern in enumerate(patterns)},
+    )
     try:
         nodes = reader.sql(
             "select row_number() over (order by path nulls last, global_position) as tree_order,"

@@ -35,6 +35,12 @@ def check(
     correlation_id: str | None = typer.Option(
         None, "--correlation-id", help="Limit the causation check to one correlation."
     ),
+    external_causes: list[str] = typer.Option(
+        [],
+        "--external-causes",
+        help="Glob of causation ids outside the event store (commands: 'cmd-*'); "
+        "such causes make roots, not orphans. Repeatable.",
+    ),
     rows: int = typer.Option(15, "--rows", min=1, help="Rows shown per table."),
 ) -> None:
     """Check an archive for gaps, duplicates, schema drift, lag and causation faults."""
@@ -43,7 +49,7 @@ def check(
     failing = _parse_fail_on(fail_on)
     opened = open_archive(archive)
     opened.require_events()
-    runs = opened.checks(correlation_id)
+    runs = opened.checks(correlation_id, external_causes=external_causes)
     results = {}
     with progress_bar() as progress:
         task = progress.add_task("checking", total=len(runs))
