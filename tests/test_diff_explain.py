@@ -325,3 +325,51 @@ def test_texts_that_print_alike_are_shown_escaped_with_the_fix() -> None:
         candidate.head(1), live.head(1), key="id", normalize={"name": "nfc_normalize({})"}
     )
     assert fixed.summary.is_identical
+
+
+def test_explain_points_at_the_events_the_archive_lacks_around_a_key(tmp_path: Path) -> None:
+    """A candidate replayed from an archive that lost one access of a memory counts one
+    access fewer than live: the explanation names the stream position its stream skips
+    and the recorded gap between the key's events."""
+    import datetime as dt
+
+    from workbench.archive import ArchiveReader, append_records
+    from workbench.archive.records import GAP_SCHEMA
+    from workbench.examples import Memories
+    from workbench.scenario import Faults, generate
+
+    full = generate(3, entities=5, events=200, faults=Faults.none()).write_archive(
+        tmp_path / "full"
+    )
+    events = ArchiveReader(full).sql("select * from events").to_arrow_table()
+    source = events.column("source")[0].as_py()
+    accessed = (
+        ArchiveReader(full)
+        .sql(
+            "select global_position, stream, stream_position from events "
+            "where event_type = 'MemoryAccessed' order by global_position limit 1 offset 3"
+        )
+        .fetchall()[0]
+    )
+    lost, stream, stream_position = accessed
+    kept = events.filter(pa.compute.not_equal(events.column("global_position"), lost))
+    ArchiveWriter(tmp_path / "lossy", source).append(kept.drop_columns(["source"]))
+    gap = {"source": source, "first_missing": lost, "last_missing": lost, "reason": "deleted"}
+    gap |= {"detected_at": dt.datetime.now(dt.UTC), "detail": None}
+    append_records(
+        tmp_path / "lossy", "gap_records", source, pa.Table.from_pylist([gap], GAP_SCHEMA)
+    )
+    wb.replay(tmp_path / "lossy", Memories, into=tmp_path / "c.duckdb")
+    wb.replay(full, Memories, into=tmp_path / "l.duckdb")
+    d = wb.diff(
+        f"{tmp_path / 'c.duckdb'}:memories_v1.memories",
+        f"{tmp_path / 'l.duckdb'}:memories_v1.memories",
+        key="memory_id",
+    )
+    assert d.summary.changed == 1
+    memory_id = d.rows("changed")["memory_id"][0]
+    text = str(d.explain(memory_id))
+    assert (
+        f"stream {stream} has no event at stream_position {stream_position} in the archive" in text
+    )
+    assert f"positions {lost} are missing from the archive (deleted)" in text

@@ -394,7 +394,7 @@ def _event_details(
     # Copies of those events the candidate did not apply (a redelivery an idempotent
     # handler skipped) wrote nothing, so no lineage names them; yet a live read model
     # that counted them is wrong exactly there. They are found by event_id.
-    return reader.sql(
+    frame = reader.sql(
         f"""with applied as (
                 select l.*, {extra}, true as applied from _wb_lineage_rows l
                 left join events e using (source, global_position))
@@ -408,3 +408,52 @@ def _event_details(
                                and b.global_position = e.global_position
             order by global_position, source"""
     ).pl()
+    notes += _missing_around(reader)
+    return frame
+
+
+def _missing_around(reader: ArchiveReader, most: int = 3) -> list[str]:
+    """What the archive lacks among the key's events: the stream positions their
+    streams skip, and recorded gaps between the first and the last of them. An
+    event missing there is the likeliest cause of a row that lacks its effect."""
+    notes = []
+    holes = reader.sql(
+        """with streams as (
+               select source, stream, min(global_position) as first_at,
+                      max(global_position) as last_at
+               from events semi join _wb_lineage_rows using (source, global_position)
+               where stream is not null group by all),
+           own as (
+               select e.source, e.stream, e.stream_position as pos,
+                      lead(e.stream_position) over (partition by e.source, e.stream
+                                                    order by e.stream_position) as next
+               from events e semi join streams using (source, stream)
+               where e.stream_position is not null)
+           select stream, pos + 1 as first_missing, next - 1 as last_missing from own
+           where next > pos + 1 order by stream, pos limit ?""",
+        params=[most + 1],
+    ).fetchall()
+    for stream, first, last in holes[:most]:
+        at = f"{first}" if first == last else f"{first}-{last}"
+        notes.append(
+            f"stream {stream} has no event at stream_position {at} in the archive: an event "
+            "missing there may be what this row lacks (archive.gaps() says why)"
+        )
+    gaps = reader.sql(
+        """select g.first_missing, g.last_missing, g.reason from gap_records g
+           join (select source, min(global_position) as lo, max(global_position) as hi
+                 from _wb_lineage_rows group by source) k
+             on g.source = k.source and g.first_missing <= k.hi and g.last_missing >= k.lo
+           where g.reason not in ('rolled-back', 'never-issued')  -- held no event
+           order by g.first_missing limit ?""",
+        params=[most + 1],
+    ).fetchall()
+    for first, last, reason in gaps[:most]:
+        at = f"{first}" if first == last else f"{first}-{last}"
+        notes.append(
+            f"positions {at} are missing from the archive ({reason}) between this key's first "
+            "and last events: one of them may have been for this key"
+        )
+    if len(holes) > most or len(gaps) > most:
+        notes.append("more missing positions among them: archive.gaps() lists all")
+    return notes
