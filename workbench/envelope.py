@@ -32,6 +32,7 @@ __all__ = [
     "DESCRIPTIONS",
     "REQUIRED",
     "SCHEMA",
+    "SOURCE_OWN_PREFIX",
     "conform",
     "empty",
     "json_validity",
@@ -45,7 +46,7 @@ _COLUMNS: Final[dict[str, tuple[pa.DataType, str]]] = {
     "source": (pa.string(), "where it came from, e.g. jetstream:MEMORIES"),
     "global_position": (pa.int64(), "the source's total order (stream sequence, global position)"),
     "event_id": (pa.string(), "unique id of the event (Nats-Msg-Id, message id)"),
-    "event_type": (pa.string(), "e.g. MemoryCreated"),
+    "event_type": (pa.string(), "e.g. MemoryCreated; $-prefixed: the source's own message"),
     "schema_version": (pa.int32(), "event schema version (1 when the source has none)"),
     "stream": (pa.string(), "entity / aggregate stream the event belongs to"),
     "stream_position": (pa.int64(), "version of the event inside its stream, when known"),
@@ -74,6 +75,12 @@ SCHEMA: Final[pa.Schema] = pa.schema(
 
 #: Column names in order.
 COLUMNS: Final[tuple[str, ...]] = tuple(_COLUMNS)
+
+#: An ``event_type`` beginning with this is a source system's own message, archived
+#: because an archive keeps everything, but no domain event: a NATS subject delete
+#: marker (``$nats.marker``), a message schedule (``$nats.schedule``). A projection
+#: needs no handler for one; coverage lists them as the source's own.
+SOURCE_OWN_PREFIX: Final = "$"
 
 #: Column name → meaning, for documentation and notebooks.
 DESCRIPTIONS: Final[Mapping[str, str]] = {name: doc for name, (_, doc) in _COLUMNS.items()}

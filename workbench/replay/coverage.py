@@ -49,12 +49,15 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
+from workbench import envelope
 from workbench.replay.projection import Projection
 
 __all__ = ["Coverage", "coverage"]
 
-#: Statuses that are not a problem: a handled or ignored type, a handled type yet to come.
-_FINE = ("handled", "ignored", "no events")
+#: Statuses that are not a problem: a handled or ignored type, a handled type yet to
+#: come, a source's own message (a NATS marker: no domain event).
+_SOURCE_OWN = "the source's own message (no domain event)"
+_FINE = ("handled", "ignored", "no events", _SOURCE_OWN)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,8 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
             status = "ignored"
         elif event_type is None:  # e.g. raw NATS messages: nothing to dispatch on
             status = "no event type (archive with --map event_type=… to handle them)"
+        elif event_type.startswith(envelope.SOURCE_OWN_PREFIX) and event_type not in handlers:
+            status = _SOURCE_OWN
         elif event_type not in handlers:
             status = "no handler"
         elif event_type in any_version:
@@ -161,7 +166,11 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
     # A handler whose type no event has: normal for a type yet to come, a typo when an
     # unhandled type of the archive is spelt nearly the same.
     present = {t for t in counts["event_type"] if t is not None}
-    unhandled = sorted(present - set(handlers) - set(projection.ignore))
+    unhandled = sorted(
+        t
+        for t in present - set(handlers) - set(projection.ignore)
+        if not t.startswith(envelope.SOURCE_OWN_PREFIX)
+    )
     for event_type in sorted(set(handlers) - present):
         close = difflib.get_close_matches(event_type, unhandled, n=1, cutoff=0.8)
         status = f"no events (did you mean {close[0]}?)" if close else "no events"

@@ -6,6 +6,9 @@
   lag charts.
 - :func:`tls_context`: a client certificate (mutual TLS) and a CA to trust,
   for either.
+- :data:`NATS_EVENT_TYPES`: the ``event_type`` of NATS's own messages in an
+  archive (subject delete markers, message schedules), for a projection's
+  ``ignore``.
 """
 
 from workbench.sources.jetstream._client import tls_context
@@ -15,10 +18,11 @@ from workbench.sources.jetstream.archiver import (
     JetStreamArchiveResult,
     archive_jetstream,
 )
-from workbench.sources.jetstream.mapping import PRESETS, JetStreamMapping
+from workbench.sources.jetstream.mapping import NATS_EVENT_TYPES, PRESETS, JetStreamMapping
 from workbench.sources.jetstream.sampler import LagSampleResult, sample_jetstream
 
 __all__ = [
+    "NATS_EVENT_TYPES",
     "PRESETS",
     "ArchiveProgress",
     "Gap",

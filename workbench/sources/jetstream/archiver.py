@@ -6,6 +6,12 @@ the server), reads deliveries in bulk off the wire, maps each batch to
 envelopes in one query, and writes it atomically while the next batch is
 read. Missing sequences are classified (retention, deleted, sequence-jump)
 and recorded in ``gap_records`` before the batch after them is written.
+
+A stream that removes messages inside itself by design (a per-subject limit
+such as a KV bucket's history; per-message TTL and message schedules, NATS
+2.11+) lists those among its deleted sequences, as it lists a delete; holes
+inside such a stream are recorded as ``retention`` with a detail naming the
+causes, since JetStream does not say which it was.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from nats.aio.client import Client
 
 from workbench.archive import (
@@ -44,7 +51,7 @@ from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
 from workbench.sources.jetstream import _client
 from workbench.sources.jetstream._wire import Deliveries, WireConnection
-from workbench.sources.jetstream.mapping import JetStreamMapping
+from workbench.sources.jetstream.mapping import NATS_EVENT_TYPES, JetStreamMapping
 from workbench.sources.jetstream.sampler import server_time, stream_sample
 from workbench.sources.redaction import redact
 from workbench.sources.result import RunResult
@@ -107,8 +114,11 @@ class JetStreamArchiveResult(RunResult):
     elapsed: float = 0.0
     #: Why the run ended: "caught-up", "signal", "idle".
     stopped: str = "caught-up"
-    #: Messages the mapping left without each of :data:`IDENTITY_COLUMNS`.
+    #: Messages the mapping left without each of :data:`IDENTITY_COLUMNS` (NATS's own aside).
     unfilled: dict[str, int] = field(default_factory=dict)
+    #: Of ``messages``, NATS's own: subject delete markers and message schedules, archived
+    #: with an ``event_type`` of :data:`~workbench.sources.jetstream.mapping.NATS_EVENT_TYPES`.
+    nats_messages: int = 0
     #: The columns a ``--map`` set, and the first message's subject (for the hints).
     mapped: frozenset[str] = frozenset()
     can_fall_back: frozenset[str] = frozenset()
@@ -134,6 +144,8 @@ class JetStreamArchiveResult(RunResult):
         >>> JetStreamArchiveResult("S", "out", messages=4, unfilled={"event_type": 3},
         ...                        mapped=mapped).hints()[0]
         'event_type is empty in 3 of 4 messages with your --map event_type; check its spec against a message'
+        >>> JetStreamArchiveResult("S", "out", messages=9, nats_messages=8, unfilled={"event_id": 1}).hints()[0]
+        'event_id is empty in 1 of 1 messages; map it, e.g. --map event_id=data:id'
         """
         tokens = (self.first_subject or "").split(".")
         from_subject = "from the subject ({}): {}".format(
@@ -149,10 +161,11 @@ class JetStreamArchiveResult(RunResult):
             "stream": stream,
         }
         hints = []
+        events = self.messages - self.nats_messages  # markers and schedules carry no identity
         for column, missing in self.unfilled.items():
-            if not self.messages or missing <= self.messages // 2:
+            if not events or missing <= events // 2:
                 continue
-            empty = f"{column} is empty in {missing:,} of {self.messages:,} messages"
+            empty = f"{column} is empty in {missing:,} of {events:,} messages"
             if column in self.can_fall_back:
                 hints.append(
                     f"{empty} with your --map {column}; add the preset as a fallback: "
@@ -209,8 +222,13 @@ class JetStreamArchiveResult(RunResult):
         span = f"sequences {self.first_seq}-{self.last_seq}" if self.messages else "nothing new"
         gaps = f", {len(self.gaps)} gap(s)" if self.gaps else ", no gaps"
         stopped = "; stopped by a signal (run again to go on)" if self.stopped == "signal" else ""
+        own = (
+            f" ({self.nats_messages:,} of them NATS markers or schedules, event_type $nats.*)"
+            if self.nats_messages
+            else ""
+        )
         return (
-            f"{self.source}: {self.messages:,} message(s) archived ({span}) "
+            f"{self.source}: {self.messages:,} message(s) archived ({span}){own} "
             f"in {self.elapsed:.1f}s, {self.rate:,.0f} msg/s{gaps}{stopped}"
         )
 
@@ -320,6 +338,8 @@ class _Run:
         self.consumer: str | None = None
         self.created: dt.datetime | None = None  # when the stream archived was created
         self.mirror: _FilteredMirror | None = None  # what a filtered mirror keeps
+        # Why the stream removes messages inside itself by design (None: only deletes do).
+        self.removes_inside: str | None = None
         self.started = time.monotonic()
 
     async def main(self) -> JetStreamArchiveResult:
@@ -356,6 +376,7 @@ class _Run:
             config = info.get("config") or {}
             mirror = config.get("mirror") or {}
             self.mirror = _FilteredMirror.of(mirror)
+            self.removes_inside = _removes_inside(config)
             never = max(int(config.get("first_seq") or 1), int(mirror.get("opt_start_seq") or 1))
             never -= 1
             if never and self.writer.last_position is None:
@@ -635,10 +656,14 @@ class _Run:
         )
         self.writer.append(table)
         result = self.result
+        # NATS's own messages have no id or domain type to fill: no hint counts them.
+        own = pc.is_in(table.column("event_type"), pa.array(NATS_EVENT_TYPES, pa.string()))
+        events = table.filter(pc.invert(own)) if pc.any(own).as_py() else table
+        result.nats_messages += table.num_rows - events.num_rows
         for column in IDENTITY_COLUMNS:
             # A preset may leave a column out entirely (raw): all of it is empty then.
-            present = column in table.column_names
-            empty = table.column(column).null_count if present else table.num_rows
+            present = column in events.column_names
+            empty = events.column(column).null_count if present else events.num_rows
             result.unfilled[column] = result.unfilled.get(column, 0) + empty
         if result.first_seq is None:
             result.first_seq = batch.seq[0]
@@ -656,8 +681,10 @@ class _Run:
         new: list[tuple[int, int, str]] = []
         skipped: list[tuple[int, int, str]] = []  # a filtered mirror's: never messages here
         origin_first = await self.mirror.origin_first(self.nc) if self.mirror else None
+        # Inside a stream that removes messages itself, a deleted sequence may have expired.
+        deleted_as = "retention" if self.removes_inside else "deleted"
         for first, last in missing:
-            for gap in _classify(first, last, first_seq, deleted):
+            for gap in _classify(first, last, first_seq, deleted, deleted_as=deleted_as):
                 parts = [gap]
                 if self.mirror and origin_first and gap.reason in ("deleted", "retention"):
                     parts = await self.mirror.split(self.nc, gap, origin_first)
@@ -670,7 +697,13 @@ class _Run:
                         self.result.gaps.append(Gap(a, b, part.reason))
         # One file for all of a flush's gaps: a stream with thousands of interior
         # deletions (per-subject limits, KV history) must not mean thousands of files.
-        self.writer.record_gaps(new, f"detected by archive_jetstream on {self.stream}")
+        detail = f"detected by archive_jetstream on {self.stream}"
+        if self.removes_inside:
+            detail += (
+                f"; {self.stream} removes messages itself ({self.removes_inside}): one missing "
+                "inside it went that way, or was deleted (JetStream does not say which)"
+            )
+        self.writer.record_gaps(new, detail)
         if self.mirror is not None:
             self.writer.record_gaps(
                 skipped,
@@ -768,13 +801,47 @@ def _merged(gaps: list[Gap]) -> list[Gap]:
     return out
 
 
-def _classify(first: int, last: int, first_seq: int, deleted: np.ndarray) -> list[Gap]:
+def _removes_inside(config: dict[str, Any]) -> str | None:
+    """What makes a stream remove messages inside itself by design, from its config.
+
+    A subject delete marker TTL turns per-message TTL on (NATS 2.11+); a mirror
+    honours its origin's ``Nats-TTL`` only with its own ``allow_msg_ttl``.
+
+    A per-subject limit (``max_msgs_per_subject``: every KV bucket's history)
+    removes a subject's older messages as new ones come.
+
+    >>> _removes_inside({"allow_msg_ttl": True, "allow_msg_schedules": True})
+    'per-message TTL (Nats-TTL), one-shot schedules once fired'
+    >>> _removes_inside({"max_msgs_per_subject": 1})
+    "max_msgs_per_subject 1 (a subject's older messages)"
+    >>> _removes_inside({"max_age": 60, "max_msgs_per_subject": -1}) is None
+    True
+    """
+    causes = []
+    per_subject = int(config.get("max_msgs_per_subject") or 0)
+    if per_subject > 0:
+        causes.append(f"max_msgs_per_subject {per_subject} (a subject's older messages)")
+    if config.get("allow_msg_ttl") or config.get("subject_delete_marker_ttl"):
+        causes.append("per-message TTL (Nats-TTL)")
+    if config.get("allow_msg_schedules"):
+        causes.append("one-shot schedules once fired")
+    return ", ".join(causes) or None
+
+
+def _classify(
+    first: int, last: int, first_seq: int, deleted: np.ndarray, *, deleted_as: str = "deleted"
+) -> list[Gap]:
     """Split ``first``..``last`` into runs of retention loss, deletions and plain jumps.
+
+    ``deleted_as`` is the reason for the sequences the stream lists as deleted:
+    ``retention`` for a stream that removes messages by design (TTL).
 
     >>> _classify(1, 9, 4, np.array([6, 7]))
     [Gap(first=1, last=3, reason='retention'), Gap(first=4, last=5, reason='sequence-jump'), Gap(first=6, last=7, reason='deleted'), Gap(first=8, last=9, reason='sequence-jump')]
     >>> _classify(6, 7, 1, np.array([2, 6, 7, 9]))
     [Gap(first=6, last=7, reason='deleted')]
+    >>> _classify(6, 7, 1, np.array([6, 7]), deleted_as="retention")
+    [Gap(first=6, last=7, reason='retention')]
     """
     gaps: list[Gap] = []
     if first < first_seq:
@@ -792,7 +859,7 @@ def _classify(first: int, last: int, first_seq: int, deleted: np.ndarray) -> lis
     for a, b in zip(starts, ends, strict=True):
         if a > cursor:
             gaps.append(Gap(cursor, a - 1, "sequence-jump"))
-        gaps.append(Gap(a, b, "deleted"))
+        gaps.append(Gap(a, b, deleted_as))
         cursor = b + 1
     if cursor <= last:
         gaps.append(Gap(cursor, last, "sequence-jump"))

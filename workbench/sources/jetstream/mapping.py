@@ -17,6 +17,22 @@ Presets:
 - ``raw``: only what NATS itself knows (sequence, subject, time, headers,
   payload).
 
+Whatever the preset or ``--map``, NATS's own messages get a reserved
+``event_type`` and no ``event_id`` (their headers stay in ``metadata``): a
+subject delete marker (header ``Nats-Marker-Reason``, written by NATS 2.11+
+when a subject's last message expires, by MaxAge or ``Nats-TTL``) is
+``$nats.marker``, and a message schedule (header ``Nats-Schedule``, 2.12+:
+NATS publishes a copy of it later, which is the event) is
+``$nats.schedule``. A subject-derived or copied type would otherwise count
+a marker, or a schedule and its copy, as domain events.
+
+>>> t = JetStreamMapping.from_options("raw", ["event_type=subject:-1"]).evaluate(
+...     seq=[1, 2, 3], ts_ns=[0, 0, 0], delivered=[1, 1, 1], subject=[b"kv.a"] * 3,
+...     headers=[b"", b"Nats-Marker-Reason: MaxAge\\r\\nNats-TTL: 1m0s", b"Nats-Schedule: @every 1m"],
+...     payload=[b"{}", b"", b"{}"])
+>>> t["event_type"].to_pylist()
+['a', '$nats.marker', '$nats.schedule']
+
 >>> m = JetStreamMapping.from_options("cloudevents", ["stream=subject:-1"])
 >>> [str(s) for s in m.fields["stream"]]
 ['subject:-1']
@@ -43,7 +59,21 @@ from workbench.errors import MappingError
 from workbench.sources.jetstream._headers import Headers
 from workbench.sources.mapping import FieldSpec, instant_sql, parse_mappings
 
-__all__ = ["PRESETS", "JetStreamMapping"]
+__all__ = [
+    "MARKER_EVENT_TYPE",
+    "NATS_EVENT_TYPES",
+    "PRESETS",
+    "SCHEDULE_EVENT_TYPE",
+    "JetStreamMapping",
+]
+
+#: ``event_type`` of a subject delete marker (NATS 2.11+, header ``Nats-Marker-Reason``).
+MARKER_EVENT_TYPE: Final = f"{envelope.SOURCE_OWN_PREFIX}nats.marker"
+#: ``event_type`` of a message schedule (NATS 2.12+, header ``Nats-Schedule``); the
+#: copy NATS publishes when it fires keeps the schedule's own headers and is the event.
+SCHEDULE_EVENT_TYPE: Final = f"{envelope.SOURCE_OWN_PREFIX}nats.schedule"
+#: Event types of NATS's own messages, e.g. for a projection's ``ignore``.
+NATS_EVENT_TYPES: Final[tuple[str, ...]] = (MARKER_EVENT_TYPE, SCHEDULE_EVENT_TYPE)
 
 # Internal spec kind of the presets: a path inside a CloudEvents structured-mode
 # event; only rows whose content-type says so are looked at.
@@ -204,6 +234,8 @@ class JetStreamMapping:
         self, con: duckdb.DuckDBPyConnection, columns: dict[str, pa.Array], parsed: Headers
     ) -> pa.Table:
         columns["is_json"] = envelope.json_validity(columns["text"], con)
+        columns["nats_marker"] = parsed.lookup("Nats-Marker-Reason")
+        columns["nats_schedule"] = parsed.lookup("Nats-Schedule")
         header_names: dict[str, str] = {}
         for spec in (s for specs in self.fields.values() for s in specs):
             if spec.kind == "header" and spec.arg.lower() not in header_names:
@@ -236,6 +268,18 @@ class JetStreamMapping:
                 exprs.append("1")
             if exprs:
                 selects[name] = f"coalesce({', '.join(exprs)})"
+        # NATS's own messages: recognisable whatever the mapping, and never the id
+        # of an event (a schedule carries the id of the copy it will publish).
+        selects["event_type"] = (
+            f"case when nats_marker is not null then {literal(MARKER_EVENT_TYPE)} "
+            f"when nats_schedule is not null then {literal(SCHEDULE_EVENT_TYPE)} "
+            f"else {selects.get('event_type', 'null')}::varchar end"
+        )
+        if "event_id" in selects:
+            selects["event_id"] = (
+                f"case when nats_marker is null and nats_schedule is null "
+                f"then {selects['event_id']} end"
+            )
         # The original bytes are kept unless data holds them verbatim: not JSON,
         # or JSON of which data is a part (a mapped path, a structured
         # CloudEvent's attributes beside its data or its data_base64).
