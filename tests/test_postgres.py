@@ -21,7 +21,7 @@ from test_postgres_layouts import append_marten, create_marten, create_message_d
 
 import workbench as wb
 from workbench.cli import run
-from workbench.errors import MappingError, SourceError
+from workbench.errors import ArchiveError, MappingError, SourceError
 from workbench.sources.postgres import read_snapshot_info
 
 pytestmark = pytest.mark.postgres
@@ -34,7 +34,7 @@ def archived(root: Path) -> list[dict[str, Any]]:
 
 
 def data_files(root: Path) -> list[Path]:
-    return sorted(root.rglob("*.parquet"))
+    return sorted(root.rglob("date=*/*.parquet"))  # events, not side tables
 
 
 # ------------------------------------------------------------------ message-db
@@ -975,10 +975,21 @@ def test_a_mapping_added_on_a_later_run_is_not_another_store(
     )
     with psycopg.connect(pg_dsn, autocommit=True) as con:
         con.execute(f"insert into {table} (at, kind, entity) values (now(), 'Created', 'm-2')")
+    # Events mapped two ways are the user's choice to make, said with remap...
+    with pytest.raises(ArchiveError, match=r"was archived with preset=generic .*--remap"):
+        wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP)
+    # ...and then it is a change of mapping, not another store.
     again = wb.archive_postgres(
-        pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP
+        pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP, remap=True
     )
     assert again.rows_archived == 1
+    # From here on the new mapping is the archive's: the same one needs no remap.
+    assert (
+        wb.archive_postgres(
+            pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP
+        ).rows_archived
+        == 0
+    )
 
 
 def test_a_payload_path_in_place_of_a_presets_column_resumes(

@@ -13,17 +13,21 @@ from workbench.archive.records import (
     CONSUMER_SAMPLE_SCHEMA,
     GAP_REASONS,
     GAP_SCHEMA,
+    MAPPING_SCHEMA,
     STREAM_SAMPLE_SCHEMA,
 )
+from workbench.archive.runs import ArchiverRun
 from workbench.archive.writer import ArchiveWriter, append_records, read_records
 
 __all__ = [
     "CONSUMER_SAMPLE_SCHEMA",
     "GAP_REASONS",
     "GAP_SCHEMA",
+    "MAPPING_SCHEMA",
     "STREAM_SAMPLE_SCHEMA",
     "ArchiveReader",
     "ArchiveWriter",
+    "ArchiverRun",
     "CompactResult",
     "DataFile",
     "WritePipeline",

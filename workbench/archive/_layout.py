@@ -45,6 +45,14 @@ def encode_partition(value: str) -> str:
     return "".join(ch if ch in _SAFE else quote(ch, safe="") for ch in value)
 
 
+def archive_root(root: str | os.PathLike[str]) -> Path:
+    """``root`` as a path, refused in one line when it names a file."""
+    path = Path(root)
+    if path.exists() and not path.is_dir():
+        raise ArchiveError(f"{root} is a file: an archive is a directory")
+    return path
+
+
 def source_dir(root: Path, source: str) -> Path:
     return root / f"source={encode_partition(source)}"
 

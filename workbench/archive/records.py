@@ -7,6 +7,8 @@ view of the same name.
 - ``gap_records``: positions a source lost or never had (archivers).
 - ``stream_samples`` / ``consumer_samples``: JetStream stream state and
   consumer info over time (``workbench sample jetstream``), for lag.
+- ``archive_mappings``: the mapping each source is archived with, a row
+  each time it is first used (:mod:`workbench.archive.runs`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ __all__ = [
     "CONSUMER_SAMPLE_SCHEMA",
     "GAP_REASONS",
     "GAP_SCHEMA",
+    "MAPPING_SCHEMA",
     "SIDE_TABLE_SCHEMAS",
     "STREAM_SAMPLE_SCHEMA",
 ]
@@ -87,9 +90,22 @@ CONSUMER_SAMPLE_SCHEMA: Final[pa.Schema] = pa.schema(
 )
 
 
+#: ``archive_mappings``: the mapping a source is archived with from ``recorded_at`` on.
+MAPPING_SCHEMA: Final[pa.Schema] = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("recorded_at", _TS, nullable=False),
+        pa.field("archiver", pa.string(), nullable=False),
+        # JSON list of "preset=NAME" and "FIELD=SPEC" options, in canonical order.
+        pa.field("options", pa.string(), nullable=False),
+    ]
+)
+
+
 #: The side tables of an archive, by name: each is a view, empty until written.
 SIDE_TABLE_SCHEMAS: Final[dict[str, pa.Schema]] = {
     "gap_records": GAP_SCHEMA,
     "stream_samples": STREAM_SAMPLE_SCHEMA,
     "consumer_samples": CONSUMER_SAMPLE_SCHEMA,
+    "archive_mappings": MAPPING_SCHEMA,
 }

@@ -16,6 +16,7 @@ from workbench import _duckdb, envelope
 from workbench._sql import path_list
 from workbench.archive._layout import (
     DICTIONARY_COLUMNS,
+    archive_root,
     data_file_name,
     encode_partition,
     list_data_files,
@@ -66,9 +67,7 @@ class ArchiveWriter:
     ) -> None:
         if not source:
             raise ArchiveError("a source name is required")
-        if Path(root).exists() and not Path(root).is_dir():
-            raise ArchiveError(f"{root} is a file: an archive is a directory")
-        self.root = Path(root)
+        self.root = archive_root(root)
         self.source = source
         self.row_group_size = row_group_size
         self.max_file_events = max_file_events

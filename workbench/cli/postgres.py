@@ -48,6 +48,12 @@ def archive_postgres_command(
     cipher_key: str | None = typer.Option(
         None, "--cipher-key", envvar="CIPHER_KEY", help="eventsourcing: the store's CIPHER_KEY."
     ),
+    remap: bool = typer.Option(
+        False,
+        "--remap",
+        help="Archive with this --preset/--map from here on though the archive was written "
+        "with another (the events before keep theirs).",
+    ),
 ) -> None:
     """Archive a Postgres event store; no late-committing transaction is ever skipped.
 
@@ -73,6 +79,7 @@ def archive_postgres_command(
             poll_interval=poll_interval,
             settle_timeout=settle_timeout,
             settle_grace=settle_grace,
+            remap=remap,
             batch_size=batch_size,
             cipher_key=cipher_key,
             progress=progress,

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench import _duckdb, envelope
-from workbench.archive import ArchiveReader, ArchiveWriter, WritePipeline
+from workbench.archive import ArchiveReader, ArchiverRun, ArchiveWriter, WritePipeline
 from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
 from workbench.sources.mapping import FieldSpec, instant_sql, parse_mappings
@@ -159,12 +159,14 @@ class PostgresArchiver:
         batch_size: int = 100_000,
         cipher_key: str | None = None,
         settle_grace: float | None = None,
+        remap: bool = False,
     ) -> None:
         if preset not in PRESETS:
             raise SourceError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
         if batch_size < 1:
             raise SourceError("batch_size must be at least 1")
-        positions, rest = split_position_maps(list(mappings))
+        mappings = list(mappings)
+        positions, rest = split_position_maps(mappings)
         specs = parse_mappings(rest)
         table = table or PRESETS[preset].default_table
         if table is None:
@@ -181,6 +183,16 @@ class PostgresArchiver:
             raise
         self.batch_size = batch_size
         self.cipher_key = cipher_key
+        # One run at a time per source, and one mapping per source (see ArchiverRun).
+        self._claim: ArchiverRun | None = ArchiverRun(out, self.query.source, "archive_postgres")
+        try:
+            self._claim.__enter__()
+            self._options = self._claim.settle(
+                [f"preset={preset}", *mappings], given=True, remap=remap
+            )
+        except BaseException:
+            self.close()
+            raise
         self.writer = ArchiveWriter(out, self.query.source)
         grace = PRESETS[preset].settle_grace if settle_grace is None else settle_grace
         self.watermark = Watermark(grace=dt.timedelta(seconds=grace))
@@ -577,6 +589,14 @@ class PostgresArchiver:
             if con is not None:
                 with contextlib.suppress(Exception):  # already broken: nothing left to release
                     con.close()
+            claim, self._claim = getattr(self, "_claim", None), None
+            if claim is not None:
+                try:  # the mapping of what is archived, also of a run that failed half-way
+                    writer = getattr(self, "writer", None)
+                    if writer is not None and writer.last_position is not None:
+                        claim.record(self._options)
+                finally:
+                    claim.__exit__(None, None, None)
 
     def __enter__(self) -> PostgresArchiver:
         return self
@@ -753,6 +773,7 @@ def archive_postgres(
     settle_grace: float | None = None,
     batch_size: int = 100_000,
     cipher_key: str | None = None,
+    remap: bool = False,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> ArchivePostgresResult:
@@ -768,7 +789,8 @@ def archive_postgres(
     ``global_position=column:NAME`` and ``recorded_at=column:NAME``.
     ``settle_grace`` is how long a hole must also stay empty before it is
     final (default: the preset's; 3 s for Marten, which draws positions
-    before the transaction that inserts them).
+    before the transaction that inserts them). A source archived with another
+    preset or mapping is refused, unless ``remap`` (from here on, this one).
     """
     with (
         PostgresArchiver(
@@ -780,6 +802,7 @@ def archive_postgres(
             batch_size=batch_size,
             cipher_key=cipher_key,
             settle_grace=settle_grace,
+            remap=remap,
         ) as archiver,
         _stopped_by_signals(follow) as signalled,
     ):
