@@ -722,3 +722,51 @@ def test_a_kv_bucket_key_with_dots_maps_to_the_stream_whole(nats_url: str, tmp_p
         assert got == [("cfg.db.host", "Put"), ("cfg.db.host", "Put"), ("flag", "Put")]
     finally:
         delete_stream(nats_url, f"KV_{bucket}")
+
+
+def test_a_resumed_archive_keeps_its_mapping_and_refuses_another(
+    nats_url: str, stream: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cron job's --map and a manual catch-up without it would map the events two
+    ways, which an append-only archive cannot undo: no mapping reuses the recorded
+    one, another is refused in one line, and --remap changes it on purpose."""
+    raw = [(f"orders.o{i}.OrderPlaced", b'{"n": 1}', None) for i in range(3)]
+    publish(nats_url, stream, raw, create={})
+    first = archive(nats_url, stream, tmp_path, preset="raw", mappings=["event_type=subject:-1"])
+    assert first.messages == 3
+    publish(nats_url, stream, raw[:2])
+    again = archive(nats_url, stream, tmp_path)  # no mapping given: the recorded one
+    assert again.messages == 2 and not [h for h in again.hints() if "event_type" in h]
+    types = rows(tmp_path, "select distinct event_type from events")
+    assert types == [("OrderPlaced",)]
+    publish(nats_url, stream, raw[:1])
+    args = ["archive", "jetstream", "--server", nats_url, "--stream", stream]
+    args += ["--out", str(tmp_path), "--preset", "raw"]
+    assert cli.run(args) == 2  # another mapping: refused before anything is read
+    err = capsys.readouterr().err
+    assert f"jetstream:{stream} was archived with preset=raw event_type=subject:-1" in err
+    assert "this run maps it with preset=raw" in err and "--remap" in err
+    assert rows(tmp_path, "select count(*) from events") == [(5,)]
+    assert cli.run([*args, "--map", "event_type=subject:2", "--remap"]) == 0
+    assert rows(tmp_path, "select event_type from events where global_position = 6") == [("o0",)]
+    recorded = rows(tmp_path, "select options from archive_mappings order by recorded_at")
+    assert [json.loads(r[0]) for r in recorded] == [
+        ["preset=raw", "event_type=subject:-1"],
+        ["preset=raw", "event_type=subject:2"],
+    ]
+
+
+def test_a_second_archiver_on_one_source_is_refused_at_its_start(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """Two runs would interleave, and the loser die mid-run: the second never starts."""
+    from workbench.archive import ArchiverRun
+    from workbench.errors import ArchiveError
+
+    publish(nats_url, stream, [ce_message(i) for i in range(3)], create={})
+    with ArchiverRun(tmp_path, f"jetstream:{stream}", "archive_jetstream"):
+        with pytest.raises(ArchiveError, match=rf"another archiver is writing jetstream:{stream}"):
+            archive(nats_url, stream, tmp_path)
+        with pytest.raises(ArchiveError, match=r"archive_jetstream, pid \d+ on "):
+            archive(nats_url, stream, tmp_path)
+    assert archive(nats_url, stream, tmp_path).messages == 3  # released at the end

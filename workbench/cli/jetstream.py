@@ -17,6 +17,7 @@ from workbench.sources.jetstream import (
     sample_jetstream,
     tls_context,
 )
+from workbench.sources.jetstream.mapping import DEFAULT_PRESET
 
 # As the nats CLI names them, and from the same environment variables.
 TLS_CERT = typer.Option(
@@ -35,8 +36,11 @@ def archive_jetstream_command(
     server: str = typer.Option(..., "--server", help="NATS URL, e.g. nats://127.0.0.1:4222."),
     stream: str = typer.Option(..., "--stream", help="Name of the JetStream stream."),
     out: Path = typer.Option(..., "--out", help="Archive directory (created if missing)."),
-    preset: str = typer.Option(
-        "cloudevents", "--preset", help="Field mapping preset: cloudevents, envelope or raw."
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="Field mapping preset: cloudevents (the default), envelope or raw. With no "
+        "--preset and no --map, a resumed archive keeps the mapping it was archived with.",
     ),
     maps: list[str] = typer.Option(
         [],
@@ -60,6 +64,12 @@ def archive_jetstream_command(
         min=0.001,
         help="Megabytes of payloads per file at most (bounds memory for large messages).",
     ),
+    remap: bool = typer.Option(
+        False,
+        "--remap",
+        help="Archive with this --preset/--map from here on though the archive was written "
+        "with another (the events before keep theirs).",
+    ),
     fail_on_gap: bool = typer.Option(
         False,
         "--fail-on-gap",
@@ -76,7 +86,8 @@ def archive_jetstream_command(
     Resumes after the highest archived sequence; gaps in the stream (retention,
     deletions, sequence jumps) are recorded in gap_records and reported.
     """
-    JetStreamMapping.from_options(preset, maps)  # a mapping mistake is told before connecting
+    # A mapping mistake is told before connecting.
+    JetStreamMapping.from_options(preset or DEFAULT_PRESET, maps)
     tls = tls_context(tls_cert, tls_key, tls_ca)
     with progress_bar(
         TextColumn("[bold]{task.description}"),
@@ -106,6 +117,7 @@ def archive_jetstream_command(
                 out,
                 preset=preset,
                 mappings=maps,
+                remap=remap,
                 follow=follow,
                 idle_exit=idle_exit,
                 file_events=file_events,

@@ -46,14 +46,29 @@ class Headers:
 
     def lookup(self, name: str) -> pa.Array:
         """The first value of header ``name`` per message (case-insensitive), else null."""
-        if self._lower is None:
-            self._lower = pc.utf8_lower(self.key)
-        hits = np.flatnonzero(np.asarray(pc.equal(self._lower, name.lower()).fill_null(False)))
+        hits = np.flatnonzero(np.asarray(pc.equal(self._lowered(), name.lower()).fill_null(False)))
         rows, first = np.unique(self.row[hits], return_index=True)
         index = np.full(self.n, -1, dtype=np.int64)
         index[rows] = hits[first]
         mask = index < 0
         return self.value.take(pa.array(index, mask=mask))
+
+    def any_prefixed(self, prefix: str) -> pa.Array:
+        """Whether each message has a header whose name starts with ``prefix`` (case-insensitive).
+
+        >>> Headers(pa.array(["X: 1\\r\\nCE-Type: t", "", "X-ce-id: 1"])).any_prefixed("ce-").to_pylist()
+        [True, False, False]
+        """
+        starts = pc.starts_with(self._lowered(), prefix.lower()).fill_null(False)
+        found = np.zeros(self.n, dtype=bool)
+        found[self.row[np.flatnonzero(np.asarray(starts))]] = True
+        return pa.array(found, pa.bool_())
+
+    def _lowered(self) -> pa.Array:
+        """The header names in lower case, computed once."""
+        if self._lower is None:
+            self._lower = pc.utf8_lower(self.key)
+        return self._lower
 
     def metadata(self) -> pa.Array:
         """All headers per message as JSON text (repeated keys → lists); null without headers."""

@@ -42,6 +42,7 @@ from nats.aio.client import Client
 from workbench.archive import (
     STREAM_SAMPLE_SCHEMA,
     ArchiveReader,
+    ArchiverRun,
     ArchiveWriter,
     WritePipeline,
     append_records,
@@ -51,7 +52,7 @@ from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
 from workbench.sources.jetstream import _client
 from workbench.sources.jetstream._wire import Deliveries, WireConnection
-from workbench.sources.jetstream.mapping import NATS_EVENT_TYPES, JetStreamMapping
+from workbench.sources.jetstream.mapping import DEFAULT_PRESET, NATS_EVENT_TYPES, JetStreamMapping
 from workbench.sources.jetstream.sampler import server_time, stream_sample
 from workbench.sources.redaction import redact
 from workbench.sources.result import RunResult
@@ -123,6 +124,10 @@ class JetStreamArchiveResult(RunResult):
     mapped: frozenset[str] = frozenset()
     can_fall_back: frozenset[str] = frozenset()
     first_subject: str | None = None
+    #: Messages whose mapped time (``occurred_at``) had a value that is no time, kept null;
+    #: and the first such value of each, shown in the summary.
+    untimed: dict[str, int] = field(default_factory=dict)
+    untimed_examples: dict[str, str] = field(default_factory=dict)
 
     def hints(self) -> list[str]:
         """What to map when the mapping found no event id, type or stream in most messages.
@@ -218,7 +223,13 @@ class JetStreamArchiveResult(RunResult):
         return notes
 
     def summary(self) -> str:
-        """One line for humans."""
+        """One line for humans.
+
+        >>> JetStreamArchiveResult("S", "out", messages=3, first_seq=1, last_seq=3, elapsed=1.0,
+        ...                        untimed={"occurred_at": 2},
+        ...                        untimed_examples={"occurred_at": "yesterday"}).summary()
+        "jetstream:S: 3 message(s) archived (sequences 1-3) in 1.0s, 3 msg/s, no gaps; occurred_at: 2 value(s) not a time (kept null), e.g. 'yesterday'"
+        """
         span = f"sequences {self.first_seq}-{self.last_seq}" if self.messages else "nothing new"
         gaps = f", {len(self.gaps)} gap(s)" if self.gaps else ", no gaps"
         stopped = "; stopped by a signal (run again to go on)" if self.stopped == "signal" else ""
@@ -227,9 +238,14 @@ class JetStreamArchiveResult(RunResult):
             if self.nats_messages
             else ""
         )
+        examples = {c: f", e.g. {v!r}" for c, v in self.untimed_examples.items()}
+        untimed = "".join(
+            f"; {column}: {n:,} value(s) not a time (kept null){examples.get(column, '')}"
+            for column, n in sorted(self.untimed.items())
+        )
         return (
             f"{self.source}: {self.messages:,} message(s) archived ({span}){own} "
-            f"in {self.elapsed:.1f}s, {self.rate:,.0f} msg/s{gaps}{stopped}"
+            f"in {self.elapsed:.1f}s, {self.rate:,.0f} msg/s{gaps}{untimed}{stopped}"
         )
 
     def _repr_html_(self) -> str:
@@ -254,8 +270,9 @@ def archive_jetstream(
     stream: str,
     out: str | os.PathLike[str],
     *,
-    preset: str = "cloudevents",
+    preset: str | None = None,
     mappings: Iterable[str] = (),
+    remap: bool = False,
     follow: bool = False,
     idle_exit: float | None = None,
     file_events: int = 100_000,
@@ -276,19 +293,38 @@ def archive_jetstream(
     certificate, for a server that verifies clients) connects over TLS.
     """
     _client.check_stream_name(stream)
-    mapping = JetStreamMapping.from_options(preset, mappings)
+    mappings = list(mappings)
+    options = [f"preset={preset or DEFAULT_PRESET}", *mappings]
+    JetStreamMapping.from_options(preset or DEFAULT_PRESET, mappings)  # told before anything
     if file_events < 1 or file_bytes < 1:
         raise ArchiveError("file_events and file_bytes must be at least 1")
-    run = _Run(
-        server, stream, Path(out), mapping, follow, idle_exit, file_events, file_bytes, progress,
-        tls=tls,
-    )  # fmt: skip
-    result = _client.run_sync(run.main())
+    with ArchiverRun(out, f"jetstream:{stream}", "archive_jetstream") as claim:
+        options = claim.settle(options, given=preset is not None or bool(mappings), remap=remap)
+        mapping = JetStreamMapping.from_options(*_preset_and_maps(options))
+        run = _Run(
+            server, stream, Path(out), mapping, follow, idle_exit, file_events, file_bytes,
+            progress, tls=tls,
+        )  # fmt: skip
+        try:
+            result = _client.run_sync(run.main())
+        finally:  # the mapping of what is archived, also of a run that failed half-way
+            if run.writer.last_position is not None:
+                claim.record(options)
     if warn:
         for note in result.gap_notes():
             # 3: past the progress decorator, at the caller's line.
             warnings.warn(note, RuntimeWarning, stacklevel=3)
     return result
+
+
+def _preset_and_maps(options: list[str]) -> tuple[str, list[str]]:
+    """``preset=NAME`` and the ``--map`` options of a recorded mapping, apart.
+
+    >>> _preset_and_maps(["preset=raw", "event_type=subject:-1"])
+    ('raw', ['event_type=subject:-1'])
+    """
+    preset = next((o.partition("=")[2] for o in options if o.startswith("preset=")), None)
+    return preset or DEFAULT_PRESET, [o for o in options if not o.startswith("preset=")]
 
 
 #: Archived messages looked up in the stream to tell it is the same stream.
@@ -646,7 +682,7 @@ class _Run:
         await asyncio.to_thread(self.pipeline.submit, functools.partial(self._write, batch))
 
     def _write(self, batch: Deliveries) -> None:
-        table = self.mapping.evaluate(
+        mapped = self.mapping.map_batch(
             seq=batch.seq,
             ts_ns=batch.ts_ns,
             delivered=batch.delivered,
@@ -654,8 +690,12 @@ class _Run:
             headers=batch.headers,
             payload=batch.payload,
         )
+        table = mapped.table
         self.writer.append(table)
         result = self.result
+        for column, n in mapped.untimed.items():  # a time that is none: said, not just null
+            result.untimed[column] = result.untimed.get(column, 0) + n
+            result.untimed_examples.setdefault(column, mapped.untimed_example[column])
         # NATS's own messages have no id or domain type to fill: no hint counts them.
         own = pc.is_in(table.column("event_type"), pa.array(NATS_EVENT_TYPES, pa.string()))
         events = table.filter(pc.invert(own)) if pc.any(own).as_py() else table

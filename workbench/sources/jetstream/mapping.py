@@ -11,7 +11,11 @@ Presets:
 - ``cloudevents`` (default): CloudEvents binary mode (``ce-*`` headers, the
   payload is the domain data) and structured mode (``content-type:
   application/cloudevents+json``, the event in the payload with ``data``
-  inside); ``event_id`` falls back to ``Nats-Msg-Id``.
+  inside); ``event_id`` falls back to ``Nats-Msg-Id``. A message with no
+  ``content-type`` and no ``ce-*`` header whose payload is a JSON object with
+  a string ``specversion``, an ``id`` and a ``type`` is a structured event
+  too: the CloudEvents NATS binding before 1.0.2 has structured mode only,
+  without headers, and older producers publish exactly that.
 - ``envelope``: the payload is a JSON envelope with the canonical column
   names and ``data`` inside.
 - ``raw``: only what NATS itself knows (sequence, subject, time, headers,
@@ -60,11 +64,13 @@ from workbench.sources.jetstream._headers import Headers
 from workbench.sources.mapping import FieldSpec, instant_sql, parse_mappings
 
 __all__ = [
+    "DEFAULT_PRESET",
     "MARKER_EVENT_TYPE",
     "NATS_EVENT_TYPES",
     "PRESETS",
     "SCHEDULE_EVENT_TYPE",
     "JetStreamMapping",
+    "MappedBatch",
 ]
 
 #: ``event_type`` of a subject delete marker (NATS 2.11+, header ``Nats-Marker-Reason``).
@@ -75,19 +81,25 @@ SCHEDULE_EVENT_TYPE: Final = f"{envelope.SOURCE_OWN_PREFIX}nats.schedule"
 #: Event types of NATS's own messages, e.g. for a projection's ``ignore``.
 NATS_EVENT_TYPES: Final[tuple[str, ...]] = (MARKER_EVENT_TYPE, SCHEDULE_EVENT_TYPE)
 
-# Internal spec kind of the presets: a path inside a CloudEvents structured-mode
-# event; only rows whose content-type says so are looked at.
+# Internal spec kinds of the presets, which users cannot write. ``event``: a path
+# inside a CloudEvents structured-mode event, looked at only in rows that are one.
+# ``payload``: the whole payload of a row that is not (binary mode: it is the data).
 _EVENT = "event"
+_PAYLOAD = "payload"
+_PER_MODE: Final = frozenset({_EVENT, _PAYLOAD})
 
 
 def _specs(*texts: str) -> tuple[FieldSpec, ...]:
-    return tuple(
-        FieldSpec(_EVENT, t.removeprefix("event:"))
-        if t.startswith("event:")
-        else FieldSpec.parse(t)
-        for t in texts
-    )
+    return tuple(_spec(t) for t in texts)
 
+
+def _spec(text: str) -> FieldSpec:
+    kind, _, arg = text.partition(":")
+    return FieldSpec(kind, arg) if kind in _PER_MODE else FieldSpec.parse(text)
+
+
+#: The preset of a run given none, on a source archived with none recorded.
+DEFAULT_PRESET: Final = "cloudevents"
 
 #: Preset name → envelope column → candidate specs (first non-null wins).
 PRESETS: Final[Mapping[str, Mapping[str, tuple[FieldSpec, ...]]]] = {
@@ -105,7 +117,7 @@ PRESETS: Final[Mapping[str, Mapping[str, tuple[FieldSpec, ...]]]] = {
         "occurred_at": _specs("header:ce-time", "event:time"),
         "correlation_id": _specs("header:ce-correlationid", "event:correlationid"),
         "causation_id": _specs("header:ce-causationid", "event:causationid"),
-        "data": _specs("event:data"),
+        "data": _specs("event:data", "payload:unless-structured"),
     },
     "envelope": {
         name: _specs(f"data:{name}")
@@ -176,6 +188,15 @@ class JetStreamMapping:
         ...     "cloudevents", ["event_type=header:X-Type", "event_type=preset"])
         >>> [str(s) for s in m.fields["event_type"]], sorted(m.mapped)
         (['header:X-Type', 'header:ce-type', 'event:type'], ['event_type'])
+
+        ``data=preset`` falls back to what the preset gives, the whole payload
+        of a message that is not a structured CloudEvent included, so a
+        stream of binary-mode events and of envelopes of the user's own can
+        take ``--map data=data:data --map data=preset``:
+
+        >>> m = JetStreamMapping.from_options("cloudevents", ["data=data:data", "data=preset"])
+        >>> [str(s) for s in m.fields["data"]]
+        ['data:data', 'event:data', 'payload:unless-structured']
         """
         if preset not in PRESETS:
             raise MappingError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
@@ -212,6 +233,34 @@ class JetStreamMapping:
         payload: list[bytes],
     ) -> pa.Table:
         """Envelope columns (without ``source``) for a batch of messages."""
+        return self.map_batch(
+            seq=seq,
+            ts_ns=ts_ns,
+            delivered=delivered,
+            subject=subject,
+            headers=headers,
+            payload=payload,
+        ).table
+
+    def map_batch(
+        self,
+        *,
+        seq: list[int],
+        ts_ns: list[int],
+        delivered: list[int],
+        subject: list[bytes],
+        headers: list[bytes],
+        payload: list[bytes],
+    ) -> MappedBatch:
+        """:meth:`evaluate`'s table, with the time values the mapping could not read.
+
+        >>> m = JetStreamMapping.from_options("cloudevents", [])
+        >>> b = m.map_batch(seq=[1, 2, 3], ts_ns=[0] * 3, delivered=[1] * 3, subject=[b"a"] * 3,
+        ...                 headers=[b"ce-time: yesterday", b"ce-time: 1714550400", b""],
+        ...                 payload=[b"{}"] * 3)
+        >>> b.untimed, b.untimed_example, b.table["occurred_at"].null_count
+        ({'occurred_at': 1}, {'occurred_at': 'yesterday'}, 2)
+        """
         blocks = _text(pa.array(headers, pa.binary()), headers, lossy=True)
         parsed = Headers(blocks)
         payloads = pa.array(payload, pa.binary())
@@ -226,9 +275,19 @@ class JetStreamMapping:
         }
         con = _duckdb.connect()
         try:
-            return self._evaluate(con, columns, parsed)
+            table = self._evaluate(con, columns, parsed)
         finally:
             con.close()
+        untimed: dict[str, int] = {}
+        examples: dict[str, str] = {}
+        for flag in [c for c in table.column_names if c.startswith(_UNTIMED)]:
+            values = table.column(flag).drop_null()
+            if len(values):
+                name = flag.removeprefix(_UNTIMED)
+                untimed[name] = len(values)
+                examples[name] = _shortened(values[0].as_py())
+            table = table.drop_columns([flag])
+        return MappedBatch(table, untimed, examples)
 
     def _evaluate(
         self, con: duckdb.DuckDBPyConnection, columns: dict[str, pa.Array], parsed: Headers
@@ -243,9 +302,10 @@ class JetStreamMapping:
                 header_names[spec.arg.lower()] = column
                 columns[column] = parsed.lookup(spec.arg)
         structured = "false"
-        if any(s.kind == _EVENT for specs in self.fields.values() for s in specs):
+        if any(s.kind in _PER_MODE for specs in self.fields.values() for s in specs):
             columns["content_type"] = parsed.lookup("content-type")
-            structured = "coalesce(lower(content_type) like 'application/cloudevents+json%', false)"
+            columns["ce_headers"] = parsed.any_prefixed("ce-")
+            structured = _STRUCTURED
         raw = pa.table(columns)
         selects = {
             "global_position": "seq",
@@ -255,19 +315,24 @@ class JetStreamMapping:
             "metadata": "metadata",
             "delivery_count": "delivered",
         }
+        sources: dict[str, str] = {}  # a time column → the value its specs found, if any
         for name in envelope.COLUMNS:
             specs = self.fields.get(name, ())
             if name in {"source", "global_position", "recorded_at", "recorded_ns", "payload"}:
                 continue
-            exprs = [_expr(name, s, header_names) for s in specs]
-            if name == "data" and all(s.kind == _EVENT for s in specs):
-                exprs.append("case when not structured then j end")  # the payload is the data
+            exprs = [_convert(name, _source(name, s, header_names)) for s in specs]
+            if name == "data" and not specs:
+                exprs.append("j")  # no spec for data (raw): the payload is the data
             if name in selects:
                 exprs.append(selects[name])  # what NATS knows, when no spec fills it
             if name == "schema_version":
                 exprs.append("1")
             if exprs:
                 selects[name] = f"coalesce({', '.join(exprs)})"
+            # recorded_at is the NATS timestamp, never mapped: only occurred_at is read here.
+            if name in _TIMES and specs:
+                values = [f"nullif(trim({_source(name, s, header_names)}), '')" for s in specs]
+                sources[name] = f"coalesce({', '.join(values)})"
         # NATS's own messages: recognisable whatever the mapping, and never the id
         # of an event (a schedule carries the id of the copy it will publish).
         selects["event_type"] = (
@@ -287,33 +352,73 @@ class JetStreamMapping:
         selects["payload"] = (
             f"case when j is null then payload when ({data}) is distinct from text then payload end"
         )
+        # A source value there, yet no time: "yesterday" in ce-time is counted, not just
+        # null. Looked for only where the time is null: the inputs pass through e for it
+        # (subject and metadata are there already, unchanged).
+        helpers = [c for c in (*columns, "j", "structured") if c not in selects] if sources else []
+        untimed = "".join(
+            f", case when {n} is null then {e} end as {_UNTIMED}{n}" for n, e in sources.items()
+        )
         query = (
-            f"with r as (select *, {structured} as structured, "
-            "case when is_json then text end as j from raw) "
-            "select " + ", ".join(f"{e} as {n}" for n, e in selects.items()) + " from r"
+            "with p as (select *, case when is_json then text end as j from raw), "
+            f"r as (select *, {structured} as structured from p), "
+            "e as (select "
+            + ", ".join([*(f"{e} as {n}" for n, e in selects.items()), *helpers])
+            + " from r) "
+            f"select {', '.join(selects)}{untimed} from e"
         )
         con.register("raw", raw)
         return con.sql(query).to_arrow_table()
 
 
-def _expr(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> str:
+@dataclass(frozen=True)
+class MappedBatch:
+    """A batch's envelope columns, and the time values in it that are no time."""
+
+    table: pa.Table
+    #: Time column → messages whose mapped value was there but is no time (the column is null).
+    untimed: Mapping[str, int]
+    #: Time column → the first such value (cut to 40 characters), to show.
+    untimed_example: Mapping[str, str]
+
+
+# Which rows are structured-mode CloudEvents: their content-type says so or, with no
+# content-type and no ce-* header (binary mode), the payload looks like one (the NATS
+# binding before 1.0.2 had structured mode only, without headers). The cheap text
+# test first: most payloads are not parsed again.
+_STRUCTURED: Final = (
+    "case when content_type is not null "
+    "then lower(content_type) like 'application/cloudevents+json%' "
+    "when ce_headers or j is null or not contains(j, '\"specversion\"') then false "
+    "else coalesce(json_type(j) = 'OBJECT' "
+    "and json_type(j, '$.specversion') = 'VARCHAR' "
+    "and json_type(j, '$.id') <> 'NULL' and json_type(j, '$.type') <> 'NULL', false) end"
+)
+# Time columns whose unreadable source values are counted, and the prefix of their flag.
+_TIMES: Final = frozenset({"occurred_at", "recorded_at"})
+_UNTIMED: Final = "_untimed_"
+
+
+def _source(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> str:
+    """SQL for the value ``spec`` finds for ``column``, before any conversion."""
     kind = spec.kind
     if kind == "header":
-        value = header_names[spec.arg.lower()]
-    elif kind in ("data", _EVENT):
+        return header_names[spec.arg.lower()]
+    if kind == _PAYLOAD:
+        return "case when not structured then j end"
+    if kind in ("data", _EVENT):
         fn = "json_extract" if column == "data" else "json_extract_string"
         value = f"{fn}(j, {_pointer(spec.path)})"
         if column == "data":
             value = f"({value})::varchar"
         if kind == _EVENT:
             value = f"case when structured then {value} end"
-    elif kind == "metadata":
-        value = f"json_extract_string(metadata, {_pointer(spec.path)})"
-    elif kind == "subject":
-        value = _subject_sql(spec.subject_part)
-    else:  # const
-        value = literal(spec.arg)
-    return _convert(column, value)
+        return value
+    if kind == "metadata":
+        return f"json_extract_string(metadata, {_pointer(spec.path)})"
+    if kind == "subject":
+        return _subject_sql(spec.subject_part)
+    return literal(spec.arg)  # const
 
 
 def _subject_sql(part: tuple[int, int | None] | int) -> str:
@@ -349,6 +454,15 @@ def _convert(column: str, value: str) -> str:
     if column in _INT_COLUMNS:
         return f"try_cast({value} as {_INT_COLUMNS[column]})"
     return f"({value})::varchar"
+
+
+def _shortened(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters, to show in one line.
+
+    >>> _shortened("x" * 50, 10)
+    'xxxxxxxxx…'
+    """
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _pointer(path: tuple[str, ...]) -> str:

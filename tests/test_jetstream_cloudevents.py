@@ -1,0 +1,234 @@
+"""CloudEvents from every kind of producer, and times that are none, in the JetStream mapping.
+
+Most tests evaluate the mapping on a batch directly; the last archives through
+the real NATS servers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _jetstream_helpers import ce_message, delete_stream, publish
+
+import workbench as wb
+from workbench import cli
+from workbench.archive import ArchiveReader
+from workbench.sources.jetstream.mapping import JetStreamMapping, MappedBatch
+
+#: A structured-mode event as the CloudEvents NATS binding 1.0.0/1.0.1 sends it: no headers.
+EVENT: dict[str, Any] = {
+    "specversion": "1.0",
+    "id": "e-1",
+    "type": "OrderPlaced",
+    "source": "/orders",
+    "subject": "order-7",
+    "time": "2024-05-01T10:00:00Z",
+    "correlationid": "req-1",
+    "datacontenttype": "application/json",
+    "data": {"order": 7, "total": 12.5},
+}
+COLUMNS = ["event_id", "event_type", "stream", "occurred_at", "correlation_id", "data", "payload"]
+
+
+def mapped(mapping: JetStreamMapping, *messages: tuple[bytes, bytes]) -> MappedBatch:
+    """``(header block, payload)`` messages through ``mapping`` as one batch."""
+    n = len(messages)
+    return mapping.map_batch(
+        seq=list(range(1, n + 1)),
+        ts_ns=[1_714_550_400_000_000_000] * n,
+        delivered=[1] * n,
+        subject=[b"orders.placed"] * n,
+        headers=[h for h, _ in messages],
+        payload=[p for _, p in messages],
+    )
+
+
+def rows(mapping: JetStreamMapping, *messages: tuple[bytes, bytes]) -> list[dict[str, Any]]:
+    table = mapping.evaluate(
+        seq=list(range(1, len(messages) + 1)),
+        ts_ns=[0] * len(messages),
+        delivered=[1] * len(messages),
+        subject=[b"orders.placed"] * len(messages),
+        headers=[h for h, _ in messages],
+        payload=[p for _, p in messages],
+    )
+    return table.select(COLUMNS).to_pylist()
+
+
+DEFAULT = JetStreamMapping.from_options("cloudevents", [])
+
+
+def test_a_structured_cloudevent_without_headers_reads_as_with_its_content_type() -> None:
+    body = json.dumps(EVENT).encode()
+    headerless, nats_id_only, typed = rows(
+        DEFAULT,
+        (b"", body),
+        (b"Nats-Msg-Id: e-1", body),  # the JavaScript client's msgID option
+        (b"content-type: application/cloudevents+json", body),
+    )
+    assert headerless == nats_id_only == typed
+    assert {k: v for k, v in headerless.items() if k not in ("occurred_at", "data")} == {
+        "event_id": "e-1",
+        "event_type": "OrderPlaced",
+        "stream": "order-7",
+        "correlation_id": "req-1",
+        "payload": body,  # source, specversion, ... beside data are kept
+    }
+    assert headerless["occurred_at"].isoformat() == "2024-05-01T10:00:00+00:00"
+    assert json.loads(headerless["data"]) == EVENT["data"]
+
+
+def test_a_headerless_structured_cloudevent_with_binary_data_keeps_the_bytes() -> None:
+    event = {k: v for k, v in EVENT.items() if k != "data"}
+    event["data_base64"] = base64.b64encode(b"\x00\xffproto").decode()
+    body = json.dumps(event).encode()
+    (row,) = rows(DEFAULT, (b"", body))
+    assert (row["event_id"], row["data"], row["payload"]) == ("e-1", None, body)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "event_type"),
+    [
+        # An ordinary JSON payload: no specversion.
+        (b"", {"id": "x", "type": "Shipped", "data": {"a": 1}}, None),
+        # specversion must be text; id and type must be there.
+        (b"", EVENT | {"specversion": 1.0}, None),
+        (b"", {k: v for k, v in EVENT.items() if k != "id"}, None),
+        (b"", EVENT | {"type": None}, None),
+        (b"", [EVENT], None),
+        # Binary mode: the headers are the event, the payload is its data, whatever it holds.
+        (b"ce-specversion: 1.0\r\nce-id: b-1\r\nce-type: Binary", EVENT, "Binary"),
+        (b"CE-Type: Binary", EVENT, "Binary"),
+        # A content-type that says plain JSON is taken at its word.
+        (b"content-type: application/json", EVENT, None),
+    ],
+)
+def test_what_is_no_headerless_structured_cloudevent_keeps_its_payload_as_data(
+    headers: bytes, body: object, event_type: str | None
+) -> None:
+    text = json.dumps(body)
+    (row,) = rows(DEFAULT, (headers, text.encode()))
+    assert (row["event_type"], row["data"], row["payload"], row["occurred_at"]) == (
+        event_type,
+        text,
+        None,
+        None,
+    )
+
+
+def test_data_preset_falls_back_to_the_whole_payload_of_a_binary_mode_message() -> None:
+    """A stream of binary-mode CloudEvents, headerless structured ones and envelopes of the
+    user's own ({"type", "data"}): the reported maps now fill data for each of them."""
+    _, binary_body, binary_headers = ce_message(0)
+    assert binary_headers is not None
+    binary = ("\r\n".join(f"{k}: {v}" for k, v in binary_headers.items()).encode(), binary_body)
+    structured = (b"", json.dumps(EVENT).encode())
+    own = (b"", json.dumps({"type": "Shipped", "data": {"box": 3}}).encode())
+    maps = ["event_type=preset", "event_type=data:type", "data=data:data", "data=preset"]
+    got = rows(JetStreamMapping.from_options("cloudevents", maps), binary, structured, own)
+    assert [(r["event_type"], json.loads(r["data"])) for r in got] == [
+        ("MemoryCreated", json.loads(binary_body)),
+        ("OrderPlaced", EVENT["data"]),
+        ("Shipped", {"box": 3}),
+    ]
+    # Without data=preset, data is the mapped path alone: a binary message has none there.
+    only = rows(JetStreamMapping.from_options("cloudevents", ["data=data:data"]), binary)
+    assert only[0]["data"] is None and only[0]["payload"] == binary_body
+    # The default preset alone maps the CloudEvents; the user's envelopes need the maps.
+    assert [r["event_type"] for r in rows(DEFAULT, binary, structured, own)] == [
+        "MemoryCreated",
+        "OrderPlaced",
+        None,
+    ]
+
+
+def test_times_that_are_none_are_counted_and_shown_not_only_left_null() -> None:
+    structured = json.dumps(EVENT | {"time": "soon"}).encode()
+    batch = mapped(
+        DEFAULT,
+        (b"ce-time: yesterday", b"{}"),
+        (b"ce-time: infinity", b"{}"),  # DuckDB would cast it to a time nothing can show
+        (b"ce-time: 2024-05-01T10:00:00Z", b"{}"),
+        (b"ce-time: 1714550400123", b"{}"),  # Date.now()
+        (b"ce-time:", b"{}"),  # empty: no value, nothing unreadable
+        (b"X: 1", b"{}"),
+        (b"", structured),
+    )
+    assert (batch.untimed, batch.untimed_example) == (
+        {"occurred_at": 3},
+        {"occurred_at": "yesterday"},
+    )
+    times = batch.table.column("occurred_at").to_pylist()
+    assert [t and t.isoformat() for t in times] == [
+        None,
+        None,
+        "2024-05-01T10:00:00+00:00",
+        "2024-05-01T08:00:00.123000+00:00",
+        None,
+        None,
+        None,
+    ]
+    # The archive gets the envelope columns only.
+    assert (
+        batch.table.column_names
+        == DEFAULT.evaluate(
+            seq=[1], ts_ns=[0], delivered=[1], subject=[b"a"], headers=[b""], payload=[b"{}"]
+        ).column_names
+    )
+
+
+def test_a_later_candidate_that_is_a_time_leaves_nothing_to_count() -> None:
+    mapping = JetStreamMapping.from_options(
+        "raw", ["occurred_at=data:at", "occurred_at=header:X-At"]
+    )
+    long = "not a time, " * 10
+    batch = mapped(
+        mapping,
+        (b"X-At: 1714550400", b'{"at": "garbage"}'),  # the header fills it
+        (b"", json.dumps({"at": {"when": "now"}}).encode()),
+        (b"", json.dumps({"at": long}).encode()),
+        (b"", b'{"at": null}'),
+    )
+    assert batch.untimed == {"occurred_at": 2}
+    assert batch.untimed_example == {"occurred_at": '{"when":"now"}'}
+    assert batch.table.column("occurred_at").null_count == 3
+    # Without a mapped time there is nothing to count.
+    assert mapped(JetStreamMapping.from_options("raw", []), (b"", b"{}")).untimed == {}
+
+
+@pytest.mark.nats
+def test_archiving_headerless_cloudevents_and_reporting_unreadable_times(
+    nats_url: str, stream_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    subject, body, headers = ce_message(1)
+    assert headers is not None
+    messages = [
+        ("orders.placed", json.dumps(EVENT).encode(), None),
+        (subject, body, headers | {"ce-time": "yesterday"}),
+        ce_message(2),
+        ("orders.plain", b'{"order": 8}', None),
+    ]
+    try:
+        publish(nats_url, stream_name, messages, create={})
+        result = wb.archive_jetstream(nats_url, stream_name, tmp_path / "a", warn=False)
+        assert result.untimed == {"occurred_at": 1}
+        assert "occurred_at: 1 value(s) not a time (kept null), e.g. 'yesterday'" in str(result)
+        got = ArchiveReader(tmp_path / "a").sql(
+            "select event_id, event_type, stream, strftime(occurred_at, '%Y-%m-%dT%H:%M'), data "
+            "from events order by global_position"
+        )
+        assert got.fetchall() == [
+            ("e-1", "OrderPlaced", "order-7", "2024-05-01T10:00", '{"order":7,"total":12.5}'),
+            ("evt-1", "MemoryCreated", "memory-1", None, body.decode()),
+            ("evt-2", "MemoryCreated", "memory-1", "2024-05-01T12:00", ce_message(2)[1].decode()),
+            (None, None, None, None, '{"order": 8}'),
+        ]
+        args = ["archive", "jetstream", "--server", nats_url, "--stream", stream_name]
+        assert cli.run([*args, "--out", str(tmp_path / "b")]) == 0
+        assert "1 value(s) not a time (kept null)" in capsys.readouterr().out
+    finally:
+        delete_stream(nats_url, stream_name)
