@@ -78,8 +78,10 @@ class Gap:
     reason: str
 
     def __str__(self) -> str:
-        span = f"{self.first}" if self.first == self.last else f"{self.first}-{self.last}"
-        return f"sequences {span} missing ({self.reason})"
+        """``sequence 16 missing (deleted)``, ``sequences 2-5 missing (retention)``."""
+        if self.first == self.last:
+            return f"sequence {self.first} missing ({self.reason})"
+        return f"sequences {self.first}-{self.last} missing ({self.reason})"
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,9 @@ class JetStreamArchiveResult(RunResult):
         >>> JetStreamArchiveResult("KV_CFG", "out", messages=4, unfilled={"stream": 4},
         ...                        first_subject="$KV.CFG.db.host").hints()[0]
         'stream is empty in 4 of 4 messages; map it, e.g. --map stream=subject:2: (the key, db.host)'
+        >>> JetStreamArchiveResult("KV_CFG", "out", messages=4, unfilled={"event_id": 4},
+        ...                        first_subject="$KV.CFG.db.host").hints()
+        []
         >>> mapped = frozenset({"event_type"})
         >>> JetStreamArchiveResult("S", "out", messages=4, unfilled={"event_type": 3},
         ...                        mapped=mapped, can_fall_back=mapped).hints()[0]
@@ -160,8 +165,9 @@ class JetStreamArchiveResult(RunResult):
             stream = f"--map stream=subject:2: (the key, {'.'.join(tokens[2:])})"
         else:
             stream = from_subject if self.first_subject else "--map stream=subject:1"
-        examples = {
-            "event_id": "--map event_id=data:id",
+        examples: dict[str, str | None] = {
+            # A KV entry or object chunk has no id of its own: its sequence is its identity.
+            "event_id": None if tokens[0] in ("$KV", "$O") else "--map event_id=data:id",
             "event_type": (from_subject if self.first_subject else "--map event_type=data:type"),
             "stream": stream,
         }
@@ -178,7 +184,7 @@ class JetStreamArchiveResult(RunResult):
                 )
             elif column in self.mapped:
                 hints.append(f"{empty} with your --map {column}; check its spec against a message")
-            else:
+            elif examples[column] is not None:
                 hints.append(f"{empty}; map it, e.g. {examples[column]}")
         return hints
 
