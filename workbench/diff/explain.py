@@ -415,14 +415,21 @@ def _event_details(
 def _missing_around(reader: ArchiveReader, most: int = 3) -> list[str]:
     """What the archive lacks among the key's events: the stream positions their
     streams skip, and recorded gaps between the first and the last of them. An
-    event missing there is the likeliest cause of a row that lacks its effect."""
+    event missing there is the likeliest cause of a row that lacks its effect.
+
+    A row of one stream (an aggregate's) whose stream skips nothing lacks no
+    event of it: gaps elsewhere in the archive are then not named.
+    """
     notes = []
+    ((streams, unplaced),) = reader.sql(
+        "select count(distinct stream), count(*) filter (stream is null or stream_position is null) "
+        "from events semi join _wb_lineage_rows using (source, global_position)"
+    ).fetchall()
     holes = reader.sql(
         """with streams as (
-               select source, stream, min(global_position) as first_at,
-                      max(global_position) as last_at
+               select distinct source, stream
                from events semi join _wb_lineage_rows using (source, global_position)
-               where stream is not null group by all),
+               where stream is not null),
            own as (
                select e.source, e.stream, e.stream_position as pos,
                       lead(e.stream_position) over (partition by e.source, e.stream
@@ -439,6 +446,8 @@ def _missing_around(reader: ArchiveReader, most: int = 3) -> list[str]:
             f"stream {stream} has no event at stream_position {at} in the archive: an event "
             "missing there may be what this row lacks (archive.gaps() says why)"
         )
+    if streams == 1 and not unplaced and not holes:
+        return notes
     gaps = reader.sql(
         """select g.first_missing, g.last_missing, g.reason from gap_records g
            join (select source, min(global_position) as lo, max(global_position) as hi
