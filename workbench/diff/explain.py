@@ -7,6 +7,7 @@ replay read (``_replay_info.archive``) or the one passed to ``wb.diff``.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import unicodedata
@@ -122,6 +123,7 @@ class Explanation:
             data = e.get("data")
             lines.append(
                 f"  #{e['global_position']} {e['event_type']} at {e.get('recorded_at')}"
+                f"{_occurred(e.get('occurred_at'), e.get('recorded_at'))}"
                 f" {'(no JSON payload)' if data is None else data or '(empty payload)'}{note}"
             )
         if previous < len(self.events) - 1:
@@ -205,6 +207,27 @@ def _shown(value: Any) -> str:
     if value is None:
         return "null"
     return repr(value) if isinstance(value, str) else plain(value) or ""
+
+
+def _occurred(occurred: Any, recorded: Any) -> str:
+    """`` (occurred ...)`` when an event happened well before it was recorded: a late
+    event, the likeliest to be applied out of order, is worth seeing as one.
+
+    >>> import datetime as dt
+    >>> at = dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
+    >>> _occurred(at - dt.timedelta(hours=2), at)
+    ' (occurred 2024-05-01 10:00:00+00:00, 2:00:00 before)'
+    >>> _occurred(at - dt.timedelta(seconds=1), at), _occurred(None, at)
+    ('', '')
+    """
+    if not isinstance(occurred, dt.datetime) or not isinstance(recorded, dt.datetime):
+        return ""
+    late = recorded - occurred
+    return f" (occurred {occurred}, {late} before)" if late > _LATE else ""
+
+
+#: How much earlier than recorded an event must have occurred for explain to say so.
+_LATE = dt.timedelta(minutes=1)
 
 
 def _lookalike(column: str, candidate: Any, live: Any) -> str | None:
