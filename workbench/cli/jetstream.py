@@ -17,6 +17,7 @@ from workbench.sources.jetstream import (
     sample_jetstream,
     tls_context,
 )
+from workbench.sources.jetstream._auth import nats_auth
 from workbench.sources.jetstream.mapping import DEFAULT_PRESET
 
 # As the nats CLI names them, and from the same environment variables.
@@ -28,6 +29,16 @@ TLS_KEY = typer.Option(
 )
 TLS_CA = typer.Option(
     None, "--tls-ca", envvar="NATS_CA", help="CA certificate(s) to trust (PEM) for the server's."
+)
+CREDS = typer.Option(
+    None,
+    "--creds",
+    envvar="NATS_CREDS",
+    help="User credentials file (.creds: user JWT and nkey seed), as nsc and Synadia Cloud "
+    "issue them.",
+)
+NKEY = typer.Option(
+    None, "--nkey", envvar="NATS_NKEY", help="A user's nkey seed file, for nkey authentication."
 )
 
 
@@ -80,6 +91,8 @@ def archive_jetstream_command(
     tls_cert: Path | None = TLS_CERT,
     tls_key: Path | None = TLS_KEY,
     tls_ca: Path | None = TLS_CA,
+    creds: Path | None = CREDS,
+    nkey: Path | None = NKEY,
 ) -> None:
     """Archive every message of a JetStream stream into the Parquet archive, exactly once.
 
@@ -89,6 +102,7 @@ def archive_jetstream_command(
     # A mapping mistake is told before connecting.
     JetStreamMapping.from_options(preset or DEFAULT_PRESET, maps)
     tls = tls_context(tls_cert, tls_key, tls_ca)
+    nats_auth(creds, nkey)  # a bad file is told before the progress bar starts
     with progress_bar(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -125,6 +139,8 @@ def archive_jetstream_command(
                 progress=report,
                 warn=False,
                 tls=tls,
+                creds=creds,
+                nkey=nkey,
             )
         if result.stopped != "signal":
             bar.update(task, total=max(result.messages, 1), completed=max(result.messages, 1))
@@ -153,9 +169,12 @@ def sample_jetstream_command(
     tls_cert: Path | None = TLS_CERT,
     tls_key: Path | None = TLS_KEY,
     tls_ca: Path | None = TLS_CA,
+    creds: Path | None = CREDS,
+    nkey: Path | None = NKEY,
 ) -> None:
     """Record stream state and consumer lag over time into the archive (stream_samples, consumer_samples)."""
     tls = tls_context(tls_cert, tls_key, tls_ca)
+    nats_auth(creds, nkey)
     expected = int(duration // every) + 1
     # timeout, systemd and Kubernetes stop with SIGTERM: take it as Ctrl-C, which
     # keeps the samples taken so far (the default would drop up to 10 s of them).
@@ -172,6 +191,8 @@ def sample_jetstream_command(
                 duration=duration,
                 progress=lambda n: bar.update(task, completed=n),
                 tls=tls,
+                creds=creds,
+                nkey=nkey,
             )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -24,6 +24,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from workbench.errors import SourceError
+from workbench.sources.jetstream._auth import NatsAuth
 from workbench.sources.jetstream._wire import server_urls, tls_wanted
 from workbench.sources.redaction import redact
 
@@ -182,12 +183,19 @@ class _Client(Client):
         await super()._process_info(info, initial_connection=initial_connection)
 
 
-async def connect(url: str, *, reconnect: bool = True, tls: ssl.SSLContext | None = None) -> Client:
+async def connect(
+    url: str,
+    *,
+    reconnect: bool = True,
+    tls: ssl.SSLContext | None = None,
+    auth: NatsAuth | None = None,
+) -> Client:
     """Connect to NATS at ``url`` (``a,b`` for several servers); keep reconnecting
     in the background if ``reconnect``. ``tls`` (see :func:`tls_context`) asks
     for TLS as a ``tls://`` URL does, with its certificate and trust; either
     way every server of the list, and every one the cluster announces, is
-    talked to over TLS only."""
+    talked to over TLS only. ``auth`` signs the server's nonce with a user's
+    nkey (``--creds``, ``--nkey``)."""
     # nats-py retries its first connect forever when reconnects are on (a wrong
     # password, a port that is not NATS): a TCP probe, then a first connect that
     # may fail, and reconnects are switched on only once connected.
@@ -198,6 +206,8 @@ async def connect(url: str, *, reconnect: bool = True, tls: ssl.SSLContext | Non
     options: dict[str, Any] = dict(credentials)
     if tls is not None:
         options["tls"] = tls
+    if auth is not None:
+        options.update(auth.nats_py_options())
     nc = _Client(force_tls=force_tls)
     try:
         await nc.connect(
@@ -218,6 +228,13 @@ async def connect(url: str, *, reconnect: bool = True, tls: ssl.SSLContext | Non
             info.get("tls_verify") and "certificate verify failed" not in said
         ):
             said += " (the server verifies clients: give --tls-cert and --tls-key)"
+        elif "authorization violation" in said.lower():
+            if auth is not None:
+                said += auth.refused()
+            elif not credentials:
+                said += (
+                    " (the server wants credentials: --creds, --nkey or user:password@ in the URL)"
+                )
         raise SourceError(f"cannot connect to NATS at {redact(url)}: {said}") from None
     nc._wb_errors = errors  # type: ignore[attr-defined]
     if reconnect:  # read by nats-py on each disconnect

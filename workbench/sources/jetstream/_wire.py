@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench.errors import SourceError
+from workbench.sources.jetstream._auth import NatsAuth
 from workbench.sources.redaction import redact, remember
 
 _CRLF = b"\r\n"
@@ -161,10 +162,16 @@ class WireConnection:
 
     @classmethod
     async def connect(
-        cls, url: str, *, name: str = "workbench-archiver", tls: ssl.SSLContext | None = None
+        cls,
+        url: str,
+        *,
+        name: str = "workbench-archiver",
+        tls: ssl.SSLContext | None = None,
+        auth: NatsAuth | None = None,
     ) -> WireConnection:
         """Connect to the first reachable server of ``url`` (comma-separated list allowed);
-        over TLS for a ``tls://`` URL, a server that requires it, or a ``tls`` context."""
+        over TLS for a ``tls://`` URL, a server that requires it, or a ``tls`` context;
+        ``auth`` answers the server's nonce with a user's nkey (and JWT)."""
         errors: list[str] = []
         context = tls
         if context is None and tls_wanted(url, tls):
@@ -184,7 +191,13 @@ class WireConnection:
                 continue
             conn = cls(reader, writer)
             await conn._handshake(
-                parts.username, parts.password, name, tls=context, host=parts.hostname
+                parts.username,
+                parts.password,
+                name,
+                tls=context,
+                host=parts.hostname,
+                auth=auth,
+                server=redact(one),
             )
             return conn
         raise SourceError(f"cannot connect to NATS: {'; '.join(errors)}")
@@ -197,6 +210,8 @@ class WireConnection:
         *,
         tls: ssl.SSLContext | None,
         host: str | None,
+        auth: NatsAuth | None = None,
+        server: str = "",
     ) -> None:
         line = await asyncio.wait_for(self._reader.readline(), 5)
         if not line.startswith(b"INFO "):
@@ -220,7 +235,14 @@ class WireConnection:
             "headers": True,
             "no_responders": True,
         }
-        if user and password is not None:
+        nonce = info.get("nonce")
+        if auth is not None and isinstance(nonce, str):
+            # As nats-py and nats.go: the signed nonce with the JWT or the public key
+            # instead of a user and password; a URL's token goes along (auth callout).
+            options.update(auth.connect_fields(nonce))
+            if user and password is None:
+                options["auth_token"] = unquote(user)
+        elif user and password is not None:
             options.update(user=unquote(user), **{"pass": unquote(password)})
         elif user:
             options["auth_token"] = unquote(user)
@@ -231,7 +253,12 @@ class WireConnection:
             if reply.startswith(b"PONG"):
                 return
             if reply.startswith(b"-ERR"):
-                raise SourceError(f"NATS refused the connection: {reply[5:].strip().decode()}")
+                said = redact(reply[5:].strip().decode(errors="replace"))
+                if auth is not None and "authorization violation" in said.lower():
+                    said += auth.refused()
+                raise SourceError(
+                    f"NATS at {server or 'the server'} refused the connection: {said}"
+                )
             if not reply:
                 raise SourceError("NATS closed the connection during the handshake")
 

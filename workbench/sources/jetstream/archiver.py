@@ -51,6 +51,7 @@ from workbench.archive import (
 from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
 from workbench.sources.jetstream import _client
+from workbench.sources.jetstream._auth import NatsAuth, nats_auth
 from workbench.sources.jetstream._wire import Deliveries, WireConnection
 from workbench.sources.jetstream.mapping import DEFAULT_PRESET, NATS_EVENT_TYPES, JetStreamMapping
 from workbench.sources.jetstream.sampler import server_time, stream_sample
@@ -286,6 +287,8 @@ def archive_jetstream(
     progress: Callable[[ArchiveProgress], None] | None = None,
     warn: bool = True,
     tls: ssl.SSLContext | None = None,
+    creds: str | os.PathLike[str] | None = None,
+    nkey: str | os.PathLike[str] | None = None,
 ) -> JetStreamArchiveResult:
     """Archive stream ``stream`` at ``server`` into the archive at ``out``.
 
@@ -296,9 +299,13 @@ def archive_jetstream(
     ``warn``, issued as warnings. A file holds at most ``file_events``
     messages and about ``file_bytes`` of payloads and headers, which bounds
     the memory a run holds. ``tls`` (:func:`~workbench.sources.jetstream.tls_context`, e.g. with a client
-    certificate, for a server that verifies clients) connects over TLS.
+    certificate, for a server that verifies clients) connects over TLS. ``creds``
+    (a ``.creds`` file: user JWT and nkey seed, as Synadia Cloud and ``nsc``
+    issue them) or ``nkey`` (a user's nkey seed file) authenticate as the
+    ``nats`` CLI's ``--creds`` and ``--nkey`` do.
     """
     _client.check_stream_name(stream)
+    auth = nats_auth(creds, nkey)  # a bad file is told before the archive is touched
     mappings = list(mappings)
     options = [f"preset={preset or DEFAULT_PRESET}", *mappings]
     JetStreamMapping.from_options(preset or DEFAULT_PRESET, mappings)  # told before anything
@@ -309,7 +316,7 @@ def archive_jetstream(
         mapping = JetStreamMapping.from_options(*_preset_and_maps(options))
         run = _Run(
             server, stream, Path(out), mapping, follow, idle_exit, file_events, file_bytes,
-            progress, tls=tls,
+            progress, tls=tls, auth=auth,
         )  # fmt: skip
         try:
             result = _client.run_sync(run.main())
@@ -353,9 +360,11 @@ class _Run:
         progress: Callable[[ArchiveProgress], None] | None,
         *,
         tls: ssl.SSLContext | None = None,
+        auth: NatsAuth | None = None,
     ) -> None:
         self.server = server
         self.tls = tls
+        self.auth = auth
         self.stream = stream
         self.mapping = mapping
         self.follow = follow
@@ -386,7 +395,7 @@ class _Run:
 
     async def main(self) -> JetStreamArchiveResult:
         started = self.started = time.monotonic()
-        nc = self.nc = await _client.connect(self.server, tls=self.tls)
+        nc = self.nc = await _client.connect(self.server, tls=self.tls, auth=self.auth)
         loop = asyncio.get_running_loop()
         handled = []
         if threading.current_thread() is threading.main_thread():
@@ -523,7 +532,7 @@ class _Run:
                     f"{created:%Y-%m-%d %H:%M:%S} UTC); the archive keeps the old stream's "
                     "messages: archive the new one into a new directory"
                 )
-        self.wire = await WireConnection.connect(self.server, tls=self.tls)
+        self.wire = await WireConnection.connect(self.server, tls=self.tls, auth=self.auth)
         subject = _client.deliver_subject()
         await self.wire.subscribe(subject)
         start = (self.buffer.seq[-1] if self.buffer.seq else self.seen) + 1

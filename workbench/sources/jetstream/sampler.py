@@ -27,6 +27,7 @@ import pyarrow as pa
 from workbench.archive import CONSUMER_SAMPLE_SCHEMA, STREAM_SAMPLE_SCHEMA, append_records
 from workbench.errors import SourceError
 from workbench.sources.jetstream import _client
+from workbench.sources.jetstream._auth import NatsAuth, nats_auth
 from workbench.sources.result import RunResult
 
 __all__ = ["LagSampleResult", "sample_jetstream", "server_time", "stream_sample"]
@@ -85,19 +86,24 @@ def sample_jetstream(
     duration: float = 60.0,
     progress: Callable[[int], None] | None = None,
     tls: ssl.SSLContext | None = None,
+    creds: str | os.PathLike[str] | None = None,
+    nkey: str | os.PathLike[str] | None = None,
 ) -> LagSampleResult:
     """Sample ``stream`` and its consumers (all of them when ``consumers`` is None).
 
     ``progress`` is called with the number of samples taken so far; ``tls``
-    connects over TLS (see :func:`~workbench.sources.jetstream.tls_context`).
+    connects over TLS (see :func:`~workbench.sources.jetstream.tls_context`);
+    ``creds`` (a ``.creds`` file) or ``nkey`` (a user's nkey seed file)
+    authenticate as the ``nats`` CLI's ``--creds`` and ``--nkey`` do.
     """
     if every <= 0 or duration < 0:
         raise SourceError("--every must be positive and --duration not negative")
     _client.check_stream_name(stream)
+    auth = nats_auth(creds, nkey)
     names = list(consumers) if consumers is not None else None
     # In Jupyter too: a notebook runs an event loop, which asyncio.run refuses.
     return _client.run_sync(
-        _sample(server, stream, Path(out), names, every, duration, progress, tls)
+        _sample(server, stream, Path(out), names, every, duration, progress, tls, auth)
     )
 
 
@@ -110,9 +116,10 @@ async def _sample(
     duration: float,
     progress: Callable[[int], None] | None,
     tls: ssl.SSLContext | None,
+    auth: NatsAuth | None,
 ) -> LagSampleResult:
     source = f"jetstream:{stream}"
-    nc = await _client.connect(server, tls=tls)
+    nc = await _client.connect(server, tls=tls, auth=auth)
     stream_rows: list[dict[str, Any]] = []
     consumer_rows: list[dict[str, Any]] = []
     pending_streams: list[dict[str, Any]] = []
