@@ -976,8 +976,11 @@ def test_a_mapping_added_on_a_later_run_is_not_another_store(
     with psycopg.connect(pg_dsn, autocommit=True) as con:
         con.execute(f"insert into {table} (at, kind, entity) values (now(), 'Created', 'm-2')")
     # Events mapped two ways are the user's choice to make, said with remap...
-    with pytest.raises(ArchiveError, match=r"was archived with preset=generic .*--remap"):
+    with pytest.raises(
+        ArchiveError, match=r"was archived with preset=generic .*--remap"
+    ) as refused:
         wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP)
+    assert "or none, to reuse it" not in str(refused.value)  # a Postgres run always maps
     # ...and then it is a change of mapping, not another store.
     again = wb.archive_postgres(
         pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP, remap=True

@@ -68,10 +68,14 @@ def canonical(options: list[str]) -> list[str]:
 class ArchiverRun:
     """The claim of one run on ``source`` of the archive at ``root`` (a context manager)."""
 
-    def __init__(self, root: str | os.PathLike[str], source: str, archiver: str) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], source: str, archiver: str, *, reuses: bool = True
+    ) -> None:
         self.root = archive_root(root)
         self.source = source
         self.archiver = archiver
+        #: Whether a run given no mapping takes the recorded one (see :meth:`settle`).
+        self.reuses = reuses
         self._file: IO[str] | None = None
         self._created: list[Path] = []
 
@@ -144,11 +148,12 @@ class ArchiverRun:
         if recorded is not None and not given:
             return recorded
         if recorded is not None and recorded != mine and not remap:
+            same = "the same mapping (or none, to reuse it)" if self.reuses else "the same mapping"
             raise ArchiveError(
                 f"{self.source} was archived with {' '.join(recorded)}; this run maps it with "
-                f"{' '.join(mine)}, and the events would be mapped two ways: give the same "
-                "mapping (or none, to reuse it), archive into another directory, or "
-                "remap=True (--remap) to change it from here on"
+                f"{' '.join(mine)}, and the events would be mapped two ways: give {same}, "
+                "archive into another directory, or remap=True (--remap) to change it from "
+                "here on"
             )
         return mine
 

@@ -184,7 +184,9 @@ class PostgresArchiver:
         self.batch_size = batch_size
         self.cipher_key = cipher_key
         # One run at a time per source, and one mapping per source (see ArchiverRun).
-        self._claim: ArchiverRun | None = ArchiverRun(out, self.query.source, "archive_postgres")
+        self._claim: ArchiverRun | None = ArchiverRun(
+            out, self.query.source, "archive_postgres", reuses=False
+        )
         try:
             self._claim.__enter__()
             self._options = self._claim.settle(
