@@ -919,9 +919,30 @@ def test_another_store_under_the_same_name_is_refused(
     with psycopg.connect(pg_dsn, autocommit=True) as con:
         con.execute(f"truncate {table} restart identity")
         write_message(con, pg_schema, "other-1", "MemoryCreated", {})
-    with pytest.raises(SourceError, match="ends at position 1, the archive at 4"):
+    with pytest.raises(SourceError, match=r"not the store .* row at position 1 has event_id"):
         wb.archive_postgres(pg_dsn, tmp_path, table=table)
     assert len(archived(tmp_path)) == 4  # nothing was appended
+
+
+def test_archived_rows_deleted_from_the_store_are_kept_and_resuming_goes_on(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """The newest archived rows gone from the store (deleted, or hidden by a view that
+    filters archived streams) do not make it another store: the row below them is still
+    the archive's, so the run goes on, keeps them, and says so."""
+    table = create_message_db(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        for i in range(4):
+            write_message(con, pg_schema, f"memory-{i}", "MemoryCreated", {})
+    assert wb.archive_postgres(pg_dsn, tmp_path, table=table).rows_archived == 4
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"delete from {table} where global_position >= 3")
+        write_message(con, pg_schema, "memory-9", "MemoryCreated", {})  # position 5
+    again = wb.archive_postgres(pg_dsn, tmp_path, table=table)
+    assert again.rows_archived == 1
+    gone = "archived, no longer in the store (deleted, or hidden by a view)"
+    assert again.problems == {gone: 2} and gone in again.summary()
+    assert [r["global_position"] for r in archived(tmp_path)] == [1, 2, 3, 4, 5]
 
 
 def test_a_position_column_that_is_not_an_integer_is_refused(

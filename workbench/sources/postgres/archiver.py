@@ -389,7 +389,12 @@ class PostgresArchiver:
         self.result.gaps.extend(records)
 
     def _check_same_store(self, top: int | None) -> None:
-        """Refuse a store that is not the one archived (see the module docstring)."""
+        """Refuse a store that is not the one archived (see the module docstring).
+
+        The newest archived row the store still has is compared: rows deleted
+        from the store since they were archived (or hidden by a view that
+        filters archived streams) are no other store, and the archive keeps them.
+        """
         archived = self.writer.last_position
         if archived is None:
             return
@@ -398,42 +403,51 @@ class PostgresArchiver:
             "(another database, the table truncated or restored since, or another --map for "
             "its ids); archive it into a new directory"
         )
-        if top is None or top < archived:
-            raise SourceError(f"{other}: it ends at position {top}, the archive at {archived}")
         names = [c for c in _IDENTITY if c in self.query.columns]
-        if not names:
+        if not names:  # nothing to recognise a row by: only the end can tell
+            if top is None or top < archived:
+                raise SourceError(f"{other}: it ends at position {top}, the archive at {archived}")
             return
         row = self.query.columns  # the envelope columns straight from the table
         select = ", ".join(f"({row[c]})::text" for c in names)
         found = fetch_all(
             self._con,
-            f"select {select} from {self.query.table} e {self.query.joins} "
-            f"where {self.query.position} = {int(archived)}",
-            f"reading position {archived} of {self.query.source}",
+            f"select {self.query.position}, {select} from {self.query.table} e "
+            f"{self.query.joins} where {self.query.position} <= {int(archived)} "
+            f"order by {self.query.position} desc limit 1",
+            f"reading the newest archived row of {self.query.source}",
         )
+        if not found:
+            raise SourceError(f"{other}: it has no row at or below position {archived}")
+        at, *got = found[0]
         kept = (
             ArchiveReader(self.writer.root)
             .sql(
                 f"select {', '.join(f'{c}::VARCHAR' for c in names)} from events "
                 "where source = ? and global_position = ?",
-                params=[self.writer.source, archived],
+                params=[self.writer.source, at],
             )
             .fetchall()
         )
-        if not kept:
+        if not kept:  # a position the archive recorded as missing: nothing to compare
             return
-        want = tuple(kept[0])
-        if not found:
-            raise SourceError(f"{other}: it has no row at position {archived}, the archive's last")
-        got = tuple(found[0])
         # Only values both sides have: a mapping added since (a null archived, a value
         # now) is a change of mapping, not another store.
-        for name, now, then in zip(names, got, want, strict=True):
+        for name, now, then in zip(names, got, kept[0], strict=True):
             if now is not None and then is not None and now != then:
                 raise SourceError(
-                    f"{other}: its row at position {archived} has {name} {now!r}, "
-                    f"the archive {then!r}"
+                    f"{other}: its row at position {at} has {name} {now!r}, the archive {then!r}"
                 )
+        if at < archived:
+            ((gone,),) = (
+                ArchiveReader(self.writer.root)
+                .sql(
+                    "select count(*) from events where source = ? and global_position > ?",
+                    params=[self.writer.source, at],
+                )
+                .fetchall()
+            )
+            self._count("archived, no longer in the store (deleted, or hidden by a view)", gone)
 
     def _find_late_rows(self) -> None:
         """Rows that committed inside ranges recorded as missing: lost to the archive."""
