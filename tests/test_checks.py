@@ -92,6 +92,39 @@ def test_duplicates_of_each_kind(tmp_path: Path) -> None:
     )
 
 
+def test_two_events_at_one_stream_position_are_found(tmp_path: Path) -> None:
+    """Two writers that both passed a version check, or two tenants' streams under one
+    name: another event where the stream already had one. The same event again (same
+    id) is an event_id copy, not this; without ids, the same content is no conflict."""
+    ArchiveWriter(tmp_path, "s").append(
+        pa.table(
+            {
+                "global_position": [1, 2, 3, 4, 5, 6, 7],
+                "recorded_at": [0, S, 2 * S, 3 * S, 4 * S, 5 * S, 6 * S],
+                "event_id": ["a", "b", "c", "a", None, None, None],
+                "stream": ["cart-1", "cart-1", "cart-1", "cart-1", "cart-2", "cart-2", "cart-2"],
+                "stream_position": [1, 2, 2, 1, 1, 1, 1],
+                "data": [
+                    '{"n":1}',
+                    '{"n":2}',
+                    '{"n":3}',
+                    '{"n":1}',
+                    '{"x":1}',
+                    '{"x":1}',
+                    '{"x":2}',
+                ],
+            }
+        )
+    )
+    dups = wb.open_archive(tmp_path).duplicates()
+    conflicts = dups.copies.filter(pl.col("kind") == "stream_position")
+    assert conflicts.select("global_position", "stream", "first_position").rows() == [
+        (3, "cart-1", 2),
+        (7, "cart-2", 5),
+    ]
+    assert dups.count("event_id") == 1 and "stream_position: 2" in dups.summary()
+
+
 # ---------------------------------------------------------------- drift
 
 

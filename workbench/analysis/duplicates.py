@@ -9,6 +9,10 @@
   that minted a new id; the same data from another request is no copy, nor
   is it without a correlation or causation id: two equal deposits into one
   account are two deposits unless they answer the same request).
+- ``stream_position``: another event (another ``event_id``, or without ids
+  other content) at a ``stream`` position an earlier one holds: two writers
+  that both passed an optimistic-concurrency check, or two streams under one
+  name (tenants, partitions). A replay applies both.
 
 Each row is one *extra* copy and names the position of the first one.
 
@@ -41,11 +45,12 @@ if TYPE_CHECKING:
 __all__ = ["DUPLICATE_KINDS", "Duplicates", "find_duplicates"]
 
 #: The kinds of duplicate, in the order they are reported.
-DUPLICATE_KINDS: tuple[str, ...] = ("event_id", "redelivery", "content")
+DUPLICATE_KINDS: tuple[str, ...] = ("event_id", "redelivery", "content", "stream_position")
 
 _COPIES = """
 with ev as (
-    select source, global_position, event_id, event_type, stream, recorded_at, delivery_count,
+    select source, global_position, event_id, event_type, stream, stream_position,
+           recorded_at, delivery_count,
            hash(event_type, stream, data, payload, correlation_id, causation_id) as content,
            (data is not null or payload is not null)
                and (correlation_id is not null or causation_id is not null) as comparable,
@@ -54,6 +59,12 @@ with ev as (
     from events
 ),
 by_id as (select * from ev where global_position > first_position),
+by_slot as (
+    select *, first_value(global_position) over s as slot_first,
+           first_value(event_id) over s as slot_id, first_value(content) over s as slot_content
+    from ev where stream is not null and stream_position is not null
+    window s as (partition by source, stream, stream_position order by global_position)
+),
 by_content as (
     select *,
            lag(global_position) over w as prev_position,
@@ -76,6 +87,13 @@ select 'content', source, global_position, event_id, event_type, stream,
 from by_content
 where prev_position is not null and recorded_at - prev_at <= $window
   and event_id is distinct from prev_id
+union all
+select 'stream_position', source, global_position, event_id, event_type, stream,
+       recorded_at, delivery_count, slot_first
+from by_slot
+where global_position > slot_first
+  and case when event_id is not null and slot_id is not null then event_id <> slot_id
+           else content <> slot_content end
 """
 
 
@@ -107,7 +125,7 @@ class Duplicates(CheckResult):
         return self.copies.height
 
     def count(self, kind: str) -> int:
-        """Copies of one kind (``event_id``, ``redelivery``, ``content``)."""
+        """Copies of one kind (``event_id``, ``redelivery``, ``content``, ``stream_position``)."""
         return self.copies.filter(pl.col("kind") == kind).height
 
     def summary(self) -> str:
