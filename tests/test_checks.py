@@ -255,6 +255,25 @@ def test_recording_lag_without_samples(tmp_path: Path) -> None:
     assert lag.status.height == 0 and lag.found == 0
 
 
+def test_recorded_at_stepping_back_is_a_clock_fault(tmp_path: Path) -> None:
+    """A writer whose session time zone is New York stores local times in a `timestamp
+    without time zone` column read as UTC: 5 h back from the position before. A long
+    transaction's few seconds back are no fault."""
+    hour = 3_600 * S
+    ArchiveWriter(tmp_path, "s").append(
+        pa.table(
+            {
+                "global_position": [1, 2, 3, 4],
+                "recorded_at": [10 * hour, 10 * hour - 25 * S, 5 * hour + S, 10 * hour + S],
+            }
+        )
+    )
+    lag = wb.open_archive(tmp_path).lag()
+    assert lag.clock.select("global_position", "back_seconds").rows() == [(3, 17_974.0)]
+    assert lag.found == 1 and "recorded_at steps back 1 time(s)" in lag.summary()
+    assert wb.open_archive(tmp_path).lag(step_back=dt.timedelta(hours=6)).found == 0
+
+
 # ------------------------------------------------------------ causation
 
 

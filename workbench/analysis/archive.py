@@ -14,7 +14,7 @@ from workbench.analysis.causation import Causation, find_causation
 from workbench.analysis.drift import Drift, find_drift
 from workbench.analysis.duplicates import Duplicates, find_duplicates
 from workbench.analysis.gaps import Gaps, find_gaps
-from workbench.analysis.lag import LATE_AFTER, Lag, find_lag
+from workbench.analysis.lag import LATE_AFTER, STEP_BACK, Lag, find_lag
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError
@@ -125,9 +125,16 @@ class Archive(ArchiveReader):
         """Fields per event type and version, changes between versions, events off their version."""
         return find_drift(self, tolerance=tolerance)
 
-    def lag(self, *, window: int = 10, late_after: dt.timedelta = LATE_AFTER) -> Lag:
-        """Recording lag over time, late events, and, from lag samples, consumer backlog and status."""
-        return find_lag(self, window=window, late_after=late_after)
+    def lag(
+        self,
+        *,
+        window: int = 10,
+        late_after: dt.timedelta = LATE_AFTER,
+        step_back: dt.timedelta = STEP_BACK,
+    ) -> Lag:
+        """Recording lag over time, late events, recorded_at stepping back (a writer's clock
+        or time zone off), and, from lag samples, consumer backlog and status."""
+        return find_lag(self, window=window, late_after=late_after, step_back=step_back)
 
     def causation(
         self, correlation_id: str | None = None, *, external: str | Sequence[str] = ()

@@ -11,6 +11,11 @@
 - ``late``: events recorded more than ``late_after`` after they occurred
   (default 5 minutes): delivered late, replayed from an outbox, or clocks
   apart; a projection that assumes arrival order meets them out of order.
+- ``clock``: events whose ``recorded_at`` is more than ``step_back``
+  (default 15 minutes) before the previous position's: recorded_at follows
+  the position order but for a transaction's length, so a step back is a
+  writer whose clock or time zone is off (a Postgres ``timestamp without
+  time zone`` column written in a session whose TimeZone is not UTC).
 - ``status``: one row per consumer, its status over the last ``window``
   samples by the rules Burrow uses for Kafka consumer groups:
 
@@ -50,10 +55,12 @@ from workbench.archive import ArchiveReader
 if TYPE_CHECKING:
     import altair as alt
 
-__all__ = ["CONSUMER_STATUSES", "LATE_AFTER", "Lag", "find_lag"]
+__all__ = ["CONSUMER_STATUSES", "LATE_AFTER", "STEP_BACK", "Lag", "find_lag"]
 
 #: Recording lag past which an event counts as late.
 LATE_AFTER = dt.timedelta(minutes=5)
+#: How far recorded_at may fall behind the previous position's before it is a clock fault.
+STEP_BACK = dt.timedelta(minutes=15)
 
 #: Consumer statuses, healthiest first.
 CONSUMER_STATUSES: tuple[str, ...] = ("ok", "lagging", "stalled", "stopped")
@@ -63,6 +70,15 @@ select source, global_position, event_id, event_type, stream, occurred_at, recor
        epoch(recorded_at) - epoch(occurred_at) as lag_seconds
 from events
 where occurred_at is not null and recorded_at - occurred_at > $late_after
+order by source, global_position
+"""
+
+_CLOCK = """
+select source, global_position, event_id, event_type, stream, recorded_at,
+       previous_recorded_at, epoch(previous_recorded_at) - epoch(recorded_at) as back_seconds
+from (select *, lag(recorded_at) over (partition by source order by global_position)
+                    as previous_recorded_at from events)
+where previous_recorded_at - recorded_at > $step_back
 order by source, global_position
 """
 
@@ -145,6 +161,8 @@ class Lag(CheckResult):
       samples, first_sample, last_sample, last_progress`` (over the last window).
     - ``late``: ``source, global_position, event_id, event_type, stream,
       occurred_at, recorded_at, lag_seconds`` for events past ``late_after``.
+    - ``clock``: ``source, global_position, event_id, event_type, stream,
+      recorded_at, previous_recorded_at, back_seconds`` for steps back past ``step_back``.
     """
 
     name: ClassVar[str] = "lag"
@@ -156,22 +174,30 @@ class Lag(CheckResult):
     consumers: pl.DataFrame
     status: pl.DataFrame
     late: pl.DataFrame
+    clock: pl.DataFrame
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {
             "late": self.late,
+            "clock": self.clock,
             "status": self.status,
             "recording": self.recording,
             "consumers": self.consumers,
         }
 
     def highlights(self) -> dict[str, pl.DataFrame]:
-        return {"status": self.status, "late": self.late, "recording": self.recording}
+        return {
+            "status": self.status,
+            "late": self.late,
+            "clock": self.clock,
+            "recording": self.recording,
+        }
 
     @property
     def found(self) -> int:
-        """Late events plus consumers whose status is not ``ok``."""
-        return self.late.height + self.status.filter(pl.col("status") != "ok").height
+        """Late events, clock steps back, and consumers whose status is not ``ok``."""
+        not_ok = self.status.filter(pl.col("status") != "ok").height
+        return self.late.height + self.clock.height + not_ok
 
     def summary(self) -> str:
         worst = self.recording.select(pl.col("p95_seconds").max()).item()
@@ -180,7 +206,8 @@ class Lag(CheckResult):
         )
         counts = self.status.group_by("status").len().sort("status").rows()
         consumers = ", ".join(f"{s}: {n}" for s, n in counts) or "no consumer samples"
-        return f"{recording}; {self.late.height} late event(s); consumers {consumers}"
+        clock = f"; recorded_at steps back {self.clock.height} time(s)" if self.clock.height else ""
+        return f"{recording}; {self.late.height} late event(s){clock}; consumers {consumers}"
 
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.lag import consumer_lag_chart, recording_lag_chart
@@ -197,9 +224,14 @@ def _width(reader: ArchiveReader, query: str) -> str:
 
 
 def find_lag(
-    reader: ArchiveReader, *, window: int = 10, late_after: dt.timedelta = LATE_AFTER
+    reader: ArchiveReader,
+    *,
+    window: int = 10,
+    late_after: dt.timedelta = LATE_AFTER,
+    step_back: dt.timedelta = STEP_BACK,
 ) -> Lag:
-    """Measure recording lag, late events and, where samples exist, consumer lag (see the module)."""
+    """Measure recording lag, late events, clock faults and, where samples exist,
+    consumer lag (see the module)."""
     reader.refresh_if_stale()
     width = _width(
         reader,
@@ -208,8 +240,9 @@ def find_lag(
     )
     recording = reader.sql(_RECORDING.format(width=width)).pl()
     late = reader.sql(_LATE, params={"late_after": late_after}).pl()
+    clock = reader.sql(_CLOCK, params={"step_back": step_back}).pl()
     if not has_view(reader, "consumer_samples"):
-        return Lag(recording, _empty_consumers(), _empty_status(), late)
+        return Lag(recording, _empty_consumers(), _empty_status(), late, clock)
     samples = f"_wb_samples_{uuid.uuid4().hex[:12]}"
     reader.con.execute(f"create temp table {samples} as {_SAMPLES}")
     try:
@@ -220,7 +253,7 @@ def find_lag(
         status = reader.sql(_STATUS.format(samples=samples), params={"window": window}).pl()
     finally:
         reader.con.execute(f"drop table if exists {samples}")
-    return Lag(recording, consumers, status, late)
+    return Lag(recording, consumers, status, late, clock)
 
 
 def _empty_consumers() -> pl.DataFrame:
