@@ -134,8 +134,9 @@ class Causation(CheckResult):
 
     @property
     def orphans(self) -> pl.DataFrame:
-        """Events whose cause is neither an archived event nor their correlation id."""
-        return self.nodes.filter(pl.col("orphan"))
+        """Events whose cause is neither an archived event nor their correlation id,
+        in position order."""
+        return self.nodes.filter(pl.col("orphan")).sort("source", "global_position")
 
     @property
     def cycles(self) -> pl.DataFrame:

@@ -137,8 +137,9 @@ class Gaps(CheckResult):
     def summary(self) -> str:
         by_reason = self.positions.group_by("reason").agg(pl.col("missing").sum()).sort("reason")
         reasons = ", ".join(f"{r}: {n}" for r, n in by_reason.rows()) or "none"
+        total = int(self.positions["missing"].sum() or 0)
         return (
-            f"{self.positions.height} missing position range(s) ({reasons}); "
+            f"{total} missing position(s) in {self.positions.height} range(s) ({reasons}); "
             f"{self.streams.height} stream gap(s)"
         )
 
