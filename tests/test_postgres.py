@@ -516,6 +516,23 @@ def test_cli_archive_prints_problem_counts(
             ],
             "column nope not found",
         ),
+        (
+            [
+                "--preset",
+                "generic",
+                "--table",
+                "{schema}.log",
+                "--map",
+                "global_position=column:seq",
+                "--map",
+                "recorded_at=column:at",
+                "--map",
+                "stream=column:entity",
+            ],
+            # every row would have them empty: refused, with the table's likely columns
+            r"generic needs --map event_type=column:NAME, --map data=column:NAME "
+            r"\(likely in {schema}.log: event_type=column:kind, data=column:body or headers\)",
+        ),
         (["--preset", "marten", "--table", "{schema}.log"], "column seq_id not found"),
         (["--preset", "redis"], "unknown preset 'redis'"),
         (
@@ -627,6 +644,32 @@ def test_mapping_errors_are_user_errors(pg_dsn: str, pg_schema: str, tmp_path: P
                             mappings=[*base, "data=data:req"])  # fmt: skip
 
 
+def test_a_generic_mapping_without_stream_or_event_id_says_so(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """data and event_type are required; stream and event_id only cost checks, said in
+    the summary's one line. A payload path counts as mapped."""
+    table = make_generic(pg_dsn, pg_schema)
+    base = ["global_position=column:seq", "recorded_at=column:at", "data=column:body"]
+    with pytest.raises(MappingError, match=r"needs --map event_type=column:NAME \(likely"):
+        wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table, mappings=base)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=table,
+        mappings=[*base, "event_type=data:kind"],
+    )  # fmt: skip
+    assert result.rows_archived == 3 and result.unmapped == ("stream", "event_id")
+    text = result.summary()
+    assert "\n" not in text and "; stream and event_id not mapped, null in every row" in text
+    assert "--map stream=column:NAME --map event_id=column:NAME" in text
+    assert "not mapped" in result._repr_html_()
+    mapped = [*GENERIC_MAP, "event_id=column:seq"]
+    done = wb.archive_postgres(
+        pg_dsn, tmp_path / "b", preset="generic", table=table, mappings=mapped
+    )
+    assert done.unmapped == () and "not mapped" not in done.summary()
+
+
 def test_occurred_at_from_a_payload_path_reads_epoch_times_too(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:
@@ -638,7 +681,7 @@ def test_occurred_at_from_a_payload_path_reads_epoch_times_too(
     result = wb.archive_postgres(
         pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.ev",
         mappings=["global_position=column:seq", "recorded_at=const:2024-05-02T00:00:00Z",
-                  "data=column:body", "occurred_at=data:at"],
+                  "event_type=const:Timed", "data=column:body", "occurred_at=data:at"],
     )  # fmt: skip
     assert result.rows_archived == 4
     times = {r["occurred_at"] for r in archived(tmp_path)}
@@ -967,6 +1010,7 @@ def test_a_quoted_table_name_is_read_as_sql_writes_it(
         )
         con.execute(f'insert into {pg_schema}."Order.Log" (at) values (now()), (now())')
     maps = ["global_position=column:seq", "recorded_at=column:at"]
+    maps += ["event_type=const:Logged", "data=const:{}"]  # a generic mapping must give both
     for i, table in enumerate((f'{pg_schema}."Order.Log"', f'"{pg_schema}"."Order.Log"')):
         out = tmp_path / str(i)
         result = wb.archive_postgres(pg_dsn, out, preset="generic", table=table, mappings=maps)
@@ -987,7 +1031,7 @@ def test_a_mapping_added_on_a_later_run_is_not_another_store(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:
     table = make_generic(pg_dsn, pg_schema)
-    first = [m for m in GENERIC_MAP if not m.startswith(("event_type=", "stream="))]
+    first = [m for m in GENERIC_MAP if not m.startswith("stream=")]
     assert (
         wb.archive_postgres(
             pg_dsn, tmp_path, preset="generic", table=table, mappings=first
@@ -1104,3 +1148,20 @@ def test_a_multidimensional_array_is_kept_as_postgres_writes_it(
     assert frame["cells"].to_list() == ["{{1,2},{3,4}}", "{5,6}", None]
     assert frame["flat"].to_list() == [[1, 2], None, []]  # no such row: a list stays a list
     assert frame["score"].to_list() == [7, None, 9]
+
+
+def test_a_snapshot_of_a_generic_store_needs_only_its_position(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A snapshot reads the store's position, not its events: the fields an archive
+    needs (recorded_at, event_type, data) are not asked for."""
+    table = make_generic(pg_dsn, pg_schema)
+    info = wb.snapshot_postgres(
+        pg_dsn,
+        table,
+        tmp_path / "s.parquet",
+        events_table=table,
+        preset="generic",
+        mappings=["global_position=column:seq"],
+    )
+    assert info.event_store_position == 3 and info.rows == 3

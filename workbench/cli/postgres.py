@@ -15,7 +15,7 @@ _DSN_HELP = "PostgreSQL URI or key=value string (its password is never printed).
 def archive_postgres_command(
     dsn: str = typer.Option(..., "--dsn", help=_DSN_HELP),
     preset: str = typer.Option(
-        "message-db", "--preset", help="message-db, marten, eventsourcing or generic."
+        "message-db", "--preset", help="message-db, marten, emmett, eventsourcing or generic."
     ),
     table: str | None = typer.Option(None, "--table", help="SCHEMA.TABLE (default: the preset's)."),
     mappings: list[str] = typer.Option(

@@ -77,6 +77,8 @@ class ArchivePostgresResult(RunResult):
     waits: int = 0  # polls that stopped at a hole an open transaction could still fill
     #: Positions of rows committed inside ranges recorded as missing: not archived.
     late: list[int] = field(default_factory=list)
+    #: Identity fields (stream, event_id) the mapping leaves out: null in every row.
+    unmapped: tuple[str, ...] = ()
 
     def df(self) -> pl.DataFrame:
         """The gaps recorded in this run: first_missing, last_missing, reason."""
@@ -111,6 +113,17 @@ class ArchivePostgresResult(RunResult):
             text += "; row-level problems: " + ", ".join(
                 f"{k}: {v}" for k, v in sorted(self.problems.items())
             )
+        if self.unmapped:
+            # Silent otherwise: the checks that need these fields just find nothing to check.
+            lost = {
+                "stream": "no per-stream gap or stream-position checks",
+                "event_id": "no event_id duplicate check or causation links",
+            }
+            text += (
+                f"; {' and '.join(self.unmapped)} not mapped, null in every row "
+                f"({'; '.join(lost[n] for n in self.unmapped)}): "
+                f"add {' '.join(f'--map {n}=column:NAME' for n in self.unmapped)}"
+            )
         if self.waiting_at is not None:
             text += f"; stopped before position {self.waiting_at}: a transaction that may still commit holds it"
         if self.late:
@@ -133,6 +146,8 @@ class ArchivePostgresResult(RunResult):
         rows += [(f"problem: {k}", v) for k, v in sorted(self.problems.items())]
         if self.waiting_at is not None:
             rows.append(("waiting at position", self.waiting_at))
+        if self.unmapped:
+            rows.append(("not mapped (null in every row)", ", ".join(self.unmapped)))
         body = "".join(
             f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
             f"<td>{html.escape(str(v))}</td></tr>"
@@ -198,7 +213,9 @@ class PostgresArchiver:
         self.writer = ArchiveWriter(out, self.query.source)
         grace = PRESETS[preset].settle_grace if settle_grace is None else settle_grace
         self.watermark = Watermark(grace=dt.timedelta(seconds=grace))
-        self.result = ArchivePostgresResult(self.query.source, Path(out))
+        self.result = ArchivePostgresResult(
+            self.query.source, Path(out), unmapped=self.query.unmapped
+        )
         self.result.last_position = self.writer.last_position
         self._gaps_upto = _recorded_gaps_upto(Path(out), self.query.source)
         self._checked = False  # the archive's end, and its rolled-back ranges, against the store
@@ -802,7 +819,8 @@ def archive_postgres(
 
     ``mappings`` are ``FIELD=SPEC`` strings (``column:``, ``const:``,
     ``data:``/``metadata:`` paths); ``generic`` needs at least
-    ``global_position=column:NAME`` and ``recorded_at=column:NAME``.
+    ``global_position=column:NAME``, ``recorded_at=column:NAME``, ``event_type``
+    and ``data``.
     ``settle_grace`` is how long a hole must also stay empty before it is
     final (default: the preset's; 3 s for Marten, which draws positions
     before the transaction that inserts them). A source archived with another

@@ -8,12 +8,17 @@ evaluated by DuckDB over the Arrow batches, so a text column holding bad
 JSON costs one null field, not the run).
 
 >>> sorted(PRESETS)
-['eventsourcing', 'generic', 'marten', 'message-db']
+['emmett', 'eventsourcing', 'generic', 'marten', 'message-db']
 >>> q = build_query("message-db", "message_store.messages", _MESSAGE_DB_COLUMNS, {})
 >>> q.source, q.position
 ('postgres:message_store.messages', 'e."global_position"')
 >>> "->>'correlationStreamName'" in q.select(0, 10)
 True
+>>> q = build_query("emmett", None, _EMMETT_COLUMNS, {})
+>>> q.source, q.unmapped
+('postgres:public.emt_messages', ())
+>>> q.select(0).split(" from ")[-1]  # the parent: archived streams too, no filter
+'"public"."emt_messages" e  where e."global_position" > 0 order by e."global_position"'
 """
 
 from __future__ import annotations
@@ -85,6 +90,15 @@ class Query:
     validate_json: tuple[str, ...] = ()
     eventsourcing_state: bool = False
     expected: tuple[str, ...] = _EXPECTED_DEFAULT
+
+    @property
+    def unmapped(self) -> tuple[str, ...]:
+        """Identity fields (``stream``, ``event_id``) no column or path fills: null in every row."""
+        return tuple(
+            name
+            for name in ("stream", "event_id")
+            if name not in self.columns and name not in self.path_fields
+        )
 
     def select_list(self) -> str:
         return ", ".join(f"{expr} as {quote_ident(name)}" for name, expr in self.columns.items())
@@ -159,6 +173,25 @@ def _int_or_null(text_expr: str, pg_type: str = "int", digits: int = 9) -> str:
     return f"(case when {plain} or {regex} then {t}::{pg_type} end)"
 
 
+def _schema_version(text_expr: str) -> dict[str, str]:
+    """``schema_version`` from text that should hold an integer, and its flag when it does not
+    (the archiver counts the flag and keeps the row, with the version null)."""
+    version = _int_or_null(text_expr)
+    return {
+        "schema_version": version,
+        "_bad_schema_version": f"({text_expr} is not null and {version} is null)",
+    }
+
+
+def _prefixed_stream(stream_expr: str, scope_expr: str, default_scope: str) -> str:
+    """The stream id, as ``scope/stream`` outside the store's default tenant or partition:
+    one stream id in two scopes is two streams."""
+    return (
+        f"case when {scope_expr} is null or {scope_expr} = {literal(default_scope)} "
+        f"then {stream_expr}::text else {scope_expr} || '/' || {stream_expr}::text end"
+    )
+
+
 def _message_db(table: str, columns: TableColumns) -> Query:
     c = {
         n: _col(columns, n, table)
@@ -185,7 +218,6 @@ def _message_db(table: str, columns: TableColumns) -> Query:
             "global_position": c["global_position"],
             "event_id": f"{c['id']}::text",
             "event_type": f"{c['type']}::text",
-            "schema_version": _int_or_null(version),
             "stream": f"{c['stream_name']}::text",
             "stream_position": f"{c['position']}::bigint",
             "recorded_at": _utc(c["time"], columns["time"]),
@@ -200,7 +232,7 @@ def _message_db(table: str, columns: TableColumns) -> Query:
             ),
             "data": f"{data}::text",
             "metadata": f"{meta}::text",
-            "_bad_schema_version": f"({version} is not null and {_int_or_null(version)} is null)",
+            **_schema_version(version),
         },
         joins=(
             f"left join {quote_table(table)[2]} c on c.global_position = "
@@ -239,11 +271,7 @@ def _marten(table: str, columns: TableColumns) -> Query:
         "global_position": c["seq_id"],
         "event_id": f"{c['id']}::text",
         "event_type": f"{c['type']}::text",
-        # Conjoined tenancy: one stream id in two tenants is two streams.
-        "stream": (
-            f"case when {tenant} is null or {tenant} = '*DEFAULT*' then {c['stream_id']}::text "
-            f"else {tenant} || '/' || {c['stream_id']}::text end"
-        ),
+        "stream": _prefixed_stream(c["stream_id"], tenant, "*DEFAULT*"),  # conjoined tenancy
         "stream_position": f"{c['version']}::bigint",
         "recorded_at": _utc(c["timestamp"], columns["timestamp"]),
         "correlation_id": "e.correlation_id::text" if "correlation_id" in columns else "null::text",
@@ -288,6 +316,66 @@ def _eventsourcing(table: str, columns: TableColumns) -> Query:
     )
 
 
+#: Emmett's partition for a store that does not use partitions.
+_EMMETT_DEFAULT_PARTITION: Final = "emt:default"
+
+
+def _emmett(table: str, columns: TableColumns) -> Query:
+    """Emmett (Node.js) ``emt_messages``: the partitioned parent, read whole.
+
+    No filter on ``is_archived``: archiving a stream is an UPDATE that moves
+    its rows to the ``_archived`` partition with the same ``global_position``,
+    so filtering would leave holes behind the archive's end. Commands
+    (``message_kind`` 'C') share the table and are kept, marked in metadata.
+    """
+    position = _col(columns, "global_position", table, types=_INTEGER_TYPES)
+    c = {
+        n: _col(columns, n, table)
+        for n in (
+            "message_id",
+            "message_type",
+            "message_schema_version",
+            "stream_id",
+            "stream_position",
+            "partition",
+            "is_archived",
+            "message_kind",
+            "transaction_id",
+            "created",
+        )
+    }
+    data = _col(columns, "message_data", table, types=_JSON_TYPES)
+    meta = _col(columns, "message_metadata", table, types=_JSON_TYPES)
+    # Emmett writes an object; anything else is kept under a key, not concatenated into an array.
+    own = f"(case when jsonb_typeof({meta}::jsonb) = 'object' then {meta}::jsonb "
+    own += f"else jsonb_build_object('message_metadata', {meta}) end)"
+    # The row's own columns win over same-named keys an application put in its metadata.
+    store = (
+        f"jsonb_build_object('partition', {c['partition']}, 'is_archived', {c['is_archived']}, "
+        f"'message_kind', {c['message_kind']}, 'transaction_id', {c['transaction_id']}::text)"
+    )
+    return Query(
+        source=f"postgres:{table}",
+        table=quote_table(table)[2],
+        position=position,
+        columns={
+            "global_position": position,
+            "event_id": f"{c['message_id']}::text",
+            "event_type": f"{c['message_type']}::text",
+            **_schema_version(f"{c['message_schema_version']}::text"),
+            "stream": _prefixed_stream(c["stream_id"], c["partition"], _EMMETT_DEFAULT_PARTITION),
+            "stream_position": f"{c['stream_position']}::bigint",
+            # created defaults to now(): the appending transaction's start, not its commit.
+            "recorded_at": _utc(c["created"], columns["created"]),
+            # Not Emmett's own fields: the keys applications put there (--map overrides them).
+            "correlation_id": f"({meta}->>'correlationId')",
+            "causation_id": f"({meta}->>'causationId')",
+            "data": f"{data}::text",
+            "metadata": f"({own} || {store})::text",
+        },
+    )
+
+
 def _generic(table: str, columns: TableColumns) -> Query:
     return Query(source=f"postgres:{table}", table=quote_table(table)[2], position="", columns={})
 
@@ -305,6 +393,12 @@ PRESETS: Final[Mapping[str, Preset]] = {
         "Marten (.NET): seq_id, id, stream_id, version, data, type, timestamp, tenant_id, …",
         _marten,
         settle_grace=3.0,  # Marten draws seq_id values before its inserting transaction
+    ),
+    "emmett": Preset(
+        "emmett",
+        "public.emt_messages",
+        "Emmett (Node.js, PostgreSQL store): emt_messages, archived streams and all partitions",
+        _emmett,
     ),
     "eventsourcing": Preset(
         "eventsourcing",
@@ -326,6 +420,23 @@ _MESSAGE_DB_COLUMNS: Final[TableColumns] = {
     "data": "jsonb",
     "metadata": "jsonb",
     "id": "uuid",
+}
+
+
+_EMMETT_COLUMNS: Final[TableColumns] = {
+    "stream_position": "int8",
+    "global_position": "int8",
+    "transaction_id": "xid8",
+    "created": "timestamptz",
+    "is_archived": "bool",
+    "message_kind": "varchar",
+    "stream_id": "text",
+    "partition": "text",
+    "message_schema_version": "text",
+    "message_id": "text",
+    "message_type": "text",
+    "message_data": "jsonb",
+    "message_metadata": "jsonb",
 }
 
 
@@ -356,8 +467,13 @@ def build_query(
     mappings: Mapping[str, FieldSpec],
     *,
     position_column: str | None = None,
+    for_events: bool = True,
 ) -> Query:
-    """The query for ``preset`` on ``table`` with ``--map`` overrides applied."""
+    """The query for ``preset`` on ``table`` with ``--map`` overrides applied.
+
+    ``for_events=False``: only the positions are read (a snapshot's), so the
+    fields an archive needs are not required.
+    """
     if preset not in PRESETS:
         raise SourceError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
     spec = PRESETS[preset]
@@ -432,9 +548,30 @@ def build_query(
                 f"--map {field_name}={fs} reads the {fs.kind} column, which is not mapped; "
                 f"add --map {fs.kind}=column:NAME"
             )
-    for needed in ("recorded_at",):
-        if needed not in cols and not query.eventsourcing_state:
-            raise MappingError(f"--preset {preset} needs --map {needed}=column:NAME")
+    # recorded_at from a column or const, as before (a path is not taken); event_type and
+    # data may be paths. Without them every archived row would have them empty, under a
+    # mapping the archive then keeps for the source: refused before anything is written.
+    needed: tuple[str, ...] = _GENERIC_NEEDS if preset == "generic" else ("recorded_at",)
+    if not for_events:
+        needed = ()
+    missing = [
+        name
+        for name in needed
+        if name not in cols
+        and (name == "recorded_at" or name not in paths)
+        and not query.eventsourcing_state
+    ]
+    if missing:
+        raise MappingError(
+            f"--preset {preset} needs "
+            + ", ".join(f"--map {name}=column:NAME" for name in missing)
+            + _likely_columns(missing, table, columns)
+            + (
+                "; event_type may also be data:PATH or const:VALUE"
+                if "event_type" in missing
+                else ""
+            )
+        )
     if "recorded_at" in cols:
         cols["_no_recorded_at"] = f"({cols['recorded_at']}) is null"
         if "recorded_at" not in instants:  # else the archiver fills it, after DuckDB
@@ -450,6 +587,51 @@ def build_query(
         validate_json=tuple(validate),
         eventsourcing_state=query.eventsourcing_state,
         expected=query.expected,
+    )
+
+
+#: Fields a generic mapping must give (global_position is checked before).
+_GENERIC_NEEDS: Final = ("recorded_at", "event_type", "data")
+_TEXT_PG_TYPES = frozenset({"text", "varchar", "bpchar", "name", "citext"})
+
+
+def _likely_columns(fields: list[str], table: str, columns: TableColumns) -> str:
+    """Columns of ``table`` that may hold ``fields``, as the tail of a one-line error.
+
+    >>> _likely_columns(["event_type", "data"], "app.log",
+    ...                 {"seq": "int8", "kind": "text", "body": "text", "meta": "jsonb"})
+    ' (likely in app.log: event_type=column:kind, data=column:body or meta)'
+    >>> _likely_columns(["data"], "app.log", {"seq": "int8"})
+    ' (no likely column in app.log for data; its columns: seq)'
+    """
+
+    def named(name: str, *parts: str) -> bool:
+        return any(part in name.lower() for part in parts)
+
+    found: list[str] = []
+    for field_name in fields:
+        if field_name == "recorded_at":
+            names = [n for n, t in columns.items() if t in _TIME_PG_TYPES]
+        elif field_name == "event_type":
+            names = [
+                n for n, t in columns.items() if t in _TEXT_PG_TYPES and named(n, "type", "kind")
+            ]
+        else:  # data: a JSON column, or text/bytea named like a payload (named ones first)
+            names = sorted(
+                (
+                    n
+                    for n, t in columns.items()
+                    if t in _JSON_TYPES
+                    or (t in _TEXT_PG_TYPES | {"bytea"} and named(n, "data", "body", "payload"))
+                ),
+                key=lambda n: not named(n, "data", "body", "payload"),
+            )
+        if names:
+            found.append(f"{field_name}=column:{' or '.join(names[:3])}")
+    if found:
+        return f" (likely in {table}: {', '.join(found)})"
+    return (
+        f" (no likely column in {table} for {', '.join(fields)}; its columns: {', '.join(columns)})"
     )
 
 

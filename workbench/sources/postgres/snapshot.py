@@ -157,6 +157,7 @@ def snapshot_postgres(
                 table_columns(con, events_table),
                 parse_mappings(rest),
                 position_column=positions.get("global_position"),
+                for_events=False,  # a snapshot reads positions only
             )
         run(con, "begin isolation level repeatable read read only", "starting a snapshot")
         try:
