@@ -1165,3 +1165,28 @@ def test_a_snapshot_of_a_generic_store_needs_only_its_position(
         mappings=["global_position=column:seq"],
     )
     assert info.event_store_position == 3 and info.rows == 3
+
+
+def test_a_naive_time_column_is_read_as_utc_and_said_so(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A `timestamp` column holds whatever the writer's session TimeZone made of now():
+    read as UTC, and the summary says so, since a session elsewhere shifts it."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.naive (seq bigserial primary key, at timestamp, "
+            "kind text, body jsonb)"
+        )
+        con.execute(
+            f"insert into {pg_schema}.naive (at, kind, body) "
+            "values ('2024-05-01 12:00:00', 'A', '{}')"
+        )
+    maps = ["global_position=column:seq", "recorded_at=column:at"]
+    maps += ["event_type=column:kind", "data=column:body"]
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.naive", mappings=maps
+    )
+    assert result.naive_times == ("recorded_at from at",)
+    assert "recorded_at from at: timestamp without time zone, read as UTC" in result.summary()
+    (row,) = archived(tmp_path)
+    assert row["recorded_at"] == dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)

@@ -79,6 +79,8 @@ class ArchivePostgresResult(RunResult):
     late: list[int] = field(default_factory=list)
     #: Identity fields (stream, event_id) the mapping leaves out: null in every row.
     unmapped: tuple[str, ...] = ()
+    #: ``FIELD from COLUMN`` for mapped time columns without a time zone (read as UTC).
+    naive_times: tuple[str, ...] = ()
 
     def df(self) -> pl.DataFrame:
         """The gaps recorded in this run: first_missing, last_missing, reason."""
@@ -123,6 +125,13 @@ class ArchivePostgresResult(RunResult):
                 f"; {' and '.join(self.unmapped)} not mapped, null in every row "
                 f"({'; '.join(lost[n] for n in self.unmapped)}): "
                 f"add {' '.join(f'--map {n}=column:NAME' for n in self.unmapped)}"
+            )
+        if self.naive_times:
+            # Right when the writers store UTC; a session in another TimeZone stores its own.
+            text += (
+                f"; {', '.join(self.naive_times)}: timestamp without time zone, read as UTC "
+                "(a writer whose session TimeZone is not UTC stores local time there; "
+                "archive.lag() flags recorded_at stepping back)"
             )
         if self.waiting_at is not None:
             text += f"; stopped before position {self.waiting_at}: a transaction that may still commit holds it"
@@ -214,7 +223,16 @@ class PostgresArchiver:
         grace = PRESETS[preset].settle_grace if settle_grace is None else settle_grace
         self.watermark = Watermark(grace=dt.timedelta(seconds=grace))
         self.result = ArchivePostgresResult(
-            self.query.source, Path(out), unmapped=self.query.unmapped
+            self.query.source,
+            Path(out),
+            unmapped=self.query.unmapped,
+            naive_times=tuple(
+                f"{name} from {spec.arg}"
+                for name, spec in specs.items()
+                if name in ("recorded_at", "occurred_at")
+                and spec.kind == "column"
+                and columns.get(spec.arg) == "timestamp"
+            ),
         )
         self.result.last_position = self.writer.last_position
         self._gaps_upto = _recorded_gaps_upto(Path(out), self.query.source)
