@@ -1190,3 +1190,14 @@ def test_a_naive_time_column_is_read_as_utc_and_said_so(
     assert "recorded_at from at: timestamp without time zone, read as UTC" in result.summary()
     (row,) = archived(tmp_path)
     assert row["recorded_at"] == dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
+
+
+def test_the_default_preset_on_another_stores_table_names_the_others(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = make_generic(pg_dsn, pg_schema)
+    args = ["archive", "postgres", "--dsn", pg_dsn, "--table", table, "--out", str(tmp_path)]
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert "does not have the message-db preset's layout" in err and "--preset NAME (" in err
+    assert "emmett" in err and "generic with --map" in err

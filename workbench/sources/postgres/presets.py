@@ -487,7 +487,14 @@ def build_query(
             )
     schema, name, quoted = quote_table(table)
     table = f"{schema}.{name}"  # for messages and the source's name
-    query = spec.build(quoted, columns)  # quoted: a name may hold a dot
+    try:
+        query = spec.build(quoted, columns)  # quoted: a name may hold a dot
+    except SourceError as exc:  # most often: the default preset, on another store's table
+        others = ", ".join(p for p in PRESETS if p != preset)
+        raise SourceError(
+            f"{exc}: it does not have the {preset} preset's layout; another store takes "
+            f"--preset NAME ({others}; generic with --map for any table)"
+        ) from None
     cols = dict(query.columns)
     position = query.position
     if position_column is not None:
