@@ -17,7 +17,7 @@ import datetime as dt
 import json
 from typing import Any
 
-__all__ = ["duration", "plain"]
+__all__ = ["duration", "plain", "span"]
 
 
 def plain(value: Any) -> str | None:
@@ -43,3 +43,12 @@ def duration(seconds: float) -> str:
         if abs(seconds) >= size:
             return f"{seconds / size:.3g} {unit}"
     return f"{seconds * 1000:.3g} ms"
+
+
+def span(first: int, last: int) -> str:
+    """An inclusive range of positions as a reader writes it.
+
+    >>> span(16, 16), span(2, 5)
+    ('16', '2-5')
+    """
+    return f"{first}" if first == last else f"{first}-{last}"

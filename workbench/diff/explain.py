@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from workbench._duckdb import to_polars
 from workbench._sql import ident
-from workbench._text import plain
+from workbench._text import plain, span
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, DiffError
 from workbench.replay.store import lineage_key_sql
@@ -464,9 +464,9 @@ def _missing_around(reader: ArchiveReader, most: int = 3) -> list[str]:
         params=[most + 1],
     ).fetchall()
     for stream, first, last in holes[:most]:
-        at = f"{first}" if first == last else f"{first}-{last}"
         notes.append(
-            f"stream {stream} has no event at stream_position {at} in the archive: an event "
+            f"stream {stream} has no event at stream_position {span(first, last)} in the "
+            "archive: an event "
             "missing there may be what this row lacks (archive.gaps() says why)"
         )
     if streams == 1 and not unplaced and not holes:
@@ -481,9 +481,9 @@ def _missing_around(reader: ArchiveReader, most: int = 3) -> list[str]:
         params=[most + 1],
     ).fetchall()
     for first, last, reason in gaps[:most]:
-        at = f"{first}" if first == last else f"{first}-{last}"
         notes.append(
-            f"positions {at} are missing from the archive ({reason}) between this key's first "
+            f"positions {span(first, last)} are missing from the archive ({reason}) between "
+            "this key's first "
             "and last events: one of them may have been for this key"
         )
     if len(holes) > most or len(gaps) > most:

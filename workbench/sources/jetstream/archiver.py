@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from nats.aio.client import Client
 
+from workbench._text import span
 from workbench.archive import (
     STREAM_SAMPLE_SCHEMA,
     ArchiveReader,
@@ -80,9 +81,8 @@ class Gap:
 
     def __str__(self) -> str:
         """``sequence 16 missing (deleted)``, ``sequences 2-5 missing (retention)``."""
-        if self.first == self.last:
-            return f"sequence {self.first} missing ({self.reason})"
-        return f"sequences {self.first}-{self.last} missing ({self.reason})"
+        plural = "" if self.first == self.last else "s"
+        return f"sequence{plural} {span(self.first, self.last)} missing ({self.reason})"
 
 
 @dataclass(frozen=True)
