@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import subprocess
 import sys
@@ -65,6 +66,10 @@ def test_check_charts_have_their_data_inline(archive: wb.Archive) -> None:
     lag = archive.lag()
     spec = lag.chart().to_dict()
     assert sum(v["events"] for v in values(spec)) == lag.recording["events"].sum()
+    # Times in UTC, said so: Vega draws the viewer's zone unless told.
+    x = json.dumps(spec)
+    assert '"scale": {"type": "utc"}' in x and "recorded at (UTC)" in x
+    assert '"timeUnit": "utcyearmonthdatehoursminutesseconds"' in x  # the tooltip too
     # The planted late events are far above the p95 band: the slowest is named.
     slowest = lag.late["lag_seconds"].max()
     assert slowest > 300 and "the slowest event took" in spec["title"]["subtitle"]
@@ -121,6 +126,15 @@ def test_large_inputs_are_aggregated_not_dropped() -> None:
     assert len(rows) <= 2_000 and sum(r["missing"] for r in rows) == n
 
 
+def test_a_chart_given_a_result_instead_of_a_frame_says_so(archive: wb.Archive) -> None:
+    with pytest.raises(TypeError, match=r"gaps_chart takes a Polars frame with the columns "):
+        charts.gaps_chart(archive.gaps())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"not a Gaps \(call \.chart\(\) on it to draw it\)"):
+        charts.gaps_chart(archive.gaps())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"diff_summary needs the columns changed \(rows"):
+        charts.diff_summary(pl.DataFrame({"column": ["a"]}))
+
+
 def test_replay_and_diff_charts_take_documented_columns() -> None:
     spec = charts.diff_summary(pl.DataFrame({"column": ["a", "b"], "changed": [3, 1]})).to_dict()
     assert spec["encoding"]["x"]["field"] == "changed" and len(values(spec)) == 2
@@ -131,7 +145,7 @@ def test_replay_and_diff_charts_take_documented_columns() -> None:
     untimed = pl.DataFrame({"handler": ["a", "b"], "events": [200, 3], "seconds": [0.5, None]})
     spec = charts.handler_cost(untimed).to_dict()
     assert len(values(spec)) == 1 and "1 handler(s) ran too few events" in spec["title"]["subtitle"]
-    with pytest.raises(ValueError, match="changed: rows differing"):
+    with pytest.raises(ValueError, match=r"changed \(rows differing\)"):
         charts.diff_summary(pl.DataFrame({"column": ["a"]}))
 
 
@@ -254,3 +268,28 @@ def test_a_check_that_found_nothing_says_so_instead_of_empty_axes(tmp_path: Path
         spec = chart.to_dict()
         assert spec["mark"]["type"] == "text", spec
         assert spec["data"]["values"][0]["message"].startswith("No ")
+
+
+def test_importing_the_workbench_in_a_notebook_selects_the_offline_renderer() -> None:
+    """From the first cell on, not from the first workbench chart: the user's own Altair
+    charts render the same before and after one (and without a network)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import altair as alt\nbefore = alt.renderers.active\nimport workbench as wb\n"
+            "print(before, alt.renderers.active)"
+        )
+    ]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    assert nb.cells[0].outputs[0]["text"].split() == ["default", "workbench"]
+    # A plain Python process is left alone (no Altair imported for nothing).
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, workbench; print('altair' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "False"

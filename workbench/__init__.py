@@ -58,6 +58,22 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+def _in_notebook() -> bool:
+    """Whether an IPython kernel runs this (a notebook), without importing IPython."""
+    import sys
+
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+if _in_notebook():
+    # The offline renderer from the first cell on, not from the first workbench chart:
+    # a user's own Altair chart must not render differently before and after one.
+    from workbench.charts import notebook as _notebook
+
+    _notebook.enable()
+
+
 def __getattr__(name: str) -> object:
     # ``wb.charts`` imports Altair on first use, not with the package.
     if name == "charts":

@@ -16,18 +16,59 @@ import polars as pl
 from workbench import _duckdb
 from workbench.analysis._buckets import BUCKET_SECONDS
 
-__all__ = ["MAX_POINTS", "coarsen", "inline", "nothing_to_show", "require", "top_n"]
+__all__ = [
+    "MAX_POINTS",
+    "coarsen",
+    "inline",
+    "nothing_to_show",
+    "require",
+    "top_n",
+    "utc_time",
+    "utc_tooltip",
+]
 
 #: Upper bound on rows a chart aggregates down to.
 MAX_POINTS: Final[int] = 2_000
 
 
 def require(frame: pl.DataFrame, columns: dict[str, str], chart: str) -> None:
-    """Raise ``ValueError`` naming the missing columns a chart needs (column → meaning)."""
+    """Raise ``ValueError`` naming the missing columns a chart needs (column → meaning),
+    and ``TypeError`` for what is no frame (a check's result: its ``.chart()`` draws it).
+
+    >>> require({"a": 1}, {"a": "x"}, "gaps_chart")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: gaps_chart takes a Polars frame with the columns a, not a dict...
+    """
+    if not isinstance(frame, pl.DataFrame):
+        own = " (call .chart() on it to draw it)" if hasattr(frame, "chart") else ""
+        raise TypeError(
+            f"{chart} takes a Polars frame with the columns {', '.join(columns)}, "
+            f"not a {type(frame).__name__}{own}"
+        )
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        wanted = "; ".join(f"{c}: {columns[c]}" for c in missing)
+        wanted = "; ".join(f"{c} ({columns[c]})" for c in missing)
         raise ValueError(f"{chart} needs the columns {wanted}")
+
+
+def utc_time(field: str, title: str) -> alt.X:
+    """A time axis in UTC, saying so: Vega draws times in the viewer's zone otherwise, and
+    a chart would then disagree with the tables beside it.
+
+    >>> utc_time("bucket", "recorded at").to_dict()["scale"], utc_time("b", "t").to_dict()["title"]
+    ({'type': 'utc'}, 't (UTC)')
+    """
+    return alt.X(f"{field}:T", title=f"{title} (UTC)", scale=alt.Scale(type="utc"))
+
+
+def utc_tooltip(field: str, title: str | None = None) -> alt.Tooltip:
+    """A time in a tooltip, in UTC to the microsecond's second, as :func:`utc_time` draws it."""
+    return alt.Tooltip(
+        f"{field}:T",
+        title=f"{title or field} (UTC)",
+        timeUnit="utcyearmonthdatehoursminutesseconds",
+    )
 
 
 def nothing_to_show(title: str, message: str) -> alt.Chart:

@@ -7,7 +7,7 @@ from typing import Final
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import inline, nothing_to_show, require
+from workbench.charts._data import inline, nothing_to_show, require, utc_tooltip
 
 __all__ = ["MAX_WATERFALL_ROWS", "causation_waterfall"]
 
@@ -98,7 +98,14 @@ def causation_waterfall(nodes: pl.DataFrame) -> alt.TopLevelMixin:
         .mark_bar(height=6, color="#4c78a8")
         .encode(x=x_title, x2="end:Q", y=y)
     )
-    tooltip = ["event_type:N", "event_id:N", "parent_id:N", "event_at:T", "seconds:Q", "orphan:N"]
+    tooltip = [
+        "event_type:N",
+        "event_id:N",
+        "parent_id:N",
+        utc_tooltip("event_at"),
+        "seconds:Q",
+        "orphan:N",
+    ]
     points = base.mark_point(filled=True, size=40).encode(
         x=alt.X("end:Q", title=after),
         y=y,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import coarsen, inline, nothing_to_show, require
+from workbench.charts._data import coarsen, inline, nothing_to_show, require, utc_time, utc_tooltip
 
 __all__ = ["duplicates_chart"]
 
@@ -43,10 +43,10 @@ def duplicates_chart(timeline: pl.DataFrame) -> alt.TopLevelMixin:
         alt.Chart(inline(frame))
         .mark_bar()
         .encode(
-            x=alt.X("bucket:T", title="recorded at"),
+            x=utc_time("bucket", "recorded at"),
             y=alt.Y("sum(copies):Q", title="extra copies"),
             color=alt.Color("event_type:N", title="event type"),
-            tooltip=["kind:N", "event_type:N", "bucket:T", "copies:Q"],
+            tooltip=["kind:N", "event_type:N", utc_tooltip("bucket"), "copies:Q"],
         )
         .properties(width=600, height=120)
         .facet(row=alt.Row("kind:N", title=None))

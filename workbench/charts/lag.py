@@ -6,7 +6,7 @@ import altair as alt
 import polars as pl
 
 from workbench._text import duration
-from workbench.charts._data import coarsen, inline, nothing_to_show, require
+from workbench.charts._data import coarsen, inline, nothing_to_show, require, utc_time, utc_tooltip
 
 __all__ = ["consumer_lag_chart", "recording_lag_chart"]
 
@@ -47,9 +47,9 @@ def recording_lag_chart(recording: pl.DataFrame) -> alt.TopLevelMixin:
         maxes=("p50_seconds", "p95_seconds"),
     )
     base = alt.Chart(inline(frame)).encode(
-        x=alt.X("bucket:T", title="recorded at"),
+        x=utc_time("bucket", "recorded at"),
         color=alt.Color("source:N", title="source"),
-        tooltip=["source:N", "bucket:T", "events:Q", "p50_seconds:Q", "p95_seconds:Q"],
+        tooltip=["source:N", utc_tooltip("bucket"), "events:Q", "p50_seconds:Q", "p95_seconds:Q"],
     )
     band = base.mark_area(opacity=0.25).encode(
         y=alt.Y("p50_seconds:Q", title="seconds from occurred_at to recorded_at"),
@@ -92,9 +92,9 @@ def consumer_lag_chart(consumers: pl.DataFrame) -> alt.VConcatChart:
         maxes=("backlog", "time_lag_seconds"),
     ).with_columns(name=pl.col("stream") + "/" + pl.col("consumer"))
     base = alt.Chart(inline(frame)).encode(
-        x=alt.X("bucket:T", title="sampled at"),
+        x=utc_time("bucket", "sampled at"),
         color=alt.Color("name:N", title="consumer"),
-        tooltip=["name:N", "bucket:T", "backlog:Q", "time_lag_seconds:Q"],
+        tooltip=["name:N", utc_tooltip("bucket"), "backlog:Q", "time_lag_seconds:Q"],
     )
     backlog = base.mark_line(point=True).encode(y=alt.Y("backlog:Q", title="backlog (events)"))
     seconds = base.mark_line(point=True).encode(y=alt.Y("time_lag_seconds:Q", title="time lag (s)"))
