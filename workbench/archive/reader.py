@@ -117,8 +117,27 @@ class ArchiveReader:
         """Highest archived position of ``source`` (from file names, no data read)."""
         return max((f.last for f in self.files if f.source == source), default=None)
 
-    def sql(self, query: str, params: object = None) -> duckdb.DuckDBPyRelation:
-        """Run DuckDB SQL with the ``events`` view; ``.pl()``, ``.arrow()``, ``.fetchall()`` on the result."""
+    def sql(self, query: str, params: object = None, **frames: object) -> duckdb.DuckDBPyRelation:
+        """Run DuckDB SQL with the ``events`` view; ``.pl()``, ``.arrow()``, ``.fetchall()`` on the result.
+
+        ``frames`` (Polars, Arrow or pandas) are tables of their keyword's name for the
+        query, and stay so for later queries on this archive: DuckDB's replacement scan
+        sees only the caller's variables in its own default connection.
+
+        >>> import tempfile, polars as pl
+        >>> from workbench.archive import ArchiveWriter
+        >>> root = tempfile.mkdtemp()
+        >>> _ = ArchiveWriter(root, "s").append(pa.table({
+        ...     "global_position": [1, 2], "recorded_at": [0, 1], "event_type": ["A", "B"]}))
+        >>> labels = pl.DataFrame({"event_type": ["A"], "label": ["first"]})
+        >>> ArchiveReader(root).sql("select global_position, label from events "
+        ...                         "join labels using (event_type)", labels=labels).fetchall()
+        [(1, 'first')]
+        """
+        for name, frame in frames.items():
+            if name == "events" or name in SIDE_TABLE_SCHEMAS:
+                raise ArchiveError(f"{name}: the archive's own view has that name; use another")
+            self.con.register(name, frame)
         try:
             return self.con.sql(query, params=params)
         except duckdb.Error as exc:
