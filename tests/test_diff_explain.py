@@ -373,3 +373,16 @@ def test_explain_points_at_the_events_the_archive_lacks_around_a_key(tmp_path: P
         f"stream {stream} has no event at stream_position {stream_position} in the archive" in text
     )
     assert f"positions {lost} are missing from the archive (deleted)" in text
+
+
+def test_a_key_no_side_has_is_an_error_naming_near_keys() -> None:
+    candidate = pl.DataFrame({"id": ["a76994fc-72ae", "a76994fc-0000", "b1"], "v": [1, 2, 3]})
+    live = candidate.with_columns(pl.col("v") + 1)
+    d = wb.diff(candidate, live, key="id")
+    with pytest.raises(DiffError, match=r"no row has id 'zz' on either side \(3 candidate, 3 live"):
+        d.explain("zz")
+    with pytest.raises(DiffError, match=r"keys that start so: 'a76994fc-0000', 'a76994fc-72ae'$"):
+        d.explain("A76994FC")
+    with pytest.raises(DiffError, match=r"'other' is not a key column \(the key: id\)"):
+        d.explain({"id": "b1", "other": 1})
+    assert d.explain("b1").status == "changed"

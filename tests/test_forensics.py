@@ -145,8 +145,12 @@ def test_cli_explain_of_a_key_on_neither_side_is_an_input_error(
     assert "REDELIVERED" in capsys.readouterr().out
     out = tmp_path / "out"
     assert run([*args, "--out", str(out), "--explain", "no-such-memory"]) == 2
-    assert "--explain no-such-memory: no row has that key on either side" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no row has memory_id 'no-such-memory' on either side (" in err
     assert (out / "rows.parquet").exists()  # written before the key was looked up
+    # A key copied cut short (listings print long ids so) names the keys it starts.
+    assert run([*args, "--explain", changed[:8]]) == 2
+    assert f"keys that start so: '{changed[:8]}" in capsys.readouterr().err
     # a one-column key is taken as given: a trailing space is part of it
     assert run([*args, "--explain", f"{changed} "]) == 2
 

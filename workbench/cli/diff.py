@@ -12,7 +12,7 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from workbench.cli._app import app, console, frame_table, notice, progress_bar
-from workbench.errors import DiffError, WorkbenchError
+from workbench.errors import DiffError
 
 
 def _pairs(values: list[str], option: str) -> dict[str, float]:
@@ -155,10 +155,7 @@ def diff(
         result.to_parquet(out)
         console.print(f"wrote {out}/rows.parquet, columns.parquet, summary.json", highlight=False)
     for text in explain:
-        explained = result.explain(_explain_key(text, len(result.key)))
-        if explained.status == "absent":  # most likely a mistyped key
-            raise WorkbenchError(f"--explain {text}: no row has that key on either side")
-        console.print(str(explained))
+        console.print(str(result.explain(_explain_key(text, len(result.key)))))
     raise typer.Exit(0 if summary.is_identical else 1)
 
 

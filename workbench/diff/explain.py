@@ -265,6 +265,11 @@ def _key_dict(diff: Diff, key: Any) -> dict[str, Any]:
         missing = [k for k in diff.key if k not in key]
         if missing:
             raise DiffError(f"explain: the key needs {missing[0]!r}")
+        extra = [k for k in key if k not in diff.key]
+        if extra:
+            raise DiffError(
+                f"explain: {extra[0]!r} is not a key column (the key: {', '.join(diff.key)})"
+            )
         return {k: key[k] for k in diff.key}
     values = list(key) if isinstance(key, tuple | list) else [key]
     if len(values) != len(diff.key):
@@ -318,14 +323,37 @@ def _explain(diff: Diff, values: dict[str, Any]) -> Explanation:
     if len(found):
         status = str(found["_status"][0])
         changed = [p.name for p in diff.plans if found[p.name + "__changed"][0] is True]
+    elif not len(candidate_rows) and not len(live_rows):
+        raise DiffError(_absent(diff, values))
     else:
-        status = "identical" if len(candidate_rows) and len(live_rows) else "absent"
-        changed = []
+        status, changed = "identical", []
     position = diff.summary.live_position
     if len(candidate_rows) == 1:  # the lineage has the key as the candidate holds it
         values = {k: candidate_rows[k][0] for k in values}
     events, notes = _events(diff, values, position)
     return Explanation(values, status, candidate_rows, live_rows, changed, events, position, notes)
+
+
+def _absent(diff: Diff, key: dict[str, Any]) -> str:
+    """Why no row was found: the key as given, and keys that start with it (a key copied
+    cut short, as listings print long ids)."""
+    shown = ", ".join(f"{name} {value!r}" for name, value in key.items())
+    text = (
+        f"explain: no row has {shown} on either side ({diff.summary.candidate_rows:,} "
+        f"candidate, {diff.summary.live_rows:,} live rows)"
+    )
+    if len(key) == 1 and isinstance(value := next(iter(key.values())), str) and value:
+        column = ident(next(iter(key)))
+        found = diff.con.sql(
+            f"select distinct k from (select {column}::VARCHAR as k from "
+            f"{diff.candidate.relation} union all select {column}::VARCHAR from "
+            f"{diff.live.relation}) where starts_with(lower(k), lower(?)) order by k limit 4",
+            params=[value],
+        ).fetchall()
+        if found:
+            more = ", ..." if len(found) > 3 else ""
+            text += f"; keys that start so: {', '.join(repr(k) for (k,) in found[:3])}{more}"
+    return text
 
 
 def _foreign_events(reader: ArchiveReader) -> int:
