@@ -1387,3 +1387,32 @@ def test_an_update_by_a_key_of_the_wrong_type_says_so(archive: Path, tmp_path: P
         match=r"no row with key '[0-9a-f-]+' \(a str; the keys are UUID: memory_id UUID\)",
     ):
         wb.replay(archive, TextKeyUpdate, into=tmp_path / "o.duckdb")
+
+
+class StrGuard(wb.Projection):
+    """The idempotency guard looks a UUID-keyed row up by the payload's text id."""
+
+    name = "str_guard"
+    memories = wb.Table(key="memory_id", memory_id=uuid.UUID, n=int)
+
+    @wb.on("MemoryCreated")
+    def created(self, event, tables):
+        if event.data is None or event.data["memory_id"] in tables.memories:
+            return
+        tables.memories.upsert({"memory_id": uuid.UUID(event.data["memory_id"]), "n": 1})
+
+
+def test_a_lookup_by_a_key_of_the_wrong_type_fails_loudly(archive: Path, tmp_path: Path) -> None:
+    """A str never finds a UUID key: the guard above would never fire and a redelivered
+    event would count twice, silently. Lookups by another type are refused, naming it."""
+    with pytest.raises(
+        ProjectionError,
+        match=r"StrGuard.created failed on MemoryCreated .* table memories: looked up "
+        r"'[0-9a-f-]+', a str; its key memory_id is UUID, so no row can match "
+        r"\(look it up as uuid.UUID\('",
+    ):
+        wb.replay(archive, StrGuard, into=tmp_path / "o.duckdb")
+    from workbench.replay.state import TableState, WriteLog
+
+    text_keyed = TableState(Memories.memories, WriteLog())
+    assert text_keyed.get is not None and text_keyed.get(uuid.uuid4()) is None  # no check

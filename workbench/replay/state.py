@@ -124,6 +124,7 @@ class Writes:
 
 
 _EMPTY = np.zeros(0, np.int64)
+_MISSING = object()
 
 
 @dataclass
@@ -150,6 +151,7 @@ class TableState:
         "_ids",
         "_key",
         "_key_of_id",
+        "_key_type",
         "_log",
         "_new_ids",
         "_new_keys",
@@ -167,6 +169,12 @@ class TableState:
         self.table = table
         self.rows: dict[Any, dict[str, Any]] = {}
         self.get = self.rows.get
+        # A key of another type than a one-column key's (a str for a UUID, as JSON gives
+        # it) never finds a row: a guard `if key in table` would silently never fire. Such
+        # tables look up through a check on a miss; text keys keep the dict's own get.
+        self._key_type = _KEY_TYPES.get(self._key_sql) if len(table.key) == 1 else None
+        if self._key_type not in (None, str):
+            self.get = self._checked_get
         # itemgetter of one column gives the value, of several a tuple: both in C.
         self._key = itemgetter(*table.key)
         self._ids: dict[Any, int] = {}  # key → row id
@@ -234,6 +242,25 @@ class TableState:
         self._log(self._new_id(key) if row_id is None else row_id)
         return row
 
+    def _checked_get(self, key: Any, default: Any = None) -> Any:
+        row = self.rows.get(key, _MISSING)
+        if row is _MISSING:
+            self._check_key_type(key)
+            return default
+        return row
+
+    def _check_key_type(self, key: Any) -> None:
+        """Refuse a key of a type the table's keys never have (a miss is certain)."""
+        expected = self._key_type
+        if key is None or expected is None or isinstance(key, expected):
+            return
+        column = self.table.key[0]
+        fix = f" (look it up as uuid.UUID({key!r}))" if expected is uuid.UUID else ""
+        raise ProjectionError(
+            f"table {self.table.name}: looked up {key!r}, a {type(key).__name__}; its key "
+            f"{column} is {self.table.types[column].sql}, so no row can match{fix}"
+        )
+
     def _no_row(self, key: Any) -> str:
         """Why ``key`` found no row, naming a key of another type than the stored ones'."""
         text = f"table {self.table.name}: no row with key {key!r}"
@@ -256,7 +283,10 @@ class TableState:
             self._log(self._new_id(key) if row_id is None else row_id)
 
     def __contains__(self, key: Any) -> bool:
-        return key in self.rows
+        if key in self.rows:
+            return True
+        self._check_key_type(key)
+        return False
 
     def __len__(self) -> int:
         return len(self.rows)
