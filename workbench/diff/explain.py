@@ -122,7 +122,7 @@ class Explanation:
             note = f"  ({e['why']})" if e["why"] else ""
             data = e.get("data")
             lines.append(
-                f"  #{e['global_position']} {e['event_type']} at {e.get('recorded_at')}"
+                f"  #{e['global_position']} {e['event_type']} recorded {e.get('recorded_at')}"
                 f"{_occurred(e.get('occurred_at'), e.get('recorded_at'))}"
                 f" {'(no JSON payload)' if data is None else data or '(empty payload)'}{note}"
             )

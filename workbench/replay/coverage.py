@@ -31,6 +31,11 @@ Coverage(all events handled)
 ...     def count(self, event, tables): pass
 >>> coverage(Q(), counts).ok
 True
+>>> class Ahead(Projection):
+...     @on("A", "Archived", any_version=True)
+...     def any(self, event, tables): pass
+>>> coverage(Ahead(), counts.filter(pl.col("event_type") == "A")).summary()
+'all events handled; no events of the handled type(s) Archived (yet to come? misspelt?)'
 >>> class Typo(Projection):
 ...     @on("MemoryCreatd")
 ...     def created(self, event, tables): pass
@@ -90,8 +95,13 @@ class Coverage:
         ]
 
     def summary(self) -> str:
-        """One line: all events handled, or each uncovered type and version."""
-        return "all events handled" if self.ok else "; ".join(self.problems())
+        """One line: all events handled, or each uncovered type and version; and the
+        handled types no event has (a type yet to come, or a misspelt one)."""
+        text = "all events handled" if self.ok else "; ".join(self.problems())
+        idle = self.table.filter(pl.col("status") == "no events")["event_type"].to_list()
+        if idle:
+            text += f"; no events of the handled type(s) {', '.join(idle)} (yet to come? misspelt?)"
+        return text
 
     def __repr__(self) -> str:
         return f"Coverage({self.summary()})"

@@ -224,6 +224,9 @@ class ReplayResult:
             f"{self.last_position}; {self.dead_letters} dead letter(s); {estimate}{time_went}"
         )
 
+    def __str__(self) -> str:
+        return self.summary()
+
     def __repr__(self) -> str:
         return f"ReplayResult({self.summary()})"
 
