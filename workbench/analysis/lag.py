@@ -205,9 +205,13 @@ class Lag(CheckResult):
             f"recording lag p95 up to {duration(worst)}" if worst is not None else "no occurred_at"
         )
         counts = self.status.group_by("status").len().sort("status").rows()
-        consumers = ", ".join(f"{s}: {n}" for s, n in counts) or "no consumer samples"
+        consumers = (
+            "consumers " + ", ".join(f"{s}: {n}" for s, n in counts)
+            if counts
+            else "no consumer samples"
+        )
         clock = f"; recorded_at steps back {self.clock.height} time(s)" if self.clock.height else ""
-        return f"{recording}; {self.late.height} late event(s){clock}; consumers {consumers}"
+        return f"{recording}; {self.late.height} late event(s){clock}; {consumers}"
 
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.lag import consumer_lag_chart, recording_lag_chart

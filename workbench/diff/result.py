@@ -168,6 +168,13 @@ class DiffSummary:
         ``r.summary()`` does elsewhere, while ``d.summary.changed`` stays a count."""
         return str(self)
 
+    def __repr__(self) -> str:
+        # Not the dataclass's (every field, a Polars table inside): the counts, one line.
+        shown = ", ".join(
+            f"{r['status']} {r['rows']:,}" for r in self.counts().to_dicts() if r["rows"]
+        )
+        return f"DiffSummary({shown or 'no rows'})"
+
     def __str__(self) -> str:
         lines = self.schema_lines()
         lines += [f"{row['status']}: {row['rows']}" for row in self.counts().to_dicts()]
