@@ -213,7 +213,7 @@ def test_a_long_history_is_cut_to_its_suspects_everywhere_it_is_shown() -> None:
             "event_type": ["MemoryAccessed"] * 200,
             "event_id": [f"e{p}" if p != 120 else "e7" for p in positions],
             "recorded_at": [None] * 200,
-            "data": ["{}"] * 200,
+            "data": ['{"memory_id": "128bf758-a528-46f1-93a2-d29ef588cd01", "query": "q"}'] * 200,
         }
     ).with_columns(
         redelivered=pl.col("event_id").is_duplicated(),
@@ -231,6 +231,8 @@ def test_a_long_history_is_cut_to_its_suspects_everywhere_it_is_shown() -> None:
     assert text.count("…") == 3  # after #3, after #7, after #120
     html = e._repr_html_()
     assert ">120<" in html and "the suspects and the ends" in html
+    # Whole texts, not Polars' 30 characters: the payload's distinguishing fields show.
+    assert '"query": "q"' in html.replace("&quot;", '"') and "REDELIVERED: same event_id" in html
 
 
 def test_the_rare_event_that_set_a_status_is_among_the_suspects() -> None:

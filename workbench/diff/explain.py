@@ -197,9 +197,22 @@ class Explanation:
             + f"<p>{html.escape(self._events_line())}"
             + (" (the suspects and the ends)" if suspects.height < self.events.height else "")
             + "</p>"
-            + suspects._repr_html_()
+            + _events_html(suspects)
+            + "".join(f"<p>{html.escape(note)}</p>" for note in self.notes)
             + "</div>"
         )
+
+
+#: What a reader of an explanation looks at first, in this order; the rest stays in ``events``.
+_SHOWN = ("global_position", "event_type", "recorded_at", "why", "data", "stream", "event_id")
+
+
+def _events_html(suspects: pl.DataFrame) -> str:
+    """The suspect events as a table whose texts are whole: Polars cuts strings at 30
+    characters, which leaves only the key of every payload and half of every ``why``."""
+    columns = [c for c in _SHOWN if c in suspects.columns]
+    with pl.Config(fmt_str_lengths=400, tbl_cols=len(columns), tbl_rows=suspects.height):
+        return suspects.select(columns)._repr_html_()
 
 
 def _shown(value: Any) -> str:
