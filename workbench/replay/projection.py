@@ -212,12 +212,24 @@ class Projection:
 
     @classmethod
     def tables(cls) -> list[Table]:
-        """Declared tables, in declaration order (base classes first)."""
+        """Declared tables, in declaration order (base classes first); a subclass drops
+        an inherited table by naming it anew as anything else (``tombstones = None``).
+
+        >>> class Base(Projection):
+        ...     kept = Table(key="id", id=str)
+        ...     dropped = Table(key="id", id=str)
+        >>> class Next(Base):
+        ...     dropped = None
+        >>> [t.name for t in Base.tables()], [t.name for t in Next.tables()]
+        (['kept', 'dropped'], ['kept'])
+        """
         found: dict[str, Table] = {}
         for klass in reversed(cls.__mro__):
-            for value in vars(klass).values():
+            for name, value in vars(klass).items():
                 if isinstance(value, Table):
-                    found[value.name] = value
+                    found[name] = value
+                else:
+                    found.pop(name, None)
         return list(found.values())
 
     @classmethod
