@@ -48,14 +48,14 @@ def mapped(mapping: JetStreamMapping, *messages: tuple[bytes, bytes]) -> MappedB
 
 
 def rows(mapping: JetStreamMapping, *messages: tuple[bytes, bytes]) -> list[dict[str, Any]]:
-    table = mapping.evaluate(
+    table = mapping.map_batch(
         seq=list(range(1, len(messages) + 1)),
         ts_ns=[0] * len(messages),
         delivered=[1] * len(messages),
         subject=[b"orders.placed"] * len(messages),
         headers=[h for h, _ in messages],
         payload=[p for _, p in messages],
-    )
+    ).table
     return table.select(COLUMNS).to_pylist()
 
 
@@ -175,9 +175,9 @@ def test_times_that_are_none_are_counted_and_shown_not_only_left_null() -> None:
     # The archive gets the envelope columns only.
     assert (
         batch.table.column_names
-        == DEFAULT.evaluate(
+        == DEFAULT.map_batch(
             seq=[1], ts_ns=[0], delivered=[1], subject=[b"a"], headers=[b""], payload=[b"{}"]
-        ).column_names
+        ).table.column_names
     )
 
 

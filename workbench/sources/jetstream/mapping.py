@@ -30,10 +30,10 @@ NATS publishes a copy of it later, which is the event) is
 ``$nats.schedule``. A subject-derived or copied type would otherwise count
 a marker, or a schedule and its copy, as domain events.
 
->>> t = JetStreamMapping.from_options("raw", ["event_type=subject:-1"]).evaluate(
+>>> t = JetStreamMapping.from_options("raw", ["event_type=subject:-1"]).map_batch(
 ...     seq=[1, 2, 3], ts_ns=[0, 0, 0], delivered=[1, 1, 1], subject=[b"kv.a"] * 3,
 ...     headers=[b"", b"Nats-Marker-Reason: MaxAge\\r\\nNats-TTL: 1m0s", b"Nats-Schedule: @every 1m"],
-...     payload=[b"{}", b"", b"{}"])
+...     payload=[b"{}", b"", b"{}"]).table
 >>> t["event_type"].to_pylist()
 ['a', '$nats.marker', '$nats.schedule']
 
@@ -222,26 +222,6 @@ class JetStreamMapping:
         fields.update((name, tuple(specs)) for name, specs in mapped.items())
         return cls(preset, fields, frozenset(mapped))
 
-    def evaluate(
-        self,
-        *,
-        seq: list[int],
-        ts_ns: list[int],
-        delivered: list[int],
-        subject: list[bytes],
-        headers: list[bytes],
-        payload: list[bytes],
-    ) -> pa.Table:
-        """Envelope columns (without ``source``) for a batch of messages."""
-        return self.map_batch(
-            seq=seq,
-            ts_ns=ts_ns,
-            delivered=delivered,
-            subject=subject,
-            headers=headers,
-            payload=payload,
-        ).table
-
     def map_batch(
         self,
         *,
@@ -252,7 +232,8 @@ class JetStreamMapping:
         headers: list[bytes],
         payload: list[bytes],
     ) -> MappedBatch:
-        """:meth:`evaluate`'s table, with the time values the mapping could not read.
+        """Envelope columns (without ``source``) for a batch of messages, with the time
+        values the mapping could not read.
 
         >>> m = JetStreamMapping.from_options("cloudevents", [])
         >>> b = m.map_batch(seq=[1, 2, 3], ts_ns=[0] * 3, delivered=[1] * 3, subject=[b"a"] * 3,
