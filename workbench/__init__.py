@@ -5,7 +5,7 @@
 ['causation_id', 'correlation_id', 'data']
 """
 
-from workbench import envelope
+from workbench import _env, envelope
 from workbench.analysis import Archive, open_archive
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
 from workbench.diff import Diff, diff
@@ -58,15 +58,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def _in_notebook() -> bool:
-    """Whether an IPython kernel runs this (a notebook), without importing IPython."""
-    import sys
-
-    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    return shell is not None and hasattr(shell, "kernel")
-
-
-if _in_notebook():
+if _env.in_notebook():
     # The offline renderer from the first cell on, not from the first workbench chart:
     # a user's own Altair chart must not render differently before and after one.
     from workbench.charts import notebook as _notebook

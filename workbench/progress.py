@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -28,8 +29,9 @@ ProgressCallback = Callable[[int, int], None]
 
 @contextlib.contextmanager
 def notebook_progress(description: str) -> Iterator[ProgressCallback | None]:
-    """A ``progress(done, total)`` callback drawing a bar in Jupyter; None elsewhere."""
-    if not in_notebook():
+    """A ``progress(done, total)`` callback drawing a bar in Jupyter; None elsewhere,
+    and without ipywidgets (the ``notebooks`` extra), where rich would only warn."""
+    if not in_notebook() or importlib.util.find_spec("ipywidgets") is None:
         yield None
         return
     bar = Progress(
