@@ -1416,3 +1416,22 @@ def test_a_lookup_by_a_key_of_the_wrong_type_fails_loudly(archive: Path, tmp_pat
 
     text_keyed = TableState(Memories.memories, WriteLog())
     assert text_keyed.get is not None and text_keyed.get(uuid.uuid4()) is None  # no check
+
+
+class Forgetful(wb.Projection):
+    """Declares a column no handler writes (a field forgotten, or spelt otherwise)."""
+
+    name = "forgetful"
+    memories = wb.Table(key="memory_id", memory_id=str, kind=str, knd=str)
+
+    @wb.on("MemoryCreated")
+    def created(self, event, tables):
+        if event.data is not None:
+            tables.memories.upsert({"memory_id": event.data["memory_id"], "kind": "x"})
+
+
+def test_a_declared_column_no_handler_writes_is_named(archive: Path, tmp_path: Path) -> None:
+    result = wb.replay(archive, Forgetful, into=tmp_path / "o.duckdb")
+    assert result.unwritten == ["memories.knd"]
+    assert "null in every row (no handler writes them?): memories.knd" in result.summary()
+    assert wb.replay(archive, Memories, into=tmp_path / "m.duckdb").unwritten == []

@@ -111,6 +111,9 @@ class ReplayResult:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Whether the replay was asked to resume (it starts over without a checkpoint).
     resume: bool = False
+    #: ``table.column`` of the declared columns null in every row of a table that has
+    #: rows: no handler writes them (a forgotten field, or one spelt otherwise).
+    unwritten: list[str] = field(default_factory=list)
 
     def chart(self) -> alt.TopLevelMixin:
         """Where the time went, throughput over the run (when it had several batches)
@@ -218,10 +221,16 @@ class ReplayResult:
                 f"rebuild of all {self.archive_events:,} events it reads ≈ "
                 f"{self.estimate().total_seconds():.1f}s"
             )
+        unwritten = (
+            f"; null in every row (no handler writes them?): {', '.join(self.unwritten)}"
+            if self.unwritten
+            else ""
+        )
         return (
             f"{self.schema}: {self.events_applied:,} events in {self.seconds:.2f}s "
             f"({self.events_per_second:,.0f} events/s){resumed}; last position "
             f"{self.last_position}; {self.dead_letters} dead letter(s); {estimate}{time_went}"
+            f"{unwritten}"
         )
 
     def __str__(self) -> str:
@@ -488,6 +497,7 @@ def replay(
             dead = con.execute(f"select count(*) from {store.q(schema)}._dead_letters").fetchall()[
                 0
             ][0]
+            unwritten = _unwritten(con, schema, instance)
         except BaseException:
             writer.abandon()
             raise
@@ -512,7 +522,24 @@ def replay(
         progress=pl.DataFrame(ticks, schema=["seconds", "events"], orient="row"),
         phases=clock.frame(),
         resume=resume,
+        unwritten=unwritten,
     )
+
+
+def _unwritten(con: duckdb.DuckDBPyConnection, schema: str, projection: Projection) -> list[str]:
+    """Declared columns null in every row of a table that has rows (one scan a table)."""
+    found = []
+    for table in projection.tables():
+        columns = [c for c in table.columns if c not in table.key]
+        if not columns:
+            continue
+        counts = ", ".join(f"count({store.q(c)})" for c in columns)
+        rows, *filled = con.execute(
+            f"select count(*), {counts} from {store.q(schema)}.{store.q(table.name)}"
+        ).fetchall()[0]
+        if rows:
+            found += [f"{table.name}.{c}" for c, n in zip(columns, filled, strict=True) if not n]
+    return found
 
 
 class _Clock:
