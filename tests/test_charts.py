@@ -293,3 +293,28 @@ def test_importing_the_workbench_in_a_notebook_selects_the_offline_renderer() ->
         check=True,
     )
     assert out.stdout.strip() == "False"
+
+
+def test_a_replay_in_a_notebook_leaves_no_widget_behind(tmp_path: Path) -> None:
+    """The bar is one HTML output updated in place and emptied at the end: a saved
+    notebook holds no Output() widget (shown as text on GitHub) and needs no ipywidgets."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    sample = Path(__file__).parents[1] / "data" / "sample" / "archive"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import workbench as wb\nfrom workbench.examples import Memories\n"
+            f"r = wb.replay({str(sample)!r}, Memories, into={str(tmp_path / 'o.duckdb')!r})\n"
+            "r.events_applied > 0"
+        )
+    ]
+    NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    outputs = nb.cells[0].outputs
+    kinds = [o["output_type"] for o in outputs]
+    assert kinds == ["display_data", "execute_result"], outputs
+    bar, result = outputs
+    assert bar["data"]["text/html"] == ""  # emptied at the end
+    assert "application/vnd.jupyter.widget-view+json" not in json.dumps(outputs)
+    assert result["data"]["text/plain"] == "True"

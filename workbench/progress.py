@@ -1,4 +1,4 @@
-"""Progress of long work in a notebook: a rich bar under the cell.
+"""Progress of long work in a notebook: an HTML bar under the cell, updated in place.
 
 On the command line each command draws its own bar; library calls made in
 Jupyter get one from :func:`notebook_progress` when the caller passed no
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
+import html
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from workbench._env import in_notebook
 
@@ -29,21 +28,41 @@ ProgressCallback = Callable[[int, int], None]
 
 @contextlib.contextmanager
 def notebook_progress(description: str) -> Iterator[ProgressCallback | None]:
-    """A ``progress(done, total)`` callback drawing a bar in Jupyter; None elsewhere,
-    and without ipywidgets (the ``notebooks`` extra), where rich would only warn."""
-    if not in_notebook() or importlib.util.find_spec("ipywidgets") is None:
+    """A ``progress(done, total)`` callback drawing a bar in Jupyter; None elsewhere.
+
+    The bar is one HTML output updated in place (``display_id``) and emptied at
+    the end: no widget (rich's needs ipywidgets, and leaves an ``Output()``
+    behind in a saved notebook), nothing left under the cell but its result.
+    """
+    if not in_notebook():
         yield None
         return
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    )
-    task = bar.add_task(description, total=None)
-    with bar:
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+    from IPython.display import HTML, display
+
+    started = time.monotonic()
+    shown = [0.0]  # when the bar was last drawn: a message per batch would flood the page
+
+    def bar(done: int, total: int | None) -> HTML:
+        of = f" of {total:,}" if total else ""
+        value = f' value="{done}" max="{total}"' if total else ""
+        return HTML(
+            f'<div style="font-family: monospace">{html.escape(description)} '
+            f'<progress{value} style="width: 40%; vertical-align: middle"></progress> '
+            f"{done:,}{of} ({time.monotonic() - started:.1f} s)</div>"
+        )
+
+    handle = display(bar(0, None), display_id=True)
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - shown[0] >= 0.25 or (total and done >= total):
+            shown[0] = now
+            handle.update(bar(done, total))
+
+    try:
+        yield report
+    finally:
+        handle.update(HTML(""))
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
