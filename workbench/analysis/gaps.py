@@ -32,7 +32,7 @@ from workbench.archive import ArchiveReader
 if TYPE_CHECKING:
     import altair as alt
 
-__all__ = ["HARMLESS_REASONS", "Gaps", "find_gaps"]
+__all__ = ["HARMLESS_REASONS", "Gaps", "find_gaps", "stream_gaps_sql"]
 
 #: Gap reasons that are no fault: a Postgres sequence value taken by a
 #: transaction that rolled back never held an event, nor did the sequences
@@ -92,18 +92,27 @@ _GAPS_WITHOUT_RECORDS = (
 
 # Holes inside each stream's positions; a stream's first position is expected
 # at the lowest first position of any stream of its source (0 or 1 by convention).
+# {within}: a relation of (source, stream) to look at only, or nothing for all.
 _STREAM_GAPS = """
 with sp as (
     select source, stream, stream_position as p,
            lead(stream_position) over (partition by source, stream order by stream_position) as nxt,
            min(stream_position) over (partition by source, stream) as first_p
-    from events where stream is not null and stream_position is not null
+    from events {within} where stream is not null and stream_position is not null
 ),
 base as (select source, min(first_p) as b from sp group by source)
 select source, stream, p + 1 as first_missing, nxt - 1 as last_missing from sp where nxt > p + 1
 union all
 select distinct sp.source, stream, b, first_p - 1 from sp join base using (source) where first_p > b
 """
+
+
+def stream_gaps_sql(within: str = "") -> str:
+    """SQL of the stream gaps (``source, stream, first_missing, last_missing``), of the
+    streams the relation ``within`` (``source, stream``) names, or of all."""
+    return _STREAM_GAPS.format(
+        within=f"semi join ({within}) using (source, stream)" if within else ""
+    )
 
 
 @dataclass(frozen=True, repr=False)
@@ -158,7 +167,7 @@ def find_gaps(reader: ArchiveReader) -> Gaps:
         "order by source, first_missing, last_missing"
     ).pl()
     streams = reader.sql(
-        f"select *, last_missing - first_missing + 1 as missing from ({_STREAM_GAPS}) "
+        f"select *, last_missing - first_missing + 1 as missing from ({stream_gaps_sql()}) "
         "order by source, stream, first_missing"
     ).pl()
     return Gaps(

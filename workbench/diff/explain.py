@@ -22,6 +22,7 @@ import pyarrow as pa
 from workbench._duckdb import to_polars
 from workbench._sql import ident
 from workbench._text import plain, span
+from workbench.analysis.gaps import HARMLESS_REASONS, stream_gaps_sql
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, DiffError
 from workbench.replay.store import lineage_key_sql
@@ -489,26 +490,20 @@ def _missing_around(reader: ArchiveReader, most: int = 3) -> list[str]:
         "select count(distinct stream), count(*) filter (stream is null or stream_position is null) "
         "from events semi join _wb_lineage_rows using (source, global_position)"
     ).fetchall()
+    # The stream gaps the gap check finds, of the key's streams only.
+    key_streams = (
+        "select distinct source, stream from events "
+        "semi join _wb_lineage_rows using (source, global_position)"
+    )
     holes = reader.sql(
-        """with streams as (
-               select distinct source, stream
-               from events semi join _wb_lineage_rows using (source, global_position)
-               where stream is not null),
-           own as (
-               select e.source, e.stream, e.stream_position as pos,
-                      lead(e.stream_position) over (partition by e.source, e.stream
-                                                    order by e.stream_position) as next
-               from events e semi join streams using (source, stream)
-               where e.stream_position is not null)
-           select stream, pos + 1 as first_missing, next - 1 as last_missing from own
-           where next > pos + 1 order by stream, pos limit ?""",
+        f"select stream, first_missing, last_missing from ({stream_gaps_sql(key_streams)}) "
+        "order by stream, first_missing limit ?",
         params=[most + 1],
     ).fetchall()
     for stream, first, last in holes[:most]:
         notes.append(
             f"stream {stream} has no event at stream_position {span(first, last)} in the "
-            "archive: an event "
-            "missing there may be what this row lacks (archive.gaps() says why)"
+            "archive: an event missing there may be what this row lacks (archive.gaps() says why)"
         )
     if streams == 1 and not unplaced and not holes:
         return notes
@@ -517,15 +512,14 @@ def _missing_around(reader: ArchiveReader, most: int = 3) -> list[str]:
            join (select source, min(global_position) as lo, max(global_position) as hi
                  from _wb_lineage_rows group by source) k
              on g.source = k.source and g.first_missing <= k.hi and g.last_missing >= k.lo
-           where g.reason not in ('rolled-back', 'never-issued')  -- held no event
+           where not list_contains(?, g.reason)  -- held no event
            order by g.first_missing limit ?""",
-        params=[most + 1],
+        params=[sorted(HARMLESS_REASONS), most + 1],
     ).fetchall()
     for first, last, reason in gaps[:most]:
         notes.append(
             f"positions {span(first, last)} are missing from the archive ({reason}) between "
-            "this key's first "
-            "and last events: one of them may have been for this key"
+            "this key's first and last events: one of them may have been for this key"
         )
     if len(holes) > most or len(gaps) > most:
         notes.append("more missing positions among them: archive.gaps() lists all")
