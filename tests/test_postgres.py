@@ -1045,7 +1045,7 @@ def test_a_mapping_added_on_a_later_run_is_not_another_store(
         ArchiveError, match=r"was archived with preset=generic .*--remap"
     ) as refused:
         wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP)
-    assert "or none, to reuse it" not in str(refused.value)  # a Postgres run always maps
+    assert "or none, to reuse it" in str(refused.value)
     # ...and then it is a change of mapping, not another store.
     again = wb.archive_postgres(
         pg_dsn, tmp_path, preset="generic", table=table, mappings=GENERIC_MAP, remap=True
@@ -1058,6 +1058,38 @@ def test_a_mapping_added_on_a_later_run_is_not_another_store(
         ).rows_archived
         == 0
     )
+    # A run given no preset nor mapping (a cron job's) archives as the run before.
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"insert into {table} (at, kind, entity) values (now(), 'Created', 'm-3')")
+    assert wb.archive_postgres(pg_dsn, tmp_path).rows_archived == 1
+    assert wb.archive_postgres(pg_dsn, tmp_path, table=table).rows_archived == 0
+    streams = wb.open_archive(tmp_path).sql("select stream from events order by global_position")
+    assert streams.fetchall()[-1] == ("m-3",)  # mapped with stream=, as the run before
+
+
+def test_a_run_given_no_mapping_names_the_sources_it_could_mean(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        for name in ("Order.Log", "audit"):
+            con.execute(
+                f'create table {pg_schema}."{name}" (seq bigserial primary key, at timestamptz)'
+            )
+            con.execute(f'insert into {pg_schema}."{name}" (at) values (now())')
+    maps = ["global_position=column:seq", "recorded_at=column:at"]
+    maps += ["event_type=const:Logged", "data=const:{}"]
+    quoted = f'{pg_schema}."Order.Log"'
+    wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=quoted, mappings=maps)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"insert into {quoted} (at) values (now())")
+    # One source: a table name holding a dot is found again from the source's name.
+    assert wb.archive_postgres(pg_dsn, tmp_path).rows_archived == 1
+    wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.audit", mappings=maps
+    )
+    with pytest.raises(SourceError, match=r"holds 2 Postgres sources \(postgres:.*: give --table"):
+        wb.archive_postgres(pg_dsn, tmp_path)
+    assert wb.archive_postgres(pg_dsn, tmp_path, table=f"{pg_schema}.audit").rows_archived == 0
 
 
 def test_a_payload_path_in_place_of_a_presets_column_resumes(

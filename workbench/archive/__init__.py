@@ -16,7 +16,7 @@ from workbench.archive.records import (
     MAPPING_SCHEMA,
     STREAM_SAMPLE_SCHEMA,
 )
-from workbench.archive.runs import ArchiverRun
+from workbench.archive.runs import ArchiverRun, recorded_mappings
 from workbench.archive.writer import ArchiveWriter, append_records, read_records
 
 __all__ = [
@@ -35,5 +35,6 @@ __all__ = [
     "atomic_file",
     "compact",
     "read_records",
+    "recorded_mappings",
     "write_atomically",
 ]

@@ -45,6 +45,11 @@ def encode_partition(value: str) -> str:
     return "".join(ch if ch in _SAFE else quote(ch, safe="") for ch in value)
 
 
+def decode_partition(name: str) -> str:
+    """The value :func:`encode_partition` encoded: ``jetstream%3AM`` → ``jetstream:M``."""
+    return unquote(name)
+
+
 def archive_root(root: str | os.PathLike[str]) -> Path:
     """``root`` as a path, refused in one line when it names a file."""
     path = Path(root)
@@ -96,7 +101,7 @@ def list_data_files(root: Path, source: str | None = None) -> list[DataFile]:
         return found
     pattern = "source=*" if source is None else source_dir(root, source).name
     for source_path in sorted(root.glob(pattern)):
-        source = unquote(source_path.name.removeprefix("source="))
+        source = decode_partition(source_path.name.removeprefix("source="))
         for path in source_path.glob("date=*/*.parquet"):
             match = _NAME.match(path.name)
             if match:

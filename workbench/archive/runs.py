@@ -43,12 +43,12 @@ from typing import IO
 
 import pyarrow as pa
 
-from workbench.archive._layout import archive_root, source_dir
+from workbench.archive._layout import archive_root, decode_partition, source_dir
 from workbench.archive.records import MAPPING_SCHEMA
 from workbench.archive.writer import append_records, read_records
 from workbench.errors import ArchiveError
 
-__all__ = ["ArchiverRun", "canonical"]
+__all__ = ["ArchiverRun", "canonical", "recorded_mappings"]
 
 
 def canonical(options: list[str]) -> list[str]:
@@ -65,17 +65,34 @@ def canonical(options: list[str]) -> list[str]:
     return [f"{field[i]}={parts[i][2].strip()}" for i in order]
 
 
+def recorded_mappings(root: str | os.PathLike[str], prefix: str = "") -> dict[str, list[str]]:
+    """Each source (whose name starts with ``prefix``) → the mapping it was last archived
+    with: the sources a run given no source-specific flags may mean.
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> with ArchiverRun(root, "postgres:public.messages", "archive_postgres") as run:
+    ...     run.record(["preset=message-db"])
+    >>> recorded_mappings(root, "postgres:"), recorded_mappings(root, "jetstream:")
+    ({'postgres:public.messages': ['preset=message-db']}, {})
+    """
+    found = {}
+    for directory in sorted((Path(root) / "_archive_mappings").glob("source=*")):
+        source = decode_partition(directory.name.removeprefix("source="))
+        if source.startswith(prefix):
+            options = ArchiverRun(root, source, "").recorded()
+            if options is not None:
+                found[source] = options
+    return found
+
+
 class ArchiverRun:
     """The claim of one run on ``source`` of the archive at ``root`` (a context manager)."""
 
-    def __init__(
-        self, root: str | os.PathLike[str], source: str, archiver: str, *, reuses: bool = True
-    ) -> None:
+    def __init__(self, root: str | os.PathLike[str], source: str, archiver: str) -> None:
         self.root = archive_root(root)
         self.source = source
         self.archiver = archiver
-        #: Whether a run given no mapping takes the recorded one (see :meth:`settle`).
-        self.reuses = reuses
         self._file: IO[str] | None = None
         self._created: list[Path] = []
 
@@ -148,10 +165,9 @@ class ArchiverRun:
         if recorded is not None and not given:
             return recorded
         if recorded is not None and recorded != mine and not remap:
-            same = "the same mapping (or none, to reuse it)" if self.reuses else "the same mapping"
             raise ArchiveError(
                 f"{self.source} was archived with {' '.join(recorded)}; this run maps it with "
-                f"{' '.join(mine)}, and the events would be mapped two ways: give {same}, "
+                f"{' '.join(mine)}, and the events would be mapped two ways: give the same mapping (or none, to reuse it), "
                 "archive into another directory, or remap=True (--remap) to change it from "
                 "here on"
             )

@@ -14,8 +14,11 @@ _DSN_HELP = "PostgreSQL URI or key=value string (its password is never printed).
 @archive_app.command("postgres")
 def archive_postgres_command(
     dsn: str = typer.Option(..., "--dsn", help=_DSN_HELP),
-    preset: str = typer.Option(
-        "message-db", "--preset", help="message-db, marten, emmett, eventsourcing or generic."
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="message-db (the default), marten, emmett, eventsourcing or generic. With no "
+        "--preset and no --map, the archive's next run archives as the run before did.",
     ),
     table: str | None = typer.Option(None, "--table", help="SCHEMA.TABLE (default: the preset's)."),
     mappings: list[str] = typer.Option(

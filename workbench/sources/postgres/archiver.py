@@ -40,13 +40,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench import _duckdb, envelope
-from workbench.archive import ArchiveReader, ArchiverRun, ArchiveWriter, WritePipeline
+from workbench.archive import (
+    ArchiveReader,
+    ArchiverRun,
+    ArchiveWriter,
+    WritePipeline,
+    recorded_mappings,
+)
 from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
 from workbench.sources.mapping import FieldSpec, instant_sql, parse_mappings
 from workbench.sources.postgres._connection import (
     connect,
     fetch_all,
+    quote_table,
     run,
     source_error,
     table_columns,
@@ -177,7 +184,7 @@ class PostgresArchiver:
         dsn: str,
         out: str | os.PathLike[str],
         *,
-        preset: str = "message-db",
+        preset: str | None = None,
         table: str | None = None,
         mappings: Iterable[str] = (),
         batch_size: int = 100_000,
@@ -185,11 +192,16 @@ class PostgresArchiver:
         settle_grace: float | None = None,
         remap: bool = False,
     ) -> None:
+        mappings = list(mappings)
+        given = preset is not None or bool(mappings)
+        if given:
+            preset = preset or DEFAULT_PRESET
+        else:
+            preset, table, mappings = _recorded_run(out, table)
         if preset not in PRESETS:
             raise SourceError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
         if batch_size < 1:
             raise SourceError("batch_size must be at least 1")
-        mappings = list(mappings)
         positions, rest = split_position_maps(mappings)
         specs = parse_mappings(rest)
         table = table or PRESETS[preset].default_table
@@ -208,13 +220,11 @@ class PostgresArchiver:
         self.batch_size = batch_size
         self.cipher_key = cipher_key
         # One run at a time per source, and one mapping per source (see ArchiverRun).
-        self._claim: ArchiverRun | None = ArchiverRun(
-            out, self.query.source, "archive_postgres", reuses=False
-        )
+        self._claim: ArchiverRun | None = ArchiverRun(out, self.query.source, "archive_postgres")
         try:
             self._claim.__enter__()
             self._options = self._claim.settle(
-                [f"preset={preset}", *mappings], given=True, remap=remap
+                [f"preset={preset}", *mappings], given=given, remap=remap
             )
         except BaseException:
             self.close()
@@ -795,6 +805,37 @@ _ROLLED_BACK = (
 _IDENTITY = ("event_id", "stream", "stream_position")
 
 
+#: The preset of a run given none, on an archive with no Postgres source recorded.
+DEFAULT_PRESET = "message-db"
+
+
+def _recorded_run(
+    out: str | os.PathLike[str], table: str | None
+) -> tuple[str, str | None, list[str]]:
+    """The preset, table and ``--map``s of a run given no preset or mapping: those the
+    archive recorded for ``table``, or for the one Postgres source it holds.
+
+    A cron job then needs no more than the DSN and the directory, as for JetStream.
+    """
+    recorded = recorded_mappings(out, "postgres:")
+    if table is not None:
+        schema, name, _ = quote_table(table)
+        recorded = {s: o for s, o in recorded.items() if s == f"postgres:{schema}.{name}"}
+    if not recorded:
+        return DEFAULT_PRESET, table, []
+    if len(recorded) > 1:
+        raise SourceError(
+            f"{out} holds {len(recorded)} Postgres sources ({', '.join(recorded)}): give "
+            "--table (or --preset and --map) to say which to archive"
+        )
+    ((source, options),) = recorded.items()
+    preset, *mappings = options
+    if table is None:  # the source is postgres:SCHEMA.NAME; a name may hold a dot
+        schema, _, name = source.removeprefix("postgres:").partition(".")
+        table = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+    return preset.removeprefix("preset="), table, mappings
+
+
 def _recorded_gaps_upto(root: Path, source: str) -> int:
     """Highest position already recorded as a gap for ``source`` (0 if none)."""
     if not root.is_dir():
@@ -814,7 +855,7 @@ def archive_postgres(
     dsn: str,
     out: str | os.PathLike[str],
     *,
-    preset: str = "message-db",
+    preset: str | None = None,
     table: str | None = None,
     mappings: Iterable[str] = (),
     follow: bool = False,
@@ -843,6 +884,9 @@ def archive_postgres(
     final (default: the preset's; 3 s for Marten, which draws positions
     before the transaction that inserts them). A source archived with another
     preset or mapping is refused, unless ``remap`` (from here on, this one).
+    Given no ``preset`` and no ``mappings``, a run archives as the run before
+    did (the one Postgres source of ``out``, or ``table``'s); on a new archive
+    the preset is ``message-db``.
     """
     with (
         PostgresArchiver(
