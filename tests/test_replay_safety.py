@@ -346,3 +346,22 @@ def test_state_kept_on_the_instance_is_named_when_a_restart_changes_the_output(
     assert not crash.ok and set(crash.counts) == {"queries"}
     assert "keep state on the projection instance (self.seen)" in crash.summary()
     assert report["determinism"].ok and "self." not in report["determinism"].summary()
+
+
+def test_events_without_a_stream_are_not_reordered_past_each_other(
+    archive: Path, tmp_path: Path
+) -> None:
+    """A source whose stream is not mapped: its events' order binds, as one stream's."""
+    from workbench.archive import ArchiveWriter
+
+    events = wb.open_archive(archive)
+    (source,) = events.sources
+    unmapped = events.sql(
+        "select * replace (null::VARCHAR as stream) from events order by global_position"
+    ).to_arrow_table()
+    ArchiveWriter(tmp_path, source).append(unmapped)
+    report = wb.check_replay_safety(tmp_path, Memories, seed=3)
+    # Shuffled as streams of one event each, a memory's events came out of order.
+    assert report.ok, report.summary()
+    assert "no event has a stream, so none was reordered" in report["reorder"].summary()
+    assert report["redelivery"].caveat == ""

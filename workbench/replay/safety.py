@@ -301,18 +301,38 @@ def check_replay_safety(
         elif not ok and narrow:
             description += " (not narrowed: the projection is not deterministic)"
         result = _result(name, description, ok, diff, counts, implicated, decoder, errors)
+        caveats = [_unordered(events) if name == "reorder" else ""]
         if not ok and kept:
-            result.caveat = (
+            caveats.append(
                 f"the handlers keep state on the projection instance "
                 f"({', '.join('self.' + k for k in kept)}): a restart loses it and a "
                 "redelivery is not undone in it; keep it in a table"
             )
+        result.caveat = "; ".join(c for c in caveats if c)
         results.append(result)
     return SafetyReport(
         projection=cls.__name__,
         events=len(events),
         scenarios=results,
         clean_errors=clean_errors + decoder.failures,
+    )
+
+
+def _unordered(events: Sequence[Event]) -> str:
+    """What the reorder scenario could not vary: events without a stream.
+
+    >>> from workbench.replay.event import Event
+    >>> _unordered([Event((1, "A", None, None, 1, {})), Event((2, "A", "s", 0, 1, {}))])
+    '1 of 2 events have no stream and kept their order: map stream to reorder them'
+    """
+    without = sum(1 for e in events if e.stream is None)
+    if not without:
+        return ""
+    if without == len(events):
+        return "no event has a stream, so none was reordered: map stream to test this"
+    return (
+        f"{without:,} of {len(events):,} events have no stream and kept their order: "
+        "map stream to reorder them"
     )
 
 
@@ -532,13 +552,11 @@ def _reorder(events: Sequence[Event], only: str | None, rng: random.Random) -> l
     n = len(events)
     if only is not None:
         return _reorder_type(events, only, rng)
+    # Events without a stream count as one stream: nothing says which of them an
+    # aggregate's order binds, so none of them moves past another (shuffled freely, a
+    # correct projection of an unmapped stream would look unsafe).
     codes: dict[str | None, int] = {}
-    stream_code = np.array(
-        [
-            codes.setdefault(e.stream if e.stream is not None else f"\0{i}", len(codes))
-            for i, e in enumerate(events)
-        ]
-    )
+    stream_code = np.array([codes.setdefault(e.stream, len(codes)) for e in events])
     r = np.random.default_rng(rng.randrange(2**32)).random(n)
     in_stream_order = np.lexsort((np.arange(n), stream_code))
     by_random = np.lexsort((r, stream_code))
@@ -553,10 +571,9 @@ def _reorder_type(events: Sequence[Event], only: str, rng: random.Random) -> lis
     next_in_stream: list[int] = [n] * n
     last_seen: dict[Any, int] = {}
     for i in range(n - 1, -1, -1):
-        stream = events[i].stream
-        if stream is not None:
-            next_in_stream[i] = last_seen.get(stream, n)
-            last_seen[stream] = i
+        stream = events[i].stream  # None is one stream too, as in _reorder
+        next_in_stream[i] = last_seen.get(stream, n)
+        last_seen[stream] = i
     keys = [float(i) for i in range(n)]
     for i, e in enumerate(events):
         if e.event_type == only:
