@@ -1233,3 +1233,21 @@ def test_the_default_preset_on_another_stores_table_names_the_others(
     err = capsys.readouterr().err
     assert "does not have the message-db preset's layout" in err and "--preset NAME (" in err
     assert "emmett" in err and "generic with --map" in err
+
+
+def test_mappings_may_be_a_dict_of_field_to_spec(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = make_generic(pg_dsn, pg_schema)
+    as_dict = dict(m.split("=", 1) for m in GENERIC_MAP)
+    by_dict = wb.archive_postgres(
+        pg_dsn, tmp_path / "d", preset="generic", table=table, mappings=as_dict
+    )
+    by_list = wb.archive_postgres(
+        pg_dsn, tmp_path / "l", preset="generic", table=table, mappings=GENERIC_MAP
+    )
+    query = "select * exclude (recorded_at, recorded_ns) from events order by global_position"
+    assert by_dict.rows_archived == by_list.rows_archived == 3
+    assert wb.open_archive(tmp_path / "d").sql(query).fetchall() == (
+        wb.open_archive(tmp_path / "l").sql(query).fetchall()
+    )

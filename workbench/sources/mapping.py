@@ -25,7 +25,7 @@ from typing import Final
 from workbench import envelope
 from workbench.errors import MappingError
 
-__all__ = ["KINDS", "FieldSpec", "instant_sql", "parse_mappings"]
+__all__ = ["KINDS", "FieldSpec", "Mappings", "instant_sql", "mapping_options", "parse_mappings"]
 
 #: The kinds of spec, and what ARG means for each.
 KINDS: Final[Mapping[str, str]] = {
@@ -88,6 +88,40 @@ class FieldSpec:
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.arg}"
+
+
+#: ``--map``s as the library takes them: ``FIELD=SPEC`` strings, one such string, or a
+#: dict of field → spec (a list of specs: the first that yields a value wins).
+Mappings = Iterable[str] | Mapping[str, str | Iterable[str]] | str
+
+
+def mapping_options(mappings: Mappings | None) -> list[str]:
+    """``mappings`` as ``FIELD=SPEC`` strings, in order.
+
+    >>> mapping_options({"event_type": "header:Event-Type", "stream": ["subject:2", "preset"]})
+    ['event_type=header:Event-Type', 'stream=subject:2', 'stream=preset']
+    >>> mapping_options("event_type=header:Event-Type")
+    ['event_type=header:Event-Type']
+    >>> mapping_options(["stream=subject:2", 7])
+    Traceback (most recent call last):
+    ...
+    workbench.errors.MappingError: mappings: 7 is not a FIELD=SPEC string
+    """
+    if mappings is None:
+        return []
+    if isinstance(mappings, str):  # one mapping; iterated, it would be its characters
+        return [mappings]
+    if isinstance(mappings, Mapping):
+        options = []
+        for name, specs in mappings.items():
+            for spec in [specs] if isinstance(specs, str) else specs:
+                options.append(f"{name}={spec}")
+        return options
+    options = list(mappings)
+    for item in options:
+        if not isinstance(item, str):
+            raise MappingError(f"mappings: {item!r} is not a FIELD=SPEC string")
+    return options
 
 
 def parse_mappings(items: Iterable[str]) -> dict[str, FieldSpec]:

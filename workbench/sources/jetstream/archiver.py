@@ -56,6 +56,7 @@ from workbench.sources.jetstream._auth import NatsAuth, nats_auth
 from workbench.sources.jetstream._wire import Deliveries, WireConnection
 from workbench.sources.jetstream.mapping import DEFAULT_PRESET, NATS_EVENT_TYPES, JetStreamMapping
 from workbench.sources.jetstream.sampler import server_time, stream_sample
+from workbench.sources.mapping import Mappings, mapping_options
 from workbench.sources.redaction import redact
 from workbench.sources.result import RunResult
 
@@ -278,7 +279,7 @@ def archive_jetstream(
     out: str | os.PathLike[str],
     *,
     preset: str | None = None,
-    mappings: Iterable[str] = (),
+    mappings: Mappings = (),
     remap: bool = False,
     follow: bool = False,
     idle_exit: float | None = None,
@@ -302,11 +303,12 @@ def archive_jetstream(
     certificate, for a server that verifies clients) connects over TLS. ``creds``
     (a ``.creds`` file: user JWT and nkey seed, as Synadia Cloud and ``nsc``
     issue them) or ``nkey`` (a user's nkey seed file) authenticate as the
-    ``nats`` CLI's ``--creds`` and ``--nkey`` do.
+    ``nats`` CLI's ``--creds`` and ``--nkey`` do. ``mappings`` are the ``--map``s:
+    ``["event_type=header:Event-Type"]`` or ``{"event_type": "header:Event-Type"}``.
     """
     _client.check_stream_name(stream)
     auth = nats_auth(creds, nkey)  # a bad file is told before the archive is touched
-    mappings = list(mappings)
+    mappings = mapping_options(mappings)
     options = [f"preset={preset or DEFAULT_PRESET}", *mappings]
     JetStreamMapping.from_options(preset or DEFAULT_PRESET, mappings)  # told before anything
     if file_events < 1 or file_bytes < 1:

@@ -28,7 +28,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,13 @@ from workbench.archive import (
 )
 from workbench.errors import ArchiveError, SourceError
 from workbench.progress import shows_progress
-from workbench.sources.mapping import FieldSpec, instant_sql, parse_mappings
+from workbench.sources.mapping import (
+    FieldSpec,
+    Mappings,
+    instant_sql,
+    mapping_options,
+    parse_mappings,
+)
 from workbench.sources.postgres._connection import (
     connect,
     fetch_all,
@@ -186,13 +192,13 @@ class PostgresArchiver:
         *,
         preset: str | None = None,
         table: str | None = None,
-        mappings: Iterable[str] = (),
+        mappings: Mappings = (),
         batch_size: int = 100_000,
         cipher_key: str | None = None,
         settle_grace: float | None = None,
         remap: bool = False,
     ) -> None:
-        mappings = list(mappings)
+        mappings = mapping_options(mappings)
         given = preset is not None or bool(mappings)
         if given:
             preset = preset or DEFAULT_PRESET
@@ -857,7 +863,7 @@ def archive_postgres(
     *,
     preset: str | None = None,
     table: str | None = None,
-    mappings: Iterable[str] = (),
+    mappings: Mappings = (),
     follow: bool = False,
     idle_exit: float | None = None,
     poll_interval: float = 0.5,
@@ -877,7 +883,7 @@ def archive_postgres(
     without a new row, or ``should_stop()`` is true.
 
     ``mappings`` are ``FIELD=SPEC`` strings (``column:``, ``const:``,
-    ``data:``/``metadata:`` paths); ``generic`` needs at least
+    ``data:``/``metadata:`` paths), or a dict of field → spec; ``generic`` needs at least
     ``global_position=column:NAME``, ``recorded_at=column:NAME``, ``event_type``
     and ``data``.
     ``settle_grace`` is how long a hole must also stay empty before it is

@@ -33,6 +33,7 @@ from workbench import _duckdb
 from workbench._duckdb import to_polars
 from workbench.archive import write_atomically
 from workbench.errors import SourceError
+from workbench.sources.mapping import Mappings, mapping_options
 from workbench.sources.postgres._connection import (
     connect,
     fetch_all,
@@ -125,7 +126,7 @@ def snapshot_postgres(
     *,
     events_table: str | None = None,
     preset: str = "message-db",
-    mappings: list[str] | None = None,
+    mappings: Mappings | None = None,
     settle_timeout: float = 30.0,
     position_sql: str | None = None,
 ) -> SnapshotInfo:
@@ -150,7 +151,7 @@ def snapshot_postgres(
 
             if preset not in PRESETS:
                 raise SourceError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
-            positions, rest = split_position_maps(mappings or [])
+            positions, rest = split_position_maps(mapping_options(mappings))
             query = build_query(
                 preset,
                 events_table,
