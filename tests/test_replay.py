@@ -818,6 +818,30 @@ def test_cli_reports_coverage_before_the_run(
     assert out.index("not covered") < out.index("createdonly_v1:")
 
 
+def test_an_envelope_field_no_event_carries_is_said_before_and_in_the_error(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A NATS subject per aggregate has no stream_position: a guard on it cannot work."""
+    events = ArchiveReader(archive)
+    unpositioned = events.sql(
+        "select * replace (null::BIGINT as stream_position) from events order by global_position"
+    ).to_arrow_table()
+    root = tmp_path / "unpositioned"
+    ArchiveWriter(root, events.sources[0]).append(unpositioned)
+    assert wb.check_coverage(root, Memories).notes() == [
+        "no handled event has stream_position: event.stream_position is None in every "
+        "handler (archive with --map to give it)"
+    ]
+    assert wb.check_coverage(archive, Memories).notes() == []
+    with pytest.raises(
+        ProjectionError, match=r"TypeError: .*NoneType.*\(this event's stream_position is None\)"
+    ):
+        wb.replay(root, Memories, into=tmp_path / "o.duckdb")
+    args = ["replay", "--archive", str(root), "--projection", "workbench.examples:Memories"]
+    assert cli.run([*args, "--into", str(tmp_path / "cli.duckdb")]) == 2
+    assert "note: no handled event has stream_position" in capsys.readouterr().out
+
+
 def test_handler_time_is_sampled_in_one_rhythm_across_batches(archive: Path) -> None:
     # Restarting the rhythm per batch would time every batch's first event.
     # Besides, the first event of each type not timed yet is timed, outside the rhythm.

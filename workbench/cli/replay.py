@@ -71,10 +71,11 @@ def replay(
             console.print(frame_table(differences, "differences from a clean replay", 20))
         raise typer.Exit(0 if report.ok else 1)
     # Coverage before the run: a long rebuild that leaves types out is worth stopping early.
-    for problem in check_coverage(
-        archive, candidate, source=source, until=until, where=where
-    ).problems():
+    covered = check_coverage(archive, candidate, source=source, until=until, where=where)
+    for problem in covered.problems():
         notice("not covered", problem, style="yellow", stderr=False)
+    for note in covered.notes():
+        notice("note", note, style="yellow", stderr=False)
     with progress_bar() as bar:
         task = bar.add_task("replay", total=None)
         result = run_replay(

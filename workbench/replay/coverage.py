@@ -57,7 +57,11 @@ import pyarrow as pa
 from workbench import envelope
 from workbench.replay.projection import Projection
 
-__all__ = ["Coverage", "coverage"]
+__all__ = ["ENVELOPE_FIELDS", "Coverage", "coverage"]
+
+#: Envelope fields a handler may read that a source can leave null in every event (a
+#: NATS subject per aggregate has no stream_position, say): said before the replay.
+ENVELOPE_FIELDS = ("stream", "stream_position", "occurred_at", "event_id")
 
 #: Statuses that are not a problem: a handled or ignored type, a handled type yet to
 #: come, a source's own message (a NATS marker: no domain event).
@@ -70,6 +74,8 @@ class Coverage:
     """Per (event type, schema version): events, handler, upcast target and status."""
 
     table: pl.DataFrame
+    #: Envelope fields null in every handled event: a handler reading one gets None.
+    absent: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -94,14 +100,28 @@ class Coverage:
             for r in rows
         ]
 
-    def summary(self) -> str:
-        """One line: all events handled, or each uncovered type and version; and the
-        handled types no event has (a type yet to come, or a misspelt one)."""
-        text = "all events handled" if self.ok else "; ".join(self.problems())
+    def notes(self) -> list[str]:
+        """What is worth knowing but covers no less: handled types no event has (yet to
+        come, or misspelt), envelope fields no handled event carries."""
+        notes = []
         idle = self.table.filter(pl.col("status") == "no events")["event_type"].to_list()
         if idle:
-            text += f"; no events of the handled type(s) {', '.join(idle)} (yet to come? misspelt?)"
-        return text
+            notes.append(
+                f"no events of the handled type(s) {', '.join(idle)} (yet to come? misspelt?)"
+            )
+        if self.absent:
+            fields = ", ".join(f"event.{name}" for name in self.absent)
+            notes.append(
+                f"no handled event has {' or '.join(self.absent)}: {fields} is None in "
+                "every handler (archive with --map to give it)"
+            )
+        return notes
+
+    def summary(self) -> str:
+        """One line: all events handled, or each uncovered type and version; and the
+        :meth:`notes`."""
+        text = "all events handled" if self.ok else "; ".join(self.problems())
+        return "; ".join([text, *self.notes()])
 
     def __repr__(self) -> str:
         return f"Coverage({self.summary()})"
@@ -145,7 +165,11 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
     for (event_type, _), (to_version, _) in chain.items():
         targets[event_type] = max(targets.get(event_type, 0), to_version)
     rows: list[tuple[object, ...]] = []
-    for event_type, version, events in counts.sort("event_type", "schema_version").iter_rows():
+    for event_type, version, events in (
+        counts.sort("event_type", "schema_version")
+        .select("event_type", "schema_version", "events")
+        .iter_rows()
+    ):
         final = version  # None: the store's version was missing or not an integer
         while (step := chain.get((event_type, final))) is not None and step[0] > final:
             final = step[0]
@@ -186,7 +210,35 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
         status = f"no events (did you mean {close[0]}?)" if close else "no events"
         label = projection.handler_label(event_type)
         rows.append((event_type, targets.get(event_type, 1), 0, label, None, status))
-    return Coverage(_frame(rows))
+    table = _frame(rows)
+    return Coverage(table, _absent(counts, table))
+
+
+def _absent(counts: pl.DataFrame, table: pl.DataFrame) -> tuple[str, ...]:
+    """The :data:`ENVELOPE_FIELDS` no handled event carries (counts has ``with_<field>``).
+
+    >>> counts = pl.DataFrame({"event_type": ["A", "B"], "schema_version": [1, 1],
+    ...     "events": [2, 3], "with_stream": [2, 0], "with_stream_position": [0, 3]})
+    >>> table = pl.DataFrame({"event_type": ["A", "B"], "schema_version": [1, 1],
+    ...                       "status": ["handled", "no handler"]})
+    >>> _absent(counts, table)
+    ('stream_position',)
+    """
+    handled = set(
+        table.filter(pl.col("status") == "handled")
+        .select("event_type", "schema_version")
+        .iter_rows()
+    )
+    rows = [
+        r for r in counts.iter_rows(named=True) if (r["event_type"], r["schema_version"]) in handled
+    ]
+    if not rows:
+        return ()
+    return tuple(
+        name
+        for name in ENVELOPE_FIELDS
+        if f"with_{name}" in counts.columns and not any(r[f"with_{name}"] for r in rows)
+    )
 
 
 def _frame(rows: Sequence[tuple[object, ...]]) -> pl.DataFrame:

@@ -56,7 +56,7 @@ from workbench.errors import ArchiveError, ProjectionError
 from workbench.progress import shows_progress
 from workbench.replay import store
 from workbench.replay.batches import prefetch, quick_switching, read_batches
-from workbench.replay.coverage import Coverage, coverage
+from workbench.replay.coverage import ENVELOPE_FIELDS, Coverage, coverage
 from workbench.replay.event import lazy_decoding
 from workbench.replay.projection import Projection
 from workbench.replay.runner import OnError, Runner
@@ -241,11 +241,8 @@ class ReplayResult:
         return f"ReplayResult({self.summary()})"
 
     def _repr_html_(self) -> str:
-        cov = (
-            ""
-            if self.coverage.ok
-            else "<p>⚠ " + html.escape("; ".join(self.coverage.problems())) + "</p>"
-        )
+        told = self.coverage.problems() + self.coverage.notes()
+        cov = "<p>⚠ " + html.escape("; ".join(told)) + "</p>" if told else ""
         return (
             f"<p><b>replay</b> {html.escape(self.summary())}</p>{cov}{self.per_type._repr_html_()}"
         )
@@ -300,15 +297,17 @@ def check_where(where: str | None) -> None:
 def count_events(
     reader: ArchiveReader, source: str, where: str | None, until: int | None
 ) -> pl.DataFrame:
-    """``event_type, schema_version, events`` of what a replay will read."""
+    """``event_type, schema_version, events`` of what a replay will read, and how many
+    of them carry each of :data:`~workbench.replay.coverage.ENVELOPE_FIELDS` (``with_<field>``)."""
     filters = ["source = $source"]
     if until is not None:
         filters.append(f"global_position <= {int(until)}")
     if where:
         filters.append(f"({where})")
+    carried = "".join(f", count({name})::BIGINT as with_{name}" for name in ENVELOPE_FIELDS)
     return reader.sql(
-        "select event_type, schema_version, count(*)::BIGINT as events from events "
-        f"where {' and '.join(filters)} group by all order by all",
+        f"select event_type, schema_version, count(*)::BIGINT as events{carried} from events "
+        f"where {' and '.join(filters)} group by event_type, schema_version order by all",
         params={"source": source},
     ).pl()
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench.errors import ProjectionError
+from workbench.replay.coverage import ENVELOPE_FIELDS
 from workbench.replay.event import Columns, Event, decode, lazy_decoding, with_payload
 from workbench.replay.projection import Projection
 from workbench.replay.state import Tables, TableState, WriteLog, table_state
@@ -228,6 +229,12 @@ class Runner:
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, AttributeError) and exc.obj is self.tables:
             error = f"no table {exc.name!r}; tables: {', '.join(self.tables.names())}"
+        elif isinstance(exc, TypeError) and "NoneType" in str(exc):
+            # Most often an envelope field the source never filled (stream_position of
+            # a NATS subject per aggregate, say): name the ones this event lacks.
+            nones = [name for name in ENVELOPE_FIELDS if getattr(event, name) is None]
+            if nones:
+                error += f" (this event's {', '.join(nones)} is None)"
         if self.on_error == "raise":
             raise ProjectionError(
                 f"{handler} failed on {event.event_type} at global_position "
