@@ -374,7 +374,53 @@ def test_explain_points_at_the_events_the_archive_lacks_around_a_key(tmp_path: P
     assert (
         f"stream {stream} has no event at stream_position {stream_position} in the archive" in text
     )
-    assert f"positions {lost} are missing from the archive (deleted)" in text
+    assert f"position {lost} is missing from the archive (deleted)" in text
+
+
+class PerStream(wb.Projection):
+    counts = wb.Table(key="stream", stream=str, events=int)
+
+    @wb.on("Happened")
+    def happened(self, event: wb.Event, tables: wb.Tables) -> None:
+        row = tables.counts.get(event.stream) or {"stream": event.stream, "events": 0}
+        row["events"] += 1
+        tables.counts.upsert(row)
+
+
+def test_a_gap_is_no_lead_for_an_identical_row(tmp_path: Path) -> None:
+    """Events without stream positions (a NATS subject per aggregate): a recorded gap
+    may have held any key's event, but an identical row lacks none."""
+    import datetime as dt
+
+    from workbench.archive import append_records
+    from workbench.archive.records import GAP_SCHEMA
+
+    def events(positions: list[int]) -> pa.Table:
+        return pa.table(
+            {
+                "global_position": positions,
+                "recorded_at": positions,
+                "event_type": ["Happened"] * len(positions),
+                "stream": ["a" if p % 2 else "b" for p in positions],
+                "data": ["{}"] * len(positions),
+            }
+        )
+
+    ArchiveWriter(tmp_path / "full", "s").append(events([1, 2, 3, 4, 5, 6]))
+    ArchiveWriter(tmp_path / "lossy", "s").append(events([1, 2, 4, 5, 6]))
+    gap = {"source": "s", "first_missing": 3, "last_missing": 3, "reason": "deleted"}
+    gap |= {"detected_at": dt.datetime.now(dt.UTC), "detail": None}
+    append_records(tmp_path / "lossy", "gap_records", "s", pa.Table.from_pylist([gap], GAP_SCHEMA))
+    wb.replay(tmp_path / "lossy", PerStream, into=tmp_path / "c.duckdb")
+    wb.replay(tmp_path / "full", PerStream, into=tmp_path / "l.duckdb")
+    d = wb.diff(
+        f"{tmp_path / 'c.duckdb'}:perstream_v1.counts",
+        f"{tmp_path / 'l.duckdb'}:perstream_v1.counts",
+        key="stream",
+    )
+    assert "position 3 is missing from the archive (deleted)" in str(d.explain("a"))
+    assert d.explain("b").status == "identical"
+    assert "missing from the archive" not in str(d.explain("b"))
 
 
 def test_a_key_no_side_has_is_an_error_naming_near_keys() -> None:

@@ -344,7 +344,8 @@ def _explain(diff: Diff, values: dict[str, Any]) -> Explanation:
     position = diff.summary.live_position
     if len(candidate_rows) == 1:  # the lineage has the key as the candidate holds it
         values = {k: candidate_rows[k][0] for k in values}
-    events, notes = _events(diff, values, position)
+    # An identical row lacks nothing: where events are missing is no lead for it.
+    events, notes = _events(diff, values, position, missing=status != "identical")
     return Explanation(values, status, candidate_rows, live_rows, changed, events, position, notes)
 
 
@@ -386,7 +387,7 @@ def _foreign_events(reader: ArchiveReader) -> int:
 
 
 def _events(
-    diff: Diff, key: dict[str, Any], position: int | None
+    diff: Diff, key: dict[str, Any], position: int | None, *, missing: bool = True
 ) -> tuple[pl.DataFrame, list[str]]:
     empty = pl.DataFrame(
         schema={
@@ -419,7 +420,9 @@ def _events(
             "(replayed with lineage=False, or a SqlProjection with no lineage= query for it)"
         )
     archive_path = diff.archive or diff.lineage.archive_path(con)
-    frame = _event_details(lineage, archive_path, diff.lineage.archive_path(con), notes)
+    frame = _event_details(
+        lineage, archive_path, diff.lineage.archive_path(con), notes, missing=missing
+    )
     if "event_id" in frame.columns:
         # The same event applied twice is the classic cause of a wrong count.
         frame = frame.with_columns(
@@ -431,7 +434,12 @@ def _events(
 
 
 def _event_details(
-    lineage: pa.Table, archive_path: Any, replayed: str | None, notes: list[str]
+    lineage: pa.Table,
+    archive_path: Any,
+    replayed: str | None,
+    notes: list[str],
+    *,
+    missing: bool = True,
 ) -> pl.DataFrame:
     """The lineage's events with their details from the archive at ``archive_path``, and
     the copies of them (same ``event_id``) the candidate did not apply; the lineage
@@ -473,7 +481,8 @@ def _event_details(
                                and b.global_position = e.global_position
             order by global_position, source"""
     ).pl()
-    notes += _missing_around(reader)
+    if missing:
+        notes += _missing_around(reader)
     return frame
 
 
@@ -517,8 +526,9 @@ def _missing_around(reader: ArchiveReader, most: int = 3) -> list[str]:
         params=[sorted(HARMLESS_REASONS), most + 1],
     ).fetchall()
     for first, last, reason in gaps[:most]:
+        what = f"positions {span(first, last)} are" if last > first else f"position {first} is"
         notes.append(
-            f"positions {span(first, last)} are missing from the archive ({reason}) between "
+            f"{what} missing from the archive ({reason}) between "
             "this key's first and last events: one of them may have been for this key"
         )
     if len(holes) > most or len(gaps) > most:
