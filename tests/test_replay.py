@@ -538,9 +538,16 @@ def test_blue_green_versions_side_by_side_and_promote(archive: Path, tmp_path: P
             )
 
     into = tmp_path / "o.duckdb"
-    wb.replay(archive, Memories, into=into)
+    first = wb.replay(archive, Memories, into=into)
+    assert first.replaced is None and "replacing" not in first.summary()
+    # Without resume, a replay over an earlier one of the same version starts afresh: said.
+    again = wb.replay(archive, Memories, into=into)
+    assert again.replaced == first.total_applied > 0
+    assert f"replacing the earlier replay ({first.total_applied:,} events applied" in (
+        again.summary()
+    )
     wb.promote(into, "memories", 1)
-    wb.replay(archive, MemoriesV2, into=into)
+    assert wb.replay(archive, MemoriesV2, into=into).replaced is None  # beside, not over
     con = duckdb.connect(str(into))
     total = "select sum(access_count) from memories.memories"
     v1 = con.execute(total).fetchall()[0][0]

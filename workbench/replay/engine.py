@@ -115,6 +115,9 @@ class ReplayResult:
     #: ``table.column`` of the declared columns null in every row of a table that has
     #: rows: no handler writes them (a forgotten field, or one spelt otherwise).
     unwritten: list[str] = field(default_factory=list)
+    #: Events applied by the earlier replay of this schema that this one replaced, when
+    #: it ran without ``resume`` over one (None: there was none).
+    replaced: int | None = None
 
     def chart(self) -> alt.TopLevelMixin:
         """Where the time went, throughput over the run (when it had several batches)
@@ -204,6 +207,11 @@ class ReplayResult:
         resumed = f", resumed after {self.resumed_from}" if self.resumed_from is not None else ""
         if self.resume and self.resumed_from is None:  # killed before its first flush, say
             resumed = ", from the start: there was no checkpoint to resume from"
+        elif self.replaced is not None:
+            resumed = (
+                f", replacing the earlier replay ({self.replaced:,} events applied; "
+                "resume=True, --resume, goes on from one)"
+            )
         shares = [
             f"{phase} {share:.0%}"
             for phase, share in self.phases.sort("share", descending=True)
@@ -423,7 +431,7 @@ def replay(
     freezing = gc.get_freeze_count() == 0  # not when the caller froze objects of its own
     with quick_switching():  # the reading thread keeps up
         try:
-            resumed_from, applied_before = _prepare(
+            resumed_from, applied_before, replaced = _prepare(
                 con, instance, reader, source, runner, resume=resume, until=until, where=where
             )
             if codes is not None:
@@ -531,6 +539,7 @@ def replay(
         phases=clock.frame(),
         resume=resume,
         unwritten=unwritten,
+        replaced=replaced,
     )
 
 
@@ -598,11 +607,14 @@ def _prepare(
     resume: bool,
     until: int | None,
     where: str | None,
-) -> tuple[int | None, int]:
-    """Create or reopen the schema; on resume load the state and return the checkpoint."""
+) -> tuple[int | None, int, int | None]:
+    """Create or reopen the schema; on resume load the state. Returns the checkpoint's
+    position and events applied, and the events applied by an earlier replay this one
+    replaces (None: there was none)."""
     schema = projection.schema()
     archive = str(reader.root.absolute())
     point = None
+    replaced = None
     if resume and store.schema_exists(con, schema):
         info = con.execute(
             f"select archive, where_sql from {store.q(schema)}._replay_info"
@@ -639,6 +651,14 @@ def _prepare(
             )
     if point is None:
         store.refuse_promoted(con, schema)
+        if not resume and store.schema_exists(con, schema):
+            with contextlib.suppress(duckdb.CatalogException):  # not a replay's schema
+                replaced = sum(
+                    row[0]
+                    for row in con.execute(
+                        f"select events_applied from {store.q(schema)}._checkpoint"
+                    ).fetchall()
+                )
         store.create_schema(con, schema, projection.tables(), replace=True)
     else:
         for state in runner.states_list():
@@ -649,7 +669,7 @@ def _prepare(
         f"insert into {store.q(schema)}._replay_info values (?, ?, ?, now(), null, ?, ?, ?)",
         [projection.name, projection.version, archive, point[1] if point else 0, until, where],
     )
-    return (point[0], point[1]) if point else (None, 0)
+    return (point[0], point[1], None) if point else (None, 0, replaced)
 
 
 class _Writer:
