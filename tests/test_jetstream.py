@@ -438,6 +438,20 @@ def test_plain_messages_get_a_hint_for_what_to_map(
     ]
 
 
+def test_the_hint_names_a_header_or_key_named_like_the_column(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """A NATS event store's own header and payload names are the likelier mapping."""
+    headers = {"Event-Type": "Opened", "Nats-Msg-Id": "m-1", "Content-Type": "application/json"}
+    message = ("bank.account.a-1", b'{"aggregate_id": "a-1", "amount": 5}', headers)
+    publish(nats_url, stream, [message], create={})
+    hints = archive(nats_url, stream, tmp_path / "a").hints()
+    assert hints == [
+        "event_type is empty in 1 of 1 messages; map it, e.g. --map event_type=header:Event-Type",
+        "stream is empty in 1 of 1 messages; map it, e.g. --map stream=data:aggregate_id",
+    ]  # event_id: the cloudevents preset reads Nats-Msg-Id already
+
+
 def test_a_mapped_header_falls_back_to_the_preset_when_asked(
     nats_url: str, stream: str, tmp_path: Path
 ) -> None:

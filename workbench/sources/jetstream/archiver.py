@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import functools
 import html
+import json
 import os
 import signal
 import ssl
@@ -100,6 +101,40 @@ class ArchiveProgress:
 IDENTITY_COLUMNS: tuple[str, ...] = ("event_id", "event_type", "stream")
 
 
+#: Header and payload key names that likely hold each identity column, lowercased with
+#: ``-`` and ``_`` removed, likeliest first.
+_LIKELY_NAMES: dict[str, tuple[str, ...]] = {
+    "event_type": ("eventtype", "type", "messagetype", "kind"),
+    "event_id": ("eventid", "natsmsgid", "messageid", "msgid", "id"),
+    "stream": ("stream", "streamid", "streamname", "aggregateid", "aggregate", "entityid"),
+}
+
+
+def _names_in(headers: bytes, payload: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The header names of a message, and its payload's keys when it is a JSON object.
+
+    >>> _names_in(b"Event-Type: Opened\\r\\nNats-Msg-Id: 1", b'{"id": 1, "data": {}}')
+    (('Event-Type', 'Nats-Msg-Id'), ('id', 'data'))
+    """
+    lines = headers.decode("utf-8", "replace").split("\r\n")
+    names = tuple(line.partition(":")[0].strip() for line in lines if ":" in line)
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):
+        return names, ()
+    return names, tuple(document) if isinstance(document, dict) else ()
+
+
+def _named_like(column: str, headers: tuple[str, ...], keys: tuple[str, ...]) -> str | None:
+    """``header:NAME`` or ``data:KEY`` of the first message named like ``column``."""
+    for likely in _LIKELY_NAMES[column]:
+        for kind, names in (("header", headers), ("data", keys)):
+            for name in names:
+                if name.lower().replace("-", "").replace("_", "") == likely:
+                    return f"{kind}:{name}"
+    return None
+
+
 @dataclass(repr=False)
 class JetStreamArchiveResult(RunResult):
     """What one ``archive_jetstream`` run did.
@@ -128,6 +163,9 @@ class JetStreamArchiveResult(RunResult):
     mapped: frozenset[str] = frozenset()
     can_fall_back: frozenset[str] = frozenset()
     first_subject: str | None = None
+    #: The first message's header names and, when its payload is a JSON object, its keys.
+    first_headers: tuple[str, ...] = ()
+    first_keys: tuple[str, ...] = ()
     #: Messages whose mapped time (``occurred_at``) had a value that is no time, kept null;
     #: and the first such value of each, shown in the summary.
     untimed: dict[str, int] = field(default_factory=dict)
@@ -158,6 +196,16 @@ class JetStreamArchiveResult(RunResult):
         'event_type is empty in 3 of 4 messages with your --map event_type; check its spec against a message'
         >>> JetStreamArchiveResult("S", "out", messages=9, nats_messages=8, unfilled={"event_id": 1}).hints()[0]
         'event_id is empty in 1 of 1 messages; map it, e.g. --map event_id=data:id'
+
+        A header or payload key named like the column is the likelier source:
+
+        >>> JetStreamArchiveResult("S", "out", messages=4, first_subject="bank.account.a-1",
+        ...     unfilled={"event_type": 4, "event_id": 4, "stream": 4},
+        ...     first_headers=("Content-Type", "Event-Type", "Nats-Msg-Id"),
+        ...     first_keys=("aggregate_id", "amount")).hints()  # doctest: +NORMALIZE_WHITESPACE
+        ['event_type is empty in 4 of 4 messages; map it, e.g. --map event_type=header:Event-Type',
+         'event_id is empty in 4 of 4 messages; map it, e.g. --map event_id=header:Nats-Msg-Id',
+         'stream is empty in 4 of 4 messages; map it, e.g. --map stream=data:aggregate_id']
         """
         tokens = (self.first_subject or "").split(".")
         from_subject = "from the subject ({}): {}".format(
@@ -173,12 +221,18 @@ class JetStreamArchiveResult(RunResult):
             "event_type": (from_subject if self.first_subject else "--map event_type=data:type"),
             "stream": stream,
         }
+        for column in examples:
+            named = _named_like(column, self.first_headers, self.first_keys)
+            if named is not None and examples[column] is not None:
+                examples[column] = f"--map {column}={named}"
         hints = []
         events = self.messages - self.nats_messages  # markers and schedules carry no identity
         for column, missing in self.unfilled.items():
             if not events or missing <= events // 2:
                 continue
             empty = f"{column} is empty in {missing:,} of {events:,} messages"
+            if column in self.mapped and self.first_subject:  # a subject index too far, say
+                empty += f" (the first one's subject: {self.first_subject})"
             if column in self.can_fall_back:
                 hints.append(
                     f"{empty} with your --map {column}; add the preset as a fallback: "
@@ -725,6 +779,7 @@ class _Run:
         if result.first_seq is None:
             result.first_seq = batch.seq[0]
             result.first_subject = batch.subject[0].decode("utf-8", "replace")
+            result.first_headers, result.first_keys = _names_in(batch.headers[0], batch.payload[0])
         result.last_seq = batch.seq[-1]
         result.messages += len(batch)
 
