@@ -61,6 +61,82 @@ def test_stream_gaps(tmp_path: Path) -> None:
     ]
 
 
+def _raw_nats_and_store(root: Path) -> None:
+    """A raw NATS source (subject as stream, no stream_position, no ids beyond the message
+    id) beside a store that fills everything, one event of which has no stream_position."""
+    ArchiveWriter(root, "jetstream:BANK").append(
+        table(
+            [1, 2, 3],
+            event_id=["n1", "n2", "n3"],
+            stream=["bank.acct.1", "bank.acct.1", "bank.acct.2"],
+            data=['{"n":1}', '{"n":1}', '{"n":2}'],
+        )
+    )
+    ArchiveWriter(root, "pg").append(
+        table(
+            [1, 2, 3, 4],
+            event_id=["p1", "p2", "p3", "p4"],
+            stream=["acct-1"] * 4,
+            stream_position=[1, 3, None, 3],
+            correlation_id=["r1", "r2", "r3", "r4"],
+            data=['{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}'],
+        )
+    )
+
+
+def test_stream_checks_that_cannot_run_say_so_instead_of_0(tmp_path: Path) -> None:
+    """No stream_position in any event of a source: its streams were never looked at,
+    which is no clean 0. A source missing it only sometimes is checked as usual."""
+    _raw_nats_and_store(tmp_path)
+    archive = wb.open_archive(tmp_path)
+    gaps = archive.gaps()
+    assert gaps.unchecked.select("source", "check", "events", "null_columns").rows() == [
+        ("jetstream:BANK", "stream gaps", 3, ["stream_position"])
+    ]
+    assert gaps.streams.select("source", "first_missing").rows() == [("pg", 2)]
+    assert gaps.found == 1  # pg's hole; not checking BANK is no finding
+    assert gaps.summary().endswith(
+        "; 1 stream gap(s); stream gaps not checked for jetstream:BANK: stream_position is "
+        "null in all 3 events (map it with --map stream_position=...)"
+    )
+    assert "unchecked" in gaps.tables() and "unchecked" not in gaps.highlights()
+
+    dups = archive.duplicates()
+    assert dups.unchecked.select("source", "check", "null_columns").rows() == [
+        ("jetstream:BANK", "content copies", ["correlation_id", "causation_id"]),
+        ("jetstream:BANK", "stream_position copies", ["stream_position"]),
+    ]
+    assert dups.count("stream_position") == 1 and dups.found == 1  # pg's position 3, twice
+    summary = dups.summary()
+    assert summary.startswith(
+        "1 duplicate copy (event_id: 0, redelivery: 0, stream_position: 1); "
+        "content copies not checked for jetstream:BANK: correlation_id and causation_id are "
+        "null in all 3 events (map them with --map correlation_id=... or --map causation_id=...)"
+    )
+    assert "content: 0" not in summary
+
+
+def test_a_clean_0_only_where_the_stream_checks_ran(tmp_path: Path) -> None:
+    ArchiveWriter(tmp_path, "raw").append(table([1, 2], stream=["a", None]))
+    ArchiveWriter(tmp_path, "split").append(
+        table([1, 2], stream=["a", None], stream_position=[None, 1])
+    )
+    archive = wb.open_archive(tmp_path)
+    gaps = archive.gaps()
+    assert gaps.found == 0 and "stream gap(s)" not in gaps.summary()  # no "0 stream gap(s)"
+    assert dict(gaps.unchecked.select("source", "reason").rows()) == {
+        "raw": "stream_position is null in all 2 events (map it with --map stream_position=...)",
+        "split": "none of its 2 events has a stream and a stream_position together",
+    }
+    assert "stream_position: 0" not in archive.duplicates().summary()
+    ArchiveWriter(tmp_path / "ok", "s").append(
+        table([1, 2], stream=["a", "a"], stream_position=[1, 2])
+    )
+    ok = wb.open_archive(tmp_path / "ok")
+    assert ok.gaps().unchecked.height == 0 and ok.gaps().summary().endswith("; 0 stream gap(s)")
+    assert "stream_position: 0" in ok.duplicates().summary()
+
+
 # ------------------------------------------------------------ duplicates
 
 
@@ -193,6 +269,99 @@ def test_drift_lists_events_without_a_version_with_the_version_they_fit(tmp_path
     unversioned = drift.fields.filter(pl.col("schema_version").is_null())
     assert unversioned.select("field", "present", "events").rows() == [("a", 1, 1), ("b", 1, 1)]
     assert drift.changes.select("from_version", "to_version", "change").rows() == [(1, 2, "added")]
+
+
+def test_drift_keeps_sources_apart(tmp_path: Path) -> None:
+    """One type from two services: a field one always sends and the other never does is
+    no half-present field, and one source's versions are no change of the other's."""
+    closed = ['{"id": 1, "occurred_at": "2024-01-01"}'] * 10
+    ArchiveWriter(tmp_path, "a").append(
+        table(list(range(1, 11)), event_type=["AccountClosed"] * 10, data=closed)
+    )
+    ArchiveWriter(tmp_path, "b").append(
+        table(
+            list(range(1, 21)),
+            event_type=["AccountClosed"] * 20,
+            schema_version=[2] * 20,
+            data=['{"id": 1}'] * 20,
+        )
+    )
+    drift = wb.open_archive(tmp_path).schema_drift()
+    occurred = drift.fields.filter(pl.col("field") == "occurred_at")
+    assert occurred.select(
+        "source", "schema_version", "present", "events", "null_share"
+    ).rows() == [("a", 1, 10, 10, 0.0)]
+    assert drift.fields.select("source", "field").rows() == [
+        ("a", "id"),
+        ("a", "occurred_at"),
+        ("b", "id"),
+    ]
+    assert drift.changes.height == 0  # a's v1 and b's v2 are no v1 -> v2 change
+    assert drift.found == 0
+    assert drift.summary().startswith("2 type/version(s)")
+    cells = {v["version"] for v in drift.chart().to_dict()["data"]["values"]}
+    assert cells == {"a: AccountClosed v1", "b: AccountClosed v2"}
+
+
+def test_drift_finds_a_rename_without_a_new_version(tmp_path: Path) -> None:
+    """No schema_version mapped: amount became amount_cents, never together, each in about
+    half the events, so no field is required or foreign and no event is off its version."""
+    data = (
+        ['{"account": "a", "amount": 5}'] * 30
+        + ['{"account": "a", "amount_cents": 500}'] * 5
+        + ['{"account": "a", "amount": 5}'] * 2  # an old producer, still running
+        + ['{"account": "a", "amount_cents": 500}'] * 23
+    )
+    ArchiveWriter(tmp_path, "jetstream:BANK").append(
+        table(list(range(1, 61)), event_type=["Deposited"] * 60, data=data)
+    )
+    drift = wb.open_archive(tmp_path).schema_drift()
+    assert drift.mismatches.height == 0
+    assert drift.shapes.select(
+        "source",
+        "event_type",
+        "schema_version",
+        "events",
+        "field",
+        "present",
+        "last_position",
+        "new_field",
+        "new_present",
+        "first_new_position",
+    ).rows() == [("jetstream:BANK", "Deposited", 1, 60, "amount", 32, 37, "amount_cents", 28, 31)]
+    assert drift.found == 1
+    assert drift.summary().endswith(
+        "1 version(s) with two shapes: Deposited v1 in jetstream:BANK has amount (32 events) "
+        "or amount_cents (28, from position 31), never both"
+    )
+    assert "shapes" in drift.highlights()
+
+
+def test_optional_fields_are_not_two_shapes(tmp_path: Path) -> None:
+    """Correct data: optional fields absent now and then, fields apart by design but
+    leaving most events without either, and too few events to tell."""
+    optional = [
+        '{"id": 1'
+        + (', "note": "x"' if i % 3 == 0 else "")
+        + (', "memo": "y"' if i % 2 else "")
+        + "}"
+        for i in range(100)
+    ]  # note in a third, memo in half, together in a sixth
+    apart = ['{"id": 1, "card": 1}'] * 30 + ['{"id": 1, "iban": 1}'] * 30 + ['{"id": 1}'] * 40
+    few = ['{"a": 1}'] * 19 + ['{"b": 1}'] * 19  # each below MIN_SHAPE_EVENTS
+    data = optional + apart + few
+    types = ["Optional"] * 100 + ["Apart"] * 100 + ["Few"] * 38
+    ArchiveWriter(tmp_path, "s").append(table(list(range(1, 239)), event_type=types, data=data))
+    drift = wb.open_archive(tmp_path).schema_drift()
+    assert drift.shapes.height == 0 and drift.mismatches.height == 0 and drift.found == 0
+    # the same few events once more make each 38, enough to count as two shapes
+    ArchiveWriter(tmp_path, "s").append(
+        table(list(range(239, 277)), event_type=["Few"] * 38, data=few)
+    )
+    shapes = wb.open_archive(tmp_path).schema_drift().shapes
+    assert shapes.select("event_type", "field", "new_field", "first_new_position").rows() == [
+        ("Few", "a", "b", 220)
+    ]
 
 
 # ------------------------------------------------------------------ lag
@@ -398,9 +567,10 @@ def test_every_planted_drift_is_found(faulty: tuple[Scenario, wb.Archive]) -> No
     scenario, archive = faulty
     drift = archive.schema_drift()
     assert drift.mismatches["global_position"].to_list() == list(scenario.truth.drift)
-    assert drift.changes.select("event_type", "change", "field").rows() == [
-        ("MemoryCreated", "added", "importance")
+    assert drift.changes.select("source", "event_type", "change", "field").rows() == [
+        (scenario.source, "MemoryCreated", "added", "importance")
     ]
+    assert drift.shapes.height == 0 and drift.found == len(scenario.truth.drift)
 
 
 def test_every_planted_orphan_is_found(faulty: tuple[Scenario, wb.Archive]) -> None:
@@ -442,6 +612,8 @@ def test_a_clean_scenario_reports_nothing(clean: wb.Archive) -> None:
     assert clean.duplicates().copies.height == 0
     assert clean.schema_drift().mismatches.height == 0
     assert clean.schema_drift().changes.height == 0
+    assert clean.schema_drift().shapes.height == 0
+    assert clean.gaps().unchecked.height == 0 and clean.duplicates().unchecked.height == 0
 
 
 def test_results_render_in_a_notebook(faulty: tuple[Scenario, wb.Archive]) -> None:

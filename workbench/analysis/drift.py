@@ -1,10 +1,12 @@
 """Schema drift: the shape of ``data`` per event type and version, inferred from the data.
 
-Three tables, all computed in DuckDB from the top-level fields of ``data``:
+Four tables, all computed in DuckDB from the top-level fields of ``data``,
+each per ``source`` (two services may publish one type in two shapes, and
+one source's versions say nothing about another's):
 
-- ``fields``: per ``event_type``, ``schema_version`` and field, its JSON
-  type (the most common non-null one, and all seen), how many events carry
-  it and the share of events where it is missing or null.
+- ``fields``: per ``source``, ``event_type``, ``schema_version`` and field,
+  its JSON type (the most common non-null one, and all seen), how many
+  events carry it and the share of events where it is missing or null.
 - ``changes``: between consecutive versions of a type, fields ``added``,
   ``removed``, ``renamed`` (likely: the only field removed and the only one
   added of the same type) and ``retyped``.
@@ -15,6 +17,14 @@ Three tables, all computed in DuckDB from the top-level fields of ``data``:
   ``schema_version`` (null: its store's version was missing or not an
   integer) fits no version, so it is always listed, with the version its
   shape fits.
+- ``shapes``: versions holding two shapes — a field renamed without a new
+  version, or two producers disagreeing: two fields no event carries
+  together, each in at least ``MIN_SHAPE_EVENTS`` events and a
+  ``tolerance`` share of them, that between them are in at least
+  ``1 - tolerance`` of the version's events. Optional fields that are
+  sometimes absent are not: together they leave many events without either.
+  ``field`` is the one seen first, ``new_field`` the other, from
+  ``first_new_position``.
 
 "Always" and "hardly ever" are relative to ``tolerance`` (default 5 %): a
 field carried by at least 95 % of a version's events is *required*, one
@@ -32,13 +42,25 @@ carried by fewer than 5 % is *foreign* to it.
 [(1, 2, 'added', 'b')]
 >>> drift.mismatches.select("global_position", "unexpected", "likely_version").rows()
 [(61, ['b'], 2)]
+
+The same field under two names in one version, the second from position 31:
+
+>>> root = tempfile.mkdtemp()
+>>> _ = ArchiveWriter(root, "s").append(pa.table({
+...     "global_position": list(range(1, 61)), "recorded_at": list(range(60)),
+...     "event_type": ["T"] * 60, "data": ['{"a": 1}'] * 30 + ['{"a_cents": 100}'] * 30}))
+>>> drift = find_drift(ArchiveReader(root))
+>>> drift.shapes.select("field", "present", "new_field", "new_present", "first_new_position").rows()
+[('a', 30, 'a_cents', 30, 31)]
+>>> drift.found, drift.mismatches.height
+(1, 0)
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import polars as pl
 
@@ -48,7 +70,10 @@ from workbench.archive import ArchiveReader
 if TYPE_CHECKING:
     import altair as alt
 
-__all__ = ["Drift", "find_drift"]
+__all__ = ["MIN_SHAPE_EVENTS", "Drift", "find_drift"]
+
+#: Fewest events each of two exclusive fields needs before they count as two shapes.
+MIN_SHAPE_EVENTS: Final[int] = 20
 
 # One row per (event, top-level field) with a portable JSON type name. Integers and
 # fractions are one type, number, as in JSON: System.Text.Json writes a whole double
@@ -66,24 +91,26 @@ select ev.source, ev.global_position, ev.event_type, ev.schema_version, e.key as
 from ev, json_each(ev.j) as e
 """
 
-# Events per type and version: every event of a type, whatever its data.
+# Events per source, type and version: every event of a type, whatever its data.
+# Every table is per source: two services may publish one type in two shapes.
 _COUNTS = """
-select event_type, schema_version, count(*) as events
+select source, event_type, schema_version, count(*) as events
 from events where event_type is not null group by all
 """
 
 _FIELDS = """
 with types as (
-    select event_type, schema_version, field, type, count(*) as n from {kv} group by all
+    select source, event_type, schema_version, field, type, count(*) as n from {kv} group by all
 )
-select t.event_type, t.schema_version, t.field,
+select t.source, t.event_type, t.schema_version, t.field,
        arg_max(t.type, t.n) filter (where t.type <> 'null') as type,
        list(t.type order by t.n desc) filter (where t.type <> 'null') as types,
        sum(t.n)::bigint as present, c.events,
        1 - (sum(t.n) filter (where t.type <> 'null'))::double / c.events as null_share
 from types t join ({counts}) c
-    on c.event_type = t.event_type and c.schema_version is not distinct from t.schema_version
-group by t.event_type, t.schema_version, t.field, c.events
+    on c.source = t.source and c.event_type = t.event_type
+   and c.schema_version is not distinct from t.schema_version
+group by t.source, t.event_type, t.schema_version, t.field, c.events
 """
 
 _CHANGES = """
@@ -91,47 +118,51 @@ with f as (
     select *, present::double / events as share from {fields}
 ),
 versions as (
-    select event_type, schema_version as v,
-           lead(schema_version) over (partition by event_type order by schema_version) as nv
-    from (select distinct event_type, schema_version from f where schema_version is not null)
+    select source, event_type, schema_version as v,
+           lead(schema_version) over (partition by source, event_type order by schema_version) as nv
+    from (select distinct source, event_type, schema_version from f where schema_version is not null)
 ),
 core as (select * from f where share >= $tolerance),
 removed as (
-    select s.event_type, s.v, s.nv, a.field, a.type from versions s
-    join core a on a.event_type = s.event_type and a.schema_version = s.v
-    where s.nv is not null and not exists (select 1 from core b where b.event_type = s.event_type
-                                           and b.schema_version = s.nv and b.field = a.field)
+    select s.source, s.event_type, s.v, s.nv, a.field, a.type from versions s
+    join core a on a.source = s.source and a.event_type = s.event_type and a.schema_version = s.v
+    where s.nv is not null and not exists (
+        select 1 from core b where b.source = s.source and b.event_type = s.event_type
+        and b.schema_version = s.nv and b.field = a.field)
 ),
 added as (
-    select s.event_type, s.v, s.nv, b.field, b.type from versions s
-    join core b on b.event_type = s.event_type and b.schema_version = s.nv
-    where not exists (select 1 from core a where a.event_type = s.event_type
+    select s.source, s.event_type, s.v, s.nv, b.field, b.type from versions s
+    join core b on b.source = s.source and b.event_type = s.event_type and b.schema_version = s.nv
+    where not exists (select 1 from core a where a.source = s.source and a.event_type = s.event_type
                       and a.schema_version = s.v and a.field = b.field)
 ),
 renamed as (
-    select r.event_type, r.v, r.nv, r.field, a.field as new_field, r.type
-    from removed r join added a using (event_type, v, nv, type)
-    qualify count(*) over (partition by r.event_type, r.v, r.type) = 1
-        and count(*) over (partition by a.event_type, a.v, a.field) = 1
-        and (select count(*) from removed x where x.event_type = r.event_type
-             and x.v = r.v and x.type is not distinct from r.type) = 1
-        and (select count(*) from added y where y.event_type = r.event_type
-             and y.v = r.v and y.type is not distinct from r.type) = 1
+    select r.source, r.event_type, r.v, r.nv, r.field, a.field as new_field, r.type
+    from removed r join added a using (source, event_type, v, nv, type)
+    qualify count(*) over (partition by r.source, r.event_type, r.v, r.type) = 1
+        and count(*) over (partition by a.source, a.event_type, a.v, a.field) = 1
+        and (select count(*) from removed x where x.source = r.source
+             and x.event_type = r.event_type and x.v = r.v
+             and x.type is not distinct from r.type) = 1
+        and (select count(*) from added y where y.source = r.source
+             and y.event_type = r.event_type and y.v = r.v
+             and y.type is not distinct from r.type) = 1
 )
-select event_type, v as from_version, nv as to_version, 'renamed' as change, field, new_field,
-       type as from_type, type as to_type from renamed
+select source, event_type, v as from_version, nv as to_version, 'renamed' as change, field,
+       new_field, type as from_type, type as to_type from renamed
 union all
-select event_type, v, nv, 'removed', field, null, type, null from removed r
-where not exists (select 1 from renamed n where n.event_type = r.event_type and n.v = r.v
-                  and n.field = r.field)
+select source, event_type, v, nv, 'removed', field, null, type, null from removed r
+where not exists (select 1 from renamed n where n.source = r.source
+                  and n.event_type = r.event_type and n.v = r.v and n.field = r.field)
 union all
-select event_type, v, nv, 'added', field, null, null, type from added a
-where not exists (select 1 from renamed n where n.event_type = a.event_type and n.v = a.v
-                  and n.new_field = a.field)
+select source, event_type, v, nv, 'added', field, null, null, type from added a
+where not exists (select 1 from renamed n where n.source = a.source
+                  and n.event_type = a.event_type and n.v = a.v and n.new_field = a.field)
 union all
-select s.event_type, s.v, s.nv, 'retyped', a.field, null, a.type, b.type from versions s
-join core a on a.event_type = s.event_type and a.schema_version = s.v
-join core b on b.event_type = s.event_type and b.schema_version = s.nv and b.field = a.field
+select s.source, s.event_type, s.v, s.nv, 'retyped', a.field, null, a.type, b.type from versions s
+join core a on a.source = s.source and a.event_type = s.event_type and a.schema_version = s.v
+join core b on b.source = s.source and b.event_type = s.event_type
+           and b.schema_version = s.nv and b.field = a.field
 where a.type is distinct from b.type
 """
 
@@ -142,14 +173,15 @@ where a.type is distinct from b.type
 _MISMATCHES = """
 with f as (select *, present::double / events as share from {fields}),
 typeshare as (
-    select event_type, schema_version, field, type, count(*)::double as n from {kv} group by all
+    select source, event_type, schema_version, field, type, count(*)::double as n
+    from {kv} group by all
 ),
 req as (
-    select event_type, schema_version, list(field order by field) as fields, count(*) as n
+    select source, event_type, schema_version, list(field order by field) as fields, count(*) as n
     from f where share >= 1 - $tolerance group by all
 ),
 core as (
-    select event_type, schema_version, list(field order by field) as fields
+    select source, event_type, schema_version, list(field order by field) as fields
     from f where share >= $tolerance group by all
 ),
 per_event as (
@@ -160,10 +192,11 @@ per_event as (
                where kv.type <> 'null' and kv.type is distinct from f.type
                  and ts.n / f.present < $tolerance) as retyped
     from {kv} kv
-    join f on f.event_type = kv.event_type and f.field = kv.field
+    join f on f.source = kv.source and f.event_type = kv.event_type and f.field = kv.field
          and f.schema_version is not distinct from kv.schema_version
-    join typeshare ts on ts.event_type = kv.event_type and ts.field = kv.field
-         and ts.schema_version is not distinct from kv.schema_version and ts.type = kv.type
+    join typeshare ts on ts.source = kv.source and ts.event_type = kv.event_type
+         and ts.field = kv.field and ts.type = kv.type
+         and ts.schema_version is not distinct from kv.schema_version
     group by all
 ),
 all_events as (
@@ -174,15 +207,16 @@ all_events as (
                as missing
     from events e
     left join per_event p using (source, global_position)
-    left join req r on r.event_type = e.event_type
+    left join req r on r.source = e.source and r.event_type = e.event_type
          and r.schema_version is not distinct from e.schema_version
     where e.event_type is not null and json_valid(e.data)
 )
 select a.source, a.global_position, a.event_id, a.event_type, a.schema_version,
        a.missing, a.unexpected, a.retyped,
        (select min(c.schema_version) from core c
-        join req r using (event_type, schema_version)
-        where c.event_type = a.event_type and c.schema_version is distinct from a.schema_version
+        join req r using (source, event_type, schema_version)
+        where c.source = a.source and c.event_type = a.event_type
+          and c.schema_version is distinct from a.schema_version
           and c.schema_version is not null
           and list_has_all(a.fields, r.fields) and list_has_all(c.fields, a.fields))
            as likely_version
@@ -191,17 +225,80 @@ where len(a.missing) > 0 or len(a.unexpected) > 0 or len(a.retyped) > 0
    or a.schema_version is null
 """
 
+# Two shapes under one version (an unversioned rename, or two producers disagreeing):
+# fields A and B that no event carries together, each in at least $min_events events
+# and a $tolerance share, and between them in nearly every event (>= 1 - $tolerance),
+# so one field goes by two names. Independent optional fields fail the last test, and
+# a field in almost every event already makes the other's events mismatches.
+# Co-occurrence is counted per signature (the candidate fields an event carries; few
+# distinct ones), not per pair of events, so it is one pass over the fields.
+_SHAPES = """
+with f as (
+    select source, event_type, schema_version, field, present, events from {fields}
+    where present >= $min_events and present::double / events >= $tolerance
+),
+pairs as (
+    select a.source, a.event_type, a.schema_version, a.events,
+           a.field as a_field, a.present as a_present, b.field as b_field, b.present as b_present
+    from f a join f b on b.source = a.source and b.event_type = a.event_type
+         and b.schema_version is not distinct from a.schema_version and a.field < b.field
+    where a.present + b.present between (1 - $tolerance) * a.events and a.events
+),
+candidates as (
+    select source, event_type, schema_version, a_field as field from pairs
+    union select source, event_type, schema_version, b_field from pairs
+),
+per_event as (
+    select kv.source, kv.event_type, kv.schema_version, kv.global_position,
+           list_sort(list(kv.field)) as fields
+    from {kv} kv semi join candidates c on c.source = kv.source
+         and c.event_type = kv.event_type and c.field = kv.field
+         and c.schema_version is not distinct from kv.schema_version
+    group by all
+),
+signatures as (
+    select source, event_type, schema_version, fields, count(*) as n,
+           min(global_position) as first_position, max(global_position) as last_position
+    from per_event group by all
+),
+stats as (
+    select p.source, p.event_type, p.schema_version, p.events, p.a_field, p.a_present,
+           p.b_field, p.b_present,
+           sum(s.n) filter (where list_contains(s.fields, p.a_field)
+                              and list_contains(s.fields, p.b_field)) as together,
+           min(s.first_position) filter (where list_contains(s.fields, p.a_field)) as a_first,
+           max(s.last_position) filter (where list_contains(s.fields, p.a_field)) as a_last,
+           min(s.first_position) filter (where list_contains(s.fields, p.b_field)) as b_first,
+           max(s.last_position) filter (where list_contains(s.fields, p.b_field)) as b_last
+    from pairs p join signatures s on s.source = p.source and s.event_type = p.event_type
+         and s.schema_version is not distinct from p.schema_version
+    group by all
+)
+-- The older shape is the one seen first; the new one's first event is where it begins.
+select source, event_type, schema_version, events,
+       case when a_first < b_first then a_field else b_field end as field,
+       case when a_first < b_first then a_present else b_present end as present,
+       case when a_first < b_first then a_last else b_last end as last_position,
+       case when a_first < b_first then b_field else a_field end as new_field,
+       case when a_first < b_first then b_present else a_present end as new_present,
+       greatest(a_first, b_first) as first_new_position
+from stats where together is null
+"""
+
 
 @dataclass(frozen=True, repr=False)
 class Drift(CheckResult):
     """Fields per type and version, changes between versions, events that do not fit.
 
-    - ``fields``: ``event_type, schema_version, field, type, types, present,
-      events, null_share``.
-    - ``changes``: ``event_type, from_version, to_version, change, field,
-      new_field, from_type, to_type``.
+    - ``fields``: ``source, event_type, schema_version, field, type, types,
+      present, events, null_share``.
+    - ``changes``: ``source, event_type, from_version, to_version, change,
+      field, new_field, from_type, to_type``.
     - ``mismatches``: ``source, global_position, event_id, event_type,
       schema_version, missing, unexpected, retyped, likely_version``.
+    - ``shapes``: ``source, event_type, schema_version, events, field,
+      present, last_position, new_field, new_present, first_new_position`` —
+      one row per pair of fields that split a version in two shapes.
     """
 
     name: ClassVar[str] = "drift"
@@ -210,21 +307,33 @@ class Drift(CheckResult):
     fields: pl.DataFrame
     changes: pl.DataFrame
     mismatches: pl.DataFrame
+    shapes: pl.DataFrame
 
     def tables(self) -> dict[str, pl.DataFrame]:
-        return {"mismatches": self.mismatches, "changes": self.changes, "fields": self.fields}
+        return {
+            "mismatches": self.mismatches,
+            "shapes": self.shapes,
+            "changes": self.changes,
+            "fields": self.fields,
+        }
 
     @property
     def found(self) -> int:
-        """Events that do not fit their declared version (changes between versions are no fault)."""
-        return self.mismatches.height
+        """Events that do not fit their declared version, and versions' pairs of shapes
+        (changes between versions are no fault)."""
+        return self.mismatches.height + self.shapes.height
 
     def summary(self) -> str:
-        versions = self.fields.select("event_type", "schema_version").unique().height
-        return (
+        versions = self.fields.select("source", "event_type", "schema_version").unique().height
+        text = (
             f"{versions} type/version(s), {self.changes.height} change(s) between versions, "
             f"{self.mismatches.height} event(s) not fitting their version"
         )
+        if self.shapes.height:
+            shown = "; ".join(_shape_line(row) for row in self.shapes.head(3).iter_rows(named=True))
+            more = f"; and {self.shapes.height - 3} more" if self.shapes.height > 3 else ""
+            text += f", {self.shapes.height} version(s) with two shapes: {shown}{more}"
+        return text
 
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.drift import drift_matrix  # charts sit above analysis
@@ -232,8 +341,23 @@ class Drift(CheckResult):
         return drift_matrix(self.fields)
 
 
+def _shape_line(row: dict[str, object]) -> str:
+    """One pair of shapes in words.
+
+    >>> _shape_line({"source": "s", "event_type": "T", "schema_version": 1, "field": "a",
+    ...     "present": 1013, "new_field": "b", "new_present": 928, "first_new_position": 1014})
+    'T v1 in s has a (1,013 events) or b (928, from position 1,014), never both'
+    """
+    version = "without a version" if row["schema_version"] is None else f"v{row['schema_version']}"
+    return (
+        f"{row['event_type']} {version} in {row['source']} has {row['field']} "
+        f"({row['present']:,} events) or {row['new_field']} ({row['new_present']:,}, "
+        f"from position {row['first_new_position']:,}), never both"
+    )
+
+
 def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
-    """Infer the schema of every event type and version and find drift (see the module)."""
+    """Infer the schema of every source, event type and version and find drift (see the module)."""
     reader.refresh_if_stale()
     kv = f"_wb_kv_{uuid.uuid4().hex[:12]}"
     fields_table = f"_wb_fields_{uuid.uuid4().hex[:12]}"
@@ -243,12 +367,12 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
         con.execute(f"create temp table {fields_table} as " + _FIELDS.format(kv=kv, counts=_COUNTS))
         params = {"tolerance": tolerance}
         fields = reader.sql(
-            f"select * from {fields_table} order by event_type, schema_version, field"
+            f"select * from {fields_table} order by source, event_type, schema_version, field"
         ).pl()
         changes = reader.sql(
             "select * from ("
             + _CHANGES.format(fields=fields_table)
-            + ") order by event_type, from_version, change, field",
+            + ") order by source, event_type, from_version, change, field",
             params,
         ).pl()
         mismatches = reader.sql(
@@ -257,7 +381,13 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
             + ") order by source, global_position",
             params,
         ).pl()
+        shapes = reader.sql(
+            "select * from ("
+            + _SHAPES.format(fields=fields_table, kv=kv)
+            + ") order by source, event_type, schema_version, first_new_position, field, new_field",
+            {**params, "min_events": MIN_SHAPE_EVENTS},
+        ).pl()
     finally:
         con.execute(f"drop table if exists {kv}")
         con.execute(f"drop table if exists {fields_table}")
-    return Drift(fields=fields, changes=changes, mismatches=mismatches)
+    return Drift(fields=fields, changes=changes, mismatches=mismatches, shapes=shapes)

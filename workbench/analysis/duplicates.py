@@ -14,7 +14,10 @@
   that both passed an optimistic-concurrency check, or two streams under one
   name (tenants, partitions). A replay applies both.
 
-Each row is one *extra* copy and names the position of the first one.
+Each row is one *extra* copy and names the position of the first one. A
+kind needs columns (``event_id``; ``delivery_count``; data and a
+correlation or causation id; ``stream`` and ``stream_position``): a source
+that fills them in no event is listed in ``unchecked``, not counted as clean.
 
 >>> import tempfile, pyarrow as pa
 >>> from workbench.archive import ArchiveReader, ArchiveWriter
@@ -24,6 +27,8 @@ Each row is one *extra* copy and names the position of the first one.
 ...     "event_id": ["a", "b", "a"], "data": ['{"n": 1}', '{"n": 2}', '{"n": 1}']}))
 >>> find_duplicates(ArchiveReader(root)).copies.select("kind", "global_position", "first_position").rows()
 [('event_id', 3, 1)]
+>>> find_duplicates(ArchiveReader(root)).unchecked["check"].to_list()
+['content copies', 'stream_position copies']
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import TYPE_CHECKING, ClassVar
 import polars as pl
 
 from workbench.analysis._buckets import bucket_width
+from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
 
@@ -46,6 +52,22 @@ __all__ = ["DUPLICATE_KINDS", "Duplicates", "find_duplicates"]
 
 #: The kinds of duplicate, in the order they are reported.
 DUPLICATE_KINDS: tuple[str, ...] = ("event_id", "redelivery", "content", "stream_position")
+
+#: What each kind needs of an event, as the ``where`` clauses of ``_COPIES`` filter.
+_NEEDS: dict[str, Need] = {
+    "event_id": Need("event_id copies", (("event_id",),), "an event_id"),
+    "redelivery": Need("redelivery copies", (("delivery_count",),), "a delivery_count"),
+    "content": Need(
+        "content copies",
+        (("data", "payload"), ("correlation_id", "causation_id")),
+        "data and a correlation or causation id together",
+    ),
+    "stream_position": Need(
+        "stream_position copies",
+        (("stream",), ("stream_position",)),
+        "a stream and a stream_position together",
+    ),
+}
 
 _COPIES = """
 with ev as (
@@ -106,6 +128,9 @@ class Duplicates(CheckResult):
       extra copy (``first_position`` is the earlier copy's position).
     - ``timeline``: ``bucket, kind, event_type, copies`` — copies per time
       bucket (at most a few hundred buckets), for charts.
+    - ``unchecked``: ``source, check, events, null_columns, reason`` — per
+      source, the kinds (``check`` is ``"<kind> copies"``) that could not be
+      looked for: a column they need is null in every event. Not a finding.
     """
 
     name: ClassVar[str] = "duplicates"
@@ -113,12 +138,13 @@ class Duplicates(CheckResult):
 
     copies: pl.DataFrame
     timeline: pl.DataFrame
+    unchecked: pl.DataFrame
 
     def tables(self) -> dict[str, pl.DataFrame]:
-        return {"copies": self.copies, "timeline": self.timeline}
+        return {"copies": self.copies, "timeline": self.timeline, "unchecked": self.unchecked}
 
     def highlights(self) -> dict[str, pl.DataFrame]:
-        return {"copies": self.copies}
+        return {"copies": self.copies}  # unchecked: the summary says it in full
 
     @property
     def found(self) -> int:
@@ -129,9 +155,19 @@ class Duplicates(CheckResult):
         return self.copies.filter(pl.col("kind") == kind).height
 
     def summary(self) -> str:
-        counts = ", ".join(f"{kind}: {self.count(kind)}" for kind in DUPLICATE_KINDS)
+        # A kind with no copies and a source it could not look at is no clean 0:
+        # its count is left out and the sentences after it say why.
+        skipped = set(self.unchecked["check"])
+        counts = ", ".join(
+            f"{kind}: {n}"
+            for kind in DUPLICATE_KINDS
+            if (n := self.count(kind)) or _NEEDS[kind].check not in skipped
+        )
         n = self.copies.height
-        return f"{n} duplicate {'copy' if n == 1 else 'copies'} ({counts})"
+        head = f"{n} duplicate {'copy' if n == 1 else 'copies'}" + (
+            f" ({counts})" if counts else ""
+        )
+        return "; ".join([head, *not_checked_lines(self.unchecked)])
 
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.duplicates import duplicates_chart  # charts sit above analysis
@@ -168,4 +204,5 @@ def find_duplicates(
             "kind", "source", "global_position"
         ),
         timeline=timeline.with_columns(pl.col("kind").cast(kinds)),
+        unchecked=find_unchecked(reader, [_NEEDS[kind] for kind in DUPLICATE_KINDS]),
     )

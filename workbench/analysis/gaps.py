@@ -7,6 +7,9 @@ in the archived positions that no record explains are told apart by where
 they are: missing positions below the first archived one look like retention
 loss, interior holes are ``unknown``. ``recorded`` says which is which.
 
+Stream gaps need ``stream`` and ``stream_position``; a source that fills
+either in no event is listed in ``unchecked`` rather than reported clean.
+
 >>> import tempfile, pyarrow as pa
 >>> from workbench.archive import ArchiveReader, ArchiveWriter
 >>> root = tempfile.mkdtemp()
@@ -16,15 +19,18 @@ loss, interior holes are ``unknown``. ``recorded`` says which is which.
 >>> gaps = find_gaps(ArchiveReader(root))
 >>> gaps.positions.select("first_missing", "last_missing", "reason", "recorded").rows()
 [(1, 2, 'retention', False), (5, 6, 'deleted', True)]
+>>> gaps.unchecked.select("source", "check", "null_columns").rows()
+[('s', 'stream gaps', ['stream', 'stream_position'])]
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import polars as pl
 
+from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
 from workbench.analysis._views import has_view
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
@@ -32,12 +38,17 @@ from workbench.archive import ArchiveReader
 if TYPE_CHECKING:
     import altair as alt
 
-__all__ = ["HARMLESS_REASONS", "Gaps", "find_gaps", "stream_gaps_sql"]
+__all__ = ["HARMLESS_REASONS", "STREAM_GAPS_NEED", "Gaps", "find_gaps", "stream_gaps_sql"]
 
 #: Gap reasons that are no fault: a Postgres sequence value taken by a
 #: transaction that rolled back never held an event, nor did the sequences
 #: below a JetStream stream's ``first_seq``.
 HARMLESS_REASONS: frozenset[str] = frozenset({"rolled-back", "never-issued"})
+
+#: What the per-stream table needs of an event (the same filter as its SQL).
+STREAM_GAPS_NEED: Final = Need(
+    "stream gaps", (("stream",), ("stream_position",)), "a stream and a stream_position together"
+)
 
 # Holes in the archived positions: interior ones from the next position, a
 # leading one when a source's first archived position is above 1.
@@ -123,6 +134,9 @@ class Gaps(CheckResult):
       recorded, detail`` — ``reason`` is one of ``GAP_REASONS`` or
       ``unknown``; ``recorded`` is False when the reason is a guess.
     - ``streams``: ``source, stream, first_missing, last_missing, missing``.
+    - ``unchecked``: ``source, check, events, null_columns, reason`` — the
+      sources whose streams were not checked (``stream`` or
+      ``stream_position`` null in every event); not a finding.
     """
 
     name: ClassVar[str] = "gaps"
@@ -130,9 +144,13 @@ class Gaps(CheckResult):
 
     positions: pl.DataFrame
     streams: pl.DataFrame
+    unchecked: pl.DataFrame
 
     def tables(self) -> dict[str, pl.DataFrame]:
-        return {"positions": self.positions, "streams": self.streams}
+        return {"positions": self.positions, "streams": self.streams, "unchecked": self.unchecked}
+
+    def highlights(self) -> dict[str, pl.DataFrame]:
+        return {"positions": self.positions, "streams": self.streams}  # summary says unchecked
 
     @property
     def faults(self) -> pl.DataFrame:
@@ -147,10 +165,11 @@ class Gaps(CheckResult):
         by_reason = self.positions.group_by("reason").agg(pl.col("missing").sum()).sort("reason")
         reasons = ", ".join(f"{r}: {n}" for r, n in by_reason.rows()) or "none"
         total = int(self.positions["missing"].sum() or 0)
-        return (
-            f"{total} missing position(s) in {self.positions.height} range(s) ({reasons}); "
-            f"{self.streams.height} stream gap(s)"
-        )
+        parts = [f"{total} missing position(s) in {self.positions.height} range(s) ({reasons})"]
+        # "0 stream gaps" would read as clean for a source that was never looked at.
+        if self.streams.height or self.unchecked.height == 0:
+            parts.append(f"{self.streams.height} stream gap(s)")
+        return "; ".join(parts + not_checked_lines(self.unchecked))
 
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.gaps import gaps_chart  # charts sit above analysis
@@ -175,4 +194,5 @@ def find_gaps(reader: ArchiveReader) -> Gaps:
             "source", "first_missing", "last_missing", "missing", "reason", "recorded", "detail"
         ),
         streams=streams,
+        unchecked=find_unchecked(reader, [STREAM_GAPS_NEED]),
     )

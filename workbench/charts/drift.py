@@ -14,13 +14,18 @@ def drift_matrix(fields: pl.DataFrame) -> alt.TopLevelMixin:
     """A cell per (type, version, field): colour = share of events carrying it, text = JSON type.
 
     ``fields``: ``event_type, schema_version, field, type, null_share``
-    (``Drift.fields``). One row per cell already, so nothing is aggregated
-    away; a field a version lacks is an empty cell.
+    (``Drift.fields``), and ``source`` when there is one: with several
+    sources a row is a source's type and version, so no two sources share a
+    cell. One row per cell already, so nothing is aggregated away; a field a
+    version lacks is an empty cell.
 
     >>> f = pl.DataFrame({"event_type": ["A", "A"], "schema_version": [1, 2],
     ...                   "field": ["x", "x"], "type": ["integer", "string"], "null_share": [0.0, 0.5]})
     >>> drift_matrix(f).to_dict()["layer"][0]["mark"]["type"]
     'rect'
+    >>> two = f.with_columns(source=pl.Series(["a", "b"]), schema_version=pl.Series([1, 1]))
+    >>> sorted({v["version"] for v in drift_matrix(two).to_dict()["data"]["values"]})
+    ['a: A v1', 'b: A v1']
     """
     require(
         fields,
@@ -33,13 +38,16 @@ def drift_matrix(fields: pl.DataFrame) -> alt.TopLevelMixin:
         },
         "drift_matrix",
     )
+    version = pl.col("event_type") + " v" + pl.col("schema_version").cast(pl.String)
+    if "source" in fields.columns and fields["source"].n_unique() > 1:
+        version = pl.col("source") + ": " + version
     frame = fields.select(
         "event_type",
         "schema_version",
         "field",
         pl.col("type").fill_null("null"),
         present_share=1 - pl.col("null_share"),
-        version=pl.col("event_type") + " v" + pl.col("schema_version").cast(pl.String),
+        version=version,
     )
     base = alt.Chart(inline(frame)).encode(
         x=alt.X("field:N", title="field", axis=alt.Axis(labelAngle=-40)),
