@@ -29,7 +29,13 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_correct_projection_is_safe(archive: Path) -> None:
     report = wb.check_replay_safety(archive, Memories, duplicates=1.0, seed=3)
     assert report.ok, report.summary()
-    assert [s.name for s in report.scenarios] == ["determinism", "redelivery", "crash", "reorder"]
+    assert [s.name for s in report.scenarios] == [
+        "determinism",
+        "redelivery",
+        "republish",  # the generator's source is a JetStream stream
+        "crash",
+        "reorder",
+    ]
     assert report.df().height == 0
 
 
@@ -60,17 +66,43 @@ def test_non_idempotent_counter_is_caught_and_narrowed(archive: Path) -> None:
         archive, MemoriesNonIdempotent, seed=3, progress=lambda *call: calls.append(call)
     )
     assert not report.ok
-    # One call per replay: clean, determinism, 3 scenarios, and 5 handled
-    # types narrowed for each of the 2 failing scenarios.
-    assert [done for done, _ in calls] == list(range(1, 16))
-    assert calls[-1] == (15, 15)
-    for name in ("redelivery", "crash"):
+    # One call per replay: clean, determinism, 4 scenarios, and 5 handled
+    # types narrowed for each of the 3 failing scenarios.
+    assert [done for done, _ in calls] == list(range(1, 22))
+    assert calls[-1] == (21, 21)
+    for name in ("redelivery", "republish", "crash"):
         scenario = report[name]
         assert not scenario.ok
         assert scenario.implicated_types == ["MemoryAccessed"]
         assert scenario.implicated_handlers == ["MemoriesNonIdempotent.accessed"]
         assert "memories" in set(scenario.differences["table"])
     assert report["reorder"].ok and report["determinism"].ok
+
+
+class GuardedByPosition(Memories):
+    """Skips an access at or before the last global_position counted for its memory:
+    safe against a redelivery, fooled by the same event stored again later."""
+
+    name = "guarded_by_position"
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        row = tables.memories.get(event.data["memory_id"]) if event.data else None
+        if row is not None and row.get("_at", -1) < event.global_position:
+            row["_at"] = event.global_position
+            row["access_count"] += 1
+            tables.memories.upsert(row)
+
+
+def test_a_guard_on_global_position_is_caught_by_republishing(archive: Path) -> None:
+    report = wb.check_replay_safety(archive, GuardedByPosition, seed=3)
+    assert report["redelivery"].ok and report["crash"].ok
+    republish = report["republish"]
+    assert not republish.ok
+    assert republish.implicated_handlers == ["GuardedByPosition.accessed"]
+    # A Postgres store's unique ids refuse a second copy: no such scenario unless asked.
+    names = [s.name for s in wb.check_replay_safety(archive, Memories, republish=False).scenarios]
+    assert "republish" not in names
 
 
 def test_order_dependent_update_is_caught_by_reordering(archive: Path) -> None:

@@ -6,6 +6,10 @@ DuckDB) through a projection under exactly those guarantees and compares
 each result with a clean replay:
 
 - ``redelivery``: a share of the events delivered a second time, a little later;
+- ``republish``: (JetStream sources) a share of the events stored a second
+  time, a little later at a new position with the same ``event_id``: a
+  publish retried after the stream's duplicate window, which NATS keeps as
+  another message (a Postgres store's unique ids refuse it);
 - ``crash``: crashes between writing output and writing the checkpoint, so
   everything since the last checkpoint is delivered again;
 - ``reorder``: events of different streams interleaved at random, each
@@ -201,6 +205,7 @@ def check_replay_safety(
     source: str | None = None,
     duplicates: float = 0.1,
     crashes: int = 3,
+    republish: bool | None = None,
     reorder: str | None = "across-streams",
     determinism: bool = True,
     seed: int = 0,
@@ -214,8 +219,10 @@ def check_replay_safety(
 
     ``duplicates`` is the share of events delivered twice (1.0: every
     event; 0 disables the scenario), ``crashes`` the number of simulated
-    crashes between output and checkpoint, ``reorder`` ``"across-streams"``
-    or None. The same ``seed`` gives the same deliveries.
+    crashes between output and checkpoint, ``republish`` whether the same
+    share is also stored again at new positions (default: for a JetStream
+    source, whose stream keeps a retried publish as a second message),
+    ``reorder`` ``"across-streams"`` or None. The same ``seed`` gives the same deliveries.
     ``progress(done, total)`` is called after each in-memory replay (the
     total grows when a failing scenario is narrowed down by event type).
     """
@@ -250,6 +257,17 @@ def check_replay_safety(
                 "redelivery",
                 f"{duplicates:.0%} of the events delivered twice",
                 lambda evs, only, rng: _redeliver(evs, only, rng, duplicates),
+            )
+        )
+    if republish is None:
+        republish = source.startswith("jetstream:")
+    if republish and duplicates > 0:
+        scenarios.append(
+            (
+                "republish",
+                f"{duplicates:.0%} of the events stored again later, at new positions "
+                "(same event_id)",
+                lambda evs, only, rng: _republish(evs, only, rng, duplicates),
             )
         )
     if crashes > 0:
@@ -518,6 +536,29 @@ def _redeliver(
     for i, e in enumerate(events):
         if (only is None or e.event_type == only) and rng.random() < share:
             keyed.append((i + rng.randint(1, 100) + 0.5, e))
+    keyed.sort(key=lambda pair: pair[0])
+    return [e for _, e in keyed]
+
+
+def _republish(
+    events: Sequence[Event], only: str | None, rng: random.Random, share: float
+) -> list[Event]:
+    """Chosen events stored again 1..100 events later, each copy at a new position past
+    the last (a publish retried after the duplicate window): a guard on
+    ``global_position`` lets the copy through, one on ``stream_position`` or
+    ``event_id`` does not.
+
+    >>> evs = [Event((p, "A", "s", p, 1, {})) for p in (1, 2, 3)]
+    >>> sorted((e.global_position, e.stream_position)
+    ...        for e in _republish(evs, None, random.Random(0), 1.0))
+    [(1, 1), (2, 2), (3, 3), (4, 1), (5, 2), (6, 3)]
+    """
+    keyed: list[tuple[float, Event]] = [(float(i), e) for i, e in enumerate(events)]
+    position = max((e.global_position for e in events), default=0)
+    for i, e in enumerate(events):
+        if (only is None or e.event_type == only) and rng.random() < share:
+            position += 1
+            keyed.append((i + rng.randint(1, 100) + 0.5, e._replace(global_position=position)))
     keyed.sort(key=lambda pair: pair[0])
     return [e for _, e in keyed]
 
