@@ -308,6 +308,31 @@ def test_eventsourcing_encrypted_store(pg_dsn: str, pg_schema: str, tmp_path: Pa
     assert json.loads(archived(tmp_path)[0]["data"])["text"] == "first"
 
 
+def test_a_store_that_turned_encryption_on_later_is_refused_without_its_key(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Plain states first, encrypted ones after: archived without the key, the encrypted
+    ones would be undecodable payloads for good (the archive is append-only)."""
+    pytest.importorskip("cryptography")
+    from eventsourcing.cryptography import AESCipher
+
+    key = AESCipher.create_key(16)
+    write_with_library(es_env(pg_dsn, pg_schema))
+    write_with_library(
+        es_env(
+            pg_dsn, pg_schema, CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=key
+        )
+    )
+    table = f"{pg_schema}.memories_events"
+    with pytest.raises(SourceError, match=r"4 of 8 stored states look encrypted .*--cipher-key"):
+        wb.archive_postgres(pg_dsn, tmp_path, preset="eventsourcing", table=table)
+    assert data_files(tmp_path) == []
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="eventsourcing", table=table, cipher_key=key
+    )
+    assert result.rows_archived == 8 and not result.problems
+
+
 def test_a_cipher_key_meant_for_another_app_leaves_a_plain_store_readable(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:

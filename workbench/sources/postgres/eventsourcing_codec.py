@@ -109,8 +109,27 @@ def decode_states(states: pa.Array, *, cipher_key: str | None = None) -> Decoded
             if not cipher_key
             else "stored states do not decode after decryption; is this an eventsourcing store?"
         )
+    # A store that turned encryption on later mixes plain and encrypted states. Archived
+    # without the key, the encrypted ones would be undecodable payloads for good.
+    sealed = 0 if cipher_key else sum(map(_looks_encrypted, payloads))
+    if sealed:
+        raise SourceError(
+            f"{sealed:,} of {non_empty:,} stored states look encrypted (CIPHER_TOPIC: neither "
+            "JSON nor zlib, nonce and tag long); give the store's CIPHER_KEY with "
+            "--cipher-key, or the archive would keep them undecoded for good"
+        )
     data = flatten_typed_encodings(pa.array(texts, pa.string()))
     return _json_only(DecodedStates(data, pa.array(payloads, pa.binary()), bad), states)
+
+
+def _looks_encrypted(state: bytes | None) -> bool:
+    """An AES-GCM state: a 12-byte nonce and a 16-byte tag around a body, so not JSON
+    (``{``) nor zlib, and at least 29 bytes (a state cut short is neither).
+
+    >>> _looks_encrypted(bytes(range(40))), _looks_encrypted(b"{oops"), _looks_encrypted(b"x")
+    (True, False, False)
+    """
+    return state is not None and len(state) > 28 and state[:1] not in (b"{", bytes([_ZLIB_FIRST]))
 
 
 def _json_only(decoded: DecodedStates, states: pa.Array) -> DecodedStates:
