@@ -8,6 +8,7 @@ schema ``<name>`` of views).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -375,6 +376,9 @@ def test_explain_points_at_the_events_the_archive_lacks_around_a_key(tmp_path: P
         f"stream {stream} has no event at stream_position {stream_position} in the archive" in text
     )
     assert f"position {lost} is missing from the archive (deleted)" in text
+    # Each event says where in its stream it stands, and its version when not the first.
+    assert re.search(r"#\d+ MemoryCreated( v2)? at stream_position 0 recorded ", text)
+    assert "schema_version" in d.explain(memory_id).events.columns
 
 
 class PerStream(wb.Projection):

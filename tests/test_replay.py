@@ -210,6 +210,10 @@ def test_until_where_and_sources(archive: Path, tmp_path: Path) -> None:
         wb.replay(archive, Memories, into=tmp_path / "o.duckdb", where="no_such_column = 1")
     with pytest.raises(ArchiveError, match="no source 'x'"):
         wb.replay(archive, Memories, into=tmp_path / "o.duckdb", source="x")
+    # The name after the kind (and schema) is enough when it names one source.
+    (source,) = ArchiveReader(archive).sources
+    short = wb.replay(archive, Memories, into=tmp_path / "s.duckdb", source=source.split(":")[-1])
+    assert short.source == source
 
 
 # A projection that handles only MemoryCreated, and only its v2, as a file.
@@ -688,6 +692,8 @@ def test_a_resume_of_a_few_events_gives_no_rebuild_estimate(archive: Path, tmp_p
     few = wb.replay(archive, Memories, into=into, resume=True)
     assert 0 < few.events_applied < 100
     assert f"{few.events_applied} events are too few to estimate a rebuild from" in few.summary()
+    with pytest.raises(ProjectionError, match="too few to estimate a rebuild from"):
+        few.estimate(5_000_000)  # the summary says there is none: so does the method
     assert "rebuild of all 4,000 events" in wb.replay(archive, Memories, into=into).summary()
     # Asked to resume a replay that never flushed: it starts over, and says so.
     fresh = wb.replay(archive, Memories, into=tmp_path / "new.duckdb", resume=True)

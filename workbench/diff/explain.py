@@ -36,6 +36,7 @@ _EVENT_COLUMNS = (
     "event_id",
     "stream",
     "stream_position",
+    "schema_version",
     "occurred_at",
     "recorded_at",
     "correlation_id",
@@ -123,7 +124,8 @@ class Explanation:
             note = f"  ({e['why']})" if e["why"] else ""
             data = e.get("data")
             lines.append(
-                f"  #{e['global_position']} {e['event_type']} recorded {e.get('recorded_at')}"
+                f"  #{e['global_position']} {e['event_type']}{_version(e)}{_placed(e)} "
+                f"recorded {e.get('recorded_at')}"
                 f"{_occurred(e.get('occurred_at'), e.get('recorded_at'))}"
                 f" {'(no JSON payload)' if data is None else data or '(empty payload)'}{note}"
             )
@@ -206,6 +208,19 @@ class Explanation:
 
 #: What a reader of an explanation looks at first, in this order; the rest stays in ``events``.
 _SHOWN = ("global_position", "event_type", "recorded_at", "why", "data", "stream", "event_id")
+
+
+def _version(event: dict[str, Any]) -> str:
+    """`` v2`` after the type; nothing for v1, the version of nearly every event."""
+    version = event.get("schema_version")
+    return f" v{version}" if version not in (None, 1) else ""
+
+
+def _placed(event: dict[str, Any]) -> str:
+    """`` at stream_position 6``: where in its stream, which a fault may share (always
+    the 6th event) as no global position does."""
+    position = event.get("stream_position")
+    return "" if position is None else f" at stream_position {position}"
 
 
 def _events_html(suspects: pl.DataFrame) -> str:

@@ -15,7 +15,7 @@ leaves rows out.
 ...                        "schema_version": [1, 2, 3, 1], "events": [5, 6, 7, 8]})
 >>> cov = coverage(P(), counts)
 >>> cov.df().select("event_type", "schema_version", "status").rows()[1:]
-[('A', 2, 'not upcast to v3 (add an upcaster, or @on(..., any_version=True) for a handler that reads every version)'), ('A', 3, 'handled'), ('B', 1, 'no handler')]
+[('A', 2, 'not upcast to v3: its handler gets them as v2 (add an upcaster, or @on(..., any_version=True) for a handler that reads every version)'), ('A', 3, 'handled'), ('B', 1, 'no handler')]
 >>> cov.ok, cov.uncovered_events
 (False, 19)
 >>> Coverage.empty()
@@ -42,6 +42,11 @@ True
 >>> typed = pl.DataFrame({"event_type": ["MemoryCreated"], "schema_version": [1], "events": [4]})
 >>> coverage(Typo(), typed).problems()[-1]
 'MemoryCreatd (no events): Typo.created handles a type no event has (did you mean MemoryCreated?)'
+>>> class Topic(Projection):
+...     @on("memapp:MemoryCreated")
+...     def created(self, event, tables): pass
+>>> coverage(Topic(), typed).problems()[-1]
+'memapp:MemoryCreated (no events): Topic.created handles a type no event has (did you mean MemoryCreated?)'
 """
 
 from __future__ import annotations
@@ -191,8 +196,9 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
             )
         elif final is not None and final < targets[event_type]:
             status = (
-                f"not upcast to v{targets[event_type]} (add an upcaster, or "
-                "@on(..., any_version=True) for a handler that reads every version)"
+                f"not upcast to v{targets[event_type]}: its handler gets them as v{final} "
+                "(add an upcaster, or @on(..., any_version=True) for a handler that reads "
+                "every version)"
             )
         else:
             status = "handled"
@@ -206,7 +212,10 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
         if not t.startswith(envelope.SOURCE_OWN_PREFIX)
     )
     for event_type in sorted(set(handlers) - present):
-        close = difflib.get_close_matches(event_type, unhandled, n=1, cutoff=0.8)
+        # A topic (module:Class.Event, as the eventsourcing library stores it) for a type.
+        named = event_type.rpartition(":")[2]
+        close = [named] if named in unhandled else []
+        close = close or difflib.get_close_matches(event_type, unhandled, n=1, cutoff=0.8)
         status = f"no events (did you mean {close[0]}?)" if close else "no events"
         label = projection.handler_label(event_type)
         rows.append((event_type, targets.get(event_type, 1), 0, label, None, status))

@@ -157,10 +157,19 @@ class ReplayResult:
 
     def estimate(self, events: int | None = None) -> dt.timedelta:
         """Estimated rebuild time for ``events`` events (default: all this replay reads,
-        within its ``until`` and ``where``)."""
+        within its ``until`` and ``where``). A :class:`ProjectionError` when the replay
+        applied too few to tell (a resumed run of a few events times its fixed costs)."""
+        if self._too_few_to_estimate():
+            raise ProjectionError(
+                f"{self.events_applied:,} events applied: too few to estimate a rebuild "
+                "from (a resumed run times its fixed costs); replay without resume"
+            )
         n = self.archive_events if events is None else events
-        rate = self.events_per_second
-        return dt.timedelta(seconds=n / rate if rate else 0.0)
+        return dt.timedelta(seconds=n / self.events_per_second)
+
+    def _too_few_to_estimate(self) -> bool:
+        # A resumed run of a few events times its fixed costs, not the events.
+        return self.events_applied < min(self.archive_events, 10_000) or not self.seconds
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Query the output with the projection's schema as the search path.
@@ -222,8 +231,7 @@ class ReplayResult:
         time_went = f"; time: {', '.join(shares)}" if shares else ""
         if not self.events_applied:
             estimate = "no events applied, so no rebuild estimate"
-        elif self.events_applied < min(self.archive_events, 10_000):
-            # A resumed run of a few events times its fixed costs, not the events.
+        elif self._too_few_to_estimate():
             estimate = f"{self.events_applied:,} events are too few to estimate a rebuild from"
         else:
             estimate = (
@@ -264,11 +272,15 @@ def select_source(reader: ArchiveReader, source: str | None) -> str:
     """The source to replay: the one asked for, or the archive's only one."""
     sources = reader.sources
     if source is not None:
-        if source not in sources:
-            raise ArchiveError(
-                f"archive has no source {source!r}; sources: {', '.join(sources) or 'none'}"
-            )
-        return source
+        if source in sources:
+            return source
+        # library_events for postgres:public.library_events: the one source it names.
+        named = [s for s in sources if s.endswith((f":{source}", f".{source}"))]
+        if len(named) == 1:
+            return named[0]
+        raise ArchiveError(
+            f"archive has no source {source!r}; sources: {', '.join(sources) or 'none'}"
+        )
     if not sources:
         raise ArchiveError(f"archive {reader.root} holds no events")
     if len(sources) > 1:
