@@ -120,6 +120,7 @@ def test_rows_newer_than_the_snapshot_are_not_yet_projected(
     d = wb.diff(f"{replay}:memories.memories", _live_snapshot(tmp_path, 4), key="id")
     s = d.summary
     assert (s.changed, s.not_yet_projected, s.live_position) == (1, 1, 4)
+    assert s.verdict == "1 differing rows and 1 the live side has not yet projected"
     assert d.rows("not_yet_projected")["id"].to_list() == [2]
     # Maybe lag, maybe wrong: never "identical", and the note says how to tell.
     assert not s.is_identical

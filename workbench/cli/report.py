@@ -131,7 +131,7 @@ def report(
             progress=lambda name: bar.update(task, description=f"check: {name}"),
         )
     if diff is not None and not diff.summary.is_identical:
-        findings.append(f"the diff found {diff.summary.differences:,} differing rows")
+        findings.append(f"the diff found {diff.summary.verdict}")
     console.print(f"wrote {path}", highlight=False)
     if findings:
         console.print("; ".join(findings), highlight=False)

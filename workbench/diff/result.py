@@ -116,6 +116,17 @@ class DiffSummary:
         )
 
     @property
+    def verdict(self) -> str:
+        """``identical``, or the differing rows and, apart, those live may not have
+        caught up with (``not_yet_projected``), as every table of them counts both."""
+        if self.is_identical:
+            return "identical"
+        text = f"{self.differences:,} differing rows"
+        if self.not_yet_projected:
+            text += f" and {self.not_yet_projected:,} the live side has not yet projected"
+        return text
+
+    @property
     def is_identical(self) -> bool:
         """No differing rows (not even ones the live side may not have caught up with),
         no missing columns, and a candidate whose replay finished: what "identical"
@@ -187,7 +198,7 @@ class DiffSummary:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        verdict = "identical" if self.is_identical else f"{self.differences:,} differing rows"
+        verdict = self.verdict
         if self.candidate_unfinished is not None:
             verdict += " (the candidate's replay has not finished)"
         rows = "".join(

@@ -114,7 +114,7 @@ def diff_section(diff: Diff, *, explain: int = 3) -> Section:
     section = Section(
         "Diff against the live read model", "diff", "ok" if summary.is_identical else "finding"
     )
-    verdict = "identical" if summary.is_identical else f"{summary.differences:,} differing rows"
+    verdict = summary.verdict
     section.lines.append(
         f"{summary.candidate_rows:,} candidate vs {summary.live_rows:,} live rows: {verdict}"
     )
