@@ -424,6 +424,20 @@ def test_recording_lag_without_samples(tmp_path: Path) -> None:
     assert lag.status.height == 0 and lag.found == 0
 
 
+def test_a_source_with_one_time_per_event_has_no_recording_lag(tmp_path: Path) -> None:
+    """The eventsourcing library stores one timestamp: occurred_at is recorded_at, and a
+    lag of 0 everywhere is no measurement (nor rows of noise)."""
+    times = {"occurred_at": [S, 2 * S], "recorded_at": [S, 2 * S]}
+    ArchiveWriter(tmp_path, "one-time").append(pa.table({"global_position": [1, 2], **times}))
+    lag = wb.open_archive(tmp_path).lag()
+    assert lag.recording.height == 0
+    assert lag.summary().startswith("no recording lag to measure")
+    ArchiveWriter(tmp_path, "two-times").append(
+        pa.table({"global_position": [1], "occurred_at": [0], "recorded_at": [S]})
+    )
+    assert wb.open_archive(tmp_path).lag().recording["source"].to_list() == ["two-times"]
+
+
 def test_recorded_at_stepping_back_is_a_clock_fault(tmp_path: Path) -> None:
     """A writer whose session time zone is New York stores local times in a `timestamp
     without time zone` column read as UTC: 5 h back from the position before. A long
