@@ -855,6 +855,34 @@ def test_an_envelope_field_no_event_carries_is_said_before_and_in_the_error(
     assert "note: no handled event has stream_position" in capsys.readouterr().out
 
 
+class PerMinute(wb.Projection):
+    minutes = wb.Table(key="minute", minute=dt.datetime, events=int)
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event: wb.Event, tables: wb.Tables) -> None:
+        minute = event.occurred_at.replace(second=0, microsecond=0)
+        row = tables.minutes.get(minute) or {"minute": minute, "events": 0}
+        row["events"] += 1
+        tables.minutes.upsert(row)
+
+
+def test_lineage_key_finds_a_row_keyed_by_a_time(archive: Path, tmp_path: Path) -> None:
+    """lineage_key renders a TIMESTAMPTZ key as the replay stored it (DuckDB's +00, not
+    Python's +00:00), whatever the caller's time zone."""
+    into = tmp_path / "m.duckdb"
+    result = wb.replay(archive, PerMinute, into=into)
+    con = duckdb.connect(str(into))
+    con.execute("set TimeZone = 'America/New_York'")
+    minute, events = con.execute(
+        f"select minute, events from {result.schema}.minutes order by minute limit 1"
+    ).fetchall()[0]
+    writes = con.execute(
+        f"select count(*) from {result.schema}._lineage where key = ?",
+        [lineage_key(["minute"], minute)],
+    ).fetchall()[0][0]
+    assert writes == events > 0
+
+
 def test_handler_time_is_sampled_in_one_rhythm_across_batches(archive: Path) -> None:
     # Restarting the rhythm per batch would time every batch's first event.
     # Besides, the first event of each type not timed yet is timed, outside the rhythm.

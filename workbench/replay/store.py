@@ -116,16 +116,26 @@ def lineage_key_sql(columns: Sequence[str], values: Sequence[str] | None = None)
 def lineage_key(table_key_columns: Sequence[str], values: Any) -> str:
     """The ``_lineage.key`` of a row: compact JSON of its key columns, in key order.
 
-    Equals DuckDB's ``to_json(struct_pack(col := col, ...))`` for string and
-    integer keys, so SQL can join lineage to output rows.
+    Equals DuckDB's ``to_json(struct_pack(col := col, ...))`` in a UTC session
+    (as the replay writes it), so SQL can join lineage to output rows; a key
+    of times, dates, UUIDs or decimals is rendered by DuckDB itself.
 
     >>> lineage_key(["agent_id", "day"], ("a-1", "2024-05-01"))
     '{"agent_id":"a-1","day":"2024-05-01"}'
     >>> lineage_key(["memory_id"], "m-1")
     '{"memory_id":"m-1"}'
+    >>> import datetime as dt
+    >>> lineage_key(["minute"], dt.datetime(2024, 5, 1, 9, 2, tzinfo=dt.timezone.utc))
+    '{"minute":"2024-05-01 09:02:00+00"}'
     """
     if len(table_key_columns) == 1 and not isinstance(values, tuple | list):
         values = (values,)
+    if not all(type(v) in (str, int) for v in values):
+        with _duckdb.connect() as con:  # its session is UTC, as the writer's
+            rendered = con.execute(
+                f"select {lineage_key_sql(table_key_columns, ['?'] * len(values))}", list(values)
+            ).fetchall()[0][0]
+        return str(rendered)
     return json.dumps(
         dict(zip(table_key_columns, values, strict=True)),
         separators=(",", ":"),
