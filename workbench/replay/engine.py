@@ -436,7 +436,12 @@ def replay(
     total = int(counts["events"].sum()) if counts.height else 0
 
     schema = instance.schema()
-    runner = Runner(instance, on_error=on_error, event_types=counts["event_type"].to_list())
+    runner = Runner(
+        instance,
+        on_error=on_error,
+        event_types=counts["event_type"].to_list(),
+        refusal=store.row_refusal,
+    )
     codes = store.EventCodes(source, runner.handler_of) if lineage else None
     con = store.connect(into)
     writer = _Writer(con)

@@ -25,7 +25,7 @@ from workbench.errors import ProjectionError
 from workbench.replay.coverage import ENVELOPE_FIELDS
 from workbench.replay.event import Columns, Event, decode, lazy_decoding, with_payload
 from workbench.replay.projection import Projection
-from workbench.replay.state import Tables, TableState, WriteLog, table_state
+from workbench.replay.state import Refusal, Tables, TableState, WriteLog, table_state
 
 __all__ = ["OnError", "Runner"]
 
@@ -44,13 +44,17 @@ class Runner:
         *,
         on_error: OnError = "raise",
         event_types: Collection[str | None] | None = None,
+        refusal: Refusal | None = None,
     ) -> None:
         if on_error not in ("raise", "dead-letter"):
             raise ProjectionError(f"on_error must be 'raise' or 'dead-letter', not {on_error!r}")
         self.projection = projection
         self.on_error = on_error
         self.log = WriteLog()
-        self.states = {t.name: table_state(t, self.log) for t in projection.tables()}
+        # Dead-letter mode checks each write at once (``refusal``): found at a flush, a
+        # row no table can store would be blamed on whichever event wrote it last.
+        checks = refusal if on_error == "dead-letter" else None
+        self.states = {t.name: table_state(t, self.log, checks) for t in projection.tables()}
         self.tables = Tables(self.states)
         cls = type(projection)
         self.handler_of: dict[str, str | None] = {

@@ -155,6 +155,8 @@ class TableState:
         "_log",
         "_new_ids",
         "_new_keys",
+        "_quick",
+        "_refusal",
         "_row_ids",
         "get",
         "rows",
@@ -184,6 +186,8 @@ class TableState:
         self._row_ids = log.row_ids
         self._log = log.append
         log.states.append(self)
+        self._refusal: Refusal | None = None
+        self._quick: list[tuple[str, Callable[[Any], bool]]] = []
 
     def _new_id(self, key: Any) -> int:
         row_id = next(self._row_ids)
@@ -353,8 +357,58 @@ class _NormalisingState(TableState):
         return self._normalised(super().update(key, changes, **columns))
 
 
-def table_state(table: Table, log: WriteLog) -> TableState:
-    """The state of ``table``; one that normalises values when a column needs it.
+#: ``refusal(table, row)``: why ``table`` cannot store ``row``, or None when it can.
+Refusal = Callable[[Table, dict[str, Any]], str | None]
+
+
+class _CheckedWrites(TableState):
+    """Dead-letter mode: a write the table cannot store fails at once, in the handler
+    that made it, which is then dead-lettered, so the outcome does not hang on when
+    flushes happen; a stored row it spoilt in place is dropped, not kept spoilt."""
+
+    __slots__ = ()
+
+    def checks(self, refusal: Refusal) -> None:
+        self._refusal = refusal
+        self._quick = [(c, t.certainly_stores()) for c, t in self.table.types.items()]
+
+    def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
+        self._check(row)
+        return super().upsert(row)
+
+    def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
+        row = super().update(key, changes, **columns)
+        self._check(row)
+        return row
+
+    def _check(self, row: dict[str, Any]) -> None:
+        get = row.get
+        if all(quick(get(column)) for column, quick in self._quick) and (
+            row.keys() <= self.table.types.keys()
+            and all(get(k) is not None for k in self.table.key)
+        ):
+            return
+        assert self._refusal is not None
+        why = self._refusal(self.table, row)
+        if why is None:
+            return
+        try:
+            key = self._key(row)
+        except KeyError:  # no key column: it was never stored
+            raise ProjectionError(why) from None
+        if self.rows.get(key) is row:  # changed in place: its good state is gone
+            self.delete(key)
+            why += "; the row is dropped"
+        raise ProjectionError(why)
+
+
+class _CheckedNormalisingState(_CheckedWrites, _NormalisingState):
+    __slots__ = ()
+
+
+def table_state(table: Table, log: WriteLog, refusal: Refusal | None = None) -> TableState:
+    """The state of ``table``; one that normalises values when a column needs it, and
+    one that checks every write at once with ``refusal`` (dead-letter mode).
 
     >>> from decimal import Decimal
     >>> from workbench.replay.projection import Table
@@ -362,7 +416,12 @@ def table_state(table: Table, log: WriteLog) -> TableState:
     >>> table_state(t, WriteLog()).upsert({"id": "a", "price": Decimal("2.5")})["price"]
     Decimal('2.50')
     """
-    if any(ctype.normalise for ctype in table.types.values()):
+    normalises = any(ctype.normalise for ctype in table.types.values())
+    if refusal is not None:
+        checked = (_CheckedNormalisingState if normalises else _CheckedWrites)(table, log)
+        checked.checks(refusal)
+        return checked
+    if normalises:
         return _NormalisingState(table, log)
     return TableState(table, log)
 

@@ -455,6 +455,19 @@ def bad_rows(table: Table, rows: list[dict[str, Any]]) -> list[tuple[dict[str, A
     return [(rows[i], found[i]) for i in sorted(found)]
 
 
+def row_refusal(table: Table, row: dict[str, Any]) -> str | None:
+    """Why ``table`` cannot store ``row`` (None: it can), as a flush would find it.
+
+    >>> from workbench.replay.projection import Table
+    >>> t = Table(key="id", id=str, n=int)
+    >>> t.name = "t"
+    >>> row_refusal(t, {"id": "a", "n": 1}), row_refusal(t, {"id": "a", "n": 0.5})
+    (None, 'table t, column n: a handler wrote 0.5, which is not BIGINT (0.5 would be truncated to an integer)')
+    """
+    found = bad_rows(table, [row])
+    return found[0][1] if found else None
+
+
 def delete_statement(schema: str, table: Table, keys: list[Any]) -> Statement | None:
     if not keys:
         return None
