@@ -148,6 +148,8 @@ class TableState:
     """
 
     __slots__ = (
+        "_columns",
+        "_fine",
         "_ids",
         "_key",
         "_key_of_id",
@@ -158,6 +160,7 @@ class TableState:
         "_quick",
         "_refusal",
         "_row_ids",
+        "_zoned",
         "get",
         "rows",
         "table",
@@ -371,9 +374,23 @@ class _CheckedWrites(TableState):
     def checks(self, refusal: Refusal) -> None:
         self._refusal = refusal
         self._quick = [(c, t.certainly_stores()) for c, t in self.table.types.items()]
+        self._columns = list(self.table.types)
+        self._zoned = [
+            (c, q) for c, q in self._quick if self.table.types[c].sql.startswith("TIMESTAMP")
+        ]
+        # Types of a row's values (in column order) that passed every quick check: a
+        # write of the same types is fine but for a time's zone, checked apart. (An
+        # int past 64 bits of such a row is left to the flush: no handler writes one.)
+        self._fine: set[tuple[type, ...]] = set()
 
     def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
-        self._check(row)
+        # The common case inline (a frame less a write): types seen fine, no time column.
+        if (
+            self._zoned
+            or tuple(map(type, map(row.get, self._columns))) not in self._fine
+            or not row.keys() <= self.table.types.keys()
+        ):
+            self._check(row)
         return super().upsert(row)
 
     def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
@@ -383,10 +400,18 @@ class _CheckedWrites(TableState):
 
     def _check(self, row: dict[str, Any]) -> None:
         get = row.get
-        if all(quick(get(column)) for column, quick in self._quick) and (
+        types = tuple(map(type, map(get, self._columns)))  # in C: ~0.2 µs a write
+        if types in self._fine and row.keys() <= self.table.types.keys():
+            for column, quick in self._zoned:  # aware or naive: the type does not say
+                if not quick(get(column)):
+                    break
+            else:
+                return
+        elif all(quick(get(column)) for column, quick in self._quick) and (
             row.keys() <= self.table.types.keys()
             and all(get(k) is not None for k in self.table.key)
         ):
+            self._fine.add(types)
             return
         assert self._refusal is not None
         why = self._refusal(self.table, row)
