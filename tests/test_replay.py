@@ -1251,6 +1251,44 @@ def test_an_unfinished_version_is_never_promoted(archive: Path, tmp_path: Path) 
         wb.promote(into, "fails_late", 1)
 
 
+def test_promote_refuses_a_version_that_would_make_the_read_model_worse(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    into = tmp_path / "o.duckdb"
+
+    class MemoriesV2(Memories):
+        version = 2
+
+    wb.replay(archive, Memories, into=into)
+    wb.promote(into, "memories", 1)
+    # Stopped early: the stable views would go back in time.
+    wb.replay(archive, MemoriesV2, into=into, until=1_000)
+    with pytest.raises(
+        ProjectionError,
+        match=r"not promoting memories_v2 over memories_v1: it "
+        r"reaches global_position 1,000, memories_v1 4,\d+: .*--force",
+    ):
+        wb.promote(into, "memories", 2)
+    # From another filter of the archive.
+    wb.replay(archive, MemoriesV2, into=into, where="event_type <> 'MemoryUpdated'")
+    with pytest.raises(
+        ProjectionError, match=r"where event_type <> 'MemoryUpdated', memories_v1 from"
+    ):
+        wb.promote(into, "memories", 2)
+    # With dead letters.
+    wb.replay(archive, Fragile, into=into, on_error="dead-letter")
+    with pytest.raises(ProjectionError, match=r"not promoting fragile_v1: it has \d+ dead letter"):
+        wb.promote(into, "fragile", 1)
+    assert wb.promote(into, "fragile", 1, force=True)
+    # The shell says what the views read before.
+    wb.replay(archive, MemoriesV2, into=into)
+    args = ["promote", "--into", str(into), "--name", "memories"]
+    assert cli.run([*args, "--version", "2"]) == 0
+    assert "now read memories_v2 in" in capsys.readouterr().out
+    assert cli.run([*args, "--version", "1"]) == 0
+    assert "(was memories_v2)" in capsys.readouterr().out
+
+
 class Typed(wb.Projection):
     """Every column type a read model commonly has, keyed by a UUID."""
 

@@ -99,13 +99,28 @@ def promote(
     into: Path = typer.Option(..., "--into", help="The DuckDB file replayed into."),
     name: str = typer.Option(..., "--name", help="The projection's name (schema prefix)."),
     version: int = typer.Option(..., "--version", help="The version to point the views at."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Promote a version with dead letters, or replayed from another archive or "
+        "filter, or reaching fewer events than the promoted one.",
+    ),
 ) -> None:
     """Point the stable views <name>.* at <name>_v<version>.* (blue/green switch)."""
     from workbench.replay import promote as run_promote
+    from workbench.replay.store import connect, promoted_schema
 
-    tables = run_promote(into, name, version)
+    was = None
+    if into.is_file():
+        con = connect(into)
+        try:
+            was = promoted_schema(con, name)
+        finally:
+            con.close()
+    tables = run_promote(into, name, version, force=force)
     console.print(
-        f"{name}.{{{', '.join(tables)}}} now read {name}_v{version} in {into}",
+        f"{name}.{{{', '.join(tables)}}} now read {name}_v{version} in {into}"
+        + (f" (was {was})" if was and was != f"{name}_v{version}" else ""),
         highlight=False,
         soft_wrap=True,
     )

@@ -820,11 +820,58 @@ def unfinished_replay(
     return int(rows[0][0] or 0) if rows else None
 
 
-def promote(into: str | os.PathLike[str], projection_name: str, version: int) -> list[str]:
+def promoted_schema(con: duckdb.DuckDBPyConnection, projection_name: str) -> str | None:
+    """The version schema the stable views ``<name>.*`` read (None: never promoted)."""
+    rows = con.execute(
+        "select distinct comment from duckdb_views() where schema_name = ? "
+        "and database_name = current_database() and comment is not null",
+        [projection_name],
+    ).fetchall()
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
+def _promotion_risks(con: duckdb.DuckDBPyConnection, target: str, current: str | None) -> list[str]:
+    """What would make the stable views worse: dead letters, another archive or filter
+    than the promoted version's, or fewer events (the read model going back in time)."""
+    risks = []
+    (dead,) = con.execute(f"select count(*) from {q(target)}._dead_letters").fetchall()[0]
+    if dead:
+        risks.append(f"it has {dead:,} dead letter(s): rows their events would have written")
+    if current is None or current == target or not schema_exists(con, current):
+        return risks
+
+    def replayed(schema: str) -> tuple[Any, ...]:
+        info = con.execute(
+            f"select archive, coalesce(where_sql, ''), "
+            f"(select max(last_position) from {q(schema)}._checkpoint) from {q(schema)}._replay_info"
+        ).fetchall()
+        return tuple(info[0]) if info else (None, "", None)
+
+    archive, where, last = replayed(target)
+    was_archive, was_where, was_last = replayed(current)
+    if (archive, where) != (was_archive, was_where):
+        risks.append(
+            f"it was replayed from {archive}{f' where {where}' if where else ''}, "
+            f"{current} from {was_archive}{f' where {was_where}' if was_where else ''}"
+        )
+    elif last is not None and was_last is not None and last < was_last:
+        risks.append(
+            f"it reaches global_position {last:,}, {current} {was_last:,}: the read model "
+            "would go back in time (replay --resume catches it up)"
+        )
+    return risks
+
+
+def promote(
+    into: str | os.PathLike[str], projection_name: str, version: int, *, force: bool = False
+) -> list[str]:
     """Point the stable schema ``<name>`` at version ``version``: one view per table.
 
     Returns the tables promoted. Views of tables the version does not have
-    are dropped, so the stable schema is exactly the promoted version.
+    are dropped, so the stable schema is exactly the promoted version. A
+    version with dead letters, or one replayed from another archive or
+    filter than the promoted one, or reaching fewer events, is refused
+    unless ``force``.
     """
     name = getattr(projection_name, "name", projection_name)  # a projection (class) too
     if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
@@ -844,6 +891,13 @@ def promote(into: str | os.PathLike[str], projection_name: str, version: int) ->
             raise ProjectionError(
                 f"{target} has not finished replaying; finish it (replay --resume) "
                 "before promoting it"
+            )
+        current = promoted_schema(con, projection_name)
+        risks = [] if force else _promotion_risks(con, target, current)
+        if risks:
+            raise ProjectionError(
+                f"not promoting {target}{f' over {current}' if current else ''}: "
+                f"{'; '.join(risks)}; promote with force=True (--force) to do it anyway"
             )
         tables = output_tables(con, target)
         con.execute("begin")
