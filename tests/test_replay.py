@@ -909,6 +909,59 @@ def test_handler_time_is_sampled_in_one_rhythm_across_batches(archive: Path) -> 
     assert set(runner.sampled_events) == timed_types == set(runner.dispatch)
 
 
+def test_resume_knows_an_archive_by_its_first_event_not_its_path(
+    archive: Path, tmp_path: Path
+) -> None:
+    place, link = tmp_path / "archive", tmp_path / "link"
+    shutil.copytree(archive, place)
+    link.symlink_to(place)
+    into = tmp_path / "o.duckdb"
+    wb.replay(place, Memories, into=into, until=1_000)
+    # The same directory by another path is the same archive.
+    assert wb.replay(link, Memories, into=into, until=2_000, resume=True).resumed_from == 1_000
+    # Another archive copied to the same path is not.
+    shutil.rmtree(place)
+    generate(6, entities=80, events=4_000).write_archive(place)
+    with pytest.raises(
+        ProjectionError,
+        match=r"holds another archive than the one it was replayed from \(its first event was 41 MemoryUpdated",
+    ):
+        wb.replay(place, Memories, into=into, resume=True)
+
+
+class MemoriesEdited(Memories):
+    """Memories with a handler changed between a replay and its resume (same name, version)."""
+
+    name = "memories"
+
+    @wb.on("MemoryUpdated")
+    def updated(self, event, tables):
+        super().updated(event, tables)
+
+
+def test_a_resume_with_changed_code_says_so(archive: Path, tmp_path: Path) -> None:
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, Memories, into=into, until=1_000)
+    same = wb.replay(archive, Memories, into=into, until=2_000, resume=True)
+    assert not same.code_changed and "changed projection code" not in same.summary()
+    edited = wb.replay(archive, MemoriesEdited, into=into, resume=True)
+    assert edited.code_changed and edited.resumed_from == 2_000
+    assert "with changed projection code: rows written before it came from" in edited.summary()
+
+
+def test_a_replay_begun_before_replay_info_knew_its_archive_and_code_resumes(
+    archive: Path, tmp_path: Path
+) -> None:
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, Memories, into=into, until=1_000)
+    con = duckdb.connect(str(into))
+    con.execute("alter table memories_v1._replay_info drop column archive_first")
+    con.execute("alter table memories_v1._replay_info drop column code")
+    con.close()
+    resumed = wb.replay(archive, Memories, into=into, resume=True)
+    assert resumed.resumed_from == 1_000 and not resumed.code_changed
+
+
 def test_resume_never_drops_what_it_cannot_continue(archive: Path, tmp_path: Path) -> None:
     """Another source, or tables whose layout changed: refused, nothing dropped."""
     two = tmp_path / "two"

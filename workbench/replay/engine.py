@@ -118,6 +118,9 @@ class ReplayResult:
     #: Events applied by the earlier replay of this schema that this one replaced, when
     #: it ran without ``resume`` over one (None: there was none).
     replaced: int | None = None
+    #: Whether a resumed replay's projection code differs from the code it began with:
+    #: rows written before the checkpoint came from the other code.
+    code_changed: bool = False
 
     def chart(self) -> alt.TopLevelMixin:
         """Where the time went, throughput over the run (when it had several batches)
@@ -243,6 +246,11 @@ class ReplayResult:
             if self.unwritten
             else ""
         )
+        if self.code_changed:
+            resumed += (
+                " with changed projection code: rows written before it came from the "
+                "earlier code (replay without resume for one code throughout)"
+            )
         return (
             f"{self.schema}: {self.events_applied:,} events in {self.seconds:.2f}s "
             f"({self.events_per_second:,.0f} events/s){resumed}; last position "
@@ -448,9 +456,10 @@ def replay(
     freezing = gc.get_freeze_count() == 0  # not when the caller froze objects of its own
     with quick_switching():  # the reading thread keeps up
         try:
-            resumed_from, applied_before, replaced = _prepare(
+            start = _prepare(
                 con, instance, reader, source, runner, resume=resume, until=until, where=where
             )
+            resumed_from, applied_before = start.resumed_from, start.applied_before
             if codes is not None:
                 codes.load(con, schema)
             started = flushed_at = time.perf_counter()
@@ -556,7 +565,8 @@ def replay(
         phases=clock.frame(),
         resume=resume,
         unwritten=unwritten,
-        replaced=replaced,
+        replaced=start.replaced,
+        code_changed=start.code_changed,
     )
 
 
@@ -614,6 +624,30 @@ def _instantiate(projection: Any) -> Projection:
     )
 
 
+@dataclass(frozen=True)
+class _Start:
+    """Where a replay starts: the checkpoint it resumes from, and what it found there."""
+
+    #: The checkpoint's position and events applied (None and 0: from the start).
+    resumed_from: int | None = None
+    applied_before: int = 0
+    #: Events applied by an earlier replay of the schema this one replaces (None: none).
+    replaced: int | None = None
+    #: Whether the projection's code differs from the one the resumed replay began with.
+    code_changed: bool = False
+
+
+def _first_event(reader: ArchiveReader, source: str) -> str | None:
+    """The source's first event, as an archive's identity: a copy, a compaction or
+    events appended since keep it; another archive at the same path does not."""
+    rows = reader.sql(
+        "select global_position, event_type, recorded_at, event_id from events "
+        "where source = $source order by global_position limit 1",
+        params={"source": source},
+    ).fetchall()
+    return " ".join(map(str, rows[0])) if rows else None
+
+
 def _prepare(
     con: duckdb.DuckDBPyConnection,
     projection: Projection,
@@ -624,27 +658,37 @@ def _prepare(
     resume: bool,
     until: int | None,
     where: str | None,
-) -> tuple[int | None, int, int | None]:
-    """Create or reopen the schema; on resume load the state. Returns the checkpoint's
-    position and events applied, and the events applied by an earlier replay this one
-    replaces (None: there was none)."""
+) -> _Start:
+    """Create or reopen the schema; on resume load the state (see :class:`_Start`)."""
     schema = projection.schema()
     archive = str(reader.root.absolute())
+    first = _first_event(reader, source)
+    code = projection.code()
     point = None
     replaced = None
+    code_changed = False
     if resume and store.schema_exists(con, schema):
-        info = con.execute(
-            f"select archive, where_sql from {store.q(schema)}._replay_info"
-        ).fetchall()
-        if info and (info[0][0] != archive or (info[0][1] or None) != (where or None)):
-
-            def replay_of(root: str, condition: str | None) -> str:
-                return root + (f" where {condition}" if condition else "")
-
-            raise ProjectionError(
-                f"cannot resume {schema}: it was replayed from {replay_of(*info[0])}, "
-                f"not {replay_of(archive, where)}"
+        for column in store.INFO_ADDED:  # a replay begun before _replay_info had them
+            con.execute(
+                f"alter table {store.q(schema)}._replay_info add column if not exists "
+                f"{store.q(column)} VARCHAR"
             )
+        info = con.execute(
+            f"select archive, where_sql, archive_first, code from {store.q(schema)}._replay_info"
+        ).fetchall()
+
+        def replay_of(root: str, condition: str | None) -> str:
+            return root + (f" where {condition}" if condition else "")
+
+        if info:
+            was_archive, was_where, was_first, was_code = info[0]
+            # The same directory by another path (a symlink) is the same archive.
+            same_place = Path(was_archive).resolve() == reader.root.resolve()
+            if not same_place or (was_where or None) != (where or None):
+                raise ProjectionError(
+                    f"cannot resume {schema}: it was replayed from "
+                    f"{replay_of(was_archive, was_where)}, not {replay_of(archive, where)}"
+                )
         checkpoints = con.execute(f"select source from {store.q(schema)}._checkpoint")
         replayed = [r[0] for r in checkpoints.fetchall()]
         if replayed and source not in replayed:  # rebuilding would drop that replay
@@ -652,6 +696,14 @@ def _prepare(
                 f"cannot resume {schema} with source {source}: it holds a replay of "
                 f"{', '.join(replayed)}; use another version (or file) for this source"
             )
+        if info:
+            if was_first is not None and was_first != first:
+                raise ProjectionError(
+                    f"cannot resume {schema}: {archive} holds another archive than the one it "
+                    f"was replayed from (its first event was {was_first}, now {first}); "
+                    "replay without --resume"
+                )
+            code_changed = was_code is not None and was_code != code
         changed = store.changed_tables(con, schema, projection.tables())
         if changed:
             raise ProjectionError(
@@ -683,10 +735,21 @@ def _prepare(
         runner.log.restart(store.next_row_id(con, schema))
     con.execute(f"delete from {store.q(schema)}._replay_info")
     con.execute(
-        f"insert into {store.q(schema)}._replay_info values (?, ?, ?, now(), null, ?, ?, ?)",
-        [projection.name, projection.version, archive, point[1] if point else 0, until, where],
+        f"insert into {store.q(schema)}._replay_info values (?, ?, ?, now(), null, ?, ?, ?, ?, ?)",
+        [
+            projection.name,
+            projection.version,
+            archive,
+            point[1] if point else 0,
+            until,
+            where,
+            first,
+            code,
+        ],
     )
-    return (point[0], point[1], None) if point else (None, 0, replaced)
+    if point is None:
+        return _Start(replaced=replaced)
+    return _Start(point[0], point[1], code_changed=code_changed)
 
 
 class _Writer:

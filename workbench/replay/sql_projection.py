@@ -147,7 +147,7 @@ def replay_sql(
         seconds = time.perf_counter() - started
         con.execute(
             f"insert into {schema}._replay_info values (?, ?, ?, now() - to_microseconds(?::BIGINT), "
-            "now(), ?, ?, ?)",
+            "now(), ?, ?, ?, null, null)",
             [
                 projection.name,
                 projection.version,

@@ -75,8 +75,10 @@ LINEAGE_DDL = (
 INFO_DDL = (
     "create table if not exists {s}._replay_info (projection VARCHAR, version INTEGER, "
     "archive VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, events_applied BIGINT, "
-    "until_position BIGINT, where_sql VARCHAR)"
+    "until_position BIGINT, where_sql VARCHAR, archive_first VARCHAR, code VARCHAR)"
 )
+#: Columns ``_replay_info`` gained after its first layout: added when resuming an older replay.
+INFO_ADDED = ("archive_first", "code")
 DEAD_LETTER_SCHEMA = pa.schema(
     [
         ("source", pa.string()),
