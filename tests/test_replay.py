@@ -530,6 +530,55 @@ def test_resume_after_kill_9_gives_the_uninterrupted_rows(
     assert again == 0
 
 
+SLEEPY = textwrap.dedent(
+    """
+    import time
+    import workbench as wb
+
+    class Sleepy(wb.Projection):
+        seen = wb.Table(key="stream", stream=str)
+
+        @wb.on("MemoryAccessed")
+        def accessed(self, event, tables):
+            if event.global_position > 1_000:
+                time.sleep(0.01)
+    """
+)
+
+
+def test_a_replay_stopped_by_sigterm_says_what_it_kept(archive: Path, tmp_path: Path) -> None:
+    """systemd, Kubernetes and timeout stop with SIGTERM: the replay says what it kept."""
+    script = tmp_path / "sleepy.py"
+    script.write_text(SLEEPY)
+    env = {**os.environ, "PYTHONPATH": str(Path(wb.__file__).parent.parent), "COLUMNS": "300"}
+    into = tmp_path / "o.duckdb"
+    command = [sys.executable, "-m", "workbench", "replay", "--archive", str(archive)]
+    command += ["--projection", str(script), "--into", str(into)]
+
+    def stopped(*more: str) -> str:
+        child = subprocess.Popen(
+            [*command, *more], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        assert child.stdout is not None
+        assert "not covered" in child.stdout.readline()  # printed just before the run starts
+        time.sleep(1)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 130
+        return " ".join(err.split())
+
+    # One batch of 4,000 events: stopped inside it, before any flush.
+    fresh = stopped()
+    assert "stopped: sleepy_v1 in" in fresh and "has no checkpoint yet: a new run" in fresh
+    wb.replay(archive, load_projection(str(script)), into=into, until=1_000)
+    kept = stopped("--resume")
+    assert re.search(
+        r"holds the events up to global_position 1,000 \(its last flush\); replay with "
+        r"--resume to go on from there",
+        kept,
+    ), kept
+
+
 def test_blue_green_versions_side_by_side_and_promote(archive: Path, tmp_path: Path) -> None:
     class MemoriesV2(Memories):
         version = 2  # keeps the name "memories": its next version

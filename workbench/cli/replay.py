@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -76,14 +78,23 @@ def replay(
         notice("not covered", problem, style="yellow", stderr=False)
     for note in covered.notes():
         notice("note", note, style="yellow", stderr=False)
-    with progress_bar() as bar:
-        task = bar.add_task("replay", total=None)
-        result = run_replay(
-            archive, candidate, into=into or Path("replay.duckdb"), source=source,
-            resume=resume, until=until, where=where, flush_seconds=flush_seconds,
-            on_error="dead-letter" if dead_letter else "raise",
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )  # fmt: skip
+    into = into or Path("replay.duckdb")
+    # timeout, systemd and Kubernetes stop with SIGTERM: take it as Ctrl-C, told below.
+    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("replay", total=None)
+            result = run_replay(
+                archive, candidate, into=into, source=source,
+                resume=resume, until=until, where=where, flush_seconds=flush_seconds,
+                on_error="dead-letter" if dead_letter else "raise",
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        notice("stopped", _kept(into, candidate), style="yellow")
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     console.print(result.summary(), highlight=False)
     console.print(frame_table(result.per_type, "events per type"))
     if result.dead_letters:
@@ -92,6 +103,33 @@ def replay(
         )
         console.print(frame_table(letters, "dead letters", total=result.dead_letters))
     raise typer.Exit(0 if result.coverage.ok and not result.dead_letters else 1)
+
+
+def _kept(into: Path, projection: Any) -> str:
+    """What an interrupted replay kept (its last flush's checkpoint), and how to go on."""
+    from workbench.replay.store import connect, q
+
+    schema = projection.schema()
+    con = connect(into)
+    try:
+        (found,) = con.execute(
+            "select count(*) from duckdb_tables() where database_name = current_database() "
+            "and schema_name = ? and table_name = '_checkpoint'",
+            [schema],
+        ).fetchall()[0]
+        at = (
+            con.execute(f"select max(last_position) from {q(schema)}._checkpoint").fetchall()[0][0]
+            if found
+            else None
+        )
+    finally:
+        con.close()
+    if at is None:
+        return f"{schema} in {into} has no checkpoint yet: a new run starts over"
+    return (
+        f"{schema} in {into} holds the events up to global_position {at:,} (its last "
+        "flush); replay with --resume to go on from there"
+    )
 
 
 @app.command()
