@@ -343,6 +343,9 @@ class WrongType(Memories):
             tables.memories.upsert(row)
 
 
+WRONG_TYPE_LINE = WrongType.deleted.__code__.co_firstlineno + 5  # its upsert
+
+
 def test_a_value_of_the_wrong_type_names_its_row_and_the_event_that_wrote_it(
     archive: Path, tmp_path: Path
 ) -> None:
@@ -428,12 +431,14 @@ def test_dead_letters_record_and_go_on(archive: Path, tmp_path: Path) -> None:
     letter = con.execute(
         "select event_type, handler, error, traceback, data from fragile_v1._dead_letters limit 1"
     ).fetchall()[0]
-    assert letter[:3] == ("MemoryUpdated", "Fragile.updated", "ValueError: boom")
+    # The error says where in the projection it was raised: two bugs of one text stay apart.
+    assert letter[:2] == ("MemoryUpdated", "Fragile.updated")
+    assert re.fullmatch(r"ValueError: boom \(at test_replay\.py:\d+\)", letter[2])
     assert "raise ValueError" in letter[3] and "memory_id" in letter[4]
     assert con.execute("select count(*) from fragile_v1.memories").fetchall()[0][0] > 0
     con.close()
     first = result.dead_letter_rows(limit=3)
-    assert first.height == 3 and first["error"].to_list() == ["ValueError: boom"] * 3
+    assert first.height == 3 and first["error"].to_list() == [letter[2]] * 3
     assert first["global_position"].is_sorted()
     assert result.dead_letter_rows().height == result.dead_letters
 
@@ -1145,7 +1150,7 @@ def test_in_dead_letter_mode_a_row_a_table_cannot_store_is_a_dead_letter(
             "MemoryDeleted",
             "WrongType.deleted",
             "ProjectionError: table memories, column access_count: a handler wrote 'many', "
-            "which is not BIGINT; the row is dropped",
+            f"which is not BIGINT; the row is dropped (at test_replay.py:{WRONG_TYPE_LINE})",
         )
     ]
     # the rows it broke are dropped, at the event that broke them; the others are written

@@ -254,7 +254,7 @@ class ReplayResult:
         return (
             f"{self.schema}: {self.events_applied:,} events in {self.seconds:.2f}s "
             f"({self.events_per_second:,.0f} events/s){resumed}; last position "
-            f"{self.last_position}; {self.dead_letters} dead letter(s); {estimate}{time_went}"
+            f"{self.last_position}; {self.dead_letters:,} dead letter(s); {estimate}{time_went}"
             f"{unwritten}"
         )
 

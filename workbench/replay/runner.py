@@ -252,7 +252,8 @@ class Runner:
                 "event_id": event.event_id,
                 "event_type": event.event_type,
                 "handler": handler,
-                "error": error,
+                # Where in the projection: two bugs raising the same text stay apart.
+                "error": f"{error} ({where})" if (where := _where(exc)) else error,
                 "traceback": "".join(traceback.format_exception(exc)),
                 "data": event[_BATCH_INDEX].get("data", event[_BATCH_INDEX + 1]),
             }

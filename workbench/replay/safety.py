@@ -111,9 +111,7 @@ class ScenarioResult:
             return f"{self.name}: ok{caveat}"
         per_table = ", ".join(f"{t} ({n} keys)" for t, n in self.counts.items())
         if self.truncated:
-            per_table += (
-                f" ({self.listed} listed: raise max_differences, --max-differences, for more)"
-            )
+            per_table += f" ({self.listed} listed; max_differences=, --max-differences, lists more)"
         culprits = ", ".join(self.implicated_handlers or self.implicated_types)
         culprits = culprits or "not narrowed" + (
             " (it differs only where the projection is not deterministic)"
@@ -177,7 +175,7 @@ class SafetyReport:
         if self.clean_errors:
             head += (
                 f"; even without faults {self.clean_errors:,} event(s) failed in a handler "
-                "or upcaster (replay with on_error='dead-letter' to see them)"
+                "or upcaster (replay with on_error='dead-letter', --dead-letter, to see them)"
             )
         return "\n".join([head, *("  " + s.summary() for s in self.scenarios)])
 
