@@ -36,6 +36,8 @@ True
 ...     def any(self, event, tables): pass
 >>> coverage(Ahead(), counts.filter(pl.col("event_type") == "A")).summary()
 'all events handled; no events of the handled type(s) Archived (yet to come? misspelt?)'
+>>> coverage(Ahead(), counts.filter(pl.col("event_type") == "A"), filtered=True).notes()
+['no events of the handled type(s) Archived (left out by where/until?)']
 >>> class Typo(Projection):
 ...     @on("MemoryCreatd")
 ...     def created(self, event, tables): pass
@@ -81,6 +83,8 @@ class Coverage:
     table: pl.DataFrame
     #: Envelope fields null in every handled event: a handler reading one gets None.
     absent: tuple[str, ...] = ()
+    #: Whether the events counted were cut by ``where`` or ``until``.
+    filtered: bool = False
 
     @property
     def ok(self) -> bool:
@@ -111,9 +115,8 @@ class Coverage:
         notes = []
         idle = self.table.filter(pl.col("status") == "no events")["event_type"].to_list()
         if idle:
-            notes.append(
-                f"no events of the handled type(s) {', '.join(idle)} (yet to come? misspelt?)"
-            )
+            why = "left out by where/until?" if self.filtered else "yet to come? misspelt?"
+            notes.append(f"no events of the handled type(s) {', '.join(idle)} ({why})")
         if self.absent:
             fields = ", ".join(f"event.{name}" for name in self.absent)
             notes.append(
@@ -159,8 +162,9 @@ def _version_label(version: int | None) -> str:
     return "(no version)" if version is None else f"v{version}"
 
 
-def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
-    """Coverage of ``counts`` (``event_type, schema_version, events``) by ``projection``."""
+def coverage(projection: Projection, counts: pl.DataFrame, *, filtered: bool = False) -> Coverage:
+    """Coverage of ``counts`` (``event_type, schema_version, events``) by ``projection``;
+    ``filtered``: the events were cut by ``where`` or ``until``."""
     handlers = projection.handlers()
     any_version = projection.any_version()
     chain = projection.upcasters()
@@ -220,7 +224,7 @@ def coverage(projection: Projection, counts: pl.DataFrame) -> Coverage:
         label = projection.handler_label(event_type)
         rows.append((event_type, targets.get(event_type, 1), 0, label, None, status))
     table = _frame(rows)
-    return Coverage(table, _absent(counts, table))
+    return Coverage(table, _absent(counts, table), filtered)
 
 
 def _absent(counts: pl.DataFrame, table: pl.DataFrame) -> tuple[str, ...]:

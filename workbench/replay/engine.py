@@ -364,7 +364,8 @@ def check_coverage(
     reader = open_reader(archive)
     source = select_source(reader, source)
     check_where(where)
-    return coverage(_instantiate(projection), count_events(reader, source, where, until))
+    counts = count_events(reader, source, where, until)
+    return coverage(_instantiate(projection), counts, filtered=bool(where) or until is not None)
 
 
 @shows_progress("replay")
@@ -440,7 +441,7 @@ def replay(
         )
     instance = _instantiate(projection)
     counts = count_events(reader, source, where, until)
-    cov = coverage(instance, counts)
+    cov = coverage(instance, counts, filtered=bool(where) or until is not None)
     total = int(counts["events"].sum()) if counts.height else 0
 
     schema = instance.schema()
