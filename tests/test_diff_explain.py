@@ -428,6 +428,43 @@ def test_a_gap_is_no_lead_for_an_identical_row(tmp_path: Path) -> None:
     assert "missing from the archive" not in str(d.explain("b"))
 
 
+class Balances(wb.Projection):
+    accounts = wb.Table(key="stream", stream=str, balance=int)
+
+    @wb.on("Deposited")
+    def deposited(self, event: wb.Event, tables: wb.Tables) -> None:
+        row = tables.accounts.get(event.stream) or {"stream": event.stream, "balance": 0}
+        row["balance"] += event.data["amount"]
+        tables.accounts.upsert(row)
+
+
+def test_the_event_holding_what_a_row_is_off_by_is_a_suspect(tmp_path: Path) -> None:
+    """Live applied one deposit twice (a consumer's redelivery: the archive has it once):
+    the event whose amount is the difference is named, among many."""
+    amounts = [10, 1, 250, 32208, 7, 10, 99, 5, 1, 12, 40, 3]
+    ArchiveWriter(tmp_path / "a", "s").append(
+        pa.table(
+            {
+                "global_position": list(range(1, 13)),
+                "recorded_at": list(range(12)),
+                "event_type": ["Deposited"] * 12,
+                "stream": ["acc-1"] * 12,
+                "data": [f'{{"amount": {a}, "note": "x{a}"}}' for a in amounts],
+            }
+        )
+    )
+    wb.replay(tmp_path / "a", Balances, into=tmp_path / "c.duckdb")
+    live = pl.DataFrame({"stream": ["acc-1"], "balance": [sum(amounts) + 32208]})
+    explanation = wb.diff(
+        f"{tmp_path / 'c.duckdb'}:balances_v1.accounts", live, key="stream"
+    ).explain("acc-1")
+    flagged = explanation.suspects().filter(pl.col("why").is_not_null())
+    assert flagged.select("global_position", "why").rows() == [
+        (4, "holds 32208, what balance is off by")
+    ]
+    assert "#4 Deposited" in str(explanation)  # shown though it is neither end of the history
+
+
 def test_a_key_no_side_has_is_an_error_naming_near_keys() -> None:
     candidate = pl.DataFrame({"id": ["a76994fc-72ae", "a76994fc-0000", "b1"], "v": [1, 2, 3]})
     live = candidate.with_columns(pl.col("v") + 1)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
 import unicodedata
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +173,7 @@ class Explanation:
                 .when(of_type == 2)
                 .then(pl.format("one of 2 {} events", "event_type")),
             )
+        flags += self._carrying_the_difference()
         why = pl.concat_str(flags, separator="; ", ignore_nulls=True) if flags else pl.lit("")
         why = pl.when(why != "").then(why)  # no flag: null, not ""
         row = pl.int_range(pl.len(), dtype=pl.Int64)
@@ -181,6 +184,33 @@ class Explanation:
             )
             .select("row", "why", pl.exclude("row", "why"))
         )
+
+    def _carrying_the_difference(self, most: int = 3) -> list[pl.Expr]:
+        """A flag for the few events whose payload holds a number a changed column is off
+        by: an amount applied twice, or missed, shows as exactly that difference.
+        Differences of 1 (a count) and numbers many events hold say nothing."""
+        if "data" not in self.events.columns or not self.candidate or not self.live:
+            return []
+        found: list[pl.Expr] = []
+        for column in self.changed_columns:
+            c, lv = self.candidate.get(column), self.live.get(column)
+            if not all(
+                isinstance(v, int | float | Decimal) and not isinstance(v, bool) for v in (c, lv)
+            ):
+                continue
+            off = abs(Decimal(str(c)) - Decimal(str(lv)))
+            if off <= 1:
+                continue
+            number = re.escape(format(off.normalize(), "f"))
+            # The number as a JSON value (not part of a longer one, not inside a string).
+            holds = pl.col("data").str.contains(rf"[:\[,]\s*-?{number}(\.0+)?\s*[,\]}}]")
+            if 0 < self.events.select(holds.fill_null(False).sum()).item() <= most:
+                found.append(
+                    pl.when(holds).then(
+                        pl.lit(f"holds {off.normalize():f}, what {column} is off by")
+                    )
+                )
+        return found
 
     def _repr_html_(self) -> str:
         suspects = self.suspects()
