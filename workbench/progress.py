@@ -62,7 +62,9 @@ def notebook_progress(description: str) -> Iterator[ProgressCallback | None]:
     try:
         yield report
     finally:
-        handle.update(HTML(""))
+        # Empty in every form: HTML("") keeps a text/plain "<IPython...HTML object>",
+        # which a saved notebook (and nbconvert, GitHub) shows.
+        handle.update({"text/plain": "", "text/html": ""}, raw=True)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
