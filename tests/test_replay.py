@@ -562,7 +562,13 @@ def test_a_replay_stopped_by_sigterm_says_what_it_kept(archive: Path, tmp_path: 
 
     def stopped(*more: str) -> str:
         child = subprocess.Popen(
-            [*command, *more], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            [*command, *more],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            # A job started in the background (`cmd &` in a script) ignores SIGINT.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
         assert child.stdout is not None
         assert "not covered" in child.stdout.readline()  # printed just before the run starts

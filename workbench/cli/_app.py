@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
@@ -214,6 +217,22 @@ def _cell(value: object, exact: bool = False) -> str:
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     return str(value)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (timeout, systemd, Kubernetes) raises KeyboardInterrupt while the block runs,
+    so the command ends as after Ctrl-C: it keeps what it did and says so. Raised here,
+    not re-sent as SIGINT, which a job started in the background ignores."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def notice(label: str, message: str, *, style: str = "bold yellow", stderr: bool = True) -> None:

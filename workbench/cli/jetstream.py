@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import signal
 import warnings
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from workbench.cli._app import archive_app, console, notice, progress_bar, sample_app
+from workbench.cli._app import (
+    archive_app,
+    console,
+    notice,
+    progress_bar,
+    sample_app,
+    sigterm_as_interrupt,
+)
 from workbench.sources.jetstream import (
     ArchiveProgress,
     JetStreamMapping,
@@ -176,24 +182,20 @@ def sample_jetstream_command(
     tls = tls_context(tls_cert, tls_key, tls_ca)
     nats_auth(creds, nkey)
     expected = int(duration // every) + 1
-    # timeout, systemd and Kubernetes stop with SIGTERM: take it as Ctrl-C, which
-    # keeps the samples taken so far (the default would drop up to 10 s of them).
-    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-    try:
-        with progress_bar() as bar:
-            task = bar.add_task(f"sampling {stream}", total=expected)
-            result = sample_jetstream(
-                server,
-                stream,
-                out,
-                consumers=consumers or None,
-                every=every,
-                duration=duration,
-                progress=lambda n: bar.update(task, completed=n),
-                tls=tls,
-                creds=creds,
-                nkey=nkey,
-            )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # SIGTERM ends it as Ctrl-C does, keeping the samples taken so far (the default
+    # would drop up to 10 s of them).
+    with sigterm_as_interrupt(), progress_bar() as bar:
+        task = bar.add_task(f"sampling {stream}", total=expected)
+        result = sample_jetstream(
+            server,
+            stream,
+            out,
+            consumers=consumers or None,
+            every=every,
+            duration=duration,
+            progress=lambda n: bar.update(task, completed=n),
+            tls=tls,
+            creds=creds,
+            nkey=nkey,
+        )
     console.print(str(result), highlight=False)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from workbench.cli._app import app, console, frame_table, notice, progress_bar
+from workbench.cli._app import (
+    app,
+    console,
+    frame_table,
+    notice,
+    progress_bar,
+    sigterm_as_interrupt,
+)
 from workbench.errors import WorkbenchError
 
 
@@ -79,10 +85,8 @@ def replay(
     for note in covered.notes():
         notice("note", note, style="yellow", stderr=False)
     into = into or Path("replay.duckdb")
-    # timeout, systemd and Kubernetes stop with SIGTERM: take it as Ctrl-C, told below.
-    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
-        with progress_bar() as bar:
+        with sigterm_as_interrupt(), progress_bar() as bar:
             task = bar.add_task("replay", total=None)
             result = run_replay(
                 archive, candidate, into=into, source=source,
@@ -93,8 +97,6 @@ def replay(
     except KeyboardInterrupt:
         notice("stopped", _kept(into, candidate), style="yellow")
         raise typer.Exit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     console.print(result.summary(), highlight=False)
     console.print(frame_table(result.per_type, "events per type"))
     if result.dead_letters:
