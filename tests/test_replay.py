@@ -754,6 +754,9 @@ def test_a_resume_of_a_few_events_gives_no_rebuild_estimate(archive: Path, tmp_p
     assert f"{few.events_applied} events are too few to estimate a rebuild from" in few.summary()
     with pytest.raises(ProjectionError, match="too few to estimate a rebuild from"):
         few.estimate(5_000_000)  # the summary says there is none: so does the method
+    nothing = wb.replay(archive, Memories, into=tmp_path / "none.duckdb", where="false")
+    with pytest.raises(ProjectionError, match="0 events applied: too few to estimate"):
+        nothing.estimate()
     assert "rebuild of all 4,000 events" in wb.replay(archive, Memories, into=into).summary()
     # Asked to resume a replay that never flushed: it starts over, and says so.
     fresh = wb.replay(archive, Memories, into=tmp_path / "new.duckdb", resume=True)
@@ -1004,9 +1007,12 @@ def test_a_resume_with_changed_code_says_so(archive: Path, tmp_path: Path) -> No
     wb.replay(archive, Memories, into=into, until=1_000)
     same = wb.replay(archive, Memories, into=into, until=2_000, resume=True)
     assert not same.code_changed and "changed projection code" not in same.summary()
-    edited = wb.replay(archive, MemoriesEdited, into=into, resume=True)
+    edited = wb.replay(archive, MemoriesEdited, into=into, until=2_500, resume=True)
     assert edited.code_changed and edited.resumed_from == 2_000
     assert "with changed projection code: rows written before it came from" in edited.summary()
+    # Resumed again with the new code, the rows are still mixed: still said.
+    wb.replay(archive, MemoriesEdited, into=into, until=3_000, resume=True)
+    assert wb.replay(archive, MemoriesEdited, into=into, resume=True).code_changed
 
 
 def test_a_replay_begun_before_replay_info_knew_its_archive_and_code_resumes(

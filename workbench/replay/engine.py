@@ -172,7 +172,11 @@ class ReplayResult:
 
     def _too_few_to_estimate(self) -> bool:
         # A resumed run of a few events times its fixed costs, not the events.
-        return self.events_applied < min(self.archive_events, 10_000) or not self.seconds
+        return (
+            not self.events_applied
+            or self.events_applied < min(self.archive_events, 10_000)
+            or not self.seconds
+        )
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Query the output with the projection's schema as the search path.
@@ -638,6 +642,10 @@ class _Start:
     code_changed: bool = False
 
 
+#: ``_replay_info.code`` of a replay resumed with other code than it began with.
+_MIXED = "mixed"
+
+
 def _first_event(reader: ArchiveReader, source: str) -> str | None:
     """The source's first event, as an archive's identity: a copy, a compaction or
     events appended since keep it; another archive at the same path does not."""
@@ -705,6 +713,8 @@ def _prepare(
                     "replay without --resume"
                 )
             code_changed = was_code is not None and was_code != code
+            if code_changed or was_code == _MIXED:  # its rows stay mixed for good
+                code = _MIXED
         changed = store.changed_tables(con, schema, projection.tables())
         if changed:
             raise ProjectionError(

@@ -210,7 +210,8 @@ class Projection:
     @classmethod
     def code(cls) -> str:
         """A fingerprint of the projection's code: every method of its classes (the
-        workbench's own aside), so a resume can tell that the handlers changed.
+        workbench's own aside), so a resume can tell that the handlers changed. The
+        same in every process; a module-level function the methods call is not in it.
 
         >>> class A(Projection):
         ...     def h(self): return 1
@@ -326,4 +327,18 @@ def _digest_code(digest: Any, code: types.CodeType) -> None:
         if isinstance(const, types.CodeType):
             _digest_code(digest, const)
         else:
-            digest.update(repr(const).encode())
+            digest.update(_stable_repr(const).encode())
+
+
+def _stable_repr(const: object) -> str:
+    """``repr`` of a code constant, but a frozenset's (``x in {"A", "B"}``) in sorted
+    order: its own order follows the process's string hash seed.
+
+    >>> _stable_repr(frozenset({"b", "a"})), _stable_repr(("x", frozenset({2, 1})))
+    ("frozenset('a', 'b')", "('x', frozenset(1, 2))")
+    """
+    if isinstance(const, frozenset):
+        return f"frozenset({', '.join(sorted(map(_stable_repr, const)))})"
+    if isinstance(const, tuple):
+        return "(" + ", ".join(map(_stable_repr, const)) + ("," if len(const) == 1 else "") + ")"
+    return repr(const)
