@@ -41,6 +41,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Table
@@ -137,6 +138,11 @@ class Changes:
     new_keys: list[Any]
 
 
+#: _CheckedWrites' slots (set by its checks()), declared on TableState: a class that also
+#: derives from _NormalisingState cannot add slots of its own beside that one's.
+_CHECKED_SLOTS = ("_columns", "_fine", "_quick", "_refusal", "_valued")
+
+
 class TableState:
     """One table's rows by key, with ``get / upsert / update / delete``.
 
@@ -148,8 +154,6 @@ class TableState:
     """
 
     __slots__ = (
-        "_columns",
-        "_fine",
         "_ids",
         "_key",
         "_key_of_id",
@@ -157,13 +161,11 @@ class TableState:
         "_log",
         "_new_ids",
         "_new_keys",
-        "_quick",
-        "_refusal",
         "_row_ids",
-        "_zoned",
         "get",
         "rows",
         "table",
+        *_CHECKED_SLOTS,
     )
 
     #: ``get(key, default=None)``: the row with ``key`` (a dict), or ``default``.
@@ -189,8 +191,6 @@ class TableState:
         self._row_ids = log.row_ids
         self._log = log.append
         log.states.append(self)
-        self._refusal: Refusal | None = None
-        self._quick: list[tuple[str, Callable[[Any], bool]]] = []
 
     def _new_id(self, key: Any) -> int:
         row_id = next(self._row_ids)
@@ -372,25 +372,24 @@ class _CheckedWrites(TableState):
     __slots__ = ()
 
     def checks(self, refusal: Refusal) -> None:
-        self._refusal = refusal
-        self._quick = [(c, t.certainly_stores()) for c, t in self.table.types.items()]
-        self._columns = list(self.table.types)
-        self._zoned = [
-            (c, q) for c, q in self._quick if self.table.types[c].sql.startswith("TIMESTAMP")
+        types = self.table.types
+        self._refusal: Refusal = refusal
+        self._quick: list[tuple[str, Callable[[Any], bool]]] = [
+            (c, t.certainly_stores()) for c, t in types.items()
         ]
+        self._columns = list(types)
         # Types of a row's values (in column order) that passed every quick check: a
-        # write of the same types is fine but for a time's zone, checked apart. (An
-        # int past 64 bits of such a row is left to the flush: no handler writes one.)
+        # write of the same types needs only the checks a type does not settle, of
+        # the columns in _valued: a time's zone, an integer's range.
         self._fine: set[tuple[type, ...]] = set()
+        self._valued = [
+            (c, quick)
+            for c, quick in self._quick
+            if pa.types.is_timestamp(types[c].arrow) or pa.types.is_integer(types[c].arrow)
+        ]
 
     def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
-        # The common case inline (a frame less a write): types seen fine, no time column.
-        if (
-            self._zoned
-            or tuple(map(type, map(row.get, self._columns))) not in self._fine
-            or not row.keys() <= self.table.types.keys()
-        ):
-            self._check(row)
+        self._check(row)
         return super().upsert(row)
 
     def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
@@ -401,19 +400,21 @@ class _CheckedWrites(TableState):
     def _check(self, row: dict[str, Any]) -> None:
         get = row.get
         types = tuple(map(type, map(get, self._columns)))  # in C: ~0.2 µs a write
-        if types in self._fine and row.keys() <= self.table.types.keys():
-            for column, quick in self._zoned:  # aware or naive: the type does not say
+        declared = row.keys() <= self.table.types.keys()
+        if types in self._fine and declared:
+            for column, quick in self._valued:
                 if not quick(get(column)):
                     break
             else:
                 return
-        elif all(quick(get(column)) for column, quick in self._quick) and (
-            row.keys() <= self.table.types.keys()
-            and all(get(k) is not None for k in self.table.key)
-        ):
-            self._fine.add(types)
-            return
-        assert self._refusal is not None
+        elif declared and all(get(k) is not None for k in self.table.key):
+            doubtful = [c for c, quick in self._quick if not quick(get(c))]
+            if not doubtful:
+                self._fine.add(types)
+                return
+            # Only the doubtful columns, one value each: a whole row's arrays cost ~13 µs.
+            if all(self._stores(c, get(c)) for c in doubtful):
+                return
         why = self._refusal(self.table, row)
         if why is None:
             return
@@ -425,6 +426,16 @@ class _CheckedWrites(TableState):
             self.delete(key)
             why += "; the row is dropped"
         raise ProjectionError(why)
+
+    def _stores(self, column: str, value: Any) -> bool:
+        ctype = self.table.types[column]
+        if pa.types.is_timestamp(ctype.arrow):  # the flush refuses the other zone's
+            return False
+        try:
+            ctype.array([value])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError):
+            return False
+        return True
 
 
 class _CheckedNormalisingState(_CheckedWrites, _NormalisingState):
