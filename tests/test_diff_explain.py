@@ -476,3 +476,10 @@ def test_a_key_no_side_has_is_an_error_naming_near_keys() -> None:
     with pytest.raises(DiffError, match=r"'other' is not a key column \(the key: id\)"):
         d.explain({"id": "b1", "other": 1})
     assert d.explain("b1").status == "changed"
+
+
+def test_explaining_a_nan_is_no_crash() -> None:
+    candidate = pl.DataFrame({"id": ["a", "b"], "x": [float("nan"), 1.0]})
+    live = pl.DataFrame({"id": ["a", "b"], "x": [3.0, 1.0]})
+    explanation = wb.diff(candidate, live, key="id").explain("a")
+    assert explanation.status == "changed" and "x: candidate nan, live 3.0" in str(explanation)

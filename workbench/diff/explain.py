@@ -199,7 +199,7 @@ class Explanation:
             ):
                 continue
             off = abs(Decimal(str(c)) - Decimal(str(lv)))
-            if off <= 1:
+            if not off.is_finite() or off <= 1:  # a NaN or infinity is off by nothing useful
                 continue
             number = re.escape(format(off.normalize(), "f"))
             # The number as a JSON value (not part of a longer one, not inside a string).
