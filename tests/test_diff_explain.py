@@ -478,8 +478,20 @@ def test_a_key_no_side_has_is_an_error_naming_near_keys() -> None:
     assert d.explain("b1").status == "changed"
 
 
-def test_explaining_a_nan_is_no_crash() -> None:
-    candidate = pl.DataFrame({"id": ["a", "b"], "x": [float("nan"), 1.0]})
-    live = pl.DataFrame({"id": ["a", "b"], "x": [3.0, 1.0]})
-    explanation = wb.diff(candidate, live, key="id").explain("a")
-    assert explanation.status == "changed" and "x: candidate nan, live 3.0" in str(explanation)
+def test_explaining_a_nan_is_no_crash(tmp_path: Path) -> None:
+    ArchiveWriter(tmp_path / "a", "s").append(
+        pa.table(
+            {
+                "global_position": [1, 2],
+                "recorded_at": [0, 1],
+                "event_type": ["Deposited"] * 2,
+                "stream": ["acc-1"] * 2,
+                "data": ['{"amount": 5}', '{"amount": 7}'],
+            }
+        )
+    )
+    wb.replay(tmp_path / "a", Balances, into=tmp_path / "c.duckdb")
+    live = pl.DataFrame({"stream": ["acc-1"], "balance": [float("nan")]})
+    d = wb.diff(f"{tmp_path / 'c.duckdb'}:balances_v1.accounts", live, key="stream")
+    explanation = d.explain("acc-1")
+    assert explanation.status == "changed" and "balance: candidate 12, live nan" in str(explanation)
