@@ -109,23 +109,13 @@ def replay(
 
 def _kept(into: Path, projection: Any) -> str:
     """What an interrupted replay kept (its last flush's checkpoint), and how to go on."""
-    from workbench.replay.store import connect, q
+    from workbench.replay import SqlProjection
+    from workbench.replay.store import last_position
 
     schema = projection.schema()
-    con = connect(into)
-    try:
-        (found,) = con.execute(
-            "select count(*) from duckdb_tables() where database_name = current_database() "
-            "and schema_name = ? and table_name = '_checkpoint'",
-            [schema],
-        ).fetchall()[0]
-        at = (
-            con.execute(f"select max(last_position) from {q(schema)}._checkpoint").fetchall()[0][0]
-            if found
-            else None
-        )
-    finally:
-        con.close()
+    if isinstance(projection, SqlProjection):  # one transaction: rolled back whole
+        return f"{schema} in {into} is as it was before this run (a SqlProjection is rebuilt whole)"
+    at = last_position(into, schema)
     if at is None:
         return f"{schema} in {into} has no checkpoint yet: a new run starts over"
     return (

@@ -797,6 +797,26 @@ def refuse_promoted(con: duckdb.DuckDBPyConnection, schema: str) -> None:
         )
 
 
+def last_position(into: str | os.PathLike[str], schema: str) -> int | None:
+    """The checkpoint of the replay into ``schema`` of the file ``into`` (None: no such
+    file, schema or checkpoint); opens no file that is not there."""
+    if not Path(into).is_file():
+        return None
+    con = connect(into)
+    try:
+        (found,) = con.execute(
+            "select count(*) from duckdb_tables() where database_name = current_database() "
+            "and schema_name = ? and table_name = '_checkpoint'",
+            [schema],
+        ).fetchall()[0]
+        if not found:
+            return None
+        at = con.execute(f"select max(last_position) from {q(schema)}._checkpoint").fetchall()
+        return None if at[0][0] is None else int(at[0][0])
+    finally:
+        con.close()
+
+
 def unfinished_replay(
     con: duckdb.DuckDBPyConnection, schema: str, catalog: str | None = None
 ) -> int | None:
