@@ -1416,6 +1416,13 @@ def test_promote_refuses_a_version_that_would_make_the_read_model_worse(
     with pytest.raises(ProjectionError, match=r"not promoting fragile_v1: it has \d+ dead letter"):
         wb.promote(into, "fragile", 1)
     assert wb.promote(into, "fragile", 1, force=True)
+
+    class FragileFixed(Memories):  # the next version of fragile: no dead letters
+        name, version = "fragile", 2
+
+    # A version that fails less than the promoted one is a fix: promoted as it is.
+    wb.replay(archive, FragileFixed, into=into, on_error="dead-letter")
+    assert wb.promote(into, "fragile", 2)
     # The shell says what the views read before.
     wb.replay(archive, MemoriesV2, into=into)
     args = ["promote", "--into", str(into), "--name", "memories"]

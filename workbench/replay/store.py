@@ -855,11 +855,20 @@ def promoted_schema(con: duckdb.DuckDBPyConnection, projection_name: str) -> str
 def _promotion_risks(con: duckdb.DuckDBPyConnection, target: str, current: str | None) -> list[str]:
     """What would make the stable views worse: dead letters, another archive or filter
     than the promoted version's, or fewer events (the read model going back in time)."""
+
+    def dead_letters(schema: str) -> int:
+        return int(con.execute(f"select count(*) from {q(schema)}._dead_letters").fetchall()[0][0])
+
     risks = []
-    (dead,) = con.execute(f"select count(*) from {q(target)}._dead_letters").fetchall()[0]
-    if dead:
-        risks.append(f"it has {dead:,} dead letter(s): rows their events would have written")
-    if current is None or current == target or not schema_exists(con, current):
+    dead = dead_letters(target)
+    other = current is not None and current != target and schema_exists(con, current)
+    was_dead = dead_letters(current) if other and current is not None else 0
+    if dead > was_dead:  # a version that fails less than the promoted one is a fix
+        risks.append(
+            f"it has {dead:,} dead letter(s){f' ({current} {was_dead:,})' if other else ''}: "
+            "rows their events would have written"
+        )
+    if not other or current is None:
         return risks
 
     def replayed(schema: str) -> tuple[Any, ...]:
@@ -871,7 +880,10 @@ def _promotion_risks(con: duckdb.DuckDBPyConnection, target: str, current: str |
 
     archive, where, last = replayed(target)
     was_archive, was_where, was_last = replayed(current)
-    if (archive, where) != (was_archive, was_where):
+    same_place = (archive is None) == (was_archive is None) and (
+        archive is None or Path(archive).resolve() == Path(was_archive).resolve()
+    )
+    if not same_place or where != was_where:
         risks.append(
             f"it was replayed from {archive}{f' where {where}' if where else ''}, "
             f"{current} from {was_archive}{f' where {was_where}' if was_where else ''}"
