@@ -329,12 +329,27 @@ def test_drift_finds_a_rename_without_a_new_version(tmp_path: Path) -> None:
         "new_present",
         "first_new_position",
     ).rows() == [("jetstream:BANK", "Deposited", 1, 60, "amount", 32, 37, "amount_cents", 28, 31)]
-    assert drift.found == 1
+    assert drift.found == 1 and drift.shapes["renamed"].to_list() == [True]
     assert drift.summary().endswith(
-        "1 version(s) with two shapes: Deposited v1 in jetstream:BANK has amount (32 events) "
-        "or amount_cents (28, from position 31), never both"
+        "1 version(s) with two shapes, renamed without a new version: Deposited v1 in "
+        "jetstream:BANK has amount (32 events) or amount_cents (28, from position 31), never both"
     )
     assert "shapes" in drift.highlights()
+
+
+def test_two_fields_mixed_throughout_are_two_shapes_by_design_not_a_finding(
+    tmp_path: Path,
+) -> None:
+    """A contact is an email or a phone, in any order: no rename, so said but not failed."""
+    data = ['{"email": "a@b"}' if i % 2 else '{"phone": "+1"}' for i in range(200)]
+    ArchiveWriter(tmp_path, "s").append(
+        table(list(range(1, 201)), event_type=["ContactAdded"] * 200, data=data)
+    )
+    drift = wb.open_archive(tmp_path).schema_drift()
+    assert drift.shapes["renamed"].to_list() == [False] and drift.found == 0
+    assert "1 version(s) with two shapes, mixed throughout: ContactAdded v1 in s has phone" in (
+        drift.summary()
+    )
 
 
 def test_optional_fields_are_not_two_shapes(tmp_path: Path) -> None:

@@ -273,16 +273,27 @@ stats as (
     from pairs p join signatures s on s.source = p.source and s.event_type = p.event_type
          and s.schema_version is not distinct from p.schema_version
     group by all
-)
+),
 -- The older shape is the one seen first; the new one's first event is where it begins.
-select source, event_type, schema_version, events,
-       case when a_first < b_first then a_field else b_field end as field,
-       case when a_first < b_first then a_present else b_present end as present,
-       case when a_first < b_first then a_last else b_last end as last_position,
-       case when a_first < b_first then b_field else a_field end as new_field,
-       case when a_first < b_first then b_present else a_present end as new_present,
-       greatest(a_first, b_first) as first_new_position
-from stats where together is null
+shaped as (
+    select source, event_type, schema_version, events,
+           case when a_first < b_first then a_field else b_field end as field,
+           case when a_first < b_first then a_present else b_present end as present,
+           case when a_first < b_first then a_last else b_last end as last_position,
+           case when a_first < b_first then b_field else a_field end as new_field,
+           case when a_first < b_first then b_present else a_present end as new_present,
+           greatest(a_first, b_first) as first_new_position
+    from stats where together is null
+)
+-- A rename happens once: most of the old field's events come before the new field's
+-- first. Two fields mixed throughout (an email or a phone) are two shapes by design.
+select * exclude (old_before), old_before * 2 >= present as renamed from (
+    select s.*, count(*) filter (where e.global_position < s.first_new_position) as old_before
+    from shaped s join per_event e on e.source = s.source and e.event_type = s.event_type
+         and e.schema_version is not distinct from s.schema_version
+         and list_contains(e.fields, s.field)
+    group by all
+)
 """
 
 
@@ -297,8 +308,11 @@ class Drift(CheckResult):
     - ``mismatches``: ``source, global_position, event_id, event_type,
       schema_version, missing, unexpected, retyped, likely_version``.
     - ``shapes``: ``source, event_type, schema_version, events, field,
-      present, last_position, new_field, new_present, first_new_position`` —
-      one row per pair of fields that split a version in two shapes.
+      present, last_position, new_field, new_present, first_new_position,
+      renamed`` — one row per pair of fields that split a version in two
+      shapes; ``renamed`` when most of the old field's events come before the
+      new one's first (a rename without a new version: a finding), else the two
+      are mixed throughout (one of two fields by design: a note).
     """
 
     name: ClassVar[str] = "drift"
@@ -321,7 +335,7 @@ class Drift(CheckResult):
     def found(self) -> int:
         """Events that do not fit their declared version, and versions' pairs of shapes
         (changes between versions are no fault)."""
-        return self.mismatches.height + self.shapes.height
+        return self.mismatches.height + self.shapes.filter("renamed").height
 
     def summary(self) -> str:
         versions = self.fields.select("source", "event_type", "schema_version").unique().height
@@ -329,10 +343,12 @@ class Drift(CheckResult):
             f"{versions} type/version(s), {self.changes.height} change(s) between versions, "
             f"{self.mismatches.height} event(s) not fitting their version"
         )
-        if self.shapes.height:
-            shown = "; ".join(_shape_line(row) for row in self.shapes.head(3).iter_rows(named=True))
-            more = f"; and {self.shapes.height - 3} more" if self.shapes.height > 3 else ""
-            text += f", {self.shapes.height} version(s) with two shapes: {shown}{more}"
+        for renamed, said in ((True, "renamed without a new version"), (False, "mixed throughout")):
+            shapes = self.shapes.filter(pl.col("renamed") == renamed)
+            if shapes.height:
+                shown = "; ".join(_shape_line(row) for row in shapes.head(3).iter_rows(named=True))
+                more = f"; and {shapes.height - 3} more" if shapes.height > 3 else ""
+                text += f", {shapes.height} version(s) with two shapes, {said}: {shown}{more}"
         return text
 
     def chart(self) -> alt.TopLevelMixin:
