@@ -167,9 +167,9 @@ class ArchiverRun:
         if recorded is not None and recorded != mine and not remap:
             raise ArchiveError(
                 f"{self.source} was archived with {' '.join(recorded)}; this run maps it with "
-                f"{' '.join(mine)}, and the events would be mapped two ways: give the same mapping (or none, to reuse it), "
-                "archive into another directory, or remap=True (--remap) to change it from "
-                "here on"
+                f"{' '.join(mine)}, and the events would be mapped two ways: give the same "
+                "mapping (or none, to reuse it), archive into another directory, or "
+                "remap=True (--remap) to change it from here on"
             )
         return mine
 

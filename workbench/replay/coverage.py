@@ -62,13 +62,11 @@ import polars as pl
 import pyarrow as pa
 
 from workbench import envelope
+from workbench.replay.event import ENVELOPE_FIELDS
 from workbench.replay.projection import Projection
 
-__all__ = ["ENVELOPE_FIELDS", "Coverage", "coverage"]
+__all__ = ["Coverage", "coverage"]
 
-#: Envelope fields a handler may read that a source can leave null in every event (a
-#: NATS subject per aggregate has no stream_position, say): said before the replay.
-ENVELOPE_FIELDS = ("stream", "stream_position", "occurred_at", "event_id")
 
 #: Statuses that are not a problem: a handled or ignored type, a handled type yet to
 #: come, a source's own message (a NATS marker: no domain event).

@@ -56,8 +56,8 @@ from workbench.errors import ArchiveError, ProjectionError
 from workbench.progress import shows_progress
 from workbench.replay import store
 from workbench.replay.batches import prefetch, quick_switching, read_batches
-from workbench.replay.coverage import ENVELOPE_FIELDS, Coverage, coverage
-from workbench.replay.event import lazy_decoding
+from workbench.replay.coverage import Coverage, coverage
+from workbench.replay.event import ENVELOPE_FIELDS, lazy_decoding
 from workbench.replay.projection import Projection
 from workbench.replay.runner import OnError, Runner
 
@@ -330,7 +330,7 @@ def count_events(
     reader: ArchiveReader, source: str, where: str | None, until: int | None
 ) -> pl.DataFrame:
     """``event_type, schema_version, events`` of what a replay will read, and how many
-    of them carry each of :data:`~workbench.replay.coverage.ENVELOPE_FIELDS` (``with_<field>``)."""
+    of them carry each of :data:`~workbench.replay.event.ENVELOPE_FIELDS` (``with_<field>``)."""
     filters = ["source = $source"]
     if until is not None:
         filters.append(f"global_position <= {int(until)}")
@@ -490,8 +490,9 @@ def replay(
                 events = runner.decode(batch)
                 if freezing and not runner.failures:
                     # The collector's passes over a batch's ~200k fresh tuples and dicts
-                    # (never cyclic) cost ~7% of a replay; frozen, it skips them. Not
-                    # after a failure: a dead letter's traceback is a cycle to collect.
+                    # (never cyclic) cost ~7% of a replay; frozen, it skips them (and any
+                    # cycle a handler leaves, until the run ends). Not after a failure: a
+                    # dead letter's traceback is a cycle to collect.
                     gc.freeze()
                 clock.lap("decoding")
                 lazy = lazy_decoding.seconds

@@ -37,7 +37,19 @@ import pyarrow.compute as pc
 
 from workbench.envelope import json_validity
 
-__all__ = ["Event", "LazyDecoding", "Prepared", "decode", "decode_payloads", "lazy_decoding"]
+__all__ = [
+    "ENVELOPE_FIELDS",
+    "Event",
+    "LazyDecoding",
+    "Prepared",
+    "decode",
+    "decode_payloads",
+    "lazy_decoding",
+]
+
+#: Envelope fields a handler may read that a source can leave null in every event (a
+#: NATS subject per aggregate has no stream_position, say): said before a replay.
+ENVELOPE_FIELDS = ("stream", "stream_position", "occurred_at", "event_id")
 
 # Fields held in the tuple, in order; the rest are read lazily from the batch.
 _EAGER = ("global_position", "event_type", "stream", "stream_position", "schema_version", "data")

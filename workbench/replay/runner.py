@@ -22,8 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench.errors import ProjectionError
-from workbench.replay.coverage import ENVELOPE_FIELDS
-from workbench.replay.event import Columns, Event, decode, lazy_decoding, with_payload
+from workbench.replay.event import (
+    ENVELOPE_FIELDS,
+    Columns,
+    Event,
+    decode,
+    lazy_decoding,
+    with_payload,
+)
 from workbench.replay.projection import Projection
 from workbench.replay.state import Refusal, Tables, TableState, WriteLog, table_state
 
