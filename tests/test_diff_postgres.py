@@ -93,6 +93,23 @@ def test_a_snapshot_and_the_live_table_read_the_same(
     wb.diff(str(snapshot), f"{pg_dsn}#{table}", key="id").assert_identical()
 
 
+def test_float_sums_compare_with_a_numeric_as_postgres_stored_them(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """A live projector summing money in floats writes them to numeric(12,2) through the
+    driver: Postgres rounds at 15 significant digits (0.08499999999999999 is 0.09)."""
+    sums = [0.01 + 0.075, 1.0049999999999997, 0.1 + 0.2, 2.675, -0.01 - 0.075]
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f'create table "{pg_schema}".sums (id int primary key, total numeric(12,2))')
+        with con.cursor() as cur:
+            cur.executemany(
+                f'insert into "{pg_schema}".sums values (%s, %s)', list(enumerate(sums))
+            )
+    candidate = pl.DataFrame({"id": list(range(len(sums))), "total": sums})
+    d = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.sums", key="id")
+    assert d.summary.is_identical, d.rows()
+
+
 def test_a_uuid_key_matches_its_text_in_any_case(pg_dsn: str, pg_schema: str) -> None:
     """.NET writes GUIDs upper case; Postgres stores uuid."""
     with psycopg.connect(pg_dsn, autocommit=True) as con:

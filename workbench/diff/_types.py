@@ -193,10 +193,11 @@ def _numeric_plan(
         cast = f"CAST({col} AS {common})"
         return ColumnPlan(name, *types, common, cast, cast)
     common = f"DECIMAL(38,{max(scales)})"
-    # A float goes through its shortest decimal text, rounded as Postgres rounds into a
-    # numeric (1.005 is 1.00499... as a double, 1.01 in a numeric(10,2)).
+    # A float goes into a numeric as Postgres takes it (float8_numeric): through its
+    # text at 15 significant digits, then rounded half away from zero. The float sum
+    # 0.01 + 0.075 is 0.08499999999999999, 0.085 at 15 digits, 0.09 in a numeric(12,2).
     candidate_expr, live_expr = (
-        f"TRY_CAST(CAST({col} AS VARCHAR) AS {common})"
+        f"TRY_CAST(printf('%.15g', {col}) AS {common})"
         if t in _FLOATS
         else f"TRY_CAST({col} AS {common})"
         for t in types
