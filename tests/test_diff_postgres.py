@@ -110,6 +110,37 @@ def test_float_sums_compare_with_a_numeric_as_postgres_stored_them(
     assert d.summary.is_identical, d.rows()
 
 
+def test_an_extensions_type_and_a_padded_char_read_as_postgres_writes_them(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """ADBC passes citext (and any type it does not know) as opaque bytes, and char(n)
+    with its padding, which Postgres itself ignores."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute("create extension if not exists citext")
+        con.execute(
+            f'create table "{pg_schema}".people (code char(5) primary key, name citext, '
+            "names citext[], tx xid)"
+        )
+        con.execute(
+            f"insert into \"{pg_schema}\".people values ('ab', 'Zoë', '{{ÅSA,b}}', '5'), "
+            "('cd', e'tab\\there', null, null)"
+        )
+    candidate = pl.DataFrame(
+        {
+            "code": ["ab", "cd"],
+            "name": ["Zoë", "tab\there"],
+            "names": ["{ÅSA,b}", None],
+            "tx": ["5", None],
+        }
+    )
+    live = f"{pg_dsn}#{pg_schema}.people"
+    d = wb.diff(candidate, live, key="code")
+    assert d.summary.is_identical, d.rows()
+    snapshot = tmp_path / "people.parquet"
+    wb.snapshot_postgres(pg_dsn, f"{pg_schema}.people", snapshot)
+    assert wb.diff(candidate, str(snapshot), key="code").summary.is_identical
+
+
 def test_a_uuid_key_matches_its_text_in_any_case(pg_dsn: str, pg_schema: str) -> None:
     """.NET writes GUIDs upper case; Postgres stores uuid."""
     with psycopg.connect(pg_dsn, autocommit=True) as con:

@@ -56,6 +56,7 @@ def read_table(con: Any, table: str) -> pa.Table:
     """
     schema, name, quoted = quote_table(table)
     columns = _column_types(con, table)
+    opaque = _opaque_columns(con, quoted, f"{schema}.{name}")
     select: list[str] = []
     # What no Arrow value of the column's type holds (NaN, ±Infinity) comes beside it
     # as text, selected after every column and read back by position.
@@ -76,7 +77,9 @@ def read_table(con: Any, table: str) -> pa.Table:
             restore.append((i, pa.decimal128(precision, scale)))
         elif typname == "money":  # ADBC hands over the cents as an integer
             select.append(f"{q}::numeric as {q}")
-        elif typname.lstrip("_") in _AS_TEXT:
+        elif typname == "bpchar":  # char(n): compared without its padding, as Postgres does
+            select.append(f"{q}::text as {q}")
+        elif typname.lstrip("_") in _AS_TEXT or column in opaque:
             # Types ADBC passes as opaque wire bytes: as Postgres writes them instead
             # (its output function: inet '10.0.0.1', where ::text adds the /32).
             select.append(f"case when {q} is not null then format('%s', {q}) end as {q}")
@@ -111,6 +114,25 @@ def read_table(con: Any, table: str) -> pa.Table:
     finally:
         cur.close()
     return _restore_specials(_plain(arrow), restore, len(columns))
+
+
+def _opaque_columns(con: Any, quoted: str, label: str) -> set[str]:
+    """Columns ADBC would pass as opaque bytes (an extension's type: citext, hstore, ltree,
+    xid ...), found from the driver's own schema of the table (no rows read)."""
+    cur = con.cursor()
+    try:
+        cur.execute(f"select * from {quoted} limit 0")
+        fields = cur.fetch_arrow_table().schema
+    except Exception as exc:
+        raise source_error(f"reading {label}", exc) from None
+    finally:
+        cur.close()
+    return {
+        field.name
+        for field in fields
+        if isinstance(field.type, pa.OpaqueType)
+        or (pa.types.is_list(field.type) and isinstance(field.type.value_type, pa.OpaqueType))
+    }
 
 
 #: Types (and arrays of them) ADBC passes as opaque bytes, read as Postgres's text.
