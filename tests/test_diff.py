@@ -398,3 +398,11 @@ def test_columns_limit_the_schema_check_and_bad_options_are_one_line() -> None:
     ):
         with pytest.raises(DiffError, match=re.escape(message)):
             wb.diff(candidate, live, key="id", **options)
+
+
+def test_a_column_named_twice_is_compared_once_and_never_also_ignored() -> None:
+    candidate = pl.DataFrame({"id": [1, 2], "score": [1.0, 2.0]})
+    live = pl.DataFrame({"id": [1, 2], "score": [1.0, 3.0]})
+    assert wb.diff(candidate, live, key="id", columns=["score", "score"]).summary.changed == 1
+    with pytest.raises(DiffError, match=r"column 'score' is both compared \(columns\) and ignored"):
+        wb.diff(candidate, live, key="id", columns=["score"], ignore=["score"])

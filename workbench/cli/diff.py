@@ -102,7 +102,10 @@ def diff(
         None, "--archive", help="Archive to read events from for --explain."
     ),
     explain: list[str] = typer.Option(
-        [], "--explain", help="Explain a key (comma-separated for a composite key; repeatable)."
+        [],
+        "--explain",
+        help="Explain a key (repeatable): comma-separated for a composite key, or a JSON "
+        "list for values with commas or edge spaces: '[\"agent x \", 7524]'.",
     ),
     out: Path | None = typer.Option(
         None, "--out", help="Write rows.parquet, columns.parquet and summary.json here."
