@@ -208,9 +208,17 @@ def frame_table(
 
 
 def _cell(value: object, exact: bool = False) -> str:
+    """A value as a table cell; ``exact`` (a diff's rows) also tells apart what prints
+    alike: null from an empty text, and a text's edge spaces (``'agent x '``).
+
+    >>> [_cell(v, exact=True) for v in (None, "", "agent x ", "a b", 2)]
+    ['null', "''", "'agent x '", 'a b', '2']
+    """
     if value is None:
-        return ""
+        return "null" if exact else ""
     if exact:
+        if isinstance(value, str) and (not value or value != value.strip()):
+            return repr(value)
         return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else str(value)
     if isinstance(value, float):
         return f"{value:.4g}"
