@@ -72,11 +72,51 @@ def _canonical_json(texts: pa.Array) -> pa.Array:
         if text is None:
             return None
         try:
+            # Fast, in C: json's own parser and writer, where floats write as the slow
+            # path would (see _plain_float); else exact, by way of Decimal.
+            return _FAST_CANONICAL(json.loads(text, parse_float=_plain_float))
+        except _NotPlain:
+            pass
+        except (ValueError, RecursionError):
+            return text
+        try:
             return _canonical(json.loads(text, parse_float=Decimal, parse_int=Decimal))
         except (ValueError, RecursionError):
             return text
 
     return pa.array([canonical(t) for t in texts.to_pylist()], pa.string())
+
+
+class _NotPlain(Exception):
+    """A JSON number the fast path would not write as :func:`_canonical` does."""
+
+
+_FAST_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
+def _plain_float(token: str) -> float | int:
+    """A JSON number with a fraction, as the fast path writes it the way :func:`_canonical`
+    does: a whole one as an int (``10.00`` is ``10``), another as the float whose
+    shortest text is the number itself (``2.50`` is ``2.5``). Any other (more digits
+    than a float keeps, an exponent) raises :class:`_NotPlain`: the exact path takes it.
+
+    >>> _plain_float("10.00"), _plain_float("-2.50"), _plain_float("12.345678901234567")
+    (10, -2.5, 12.345678901234567)
+    >>> _plain_float("0.10000000000000000001")
+    Traceback (most recent call last):
+    ...
+    workbench.diff._types._NotPlain
+    """
+    whole, _, fraction = token.partition(".")
+    if "e" in token or "E" in token:
+        raise _NotPlain
+    fraction = fraction.rstrip("0")
+    if not fraction:
+        return int(whole)
+    value = float(token)
+    if repr(value) != f"{whole}.{fraction}":
+        raise _NotPlain
+    return value
 
 
 def _canonical(value: object) -> str:
