@@ -200,9 +200,11 @@ def diff(
     )
     if columns is not None:
         compared = list(dict.fromkeys(columns))  # a column named twice is compared once
-        both = [c for c in compared if c in ignored]
-        if both:
-            raise DiffError(f"column {both[0]!r} is both compared (columns) and ignored (ignore)")
+        contradicted = [c for c in compared if c in ignored]
+        if contradicted:
+            raise DiffError(
+                f"column {contradicted[0]!r} is both compared (columns) and ignored (ignore)"
+            )
         for name in compared:
             for side in (cand, live_side):
                 if name not in side.columns:
