@@ -187,9 +187,7 @@ def _similar_tables(con: Any, name: str) -> str:
     )
     if not rows:
         return ""
-    return (
-        "; similar tables here: " + ", ".join(r[0] for r in rows) + " (pass --table SCHEMA.TABLE)"
-    )
+    return "; similar tables here: " + ", ".join(r[0] for r in rows) + " (name it as SCHEMA.TABLE)"
 
 
 def table_columns(con: Any, table: str) -> TableColumns:
