@@ -295,6 +295,13 @@ def test_a_late_row_in_a_range_recorded_as_rolled_back_is_reported_lost(
     )  # fmt: skip
     assert out.returncode == 1, out.stderr
     assert "LOST: 1 event(s)" in out.stdout
+    # Recorded once, as no harmless hole, so the gaps check (and a cron job's
+    # `check --fail-on gaps`) fails on it as the archiver does.
+    gaps = wb.open_archive(tmp_path).gaps()
+    assert gaps.positions.filter(reason="committed-late").select(
+        "first_missing", "last_missing"
+    ).rows() == [(1, 1)]
+    assert gaps.found >= 1
 
 
 def test_the_holes_of_one_read_are_recorded_in_one_file(

@@ -2,8 +2,7 @@
 
 Missing ranges come from two places. The archivers' ``gap_records`` name the
 reason (``retention``, ``deleted``, ``sequence-jump``, ``rolled-back``,
-``never-issued``); holes
-in the archived positions that no record explains are told apart by where
+``never-issued``, ``committed-late``); holes in the archived positions that no record explains are told apart by where
 they are: missing positions below the first archived one look like retention
 loss, interior holes are ``unknown``. ``recorded`` says which is which.
 

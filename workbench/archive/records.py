@@ -33,13 +33,16 @@ _TS = pa.timestamp("us", tz="UTC")
 #: a jump in the sequence, a sequence value taken by a transaction that
 #: rolled back (Postgres; harmless), positions the source never issued (a
 #: JetStream stream created with ``first_seq``, a mirror started at a sequence
-#: or filtered to some subjects; harmless).
+#: or filtered to some subjects; harmless), events that committed after the
+#: archive had recorded their positions as missing (Postgres: a transaction that
+#: held its position past the settle grace; lost to the archive for good).
 GAP_REASONS: Final[tuple[str, ...]] = (
     "retention",
     "deleted",
     "sequence-jump",
     "rolled-back",
     "never-issued",
+    "committed-late",
 )
 
 #: ``gap_records``: one row per missing range, inclusive.

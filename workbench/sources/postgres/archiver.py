@@ -122,7 +122,8 @@ class ArchivePostgresResult(RunResult):
             # Sequences skip values a rolled-back insert took: normal, not lost events.
             text += (
                 f", {skipped:,} position(s) in {len(rolled):,} hole(s) left by rolled-back "
-                "transactions (recorded in gap_records; no event is missing)"
+                "transactions, or by rows deleted before they were archived, which look the "
+                "same (recorded in gap_records as rolled-back)"
             )
         if self.problems:
             text += "; row-level problems: " + ", ".join(
@@ -526,6 +527,27 @@ class PostgresArchiver:
             f"looking for late rows of {self.query.source}",
         )
         self.result.late = [int(r[0]) for r in found]
+        self._record_late(self.result.late)
+
+    def _record_late(self, late: list[int]) -> None:
+        """Record late events in gap_records once (reason ``committed-late``, no harmless
+        one), so that the gaps check fails on them as this run does."""
+        if not late:
+            return
+        known = {
+            int(p)
+            for (p,) in ArchiveReader(self.writer.root)
+            .sql(
+                "select unnest(range(first_missing, last_missing + 1)) from gap_records "
+                "where source = ? and reason = 'committed-late'",
+                params=[self.writer.source],
+            )
+            .fetchall()
+        }
+        new = [p for p in late if p not in known]
+        if new:
+            ranges = [(a, b, "committed-late") for a, b in _runs(new)]
+            self.writer.record_gaps(ranges, _COMMITTED_LATE)
 
     def _append(self, chunk: pa.Table) -> None:
         table = self._to_envelopes(chunk)
@@ -840,6 +862,27 @@ def _recorded_run(
         schema, _, name = source.removeprefix("postgres:").partition(".")
         table = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
     return preset.removeprefix("preset="), table, mappings
+
+
+_COMMITTED_LATE = (
+    "committed after the archive had recorded its position as missing (held past the "
+    "settle grace): the archive cannot take it in order; re-archive into a new directory"
+)
+
+
+def _runs(positions: list[int]) -> list[tuple[int, int]]:
+    """Sorted positions as inclusive ranges of consecutive ones.
+
+    >>> _runs([9, 10, 11, 14, 20, 21])
+    [(9, 11), (14, 14), (20, 21)]
+    """
+    ranges: list[tuple[int, int]] = []
+    for p in positions:
+        if ranges and p == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], p)
+        else:
+            ranges.append((p, p))
+    return ranges
 
 
 def _recorded_gaps_upto(root: Path, source: str) -> int:
