@@ -445,7 +445,27 @@ def split_position_maps(items: list[str]) -> tuple[dict[str, str], list[str]]:
 
     >>> split_position_maps(["global_position=column:seq", "stream=column:s"])
     ({'global_position': 'seq'}, ['stream=column:s'])
+
+    A field mapped twice is refused: a Postgres row has the column or not, so a
+    second spec is no fallback as it is for NATS headers (one would silently win).
+
+    >>> split_position_maps(["occurred_at=column:valid_at", "occurred_at=column:created_at"])
+    Traceback (most recent call last):
+    ...
+    workbench.errors.MappingError: --map occurred_at is given twice (column:valid_at, column:created_at): a Postgres mapping takes one spec a field; for a fallback, archive a view with coalesce(valid_at, created_at)
     """
+    fields: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if sep:
+            fields.setdefault(name.strip(), []).append(spec.strip())
+    for name, specs in fields.items():
+        if len(specs) > 1:
+            args = [spec.partition(":")[2] for spec in specs]
+            raise MappingError(
+                f"--map {name} is given twice ({', '.join(specs)}): a Postgres mapping takes "
+                f"one spec a field; for a fallback, archive a view with coalesce({', '.join(args)})"
+            )
     positions: dict[str, str] = {}
     rest: list[str] = []
     for item in items:
