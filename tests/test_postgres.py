@@ -1276,3 +1276,33 @@ def test_mappings_may_be_a_dict_of_field_to_spec(
     assert wb.open_archive(tmp_path / "d").sql(query).fetchall() == (
         wb.open_archive(tmp_path / "l").sql(query).fetchall()
     )
+
+
+def test_a_large_object_payload_is_archived_as_its_content(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Axon's JPA domain_event_entry on Postgres: Hibernate stores the payload as an oid."""
+    table = f"{pg_schema}.domain_event_entry"
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {table} (global_index bigserial primary key, "
+            "aggregate_identifier text, sequence_number bigint, payload_type text, "
+            "payload oid, time_stamp text)"
+        )
+        con.execute(
+            f"insert into {table} (aggregate_identifier, sequence_number, payload_type, payload, "
+            "time_stamp) values ('card-1', 0, 'CardIssuedEvt', "
+            "lo_from_bytea(0, convert_to('{\"amount\": 100}', 'UTF8')), '2024-05-01T10:00:00Z')"
+        )
+    maps = {
+        "global_position": "column:global_index",
+        "recorded_at": "column:time_stamp",
+        "event_type": "column:payload_type",
+        "data": "column:payload",
+        "stream": "column:aggregate_identifier",
+        "stream_position": "column:sequence_number",
+    }
+    result = wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table, mappings=maps)
+    assert result.rows_archived == 1 and not result.problems
+    (data,) = wb.open_archive(tmp_path).sql("select data from events").fetchall()[0]
+    assert json.loads(data) == {"amount": 100}

@@ -535,6 +535,10 @@ def build_query(
         elif fs.kind == "column":
             expr = _col(columns, fs.arg, table)
             pg_type = columns[fs.arg]
+            if field_name in ("data", "metadata") and pg_type == "oid":
+                # A large object (Hibernate's default for a byte[] on Postgres, as Axon's
+                # JPA payload): the oid is its number; the content is what was stored.
+                expr, pg_type = f"lo_get({expr})", "bytea"
             if field_name in ("data", "metadata"):
                 cols[field_name] = f"{expr}::text" if pg_type != "bytea" else expr
                 if pg_type not in _JSON_TYPES:
