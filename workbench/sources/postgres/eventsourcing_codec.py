@@ -123,13 +123,22 @@ def decode_states(states: pa.Array, *, cipher_key: str | None = None) -> Decoded
 
 
 def _looks_encrypted(state: bytes | None) -> bool:
-    """An AES-GCM state: a 12-byte nonce and a 16-byte tag around a body, so not JSON
-    (``{``) nor zlib, and at least 29 bytes (a state cut short is neither).
+    """Whether an undecodable state is an AES-GCM one: a 12-byte nonce and a 16-byte tag
+    around a body (so over 28 bytes), random bytes rather than text (JSON cut short
+    is text). Random bytes start with ``{`` or zlib's byte now and then: not a sign.
 
-    >>> _looks_encrypted(bytes(range(40))), _looks_encrypted(b"{oops"), _looks_encrypted(b"x")
+    >>> _looks_encrypted(bytes(range(200, 240))), _looks_encrypted(b"{oops"), _looks_encrypted(b"x")
     (True, False, False)
+    >>> _looks_encrypted(b"{" + bytes(range(128, 168)))  # random bytes starting with {
+    True
     """
-    return state is not None and len(state) > 28 and state[:1] not in (b"{", bytes([_ZLIB_FIRST]))
+    if state is None or len(state) <= 28:
+        return False
+    try:
+        state.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _json_only(decoded: DecodedStates, states: pa.Array) -> DecodedStates:
