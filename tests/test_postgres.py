@@ -1287,7 +1287,7 @@ def test_a_large_object_payload_is_archived_as_its_content(
         con.execute(
             f"create table {table} (global_index bigserial primary key, "
             "aggregate_identifier text, sequence_number bigint, payload_type text, "
-            "payload oid, time_stamp text)"
+            "payload oid, time_stamp text, deleted boolean default false)"
         )
         con.execute(
             f"insert into {table} (aggregate_identifier, sequence_number, payload_type, payload, "
@@ -1304,5 +1304,8 @@ def test_a_large_object_payload_is_archived_as_its_content(
     }
     result = wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table, mappings=maps)
     assert result.rows_archived == 1 and not result.problems
+    # A column no mapping reads (a soft-delete flag) is said, not dropped silently.
+    assert result.left_out == ("deleted",)
+    assert "columns no --map reads, not archived: deleted" in result.summary()
     (data,) = wb.open_archive(tmp_path).sql("select data from events").fetchall()[0]
     assert json.loads(data) == {"amount": 100}

@@ -94,6 +94,8 @@ class ArchivePostgresResult(RunResult):
     unmapped: tuple[str, ...] = ()
     #: ``FIELD from COLUMN`` for mapped time columns without a time zone (read as UTC).
     naive_times: tuple[str, ...] = ()
+    #: Columns of a ``generic`` table that no mapping reads: not in the archive.
+    left_out: tuple[str, ...] = ()
 
     def df(self) -> pl.DataFrame:
         """The gaps recorded in this run: first_missing, last_missing, reason."""
@@ -139,6 +141,12 @@ class ArchivePostgresResult(RunResult):
                 f"; {' and '.join(self.unmapped)} not mapped, null in every row "
                 f"({'; '.join(lost[n] for n in self.unmapped)}): "
                 f"add {' '.join(f'--map {n}=column:NAME' for n in self.unmapped)}"
+            )
+        if self.left_out:
+            # A soft-delete flag or a writer id is easily missed: said, not dropped silently.
+            text += (
+                f"; columns no --map reads, not archived: {', '.join(self.left_out)} "
+                "(keep one with --map metadata=column:NAME, several through a view)"
             )
         if self.naive_times:
             # Right when the writers store UTC; a session in another TimeZone stores its own.
@@ -249,6 +257,13 @@ class PostgresArchiver:
                 if name in ("recorded_at", "occurred_at")
                 and spec.kind == "column"
                 and columns.get(spec.arg) == "timestamp"
+            ),
+            left_out=tuple(
+                c
+                for c in columns
+                if preset == "generic"
+                and c != positions.get("global_position")
+                and c not in {spec.arg for spec in specs.values() if spec.kind == "column"}
             ),
         )
         self.result.last_position = self.writer.last_position
