@@ -156,7 +156,10 @@ class ArchivePostgresResult(RunResult):
                 "archive.lag() flags recorded_at stepping back)"
             )
         if self.waiting_at is not None:
-            text += f"; stopped before position {self.waiting_at}: a transaction that may still commit holds it"
+            text += (
+                f"; stopped before position {self.waiting_at}: a transaction that may still "
+                "commit holds it, or it has not stayed empty for the settle grace yet"
+            )
         if self.late:
             shown = ", ".join(map(str, self.late[:5])) + (", ..." if len(self.late) > 5 else "")
             text += (
