@@ -49,6 +49,12 @@ True
 ...     def created(self, event, tables): pass
 >>> coverage(Topic(), typed).problems()[-1]
 'memapp:MemoryCreated (no events): Topic.created handles a type no event has (did you mean MemoryCreated?)'
+>>> class Bare(Projection):
+...     @on("Returned")
+...     def returned(self, event, tables): pass
+>>> books = pl.DataFrame({"event_type": ["Book.Returned"], "schema_version": [1], "events": [4]})
+>>> coverage(Bare(), books).problems()[-1]
+'Returned (no events): Bare.returned handles a type no event has (did you mean Book.Returned?)'
 """
 
 from __future__ import annotations
@@ -214,9 +220,11 @@ def coverage(projection: Projection, counts: pl.DataFrame, *, filtered: bool = F
         if not t.startswith(envelope.SOURCE_OWN_PREFIX)
     )
     for event_type in sorted(set(handlers) - present):
-        # A topic (module:Class.Event, as the eventsourcing library stores it) for a type.
+        # A topic (module:Class.Event, as the eventsourcing library stores it) for a type,
+        # or a bare event class for one named with its aggregate (Book.Returned).
         named = event_type.rpartition(":")[2]
         close = [named] if named in unhandled else []
+        close = close or [t for t in unhandled if t.rpartition(".")[2] == named][:1]
         close = close or difflib.get_close_matches(event_type, unhandled, n=1, cutoff=0.8)
         status = f"no events (did you mean {close[0]}?)" if close else "no events"
         label = projection.handler_label(event_type)

@@ -206,6 +206,9 @@ class JetStreamArchiveResult(RunResult):
         ['event_type is empty in 4 of 4 messages; map it, e.g. --map event_type=header:Event-Type',
          'event_id is empty in 4 of 4 messages; map it, e.g. --map event_id=header:Nats-Msg-Id',
          'stream is empty in 4 of 4 messages; map it, e.g. --map stream=data:aggregate_id']
+        >>> JetStreamArchiveResult("S", "out", messages=4, unfilled={"event_id": 4},
+        ...     first_headers=("Event-Type",), first_keys=("amount",)).hints()[0][:80]
+        "event_id is empty in 4 of 4 messages; none of the first message's headers or pay"
         """
         tokens = (self.first_subject or "").split(".")
         from_subject = "from the subject ({}): {}".format(
@@ -225,6 +228,12 @@ class JetStreamArchiveResult(RunResult):
             named = _named_like(column, self.first_headers, self.first_keys)
             if named is not None and examples[column] is not None:
                 examples[column] = f"--map {column}={named}"
+            elif column == "event_id" and examples[column] and self.first_headers + self.first_keys:
+                # The first message has no id to map: a data:id guess would only fail again.
+                examples[column] = (
+                    "none of the first message's headers or payload keys is an id: publish "
+                    "with a Nats-Msg-Id header (the preset reads it), or --map event_id=… one"
+                )
         hints = []
         events = self.messages - self.nats_messages  # markers and schedules carry no identity
         for column, missing in self.unfilled.items():
@@ -240,8 +249,11 @@ class JetStreamArchiveResult(RunResult):
                 )
             elif column in self.mapped:
                 hints.append(f"{empty} with your --map {column}; check its spec against a message")
-            elif examples[column] is not None:
-                hints.append(f"{empty}; map it, e.g. {examples[column]}")
+            elif (example := examples[column]) is not None:
+                advice = (
+                    f"map it, e.g. {example}" if example.startswith(("--", "from")) else example
+                )
+                hints.append(f"{empty}; {advice}")
         return hints
 
     @property
