@@ -93,6 +93,21 @@ def test_the_row_preview_shows_only_columns_that_changed(
     assert "col8__candidate" not in printed
 
 
+def test_many_changed_columns_are_listed_per_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Past three changed columns, side by side would be wider than any terminal."""
+    wide = {f"col{i}": [i, i] for i in range(10)}
+    pl.DataFrame({"id": [1, 2], **wide}).write_parquet(tmp_path / "c.parquet")
+    changed = {f"col{i}": [i, i + 100] for i in range(4)}
+    pl.DataFrame({"id": [1, 2], **wide, **changed}).write_parquet(tmp_path / "l.parquet")
+    args = ["diff", "--candidate", str(tmp_path / "c.parquet"), "--live"]
+    assert run([*args, str(tmp_path / "l.parquet"), "--key", "id"]) == 1
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "col0__candidate" not in printed
+    assert "col0: 0 → 100; col1: 1 → 101; col2: 2 → 102; col3: 3 → 103" in printed
+
+
 def test_key_and_ignore_take_both_repeats_and_commas(tmp_path: Path) -> None:
     """A repeated --key once kept only the last one: a composite key diffed on half of it."""
     candidate = pl.DataFrame({"a": [1, 1], "b": [1, 2], "v": [1, 2], "w": [0, 0]})

@@ -164,11 +164,33 @@ def diff(
 
 def _preview(result: Any, limit: int) -> pl.DataFrame:
     """The first differing rows: the key, the status and only the columns that changed
-    somewhere (on a wide table the rest would push them out of the terminal)."""
+    somewhere (on a wide table the rest would push them out of the terminal). Past
+    :data:`_SIDE_BY_SIDE` changed columns, one ``changes`` column lists each row's own
+    (``balance: 12 → 13``): two columns a change no terminal is wide enough for."""
     changed = result.summary.columns.filter(pl.col("changed") > 0)["column"].to_list()
     shown = [*result.key, "_status", "_side"]
-    shown += [f"{c}__{side}" for c in changed for side in ("candidate", "live")]
-    return result.head(limit).select(shown)
+    head = result.head(limit)
+    if len(changed) <= _SIDE_BY_SIDE:
+        shown += [f"{c}__{side}" for c in changed for side in ("candidate", "live")]
+        return head.select(shown)
+    each = [
+        pl.when(pl.col(f"{c}__changed")).then(
+            pl.format(
+                "{}: {} → {}",
+                pl.lit(c),
+                pl.col(f"{c}__candidate").cast(pl.String).fill_null("null"),
+                pl.col(f"{c}__live").cast(pl.String).fill_null("null"),
+            )
+        )
+        for c in changed
+    ]
+    return head.select(
+        *shown, pl.concat_str(each, separator="; ", ignore_nulls=True).alias("changes")
+    )
+
+
+#: Changed columns the CLI shows side by side; more are listed per row in one column.
+_SIDE_BY_SIDE = 3
 
 
 def _columns(given: list[str]) -> list[str]:
