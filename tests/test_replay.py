@@ -1741,3 +1741,137 @@ def test_a_declared_column_no_handler_writes_is_named(archive: Path, tmp_path: P
     assert result.unwritten == ["memories.knd"]
     assert "null in every row (no handler writes them?): memories.knd" in result.summary()
     assert wb.replay(archive, Memories, into=tmp_path / "m.duckdb").unwritten == []
+
+
+def _one_event_archive(root: Path) -> Path:
+    ArchiveWriter(root, "s").append(
+        pa.table(
+            {
+                "global_position": [1],
+                "recorded_at": [0],
+                "event_type": ["Tagged"],
+                "stream": ["item-1"],
+                "stream_position": [0],
+                "data": ['{"id": "a"}'],
+            }
+        )
+    )
+    return root
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "why"),
+    [
+        (
+            list[str],
+            "gift",
+            r"a text would be stored as a list of its characters; write \['gift'\]",
+        ),
+        (list[str], {"b", "a"}, r"a set has no order .*write sorted"),
+        (list[int], [1, 1.5], r"1.5 would be truncated to an integer"),
+        (dt.datetime, 1714550400, r"a number would be read as microseconds since 1970"),
+        (dt.timedelta, 90, r"write a timedelta"),
+        (dt.time, dt.time(10, tzinfo=dt.UTC), r"a TIME keeps no offset"),
+        (float, True, r"a bool is not a number"),
+        ("DECIMAL(12,2)", True, r"a bool is not a number"),
+        (str, b"abc", r"write text \(b.decode\(\)\)"),
+        (bytes, "abc", r"write bytes \(s.encode\(\)\)"),
+        (dict, '{"a": 1}', r"a JSON text would be stored as one string: write json.loads"),
+        (uuid.UUID, uuid.UUID(int=7).bytes, r"write uuid.UUID\(bytes=...\)"),
+    ],
+)
+def test_a_value_arrow_would_convert_silently_is_refused(
+    tmp_path: Path, spec: object, value: object, why: str
+) -> None:
+    """Arrow stores these as other values (a str as its characters, epoch seconds as
+    microseconds, True as 1.0); a read model must hold what the handler wrote."""
+
+    class Converted(wb.Projection):
+        name = "converted"
+        items = wb.Table(key="id", id=str, value=spec)
+
+        @wb.on("Tagged")
+        def tagged(self, event, tables):
+            tables.items.upsert({"id": event.data["id"], "value": value})
+
+    archive = _one_event_archive(tmp_path / "a")
+    with pytest.raises(ProjectionError, match=r"column value: a handler wrote .*" + why):
+        wb.replay(archive, Converted, into=tmp_path / "o.duckdb")
+    # Dead-letter mode finds it at the write, and keeps no row.
+    result = wb.replay(archive, Converted, into=tmp_path / "d.duckdb", on_error="dead-letter")
+    assert result.dead_letters == 1
+    assert result.sql("select count(*) from items").fetchall() == [(0,)]
+
+
+def test_optional_column_types_and_float_mean_what_python_means(tmp_path: Path) -> None:
+    import typing
+
+    class Typed(wb.Projection):
+        name = "typed"
+        items = wb.Table(
+            key="id",
+            id=str,
+            n=int | None,
+            tags=typing.List[str],  # noqa: UP006
+            f="FLOAT",
+            o=typing.Optional[int],  # noqa: UP045
+        )
+
+        @wb.on("Tagged")
+        def tagged(self, event, tables):
+            tables.items.upsert({"id": "a", "n": None, "tags": ["x"], "f": 16777217.0, "o": 2})
+
+    result = wb.replay(_one_event_archive(tmp_path / "a"), Typed, into=tmp_path / "o.duckdb")
+    assert result.sql("select n, tags, f, o from items").fetchall() == [
+        (None, ["x"], 16777217.0, 2)
+    ]
+    assert [c[1] for c in result.sql("describe items").fetchall()] == [
+        "VARCHAR",
+        "BIGINT",
+        "VARCHAR[]",
+        "DOUBLE",
+        "BIGINT",
+    ]
+
+
+def test_async_and_generator_handlers_are_refused_where_the_class_is_written() -> None:
+    with pytest.raises(ProjectionError, match=r"@on tagged: async def is never awaited; use def"):
+
+        class Async(wb.Projection):
+            @wb.on("Tagged")
+            async def tagged(self, event, tables):
+                tables.items.upsert({"id": "a"})
+
+    with pytest.raises(ProjectionError, match=r"@on tagged: a generator \(it yields\)"):
+
+        class Yielding(wb.Projection):
+            @wb.on("Tagged")
+            def tagged(self, event, tables):
+                yield {"id": "a"}
+
+
+def test_a_handler_that_returns_its_row_instead_of_writing_it_fails(tmp_path: Path) -> None:
+    class Returning(wb.Projection):
+        name = "returning"
+        items = wb.Table(key="id", id=str)
+
+        @wb.on("Tagged")
+        def tagged(self, event, tables):
+            return {"id": event.data["id"]}
+
+    class Chained(Returning):  # returning what a write returns is fine
+        name = "chained"
+
+        @wb.on("Tagged")
+        def tagged(self, event, tables):
+            return tables.items.upsert({"id": event.data["id"]})
+
+    archive = _one_event_archive(tmp_path / "a")
+    with pytest.raises(
+        ProjectionError,
+        match=r"Returning.tagged failed on Tagged .*returned a value and wrote nothing; a "
+        r"return value is ignored: write rows with tables.<table>.upsert\(row\)",
+    ):
+        wb.replay(archive, Returning, into=tmp_path / "o.duckdb")
+    result = wb.replay(archive, Chained, into=tmp_path / "c.duckdb")
+    assert result.sql("select id from items").fetchall() == [("a",)]

@@ -43,11 +43,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import functools
 import json
 import math
 import re
 import struct
 import types
+import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,9 +65,6 @@ __all__ = ["ColumnType", "Refused", "column_type"]
 
 class Refused(pa.ArrowInvalid):
     """A value the column refuses to store, with why (a loss, or a value to write instead)."""
-
-
-_WHOLE = frozenset({int, type(None)})
 
 
 @dataclass(frozen=True)
@@ -95,17 +94,13 @@ class ColumnType:
                 raise
             if any(isinstance(v, float) for v in values):
                 raise Refused("write a Decimal: a float is inexact") from None
+            if any(isinstance(v, bool) for v in values):
+                raise Refused("a bool is not a number") from None
             if isinstance(exc, pa.ArrowInvalid):  # too many places or digits
                 raise Refused(f"it does not fit {self.sql} without a loss") from None
             raise
-        if pa.types.is_integer(typ) and not set(map(type, values)) <= _WHOLE:  # one C pass
-            for v in values:
-                if (isinstance(v, float) and not v.is_integer()) or (
-                    isinstance(v, Decimal) and v != v.to_integral_value()
-                ):
-                    raise Refused(f"{v!r} would be truncated to an integer")
-        elif pa.types.is_date(typ) and any(isinstance(v, dt.datetime) for v in values):
-            raise Refused("a datetime into a DATE column would drop its time")
+        if self.encode is None:
+            _refuse_conversions(typ, values)
         return array
 
     @property
@@ -195,6 +190,82 @@ def _none(value: Any) -> bool:
     return value is None
 
 
+def _refuse_conversions(typ: pa.DataType, values: list[Any]) -> None:
+    """Raise :class:`Refused` for a value Arrow accepted but stores as another value.
+
+    Arrow converts what it can: a str into a list of its characters, epoch
+    numbers into times, a bool into 1.0, bytes into text, a float into a
+    truncated integer. A read model must hold what the handler wrote, so each
+    is refused with what to write instead. The usual case costs one C pass
+    over the values' types.
+    """
+    fine = _stored_as_written(typ)
+    if not set(map(type, values)) <= fine:
+        for v in values:
+            if type(v) not in fine and (why := _why_not(typ, v)) is not None:
+                raise Refused(why)
+    if pa.types.is_list(typ):  # Arrow took each value as a sequence: check the items
+        _refuse_conversions(typ.value_type, [x for v in values if v is not None for x in v])
+
+
+@functools.cache
+def _stored_as_written(typ: pa.DataType) -> frozenset[type]:
+    """The value types a column of ``typ`` stores exactly as written (a TIME's are looked
+    at one by one: an offset would be dropped)."""
+    for test, kinds in (
+        (pa.types.is_string, (str,)),
+        (pa.types.is_integer, (int,)),
+        (pa.types.is_floating, (float, int)),
+        (pa.types.is_boolean, (bool,)),
+        (pa.types.is_timestamp, (dt.datetime,)),
+        (pa.types.is_date, (dt.date,)),
+        (pa.types.is_duration, (dt.timedelta,)),
+        (pa.types.is_binary, (bytes,)),
+        (pa.types.is_decimal, (Decimal, int)),
+        (pa.types.is_list, (list, tuple)),
+    ):
+        if test(typ):
+            return frozenset({*kinds, type(None)})
+    return frozenset({type(None)})
+
+
+#: What Arrow makes of a number in a column of time: the unit it reads it in, and the fix.
+_NUMBER_AS = {
+    "timestamp": "microseconds since 1970; write a datetime "
+    "(datetime.fromtimestamp(n, timezone.utc) for epoch seconds)",
+    "date32": "days since 1970; write a date",
+    "time64": "microseconds since midnight; write a time",
+    "duration": "microseconds; write a timedelta (timedelta(seconds=n))",
+}
+
+
+def _why_not(typ: pa.DataType, v: Any) -> str | None:
+    """Why a column of ``typ`` would not store ``v`` as written (None: it would)."""
+    if v is None:
+        return None
+    if isinstance(v, bool) and not (pa.types.is_boolean(typ) or pa.types.is_list(typ)):
+        return "a bool is not a number"
+    if pa.types.is_integer(typ) and isinstance(v, float | Decimal) and v == v and v != int(v):
+        return f"{v!r} would be truncated to an integer"
+    if pa.types.is_string(typ) and isinstance(v, bytes | bytearray | memoryview):
+        return "bytes, stored as text they would read back as str: write text (b.decode())"
+    if pa.types.is_binary(typ) and isinstance(v, str):
+        return "a str, stored as bytes it would read back as: write bytes (s.encode())"
+    if pa.types.is_date(typ) and isinstance(v, dt.datetime):
+        return "a datetime into a DATE column would drop its time"
+    if pa.types.is_time(typ) and isinstance(v, dt.time) and v.tzinfo is not None:
+        return "a TIME keeps no offset, which would be dropped: write a naive time"
+    unit = _NUMBER_AS.get(str(typ).split("[")[0])
+    if unit is not None and isinstance(v, int | float):
+        return f"a number would be read as {unit}"
+    if pa.types.is_list(typ):
+        if isinstance(v, str | bytes):
+            return f"a text would be stored as a list of its characters; write [{v!r}]"
+        if isinstance(v, set | frozenset):
+            return "a set has no order (it would differ from run to run): write sorted(...)"
+    return None
+
+
 def _decimal_normaliser(exponent: Decimal) -> Callable[[Any], Any]:
     def normalise(value: Any) -> Any:
         if isinstance(value, Decimal | int) and not isinstance(value, bool):
@@ -230,6 +301,8 @@ def _uuid_text(values: list[Any]) -> list[Any]:
     for v in values:
         if v is not None and type(v) is not uuid.UUID:
             # A str would read back as a UUID after resume, and miss as a key.
+            if isinstance(v, bytes) and len(v) == 16:
+                raise Refused("write uuid.UUID(bytes=...), not the 16 bytes")
             raise Refused(f"write uuid.UUID({str(v)!r}), not {type(v).__name__}")
         out.append(None if v is None else str(v))
     return out
@@ -241,6 +314,9 @@ def _json_text(values: list[Any]) -> list[Any]:
         if v is None:
             out.append(None)
             continue
+        if type(v) is str and v[:1] in ("{", "[") and _is_json(v):
+            # A JSON string holding a document: surely meant as the document.
+            raise Refused("a JSON text would be stored as one string: write json.loads(text)")
         try:
             text = json.dumps(v, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -251,6 +327,14 @@ def _json_text(values: list[Any]) -> list[Any]:
             raise Refused("it would not read back the same: write lists and string keys")
         out.append(text)
     return out
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _timedelta(value: Any) -> dt.timedelta:
@@ -284,10 +368,15 @@ _ALIASES: Final[dict[str, str]] = {
     "INT4": "INTEGER",
     "INT2": "SMALLINT",
     "FLOAT8": "DOUBLE",
-    "FLOAT": "REAL",
+    # DuckDB's FLOAT is a float32; Python's float and Postgres's FLOAT are doubles, and
+    # a float32 would silently round what a handler writes (16777217.0 → 16777216.0).
+    "FLOAT": "DOUBLE",
+    "DOUBLE PRECISION": "DOUBLE",
     "FLOAT4": "REAL",
     "BOOL": "BOOLEAN",
     "TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ",
+    "TIMESTAMP WITHOUT TIME ZONE": "TIMESTAMP",
+    "JSONB": "JSON",
     "BYTEA": "BLOB",
 }
 _PYTHON: Final[dict[object, str]] = {
@@ -330,8 +419,12 @@ def column_type(spec: object) -> ColumnType:
     """
     if spec is Decimal:
         return _decimal(18, 3)
-    if isinstance(spec, types.GenericAlias) and spec.__origin__ is list and len(spec.__args__) == 1:
-        return _list(column_type(spec.__args__[0]), spec)
+    origin, args = typing.get_origin(spec), typing.get_args(spec)
+    if origin is list and len(args) == 1:  # list[str], typing.List[str]
+        return _list(column_type(args[0]), spec)
+    if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        # int | None, Optional[int]: every column is nullable; the type is the other one.
+        return column_type(next(a for a in args if a is not type(None)))
     if isinstance(spec, str):
         name = " ".join(spec.upper().split())
         if name.endswith("[]"):

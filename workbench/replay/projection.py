@@ -143,6 +143,15 @@ def _check_arity(fn: Callable[..., Any], names: tuple[str, ...], decorator: str)
     ...
     workbench.errors.ProjectionError: @on <lambda>: takes (self, event), but is called with (self, event, tables)
     """
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ProjectionError(f"{decorator} {fn.__name__}: async def is never awaited; use def")
+    if inspect.isgeneratorfunction(fn):
+        raise ProjectionError(
+            f"{decorator} {fn.__name__}: a generator (it yields) never runs its body; "
+            "write rows with tables.<table>.upsert(row)"
+            if decorator == "@on"
+            else f"{decorator} {fn.__name__}: a generator (it yields); return the payload"
+        )
     try:
         inspect.signature(fn).bind(*names)
     except TypeError:

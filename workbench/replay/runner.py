@@ -184,7 +184,8 @@ class Runner:
         lazy = lazy_decoding.seconds
         t = perf_counter()
         try:
-            h(ev, self.tables)
+            if h(ev, self.tables) is not None:
+                self._returned(ev)
         except Exception as exc:  # not a sample: the time is the failure's
             self._fail(ev, self.handler_of.get(ev[1]) or "?", exc)
             return
@@ -214,7 +215,8 @@ class Runner:
                         h = get(ev[1])
                         if h is not None:
                             mark(~ev[0])  # the event's writes follow it in the log
-                            h(ev, tables)
+                            if h(ev, tables) is not None:
+                                self._returned(ev)
                     # Then time one event; the next _SAMPLE - 1 run untimed.
                     untimed = _SAMPLE - 1
                     ev = next(it, None)
@@ -225,7 +227,8 @@ class Runner:
                         mark(~ev[0])
                         lazy = lazy_decoding.seconds
                         t = perf_counter()
-                        h(ev, tables)
+                        if h(ev, tables) is not None:
+                            self._returned(ev)
                         # A batch's column converted on this event's first read is
                         # decoding: scaled up by the sampling it would count 32 times.
                         sample(ev[1], perf_counter() - t - (lazy_decoding.seconds - lazy))
@@ -233,6 +236,15 @@ class Runner:
                 assert ev is not None  # the event whose handler raised
                 self._fail(ev, self.handler_of.get(ev[1]) or "?", exc)
                 untimed = 0
+
+    def _returned(self, event: Event) -> None:
+        """Refuse a handler that returned a value and wrote nothing: it meant the value as
+        its output, which is ignored (``return tables.t.upsert(row)`` is fine)."""
+        if not self.log.wrote_since_event():
+            raise ProjectionError(
+                f"the handler of {event.event_type} returned a value and wrote nothing; a "
+                "return value is ignored: write rows with tables.<table>.upsert(row)"
+            )
 
     def _fail(self, event: Event, handler: str, exc: Exception) -> None:
         self.failures += 1

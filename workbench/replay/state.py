@@ -70,6 +70,10 @@ class WriteLog:
         """Log that the writes which follow are made by the event at ``global_position``."""
         self.append(~global_position)
 
+    def wrote_since_event(self) -> bool:
+        """Whether a table was written since the last event was logged."""
+        return bool(self._entries) and self._entries[-1] >= 0
+
     def restart(self, first_row_id: int) -> None:
         """Number new rows from ``first_row_id`` (on resume, after the stored ones)."""
         self.row_ids = count(first_row_id)
