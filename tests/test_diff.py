@@ -406,3 +406,16 @@ def test_a_column_named_twice_is_compared_once_and_never_also_ignored() -> None:
     assert wb.diff(candidate, live, key="id", columns=["score", "score"]).summary.changed == 1
     with pytest.raises(DiffError, match=r"column 'score' is both compared \(columns\) and ignored"):
         wb.diff(candidate, live, key="id", columns=["score"], ignore=["score"])
+
+
+def test_a_failed_diff_leaves_no_file_attached(tmp_path: Path) -> None:
+    """A notebook keeps the last error, and with it the diff's frames: the DuckDB file
+    it attached must be free for a replay or promote into it."""
+    path = tmp_path / "readmodels.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table t as select range id from range(3)")
+    with pytest.raises(DiffError, match="key column 'idd' is not in the candidate") as caught:
+        wb.diff(f"{path}:t", pl.DataFrame({"id": [0, 1, 2]}), key="idd")
+    assert caught.value.__traceback__ is not None  # held, as sys.last_value holds it
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table promoted as select 1")

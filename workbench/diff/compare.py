@@ -161,13 +161,47 @@ def diff(
     event as ``not_yet_projected``; ``archive`` overrides the archive that
     :meth:`Diff.explain` reads events from.
     """
+    con = _duckdb.connect()
+    try:
+        return _diff(
+            con,
+            candidate,
+            live,
+            key,
+            columns=columns,
+            ignore=ignore,
+            abs_tol=abs_tol,
+            rel_tol=rel_tol,
+            normalize=normalize,
+            live_position=live_position,
+            archive=archive,
+        )
+    except BaseException:  # a notebook keeps the traceback: it must not keep the files attached
+        con.close()
+        raise
+
+
+def _diff(
+    con: duckdb.DuckDBPyConnection,
+    candidate: Any,
+    live: Any,
+    key: str | Sequence[str],
+    *,
+    columns: Sequence[str] | None = None,
+    ignore: str | Sequence[str] | None = None,
+    abs_tol: Mapping[str, float] | None = None,
+    rel_tol: Mapping[str, float] | None = None,
+    normalize: Mapping[str, str] | None = None,
+    live_position: int | None = None,
+    archive: str | os.PathLike[str] | None = None,
+) -> Diff:
+    """:func:`diff` on ``con``, which the :class:`Diff` it returns keeps open."""
     keys = _as_list(key, "key")
     if not keys:
         raise DiffError("a diff needs at least one key column")
     if archive is not None and not Path(archive).is_dir():
         raise DiffError(f"no archive at {archive} (the archive explain reads events from)")
     ignored = set(_as_list(ignore, "ignore"))
-    con = _duckdb.connect()
     register_functions(con)
     cand = resolve_side(con, candidate, "candidate")
     live_side = resolve_side(con, live, "live")
