@@ -1309,3 +1309,98 @@ def test_a_large_object_payload_is_archived_as_its_content(
     assert "columns no --map reads, not archived: deleted" in result.summary()
     (data,) = wb.open_archive(tmp_path).sql("select data from events").fetchall()[0]
     assert json.loads(data) == {"amount": 100}
+
+
+def _library_log(dsn: str, schema: str) -> str:
+    """A table as PHP stores write them: a version counter, JSON, a binary UUID id."""
+    with psycopg.connect(dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {schema}.messages (no bigserial primary key, aggregate_id bytea, "
+            "version int, payload jsonb, event_name text, created_at timestamptz default now())"
+        )
+        for version in (1, 2):
+            con.execute(
+                f"insert into {schema}.messages (aggregate_id, version, payload, event_name) "
+                "values (%s, %s, %s, 'BasketPickedUp')",
+                [uuid.UUID(int=7).bytes, version, json.dumps({"basketId": str(uuid.UUID(int=7))})],
+            )
+    return f"{schema}.messages"
+
+
+LIBRARY_MAP = [
+    "global_position=column:no",
+    "event_type=column:event_name",
+    "data=column:payload",
+    "recorded_at=column:created_at",
+]
+
+
+def test_a_mapping_slip_is_refused_before_anything_is_written(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A version counter read as epoch seconds (1970), or a JSON column as an integer (null
+    in every row), would be archived for good under a mapping the archive keeps."""
+    table = _library_log(pg_dsn, pg_schema)
+    mapped = [m for m in LIBRARY_MAP if not m.startswith("recorded_at")]
+    with pytest.raises(
+        MappingError,
+        match=r"recorded_at: none of the first 2 values reads as a time \(such as '1'\)",
+    ):
+        wb.archive_postgres(
+            pg_dsn,
+            tmp_path,
+            preset="generic",
+            table=table,
+            mappings=[*mapped, "recorded_at=column:version"],
+        )
+    with pytest.raises(
+        MappingError,
+        match=r"column .*messages.payload is jsonb, which holds no integer; a number inside it "
+        r"is stream_position=data:PATH",
+    ):
+        wb.archive_postgres(
+            pg_dsn,
+            tmp_path,
+            preset="generic",
+            table=table,
+            mappings=[*LIBRARY_MAP, "stream_position=column:payload"],
+        )
+    with pytest.raises(MappingError, match=r"recorded_at=data:at: .*archive a view"):
+        wb.archive_postgres(
+            pg_dsn,
+            tmp_path,
+            preset="generic",
+            table=table,
+            mappings=[*mapped, "recorded_at=data:at"],
+        )
+    assert data_files(tmp_path) == []
+
+
+def test_a_binary_uuid_is_archived_as_the_text_its_payloads_hold(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = _library_log(pg_dsn, pg_schema)
+    wb.archive_postgres(
+        pg_dsn,
+        tmp_path,
+        preset="generic",
+        table=table,
+        mappings=[*LIBRARY_MAP, "stream=column:aggregate_id", "stream_position=column:version"],
+    )
+    rows = archived(tmp_path)
+    assert [r["stream"] for r in rows] == [str(uuid.UUID(int=7))] * 2
+    assert rows[0]["stream"] == json.loads(rows[0]["data"])["basketId"]
+
+
+def test_a_map_added_on_a_later_run_is_read_on_the_recorded_preset(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Without --preset, a run that adds one --map starts from the preset the source was
+    archived with (not the default's layout, which this table does not have), and says
+    what it adds."""
+    table = _library_log(pg_dsn, pg_schema)
+    wb.archive_postgres(pg_dsn, tmp_path, preset="generic", table=table, mappings=LIBRARY_MAP)
+    with pytest.raises(ArchiveError, match=r"\(it adds stream_position=column:version\)"):
+        wb.archive_postgres(
+            pg_dsn, tmp_path, table=table, mappings=[*LIBRARY_MAP, "stream_position=column:version"]
+        )

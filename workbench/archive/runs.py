@@ -26,7 +26,7 @@ mapping at all takes the recorded one.
 ...     run.settle(["preset=raw"], given=True)
 Traceback (most recent call last):
 ...
-workbench.errors.ArchiveError: jetstream:S was archived with preset=raw event_type=subject:-1; this run maps it with preset=raw, and the events would be mapped two ways: give the same mapping (or none, to reuse it), archive into another directory, or remap=True (--remap) to change it from here on
+workbench.errors.ArchiveError: jetstream:S was archived with preset=raw event_type=subject:-1; this run maps it with preset=raw (it drops event_type=subject:-1), and the events would be mapped two ways: give the same mapping (or none, to reuse it), archive into another directory, or remap=True (--remap) to change it from here on
 """
 
 from __future__ import annotations
@@ -165,9 +165,18 @@ class ArchiverRun:
         if recorded is not None and not given:
             return recorded
         if recorded is not None and recorded != mine and not remap:
+            changes = [
+                f"{verb} {' '.join(options)}"
+                for verb, options in (
+                    ("adds", [o for o in mine if o not in recorded]),
+                    ("drops", [o for o in recorded if o not in mine]),
+                )
+                if options
+            ]
             raise ArchiveError(
                 f"{self.source} was archived with {' '.join(recorded)}; this run maps it with "
-                f"{' '.join(mine)}, and the events would be mapped two ways: give the same "
+                f"{' '.join(mine)} (it {' and '.join(changes) or 'orders them otherwise'}), "
+                "and the events would be mapped two ways: give the same "
                 "mapping (or none, to reuse it), archive into another directory, or "
                 "remap=True (--remap) to change it from here on"
             )

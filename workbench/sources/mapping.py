@@ -146,7 +146,9 @@ def parse_mappings(items: Iterable[str]) -> dict[str, FieldSpec]:
 def instant_sql(value: str) -> str:
     """DuckDB SQL reading the text ``value`` as a time: an ISO timestamp, or epoch seconds (10 digits, maybe with a fraction),
     milliseconds (13, JavaScript's ``Date.now()``), microseconds (16) or nanoseconds (19).
-    Anything else is null, ``infinity`` too (DuckDB casts it to a time no reader can show).
+    Anything else is null, ``infinity`` too (DuckDB casts it to a time no reader can show),
+    and so is a number of 8 digits or fewer: as epoch seconds it would be before March
+    1973, so it is a version or a counter mapped by mistake, not a time.
 
     >>> from workbench import _duckdb
     >>> con = _duckdb.connect()
@@ -157,14 +159,15 @@ def instant_sql(value: str) -> str:
      '2024-05-01T08:00:00.123000+00:00', '2024-05-01T08:00:00.123456+00:00',
      '2024-05-01T08:00:00.123456+00:00']
     >>> [con.sql(f"select {instant_sql(repr(v))}").fetchall()[0][0] for v in
-    ...  ["yesterday", "infinity", "-Infinity", "", "12:00"]]
-    [None, None, None, None, None]
+    ...  ["yesterday", "infinity", "-Infinity", "", "12:00", "62", "20240501"]]
+    [None, None, None, None, None, None, None]
     """
     v = f"({value})"
     digits = f"length(regexp_extract({v}, '^\\s*-?(\\d+)', 1))"
     return (
         f"coalesce(nullif(nullif(try_cast({v} as timestamptz), 'infinity'), '-infinity'), case "
         f"when not regexp_full_match(trim({v}), '-?\\d+(\\.\\d+)?') then null "
+        f"when {digits} <= 8 then null "
         f"when {digits} <= 11 then to_timestamp(try_cast({v} as double)) "
         f"when {digits} <= 14 then make_timestamp(try_cast({v} as bigint) * 1000)::timestamptz "
         f"when {digits} <= 17 then make_timestamp(try_cast({v} as bigint))::timestamptz "

@@ -47,7 +47,7 @@ from workbench.archive import (
     WritePipeline,
     recorded_mappings,
 )
-from workbench.errors import ArchiveError, SourceError
+from workbench.errors import ArchiveError, MappingError, SourceError
 from workbench.progress import shows_progress
 from workbench.sources.mapping import (
     FieldSpec,
@@ -213,7 +213,11 @@ class PostgresArchiver:
         mappings = mapping_options(mappings)
         given = preset is not None or bool(mappings)
         if given:
-            preset = preset or DEFAULT_PRESET
+            if preset is None:  # --map alone: on the preset the source was archived with
+                try:
+                    preset = _recorded_run(out, table)[0]
+                except SourceError:  # several sources, no --table: no preset to go by
+                    preset = DEFAULT_PRESET
         else:
             preset, table, mappings = _recorded_run(out, table)
         if preset not in PRESETS:
@@ -606,6 +610,8 @@ class PostgresArchiver:
         for name in q.instant_fields:  # a text or epoch-number column's text
             exprs[name] = _finite(instant_sql(f'"{name}"'))
             exprs[f"_untimed_{name}"] = f'("{name}" is not null and {exprs[name]} is null)'
+        if self.result.rows_archived == 0:
+            self._refuse_timeless(chunk, q.instant_fields)
         if exprs:
             chunk = self._duck_select(chunk, exprs)
         if "recorded_at" in q.instant_fields:  # missing or no time: counted by its flag
@@ -642,6 +648,31 @@ class PostgresArchiver:
                     nulls = pc.and_(nulls, pc.is_null(chunk.column("payload")))
                 self._count(f"null {name}", pc.sum(nulls.cast(pa.int64())).as_py() or 0)
         return _versioned(chunk, bad_version)
+
+    def _refuse_timeless(self, chunk: pa.Table, fields: tuple[str, ...]) -> None:
+        """Refuse, before the first file is written, a text or number column mapped to a time
+        field none of whose values in the first batch reads as one (a version column, say):
+        the archive would keep the mapping, and every event a time of null or of archiving."""
+        if not fields:
+            return
+        counts_sql = ", ".join(
+            f'count("{name}"), count({_finite(instant_sql(chr(34) + name + chr(34)))})'
+            for name in fields
+        )
+        self._duck.register("batch", chunk.select(list(fields)))
+        try:
+            counts = self._duck.sql(f"select {counts_sql} from batch").fetchall()[0]
+        finally:
+            self._duck.unregister("batch")
+        for i, name in enumerate(fields):
+            given, timed = counts[2 * i], counts[2 * i + 1]
+            if given and not timed:
+                sample = chunk.column(name).drop_null()[0].as_py()
+                raise MappingError(
+                    f"{name}: none of the first {given} values reads as a time (such as "
+                    f"{sample!r}); map a timestamp column, ISO text or an epoch number in "
+                    "seconds, ms, µs or ns"
+                )
 
     def _validate_json(self, chunk: pa.Table, name: str) -> pa.Table:
         column = chunk.column(name).combine_chunks()

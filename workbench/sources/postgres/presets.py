@@ -56,6 +56,8 @@ _NEVER_TIME_PG_TYPES = frozenset(
     {"bool", "bytea", "uuid", "json", "jsonb", "interval", "time", "timetz"}
 )
 _INTEGER_PG_TYPES = frozenset({"int2", "int4", "int8"})
+#: Column types that never hold an integer: mapped to one, refused before anything is read.
+_NEVER_INT_PG_TYPES = _NEVER_TIME_PG_TYPES | _TIME_PG_TYPES
 _INT_TYPES = {
     "schema_version": "int",
     "stream_position": "bigint",
@@ -461,10 +463,17 @@ def split_position_maps(items: list[str]) -> tuple[dict[str, str], list[str]]:
             fields.setdefault(name.strip(), []).append(spec.strip())
     for name, specs in fields.items():
         if len(specs) > 1:
+            kinds = {spec.partition(":")[0] for spec in specs}
             args = [spec.partition(":")[2] for spec in specs]
+            how = (
+                f"for a fallback, archive a view with coalesce({', '.join(args)})"
+                if kinds == {"column"}
+                else "to take a document or value out of a column's JSON, archive a view "
+                "that selects it (README: stores whose event lies in more than one column)"
+            )
             raise MappingError(
                 f"--map {name} is given twice ({', '.join(specs)}): a Postgres mapping takes "
-                f"one spec a field; for a fallback, archive a view with coalesce({', '.join(args)})"
+                f"one spec a field; {how}"
             )
     positions: dict[str, str] = {}
     rest: list[str] = []
@@ -544,6 +553,17 @@ def build_query(
                 if pg_type not in _JSON_TYPES:
                     validate.append(field_name)
             elif field_name in _INT_TYPES and pg_type not in _INTEGER_PG_TYPES:
+                if pg_type in _NEVER_INT_PG_TYPES or pg_type.startswith("_"):  # "_": an array
+                    inside = (
+                        f"; a number inside it is {field_name}=data:PATH or metadata:PATH, "
+                        "with the column mapped as data= or metadata="
+                        if pg_type in _JSON_TYPES
+                        else ""
+                    )
+                    raise MappingError(
+                        f"--map {field_name}={fs}: column {table}.{fs.arg} is {pg_type}, "
+                        f"which holds no integer{inside}"
+                    )
                 # One bad value must not fail the whole read: null it and count it.
                 as_int = _int_or_null(f"{expr}::text", _INT_TYPES[field_name], 18)
                 cols[field_name] = as_int
@@ -571,8 +591,15 @@ def build_query(
     for field_name, fs in paths.items():
         if field_name == fs.kind:  # data=data:x: the column a path reads is itself
             raise MappingError(
-                f"--map {field_name}={fs}: {fs.kind} is read from a column; "
-                f"map it as {fs.kind}=column:NAME"
+                f"--map {field_name}={fs}: {fs.kind} is read from a column; map it as "
+                f"{fs.kind}=column:NAME, or archive a view that selects the document inside "
+                "(README: stores whose event lies in more than one column)"
+            )
+        if field_name == "recorded_at":
+            raise MappingError(
+                f"--map recorded_at={fs}: recorded_at is read from a column (a timestamp, ISO "
+                "text or epoch number); for a time inside the JSON, archive a view that selects "
+                "it (README: stores whose event lies in more than one column)"
             )
         if fs.kind not in cols and not (fs.kind == "data" and query.eventsourcing_state):
             raise MappingError(
@@ -645,7 +672,9 @@ def _likely_columns(fields: list[str], table: str, columns: TableColumns) -> str
             names = [n for n, t in columns.items() if t in _TIME_PG_TYPES]
         elif field_name == "event_type":
             names = [
-                n for n, t in columns.items() if t in _TEXT_PG_TYPES and named(n, "type", "kind")
+                n
+                for n, t in columns.items()
+                if t in _TEXT_PG_TYPES and named(n, "type", "kind", "event_name", "class")
             ]
         else:  # data: a JSON column, or text/bytea named like a payload (named ones first)
             names = sorted(
@@ -667,6 +696,10 @@ def _likely_columns(fields: list[str], table: str, columns: TableColumns) -> str
 
 
 def _typed(field_name: str, expr: str, pg_type: str) -> str:
+    if field_name in _TEXT_FIELDS and pg_type == "bytea":
+        # A binary UUID (Broadway's, Doctrine's uuid_binary) as the text the same id has
+        # in payloads; other bytes as Postgres prints them.
+        return f"case when octet_length({expr}) = 16 then encode({expr}, 'hex')::uuid::text else {expr}::text end"
     if field_name in _TEXT_FIELDS:
         return f"{expr}::text"
     if field_name in _TIME_FIELDS:
