@@ -1875,3 +1875,15 @@ def test_a_handler_that_returns_its_row_instead_of_writing_it_fails(tmp_path: Pa
         wb.replay(archive, Returning, into=tmp_path / "o.duckdb")
     result = wb.replay(archive, Chained, into=tmp_path / "c.duckdb")
     assert result.sql("select id from items").fetchall() == [("a",)]
+
+
+def test_stacked_on_decorators_handle_every_type_they_name() -> None:
+    class Stacked(wb.Projection):
+        items = wb.Table(key="id", id=str)
+
+        @wb.on("Deleted")
+        @wb.on("Purged", "Expired")
+        def gone(self, event, tables):
+            tables.items.delete(event.data["id"])
+
+    assert Stacked.handlers() == {"Deleted": "gone", "Purged": "gone", "Expired": "gone"}

@@ -396,3 +396,55 @@ def test_events_without_a_stream_are_not_reordered_past_each_other(
     assert report.ok, report.summary()
     assert "no event has a stream, so none was reordered" in report["reorder"].summary()
     assert report["redelivery"].caveat == ""
+
+
+def test_every_event_type_gets_a_fault_even_in_a_small_archive(tmp_path: Path) -> None:
+    """A share of 34 events can be none of them, and a rare type's handler is then never
+    tried: the verdict would be "safe" on nothing. Each type gets a fault at least."""
+    import json
+
+    import pyarrow as pa
+
+    from workbench.archive import ArchiveWriter
+
+    types = ["Ordered"] * 33 + ["Refunded"]
+    ArchiveWriter(tmp_path / "a", "jetstream:ORDERS").append(
+        pa.table(
+            {
+                "global_position": list(range(1, 35)),
+                "recorded_at": list(range(34)),
+                "event_type": types,
+                "stream": [f"order-{i}" for i in range(34)],
+                "stream_position": [1] * 34,
+                "data": [json.dumps({"order": f"order-{i}"}) for i in range(34)],
+            }
+        )
+    )
+
+    class Safe(wb.Projection):
+        name = "safe"
+        totals = wb.Table(key="id", id=str, orders=int, refunds=int)
+
+        @wb.on("Ordered")
+        def ordered(self, event, tables):
+            tables.totals.upsert({"id": event.data["order"], "orders": 1, "refunds": 0})
+
+        @wb.on("Refunded")
+        def refunded(self, event, tables):
+            tables.totals.upsert({"id": event.data["order"], "orders": 1, "refunds": 1})
+
+    class Unsafe(Safe):
+        name = "unsafe"
+
+        @wb.on("Refunded")
+        def refunded(self, event, tables):  # counts a redelivery again
+            row = tables.totals.get("all") or {"id": "all", "orders": 0, "refunds": 0}
+            row["refunds"] += 1
+            tables.totals.upsert(row)
+
+    report = wb.check_replay_safety(tmp_path / "a", Unsafe, narrow=True)
+    redelivery = report["redelivery"]
+    assert not redelivery.ok and redelivery.implicated_types == ["Refunded"]
+    assert redelivery.summary().startswith("redelivery (4 events delivered twice): differs")
+    safe = wb.check_replay_safety(tmp_path / "a", Safe)
+    assert safe.ok and "republish (4 events stored again): ok" in safe.summary()

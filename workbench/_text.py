@@ -52,3 +52,12 @@ def span(first: int, last: int) -> str:
     ('16', '2-5')
     """
     return f"{first}" if first == last else f"{first}-{last}"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``n`` and ``word``, in the plural (``words``, or ``word`` + s) unless ``n`` is 1.
+
+    >>> plural(1, "event"), plural(1200, "crash", "crashes")
+    ('1 event', '1,200 crashes')
+    """
+    return f"{n:,} {word if n == 1 else words or word + 's'}"

@@ -128,7 +128,13 @@ def on(*event_types: str, any_version: bool = False) -> Callable[[F], F]:
 
     def mark(fn: F) -> F:
         _check_arity(fn, ("self", "event", "tables"), "@on")
-        fn._wb_on = event_types  # type: ignore[attr-defined]
+        stacked: tuple[str, ...] = getattr(fn, "_wb_on", ())  # @on("A") over @on("B"): both
+        if stacked and fn._wb_any_version != any_version:  # type: ignore[attr-defined]
+            raise ProjectionError(
+                f"@on {fn.__name__}: stacked @on with and without any_version; "
+                "give the types of each kind to a handler of its own"
+            )
+        fn._wb_on = (*event_types, *stacked)  # type: ignore[attr-defined]
         fn._wb_any_version = any_version  # type: ignore[attr-defined]
         return fn
 

@@ -49,7 +49,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from workbench._text import plain
+from workbench._text import plain, plural
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
 from workbench.progress import ProgressCallback, shows_progress
@@ -94,6 +94,9 @@ class ScenarioResult:
     counts: dict[str, int] = field(default_factory=dict)
     #: What the scenario could not vary, said with its verdict.
     caveat: str = ""
+    #: The faults it injected (``"4 events delivered twice"``): a verdict on none is no
+    #: verdict, so the summary always says how many.
+    injected: str = ""
 
     @property
     def truncated(self) -> bool:
@@ -107,8 +110,9 @@ class ScenarioResult:
 
     def summary(self) -> str:
         caveat = f" ({self.caveat})" if self.caveat else ""
+        name = f"{self.name} ({self.injected})" if self.injected else self.name
         if self.ok:
-            return f"{self.name}: ok{caveat}"
+            return f"{name}: ok{caveat}"
         per_table = ", ".join(f"{t} ({n} keys)" for t, n in self.counts.items())
         if self.truncated:
             per_table += f" ({self.listed} listed; max_differences=, --max-differences, lists more)"
@@ -120,8 +124,7 @@ class ScenarioResult:
         )
         errors = f"; {self.errors} handler error(s)" if self.errors else ""
         return (
-            f"{self.name}: differs in {per_table or 'no table'}{errors}; "
-            f"implicated: {culprits}{caveat}"
+            f"{name}: differs in {per_table or 'no table'}{errors}; implicated: {culprits}{caveat}"
         )
 
 
@@ -298,7 +301,8 @@ def check_replay_safety(
         steps.done()
     types = sorted({e.event_type for e in events if e.event_type in decoder.handler_of})
     for name, description, deliver in scenarios:
-        faulty, errors = _run(cls, deliver(events, None, random.Random(seed)))
+        delivery = deliver(events, None, random.Random(seed))
+        faulty, errors = _run(cls, delivery)
         steps.done()
         diff, counts = _compare(clean, faulty, max_differences)
         ok = not counts and errors <= clean_errors
@@ -325,6 +329,7 @@ def check_replay_safety(
                 "redelivery is not undone in it; keep it in a table"
             )
         result.caveat = "; ".join(c for c in caveats if c)
+        result.injected = _injected(name, events, delivery)
         results.append(result)
     return SafetyReport(
         projection=cls.__name__,
@@ -526,14 +531,55 @@ def _lines(
 # fault to (None: all), and a seeded random generator.
 
 
+def _injected(name: str, events: Sequence[Event], delivery: Sequence[Delivered]) -> str:
+    """How many faults a scenario's ``delivery`` of ``events`` holds, in words.
+
+    >>> evs = [Event((p, "A", "s", p, 1, {})) for p in (1, 2, 3)]
+    >>> _injected("redelivery", evs, [*evs, evs[0]]), _injected("reorder", evs, evs[::-1])
+    ('1 event delivered twice', '2 events out of archive order')
+    >>> _injected("crash", evs, [evs[0], RESTART, evs[0], *evs[1:]])
+    '1 crash, 1 event delivered again'
+    """
+    again = len(delivery) - len(events)
+    if name == "reorder":
+        moved = sum(a is not b for a, b in zip(events, delivery, strict=True))
+        return plural(moved, "event") + " out of archive order"
+    if name == "crash":
+        crashes = sum(d is RESTART for d in delivery)
+        again -= crashes
+        return f"{plural(crashes, 'crash', 'crashes')}, {plural(again, 'event')} delivered again"
+    if name == "republish":
+        return f"{plural(again, 'event')} stored again"
+    return f"{plural(again, 'event')} delivered twice"
+
+
+def _chosen(
+    events: Sequence[Event], only: str | None, rng: random.Random, share: float
+) -> list[int]:
+    """Where the events a fault applies to are: a ``share`` of each event type's, at least
+    one of each, so that a small archive, or a rare type's handler, is tried too.
+
+    >>> evs = [Event((p, "A" if p < 9 else "B", "s", p, 1, {})) for p in range(1, 10)]
+    >>> [evs[i].event_type for i in _chosen(evs, None, random.Random(0), 0.1)]
+    ['A', 'B']
+    """
+    by_type: dict[str, list[int]] = {}
+    for i, e in enumerate(events):
+        if only is None or e.event_type == only:
+            by_type.setdefault(e.event_type, []).append(i)
+    chosen: list[int] = []
+    for where in by_type.values():
+        chosen += rng.sample(where, max(1, round(share * len(where))))
+    return sorted(chosen)
+
+
 def _redeliver(
     events: Sequence[Event], only: str | None, rng: random.Random, share: float
 ) -> list[Event]:
     """Chosen events delivered again 1..100 events later (an ack that timed out)."""
     keyed: list[tuple[float, Event]] = [(float(i), e) for i, e in enumerate(events)]
-    for i, e in enumerate(events):
-        if (only is None or e.event_type == only) and rng.random() < share:
-            keyed.append((i + rng.randint(1, 100) + 0.5, e))
+    for i in _chosen(events, only, rng, share):
+        keyed.append((i + rng.randint(1, 100) + 0.5, events[i]))
     keyed.sort(key=lambda pair: pair[0])
     return [e for _, e in keyed]
 
@@ -553,10 +599,10 @@ def _republish(
     """
     keyed: list[tuple[float, Event]] = [(float(i), e) for i, e in enumerate(events)]
     position = max((e.global_position for e in events), default=0)
-    for i, e in enumerate(events):
-        if (only is None or e.event_type == only) and rng.random() < share:
-            position += 1
-            keyed.append((i + rng.randint(1, 100) + 0.5, e._replace(global_position=position)))
+    for i in _chosen(events, only, rng, share):
+        position += 1
+        copy = events[i]._replace(global_position=position)
+        keyed.append((i + rng.randint(1, 100) + 0.5, copy))
     keyed.sort(key=lambda pair: pair[0])
     return [e for _, e in keyed]
 
