@@ -784,3 +784,22 @@ def test_a_second_archiver_on_one_source_is_refused_at_its_start(
         with pytest.raises(ArchiveError, match=r"archive_jetstream, pid \d+ on "):
             archive(nats_url, stream, tmp_path)
     assert archive(nats_url, stream, tmp_path).messages == 3  # released at the end
+
+
+def test_a_header_block_that_is_not_utf8_is_kept_whole(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """A Go client may send any bytes in a header value: the values read lossily (for
+    header: maps and eyes), and the block is kept whole, base64, beside them."""
+    prefix = stream.lower()
+    publish(nats_url, stream, [("mem.a", b"{}", {"X": "plain"})], create={})
+    block = [b"Nats-Msg-Id: latin-1", b"X-Latin1: caf\xe9"]
+    raw_publish(nats_url, f"{prefix}.mem.b", block, b"{}")
+    archive(nats_url, stream, tmp_path)
+    plain, latin = [
+        json.loads(m)
+        for (m,) in rows(tmp_path, "select metadata from events order by global_position")
+    ]
+    assert plain == {"X": "plain"}  # a UTF-8 block gets no copy
+    assert latin["X-Latin1"] == "caf\ufffd" and latin["Nats-Msg-Id"] == "latin-1"
+    assert base64.b64decode(latin["headers:base64"]) == b"\r\n".join(block)

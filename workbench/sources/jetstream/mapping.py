@@ -50,6 +50,8 @@ workbench.errors.MappingError: unknown preset 'xml'; one of cloudevents, envelop
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -242,8 +244,12 @@ class JetStreamMapping:
         >>> b.untimed, b.untimed_example, b.table["occurred_at"].null_count
         ({'occurred_at': 1}, {'occurred_at': 'yesterday'}, 2)
         """
-        blocks = _text(pa.array(headers, pa.binary()), headers, lossy=True)
+        raw = pa.array(headers, pa.binary())
+        blocks = _text(raw, headers, lossy=True)
         parsed = Headers(blocks)
+        metadata = parsed.metadata()
+        if blocks is not raw and not _valid_utf8(raw):  # a Go client's Latin-1 value, say
+            metadata = _with_raw_headers(metadata, headers)
         payloads = pa.array(payload, pa.binary())
         columns: dict[str, pa.Array] = {
             "seq": pa.array(seq, pa.int64()),
@@ -252,7 +258,7 @@ class JetStreamMapping:
             "subject": _text(pa.array(subject, pa.binary()), subject, lossy=True),
             "payload": payloads,
             "text": _text(payloads, payload),
-            "metadata": parsed.metadata(),
+            "metadata": metadata,
         }
         con = _duckdb.connect()
         try:
@@ -449,6 +455,35 @@ def _shortened(text: str, limit: int = 40) -> str:
 def _pointer(path: tuple[str, ...]) -> str:
     """A JSON pointer (RFC 6901) as a SQL literal, so any key is addressable."""
     return literal("/" + "/".join(k.replace("~", "~0").replace("/", "~1") for k in path))
+
+
+#: The ``metadata`` key holding a header block that is not UTF-8, whole and base64: its
+#: values read lossily (U+FFFD), and no header's name holds a colon.
+RAW_HEADERS: Final = "headers:base64"
+
+
+def _valid_utf8(values: pa.Array) -> bool:
+    try:
+        values.cast(pa.string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _with_raw_headers(metadata: pa.Array, blocks: list[bytes]) -> pa.Array:
+    """``metadata`` with each header block that is not UTF-8 kept whole under
+    :data:`RAW_HEADERS`: no byte a message carried is lost.
+
+    >>> _with_raw_headers(pa.array(['{"X":"caf?"}', None]), [b"X: caf\\xe9", b""]).to_pylist()
+    ['{"X":"caf?","headers:base64":"WDogY2Fm6Q=="}', None]
+    """
+    values = metadata.to_pylist()
+    for i, block in enumerate(blocks):
+        if block and _decode(block, lossy=False) is None:
+            doc = json.loads(values[i]) if values[i] else {}
+            doc[RAW_HEADERS] = base64.b64encode(block).decode()
+            values[i] = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return pa.array(values, pa.string())
 
 
 def _text(values: pa.Array, items: list[bytes], *, lossy: bool = False) -> pa.Array:
