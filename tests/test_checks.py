@@ -713,3 +713,31 @@ def test_an_archive_without_correlations_charts_an_empty_waterfall_quietly(
         warnings.simplefilter("error")  # Polars warns on a comparison with None
         chart = graph.chart().to_dict()
     assert not any(v.get("values") for v in chart.get("datasets", {}).values())
+
+
+def test_drift_finds_a_field_of_two_json_types_in_one_version(tmp_path: Path) -> None:
+    """Money as "12.30" from one producer and 12.3 from another: neither type is rare, so
+    no event is off its version, yet a handler reading the field must take both. A
+    field null in every event has a null share of 1, and a type with no fields counts."""
+    data = (
+        ['{"amount": "12.30", "ref": null}'] * 21
+        + ['{"amount": 12.3, "ref": null}'] * 9
+        + ["{}"] * 3
+    )
+    types = ["Paid"] * 30 + ["Sent"] * 3
+    ArchiveWriter(tmp_path, "postgres:shop.events").append(
+        table(list(range(1, 34)), event_type=types, data=data)
+    )
+    drift = wb.open_archive(tmp_path).schema_drift()
+    assert drift.mismatches.height == 0
+    assert drift.mixed.select("event_type", "field", "types", "events_per_type").rows() == [
+        ("Paid", "amount", ["string", "number"], [21, 9])
+    ]
+    assert drift.found == 1
+    assert (
+        "1 field(s) of two JSON types in a version: Paid v1 in postgres:shop.events: "
+        "amount is string (21 events) or number (9)" in drift.summary()
+    )
+    assert drift.summary().startswith("2 type/version(s)")
+    ref = drift.fields.filter(pl.col("field") == "ref")
+    assert ref["null_share"].to_list() == [1.0]

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import polars as pl
 
@@ -106,7 +106,8 @@ select t.source, t.event_type, t.schema_version, t.field,
        arg_max(t.type, t.n) filter (where t.type <> 'null') as type,
        list(t.type order by t.n desc) filter (where t.type <> 'null') as types,
        sum(t.n)::bigint as present, c.events,
-       1 - (sum(t.n) filter (where t.type <> 'null'))::double / c.events as null_share
+       1 - coalesce(sum(t.n) filter (where t.type <> 'null'), 0)::double / c.events
+           as null_share
 from types t join ({counts}) c
     on c.source = t.source and c.event_type = t.event_type
    and c.schema_version is not distinct from t.schema_version
@@ -296,6 +297,26 @@ select * exclude (old_before), old_before * 2 >= present as renamed from (
 )
 """
 
+# A field of two JSON types in one version, each in at least a $tolerance share of the
+# events carrying it (a rarer type makes its events mismatches instead): one producer
+# writes "12.30" where another writes 12.3, and a handler must read both.
+_MIXED = """
+with t as (
+    select source, event_type, schema_version, field, type, count(*) as n,
+           min(global_position) as first_position
+    from {kv} where type <> 'null' group by all
+),
+shared as (
+    select *, n / sum(n) over (partition by source, event_type, schema_version, field) as share
+    from t
+)
+select source, event_type, schema_version, field, list(type order by n desc, type) as types,
+       list(n order by n desc, type) as events_per_type,
+       list(first_position order by n desc, type) as first_positions
+from shared where share >= $tolerance
+group by all having count(*) > 1
+"""
+
 
 @dataclass(frozen=True, repr=False)
 class Drift(CheckResult):
@@ -313,6 +334,10 @@ class Drift(CheckResult):
       shapes; ``renamed`` when most of the old field's events come before the
       new one's first (a rename without a new version: a finding), else the two
       are mixed throughout (one of two fields by design: a note).
+    - ``mixed``: ``source, event_type, schema_version, field, types,
+      events_per_type, first_positions`` — fields of two or more JSON types in
+      one version, each in at least a ``tolerance`` share of the events that
+      carry the field (a finding: a handler must read each).
     """
 
     name: ClassVar[str] = "drift"
@@ -322,27 +347,34 @@ class Drift(CheckResult):
     changes: pl.DataFrame
     mismatches: pl.DataFrame
     shapes: pl.DataFrame
+    mixed: pl.DataFrame
+    #: Event types and versions in the archive (with or without fields).
+    versions: int
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {
             "mismatches": self.mismatches,
             "shapes": self.shapes,
+            "mixed": self.mixed,
             "changes": self.changes,
             "fields": self.fields,
         }
 
     @property
     def found(self) -> int:
-        """Events that do not fit their declared version, and versions' pairs of shapes
-        (changes between versions are no fault)."""
-        return self.mismatches.height + self.shapes.filter("renamed").height
+        """Events that do not fit their declared version, fields renamed or typed two ways
+        within a version (changes between versions are no fault)."""
+        return self.mismatches.height + self.shapes.filter("renamed").height + self.mixed.height
 
     def summary(self) -> str:
-        versions = self.fields.select("source", "event_type", "schema_version").unique().height
         text = (
-            f"{versions} type/version(s), {self.changes.height} change(s) between versions, "
+            f"{self.versions} type/version(s), {self.changes.height} change(s) between versions, "
             f"{self.mismatches.height} event(s) not fitting their version"
         )
+        if self.mixed.height:
+            shown = "; ".join(_mixed_line(row) for row in self.mixed.head(3).iter_rows(named=True))
+            more = f"; and {self.mixed.height - 3} more" if self.mixed.height > 3 else ""
+            text += f", {self.mixed.height} field(s) of two JSON types in a version: {shown}{more}"
         for renamed, said in ((True, "renamed without a new version"), (False, "mixed throughout")):
             shapes = self.shapes.filter(pl.col("renamed") == renamed)
             if shapes.height:
@@ -355,6 +387,22 @@ class Drift(CheckResult):
         from workbench.charts.drift import drift_matrix  # charts sit above analysis
 
         return drift_matrix(self.fields)
+
+
+def _mixed_line(row: dict[str, Any]) -> str:
+    """One field of several JSON types in words.
+
+    >>> _mixed_line({"source": "s", "event_type": "Paid", "schema_version": 1, "field": "amount",
+    ...     "types": ["string", "number"], "events_per_type": [215, 86]})
+    'Paid v1 in s: amount is string (215 events) or number (86)'
+    """
+    version = "without a version" if row["schema_version"] is None else f"v{row['schema_version']}"
+    first, *rest = zip(row["types"], row["events_per_type"], strict=True)
+    others = " or ".join(f"{t} ({n:,})" for t, n in rest)
+    return (
+        f"{row['event_type']} {version} in {row['source']}: {row['field']} is "
+        f"{first[0]} ({first[1]:,} events) or {others}"
+    )
 
 
 def _shape_line(row: dict[str, object]) -> str:
@@ -403,7 +451,21 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
             + ") order by source, event_type, schema_version, first_new_position, field, new_field",
             {**params, "min_events": MIN_SHAPE_EVENTS},
         ).pl()
+        mixed = reader.sql(
+            "select * from ("
+            + _MIXED.format(kv=kv)
+            + ") order by source, event_type, schema_version, field",
+            params,
+        ).pl()
+        versions = reader.sql(f"select count(*) from ({_COUNTS})").fetchall()[0][0]
     finally:
         con.execute(f"drop table if exists {kv}")
         con.execute(f"drop table if exists {fields_table}")
-    return Drift(fields=fields, changes=changes, mismatches=mismatches, shapes=shapes)
+    return Drift(
+        fields=fields,
+        changes=changes,
+        mismatches=mismatches,
+        shapes=shapes,
+        mixed=mixed,
+        versions=int(versions),
+    )
