@@ -44,6 +44,16 @@ def test_gaps_tell_recorded_reasons_from_guesses(tmp_path: Path) -> None:
     ]
     assert gaps.positions["missing"].to_list() == [4, 2, 3, 2, 3]
     assert gaps.found == 4  # a rolled-back sequence value lost nothing
+    assert gaps.summary().startswith(
+        "12 missing position(s) in 4 range(s) (deleted: 2, retention: 4, unknown: 6); "
+        "2 that never held an event (rolled-back: 2; no fault)"
+    )
+    # A KV bucket or a stream with message TTLs removes messages by design.
+    kv = wb.open_archive(tmp_path).gaps(accept=("deleted", "retention"))
+    assert kv.found == 2 and kv.faults["reason"].to_list() == ["unknown", "unknown"]
+    assert "6 removed as expected (deleted: 2, retention: 4; accepted)" in kv.summary()
+    with pytest.raises(ArchiveError, match=r"accepted gap reason\(s\) purged: not a reason"):
+        wb.open_archive(tmp_path).gaps(accept=["purged"])
 
 
 def test_stream_gaps(tmp_path: Path) -> None:

@@ -105,3 +105,20 @@ def test_stream_checks_that_could_not_run_are_printed_not_failed(
     ) in out
     assert "stream_position copies not checked for jetstream:BANK" in out
     assert "0 stream gap(s)" not in out and "stream_position: 0" not in out
+
+
+def test_accepted_gap_reasons_do_not_fail_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A KV bucket deletes and expires keys by design: --accept-gaps says so."""
+    writer = ArchiveWriter(tmp_path, "jetstream:KV_cfg")
+    writer.append(pa.table({"global_position": [3, 4, 6], "recorded_at": [3, 4, 6]}))
+    writer.record_gap(5, 5, "deleted")
+    writer.record_gap(1, 2, "retention")
+    assert run(["check", "--archive", str(tmp_path), "--fail-on", "gaps"]) == 1
+    capsys.readouterr()
+    argv = ["check", "--archive", str(tmp_path), "--fail-on", "gaps"]
+    assert run([*argv, "--accept-gaps", "deleted,retention"]) == 0
+    assert "3 removed as expected (deleted: 1, retention: 2; accepted)" in capsys.readouterr().out
+    assert run([*argv, "--accept-gaps", "expired"]) == 2
+    assert "accepted gap reason(s) expired: not a reason" in capsys.readouterr().err

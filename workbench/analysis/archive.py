@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -113,9 +113,11 @@ class Archive(ArchiveReader):
             f"<th>last position</th><th>files</th></tr>{rows}</table>"
         )
 
-    def gaps(self) -> Gaps:
-        """Missing positions per source and per stream, with the reason where known."""
-        return find_gaps(self)
+    def gaps(self, *, accept: Collection[str] = ()) -> Gaps:
+        """Missing positions per source and per stream, with the reason where known;
+        ``accept`` names reasons that are expected, not faults (``("deleted",
+        "retention")`` for a KV bucket, or a stream with message TTLs or rollups)."""
+        return find_gaps(self, accept=accept)
 
     def duplicates(self, *, window: dt.timedelta = dt.timedelta(seconds=5)) -> Duplicates:
         """Events archived more than once: same id, redelivered, or same content within ``window``."""
@@ -146,7 +148,11 @@ class Archive(ArchiveReader):
         return find_causation(self, correlation_id, external=external)
 
     def checks(
-        self, correlation_id: str | None = None, *, external_causes: Sequence[str] = ()
+        self,
+        correlation_id: str | None = None,
+        *,
+        external_causes: Sequence[str] = (),
+        accept_gaps: Collection[str] = (),
     ) -> dict[str, Callable[[], CheckResult]]:
         """Every check with its defaults, by the name ``--fail-on`` uses, not yet run.
 
@@ -155,7 +161,7 @@ class Archive(ArchiveReader):
         ['gaps', 'duplicates', 'drift', 'lag', 'causation']
         """
         return {
-            "gaps": self.gaps,
+            "gaps": lambda: self.gaps(accept=accept_gaps),
             "duplicates": self.duplicates,
             "drift": self.schema_drift,
             "lag": self.lag,

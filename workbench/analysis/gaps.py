@@ -24,6 +24,7 @@ either in no event is listed in ``unchecked`` rather than reported clean.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -32,7 +33,8 @@ import polars as pl
 from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
 from workbench.analysis._views import has_view
 from workbench.analysis.result import CheckResult
-from workbench.archive import ArchiveReader
+from workbench.archive import GAP_REASONS, ArchiveReader
+from workbench.errors import ArchiveError
 
 if TYPE_CHECKING:
     import altair as alt
@@ -136,6 +138,10 @@ class Gaps(CheckResult):
     - ``unchecked``: ``source, check, events, null_columns, reason`` — the
       sources whose streams were not checked (``stream`` or
       ``stream_position`` null in every event); not a finding.
+
+    ``accepted``: reasons the caller expects (``deleted`` and ``retention``
+    in a KV bucket, a stream with message TTLs or rollups, which remove
+    messages by design): listed, but no fault, as the harmless ones.
     """
 
     name: ClassVar[str] = "gaps"
@@ -144,6 +150,7 @@ class Gaps(CheckResult):
     positions: pl.DataFrame
     streams: pl.DataFrame
     unchecked: pl.DataFrame
+    accepted: frozenset[str] = frozenset()
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {"positions": self.positions, "streams": self.streams, "unchecked": self.unchecked}
@@ -153,18 +160,35 @@ class Gaps(CheckResult):
 
     @property
     def faults(self) -> pl.DataFrame:
-        """Position gaps that lost events (every reason but the harmless ones)."""
-        return self.positions.filter(~pl.col("reason").is_in(sorted(HARMLESS_REASONS)))
+        """Position gaps that lost events (every reason but the harmless and accepted ones)."""
+        return self.positions.filter(~pl.col("reason").is_in(self._no_fault))
+
+    @property
+    def _no_fault(self) -> list[str]:
+        return sorted(HARMLESS_REASONS | self.accepted)
 
     @property
     def found(self) -> int:
         return self.faults.height + self.streams.height
 
     def summary(self) -> str:
-        by_reason = self.positions.group_by("reason").agg(pl.col("missing").sum()).sort("reason")
-        reasons = ", ".join(f"{r}: {n}" for r, n in by_reason.rows()) or "none"
-        total = int(self.positions["missing"].sum() or 0)
-        parts = [f"{total} missing position(s) in {self.positions.height} range(s) ({reasons})"]
+        faults = self.faults
+        parts = [
+            f"{int(faults['missing'].sum() or 0)} missing position(s) in {faults.height} "
+            f"range(s) ({_by_reason(faults) or 'none'})"
+        ]
+        harmless = self.positions.filter(pl.col("reason").is_in(sorted(HARMLESS_REASONS)))
+        if harmless.height:
+            parts.append(
+                f"{int(harmless['missing'].sum())} that never held an event "
+                f"({_by_reason(harmless)}; no fault)"
+            )
+        accepted = self.positions.filter(pl.col("reason").is_in(sorted(self.accepted)))
+        if accepted.height:
+            parts.append(
+                f"{int(accepted['missing'].sum())} removed as expected ({_by_reason(accepted)}; "
+                "accepted)"
+            )
         # "0 stream gaps" would read as clean for a source that was never looked at.
         if self.streams.height or self.unchecked.height == 0:
             parts.append(f"{self.streams.height} stream gap(s)")
@@ -174,6 +198,12 @@ class Gaps(CheckResult):
         from workbench.charts.gaps import gaps_chart  # charts sit above analysis
 
         return gaps_chart(self.positions)
+
+
+def _by_reason(positions: pl.DataFrame) -> str:
+    """``reason: missing`` of each reason in ``positions``, as a list in words."""
+    by_reason = positions.group_by("reason").agg(pl.col("missing").sum()).sort("reason")
+    return ", ".join(f"{r}: {n}" for r, n in by_reason.rows())
 
 
 def _late_apart(positions: pl.DataFrame) -> pl.DataFrame:
@@ -215,8 +245,15 @@ def _late_apart(positions: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def find_gaps(reader: ArchiveReader) -> Gaps:
-    """Find missing positions in every source and stream of the archive."""
+def find_gaps(reader: ArchiveReader, *, accept: Collection[str] = ()) -> Gaps:
+    """Find missing positions in every source and stream of the archive; gaps of the
+    ``accept`` reasons are expected (see :class:`Gaps`)."""
+    unknown = sorted(set(accept) - set(GAP_REASONS) - {"unknown"})
+    if unknown:
+        raise ArchiveError(
+            f"accepted gap reason(s) {', '.join(unknown)}: not a reason; "
+            f"one of {', '.join(GAP_REASONS)}, unknown"
+        )
     reader.refresh_if_stale()
     query = _GAPS_WITH_RECORDS if has_view(reader, "gap_records") else _GAPS_WITHOUT_RECORDS
     positions = reader.sql(
@@ -233,4 +270,5 @@ def find_gaps(reader: ArchiveReader) -> Gaps:
         ),
         streams=streams,
         unchecked=find_unchecked(reader, [STREAM_GAPS_NEED]),
+        accepted=frozenset(accept),
     )

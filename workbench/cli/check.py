@@ -41,6 +41,12 @@ def check(
         help="Glob of causation ids outside the event store (commands: 'cmd-*'); "
         "such causes make roots, not orphans. Repeatable.",
     ),
+    accept_gaps: str = typer.Option(
+        "",
+        "--accept-gaps",
+        help="Comma-separated gap reasons that are expected, not faults: deleted,retention "
+        "for a KV bucket or a stream with message TTLs or rollups.",
+    ),
     rows: int = typer.Option(15, "--rows", min=1, help="Rows shown per table."),
 ) -> None:
     """Check an archive for gaps, duplicates, schema drift, lag and causation faults."""
@@ -49,7 +55,8 @@ def check(
     failing = _parse_fail_on(fail_on)
     opened = open_archive(archive)
     opened.require_events()
-    runs = opened.checks(correlation_id, external_causes=external_causes)
+    accepted = [r.strip() for r in accept_gaps.split(",") if r.strip()]
+    runs = opened.checks(correlation_id, external_causes=external_causes, accept_gaps=accepted)
     results = {}
     with progress_bar() as progress:
         task = progress.add_task("checking", total=len(runs))
