@@ -21,6 +21,7 @@ ones) and are not reported.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -115,8 +116,28 @@ def find_unchecked(reader: ArchiveReader, needs: Sequence[Need]) -> pl.DataFrame
 
 
 def not_checked_lines(unchecked: pl.DataFrame) -> list[str]:
-    """One sentence per row: ``<check> not checked for <source>: <reason>``."""
-    return [
-        f"{check} not checked for {source}: {reason}"
-        for source, check, reason in unchecked.select("source", "check", "reason").rows()
-    ]
+    """One sentence per check and cause: ``<check> not checked for <source>: <reason>``,
+    the sources that share a cause in one (an archive of many raw NATS streams).
+
+    >>> frame = pl.DataFrame([("a", "stream gaps", 2, ["s"], "s is null in all 2 events (x)"),
+    ...     ("b", "stream gaps", 9, ["s"], "s is null in all 9 events (x)")],
+    ...     schema=UNCHECKED_SCHEMA, orient="row")
+    >>> not_checked_lines(frame)
+    ['stream gaps not checked for 2 sources (a, b): s is null in all their events (x)']
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple[str, str]]] = {}
+    for source, check, null, reason in unchecked.select(
+        "source", "check", "null_columns", "reason"
+    ).rows():
+        groups.setdefault((check, tuple(null)), []).append((source, reason))
+    lines = []
+    for (check, _), rows in groups.items():
+        if len(rows) == 1:
+            lines.append(f"{check} not checked for {rows[0][0]}: {rows[0][1]}")
+            continue
+        names = [source for source, _ in rows]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        reason = re.sub(r"in all [\d,]+ events", "in all their events", rows[0][1])
+        reason = re.sub(r"none of its [\d,]+ events", "none of their events", reason)
+        lines.append(f"{check} not checked for {len(rows)} sources ({shown}): {reason}")
+    return lines
