@@ -803,3 +803,46 @@ def test_a_header_block_that_is_not_utf8_is_kept_whole(
     assert plain == {"X": "plain"}  # a UTF-8 block gets no copy
     assert latin["X-Latin1"] == "caf\ufffd" and latin["Nats-Msg-Id"] == "latin-1"
     assert base64.b64decode(latin["headers:base64"]) == b"\r\n".join(block)
+
+
+def test_the_kv_preset_archives_a_bucket_as_puts_deletes_and_purges(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """A KV bucket written by nats-py's KV API: the key is the stream, the operation the
+    type, and the history the bucket drops by design can be accepted by the gap check."""
+    import asyncio
+
+    import nats
+
+    bucket = f"WB{uuid.uuid4().hex[:8].upper()}"
+
+    async def write() -> None:
+        nc = await nats.connect(nats_url)
+        kv = await nc.jetstream().create_key_value(bucket=bucket, history=1)
+        await kv.put("cfg.db.host", b'{"v": "db1"}')
+        await kv.put("cfg.db.host", b'{"v": "db2"}')  # history 1: the first is dropped
+        await kv.put("port", b"5432")
+        await kv.put("name", b"not json")
+        await kv.delete("port")
+        await kv.purge("name")
+        await nc.close()
+
+    asyncio.run(write())
+    try:
+        hinted = archive(nats_url, f"KV_{bucket}", tmp_path / "hint", preset="raw")
+        assert any("--preset kv" in hint for hint in hinted.hints())
+        archive(nats_url, f"KV_{bucket}", tmp_path / "kv", preset="kv")
+        got = rows(
+            tmp_path / "kv",
+            "select stream, event_type, data, payload from events order by global_position",
+        )
+        assert [g[:2] for g in got] == [
+            ("cfg.db.host", "PUT"),
+            ("port", "DEL"),
+            ("name", "PURGE"),
+        ]
+        assert got[0][2] == '{"v": "db2"}'
+        gaps = wb.open_archive(tmp_path / "kv").gaps(accept=("deleted", "retention"))
+        assert gaps.found == 0 and gaps.positions.height > 0
+    finally:
+        delete_stream(nats_url, f"KV_{bucket}")

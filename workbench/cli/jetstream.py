@@ -56,7 +56,8 @@ def archive_jetstream_command(
     preset: str | None = typer.Option(
         None,
         "--preset",
-        help="Field mapping preset: cloudevents (the default), envelope or raw. With no "
+        help="Field mapping preset: cloudevents (the default), envelope, raw or kv (a KV "
+        "bucket's stream). With no "
         "--preset and no --map, a resumed archive keeps the mapping it was archived with.",
     ),
     maps: list[str] = typer.Option(

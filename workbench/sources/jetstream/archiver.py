@@ -183,7 +183,7 @@ class JetStreamArchiveResult(RunResult):
         'stream is empty in 4 of 4 messages; map it, e.g. from the subject (shop.orders.o-7.paid): subject:0=shop, subject:1=orders, subject:2=o-7, subject:3=paid'
         >>> JetStreamArchiveResult("KV_CFG", "out", messages=4, unfilled={"stream": 4},
         ...                        first_subject="$KV.CFG.db.host").hints()[0]
-        'stream is empty in 4 of 4 messages; map it, e.g. --map stream=subject:2: (the key, db.host)'
+        'stream is empty in 4 of 4 messages; a KV bucket: archive it with --preset kv (stream: the key, db.host; event_type: PUT, DEL or PURGE)'
         >>> JetStreamArchiveResult("KV_CFG", "out", messages=4, unfilled={"event_id": 4},
         ...                        first_subject="$KV.CFG.db.host").hints()
         []
@@ -214,16 +214,17 @@ class JetStreamArchiveResult(RunResult):
         from_subject = "from the subject ({}): {}".format(
             self.first_subject, ", ".join(f"subject:{i}={t}" for i, t in enumerate(tokens))
         )
-        if tokens[0] == "$KV" and len(tokens) > 2:  # $KV.<bucket>.<key>; a key may hold dots
-            stream = f"--map stream=subject:2: (the key, {'.'.join(tokens[2:])})"
-        else:
-            stream = from_subject if self.first_subject else "--map stream=subject:1"
         examples: dict[str, str | None] = {
             # A KV entry or object chunk has no id of its own: its sequence is its identity.
             "event_id": None if tokens[0] in ("$KV", "$O") else "--map event_id=data:id",
             "event_type": (from_subject if self.first_subject else "--map event_type=data:type"),
-            "stream": stream,
+            "stream": from_subject if self.first_subject else "--map stream=subject:1",
         }
+        if tokens[0] == "$KV" and len(tokens) > 2:  # $KV.<bucket>.<key>; a key may hold dots
+            examples["stream"] = examples["event_type"] = (
+                "a KV bucket: archive it with --preset kv (stream: the key, "
+                f"{'.'.join(tokens[2:])}; event_type: PUT, DEL or PURGE)"
+            )
         for column in examples:
             named = _named_like(column, self.first_headers, self.first_keys)
             if named is not None and examples[column] is not None:
@@ -253,7 +254,8 @@ class JetStreamArchiveResult(RunResult):
                 advice = (
                     f"map it, e.g. {example}" if example.startswith(("--", "from")) else example
                 )
-                hints.append(f"{empty}; {advice}")
+                if not any(hint.endswith(f"; {advice}") for hint in hints):  # said once
+                    hints.append(f"{empty}; {advice}")
         return hints
 
     @property

@@ -20,6 +20,9 @@ Presets:
   names and ``data`` inside.
 - ``raw``: only what NATS itself knows (sequence, subject, time, headers,
   payload).
+- ``kv``: a KV bucket's stream (``KV_<bucket>``): ``stream`` is the key,
+  ``event_type`` ``PUT``, ``DEL`` or ``PURGE``, the value as ``data`` when it
+  is JSON (else kept in ``payload``).
 
 Whatever the preset or ``--map``, NATS's own messages get a reserved
 ``event_type`` and no ``event_id`` (their headers stay in ``metadata``): a
@@ -45,7 +48,7 @@ a marker, or a schedule and its copy, as domain events.
 >>> JetStreamMapping.from_options("xml", [])
 Traceback (most recent call last):
 ...
-workbench.errors.MappingError: unknown preset 'xml'; one of cloudevents, envelope, raw
+workbench.errors.MappingError: unknown preset 'xml'; one of cloudevents, envelope, raw, kv
 """
 
 from __future__ import annotations
@@ -137,6 +140,12 @@ PRESETS: Final[Mapping[str, Mapping[str, tuple[FieldSpec, ...]]]] = {
     }
     | {"event_id": _specs("data:event_id", "header:Nats-Msg-Id")},
     "raw": {},
+    # A KV bucket's stream (KV_<bucket>): subjects $KV.<bucket>.<key>, a key may hold dots;
+    # a delete or purge says so in KV-Operation, a put has no such header.
+    "kv": {
+        "stream": _specs("subject:2:"),
+        "event_type": _specs("header:KV-Operation", "const:PUT"),
+    },
 }
 
 # Columns the archiver fills from NATS itself.
