@@ -751,3 +751,24 @@ def test_drift_finds_a_field_of_two_json_types_in_one_version(tmp_path: Path) ->
     assert drift.summary().startswith("2 type/version(s)")
     ref = drift.fields.filter(pl.col("field") == "ref")
     assert ref["null_share"].to_list() == [1.0]
+
+
+def test_causes_that_are_never_archived_events_are_said_to_be_outside(tmp_path: Path) -> None:
+    """prooph records the command's UUID as each event's cause: every event an orphan
+    says nothing of loss, and the summary says so, with a glob for UUIDs."""
+    import uuid
+
+    ids = [str(uuid.UUID(int=i)) for i in range(1, 13)]
+    commands = [str(uuid.UUID(int=1000 + i)) for i in range(12)]
+    ArchiveWriter(tmp_path, "postgres:public._4228e4a0").append(
+        table(list(range(1, 13)), event_id=ids, causation_id=commands)
+    )
+    archive = wb.open_archive(tmp_path)
+    causation = archive.causation()
+    assert causation.orphans.height == 12
+    assert (
+        "no causation_id of postgres:public._4228e4a0's 12 caused events names an archived event"
+        in causation.summary()
+    )
+    glob = "????????-????-????-????-????????????"
+    assert archive.causation(external=[glob]).orphans.height == 0

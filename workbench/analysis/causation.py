@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Causation", "find_causation"]
 
+#: Fewest caused events of a source, all orphans, before its causes are said to be outside.
+_OUTSIDE_AT_LEAST = 10
+
 _NODES = """
 with recursive
 ev as (
@@ -161,7 +164,28 @@ class Causation(CheckResult):
             f"{self.nodes.height} event(s){without} in {self.correlations.height} correlation(s), "
             f"depth up to {depth}, fan-out up to {fan}; "
             f"{self.orphans.height} orphan(s), {self.cycles.height} cyclic event(s){left_out}"
+            + "".join(f"; {line}" for line in self._outside_lines())
         )
+
+    def _outside_lines(self) -> list[str]:
+        """A source none of whose causes is an archived event records something else as
+        the cause (prooph's and Axon's command ids): its orphans say nothing of loss."""
+        caused = self.nodes.filter(
+            pl.col("causation_id").is_not_null()
+            & (pl.col("causation_id") != pl.col("correlation_id").fill_null(""))
+            & ~pl.col("cyclic")
+        )
+        lines = []
+        for source, events, orphans in (
+            caused.group_by("source").agg(pl.len(), pl.col("orphan").sum()).sort("source").rows()
+        ):
+            if orphans == events >= _OUTSIDE_AT_LEAST:
+                lines.append(
+                    f"no causation_id of {source}'s {events:,} caused events names an archived "
+                    "event: they name something else (commands?); --external-causes PATTERN "
+                    "makes them roots ('????????-????-????-????-????????????' for UUIDs)"
+                )
+        return lines
 
     def chart(self, correlation_id: str | None = None) -> alt.TopLevelMixin:
         """Waterfall of one correlation (the one asked for, else the largest)."""
