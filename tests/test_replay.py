@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -1887,3 +1888,23 @@ def test_stacked_on_decorators_handle_every_type_they_name() -> None:
             tables.items.delete(event.data["id"])
 
     assert Stacked.handlers() == {"Deleted": "gone", "Purged": "gone", "Expired": "gone"}
+
+
+def test_a_rows_lineage_lists_the_events_that_wrote_it(archive: Path, tmp_path: Path) -> None:
+    result = wb.replay(archive, Memories, into=tmp_path / "o.duckdb")
+    key, count = result.sql("select memory_id, access_count from memories limit 1").fetchall()[0]
+    lineage = result.lineage("memories", key)
+    assert lineage.columns == [
+        "global_position", "event_type", "handler", "stream", "stream_position", "occurred_at",
+        "data",
+    ]  # fmt: skip
+    assert lineage["global_position"].is_sorted() and lineage["event_type"][0] == "MemoryCreated"
+    assert set(lineage["stream"]) == {f"memory-{key}"}
+    assert lineage.filter(pl.col("event_type") == "MemoryAccessed").height == count
+    assert all(json.loads(d)["memory_id"] == key for d in lineage["data"])
+    agent, day = result.sql("select agent_id, day from daily_access limit 1").fetchall()[0]
+    assert result.lineage("daily_access", (agent, day)).height > 0  # a composite key
+    with pytest.raises(ProjectionError, match=r"memories_v1 has no table 'memory'; its tables: "):
+        result.lineage("memory", key)
+    with pytest.raises(ProjectionError, match="no event wrote a row of memories with key 'x'"):
+        result.lineage("memories", "x")

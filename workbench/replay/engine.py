@@ -200,6 +200,47 @@ class ReplayResult:
             con.close()
         return _duckdb.connect().from_arrow(table)
 
+    def lineage(self, table: str, key: Any) -> pl.DataFrame:
+        """The events that wrote the row of ``table`` with ``key`` (its value, or a tuple
+        for a composite key), oldest first: ``global_position, event_type, handler``
+        and, while the archive is where the replay read it, each event's ``stream,
+        stream_position, occurred_at, data``. A deleted row keeps its lineage.
+        """
+        found = self.sql(
+            "select constraint_column_names from duckdb_constraints() where schema_name = "
+            f"{literal(self.schema)} and table_name = {literal(table)} "
+            "and constraint_type = 'PRIMARY KEY'"
+        ).fetchall()
+        if not found:
+            tables = self.sql(
+                "select table_name from duckdb_tables() where schema_name = "
+                f"{literal(self.schema)} and not starts_with(table_name, '_') order by 1"
+            ).fetchall()
+            raise ProjectionError(
+                f"{self.schema} has no table {table!r}; its tables: "
+                + (", ".join(t for (t,) in tables) or "none")
+            )
+        written = self.sql(
+            "select global_position, event_type, handler from _lineage where table_name = "
+            f"{literal(table)} and key = {literal(store.lineage_key(found[0][0], key))} "
+            "order by global_position"
+        ).pl()
+        if not written.height:
+            raise ProjectionError(f"no event wrote a row of {table} with key {key!r}")
+        archive = self.sql("select archive from _replay_info").fetchall()
+        if not archive or not archive[0][0] or not Path(archive[0][0]).is_dir():
+            return written  # the archive moved: the lineage alone
+        positions = ", ".join(str(p) for p in written["global_position"].to_list())
+        events = (
+            ArchiveReader(archive[0][0])
+            .sql(
+                "select global_position, stream, stream_position, occurred_at, data from events "
+                f"where source = {literal(self.source)} and global_position in ({positions})"
+            )
+            .pl()
+        )
+        return written.join(events, on="global_position", how="left")
+
     def dead_letter_rows(self, limit: int | None = None) -> pl.DataFrame:
         """The dead letters recorded (all of them, or the first ``limit``), oldest first:
         ``global_position, event_type, handler, error`` and the rest of ``_dead_letters``."""
