@@ -175,3 +175,14 @@ def test_report_tables_align_numbers_and_wrap_only_long_values(report: Path) -> 
     # Lists (drift's unexpected fields) read as a list of names, not a Python repr.
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
     assert cells and not any(c.startswith("[") for c in cells)
+
+
+def test_replay_results_and_safety_reports_go_into_a_report_as_they_are(tmp_path: Path) -> None:
+    from workbench.examples import Memories
+
+    generate(5, entities=10, events=500).write_archive(tmp_path / "archive")
+    result = wb.replay(tmp_path / "archive", Memories, into=tmp_path / "o.duckdb")
+    safety = wb.check_replay_safety(tmp_path / "archive", Memories, determinism=False)
+    page = write_report(tmp_path / "r.html", tmp_path / "archive", extra=[result, safety])
+    text = page.read_text()
+    assert "Replay of memories_v1" in text and "Replay safety of Memories" in text

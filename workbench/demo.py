@@ -32,7 +32,7 @@ import workbench as wb
 from workbench import _duckdb
 from workbench.examples import Memories, MemoriesNonIdempotent
 from workbench.replay.safety import SafetyReport
-from workbench.report import replay_section, safety_section, write_report
+from workbench.report import write_report
 from workbench.scenario import Scenario, generate
 
 __all__ = ["DemoResult", "FaultFinding", "run_demo"]
@@ -132,7 +132,7 @@ def run_demo(
         out / "report.html",
         archive,
         diff=diff,
-        extra=[replay_section(fixed), *(safety_section(s) for s in safety)],
+        extra=[fixed, *safety],
         title="Event Workbench demo",
     )
     result = DemoResult(out, archive_dir, report_path, scenario)

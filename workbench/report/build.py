@@ -20,11 +20,15 @@ import workbench
 from workbench.analysis import Archive, open_archive
 from workbench.archive import atomic_file
 from workbench.charts.render import vega_bundle
+from workbench.replay.engine import ReplayResult
+from workbench.replay.safety import SafetyReport
 from workbench.report._sections import (
     Section,
     archive_section,
     check_section,
     diff_section,
+    replay_section,
+    safety_section,
     sections_status,
 )
 
@@ -48,14 +52,15 @@ def write_report(
     archive: Archive | str | os.PathLike[str],
     *,
     diff: Diff | None = None,
-    extra: Sequence[Section] = (),
+    extra: Sequence[Section | ReplayResult | SafetyReport] = (),
     title: str = "Event Workbench report",
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Run the checks on ``archive`` and write the report to ``out`` (atomically).
 
     ``diff`` adds the diff against the live read model; ``extra`` adds
-    sections built elsewhere (replay results, replay safety).
+    replay results (:func:`workbench.replay`), replay safety reports
+    (:func:`workbench.check_replay_safety`) and sections built elsewhere.
     """
     archive = archive if isinstance(archive, Archive) else open_archive(archive)
     archive.require_events()
@@ -65,7 +70,13 @@ def write_report(
         if progress:
             progress(heading)
         sections.append(check_section(run(), heading))
-    sections.extend(extra)
+    for item in extra:
+        if isinstance(item, ReplayResult):
+            sections.append(replay_section(item))
+        elif isinstance(item, SafetyReport):
+            sections.append(safety_section(item))
+        else:
+            sections.append(item)
     if diff is not None:
         if progress:
             progress("Diff")
