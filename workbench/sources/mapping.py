@@ -146,6 +146,8 @@ def parse_mappings(items: Iterable[str]) -> dict[str, FieldSpec]:
 def instant_sql(value: str) -> str:
     """DuckDB SQL reading the text ``value`` as a time: an ISO timestamp, or epoch seconds (10 digits, maybe with a fraction),
     milliseconds (13, JavaScript's ``Date.now()``), microseconds (16) or nanoseconds (19).
+    Ruby's and Go's ``Time`` text, a space before the offset (``2024-05-01 10:00:00 +0200``,
+    Go's with the zone's name after it), is read too.
     Anything else is null, ``infinity`` too (DuckDB casts it to a time no reader can show),
     and so is a number of 8 digits or fewer: as epoch seconds it would be before March
     1973, so it is a version or a counter mapped by mistake, not a time.
@@ -154,10 +156,12 @@ def instant_sql(value: str) -> str:
     >>> con = _duckdb.connect()
     >>> [con.sql(f"select {instant_sql(repr(v))}").fetchall()[0][0].isoformat() for v in
     ...  ["2024-05-01T10:00:00+02:00", "1714550400", "1714550400.5", "1714550400123",
-    ...   "1714550400123456", "1714550400123456789"]]  # doctest: +NORMALIZE_WHITESPACE
+    ...   "1714550400123456", "1714550400123456789", "2024-05-01 10:00:00 +0200",
+    ...   "2024-05-01 10:00:00.5 +0200 CEST"]]  # doctest: +NORMALIZE_WHITESPACE
     ['2024-05-01T08:00:00+00:00', '2024-05-01T08:00:00+00:00', '2024-05-01T08:00:00.500000+00:00',
      '2024-05-01T08:00:00.123000+00:00', '2024-05-01T08:00:00.123456+00:00',
-     '2024-05-01T08:00:00.123456+00:00']
+     '2024-05-01T08:00:00.123456+00:00', '2024-05-01T08:00:00+00:00',
+     '2024-05-01T08:00:00.500000+00:00']
     >>> [con.sql(f"select {instant_sql(repr(v))}").fetchall()[0][0] for v in
     ...  ["yesterday", "infinity", "-Infinity", "", "12:00", "62", "20240501"]]
     [None, None, None, None, None, None, None]
@@ -165,7 +169,11 @@ def instant_sql(value: str) -> str:
     v = f"({value})"
     digits = f"length(regexp_extract({v}, '^\\s*-?(\\d+)', 1))"
     return (
-        f"coalesce(nullif(nullif(try_cast({v} as timestamptz), 'infinity'), '-infinity'), case "
+        f"coalesce(nullif(nullif(coalesce(try_cast({v} as timestamptz), "
+        f"case when contains({v}, ' ') then "  # only such text pays for the regexp
+        f"try_cast(regexp_replace(trim({v}), '^(\\d{{4}}-\\d\\d-\\d\\d[ T][\\d:.]+) "
+        f"([+-]\\d\\d:?\\d\\d)( [A-Za-z]{{2,5}})?$', '\\1\\2') as timestamptz) end), "
+        f"'infinity'), '-infinity'), case "
         f"when not regexp_full_match(trim({v}), '-?\\d+(\\.\\d+)?') then null "
         f"when {digits} <= 8 then null "
         f"when {digits} <= 11 then to_timestamp(try_cast({v} as double)) "
