@@ -1404,3 +1404,27 @@ def test_a_map_added_on_a_later_run_is_read_on_the_recorded_preset(
         wb.archive_postgres(
             pg_dsn, tmp_path, table=table, mappings=[*LIBRARY_MAP, "stream_position=column:version"]
         )
+
+
+def test_a_view_whose_cast_fails_on_a_row_says_to_select_the_column_as_stored(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.t (id bigserial primary key, body text, "
+            "at timestamptz default now())"
+        )
+        con.execute(f"insert into {pg_schema}.t (body) values ('{{}}'), ('not json')")
+        con.execute(
+            f"create view {pg_schema}.v as select id, body::json as body, at from {pg_schema}.t"
+        )
+    with pytest.raises(
+        SourceError,
+        match=r"reading postgres:.*\.v: invalid input syntax for type json \(a row's value does "
+        r"not cast to json in the table's view or query: select the column as it is stored",
+    ):
+        wb.archive_postgres(
+            pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.v",
+            mappings=["global_position=column:id", "recorded_at=column:at",
+                      "event_type=const:A", "data=column:body"],
+        )  # fmt: skip

@@ -56,7 +56,12 @@ _SQLSTATES = {
 # ADBC prefixes messages with a status ("IO: ", "NOT_FOUND: ") and libpq with "[libpq]",
 # and quotes the failed query (over many lines) before the server's message.
 _QUERY = re.compile(r"Failed to execute query '.*?':\s*", re.S)
-_PREFIX = re.compile(r"^(?:[A-Z_]+:\s*)?(?:\[libpq\]\s*)?(?:Failed to [a-z ]+:\s*)?(?:ERROR:\s*)?")
+_PREFIX = re.compile(
+    r"^(?:[A-Z_]+:\s*)?(?:\[libpq\]\s*)?(?:Failed to [a-z ]+:\s*)?"
+    r"(?:Execution error \[PGRES_[A-Z_]+\]:\s*)?(?:ERROR:\s*)?"
+)
+# A cast that fails on one row (a view's text::json) fails the whole read, mid-stream.
+_BAD_CAST = re.compile(r"invalid input syntax for type (\w+( with time zone)?)")
 
 #: column name → PostgreSQL type name (``udt_name``), in table order.
 TableColumns = dict[str, str]
@@ -102,6 +107,12 @@ def describe_error(exc: BaseException) -> str:
     first = text.splitlines()[0] if text else type(exc).__name__
     first = _PREFIX.sub("", first).strip() or type(exc).__name__
     state = getattr(exc, "sqlstate", None)
+    if state is None and (cast := _BAD_CAST.search(first)) is not None:
+        return redact(
+            f"{first} (a row's value does not cast to {cast.group(1)} in the table's view "
+            "or query: select the column as it is stored; the archiver reads JSON and "
+            "times row by row, and counts the rows it cannot)"
+        )
     what = _SQLSTATES.get(state or "")
     tail = (
         f"{what}, SQLSTATE {state}"
