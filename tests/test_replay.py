@@ -1908,3 +1908,32 @@ def test_a_rows_lineage_lists_the_events_that_wrote_it(archive: Path, tmp_path: 
         result.lineage("memory", key)
     with pytest.raises(ProjectionError, match="no event wrote a row of memories with key 'x'"):
         result.lineage("memories", "x")
+
+
+class InPlace(wb.Projection):
+    """Changes its counter row in place and never hands it back after the first write."""
+
+    name = "in_place"
+    counts = wb.Table(key="id", id=str, n=int)
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        row = tables.counts.get("all")
+        if row is None:
+            tables.counts.upsert({"id": "all", "n": 1})
+        else:
+            row["n"] += 1  # never handed back: stored only if a flush happens to take it
+
+
+def test_rows_changed_in_place_and_never_handed_back_are_named(
+    archive: Path, tmp_path: Path
+) -> None:
+    """What such a row stores depends on where flushes fall: the replay says so."""
+    result = wb.replay(
+        archive, InPlace, into=tmp_path / "o.duckdb", flush_every=500, batch_size=500
+    )
+    assert result.stale == ["counts: 1 row(s), e.g. 'all'"]
+    assert "changed in place but never handed back, so not stored as they stand" in (
+        result.summary()
+    )
+    assert wb.replay(archive, Memories, into=tmp_path / "m.duckdb", flush_every=500).stale == []

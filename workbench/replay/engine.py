@@ -36,6 +36,7 @@ import contextlib
 import datetime as dt
 import gc
 import html
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -115,6 +116,10 @@ class ReplayResult:
     #: ``table.column`` of the declared columns null in every row of a table that has
     #: rows: no handler writes them (a forgotten field, or one spelt otherwise).
     unwritten: list[str] = field(default_factory=list)
+    #: Per table, rows a handler changed in place and never handed back, so not stored as
+    #: they stand (``"memories: 30 rows, e.g. 'm-1'"``): what is stored then depends on
+    #: when flushes fell. Up to :data:`STALE_CHECKED` rows a table are looked at.
+    stale: list[str] = field(default_factory=list)
     #: Events applied by the earlier replay of this schema that this one replaced, when
     #: it ran without ``resume`` over one (None: there was none).
     replaced: int | None = None
@@ -291,6 +296,12 @@ class ReplayResult:
             if self.unwritten
             else ""
         )
+        if self.stale:
+            unwritten += (
+                f"; changed in place but never handed back, so not stored as they stand: "
+                f"{'; '.join(self.stale)} (hand a changed row back with upsert(row) or "
+                "update(key))"
+            )
         if self.code_changed:
             resumed += (
                 " with changed projection code: rows written before it came from the "
@@ -585,6 +596,7 @@ def replay(
                 0
             ][0]
             unwritten = _unwritten(con, schema, instance)
+            stale = _stale(con, schema, runner)
         except BaseException:
             writer.abandon()
             raise
@@ -612,9 +624,31 @@ def replay(
         phases=clock.frame(),
         resume=resume,
         unwritten=unwritten,
+        stale=stale,
         replaced=start.replaced,
         code_changed=start.code_changed,
     )
+
+
+#: Rows a table whose stored state :func:`_stale` compares with the handlers' (the first
+#: ones written): a projection that changes rows in place changes many.
+STALE_CHECKED = 200_000
+
+
+def _stale(con: duckdb.DuckDBPyConnection, schema: str, runner: Runner) -> list[str]:
+    """Tables whose in-memory rows, all flushed, differ from the stored ones: a change made
+    in place and never handed back is flushed only if the row was written again before
+    the same flush, so what is stored depends on when flushes fell."""
+    found = []
+    for state in runner.states_list():
+        rows = list(itertools.islice(state.rows.values(), STALE_CHECKED))
+        if not rows:
+            continue
+        n, example = store.unstored_rows(con, schema, state.table, rows)
+        if n:
+            shown = f", e.g. {example!r}" if example is not None else ""
+            found.append(f"{state.table.name}: {n:,} row(s){shown}")
+    return found
 
 
 def _unwritten(con: duckdb.DuckDBPyConnection, schema: str, projection: Projection) -> list[str]:

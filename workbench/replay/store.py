@@ -399,6 +399,36 @@ class BadRow(ProjectionError):
         self.row = row
 
 
+def unstored_rows(
+    con: duckdb.DuckDBPyConnection, schema: str, table: Table, rows: list[dict[str, Any]]
+) -> tuple[int, Any]:
+    """How many of ``rows`` (in-memory rows, after the last flush) the stored table does not
+    hold as they stand, and one of their keys: rows a handler changed in place and never
+    handed back. A row that cannot be stored at all counts as one."""
+    declared = set(table.columns)
+    if not declared.issuperset(set().union(*rows)):
+        return 1, None
+    try:
+        arrow = pa.table(
+            [_column(rows, c, table.types[c], table.name) for c in table.columns],
+            names=list(table.columns),
+        )
+    except BadRow as exc:
+        return 1, exc.row.get(table.key[0]) if len(table.key) == 1 else None
+    cols = ", ".join(q(c) for c in table.columns)
+    typed = ", ".join(f"cast({q(c)} as {table.types[c].sql}) as {q(c)}" for c in table.columns)
+    key = table.key[0] if len(table.key) == 1 else None
+    con.register("_wb_memory", arrow)
+    try:
+        n, example = con.execute(
+            f"select count(*), {'any_value(' + q(key) + ')' if key else 'null'} from "
+            f"(select {typed} from _wb_memory except select {cols} from {q(schema)}.{q(table.name)})"
+        ).fetchall()[0]
+    finally:
+        con.unregister("_wb_memory")
+    return int(n), example
+
+
 def rows_statement(schema: str, table: Table, rows: list[dict[str, Any]]) -> Statement | None:
     """Insert or replace ``rows`` (dicts) in one statement from an Arrow table.
 
