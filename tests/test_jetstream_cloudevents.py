@@ -232,3 +232,46 @@ def test_archiving_headerless_cloudevents_and_reporting_unreadable_times(
         assert "1 value(s) not a time (kept null)" in capsys.readouterr().out
     finally:
         delete_stream(nats_url, stream_name)
+
+
+def test_percent_encoded_attributes_read_as_the_sdks_read_them() -> None:
+    """Java's NATS binding and Python's HTTP binding percent-encode header values (the
+    JavaScript SDK does not): a stream read still encoded would split one aggregate in two."""
+    got = rows(
+        DEFAULT,
+        (b"ce-id: e-1\r\nce-type: T\r\nce-subject: caf%C3%A9%20order%208\r\n"
+         b"ce-correlationid: corr%208", b"{}"),
+        (b"ce-id: 100%\r\nce-type: T\r\nce-subject: caf\xc3\xa9 order 8", b"{}"),
+    )  # fmt: skip
+    assert [(r["event_id"], r["stream"], r["correlation_id"]) for r in got] == [
+        ("e-1", "café order 8", "corr 8"),
+        ("100%", "café order 8", None),  # a lone % is no encoding
+    ]
+
+
+def test_a_cloudevents_batch_is_archived_whole_and_said_so(
+    nats_url: str, stream_name: str, tmp_path: Path
+) -> None:
+    """A batch holds several events at one stream sequence, which one position cannot
+    split: it is archived whole under a reserved type, not as an event without a type."""
+    batch = [EVENT, {**EVENT, "id": "e-2"}]
+    messages = [
+        ("orders.batch", json.dumps(batch).encode(),
+         {"content-type": "application/cloudevents-batch+json"}),
+        ce_message(1),
+    ]  # fmt: skip
+    try:
+        publish(nats_url, stream_name, messages, create={})
+        result = wb.archive_jetstream(nats_url, stream_name, tmp_path, warn=False)
+        assert result.batches == 1
+        assert "1 CloudEvents batch(es) archived whole, event_type $cloudevents.batch" in str(
+            result
+        )
+        got = ArchiveReader(tmp_path).sql(
+            "select event_id, event_type, data from events order by global_position"
+        )
+        first, second = got.fetchall()
+        assert first[:2] == (None, "$cloudevents.batch") and json.loads(first[2]) == batch
+        assert second[:2] == ("evt-1", "MemoryCreated")
+    finally:
+        delete_stream(nats_url, stream_name)

@@ -55,7 +55,12 @@ from workbench.progress import shows_progress
 from workbench.sources.jetstream import _client
 from workbench.sources.jetstream._auth import NatsAuth, nats_auth
 from workbench.sources.jetstream._wire import Deliveries, WireConnection
-from workbench.sources.jetstream.mapping import DEFAULT_PRESET, NATS_EVENT_TYPES, JetStreamMapping
+from workbench.sources.jetstream.mapping import (
+    BATCH_EVENT_TYPE,
+    DEFAULT_PRESET,
+    NATS_EVENT_TYPES,
+    JetStreamMapping,
+)
 from workbench.sources.jetstream.sampler import server_time, stream_sample
 from workbench.sources.mapping import Mappings, mapping_options
 from workbench.sources.redaction import redact
@@ -159,6 +164,8 @@ class JetStreamArchiveResult(RunResult):
     #: Of ``messages``, NATS's own: subject delete markers and message schedules, archived
     #: with an ``event_type`` of :data:`~workbench.sources.jetstream.mapping.NATS_EVENT_TYPES`.
     nats_messages: int = 0
+    #: Messages that were CloudEvents batches, archived whole (event_type ``$cloudevents.batch``).
+    batches: int = 0
     #: The columns a ``--map`` set, and the first message's subject (for the hints).
     mapped: frozenset[str] = frozenset()
     can_fall_back: frozenset[str] = frozenset()
@@ -314,6 +321,11 @@ class JetStreamArchiveResult(RunResult):
             if self.nats_messages
             else ""
         )
+        if self.batches:
+            own += (
+                f"; {self.batches:,} CloudEvents batch(es) archived whole, event_type "
+                "$cloudevents.batch, data the array of events (one sequence cannot split them)"
+            )
         examples = {c: f", e.g. {v!r}" for c, v in self.untimed_examples.items()}
         untimed = "".join(
             f"; {column}: {n:,} value(s) not a time (kept null){examples.get(column, '')}"
@@ -785,6 +797,9 @@ class _Run:
         own = pc.is_in(table.column("event_type"), pa.array(NATS_EVENT_TYPES, pa.string()))
         events = table.filter(pc.invert(own)) if pc.any(own).as_py() else table
         result.nats_messages += table.num_rows - events.num_rows
+        result.batches += (
+            pc.sum(pc.equal(events.column("event_type"), BATCH_EVENT_TYPE)).as_py() or 0
+        )
         for column in IDENTITY_COLUMNS:
             # A preset may leave a column out entirely (raw): all of it is empty then.
             present = column in events.column_names

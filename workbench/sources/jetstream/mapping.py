@@ -69,6 +69,7 @@ from workbench.sources.jetstream._headers import Headers
 from workbench.sources.mapping import FieldSpec, instant_sql, parse_mappings
 
 __all__ = [
+    "BATCH_EVENT_TYPE",
     "DEFAULT_PRESET",
     "MARKER_EVENT_TYPE",
     "NATS_EVENT_TYPES",
@@ -85,6 +86,9 @@ MARKER_EVENT_TYPE: Final = f"{envelope.SOURCE_OWN_PREFIX}nats.marker"
 SCHEDULE_EVENT_TYPE: Final = f"{envelope.SOURCE_OWN_PREFIX}nats.schedule"
 #: Event types of NATS's own messages, e.g. for a projection's ``ignore``.
 NATS_EVENT_TYPES: Final[tuple[str, ...]] = (MARKER_EVENT_TYPE, SCHEDULE_EVENT_TYPE)
+#: ``event_type`` of a CloudEvents batch (``application/cloudevents-batch+json``): several
+#: events in one message, so at one stream sequence, which one position cannot split.
+BATCH_EVENT_TYPE: Final = f"{envelope.SOURCE_OWN_PREFIX}cloudevents.batch"
 
 # Internal spec kinds of the presets, which users cannot write. ``event``: a path
 # inside a CloudEvents structured-mode event, looked at only in rows that are one.
@@ -331,14 +335,20 @@ class JetStreamMapping:
                 sources[name] = f"coalesce({', '.join(values)})"
         # NATS's own messages: recognisable whatever the mapping, and never the id
         # of an event (a schedule carries the id of the copy it will publish).
+        batch = "false"
+        if structured != "false":  # the CloudEvents preset: a batch is archived whole, marked
+            batch = (
+                "coalesce(lower(content_type) like 'application/cloudevents-batch+json%', false)"
+            )
         selects["event_type"] = (
             f"case when nats_marker is not null then {literal(MARKER_EVENT_TYPE)} "
             f"when nats_schedule is not null then {literal(SCHEDULE_EVENT_TYPE)} "
+            f"when {batch} then {literal(BATCH_EVENT_TYPE)} "
             f"else {selects.get('event_type', 'null')}::varchar end"
         )
         if "event_id" in selects:
             selects["event_id"] = (
-                f"case when nats_marker is null and nats_schedule is null "
+                f"case when nats_marker is null and nats_schedule is null and not {batch} "
                 f"then {selects['event_id']} end"
             )
         # The original bytes are kept unless data holds them verbatim: not JSON,
@@ -399,7 +409,12 @@ def _source(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> st
     """SQL for the value ``spec`` finds for ``column``, before any conversion."""
     kind = spec.kind
     if kind == "header":
-        return header_names[spec.arg.lower()]
+        value = header_names[spec.arg.lower()]
+        if spec.arg.lower().startswith("ce-"):
+            # CloudEvents' bindings percent-encode attribute values in headers (Java's NATS
+            # binding, Python's HTTP one; JavaScript's does not): read as their readers do.
+            value = f"(case when contains({value}, '%') then url_decode({value}) else {value} end)"
+        return value
     if kind == _PAYLOAD:
         return "case when not structured then j end"
     if kind in ("data", _EVENT):
