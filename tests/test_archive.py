@@ -18,6 +18,7 @@ import pytest
 import workbench as wb
 from workbench import envelope
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
+from workbench.archive._layout import data_file_name
 from workbench.errors import ArchiveError, EnvelopeError
 
 DAY_US = 86_400_000_000
@@ -369,3 +370,29 @@ def test_head_and_the_notebook_view_read_little_and_agree_with_sql(tmp_path: Pat
     assert "60 events in 6 files" in view and "<td>a</td><td>30</td><td>1</td><td>30</td>" in view
     with pytest.raises(ArchiveError, match="head"):
         archive.head(-1)
+
+
+def test_compact_never_merges_across_a_hole_no_gap_record_explains(tmp_path: Path) -> None:
+    """A file moved aside (or lost) and put back after a compaction: a merged file whose
+    name spanned the hole would hide it, and the next compact would retire it for good."""
+    writer = ArchiveWriter(tmp_path, "s")
+    for first in (1, 11, 31, 41):
+        writer.append(events(first, first + 9))
+    writer.record_gap(21, 30, "deleted")  # explained: merged across
+    middle = next(tmp_path.rglob(data_file_name(31, 40)))
+    aside = tmp_path / "aside.parquet"
+    middle.rename(aside)  # 31..40 gone, no record of it
+    compact(tmp_path)
+    data = lambda: [p.name for p in sorted(tmp_path.glob("source=*/date=*/*.parquet"))]  # noqa: E731
+    assert data() == [data_file_name(1, 20), data_file_name(41, 50)]
+    aside.rename(middle)  # put back from the backup
+    compact(tmp_path)
+    assert data() == [data_file_name(1, 50)] and len(wb.open_archive(tmp_path)) == 40
+    # A file whose positions the file spanning it does not hold is refused, never retired.
+    merged = middle.parent / data_file_name(1, 50)
+    table = pq.read_table(merged)
+    pq.write_table(table.filter(pa.compute.less(table["global_position"], 31)),
+                   middle.parent / data_file_name(1, 60))  # fmt: skip
+    with pytest.raises(ArchiveError, match=r"holds 20 position\(s\) \(from 31\) that .* does not"):
+        compact(tmp_path)
+    assert merged.exists()

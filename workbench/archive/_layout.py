@@ -147,6 +147,11 @@ def drop_subsumed(files: list[DataFile]) -> list[DataFile]:
     return kept
 
 
+def records_dir(root: str | os.PathLike[str], table: str, source: str) -> Path:
+    """Where ``source``'s rows of the side table ``table`` are."""
+    return Path(root) / f"_{table}" / f"source={encode_partition(source)}"
+
+
 def side_table_files(root: Path, table: str) -> list[Path]:
     return sorted((root / f"_{table}").glob("source=*/*.parquet"))
 

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,14 @@ from workbench.archive._layout import (
     data_file_name,
     drop_subsumed,
     list_data_files,
+    records_dir,
     retire,
     retired_files,
     scan_data_files,
     source_lock,
     write_atomically,
 )
+from workbench.errors import ArchiveError
 
 __all__ = ["CompactResult", "compact", "merge_tail"]
 
@@ -73,7 +76,7 @@ def compact(
     for name in sources:
         with source_lock(root, name):
             files = _retire_subsumed(root, name)
-            for run in _runs(files, target_events):
+            for run in _runs(files, target_events, _recorded_gaps(root, name)):
                 events += sum(_rows(f.path) for f in run)
                 if len(run) > 1:
                     _merge(run)
@@ -87,18 +90,60 @@ def _rows(path: Path) -> int:
     return int(pq.ParquetFile(path).metadata.num_rows)
 
 
-def _runs(files: list[DataFile], target_events: int) -> list[list[DataFile]]:
+def _runs(
+    files: list[DataFile], target_events: int, gaps: Sequence[tuple[int, int]] = ()
+) -> list[list[DataFile]]:
+    """Files to merge, in order: neighbours in one date partition, up to ``target_events``,
+    with no unexplained positions between them.
+
+    A merged file's name claims every position from its first to its last: merged
+    across a hole no gap record explains (a file lost, or moved aside), it would hide
+    the file put back there, which the next compact would retire for good.
+    """
     runs: list[list[DataFile]] = []
     size = 0
     for f in sorted(files):
         rows = _rows(f.path)
-        if runs and runs[-1][-1].path.parent == f.path.parent and size + rows <= target_events:
+        if (
+            runs
+            and runs[-1][-1].path.parent == f.path.parent
+            and size + rows <= target_events
+            and _explained(runs[-1][-1].last + 1, f.first - 1, gaps)
+        ):
             runs[-1].append(f)
             size += rows
         else:
             runs.append([f])
             size = rows
     return runs
+
+
+def _explained(first: int, last: int, gaps: Sequence[tuple[int, int]]) -> bool:
+    """Whether recorded gaps (sorted ranges) cover every position from ``first`` to ``last``.
+
+    >>> _explained(5, 4, []), _explained(5, 9, [(1, 6), (7, 9)]), _explained(5, 9, [(5, 7)])
+    (True, True, False)
+    """
+    for gap_first, gap_last in gaps:
+        if first > last:
+            break
+        if gap_first <= first <= gap_last:
+            first = gap_last + 1
+    return first > last
+
+
+def _recorded_gaps(root: Path, source: str) -> list[tuple[int, int]]:
+    """The source's recorded gaps as sorted ranges (read with pyarrow: the writer, which
+    reads side tables with DuckDB, sits above this module)."""
+    paths = sorted(records_dir(root, "gap_records", source).glob("*.parquet"))
+    ranges: set[tuple[int, int]] = set()
+    for path in paths:
+        try:
+            table = pq.read_table(path, columns=["first_missing", "last_missing"])
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ArchiveError(f"gap records file {path} cannot be read: {exc}") from None
+        ranges.update(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+    return sorted(ranges)
 
 
 def _merge(run: list[DataFile]) -> Path:
@@ -137,9 +182,14 @@ def merge_tail(
     """
     small = max(1, target_events // files)
     tail: list[tuple[DataFile, int]] = []  # newest first, with its events
+    gaps: list[tuple[int, int]] | None = None  # read at the first hole, if any
     for f in sorted(_retire_subsumed(root, source), reverse=True):
         if tail and f.path.parent != tail[-1][0].path.parent:
             break
+        if tail and f.last + 1 < tail[-1][0].first:  # a hole: merged only if recorded
+            gaps = _recorded_gaps(root, source) if gaps is None else gaps
+            if not _explained(f.last + 1, tail[-1][0].first - 1, gaps):
+                break
         # Sparse positions (a sequence's cache, rollbacks) make a name's span overstate
         # its rows, and so its tier: the footer says (read once per file, files never change).
         rows = _rows(f.path)
@@ -181,12 +231,28 @@ def _tier(rows: int, files: int) -> int:
 
 def _retire_subsumed(root: Path, source: str) -> list[DataFile]:
     """Retire the inputs a crash left beside the merged file that covers them; return the
-    files readers see (one listing of the source, on every append)."""
+    files readers see (one listing of the source, on every append).
+
+    A file is retired only when the covering file holds each of its positions: one put
+    back into a range a merge spanned (restored from a backup) is refused, not removed.
+    """
     listed = list_data_files(root, source)
     visible = drop_subsumed(listed)
     for f in set(listed) - set(visible):
+        cover = next(v for v in visible if v.source == f.source and v.covers(f))
+        missing = _positions(f.path) - _positions(cover.path)
+        if missing:
+            raise ArchiveError(
+                f"{f.path} holds {len(missing):,} position(s) (from {min(missing)}) that "
+                f"{cover.path.name}, whose name spans them, does not: readers see only the "
+                "larger file; move one of them aside, or re-archive the source"
+            )
         retire(f.path)
     return visible
+
+
+def _positions(path: Path) -> set[int]:
+    return set(pq.read_table(path, columns=["global_position"]).column(0).to_pylist())
 
 
 def _remove_retired(root: Path, source: str, *, older_than: float) -> None:

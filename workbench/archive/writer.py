@@ -8,6 +8,7 @@ import os
 import uuid
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,8 +19,8 @@ from workbench.archive._layout import (
     DICTIONARY_COLUMNS,
     archive_root,
     data_file_name,
-    encode_partition,
     list_data_files,
+    records_dir,
     remove_stale_temporaries,
     source_dir,
     source_lock,
@@ -175,20 +176,22 @@ class ArchiveWriter:
         return path
 
 
-def _records_dir(root: str | os.PathLike[str], table: str, source: str) -> Path:
-    return Path(root) / f"_{table}" / f"source={encode_partition(source)}"
-
-
 def read_records(root: str | os.PathLike[str], table: str, source: str) -> pa.Table | None:
     """The rows ``source`` appended to the side table ``table`` (None when there are none);
     files written before a column was added lack it (null)."""
-    paths = sorted(_records_dir(root, table, source).glob("*.parquet"))
+    paths = sorted(records_dir(root, table, source).glob("*.parquet"))
     if not paths:
         return None
     with _duckdb.connect() as con:
-        return con.sql(
-            f"select * from read_parquet({path_list(paths)}, union_by_name = true)"
-        ).to_arrow_table()
+        try:
+            return con.sql(
+                f"select * from read_parquet({path_list(paths)}, union_by_name = true)"
+            ).to_arrow_table()
+        except duckdb.Error as exc:  # a file cut short by a full disk or a copy
+            raise ArchiveError(
+                f"the archive's {table} of {source} cannot be read: "
+                f"{str(exc).splitlines()[0]} (move the damaged file aside)"
+            ) from None
 
 
 def append_records(
@@ -202,6 +205,6 @@ def append_records(
     if records.num_rows == 0:
         raise ArchiveError(f"no rows to append to {table}")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = _records_dir(root, table, source) / f"{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+    path = records_dir(root, table, source) / f"{stamp}-{uuid.uuid4().hex[:8]}.parquet"
     write_atomically(records, path)
     return path
