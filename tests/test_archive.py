@@ -396,3 +396,16 @@ def test_compact_never_merges_across_a_hole_no_gap_record_explains(tmp_path: Pat
     with pytest.raises(ArchiveError, match=r"holds 20 position\(s\) \(from 31\) that .* does not"):
         compact(tmp_path)
     assert merged.exists()
+
+
+def test_a_damaged_side_table_file_is_a_one_line_archive_error(tmp_path: Path) -> None:
+    from workbench.archive._layout import records_dir
+    from workbench.archive.writer import read_records
+
+    ArchiveWriter(tmp_path, "jetstream:S").append(events(1, 2))
+    damaged = records_dir(tmp_path, "archive_mappings", "jetstream:S") / "cut.parquet"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"")  # a copy cut short, a full disk
+    with pytest.raises(ArchiveError, match=r"archive_mappings of jetstream:S cannot be read: .*"
+                       r"\(move the damaged file aside\)"):  # fmt: skip
+        read_records(tmp_path, "archive_mappings", "jetstream:S")
