@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -74,6 +75,9 @@ class ArchiveWriter:
         self.max_file_events = max_file_events
         #: Merge the newest small files as they gather (see :func:`merge_tail`).
         self.merge_small_files = merge_small_files
+        #: Called once, before this writer's first data file: an archiver records the
+        #: mapping of the events there, so a run killed after it (kill -9) has one.
+        self.before_first_write: Callable[[], None] | None = None
 
     @property
     def last_position(self) -> int | None:
@@ -114,6 +118,9 @@ class ArchiveWriter:
                     f"source {self.source}: batch starts at position {first}, "
                     f"but positions up to {last} are already archived"
                 )
+            if self.before_first_write is not None:
+                self.before_first_write()
+                self.before_first_write = None
             written = [self._write(chunk) for chunk in self._split(table)]
             if self.merge_small_files:
                 merge_tail(self.root, self.source, target_events=self.max_file_events)

@@ -400,11 +400,10 @@ def archive_jetstream(
             server, stream, Path(out), mapping, follow, idle_exit, file_events, file_bytes,
             progress, tls=tls, auth=auth,
         )  # fmt: skip
-        try:
-            result = _client.run_sync(run.main())
-        finally:  # the mapping of what is archived, also of a run that failed half-way
-            if run.writer.last_position is not None:
-                claim.record(options)
+        # The mapping is recorded before the first file of events it maps: a run killed
+        # after that (kill -9) leaves it to hold the next run to.
+        run.writer.before_first_write = functools.partial(claim.record, options)
+        result = _client.run_sync(run.main())
     if warn:
         for note in result.gap_notes():
             # 3: past the progress decorator, at the caller's line.

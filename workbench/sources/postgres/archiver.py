@@ -252,6 +252,8 @@ class PostgresArchiver:
             self.close()
             raise
         self.writer = ArchiveWriter(out, self.query.source)
+        # Recorded before the first file of events it maps, so a killed run leaves it.
+        self.writer.before_first_write = functools.partial(self._claim.record, self._options)
         grace = PRESETS[preset].settle_grace if settle_grace is None else settle_grace
         self.watermark = Watermark(grace=dt.timedelta(seconds=grace))
         self.result = ArchivePostgresResult(
@@ -729,12 +731,7 @@ class PostgresArchiver:
                     con.close()
             claim, self._claim = getattr(self, "_claim", None), None
             if claim is not None:
-                try:  # the mapping of what is archived, also of a run that failed half-way
-                    writer = getattr(self, "writer", None)
-                    if writer is not None and writer.last_position is not None:
-                        claim.record(self._options)
-                finally:
-                    claim.__exit__(None, None, None)
+                claim.__exit__(None, None, None)
 
     def __enter__(self) -> PostgresArchiver:
         return self
