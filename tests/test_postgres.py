@@ -200,11 +200,19 @@ def write_with_library(env: dict[str, str]) -> tuple[uuid.UUID, uuid.UUID]:
         app.close()
 
 
-@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "zlib"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor"},
+        # Ids in a text column, as 32 hex digits: hyphenated, as the payloads spell them.
+        {"ORIGINATOR_ID_TYPE": "text"},
+    ],
+    ids=["plain", "zlib", "text-ids"],
+)
 def test_eventsourcing_preset_reads_what_the_library_writes(
-    pg_dsn: str, pg_schema: str, tmp_path: Path, compressed: bool
+    pg_dsn: str, pg_schema: str, tmp_path: Path, extra: dict[str, str]
 ) -> None:
-    extra = {"COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor"} if compressed else {}
     first, second = write_with_library(es_env(pg_dsn, pg_schema, **extra))
     result = wb.archive_postgres(
         pg_dsn, tmp_path, preset="eventsourcing", table=f"{pg_schema}.memories_events"
@@ -1046,10 +1054,13 @@ def test_the_librarys_snapshots_table_is_named_as_such(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:
     write_with_library(es_env(pg_dsn, pg_schema, IS_SNAPSHOTTING_ENABLED="y"))
-    with pytest.raises(SourceError, match="looks like the eventsourcing library's snapshots table"):
+    with pytest.raises(
+        MappingError, match="looks like the eventsourcing library's snapshots table"
+    ) as caught:
         wb.archive_postgres(
             pg_dsn, tmp_path, preset="eventsourcing", table=f"{pg_schema}.memories_snapshots"
         )
+    assert "another store takes --preset" not in str(caught.value)  # it is this store's
 
 
 def test_a_mapping_added_on_a_later_run_is_not_another_store(
@@ -1428,3 +1439,38 @@ def test_a_view_whose_cast_fails_on_a_row_says_to_select_the_column_as_stored(
             mappings=["global_position=column:id", "recorded_at=column:at",
                       "event_type=const:A", "data=column:body"],
         )  # fmt: skip
+
+
+def test_a_partition_of_an_event_table_is_refused_naming_the_table_to_archive(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Emmett partitions its messages table (active and archived leaves): one leaf's holes
+    are the other's events, and would pass as rolled-back positions."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.msgs (pos bigint, archived bool, kind text, body text, "
+            "at timestamptz default now()) partition by list (archived)"
+        )
+        con.execute(
+            f"create table {pg_schema}.msgs_active partition of {pg_schema}.msgs for values in (false)"
+        )
+        con.execute(
+            f"create table {pg_schema}.msgs_archived partition of {pg_schema}.msgs for values in (true)"
+        )
+        con.execute(
+            f"insert into {pg_schema}.msgs values (1, false, 'A', '{{}}'), (2, true, 'A', '{{}}'), (3, false, 'A', '{{}}')"
+        )
+    maps = ["global_position=column:pos", "recorded_at=column:at", "event_type=column:kind",
+            "data=column:body"]  # fmt: skip
+    with pytest.raises(
+        SourceError,
+        match=rf"{pg_schema}.msgs_active is a partition of {pg_schema}.msgs: the events in its "
+        rf"other partitions would look like rolled-back positions, .*; archive {pg_schema}.msgs",
+    ):
+        wb.archive_postgres(
+            pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.msgs_active", mappings=maps
+        )
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.msgs", mappings=maps
+    )
+    assert result.rows_archived == 3

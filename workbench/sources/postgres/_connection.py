@@ -34,6 +34,7 @@ __all__ = [
     "describe_error",
     "execute",
     "fetch_all",
+    "partition_root",
     "quote_ident",
     "quote_table",
     "source_error",
@@ -199,6 +200,19 @@ def _similar_tables(con: Any, name: str) -> str:
     if not rows:
         return ""
     return "; similar tables here: " + ", ".join(r[0] for r in rows) + " (name it as SCHEMA.TABLE)"
+
+
+def partition_root(con: Any, table: str) -> str | None:
+    """The partitioned table ``table`` is a partition of (at the top of its tree), or None."""
+    _, _, quoted = quote_table(table)
+    rows = fetch_all(
+        con,
+        "select pg_partition_root(c.oid)::text from pg_class c "
+        "where c.oid = to_regclass($1) and c.relispartition",
+        f"looking whether {table} is a partition",
+        (quoted,),
+    )
+    return str(rows[0][0]) if rows else None
 
 
 def table_columns(con: Any, table: str) -> TableColumns:

@@ -288,8 +288,9 @@ def _marten(table: str, columns: TableColumns) -> Query:
 
 def _eventsourcing(table: str, columns: TableColumns) -> Query:
     if "notification_id" not in columns and {"originator_id", "state"} <= set(columns):
-        # The library's snapshots table has every column but the notification id.
-        raise SourceError(
+        # The library's snapshots table has every column but the notification id (not a
+        # SourceError: build_query would add that the table is another store's).
+        raise MappingError(
             f"{table} has no notification_id: it looks like the eventsourcing library's "
             "snapshots table; archive its events table (the one with notification_id) instead"
         )
@@ -299,6 +300,12 @@ def _eventsourcing(table: str, columns: TableColumns) -> Query:
     }
     state = _col(columns, "state", table, types=frozenset({"bytea"}))
     topic = c["topic"]
+    # ORIGINATOR_ID_TYPE=text stores a UUID as 32 hex digits (uuid.hex); hyphenated, as a
+    # uuid column gives it and as the same id reads in payloads, so joins find it.
+    originator = (
+        f"(case when {c['originator_id']}::text ~ '^[0-9a-fA-F]{{32}}$' "
+        f"then {c['originator_id']}::text::uuid::text else {c['originator_id']}::text end)"
+    )
     return Query(
         source=f"postgres:{table}",
         table=quote_table(table)[2],
@@ -306,9 +313,9 @@ def _eventsourcing(table: str, columns: TableColumns) -> Query:
         columns={
             "global_position": c["notification_id"],
             # The library has no event ids; aggregate id and version identify an event.
-            "event_id": f"{c['originator_id']}::text || ':' || {c['originator_version']}",
+            "event_id": f"{originator} || ':' || {c['originator_version']}",
             "event_type": f"coalesce(nullif(split_part({topic}, ':', 2), ''), {topic})",
-            "stream": f"{c['originator_id']}::text",
+            "stream": originator,
             "stream_position": f"{c['originator_version']}::bigint",
             "metadata": f"jsonb_build_object('topic', {topic})::text",
             "_state": state,
