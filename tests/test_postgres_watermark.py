@@ -323,3 +323,36 @@ def test_the_holes_of_one_read_are_recorded_in_one_file(
     assert len(list((tmp_path / "_gap_records").rglob("*.parquet"))) == 1
     assert gap_positions(tmp_path) == set(range(2, 30, 2))
     assert "14 position(s) in 14 hole(s) left by rolled-back transactions" in result.summary()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_one_shot_run_stopped_by_a_signal_keeps_its_files_and_exits_130(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Waiting at a hole an open transaction holds, as a cron job might when stopped."""
+    table = create_message_db(pg_dsn, pg_schema)
+    with (
+        psycopg.connect(pg_dsn, autocommit=True) as fast,
+        psycopg.connect(pg_dsn) as slow,
+    ):
+        for i in range(3):
+            write_message(fast, pg_schema, f"memory-{i}", "MemoryCreated", {})
+        write_message(slow, pg_schema, "memory-9", "MemoryCreated", {})  # takes 4, stays open
+        write_message(fast, pg_schema, "memory-5", "MemoryCreated", {})  # takes 5, commits
+        command = ["archive", "postgres", "--dsn", pg_dsn, "--table", table]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workbench", *command, "--settle-timeout", "60",
+             "--out", str(tmp_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while archived_positions(tmp_path) != [1, 2, 3]:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+        slow.rollback()
+    assert proc.returncode == 130, err
+    assert "stopped: by a signal; the events archived before it are kept (run again" in err
+    assert "Traceback" not in err
+    assert archived_positions(tmp_path) == [1, 2, 3]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import duckdb
 import polars as pl
 import typer
 from rich.console import Console
@@ -228,19 +229,26 @@ def _cell(value: object, exact: bool = False) -> str:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[threading.Event]:
     """SIGTERM (timeout, systemd, Kubernetes) raises KeyboardInterrupt while the block runs,
     so the command ends as after Ctrl-C: it keeps what it did and says so. Raised here,
-    not re-sent as SIGINT, which a job started in the background ignores."""
+    not re-sent as SIGINT, which a job started in the background ignores.
+
+    The event it yields is set by either signal: a driver that turns Ctrl-C into an error
+    of its own (libpq's "canceling statement") is told apart from a real failure.
+    """
+    signalled = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:
+        signalled.set()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield signalled
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def notice(label: str, message: str, *, style: str = "bold yellow", stderr: bool = True) -> None:
@@ -263,6 +271,24 @@ sample_app = typer.Typer(help="Sample consumer lag into the archive.", no_args_i
 app.add_typer(archive_app, name="archive")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(sample_app, name="sample")
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is DuckDB's answer to Ctrl-C while a query ran.
+
+    >>> errors = duckdb.InterruptException("x"), RuntimeError("Query interrupted"), ValueError()
+    >>> [_interrupted(e) for e in errors]
+    [True, True, False]
+    """
+    return isinstance(exc, duckdb.InterruptException) or (
+        isinstance(exc, RuntimeError) and str(exc).startswith("Query interrupted")
+    )
+
+
+def _no_space(exc: BaseException) -> str:
+    """The line of ``exc`` that says which file a full disk refused."""
+    lines = [line for line in str(exc).splitlines() if "No space left" in line]
+    return (lines or [str(exc)])[0].strip()
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -294,6 +320,11 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:  # a bug, not a usage error: one line and a code of its own
+        if _interrupted(exc):  # Ctrl-C inside a DuckDB query: DuckDB raises its own error
+            return 130
+        if "No space left on device" in str(exc):  # DuckDB's own IO error, not an OSError
+            notice("error", redact(_no_space(exc)), style="bold red")
+            return 2
         if os.environ.get("WORKBENCH_TRACEBACK"):
             raise
         first = (str(exc).strip().splitlines() or [""])[0]

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from workbench.cli._app import archive_app, console, progress_bar, snapshot_app
+from workbench.cli._app import (
+    archive_app,
+    console,
+    notice,
+    progress_bar,
+    sigterm_as_interrupt,
+    snapshot_app,
+)
+from workbench.errors import WorkbenchError
 
 _DSN_HELP = "PostgreSQL URI or key=value string (its password is never printed)."
 
@@ -65,28 +73,40 @@ def archive_postgres_command(
     """
     from workbench.sources.postgres import archive_postgres
 
-    with progress_bar() as bar:
+    # A one-shot run stopped by SIGINT or SIGTERM keeps the files it wrote, as the
+    # JetStream archiver does (a --follow run ends after its poll, with its summary).
+    with sigterm_as_interrupt() as signalled, progress_bar() as bar:
         task = bar.add_task("archiving", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=max(total, done))
 
-        result = archive_postgres(
-            dsn,
-            out,
-            preset=preset,
-            table=table,
-            mappings=mappings,
-            follow=follow,
-            idle_exit=idle_exit,
-            poll_interval=poll_interval,
-            settle_timeout=settle_timeout,
-            settle_grace=settle_grace,
-            remap=remap,
-            batch_size=batch_size,
-            cipher_key=cipher_key,
-            progress=progress,
-        )
+        try:
+            result = archive_postgres(
+                dsn,
+                out,
+                preset=preset,
+                table=table,
+                mappings=mappings,
+                follow=follow,
+                idle_exit=idle_exit,
+                poll_interval=poll_interval,
+                settle_timeout=settle_timeout,
+                settle_grace=settle_grace,
+                remap=remap,
+                batch_size=batch_size,
+                cipher_key=cipher_key,
+                progress=progress,
+            )
+        except (KeyboardInterrupt, WorkbenchError):
+            if not signalled.is_set():
+                raise
+            notice(
+                "stopped",
+                "by a signal; the events archived before it are kept (run again to go on)",
+                style="yellow",
+            )
+            raise typer.Exit(130) from None
     console.print(result.summary(), highlight=False, soft_wrap=True)
     if result.late:  # events the archive can never hold: a finding, not a usage error
         raise typer.Exit(1)

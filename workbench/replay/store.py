@@ -791,7 +791,10 @@ def write_flush(con: duckdb.DuckDBPyConnection, statements: list[Statement | Def
                         con.unregister(name)
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        # A failed commit (a full disk) has ended the transaction: the rollback would fail
+        # too, and hide why.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("rollback")
         raise
 
 
