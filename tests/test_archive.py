@@ -409,3 +409,21 @@ def test_a_damaged_side_table_file_is_a_one_line_archive_error(tmp_path: Path) -
     with pytest.raises(ArchiveError, match=r"archive_mappings of jetstream:S cannot be read: .*"
                        r"\(move the damaged file aside\)"):  # fmt: skip
         read_records(tmp_path, "archive_mappings", "jetstream:S")
+
+
+def test_a_query_whose_files_a_merge_retired_meanwhile_runs_again(tmp_path: Path) -> None:
+    """A following archiver merges its small files between a query's listing and its
+    reading: checks, reports and replays run such a query again on the merged file."""
+    writer = ArchiveWriter(tmp_path, "s", merge_small_files=False)
+    for p in range(1, 6):
+        writer.append(events(p, p))
+    reader = ArchiveReader(tmp_path)  # lists five files, then a merge retires them
+    compact(tmp_path)
+
+    def count() -> int:  # straight to DuckDB, past sql()'s own re-listing
+        return int(reader.con.sql("select count(*) from events").fetchall()[0][0])
+
+    with pytest.raises(duckdb.IOException):
+        count()
+    assert reader.stable(count) == 5
+    assert len([run() for run in wb.open_archive(tmp_path).checks().values()]) == 5

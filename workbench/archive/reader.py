@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import polars as pl
@@ -27,6 +29,8 @@ from workbench.archive._layout import DataFile, scan_data_files, side_table_file
 from workbench.archive.records import SIDE_TABLE_SCHEMAS
 from workbench.archive.writer import ArchiveWriter  # noqa: F401  (used in the doctest)
 from workbench.errors import ArchiveError
+
+T = TypeVar("T")
 
 __all__ = ["ArchiveReader"]
 
@@ -156,6 +160,22 @@ class ArchiveReader:
             return False
         self.refresh()
         return True
+
+    def stable(self, run: Callable[[], T]) -> T:
+        """``run()`` (queries of this archive), run again after a re-listing when a merge
+        retired a file it was reading: an archiver following a source merges its small
+        files as it goes, between a query's planning and its reading."""
+        for attempt in range(3):
+            try:
+                return run()
+            except (duckdb.IOException, ArchiveError) as exc:
+                gone = any(
+                    said in str(exc)
+                    for said in ("Cannot open file", "No files found", "No such file")
+                )
+                if attempt == 2 or not gone or not self.refresh_if_stale():
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def scan(self) -> pl.LazyFrame:
         """The events as a Polars LazyFrame (envelope columns, lazily read)."""

@@ -389,11 +389,13 @@ def count_events(
     if where:
         filters.append(f"({where})")
     carried = "".join(f", count({name})::BIGINT as with_{name}" for name in ENVELOPE_FIELDS)
-    return reader.sql(
-        f"select event_type, schema_version, count(*)::BIGINT as events{carried} from events "
-        f"where {' and '.join(filters)} group by event_type, schema_version order by all",
-        params={"source": source},
-    ).pl()
+    return reader.stable(
+        lambda: reader.sql(
+            f"select event_type, schema_version, count(*)::BIGINT as events{carried} from events "
+            f"where {' and '.join(filters)} group by event_type, schema_version order by all",
+            params={"source": source},
+        ).pl()
+    )
 
 
 def check_coverage(
