@@ -180,7 +180,15 @@ def test_a_damaged_archive_file_is_a_one_line_error(tmp_path: Path) -> None:
     damaged.write_bytes(b"not parquet")
     proc = workbench("check", "--archive", str(tmp_path))
     assert proc.returncode == 2
-    assert "cannot read the archive" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"{damaged} is named as an archive data file but cannot be read" in proc.stderr
+    assert "move it out of the archive" in proc.stderr and "Traceback" not in proc.stderr
+    # A Parquet file of another table under a data file's name: named, for every command.
+    duckdb.sql("copy (select 'b' as global_position) to '" + str(damaged) + "'")
+    for command in ("check", "compact", "report"):
+        args = ["--out", str(tmp_path / "r.html")] if command == "report" else []
+        proc = workbench(command, "--archive", str(tmp_path), *args)
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert "its global_position is string, not an integer" in proc.stderr, proc.stderr
 
 
 def test_a_bug_is_one_line_with_exit_3_and_its_traceback_on_request(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import uuid
@@ -122,6 +123,33 @@ def retire(path: Path) -> None:
         os.replace(path, retired)
         os.utime(retired)
         _fsync_dir(path.parent)  # a power loss must not bring the name back
+
+
+def refuse_foreign(path: Path) -> None:
+    """Raise :class:`ArchiveError` when the Parquet file ``path``, named as a data file, is
+    not one: its ``global_position`` is missing or not an integer (a file of another
+    table copied in), which every reader would otherwise trip over in its own words."""
+    stat = path.stat()
+    problem = _foreign(path, stat.st_size, stat.st_mtime_ns)
+    if problem is not None:
+        raise ArchiveError(
+            f"{path} is named as an archive data file but {problem}: move it out of the archive"
+        )
+
+
+@functools.lru_cache(maxsize=65536)
+def _foreign(path: Path, size: int, mtime_ns: int) -> str | None:
+    # Keyed by size and time too: a file is never rewritten, but a foreign one may be.
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        return f"cannot be read ({str(exc).splitlines()[0]})"
+    index = schema.get_field_index("global_position")
+    if index < 0:
+        return "has no global_position column"
+    if not pa.types.is_integer(schema.field(index).type):
+        return f"its global_position is {schema.field(index).type}, not an integer"
+    return None
 
 
 def readable_path(path: Path) -> Path:

@@ -20,6 +20,7 @@ from workbench.archive._layout import (
     drop_subsumed,
     list_data_files,
     records_dir,
+    refuse_foreign,
     retire,
     retired_files,
     scan_data_files,
@@ -147,6 +148,8 @@ def _recorded_gaps(root: Path, source: str) -> list[tuple[int, int]]:
 
 
 def _merge(run: list[DataFile]) -> Path:
+    for f in run:
+        refuse_foreign(f.path)
     table = pa.concat_tables(pq.read_table(f.path) for f in run)
     target = run[0].path.parent / data_file_name(run[0].first, run[-1].last)
     write_atomically(table, target, dictionary=DICTIONARY_COLUMNS)

@@ -25,7 +25,13 @@ import pyarrow as pa
 
 from workbench import _duckdb, envelope
 from workbench._sql import ident, path_list
-from workbench.archive._layout import DataFile, scan_data_files, side_table_files, side_tables
+from workbench.archive._layout import (
+    DataFile,
+    refuse_foreign,
+    scan_data_files,
+    side_table_files,
+    side_tables,
+)
 from workbench.archive.records import SIDE_TABLE_SCHEMAS
 from workbench.archive.writer import ArchiveWriter  # noqa: F401  (used in the doctest)
 from workbench.errors import ArchiveError
@@ -79,6 +85,8 @@ class ArchiveReader:
 
     def _refresh(self) -> None:
         self.files = scan_data_files(self.root)
+        for data_file in self.files:
+            refuse_foreign(data_file.readable)
         self._define_events()
         present = set()
         for table in side_tables(self.root):
