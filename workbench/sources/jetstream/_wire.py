@@ -108,6 +108,10 @@ def server_urls(url: str) -> list[tuple[str, SplitResult]]:
     Traceback (most recent call last):
     ...
     workbench.errors.SourceError: cannot read the NATS URL nats://u:***@[::1:4222: Invalid IPv6 URL; percent-encode '/', '@' and ':' in a user or password (%2F, %40, %3A)
+    >>> server_urls("nats://u:p@ss@127.0.0.1")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.SourceError: cannot read the NATS URL nats://u:***@127.0.0.1: an '@' in the user or password; percent-encode '/', '@' and ':' in them (%2F, %40, %3A)
     >>> server_urls("http://127.0.0.1:4222")
     Traceback (most recent call last):
     ...
@@ -125,6 +129,11 @@ def server_urls(url: str) -> list[tuple[str, SplitResult]]:
                 f"cannot read the NATS URL {redact(url)}: {exc}; percent-encode '/', '@' and "
                 "':' in a user or password (%2F, %40, %3A)"
             ) from None
+        if parts.netloc.count("@") > 1:  # nats-py splits at the first '@', urllib at the last
+            raise SourceError(
+                f"cannot read the NATS URL {redact(url)}: an '@' in the user or password; "
+                "percent-encode '/', '@' and ':' in them (%2F, %40, %3A)"
+            )
         if parts.scheme not in _SCHEMES:
             raise SourceError(
                 f"{redact(one)} is not a NATS URL: the scheme is one of "
