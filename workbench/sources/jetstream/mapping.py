@@ -453,15 +453,38 @@ def _subject_sql(part: tuple[int, int | None] | int) -> str:
     return f"nullif(array_to_string({parts}, '.'), '')"
 
 
+#: Where a schema URI (``dataschema``) says its version, first match wins: a ``v2`` segment
+#: or file at its end (``.../order-created/v2``, ``order-created-v2.json``), a registry's
+#: ``/versions/3``, a bare number at its end (``.../order-created/2.json``), a ``/v2/``
+#: directory. A ``v`` inside a word (``dev2``) is no version.
+_URI_VERSIONS: Final = (
+    r"(?:^|[/:._-])[vV]([0-9]+)(?:\.[a-z]+)?/?$",
+    r"/versions/([0-9]+)/?$",
+    r"/([0-9]+)(?:\.[a-z]+)?/?$",
+    r"^.*[/:][vV]([0-9]+)/",
+)
+
+
 def _convert(column: str, value: str) -> str:
+    """SQL converting a found value to ``column``'s type (null when it does not convert).
+
+    >>> from workbench import _duckdb
+    >>> con = _duckdb.connect()
+    >>> [con.sql(f"select {_convert('schema_version', repr(u))}").fetchall()[0][0] for u in [
+    ...     "3", "https://x.io/order-created/v2", "order-created-v4.json",
+    ...     "https://registry/subjects/orders-value/versions/3", "https://x.io/order-created/2.json",
+    ...     "https://x.io/schemas/v5/order-created.json", "https://x.io/schemas/dev2/order.json"]]
+    [3, 2, 4, 3, 2, 5, None]
+    """
     if column == "occurred_at":
         return instant_sql(value)
     if column == "schema_version":
-        # "2", or a version inside a schema URI such as .../memory-created/v2
-        return (
-            f"coalesce(try_cast({value} as integer), "
-            f"try_cast(nullif(regexp_extract({value}, '[vV]([0-9]+)[^0-9]*$', 1), '') as integer))"
+        # "2", or the version a schema URI names (see _URI_VERSIONS)
+        found = ", ".join(
+            f"try_cast(nullif(regexp_extract({value}, {literal(pattern)}, 1), '') as integer)"
+            for pattern in _URI_VERSIONS
         )
+        return f"coalesce(try_cast({value} as integer), {found})"
     if column in _INT_COLUMNS:
         return f"try_cast({value} as {_INT_COLUMNS[column]})"
     return f"({value})::varchar"
