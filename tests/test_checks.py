@@ -772,3 +772,16 @@ def test_causes_that_are_never_archived_events_are_said_to_be_outside(tmp_path: 
     )
     glob = "????????-????-????-????-????????????"
     assert archive.causation(external=[glob]).orphans.height == 0
+
+
+def test_cloudevents_ids_repeat_across_producers_without_being_duplicates(tmp_path: Path) -> None:
+    """A CloudEvent's id is unique per source (producer): two services' id "1" are two
+    events; the same producer's id twice is a copy."""
+    metadata = ['{"ce-source":"/billing"}', '{"ce-source":"/shipping"}', '{"ce-source":"/billing"}']
+    ArchiveWriter(tmp_path, "jetstream:EVENTS").append(
+        table([1, 2, 3], event_id=["1", "1", "1"], event_type=["T"] * 3, metadata=metadata)
+    )
+    copies = wb.open_archive(tmp_path).duplicates().copies
+    assert copies.filter(pl.col("kind") == "event_id").select(
+        "global_position", "first_position"
+    ).rows() == [(3, 1)]

@@ -275,3 +275,22 @@ def test_a_cloudevents_batch_is_archived_whole_and_said_so(
         assert second[:2] == ("evt-1", "MemoryCreated")
     finally:
         delete_stream(nats_url, stream_name)
+
+
+def test_a_structured_events_attributes_join_its_metadata_as_binary_mode_names_them() -> None:
+    """One place to read ce-source or an extension, whichever mode a producer chose."""
+    event = {**EVENT, "tenant": "acme", "seq": 5}
+    table = mapped(
+        DEFAULT,
+        (b"content-type: application/cloudevents+json", json.dumps(event).encode()),
+        (b"ce-id: e-2\r\nce-type: T\r\nce-source: /orders\r\nce-tenant: acme", b"{}"),
+    ).table
+    structured, binary = (json.loads(m) for m in table["metadata"].to_pylist())
+    assert structured == {
+        "content-type": "application/cloudevents+json",
+        **{f"ce-{k}": str(v) for k, v in event.items() if k != "data"},
+    }
+    assert structured["ce-seq"] == "5" and "ce-data" not in structured  # text, as headers are
+    assert {k: binary[k] for k in ("ce-source", "ce-tenant")} == {
+        k: structured[k] for k in ("ce-source", "ce-tenant")
+    }

@@ -77,8 +77,14 @@ with ev as (
            (data is not null or payload is not null)
                and (correlation_id is not null or causation_id is not null) as comparable,
            case when event_id is not null
-                then min(global_position) over (partition by source, event_id) end as first_position
-    from events
+                then min(global_position) over (partition by source, event_id, producer)
+                end as first_position
+    from (
+        -- A CloudEvent's id is unique per its producer (ce-source), not across producers.
+        select *, case when contains(metadata, '"ce-source"')
+                       then json_extract_string(metadata, '$."ce-source"') end as producer
+        from events
+    )
 ),
 by_id as (select * from ev where global_position > first_position),
 by_slot as (

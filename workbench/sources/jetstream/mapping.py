@@ -335,6 +335,13 @@ class JetStreamMapping:
                 sources[name] = f"coalesce({', '.join(values)})"
         # NATS's own messages: recognisable whatever the mapping, and never the id
         # of an event (a schedule carries the id of the copy it will publish).
+        if structured != "false":
+            # A structured event's attributes join its headers in metadata under the names
+            # binary mode gives them (ce-source, ce-tenant...), as text: one place to read
+            # them whichever mode a producer chose.
+            selects["metadata"] = (
+                f"case when structured then {_STRUCTURED_METADATA} else metadata end"
+            )
         batch = "false"
         if structured != "false":  # the CloudEvents preset: a batch is archived whole, marked
             batch = (
@@ -399,6 +406,12 @@ _STRUCTURED: Final = (
     "else coalesce(json_type(j) = 'OBJECT' "
     "and json_type(j, '$.specversion') = 'VARCHAR' "
     "and json_type(j, '$.id') <> 'NULL' and json_type(j, '$.type') <> 'NULL', false) end"
+)
+_STRUCTURED_METADATA: Final = (
+    "json_merge_patch(coalesce(metadata, '{}'), to_json(map_from_entries(list_transform("
+    "list_filter(json_keys(j), lambda k: k not in ('data', 'data_base64')), "
+    "lambda k: struct_pack(key := 'ce-' || k, value := json_extract_string(j, "
+    "'/' || replace(replace(k, '~', '~0'), '/', '~1')))))))::varchar"  # a JSON pointer
 )
 # Time columns whose unreadable source values are counted, and the prefix of their flag.
 _TIMES: Final = frozenset({"occurred_at", "recorded_at"})
