@@ -294,3 +294,20 @@ def test_a_structured_events_attributes_join_its_metadata_as_binary_mode_names_t
     assert {k: binary[k] for k in ("ce-source", "ce-tenant")} == {
         k: structured[k] for k in ("ce-source", "ce-tenant")
     }
+
+
+def test_a_binary_mode_text_payload_is_a_string_as_in_structured_mode() -> None:
+    """datacontenttype text/plain: "42" is the string "42", not the number; XML is text."""
+    got = rows(
+        DEFAULT,
+        (b"ce-id: 1\r\nce-type: T\r\ncontent-type: text/plain", b"42"),
+        (b"ce-id: 2\r\nce-type: T\r\ncontent-type: application/xml", b"<a/>"),
+        (b"ce-id: 3\r\nce-type: T\r\ncontent-type: application/octet-stream", b"\x00\x01"),
+        (b"ce-id: 4\r\nce-type: T\r\ncontent-type: application/json", b'{"x": 1}'),
+    )
+    assert [(r["data"], r["payload"]) for r in got] == [
+        ('"42"', b"42"),
+        ('"<a/>"', b"<a/>"),
+        (None, b"\x00\x01"),
+        ('{"x": 1}', None),
+    ]

@@ -429,7 +429,14 @@ def _source(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> st
             value = f"(case when contains({value}, '%') then url_decode({value}) else {value} end)"
         return value
     if kind == _PAYLOAD:
-        return "case when not structured then j end"
+        # A binary-mode payload whose content-type is text (text/plain, XML) is text: data
+        # is that text as a JSON string, as structured mode gives it ("42" stays a string,
+        # not the number 42); its bytes stay in payload.
+        return (
+            "case when structured then null "
+            "when not contains(lower(content_type), 'json') and (starts_with(lower(content_type), "
+            "'text/') or contains(lower(content_type), 'xml')) then to_json(text)::varchar else j end"
+        )
     if kind in ("data", _EVENT):
         fn = "json_extract" if column == "data" else "json_extract_string"
         value = f"{fn}(j, {_pointer(spec.path)})"
