@@ -154,10 +154,13 @@ def test_credentials_wrong_or_percent_encoded(nats_server_with_password, tmp_pat
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
 
-    wrong = archive(f"nats://alice:Summer@2024@{host}")
+    wrong = archive(f"nats://alice:Summer2024@{host}")
     assert wrong.returncode == 2, wrong.stderr
     assert "Summer" not in wrong.stderr + wrong.stdout and "2024" not in wrong.stderr
     assert wrong.stderr.strip().splitlines()[-1].endswith("nats: 'Authorization Violation'")
+    unencoded = archive(f"nats://alice:Summer@2024@{host}")  # nats-py: "invalid hostname"
+    assert unencoded.returncode == 2 and "Summer" not in unencoded.stderr + unencoded.stdout
+    assert "an '@' in the user or password; percent-encode" in unencoded.stderr
     encoded = quote(NATS_PASSWORD, safe="")
     right = archive(f"nats://alice:{encoded}@{host}")
     assert right.returncode == 0, right.stderr
