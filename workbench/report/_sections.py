@@ -147,8 +147,22 @@ def diff_section(diff: Diff, *, explain: int = 3) -> Section:
                     if suspects.height < explanation.events.height
                     else ""
                 )
-                section.tables.append(ReportTable.of(f"events behind {label}{cut}", suspects))
+                # What a reader needs to tell the events apart; the rest (source, ids,
+                # the key's stream) is the same on every line or in the archive.
+                columns = [c for c in _EVENT_COLUMNS if c in suspects.columns] + [
+                    c for c in _EVENT_FLAGS if c in suspects.columns and suspects[c].n_unique() > 1
+                ]
+                section.tables.append(
+                    ReportTable.of(f"events behind {label}{cut}", suspects.select(columns))
+                )
     return section
+
+
+_EVENT_COLUMNS = (
+    "row", "why", "global_position", "event_type", "handler", "stream_position", "occurred_at",
+    "data",
+)  # fmt: skip
+_EVENT_FLAGS = ("applied", "redelivered")
 
 
 def replay_section(result: ReplayResult) -> Section:
