@@ -91,6 +91,8 @@ def test_the_row_preview_shows_only_columns_that_changed(
     printed = capsys.readouterr().out
     assert "col7__candidate" in printed and "col7__live" in printed
     assert "col8__candidate" not in printed
+    assert printed.startswith("2 candidate vs 2 live rows: ")  # the verdict first
+    assert "_side" not in printed and "_status" not in printed  # the same on every row
 
 
 def test_many_changed_columns_are_listed_per_row(

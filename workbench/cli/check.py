@@ -30,7 +30,7 @@ def check(
     fail_on: str = typer.Option(
         "",
         "--fail-on",
-        help=f"Comma-separated checks whose findings make the exit code 1: {','.join(_CHECKS)}.",
+        help=f"Comma-separated checks whose findings make the exit code 1: {', '.join(_CHECKS)}.",
     ),
     correlation_id: str | None = typer.Option(
         None, "--correlation-id", help="Limit the causation check to one correlation."

@@ -130,6 +130,11 @@ def diff(
             archive=archive,
         )
     summary = result.summary
+    console.print(
+        f"{summary.candidate_rows:,} candidate vs {summary.live_rows:,} live rows: "
+        f"{summary.verdict}",
+        highlight=False,
+    )
     for line in summary.schema_lines():
         notice("schema", line, style="yellow", stderr=False)
     table = Table(title=f"diff on {', '.join(keys)}")
@@ -168,8 +173,9 @@ def _preview(result: Any, limit: int) -> pl.DataFrame:
     :data:`_SIDE_BY_SIDE` changed columns, one ``changes`` column lists each row's own
     (``balance: 12 → 13``): two columns a change no terminal is wide enough for."""
     changed = result.summary.columns.filter(pl.col("changed") > 0)["column"].to_list()
-    shown = [*result.key, "_status", "_side"]
     head = result.head(limit)
+    # _status and _side only where they tell rows apart (a diff of changes only: noise).
+    shown = [*result.key, *(c for c in ("_status", "_side") if head[c].n_unique() > 1)]
     if len(changed) <= _SIDE_BY_SIDE:
         shown += [f"{c}__{side}" for c in changed for side in ("candidate", "live")]
         return head.select(shown)

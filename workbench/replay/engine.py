@@ -272,7 +272,7 @@ class ReplayResult:
         elif self.replaced is not None:
             resumed = (
                 f", replacing the earlier replay ({self.replaced:,} events applied; "
-                "resume=True, --resume, goes on from one)"
+                "a resumed replay goes on from one instead)"
             )
         shares = [
             f"{phase} {share:.0%}"

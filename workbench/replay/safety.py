@@ -115,7 +115,7 @@ class ScenarioResult:
             return f"{name}: ok{caveat}"
         per_table = ", ".join(f"{t} ({n} keys)" for t, n in self.counts.items())
         if self.truncated:
-            per_table += f" ({self.listed} listed; max_differences=, --max-differences, lists more)"
+            per_table += f" ({self.listed} listed; a higher max-differences lists more)"
         culprits = ", ".join(self.implicated_handlers or self.implicated_types)
         culprits = culprits or "not narrowed" + (
             " (it differs only where the projection is not deterministic)"
