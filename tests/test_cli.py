@@ -174,6 +174,21 @@ def test_user_mistakes_are_one_line_and_exit_2(args: list[str], message: str) ->
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["check"], "error: Missing option '--archive' (see workbench check --help)"),
+        (["chek"], "error: No such command 'chek'. Did you mean 'check'? (see workbench --help)"),
+        (["check", "--archive", ".", "--rows", "x"], "error: Invalid value for '--rows'"),
+    ],
+)
+def test_a_usage_error_is_one_line(args: list[str], line: str) -> None:
+    """Not Typer's boxed panel: the README promises one line for a user mistake."""
+    proc = workbench(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(line) and len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_a_damaged_archive_file_is_a_one_line_error(tmp_path: Path) -> None:
     damaged = tmp_path / "source=s" / "date=2024-01-01" / f"{1:020d}-{2:020d}.parquet"
     damaged.parent.mkdir(parents=True)

@@ -273,6 +273,19 @@ app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(sample_app, name="sample")
 
 
+# Click's usage errors: vendored by Typer since 0.2x, Click's own before.
+try:
+    from typer._click.exceptions import NoArgsIsHelpError as _NoArgsIsHelp
+    from typer._click.exceptions import UsageError as _UsageError
+except ImportError:  # pragma: no cover - an older Typer, on Click
+    from click.exceptions import UsageError as _UsageError  # type: ignore[no-redef]
+
+    try:
+        from click.exceptions import NoArgsIsHelpError as _NoArgsIsHelp  # type: ignore[no-redef]
+    except ImportError:
+        _NoArgsIsHelp = _UsageError  # type: ignore[assignment,misc]
+
+
 def _interrupted(exc: BaseException) -> bool:
     """Whether ``exc`` is DuckDB's answer to Ctrl-C while a query ran.
 
@@ -297,10 +310,24 @@ def run(argv: list[str] | None = None) -> int:
     from workbench.cli import commands  # noqa: F401
 
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="workbench")
+        code = app(
+            args=argv if argv is not None else sys.argv[1:],
+            prog_name="workbench",
+            standalone_mode=False,  # usage errors come here, to be told in one line
+        )
+        return code if isinstance(code, int) else 0
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+    except _NoArgsIsHelp as exc:  # `workbench archive` alone: its help
+        console.print(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        return 2
+    except _UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "workbench"
+        notice("error", redact(f"{exc.format_message().rstrip('.')} (see {where} --help)"))
+        return 2
+    except typer.Abort:  # Ctrl-C where the command line was read
+        return 130
     except WorkbenchError as exc:
         notice("error", redact(str(exc)), style="bold red")
         return 2
