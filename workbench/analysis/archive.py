@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 import polars as pl
 import pyarrow.parquet as pq
 
+from workbench._text import plural
 from workbench.analysis.causation import Causation, find_causation
 from workbench.analysis.drift import Drift, find_drift
 from workbench.analysis.duplicates import Duplicates, find_duplicates
@@ -108,8 +109,9 @@ class Archive(ArchiveReader):
         )
         total = sum(v[1] for v in by_source.values())
         return (
-            f"<p><b>archive</b> {html.escape(str(self.root))}: {total:,} events in "
-            f"{len(self.files):,} files (<code>.overview()</code> for time spans and types)</p>"
+            f"<p><b>archive</b> {html.escape(str(self.root))}: {plural(total, 'event')} in "
+            f"{plural(len(self.files), 'file')} (<code>.overview()</code> for time spans and "
+            "types)</p>"
             "<table><tr><th>source</th><th>events</th><th>first position</th>"
             f"<th>last position</th><th>files</th></tr>{rows}</table>"
         )

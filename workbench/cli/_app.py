@@ -221,8 +221,8 @@ def _cell(value: object, exact: bool = False) -> str:
         if isinstance(value, str) and (not value or value != value.strip()):
             return repr(value)
         return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
+    if isinstance(value, float):  # 19,078 rather than 1.908e+04: a lag read at a glance
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     return str(value)
