@@ -186,3 +186,21 @@ def test_replay_results_and_safety_reports_go_into_a_report_as_they_are(tmp_path
     page = write_report(tmp_path / "r.html", tmp_path / "archive", extra=[result, safety])
     text = page.read_text()
     assert "Replay of memories_v1" in text and "Replay safety of Memories" in text
+
+
+def test_an_event_type_cannot_stop_the_charts_from_rendering(tmp_path: Path) -> None:
+    """`<!--<script>` inside the chart data would keep the script element from ending."""
+    import pyarrow as pa
+
+    from workbench.archive import ArchiveWriter
+
+    generate(5, entities=10, events=300).write_archive(tmp_path / "archive")
+    ArchiveWriter(tmp_path / "archive", "postgres:odd.events").append(
+        pa.table({"global_position": [1, 2], "recorded_at": [0, 1],
+                  "event_type": ["<!--<script>", "</script><b>x</b>"], "data": ["{}", "{}"]})
+    )  # fmt: skip
+    page = write_report(tmp_path / "r.html", tmp_path / "archive")
+    dom = rendered_dom(page)
+    charts = re.findall(r'<div class="chart[^"]*"[^>]*data-chart="\d+"[^>]*>', dom)
+    assert len(charts) >= 5 and all('data-rendered="true"' in div for div in charts), charts
+    assert "<b>x</b>" not in dom  # the type is text, never markup

@@ -31,7 +31,7 @@ from typing import Any
 
 import altair as alt
 
-from workbench.charts.render import to_png, vega_bundle
+from workbench.charts.render import script_json, to_png, vega_bundle
 
 __all__ = ["RENDERER", "enable", "render"]
 
@@ -64,8 +64,7 @@ class _Kernel:
 
 def render(spec: dict[str, Any], **metadata: Any) -> dict[str, str]:
     """The ``text/html`` output of a chart's Vega-Lite ``spec`` (an Altair renderer)."""
-    # "</" inside a string would end the <script> early.
-    text = json.dumps(spec).replace("</", "<\\/")
+    text = script_json(spec)
     div = f"wb-chart-{uuid.uuid4().hex[:12]}"
     # alt.renderers.set_embed_options(...) arrives here as embed_options.
     options = json.dumps({**(metadata.get("embed_options") or {}), "mode": "vega-lite"})

@@ -15,6 +15,7 @@ False
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import altair as alt
 import vl_convert as vlc
 
-__all__ = ["save", "to_html", "to_png", "to_svg", "vega_bundle"]
+__all__ = ["save", "script_json", "to_html", "to_png", "to_svg", "vega_bundle"]
 
 
 @functools.cache
@@ -33,6 +34,20 @@ def vega_bundle() -> str:
     """
     bundle = vlc.javascript_bundle("window.vegaEmbed = vegaEmbed;")
     return str(bundle).replace("</script", "<\\/script")
+
+
+def script_json(value: Any) -> str:
+    """``value`` as JSON safe inside an HTML ``<script>`` element.
+
+    Every ``<``, ``>`` and ``&`` is written as a JSON escape: ``</script>`` would end the
+    element, and ``<!--<script>`` (an event type, say) would keep the real end tag from
+    ending it, blanking every chart after it.
+
+    >>> print(script_json({"t": "<!--<script></script>&"}))
+    {"t": "\\u003c!--\\u003cscript\\u003e\\u003c/script\\u003e\\u0026"}
+    """
+    text = json.dumps(value, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _spec(chart: alt.TopLevelMixin | dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ inlined once, so the file opens without a network.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -19,7 +18,7 @@ import jinja2
 import workbench
 from workbench.analysis import Archive, open_archive
 from workbench.archive import atomic_file
-from workbench.charts.render import vega_bundle
+from workbench.charts.render import script_json, vega_bundle
 from workbench.replay.engine import ReplayResult
 from workbench.replay.safety import SafetyReport
 from workbench.report._sections import (
@@ -104,8 +103,7 @@ def render(sections: Sequence[Section], *, title: str, subtitle: str) -> str:
         status=sections_status(sections),
         sections=sections,
         chart_ids=chart_ids,
-        # "</" inside a script element would end it; JSON allows the escaped form.
-        specs_json=json.dumps(specs, default=str).replace("</", "<\\/"),
+        specs_json=script_json(specs),
         vega_bundle=vega_bundle(),
     )
 
