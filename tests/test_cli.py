@@ -287,3 +287,33 @@ def test_promote_switches_the_stable_views_from_the_shell(tmp_path: Path) -> Non
     missing = workbench("promote", "--into", str(into), "--name", "memories", "--version", "2")
     assert missing.returncode == 2
     assert "has no schema memories_v2; replay that version first" in missing.stderr
+
+
+def test_control_characters_from_the_archive_never_reach_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An event type holding an escape sequence (or a newline) is printed escaped."""
+    import pyarrow as pa
+
+    from workbench.archive import ArchiveWriter
+    from workbench.cli import run
+
+    odd = "Hidden\x1b[8mCONCEALED\x1b]0;TITLE\x07"
+    ArchiveWriter(tmp_path / "a", "s").append(
+        pa.table({"global_position": [1, 2], "recorded_at": [0, 1],
+                  "event_type": [odd, "two\nlines"], "data": ["{}", "{}"]})
+    )  # fmt: skip
+    run(["check", "--archive", str(tmp_path / "a")])
+    (tmp_path / "p.py").write_text(
+        "import workbench as wb\n"
+        "class P(wb.Projection):\n"
+        "    t = wb.Table(key='k', k=str)\n"
+        "    @wb.on('Other')\n"
+        "    def other(self, event, tables): pass\n"
+    )
+    run(["replay", "--archive", str(tmp_path / "a"), "--projection", f"{tmp_path / 'p.py'}:P",
+         "--into", str(tmp_path / "o.duckdb")])  # fmt: skip
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert "\x1b" not in text and "\x07" not in text
+    assert "Hidden\\x1b[8mCONCEALED" in text

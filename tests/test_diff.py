@@ -419,3 +419,18 @@ def test_a_failed_diff_leaves_no_file_attached(tmp_path: Path) -> None:
     assert caught.value.__traceback__ is not None  # held, as sys.last_value holds it
     with duckdb.connect(str(path)) as con:
         con.execute("create table promoted as select 1")
+
+
+@pytest.mark.parametrize(
+    ("normalize", "why"),
+    [
+        ("round({}, 2); copy (select 1) to 'x.csv'", "not several statements"),
+        ("round({}, 2) -- two places", "an expression without comments"),
+        ("round({}, 2", "normalize of 'n': Parser Error"),
+    ],
+)
+def test_normalize_is_one_expression(normalize: str, why: str) -> None:
+    """It is pasted into both sides' queries: a second statement would run unseen."""
+    frame = pl.DataFrame({"id": [1], "n": [1.0]})
+    with pytest.raises(DiffError, match=re.escape(why)):
+        wb.diff(frame, frame, key="id", normalize={"n": normalize})

@@ -841,6 +841,18 @@ def test_snapshot_records_rows_time_and_settled_position(
         wb.snapshot_postgres(pg_dsn, f"{pg_schema}.memory_view", out, position_sql=bump)
     with psycopg.connect(pg_dsn) as con:
         assert con.execute(f"select position from {pg_schema}.checkpoints").fetchall() == [(2,)]
+    # Large objects get past a read-only transaction: the snapshot rolls it back.
+    objects = "select count(*) from pg_largeobject_metadata"
+    with psycopg.connect(pg_dsn) as con:
+        (before,) = con.execute(objects).fetchone()  # type: ignore[misc]
+    sneaky = "select lo_from_bytea(0, 'x'::bytea)::bigint"
+    wb.snapshot_postgres(pg_dsn, f"{pg_schema}.memory_view", out, position_sql=sneaky)
+    with psycopg.connect(pg_dsn) as con:
+        assert con.execute(objects).fetchone() == (before,)
+    with pytest.raises(SourceError, match=r"--position-sql|reading"):  # found while fetching
+        wb.snapshot_postgres(
+            pg_dsn, f"{pg_schema}.memory_view", out, position_sql="select (select 1 union select 2)"
+        )
 
 
 def test_snapshot_cli_without_events_table(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:

@@ -1937,3 +1937,28 @@ def test_rows_changed_in_place_and_never_handed_back_are_named(
         result.summary()
     )
     assert wb.replay(archive, Memories, into=tmp_path / "m.duckdb", flush_every=500).stale == []
+
+
+def test_names_and_filters_that_would_reach_sql_as_something_else(
+    archive: Path, tmp_path: Path
+) -> None:
+    """An upper-case SqlProjection name is the lower-case schema to DuckDB (it dropped a
+    promoted one); a trailing comment in --where swallowed what followed it; a position
+    past 64 bits failed as a bug; a column name with a quote broke the DDL."""
+    with pytest.raises(ProjectionError, match="projection name 'MEMORIES': use lower_case"):
+        wb.SqlProjection("MEMORIES", {"t": "select 1 as x"})
+    where = "event_type = 'MemoryCreated' -- created only"
+    result = wb.replay(archive, Memories, into=tmp_path / "o.duckdb", where=where)
+    assert set(result.per_type["event_type"]) == {"MemoryCreated"}
+    with pytest.raises(ProjectionError, match="until 99999999999999999999999: not a position"):
+        wb.replay(archive, Memories, into=tmp_path / "u.duckdb", until=99999999999999999999999)
+
+    class Quoted(wb.Projection):
+        items = wb.Table(key="id", columns={"id": str, 'say "hi"': str})
+
+        @wb.on("MemoryCreated")
+        def created(self, event, tables):
+            tables.items.upsert({"id": event.data["memory_id"], 'say "hi"': "hi"})
+
+    quoted = wb.replay(archive, Quoted, into=tmp_path / "q.duckdb")
+    assert quoted.sql('select count("say ""hi""") from items').fetchall()[0][0] > 0

@@ -60,6 +60,25 @@ class _Console(Console):
         _silence_stdout()
         raise SystemExit(BROKEN_PIPE)
 
+    def print(self, *objects: Any, **options: Any) -> None:
+        # Text from the archive (an event type, a source name) may hold control
+        # characters: an escape sequence would reach the terminal, a newline split a line.
+        super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **options)
+
+
+#: Control characters (but tab and newline, which layout uses) as their escapes.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}
+
+
+def printable(text: str, *, newlines: bool = True) -> str:
+    r"""``text`` with control characters escaped, so it cannot drive the terminal.
+
+    >>> printable("Hidden\x1b[8mX"), printable("a\nb", newlines=False)
+    ('Hidden\\x1b[8mX', 'a\\nb')
+    """
+    text = text.translate(_CONTROL)
+    return text if newlines else text.replace("\n", "\\n").replace("\r", "\\r")
+
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null: flushing it at exit would fail on the closed pipe again."""
@@ -215,6 +234,8 @@ def _cell(value: object, exact: bool = False) -> str:
     >>> [_cell(v, exact=True) for v in (None, "", "agent x ", "a b", 2)]
     ['null', "''", "'agent x '", 'a b', '2']
     """
+    if isinstance(value, str):
+        value = printable(value, newlines=False)  # a cell stays one line
     if value is None:
         return "null" if exact else ""
     if exact:
@@ -254,7 +275,7 @@ def sigterm_as_interrupt() -> Iterator[threading.Event]:
 def notice(label: str, message: str, *, style: str = "bold yellow", stderr: bool = True) -> None:
     """Print ``label: message`` with the label styled and ``message`` taken literally."""
     (err_console if stderr else console).print(
-        Text.assemble((f"{label}:", style), " ", message), soft_wrap=True
+        Text.assemble((f"{label}:", style), " ", printable(message)), soft_wrap=True
     )
 
 

@@ -69,6 +69,28 @@ def _normalized(expr: str, column: str) -> str:
     return expr.replace("{}", quoted) if "{}" in expr else f"{expr}({quoted})"
 
 
+def _check_normalize(column: str, expr: str) -> None:
+    """Refuse a ``normalize`` that is not one expression: it is pasted into the queries of
+    both sides, where a second statement would run (a COPY, an ATTACH) unseen.
+
+    >>> _check_normalize("n", "round({}, 2); copy (select 1) to 'x.csv'")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.DiffError: normalize of 'n': one expression over the column, not several statements
+    """
+    try:
+        statements = duckdb.extract_statements(f"select {_normalized(expr, column)}\n")
+    except duckdb.Error as exc:
+        raise DiffError(f"normalize of {column!r}: {str(exc).splitlines()[0][:160]}") from None
+    if len(statements) != 1:
+        raise DiffError(
+            f"normalize of {column!r}: one expression over the column, not several statements"
+        )
+    if any(kind == duckdb.token_type.comment for _, kind in duckdb.tokenize(expr)):
+        # Pasted among other columns, a -- comment would swallow the rest of the query.
+        raise DiffError(f"normalize of {column!r}: an expression without comments")
+
+
 def _key_lookup(plan: ColumnPlan, normalize: str | None) -> KeyLookup:
     """How :meth:`Diff.explain` finds a key value as ``plan`` compared it, after ``normalize``.
 
@@ -252,6 +274,8 @@ def _diff(
         for name in mapping:
             if name not in compared and not (option == "normalize" and name in keys):
                 raise DiffError(f"{option}: {name!r} is not a compared column")
+    for name, expr in normalize.items():
+        _check_normalize(name, expr)
     for option, tolerances in (("abs_tol", abs_tol), ("rel_tol", rel_tol)):
         for name, value in tolerances.items():
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):

@@ -385,9 +385,11 @@ def count_events(
     of them carry each of :data:`~workbench.replay.event.ENVELOPE_FIELDS` (``with_<field>``)."""
     filters = ["source = $source"]
     if until is not None:
+        if not -(2**63) <= int(until) < 2**63:
+            raise ProjectionError(f"until {until}: not a position (positions are 64-bit)")
         filters.append(f"global_position <= {int(until)}")
     if where:
-        filters.append(f"({where})")
+        filters.append(f"({where}\n)")  # a trailing -- comment ends at the newline
     carried = "".join(f", count({name})::BIGINT as with_{name}" for name in ENVELOPE_FIELDS)
     return reader.stable(
         lambda: reader.sql(

@@ -37,10 +37,11 @@ from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
 
+from workbench._sql import ident
 from workbench.errors import ProjectionError
 from workbench.replay.columns import ColumnType, column_type
 
-__all__ = ["Projection", "Table", "on", "upcaster"]
+__all__ = ["Projection", "Table", "check_name", "on", "upcaster"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,9 +109,9 @@ class Table:
 
     def ddl(self, schema: str) -> str:
         """``CREATE TABLE`` statement for this table inside ``schema``."""
-        cols = ", ".join(f'"{c}" {self.types[c].sql}' for c in self.columns)
-        key = ", ".join(f'"{c}"' for c in self.key)
-        return f'create table "{schema}"."{self.name}" ({cols}, primary key ({key}))'
+        cols = ", ".join(f"{ident(c)} {self.types[c].sql}" for c in self.columns)
+        key = ", ".join(ident(c) for c in self.key)
+        return f"create table {ident(schema)}.{ident(self.name)} ({cols}, primary key ({key}))"
 
     def __repr__(self) -> str:
         return f"Table({self.name!r}, key={self.key}, columns={self.columns})"
@@ -188,6 +189,19 @@ def upcaster(
     return mark
 
 
+def check_name(name: str) -> None:
+    """Refuse a projection name that is not lower_case letters, digits and ``_``: DuckDB
+    matches schema names whatever their case, so ``MEMORIES_v1`` would be ``memories_v1``.
+
+    >>> check_name("Memories")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ProjectionError: projection name 'Memories': use lower_case letters, digits, _
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ProjectionError(f"projection name {name!r}: use lower_case letters, digits, _")
+
+
 class Projection:
     """Base class of handler-style projections.
 
@@ -215,10 +229,7 @@ class Projection:
             if named is Projection or named.__dict__.get("_wb_derived_name"):
                 cls.name = cls.__name__.lower()
                 cls._wb_derived_name = True
-        if not _NAME.match(cls.name):
-            raise ProjectionError(
-                f"projection name {cls.name!r}: use lower_case letters, digits, _"
-            )
+        check_name(cls.name)
         cls.handlers()  # fail at class definition on duplicate handlers
         cls.upcasters()
 

@@ -31,6 +31,7 @@ from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
 from workbench.replay import store
 from workbench.replay.coverage import Coverage
+from workbench.replay.projection import check_name
 
 __all__ = ["SqlProjection"]
 
@@ -51,6 +52,7 @@ class SqlProjection:
         lineage: Mapping[str, str] | None = None,
         setup: str | None = None,
     ) -> None:
+        check_name(name)  # a promoted schema of another case would be dropped as this one's
         if not tables:
             raise ProjectionError(f"SqlProjection {name}: no tables")
         self.name = name
@@ -101,7 +103,7 @@ def replay_sql(
     if until is not None:
         filters.append(f"global_position <= {int(until)}")
     if where:
-        filters.append(f"({where})")
+        filters.append(f"({where}\n)")  # a trailing -- comment ends at the newline
     paths = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in files) + "]"
     columns = ", ".join(store.q(c) for c in envelope.COLUMNS)
     con = store.connect(into)

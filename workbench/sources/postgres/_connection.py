@@ -182,7 +182,10 @@ def run(con: Any, sql: str, context: str) -> None:
 def fetch_all(con: Any, sql: str, context: str, parameters: Any = None) -> list[tuple[Any, ...]]:
     """All rows of ``sql`` as tuples."""
     with execute(con, sql, context, parameters) as cur:
-        return list(cur.fetchall())
+        try:
+            return list(cur.fetchall())
+        except pg_dbapi.Error as exc:  # an error found while the rows stream (nextval()...)
+            raise source_error(context, exc) from None
 
 
 def _similar_tables(con: Any, name: str) -> str:

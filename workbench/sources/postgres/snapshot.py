@@ -181,7 +181,9 @@ def snapshot_postgres(
             rows = read_table(con, f"{schema}.{name}")
             checkpoint = _read_position(con, position_sql) if position_sql else None
         finally:
-            run(con, "commit", "ending the snapshot")
+            # Rolled back, not committed: a read-only transaction still lets lo_*() and
+            # pg_notify() through, and --position-sql must leave the store as it found it.
+            run(con, "rollback", "ending the snapshot")
         position = None
         if checkpoint is not None:
             position = checkpoint
