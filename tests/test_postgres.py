@@ -1059,7 +1059,7 @@ def test_a_quoted_table_name_is_read_as_sql_writes_it(
     for i, table in enumerate((f'{pg_schema}."Order.Log"', f'"{pg_schema}"."Order.Log"')):
         out = tmp_path / str(i)
         result = wb.archive_postgres(pg_dsn, out, preset="generic", table=table, mappings=maps)
-        assert result.rows_archived == 2 and result.source == f"postgres:{pg_schema}.Order.Log"
+        assert result.rows_archived == 2 and result.source == f'postgres:{pg_schema}."Order.Log"'
 
 
 def test_the_librarys_snapshots_table_is_named_as_such(
@@ -1486,3 +1486,32 @@ def test_a_partition_of_an_event_table_is_refused_naming_the_table_to_archive(
         pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.msgs", mappings=maps
     )
     assert result.rows_archived == 3
+
+
+def test_tables_whose_names_join_alike_are_two_sources(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """ "a.b".c and a."b.c" are two tables: joined with a dot they were one source, and the
+    second's rows were spliced after the first's."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f'create schema "{pg_schema}.x"')
+        for table in (f'"{pg_schema}.x".c', f'{pg_schema}."x.c"'):
+            con.execute(f"create table {table} (seq bigserial primary key, at timestamptz)")
+            con.execute(f"insert into {table} (at) values (now()), (now())")
+    maps = ["global_position=column:seq", "recorded_at=column:at",
+            "event_type=const:Logged", "data=const:{}"]  # fmt: skip
+    try:
+        first = wb.archive_postgres(
+            pg_dsn, tmp_path, preset="generic", table=f'"{pg_schema}.x".c', mappings=maps
+        )
+        second = wb.archive_postgres(
+            pg_dsn, tmp_path, preset="generic", table=f'{pg_schema}."x.c"', mappings=maps
+        )
+        assert (first.source, second.source) == (
+            f'postgres:"{pg_schema}.x".c',
+            f'postgres:{pg_schema}."x.c"',
+        )
+        assert second.rows_archived == 2 and len(wb.open_archive(tmp_path).sources) == 2
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as con:
+            con.execute(f'drop schema "{pg_schema}.x" cascade')

@@ -38,6 +38,7 @@ __all__ = [
     "quote_ident",
     "quote_table",
     "source_error",
+    "source_name",
     "table_columns",
 ]
 
@@ -100,6 +101,20 @@ def quote_table(name: str, default_schema: str = "public") -> tuple[str, str, st
 
 _PART = r'\s*(?:"((?:[^"]|"")*)"|([^."]+))\s*'
 _TABLE_NAME = re.compile(rf"{_PART}(?:\.{_PART})?")
+
+
+def source_name(schema: str, table: str) -> str:
+    """The archive source of ``schema.table``: a part holding a dot or a quote is quoted
+    as SQL quotes it, so ``"a.b".c`` and ``a."b.c"`` are two sources, not one.
+
+    >>> source_name("app", "events"), source_name("a.b", "c"), source_name("a", "b.c")
+    ('postgres:app.events', 'postgres:"a.b".c', 'postgres:a."b.c"')
+    """
+
+    def part(name: str) -> str:
+        return quote_ident(name) if "." in name or '"' in name else name
+
+    return f"postgres:{part(schema)}.{part(table)}"
 
 
 def describe_error(exc: BaseException) -> str:

@@ -63,6 +63,7 @@ from workbench.sources.postgres._connection import (
     quote_table,
     run,
     source_error,
+    source_name,
     table_columns,
 )
 from workbench.sources.postgres._watermark import RUNNING_SQL, Watermark, require_primary
@@ -907,7 +908,7 @@ def _recorded_run(
     recorded = recorded_mappings(out, "postgres:")
     if table is not None:
         schema, name, _ = quote_table(table)
-        recorded = {s: o for s, o in recorded.items() if s == f"postgres:{schema}.{name}"}
+        recorded = {s: o for s, o in recorded.items() if s == source_name(schema, name)}
     if not recorded:
         return DEFAULT_PRESET, table, []
     if len(recorded) > 1:
@@ -917,9 +918,12 @@ def _recorded_run(
         )
     ((source, options),) = recorded.items()
     preset, *mappings = options
-    if table is None:  # the source is postgres:SCHEMA.NAME; a name may hold a dot
-        schema, _, name = source.removeprefix("postgres:").partition(".")
-        table = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+    if table is None:  # the source is postgres:SCHEMA.NAME, a part with a dot quoted
+        try:
+            table = quote_table(source.removeprefix("postgres:"))[2]
+        except SourceError:  # recorded before such parts were quoted: the first dot splits
+            schema, _, name = source.removeprefix("postgres:").partition(".")
+            table = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
     return preset.removeprefix("preset="), table, mappings
 
 

@@ -31,7 +31,12 @@ from workbench import envelope
 from workbench._sql import literal
 from workbench.errors import MappingError, SourceError
 from workbench.sources.mapping import FieldSpec
-from workbench.sources.postgres._connection import TableColumns, quote_ident, quote_table
+from workbench.sources.postgres._connection import (
+    TableColumns,
+    quote_ident,
+    quote_table,
+    source_name,
+)
 
 __all__ = ["PRESETS", "Preset", "Query", "build_query", "split_position_maps"]
 
@@ -642,7 +647,7 @@ def build_query(
         if "recorded_at" not in instants:  # else the archiver fills it, after DuckDB
             cols["recorded_at"] = f"coalesce({cols['recorded_at']}, statement_timestamp())"
     return Query(
-        source=f"postgres:{table}",
+        source=source_name(schema, name),
         table=query.table,
         position=position,
         columns=cols,
