@@ -242,10 +242,12 @@ def test_percent_encoded_attributes_read_as_the_sdks_read_them() -> None:
         (b"ce-id: e-1\r\nce-type: T\r\nce-subject: caf%C3%A9%20order%208\r\n"
          b"ce-correlationid: corr%208", b"{}"),
         (b"ce-id: 100%\r\nce-type: T\r\nce-subject: caf\xc3\xa9 order 8", b"{}"),
+        (b"ce-id: 3\r\nce-type: T\r\nce-subject: caf%E9", b"{}"),  # no UTF-8 once decoded
     )  # fmt: skip
     assert [(r["event_id"], r["stream"], r["correlation_id"]) for r in got] == [
         ("e-1", "café order 8", "corr 8"),
         ("100%", "café order 8", None),  # a lone % is no encoding
+        ("3", "caf%E9", None),  # kept as it came, not a failed batch
     ]
 
 

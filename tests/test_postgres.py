@@ -1515,3 +1515,28 @@ def test_tables_whose_names_join_alike_are_two_sources(
     finally:
         with psycopg.connect(pg_dsn, autocommit=True) as con:
             con.execute(f'drop schema "{pg_schema}.x" cascade')
+
+
+def test_a_source_archived_under_its_old_unquoted_name_goes_on_under_it(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Earlier versions named app."Order.Log" postgres:app.Order.Log: such an archive goes
+    on under that name rather than archiving the table again as a second source."""
+    from workbench.archive import ArchiverRun, ArchiveWriter
+
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f'create table {pg_schema}."Order.Log" (seq bigserial primary key, at timestamptz)'
+        )
+        con.execute(f'insert into {pg_schema}."Order.Log" (at) values (now()), (now())')
+    maps = ["global_position=column:seq", "recorded_at=column:at",
+            "event_type=const:Logged", "data=const:{}"]  # fmt: skip
+    legacy = f"postgres:{pg_schema}.Order.Log"
+    ArchiveWriter(tmp_path, legacy).append(
+        pa.table({"global_position": [1], "recorded_at": [0], "event_type": ["Logged"]})
+    )
+    with ArchiverRun(tmp_path, legacy, "archive_postgres") as run:
+        run.record(["preset=generic", *maps])
+    result = wb.archive_postgres(pg_dsn, tmp_path, table=f'{pg_schema}."Order.Log"')
+    assert result.source == legacy and result.rows_archived == 1
+    assert wb.open_archive(tmp_path).sources == [legacy]

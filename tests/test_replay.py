@@ -1860,12 +1860,21 @@ def test_a_handler_that_returns_its_row_instead_of_writing_it_fails(tmp_path: Pa
         def tagged(self, event, tables):
             return {"id": event.data["id"]}
 
-    class Chained(Returning):  # returning what a write returns is fine
+    class Chained(Returning):  # returning what a write returns is fine, as is a guard's
         name = "chained"
 
         @wb.on("Tagged")
         def tagged(self, event, tables):
+            if event.data is None:
+                return False
             return tables.items.upsert({"id": event.data["id"]})
+
+    class Guarded(Returning):
+        name = "guarded"
+
+        @wb.on("Tagged")
+        def tagged(self, event, tables):
+            return False  # a guard clause: no row, nothing meant as output
 
     archive = _one_event_archive(tmp_path / "a")
     with pytest.raises(
@@ -1876,6 +1885,7 @@ def test_a_handler_that_returns_its_row_instead_of_writing_it_fails(tmp_path: Pa
         wb.replay(archive, Returning, into=tmp_path / "o.duckdb")
     result = wb.replay(archive, Chained, into=tmp_path / "c.duckdb")
     assert result.sql("select id from items").fetchall() == [("a",)]
+    assert wb.replay(archive, Guarded, into=tmp_path / "g.duckdb").events_applied == 1
 
 
 def test_stacked_on_decorators_handle_every_type_they_name() -> None:

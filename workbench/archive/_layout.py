@@ -129,7 +129,10 @@ def refuse_foreign(path: Path) -> None:
     """Raise :class:`ArchiveError` when the Parquet file ``path``, named as a data file, is
     not one: its ``global_position`` is missing or not an integer (a file of another
     table copied in), which every reader would otherwise trip over in its own words."""
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except FileNotFoundError:  # merged away meanwhile: the next listing has the merged file
+        return
     problem = _foreign(path, stat.st_size, stat.st_mtime_ns)
     if problem is not None:
         raise ArchiveError(

@@ -136,15 +136,20 @@ def _explained(first: int, last: int, gaps: Sequence[tuple[int, int]]) -> bool:
 def _recorded_gaps(root: Path, source: str) -> list[tuple[int, int]]:
     """The source's recorded gaps as sorted ranges (read with pyarrow: the writer, which
     reads side tables with DuckDB, sits above this module)."""
-    paths = sorted(records_dir(root, "gap_records", source).glob("*.parquet"))
     ranges: set[tuple[int, int]] = set()
-    for path in paths:
-        try:
-            table = pq.read_table(path, columns=["first_missing", "last_missing"])
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise ArchiveError(f"gap records file {path} cannot be read: {exc}") from None
-        ranges.update(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+    for path in records_dir(root, "gap_records", source).glob("*.parquet"):
+        ranges.update(_gap_file(path))
     return sorted(ranges)
+
+
+@functools.lru_cache(maxsize=16384)
+def _gap_file(path: Path) -> tuple[tuple[int, int], ...]:
+    # Record files are written once and never change: a follower reads each one once.
+    try:
+        table = pq.read_table(path, columns=["first_missing", "last_missing"])
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ArchiveError(f"gap records file {path} cannot be read: {exc}") from None
+    return tuple(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
 
 
 def _merge(run: list[DataFile]) -> Path:

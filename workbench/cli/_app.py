@@ -66,18 +66,19 @@ class _Console(Console):
         super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **options)
 
 
-#: Control characters (but tab and newline, which layout uses) as their escapes.
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}
+#: Control characters (but tab and newline, which layout uses) as their escapes: C0 with
+#: carriage return (it would let a value overwrite its line), DEL and C1.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]}
 
 
 def printable(text: str, *, newlines: bool = True) -> str:
     r"""``text`` with control characters escaped, so it cannot drive the terminal.
 
-    >>> printable("Hidden\x1b[8mX"), printable("a\nb", newlines=False)
-    ('Hidden\\x1b[8mX', 'a\\nb')
+    >>> printable("Hidden\x1b[8mX"), printable("a\nb", newlines=False), printable("ok\rFAKE")
+    ('Hidden\\x1b[8mX', 'a\\nb', 'ok\\x0dFAKE')
     """
     text = text.translate(_CONTROL)
-    return text if newlines else text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if newlines else text.replace("\n", "\\n")
 
 
 def _silence_stdout() -> None:
@@ -250,13 +251,14 @@ def _cell(value: object, exact: bool = False) -> str:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[threading.Event]:
+def sigterm_as_interrupt(*, sigint: bool = False) -> Iterator[threading.Event]:
     """SIGTERM (timeout, systemd, Kubernetes) raises KeyboardInterrupt while the block runs,
     so the command ends as after Ctrl-C: it keeps what it did and says so. Raised here,
     not re-sent as SIGINT, which a job started in the background ignores.
 
-    The event it yields is set by either signal: a driver that turns Ctrl-C into an error
-    of its own (libpq's "canceling statement") is told apart from a real failure.
+    The event it yields is set by the signal; with ``sigint``, Ctrl-C's too, so that a
+    driver turning it into an error of its own (libpq's "canceling statement") is told
+    apart from a real failure (left alone otherwise: asyncio cancels its task on it).
     """
     signalled = threading.Event()
 
@@ -264,7 +266,8 @@ def sigterm_as_interrupt() -> Iterator[threading.Event]:
         signalled.set()
         raise KeyboardInterrupt
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    signals = (signal.SIGTERM, signal.SIGINT) if sigint else (signal.SIGTERM,)
+    previous = {s: signal.signal(s, interrupt) for s in signals}
     try:
         yield signalled
     finally:
@@ -340,8 +343,7 @@ def run(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
-    except _NoArgsIsHelp as exc:  # `workbench archive` alone: its help
-        console.print(exc.ctx.get_help() if exc.ctx else exc.format_message())
+    except _NoArgsIsHelp:  # `workbench archive` alone: Typer printed its help
         return 2
     except _UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "workbench"

@@ -75,7 +75,7 @@ def archive_postgres_command(
 
     # A one-shot run stopped by SIGINT or SIGTERM keeps the files it wrote, as the
     # JetStream archiver does (a --follow run ends after its poll, with its summary).
-    with sigterm_as_interrupt() as signalled, progress_bar() as bar:
+    with sigterm_as_interrupt(sigint=True) as signalled, progress_bar() as bar:
         task = bar.add_task("archiving", total=None)
 
         def progress(done: int, total: int) -> None:
@@ -98,8 +98,11 @@ def archive_postgres_command(
                 cipher_key=cipher_key,
                 progress=progress,
             )
-        except (KeyboardInterrupt, WorkbenchError):
-            if not signalled.is_set():
+        except (KeyboardInterrupt, WorkbenchError) as exc:
+            # ADBC answers a Ctrl-C inside a query itself, by cancelling it: the error
+            # says "due to user request" (a statement timeout says otherwise).
+            cancelled = "canceling statement due to user request" in str(exc)
+            if not (signalled.is_set() or cancelled):
                 raise
             notice(
                 "stopped",

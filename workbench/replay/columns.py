@@ -44,6 +44,7 @@ import contextlib
 import datetime as dt
 import decimal
 import functools
+import itertools
 import json
 import math
 import re
@@ -205,7 +206,8 @@ def _refuse_conversions(typ: pa.DataType, values: list[Any]) -> None:
             if type(v) not in fine and (why := _why_not(typ, v)) is not None:
                 raise Refused(why)
     if pa.types.is_list(typ):  # Arrow took each value as a sequence: check the items
-        _refuse_conversions(typ.value_type, [x for v in values if v is not None for x in v])
+        items = list(itertools.chain.from_iterable(v for v in values if v is not None))
+        _refuse_conversions(typ.value_type, items)
 
 
 @functools.cache

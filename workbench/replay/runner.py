@@ -184,8 +184,8 @@ class Runner:
         lazy = lazy_decoding.seconds
         t = perf_counter()
         try:
-            if h(ev, self.tables) is not None:
-                self._returned(ev)
+            if (value := h(ev, self.tables)) is not None:
+                self._returned(ev, value)
         except Exception as exc:  # not a sample: the time is the failure's
             self._fail(ev, self.handler_of.get(ev[1]) or "?", exc)
             return
@@ -215,8 +215,8 @@ class Runner:
                         h = get(ev[1])
                         if h is not None:
                             mark(~ev[0])  # the event's writes follow it in the log
-                            if h(ev, tables) is not None:
-                                self._returned(ev)
+                            if (value := h(ev, tables)) is not None:
+                                self._returned(ev, value)
                     # Then time one event; the next _SAMPLE - 1 run untimed.
                     untimed = _SAMPLE - 1
                     ev = next(it, None)
@@ -227,8 +227,8 @@ class Runner:
                         mark(~ev[0])
                         lazy = lazy_decoding.seconds
                         t = perf_counter()
-                        if h(ev, tables) is not None:
-                            self._returned(ev)
+                        if (value := h(ev, tables)) is not None:
+                            self._returned(ev, value)
                         # A batch's column converted on this event's first read is
                         # decoding: scaled up by the sampling it would count 32 times.
                         sample(ev[1], perf_counter() - t - (lazy_decoding.seconds - lazy))
@@ -237,10 +237,14 @@ class Runner:
                 self._fail(ev, self.handler_of.get(ev[1]) or "?", exc)
                 untimed = 0
 
-    def _returned(self, event: Event) -> None:
-        """Refuse a handler that returned a value and wrote nothing: it meant the value as
-        its output, which is ignored (``return tables.t.upsert(row)`` is fine)."""
-        if not self.log.wrote_since_event():
+    def _returned(self, event: Event, value: Any) -> None:
+        """Refuse a handler that returned a row (a dict, or rows) and wrote nothing: it
+        meant it as its output, which is ignored (``return tables.t.upsert(row)`` is fine,
+        and so is a guard's ``return False``)."""
+        rows = isinstance(value, dict) or (
+            isinstance(value, list | tuple) and bool(value) and isinstance(value[0], dict)
+        )
+        if rows and not self.log.wrote_since_event():
             raise ProjectionError(
                 f"the handler of {event.event_type} returned a value and wrote nothing; a "
                 "return value is ignored: write rows with tables.<table>.upsert(row)"

@@ -426,7 +426,11 @@ def _source(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> st
         if spec.arg.lower().startswith("ce-"):
             # CloudEvents' bindings percent-encode attribute values in headers (Java's NATS
             # binding, Python's HTTP one; JavaScript's does not): read as their readers do.
-            value = f"(case when contains({value}, '%') then url_decode({value}) else {value} end)"
+            # A % sequence that decodes to no UTF-8 (a raw % in the value) keeps the value.
+            value = (
+                f"(case when contains({value}, '%') "
+                f"then coalesce(try(url_decode({value})), {value}) else {value} end)"
+            )
         return value
     if kind == _PAYLOAD:
         # A binary-mode payload whose content-type is text (text/plain, XML) is text: data

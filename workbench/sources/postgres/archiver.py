@@ -21,10 +21,12 @@ rather than spliced onto the archive.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import html
 import os
+import re
 import signal
 import threading
 import time
@@ -244,6 +246,9 @@ class PostgresArchiver:
             self.query: Query = build_query(
                 preset, table, columns, specs, position_column=positions.get("global_position")
             )
+            legacy = _legacy_source(out, table)
+            if legacy is not None:  # archived before a dot in its name was quoted
+                self.query = dataclasses.replace(self.query, source=legacy)
         except BaseException:
             self.close()
             raise
@@ -260,6 +265,8 @@ class PostgresArchiver:
             self.close()
             raise
         self.writer = ArchiveWriter(out, self.query.source)
+        # A mapping is judged on a source's first rows; a resumed source's were judged.
+        self._new_source = self.writer.last_position is None
         # Recorded before the first file of events it maps, so a killed run leaves it.
         self.writer.before_first_write = functools.partial(self._claim.record, self._options)
         grace = PRESETS[preset].settle_grace if settle_grace is None else settle_grace
@@ -518,13 +525,7 @@ class PostgresArchiver:
         # Only values both sides have: a mapping added since (a null archived, a value
         # now) is a change of mapping, not another store.
         for name, now, then in zip(names, got, kept[0], strict=True):
-            # A UUID with or without hyphens is one id (archived before text ids were
-            # hyphenated, as eventsourcing's ORIGINATOR_ID_TYPE=text ones now are).
-            if (
-                now is not None
-                and then is not None
-                and now.replace("-", "") != then.replace("-", "")
-            ):
+            if now is not None and then is not None and _id_text(now) != _id_text(then):
                 raise SourceError(
                     f"{other}: its row at position {at} has {name} {now!r}, the archive {then!r}"
                 )
@@ -626,7 +627,7 @@ class PostgresArchiver:
         for name in q.instant_fields:  # a text or epoch-number column's text
             exprs[name] = _finite(instant_sql(f'"{name}"'))
             exprs[f"_untimed_{name}"] = f'("{name}" is not null and {exprs[name]} is null)'
-        if self.result.rows_archived == 0:
+        if self._new_source and self.result.rows_archived == 0:
             self._refuse_timeless(chunk, q.instant_fields)
         if exprs:
             chunk = self._duck_select(chunk, exprs)
@@ -897,6 +898,31 @@ _IDENTITY = ("event_id", "stream", "stream_position")
 DEFAULT_PRESET = "message-db"
 
 
+_HEX_ID = re.compile(r"^(?:\\x)?[0-9a-fA-F-]{32,36}$")
+
+
+def _id_text(value: str) -> str:
+    r"""An id as compared with the archived one: a UUID is one id with or without hyphens,
+    or as the bytea hex earlier versions archived (such ids are hyphenated now).
+
+    >>> _id_text("\\x6f1e0000000000000000000000000001") == _id_text(
+    ...     "6f1e0000-0000-0000-0000-000000000001")
+    True
+    """
+    return value.removeprefix("\\x").replace("-", "").lower() if _HEX_ID.match(value) else value
+
+
+def _legacy_source(out: str | os.PathLike[str], table: str) -> str | None:
+    """The source name ``table`` has in ``out`` when it was archived under the name earlier
+    versions gave it (a dot in a part not quoted), and not yet under today's."""
+    schema, name, _ = quote_table(table)
+    legacy, now = f"postgres:{schema}.{name}", source_name(schema, name)
+    if legacy == now or not Path(out).is_dir():
+        return None
+    recorded = recorded_mappings(out, "postgres:")
+    return legacy if legacy in recorded and now not in recorded else None
+
+
 def _recorded_run(
     out: str | os.PathLike[str], table: str | None
 ) -> tuple[str, str | None, list[str]]:
@@ -908,7 +934,8 @@ def _recorded_run(
     recorded = recorded_mappings(out, "postgres:")
     if table is not None:
         schema, name, _ = quote_table(table)
-        recorded = {s: o for s, o in recorded.items() if s == source_name(schema, name)}
+        names = {source_name(schema, name), f"postgres:{schema}.{name}"}  # and the old one
+        recorded = {s: o for s, o in recorded.items() if s in names}
     if not recorded:
         return DEFAULT_PRESET, table, []
     if len(recorded) > 1:

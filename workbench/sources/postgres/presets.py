@@ -481,7 +481,7 @@ def split_position_maps(items: list[str]) -> tuple[dict[str, str], list[str]]:
                 f"for a fallback, archive a view with coalesce({', '.join(args)})"
                 if kinds == {"column"}
                 else "to take a document or value out of a column's JSON, archive a view "
-                "that selects it (README: stores whose event lies in more than one column)"
+                f"that selects it {_VIEWS}"
             )
             raise MappingError(
                 f"--map {name} is given twice ({', '.join(specs)}): a Postgres mapping takes "
@@ -605,13 +605,13 @@ def build_query(
             raise MappingError(
                 f"--map {field_name}={fs}: {fs.kind} is read from a column; map it as "
                 f"{fs.kind}=column:NAME, or archive a view that selects the document inside "
-                "(README: stores whose event lies in more than one column)"
+                f"{_VIEWS}"
             )
         if field_name == "recorded_at":
             raise MappingError(
                 f"--map recorded_at={fs}: recorded_at is read from a column (a timestamp, ISO "
                 "text or epoch number); for a time inside the JSON, archive a view that selects "
-                "it (README: stores whose event lies in more than one column)"
+                f"it {_VIEWS}"
             )
         if fs.kind not in cols and not (fs.kind == "data" and query.eventsourcing_state):
             raise MappingError(
@@ -659,6 +659,9 @@ def build_query(
         expected=query.expected,
     )
 
+
+#: Where the README shows views that reshape a store's rows into one event each.
+_VIEWS: Final = "(README: stores whose event lies in more than one column)"
 
 #: Fields a generic mapping must give (global_position is checked before).
 _GENERIC_NEEDS: Final = ("recorded_at", "event_type", "data")
