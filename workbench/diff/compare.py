@@ -19,9 +19,10 @@ full outer join on the key, and only the rows that differ are materialised
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -184,307 +185,299 @@ def diff(
     :meth:`Diff.explain` reads events from.
     """
     con = _duckdb.connect()
-    try:
-        return _diff(
-            con,
-            candidate,
-            live,
-            key,
-            columns=columns,
-            ignore=ignore,
-            abs_tol=abs_tol,
-            rel_tol=rel_tol,
-            normalize=normalize,
-            live_position=live_position,
+    # A notebook keeps the traceback of an error, and with it this frame: a failure must
+    # not keep the files it attached, or the next replay or promote into them fails.
+    with _closed_on_error(con):
+        keys = _as_list(key, "key")
+        if not keys:
+            raise DiffError("a diff needs at least one key column")
+        if archive is not None and not Path(archive).is_dir():
+            raise DiffError(f"no archive at {archive} (the archive explain reads events from)")
+        ignored = set(_as_list(ignore, "ignore"))
+        register_functions(con)
+        cand = resolve_side(con, candidate, "candidate")
+        live_side = resolve_side(con, live, "live")
+        for side in (cand, live_side):
+            missing = [k for k in keys if k not in side.columns]
+            if missing:
+                raise DiffError(
+                    f"key column {missing[0]!r} is not in the {side.role} ({side.label})"
+                )
+        unknown = sorted(ignored - set(cand.columns) - set(live_side.columns))
+        if unknown:
+            # A typo in --ignore would otherwise compare the column the user meant to skip.
+            raise DiffError(f"ignored column {unknown[0]!r} is on neither side")
+
+        # With `columns`, only those (and the key) are compared: the schema check too.
+        considered = None if columns is None else set(columns) | set(keys)
+        schema = SchemaDiff(
+            missing_in_candidate=[
+                c
+                for c in live_side.columns
+                if c not in cand.columns
+                and c not in ignored
+                and (considered is None or c in considered)
+            ],
+            missing_in_live=[
+                c
+                for c in cand.columns
+                if c not in live_side.columns
+                and c not in ignored
+                and (considered is None or c in considered)
+            ],
+        )
+        if columns is not None:
+            compared = list(dict.fromkeys(columns))  # a column named twice is compared once
+            contradicted = [c for c in compared if c in ignored]
+            if contradicted:
+                raise DiffError(
+                    f"column {contradicted[0]!r} is both compared (columns) and ignored (ignore)"
+                )
+            for name in compared:
+                for side in (cand, live_side):
+                    if name not in side.columns:
+                        raise DiffError(f"column {name!r} is not in the {side.role} ({side.label})")
+        else:
+            compared = [
+                c
+                for c in cand.columns
+                if c in live_side.columns and c not in keys and c not in ignored
+            ]
+        abs_tol, rel_tol, normalize = (
+            dict(abs_tol or {}),
+            dict(rel_tol or {}),
+            dict(normalize or {}),
+        )
+        for option, mapping in (
+            ("abs_tol", abs_tol),
+            ("rel_tol", rel_tol),
+            ("normalize", normalize),
+        ):
+            for name in mapping:
+                if name not in compared and not (option == "normalize" and name in keys):
+                    raise DiffError(f"{option}: {name!r} is not a compared column")
+        for name, expr in normalize.items():
+            _check_normalize(name, expr)
+        for option, tolerances in (("abs_tol", abs_tol), ("rel_tol", rel_tol)):
+            for name, value in tolerances.items():
+                if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                    raise DiffError(f"{option} of {name!r}: {value!r} is not a number 0 or above")
+
+        # Layer 1: key and compared columns, normalised; its types decide the casts.
+        try:  # binding the views checks the normalize SQL
+            for side, short in ((cand, "c"), (live_side, "l")):
+                select = [
+                    f"{_normalized(normalize[n], n) if n in normalize else ident(n)} AS {ident(n)}"
+                    for n in keys + compared
+                ]
+                con.execute(
+                    f"create temp view _wb_{short}_norm as select {', '.join(select)} "
+                    f"from {side.relation}"
+                )
+            ctypes = {r[0]: r[1] for r in con.execute("describe _wb_c_norm").fetchall()}
+            ltypes = {r[0]: r[1] for r in con.execute("describe _wb_l_norm").fetchall()}
+        except duckdb.Error as exc:
+            raise DiffError(f"normalize: {str(exc).splitlines()[0]}") from None
+        key_plans = [plan_column(con, k, ctypes[k], ltypes[k]) for k in keys]
+        plans = [plan_column(con, n, ctypes[n], ltypes[n]) for n in compared]
+        for name in {**abs_tol, **rel_tol}:
+            plan = next(p for p in plans if p.name == name)
+            if not plan.numeric:
+                raise DiffError(
+                    f"tolerance on {name!r}: it is compared as {plan.compared_as}, not a number"
+                )
+        schema.type_changes.extend(
+            TypeChange(p.name, p.candidate_type, p.live_type, p.compared_as)
+            for p in key_plans + plans
+            if p.type_changed
+        )
+
+        # Layer 2: the comparable values.
+        for short in ("c", "l"):
+            select = []
+            for p in key_plans + plans:
+                expr = p.candidate_expr if short == "c" else p.live_expr
+                select.append(f"{expr} AS {ident(p.name)}")
+            for i, p in enumerate(plans):
+                if p.checked_cast:
+                    select.append(f"{ident(p.name)} IS NULL AS _wb_raw_null_{i}")
+            con.execute(
+                f"create temp view _wb_{short} as select {', '.join(select)} from _wb_{short}_norm"
+            )
+
+        key_list = ", ".join(ident(k) for k in keys)
+        any_null = " OR ".join(f"{ident(k)} IS NULL" for k in keys)
+        totals = {}
+        for short in ("c", "l"):
+            totals[short] = con.execute(
+                f"select count(*), count(*) filter (where {any_null}) from _wb_{short}"
+            ).fetchall()[0]
+            con.execute(
+                f"create temp table _wb_dup_{short} as select {key_list}, count(*) AS _n "
+                f"from _wb_{short} where not ({any_null}) group by all having count(*) > 1"
+            )
+        con.execute(
+            f"create temp table _wb_dup as select {key_list} from _wb_dup_c "
+            f"union select {key_list} from _wb_dup_l"
+        )
+        duplicate_keys = int(con.execute("select count(*) from _wb_dup").fetchall()[0][0])
+        anti = f" anti join _wb_dup using ({key_list})" if duplicate_keys else ""
+
+        on = " AND ".join(f"c.{ident(k)} = l.{ident(k)}" for k in keys)
+        equals = [
+            _equal(p, i, abs_tol.get(p.name, 0.0), rel_tol.get(p.name, 0.0))
+            for i, p in enumerate(plans)
+        ]
+        all_equal = " AND ".join(equals) or "true"
+        both = "c._wb_in AND l._wb_in"
+        side_by_side = ", ".join(
+            f"c.{ident(p.name)} AS {ident(p.name + '__candidate')}, "
+            f"l.{ident(p.name)} AS {ident(p.name + '__live')}, "
+            f"CASE WHEN {both} THEN NOT {eq} END AS {ident(p.name + '__changed')}"
+            for p, eq in zip(plans, equals, strict=True)
+        )
+        key_out = ", ".join(f"coalesce(c.{ident(k)}, l.{ident(k)}) AS {ident(k)}" for k in keys)
+        sources = {
+            s: f"(select x.*, true AS _wb_in from _wb_{s} x{anti} where not ({any_null}))"
+            for s in ("c", "l")
+        }
+        from_clause = f"{sources['c']} c full join {sources['l']} l on {on}"
+        status = (
+            "CASE WHEN l._wb_in IS NULL THEN 'only_in_candidate' "
+            "WHEN c._wb_in IS NULL THEN 'only_in_live' ELSE 'changed' END"
+        )
+        # _side: the one side a row is on (null for a row on both).
+        one_side = (
+            "CASE WHEN l._wb_in IS NULL THEN 'candidate' WHEN c._wb_in IS NULL THEN 'live' END"
+        )
+        select_cols = f"{key_out}, @STATUS@ AS _status, @SIDE@ AS _side" + (
+            f", {side_by_side}" if side_by_side else ""
+        )
+        # Replaced, not formatted: column names may contain braces.
+        diff_cols = select_cols.replace("@STATUS@", status, 1).replace("@SIDE@", one_side, 1)
+        identical_cols = select_cols.replace("@STATUS@", "'identical'", 1).replace(
+            "@SIDE@", "CAST(NULL AS VARCHAR)", 1
+        )
+        con.execute(
+            f"create temp table _wb_diff as select {diff_cols} "
+            f"from {from_clause} where c._wb_in IS NULL OR l._wb_in IS NULL OR NOT ({all_equal})"
+        )
+        identical_sql = f"select {identical_cols} from {from_clause} where {both} AND {all_equal}"
+
+        # Rows set aside: NULL keys, and every row of a duplicated key, from each side.
+        for short, role in (("c", "candidate"), ("l", "live")):
+            values = ", ".join(f"{ident(p.name)} AS {ident(p.name + '__' + role)}" for p in plans)
+            values = f", {values}" if values else ""
+            con.execute(
+                f"insert into _wb_diff by name select {key_list}, 'null_key' AS _status, "
+                f"'{role}' AS _side{values} from _wb_{short} where {any_null}"
+            )
+            if duplicate_keys:
+                con.execute(
+                    f"insert into _wb_diff by name select {key_list}, 'duplicate_key' AS _status, "
+                    f"'{role}' AS _side{values} from _wb_{short} semi join _wb_dup using ({key_list})"
+                )
+
+        lineage = find_lineage(con, cand.duckdb_table) if cand.duckdb_table else None
+        notes: list[str] = []
+        stopped = lineage.unfinished(con) if lineage is not None else None
+        if stopped is not None:
+            holds = (
+                "and holds no events yet (it failed, or still runs)"
+                if not stopped
+                else f"and holds the events up to position {stopped} only"
+            )
+            notes.append(
+                f"the candidate's replay has not finished {holds}: it is not called identical; "
+                "finish it (workbench replay --resume) before trusting this diff"
+            )
+        position = live_position
+        snapshot = live_side.snapshot
+        if position is None and snapshot is not None and snapshot.event_store_position is not None:
+            replayed = lineage.sources(con) if lineage is not None else []
+            if snapshot.source and replayed and snapshot.source not in replayed:
+                # A position of another store says nothing about this replay's events.
+                notes.append(
+                    f"the live snapshot's position {snapshot.event_store_position} is of "
+                    f"{snapshot.source}, not of the source the candidate replayed "
+                    f"({', '.join(replayed)}): it is not used to mark rows not yet projected"
+                )
+            else:
+                position = snapshot.event_store_position
+        if position is not None:
+            if lineage is None:
+                if live_position is not None:
+                    raise DiffError(
+                        "live_position needs the candidate's replay lineage "
+                        "(give the candidate as FILE.duckdb:SCHEMA.TABLE of a replay)"
+                    )
+                notes.append("the live snapshot has a position but the candidate has no lineage")
+            else:
+                lagging = _mark_not_yet_projected(con, keys, lineage, position)
+                if lagging:
+                    notes.append(
+                        f"{lagging:,} row(s) differ but were written by events after live position "
+                        f"{position}: the live side may lag, or be wrong; replay the candidate "
+                        f"with until={position} (--until) to compare them exactly"
+                    )
+
+        counts = dict(
+            ((s, side), int(n))
+            for s, side, n in con.execute(
+                "select _status, case when _status in ('duplicate_key', 'null_key') then _side "
+                "else '' end, count(*) from _wb_diff group by all"
+            ).fetchall()
+        )
+        joined_candidate = (
+            totals["c"][0] - totals["c"][1] - counts.get(("duplicate_key", "candidate"), 0)
+        )
+        # Each joined candidate row is identical or is in _wb_diff exactly once.
+        candidate_not_identical = sum(
+            counts.get((status, ""), 0)
+            for status in ("changed", "only_in_candidate", "not_yet_projected")
+        )
+        summary = DiffSummary(
+            candidate_rows=int(totals["c"][0]),
+            live_rows=int(totals["l"][0]),
+            identical=joined_candidate - candidate_not_identical,
+            changed=counts.get(("changed", ""), 0),
+            only_in_candidate=counts.get(("only_in_candidate", ""), 0),
+            only_in_live=counts.get(("only_in_live", ""), 0),
+            not_yet_projected=counts.get(("not_yet_projected", ""), 0),
+            duplicate_keys=duplicate_keys,
+            # Every row of a key duplicated on either side is set aside, on both sides.
+            duplicate_key_rows_candidate=counts.get(("duplicate_key", "candidate"), 0),
+            duplicate_key_rows_live=counts.get(("duplicate_key", "live"), 0),
+            null_key_rows_candidate=int(totals["c"][1]),
+            null_key_rows_live=int(totals["l"][1]),
+            schema=schema,
+            columns=_column_stats(con, plans),
+            live_position=position,
+            notes=notes,
+            candidate_unfinished=stopped,
+        )
+        detach_files(con, (cand, live_side))
+        return Diff(
+            con=con,
+            key=keys,
+            plans=plans,
+            key_lookups={p.name: _key_lookup(p, normalize.get(p.name)) for p in key_plans},
+            summary=summary,
+            candidate=cand,
+            live=live_side,
+            identical_sql=identical_sql,
+            lineage=lineage,
             archive=archive,
         )
-    except BaseException:  # a notebook keeps the traceback: it must not keep the files attached
+
+
+@contextlib.contextmanager
+def _closed_on_error(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
         con.close()
         raise
-
-
-def _diff(
-    con: duckdb.DuckDBPyConnection,
-    candidate: Any,
-    live: Any,
-    key: str | Sequence[str],
-    *,
-    columns: Sequence[str] | None = None,
-    ignore: str | Sequence[str] | None = None,
-    abs_tol: Mapping[str, float] | None = None,
-    rel_tol: Mapping[str, float] | None = None,
-    normalize: Mapping[str, str] | None = None,
-    live_position: int | None = None,
-    archive: str | os.PathLike[str] | None = None,
-) -> Diff:
-    """:func:`diff` on ``con``, which the :class:`Diff` it returns keeps open."""
-    keys = _as_list(key, "key")
-    if not keys:
-        raise DiffError("a diff needs at least one key column")
-    if archive is not None and not Path(archive).is_dir():
-        raise DiffError(f"no archive at {archive} (the archive explain reads events from)")
-    ignored = set(_as_list(ignore, "ignore"))
-    register_functions(con)
-    cand = resolve_side(con, candidate, "candidate")
-    live_side = resolve_side(con, live, "live")
-    for side in (cand, live_side):
-        missing = [k for k in keys if k not in side.columns]
-        if missing:
-            raise DiffError(f"key column {missing[0]!r} is not in the {side.role} ({side.label})")
-    unknown = sorted(ignored - set(cand.columns) - set(live_side.columns))
-    if unknown:
-        # A typo in --ignore would otherwise compare the column the user meant to skip.
-        raise DiffError(f"ignored column {unknown[0]!r} is on neither side")
-
-    # With `columns`, only those (and the key) are compared: the schema check too.
-    considered = None if columns is None else set(columns) | set(keys)
-    schema = SchemaDiff(
-        missing_in_candidate=[
-            c
-            for c in live_side.columns
-            if c not in cand.columns
-            and c not in ignored
-            and (considered is None or c in considered)
-        ],
-        missing_in_live=[
-            c
-            for c in cand.columns
-            if c not in live_side.columns
-            and c not in ignored
-            and (considered is None or c in considered)
-        ],
-    )
-    if columns is not None:
-        compared = list(dict.fromkeys(columns))  # a column named twice is compared once
-        contradicted = [c for c in compared if c in ignored]
-        if contradicted:
-            raise DiffError(
-                f"column {contradicted[0]!r} is both compared (columns) and ignored (ignore)"
-            )
-        for name in compared:
-            for side in (cand, live_side):
-                if name not in side.columns:
-                    raise DiffError(f"column {name!r} is not in the {side.role} ({side.label})")
-    else:
-        compared = [
-            c for c in cand.columns if c in live_side.columns and c not in keys and c not in ignored
-        ]
-    abs_tol, rel_tol, normalize = dict(abs_tol or {}), dict(rel_tol or {}), dict(normalize or {})
-    for option, mapping in (("abs_tol", abs_tol), ("rel_tol", rel_tol), ("normalize", normalize)):
-        for name in mapping:
-            if name not in compared and not (option == "normalize" and name in keys):
-                raise DiffError(f"{option}: {name!r} is not a compared column")
-    for name, expr in normalize.items():
-        _check_normalize(name, expr)
-    for option, tolerances in (("abs_tol", abs_tol), ("rel_tol", rel_tol)):
-        for name, value in tolerances.items():
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise DiffError(f"{option} of {name!r}: {value!r} is not a number 0 or above")
-
-    # Layer 1: key and compared columns, normalised; its types decide the casts.
-    try:  # binding the views checks the normalize SQL
-        for side, short in ((cand, "c"), (live_side, "l")):
-            select = [
-                f"{_normalized(normalize[n], n) if n in normalize else ident(n)} AS {ident(n)}"
-                for n in keys + compared
-            ]
-            con.execute(
-                f"create temp view _wb_{short}_norm as select {', '.join(select)} "
-                f"from {side.relation}"
-            )
-        ctypes = {r[0]: r[1] for r in con.execute("describe _wb_c_norm").fetchall()}
-        ltypes = {r[0]: r[1] for r in con.execute("describe _wb_l_norm").fetchall()}
-    except duckdb.Error as exc:
-        raise DiffError(f"normalize: {str(exc).splitlines()[0]}") from None
-    key_plans = [plan_column(con, k, ctypes[k], ltypes[k]) for k in keys]
-    plans = [plan_column(con, n, ctypes[n], ltypes[n]) for n in compared]
-    for name in {**abs_tol, **rel_tol}:
-        plan = next(p for p in plans if p.name == name)
-        if not plan.numeric:
-            raise DiffError(
-                f"tolerance on {name!r}: it is compared as {plan.compared_as}, not a number"
-            )
-    schema.type_changes.extend(
-        TypeChange(p.name, p.candidate_type, p.live_type, p.compared_as)
-        for p in key_plans + plans
-        if p.type_changed
-    )
-
-    # Layer 2: the comparable values.
-    for short in ("c", "l"):
-        select = []
-        for p in key_plans + plans:
-            expr = p.candidate_expr if short == "c" else p.live_expr
-            select.append(f"{expr} AS {ident(p.name)}")
-        for i, p in enumerate(plans):
-            if p.checked_cast:
-                select.append(f"{ident(p.name)} IS NULL AS _wb_raw_null_{i}")
-        con.execute(
-            f"create temp view _wb_{short} as select {', '.join(select)} from _wb_{short}_norm"
-        )
-
-    key_list = ", ".join(ident(k) for k in keys)
-    any_null = " OR ".join(f"{ident(k)} IS NULL" for k in keys)
-    totals = {}
-    for short in ("c", "l"):
-        totals[short] = con.execute(
-            f"select count(*), count(*) filter (where {any_null}) from _wb_{short}"
-        ).fetchall()[0]
-        con.execute(
-            f"create temp table _wb_dup_{short} as select {key_list}, count(*) AS _n "
-            f"from _wb_{short} where not ({any_null}) group by all having count(*) > 1"
-        )
-    con.execute(
-        f"create temp table _wb_dup as select {key_list} from _wb_dup_c "
-        f"union select {key_list} from _wb_dup_l"
-    )
-    duplicate_keys = int(con.execute("select count(*) from _wb_dup").fetchall()[0][0])
-    anti = f" anti join _wb_dup using ({key_list})" if duplicate_keys else ""
-
-    on = " AND ".join(f"c.{ident(k)} = l.{ident(k)}" for k in keys)
-    equals = [
-        _equal(p, i, abs_tol.get(p.name, 0.0), rel_tol.get(p.name, 0.0))
-        for i, p in enumerate(plans)
-    ]
-    all_equal = " AND ".join(equals) or "true"
-    both = "c._wb_in AND l._wb_in"
-    side_by_side = ", ".join(
-        f"c.{ident(p.name)} AS {ident(p.name + '__candidate')}, "
-        f"l.{ident(p.name)} AS {ident(p.name + '__live')}, "
-        f"CASE WHEN {both} THEN NOT {eq} END AS {ident(p.name + '__changed')}"
-        for p, eq in zip(plans, equals, strict=True)
-    )
-    key_out = ", ".join(f"coalesce(c.{ident(k)}, l.{ident(k)}) AS {ident(k)}" for k in keys)
-    sources = {
-        s: f"(select x.*, true AS _wb_in from _wb_{s} x{anti} where not ({any_null}))"
-        for s in ("c", "l")
-    }
-    from_clause = f"{sources['c']} c full join {sources['l']} l on {on}"
-    status = (
-        "CASE WHEN l._wb_in IS NULL THEN 'only_in_candidate' "
-        "WHEN c._wb_in IS NULL THEN 'only_in_live' ELSE 'changed' END"
-    )
-    # _side: the one side a row is on (null for a row on both).
-    one_side = "CASE WHEN l._wb_in IS NULL THEN 'candidate' WHEN c._wb_in IS NULL THEN 'live' END"
-    select_cols = f"{key_out}, @STATUS@ AS _status, @SIDE@ AS _side" + (
-        f", {side_by_side}" if side_by_side else ""
-    )
-    # Replaced, not formatted: column names may contain braces.
-    diff_cols = select_cols.replace("@STATUS@", status, 1).replace("@SIDE@", one_side, 1)
-    identical_cols = select_cols.replace("@STATUS@", "'identical'", 1).replace(
-        "@SIDE@", "CAST(NULL AS VARCHAR)", 1
-    )
-    con.execute(
-        f"create temp table _wb_diff as select {diff_cols} "
-        f"from {from_clause} where c._wb_in IS NULL OR l._wb_in IS NULL OR NOT ({all_equal})"
-    )
-    identical_sql = f"select {identical_cols} from {from_clause} where {both} AND {all_equal}"
-
-    # Rows set aside: NULL keys, and every row of a duplicated key, from each side.
-    for short, role in (("c", "candidate"), ("l", "live")):
-        values = ", ".join(f"{ident(p.name)} AS {ident(p.name + '__' + role)}" for p in plans)
-        values = f", {values}" if values else ""
-        con.execute(
-            f"insert into _wb_diff by name select {key_list}, 'null_key' AS _status, "
-            f"'{role}' AS _side{values} from _wb_{short} where {any_null}"
-        )
-        if duplicate_keys:
-            con.execute(
-                f"insert into _wb_diff by name select {key_list}, 'duplicate_key' AS _status, "
-                f"'{role}' AS _side{values} from _wb_{short} semi join _wb_dup using ({key_list})"
-            )
-
-    lineage = find_lineage(con, cand.duckdb_table) if cand.duckdb_table else None
-    notes: list[str] = []
-    stopped = lineage.unfinished(con) if lineage is not None else None
-    if stopped is not None:
-        holds = (
-            "and holds no events yet (it failed, or still runs)"
-            if not stopped
-            else f"and holds the events up to position {stopped} only"
-        )
-        notes.append(
-            f"the candidate's replay has not finished {holds}: it is not called identical; "
-            "finish it (workbench replay --resume) before trusting this diff"
-        )
-    position = live_position
-    snapshot = live_side.snapshot
-    if position is None and snapshot is not None and snapshot.event_store_position is not None:
-        replayed = lineage.sources(con) if lineage is not None else []
-        if snapshot.source and replayed and snapshot.source not in replayed:
-            # A position of another store says nothing about this replay's events.
-            notes.append(
-                f"the live snapshot's position {snapshot.event_store_position} is of "
-                f"{snapshot.source}, not of the source the candidate replayed "
-                f"({', '.join(replayed)}): it is not used to mark rows not yet projected"
-            )
-        else:
-            position = snapshot.event_store_position
-    if position is not None:
-        if lineage is None:
-            if live_position is not None:
-                raise DiffError(
-                    "live_position needs the candidate's replay lineage "
-                    "(give the candidate as FILE.duckdb:SCHEMA.TABLE of a replay)"
-                )
-            notes.append("the live snapshot has a position but the candidate has no lineage")
-        else:
-            lagging = _mark_not_yet_projected(con, keys, lineage, position)
-            if lagging:
-                notes.append(
-                    f"{lagging:,} row(s) differ but were written by events after live position "
-                    f"{position}: the live side may lag, or be wrong; replay the candidate "
-                    f"with until={position} (--until) to compare them exactly"
-                )
-
-    counts = dict(
-        ((s, side), int(n))
-        for s, side, n in con.execute(
-            "select _status, case when _status in ('duplicate_key', 'null_key') then _side "
-            "else '' end, count(*) from _wb_diff group by all"
-        ).fetchall()
-    )
-    joined_candidate = (
-        totals["c"][0] - totals["c"][1] - counts.get(("duplicate_key", "candidate"), 0)
-    )
-    # Each joined candidate row is identical or is in _wb_diff exactly once.
-    candidate_not_identical = sum(
-        counts.get((status, ""), 0)
-        for status in ("changed", "only_in_candidate", "not_yet_projected")
-    )
-    summary = DiffSummary(
-        candidate_rows=int(totals["c"][0]),
-        live_rows=int(totals["l"][0]),
-        identical=joined_candidate - candidate_not_identical,
-        changed=counts.get(("changed", ""), 0),
-        only_in_candidate=counts.get(("only_in_candidate", ""), 0),
-        only_in_live=counts.get(("only_in_live", ""), 0),
-        not_yet_projected=counts.get(("not_yet_projected", ""), 0),
-        duplicate_keys=duplicate_keys,
-        # Every row of a key duplicated on either side is set aside, on both sides.
-        duplicate_key_rows_candidate=counts.get(("duplicate_key", "candidate"), 0),
-        duplicate_key_rows_live=counts.get(("duplicate_key", "live"), 0),
-        null_key_rows_candidate=int(totals["c"][1]),
-        null_key_rows_live=int(totals["l"][1]),
-        schema=schema,
-        columns=_column_stats(con, plans),
-        live_position=position,
-        notes=notes,
-        candidate_unfinished=stopped,
-    )
-    detach_files(con, (cand, live_side))
-    return Diff(
-        con=con,
-        key=keys,
-        plans=plans,
-        key_lookups={p.name: _key_lookup(p, normalize.get(p.name)) for p in key_plans},
-        summary=summary,
-        candidate=cand,
-        live=live_side,
-        identical_sql=identical_sql,
-        lineage=lineage,
-        archive=archive,
-    )
 
 
 def _mark_not_yet_projected(
