@@ -430,33 +430,22 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
     try:
         con.execute(f"create temp table {fields_table} as " + _FIELDS.format(kv=kv, counts=_COUNTS))
         params = {"tolerance": tolerance}
+
+        def frame(query: str, order: str, extra: dict[str, object] | None = None) -> pl.DataFrame:
+            sql = f"select * from ({query.format(fields=fields_table, kv=kv)}) order by {order}"
+            return reader.sql(sql, {**params, **(extra or {})}).pl()
+
         fields = reader.sql(
             f"select * from {fields_table} order by source, event_type, schema_version, field"
         ).pl()
-        changes = reader.sql(
-            "select * from ("
-            + _CHANGES.format(fields=fields_table)
-            + ") order by source, event_type, from_version, change, field",
-            params,
-        ).pl()
-        mismatches = reader.sql(
-            "select * from ("
-            + _MISMATCHES.format(fields=fields_table, kv=kv)
-            + ") order by source, global_position",
-            params,
-        ).pl()
-        shapes = reader.sql(
-            "select * from ("
-            + _SHAPES.format(fields=fields_table, kv=kv)
-            + ") order by source, event_type, schema_version, first_new_position, field, new_field",
-            {**params, "min_events": MIN_SHAPE_EVENTS},
-        ).pl()
-        mixed = reader.sql(
-            "select * from ("
-            + _MIXED.format(kv=kv)
-            + ") order by source, event_type, schema_version, field",
-            params,
-        ).pl()
+        changes = frame(_CHANGES, "source, event_type, from_version, change, field")
+        mismatches = frame(_MISMATCHES, "source, global_position")
+        shapes = frame(
+            _SHAPES,
+            "source, event_type, schema_version, first_new_position, field, new_field",
+            {"min_events": MIN_SHAPE_EVENTS},
+        )
+        mixed = frame(_MIXED, "source, event_type, schema_version, field")
         versions = reader.sql(f"select count(*) from ({_COUNTS})").fetchall()[0][0]
     finally:
         con.execute(f"drop table if exists {kv}")

@@ -627,10 +627,11 @@ class PostgresArchiver:
         for name in q.instant_fields:  # a text or epoch-number column's text
             exprs[name] = _finite(instant_sql(f'"{name}"'))
             exprs[f"_untimed_{name}"] = f'("{name}" is not null and {exprs[name]} is null)'
-        if self._new_source and self.result.rows_archived == 0:
-            self._refuse_timeless(chunk, q.instant_fields)
+        raw = chunk
         if exprs:
             chunk = self._duck_select(chunk, exprs)
+        if self._new_source and self.result.rows_archived == 0:
+            _refuse_timeless(raw, chunk, q.instant_fields)
         if "recorded_at" in q.instant_fields:  # missing or no time: counted by its flag
             index = chunk.column_names.index("recorded_at")
             recorded = _or_archive_time(chunk.column(index))
@@ -665,31 +666,6 @@ class PostgresArchiver:
                     nulls = pc.and_(nulls, pc.is_null(chunk.column("payload")))
                 self._count(f"null {name}", pc.sum(nulls.cast(pa.int64())).as_py() or 0)
         return _versioned(chunk, bad_version)
-
-    def _refuse_timeless(self, chunk: pa.Table, fields: tuple[str, ...]) -> None:
-        """Refuse, before the first file is written, a text or number column mapped to a time
-        field none of whose values in the first batch reads as one (a version column, say):
-        the archive would keep the mapping, and every event a time of null or of archiving."""
-        if not fields:
-            return
-        counts_sql = ", ".join(
-            f'count("{name}"), count({_finite(instant_sql(chr(34) + name + chr(34)))})'
-            for name in fields
-        )
-        self._duck.register("batch", chunk.select(list(fields)))
-        try:
-            counts = self._duck.sql(f"select {counts_sql} from batch").fetchall()[0]
-        finally:
-            self._duck.unregister("batch")
-        for i, name in enumerate(fields):
-            given, timed = counts[2 * i], counts[2 * i + 1]
-            if given and not timed:
-                sample = chunk.column(name).drop_null()[0].as_py()
-                raise MappingError(
-                    f"{name}: none of the first {given} values reads as a time (such as "
-                    f"{sample!r}); map a timestamp column, ISO text or an epoch number in "
-                    "seconds, ms, µs or ns"
-                )
 
     def _validate_json(self, chunk: pa.Table, name: str) -> pa.Table:
         column = chunk.column(name).combine_chunks()
@@ -896,6 +872,22 @@ _IDENTITY = ("event_id", "stream", "stream_position")
 
 #: The preset of a run given none, on an archive with no Postgres source recorded.
 DEFAULT_PRESET = "message-db"
+
+
+def _refuse_timeless(raw: pa.Table, mapped: pa.Table, fields: tuple[str, ...]) -> None:
+    """Refuse, before the first file is written, a text or number column mapped to a time
+    field none of whose values in the first batch reads as one (a version column, say):
+    the archive would keep the mapping, and every event a time of null or of archiving.
+    ``mapped`` is the batch converted, with each field's ``_untimed_`` flag."""
+    for name in fields:
+        untimed = pc.sum(mapped.column(f"_untimed_{name}").cast(pa.int64())).as_py() or 0
+        if untimed and mapped.column(name).null_count == mapped.num_rows:
+            sample = raw.column(name).drop_null()[0].as_py()
+            raise MappingError(
+                f"{name}: none of the first {untimed} values reads as a time (such as "
+                f"{sample!r}); map a timestamp column, ISO text or an epoch number in "
+                "seconds, ms, µs or ns"
+            )
 
 
 _HEX_ID = re.compile(r"^(?:\\x)?[0-9a-fA-F-]{32,36}$")
