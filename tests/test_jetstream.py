@@ -846,3 +846,24 @@ def test_the_kv_preset_archives_a_bucket_as_puts_deletes_and_purges(
         assert gaps.found == 0 and gaps.positions.height > 0
     finally:
         delete_stream(nats_url, f"KV_{bucket}")
+
+
+def test_a_stream_name_holding_a_percent_sign(
+    nats_url: str, stream_name: str, tmp_path: Path
+) -> None:
+    """NATS 2.9 formats a stream name holding '%' into its ack subjects as a Go format
+    string (`$JS.ACK.A%!B(uint64=1)…`): a one-line error saying so, not a numpy crash.
+    Newer servers send the name as it is, and it archives."""
+    name = f"{stream_name}%B"
+    publish(nats_url, name, [ce_message(i) for i in range(3)], create={})
+    try:
+        try:
+            got = archive(nats_url, name, tmp_path).messages
+        except SourceError as exc:
+            assert "before 2.10 garble them for stream names holding '%'" in str(exc)
+            assert "\n" not in str(exc)
+        else:
+            assert got == 3
+            assert rows(tmp_path, "select distinct source from events") == [(f"jetstream:{name}",)]
+    finally:
+        delete_stream(nats_url, name)

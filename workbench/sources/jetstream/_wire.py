@@ -378,19 +378,22 @@ class WireConnection:
         v2 adds domain and account hash before the stream and a token at the end.
         """
         head = acks[0]
-        if head.count(b".") == 8:
-            # v1: every subject of this consumer starts with the same 4 tokens; the
-            # other 5 are numbers that numpy reads in one go.
-            prefix = head[: _nth_dot(head, 4) + 1]
-            text = b" ".join(acks).replace(prefix, b"").replace(b".", b" ")
-            numbers = np.fromstring(text.decode(), dtype=np.int64, sep=" ").reshape(-1, 5)
-            fields = [numbers[:, k] for k in range(5)]
-        else:
-            tokens = pc.split_pattern(pa.array(acks, pa.binary()), b".")
-            fields = [
-                np.asarray(pc.list_element(tokens, 6 + k).cast(pa.string()).cast(pa.int64()))
-                for k in range(5)
-            ]
+        try:
+            if head.count(b".") == 8:
+                # v1: every subject of this consumer starts with the same 4 tokens; the
+                # other 5 are numbers that numpy reads in one go.
+                prefix = head[: _nth_dot(head, 4) + 1]
+                text = b" ".join(acks).replace(prefix, b"").replace(b".", b" ")
+                numbers = np.fromstring(text.decode(), dtype=np.int64, sep=" ").reshape(-1, 5)
+                fields = [numbers[:, k] for k in range(5)]
+            else:
+                tokens = pc.split_pattern(pa.array(acks, pa.binary()), b".")
+                fields = [
+                    np.asarray(pc.list_element(tokens, 6 + k).cast(pa.string()).cast(pa.int64()))
+                    for k in range(5)
+                ]
+        except (ValueError, pa.ArrowException):
+            raise SourceError(_unreadable_ack(acks)) from None
         delivered, seq, cseq, ts_ns, pending = fields
         ordered = np.flatnonzero(cseq != self.expected_cseq + np.arange(len(cseq)))
         keep = int(ordered[0]) if len(ordered) else len(cseq)
@@ -431,6 +434,22 @@ class WireConnection:
         with contextlib.suppress(Exception):
             self._writer.close()
             await asyncio.wait_for(self._writer.wait_closed(), 2)
+
+
+def _unreadable_ack(acks: list[bytes]) -> str:
+    """Why a chunk's ``$JS.ACK`` subjects cannot be read: one is shown, and the known cause.
+
+    >>> _unreadable_ack([b"$JS.ACK.A%!B(uint64=1).c.1.1.1.17.4.%!d(MISSING)"])[-58:]
+    "names holding '%' (upgrade the server, or name it without)"
+    """
+    bad = next((a for a in acks if b"%!" in a), acks[0])
+    text = f"the NATS server sent an ack subject workbench cannot read: {bad.decode(errors='replace')!r}"
+    if b"%!" in bad:  # Go's fmt marks a verb it could not fill: the stream name held a '%'
+        text += (
+            "; NATS servers before 2.10 garble them for stream names holding '%' "
+            "(upgrade the server, or name it without)"
+        )
+    return text
 
 
 def _nth_dot(text: bytes, n: int) -> int:
