@@ -302,6 +302,8 @@ class ReplayResult:
                 f"{'; '.join(self.stale)} (hand a changed row back with upsert(row) or "
                 "update(key))"
             )
+        if not self.coverage.ok:  # the CLI exits 1 for these: a notebook's print says them
+            unwritten += f"; not covered: {'; '.join(self.coverage.problems())}"
         if self.code_changed:
             resumed += (
                 " with changed projection code: rows written before it came from the "
@@ -321,7 +323,7 @@ class ReplayResult:
         return f"ReplayResult({self.summary()})"
 
     def _repr_html_(self) -> str:
-        told = self.coverage.problems() + self.coverage.notes()
+        told = self.coverage.notes()  # its problems are in the summary
         cov = "<p>⚠ " + html.escape("; ".join(told)) + "</p>" if told else ""
         return (
             f"<p><b>replay</b> {html.escape(self.summary())}</p>{cov}{self.per_type._repr_html_()}"
