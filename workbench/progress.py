@@ -84,6 +84,7 @@ def shows_progress(
     def decorate(fn: _F) -> _F:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True  # IPython and pytest show the caller's frame, not this
             if kwargs.get("progress") is False:  # "no bar, please"
                 kwargs["progress"] = None
                 return fn(*args, **kwargs)

@@ -462,6 +462,7 @@ def replay(
     whichever comes first (at batch ends), so a killed replay resumed loses
     at most that much work. ``progress(done, total)`` is called after each batch.
     """
+    __tracebackhide__ = True  # a notebook's traceback shows the handler, not the engine
     from workbench.replay.loader import load_projection
     from workbench.replay.sql_projection import SqlProjection, replay_sql
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import sysconfig
 import traceback
 from collections.abc import Callable, Collection, Sequence
@@ -135,8 +136,8 @@ class Runner:
                 if data is None:  # a forgotten `return data`: the event would look unreadable
                     code = upcast.__code__
                     raise ProjectionError(
-                        f"the upcaster (def at {Path(code.co_filename).name}:"
-                        f"{code.co_firstlineno}) returned None, not the payload; a missing return?"
+                        f"the upcaster (def {_place(code.co_filename, code.co_firstlineno)}) "
+                        "returned None, not the payload; a missing return?"
                     )
                 step = self.chain.get((event.event_type, version))
         except Exception as exc:
@@ -152,6 +153,7 @@ class Runner:
         One event in :data:`_SAMPLE` is timed; so is the first event of each
         handled type not timed yet, so that a rare type gets a time too.
         """
+        __tracebackhide__ = True  # the handler's frame is what matters
         start = 0
         for i in self._first_untimed(events):
             self._apply(events[start:i])
@@ -177,6 +179,7 @@ class Runner:
         return found
 
     def _time_one(self, ev: Event) -> None:
+        __tracebackhide__ = True  # the handler's frame is what matters
         h = self.dispatch.get(ev[1])
         if h is None:
             return
@@ -197,6 +200,7 @@ class Runner:
         self.sampled_events[event_type] = self.sampled_events.get(event_type, 0) + 1
 
     def _apply(self, events: Sequence[Event]) -> None:
+        __tracebackhide__ = True  # the handler's frame is what matters
         get = self.dispatch.get
         log = self.log
         tables = self.tables
@@ -251,6 +255,7 @@ class Runner:
             )
 
     def _fail(self, event: Event, handler: str, exc: Exception) -> None:
+        __tracebackhide__ = True  # the handler's frame is what matters
         self.failures += 1
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, AttributeError) and exc.obj is self.tables:
@@ -310,7 +315,24 @@ def _where(exc: BaseException) -> str:
     own = [f for f in frames if not f.filename.startswith(_NOT_THE_PROJECTION)]
     if not own:  # raised by the engine about the projection: its message says where
         return ""
-    return f"at {own[-1].filename.rsplit('/', 1)[-1]}:{own[-1].lineno}"
+    return _place(own[-1].filename, own[-1].lineno)
+
+
+def _place(filename: str, line: int | None) -> str:
+    """``at memories.py:12``, or ``at Cell In[7], line 12`` for code typed in a notebook."""
+    cell = _notebook_cell(filename)
+    if cell is not None:
+        return f"at Cell In[{cell}], line {line}"
+    return f"at {Path(filename).name}:{line}"
+
+
+def _notebook_cell(filename: str) -> int | None:
+    """The execution count of the IPython cell compiled as ``filename`` (a temporary
+    file name such as ``3154351706.py``, which tells a user nothing), if it is one."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    cells = getattr(getattr(shell, "compile", None), "_filename_map", None)
+    return cells.get(filename) if isinstance(cells, dict) else None
 
 
 _NOT_THE_PROJECTION = (
