@@ -427,3 +427,27 @@ def test_a_query_whose_files_a_merge_retired_meanwhile_runs_again(tmp_path: Path
         count()
     assert reader.stable(count) == 5
     assert len([run() for run in wb.open_archive(tmp_path).checks().values()]) == 5
+
+
+def test_the_readme_s_glob_reads_every_event_once_in_duckdb_and_polars(tmp_path: Path) -> None:
+    """`<root>/source=*/*/*.parquet`: not the side tables (another schema, under `_*/`),
+    not merged-away files; `<root>/**/*.parquet` would fail on the side tables."""
+    import polars as pl
+
+    for source in ("jetstream:A", "postgres:public.b"):
+        writer = ArchiveWriter(tmp_path, source)
+        writer.append(events(5, 9))
+        writer.append(events(10, 14))
+        writer.append(events(15, 20, day=1))
+        writer.record_gap(1, 4, "retention", "first sequence was 5")
+    compact(tmp_path)  # leaves the merged-away files beside the merged one, for an hour
+    assert list(tmp_path.rglob("*.parquet.merged"))
+    glob = f"{tmp_path}/source=*/*/*.parquet"
+    query = f"select source, count(*), count(distinct global_position) from read_parquet('{glob}') group by 1 order by 1"
+    expected = [("jetstream:A", 16, 16), ("postgres:public.b", 16, 16)]
+    assert duckdb.sql(query).fetchall() == expected
+    frame = pl.scan_parquet(glob).group_by("source").agg(pl.len()).sort("source").collect()
+    assert frame.rows() == [(s, n) for s, n, _ in expected]
+    # With hive partitioning, the `date` partition comes along (the UTC day of a file's first event).
+    dated = f"select distinct date from read_parquet('{glob}', hive_partitioning = true) order by 1"
+    assert [str(d) for (d,) in duckdb.sql(dated).fetchall()] == ["1970-01-01", "1970-01-02"]
