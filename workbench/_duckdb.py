@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from workbench._env import in_notebook
 from workbench._sql import ident
 
-__all__ = ["connect", "portable", "to_polars"]
+__all__ = ["connect", "error_line", "portable", "to_polars"]
 
 
 def connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -109,3 +109,23 @@ def _infinite(column: pa.ChunkedArray) -> bool:
         return False
     extremes = pc.min_max(column.cast(ints))
     return extremes["max"].as_py() == top or extremes["min"].as_py() == -top
+
+
+#: DuckDB's hint lines worth keeping when an error is told in one line.
+_HINTS = ("Did you mean", "Candidate bindings:", "Candidate functions:")
+
+
+def error_line(exc: BaseException) -> str:
+    """DuckDB's error in one line: its first, and its hint when it gives one.
+
+    >>> con = connect()
+    >>> _ = con.execute("create table memories (memory_id int)")
+    >>> try:
+    ...     con.execute("select * from memory")
+    ... except duckdb.Error as exc:
+    ...     print(error_line(exc))
+    Catalog Error: Table with name memory does not exist! Did you mean "memories"?
+    """
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    hint = next((line.strip() for line in lines[1:3] if line.startswith(_HINTS)), None)
+    return f"{lines[0]} {hint}" if hint and not lines[0].endswith(hint) else lines[0]

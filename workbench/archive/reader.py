@@ -73,7 +73,7 @@ class ArchiveReader:
         except duckdb.Error as exc:
             # A file that is not Parquet (or is damaged) shows here first.
             raise ArchiveError(
-                f"cannot read the archive at {self.root}: {str(exc).splitlines()[0]}"
+                f"cannot read the archive at {self.root}: {_duckdb.error_line(exc)}"
             ) from None
 
     def require_events(self) -> None:
@@ -155,7 +155,7 @@ class ArchiveReader:
         except duckdb.Error as exc:
             if self.refresh_if_stale():
                 return self.sql(query, params)
-            raise ArchiveError(f"query failed: {str(exc).splitlines()[0]}") from None
+            raise ArchiveError(f"query failed: {_duckdb.error_line(exc)}") from None
 
     def refresh_if_stale(self) -> bool:
         """Re-list the archive when files it listed were merged away; True if it did.

@@ -197,7 +197,7 @@ def read_records(root: str | os.PathLike[str], table: str, source: str) -> pa.Ta
         except duckdb.Error as exc:  # a file cut short by a full disk or a copy
             raise ArchiveError(
                 f"the archive's {table} of {source} cannot be read: "
-                f"{str(exc).splitlines()[0]} (move the damaged file aside)"
+                f"{_duckdb.error_line(exc)} (move the damaged file aside)"
             ) from None
 
 

@@ -82,7 +82,7 @@ def _check_normalize(column: str, expr: str) -> None:
     try:
         statements = duckdb.extract_statements(f"select {_normalized(expr, column)}\n")
     except duckdb.Error as exc:
-        raise DiffError(f"normalize of {column!r}: {str(exc).splitlines()[0][:160]}") from None
+        raise DiffError(f"normalize of {column!r}: {_duckdb.error_line(exc)[:200]}") from None
     if len(statements) != 1:
         raise DiffError(
             f"normalize of {column!r}: one expression over the column, not several statements"
@@ -277,7 +277,7 @@ def diff(
             ctypes = {r[0]: r[1] for r in con.execute("describe _wb_c_norm").fetchall()}
             ltypes = {r[0]: r[1] for r in con.execute("describe _wb_l_norm").fetchall()}
         except duckdb.Error as exc:
-            raise DiffError(f"normalize: {str(exc).splitlines()[0]}") from None
+            raise DiffError(f"normalize: {_duckdb.error_line(exc)}") from None
         key_plans = [plan_column(con, k, ctypes[k], ltypes[k]) for k in keys]
         plans = [plan_column(con, n, ctypes[n], ltypes[n]) for n in compared]
         for name in {**abs_tol, **rel_tol}:

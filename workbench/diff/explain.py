@@ -21,7 +21,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from workbench._duckdb import to_polars
+from workbench._duckdb import error_line, to_polars
 from workbench._sql import ident
 from workbench._text import plain, span
 from workbench.analysis.gaps import HARMLESS_REASONS, stream_gaps_sql
@@ -359,7 +359,7 @@ def explain_key(diff: Diff, key: Any) -> Explanation:
     except duckdb.ConversionException as exc:  # '0c00d75d' for a UUID key, say
         shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
         raise DiffError(
-            f"explain: the key {shown} does not fit the key's types: {str(exc).splitlines()[0]}"
+            f"explain: the key {shown} does not fit the key's types: {error_line(exc)}"
         ) from None
 
 

@@ -31,6 +31,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from workbench._duckdb import error_line
 from workbench._sql import ident, literal
 from workbench.errors import DiffError, SourceError
 from workbench.sources.postgres._connection import connect, table_columns
@@ -100,7 +101,7 @@ def _describe(con: duckdb.DuckDBPyConnection, relation: str, label: str) -> dict
     try:
         rows = con.execute(f"describe select * from {relation}").fetchall()
     except duckdb.Error as exc:
-        raise DiffError(f"cannot read {label}: {str(exc).splitlines()[0]}") from None
+        raise DiffError(f"cannot read {label}: {error_line(exc)}") from None
     return {str(r[0]): str(r[1]) for r in rows}
 
 
@@ -118,7 +119,7 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path) -> str:
     try:
         con.execute(f"attach {literal(resolved)} as {ident(catalog)} (read_only)")
     except duckdb.Error as exc:
-        raise DiffError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+        raise DiffError(f"cannot open {path}: {error_line(exc)}") from None
     return catalog
 
 
@@ -152,7 +153,7 @@ def files_attached(con: duckdb.DuckDBPyConnection, sides: Iterable[Side]) -> Ite
                         f"attach {literal(str(path.resolve()))} as {ident(catalog)} (read_only)"
                     )
                 except duckdb.Error as exc:
-                    raise DiffError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+                    raise DiffError(f"cannot open {path}: {error_line(exc)}") from None
                 opened.append(catalog)
         yield
     finally:

@@ -367,7 +367,7 @@ def check_where(where: str | None) -> None:
     try:
         statements = duckdb.extract_statements(f"select count(*) from events where {where}")
     except duckdb.Error as exc:
-        raise invalid(str(exc).splitlines()[0]) from None
+        raise invalid(_duckdb.error_line(exc)) from None
     if len(statements) != 1:  # it is pasted into queries on the output file: one filter only
         raise invalid("one condition, not several statements")
     con = _duckdb.connect()
@@ -375,7 +375,7 @@ def check_where(where: str | None) -> None:
     try:
         con.execute(f"select count(*) from events where {where}").fetchall()
     except duckdb.Error as exc:
-        raise invalid(str(exc).splitlines()[0]) from None
+        raise invalid(_duckdb.error_line(exc)) from None
     finally:
         con.close()
 

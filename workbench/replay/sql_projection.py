@@ -27,6 +27,7 @@ import duckdb
 import polars as pl
 
 from workbench import envelope
+from workbench._duckdb import error_line
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
 from workbench.replay import store
@@ -202,9 +203,7 @@ def _check_unique(
             f"order by count(*) desc limit 3"
         ).fetchall()
     except duckdb.Error as exc:  # a key column the query does not return
-        raise ProjectionError(
-            f"table {table}: key {', '.join(key)}: {str(exc).splitlines()[0]}"
-        ) from None
+        raise ProjectionError(f"table {table}: key {', '.join(key)}: {error_line(exc)}") from None
     if repeated:
         shown = ", ".join(
             f"{row[0] if len(key) == 1 else row[:-1]!r} ×{row[-1]}" for row in repeated
@@ -219,7 +218,7 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, table: str, params: object = 
     try:
         con.execute(sql, params)
     except duckdb.Error as exc:
-        raise ProjectionError(f"SQL of table {table} failed: {str(exc).splitlines()[0]}") from None
+        raise ProjectionError(f"SQL of table {table} failed: {error_line(exc)}") from None
 
 
 def _write_lineage(

@@ -168,7 +168,7 @@ def connect(into: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     try:
         con = _duckdb.connect(str(path))
     except duckdb.Error as exc:
-        raise ProjectionError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+        raise ProjectionError(f"cannot open {path}: {_duckdb.error_line(exc)}") from None
     # DuckDB opens some files it cannot use as a database (Parquet, CSV) in
     # memory: everything written would be lost.
     stored = con.execute(
