@@ -97,17 +97,30 @@ def test_float_sums_compare_with_a_numeric_as_postgres_stored_them(
     pg_dsn: str, pg_schema: str
 ) -> None:
     """A live projector summing money in floats writes them to numeric(12,2) through the
-    driver: Postgres rounds at 15 significant digits (0.08499999999999999 is 0.09)."""
+    driver: Postgres rounds at 15 significant digits (0.08499999999999999 is 0.09), in a
+    numeric without a scale (0.30000000000000004 is 0.3) or wider than 18 digits too,
+    which come as text."""
     sums = [0.01 + 0.075, 1.0049999999999997, 0.1 + 0.2, 2.675, -0.01 - 0.075]
     with psycopg.connect(pg_dsn, autocommit=True) as con:
-        con.execute(f'create table "{pg_schema}".sums (id int primary key, total numeric(12,2))')
+        con.execute(
+            f'create table "{pg_schema}".sums (id int primary key, total numeric(12,2), '
+            "plain numeric, wide numeric(38,10))"
+        )
         with con.cursor() as cur:
             cur.executemany(
-                f'insert into "{pg_schema}".sums values (%s, %s)', list(enumerate(sums))
+                f'insert into "{pg_schema}".sums values (%s, %s, %s, %s)',
+                [(i, x, x, x) for i, x in enumerate(sums)],
             )
-    candidate = pl.DataFrame({"id": list(range(len(sums))), "total": sums})
+    candidate = pl.DataFrame(
+        {"id": list(range(len(sums))), "total": sums, "plain": sums, "wide": sums}
+    )
     d = wb.diff(candidate, f"{pg_dsn}#{pg_schema}.sums", key="id")
     assert d.summary.is_identical, d.rows()
+    # A real difference still is one, in the 15th digit.
+    off = candidate.with_columns(
+        plain=pl.col("plain") + pl.when(pl.col("id") == 2).then(1e-13).otherwise(0)
+    )
+    assert wb.diff(off, f"{pg_dsn}#{pg_schema}.sums", key="id").rows()["id"].to_list() == [2]
 
 
 def test_an_extensions_type_and_a_padded_char_read_as_postgres_writes_them(
@@ -123,14 +136,15 @@ def test_an_extensions_type_and_a_padded_char_read_as_postgres_writes_them(
         )
         con.execute(
             f"insert into \"{pg_schema}\".people values ('ab', 'Zoë', '{{ÅSA,b}}', '5'), "
-            "('cd', e'tab\\there', null, null)"
+            "('cd', e'tab\\there', null, null), ('ef', 'e', '{}', null), "
+            "('gh', 'g', '{NULL,x}', null)"
         )
     candidate = pl.DataFrame(
         {
-            "code": ["ab", "cd"],
-            "name": ["Zoë", "tab\there"],
-            "names": ["{ÅSA,b}", None],
-            "tx": ["5", None],
+            "code": ["ab", "cd", "ef", "gh"],
+            "name": ["Zoë", "tab\there", "e", "g"],
+            "names": [["ÅSA", "b"], None, [], [None, "x"]],  # a citext[] is a list of texts
+            "tx": ["5", None, None, None],
         }
     )
     live = f"{pg_dsn}#{pg_schema}.people"

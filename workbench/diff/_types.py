@@ -16,7 +16,9 @@ The rules, in order:
   meaning: both sides as canonical JSON (keys sorted, no spaces), since
   Postgres reorders keys and spaces them its own way;
 - text against a number, a time or a UUID is compared after ``TRY_CAST`` of
-  the text; text that does not cast counts as changed, never as NULL = NULL,
+  the text (against a float, both at the float's 15 significant digits, as
+  Postgres writes a float into a ``numeric``, which comes as text when it has
+  no scale or more than 18 digits); text that does not cast counts as changed, never as NULL = NULL,
   and neither does text with more decimal places than a DECIMAL holds (a
   Postgres ``numeric`` without a scale comes as text);
 - anything else is compared as text.
@@ -197,6 +199,9 @@ _INTEGERS = frozenset(
     | {"UBIGINT", "UHUGEINT"}
 )
 _FLOATS = {"FLOAT": 0, "REAL": 0, "DOUBLE": 1}  # rank: FLOAT (REAL) holds fewer digits
+#: Significant digits a float keeps through decimal text (C's FLT_DIG, DBL_DIG), as
+#: Postgres's float4_numeric and float8_numeric write it.
+_DIGITS = {"FLOAT": 6, "REAL": 6, "DOUBLE": 15}
 
 
 def _numeric_plan(
@@ -280,6 +285,18 @@ def plan_column(
             is_numeric(other) or _is_temporal(other) or other in ("UUID", "INTERVAL")
         ):
             cast = f"TRY_CAST({col} AS {other})"
+            if other in _FLOATS:
+                # A float against text (a Postgres numeric without a scale, or wider
+                # than 18 digits, comes as text): both at the float's significant
+                # digits, as Postgres turns a float into a numeric (0.1 + 0.2 is 0.3).
+                digits = _DIGITS[other]
+                exprs = (
+                    f"TRY_CAST(printf('%.{digits}g', {cast}) AS {other})",
+                    f"TRY_CAST(printf('%.{digits}g', {col}) AS {other})",
+                )
+                if not text_is_candidate:
+                    exprs = exprs[::-1]
+                return ColumnPlan(name, candidate_type, live_type, other, *exprs, checked_cast=True)
             decimal = _DECIMAL.match(other)
             scale = decimal[2] if decimal else "0" if other in _INTEGERS else None
             if scale is not None:

@@ -79,6 +79,20 @@ def read_table(con: Any, table: str) -> pa.Table:
             select.append(f"{q}::numeric as {q}")
         elif typname == "bpchar":  # char(n): compared without its padding, as Postgres does
             select.append(f"{q}::text as {q}")
+        elif is_array and (typname.lstrip("_") in _AS_TEXT or column in opaque):
+            # An array of such a type: a list of each element's text ('{Ann,Bob}' as one
+            # text would differ from every list); a multi-dimensional one as its text.
+            flag = f"_wb_flags_ndims_{len(flags)}"
+            flags.append(f"coalesce(bool_or(array_ndims({q}) > 1), false) as {flag}")
+            texts = (
+                f"array(select case when e is not null then format('%s', e) end "
+                f"from unnest({q}) with ordinality u(e, n) order by n)"
+            )
+            select.append(
+                f"case when {q} is not null and not _wb_flags.{flag} then {texts} end as {q}"
+            )
+            specials.append(f"case when _wb_flags.{flag} then {q}::text end as _wb_{len(specials)}")
+            restore.append((i, None))
         elif typname.lstrip("_") in _AS_TEXT or column in opaque:
             # Types ADBC passes as opaque wire bytes: as Postgres writes them instead
             # (its output function: inet '10.0.0.1', where ::text adds the /32).
