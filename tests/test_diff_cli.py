@@ -110,6 +110,25 @@ def test_many_changed_columns_are_listed_per_row(
     assert "col0: 0 → 100; col1: 1 → 101; col2: 2 → 102; col3: 3 → 103" in printed
 
 
+def test_the_per_row_changes_print_lists_and_tell_null_from_empty_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A list column among them printed (it crashed), and the cells' rules hold in the
+    list: null apart from '', edge spaces quoted (Django writes '' where others write null)."""
+    base = {"a": [1, 1, 1], "b": [1, 1, 1], "c": [1, 1, 1]}
+    candidate = {"id": [1, 2, 3], "tags": [["a"], [], None], "note": [None, "", " pad "], **base}
+    live = {"id": [1, 2, 3], "tags": [["a", "b"], [], None], "note": ["", None, "pad"]}
+    pl.DataFrame(candidate).write_parquet(tmp_path / "c.parquet")
+    pl.DataFrame({**live, **base, "a": [2, 1, 1], "c": [2, 1, 1]}).write_parquet(
+        tmp_path / "l.parquet"
+    )
+    args = ["diff", "--candidate", str(tmp_path / "c.parquet"), "--live"]
+    assert run([*args, str(tmp_path / "l.parquet"), "--key", "id"]) == 1
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "tags: ['a'] → ['a', 'b']; note: null → ''; a: 1 → 2; c: 1 → 2" in printed
+    assert "note: '' → null" in printed and "note: ' pad ' → pad" in printed
+
+
 def test_key_and_ignore_take_both_repeats_and_commas(tmp_path: Path) -> None:
     """A repeated --key once kept only the last one: a composite key diffed on half of it."""
     candidate = pl.DataFrame({"a": [1, 1], "b": [1, 2], "v": [1, 2], "w": [0, 0]})

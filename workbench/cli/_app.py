@@ -224,15 +224,15 @@ def frame_table(
             justify="right" if dtype.is_numeric() else "left",
         )
     for row in shown.rows():
-        table.add_row(*(Text(_cell(v, exact)) for v in row))
+        table.add_row(*(Text(cell_text(v, exact)) for v in row))
     return table
 
 
-def _cell(value: object, exact: bool = False) -> str:
+def cell_text(value: object, exact: bool = False) -> str:
     """A value as a table cell; ``exact`` (a diff's rows) also tells apart what prints
     alike: null from an empty text, and a text's edge spaces (``'agent x '``).
 
-    >>> [_cell(v, exact=True) for v in (None, "", "agent x ", "a b", 2)]
+    >>> [cell_text(v, exact=True) for v in (None, "", "agent x ", "a b", 2)]
     ['null', "''", "'agent x '", 'a b', '2']
     """
     if isinstance(value, str):

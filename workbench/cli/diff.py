@@ -11,7 +11,7 @@ import typer
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from workbench.cli._app import app, console, frame_table, notice, progress_bar
+from workbench.cli._app import app, cell_text, console, frame_table, notice, progress_bar
 from workbench.errors import DiffError
 
 
@@ -179,20 +179,16 @@ def _preview(result: Any, limit: int) -> pl.DataFrame:
     if len(changed) <= _SIDE_BY_SIDE:
         shown += [f"{c}__{side}" for c in changed for side in ("candidate", "live")]
         return head.select(shown)
-    each = [
-        pl.when(pl.col(f"{c}__changed")).then(
-            pl.format(
-                "{}: {} → {}",
-                pl.lit(c),
-                pl.col(f"{c}__candidate").cast(pl.String).fill_null("null"),
-                pl.col(f"{c}__live").cast(pl.String).fill_null("null"),
-            )
+    # Each value as a cell shows it (null apart from '', edge spaces quoted), of any type.
+    changes = [
+        "; ".join(
+            f"{c}: {cell_text(row[f'{c}__candidate'], True)} → {cell_text(row[f'{c}__live'], True)}"
+            for c in changed
+            if row[f"{c}__changed"]
         )
-        for c in changed
+        for row in head.iter_rows(named=True)
     ]
-    return head.select(
-        *shown, pl.concat_str(each, separator="; ", ignore_nulls=True).alias("changes")
-    )
+    return head.select(shown).with_columns(pl.Series("changes", changes, pl.String))
 
 
 #: Changed columns the CLI shows side by side; more are listed per row in one column.
