@@ -434,3 +434,26 @@ def test_normalize_is_one_expression(normalize: str, why: str) -> None:
     frame = pl.DataFrame({"id": [1], "n": [1.0]})
     with pytest.raises(DiffError, match=re.escape(why)):
         wb.diff(frame, frame, key="id", normalize={"n": normalize})
+
+
+def test_text_keys_that_are_not_the_other_side_s_type_are_kept_and_compared_as_text() -> None:
+    """'cust-1' against BIGINT keys: a cast would make them NULL keys, set aside as such."""
+    candidate = pl.DataFrame({"k": ["cust-1", "7", "8"], "v": [1, 3, 4]})
+    live = pl.DataFrame({"k": [1, 7, 8], "v": [1, 3, 5]})
+    d = wb.diff(candidate, live, key="k")
+    s = d.summary
+    assert (s.identical, s.changed, s.only_in_candidate, s.only_in_live) == (1, 1, 1, 1)
+    assert s.null_key_rows_candidate == 0
+    assert sorted(d.rows()["k"].to_list()) == ["1", "8", "cust-1"]
+    # Text keys that all cast keep the typed comparison ('007' is 7).
+    padded = wb.diff(pl.DataFrame({"k": ["007"], "v": [3]}), live.head(2).tail(1), key="k")
+    assert padded.summary.is_identical
+
+
+def test_a_boolean_against_a_0_1_flag_compares_as_a_number() -> None:
+    candidate = pl.DataFrame({"id": [1, 2, 3, 4], "paid": [True, False, True, None]})
+    live = pl.DataFrame(
+        {"id": [1, 2, 3, 4], "paid": [1, 0, 2, None]}, schema_overrides={"paid": pl.Int16}
+    )
+    d = wb.diff(candidate, live, key="id")
+    assert d.rows()["id"].to_list() == [3]  # 2 is neither true nor false

@@ -21,6 +21,7 @@ The rules, in order:
   no scale or more than 18 digits); text that does not cast counts as changed, never as NULL = NULL,
   and neither does text with more decimal places than a DECIMAL holds (a
   Postgres ``numeric`` without a scale comes as text);
+- a BOOLEAN against an integer (a 0/1 flag) as an integer, true as 1;
 - anything else is compared as text.
 
 >>> import duckdb
@@ -262,6 +263,11 @@ def plan_column(
         return ColumnPlan(name, candidate_type, live_type, candidate_type, col, col)
     if is_numeric(candidate_type) and is_numeric(live_type):
         return _numeric_plan(con, name, candidate_type, live_type)
+    if {candidate_type, live_type} & {"BOOLEAN"} and {candidate_type, live_type} & _INTEGERS:
+        # A flag kept as 0/1 (a smallint, MySQL's tinyint(1)): true is 1, false 0, and
+        # any other number differs from both.
+        cast = f"CAST({col} AS HUGEINT)"
+        return ColumnPlan(name, candidate_type, live_type, "HUGEINT", cast, cast)
     if _is_temporal(candidate_type) and _is_temporal(live_type):
         ranks = [_TIMESTAMP_RANK.get(t, 0) for t in (candidate_type, live_type)]
         coarsest = min(ranks)

@@ -92,6 +92,22 @@ def _check_normalize(column: str, expr: str) -> None:
         raise DiffError(f"normalize of {column!r}: an expression without comments")
 
 
+def _key_plan(con: duckdb.DuckDBPyConnection, plan: ColumnPlan) -> ColumnPlan:
+    """``plan`` for a key column; as text when a side's text keys do not all cast to the
+    other side's type ('cust-1' against BIGINT keys): a NULL key would lose them."""
+    if not plan.checked_cast:
+        return plan
+    col = ident(plan.name)
+    for expr, short in ((plan.candidate_expr, "c"), (plan.live_expr, "l")):
+        failed = con.execute(
+            f"select count(*) from _wb_{short}_norm where {col} is not null and ({expr}) is null"
+        ).fetchall()[0][0]
+        if failed:
+            text = f"CAST({col} AS VARCHAR)"
+            return ColumnPlan(plan.name, plan.candidate_type, plan.live_type, "VARCHAR", text, text)
+    return plan
+
+
 def _key_lookup(plan: ColumnPlan, normalize: str | None) -> KeyLookup:
     """How :meth:`Diff.explain` finds a key value as ``plan`` compared it, after ``normalize``.
 
@@ -278,7 +294,7 @@ def diff(
             ltypes = {r[0]: r[1] for r in con.execute("describe _wb_l_norm").fetchall()}
         except duckdb.Error as exc:
             raise DiffError(f"normalize: {_duckdb.error_line(exc)}") from None
-        key_plans = [plan_column(con, k, ctypes[k], ltypes[k]) for k in keys]
+        key_plans = [_key_plan(con, plan_column(con, k, ctypes[k], ltypes[k])) for k in keys]
         plans = [plan_column(con, n, ctypes[n], ltypes[n]) for n in compared]
         for name in {**abs_tol, **rel_tol}:
             plan = next(p for p in plans if p.name == name)
