@@ -456,6 +456,25 @@ def test_a_table_numbered_from_zero_is_archived_whole_and_negatives_are_refused(
     assert not (tmp_path / "new").exists()
 
 
+def test_a_store_s_own_row_filling_a_passed_hole_is_not_a_lost_event(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Eventuous fills a hole its subscription timed out on with a `$tombstone`, long
+    after: the store's own row, not an event committed late. A real event is."""
+    table = _numbered_log(pg_dsn, pg_schema, [1, 4])
+    first = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=table, mappings=NUMBERED_MAP, settle_grace=0
+    )
+    assert first.gaps == [(2, 3, "rolled-back")]
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"insert into {table} (seq, kind, body) values (2, '$tombstone', '{{}}')")
+    again = wb.archive_postgres(pg_dsn, tmp_path, table=table, settle_grace=0)
+    assert again.late == []
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"insert into {table} (seq, kind, body) values (3, 'Created', '{{}}')")
+    assert wb.archive_postgres(pg_dsn, tmp_path, table=table, settle_grace=0).late == [3]
+
+
 def test_a_repeated_position_is_named_in_one_line_and_exit_2(
     pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

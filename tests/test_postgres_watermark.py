@@ -90,6 +90,50 @@ def test_marten_positions_drawn_before_their_transaction_are_not_skipped(
     assert gap_positions(tmp_path) == {3}
 
 
+def test_marten_tombstones_are_the_store_s_own_rows_even_when_they_fill_a_passed_hole(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A failed Marten append leaves its drawn seq_ids to `tombstone` rows on Marten's own
+    stream (version = seq_id), at once or later: archived as `$marten.tombstone`, never a
+    stream gap, and one filling a hole already passed loses no event (it was "LOST" on
+    every later run)."""
+    table = create_marten(pg_dsn, pg_schema)
+    tombstones = uuid.uuid4()
+
+    def tombstone(con: psycopg.Connection[object], seq: int) -> None:
+        con.execute(
+            f"insert into {pg_schema}.mt_events (seq_id, id, stream_id, version, data, type, "
+            "mt_dotnet_type) values (%s, %s, %s, %s, '{}', 'tombstone', "
+            "'JasperFx.Events.Tombstone, JasperFx.Events')",
+            (seq, uuid.uuid4(), tombstones, seq),
+        )
+
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {})  # 1
+        con.execute(f"select nextval('{pg_schema}.mt_events_sequence')")  # 2: a failed append's
+        tombstone(con, 2)  # filled at once
+        con.execute(f"select nextval('{pg_schema}.mt_events_sequence')")  # 3: filled later
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {})  # 4
+        # A team's own event aliased `tombstone` stays an event.
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "tombstone", {})  # 5
+        first = wb.archive_postgres(pg_dsn, tmp_path, preset="marten", table=table, settle_grace=0)
+        assert first.gaps == [(3, 3, "rolled-back")]
+        tombstone(con, 3)
+    again = wb.archive_postgres(pg_dsn, tmp_path, preset="marten", table=table, settle_grace=0)
+    assert again.late == [] and "LOST" not in again.summary()
+    types = wb.open_archive(tmp_path).sql(
+        "select global_position, event_type from events order by 1"
+    )
+    assert types.fetchall() == [
+        (1, "memory_created"),
+        (2, "$marten.tombstone"),
+        (4, "memory_created"),
+        (5, "tombstone"),
+    ]
+    gaps = wb.open_archive(tmp_path).gaps()
+    assert gaps.streams.height == 0, gaps.streams  # the tombstone stream numbers nothing
+
+
 def test_rolled_back_hole_becomes_a_gap_record(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     table = create_message_db(pg_dsn, pg_schema)
     with (

@@ -111,6 +111,7 @@ with sp as (
            lead(stream_position) over (partition by source, stream order by stream_position) as nxt,
            min(stream_position) over (partition by source, stream) as first_p
     from events {within} where stream is not null and stream_position is not null
+        and not starts_with(coalesce(event_type, ''), '$')  -- a store's own rows: no sequence
 ),
 base as (select source, min(first_p) as b from sp group by source)
 select source, stream, p + 1 as first_missing, nxt - 1 as last_missing from sp where nxt > p + 1

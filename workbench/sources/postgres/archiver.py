@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench import _duckdb, envelope
+from workbench._sql import literal
 from workbench.archive import (
     ArchiveReader,
     ArchiverRun,
@@ -562,11 +563,21 @@ class PostgresArchiver:
             self._con,
             f"select {pos} from {self.query.table} e "
             f"join unnest(array[{firsts}]::bigint[], array[{lasts}]::bigint[]) r(a, b) "
-            f"on {pos} between r.a and r.b where {pos} <= {int(self._gaps_upto)} order by 1",
+            f"on {pos} between r.a and r.b where {pos} <= {int(self._gaps_upto)} "
+            f"and not coalesce({self._store_own_row()}, false) order by 1",
             f"looking for late rows of {self.query.source}",
         )
         self.result.late = [int(r[0]) for r in found]
         self._record_late(self.result.late)
+
+    def _store_own_row(self) -> str:
+        """SQL over a row ``e``: whether it is the store's own (its event type starts with
+        ``$``), as the filler rows Marten and Eventuous write into a failed append's
+        positions, at once or long after: one that fills a passed hole loses no event."""
+        event_type = self.query.columns.get("event_type")
+        if event_type is None or self.query.joins:
+            return "false"
+        return f"starts_with(({event_type})::text, {literal(envelope.SOURCE_OWN_PREFIX)})"
 
     def _record_late(self, late: list[int]) -> None:
         """Record late events in gap_records once (reason ``committed-late``, no harmless

@@ -255,6 +255,28 @@ _MARTEN_MAPPED = frozenset(
 )
 
 
+#: The event type a Marten tombstone is archived as: the store's own row, no event.
+MARTEN_TOMBSTONE: Final = f"{envelope.SOURCE_OWN_PREFIX}marten.tombstone"
+
+
+def _marten_type(type_: str, columns: TableColumns) -> str:
+    """Marten's ``type``; its tombstones as :data:`MARTEN_TOMBSTONE`.
+
+    Marten fills the sequence numbers a failed append had drawn with ``tombstone``
+    rows on its own stream (``mt_tombstone``, version = seq_id), at once or later:
+    the store's own bookkeeping, which no projection handles and whose stream has
+    no sequence to check. Told by their .NET type where the table has it (a team's
+    own event aliased ``tombstone`` keeps its type).
+    """
+    own = f"{type_} = 'tombstone'"
+    if "mt_dotnet_type" in columns:
+        own += (
+            " and (e.mt_dotnet_type like 'Marten.%Tombstone,%' "
+            "or e.mt_dotnet_type like 'JasperFx.%Tombstone,%')"
+        )
+    return f"case when {own} then '{MARTEN_TOMBSTONE}' else {type_}::text end"
+
+
 def _marten(table: str, columns: TableColumns) -> Query:
     c = {
         n: _col(columns, n, table)
@@ -277,7 +299,7 @@ def _marten(table: str, columns: TableColumns) -> Query:
     cols = {
         "global_position": c["seq_id"],
         "event_id": f"{c['id']}::text",
-        "event_type": f"{c['type']}::text",
+        "event_type": _marten_type(c["type"], columns),
         "stream": _prefixed_stream(c["stream_id"], tenant, "*DEFAULT*"),  # conjoined tenancy
         "stream_position": f"{c['version']}::bigint",
         "recorded_at": _utc(c["timestamp"], columns["timestamp"]),
