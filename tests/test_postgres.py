@@ -117,7 +117,7 @@ def test_marten_preset(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
             "memory_created",
             {"Text": "hi"},
             correlation_id="req-1",
-            headers=json.dumps({"user": "ann"}),
+            headers=json.dumps({"user": "ann", "tenant": None}),
         )
         append_marten(
             con,
@@ -142,7 +142,9 @@ def test_marten_preset(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     assert rows[0]["event_id"] == str(e1) and rows[1]["causation_id"] == str(e1)
     assert rows[1]["correlation_id"] == "req-1"
     meta = json.loads(rows[0]["metadata"])
-    assert meta["tenant_id"] == "*DEFAULT*" and meta["headers"] == {"user": "ann"}
+    # A header whose value is null is kept: only columns that are null are left out.
+    assert meta["tenant_id"] == "*DEFAULT*" and meta["headers"] == {"user": "ann", "tenant": None}
+    assert "headers" not in json.loads(rows[1]["metadata"])
     assert meta["dotnet_type"].startswith("Memories.")
     # A column Marten adds as an option (user_name) or a team adds itself is kept.
     with psycopg.connect(pg_dsn, autocommit=True) as con:

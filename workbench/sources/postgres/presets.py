@@ -306,7 +306,12 @@ def _marten(table: str, columns: TableColumns) -> Query:
         "correlation_id": "e.correlation_id::text" if "correlation_id" in columns else "null::text",
         "causation_id": "e.causation_id::text" if "causation_id" in columns else "null::text",
         "data": f"{data}::text",
-        "metadata": f"jsonb_strip_nulls(jsonb_build_object({', '.join(meta_parts)}))::text",
+        # Columns that are null are left out, but not a null inside one (jsonb_strip_nulls
+        # would also drop a header's {"tenant": null}).
+        "metadata": (
+            "coalesce((select jsonb_object_agg(k, v) from jsonb_each(jsonb_build_object("
+            f"{', '.join(meta_parts)})) m(k, v) where v <> 'null'::jsonb), '{{}}')::text"
+        ),
     }
     return Query(
         source=f"postgres:{table}", table=quote_table(table)[2], position=c["seq_id"], columns=cols
