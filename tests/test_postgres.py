@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import uuid
@@ -475,6 +476,40 @@ def test_a_store_s_own_row_filling_a_passed_hole_is_not_a_lost_event(
     with psycopg.connect(pg_dsn, autocommit=True) as con:
         con.execute(f"insert into {table} (seq, kind, body) values (3, 'Created', '{{}}')")
     assert wb.archive_postgres(pg_dsn, tmp_path, table=table, settle_grace=0).late == [3]
+
+
+def test_metadata_that_is_not_json_is_kept_whole(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Axon's meta_data is XStream XML or Java-serialised bytes: the trace ids in it must
+    not be dropped for want of JSON."""
+    xml = "<meta-data><entry><string>traceId</string><string>t-1</string></entry></meta-data>"
+    java = b"\xac\xed\x00\x05sr\x00\x11java.util.HashMap"
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.axon (global_index bigint primary key, "
+            "time_stamp text, type text, payload text, meta_data bytea)"
+        )
+        for i, meta in enumerate([xml.encode(), java, b'{"traceId": "t-3"}', None], 1):
+            con.execute(
+                f"insert into {pg_schema}.axon values (%s, '2024-05-01T10:00:00Z', 'T', '{{}}', %s)",
+                (i, meta),
+            )
+    mappings = [
+        "global_position=column:global_index",
+        "recorded_at=column:time_stamp",
+        "event_type=column:type",
+        "data=column:payload",
+        "metadata=column:meta_data",
+    ]
+    result = wb.archive_postgres(
+        pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.axon", mappings=mappings
+    )
+    assert result.problems == {"metadata not JSON (kept as metadata:text or metadata:base64)": 2}
+    metas = [r["metadata"] for r in archived(tmp_path)]
+    assert json.loads(metas[0]) == {"metadata:text": xml}
+    assert base64.b64decode(json.loads(metas[1])["metadata:base64"]) == java
+    assert json.loads(metas[2]) == {"traceId": "t-3"} and metas[3] is None
 
 
 def test_a_repeated_position_is_named_in_one_line_and_exit_2(

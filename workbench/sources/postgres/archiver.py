@@ -20,11 +20,13 @@ rather than spliced onto the archive.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import html
+import json
 import os
 import re
 import signal
@@ -688,8 +690,25 @@ class PostgresArchiver:
                 column = pa.array([_utf8_or_none(v) for v in raw.to_pylist()], pa.string())
         ok_col = pc.fill_null(envelope.json_validity(column, self._duck), True)
         bad = len(ok_col) - pc.sum(ok_col.cast(pa.int64())).as_py() if len(ok_col) else 0
-        self._count(f"{name} not JSON", bad)
         idx = chunk.column_names.index(name)
+        if name == "metadata" and bad:
+            # No raw column holds it (data's is payload): kept whole inside the JSON, as
+            # Axon's XStream XML or Java-serialised meta_data, say, with its trace ids.
+            self._count("metadata not JSON (kept as metadata:text or metadata:base64)", bad)
+            kept = pa.array(
+                [
+                    None if ok else _kept_metadata(text, blob)
+                    for ok, text, blob in zip(
+                        ok_col.to_pylist(),
+                        column.to_pylist(),
+                        raw.to_pylist() if raw is not None else [None] * len(column),
+                        strict=True,
+                    )
+                ],
+                pa.string(),
+            )
+            return chunk.set_column(idx, name, pc.if_else(ok_col, column, kept))
+        self._count(f"{name} not JSON", bad)
         chunk = chunk.set_column(
             idx, name, pc.if_else(ok_col, column, pa.scalar(None, pa.string()))
         )
@@ -816,6 +835,22 @@ def _repeated(positions: np.ndarray, expected: int) -> int | None:
     previous = np.concatenate(([expected - 1], positions[:-1]))
     same = np.flatnonzero(positions == previous)
     return int(positions[same[0]]) if len(same) else None
+
+
+def _kept_metadata(text: str | None, blob: bytes | None) -> str:
+    """Metadata that is not JSON, as a JSON object holding it whole.
+
+    >>> _kept_metadata("<meta><traceId>t1</traceId></meta>", None)
+    '{"metadata:text": "<meta><traceId>t1</traceId></meta>"}'
+    >>> _kept_metadata("\\x00not utf-8", b"\\xac\\xed\\x00\\x05")
+    '{"metadata:base64": "rO0ABQ=="}'
+    """
+    if blob is not None:  # a bytea column: its text, if it is text
+        try:
+            text = blob.decode()
+        except UnicodeDecodeError:
+            return json.dumps({"metadata:base64": base64.b64encode(blob).decode()})
+    return json.dumps({"metadata:text": text})
 
 
 def _utf8_or_none(value: bytes | None) -> str | None:
