@@ -512,6 +512,52 @@ def test_metadata_that_is_not_json_is_kept_whole(
     assert json.loads(metas[2]) == {"traceId": "t-3"} and metas[3] is None
 
 
+def test_a_metadata_key_holding_dots_is_mapped_quoted_and_a_path_finding_nothing_is_said(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Eventuous keeps `eventuous.correlation-id` in its metadata: a path splits at dots,
+    so the key goes in double quotes; unquoted it found nothing, silently."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {pg_schema}.messages (global_position bigint, created timestamptz "
+            "default now(), message_type text, json_data jsonb, json_metadata jsonb)"
+        )
+        for i in (1, 2):
+            meta = {"eventuous.correlation-id": f"c{i}", "eventuous.causation-id": f"m{i}"}
+            con.execute(
+                f"insert into {pg_schema}.messages (global_position, message_type, json_data, "
+                "json_metadata) values (%s, 'Booked', '{}', %s)",
+                (i, json.dumps(meta)),
+            )
+    base = [
+        "global_position=column:global_position",
+        "recorded_at=column:created",
+        "event_type=column:message_type",
+        "data=column:json_data",
+        "metadata=column:json_metadata",
+    ]
+    table = f"{pg_schema}.messages"
+    quoted = wb.archive_postgres(
+        pg_dsn, tmp_path / "q", preset="generic", table=table,
+        mappings=[*base, 'correlation_id=metadata:"eventuous.correlation-id"'],
+    )  # fmt: skip
+    assert not quoted.problems
+    assert [r["correlation_id"] for r in archived(tmp_path / "q")] == ["c1", "c2"]
+    unquoted = wb.archive_postgres(
+        pg_dsn, tmp_path / "u", preset="generic", table=table,
+        mappings=[*base, "correlation_id=metadata:eventuous.correlation-id"],
+    )  # fmt: skip
+    assert unquoted.problems == {
+        "correlation_id: no value at metadata:eventuous.correlation-id (null) "
+        '(a key holding dots in double quotes: "a.b")': 2
+    }
+    with pytest.raises(MappingError, match="a key holding dots in double quotes"):
+        wb.archive_postgres(
+            pg_dsn, tmp_path / "bad", preset="generic", table=table,
+            mappings=[*base, 'correlation_id=metadata:"eventuous.correlation-id'],
+        )  # fmt: skip
+
+
 def test_a_repeated_position_is_named_in_one_line_and_exit_2(
     pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

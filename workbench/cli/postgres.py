@@ -32,7 +32,8 @@ def archive_postgres_command(
     mappings: list[str] = typer.Option(
         [],
         "--map",
-        help="FIELD=SPEC, SPEC one of column:NAME, const:VALUE, data:PATH, metadata:PATH.",
+        help="FIELD=SPEC, SPEC one of column:NAME, const:VALUE, data:PATH, metadata:PATH "
+        '(keys joined by dots; a key holding dots in double quotes: metadata:"a.b").',
     ),
     out: Path = typer.Option(..., "--out", help="Archive directory."),
     follow: bool = typer.Option(False, "--follow", help="Keep archiving new events."),

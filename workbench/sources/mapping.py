@@ -41,6 +41,9 @@ KINDS: Final[Mapping[str, str]] = {
 # subject:INDEX or subject:START:[STOP], Python's slice with a step of one.
 _SUBJECT_ARG = re.compile(r"-?\d+(?::(?:-?\d+)?)?")
 
+# One key of a data:/metadata: path: "in quotes" (may hold dots), or plain.
+_PATH_KEY = re.compile(r'"([^"]*)"|([^."]+)')
+
 # Columns that the archive itself owns; a mapping must not override them.
 _NOT_MAPPABLE: Final[frozenset[str]] = frozenset({"source", "global_position", "payload"})
 
@@ -66,12 +69,30 @@ class FieldSpec:
                 f"spec {text!r}: subject takes a token index (subject:2, subject:-1) or a "
                 "range of tokens joined by dots (subject:2: for the third to the last)"
             )
-        return cls(kind, arg)
+        spec = cls(kind, arg)
+        if kind in ("data", "metadata"):
+            spec.path  # noqa: B018  (refuses a path it cannot split, now rather than later)
+        return spec
 
     @property
     def path(self) -> tuple[str, ...]:
-        """The dotted path split into keys (for ``data:`` and ``metadata:``)."""
-        return tuple(self.arg.split("."))
+        """The dotted path split into keys (for ``data:`` and ``metadata:``); a key in
+        double quotes may hold dots, as Eventuous's ``eventuous.correlation-id`` does.
+
+        >>> FieldSpec.parse('metadata:"eventuous.correlation-id"').path
+        ('eventuous.correlation-id',)
+        >>> FieldSpec.parse('data:meta."a.b".c').path
+        ('meta', 'a.b', 'c')
+        """
+        if '"' not in self.arg:
+            return tuple(self.arg.split("."))
+        keys = _PATH_KEY.findall(self.arg)
+        if ".".join(f'"{q}"' if q or not plain else plain for q, plain in keys) != self.arg:
+            raise MappingError(
+                f"spec {self}: a path is keys joined by dots, a key holding dots in double "
+                'quotes (metadata:"eventuous.correlation-id")'
+            )
+        return tuple(q or plain for q, plain in keys)
 
     @property
     def subject_part(self) -> tuple[int, int | None] | int:

@@ -635,6 +635,10 @@ class PostgresArchiver:
         for name, spec in q.path_fields.items():
             raw = _path_expr(spec)
             exprs[name] = _typed_path(name, raw)
+            # A path that finds nothing in a payload that is there: misspelt, or a key
+            # holding dots not quoted; a field silently null in every row otherwise.
+            if name != "schema_version":  # none is version 1
+                exprs[f"_nopath_{name}"] = f"({raw} is null and {_path_column(spec)} is not null)"
             if name in _INT_FIELDS:
                 exprs[f"_bad_{name}"] = f"({raw} is not null and {exprs[name]} is null)"
         for name in q.instant_fields:  # a text or epoch-number column's text
@@ -660,6 +664,13 @@ class PostgresArchiver:
             flag = chunk.column(name)
             if name == "_no_recorded_at":
                 problem = "recorded_at missing (archive time used)"
+            elif name.startswith("_nopath_"):
+                field_name = name.removeprefix("_nopath_")
+                spec = q.path_fields[field_name]
+                quote = (
+                    ' (a key holding dots in double quotes: "a.b")' if len(spec.path) > 1 else ""
+                )
+                problem = f"{field_name}: no value at {spec} (null){quote}"
             elif name.startswith("_untimed_"):
                 field_name = name.removeprefix("_untimed_")
                 used = "archive time used" if field_name == "recorded_at" else "null"
@@ -872,8 +883,12 @@ _DUCK_TYPES = {
 }
 
 
+def _path_column(spec: FieldSpec) -> str:
+    return "data" if spec.kind == "data" else "metadata"
+
+
 def _path_expr(spec: FieldSpec) -> str:
-    column = "data" if spec.kind == "data" else "metadata"
+    column = _path_column(spec)
     path = "$" + "".join(
         '."' + key.replace('"', '\\"').replace("'", "''") + '"' for key in spec.path
     )
