@@ -44,7 +44,7 @@ def test_late_commit_is_waited_for(pg_dsn: str, pg_schema: str, tmp_path: Path) 
     table = create_message_db(pg_dsn, pg_schema)
     with (
         PostgresArchiver(pg_dsn, tmp_path, table=table) as archiver,
-        psycopg.connect(pg_dsn) as slow,
+        psycopg.connect(pg_dsn, application_name="notebook") as slow,
         psycopg.connect(pg_dsn, autocommit=True) as fast,
     ):
         write_message(slow, pg_schema, "memory-1", "MemoryCreated", {})  # takes 1, stays open
@@ -52,6 +52,12 @@ def test_late_commit_is_waited_for(pg_dsn: str, pg_schema: str, tmp_path: Path) 
         assert archiver.poll() == 0  # 2 is visible, but 1 may still commit
         assert archiver.waiting and archiver.result.waiting_at == 1
         assert archiver.poll() == 0
+        # The summary names who holds it (a notebook left in a transaction, a pool, pg_dump).
+        (held,) = archiver.result.held_by
+        assert held.startswith(
+            f"pid {slow.info.backend_pid} (notebook, idle in transaction, since "
+        )
+        assert held in archiver.result.summary()
         slow.commit()
         assert archiver.poll() == 2
         assert not archiver.waiting

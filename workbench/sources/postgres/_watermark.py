@@ -104,6 +104,35 @@ class Watermark:
             self.pending = [e for e in still if e.position > self.settled_position]
         return self.settled_position
 
+    def holders(self, con: Any) -> list[str]:
+        """Who still holds the lowest waiting hole open: each transaction of those that were
+        running when it was seen that still runs (``pid 4711 (psql, idle in transaction,
+        since 2026-05-01 10:00:00+00:00)``), a notebook or pool left in a transaction, say."""
+        if not self.pending:
+            return []
+        running = sorted(self.pending[0].running)
+        vxids = [v for v in running if not v.startswith("prepared:")]
+        held = [
+            f"prepared transaction {v.removeprefix('prepared:')!r}"
+            for v in running
+            if v not in vxids
+        ]
+        if vxids:
+            listed = ", ".join("'" + v.replace("'", "''") + "'" for v in vxids)
+            rows = fetch_all(
+                con,
+                "select a.pid, a.application_name, a.state, date_trunc('second', a.xact_start) "
+                "from pg_locks l join pg_stat_activity a on a.pid = l.pid "
+                f"where l.locktype = 'virtualxid' and l.virtualxid::text in ({listed}) "
+                "order by a.xact_start",
+                "reading which transactions hold a hole open (pg_stat_activity)",
+            )
+            held[:0] = [
+                f"pid {pid} ({app or 'no application_name'}, {state}, since {start})"
+                for pid, app, state, start in rows
+            ]
+        return held
+
 
 def require_primary(con: Any) -> None:
     """Refuse a hot standby: holes could not be told from late commits there."""

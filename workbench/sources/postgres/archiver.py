@@ -95,6 +95,8 @@ class ArchivePostgresResult(RunResult):
     files: int = 0
     waiting_at: int | None = None
     waits: int = 0  # polls that stopped at a hole an open transaction could still fill
+    #: The transactions that held the hole at ``waiting_at`` open when the run ended.
+    held_by: tuple[str, ...] = ()
     #: Positions of rows committed inside ranges recorded as missing: not archived.
     late: list[int] = field(default_factory=list)
     #: Identity fields (stream, event_id) the mapping leaves out: null in every row.
@@ -163,9 +165,13 @@ class ArchivePostgresResult(RunResult):
                 "archive.lag() flags recorded_at stepping back)"
             )
         if self.waiting_at is not None:
-            text += (
-                f"; stopped before position {self.waiting_at}: a transaction that may still "
-                "commit holds it, or it has not stayed empty for the settle grace yet"
+            text += f"; stopped before position {self.waiting_at}: " + (
+                f"a transaction that may still commit holds it: {'; '.join(self.held_by)} "
+                "(any open transaction of the database may have drawn it; the rest are "
+                "archived once it ends)"
+                if self.held_by
+                else "a transaction that may still commit holds it, or it has not stayed "
+                "empty for the settle grace yet"
             )
         if self.late:
             shown = ", ".join(map(str, self.late[:5])) + (", ..." if len(self.late) > 5 else "")
@@ -340,6 +346,8 @@ class PostgresArchiver:
                 )
         finally:
             run(self._con, "commit", "ending the snapshot")
+        if self.result.waiting_at is not None:
+            self.result.held_by = tuple(self.watermark.holders(self._con))
         return self.result.rows_archived - before
 
     def _first_floor(self) -> int:
