@@ -77,8 +77,11 @@ def test_message_db_preset_fills_the_envelope(pg_dsn: str, pg_schema: str, tmp_p
             write_message(con, pg_schema, "memory-3", "MemoryTagged", {}, cause)
     result = wb.archive_postgres(pg_dsn, tmp_path, preset="message-db", table=table)
     assert (result.rows_archived, result.last_position, result.gaps) == (5, 5, [])
-    assert result.problems == {"schema_version not an integer (null)": 1}
+    assert result.problems == {
+        "schema_version not an integer (null; its text in metadata schema_version:text)": 1
+    }
     rows = archived(tmp_path)
+    assert json.loads(rows[2]["metadata"])["schema_version:text"] == "two"
     assert [r["source"] for r in rows] == [f"postgres:{table}"] * 5
     assert [(r["stream"], r["stream_position"], r["event_type"]) for r in rows[:3]] == [
         ("memory-1", 0, "MemoryCreated"),
@@ -408,7 +411,7 @@ def test_generic_preset_counts_row_level_problems(
         "null stream": 1,
         "null data": 1,  # the text that is not JSON is counted once, above
         "recorded_at missing (archive time used)": 1,
-        "schema_version not an integer (null)": 1,
+        "schema_version not an integer (null; its text in metadata schema_version:text)": 1,
     }
     rows = archived(tmp_path)
     assert rows[0]["correlation_id"] == "r1" and rows[0]["schema_version"] == 3
@@ -1032,14 +1035,20 @@ def test_an_integer_field_from_a_text_column_nulls_one_bad_value(
     )
     assert result.rows_archived == 3
     assert result.problems == {
-        "schema_version not an integer (null)": 1,
-        "stream_position not an integer (null)": 1,
+        "schema_version not an integer (null; its text in metadata schema_version:text)": 1,
+        "stream_position not an integer (null; its text in metadata stream_position:text)": 1,
     }
     rows = archived(tmp_path)
     assert [(r["schema_version"], r["stream_position"]) for r in rows] == [
         (2, 0),
         (None, 1),
         (1, None),
+    ]
+    # What was no integer is kept (Axon's payload_revision "1.0", say), not lost.
+    assert [r["metadata"] and json.loads(r["metadata"]) for r in rows] == [
+        None,
+        {"schema_version:text": "x"},
+        {"stream_position:text": "y"},
     ]
 
 

@@ -648,7 +648,7 @@ class PostgresArchiver:
             if name != "schema_version":  # none is version 1
                 exprs[f"_nopath_{name}"] = f"({raw} is null and {_path_column(spec)} is not null)"
             if name in _INT_FIELDS:
-                exprs[f"_bad_{name}"] = f"({raw} is not null and {exprs[name]} is null)"
+                exprs[f"_bad_{name}"] = f"case when {exprs[name]} is null then {raw} end"
         for name in q.instant_fields:  # a text or epoch-number column's text
             exprs[name] = _finite(instant_sql(f'"{name}"'))
             exprs[f"_untimed_{name}"] = f'("{name}" is not null and {exprs[name]} is null)'
@@ -668,6 +668,7 @@ class PostgresArchiver:
             recorded = _or_archive_time(chunk.column("occurred_at"))
             chunk = chunk.append_column("recorded_at", recorded)
         bad_version = None
+        unreadable: dict[str, pa.ChunkedArray] = {}  # metadata key → text, null where fine
         for name in [n for n in chunk.column_names if n.startswith("_")]:
             flag = chunk.column(name)
             if name == "_no_recorded_at":
@@ -683,12 +684,19 @@ class PostgresArchiver:
                 field_name = name.removeprefix("_untimed_")
                 used = "archive time used" if field_name == "recorded_at" else "null"
                 problem = f"{field_name} not a time ({used})"
-            else:
-                problem = f"{name.removeprefix('_bad_')} not an integer (null)"
+            else:  # _bad_<field>: the text that is no integer, kept in metadata
+                field_name = name.removeprefix("_bad_")
+                problem = (
+                    f"{field_name} not an integer (null; its text in metadata {field_name}:text)"
+                )
+                unreadable[f"{field_name}:text"] = flag
+                flag = pc.is_valid(flag)
+                if name == "_bad_schema_version":
+                    bad_version = flag
             self._count(problem, pc.sum(flag.cast(pa.int64())).as_py() or 0)
-            if name == "_bad_schema_version":
-                bad_version = flag
             chunk = chunk.drop_columns([name])
+        if unreadable:
+            chunk = _keep_in_metadata(chunk, unreadable)
         for name in q.expected:
             if name in chunk.column_names:
                 nulls = pc.is_null(chunk.column(name))
@@ -854,6 +862,33 @@ def _repeated(positions: np.ndarray, expected: int) -> int | None:
     previous = np.concatenate(([expected - 1], positions[:-1]))
     same = np.flatnonzero(positions == previous)
     return int(positions[same[0]]) if len(same) else None
+
+
+def _keep_in_metadata(chunk: pa.Table, values: dict[str, pa.ChunkedArray]) -> pa.Table:
+    """``chunk`` with each non-null text of ``values`` added to its row's metadata object
+    under the key it is given (a payload_revision "1.0", no integer: kept, not lost).
+
+    >>> t = pa.table({"metadata": ['{"a": 1}', None], "x": [1, 2]})
+    >>> _keep_in_metadata(t, {"v:text": pa.chunked_array([["1.0", None]])})["metadata"].to_pylist()
+    ['{"a": 1, "v:text": "1.0"}', None]
+    """
+    texts = {key: column.to_pylist() for key, column in values.items()}
+    metas = chunk.column("metadata").to_pylist() if "metadata" in chunk.column_names else None
+    merged: list[str | None] = []
+    for i in range(chunk.num_rows):
+        extra = {key: column[i] for key, column in texts.items() if column[i] is not None}
+        meta = metas[i] if metas is not None else None
+        if not extra:
+            merged.append(meta)
+            continue
+        held = json.loads(meta) if meta is not None else {}
+        # Metadata that is JSON but no object (a list): kept beside, under its own key.
+        obj = held if isinstance(held, dict) else {"metadata:json": held}
+        merged.append(json.dumps({**obj, **extra}))
+    column = pa.array(merged, pa.string())
+    if metas is None:
+        return chunk.append_column("metadata", column)
+    return chunk.set_column(chunk.column_names.index("metadata"), "metadata", column)
 
 
 def _kept_metadata(text: str | None, blob: bytes | None) -> str:

@@ -81,7 +81,7 @@ class Query:
 
     ``select(after, limit)`` returns rows with ``position > after`` in position
     order. Columns are envelope columns plus helper columns starting with
-    ``_`` (``_state`` raw eventsourcing state, ``_bad_<field>`` a value that
+    ``_`` (``_state`` raw eventsourcing state, ``_bad_<field>`` the text of a value that
     is not an integer, ``_no_recorded_at``) that the archiver turns into
     fields and counts. ``instant_fields`` come as text (a text or epoch-number
     column), read as times by DuckDB over the batch.
@@ -181,12 +181,12 @@ def _int_or_null(text_expr: str, pg_type: str = "int", digits: int = 9) -> str:
 
 
 def _schema_version(text_expr: str) -> dict[str, str]:
-    """``schema_version`` from text that should hold an integer, and its flag when it does not
-    (the archiver counts the flag and keeps the row, with the version null)."""
+    """``schema_version`` from text that should hold an integer, and that text when it does
+    not (the archiver counts it and keeps it in metadata; the version is null)."""
     version = _int_or_null(text_expr)
     return {
         "schema_version": version,
-        "_bad_schema_version": f"({text_expr} is not null and {version} is null)",
+        "_bad_schema_version": f"case when {version} is null then {text_expr} end",
     }
 
 
@@ -606,7 +606,7 @@ def build_query(
                 # One bad value must not fail the whole read: null it and count it.
                 as_int = _int_or_null(f"{expr}::text", _INT_TYPES[field_name], 18)
                 cols[field_name] = as_int
-                cols[f"_bad_{field_name}"] = f"({expr} is not null and {as_int} is null)"
+                cols[f"_bad_{field_name}"] = f"case when {as_int} is null then {expr}::text end"
             elif field_name in _TIME_FIELDS and pg_type not in _TIME_PG_TYPES:
                 if pg_type in _NEVER_TIME_PG_TYPES or pg_type.startswith("_"):  # "_": an array
                     raise MappingError(
