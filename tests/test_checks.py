@@ -44,6 +44,9 @@ def test_gaps_tell_recorded_reasons_from_guesses(tmp_path: Path) -> None:
     ]
     assert gaps.positions["missing"].to_list() == [4, 2, 3, 2, 3]
     assert gaps.found == 4  # a rolled-back sequence value lost nothing
+    # print() and a plain REPL say what was found, as a notebook's view does.
+    assert str(gaps) == gaps.summary()
+    assert repr(gaps).startswith(f"Gaps(found=4: {gaps.summary()}; positions=5 rows, streams=")
     assert gaps.summary().startswith(
         "12 missing position(s) in 4 range(s) (deleted: 2, retention: 4, unknown: 6); "
         "2 that never held an event (rolled-back: 2; no fault)"

@@ -78,6 +78,10 @@ class CheckResult:
             parts.append(f"<details><summary>{html.escape(title)}{more}</summary>{shown}</details>")
         return "\n".join(parts)
 
+    def __str__(self) -> str:
+        return self.summary()
+
     def __repr__(self) -> str:
-        sizes = ", ".join(f"{k}={v.height}" for k, v in self.tables().items())
-        return f"{type(self).__name__}(found={self.found}, {sizes})"
+        # A plain REPL shows this: what was found first, then the tables' sizes.
+        sizes = ", ".join(f"{k}={v.height} rows" for k, v in self.tables().items())
+        return f"{type(self).__name__}(found={self.found}: {self.summary()}; {sizes})"
