@@ -132,7 +132,7 @@ class Gap(NamedTuple):
 assert {"retention", "deleted"} <= set(GAP_REASONS)  # names shared with the archivers
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class GroundTruth:
     """Exactly which faults are in :attr:`Scenario.events`, by ``global_position``.
 
@@ -180,8 +180,12 @@ class GroundTruth:
             "correlations": len(self.correlation_ids),
         }
 
+    def __repr__(self) -> str:  # the fields hold every planted position: counts instead
+        counts = ", ".join(f"{k}={v:,}" for k, v in self.summary().items())
+        return f"GroundTruth({counts})"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class Scenario:
     """A generated event history: envelopes plus the truth about their faults.
 
@@ -197,6 +201,18 @@ class Scenario:
     history: pa.Table
     seed: int
     source: str
+
+    def __repr__(self) -> str:
+        """One line (a notebook cell's output showed every column of every event).
+
+        >>> from workbench.scenario import generate
+        >>> repr(generate(seed=3, entities=10, events=300))[:60]
+        "Scenario(seed=3, source='jetstream:MEMORIES', events=300, tr"
+        """
+        return (
+            f"Scenario(seed={self.seed}, source={self.source!r}, "
+            f"events={self.events.num_rows:,}, truth={self.truth!r})"
+        )
 
     def write_archive(
         self, root: str | os.PathLike[str], *, record_gaps: bool = True, chunk_size: int = 100_000
