@@ -1975,3 +1975,18 @@ def test_names_and_filters_that_would_reach_sql_as_something_else(
 
     quoted = wb.replay(archive, Quoted, into=tmp_path / "q.duckdb")
     assert quoted.sql('select count("say ""hi""") from items').fetchall()[0][0] > 0
+
+
+def test_a_read_only_connection_of_this_process_in_the_way_is_named(
+    archive: Path, tmp_path: Path
+) -> None:
+    """A notebook that opened the output read-only to look at it, then replays again."""
+    into = tmp_path / "o.duckdb"
+    wb.replay(archive, Memories, into=into)
+    looking = duckdb.connect(str(into), read_only=True)
+    try:
+        with pytest.raises(ProjectionError, match=r"this process has it open read-only"):
+            wb.replay(archive, Memories, into=into)
+    finally:
+        looking.close()
+    assert wb.replay(archive, Memories, into=into).events_applied > 0

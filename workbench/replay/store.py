@@ -167,6 +167,16 @@ def connect(into: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
         raise ProjectionError(f"directory {path.parent} does not exist")
     try:
         con = _duckdb.connect(str(path))
+    except duckdb.ConnectionException as exc:
+        if "different configuration" not in str(exc):
+            raise ProjectionError(f"cannot open {path}: {_duckdb.error_line(exc)}") from None
+        # DuckDB shares one database per file within a process: a connection of this
+        # process (a notebook's read_only=True one, say) is in the way, not another's.
+        raise ProjectionError(
+            f"cannot open {path}: this process has it open read-only or with other settings "
+            "(a duckdb.connect(..., read_only=True) in this notebook?); close that "
+            "connection first"
+        ) from None
     except duckdb.Error as exc:
         raise ProjectionError(f"cannot open {path}: {_duckdb.error_line(exc)}") from None
     # DuckDB opens some files it cannot use as a database (Parquet, CSV) in
