@@ -138,6 +138,8 @@ def test_a_chart_given_a_result_instead_of_a_frame_says_so(archive: wb.Archive) 
 def test_replay_and_diff_charts_take_documented_columns() -> None:
     spec = charts.diff_summary(pl.DataFrame({"column": ["a", "b"], "changed": [3, 1]})).to_dict()
     assert spec["encoding"]["x"]["field"] == "changed" and len(values(spec)) == 2
+    # Whole counts: a tick at each of a short axis (not 0 1 1 2 2 3 3, halves rounded).
+    assert spec["encoding"]["x"]["axis"]["values"] == [0, 1, 2, 3]
     spec = charts.handler_cost(
         pl.DataFrame({"handler": ["on_created"], "events": [200], "seconds": [0.5]})
     ).to_dict()

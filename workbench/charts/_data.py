@@ -19,6 +19,7 @@ from workbench.analysis._buckets import BUCKET_SECONDS
 __all__ = [
     "MAX_POINTS",
     "coarsen",
+    "count_axis",
     "inline",
     "nothing_to_show",
     "require",
@@ -29,6 +30,23 @@ __all__ = [
 
 #: Upper bound on rows a chart aggregates down to.
 MAX_POINTS: Final[int] = 2_000
+
+
+def count_axis(counts: pl.Series) -> alt.Axis:
+    """An axis of whole ``counts``: no tick between two whole numbers.
+
+    Vega drops ``tickMinStep`` as vl-convert renders it, so an axis to 2 read
+    ``0 1 1 2 2`` (0.5 and 1.5 rounded); up to 10 the ticks are listed instead.
+
+    >>> count_axis(pl.Series([2, 1])).to_dict()["values"]
+    [0, 1, 2]
+    >>> count_axis(pl.Series([500])).to_dict()["tickMinStep"]
+    1
+    """
+    largest = counts.cast(pl.Float64).max()
+    if isinstance(largest, float) and largest <= 10:
+        return alt.Axis(format=",d", values=list(range(int(largest) + 1)))
+    return alt.Axis(format=",d", tickMinStep=1)
 
 
 def require(frame: pl.DataFrame, columns: dict[str, str], chart: str) -> None:

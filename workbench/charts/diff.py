@@ -5,12 +5,9 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import inline, nothing_to_show, require, top_n
+from workbench.charts._data import count_axis, inline, nothing_to_show, require, top_n
 
 __all__ = ["diff_overview", "diff_statuses", "diff_summary"]
-
-#: Counts are whole rows: no 0.5 ticks on a short axis.
-_COUNT_AXIS = alt.Axis(format=",d", tickMinStep=1)
 
 
 def diff_statuses(counts: pl.DataFrame) -> alt.Chart | alt.LayerChart:
@@ -31,7 +28,7 @@ def diff_statuses(counts: pl.DataFrame) -> alt.Chart | alt.LayerChart:
     if frame.is_empty():
         return nothing_to_show("Rows by status", "Both sides are empty.")
     base = alt.Chart(inline(frame)).encode(
-        x=alt.X("rows:Q", title="rows", axis=_COUNT_AXIS),
+        x=alt.X("rows:Q", title="rows", axis=count_axis(frame["rows"])),
         y=alt.Y("status:N", sort="-x", title=None),
         tooltip=["status:N", alt.Tooltip("rows:Q", format=",d")],
     )
@@ -66,7 +63,7 @@ def diff_summary(summary: pl.DataFrame) -> alt.Chart:
         alt.Chart(inline(frame))
         .mark_bar(color="#d62728")
         .encode(
-            x=alt.X("changed:Q", title="rows that differ", axis=_COUNT_AXIS),
+            x=alt.X("changed:Q", title="rows that differ", axis=count_axis(frame["changed"])),
             y=alt.Y("column:N", sort="-x", title=None),
             tooltip=["column:N", alt.Tooltip("changed:Q", format=",d")],
         )

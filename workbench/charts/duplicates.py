@@ -5,7 +5,15 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import coarsen, inline, nothing_to_show, require, utc_time, utc_tooltip
+from workbench.charts._data import (
+    coarsen,
+    count_axis,
+    inline,
+    nothing_to_show,
+    require,
+    utc_time,
+    utc_tooltip,
+)
 
 __all__ = ["duplicates_chart"]
 
@@ -39,12 +47,13 @@ def duplicates_chart(timeline: pl.DataFrame) -> alt.TopLevelMixin:
         ["kind", "event_type"],
         sums=("copies",),
     )
+    tallest = frame.group_by("bucket", "kind").agg(pl.col("copies").sum())["copies"]
     return (
         alt.Chart(inline(frame))
         .mark_bar()
         .encode(
             x=utc_time("bucket", "recorded at"),
-            y=alt.Y("sum(copies):Q", title="extra copies"),
+            y=alt.Y("sum(copies):Q", title="extra copies", axis=count_axis(tallest)),
             color=alt.Color("event_type:N", title="event type"),
             tooltip=["kind:N", "event_type:N", utc_tooltip("bucket"), "copies:Q"],
         )
