@@ -44,6 +44,10 @@ def test_gaps_tell_recorded_reasons_from_guesses(tmp_path: Path) -> None:
     ]
     assert gaps.positions["missing"].to_list() == [4, 2, 3, 2, 3]
     assert gaps.found == 4  # a rolled-back sequence value lost nothing
+    # The chart's axis spans the archive, not just the gaps, so a gap shows where it falls.
+    w.append(table([30]))
+    spanned = wb.open_archive(tmp_path).gaps().chart().to_dict()["layer"][0]["encoding"]["x"]
+    assert spanned["scale"]["domain"] == [1, 31]
     # print() and a plain REPL say what was found, as a notebook's view does.
     assert str(gaps) == gaps.summary()
     assert repr(gaps).startswith(f"Gaps(found=4: {gaps.summary()}; positions=5 rows, streams=")

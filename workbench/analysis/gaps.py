@@ -152,6 +152,8 @@ class Gaps(CheckResult):
     streams: pl.DataFrame
     unchecked: pl.DataFrame
     accepted: frozenset[str] = frozenset()
+    #: ``source, first_position, last_position`` archived: what the chart's axis spans.
+    extent: pl.DataFrame | None = None
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {"positions": self.positions, "streams": self.streams, "unchecked": self.unchecked}
@@ -198,7 +200,7 @@ class Gaps(CheckResult):
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.gaps import gaps_chart  # charts sit above analysis
 
-        return gaps_chart(self.positions)
+        return gaps_chart(self.positions, extent=self.extent)
 
 
 def _by_reason(positions: pl.DataFrame) -> str:
@@ -272,4 +274,12 @@ def find_gaps(reader: ArchiveReader, *, accept: Collection[str] = ()) -> Gaps:
         streams=streams,
         unchecked=find_unchecked(reader, [STREAM_GAPS_NEED]),
         accepted=frozenset(accept),
+        extent=pl.DataFrame(
+            [(f.source, f.first, f.last) for f in reader.files],
+            schema={"source": pl.String, "first_position": pl.Int64, "last_position": pl.Int64},
+            orient="row",
+        )
+        .group_by("source")
+        .agg(pl.col("first_position").min(), pl.col("last_position").max())
+        .sort("source"),
     )

@@ -11,12 +11,16 @@ from workbench.charts._data import MAX_POINTS, inline, nothing_to_show, require
 __all__ = ["gaps_chart"]
 
 
-def gaps_chart(positions: pl.DataFrame) -> alt.Chart | alt.LayerChart:
+def gaps_chart(
+    positions: pl.DataFrame, *, extent: pl.DataFrame | None = None
+) -> alt.Chart | alt.LayerChart:
     """Ranges of missing ``global_position`` per source as bars, coloured by reason.
 
     ``positions``: ``source, first_missing, last_missing, missing, reason``
     (``Gaps.positions``). Many small gaps are merged into position bins (per
     source and reason, missing counts summed), so nothing is dropped.
+    ``extent`` (``source, first_position, last_position``, ``Gaps.extent``): the
+    archived positions, which the axis spans, so a gap shows where it falls.
 
     >>> f = pl.DataFrame({"source": ["s"], "first_missing": [3], "last_missing": [5],
     ...                   "missing": [3], "reason": ["deleted"]})
@@ -48,8 +52,17 @@ def gaps_chart(positions: pl.DataFrame) -> alt.Chart | alt.LayerChart:
                        max(last_missing) as last_missing, sum(missing)::bigint as missing, reason
                 from binned group by source, reason, bin order by all"""
         ).pl()
+    scale = alt.Scale(zero=False)
+    if extent is not None and extent.height:
+        ends = pl.concat(
+            [
+                frame.select(low="first_missing", high="last_missing"),
+                extent.select(low="first_position", high="last_position"),
+            ]
+        ).select(pl.col("low").min(), pl.col("high").max() + 1)
+        scale = alt.Scale(domain=list(ends.row(0)), nice=False)
     base = alt.Chart(inline(frame)).encode(
-        x=alt.X("first_missing:Q", title="global_position"),
+        x=alt.X("first_missing:Q", title="global_position", scale=scale),
         y=alt.Y("source:N", title=None),
         color=alt.Color("reason:N", title="reason"),
         tooltip=["source:N", "reason:N", "first_missing:Q", "last_missing:Q", "missing:Q"],
