@@ -44,10 +44,6 @@ def test_gaps_tell_recorded_reasons_from_guesses(tmp_path: Path) -> None:
     ]
     assert gaps.positions["missing"].to_list() == [4, 2, 3, 2, 3]
     assert gaps.found == 4  # a rolled-back sequence value lost nothing
-    # The chart's axis spans the archive, not just the gaps, so a gap shows where it falls.
-    w.append(table([30]))
-    spanned = wb.open_archive(tmp_path).gaps().chart().to_dict()["layer"][0]["encoding"]["x"]
-    assert spanned["scale"]["domain"] == [1, 31]
     # print() and a plain REPL say what was found, as a notebook's view does.
     assert str(gaps) == gaps.summary()
     assert repr(gaps).startswith(f"Gaps(found=4: {gaps.summary()}; positions=5 rows, streams=")
@@ -61,6 +57,10 @@ def test_gaps_tell_recorded_reasons_from_guesses(tmp_path: Path) -> None:
     assert "6 removed as expected (deleted: 2, retention: 4; accepted)" in kv.summary()
     with pytest.raises(ArchiveError, match=r"accepted gap reason\(s\) purged: not a reason"):
         wb.open_archive(tmp_path).gaps(accept=["purged"])
+    # The chart's axis spans the archive, not only its gaps, so a gap shows where it falls.
+    w.append(table([30]))
+    spanned = wb.open_archive(tmp_path).gaps().chart().to_dict()["layer"][0]["encoding"]["x"]
+    assert spanned["scale"]["domain"] == [1, 31]
 
 
 def test_stream_gaps(tmp_path: Path) -> None:
