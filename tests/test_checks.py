@@ -539,6 +539,12 @@ def test_events_without_a_correlation_are_not_one_big_correlation(tmp_path: Path
     assert graph.summary().startswith("5 event(s) (3 without a correlation id) in 1 correlation(s)")
     chart = graph.chart().to_dict()  # the largest real correlation, not the null group
     assert {row["event_id"] for row in chart["data"]["values"]} == {"a", "b"}
+    # Drawn unasked, it says which correlation it is (the whole archive's chart looked
+    # like any one correlation's).
+    assert chart["title"]["subtitle"] == (
+        "correlation_id r: the largest of 1 (chart(correlation_id) draws another)"
+    )
+    assert graph.chart("r").to_dict()["title"]["subtitle"] == "correlation_id r"
 
 
 # ---------------------------------------------------------- planted truth

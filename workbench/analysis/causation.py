@@ -192,8 +192,14 @@ class Causation(CheckResult):
         from workbench.charts.causation import causation_waterfall
 
         wanted = correlation_id or self.correlation_id
+        subtitle = None if wanted is None else f"correlation_id {wanted}"
         if wanted is None and self.correlations.height:
             wanted = self.correlations.sort("events", descending=True)["correlation_id"][0]
+            # Drawn unasked: say which, and that the others are a call away.
+            subtitle = (
+                f"correlation_id {wanted}: the largest of {self.correlations.height:,} "
+                "(chart(correlation_id) draws another)"
+            )
         # No correlation at all (raw NATS messages carry none): an empty waterfall.
         nodes = (
             self.nodes.clear()
@@ -202,7 +208,7 @@ class Causation(CheckResult):
         )
         if correlation_id is not None and not nodes.height:
             raise ArchiveError(f"no event of this graph has correlation_id {correlation_id!r}")
-        return causation_waterfall(nodes)
+        return causation_waterfall(nodes, subtitle=subtitle)
 
 
 def find_causation(

@@ -15,12 +15,12 @@ __all__ = ["MAX_WATERFALL_ROWS", "causation_waterfall"]
 MAX_WATERFALL_ROWS: Final[int] = 300
 
 
-def causation_waterfall(nodes: pl.DataFrame) -> alt.TopLevelMixin:
+def causation_waterfall(nodes: pl.DataFrame, *, subtitle: str | None = None) -> alt.TopLevelMixin:
     """One row per event in tree order; a bar from the parent's time to the event's, links to the parent.
 
     ``nodes``: ``tree_order, event_id, event_type, parent_id, depth, event_at,
     parent_at, seconds, orphan`` (``Causation.nodes`` filtered to one
-    ``correlation_id``).
+    ``correlation_id``). ``subtitle``: which correlation it is, and why that one.
 
     >>> import datetime as dt
     >>> t = [dt.datetime(2024, 1, 1, 0, 0, s) for s in range(3)]
@@ -115,4 +115,5 @@ def causation_waterfall(nodes: pl.DataFrame) -> alt.TopLevelMixin:
     # A layer with no rows gives Vega an infinite extent (a warning); a root alone has no links.
     has_parent = frame["parent_at"].is_not_null().any()
     layers = [links, bars, points] if has_parent else [points]
-    return alt.layer(*layers).properties(title=title, width=600, height=alt.Step(14))
+    heading = alt.TitleParams(title, subtitle=subtitle) if subtitle else title
+    return alt.layer(*layers).properties(title=heading, width=600, height=alt.Step(14))
