@@ -221,7 +221,7 @@ class Lag(CheckResult):
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.lag import consumer_lag_chart, recording_lag_chart
 
-        recording = recording_lag_chart(self.recording)
+        recording = recording_lag_chart(self.recording, late=self.late)
         if self.consumers.height == 0:
             return recording
         return recording & consumer_lag_chart(self.consumers)

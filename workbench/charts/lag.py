@@ -4,18 +4,40 @@ from __future__ import annotations
 
 import altair as alt
 import polars as pl
+from altair.utils.schemapi import UndefinedType
 
 from workbench._text import duration
-from workbench.charts._data import coarsen, inline, nothing_to_show, require, utc_time, utc_tooltip
+from workbench.charts._data import (
+    MAX_POINTS,
+    coarsen,
+    inline,
+    nothing_to_show,
+    require,
+    utc_time,
+    utc_tooltip,
+)
 
 __all__ = ["consumer_lag_chart", "recording_lag_chart"]
 
 
-def recording_lag_chart(recording: pl.DataFrame) -> alt.TopLevelMixin:
-    """p50 and p95 seconds from ``occurred_at`` to ``recorded_at`` per source over time.
+#: Ticks of the log lag axis: seconds and how they read.
+_LAG_TICKS = [
+    (0, "0"), (0.01, "10 ms"), (0.1, "100 ms"), (1, "1 s"), (10, "10 s"), (60, "1 min"),
+    (600, "10 min"), (3600, "1 h"), (36000, "10 h"), (86400, "1 d"), (864000, "10 d"),
+]  # fmt: skip
+
+
+def recording_lag_chart(
+    recording: pl.DataFrame, *, late: pl.DataFrame | None = None
+) -> alt.TopLevelMixin:
+    """p50 and p95 seconds from ``occurred_at`` to ``recorded_at`` per source over time,
+    and the ``late`` events each as a red point.
 
     ``recording``: ``source, bucket, events, p50_seconds, p95_seconds, max_seconds``
-    (``Lag.recording``).
+    (``Lag.recording``); ``late``: ``recorded_at, lag_seconds`` and, for the
+    tooltip, ``global_position, event_type`` (``Lag.late``). With late events the
+    axis is symmetric-log, so hours-late events and a band of milliseconds both
+    show; the latest :data:`MAX_POINTS` are drawn.
 
     >>> import datetime as dt
     >>> f = pl.DataFrame({"source": ["s"], "bucket": [dt.datetime(2024, 1, 1)], "events": [3],
@@ -46,26 +68,71 @@ def recording_lag_chart(recording: pl.DataFrame) -> alt.TopLevelMixin:
         sums=("events",),
         maxes=("p50_seconds", "p95_seconds"),
     )
-    base = alt.Chart(inline(frame)).encode(
+    base = alt.Chart().encode(  # the layer holds the data once; the late points their own
         x=utc_time("bucket", "recorded at"),
         color=alt.Color("source:N", title="source"),
         tooltip=["source:N", utc_tooltip("bucket"), "events:Q", "p50_seconds:Q", "p95_seconds:Q"],
     )
+    has_late = late is not None and late.height > 0
+    y_title = (
+        "occurred_at to recorded_at (log scale)"
+        if has_late
+        else "seconds from occurred_at to recorded_at"
+    )
+    scale: alt.Scale | UndefinedType = alt.Undefined
+    axis: alt.Axis | UndefinedType = alt.Undefined
+    if late is not None and has_late:
+        # Milliseconds of band and hours-late events on one axis: symmetric log (0 stays
+        # 0), its ticks at each power of ten the values reach (Vega's own are few).
+        top = (
+            pl.concat([late["lag_seconds"].cast(pl.Float64), timed["p95_seconds"]])
+            .to_frame("s")
+            .select(pl.col("s").max().fill_null(0.0))
+            .item()
+        )
+        ticks = [(s, label) for s, label in _LAG_TICKS if s <= 10 * top]
+        scale = alt.Scale(type="symlog", constant=0.01)
+        label = " : ".join(f"datum.value <= {s} ? '{text}'" for s, text in ticks) + " : ''"
+        axis = alt.Axis(values=[s for s, _ in ticks], labelExpr=label, labelOverlap=False)
     band = base.mark_area(opacity=0.25).encode(
-        y=alt.Y("p50_seconds:Q", title="seconds from occurred_at to recorded_at"),
+        y=alt.Y("p50_seconds:Q", title=y_title, scale=scale, axis=axis),
         y2="p95_seconds:Q",
     )
     line = base.mark_line(point=True).encode(y="p50_seconds:Q")  # one bucket is one point
-    # The band stops at p95: a few hours-late events would flatten it to nothing, so
-    # the slowest is named instead (the late events are listed beside the chart).
-    slowest = timed["max_seconds"].max() if "max_seconds" in timed.columns else None
-    top = timed["p95_seconds"].max()
+    layers: list[alt.Chart] = [band, line]
     heading: str | alt.TitleParams = title
-    if isinstance(slowest, float) and isinstance(top, float) and slowest > 2 * top:
-        heading = alt.TitleParams(
-            title, subtitle=f"the slowest event took {duration(slowest)}, far above the band"
+    if late is not None and has_late:
+        require(late, {"recorded_at": "time", "lag_seconds": "lag"}, "recording_lag_chart")
+        shown = late.sort("recorded_at").tail(MAX_POINTS)
+        cols = [c for c in ("global_position", "event_type", "stream") if c in shown.columns]
+        points = (
+            alt.Chart(inline(shown.select("recorded_at", "lag_seconds", *cols)))
+            .mark_point(color="#d62728", filled=True, size=30)
+            .encode(
+                x=utc_time("recorded_at", "recorded at"),
+                y=alt.Y("lag_seconds:Q", scale=scale),
+                tooltip=[*(f"{c}:N" for c in cols), utc_tooltip("recorded_at"), "lag_seconds:Q"],
+            )
         )
-    return alt.layer(band, line).properties(title=heading, width=600, height=200)
+        layers.append(points)
+        more = (
+            f" (the latest {MAX_POINTS:,} of {late.height:,})" if late.height > MAX_POINTS else ""
+        )
+        slowest_late = late.select(pl.col("lag_seconds").cast(pl.Float64).max()).item()
+        heading = alt.TitleParams(
+            title,
+            subtitle=f"red: {late.height:,} late event(s){more}, the slowest "
+            f"{duration(slowest_late)}",
+        )
+    else:
+        # The band stops at p95: an event far above it is named (no late events listed).
+        slowest = timed["max_seconds"].max() if "max_seconds" in timed.columns else None
+        top = timed["p95_seconds"].max()
+        if isinstance(slowest, float) and isinstance(top, float) and slowest > 2 * top:
+            heading = alt.TitleParams(
+                title, subtitle=f"the slowest event took {duration(slowest)}, far above the band"
+            )
+    return alt.layer(*layers, data=inline(frame)).properties(title=heading, width=600, height=200)
 
 
 def consumer_lag_chart(consumers: pl.DataFrame) -> alt.VConcatChart:
