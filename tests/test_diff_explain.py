@@ -167,7 +167,10 @@ def test_explain_without_lineage_or_archive_says_so(replay: Path, tmp_path: Path
     (tmp_path / "archive").rename(tmp_path / "moved")  # the one the replay read is gone
     e = wb.diff(f"{replay}:memories.memories", live, key="id").explain({"id": 1})
     assert e.events["global_position"].to_list() == [1, 3, 4]
-    assert any("no archive at" in n for n in e.notes)
+    assert any("no archive at" in n and "--archive DIR" in n for n in e.notes)
+    # The lineage alone is shown as such, not as events with no time and no payload.
+    assert "recorded None" not in str(e) and "no JSON payload" not in str(e)
+    assert "  #1 MemoryCreated (by " in str(e)
 
 
 def test_explain_from_another_archive_shows_no_foreign_events(replay: Path, tmp_path: Path) -> None:

@@ -124,6 +124,10 @@ class Explanation:
                 lines.append("  …")
             previous = e["row"]
             note = f"  ({e['why']})" if e["why"] else ""
+            if "recorded_at" not in e:  # the lineage alone: the notes say why
+                handler = f" (by {e['handler']})" if e.get("handler") else ""
+                lines.append(f"  #{e['global_position']} {e['event_type']}{handler}{note}")
+                continue
             data = e.get("data")
             lines.append(
                 f"  #{e['global_position']} {e['event_type']}{_version(e)}{_placed(e)} "
@@ -492,7 +496,10 @@ def _event_details(
     candidate ``replayed``.
     """
     if archive_path is None or not Path(archive_path).is_dir():
-        notes.append(f"event details unavailable: no archive at {archive_path}")
+        notes.append(
+            f"event details unavailable: no archive at {archive_path} (moved? name it with "
+            "--archive DIR, or archive= in wb.diff)"
+        )
         return pl.from_arrow(lineage)  # type: ignore[return-value]
     try:
         reader = ArchiveReader(archive_path)
