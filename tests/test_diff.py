@@ -285,6 +285,16 @@ def test_schema_differences_are_reported_and_types_cast_safely() -> None:
     # "oops" does not cast to a number: a change, not NULL = NULL
     assert d.rows("changed")["id"].to_list() == [2]
     assert str(s).splitlines()[0] == "missing in candidate: gone"
+    # With every row alike, the verdict still says why the diff is no "identical".
+    same_rows = wb.diff(candidate.select("id"), live.select("id", "gone"), key="id").summary
+    assert same_rows.verdict == (
+        "0 differing rows; the columns differ (gone: on one side only; ignore them to "
+        "compare the rest)"
+    )
+    repeated = wb.diff(candidate.select("id"), pl.DataFrame({"id": [1, 1, 2]}), key="id")
+    assert repeated.summary.verdict.endswith(
+        "; 1 key(s) repeat, their rows set aside: is the key the whole key?"
+    )
 
 
 def test_duckdb_file_parquet_and_relation_sides(tmp_path: Path) -> None:

@@ -124,6 +124,17 @@ class DiffSummary:
         text = f"{self.differences:,} differing rows"
         if self.not_yet_projected:
             text += f" and {self.not_yet_projected:,} the live side has not yet projected"
+        missing = [*self.schema.missing_in_candidate, *self.schema.missing_in_live]
+        if missing:  # "0 differing rows" alone read as identical, yet it is not
+            text += (
+                f"; the columns differ ({', '.join(missing)}: on one side only; ignore "
+                "them to compare the rest)"
+            )
+        if self.duplicate_keys:
+            text += (
+                f"; {self.duplicate_keys:,} key(s) repeat, their rows set aside: is the key "
+                "the whole key?"
+            )
         return text
 
     @property
