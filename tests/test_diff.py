@@ -297,6 +297,15 @@ def test_schema_differences_are_reported_and_types_cast_safely() -> None:
     )
 
 
+def test_a_record_batch_reader_is_a_side() -> None:
+    """What a DuckDB relation's .arrow() returns in DuckDB 1.4 and later."""
+    rel = duckdb.sql("select 1 as id, 2 as v")
+    reader = pa.RecordBatchReader.from_batches(
+        rel.to_arrow_table().schema, rel.to_arrow_table().to_batches()
+    )
+    assert wb.diff(reader, pl.DataFrame({"id": [1], "v": [2]}), key="id").summary.is_identical
+
+
 def test_duckdb_file_parquet_and_relation_sides(tmp_path: Path) -> None:
     path = tmp_path / "readmodels.duckdb"
     with duckdb.connect(str(path)) as con:

@@ -210,6 +210,8 @@ def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
     view = f"_wb_{role}_source"
     if isinstance(side, pl.LazyFrame):
         side = side.collect()
+    if isinstance(side, pa.RecordBatchReader):  # DuckDB 1.4+'s relation.arrow()
+        side = side.read_all()
     if isinstance(side, pl.DataFrame | pa.Table | duckdb.DuckDBPyRelation):
         kind = {
             pl.DataFrame: "Polars DataFrame",
