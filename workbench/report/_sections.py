@@ -50,9 +50,12 @@ class ReportTable:
     numeric: list[bool] = field(default_factory=list)
 
     @classmethod
-    def of(cls, title: str, frame: pl.DataFrame, *, limit: int = TABLE_ROWS) -> ReportTable:
+    def of(
+        cls, title: str, frame: pl.DataFrame, *, limit: int = TABLE_ROWS, exact: bool = False
+    ) -> ReportTable:
+        """``exact``: numbers in full (a diff's sides differing in the fifth digit)."""
         head = frame.head(limit)
-        rows = [[_cell(v) for v in row] for row in head.iter_rows()]
+        rows = [[_cell(v, exact) for v in row] for row in head.iter_rows()]
         numeric = [dtype.is_numeric() for dtype in frame.schema.values()]
         return cls(title, list(frame.columns), rows, frame.height, numeric)
 
@@ -133,7 +136,7 @@ def diff_section(diff: Diff, *, explain: int = 3) -> Section:
             for side in ("candidate", "live")
         ]
         columns = [*diff.key, "_status", *(c for c in shown if c in rows.columns)]
-        section.tables.append(ReportTable.of("differing rows", rows.select(columns)))
+        section.tables.append(ReportTable.of("differing rows", rows.select(columns), exact=True))
         keys = rows.select(diff.key).head(explain).iter_rows()
         for key in keys:
             explanation = diff.explain(
@@ -200,16 +203,28 @@ def _chart_or_none(result: Any) -> alt.TopLevelMixin | None:
         return None
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, exact: bool = False) -> str:
+    """A value as a report cell: null as ∅, an empty or edge-spaced text quoted (a
+    diff's '' against null), numbers rounded unless ``exact``.
+
+    >>> [_cell(v) for v in (None, "", " a", 1234.5678, 0.123456)]
+    ['∅', "''", "' a'", '1,235', '0.1235']
+    >>> _cell(17.830001, exact=True)
+    '17.830001'
+    """
     if value is None:
         return "∅"
+    if isinstance(value, str) and (not value or value != value.strip()):
+        return repr(value)
+    if isinstance(value, float) and exact:
+        return repr(value)
     if isinstance(value, float):
         # Four significant digits, without an exponent for a large value (1,234,567).
         return f"{value:,.0f}" if 1e4 <= abs(value) < 1e15 else f"{value:,.4g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     if isinstance(value, list):  # field names, types: listed as a reader writes them
-        return ", ".join(_cell(v) for v in value)
+        return ", ".join(_cell(v, exact) for v in value)
     text = plain(value) or ""  # times to the microsecond: a 1 µs difference must show
     return text if len(text) <= 160 else text[:157] + "…"
 
