@@ -507,6 +507,7 @@ def test_causation_depth_fanout_orphans_cycles(tmp_path: Path) -> None:
     assert [by_id[e]["depth"] for e in "abcd"] == [0, 1, 1, 2]
     assert by_id["a"]["children"] == 2
     assert graph.orphans["event_id"].to_list() == ["o"]
+    assert graph.tables()["orphans"]["event_id"].to_list() == ["o"]  # what found counts
     assert sorted(graph.cycles["event_id"]) == ["x", "y", "z"]  # z hangs below the cycle
     assert graph.found == 4
     assert graph.edges.filter(pl.col("event_id") == "d").select("parent_id", "seconds").row(0) == (

@@ -124,7 +124,14 @@ class Causation(CheckResult):
     left_out: int = 0
 
     def tables(self) -> dict[str, pl.DataFrame]:
-        return {"nodes": self.nodes, "edges": self.edges, "correlations": self.correlations}
+        # What found counts is a table of its own, as every check's findings are.
+        return {
+            "nodes": self.nodes,
+            "edges": self.edges,
+            "correlations": self.correlations,
+            "orphans": self.orphans,
+            "cycles": self.cycles,
+        }
 
     def highlights(self) -> dict[str, pl.DataFrame]:
         columns = ["source", "global_position", "event_id", "event_type", "correlation_id",
