@@ -160,6 +160,9 @@ def test_explain_without_lineage_or_archive_says_so(replay: Path, tmp_path: Path
     live = pl.read_parquet(_live_snapshot(tmp_path, None))
     d = wb.diff(live, live, key="id")
     assert d.explain(1).notes and d.explain(1).events.is_empty()
+    # Not "0 events wrote this key": no event could have been named.
+    assert "the candidate has no replay lineage" in str(d.explain(1))
+    assert "0 events wrote" not in str(d.explain(1))
     with pytest.raises(DiffError, match="lineage"):
         wb.diff(live, live, key="id", live_position=3)
     with pytest.raises(DiffError, match=r"no archive at .*nowhere"):  # a mistyped --archive

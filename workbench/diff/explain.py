@@ -73,6 +73,8 @@ class Explanation:
     events: pl.DataFrame
     live_position: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: Whether the candidate carries a replay's lineage (else no event can be named).
+    has_lineage: bool = True
 
     @property
     def candidate(self) -> dict[str, Any] | None:
@@ -145,6 +147,8 @@ class Explanation:
         return f"Explanation(key {plain(self.key)}: {self.status}{changed}; {self._events_line()})"
 
     def _events_line(self) -> str:
+        if not self.has_lineage:  # not "0 events wrote this key": none could be known
+            return "the events behind it are unknown: the candidate has no replay lineage"
         skipped = (
             self.events.filter(~pl.col("applied")).height if "applied" in self.events.columns else 0
         )
@@ -395,7 +399,10 @@ def _explain(diff: Diff, values: dict[str, Any]) -> Explanation:
         values = {k: candidate_rows[k][0] for k in values}
     # An identical row lacks nothing: where events are missing is no lead for it.
     events, notes = _events(diff, values, position, missing=status != "identical")
-    return Explanation(values, status, candidate_rows, live_rows, changed, events, position, notes)
+    return Explanation(
+        values, status, candidate_rows, live_rows, changed, events, position, notes,
+        has_lineage=diff.lineage is not None,
+    )  # fmt: skip
 
 
 def _absent(diff: Diff, key: dict[str, Any]) -> str:
@@ -447,7 +454,7 @@ def _events(
         }
     )
     if diff.lineage is None:
-        return empty, ["the candidate has no replay lineage (give it as FILE.duckdb:SCHEMA.TABLE)"]
+        return empty, ["give the candidate as FILE.duckdb:SCHEMA.TABLE of a replay for its events"]
     con = diff.con
     # The lineage key is the compact JSON of the key in the candidate's own types.
     order = diff.lineage.key_order(con, list(diff.key))
