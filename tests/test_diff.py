@@ -344,8 +344,15 @@ def test_user_mistakes_are_diff_errors(tmp_path: Path) -> None:
         wb.diff(frame, frame, key="nope")
     with pytest.raises(DiffError, match="not a number"):
         wb.diff(frame, frame, key="id", abs_tol={"v": 1})
-    with pytest.raises(DiffError, match="ignored column 'vv' is on neither side"):
+    with pytest.raises(
+        DiffError, match=r"ignored column 'vv' is on neither side; did you mean v\?"
+    ):
         wb.diff(frame, frame, key="id", ignore=["vv"])
+    camel = pl.DataFrame({"orderId": [1], "amount": [2]})
+    with pytest.raises(DiffError, match=r"key column 'orderid' .*; did you mean orderId\?"):
+        wb.diff(camel, camel, key="orderid")
+    with pytest.raises(DiffError, match=r"column 'amont' is not in .*; did you mean amount\?"):
+        wb.diff(camel, camel, key="orderId", columns=["amont"])
     with pytest.raises(DiffError, match="no DuckDB file"):
         wb.diff(str(tmp_path / "x.duckdb") + ":a.b", frame, key="id")
     with pytest.raises(DiffError, match=r"expected FILE\.duckdb"):

@@ -14,10 +14,12 @@ safety report wants ``0.50`` and ``2024-05-01 07:52:27.650408+00:00``.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["duration", "plain", "span"]
+__all__ = ["did_you_mean", "duration", "plain", "span"]
 
 
 def plain(value: Any) -> str | None:
@@ -61,3 +63,18 @@ def plural(n: int, word: str, words: str | None = None) -> str:
     ('1 event', '1,200 crashes')
     """
     return f"{n:,} {word if n == 1 else words or word + 's'}"
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """``; did you mean X?`` naming the ``names`` closest to a mistyped ``name`` (the
+    same but for case first: ``orderId`` for ``orderid``), or nothing.
+
+    >>> did_you_mean("orderid", ["orderId", "amount"]), did_you_mean("amont", ["amount", "id"])
+    ('; did you mean orderId?', '; did you mean amount?')
+    >>> did_you_mean("zzz", ["amount"])
+    ''
+    """
+    names = list(names)
+    close = [n for n in names if n.lower() == name.lower()]
+    close = close or difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""

@@ -32,6 +32,7 @@ import polars as pl
 
 from workbench import _duckdb
 from workbench._sql import ident
+from workbench._text import did_you_mean
 from workbench.diff._types import ColumnPlan, is_numeric, plan_column, register_functions
 from workbench.diff.lineage import Lineage, find_lineage, key_json_sql
 from workbench.diff.result import Diff, DiffSummary, KeyLookup, SchemaDiff, TypeChange
@@ -218,11 +219,15 @@ def diff(
             if missing:
                 raise DiffError(
                     f"key column {missing[0]!r} is not in the {side.role} ({side.label})"
+                    f"{did_you_mean(missing[0], side.columns)}"
                 )
         unknown = sorted(ignored - set(cand.columns) - set(live_side.columns))
         if unknown:
             # A typo in --ignore would otherwise compare the column the user meant to skip.
-            raise DiffError(f"ignored column {unknown[0]!r} is on neither side")
+            raise DiffError(
+                f"ignored column {unknown[0]!r} is on neither side"
+                f"{did_you_mean(unknown[0], [*cand.columns, *live_side.columns])}"
+            )
 
         # With `columns`, only those (and the key) are compared: the schema check too.
         considered = None if columns is None else set(columns) | set(keys)
@@ -252,7 +257,10 @@ def diff(
             for name in compared:
                 for side in (cand, live_side):
                     if name not in side.columns:
-                        raise DiffError(f"column {name!r} is not in the {side.role} ({side.label})")
+                        raise DiffError(
+                            f"column {name!r} is not in the {side.role} ({side.label})"
+                            f"{did_you_mean(name, side.columns)}"
+                        )
         else:
             compared = [
                 c

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import difflib
 import json
 import os
 import ssl
@@ -23,6 +22,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from workbench._text import did_you_mean
 from workbench.errors import SourceError
 from workbench.sources.jetstream._auth import NatsAuth
 from workbench.sources.jetstream._wire import server_urls, tls_wanted
@@ -385,9 +385,7 @@ async def _similar(nc: Client, stream: str) -> str:
         names = (await jetstream_api(nc, "STREAM.NAMES", {})).get("streams") or []
     except SourceError:  # no permission to list: the plain message will do
         return ""
-    close = [n for n in names if n.lower() == stream.lower()]
-    close = close or difflib.get_close_matches(stream, names, n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(close)}?" if close else ""
+    return did_you_mean(stream, names)
 
 
 async def stream_state(nc: Client, stream: str, *, deleted: bool = False) -> dict[str, Any]:
