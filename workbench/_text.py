@@ -74,7 +74,7 @@ def did_you_mean(name: str, names: Iterable[str]) -> str:
     >>> did_you_mean("zzz", ["amount"])
     ''
     """
-    names = list(names)
+    names = list(dict.fromkeys(names))  # a column of both sides is named once
     close = [n for n in names if n.lower() == name.lower()]
     close = close or difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     return f"; did you mean {' or '.join(close)}?" if close else ""
