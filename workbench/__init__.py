@@ -73,3 +73,8 @@ def __getattr__(name: str) -> object:
 
         return importlib.import_module("workbench.charts")
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # dir(wb) and tab completion list wb.charts before its first use, too.
+    return sorted({*globals(), *__all__})
