@@ -159,6 +159,16 @@ def test_marten_preset(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     assert again.rows_archived == 3
     meta = json.loads(archived(tmp_path / "again")[0]["metadata"])
     assert (meta["user_name"], meta["Region"], meta["tenant_id"]) == ("ann", "eu", "*DEFAULT*")
+    # Marten 9's binary events: bytes in bdata, a '{}' placeholder in data.
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"alter table {table} add column bdata bytea")
+        append_marten(con, pg_schema, stream, 3, "reading_taken", {}, bdata=b"\x93\x02")
+    binary = wb.archive_postgres(pg_dsn, tmp_path / "binary", preset="marten", table=table)
+    assert binary.rows_archived == 4 and not binary.problems
+    rows = archived(tmp_path / "binary")
+    assert (rows[3]["data"], rows[3]["payload"]) == (None, b"\x93\x02")
+    assert rows[0]["data"] == '{"Text": "hi"}' and rows[0]["payload"] is None
+    assert "bdata" not in json.loads(rows[3]["metadata"])
 
 
 # ------------------------------------------------------------------ eventsourcing

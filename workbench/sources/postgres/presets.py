@@ -251,7 +251,7 @@ def _message_db(table: str, columns: TableColumns) -> Query:
 #: mt_events columns the Marten preset maps to envelope fields or named metadata.
 _MARTEN_MAPPED = frozenset(
     {"seq_id", "id", "stream_id", "version", "type", "timestamp", "data", "tenant_id"}
-    | {"correlation_id", "causation_id", "mt_dotnet_type", "headers", "is_archived"}
+    | {"correlation_id", "causation_id", "mt_dotnet_type", "headers", "is_archived", "bdata"}
 )
 
 
@@ -313,6 +313,11 @@ def _marten(table: str, columns: TableColumns) -> Query:
             f"{', '.join(meta_parts)})) m(k, v) where v <> 'null'::jsonb), '{{}}')::text"
         ),
     }
+    if "bdata" in columns:
+        # Marten 9's binary events: the bytes in bdata, a '{}' placeholder in data. They
+        # are a payload that is not JSON, kept as the envelope keeps one: data null.
+        cols["data"] = f"case when e.bdata is null then {data}::text end"
+        cols["payload"] = "e.bdata"
     return Query(
         source=f"postgres:{table}", table=quote_table(table)[2], position=c["seq_id"], columns=cols
     )
