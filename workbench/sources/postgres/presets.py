@@ -706,6 +706,9 @@ def _likely_columns(fields: list[str], table: str, columns: TableColumns) -> str
     >>> _likely_columns(["event_type", "data"], "app.log",
     ...                 {"seq": "int8", "kind": "text", "body": "text", "meta": "jsonb"})
     ' (likely in app.log: event_type=column:kind, data=column:body or meta)'
+    >>> _likely_columns(["recorded_at", "data"], "axon.domain_event_entry", {"time_stamp":
+    ...     "varchar", "payload_type": "varchar", "payload_revision": "varchar", "payload": "oid"})
+    ' (likely in axon.domain_event_entry: recorded_at=column:time_stamp, data=column:payload)'
     >>> _likely_columns(["data"], "app.log", {"seq": "int8"})
     ' (no likely column in app.log for data; its columns: seq)'
     """
@@ -716,20 +719,30 @@ def _likely_columns(fields: list[str], table: str, columns: TableColumns) -> str
     found: list[str] = []
     for field_name in fields:
         if field_name == "recorded_at":
-            names = [n for n, t in columns.items() if t in _TIME_PG_TYPES]
+            # A time column; else text named like one (Axon's time_stamp is ISO text).
+            names = [n for n, t in columns.items() if t in _TIME_PG_TYPES] or [
+                n
+                for n, t in columns.items()
+                if t in _TEXT_PG_TYPES and named(n, "time", "created", "recorded", "date")
+            ]
         elif field_name == "event_type":
             names = [
                 n
                 for n, t in columns.items()
                 if t in _TEXT_PG_TYPES and named(n, "type", "kind", "event_name", "class")
             ]
-        else:  # data: a JSON column, or text/bytea named like a payload (named ones first)
+        else:  # data: a JSON column, or text/bytea/oid named like a payload (named first)
             names = sorted(
                 (
                     n
                     for n, t in columns.items()
                     if t in _JSON_TYPES
-                    or (t in _TEXT_PG_TYPES | {"bytea"} and named(n, "data", "body", "payload"))
+                    or (
+                        t in _TEXT_PG_TYPES | {"bytea", "oid"}
+                        and named(n, "data", "body", "payload")
+                        # Axon's payload_type and payload_revision describe the payload
+                        and not named(n, "type", "revision", "version")
+                    )
                 ),
                 key=lambda n: not named(n, "data", "body", "payload"),
             )
