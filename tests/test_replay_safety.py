@@ -448,3 +448,17 @@ def test_every_event_type_gets_a_fault_even_in_a_small_archive(tmp_path: Path) -
     assert redelivery.summary().startswith("redelivery (4 events delivered twice): differs")
     safe = wb.check_replay_safety(tmp_path / "a", Safe)
     assert safe.ok and "republish (4 events stored again): ok" in safe.summary()
+
+
+def test_a_check_the_free_memory_cannot_hold_is_refused_before_loading(
+    archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It holds every event it replays; past the free memory the kernel would kill it,
+    saying nothing. (The per-event figure is raised here: the archive is small.)"""
+    from workbench.errors import ProjectionError
+    from workbench.replay import safety
+
+    monkeypatch.setattr(safety, "BYTES_PER_EVENT", 10**12)
+    with pytest.raises(ProjectionError, match=r"holds the [\d,]+ events it replays in memory") as e:
+        wb.check_replay_safety(archive, Memories, until=3_000)
+    assert "check a smaller part of the history (until= / --until POSITION" in str(e.value)

@@ -56,6 +56,7 @@ from workbench.progress import ProgressCallback, shows_progress
 from workbench.replay.engine import (
     _instantiate,
     check_where,
+    count_events,
     open_reader,
     read_batches,
     select_source,
@@ -246,6 +247,9 @@ def check_replay_safety(
     reader = open_reader(archive)
     source = select_source(reader, source)
     check_where(where)
+    _refuse_what_memory_cannot_hold(
+        int(count_events(reader, source, where, until)["events"].sum() or 0), until, where
+    )
     decoder = Runner(cls(), on_error="dead-letter")
     events: list[Event] = []
     for batch in read_batches(reader, source, until=until, where=where):
@@ -337,6 +341,42 @@ def check_replay_safety(
         scenarios=results,
         clean_errors=clean_errors + decoder.failures,
     )
+
+
+#: Memory the check holds per event it replays: the decoded events, ~1.7 KB each here,
+#: in this process and again in the determinism rerun's.
+BYTES_PER_EVENT = 3_500
+
+
+def _refuse_what_memory_cannot_hold(events: int, until: int | None, where: str | None) -> None:
+    """Refuse, before loading, a check the machine's free memory cannot hold: past it the
+    kernel kills the process (or the machine swaps to a halt), with nothing said.
+
+    >>> _refuse_what_memory_cannot_hold(1_000, None, None)  # a few MB: fine anywhere
+    """
+    needed = events * BYTES_PER_EVENT
+    available = _available_memory()
+    if available is None or needed <= available * 0.8:
+        return
+    part = " a smaller part" if until is not None or where is not None else " a part"
+    raise ProjectionError(
+        f"replay safety holds the {events:,} events it replays in memory, about "
+        f"{needed / 1e9:.1f} GB, and {available / 1e9:.1f} GB are free: check{part} of the "
+        "history (until= / --until POSITION, where= / --where SQL, e.g. some streams), or "
+        "on a machine with more memory"
+    )
+
+
+def _available_memory() -> int | None:
+    """Bytes the kernel can give without swapping (Linux's MemAvailable), if known."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _unordered(events: Sequence[Event]) -> str:
