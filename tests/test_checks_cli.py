@@ -35,6 +35,12 @@ def test_findings_print_as_tables_and_fail_only_when_asked(
     # The planted late events are lag findings.
     assert run(["check", "--archive", str(faulty), "--fail-on", "lag"]) == 1
     assert "failed: lag" in capsys.readouterr().out
+    # --only: a large archive's checks without the whole-archive causation graph.
+    assert run(["check", "--archive", str(faulty), "--only", "gaps,lag", "--fail-on", "lag"]) == 1
+    out = capsys.readouterr().out
+    assert "✗ lag" in out and "✗ gaps" in out and "duplicates" not in out and "orphans" not in out
+    assert run(["check", "--archive", str(faulty), "--only", "gaps", "--fail-on", "lag"]) == 2
+    assert "--fail-on lag: not among the --only checks" in capsys.readouterr().err
 
 
 def test_a_clean_archive_passes(clean: Path, capsys: pytest.CaptureFixture[str]) -> None:
