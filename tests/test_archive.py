@@ -202,6 +202,17 @@ def test_compact_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "10 file(s) → 1, 100 events unchanged" in capsys.readouterr().out
     assert len(files(tmp_path)) == 1 and wb.open_archive(tmp_path).arrow().equals(before)
     assert run(["compact", "--archive", str(tmp_path / "nothing")]) == 2
+    # Off a terminal its progress is logged, events done of the total (a large archive's
+    # compact said nothing for minutes).
+    for first in range(101, 200, 10):
+        writer.append(events(first, first + 9))
+    logged = subprocess.run(
+        [sys.executable, "-m", "workbench", "compact", "--archive", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WORKBENCH_LOG_EVERY": "0"},
+    )
+    assert logged.returncode == 0 and "compacting: 200 of 200" in logged.stderr, logged.stderr
 
 
 def test_compact_interrupted_after_merge_is_read_once_and_cleaned(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,7 @@ def compact(
     source: str | None = None,
     target_events: int = 1_000_000,
     keep_seconds: float = KEEP_MERGED_SECONDS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CompactResult:
     """Merge adjacent files of each source (same date partition) up to ``target_events``.
 
@@ -61,6 +62,7 @@ def compact(
     compact or merge, so a reader that listed them can finish). A crash in
     between leaves inputs the reader ignores because a larger file covers
     them; the next compact retires them. Counts are of the files readers see.
+    ``progress(events, total)`` is called after each run of files.
 
     >>> import tempfile, pyarrow as pa
     >>> from workbench.archive.writer import ArchiveWriter
@@ -74,6 +76,7 @@ def compact(
     visible = scan_data_files(root)
     sources = sorted({f.source for f in visible}) if source is None else [source]
     events = 0
+    total = sum(_rows(f.path) for f in visible if f.source in sources)
     for name in sources:
         with source_lock(root, name):
             files = _retire_subsumed(root, name)
@@ -81,6 +84,8 @@ def compact(
                 events += sum(_rows(f.path) for f in run)
                 if len(run) > 1:
                     _merge(run)
+                if progress is not None:
+                    progress(events, total)
             _remove_retired(root, name, older_than=keep_seconds)
     return CompactResult(len(visible), len(scan_data_files(root)), events)
 

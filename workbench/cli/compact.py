@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.cli._app import app, console
+from workbench.cli._app import app, console, progress_bar
 
 
 @app.command()
@@ -21,7 +21,14 @@ def compact(
     from workbench.archive import ArchiveReader, compact
 
     ArchiveReader(archive)  # a one-line error for a path that is not an archive
-    result = compact(archive, source=source, target_events=target_events)
+    with progress_bar() as bar:
+        task = bar.add_task("compacting", total=None)
+        result = compact(
+            archive,
+            source=source,
+            target_events=target_events,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     console.print(
         f"{archive}: {result.files_before:,} file(s) → {result.files_after:,}, "
         f"{result.events:,} events unchanged",
