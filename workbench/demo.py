@@ -171,7 +171,7 @@ def _findings(
             "duplicate deliveries",
             planted_copies,
             set(copies["global_position"]),
-            "archive.duplicates()",
+            "archive.duplicates() (event_id)",
         ),
         finding(
             "schema drift",
