@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -35,6 +36,7 @@ def test_correct_projection_is_safe(archive: Path) -> None:
         "republish",  # the generator's source is a JetStream stream
         "crash",
         "reorder",
+        "handed back",  # every row as its handlers last handed it to upsert()/update()
     ]
     assert report.df().height == 0
 
@@ -462,3 +464,61 @@ def test_a_check_the_free_memory_cannot_hold_is_refused_before_loading(
     with pytest.raises(ProjectionError, match=r"holds the [\d,]+ events it replays in memory") as e:
         wb.check_replay_safety(archive, Memories, until=3_000)
     assert "check a smaller part of the history (until= / --until POSITION" in str(e.value)
+
+
+class ForgetsToHandBack(Memories):
+    """Counts an access on the row it got, and never hands the row back."""
+
+    name = "forgets_to_hand_back"
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        row = tables.memories.get(event.data["memory_id"])
+        if row is not None:
+            row["access_count"] += 1  # stored only if a flush happens to take the row
+
+
+def test_a_row_changed_in_place_and_never_handed_back_is_unsafe(archive: Path) -> None:
+    report = wb.check_replay_safety(archive, ForgetsToHandBack, until=3_000)
+    handed = report["handed back"]
+    assert not report.ok and not handed.ok and handed.counts["memories"] > 0
+    assert "hand a changed row back with upsert(row)" in handed.summary()
+    assert handed.differences["column"].unique().to_list() == ["access_count"]
+
+
+def test_switched_off_scenarios_are_named_and_none_at_all_is_refused(archive: Path) -> None:
+    from workbench.errors import ProjectionError
+
+    report = wb.check_replay_safety(archive, Memories, until=2_000, duplicates=0, crashes=0)
+    assert report.summary().splitlines()[0].endswith("safe under the scenarios run")
+    assert "  not run: redelivery (duplicates=0), crash (crashes=0)" in report.summary()
+    with pytest.raises(ProjectionError, match="every scenario is switched off"):
+        wb.check_replay_safety(
+            archive, Memories, duplicates=0, crashes=0, reorder=None, determinism=False
+        )
+
+
+class SeenOnTheClass(MemoriesNonIdempotent):
+    """Skips redeliveries of its counting handler with a set kept on the class: it
+    outlives the projection instance, but not a new process."""
+
+    name = "seen_on_the_class"
+    seen: ClassVar[set[str]] = set()
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        if event.event_id in SeenOnTheClass.seen:
+            return
+        SeenOnTheClass.seen.add(event.event_id)
+        super().accessed(event, tables)
+
+
+def test_state_on_the_class_is_reset_between_runs_and_named(archive: Path) -> None:
+    """Each run starts from the class as it was: the clean run's set does not make the
+    next run skip every access (which blamed every handler)."""
+    report = wb.check_replay_safety(archive, SeenOnTheClass, until=3_000, seed=1)
+    crash = report["crash"]
+    assert not crash.ok and "SeenOnTheClass.accessed" in crash.implicated_handlers
+    assert "the handlers keep state on the class (SeenOnTheClass.seen)" in crash.summary()
+    assert report["determinism"].ok and report["reorder"].ok
+    assert SeenOnTheClass.seen == set()  # left as it was found

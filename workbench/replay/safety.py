@@ -65,6 +65,7 @@ from workbench.replay.event import Event
 from workbench.replay.projection import Projection
 from workbench.replay.runner import Runner
 from workbench.replay.sql_projection import SqlProjection
+from workbench.replay.state import TableState
 
 __all__ = ["SafetyReport", "ScenarioResult", "check_replay_safety"]
 
@@ -138,6 +139,8 @@ class SafetyReport:
     scenarios: list[ScenarioResult]
     #: Handler and upcaster failures of the clean replay itself (no fault injected).
     clean_errors: int = 0
+    #: Scenarios switched off (``"crash (crashes=0)"``): "safe" is said of the others only.
+    not_run: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -176,12 +179,15 @@ class SafetyReport:
     def summary(self) -> str:
         head = f"replay safety of {self.projection} over {self.events:,} events: "
         head += "safe" if self.ok else "UNSAFE"
+        if self.ok and self.not_run:
+            head += " under the scenarios run"
         if self.clean_errors:
             head += (
                 f"; even without faults {self.clean_errors:,} event(s) failed in a handler "
                 "or upcaster (replay with on_error='dead-letter', --dead-letter, to see them)"
             )
-        return "\n".join([head, *("  " + s.summary() for s in self.scenarios)])
+        not_run = [f"  not run: {', '.join(self.not_run)}"] if self.not_run else []
+        return "\n".join([head, *("  " + s.summary() for s in self.scenarios), *not_run])
 
     def __repr__(self) -> str:
         return self.summary()
@@ -286,10 +292,27 @@ def check_replay_safety(
     if reorder:
         scenarios.append(("reorder", "streams interleaved at random, stream order kept", _reorder))
 
+    not_run = [
+        off
+        for off, is_off in (
+            ("redelivery (duplicates=0)", duplicates == 0),
+            ("crash (crashes=0)", crashes <= 0),
+            ("reorder (reorder=None)", not reorder),
+            ("determinism (determinism=False)", not determinism),
+        )
+        if is_off
+    ]
+    if not scenarios and not determinism:  # a verdict on none is no verdict
+        raise ProjectionError(
+            f"every scenario is switched off ({', '.join(not_run)}): nothing to check"
+        )
     steps = _Steps(progress)
     steps.add(len(scenarios) + bool(determinism))
     kept: list[str] = []  # state on `self`: lost at a restart, invisible to the tables
-    clean, clean_errors = _run(cls, events, kept)
+    class_state = _ClassState(cls)  # state on the class: outlives a restart, and this run
+    handed: Snapshot = {}  # each row as last handed back with upsert()/update()
+    clean, clean_errors = _run(cls, events, kept, handed)
+    on_class = class_state.changed()
     steps.done()
     results: list[ScenarioResult] = []
     # Determinism first: a projection that reads the clock differs from the clean
@@ -297,6 +320,7 @@ def check_replay_safety(
     # type; they narrow on what a clean replay writes the same way twice.
     unstable: Unstable = {}
     if determinism:
+        class_state.restore()
         rerun = _Rerun(cls, reader, source, until, where, seed)
         result, unstable = _determinism(
             cls, events, (clean, clean_errors), decoder, max_differences, rerun
@@ -306,7 +330,8 @@ def check_replay_safety(
     types = sorted({e.event_type for e in events if e.event_type in decoder.handler_of})
     for name, description, deliver in scenarios:
         delivery = deliver(events, None, random.Random(seed))
-        faulty, errors = _run(cls, delivery)
+        class_state.restore()
+        faulty, errors = _run(cls, delivery, class_state=class_state)
         steps.done()
         diff, counts = _compare(clean, faulty, max_differences)
         ok = not counts and errors <= clean_errors
@@ -318,7 +343,10 @@ def check_replay_safety(
         ):
             steps.add(len(types))
             for event_type in types:
-                alone, alone_errors = _run(cls, deliver(events, event_type, random.Random(seed)))
+                class_state.restore()
+                alone, alone_errors = _run(
+                    cls, deliver(events, event_type, random.Random(seed)), class_state=class_state
+                )
                 steps.done()
                 if next(_differing(clean, alone, unstable), None) or alone_errors > clean_errors:
                     implicated.append(event_type)
@@ -332,14 +360,23 @@ def check_replay_safety(
                 f"({', '.join('self.' + k for k in kept)}): a restart loses it and a "
                 "redelivery is not undone in it; keep it in a table"
             )
+        if not ok and on_class:
+            caveats.append(
+                f"the handlers keep state on the class ({', '.join(on_class)}): it outlives "
+                "a restart of the projection, and another replay in the same process "
+                "starts with what the last one left; keep it in a table"
+            )
         result.caveat = "; ".join(c for c in caveats if c)
         result.injected = _injected(name, events, delivery)
         results.append(result)
+    class_state.restore()
+    results.append(_handed_back(handed, clean, max_differences))
     return SafetyReport(
         projection=cls.__name__,
         events=len(events),
         scenarios=results,
         clean_errors=clean_errors + decoder.failures,
+        not_run=not_run,
     )
 
 
@@ -429,16 +466,26 @@ def _result(
 
 
 def _run(
-    cls: type[Projection], delivery: Sequence[Delivered], kept: list[str] | None = None
+    cls: type[Projection],
+    delivery: Sequence[Delivered],
+    kept: list[str] | None = None,
+    handed: Snapshot | None = None,
+    class_state: _ClassState | None = None,
 ) -> tuple[Snapshot, int]:
     """The tables after ``delivery``, and the handler failures; ``kept`` gets the names
-    of attributes the handlers changed on the projection instance."""
+    of attributes the handlers changed on the projection instance, ``handed`` each row
+    as it was when last handed to ``upsert()`` or ``update()``."""
     runner = Runner(cls(), on_error="dead-letter")
+    if handed is not None:
+        for state in runner.states.values():
+            _record_handed_back(state, handed.setdefault(state.table.name, {}))
     segment: list[Event] = []
     for item in delivery:
         if isinstance(item, _Restart):
             runner.apply(segment)
             segment = []
+            if class_state is not None:  # a new process: the class as it was first
+                class_state.restore()
             runner.restart(cls())
         else:
             segment.append(_own_payload(item))
@@ -451,6 +498,80 @@ def _run(
             if name not in fresh or not _same(fresh[name], value)
         )
     return {name: state.rows for name, state in runner.states.items()}, runner.failures
+
+
+def _record_handed_back(state: TableState, rows: dict[Any, dict[str, Any]]) -> None:
+    """Make ``state`` keep in ``rows`` a copy of each row as written (the clean run's only:
+    one dict copy a write), so that a change made in place afterwards shows."""
+    base = type(state)
+
+    class Recording(base):  # type: ignore[valid-type,misc]
+        __slots__ = ()  # the same layout: the state's class can be swapped for it
+
+        def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
+            stored = base.upsert(self, row)
+            rows[self.key_of(stored)] = dict(stored)
+            return stored
+
+        def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
+            stored = base.update(self, key, changes, **columns)
+            rows[key] = dict(stored)
+            return stored
+
+        def delete(self, key: Any) -> None:
+            base.delete(self, key)
+            rows.pop(key, None)
+
+    state.__class__ = Recording
+
+
+def _handed_back(handed: Snapshot, clean: Snapshot, limit: int) -> ScenarioResult:
+    """Rows the clean replay left changed in place since last handed back: a replay
+    stores such a change only if a flush happens to take the row for another write."""
+    diff, counts = _compare(handed, clean, limit)
+    result = ScenarioResult(
+        "handed back",
+        "rows as handed to upsert()/update() against the rows at the end of the clean replay",
+        not counts,
+        diff,  # clean: the row as handed back; faulty: as it stands, changed in place
+        counts=counts,
+    )
+    if counts:
+        result.caveat = (
+            "changed in place and never handed back: what is stored depends on when "
+            "flushes fall; hand a changed row back with upsert(row) or update(key)"
+        )
+    return result
+
+
+class _ClassState:
+    """The mutable containers (list, dict, set) on a projection's own classes: a handler
+    keeping state there (``Cls.seen.add(...)``) carries it from one in-process run into
+    the next, so each run starts from a copy of what the class held at first."""
+
+    def __init__(self, cls: type[Projection]) -> None:
+        self.saved: dict[tuple[type, str], Any] = {}
+        for klass in cls.__mro__:
+            if klass.__module__.startswith("workbench.") or klass is object:
+                continue  # the engine's own classes (and the examples') hold no run state
+            for name, value in vars(klass).items():
+                if isinstance(value, list | dict | set | bytearray) and not name.startswith("__"):
+                    try:
+                        self.saved[(klass, name)] = copy.deepcopy(value)
+                    except Exception:  # a lock, a connection: no run state to restore
+                        continue
+
+    def changed(self) -> list[str]:
+        """``Cls.name`` of each container the last run changed."""
+        return [
+            f"{klass.__name__}.{name}"
+            for (klass, name), value in self.saved.items()
+            if not _same(vars(klass).get(name), value)
+        ]
+
+    def restore(self) -> None:
+        for (klass, name), value in self.saved.items():
+            setattr(klass, name, copy.deepcopy(value))
 
 
 def _own_payload(event: Event) -> Event:
@@ -487,9 +608,13 @@ def _differing(
     ``unstable`` columns and tables."""
     for table, clean_rows in clean.items():
         skip = (unstable or {}).get(table, set())
-        if skip is None:
-            continue
         other_rows = other[table]
+        if skip is None:
+            # Its keys differ between clean runs (taken from the clock, say): rows cannot
+            # be matched, but a fault that adds or drops rows still shows in their count.
+            if len(other_rows) != len(clean_rows):
+                yield table, f"{len(other_rows):,} rows, not {len(clean_rows):,}"
+            continue
         for key in clean_rows.keys() | other_rows.keys():
             a, b = clean_rows.get(key), other_rows.get(key)
             if _same(a, b):
