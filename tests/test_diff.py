@@ -474,6 +474,11 @@ def test_text_keys_that_are_not_the_other_side_s_type_are_kept_and_compared_as_t
     # Text keys that all cast keep the typed comparison ('007' is 7).
     padded = wb.diff(pl.DataFrame({"k": ["007"], "v": [3]}), live.head(2).tail(1), key="k")
     assert padded.summary.is_identical
+    # And those that cast still match as cast when others do not: one legacy key must
+    # not turn every '007' into a row on one side only.
+    mixed = pl.DataFrame({"k": ["007", "8", " 9", "legacy-1"], "v": [3, 4, 5, 6]})
+    both = wb.diff(mixed, pl.DataFrame({"k": [7, 8, 9], "v": [3, 4, 5]}), key="k").summary
+    assert (both.identical, both.only_in_candidate, both.only_in_live) == (3, 1, 0)
 
 
 def test_a_boolean_against_a_0_1_flag_compares_as_a_number() -> None:

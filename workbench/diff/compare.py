@@ -94,8 +94,10 @@ def _check_normalize(column: str, expr: str) -> None:
 
 
 def _key_plan(con: duckdb.DuckDBPyConnection, plan: ColumnPlan) -> ColumnPlan:
-    """``plan`` for a key column; as text when a side's text keys do not all cast to the
-    other side's type ('cust-1' against BIGINT keys): a NULL key would lose them."""
+    """``plan`` for a key column. When a side's text keys do not all cast to the other
+    side's type ('legacy-1' among BIGINT keys), a NULL key would lose them: keys are then
+    compared as text, each as its cast spells it where it casts ('007' as '7', an
+    upper-case UUID in lower case) and as it is where it does not."""
     if not plan.checked_cast:
         return plan
     col = ident(plan.name)
@@ -104,8 +106,13 @@ def _key_plan(con: duckdb.DuckDBPyConnection, plan: ColumnPlan) -> ColumnPlan:
             f"select count(*) from _wb_{short}_norm where {col} is not null and ({expr}) is null"
         ).fetchall()[0][0]
         if failed:
-            text = f"CAST({col} AS VARCHAR)"
-            return ColumnPlan(plan.name, plan.candidate_type, plan.live_type, "VARCHAR", text, text)
+            candidate, live = (
+                f"coalesce(CAST(({expr}) AS VARCHAR), CAST({col} AS VARCHAR))"
+                for expr in (plan.candidate_expr, plan.live_expr)
+            )
+            return ColumnPlan(
+                plan.name, plan.candidate_type, plan.live_type, "VARCHAR", candidate, live
+            )
     return plan
 
 
