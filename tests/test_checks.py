@@ -78,6 +78,22 @@ def test_stream_gaps(tmp_path: Path) -> None:
     ]
 
 
+def test_a_store_s_own_rows_number_no_stream_of_their_own_but_keep_their_place(
+    tmp_path: Path,
+) -> None:
+    """Marten's tombstone stream is versioned by global position (no sequence to check);
+    a $-typed row inside an ordinary stream still fills its position there."""
+    ArchiveWriter(tmp_path, "s").append(
+        table(
+            [1, 2, 3, 4, 5, 6],
+            stream=["o", "o", "o", "o", "mt_tombstone", "mt_tombstone"],
+            stream_position=[0, 1, 2, 3, 5, 6],
+            event_type=["A", "$tombstone", "B", "C", "$marten.tombstone", "$marten.tombstone"],
+        )
+    )
+    assert wb.open_archive(tmp_path).gaps().streams.height == 0
+
+
 def _raw_nats_and_store(root: Path) -> None:
     """A raw NATS source (subject as stream, no stream_position, no ids beyond the message
     id) beside a store that fills everything, one event of which has no stream_position."""

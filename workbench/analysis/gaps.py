@@ -106,12 +106,19 @@ _GAPS_WITHOUT_RECORDS = (
 # at the lowest first position of any stream of its source (0 or 1 by convention).
 # {within}: a relation of (source, stream) to look at only, or nothing for all.
 _STREAM_GAPS = """
-with sp as (
+with numbered as (
+    select source, stream, stream_position,
+           -- A stream of a store's own rows only (Marten's tombstones, numbered by their
+           -- global position) has no sequence; such a row inside a stream keeps its place.
+           bool_and(starts_with(coalesce(event_type, ''), '$'))
+               over (partition by source, stream) as own_stream
+    from events {within} where stream is not null and stream_position is not null
+),
+sp as (
     select source, stream, stream_position as p,
            lead(stream_position) over (partition by source, stream order by stream_position) as nxt,
            min(stream_position) over (partition by source, stream) as first_p
-    from events {within} where stream is not null and stream_position is not null
-        and not starts_with(coalesce(event_type, ''), '$')  -- a store's own rows: no sequence
+    from numbered where not own_stream
 ),
 base as (select source, min(first_p) as b from sp group by source)
 select source, stream, p + 1 as first_missing, nxt - 1 as last_missing from sp where nxt > p + 1
