@@ -561,9 +561,22 @@ def test_a_metadata_key_holding_dots_is_mapped_quoted_and_a_path_finding_nothing
         mappings=[*base, "correlation_id=metadata:eventuous.correlation-id"],
     )  # fmt: skip
     assert unquoted.problems == {
-        "correlation_id: no value at metadata:eventuous.correlation-id (null) "
-        '(a key holding dots in double quotes: "a.b")': 2
+        "correlation_id: metadata:eventuous.correlation-id found no value in any row (null) "
+        '(a key holding dots goes in double quotes: "a.b")': 2
     }
+    # A path that finds a value in some rows only is no problem (a chain's first event
+    # has no causation id).
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"insert into {table} (global_position, message_type, json_data, json_metadata) "
+            """values (3, 'Booked', '{}', '{"cause": "m2"}')"""
+        )
+    some = wb.archive_postgres(
+        pg_dsn, tmp_path / "s", preset="generic", table=table,
+        mappings=[*base, "causation_id=metadata:cause"],
+    )  # fmt: skip
+    assert not some.problems
+    assert [r["causation_id"] for r in archived(tmp_path / "s")] == [None, None, "m2"]
     with pytest.raises(MappingError, match="a key holding dots in double quotes"):
         wb.archive_postgres(
             pg_dsn, tmp_path / "bad", preset="generic", table=table,

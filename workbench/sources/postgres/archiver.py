@@ -302,6 +302,8 @@ class PostgresArchiver:
         self.result.last_position = self.writer.last_position
         self._gaps_upto = _recorded_gaps_upto(Path(out), self.query.source)
         self._checked = False  # the archive's end, and its rolled-back ranges, against the store
+        #: Per path-mapped field: rows with a payload to look in, rows the path found a value in.
+        self._path_counts: dict[str, tuple[int, int]] = {}
         self._duck = _duckdb.connect()
         self._pipeline = WritePipeline(depth=2, name="wb-pg-write")
         self.estimated_total = 0
@@ -646,7 +648,10 @@ class PostgresArchiver:
             # A path that finds nothing in a payload that is there: misspelt, or a key
             # holding dots not quoted; a field silently null in every row otherwise.
             if name != "schema_version":  # none is version 1
-                exprs[f"_nopath_{name}"] = f"({raw} is null and {_path_column(spec)} is not null)"
+                # null: no payload to look in; true: the path found nothing in it.
+                exprs[f"_nopath_{name}"] = (
+                    f"case when {_path_column(spec)} is not null then {raw} is null end"
+                )
             if name in _INT_FIELDS:
                 exprs[f"_bad_{name}"] = f"case when {exprs[name]} is null then {raw} end"
         for name in q.instant_fields:  # a text or epoch-number column's text
@@ -674,12 +679,9 @@ class PostgresArchiver:
             if name == "_no_recorded_at":
                 problem = "recorded_at missing (archive time used)"
             elif name.startswith("_nopath_"):
-                field_name = name.removeprefix("_nopath_")
-                spec = q.path_fields[field_name]
-                quote = (
-                    ' (a key holding dots in double quotes: "a.b")' if len(spec.path) > 1 else ""
-                )
-                problem = f"{field_name}: no value at {spec} (null){quote}"
+                self._path_found(name.removeprefix("_nopath_"), flag)
+                chunk = chunk.drop_columns([name])
+                continue
             elif name.startswith("_untimed_"):
                 field_name = name.removeprefix("_untimed_")
                 used = "archive time used" if field_name == "recorded_at" else "null"
@@ -706,6 +708,24 @@ class PostgresArchiver:
                     nulls = pc.and_(nulls, pc.is_null(chunk.column("payload")))
                 self._count(f"null {name}", pc.sum(nulls.cast(pa.int64())).as_py() or 0)
         return _versioned(chunk, bad_version)
+
+    def _path_found(self, field_name: str, missed: pa.ChunkedArray) -> None:
+        """Count the rows whose payload a mapped path found nothing in; a path that has
+        found nothing in any row of the run is a problem (misspelt, or a key holding dots
+        left unquoted), one that merely finds nothing in some rows is not (a chain's first
+        event has no causation id)."""
+        tried, hits = self._path_counts.get(field_name, (0, 0))
+        looked = len(missed) - missed.null_count
+        misses = pc.sum(missed.cast(pa.int64())).as_py() or 0
+        tried, hits = tried + looked, hits + looked - misses
+        self._path_counts[field_name] = (tried, hits)
+        spec = self.query.path_fields[field_name]
+        quote = ' (a key holding dots goes in double quotes: "a.b")' if len(spec.path) > 1 else ""
+        problem = f"{field_name}: {spec} found no value in any row (null){quote}"
+        if hits == 0 and tried:
+            self.result.problems[problem] = tried
+        else:
+            self.result.problems.pop(problem, None)
 
     def _validate_json(self, chunk: pa.Table, name: str) -> pa.Table:
         column = chunk.column(name).combine_chunks()
