@@ -691,7 +691,8 @@ class PostgresArchiver:
                 problem = (
                     f"{field_name} not an integer (null; its text in metadata {field_name}:text)"
                 )
-                unreadable[f"{field_name}:text"] = flag
+                if flag.null_count < len(flag):  # most batches have none: no work
+                    unreadable[f"{field_name}:text"] = flag
                 flag = pc.is_valid(flag)
                 if name == "_bad_schema_version":
                     bad_version = flag
@@ -888,23 +889,33 @@ def _keep_in_metadata(chunk: pa.Table, values: dict[str, pa.ChunkedArray]) -> pa
     """``chunk`` with each non-null text of ``values`` added to its row's metadata object
     under the key it is given (a payload_revision "1.0", no integer: kept, not lost).
 
-    >>> t = pa.table({"metadata": ['{"a": 1}', None], "x": [1, 2]})
-    >>> _keep_in_metadata(t, {"v:text": pa.chunked_array([["1.0", None]])})["metadata"].to_pylist()
-    ['{"a": 1, "v:text": "1.0"}', None]
+    The pair is spliced into the metadata's text, which is left as the store wrote it
+    (parsed and written again, big numbers and escapes would change).
+
+    >>> t = pa.table({"metadata": ['{"a": 1e400}', None, "{}"], "x": [1, 2, 3]})
+    >>> v = pa.chunked_array([["1.0", None, "v2"]])
+    >>> _keep_in_metadata(t, {"v:text": v})["metadata"].to_pylist()
+    ['{"a": 1e400, "v:text": "1.0"}', None, '{"v:text": "v2"}']
     """
     texts = {key: column.to_pylist() for key, column in values.items()}
     metas = chunk.column("metadata").to_pylist() if "metadata" in chunk.column_names else None
     merged: list[str | None] = []
     for i in range(chunk.num_rows):
-        extra = {key: column[i] for key, column in texts.items() if column[i] is not None}
         meta = metas[i] if metas is not None else None
-        if not extra:
+        pairs = ", ".join(
+            f"{json.dumps(key)}: {json.dumps(column[i])}"
+            for key, column in texts.items()
+            if column[i] is not None
+        )
+        if not pairs:
             merged.append(meta)
             continue
-        held = json.loads(meta) if meta is not None else {}
-        # Metadata that is JSON but no object (a list): kept beside, under its own key.
-        obj = held if isinstance(held, dict) else {"metadata:json": held}
-        merged.append(json.dumps({**obj, **extra}))
+        body = (meta or "{}").rstrip()
+        if not body.endswith("}"):  # JSON, but no object (a list): kept beside, whole
+            merged.append(f'{{"metadata:json": {body}, {pairs}}}')
+            continue
+        inner = body[:-1].rstrip()
+        merged.append(f"{inner}{', ' if not inner.endswith('{') else ''}{pairs}}}")
     column = pa.array(merged, pa.string())
     if metas is None:
         return chunk.append_column("metadata", column)
