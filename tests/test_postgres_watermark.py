@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -63,6 +64,37 @@ def test_late_commit_is_waited_for(pg_dsn: str, pg_schema: str, tmp_path: Path) 
         assert not archiver.waiting
     assert archived_positions(tmp_path) == [1, 2]
     assert gap_positions(tmp_path) == set()
+
+
+def test_a_role_that_cannot_see_other_sessions_is_told_why_not(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Without pg_read_all_stats another role's session shows no state or start."""
+    table = create_message_db(pg_dsn, pg_schema)
+    role = f"wb_ro_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(f"create role {role} login")
+        admin.execute(f"grant usage on schema {pg_schema} to {role}")
+        admin.execute(f"grant select on {table} to {role}")
+    try:
+        parts = urlsplit(pg_dsn)
+        as_role = parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}").geturl()
+        with (
+            PostgresArchiver(as_role, tmp_path, table=table) as archiver,
+            psycopg.connect(pg_dsn, application_name="notebook") as slow,
+            psycopg.connect(pg_dsn, autocommit=True) as fast,
+        ):
+            write_message(slow, pg_schema, "memory-1", "MemoryCreated", {})  # 1, held open
+            write_message(fast, pg_schema, "memory-2", "MemoryCreated", {})
+            assert archiver.poll() == 0
+            (held,) = archiver.result.held_by
+            assert held.startswith(f"pid {slow.info.backend_pid} (")
+            assert held.endswith("its state is hidden from this role: pg_read_all_stats shows it)")
+            slow.rollback()
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute(f"drop owned by {role}")
+            admin.execute(f"drop role {role}")
 
 
 def test_marten_positions_drawn_before_their_transaction_are_not_skipped(

@@ -127,8 +127,12 @@ class Watermark:
                 "order by a.xact_start",
                 "reading which transactions hold a hole open (pg_stat_activity)",
             )
+            # A role without pg_read_all_stats sees no state or start of others' sessions.
             held[:0] = [
                 f"pid {pid} ({app or 'no application_name'}, {state}, since {start})"
+                if state is not None
+                else f"pid {pid} ({app or 'no application_name'}; its state is hidden from "
+                "this role: pg_read_all_stats shows it)"
                 for pid, app, state, start in rows
             ]
         return held

@@ -779,7 +779,7 @@ class PostgresArchiver:
         except duckdb.Error as exc:
             raise SourceError(
                 f"reading JSON fields of the rows (--map paths, event timestamps): "
-                f"{str(exc).splitlines()[0]}"
+                f"{_duckdb.error_line(exc)}"
             ) from None
         finally:
             self._duck.unregister("batch")
