@@ -464,6 +464,7 @@ def test_a_check_the_free_memory_cannot_hold_is_refused_before_loading(
     with pytest.raises(ProjectionError, match=r"holds the [\d,]+ events it replays in memory") as e:
         wb.check_replay_safety(archive, Memories, until=3_000)
     assert "check a smaller part of the history (until= / --until POSITION" in str(e.value)
+    assert "determinism=False to spare the second process's copy" in str(e.value)
 
 
 class ForgetsToHandBack(Memories):

@@ -254,7 +254,10 @@ def check_replay_safety(
     source = select_source(reader, source)
     check_where(where)
     _refuse_what_memory_cannot_hold(
-        int(count_events(reader, source, where, until)["events"].sum() or 0), until, where
+        int(count_events(reader, source, where, until)["events"].sum() or 0),
+        until,
+        where,
+        processes=2 if determinism else 1,
     )
     decoder = Runner(cls(), on_error="dead-letter")
     events: list[Event] = []
@@ -380,40 +383,56 @@ def check_replay_safety(
     )
 
 
-#: Memory the check holds per event it replays: the decoded events, ~1.7 KB each here,
-#: in this process and again in the determinism rerun's.
-BYTES_PER_EVENT = 3_500
+#: Memory the check holds per event it replays, in each process that replays them (this
+#: one, and the determinism rerun's): the decoded events, ~1.7 KB each here.
+BYTES_PER_EVENT = 1_750
 
 
-def _refuse_what_memory_cannot_hold(events: int, until: int | None, where: str | None) -> None:
-    """Refuse, before loading, a check the machine's free memory cannot hold: past it the
-    kernel kills the process (or the machine swaps to a halt), with nothing said.
+def _refuse_what_memory_cannot_hold(
+    events: int, until: int | None, where: str | None, *, processes: int = 2
+) -> None:
+    """Refuse, before loading, a check the free memory cannot hold: past it the kernel
+    kills the process (or the machine swaps to a halt), with nothing said.
 
     >>> _refuse_what_memory_cannot_hold(1_000, None, None)  # a few MB: fine anywhere
     """
-    needed = events * BYTES_PER_EVENT
+    needed = events * BYTES_PER_EVENT * processes
     available = _available_memory()
     if available is None or needed <= available * 0.8:
         return
     part = " a smaller part" if until is not None or where is not None else " a part"
+    rerun = ", determinism=False to spare the second process's copy" if processes > 1 else ""
     raise ProjectionError(
         f"replay safety holds the {events:,} events it replays in memory, about "
         f"{needed / 1e9:.1f} GB, and {available / 1e9:.1f} GB are free: check{part} of the "
-        "history (until= / --until POSITION, where= / --where SQL, e.g. some streams), or "
-        "on a machine with more memory"
+        f"history (until= / --until POSITION, where= / --where SQL, e.g. some streams{rerun}), "
+        "or on a machine with more memory"
     )
 
 
 def _available_memory() -> int | None:
-    """Bytes the kernel can give without swapping (Linux's MemAvailable), if known."""
+    """Bytes this process can still take without swapping: Linux's MemAvailable, and
+    less in a container whose cgroup sets a limit (the host's figure ignores it)."""
+    found: list[int] = []
     try:
         with open("/proc/meminfo") as info:
             for line in info:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    found.append(int(line.split()[1]) * 1024)
     except OSError:
         pass
-    return None
+    cgroup = Path("/sys/fs/cgroup")
+    for limit_file, used_file in (
+        (cgroup / "memory.max", cgroup / "memory.current"),  # cgroup v2
+        (cgroup / "memory/memory.limit_in_bytes", cgroup / "memory/memory.usage_in_bytes"),
+    ):
+        try:
+            limit, used = limit_file.read_text().strip(), int(used_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:  # "max", or v1's huge "no limit"
+            found.append(max(int(limit) - used, 0))
+    return min(found) if found else None
 
 
 def _unordered(events: Sequence[Event]) -> str:
