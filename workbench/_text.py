@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["did_you_mean", "duration", "plain", "span"]
+__all__ = ["did_you_mean", "duration", "plain", "span", "unmistakable"]
 
 
 def plain(value: Any) -> str | None:
@@ -78,3 +78,13 @@ def did_you_mean(name: str, names: Iterable[str]) -> str:
     close = [n for n in names if n.lower() == name.lower()]
     close = close or difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def unmistakable(text: str) -> str:
+    """``text`` quoted when it would print like another: empty (else like a null) or
+    with spaces at an edge (else like the text without them).
+
+    >>> unmistakable(""), unmistakable(" pad "), unmistakable("a b")
+    ("''", "' pad '", 'a b')
+    """
+    return repr(text) if not text or text != text.strip() else text

@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from workbench._text import unmistakable
 from workbench.errors import WorkbenchError
 from workbench.sources.redaction import redact
 
@@ -240,8 +241,8 @@ def cell_text(value: object, exact: bool = False) -> str:
     if value is None:
         return "null" if exact else ""
     if exact:
-        if isinstance(value, str) and (not value or value != value.strip()):
-            return repr(value)
+        if isinstance(value, str):
+            return unmistakable(value)
         return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else str(value)
     if isinstance(value, float):  # 19,078 rather than 1.908e+04: a lag read at a glance
         return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"

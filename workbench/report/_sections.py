@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from workbench._text import plain
+from workbench._text import plain, unmistakable
 
 if TYPE_CHECKING:
     import altair as alt
@@ -214,8 +214,8 @@ def _cell(value: object, exact: bool = False) -> str:
     """
     if value is None:
         return "∅"
-    if isinstance(value, str) and (not value or value != value.strip()):
-        return repr(value)
+    if isinstance(value, str) and unmistakable(value) != value:
+        return unmistakable(value)
     if isinstance(value, float) and exact:
         return repr(value)
     if isinstance(value, float):
