@@ -213,12 +213,33 @@ def test_cli_check_safety_exit_codes(archive: Path, capsys: pytest.CaptureFixtur
     out = " ".join(capsys.readouterr().out.split())
     assert "(3 listed; a higher max-differences lists more)" in out
     # The listed lines follow as a table: table, key, the column that differs.
-    assert re.search(r"differences from a clean replay \(\d+\)", out)
+    assert re.search(r"differences from a clean replay \((first \d+ of )?\d+\)", out)
     assert re.search(r"│ determinism │ agents │ \S+ │ last_active_at │", out)
     assert cli.run([*args, f"{path}:MEMORIES_SQL"]) == 2
     assert "memories_sql is a SqlProjection, which reads the whole archive at once" in (
         capsys.readouterr().err
     )
+
+
+def test_cli_check_safety_says_what_it_does_not_cover(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Safe over what it handles, but an unhandled type is neither replayed nor checked:
+    exit 1, as a plain replay's."""
+    script = tmp_path / "only_created.py"
+    script.write_text(
+        "import workbench as wb\n"
+        "class OnlyCreated(wb.Projection):\n"
+        "    things = wb.Table(key='id', id=str)\n"
+        "    @wb.on('MemoryCreated', any_version=True)\n"
+        "    def created(self, event, tables):\n"
+        "        if event.data:\n"
+        "            tables.things.upsert({'id': event.data['memory_id']})\n"
+    )
+    args = ["replay", "--archive", str(archive), "--check-safety", "--until", "2000"]
+    assert cli.run([*args, "--projection", f"{script}:OnlyCreated"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "not covered: MemoryAccessed v1" in out and ": safe" in out
 
 
 class CounterOnSelf(Memories):

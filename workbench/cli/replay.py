@@ -65,6 +65,13 @@ def replay(
         # The check replays in memory, from the start, counting failures: these do not apply.
         given = "--resume" if resume else "--dead-letter" if dead_letter else "--into"
         raise WorkbenchError(f"{given} does not go with --check-safety (which writes nothing)")
+    # Coverage before the run: a long rebuild (or check) that leaves types out is worth
+    # stopping early; what it leaves out is neither replayed nor checked.
+    covered = check_coverage(archive, candidate, source=source, until=until, where=where)
+    for problem in covered.problems():
+        notice("not covered", problem, style="yellow", stderr=False)
+    for note in covered.notes():
+        notice("note", note, style="yellow", stderr=False)
     if check_safety:
         with progress_bar() as bar:
             task = bar.add_task("replay safety", total=None)
@@ -76,14 +83,10 @@ def replay(
         console.print(report.summary(), highlight=False)
         differences = report.df()
         if differences.height:
-            console.print(frame_table(differences, "differences from a clean replay", 20))
-        raise typer.Exit(0 if report.ok else 1)
-    # Coverage before the run: a long rebuild that leaves types out is worth stopping early.
-    covered = check_coverage(archive, candidate, source=source, until=until, where=where)
-    for problem in covered.problems():
-        notice("not covered", problem, style="yellow", stderr=False)
-    for note in covered.notes():
-        notice("note", note, style="yellow", stderr=False)
+            console.print(
+                frame_table(differences, "differences from a clean replay", max_differences)
+            )
+        raise typer.Exit(0 if report.ok and covered.ok else 1)
     into = into or Path("replay.duckdb")
     try:
         with sigterm_as_interrupt(), progress_bar() as bar:
