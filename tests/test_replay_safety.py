@@ -346,6 +346,16 @@ def test_a_clock_does_not_hide_a_non_idempotent_handler(archive: Path) -> None:
     assert report["redelivery"].implicated_handlers == ["MemoriesNonIdempotent.accessed"]
 
 
+def test_a_clock_alone_fails_determinism_only(archive: Path) -> None:
+    """A guarded projection with a clock column: the other scenarios add no difference
+    of their own, and say so, instead of each listing the clock's."""
+    report = wb.check_replay_safety(archive, MemoriesClock, until=3_000, seed=3)
+    assert not report.ok and not report["determinism"].ok
+    for name in ("redelivery", "crash", "reorder"):
+        assert report[name].ok, report[name].summary()
+        assert "differs only where the clean replay is not deterministic" in report[name].summary()
+
+
 class CounterAndClockInOneTable(Memories):
     """A non-idempotent counter beside a clock column, in one table."""
 
