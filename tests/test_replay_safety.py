@@ -79,6 +79,10 @@ def test_non_idempotent_counter_is_caught_and_narrowed(archive: Path) -> None:
         assert scenario.implicated_handlers == ["MemoriesNonIdempotent.accessed"]
         assert "memories" in set(scenario.differences["table"])
     assert report["reorder"].ok and report["determinism"].ok
+    # A notebook shows the differing keys and values too, not only the verdicts.
+    assert "<details><summary>differences from a clean replay (first 20 of" in (
+        report._repr_html_()
+    )
 
 
 class GuardedByPosition(Memories):

@@ -194,7 +194,17 @@ class SafetyReport:
             f"<li>{_OK if s.ok else _UNSAFE} {html.escape(s.summary())}</li>"
             for s in self.scenarios
         )
-        return f"<p><b>{html.escape(self.summary().splitlines()[0])}</b></p><ul>{items}</ul>"
+        differences = self.df()
+        listed = ""
+        if differences.height:  # the keys and values that differ, as the CLI prints them
+            more = f" (first 20 of {differences.height:,})" if differences.height > 20 else ""
+            listed = (
+                f"<details><summary>differences from a clean replay{more}</summary>"
+                f"{differences.head(20)._repr_html_()}</details>"
+            )
+        return (
+            f"<p><b>{html.escape(self.summary().splitlines()[0])}</b></p><ul>{items}</ul>{listed}"
+        )
 
 
 _OK = "<b style='color:#2e7d32'>ok</b>"
