@@ -69,10 +69,9 @@ class FieldSpec:
                 f"spec {text!r}: subject takes a token index (subject:2, subject:-1) or a "
                 "range of tokens joined by dots (subject:2: for the third to the last)"
             )
-        spec = cls(kind, arg)
         if kind in ("data", "metadata"):
-            spec.path  # noqa: B018  (refuses a path it cannot split, now rather than later)
-        return spec
+            _path_keys(text, arg)  # a path it cannot split is refused now, not at the read
+        return cls(kind, arg)
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -84,15 +83,7 @@ class FieldSpec:
         >>> FieldSpec.parse('data:meta."a.b".c').path
         ('meta', 'a.b', 'c')
         """
-        if '"' not in self.arg:
-            return tuple(self.arg.split("."))
-        keys = _PATH_KEY.findall(self.arg)
-        if ".".join(f'"{q}"' if q or not plain else plain for q, plain in keys) != self.arg:
-            raise MappingError(
-                f"spec {self}: a path is keys joined by dots, a key holding dots in double "
-                'quotes (metadata:"eventuous.correlation-id")'
-            )
-        return tuple(q or plain for q, plain in keys)
+        return _path_keys(str(self), self.arg)
 
     @property
     def subject_part(self) -> tuple[int, int | None] | int:
@@ -109,6 +100,19 @@ class FieldSpec:
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.arg}"
+
+
+def _path_keys(spec: str, path: str) -> tuple[str, ...]:
+    """The keys of a dotted ``path``, a key in double quotes holding dots as it is."""
+    if '"' not in path:
+        return tuple(path.split("."))
+    keys = _PATH_KEY.findall(path)
+    if ".".join(f'"{q}"' if q or not plain else plain for q, plain in keys) != path:
+        raise MappingError(
+            f"spec {spec}: a path is keys joined by dots, a key holding dots in double "
+            'quotes (metadata:"eventuous.correlation-id")'
+        )
+    return tuple(q or plain for q, plain in keys)
 
 
 #: ``--map``s as the library takes them: ``FIELD=SPEC`` strings, one such string, or a
