@@ -304,6 +304,19 @@ def test_drift_lists_events_without_a_version_with_the_version_they_fit(tmp_path
     assert drift.changes.select("from_version", "to_version", "change").rows() == [(1, 2, "added")]
 
 
+def test_drift_of_a_source_with_no_json_payload_is_said_to_be_unchecked(tmp_path: Path) -> None:
+    """Rails Event Store's default YAML, a binary format: data is null in every event
+    (the bytes are in payload), so no field can drift; "0 changes" alone read as clean."""
+    ArchiveWriter(tmp_path, "yaml").append(
+        table([1, 2], event_type=["A", "A"], payload=[b"--- !ruby/object", b"--- x"])
+    )
+    ArchiveWriter(tmp_path, "json").append(table([1], event_type=["A"], data=['{"n": 1}']))
+    drift = wb.open_archive(tmp_path).schema_drift()
+    assert drift.unchecked["source"].to_list() == ["yaml"]
+    assert "schema drift not checked for yaml: data is null in all 2 events" in drift.summary()
+    assert "unchecked" not in drift.highlights() and drift.found == 0
+
+
 def test_drift_keeps_sources_apart(tmp_path: Path) -> None:
     """One type from two services: a field one always sends and the other never does is
     no half-present field, and one source's versions are no change of the other's."""

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import polars as pl
 
+from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
 
@@ -350,6 +351,9 @@ class Drift(CheckResult):
     mixed: pl.DataFrame
     #: Event types and versions in the archive (with or without fields).
     versions: int
+    #: Sources no event of which has a JSON payload in ``data`` (YAML, a binary format):
+    #: not checked, which "0 changes" would not say.
+    unchecked: pl.DataFrame
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {
@@ -358,7 +362,13 @@ class Drift(CheckResult):
             "mixed": self.mixed,
             "changes": self.changes,
             "fields": self.fields,
+            "unchecked": self.unchecked,
         }
+
+    def highlights(self) -> dict[str, pl.DataFrame]:
+        tables = self.tables()
+        del tables["unchecked"]  # the summary says it in full
+        return tables
 
     @property
     def found(self) -> int:
@@ -381,7 +391,7 @@ class Drift(CheckResult):
                 shown = "; ".join(_shape_line(row) for row in shapes.head(3).iter_rows(named=True))
                 more = f"; and {shapes.height - 3} more" if shapes.height > 3 else ""
                 text += f", {shapes.height} version(s) with two shapes, {said}: {shown}{more}"
-        return text
+        return "; ".join([text, *not_checked_lines(self.unchecked)])
 
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.drift import drift_matrix  # charts sit above analysis
@@ -457,4 +467,9 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
         shapes=shapes,
         mixed=mixed,
         versions=int(versions),
+        unchecked=find_unchecked(reader, [_NEEDS_DATA]),
     )
+
+
+#: What the drift check needs of an event: a payload in ``data`` (JSON, as archived).
+_NEEDS_DATA = Need("schema drift", (("data",),), "a JSON payload in data")
