@@ -205,3 +205,27 @@ def test_an_event_type_cannot_stop_the_charts_from_rendering(tmp_path: Path) -> 
     charts = re.findall(r'<div class="chart[^"]*"[^>]*data-chart="\d+"[^>]*>', dom)
     assert len(charts) >= 5 and all('data-rendered="true"' in div for div in charts), charts
     assert "<b>x</b>" not in dom  # the type is text, never markup
+
+
+def test_the_report_takes_the_check_options_check_takes(tmp_path: Path) -> None:
+    """Commanded's events name a command as their cause: --external-causes makes those
+    roots, not orphans, in the report as in `workbench check`."""
+    from workbench.archive import ArchiveWriter
+    from workbench.cli import run
+
+    ArchiveWriter(tmp_path / "archive", "s").append(
+        pl.DataFrame(
+            {
+                "global_position": [1, 2],
+                "recorded_at": [0, 1],
+                "event_id": ["e1", "e2"],
+                "correlation_id": ["r", "r"],
+                "causation_id": ["cmd-1", "e1"],
+            }
+        ).to_arrow()
+    )
+    args = ["report", "--archive", str(tmp_path / "archive"), "--out"]
+    assert run([*args, str(tmp_path / "a.html")]) == 0
+    assert "1 orphan(s)" in (tmp_path / "a.html").read_text()
+    assert run([*args, str(tmp_path / "b.html"), "--external-causes", "cmd-*"]) == 0
+    assert "0 orphan(s)" in (tmp_path / "b.html").read_text()

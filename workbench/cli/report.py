@@ -46,6 +46,15 @@ def report(
     normalize: list[str] = NORMALIZE,
     live_position: int | None = LIVE_POSITION,
     safety: bool = typer.Option(False, "--check-safety", help="Also run the replay-safety check."),
+    external_causes: list[str] = typer.Option(
+        [],
+        "--external-causes",
+        help="Glob of causation ids outside the event store (commands: 'cmd-*'), as for "
+        "workbench check. Repeatable.",
+    ),
+    accept_gaps: str = typer.Option(
+        "", "--accept-gaps", help="Comma-separated expected gap reasons, as for workbench check."
+    ),
 ) -> None:
     """Write one self-contained HTML report: checks, charts, and replay and diff when given.
 
@@ -129,6 +138,8 @@ def report(
             diff=diff,
             extra=extra,
             progress=lambda name: bar.update(task, description=f"check: {name}"),
+            external_causes=external_causes,
+            accept_gaps=[r.strip() for r in accept_gaps.split(",") if r.strip()],
         )
     if diff is not None and not diff.summary.is_identical:
         findings.append(f"the diff found {diff.summary.verdict}")

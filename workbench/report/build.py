@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,17 +54,22 @@ def write_report(
     extra: Sequence[Section | ReplayResult | SafetyReport] = (),
     title: str = "Event Workbench report",
     progress: Callable[[str], None] | None = None,
+    external_causes: Sequence[str] = (),
+    accept_gaps: Collection[str] = (),
 ) -> Path:
     """Run the checks on ``archive`` and write the report to ``out`` (atomically).
 
     ``diff`` adds the diff against the live read model; ``extra`` adds
     replay results (:func:`workbench.replay`), replay safety reports
     (:func:`workbench.check_replay_safety`) and sections built elsewhere.
+    ``external_causes`` and ``accept_gaps`` go to the checks, as
+    ``workbench check``'s options of those names.
     """
     archive = archive if isinstance(archive, Archive) else open_archive(archive)
     archive.require_events()
     sections = [archive_section(archive)]
-    for name, run in archive.checks().items():
+    checks = archive.checks(external_causes=external_causes, accept_gaps=accept_gaps)
+    for name, run in checks.items():
         heading = CHECKS.get(name, name)
         if progress:
             progress(heading)
