@@ -584,6 +584,26 @@ def test_a_metadata_key_holding_dots_is_mapped_quoted_and_a_path_finding_nothing
         )  # fmt: skip
 
 
+def test_holes_of_a_store_numbered_without_gaps_are_deletions(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Commanded numbers its $all stream under a row lock, not from a sequence: a hole
+    there is a deleted event, which the gap check must fail on, not a harmless rollback."""
+    table = _numbered_log(pg_dsn, pg_schema, [1, 2, 4])
+    argv = ["archive", "postgres", "--dsn", pg_dsn, "--preset", "generic", "--table", table]
+    for item in NUMBERED_MAP:
+        argv += ["--map", item]
+    assert run([*argv, "--holes", "deleted", "--settle-grace", "0", "--out", str(tmp_path)]) == 0
+    assert "1 position(s) in 1 hole(s) deleted before they were archived" in (
+        capsys.readouterr().out
+    )
+    gaps = wb.open_archive(tmp_path).gaps()
+    assert gaps.positions.select("first_missing", "reason").rows() == [(3, "deleted")]
+    assert gaps.found == 1
+    assert run([*argv, "--holes", "gone", "--out", str(tmp_path / "x")]) == 2
+    assert "holes='gone': one of rolled-back, deleted" in capsys.readouterr().err
+
+
 def test_a_repeated_position_is_named_in_one_line_and_exit_2(
     pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -57,6 +57,13 @@ def archive_postgres_command(
         help="Seconds a hole must also stay empty before it is final (default: the preset's; "
         "marten 3).",
     ),
+    holes: str = typer.Option(
+        "rolled-back",
+        "--holes",
+        help="What a hole in the positions is once no transaction can fill it: rolled-back "
+        "(a sequence's, the default) or deleted (a store numbering its events without gaps, "
+        "as Commanded's $all stream: the gap check then fails on it).",
+    ),
     cipher_key: str | None = typer.Option(
         None, "--cipher-key", envvar="CIPHER_KEY", help="eventsourcing: the store's CIPHER_KEY."
     ),
@@ -94,6 +101,7 @@ def archive_postgres_command(
                 poll_interval=poll_interval,
                 settle_timeout=settle_timeout,
                 settle_grace=settle_grace,
+                holes=holes,
                 remap=remap,
                 batch_size=batch_size,
                 cipher_key=cipher_key,

@@ -81,6 +81,9 @@ __all__ = ["ArchivePostgresResult", "PostgresArchiver", "archive_postgres"]
 #: Called with (rows archived so far, rows estimated in total).
 Progress = Callable[[int, int], None]
 
+#: What a settled hole in a source's positions is recorded as (``holes=``).
+HOLES = ("rolled-back", "deleted")
+
 
 @dataclass(repr=False)
 class ArchivePostgresResult(RunResult):
@@ -135,6 +138,13 @@ class ArchivePostgresResult(RunResult):
                 f", {skipped:,} position(s) in {len(rolled):,} hole(s) left by rolled-back "
                 "transactions, or by rows deleted before they were archived, which look the "
                 "same (recorded in gap_records as rolled-back)"
+            )
+        deleted = [(a, b) for a, b, reason in self.gaps if reason == "deleted"]
+        if deleted:
+            lost = sum(last - first + 1 for first, last in deleted)
+            text += (
+                f", {lost:,} position(s) in {len(deleted):,} hole(s) deleted before they were "
+                "archived (holes=deleted: the store numbers its events without gaps)"
             )
         if self.problems:
             text += "; row-level problems: " + ", ".join(
@@ -222,7 +232,12 @@ class PostgresArchiver:
         cipher_key: str | None = None,
         settle_grace: float | None = None,
         remap: bool = False,
+        holes: str = "rolled-back",
     ) -> None:
+        if holes not in HOLES:
+            raise SourceError(f"holes={holes!r}: one of {', '.join(HOLES)}")
+        #: What a settled hole in the positions is recorded as (see :data:`HOLES`).
+        self.holes = holes
         mappings = mapping_options(mappings)
         given = preset is not None or bool(mappings)
         if given:
@@ -479,8 +494,9 @@ class PostgresArchiver:
             cur.close()
 
     def _record_gaps(
-        self, gaps: list[tuple[int, int]], reason: str = "rolled-back", detail: str = ""
+        self, gaps: list[tuple[int, int]], reason: str | None = None, detail: str = ""
     ) -> None:
+        reason = reason or self.holes
         # One file for all of a batch's holes: a store that rolls back often
         # (Message DB on every version conflict) has thousands.
         records: list[tuple[int, int, str]] = []
@@ -489,7 +505,9 @@ class PostgresArchiver:
             if first <= last:
                 records.append((first, last, reason))
                 self._gaps_upto = last
-        self.writer.record_gaps(records, detail or _ROLLED_BACK)
+        self.writer.record_gaps(
+            records, detail or (_ROLLED_BACK if reason == "rolled-back" else _DELETED)
+        )
         self.result.gaps.extend(records)
 
     def _check_same_store(self, top: int | None) -> None:
@@ -1000,6 +1018,10 @@ _ROLLED_BACK = (
     "no row once every transaction that could have written these positions had ended: "
     "rolled back (or deleted before they were archived)"
 )
+_DELETED = (
+    "no row once every transaction that could have written these positions had ended, in a "
+    "store that numbers its events without gaps (holes=deleted): deleted before archived"
+)
 #: Envelope columns that identify an event, compared when resuming.
 #: (Not the event type: a mapping may name it differently from one run to the next.)
 _IDENTITY = ("event_id", "stream", "stream_position")
@@ -1132,6 +1154,7 @@ def archive_postgres(
     batch_size: int = 100_000,
     cipher_key: str | None = None,
     remap: bool = False,
+    holes: str = "rolled-back",
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> ArchivePostgresResult:
@@ -1150,6 +1173,10 @@ def archive_postgres(
     final (default: the preset's; 3 s for Marten, which draws positions
     before the transaction that inserts them). A source archived with another
     preset or mapping is refused, unless ``remap`` (from here on, this one).
+    ``holes``: what a hole in the positions is, once no transaction can fill it:
+    ``rolled-back`` (a sequence's value a rolled-back insert took, the default) or
+    ``deleted`` (a store that numbers its events without gaps, as Commanded's
+    ``$all`` stream does: a hole there is a row deleted before it was archived).
     Given no ``preset`` and no ``mappings``, a run archives as the run before
     did (the one Postgres source of ``out``, or ``table``'s); on a new archive
     the preset is ``message-db``.
@@ -1165,6 +1192,7 @@ def archive_postgres(
             cipher_key=cipher_key,
             settle_grace=settle_grace,
             remap=remap,
+            holes=holes,
         ) as archiver,
         _stopped_by_signals(follow) as signalled,
     ):
