@@ -644,6 +644,32 @@ def test_a_pruned_table_is_not_told_as_rolled_back(
     assert gaps.filter(pl.col("reason") == "retention").rows(named=True)[0]["recorded"]
 
 
+def test_positions_lost_below_the_first_row_start_at_the_sequence_s_first_value(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """SqlStreamStore's messages_seq starts at 0 (its position 0 deleted is a lost event
+    too); a store whose sequence starts at 1000 lost nothing below it."""
+    for start, table in ((0, "sss"), (1000, "late")):
+        with psycopg.connect(pg_dsn, autocommit=True) as con:
+            con.execute(f"create sequence {pg_schema}.{table}_seq start {start} minvalue 0")
+            con.execute(
+                f"create table {pg_schema}.{table} (position bigint primary key default "
+                f"nextval('{pg_schema}.{table}_seq'), at timestamptz default now(), "
+                "kind text default 'A', body text default '{}')"
+            )
+            for _ in range(5):
+                con.execute(f"insert into {pg_schema}.{table} default values")
+            con.execute(f"delete from {pg_schema}.{table} where position < {start} + 2")
+        maps = ["global_position=column:position", "recorded_at=column:at"]
+        maps += ["event_type=column:kind", "data=column:body"]
+        result = wb.archive_postgres(
+            pg_dsn, tmp_path / table, preset="generic", table=f"{pg_schema}.{table}",
+            mappings=maps,
+        )  # fmt: skip
+        assert result.rows_archived == 3
+        assert result.gaps == [(start, start + 1, "retention")]
+
+
 def test_cli_archive_prints_problem_counts(
     pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

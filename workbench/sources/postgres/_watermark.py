@@ -68,7 +68,7 @@ class _Pending:
 class Watermark:
     """Pending ``(position, running transactions)`` pairs and the settled position."""
 
-    settled_position: int = 0
+    settled_position: int = -1  # nothing settled: a store may number from 0
     pending: list[_Pending] = field(default_factory=list)
     #: How old a hole must also be before it is final (see the module's notes).
     grace: dt.timedelta = dt.timedelta(0)

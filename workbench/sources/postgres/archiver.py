@@ -141,9 +141,9 @@ class ArchivePostgresResult(RunResult):
             )
         deleted = [(a, b) for a, b, reason in self.gaps if reason == "deleted"]
         if deleted:
-            lost = sum(last - first + 1 for first, last in deleted)
+            gone = sum(last - first + 1 for first, last in deleted)
             text += (
-                f", {lost:,} position(s) in {len(deleted):,} hole(s) deleted before they were "
+                f", {gone:,} position(s) in {len(deleted):,} hole(s) deleted before they were "
                 "archived (holes=deleted: the store numbers its events without gaps)"
             )
         if self.problems:
@@ -368,8 +368,9 @@ class PostgresArchiver:
         return self.result.rows_archived - before
 
     def _first_floor(self) -> int:
-        """Where a first run starts: below position 1, or below 0 for a table numbered
-        from 0; a table with negative positions is refused (file names cannot hold them)."""
+        """Where a first run starts: below the first value of the position column's
+        sequence (SqlStreamStore's starts at 0), else below 1, or below 0 for a table
+        whose rows start at 0; negative positions are refused (file names cannot hold them)."""
         ((lowest,),) = fetch_all(
             self._con,
             f"select min({self.query.position}) from {self.query.table} e",
@@ -381,7 +382,35 @@ class PostgresArchiver:
                 "the archive holds positions from 0 up: map global_position to a column "
                 "that counts from 0 or 1"
             )
+        start = self._sequence_start()
+        if start is not None and start >= 0 and (lowest is None or start <= lowest):
+            return start - 1  # positions from the sequence's first below the first row: lost
         return -1 if lowest == 0 else 0
+
+    def _sequence_start(self) -> int | None:
+        """The first value of the sequence the position column takes its values from (a
+        serial or identity column's, or its default's nextval), if it is a table's column."""
+        column = re.fullmatch(r'e\."((?:[^"]|"")+)"', self.query.position)
+        if column is None:
+            return None
+        name = column[1].replace('""', '"')
+        ((start,),) = fetch_all(
+            self._con,
+            "with col as (select a.attrelid as rel, a.attnum as num from pg_attribute a "
+            f"where a.attrelid = to_regclass({literal(self.query.table)}) "
+            f"and a.attname = {literal(name)}) "
+            "select min(s.start_value) from pg_sequences s "
+            "join pg_namespace n on n.nspname = s.schemaname "
+            "join pg_class c on c.relnamespace = n.oid and c.relname = s.sequencename "
+            "where c.oid in (select d.objid from pg_depend d, col where d.classid = "
+            "'pg_class'::regclass and d.refobjid = col.rel and d.refobjsubid = col.num "
+            "and d.deptype in ('a', 'i') union select d.refobjid from pg_depend d "
+            "join pg_attrdef ad on ad.oid = d.objid, col where d.classid = "
+            "'pg_attrdef'::regclass and d.refclassid = 'pg_class'::regclass "
+            "and ad.adrelid = col.rel and ad.adnum = col.num)",
+            f"reading the position sequence of {self.query.source}",
+        )
+        return None if start is None else int(start)
 
     def _count_unpositioned(self) -> None:
         """Rows without a position cannot be placed in the order: counted, not archived."""
@@ -573,7 +602,7 @@ class PostgresArchiver:
 
     def _find_late_rows(self) -> None:
         """Rows that committed inside ranges recorded as missing: lost to the archive."""
-        if not self._gaps_upto:
+        if self._gaps_upto < 0:  # no gap recorded: no row can have come late into one
             return
         ranges = (
             ArchiveReader(self.writer.root)
@@ -1125,17 +1154,18 @@ def _runs(positions: list[int]) -> list[tuple[int, int]]:
 
 
 def _recorded_gaps_upto(root: Path, source: str) -> int:
-    """Highest position already recorded as a gap for ``source`` (0 if none)."""
+    """Highest position already recorded as a gap for ``source`` (-1 if none: a store
+    numbered from 0 can lose position 0)."""
     if not root.is_dir():
-        return 0
+        return -1
     try:
         reader = ArchiveReader(root)
         rows = reader.sql(
             "select max(last_missing) from gap_records where source = ?", params=[source]
         ).fetchall()
     except ArchiveError:
-        return 0
-    return int(rows[0][0] or 0)
+        return -1
+    return -1 if rows[0][0] is None else int(rows[0][0])
 
 
 @shows_progress("archive postgres")
