@@ -84,6 +84,15 @@ Progress = Callable[[int, int], None]
 #: What a settled hole in a source's positions is recorded as (``holes=``).
 HOLES = ("rolled-back", "deleted")
 
+#: How a run's summary tells each kind of hole.
+_HOLES_TOLD = {
+    # Sequences skip values a rolled-back insert took: normal, not lost events.
+    "rolled-back": "left by rolled-back transactions, or by rows deleted before they were "
+    "archived, which look the same (recorded in gap_records as rolled-back)",
+    "deleted": "deleted before they were archived (holes=deleted: the store numbers its "
+    "events without gaps)",
+}
+
 
 @dataclass(repr=False)
 class ArchivePostgresResult(RunResult):
@@ -130,22 +139,11 @@ class ArchivePostgresResult(RunResult):
                 f", position(s) {a:,}..{b:,} below the table's first row (deleted before "
                 "archiving, or never used; recorded as retention)"
             )
-        rolled = [(a, b) for a, b, reason in self.gaps if reason == "rolled-back"]
-        if rolled:
-            skipped = sum(last - first + 1 for first, last in rolled)
-            # Sequences skip values a rolled-back insert took: normal, not lost events.
-            text += (
-                f", {skipped:,} position(s) in {len(rolled):,} hole(s) left by rolled-back "
-                "transactions, or by rows deleted before they were archived, which look the "
-                "same (recorded in gap_records as rolled-back)"
-            )
-        deleted = [(a, b) for a, b, reason in self.gaps if reason == "deleted"]
-        if deleted:
-            gone = sum(last - first + 1 for first, last in deleted)
-            text += (
-                f", {gone:,} position(s) in {len(deleted):,} hole(s) deleted before they were "
-                "archived (holes=deleted: the store numbers its events without gaps)"
-            )
+        for hole_reason, told in _HOLES_TOLD.items():
+            holes = [(a, b) for a, b, reason in self.gaps if reason == hole_reason]
+            if holes:
+                positions = sum(last - first + 1 for first, last in holes)
+                text += f", {positions:,} position(s) in {len(holes):,} hole(s) {told}"
         if self.problems:
             text += "; row-level problems: " + ", ".join(
                 f"{k}: {v}" for k, v in sorted(self.problems.items())
