@@ -7,11 +7,18 @@ process (determinism) and once per fault scenario; a safe projection pays
 nothing else. The baseline is ``wb.replay`` of the same archive into DuckDB,
 measured in the same run; the ratio is what a safe projection's check costs
 in replays.
+
+Then the peak memory of a check of the safe projection (its own process, and
+the determinism rerun's) against a replay's, each in a fresh process: the
+check holds the history as Arrow columns and decodes a chunk at a time, so
+it should be the replay's plus the history's columns and two read models.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +49,26 @@ def main() -> None:
                 f"check_replay_safety({projection.__name__}, {verdict}): {seconds:6.2f}s "
                 f"= {seconds / replay:5.1f} replays"
             )
+        replay_peak, _ = _peak(f"wb.replay({str(archive)!r}, Memories, into={tmp!r} + '/m.duckdb')")
+        check_peak, rerun_peak = _peak(f"wb.check_replay_safety({str(archive)!r}, Memories)")
+        print(
+            f"peak memory: replay {replay_peak:,.0f} MiB; check {check_peak:,.0f} MiB "
+            f"({check_peak / replay_peak:.2f}x the replay) + its rerun process {rerun_peak:,.0f} MiB"
+        )
+
+
+def _peak(call: str) -> tuple[float, float]:
+    """Peak RSS in MiB (Linux gives KiB) of ``call`` in a fresh process, and of its children."""
+    code = (
+        "import resource, workbench as wb\n"
+        "from workbench.examples import Memories\n"
+        f"{call}\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    own, children = out.stdout.split()[-2:]
+    return int(own) / 1024, int(children) / 1024
 
 
 if __name__ == "__main__":

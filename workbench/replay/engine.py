@@ -385,6 +385,23 @@ def count_events(
 ) -> pl.DataFrame:
     """``event_type, schema_version, events`` of what a replay will read, and how many
     of them carry each of :data:`~workbench.replay.event.ENVELOPE_FIELDS` (``with_<field>``)."""
+    carried = "".join(f", count({name})::BIGINT as with_{name}" for name in ENVELOPE_FIELDS)
+    return reader.stable(
+        lambda: reader.sql(
+            f"select event_type, schema_version, count(*)::BIGINT as events{carried} from events "
+            f"where {replayed(until, where)} group by event_type, schema_version order by all",
+            params={"source": source},
+        ).pl()
+    )
+
+
+def replayed(until: int | None, where: str | None) -> str:
+    """The SQL condition on the archive's ``events`` (with ``$source`` bound) that keeps
+    what a replay of ``source`` within ``until`` and ``where`` reads.
+
+    >>> replayed(10, "stream = 's'")
+    "source = $source and global_position <= 10 and (stream = 's'\\n)"
+    """
     filters = ["source = $source"]
     if until is not None:
         if not -(2**63) <= int(until) < 2**63:
@@ -392,14 +409,7 @@ def count_events(
         filters.append(f"global_position <= {int(until)}")
     if where:
         filters.append(f"({where}\n)")  # a trailing -- comment ends at the newline
-    carried = "".join(f", count({name})::BIGINT as with_{name}" for name in ENVELOPE_FIELDS)
-    return reader.stable(
-        lambda: reader.sql(
-            f"select event_type, schema_version, count(*)::BIGINT as events{carried} from events "
-            f"where {' and '.join(filters)} group by event_type, schema_version order by all",
-            params={"source": source},
-        ).pl()
-    )
+    return " and ".join(filters)
 
 
 def check_coverage(

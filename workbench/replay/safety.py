@@ -22,8 +22,9 @@ For a failing scenario the fault is narrowed down by applying it to one
 event type at a time; the types (and their handlers) whose fault alone
 changes the output are reported; what differs between the two clean
 replays of ``determinism`` (a clock column, say) is left out of that
-comparison, so it hides no other fault. Keep the archive small (``until=`` /
-``where=``): every scenario holds the events and the read model in memory.
+comparison, so it hides no other fault. The history is held as Arrow columns and
+each replay decodes its delivery a chunk at a time (:mod:`.deliveries`); each
+scenario's read model is held in memory, beside the clean one.
 """
 
 from __future__ import annotations
@@ -39,29 +40,35 @@ import sys
 import sysconfig
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice, zip_longest
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from workbench._text import plain, plural
+from workbench._text import plain
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
 from workbench.progress import ProgressCallback, shows_progress
+from workbench.replay.deliveries import (
+    Delivery,
+    History,
+    crashed,
+    injected,
+    redelivered,
+    reordered,
+    republished,
+)
 from workbench.replay.engine import (
     _instantiate,
     check_where,
-    count_events,
     open_reader,
-    read_batches,
+    replayed,
     select_source,
 )
-from workbench.replay.event import Event
 from workbench.replay.projection import Projection
 from workbench.replay.runner import Runner
 from workbench.replay.sql_projection import SqlProjection
@@ -72,13 +79,9 @@ __all__ = ["SafetyReport", "ScenarioResult", "check_replay_safety"]
 Snapshot = dict[str, dict[Any, dict[str, Any]]]
 
 
-class _Restart:
-    """In a delivery: the process restarts here (a fresh projection instance)."""
-
-
-RESTART = _Restart()
-Delivered = Event | _Restart
-Delivery = Callable[[Sequence[Event], str | None, random.Random], Sequence[Delivered]]
+#: A scenario's faults: the delivery of the history with them, applied to one event type
+#: only (narrowing down) or to all (None), drawn from the seeded generator.
+Faults = Callable[[str | None, random.Random], Delivery]
 
 
 @dataclass
@@ -260,34 +263,31 @@ def check_replay_safety(
     source = select_source(reader, source)
     check_where(where)
     _refuse_what_memory_cannot_hold(
-        int(count_events(reader, source, where, until)["events"].sum() or 0),
-        until,
-        where,
-        processes=2 if determinism else 1,
+        *_history_size(reader, source, until, where), until, where, processes=1 + determinism
     )
-    decoder = Runner(cls(), on_error="dead-letter")
-    events: list[Event] = []
-    for batch in read_batches(reader, source, until=until, where=where):
-        events.extend(decoder.decode(batch))
+    decoder = Runner(cls(), on_error="dead-letter")  # decodes and upcasts every delivery
+    history = History(reader, source, until, where)
+    types = history.types
 
-    scenarios: list[tuple[str, str, Delivery]] = []
+    scenarios: list[tuple[str, str, Faults]] = []
     if duplicates > 0:
         scenarios.append(
             (
                 "redelivery",
                 f"{duplicates:.0%} of the events delivered twice",
-                lambda evs, only, rng: _redeliver(evs, only, rng, duplicates),
+                lambda only, rng: redelivered(types, only, rng, duplicates),
             )
         )
     if republish is None:
         republish = source.startswith("jetstream:")
     if republish and duplicates > 0:
+        last = history.last_position()
         scenarios.append(
             (
                 "republish",
                 f"{duplicates:.0%} of the events stored again later, at new positions "
                 "(same event_id)",
-                lambda evs, only, rng: _republish(evs, only, rng, duplicates),
+                lambda only, rng: republished(types, only, rng, duplicates, last),
             )
         )
     if crashes > 0:
@@ -295,11 +295,17 @@ def check_replay_safety(
             (
                 "crash",
                 f"{crashes} crash(es) between output and checkpoint",
-                lambda evs, only, rng: _crash(evs, only, rng, crashes),
+                lambda only, rng: crashed(types, only, rng, crashes),
             )
         )
     if reorder:
-        scenarios.append(("reorder", "streams interleaved at random, stream order kept", _reorder))
+        scenarios.append(
+            (
+                "reorder",
+                "streams interleaved at random, stream order kept",
+                lambda only, rng: reordered(types, history.streams, only, rng),
+            )
+        )
 
     not_run = [
         off
@@ -320,7 +326,9 @@ def check_replay_safety(
     kept: list[str] = []  # state on `self`: lost at a restart, invisible to the tables
     class_state = _ClassState(cls)  # state on the class: outlives a restart, and this run
     handed: Snapshot = {}  # each row as last handed back with upsert()/update()
-    clean, clean_errors = _run(cls, events, kept, handed)
+    undecodable = decoder.failures
+    clean, clean_errors = _run(cls, history, history.in_order(), decoder, kept, handed)
+    undecodable = decoder.failures - undecodable  # upcasters failing: counted this once
     on_class = class_state.changed()
     steps.done()
     results: list[ScenarioResult] = []
@@ -332,15 +340,15 @@ def check_replay_safety(
         class_state.restore()
         rerun = _Rerun(cls, reader, source, until, where, seed)
         result, unstable = _determinism(
-            cls, events, (clean, clean_errors), decoder, max_differences, rerun
+            cls, history, (clean, clean_errors), decoder, max_differences, rerun
         )
         results.append(result)
         steps.done()
-    types = sorted({e.event_type for e in events if e.event_type in decoder.handler_of})
+    handled = sorted(set(types) & decoder.handler_of.keys())
     for name, description, deliver in scenarios:
-        delivery = deliver(events, None, random.Random(seed))
+        delivery = deliver(None, random.Random(seed))
         class_state.restore()
-        faulty, errors = _run(cls, delivery, class_state=class_state)
+        faulty, errors = _run(cls, history, delivery, decoder, class_state=class_state)
         steps.done()
         diff, counts = _compare(clean, faulty, max_differences)
         ok = not counts and errors <= clean_errors
@@ -359,17 +367,21 @@ def check_replay_safety(
             ok, diff, counts = True, diff.clear(), {}
         implicated: list[str] = []
         if not ok and narrow:
-            steps.add(len(types))
-            for event_type in types:
+            steps.add(len(handled))
+            for event_type in handled:
                 class_state.restore()
                 alone, alone_errors = _run(
-                    cls, deliver(events, event_type, random.Random(seed)), class_state=class_state
+                    cls,
+                    history,
+                    deliver(event_type, random.Random(seed)),
+                    decoder,
+                    class_state=class_state,
                 )
                 steps.done()
                 if next(_differing(clean, alone, unstable), None) or alone_errors > clean_errors:
                     implicated.append(event_type)
         result = _result(name, description, ok, diff, counts, implicated, decoder, errors)
-        caveats = [_unordered(events) if name == "reorder" else ""]
+        caveats = [history.unordered() if name == "reorder" else ""]
         if noise_only:
             caveats.append("it differs only where the clean replay is not deterministic")
         if not ok and kept:
@@ -385,33 +397,49 @@ def check_replay_safety(
                 "starts with what the last one left; keep it in a table"
             )
         result.caveat = "; ".join(c for c in caveats if c)
-        result.injected = _injected(name, events, delivery)
+        result.injected = injected(name, len(history), delivery)
         results.append(result)
     class_state.restore()
     results.append(_handed_back(handed, clean, max_differences))
     return SafetyReport(
         projection=cls.__name__,
-        events=len(events),
+        events=len(history),
         scenarios=results,
-        clean_errors=clean_errors + decoder.failures,
+        clean_errors=clean_errors + undecodable,
         not_run=not_run,
     )
 
 
-#: Memory the check holds per event it replays, in each process that replays them (this
-#: one, and the determinism rerun's): the decoded events, ~1.7 KB each here.
-BYTES_PER_EVENT = 1_750
+#: Memory the check holds per event it replays, in each process that replays it (this one,
+#: and the determinism rerun's), besides the payload's text: the history's other columns,
+#: each event's type and stream code, the deliveries' row numbers, and the read models'
+#: growth (measured with Memories: 550 bytes an event in all, 108 of them payload).
+BYTES_PER_EVENT = 450
+
+
+def _history_size(
+    reader: ArchiveReader, source: str, until: int | None, where: str | None
+) -> tuple[int, int]:
+    """The events a check of ``source`` replays, and the bytes their history takes."""
+    [(events, texts)] = reader.stable(
+        lambda: reader.sql(
+            "select count(*), coalesce(sum(strlen(data)), 0)::BIGINT from events "
+            f"where {replayed(until, where)}",
+            params={"source": source},
+        ).fetchall()
+    )
+    return int(events), int(texts) + int(events) * BYTES_PER_EVENT
 
 
 def _refuse_what_memory_cannot_hold(
-    events: int, until: int | None, where: str | None, *, processes: int = 2
+    events: int, size: int, until: int | None, where: str | None, *, processes: int = 2
 ) -> None:
     """Refuse, before loading, a check the free memory cannot hold: past it the kernel
     kills the process (or the machine swaps to a halt), with nothing said.
 
-    >>> _refuse_what_memory_cannot_hold(1_000, None, None)  # a few MB: fine anywhere
+    >>> _refuse_what_memory_cannot_hold(1_000, 500_000, None, None)  # fine anywhere
     """
-    needed = events * BYTES_PER_EVENT * processes
+    needed = size * processes
     available = _available_memory()
     if available is None or needed <= available * 0.8:
         return
@@ -450,24 +478,6 @@ def _available_memory() -> int | None:
     return min(found) if found else None
 
 
-def _unordered(events: Sequence[Event]) -> str:
-    """What the reorder scenario could not vary: events without a stream.
-
-    >>> from workbench.replay.event import Event
-    >>> _unordered([Event((1, "A", None, None, 1, {})), Event((2, "A", "s", 0, 1, {}))])
-    '1 of 2 events have no stream and kept their order: map stream to reorder them'
-    """
-    without = sum(1 for e in events if e.stream is None)
-    if not without:
-        return ""
-    if without == len(events):
-        return "no event has a stream, so none was reordered: map stream to test this"
-    return (
-        f"{without:,} of {len(events):,} events have no stream and kept their order: "
-        "map stream to reorder them"
-    )
-
-
 class _Steps:
     """The replays a safety check has done and plans, reported to ``progress``."""
 
@@ -501,7 +511,9 @@ def _result(
 
 def _run(
     cls: type[Projection],
-    delivery: Sequence[Delivered],
+    history: History,
+    delivery: Delivery,
+    decoder: Runner,
     kept: list[str] | None = None,
     handed: Snapshot | None = None,
     class_state: _ClassState | None = None,
@@ -513,17 +525,14 @@ def _run(
     if handed is not None:
         for state in runner.states.values():
             _record_handed_back(state, handed.setdefault(state.table.name, {}))
-    segment: list[Event] = []
-    for item in delivery:
-        if isinstance(item, _Restart):
-            runner.apply(segment)
-            segment = []
+    for events in history.deliver(delivery, decoder):
+        if events is None:  # a restart
             if class_state is not None:  # a new process: the class as it was first
                 class_state.restore()
             runner.restart(cls())
         else:
-            segment.append(_own_payload(item))
-    runner.apply(segment)
+            runner.apply(events)
+        runner.take_dead_letters()  # counted, not kept
     if kept is not None:
         fresh = vars(cls())
         kept.extend(
@@ -606,19 +615,6 @@ class _ClassState:
     def restore(self) -> None:
         for (klass, name), value in self.saved.items():
             setattr(klass, name, copy.deepcopy(value))
-
-
-def _own_payload(event: Event) -> Event:
-    """``event`` with a payload of its own: a handler may change the dict it is given,
-    and every replay (and every redelivered copy) must see the original."""
-    data = event.data
-    if isinstance(data, dict):
-        if any(isinstance(v, dict | list) for v in data.values()):
-            return event._replace(data=copy.deepcopy(data))
-        return event._replace(data=dict(data))
-    if isinstance(data, list):
-        return event._replace(data=copy.deepcopy(data))
-    return event
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -725,153 +721,9 @@ def _lines(
     ]
 
 
-# ------------------------------------------------------------------ deliveries
-# Each takes the events in archive order, the one event type to apply the
-# fault to (None: all), and a seeded random generator.
-
-
-def _injected(name: str, events: Sequence[Event], delivery: Sequence[Delivered]) -> str:
-    """How many faults a scenario's ``delivery`` of ``events`` holds, in words.
-
-    >>> evs = [Event((p, "A", "s", p, 1, {})) for p in (1, 2, 3)]
-    >>> _injected("redelivery", evs, [*evs, evs[0]]), _injected("reorder", evs, evs[::-1])
-    ('1 event delivered twice', '2 events out of archive order')
-    >>> _injected("crash", evs, [evs[0], RESTART, evs[0], *evs[1:]])
-    '1 crash, 1 event delivered again'
-    """
-    again = len(delivery) - len(events)
-    if name == "reorder":
-        moved = sum(a is not b for a, b in zip(events, delivery, strict=True))
-        return plural(moved, "event") + " out of archive order"
-    if name == "crash":
-        crashes = sum(d is RESTART for d in delivery)
-        again -= crashes
-        return f"{plural(crashes, 'crash', 'crashes')}, {plural(again, 'event')} delivered again"
-    if name == "republish":
-        return f"{plural(again, 'event')} stored again"
-    return f"{plural(again, 'event')} delivered twice"
-
-
-def _chosen(
-    events: Sequence[Event], only: str | None, rng: random.Random, share: float
-) -> list[int]:
-    """Where the events a fault applies to are: a ``share`` of each event type's, at least
-    one of each, so that a small archive, or a rare type's handler, is tried too.
-
-    >>> evs = [Event((p, "A" if p < 9 else "B", "s", p, 1, {})) for p in range(1, 10)]
-    >>> [evs[i].event_type for i in _chosen(evs, None, random.Random(0), 0.1)]
-    ['A', 'B']
-    """
-    by_type: dict[str, list[int]] = {}
-    for i, e in enumerate(events):
-        if only is None or e.event_type == only:
-            by_type.setdefault(e.event_type, []).append(i)
-    chosen: list[int] = []
-    for where in by_type.values():
-        chosen += rng.sample(where, max(1, round(share * len(where))))
-    return sorted(chosen)
-
-
-def _redeliver(
-    events: Sequence[Event], only: str | None, rng: random.Random, share: float
-) -> list[Event]:
-    """Chosen events delivered again 1..100 events later (an ack that timed out)."""
-    keyed: list[tuple[float, Event]] = [(float(i), e) for i, e in enumerate(events)]
-    for i in _chosen(events, only, rng, share):
-        keyed.append((i + rng.randint(1, 100) + 0.5, events[i]))
-    keyed.sort(key=lambda pair: pair[0])
-    return [e for _, e in keyed]
-
-
-def _republish(
-    events: Sequence[Event], only: str | None, rng: random.Random, share: float
-) -> list[Event]:
-    """Chosen events stored again 1..100 events later, each copy at a new position past
-    the last (a publish retried after the duplicate window): a guard on
-    ``global_position`` lets the copy through, one on ``stream_position`` or
-    ``event_id`` does not.
-
-    >>> evs = [Event((p, "A", "s", p, 1, {})) for p in (1, 2, 3)]
-    >>> sorted((e.global_position, e.stream_position)
-    ...        for e in _republish(evs, None, random.Random(0), 1.0))
-    [(1, 1), (2, 2), (3, 3), (4, 1), (5, 2), (6, 3)]
-    """
-    keyed: list[tuple[float, Event]] = [(float(i), e) for i, e in enumerate(events)]
-    position = max((e.global_position for e in events), default=0)
-    for i in _chosen(events, only, rng, share):
-        position += 1
-        copy = events[i]._replace(global_position=position)
-        keyed.append((i + rng.randint(1, 100) + 0.5, copy))
-    keyed.sort(key=lambda pair: pair[0])
-    return [e for _, e in keyed]
-
-
-def _crash(
-    events: Sequence[Event], only: str | None, rng: random.Random, crashes: int
-) -> list[Delivered]:
-    """Crashes after output, before checkpoint: the process restarts (a new projection
-    instance over the tables written so far) and events since the checkpoint come again."""
-    n = len(events)
-    if n < 2:
-        return list(events)
-    interval = max(1, n // 10)  # a checkpoint every tenth of the history
-    points = sorted(rng.sample(range(1, n), min(crashes, n - 1)))
-    delivery: list[Delivered] = []
-    start = 0
-    for crash in points:
-        delivery.extend(events[start:crash])  # handled, output written ...
-        checkpoint = crash - (crash % interval or interval)  # ... but not checkpointed
-        delivery.append(RESTART)  # what the handlers kept in memory is gone
-        if only is None:
-            start = max(0, checkpoint)  # the restart delivers everything since again
-        else:
-            delivery.extend(e for e in events[max(0, checkpoint) : crash] if e.event_type == only)
-            start = crash
-    delivery.extend(events[start:])
-    return delivery
-
-
-def _reorder(events: Sequence[Event], only: str | None, rng: random.Random) -> list[Event]:
-    """A random interleaving of the streams that keeps each stream's order."""
-    n = len(events)
-    if only is not None:
-        return _reorder_type(events, only, rng)
-    # Events without a stream count as one stream: nothing says which of them an
-    # aggregate's order binds, so none of them moves past another (shuffled freely, a
-    # correct projection of an unmapped stream would look unsafe).
-    codes: dict[str | None, int] = {}
-    stream_code = np.array([codes.setdefault(e.stream, len(codes)) for e in events])
-    r = np.random.default_rng(rng.randrange(2**32)).random(n)
-    in_stream_order = np.lexsort((np.arange(n), stream_code))
-    by_random = np.lexsort((r, stream_code))
-    keys = np.empty(n)
-    keys[in_stream_order] = r[by_random]  # the k-th event of a stream gets its k-th smallest key
-    return [events[i] for i in np.argsort(keys, kind="stable")]
-
-
-def _reorder_type(events: Sequence[Event], only: str, rng: random.Random) -> list[Event]:
-    """Move only events of type ``only``, later at random, never past their stream's next event."""
-    n = len(events)
-    next_in_stream: list[int] = [n] * n
-    last_seen: dict[Any, int] = {}
-    for i in range(n - 1, -1, -1):
-        stream = events[i].stream  # None is one stream too, as in _reorder
-        next_in_stream[i] = last_seen.get(stream, n)
-        last_seen[stream] = i
-    keys = [float(i) for i in range(n)]
-    for i, e in enumerate(events):
-        if e.event_type == only:
-            hi = next_in_stream[i]
-            # Stay before the stream's next event (whose key is itself or already moved later).
-            bound = min(float(hi), keys[hi]) if hi < n else float(n)
-            keys[i] = rng.uniform(keys[i], bound - 1e-9) if bound > keys[i] else keys[i]
-    order = sorted(range(n), key=keys.__getitem__)
-    return [events[i] for i in order]
-
-
 def _determinism(
     cls: type[Projection],
-    events: Sequence[Event],
+    history: History,
     clean: tuple[Snapshot, int],
     decoder: Runner,
     limit: int,
@@ -891,23 +743,23 @@ def _determinism(
         second, second_errors = rerun.run(traced=False)
     except _NoRerun as exc:  # e.g. a class defined in a notebook: not importable elsewhere
         rerun.fallback = f"{exc}"
-        second, second_errors = _run(cls, events)
+        second, second_errors = _run(cls, history, history.in_order(), decoder)
         description = f"the clean replay run twice in this process ({exc})"
         caveat = f"hash seeds not varied: {exc}"
     diff, counts = _compare(clean[0], second, limit)
     ok = not counts and clean[1] == second_errors
     implicated: list[str] = []
     if not ok:
-        first_trace = _traced(cls, events)[0][1]
+        first_trace = _traced(cls, history, decoder)[0][1]
         try:
             if rerun.fallback:
                 raise _NoRerun(rerun.fallback)
             second_trace = rerun.run(traced=True)[0][1]
         except _NoRerun:
-            second_trace = _traced(cls, events)[0][1]
-        for event, a, b in zip(events, first_trace, second_trace, strict=True):
+            second_trace = _traced(cls, history, decoder)[0][1]
+        for (event_type, a), (_, b) in zip(first_trace, second_trace, strict=True):
             if a != b:
-                implicated.append(event.event_type)
+                implicated.append(event_type)
                 break
     result = _result(
         "determinism", description, ok, diff, counts, implicated, decoder, second_errors
@@ -916,22 +768,26 @@ def _determinism(
     return result, _unstable(clean[0], second)
 
 
-Traced = tuple[tuple[Snapshot, list[int]], int]
+#: A traced replay: the tables, each event's type with a checksum of what it wrote; and
+#: the handler failures.
+Traced = tuple[tuple[Snapshot, list[tuple[str, int]]], int]
 
 
-def _traced(cls: type[Projection], events: Sequence[Event]) -> Traced:
+def _traced(cls: type[Projection], history: History, decoder: Runner) -> Traced:
     runner = Runner(cls(), on_error="dead-letter")
     states = list(runner.states.values())
-    signatures: list[int] = []
-    for event in events:
-        runner.apply((_own_payload(event),))
-        writes: list[tuple[str, Any, str]] = []
-        row_ids, _ = runner.log.take().pairs()
-        for state in states:
-            keys = state.keys_of(row_ids)
-            writes.extend((state.table.name, k, repr(state.rows.get(k))) for k in keys)
-        # Not hash(): string hashes differ between processes, and these are compared across two.
-        signatures.append(zlib.crc32(repr(writes).encode()))
+    signatures: list[tuple[str, int]] = []
+    for events in history.deliver(history.in_order(), decoder):
+        for event in events or ():
+            runner.apply((event,))
+            writes: list[tuple[str, Any, str]] = []
+            row_ids, _ = runner.log.take().pairs()
+            for state in states:
+                keys = state.keys_of(row_ids)
+                writes.extend((state.table.name, k, repr(state.rows.get(k))) for k in keys)
+            # Not hash(): string hashes differ between processes, compared across two here.
+            signatures.append((event.event_type, zlib.crc32(repr(writes).encode())))
+        runner.take_dead_letters()
     snapshot = {name: state.rows for name, state in runner.states.items()}
     return (snapshot, signatures), runner.failures
 
@@ -1034,10 +890,10 @@ def _rerun() -> None:
 
     job = pickle.loads(sys.stdin.buffer.read())
     cls = type(load_projection(job["projection"]))
-    reader = ArchiveReader(job["archive"])
+    history = History(ArchiveReader(job["archive"]), job["source"], job["until"], job["where"])
     decoder = Runner(cls(), on_error="dead-letter")
-    events: list[Event] = []
-    for batch in read_batches(reader, job["source"], until=job["until"], where=job["where"]):
-        events.extend(decoder.decode(batch))
-    result = _traced(cls, events) if job["traced"] else _run(cls, events)
+    if job["traced"]:
+        result: Any = _traced(cls, history, decoder)
+    else:
+        result = _run(cls, history, history.in_order(), decoder)
     Path(job["out"]).write_bytes(pickle.dumps(result))

@@ -1,0 +1,360 @@
+"""What a replay-safety check delivers to a projection: the history, and faulty orders of it.
+
+The history is held as Arrow columns (about 200 bytes an event: the columns
+every event needs, and those the handlers read), not as decoded events
+(about 1.7 KB each): a check replays it many times, and each replay decodes
+it afresh, a chunk at a time, so every delivered copy gets a payload of its
+own and memory holds one chunk of Python objects, not the history. A
+delivery is an array of row numbers (a row twice: delivered twice; out of
+order: reordered), with :data:`RESTART` where the process restarts.
+
+>>> import random
+>>> history_types = ["A", "A", "B"]
+>>> redelivered(history_types, None, random.Random(0), 1.0).order.tolist()
+[0, 1, 2, 0, 2, 1]
+>>> crashed(history_types, None, random.Random(0), 1).order.tolist()  # the second event again
+[0, 1, -1, 1, 2]
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from workbench import _duckdb, envelope
+from workbench._text import plural
+from workbench.archive import ArchiveReader
+from workbench.errors import ProjectionError
+from workbench.replay.batches import BASE_COLUMNS, prefetch, read_batches
+from workbench.replay.event import Event, Prepared, _strings
+from workbench.replay.runner import Runner
+
+__all__ = [
+    "RESTART",
+    "Delivery",
+    "History",
+    "chosen",
+    "crashed",
+    "injected",
+    "redelivered",
+    "reordered",
+    "republished",
+]
+
+#: In a delivery's order: the process restarts here (a fresh projection instance).
+RESTART = -1
+
+#: Events decoded at a time: Python objects for this many, never the history's.
+CHUNK = 20_000
+
+
+@dataclass
+class Delivery:
+    """Rows of the history in the order they are delivered, :data:`RESTART` at restarts.
+
+    ``positions``, when given, is the ``global_position`` each delivered row
+    carries instead of its own where it is 0 or more (a copy stored again
+    at a new position).
+    """
+
+    order: np.ndarray
+    positions: np.ndarray | None = None
+
+
+class History:
+    """The events a check replays, in archive order, as Arrow columns.
+
+    ``types`` is each event's type (shared string objects), ``streams`` a
+    code per event's stream (events without one share a code). A column
+    the handlers read beyond :data:`BASE_COLUMNS` is read from the archive
+    the first time they do, for every event, and kept.
+    """
+
+    def __init__(
+        self, reader: ArchiveReader, source: str, until: int | None, where: str | None
+    ) -> None:
+        tables = [
+            batch.table.select(list(BASE_COLUMNS))
+            for batch in read_batches(reader, source, until=until, where=where, wanted=set())
+        ]
+        schema = pa.schema([envelope.SCHEMA.field(c) for c in BASE_COLUMNS])
+        self.table = pa.concat_tables(tables) if tables else schema.empty_table()
+        positions = self.table.column("global_position")
+        # Read again for a column, the archive must give the same rows: a follower
+        # appending meanwhile adds none past the last one read now.
+        last = pc.max(positions).as_py()
+        self._read = (reader, source, until if last is None else last, where)
+        self.types: list[str] = _strings(pc.dictionary_encode(_one(self.table, "event_type")))
+        streams = pc.dictionary_encode(_one(self.table, "stream"))
+        self.streams: np.ndarray = streams.indices.fill_null(-1).to_numpy()
+        #: Columns beyond the base ones that handlers read: converted up front in a chunk.
+        self.eager: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def in_order(self) -> Delivery:
+        """Every event once, in archive order: the clean replay."""
+        return Delivery(np.arange(len(self), dtype=np.int64))
+
+    def last_position(self) -> int:
+        """The highest ``global_position`` (-1 for no events)."""
+        last = pc.max(self.table.column("global_position")).as_py()
+        return -1 if last is None else int(last)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """Column ``name`` of every event, read from the archive on first use."""
+        if name in self.table.column_names:
+            return self.table.column(name)
+        if name not in envelope.COLUMNS:
+            raise KeyError(name)
+        reader, source, until, where = self._read
+        parts = [
+            batch.column(name)
+            for batch in read_batches(reader, source, until=until, where=where, wanted={name})
+        ]
+        chunks = [chunk for part in parts for chunk in part.chunks]
+        values = pa.chunked_array(chunks, envelope.SCHEMA.field(name).type)
+        if len(values) != len(self):
+            raise ProjectionError(
+                f"the archive changed while replay safety was checked ({len(values):,} "
+                f"events, not {len(self):,}); check it again"
+            )
+        self.table = self.table.append_column(envelope.SCHEMA.field(name), values)
+        self.eager = (*self.eager, name)
+        return values
+
+    def unordered(self) -> str:
+        """What the reorder scenario could not vary: events without a stream.
+
+        >>> h = History.__new__(History)
+        >>> h.table = pa.table({"stream": [None, "s"]})
+        >>> h.unordered()
+        '1 of 2 events have no stream and kept their order: map stream to reorder them'
+        """
+        without, n = self.table.column("stream").null_count, len(self)
+        if not without:
+            return ""
+        if without == n:
+            return "no event has a stream, so none was reordered: map stream to test this"
+        return (
+            f"{without:,} of {n:,} events have no stream and kept their order: "
+            "map stream to reorder them"
+        )
+
+    def deliver(self, delivery: Delivery, decoder: Runner) -> Iterator[list[Event] | None]:
+        """The delivered events a chunk at a time, decoded (and upcast) by ``decoder``;
+        None where the process restarts."""
+        for chunk in prefetch(self._chunks(delivery)):
+            if chunk is None:
+                yield None
+                continue
+            events = decoder.decode(chunk)
+            decoder.take_dead_letters()  # counted once, by the clean replay
+            yield events
+
+    def _chunks(self, delivery: Delivery) -> Iterator[_Chunk | None]:
+        """The delivery's chunks of rows, taken and prepared for decoding (Arrow work,
+        which releases the GIL: :meth:`deliver` runs this on the other core)."""
+        order = delivery.order
+        restarts = np.flatnonzero(order == RESTART).tolist()
+        con = _duckdb.connect()  # to check payloads
+        try:
+            start = 0
+            for stop in [*restarts, len(order)]:
+                for lo in range(start, stop, CHUNK):
+                    hi = min(lo + CHUNK, stop)
+                    positions = None if delivery.positions is None else delivery.positions[lo:hi]
+                    yield _Chunk(self, order[lo:hi], positions, con)
+                if stop < len(order):
+                    yield None
+                start = stop + 1
+        finally:
+            con.close()
+
+
+class _Chunk:
+    """Some delivered rows, as :func:`~workbench.replay.event.decode` reads them."""
+
+    __slots__ = ("_history", "_rows", "eager", "num_rows", "prepared", "table")
+
+    def __init__(
+        self,
+        history: History,
+        rows: np.ndarray,
+        positions: np.ndarray | None,
+        con: duckdb.DuckDBPyConnection,
+    ) -> None:
+        self._history = history
+        self._rows = pa.array(rows)
+        table = history.table.take(self._rows)
+        if positions is not None and (positions >= 0).any():
+            moved = pa.array(positions >= 0)
+            column = pc.if_else(moved, pa.array(positions), table.column("global_position"))
+            table = table.set_column(0, "global_position", column)
+        self.table = table
+        self.num_rows = table.num_rows
+        self.eager = history.eager
+        self.prepared: Prepared | None = Prepared(table, con)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        if name in self.table.column_names:
+            return self.table.column(name)
+        return self._history.column(name).take(self._rows)  # first use: read, and kept
+
+
+def _one(table: pa.Table, name: str) -> pa.Array:
+    column = table.column(name)
+    return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+
+
+# ------------------------------------------------------------------ faults
+# Each takes the history's event types (in archive order), the one event type to
+# apply the fault to (None: all), and a seeded random generator.
+
+
+def chosen(types: Sequence[str], only: str | None, rng: random.Random, share: float) -> list[int]:
+    """Where the events a fault applies to are: a ``share`` of each event type's, at least
+    one of each, so that a small archive, or a rare type's handler, is tried too.
+
+    >>> chosen(["A"] * 8 + ["B"], None, random.Random(0), 0.1)
+    [6, 8]
+    """
+    by_type: dict[str, list[int]] = {}
+    for i, event_type in enumerate(types):
+        if only is None or event_type == only:
+            by_type.setdefault(event_type, []).append(i)
+    picked: list[int] = []
+    for where in by_type.values():
+        picked += rng.sample(where, max(1, round(share * len(where))))
+    return sorted(picked)
+
+
+def _later(n: int, picked: list[int], rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+    """All ``n`` rows in order, each of ``picked`` once more 1..100 events later; and
+    which entries are those second ones."""
+    later = [i + rng.randint(1, 100) + 0.5 for i in picked]
+    keys = np.concatenate([np.arange(n, dtype=np.float64), np.array(later, np.float64)])
+    rows = np.concatenate([np.arange(n, dtype=np.int64), np.array(picked, np.int64)])
+    slots = np.argsort(keys, kind="stable")
+    return rows[slots], slots >= n
+
+
+def redelivered(
+    types: Sequence[str], only: str | None, rng: random.Random, share: float
+) -> Delivery:
+    """Chosen events delivered again 1..100 events later (an ack that timed out)."""
+    return Delivery(_later(len(types), chosen(types, only, rng, share), rng)[0])
+
+
+def republished(
+    types: Sequence[str], only: str | None, rng: random.Random, share: float, last: int
+) -> Delivery:
+    """Chosen events stored again 1..100 events later, each copy at a new position past
+    ``last`` (a publish retried after the duplicate window): a guard on
+    ``global_position`` lets the copy through, one on ``stream_position`` or
+    ``event_id`` does not.
+
+    >>> d = republished(["A", "A"], None, random.Random(0), 1.0, last=2)
+    >>> d.order.tolist(), d.positions.tolist()
+    ([0, 1, 0, 1], [-1, -1, 3, 4])
+    """
+    order, copies = _later(len(types), chosen(types, only, rng, share), rng)
+    positions = np.full(len(order), -1, np.int64)
+    positions[copies] = last + 1 + np.arange(np.count_nonzero(copies))  # in the order stored
+    return Delivery(order, positions)
+
+
+def crashed(types: Sequence[str], only: str | None, rng: random.Random, crashes: int) -> Delivery:
+    """Crashes after output, before checkpoint: the process restarts (a new projection
+    instance over the tables written so far) and events since the checkpoint come again."""
+    n = len(types)
+    if n < 2:
+        return Delivery(np.arange(n, dtype=np.int64))
+    interval = max(1, n // 10)  # a checkpoint every tenth of the history
+    points = sorted(rng.sample(range(1, n), min(crashes, n - 1)))
+    parts: list[np.ndarray] = []
+    start = 0
+    for point in points:
+        parts.append(np.arange(start, point))  # handled, output written ...
+        checkpoint = max(0, point - (point % interval or interval))  # ... but not checkpointed
+        parts.append(np.array([RESTART]))  # what the handlers kept in memory is gone
+        if only is None:
+            start = checkpoint  # the restart delivers everything since again
+        else:
+            parts.append(np.array([i for i in range(checkpoint, point) if types[i] == only]))
+            start = point
+    parts.append(np.arange(start, n))
+    return Delivery(np.concatenate(parts).astype(np.int64))
+
+
+def reordered(
+    types: Sequence[str], streams: np.ndarray, only: str | None, rng: random.Random
+) -> Delivery:
+    """A random interleaving of the streams that keeps each stream's order.
+
+    Events without a stream count as one stream: nothing says which of them
+    an aggregate's order binds, so none of them moves past another (shuffled
+    freely, a correct projection of an unmapped stream would look unsafe).
+    """
+    n = len(types)
+    if only is not None:
+        return _reorder_type(types, streams, only, rng)
+    r = np.random.default_rng(rng.randrange(2**32)).random(n)
+    in_stream_order = np.lexsort((np.arange(n), streams))
+    by_random = np.lexsort((r, streams))
+    keys = np.empty(n)
+    keys[in_stream_order] = r[by_random]  # the k-th event of a stream gets its k-th smallest key
+    return Delivery(np.argsort(keys, kind="stable").astype(np.int64))
+
+
+def _reorder_type(
+    types: Sequence[str], streams: np.ndarray, only: str, rng: random.Random
+) -> Delivery:
+    """Move only events of type ``only``, later at random, never past their stream's next event."""
+    n = len(types)
+    next_in_stream: list[int] = [n] * n
+    last_seen: dict[int, int] = {}
+    codes = streams.tolist()
+    for i in range(n - 1, -1, -1):
+        next_in_stream[i] = last_seen.get(codes[i], n)
+        last_seen[codes[i]] = i
+    keys = [float(i) for i in range(n)]
+    for i, event_type in enumerate(types):
+        if event_type == only:
+            hi = next_in_stream[i]
+            # Stay before the stream's next event (whose key is itself or already moved later).
+            bound = min(float(hi), keys[hi]) if hi < n else float(n)
+            keys[i] = rng.uniform(keys[i], bound - 1e-9) if bound > keys[i] else keys[i]
+    return Delivery(np.argsort(np.array(keys), kind="stable").astype(np.int64))
+
+
+def injected(name: str, events: int, delivery: Delivery) -> str:
+    """How many faults a scenario's ``delivery`` of ``events`` events holds, in words.
+
+    >>> import numpy as np
+    >>> injected("redelivery", 3, Delivery(np.array([0, 1, 2, 0])))
+    '1 event delivered twice'
+    >>> injected("reorder", 3, Delivery(np.array([2, 1, 0])))
+    '2 events out of archive order'
+    >>> injected("crash", 3, Delivery(np.array([0, RESTART, 0, 1, 2])))
+    '1 crash, 1 event delivered again'
+    """
+    order = delivery.order
+    again = len(order) - events
+    if name == "reorder":
+        moved = int(np.count_nonzero(order != np.arange(events)))
+        return plural(moved, "event") + " out of archive order"
+    if name == "crash":
+        crashes = int(np.count_nonzero(order == RESTART))
+        again -= crashes
+        return f"{plural(crashes, 'crash', 'crashes')}, {plural(again, 'event')} delivered again"
+    if name == "republish":
+        return f"{plural(again, 'event')} stored again"
+    return f"{plural(again, 'event')} delivered twice"
