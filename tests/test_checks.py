@@ -29,6 +29,39 @@ def table(positions: list[int], **columns: list[object]) -> pa.Table:
 # ------------------------------------------------------------------ gaps
 
 
+def test_stream_gaps_are_told_by_the_removals_between_their_neighbours(tmp_path: Path) -> None:
+    """A deleted message, or an aggregate's first versions gone with retention, leaves a
+    stream gap too: accepting those removals accepts the stream gaps they explain, and
+    no other (a version the writer skipped, or one lost beside an accepted removal)."""
+    w = ArchiveWriter(tmp_path, "s")
+    w.append(
+        table(
+            [3, 4, 5, 7, 8, 9, 10, 12, 13],
+            stream=["a", "b", "a", "a", "c", "c", "b", "c", "d"],
+            stream_position=[3, 1, 4, 6, 1, 2, 2, 4, 1],
+        )
+    )
+    w.record_gap(1, 2, "retention")  # a's versions 1 and 2
+    w.record_gap(6, 6, "deleted")  # a's version 5
+    # c's version 3 was at 11, a hole no record explains; b and d are whole.
+    gaps = wb.open_archive(tmp_path).gaps(accept=("deleted", "retention"))
+    assert gaps.streams.select("stream", "first_missing", "last_missing", "reason").rows() == [
+        ("a", 1, 2, "retention"),
+        ("a", 5, 5, "deleted"),
+        ("c", 3, 3, "unknown"),
+    ]
+    assert gaps.stream_faults["stream"].to_list() == ["c"]
+    assert gaps.found == 2  # position 11, and c's version 3
+    assert "1 stream gap(s) (and 2 from the accepted removals)" in gaps.summary()
+    assert wb.open_archive(tmp_path).gaps().found == 3 + 3  # nothing accepted: all count
+    # A version skipped where no position is missing is the writer's fault, accepted or not.
+    w.append(table([14], stream=["d"], stream_position=[3]))
+    skipped = wb.open_archive(tmp_path).gaps(accept=("deleted", "retention"))
+    assert ("d", 2, 2, "unknown") in skipped.streams.select(
+        "stream", "first_missing", "last_missing", "reason"
+    ).rows()
+
+
 def test_gaps_tell_recorded_reasons_from_guesses(tmp_path: Path) -> None:
     w = ArchiveWriter(tmp_path, "s")
     w.append(table([5, 6, 9, 10, 14, 20]))

@@ -104,10 +104,11 @@ _GAPS_WITHOUT_RECORDS = (
 
 # Holes inside each stream's positions; a stream's first position is expected
 # at the lowest first position of any stream of its source (0 or 1 by convention).
+# Each hole's neighbours' global positions bound where its events were.
 # {within}: a relation of (source, stream) to look at only, or nothing for all.
 _STREAM_GAPS = """
 with numbered as (
-    select source, stream, stream_position,
+    select source, stream, stream_position, global_position,
            -- A stream of a store's own rows only (Marten's tombstones, numbered by their
            -- global position) has no sequence; such a row inside a stream keeps its place.
            bool_and(starts_with(coalesce(event_type, ''), '$'))
@@ -115,15 +116,54 @@ with numbered as (
     from events {within} where stream is not null and stream_position is not null
 ),
 sp as (
-    select source, stream, stream_position as p,
-           lead(stream_position) over (partition by source, stream order by stream_position) as nxt,
+    select source, stream, stream_position as p, global_position as g,
+           lead(stream_position) over w as nxt, lead(global_position) over w as next_g,
            min(stream_position) over (partition by source, stream) as first_p
     from numbered where not own_stream
+    window w as (partition by source, stream order by stream_position, global_position)
 ),
 base as (select source, min(first_p) as b from sp group by source)
-select source, stream, p + 1 as first_missing, nxt - 1 as last_missing from sp where nxt > p + 1
+select source, stream, p + 1 as first_missing, nxt - 1 as last_missing,
+       g as after_position, next_g as before_position
+from sp where nxt > p + 1
 union all
-select distinct sp.source, stream, b, first_p - 1 from sp join base using (source) where first_p > b
+select sp.source, stream, any_value(b), first_p - 1, null::BIGINT, min(g)
+from sp join base using (source) where first_p > b and p = first_p group by all
+"""
+
+# What removed each stream gap's events: the position gaps between its neighbours
+# (any before its first event, for a leading one). A reason that lost events wins;
+# else the accepted reasons, when they removed at least as many positions as the
+# stream misses; else nothing in the positions says: ``unknown``.
+_STREAM_GAP_REASONS = """
+with overlap as (
+    select s.source, s.stream, s.first_missing, p.reason,
+           least(p.last_missing, s.before_position - 1)
+             - greatest(p.first_missing, coalesce(s.after_position, p.first_missing - 1) + 1)
+             + 1 as removed
+    from streams s join positions p
+      on p.source = s.source and p.first_missing < s.before_position
+     and (s.after_position is null or p.last_missing > s.after_position)
+    where p.reason not in (select unnest($harmless::VARCHAR[]))
+),
+why as (
+    select source, stream, first_missing,
+           arg_max(reason, removed) filter (reason not in (select unnest($accepted::VARCHAR[])))
+               as lost,
+           arg_max(reason, removed) filter (reason in (select unnest($accepted::VARCHAR[])))
+               as accepted,
+           coalesce(sum(removed) filter (reason in (select unnest($accepted::VARCHAR[]))), 0)
+               as accepted_removed
+    from overlap group by all
+)
+select s.source, s.stream, s.first_missing, s.last_missing,
+       s.last_missing - s.first_missing + 1 as missing,
+       coalesce(why.lost,
+                case when why.accepted_removed >= s.last_missing - s.first_missing + 1
+                     then why.accepted end,
+                'unknown') as reason
+from streams s left join why using (source, stream, first_missing)
+order by s.source, s.stream, s.first_missing
 """
 
 
@@ -142,14 +182,19 @@ class Gaps(CheckResult):
     - ``positions``: ``source, first_missing, last_missing, missing, reason,
       recorded, detail`` — ``reason`` is one of ``GAP_REASONS`` or
       ``unknown``; ``recorded`` is False when the reason is a guess.
-    - ``streams``: ``source, stream, first_missing, last_missing, missing``.
+    - ``streams``: ``source, stream, first_missing, last_missing, missing,
+      reason`` — ``reason`` is that of the position gaps between the
+      stream's neighbouring events (``deleted`` when a deleted message held
+      the missing version), ``unknown`` when no position is missing there
+      (the writer skipped a version).
     - ``unchecked``: ``source, check, events, null_columns, reason`` — the
       sources whose streams were not checked (``stream`` or
       ``stream_position`` null in every event); not a finding.
 
     ``accepted``: reasons the caller expects (``deleted`` and ``retention``
     in a KV bucket, a stream with message TTLs or rollups, which remove
-    messages by design): listed, but no fault, as the harmless ones.
+    messages by design): listed, but no fault, as the harmless ones; so are the
+    stream gaps they explain.
     """
 
     name: ClassVar[str] = "gaps"
@@ -178,8 +223,13 @@ class Gaps(CheckResult):
         return sorted(HARMLESS_REASONS | self.accepted)
 
     @property
+    def stream_faults(self) -> pl.DataFrame:
+        """Stream gaps that lost events (all but those the accepted reasons explain)."""
+        return self.streams.filter(~pl.col("reason").is_in(sorted(self.accepted)))
+
+    @property
     def found(self) -> int:
-        return self.faults.height + self.streams.height
+        return self.faults.height + self.stream_faults.height
 
     def summary(self) -> str:
         faults = self.faults
@@ -200,8 +250,11 @@ class Gaps(CheckResult):
                 "accepted)"
             )
         # "0 stream gaps" would read as clean for a source that was never looked at.
+        stream_faults = self.stream_faults.height
         if self.streams.height or self.unchecked.height == 0:
-            parts.append(f"{self.streams.height} stream gap(s)")
+            explained = self.streams.height - stream_faults
+            accepted = f" (and {explained} from the accepted removals)" if explained else ""
+            parts.append(f"{stream_faults} stream gap(s){accepted}")
         return "; ".join(parts + not_checked_lines(self.unchecked))
 
     def chart(self) -> alt.TopLevelMixin:
@@ -270,14 +323,17 @@ def find_gaps(reader: ArchiveReader, *, accept: Collection[str] = ()) -> Gaps:
         f"select *, last_missing - first_missing + 1 as missing from ({query}) "
         "order by source, first_missing, last_missing"
     ).pl()
+    positions = _late_apart(positions).select(
+        "source", "first_missing", "last_missing", "missing", "reason", "recorded", "detail"
+    )
     streams = reader.sql(
-        f"select *, last_missing - first_missing + 1 as missing from ({stream_gaps_sql()}) "
-        "order by source, stream, first_missing"
+        _STREAM_GAP_REASONS,
+        params={"harmless": sorted(HARMLESS_REASONS), "accepted": sorted(accept)},
+        streams=reader.sql(stream_gaps_sql()).to_arrow_table(),
+        positions=positions,
     ).pl()
     return Gaps(
-        positions=_late_apart(positions).select(
-            "source", "first_missing", "last_missing", "missing", "reason", "recorded", "detail"
-        ),
+        positions=positions,
         streams=streams,
         unchecked=find_unchecked(reader, [STREAM_GAPS_NEED]),
         accepted=frozenset(accept),
