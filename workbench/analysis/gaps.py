@@ -253,8 +253,8 @@ class Gaps(CheckResult):
         stream_faults = self.stream_faults.height
         if self.streams.height or self.unchecked.height == 0:
             explained = self.streams.height - stream_faults
-            accepted = f" (and {explained} from the accepted removals)" if explained else ""
-            parts.append(f"{stream_faults} stream gap(s){accepted}")
+            also = f" (and {explained} from the accepted removals)" if explained else ""
+            parts.append(f"{stream_faults} stream gap(s){also}")
         return "; ".join(parts + not_checked_lines(self.unchecked))
 
     def chart(self) -> alt.TopLevelMixin:
