@@ -158,7 +158,7 @@ def test_times_that_are_none_are_counted_and_shown_not_only_left_null() -> None:
         (b"X: 1", b"{}"),
         (b"", structured),
     )
-    assert (batch.untimed, batch.untimed_example) == (
+    assert (batch.unread, batch.unread_example) == (
         {"occurred_at": 3},
         {"occurred_at": "yesterday"},
     )
@@ -193,11 +193,33 @@ def test_a_later_candidate_that_is_a_time_leaves_nothing_to_count() -> None:
         (b"", json.dumps({"at": long}).encode()),
         (b"", b'{"at": null}'),
     )
-    assert batch.untimed == {"occurred_at": 2}
-    assert batch.untimed_example == {"occurred_at": '{"when":"now"}'}
+    assert batch.unread == {"occurred_at": 2}
+    assert batch.unread_example == {"occurred_at": '{"when":"now"}'}
     assert batch.table.column("occurred_at").null_count == 3
     # Without a mapped time there is nothing to count.
-    assert mapped(JetStreamMapping.from_options("raw", []), (b"", b"{}")).untimed == {}
+    assert mapped(JetStreamMapping.from_options("raw", []), (b"", b"{}")).unread == {}
+
+
+def test_a_position_or_version_that_is_no_integer_is_null_and_counted_not_rounded() -> None:
+    """DuckDB's cast rounds "5.5" to 6: a stream position nobody wrote, which the stream-gap
+    and duplicate checks would then trust. A value that is no integer is null, and said."""
+    mapping = JetStreamMapping.from_options(
+        "raw", ["stream_position=data:version", "schema_version=header:X-Version"]
+    )
+    batch = mapped(
+        mapping,
+        (b"X-Version: 2", b'{"version": 1}'),
+        (b"X-Version: 2.5", b'{"version": "2"}'),
+        (b"", b'{"version": 5.5}'),
+        (b"X-Version: three", b'{"version": "six"}'),
+        (b"", b'{"version": null}'),
+    )
+    table = batch.table
+    assert table.column("stream_position").to_pylist() == [1, 2, None, None, None]
+    # Given and not a number: null, not the default 1 (which only an absent one gets).
+    assert table.column("schema_version").to_pylist() == [2, None, 1, None, 1]
+    assert batch.unread == {"stream_position": 2, "schema_version": 2}
+    assert batch.unread_example == {"stream_position": "5.5", "schema_version": "2.5"}
 
 
 @pytest.mark.nats
@@ -215,7 +237,7 @@ def test_archiving_headerless_cloudevents_and_reporting_unreadable_times(
     try:
         publish(nats_url, stream_name, messages, create={})
         result = wb.archive_jetstream(nats_url, stream_name, tmp_path / "a", warn=False)
-        assert result.untimed == {"occurred_at": 1}
+        assert result.unread == {"occurred_at": 1}
         assert "occurred_at: 1 value(s) not a time (kept null), e.g. 'yesterday'" in str(result)
         got = ArchiveReader(tmp_path / "a").sql(
             "select event_id, event_type, stream, strftime(occurred_at, '%Y-%m-%dT%H:%M'), data "

@@ -175,8 +175,9 @@ class JetStreamArchiveResult(RunResult):
     first_keys: tuple[str, ...] = ()
     #: Messages whose mapped time (``occurred_at``) had a value that is no time, kept null;
     #: and the first such value of each, shown in the summary.
-    untimed: dict[str, int] = field(default_factory=dict)
-    untimed_examples: dict[str, str] = field(default_factory=dict)
+    #: Column → messages whose mapped value could not be read (no time, no integer): null.
+    unread: dict[str, int] = field(default_factory=dict)
+    unread_examples: dict[str, str] = field(default_factory=dict)
 
     def hints(self) -> list[str]:
         """What to map when the mapping found no event id, type or stream in most messages.
@@ -309,9 +310,10 @@ class JetStreamArchiveResult(RunResult):
         """One line for humans.
 
         >>> JetStreamArchiveResult("S", "out", messages=3, first_seq=1, last_seq=3, elapsed=1.0,
-        ...                        untimed={"occurred_at": 2},
-        ...                        untimed_examples={"occurred_at": "yesterday"}).summary()
-        "jetstream:S: 3 message(s) archived (sequences 1-3) in 1.0s, 3 msg/s, no gaps; occurred_at: 2 value(s) not a time (kept null), e.g. 'yesterday'"
+        ...                        unread={"occurred_at": 2, "stream_position": 1},
+        ...                        unread_examples={"occurred_at": "yesterday",
+        ...                                         "stream_position": "5.5"}).summary()
+        "jetstream:S: 3 message(s) archived (sequences 1-3) in 1.0s, 3 msg/s, no gaps; occurred_at: 2 value(s) not a time (kept null), e.g. 'yesterday'; stream_position: 1 value(s) not an integer (kept null), e.g. '5.5'"
         """
         span = f"sequences {self.first_seq}-{self.last_seq}" if self.messages else "nothing new"
         gaps = f", {len(self.gaps)} gap(s)" if self.gaps else ", no gaps"
@@ -326,14 +328,15 @@ class JetStreamArchiveResult(RunResult):
                 f"; {self.batches:,} CloudEvents batch(es) archived whole, event_type "
                 "$cloudevents.batch, data the array of events (one sequence cannot split them)"
             )
-        examples = {c: f", e.g. {v!r}" for c, v in self.untimed_examples.items()}
-        untimed = "".join(
-            f"; {column}: {n:,} value(s) not a time (kept null){examples.get(column, '')}"
-            for column, n in sorted(self.untimed.items())
+        examples = {c: f", e.g. {v!r}" for c, v in self.unread_examples.items()}
+        unread = "".join(
+            f"; {column}: {n:,} value(s) not {'a time' if column.endswith('_at') else 'an integer'}"
+            f" (kept null){examples.get(column, '')}"
+            for column, n in sorted(self.unread.items())
         )
         return (
             f"{self.source}: {self.messages:,} message(s) archived ({span}){own} "
-            f"in {self.elapsed:.1f}s, {self.rate:,.0f} msg/s{gaps}{untimed}{stopped}"
+            f"in {self.elapsed:.1f}s, {self.rate:,.0f} msg/s{gaps}{unread}{stopped}"
         )
 
     def _repr_html_(self) -> str:
@@ -789,9 +792,9 @@ class _Run:
         table = mapped.table
         self.writer.append(table)
         result = self.result
-        for column, n in mapped.untimed.items():  # a time that is none: said, not just null
-            result.untimed[column] = result.untimed.get(column, 0) + n
-            result.untimed_examples.setdefault(column, mapped.untimed_example[column])
+        for column, n in mapped.unread.items():  # a time that is none: said, not just null
+            result.unread[column] = result.unread.get(column, 0) + n
+            result.unread_examples.setdefault(column, mapped.unread_example[column])
         # NATS's own messages have no id or domain type to fill: no hint counts them.
         own = pc.is_in(table.column("event_type"), pa.array(NATS_EVENT_TYPES, pa.string()))
         events = table.filter(pc.invert(own)) if pc.any(own).as_py() else table

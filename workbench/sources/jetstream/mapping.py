@@ -248,14 +248,15 @@ class JetStreamMapping:
         headers: list[bytes],
         payload: list[bytes],
     ) -> MappedBatch:
-        """Envelope columns (without ``source``) for a batch of messages, with the time
-        values the mapping could not read.
+        """Envelope columns (without ``source``) for a batch of messages, with the values
+        the mapping found but could not read: a time that is none, an integer that is
+        none (``"5.5"`` is no stream position: null, not rounded to 6).
 
         >>> m = JetStreamMapping.from_options("cloudevents", [])
         >>> b = m.map_batch(seq=[1, 2, 3], ts_ns=[0] * 3, delivered=[1] * 3, subject=[b"a"] * 3,
         ...                 headers=[b"ce-time: yesterday", b"ce-time: 1714550400", b""],
         ...                 payload=[b"{}"] * 3)
-        >>> b.untimed, b.untimed_example, b.table["occurred_at"].null_count
+        >>> b.unread, b.unread_example, b.table["occurred_at"].null_count
         ({'occurred_at': 1}, {'occurred_at': 'yesterday'}, 2)
         """
         raw = pa.array(headers, pa.binary())
@@ -279,16 +280,16 @@ class JetStreamMapping:
             table = self._evaluate(con, columns, parsed)
         finally:
             con.close()
-        untimed: dict[str, int] = {}
+        unread: dict[str, int] = {}
         examples: dict[str, str] = {}
-        for flag in [c for c in table.column_names if c.startswith(_UNTIMED)]:
+        for flag in [c for c in table.column_names if c.startswith(_UNREAD)]:
             values = table.column(flag).drop_null()
             if len(values):
-                name = flag.removeprefix(_UNTIMED)
-                untimed[name] = len(values)
+                name = flag.removeprefix(_UNREAD)
+                unread[name] = len(values)
                 examples[name] = _shortened(values[0].as_py())
             table = table.drop_columns([flag])
-        return MappedBatch(table, untimed, examples)
+        return MappedBatch(table, unread, examples)
 
     def _evaluate(
         self, con: duckdb.DuckDBPyConnection, columns: dict[str, pa.Array], parsed: Headers
@@ -316,7 +317,7 @@ class JetStreamMapping:
             "metadata": "metadata",
             "delivery_count": "delivered",
         }
-        sources: dict[str, str] = {}  # a time column → the value its specs found, if any
+        sources: dict[str, str] = {}  # a time or integer column → the value its specs found
         for name in envelope.COLUMNS:
             specs = self.fields.get(name, ())
             if name in {"source", "global_position", "recorded_at", "recorded_ns", "payload"}:
@@ -326,14 +327,16 @@ class JetStreamMapping:
                 exprs.append("j")  # no spec for data (raw): the payload is the data
             if name in selects:
                 exprs.append(selects[name])  # what NATS knows, when no spec fills it
-            if name == "schema_version":
-                exprs.append("1")
+            # recorded_at is the NATS timestamp, never mapped: only occurred_at is read here.
+            if (name in _TIMES or name in _INT_COLUMNS) and specs:
+                values = [
+                    f"nullif(trim({_source(name, s, header_names)}::varchar), '')" for s in specs
+                ]
+                sources[name] = f"coalesce({', '.join(values)})"
+            if name == "schema_version":  # 1 when none is given; one that is no number: null
+                exprs.append(f"case when {sources[name]} is null then 1 end" if specs else "1")
             if exprs:
                 selects[name] = f"coalesce({', '.join(exprs)})"
-            # recorded_at is the NATS timestamp, never mapped: only occurred_at is read here.
-            if name in _TIMES and specs:
-                values = [f"nullif(trim({_source(name, s, header_names)}), '')" for s in specs]
-                sources[name] = f"coalesce({', '.join(values)})"
         # NATS's own messages: recognisable whatever the mapping, and never the id
         # of an event (a schedule carries the id of the copy it will publish).
         if structured != "false" and _may_be_structured(columns):
@@ -368,11 +371,11 @@ class JetStreamMapping:
             f"case when j is null then payload when ({data}) is distinct from text then payload end"
         )
         # A source value there, yet no time: "yesterday" in ce-time is counted, not just
-        # null. Looked for only where the time is null: the inputs pass through e for it
-        # (subject and metadata are there already, unchanged).
+        # null (so is "5.5" for a position). Looked for only where the column is null: the
+        # inputs pass through e for it (subject and metadata are there already, unchanged).
         helpers = [c for c in (*columns, "j", "structured") if c not in selects] if sources else []
-        untimed = "".join(
-            f", case when {n} is null then {e} end as {_UNTIMED}{n}" for n, e in sources.items()
+        unread = "".join(
+            f", case when {n} is null then {e} end as {_UNREAD}{n}" for n, e in sources.items()
         )
         query = (
             "with p as (select *, case when is_json then text end as j from raw), "
@@ -380,7 +383,7 @@ class JetStreamMapping:
             "e as (select "
             + ", ".join([*(f"{e} as {n}" for n, e in selects.items()), *helpers])
             + " from r) "
-            f"select {', '.join(selects)}{untimed} from e"
+            f"select {', '.join(selects)}{unread} from e"
         )
         con.register("raw", raw)
         return con.sql(query).to_arrow_table()
@@ -388,13 +391,14 @@ class JetStreamMapping:
 
 @dataclass(frozen=True)
 class MappedBatch:
-    """A batch's envelope columns, and the time values in it that are no time."""
+    """A batch's envelope columns, and the values in it the mapping could not read."""
 
     table: pa.Table
-    #: Time column → messages whose mapped value was there but is no time (the column is null).
-    untimed: Mapping[str, int]
-    #: Time column → the first such value (cut to 40 characters), to show.
-    untimed_example: Mapping[str, str]
+    #: Column → messages whose mapped value was there but is no time (a time column) or
+    #: no integer (the column is null; the value stays in the headers, payload or subject).
+    unread: Mapping[str, int]
+    #: Column → the first such value (cut to 40 characters), to show.
+    unread_example: Mapping[str, str]
 
 
 # Which rows are structured-mode CloudEvents: their content-type says so or, with no
@@ -426,9 +430,10 @@ _STRUCTURED_METADATA: Final = (
     "lambda k: struct_pack(key := 'ce-' || k, value := json_extract_string(j, "
     "'/' || replace(replace(k, '~', '~0'), '/', '~1')))))))::varchar"  # a JSON pointer
 )
-# Time columns whose unreadable source values are counted, and the prefix of their flag.
+# Time columns whose unreadable source values are counted (as are _INT_COLUMNS'), and the
+# prefix of their flag.
 _TIMES: Final = frozenset({"occurred_at", "recorded_at"})
-_UNTIMED: Final = "_untimed_"
+_UNREAD: Final = "_unread_"
 
 
 def _source(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> str:
@@ -522,11 +527,25 @@ def _convert(column: str, value: str) -> str:
             for pattern in _URI_VERSIONS
         )
         # A CASE, not one coalesce: only a value that is no number pays for the patterns.
-        number = f"try_cast({value} as integer)"
+        number = _integer(value, "integer")
         return f"(case when {number} is not null then {number} else coalesce({found}) end)"
     if column in _INT_COLUMNS:
-        return f"try_cast({value} as {_INT_COLUMNS[column]})"
+        return _integer(value, _INT_COLUMNS[column])
     return f"({value})::varchar"
+
+
+def _integer(value: str, sql_type: str) -> str:
+    """SQL of ``value`` as an integer when it is one (``"5"``, ``" 7 "``, ``"-1"``), else
+    null: a cast alone rounds ``"5.5"`` to 6, a version or position nobody wrote.
+
+    >>> from workbench import _duckdb
+    >>> con = _duckdb.connect()
+    >>> [con.sql(f"select {_integer(repr(v), 'bigint')}").fetchall()[0][0]
+    ...  for v in ["5", " 7 ", "-1", "5.5", "5.0", "1e3", "six", ""]]
+    [5, 7, -1, None, None, None, None, None]
+    """
+    text = f"trim(({value})::varchar)"
+    return f"(case when regexp_full_match({text}, '[+-]?[0-9]+') then try_cast({text} as {sql_type}) end)"
 
 
 def _shortened(text: str, limit: int = 40) -> str:
