@@ -206,7 +206,8 @@ def test_numbers_compare_at_the_coarser_precision_and_never_round_text_away() ->
     )
     d = wb.diff(candidate, live, key="id")
     changes = {t.column: t.compared_as for t in d.summary.schema.type_changes}
-    assert changes == {"total": "DECIMAL(38,2)", "ratio": "FLOAT", "n": "DECIMAL(38,9)"}
+    # An exact candidate against a live float: at the float's 15 significant digits.
+    assert changes == {"total": "DOUBLE", "ratio": "FLOAT", "n": "DECIMAL(38,9)"}
     changed = d.rows("changed").select("id", "total__changed", "ratio__changed", "n__changed")
     # 1: float noise below a cent and REAL vs DOUBLE agree; the 10th decimal place does not.
     # 2: a cent off; trailing zeros are no difference. 3: NaN is no number.
@@ -229,6 +230,30 @@ def test_numbers_compare_at_the_coarser_precision_and_never_round_text_away() ->
         con.sql(f"select 1 as id, {v} as v") for v in ("'nan'::double", "null::decimal(10,2)")
     )
     assert wb.diff(nan, null, key="id").summary.changed == 1
+
+
+def test_a_float_is_rounded_only_as_the_live_column_would_store_it() -> None:
+    """A candidate's float is compared at the live integer's or DECIMAL's precision (what
+    that column would store), and the type line says so; an exact candidate is never
+    made equal by rounding a live float: 3 is not 3.4."""
+    con = duckdb.connect()
+    floats = con.sql("select * from (values (1, 3.4::double), (2, 0.30000000000000004)) t(k, n)")
+    exact = con.sql("select * from (values (1, 3::bigint), (2, 0.3::decimal(4,2))) t(k, n)")
+    rounded = wb.diff(floats, con.sql("select * from (values (1, 3::bigint), (2, 0)) t(k, n)"), "k")
+    assert rounded.summary.changed == 0
+    assert (
+        "compared as DECIMAL(38,0) (the candidate's float rounded to the live column's 0 "
+        in (rounded.summary.schema_lines()[0])
+    )
+    widened = wb.diff(exact.filter("k = 1"), floats.filter("k = 1"), key="k")
+    assert widened.rows("changed")["k"].to_list() == [1]
+    assert widened.summary.schema_lines() == [
+        "type of n: DECIMAL(21,2) (candidate) vs DOUBLE (live), compared as DOUBLE "
+        "(at 15 significant digits)"
+    ]
+    # 0.1 + 0.2 stored by the live system as a float is 0.3 at its 15 digits.
+    summed = wb.diff(exact.filter("k = 2"), floats.filter("k = 2"), key="k")
+    assert summed.summary.is_identical
 
 
 def test_exact_numbers_compare_exactly_whatever_their_types() -> None:

@@ -5,10 +5,13 @@ The rules, in order:
 - the same type on both sides is compared as is;
 - two exact numbers (integers, DECIMALs) are compared exactly: integers as
   their common type (INTEGER vs BIGINT as BIGINT), with a DECIMAL in a
-  DECIMAL(38,s) of the larger scale; a float at the other side's precision:
-  against a DECIMAL(p,s) rounded to s places as Postgres rounds into a
-  numeric, against an integer to 0 places, a DOUBLE against a REAL as REAL;
-  a value the compared type cannot hold (NaN in a DECIMAL) is a difference;
+  DECIMAL(38,s) of the larger scale; a candidate's float at the live
+  column's precision, as that column would store it: against a DECIMAL(p,s)
+  rounded to s places as Postgres rounds into a numeric, against an integer
+  to 0 places (said in the type line), a DOUBLE against a REAL as REAL; an
+  exact candidate against a live float at the float's significant digits
+  (15, or 6 for a REAL: 3 is not 3.4, 0.3 is 0.1 + 0.2); a value the
+  compared type cannot hold (NaN in a DECIMAL) is a difference;
 - two timestamp types of different precision or time zone are compared as
   UTC ``TIMESTAMP`` truncated to the coarser precision (a nanosecond clock
   against a microsecond database agrees when the microseconds agree);
@@ -173,6 +176,8 @@ class ColumnPlan:
     candidate_expr: str
     live_expr: str
     checked_cast: bool = False
+    #: How the comparison treats the values, when the type does not say it all.
+    how: str = ""
 
     @property
     def type_changed(self) -> bool:
@@ -208,16 +213,27 @@ _DIGITS = {"FLOAT": 6, "REAL": 6, "DOUBLE": 15}
 def _numeric_plan(
     con: duckdb.DuckDBPyConnection, name: str, candidate_type: str, live_type: str
 ) -> ColumnPlan:
-    """Two numbers: exact ones compared exactly, a float at the other side's precision.
+    """Two numbers: exact ones compared exactly, a candidate's float at the live precision.
 
     Integers and DECIMALs are compared exactly, in a DECIMAL with the larger
     scale (DuckDB's common type of DECIMAL(38,10) and DECIMAL(38,2) would
-    round the first to 2 places). A float against a DECIMAL(p,s) is rounded
-    to s places as Postgres rounds into a numeric (a handler summing money
-    in floats is right when the cents agree), against an integer to 0
-    places (a BIGINT beyond 2^53 is not "equal" to the nearest double), and
-    a DOUBLE against a REAL is compared as REAL. A value the compared type
-    cannot hold (NaN in a DECIMAL, 1e39 in a REAL) is a difference.
+    round the first to 2 places). A candidate's float against a live
+    DECIMAL(p,s) is rounded to s places as Postgres rounds into a numeric (a
+    handler summing money in floats is right when the cents agree), against
+    a live integer to 0 places (a BIGINT beyond 2^53 is not "equal" to the
+    nearest double), and a DOUBLE against a REAL is compared as REAL. An
+    exact candidate against a live float is compared at the float's
+    significant digits: rounding the live float instead would make 3 equal
+    3.4. A value the compared type cannot hold (NaN in a DECIMAL, 1e39 in
+    a REAL) is a difference.
+
+    >>> import duckdb
+    >>> plan = _numeric_plan(duckdb.connect(), "n", "DOUBLE", "BIGINT")
+    >>> plan.compared_as, plan.how
+    ('DECIMAL(38,0)', "the candidate's float rounded to the live column's 0 decimal places")
+    >>> plan = _numeric_plan(duckdb.connect(), "n", "BIGINT", "DOUBLE")
+    >>> plan.compared_as, plan.how
+    ('DOUBLE', 'at 15 significant digits')
     """
     col = ident(name)
     types = (candidate_type, live_type)
@@ -238,7 +254,13 @@ def _numeric_plan(
             common = "VARCHAR"
         cast = f"CAST({col} AS {common})"
         return ColumnPlan(name, *types, common, cast, cast)
+    if floats and live_type in _FLOATS:  # an exact candidate against a live float
+        digits = _DIGITS[live_type]
+        expr = f"TRY_CAST(printf('%.{digits}g', CAST({col} AS DOUBLE)) AS DOUBLE)"
+        how = f"at {digits} significant digits"
+        return ColumnPlan(name, *types, "DOUBLE", expr, expr, checked_cast=True, how=how)
     common = f"DECIMAL(38,{max(scales)})"
+    how = f"the candidate's float rounded to the live column's {max(scales)} decimal places"
     # A float goes into a numeric as Postgres takes it (float8_numeric): through its
     # text at 15 significant digits, then rounded half away from zero. The float sum
     # 0.01 + 0.075 is 0.08499999999999999, 0.085 at 15 digits, 0.09 in a numeric(12,2).
@@ -248,7 +270,7 @@ def _numeric_plan(
         else f"TRY_CAST({col} AS {common})"
         for t in types
     )
-    return ColumnPlan(name, *types, common, candidate_expr, live_expr, checked_cast=True)
+    return ColumnPlan(name, *types, common, candidate_expr, live_expr, checked_cast=True, how=how)
 
 
 def plan_column(

@@ -318,7 +318,7 @@ def diff(
                     f"tolerance on {name!r}: it is compared as {plan.compared_as}, not a number"
                 )
         schema.type_changes.extend(
-            TypeChange(p.name, p.candidate_type, p.live_type, p.compared_as)
+            TypeChange(p.name, p.candidate_type, p.live_type, p.compared_as, p.how)
             for p in key_plans + plans
             if p.type_changed
         )

@@ -53,6 +53,8 @@ class TypeChange:
     candidate_type: str
     live_type: str
     compared_as: str
+    #: How the comparison treats the values, when the type does not say it all.
+    how: str = ""
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ class DiffSummary:
             lines.append(
                 f"type of {change.column}: {change.candidate_type} (candidate) vs "
                 f"{change.live_type} (live), compared as {change.compared_as}"
+                + (f" ({change.how})" if change.how else "")
             )
         return lines
 
