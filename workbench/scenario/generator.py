@@ -208,7 +208,8 @@ def generate(
         late=_ints(late_rows),
         non_json=_ints(rows_v[non_json[src_v]]),
         drift=_ints(rows_v[drift[src_v]]),
-        orphans=_ints(rows_v[orphan[src_v]]),
+        # One per event, as the causation graph has it: a redelivered copy is the same event.
+        orphans=_ints(rows_v[orphan[src_v] & first]),
         counts={(EVENT_TYPES[c // 10], int(c % 10)): int(per_code[c]) for c in codes},
         correlation_ids=frozenset(pc.unique(table.column("correlation_id")).to_pylist()),
     )
