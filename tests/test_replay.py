@@ -1617,6 +1617,13 @@ def test_a_file_of_one_projection_needs_no_class_name(archive: Path, tmp_path: P
         load_projection(str(two))
     with pytest.raises(ProjectionError, match=r"has no Nope \(it defines Mine, Other\)"):
         load_projection(f"{two}:Nope")
+    with pytest.raises(ProjectionError, match=r"has no Mien; did you mean Mine\? \(it defines"):
+        load_projection(f"{two}:Mien")
+    # A package's __init__ exports the classes it imports: they are its projections.
+    with pytest.raises(ProjectionError, match=r"workbench.examples defines several projections"):
+        load_projection("workbench.examples")
+    with pytest.raises(ProjectionError, match=r"has no Memorie; did you mean Memories or "):
+        load_projection("workbench.examples:Memorie")
     none = tmp_path / "none_wb.py"
     none.write_text("X = 1\n")
     with pytest.raises(ProjectionError, match=r"none_wb\.py defines no projection$"):

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from workbench._text import did_you_mean
 from workbench.errors import ProjectionError
 from workbench.replay.projection import Projection
 from workbench.replay.sql_projection import SqlProjection
@@ -49,7 +50,7 @@ def load_projection(spec: str) -> Any:
         obj = getattr(module, attr)
     except AttributeError:
         there = f" (it defines {', '.join(found)})" if found else ""
-        raise ProjectionError(f"{where} has no {attr}{there}") from None
+        raise ProjectionError(f"{where} has no {attr}{did_you_mean(attr, found)}{there}") from None
     if isinstance(obj, type) and issubclass(obj, Projection):
         return instantiate(obj)
     if isinstance(obj, Projection | SqlProjection):
@@ -59,7 +60,14 @@ def load_projection(spec: str) -> Any:
 
 def _projections(module: Any) -> list[str]:
     """Names of the projections ``module`` defines, sorted: its own Projection
-    subclasses (not ones it imports to extend) and its SqlProjection objects."""
+    subclasses (not ones it imports to extend, unless its ``__all__`` exports them, as a
+    package's ``__init__`` does) and its SqlProjection objects.
+
+    >>> import workbench.examples
+    >>> _projections(workbench.examples)
+    ['MEMORIES_SQL', 'Memories', 'MemoriesClock', 'MemoriesNonIdempotent', 'MemoriesOrderDependent']
+    """
+    exported = set(getattr(module, "__all__", ()))
     return sorted(
         name
         for name, obj in vars(module).items()
@@ -69,7 +77,7 @@ def _projections(module: Any) -> list[str]:
             or (
                 isinstance(obj, type)
                 and issubclass(obj, Projection)
-                and obj.__module__ == module.__name__
+                and (obj.__module__ == module.__name__ or name in exported)
             )
         )
     )
