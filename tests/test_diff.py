@@ -254,6 +254,9 @@ def test_a_float_is_rounded_only_as_the_live_column_would_store_it() -> None:
     # 0.1 + 0.2 stored by the live system as a float is 0.3 at its 15 digits.
     summed = wb.diff(exact.filter("k = 2"), floats.filter("k = 2"), key="k")
     assert summed.summary.is_identical
+    # print() of a diff says what it found, as every result's does.
+    assert str(widened) == str(widened.summary) == widened.summary()
+    assert str(widened).startswith("1 candidate vs 1 live rows: 1 differing rows")
 
 
 def test_exact_numbers_compare_exactly_whatever_their_types() -> None:
@@ -309,7 +312,7 @@ def test_schema_differences_are_reported_and_types_cast_safely() -> None:
     assert changes == {"n": "BIGINT", "amount": "DOUBLE"}
     # "oops" does not cast to a number: a change, not NULL = NULL
     assert d.rows("changed")["id"].to_list() == [2]
-    assert str(s).splitlines()[0] == "missing in candidate: gone"
+    assert str(s).splitlines()[1] == "missing in candidate: gone"  # after the verdict
     # With every row alike, the verdict still says why the diff is no "identical".
     same_rows = wb.diff(candidate.select("id"), live.select("id", "gone"), key="id").summary
     assert same_rows.verdict == (

@@ -201,7 +201,10 @@ class DiffSummary:
         return f"DiffSummary({shown or 'no rows'})"
 
     def __str__(self) -> str:
-        lines = self.schema_lines()
+        lines = [
+            f"{self.candidate_rows:,} candidate vs {self.live_rows:,} live rows: {self.verdict}"
+        ]
+        lines += self.schema_lines()
         lines += [f"{row['status']}: {row['rows']}" for row in self.counts().to_dicts()]
         lines += [
             f"  {row['column']}: {row['changed']} changed"
@@ -378,6 +381,10 @@ class Diff:
 
     def _repr_html_(self) -> str:
         return self.summary._repr_html_()
+
+    def __str__(self) -> str:
+        """The summary's text, as ``print()`` of every result gives it."""
+        return str(self.summary)
 
     def __repr__(self) -> str:
         s = self.summary
