@@ -332,3 +332,11 @@ def test_a_replay_in_a_notebook_leaves_no_widget_behind(tmp_path: Path) -> None:
     assert bar["data"] == {"text/plain": "", "text/html": ""}
     assert "application/vnd.jupyter.widget-view+json" not in json.dumps(outputs)
     assert result["data"]["text/plain"] == "True"
+
+
+def test_time_axes_are_24_hour_utc(archive: wb.Archive) -> None:
+    """Vega's own labels are 12-hour without AM/PM: a lag chart read 19:44 UTC as 07:44."""
+    for chart in (archive.lag().chart(), archive.duplicates().chart()):
+        spec = json.dumps(chart.to_dict())
+        assert "utcFormat(datum.value, utcseconds(datum.value) == 0 ? '%H:%M'" in spec
+        assert "%I" not in spec

@@ -72,12 +72,25 @@ def require(frame: pl.DataFrame, columns: dict[str, str], chart: str) -> None:
 
 def utc_time(field: str, title: str) -> alt.X:
     """A time axis in UTC, saying so: Vega draws times in the viewer's zone otherwise, and
-    a chart would then disagree with the tables beside it.
+    a chart would then disagree with the tables beside it. Labels are 24-hour (Vega's own
+    are 12-hour without AM/PM: 19:44 read "07:44"), a date at midnight.
 
     >>> utc_time("bucket", "recorded at").to_dict()["scale"], utc_time("b", "t").to_dict()["title"]
     ({'type': 'utc'}, 't (UTC)')
     """
-    return alt.X(f"{field}:T", title=f"{title} (UTC)", scale=alt.Scale(type="utc"))
+    return alt.X(
+        f"{field}:T",
+        title=f"{title} (UTC)",
+        scale=alt.Scale(type="utc"),
+        axis=alt.Axis(labelExpr=_UTC_LABEL),
+    )
+
+
+_UTC_LABEL = (
+    "utchours(datum.value) == 0 && utcminutes(datum.value) == 0 && utcseconds(datum.value) == 0"
+    " ? utcFormat(datum.value, '%b %d')"
+    " : utcFormat(datum.value, utcseconds(datum.value) == 0 ? '%H:%M' : '%H:%M:%S')"
+)
 
 
 def utc_tooltip(field: str, title: str | None = None) -> alt.Tooltip:
