@@ -202,6 +202,10 @@ def test_compact_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "10 file(s) → 1, 100 events unchanged" in capsys.readouterr().out
     assert len(files(tmp_path)) == 1 and wb.open_archive(tmp_path).arrow().equals(before)
     assert run(["compact", "--archive", str(tmp_path / "nothing")]) == 2
+    capsys.readouterr()
+    # A source the archive does not have is refused, not "0 events unchanged".
+    assert run(["compact", "--archive", str(tmp_path), "--source", "S"]) == 2
+    assert "archive has no source 'S'; did you mean s?; sources: s" in capsys.readouterr().err
     # Off a terminal its progress is logged, events done of the total (a large archive's
     # compact said nothing for minutes).
     for first in range(101, 200, 10):

@@ -303,6 +303,9 @@ def test_a_number_written_whole_or_with_a_fraction_is_one_type(tmp_path: Path) -
     drift = wb.open_archive(tmp_path).schema_drift()
     assert drift.found == 0 and drift.mismatches.height == 0
     assert drift.fields.select("field", "type", "types").rows() == [("score", "number", ["number"])]
+    # From a half up, "always" and "hardly ever" meet: every event would be drift.
+    with pytest.raises(ArchiveError, match=r"tolerance 2: a share of the events from 0 to under"):
+        wb.open_archive(tmp_path).schema_drift(tolerance=2)
 
 
 def test_drift_finds_events_off_their_version(tmp_path: Path) -> None:

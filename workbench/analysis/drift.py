@@ -67,6 +67,7 @@ import polars as pl
 from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
+from workbench.errors import ArchiveError
 
 if TYPE_CHECKING:
     import altair as alt
@@ -431,7 +432,16 @@ def _shape_line(row: dict[str, object]) -> str:
 
 
 def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
-    """Infer the schema of every source, event type and version and find drift (see the module)."""
+    """Infer the schema of every source, event type and version and find drift (see the module).
+
+    ``tolerance`` is a share below a half: "always" is at least ``1 - tolerance`` of
+    the events, "hardly ever" under ``tolerance``, and the two must not meet.
+    """
+    if not 0 <= tolerance < 0.5:
+        raise ArchiveError(
+            f"tolerance {tolerance!r}: a share of the events from 0 to under 0.5 (0.05 is 5%); "
+            "from a half up, every field is both always there and hardly ever"
+        )
     reader.refresh_if_stale()
     kv = f"_wb_kv_{uuid.uuid4().hex[:12]}"
     fields_table = f"_wb_fields_{uuid.uuid4().hex[:12]}"

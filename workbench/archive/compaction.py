@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workbench._text import did_you_mean
 from workbench.archive._layout import (
     DICTIONARY_COLUMNS,
     DataFile,
@@ -74,7 +75,13 @@ def compact(
     """
     root = Path(root)
     visible = scan_data_files(root)
-    sources = sorted({f.source for f in visible}) if source is None else [source]
+    present = sorted({f.source for f in visible})
+    if source is not None and source not in present:
+        raise ArchiveError(
+            f"archive has no source {source!r}{did_you_mean(source, present)}; "
+            f"sources: {', '.join(present) or 'none'}"
+        )
+    sources = present if source is None else [source]
     events = 0
     total = sum(_rows(f.path) for f in visible if f.source in sources)
     for name in sources:
