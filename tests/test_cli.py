@@ -37,6 +37,24 @@ def test_output_into_a_closed_pipe_exits_141_not_as_a_finding() -> None:
     proc.stdout.close()  # before the command has printed anything
     assert proc.wait(timeout=120) == 141
     assert proc.stderr.read() == b""  # quietly: no error, no traceback
+    # Help goes out through Typer's own console, which exited 1 on a closed pipe.
+    for args in (["--help"], ["replay", "--help"]):
+        helped = subprocess.Popen(
+            [sys.executable, "-m", "workbench", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert helped.stdout is not None and helped.stderr is not None
+        helped.stdout.close()
+        assert helped.wait(timeout=120) == 141, args
+        assert helped.stderr.read() == b""
+    # Help read whole, and to /dev/null, is no broken pipe.
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "workbench", "--help"], stdout=subprocess.DEVNULL, check=False
+        ).returncode
+        == 0
+    )
 
 
 def test_unknown_command_is_a_usage_error() -> None:

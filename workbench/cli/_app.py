@@ -91,6 +91,15 @@ def _silence_stdout() -> None:
         pass
 
 
+def _to_devnull() -> bool:
+    """Whether stdout's file descriptor is /dev/null (where rich points a closed pipe)."""
+    try:
+        out, null = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError):  # no file descriptor (run in-process, captured)
+        return False
+    return (out.st_rdev, out.st_ino) == (null.st_rdev, null.st_ino)
+
+
 def _stdout_is_closed() -> bool:
     """Whether stdout's reader went away (rather than some other pipe of the command)."""
     try:
@@ -334,6 +343,7 @@ def run(argv: list[str] | None = None) -> int:
     # Importing the command modules registers them on the apps above.
     from workbench.cli import commands  # noqa: F401
 
+    to_devnull = _to_devnull()
     try:
         code = app(
             args=argv if argv is not None else sys.argv[1:],
@@ -343,6 +353,10 @@ def run(argv: list[str] | None = None) -> int:
         return code if isinstance(code, int) else 0
     except SystemExit as exc:
         code = exc.code
+        if code == 1 and not to_devnull and _to_devnull():
+            # Rich's answer to a closed pipe while Typer printed help (`--help | head`):
+            # stdout pointed at /dev/null, and exit 1, which would read as a finding.
+            return BROKEN_PIPE
         return code if isinstance(code, int) else (0 if code is None else 2)
     except _NoArgsIsHelp:  # `workbench archive` alone: Typer printed its help
         return 2
