@@ -61,6 +61,11 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert run(["no-such-command"]) == 2
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"workbench {wb.__version__}"
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -299,6 +299,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from workbench import __version__
+
+        console.print(f"workbench {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Replay, diff and check event-sourced systems from Parquet archives."""
+
+
 archive_app = typer.Typer(help="Archive a live event store into Parquet.", no_args_is_help=True)
 snapshot_app = typer.Typer(help="Snapshot a live read model into Parquet.", no_args_is_help=True)
 sample_app = typer.Typer(help="Sample consumer lag into the archive.", no_args_is_help=True)
