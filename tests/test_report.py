@@ -159,7 +159,10 @@ def test_report_of_a_replay_that_leaves_event_types_out_exits_1(
          "--projection", f"{tmp_path / 'created_only.py'}:CreatedOnly"]
     )  # fmt: skip
     assert code == 1
-    assert "events no handler or upcaster covers" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "events no handler or upcaster covers" in out
+    # Without --into the replay goes beside the report, and that is said.
+    assert f"(and the replay into {tmp_path / 'r.duckdb'})" in out.replace("\n", "")
     assert "Replay of created_only_v1" in (tmp_path / "r.html").read_text()
 
 

@@ -26,7 +26,9 @@ def report(
     projection: str | None = typer.Option(
         None, "--projection", help="Replay this projection (FILE.py:Class) into --into."
     ),
-    into: Path | None = typer.Option(None, "--into", help="DuckDB file for the replay."),
+    into: Path | None = typer.Option(
+        None, "--into", help="DuckDB file for the replay (default: --out's name, .duckdb)."
+    ),
     source: str | None = typer.Option(
         None, "--source", help="The source to replay, when the archive holds several."
     ),
@@ -143,7 +145,8 @@ def report(
         )
     if diff is not None and not diff.summary.is_identical:
         findings.append(f"the diff found {diff.summary.verdict}")
-    console.print(f"wrote {path}", highlight=False)
+    replayed_into = f" (and the replay into {into})" if projection is not None else ""
+    console.print(f"wrote {path}{replayed_into}", highlight=False)
     if findings:
         console.print("; ".join(findings), highlight=False)
         raise typer.Exit(1)
