@@ -83,7 +83,12 @@ def handler_cost(costs: pl.DataFrame) -> alt.Chart:
         alt.Chart(inline(frame))
         .mark_bar()
         .encode(
-            x=alt.X("seconds:Q", title="seconds spent"),
+            # Few, short labels: a narrow panel of thousandths printed "0.0000.002".
+            x=alt.X(
+                "seconds:Q",
+                title="seconds spent",
+                axis=alt.Axis(format="~g", tickCount=5, labelOverlap="greedy"),
+            ),
             y=alt.Y("handler:N", sort="-x", title=None),
             tooltip=["handler:N", "events:Q", "seconds:Q", "us_per_event:Q"],
         )
