@@ -425,7 +425,10 @@ def test_plain_messages_get_a_hint_for_what_to_map(
     plain = [("orders.created", b'{"id": 1}', None), ("orders.shipped", b'{"id": 1}', None)]
     publish(nats_url, stream, plain, create={})
     result = archive(nats_url, stream, tmp_path / "a")
-    assert result.unfilled == {"event_id": 2, "event_type": 2, "stream": 2}
+    assert result.unfilled == {
+        **{"event_id": 2, "event_type": 2, "stream": 2},
+        **{"correlation_id": 2, "causation_id": 2},  # hinted at only when named so
+    }
     # The hint lays out the first subject's tokens: which one is the type, the user knows.
     assert any("subject:1=orders, subject:2=created" in h for h in result.hints())
     args = ["archive", "jetstream", "--server", nats_url, "--stream", stream]
@@ -442,14 +445,24 @@ def test_the_hint_names_a_header_or_key_named_like_the_column(
     nats_url: str, stream: str, tmp_path: Path
 ) -> None:
     """A NATS event store's own header and payload names are the likelier mapping."""
-    headers = {"Event-Type": "Opened", "Nats-Msg-Id": "m-1", "Content-Type": "application/json"}
+    headers = {
+        "Event-Type": "Opened",
+        "Nats-Msg-Id": "m-1",
+        "Content-Type": "application/json",
+        "correlation-id": "c-1",
+    }
     message = ("bank.account.a-1", b'{"aggregate_id": "a-1", "amount": 5}', headers)
     publish(nats_url, stream, [message], create={})
     hints = archive(nats_url, stream, tmp_path / "a").hints()
     assert hints == [
         "event_type is empty in 1 of 1 messages; map it, e.g. --map event_type=header:Event-Type",
         "stream is empty in 1 of 1 messages; map it, e.g. --map stream=data:aggregate_id",
-    ]  # event_id: the cloudevents preset reads Nats-Msg-Id already
+        "correlation_id is empty in 1 of 1 messages; map it, e.g. "
+        "--map correlation_id=header:correlation-id",
+        # Mapping on the same --out now is refused: the archive keeps its first mapping.
+        f"a mapping is kept with the archive ({tmp_path / 'a'}): archive into a new --out to "
+        "map from the first event on, or add --remap (events archived so far keep their columns)",
+    ]  # event_id: the cloudevents preset reads Nats-Msg-Id already; no causation header
 
 
 def test_a_mapped_header_falls_back_to_the_preset_when_asked(

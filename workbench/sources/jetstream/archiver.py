@@ -104,6 +104,8 @@ class ArchiveProgress:
 
 #: Columns without which checks and replays lose their footing; a run reports how often they stay empty.
 IDENTITY_COLUMNS: tuple[str, ...] = ("event_id", "event_type", "stream")
+#: Columns the causation check reads: hinted at only when a header or key is named like them.
+_CAUSAL_COLUMNS: tuple[str, ...] = ("correlation_id", "causation_id")
 
 
 #: Header and payload key names that likely hold each identity column, lowercased with
@@ -112,6 +114,8 @@ _LIKELY_NAMES: dict[str, tuple[str, ...]] = {
     "event_type": ("eventtype", "type", "messagetype", "kind"),
     "event_id": ("eventid", "natsmsgid", "messageid", "msgid", "id"),
     "stream": ("stream", "streamid", "streamname", "aggregateid", "aggregate", "entityid"),
+    "correlation_id": ("correlationid", "correlation", "traceid"),
+    "causation_id": ("causationid", "causation", "causedby"),
 }
 
 
@@ -159,7 +163,8 @@ class JetStreamArchiveResult(RunResult):
     elapsed: float = 0.0
     #: Why the run ended: "caught-up", "signal", "idle".
     stopped: str = "caught-up"
-    #: Messages the mapping left without each of :data:`IDENTITY_COLUMNS` (NATS's own aside).
+    #: Messages the mapping left without each of :data:`IDENTITY_COLUMNS`, and without a
+    #: correlation or causation id (NATS's own aside).
     unfilled: dict[str, int] = field(default_factory=dict)
     #: Of ``messages``, NATS's own: subject delete markers and message schedules, archived
     #: with an ``event_type`` of :data:`~workbench.sources.jetstream.mapping.NATS_EVENT_TYPES`.
@@ -213,10 +218,19 @@ class JetStreamArchiveResult(RunResult):
         ...     first_keys=("aggregate_id", "amount")).hints()  # doctest: +NORMALIZE_WHITESPACE
         ['event_type is empty in 4 of 4 messages; map it, e.g. --map event_type=header:Event-Type',
          'event_id is empty in 4 of 4 messages; map it, e.g. --map event_id=header:Nats-Msg-Id',
-         'stream is empty in 4 of 4 messages; map it, e.g. --map stream=data:aggregate_id']
+         'stream is empty in 4 of 4 messages; map it, e.g. --map stream=data:aggregate_id',
+         'a mapping is kept with the archive (out): archive into a new --out to map from the
+         first event on, or add --remap (events archived so far keep their columns)']
         >>> JetStreamArchiveResult("S", "out", messages=4, unfilled={"event_id": 4},
         ...     first_headers=("Event-Type",), first_keys=("amount",)).hints()[0][:80]
         "event_id is empty in 4 of 4 messages; none of the first message's headers or pay"
+
+        Correlation and causation ids are hinted at only when something is named so:
+
+        >>> JetStreamArchiveResult("S", "out", messages=4,
+        ...     unfilled={"correlation_id": 4, "causation_id": 4},
+        ...     first_headers=("correlation-id",)).hints()[:-1]
+        ['correlation_id is empty in 4 of 4 messages; map it, e.g. --map correlation_id=header:correlation-id']
         """
         tokens = (self.first_subject or "").split(".")
         from_subject = "from the subject ({}): {}".format(
@@ -227,6 +241,7 @@ class JetStreamArchiveResult(RunResult):
             "event_id": None if tokens[0] in ("$KV", "$O") else "--map event_id=data:id",
             "event_type": (from_subject if self.first_subject else "--map event_type=data:type"),
             "stream": from_subject if self.first_subject else "--map stream=subject:1",
+            **dict.fromkeys(_CAUSAL_COLUMNS, ""),  # only what is named like them
         }
         if tokens[0] == "$KV" and len(tokens) > 2:  # $KV.<bucket>.<key>; a key may hold dots
             examples["stream"] = examples["event_type"] = (
@@ -237,6 +252,8 @@ class JetStreamArchiveResult(RunResult):
             named = _named_like(column, self.first_headers, self.first_keys)
             if named is not None and examples[column] is not None:
                 examples[column] = f"--map {column}={named}"
+            elif column in _CAUSAL_COLUMNS:
+                examples[column] = None
             elif column == "event_id" and examples[column] and self.first_headers + self.first_keys:
                 # The first message has no id to map: a data:id guess would only fail again.
                 examples[column] = (
@@ -264,6 +281,12 @@ class JetStreamArchiveResult(RunResult):
                 )
                 if not any(hint.endswith(f"; {advice}") for hint in hints):  # said once
                     hints.append(f"{empty}; {advice}")
+        if any("--map" in hint for hint in hints):  # the archive keeps the mapping it began with
+            hints.append(
+                f"a mapping is kept with the archive ({self.out}): archive into a new --out "
+                "to map from the first event on, or add --remap (events archived so far keep "
+                "their columns)"
+            )
         return hints
 
     @property
@@ -802,7 +825,7 @@ class _Run:
         result.batches += (
             pc.sum(pc.equal(events.column("event_type"), BATCH_EVENT_TYPE)).as_py() or 0
         )
-        for column in IDENTITY_COLUMNS:
+        for column in (*IDENTITY_COLUMNS, *_CAUSAL_COLUMNS):
             # A preset may leave a column out entirely (raw): all of it is empty then.
             present = column in events.column_names
             empty = events.column(column).null_count if present else events.num_rows
