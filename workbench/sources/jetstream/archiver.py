@@ -846,14 +846,14 @@ class _Run:
             self.recorded = _Recorded(_recorded_gaps(self.writer))
         new: list[tuple[int, int, str]] = []
         skipped: list[tuple[int, int, str]] = []  # a filtered mirror's: never messages here
-        origin_first = await self.mirror.origin_first(self.nc) if self.mirror else None
+        origin = await self.mirror.origin_state(self.nc) if self.mirror else None
         # Inside a stream that removes messages itself, a deleted sequence may have expired.
         deleted_as = "retention" if self.removes_inside else "deleted"
         for first, last in missing:
             for gap in _classify(first, last, first_seq, deleted, deleted_as=deleted_as):
                 parts = [gap]
-                if self.mirror and origin_first and gap.reason in ("deleted", "retention"):
-                    parts = await self.mirror.split(self.nc, gap, origin_first)
+                if self.mirror and origin and gap.reason in ("deleted", "retention"):
+                    parts = await self.mirror.split(self.nc, gap, *origin)
                 for part in parts:
                     for a, b in self.recorded.uncovered(part.first, part.last):
                         if part.reason == "never-issued":
@@ -911,16 +911,22 @@ class _FilteredMirror:
     def __str__(self) -> str:
         return f"{', '.join(self.subjects)} of {self.origin}"
 
-    async def origin_first(self, nc: Client) -> int | None:
-        """The origin's first sequence; None when it cannot be asked (gone, not allowed)."""
+    async def origin_state(self, nc: Client) -> tuple[int, np.ndarray] | None:
+        """The origin's first sequence and its deleted ones; None when it cannot be asked
+        (gone, not allowed)."""
         try:
-            return int((await _client.stream_state(nc, self.origin))["first_seq"])
+            state = await _client.stream_state(nc, self.origin, deleted=True)
         except SourceError:
             return None
+        deleted = np.unique(np.asarray(state.get("deleted") or [], dtype=np.int64))
+        return int(state["first_seq"]), deleted
 
-    async def split(self, nc: Client, gap: Gap, origin_first: int) -> list[Gap]:
+    async def split(
+        self, nc: Client, gap: Gap, origin_first: int, origin_deleted: np.ndarray
+    ) -> list[Gap]:
         """``gap`` cut into what the origin holds on other subjects (``never-issued``) and
-        the rest (still ``gap.reason``: deleted here, or gone from the origin too).
+        the rest (still ``gap.reason``: deleted here, or gone from the origin too, whose
+        subject nobody can tell).
 
         One lookup per message the mirror should have had; past
         :data:`_MIRROR_LOOKUPS` of them the rest of the gap keeps its reason.
@@ -939,13 +945,35 @@ class _FilteredMirror:
             found = [await _client.next_matching(nc, self.origin, at, s) for s in self.subjects]
             nxt = min((f for f in found if f is not None), default=None)
             if nxt is None or nxt > gap.last:
-                parts.append(Gap(at, gap.last, "never-issued"))
+                parts += _skipped(at, gap.last, origin_deleted, gap.reason)
                 break
             if nxt > at:
-                parts.append(Gap(at, nxt - 1, "never-issued"))
+                parts += _skipped(at, nxt - 1, origin_deleted, gap.reason)
             parts.append(Gap(nxt, nxt, gap.reason))  # one the mirror should have had
             at = nxt + 1
         return _merged(parts)
+
+
+def _skipped(first: int, last: int, origin_deleted: np.ndarray, reason: str) -> list[Gap]:
+    """Positions ``first..last`` that no message of the mirror's subjects holds in the
+    origin: ``never-issued`` here, but those the origin has deleted keep ``reason``
+    (the origin can no longer say which subject they were on).
+
+    >>> _skipped(5, 9, np.array([3, 6, 7]), "deleted")  # doctest: +NORMALIZE_WHITESPACE
+    [Gap(first=5, last=5, reason='never-issued'), Gap(first=6, last=6, reason='deleted'),
+     Gap(first=7, last=7, reason='deleted'), Gap(first=8, last=9, reason='never-issued')]
+    """
+    inside = origin_deleted[(origin_deleted >= first) & (origin_deleted <= last)].tolist()
+    gaps: list[Gap] = []
+    at = first
+    for seq in inside:
+        if seq > at:
+            gaps.append(Gap(at, seq - 1, "never-issued"))
+        gaps.append(Gap(seq, seq, reason))
+        at = seq + 1
+    if at <= last:
+        gaps.append(Gap(at, last, "never-issued"))
+    return gaps
 
 
 #: Messages a filtered mirror should have had that one gap looks up in its origin at most.
