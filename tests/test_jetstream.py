@@ -138,14 +138,18 @@ def test_envelope_and_raw_presets_and_maps(nats_url: str, stream: str, tmp_path:
     publish(
         nats_url,
         stream,
-        [("tenant.acme.created", json.dumps(body).encode(), {"X-Req": "r-9"})],
+        [
+            ("tenant.acme.created", json.dumps(body).encode(), {"X-Req": "r-9"}),
+            ("tenant.acme.noted", b"{}", {"Nats-Msg-Id": "n-2"}),
+        ],
         create={},
     )
 
     archive(nats_url, stream, tmp_path / "env", preset="envelope")
     got = rows(
         tmp_path / "env",
-        "select event_id, event_type, schema_version, stream, stream_position, occurred_at, correlation_id, data, payload from events",
+        "select event_id, event_type, schema_version, stream, stream_position, occurred_at, "
+        "correlation_id, data, payload from events order by global_position",
     )
     assert got[0][:5] == ("e-1", "MemoryCreated", 4, "memory-1", 7)
     assert got[0][5].isoformat() == "2024-05-01T00:00:00+00:00"
@@ -155,10 +159,13 @@ def test_envelope_and_raw_presets_and_maps(nats_url: str, stream: str, tmp_path:
 
     archive(nats_url, stream, tmp_path / "raw", preset="raw")
     got = rows(
-        tmp_path / "raw", "select event_id, event_type, schema_version, data, payload from events"
+        tmp_path / "raw",
+        "select event_id, event_type, schema_version, data, payload from events "
+        "order by global_position",
     )
     assert got[0][:3] == (None, None, 1) and json.loads(got[0][3]) == body
     assert got[0][4] is None  # data holds the payload verbatim: not stored twice
+    assert got[1][0] == "n-2"  # NATS's own message id, which it de-duplicates on
 
     maps = [
         "stream=subject:-2",

@@ -144,7 +144,8 @@ PRESETS: Final[Mapping[str, Mapping[str, tuple[FieldSpec, ...]]]] = {
         )
     }
     | {"event_id": _specs("data:event_id", "header:Nats-Msg-Id")},
-    "raw": {},
+    # What NATS knows: its own message id (Nats-Msg-Id, which it de-duplicates on).
+    "raw": {"event_id": _specs("header:Nats-Msg-Id")},
     # A KV bucket's stream (KV_<bucket>): subjects $KV.<bucket>.<key>, a key may hold dots;
     # a delete or purge says so in KV-Operation, a put has no such header.
     "kv": {
