@@ -154,16 +154,18 @@ def test_report_of_a_replay_that_leaves_event_types_out_exits_1(
         "    def created(self, event, tables):\n"
         "        tables.memories.upsert({'memory_id': event.data['memory_id']})\n"
     )
-    code = run(
-        ["report", "--archive", str(tmp_path / "archive"), "--out", str(tmp_path / "r.html"),
-         "--projection", f"{tmp_path / 'created_only.py'}:CreatedOnly"]
-    )  # fmt: skip
+    args = ["report", "--archive", str(tmp_path / "archive"), "--out", str(tmp_path / "r.html"),
+            "--projection", f"{tmp_path / 'created_only.py'}:CreatedOnly"]  # fmt: skip
+    code = run(args)
     assert code == 1
     out = capsys.readouterr().out
     assert "events no handler or upcaster covers" in out
     # Without --into the replay goes beside the report, and that is said.
     assert f"(and the replay into {tmp_path / 'r.duckdb'})" in out.replace("\n", "")
     assert "Replay of created_only_v1" in (tmp_path / "r.html").read_text()
+    # Run again, it replaces its own earlier replay: the report is of this one, no more.
+    assert run(args) == 1
+    assert "replacing the earlier replay" not in (tmp_path / "r.html").read_text()
 
 
 def test_report_tables_align_numbers_and_wrap_only_long_values(report: Path) -> None:

@@ -8,7 +8,7 @@ notebook user can reach through the same result object.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -173,7 +173,8 @@ def replay_section(result: ReplayResult) -> Section:
     problems = [] if result.coverage.ok else result.coverage.problems()
     status = "finding" if problems or result.dead_letters else "ok"
     section = Section(f"Replay of {result.schema}", f"replay-{result.schema}", status)
-    section.lines.append(result.summary())
+    # The replay it reports, not the history of its file (an earlier run it replaced).
+    section.lines.append(replace(result, replaced=None).summary())
     section.lines.extend(f"coverage: {p}" for p in problems)
     if result.per_handler.height:
         section.add_chart(result.chart())
