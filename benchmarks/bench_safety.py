@@ -69,3 +69,7 @@ def _peak(call: str) -> float:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1]) / 1024  # kB
+
+
+if __name__ == "__main__":
+    main()
