@@ -32,7 +32,7 @@ from workbench._text import plural
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
 from workbench.replay.batches import BASE_COLUMNS, prefetch, read_batches
-from workbench.replay.event import Event, Prepared, _strings
+from workbench.replay.event import Event, Prepared, _combined, _strings
 from workbench.replay.runner import Runner
 
 __all__ = [
@@ -90,8 +90,10 @@ class History:
         # appending meanwhile adds none past the last one read now.
         last = pc.max(positions).as_py()
         self._read = (reader, source, until if last is None else last, where)
-        self.types: list[str] = _strings(pc.dictionary_encode(_one(self.table, "event_type")))
-        streams = pc.dictionary_encode(_one(self.table, "stream"))
+        self.types: list[str] = _strings(
+            pc.dictionary_encode(_combined(self.table.column("event_type")))
+        )
+        streams = pc.dictionary_encode(_combined(self.table.column("stream")))
         self.streams: np.ndarray = streams.indices.fill_null(-1).to_numpy()
         #: Columns beyond the base ones that handlers read: converted up front in a chunk.
         self.eager: tuple[str, ...] = ()
@@ -207,11 +209,6 @@ class _Chunk:
         if name in self.table.column_names:
             return self.table.column(name)
         return self._history.column(name).take(self._rows)  # first use: read, and kept
-
-
-def _one(table: pa.Table, name: str) -> pa.Array:
-    column = table.column(name)
-    return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
 
 
 # ------------------------------------------------------------------ faults
