@@ -206,13 +206,14 @@ def test_numbers_compare_at_the_coarser_precision_and_never_round_text_away() ->
     )
     d = wb.diff(candidate, live, key="id")
     changes = {t.column: t.compared_as for t in d.summary.schema.type_changes}
-    # An exact candidate against a live float: at the float's 15 significant digits.
+    # An exact candidate against a live float: as that float.
     assert changes == {"total": "DOUBLE", "ratio": "FLOAT", "n": "DECIMAL(38,9)"}
     changed = d.rows("changed").select("id", "total__changed", "ratio__changed", "n__changed")
-    # 1: float noise below a cent and REAL vs DOUBLE agree; the 10th decimal place does not.
-    # 2: a cent off; trailing zeros are no difference. 3: NaN is no number.
+    # 1: the live float's noise is a difference (give a tolerance); REAL vs DOUBLE agree;
+    # the 10th decimal place does not. 2: a cent off; trailing zeros are no difference.
+    # 3: NaN is no number.
     assert changed.rows() == [
-        (1, False, False, True),
+        (1, True, False, True),
         (2, True, False, False),
         (3, False, False, True),
     ]
@@ -249,11 +250,21 @@ def test_a_float_is_rounded_only_as_the_live_column_would_store_it() -> None:
     assert widened.rows("changed")["k"].to_list() == [1]
     assert widened.summary.schema_lines() == [
         "type of n: DECIMAL(21,2) (candidate) vs DOUBLE (live), compared as DOUBLE "
-        "(at 15 significant digits)"
+        "(the candidate's value as a DOUBLE, as the live column stores it)"
     ]
-    # 0.1 + 0.2 stored by the live system as a float is 0.3 at its 15 digits.
+    # Values the live float holds apart stay apart, past any count of digits.
+    apart = con.sql(
+        "select 1 k, 1000001::bigint a, 1234.568::decimal(10,3) b, 1234567890123457::bigint c"
+    )
+    stored = con.sql("select 1 k, 1000000::real a, 1234.567::real b, 1234567890123456::double c")
+    changed = wb.diff(apart, stored, key="k").rows("changed")
+    assert changed.select("a__changed", "b__changed", "c__changed").rows() == [(True, True, True)]
+    # The live system's float noise is a difference: a tolerance says how much is none.
     summed = wb.diff(exact.filter("k = 2"), floats.filter("k = 2"), key="k")
-    assert summed.summary.is_identical
+    assert summed.summary.changed == 1
+    assert wb.diff(
+        exact.filter("k = 2"), floats.filter("k = 2"), key="k", abs_tol={"n": 1e-9}
+    ).summary.is_identical
     # print() of a diff says what it found, as every result's does.
     assert str(widened) == str(widened.summary) == widened.summary()
     assert str(widened).startswith("1 candidate vs 1 live rows: 1 differing rows")

@@ -9,9 +9,10 @@ The rules, in order:
   column's precision, as that column would store it: against a DECIMAL(p,s)
   rounded to s places as Postgres rounds into a numeric, against an integer
   to 0 places (said in the type line), a DOUBLE against a REAL as REAL; an
-  exact candidate against a live float at the float's significant digits
-  (15, or 6 for a REAL: 3 is not 3.4, 0.3 is 0.1 + 0.2); a value the
-  compared type cannot hold (NaN in a DECIMAL) is a difference;
+  exact candidate against a live float as that float (3 is not 3.4, and
+  float noise, 0.1 + 0.2 against 0.3, is a difference without a
+  tolerance); a value the compared type cannot hold (NaN in a DECIMAL) is a
+  difference;
 - two timestamp types of different precision or time zone are compared as
   UTC ``TIMESTAMP`` truncated to the coarser precision (a nanosecond clock
   against a microsecond database agrees when the microseconds agree);
@@ -222,10 +223,10 @@ def _numeric_plan(
     handler summing money in floats is right when the cents agree), against
     a live integer to 0 places (a BIGINT beyond 2^53 is not "equal" to the
     nearest double), and a DOUBLE against a REAL is compared as REAL. An
-    exact candidate against a live float is compared at the float's
-    significant digits: rounding the live float instead would make 3 equal
-    3.4. A value the compared type cannot hold (NaN in a DECIMAL, 1e39 in
-    a REAL) is a difference.
+    exact candidate against a live float is compared as that float, as the
+    live column would store it: rounding the live float instead would make
+    3 equal 3.4. A value the compared type cannot hold (NaN in a DECIMAL,
+    1e39 in a REAL) is a difference.
 
     >>> import duckdb
     >>> plan = _numeric_plan(duckdb.connect(), "n", "DOUBLE", "BIGINT")
@@ -233,7 +234,9 @@ def _numeric_plan(
     ('DECIMAL(38,0)', "the candidate's float rounded to the live column's 0 decimal places")
     >>> plan = _numeric_plan(duckdb.connect(), "n", "BIGINT", "DOUBLE")
     >>> plan.compared_as, plan.how
-    ('DOUBLE', 'at 15 significant digits')
+    ('DOUBLE', "the candidate's value as a DOUBLE, as the live column stores it")
+    >>> _numeric_plan(duckdb.connect(), "n", "DECIMAL(18,2)", "DECIMAL(18,4)").how
+    ''
     """
     col = ident(name)
     types = (candidate_type, live_type)
@@ -255,12 +258,19 @@ def _numeric_plan(
         cast = f"CAST({col} AS {common})"
         return ColumnPlan(name, *types, common, cast, cast)
     if floats and live_type in _FLOATS:  # an exact candidate against a live float
-        digits = _DIGITS[live_type]
-        expr = f"TRY_CAST(printf('%.{digits}g', CAST({col} AS DOUBLE)) AS DOUBLE)"
-        how = f"at {digits} significant digits"
-        return ColumnPlan(name, *types, "DOUBLE", expr, expr, checked_cast=True, how=how)
+        # As the live column would store the candidate's value: 3 is not 3.4, and
+        # 1000001 is not 1000000 in a REAL, which holds both apart.
+        how = f"the candidate's value as a {live_type}, as the live column stores it"
+        candidate_expr = f"TRY_CAST({col} AS {live_type})"
+        return ColumnPlan(
+            name, *types, live_type, candidate_expr, col, checked_cast=True, how=how
+        )
     common = f"DECIMAL(38,{max(scales)})"
-    how = f"the candidate's float rounded to the live column's {max(scales)} decimal places"
+    how = (
+        f"the candidate's float rounded to the live column's {max(scales)} decimal places"
+        if floats
+        else ""
+    )
     # A float goes into a numeric as Postgres takes it (float8_numeric): through its
     # text at 15 significant digits, then rounded half away from zero. The float sum
     # 0.01 + 0.075 is 0.08499999999999999, 0.085 at 15 digits, 0.09 in a numeric(12,2).
