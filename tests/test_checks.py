@@ -62,6 +62,24 @@ def test_stream_gaps_are_told_by_the_removals_between_their_neighbours(tmp_path:
     ).rows()
 
 
+def test_one_accepted_removal_explains_one_missing_version(tmp_path: Path) -> None:
+    """Each removed position holds one event: a deletion between two streams' neighbours
+    excuses one of their missing versions, not both; a version's copy stored later
+    does not narrow where the missing one after it was."""
+    w = ArchiveWriter(tmp_path / "two", "s")
+    w.append(table([1, 2, 4, 5], stream=["a", "b", "b", "a"], stream_position=[0, 0, 2, 2]))
+    w.record_gap(3, 3, "deleted")  # a's v1 or b's v1: one of them is unexplained
+    two = wb.open_archive(tmp_path / "two").gaps(accept=["deleted"])
+    assert two.streams.height == 2 and sorted(two.streams["reason"]) == ["deleted", "unknown"]
+    assert two.found == 1
+    w = ArchiveWriter(tmp_path / "copy", "s")
+    w.append(table([1, 2, 4, 5], stream=["a"] * 4, stream_position=[0, 1, 1, 3]))
+    w.record_gap(3, 3, "deleted")  # v2, written before v1's copy at 4
+    copy = wb.open_archive(tmp_path / "copy").gaps(accept=["deleted"])
+    assert copy.streams.select("first_missing", "reason").rows() == [(2, "deleted")]
+    assert copy.found == 0
+
+
 def test_gaps_tell_recorded_reasons_from_guesses(tmp_path: Path) -> None:
     w = ArchiveWriter(tmp_path, "s")
     w.append(table([5, 6, 9, 10, 14, 20]))

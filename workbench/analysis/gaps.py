@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import polars as pl
 
@@ -104,7 +104,8 @@ _GAPS_WITHOUT_RECORDS = (
 
 # Holes inside each stream's positions; a stream's first position is expected
 # at the lowest first position of any stream of its source (0 or 1 by convention).
-# Each hole's neighbours' global positions bound where its events were.
+# A missing version was written after the version before it first was, and before
+# the version after it first was: those global positions bound where it was.
 # {within}: a relation of (source, stream) to look at only, or nothing for all.
 _STREAM_GAPS = """
 with numbered as (
@@ -115,56 +116,90 @@ with numbered as (
                over (partition by source, stream) as own_stream
     from events {within} where stream is not null and stream_position is not null
 ),
+versions as (
+    select source, stream, stream_position as p, min(global_position) as g
+    from numbered where not own_stream group by all
+),
 sp as (
-    select source, stream, stream_position as p, global_position as g,
-           lead(stream_position) over w as nxt, lead(global_position) over w as next_g,
-           min(stream_position) over (partition by source, stream) as first_p
-    from numbered where not own_stream
-    window w as (partition by source, stream order by stream_position, global_position)
+    select source, stream, p, g, lead(p) over w as nxt, lead(g) over w as next_g,
+           min(p) over (partition by source, stream) as first_p
+    from versions
+    window w as (partition by source, stream order by p)
 ),
 base as (select source, min(first_p) as b from sp group by source)
 select source, stream, p + 1 as first_missing, nxt - 1 as last_missing,
        g as after_position, next_g as before_position
 from sp where nxt > p + 1
 union all
-select sp.source, stream, any_value(b), first_p - 1, null::BIGINT, min(g)
-from sp join base using (source) where first_p > b and p = first_p group by all
+select sp.source, stream, b, first_p - 1, null::BIGINT, g
+from sp join base using (source) where first_p > b and p = first_p
 """
 
-# What removed each stream gap's events: the position gaps between its neighbours
-# (any before its first event, for a leading one). A reason that lost events wins;
-# else the accepted reasons, when they removed at least as many positions as the
-# stream misses; else nothing in the positions says: ``unknown``.
-_STREAM_GAP_REASONS = """
-with overlap as (
-    select s.source, s.stream, s.first_missing, p.reason,
-           least(p.last_missing, s.before_position - 1)
-             - greatest(p.first_missing, coalesce(s.after_position, p.first_missing - 1) + 1)
-             + 1 as removed
-    from streams s join positions p
-      on p.source = s.source and p.first_missing < s.before_position
-     and (s.after_position is null or p.last_missing > s.after_position)
-    where p.reason not in (select unnest($harmless::VARCHAR[]))
-),
-why as (
-    select source, stream, first_missing,
-           arg_max(reason, removed) filter (reason not in (select unnest($accepted::VARCHAR[])))
-               as lost,
-           arg_max(reason, removed) filter (reason in (select unnest($accepted::VARCHAR[])))
-               as accepted,
-           coalesce(sum(removed) filter (reason in (select unnest($accepted::VARCHAR[]))), 0)
-               as accepted_removed
-    from overlap group by all
-)
-select s.source, s.stream, s.first_missing, s.last_missing,
-       s.last_missing - s.first_missing + 1 as missing,
-       coalesce(why.lost,
-                case when why.accepted_removed >= s.last_missing - s.first_missing + 1
-                     then why.accepted end,
-                'unknown') as reason
-from streams s left join why using (source, stream, first_missing)
-order by s.source, s.stream, s.first_missing
+# Each stream gap's reason for a loss: the position gaps between its neighbours (any
+# before its first event, for a leading one) that lost events, the largest.
+_STREAM_GAP_LOSSES = """
+select s.*, s.last_missing - s.first_missing + 1 as missing,
+       (select arg_max(p.reason, least(p.last_missing, s.before_position - 1)
+                 - greatest(p.first_missing, coalesce(s.after_position + 1, p.first_missing)))
+        from positions p
+        where p.source = s.source and p.first_missing < s.before_position
+          and (s.after_position is null or p.last_missing > s.after_position)
+          and p.reason not in (select unnest($no_loss::VARCHAR[]))) as lost
+from streams s
+order by s.source, s.before_position, s.stream, s.first_missing
 """
+
+
+def _stream_gap_reasons(streams: pl.DataFrame, accepted: pl.DataFrame) -> list[str]:
+    """Each stream gap's reason (``streams`` in order of ``before_position``): its loss,
+    else the accepted removals that can hold its missing versions, each removed position
+    given to one gap only (earliest bound first, the lowest positions first), else
+    ``unknown``: a version the writer skipped, or one lost beside another stream's.
+
+    >>> gaps = pl.DataFrame({"source": ["s", "s"], "after_position": [1, 1],
+    ...     "before_position": [5, 6], "missing": [1, 1], "lost": [None, None]})
+    >>> removed = pl.DataFrame({"source": ["s"], "first_missing": [3], "last_missing": [3],
+    ...     "reason": ["deleted"]})
+    >>> _stream_gap_reasons(gaps, removed)  # one deletion: one stream's version, not two
+    ['deleted', 'unknown']
+    """
+    free: dict[str, list[list[Any]]] = {}  # per source: [first, last, reason] not yet given
+    for source, first, last, reason in (
+        accepted.sort("first_missing")
+        .select("source", "first_missing", "last_missing", "reason")
+        .rows()
+    ):
+        free.setdefault(source, []).append([first, last, reason])
+    reasons: list[str] = []
+    for source, after, before, missing, lost in streams.select(
+        "source", "after_position", "before_position", "missing", "lost"
+    ).rows():
+        if lost is not None:
+            reasons.append(lost)
+            continue
+        low = -1 if after is None else after + 1  # positions from low to before - 1
+        ranges = free.get(source, [])
+        taken: list[tuple[int, int, int]] = []  # (range index, first, last) to give
+        need = missing
+        for i, (first, last, _) in enumerate(ranges):
+            if first >= before or need == 0:
+                break
+            start = max(first, low)
+            if last < start:
+                continue
+            end = min(last, before - 1, start + need - 1)
+            taken.append((i, start, end))
+            need -= end - start + 1
+        if need:
+            reasons.append("unknown")
+            continue
+        reasons.append(ranges[taken[0][0]][2])
+        for i, start, end in reversed(taken):  # cut what was given out of its range
+            first, last, reason = ranges[i]
+            ranges[i : i + 1] = [
+                [a, b, reason] for a, b in ((first, start - 1), (end + 1, last)) if a <= b
+            ]
+    return reasons
 
 
 def stream_gaps_sql(within: str = "") -> str:
@@ -183,10 +218,11 @@ class Gaps(CheckResult):
       recorded, detail`` — ``reason`` is one of ``GAP_REASONS`` or
       ``unknown``; ``recorded`` is False when the reason is a guess.
     - ``streams``: ``source, stream, first_missing, last_missing, missing,
-      reason`` — ``reason`` is that of the position gaps between the
-      stream's neighbouring events (``deleted`` when a deleted message held
-      the missing version), ``unknown`` when no position is missing there
-      (the writer skipped a version).
+      reason`` — what removed the missing versions: the largest position
+      gap that lost events between the stream's neighbouring events; else
+      the ``accepted`` removals there, as far as they can hold every missing
+      version (each removed position given to one stream only); else
+      ``unknown`` (the writer skipped a version, or the positions say nothing).
     - ``unchecked``: ``source, check, events, null_columns, reason`` — the
       sources whose streams were not checked (``stream`` or
       ``stream_position`` null in every event); not a finding.
@@ -326,12 +362,20 @@ def find_gaps(reader: ArchiveReader, *, accept: Collection[str] = ()) -> Gaps:
     positions = _late_apart(positions).select(
         "source", "first_missing", "last_missing", "missing", "reason", "recorded", "detail"
     )
+    accepted = positions.filter(pl.col("reason").is_in(sorted(accept)))
     streams = reader.sql(
-        _STREAM_GAP_REASONS,
-        params={"harmless": sorted(HARMLESS_REASONS), "accepted": sorted(accept)},
+        _STREAM_GAP_LOSSES,
+        params={"no_loss": sorted(HARMLESS_REASONS | set(accept))},
         streams=reader.sql(stream_gaps_sql()).to_arrow_table(),
         positions=positions,
     ).pl()
+    streams = (
+        streams.with_columns(
+            reason=pl.Series(_stream_gap_reasons(streams, accepted), dtype=pl.String)
+        )
+        .select("source", "stream", "first_missing", "last_missing", "missing", "reason")
+        .sort("source", "stream", "first_missing")
+    )
     return Gaps(
         positions=positions,
         streams=streams,

@@ -262,9 +262,7 @@ def _numeric_plan(
         # 1000001 is not 1000000 in a REAL, which holds both apart.
         how = f"the candidate's value as a {live_type}, as the live column stores it"
         candidate_expr = f"TRY_CAST({col} AS {live_type})"
-        return ColumnPlan(
-            name, *types, live_type, candidate_expr, col, checked_cast=True, how=how
-        )
+        return ColumnPlan(name, *types, live_type, candidate_expr, col, checked_cast=True, how=how)
     common = f"DECIMAL(38,{max(scales)})"
     how = (
         f"the candidate's float rounded to the live column's {max(scales)} decimal places"
