@@ -165,7 +165,7 @@ def test_envelope_and_raw_presets_and_maps(nats_url: str, stream: str, tmp_path:
     )
     assert got[0][:3] == (None, None, 1) and json.loads(got[0][3]) == body
     assert got[0][4] is None  # data holds the payload verbatim: not stored twice
-    assert got[1][0] == "n-2"  # NATS's own message id, which it de-duplicates on
+    assert got[1][0] is None  # raw reads no header, not even Nats-Msg-Id (the hint names it)
 
     maps = [
         "stream=subject:-2",

@@ -220,6 +220,13 @@ def test_a_position_or_version_that_is_no_integer_is_null_and_counted_not_rounde
     assert table.column("schema_version").to_pylist() == [2, None, 1, None, 1]
     assert batch.unread == {"stream_position": 2, "schema_version": 2}
     assert batch.unread_example == {"stream_position": "5.5", "schema_version": "2.5"}
+    # A dataschema URI that names no version gives none: the default 1, nothing unread.
+    ce = mapped(
+        DEFAULT,
+        (b"ce-id: 1\r\nce-type: T\r\nce-dataschema: https://x.io/schemas/order.json", b"{}"),
+        (b"ce-id: 2\r\nce-type: T\r\nce-dataschema: https://x.io/schemas/order/v3", b"{}"),
+    )
+    assert ce.table.column("schema_version").to_pylist() == [1, 3] and ce.unread == {}
 
 
 @pytest.mark.nats

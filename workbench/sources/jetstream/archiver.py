@@ -815,7 +815,7 @@ class _Run:
         table = mapped.table
         self.writer.append(table)
         result = self.result
-        for column, n in mapped.unread.items():  # a time that is none: said, not just null
+        for column, n in mapped.unread.items():  # no time, no integer: said, not just null
             result.unread[column] = result.unread.get(column, 0) + n
             result.unread_examples.setdefault(column, mapped.unread_example[column])
         # NATS's own messages have no id or domain type to fill: no hint counts them.

@@ -144,8 +144,10 @@ PRESETS: Final[Mapping[str, Mapping[str, tuple[FieldSpec, ...]]]] = {
         )
     }
     | {"event_id": _specs("data:event_id", "header:Nats-Msg-Id")},
-    # What NATS knows: its own message id (Nats-Msg-Id, which it de-duplicates on).
-    "raw": {"event_id": _specs("header:Nats-Msg-Id")},
+    # Nothing read from headers or payload. (Not even Nats-Msg-Id: an archive records
+    # its preset by name, so a preset that read more later would map one archive two
+    # ways; the run's hint names the header.)
+    "raw": {},
     # A KV bucket's stream (KV_<bucket>): subjects $KV.<bucket>.<key>, a key may hold dots;
     # a delete or purge says so in KV-Operation, a put has no such header.
     "kv": {
@@ -333,6 +335,12 @@ class JetStreamMapping:
                 values = [
                     f"nullif(trim({_source(name, s, header_names)}::varchar), '')" for s in specs
                 ]
+                if name == "schema_version":
+                    # A schema URI (CloudEvents' dataschema) naming no version gives none:
+                    # the default, not a value that failed to read.
+                    values = [
+                        f"case when not regexp_matches({v}, '[/:]') then {v} end" for v in values
+                    ]
                 sources[name] = f"coalesce({', '.join(values)})"
             if name == "schema_version":  # 1 when none is given; one that is no number: null
                 exprs.append(f"case when {sources[name]} is null then 1 end" if specs else "1")
