@@ -138,12 +138,15 @@ def read_batches(
     where: str | None = None,
     batch_size: int = 100_000,
     wanted: set[str] | None = None,
+    prepare: bool = True,
 ) -> Iterator[EventBatch]:
     """Batches of ``source`` in ``global_position`` order, bounded and filtered.
 
     ``wanted`` (shared between calls, grown by :meth:`EventBatch.column`) is
     the set of extra columns to read; None reads every envelope column. A
     ``where`` filter reads every column, since it may name any of them.
+    ``prepare`` does the Arrow side of decoding (:class:`Prepared`) here, on the
+    reading thread; a caller that keeps only columns needs none of it.
     """
     con = _duckdb.connect()  # for `where`, and to check payloads on the reading thread
     files = sorted((f for f in reader.files if f.source == source), key=lambda f: f.first)
@@ -184,7 +187,7 @@ def read_batches(
                     mask = None  # every column was read: nothing is fetched later
                 if batch.num_rows:
                     events = EventBatch(batch, file, start, mask, wanted)
-                    events.prepared = Prepared(batch, con)
+                    events.prepared = Prepared(batch, con) if prepare else None
                     yield events
 
     finally:

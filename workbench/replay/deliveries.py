@@ -79,17 +79,19 @@ class History:
     def __init__(
         self, reader: ArchiveReader, source: str, until: int | None, where: str | None
     ) -> None:
-        tables = [
-            batch.table.select(list(BASE_COLUMNS))
-            for batch in read_batches(reader, source, until=until, where=where, wanted=set())
-        ]
+        batches = read_batches(
+            reader, source, until=until, where=where, wanted=set(), prepare=False
+        )
+        tables = [batch.table.select(list(BASE_COLUMNS)) for batch in batches]
         schema = pa.schema([envelope.SCHEMA.field(c) for c in BASE_COLUMNS])
         self.table = pa.concat_tables(tables) if tables else schema.empty_table()
         positions = self.table.column("global_position")
         # Read again for a column, the archive must give the same rows: a follower
         # appending meanwhile adds none past the last one read now.
         last = pc.max(positions).as_py()
-        self._read = (reader, source, until if last is None else last, where)
+        #: The bound of the archive's rows read: any later read must give the same rows.
+        self.until: int | None = until if last is None else last
+        self._read = (reader, source, self.until, where)
         self.types: list[str] = _strings(
             pc.dictionary_encode(_combined(self.table.column("event_type")))
         )
@@ -97,6 +99,8 @@ class History:
         self.streams: np.ndarray = streams.indices.fill_null(-1).to_numpy()
         #: Columns beyond the base ones that handlers read: converted up front in a chunk.
         self.eager: tuple[str, ...] = ()
+        #: The archive's rows kept (see :meth:`drop_undecodable`), None for all.
+        self._kept: pa.Array | None = None
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -117,12 +121,13 @@ class History:
         if name not in envelope.COLUMNS:
             raise KeyError(name)
         reader, source, until, where = self._read
-        parts = [
-            batch.column(name)
-            for batch in read_batches(reader, source, until=until, where=where, wanted={name})
-        ]
-        chunks = [chunk for part in parts for chunk in part.chunks]
+        batches = read_batches(
+            reader, source, until=until, where=where, wanted={name}, prepare=False
+        )
+        chunks = [chunk for batch in batches for chunk in batch.column(name).chunks]
         values = pa.chunked_array(chunks, envelope.SCHEMA.field(name).type)
+        if self._kept is not None and len(values) == len(self._kept):
+            values = values.filter(self._kept)
         if len(values) != len(self):
             raise ProjectionError(
                 f"the archive changed while replay safety was checked ({len(values):,} "
@@ -131,6 +136,21 @@ class History:
         self.table = self.table.append_column(envelope.SCHEMA.field(name), values)
         self.eager = (*self.eager, name)
         return values
+
+    def drop_undecodable(self, decoder: Runner) -> None:
+        """Leave out the events ``decoder`` cannot decode (an upcaster fails on them):
+        no handler ever sees them, so no fault is drawn on them or counted for them."""
+        delivered: list[int] = []
+        for events in self.deliver(self.in_order(), decoder):
+            delivered.extend(event.global_position for event in events or ())
+        positions = self.table.column("global_position")
+        kept = pc.is_in(positions, value_set=pa.array(delivered, pa.int64()))
+        kept = kept.combine_chunks() if isinstance(kept, pa.ChunkedArray) else kept
+        self._kept = kept  # of the archive's rows: called once, before any is dropped
+        self.table = self.table.filter(kept)
+        mask = kept.to_numpy(zero_copy_only=False)
+        self.types = [t for t, keep in zip(self.types, mask, strict=True) if keep]
+        self.streams = self.streams[mask]
 
     def unordered(self) -> str:
         """What the reorder scenario could not vary: events without a stream.
