@@ -61,6 +61,14 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert run(["no-such-command"]) == 2
 
 
+def test_help_shows_no_value_beside_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """Typer's rich help printed `--resume <bool>`: `--resume true` is then refused."""
+    assert run(["replay", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "--resume" in help_text and "<bool>" not in help_text
+    assert "<path>" in help_text  # options that take a value still show its kind
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"workbench {wb.__version__}"

@@ -292,6 +292,24 @@ def notice(label: str, message: str, *, style: str = "bold yellow", stderr: bool
     )
 
 
+def _flag_types_unshown() -> None:
+    """Typer 0.2x's rich help shows a type beside every flag (``--resume <bool>``), which
+    reads as taking a value (``--resume true`` is then refused); Click's plain help shows
+    none. Show none here too, where that Typer is installed."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if option is None or shown is None or getattr(shown, "_flags_unshown", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if self.is_flag and not self.count else shown(self, ctx)
+
+    display_type_rich._flags_unshown = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flag_types_unshown()
+
 app = typer.Typer(
     name="workbench",
     help="Replay, diff and check event-sourced systems from Parquet archives.",
