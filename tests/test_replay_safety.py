@@ -11,6 +11,7 @@ import pytest
 
 import workbench as wb
 from workbench import cli
+from workbench.errors import ProjectionError
 from workbench.examples import (
     Memories,
     MemoriesClock,
@@ -626,3 +627,56 @@ def test_an_upcaster_failing_is_counted_once_and_not_blamed_on_a_fault(archive: 
     assert report.events == total - old
     assert f"redelivery ({report.events:,} events delivered twice)" in report.summary()
     assert all(s.ok for s in report.scenarios if s.name != "handed back"), report.summary()
+
+
+class UpcastsWithMemory(Memories):
+    """An upcaster that keeps state on its instance: the last content per memory."""
+
+    name = "upcasts_with_memory"
+    edits = wb.Table(key="memory_id", memory_id=str, previous=str)
+
+    def __init__(self) -> None:
+        self._last: dict[str, str] = {}
+
+    @wb.upcaster("MemoryUpdated", from_version=1)
+    def updated_v1(self, data):
+        previous = self._last.get(data["memory_id"])
+        self._last[data["memory_id"]] = data["content"]
+        return {**data, "previous": previous}
+
+    @wb.on("MemoryUpdated")
+    def updated(self, event, tables):
+        super().updated(event, tables)
+        if event.data is not None:
+            tables.edits.upsert(
+                {"memory_id": event.data["memory_id"], "previous": event.data["previous"]}
+            )
+
+
+class CachesOnTheClass(MemoriesClock):
+    """A clock in a handler, and an upcaster that caches a lookup on the class."""
+
+    name = "caches_on_the_class"
+    importance_by_kind: ClassVar[dict[str, float]] = {}
+
+    @wb.upcaster("MemoryCreated", from_version=1)
+    def created_v1(self, data):
+        return {"importance": self.importance_by_kind.setdefault(data.get("kind"), 0.5), **data}
+
+
+def test_upcasters_state_is_each_runs_own(archive: Path) -> None:
+    """Every replay decodes afresh: an upcaster's state on its instance starts over in each
+    (it leaked from one run into the next: every scenario differed, every handler was
+    blamed), and what it caches on its class is no handler's state."""
+    kept = wb.check_replay_safety(archive, UpcastsWithMemory, seed=3)
+    assert kept["reorder"].ok and kept["determinism"].ok, kept.summary()
+    cached = wb.check_replay_safety(archive, CachesOnTheClass, seed=3, narrow=False)
+    assert not cached["determinism"].ok  # the clock
+    assert cached["redelivery"].ok, cached.summary()
+    assert "differs only where the clean replay is not deterministic" in cached["reorder"].caveat
+    assert "on the class" not in cached.summary()
+
+
+def test_a_where_filter_that_picks_other_rows_each_time_is_said(archive: Path) -> None:
+    with pytest.raises(ProjectionError, match=r"the where filter picks other rows each time"):
+        wb.check_replay_safety(archive, Memories, where="random() < 0.5", determinism=False)

@@ -73,7 +73,7 @@ def replay(
     for note in covered.notes():
         notice("note", note, style="yellow", stderr=False)
     if check_safety:
-        with progress_bar() as bar:
+        with sigterm_as_interrupt(), progress_bar() as bar:  # SIGTERM: 130, as Ctrl-C
             task = bar.add_task("replay safety", total=None)
             report = check_replay_safety(
                 archive, candidate, source=source, duplicates=duplicates, seed=seed,

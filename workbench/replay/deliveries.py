@@ -82,7 +82,7 @@ class History:
         batches = read_batches(
             reader, source, until=until, where=where, wanted=set(), prepare=False
         )
-        tables = [batch.table.select(list(BASE_COLUMNS)) for batch in batches]
+        tables = [_owned(batch.table.select(list(BASE_COLUMNS)), where) for batch in batches]
         schema = pa.schema([envelope.SCHEMA.field(c) for c in BASE_COLUMNS])
         self.table = pa.concat_tables(tables) if tables else schema.empty_table()
         positions = self.table.column("global_position")
@@ -124,25 +124,39 @@ class History:
         batches = read_batches(
             reader, source, until=until, where=where, wanted={name}, prepare=False
         )
-        chunks = [chunk for batch in batches for chunk in batch.column(name).chunks]
+        chunks = [
+            chunk
+            for batch in batches
+            for chunk in _owned(pa.table({name: batch.column(name)}), where).column(0).chunks
+        ]
         values = pa.chunked_array(chunks, envelope.SCHEMA.field(name).type)
         if self._kept is not None and len(values) == len(self._kept):
             values = values.filter(self._kept)
         if len(values) != len(self):
             raise ProjectionError(
-                f"the archive changed while replay safety was checked ({len(values):,} "
-                f"events, not {len(self):,}); check it again"
+                f"read again for its {name} column, the archive gave {len(values):,} events, "
+                f"not {len(self):,}: it changed while replay safety was checked, or the "
+                "where filter picks other rows each time (random(), now()); check again"
             )
         self.table = self.table.append_column(envelope.SCHEMA.field(name), values)
         self.eager = (*self.eager, name)
         return values
 
-    def drop_undecodable(self, decoder: Runner) -> None:
-        """Leave out the events ``decoder`` cannot decode (an upcaster fails on them):
-        no handler ever sees them, so no fault is drawn on them or counted for them."""
+    def drop_undecodable(self, decoder: Runner) -> int:
+        """Decode every event once with ``decoder`` and leave out those it cannot (an
+        upcaster fails on them): no handler ever sees them, so no fault is drawn on them
+        or counted for them. Returns how many.
+
+        The pass also fills what upcasters cache on their class, as a replay's one
+        decoding would, before the check looks at what its handlers keep there.
+        """
+        before = decoder.failures
         delivered: list[int] = []
         for events in self.deliver(self.in_order(), decoder):
             delivered.extend(event.global_position for event in events or ())
+        undecodable = decoder.failures - before
+        if not undecodable:
+            return 0
         positions = self.table.column("global_position")
         kept = pc.is_in(positions, value_set=pa.array(delivered, pa.int64()))
         kept = kept.combine_chunks() if isinstance(kept, pa.ChunkedArray) else kept
@@ -151,6 +165,7 @@ class History:
         mask = kept.to_numpy(zero_copy_only=False)
         self.types = [t for t, keep in zip(self.types, mask, strict=True) if keep]
         self.streams = self.streams[mask]
+        return undecodable
 
     def unordered(self) -> str:
         """What the reorder scenario could not vary: events without a stream.
@@ -172,13 +187,14 @@ class History:
 
     def deliver(self, delivery: Delivery, decoder: Runner) -> Iterator[list[Event] | None]:
         """The delivered events a chunk at a time, decoded (and upcast) by ``decoder``;
-        None where the process restarts."""
+        None where the process restarts (restart ``decoder`` too: upcasters keep state
+        on their instance, as handlers do)."""
         for chunk in prefetch(self._chunks(delivery)):
             if chunk is None:
                 yield None
                 continue
             events = decoder.decode(chunk)
-            decoder.take_dead_letters()  # counted once, by the clean replay
+            decoder.take_dead_letters()  # counted once, by drop_undecodable
             yield events
 
     def _chunks(self, delivery: Delivery) -> Iterator[_Chunk | None]:
@@ -199,6 +215,15 @@ class History:
                 start = stop + 1
         finally:
             con.close()
+
+
+def _owned(table: pa.Table, where: str | None) -> pa.Table:
+    """``table`` in buffers of its own. A ``where`` filter's rows come from DuckDB, whose
+    Arrow columns share one allocation per batch: a column kept would keep every column
+    of the archive (800 MB more for 300k events read lazily)."""
+    if not where:
+        return table
+    return table.take(pa.array(np.arange(table.num_rows)))
 
 
 class _Chunk:

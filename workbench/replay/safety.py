@@ -265,8 +265,10 @@ def check_replay_safety(
     _refuse_what_memory_cannot_hold(
         *_history_size(reader, source, until, where), until, where, processes=1 + determinism
     )
-    decoder = Runner(cls(), on_error="dead-letter")  # decodes and upcasts every delivery
+    decoder = Runner(cls(), on_error="dead-letter")  # names the handlers
     history = History(reader, source, until, where)
+    # Each replay decodes (and upcasts) afresh; this once is the one that counts failures.
+    undecodable = history.drop_undecodable(decoder)
 
     scenarios: list[tuple[str, str, Faults]] = []
     if duplicates > 0:
@@ -325,11 +327,7 @@ def check_replay_safety(
     kept: list[str] = []  # state on `self`: lost at a restart, invisible to the tables
     class_state = _ClassState(cls)  # state on the class: outlives a restart, and this run
     handed: Snapshot = {}  # each row as last handed back with upsert()/update()
-    undecodable = decoder.failures
-    clean, clean_errors = _run(cls, history, history.in_order(), decoder, kept, handed)
-    undecodable = decoder.failures - undecodable  # upcasters failing: counted this once
-    if undecodable:
-        history.drop_undecodable(decoder)  # never delivered: no fault is drawn on them
+    clean, clean_errors = _run(cls, history, history.in_order(), kept, handed)
     on_class = class_state.changed()
     steps.done()
     results: list[ScenarioResult] = []
@@ -350,7 +348,7 @@ def check_replay_safety(
     for name, description, deliver in scenarios:
         delivery = deliver(None, random.Random(seed))
         class_state.restore()
-        faulty, errors = _run(cls, history, delivery, decoder, class_state=class_state)
+        faulty, errors = _run(cls, history, delivery, class_state=class_state)
         steps.done()
         diff, counts = _compare(clean, faulty, max_differences)
         ok = not counts and errors <= clean_errors
@@ -373,11 +371,7 @@ def check_replay_safety(
             for event_type in handled:
                 class_state.restore()
                 alone, alone_errors = _run(
-                    cls,
-                    history,
-                    deliver(event_type, random.Random(seed)),
-                    decoder,
-                    class_state=class_state,
+                    cls, history, deliver(event_type, random.Random(seed)), class_state=class_state
                 )
                 steps.done()
                 if next(_differing(clean, alone, unstable), None) or alone_errors > clean_errors:
@@ -515,7 +509,6 @@ def _run(
     cls: type[Projection],
     history: History,
     delivery: Delivery,
-    decoder: Runner,
     kept: list[str] | None = None,
     handed: Snapshot | None = None,
     class_state: _ClassState | None = None,
@@ -524,6 +517,7 @@ def _run(
     of attributes the handlers changed on the projection instance, ``handed`` each row
     as it was when last handed to ``upsert()`` or ``update()``."""
     runner = Runner(cls(), on_error="dead-letter")
+    decoder = Runner(cls(), on_error="dead-letter")  # its upcasters' state is this run's
     if handed is not None:
         for state in runner.states.values():
             _record_handed_back(state, handed.setdefault(state.table.name, {}))
@@ -532,6 +526,7 @@ def _run(
             if class_state is not None:  # a new process: the class as it was first
                 class_state.restore()
             runner.restart(cls())
+            decoder.restart(cls())
         else:
             runner.apply(events)
         runner.take_dead_letters()  # counted, not kept
@@ -745,20 +740,20 @@ def _determinism(
         second, second_errors = rerun.run(traced=False)
     except _NoRerun as exc:  # e.g. a class defined in a notebook: not importable elsewhere
         rerun.fallback = f"{exc}"
-        second, second_errors = _run(cls, history, history.in_order(), decoder)
+        second, second_errors = _run(cls, history, history.in_order())
         description = f"the clean replay run twice in this process ({exc})"
         caveat = f"hash seeds not varied: {exc}"
     diff, counts = _compare(clean[0], second, limit)
     ok = not counts and clean[1] == second_errors
     implicated: list[str] = []
     if not ok:
-        first_trace = _traced(cls, history, decoder)[0][1]
+        first_trace = _traced(cls, history)[0][1]
         try:
             if rerun.fallback:
                 raise _NoRerun(rerun.fallback)
             second_trace = rerun.run(traced=True)[0][1]
         except _NoRerun:
-            second_trace = _traced(cls, history, decoder)[0][1]
+            second_trace = _traced(cls, history)[0][1]
         for (event_type, a), (_, b) in zip(first_trace, second_trace, strict=True):
             if a != b:
                 implicated.append(event_type)
@@ -775,8 +770,9 @@ def _determinism(
 Traced = tuple[tuple[Snapshot, list[tuple[str, int]]], int]
 
 
-def _traced(cls: type[Projection], history: History, decoder: Runner) -> Traced:
+def _traced(cls: type[Projection], history: History) -> Traced:
     runner = Runner(cls(), on_error="dead-letter")
+    decoder = Runner(cls(), on_error="dead-letter")
     states = list(runner.states.values())
     signatures: list[tuple[str, int]] = []
     for events in history.deliver(history.in_order(), decoder):
@@ -893,9 +889,9 @@ def _rerun() -> None:
     job = pickle.loads(sys.stdin.buffer.read())
     cls = type(load_projection(job["projection"]))
     history = History(ArchiveReader(job["archive"]), job["source"], job["until"], job["where"])
-    decoder = Runner(cls(), on_error="dead-letter")
+    history.drop_undecodable(Runner(cls(), on_error="dead-letter"))  # as the parent does
     if job["traced"]:
-        result: Any = _traced(cls, history, decoder)
+        result: Any = _traced(cls, history)
     else:
-        result = _run(cls, history, history.in_order(), decoder)
+        result = _run(cls, history, history.in_order())
     Path(job["out"]).write_bytes(pickle.dumps(result))
