@@ -52,7 +52,7 @@ def test_stream_gaps_are_told_by_the_removals_between_their_neighbours(tmp_path:
     ]
     assert gaps.stream_faults["stream"].to_list() == ["c"]
     assert gaps.found == 2  # position 11, and c's version 3
-    assert "1 stream gap(s) (and 2 from the accepted removals)" in gaps.summary()
+    assert "1 stream gap(s) (and 2 of the accepted reasons)" in gaps.summary()
     assert wb.open_archive(tmp_path).gaps().found == 3 + 3  # nothing accepted: all count
     # A version skipped where no position is missing is the writer's fault, accepted or not.
     w.append(table([14], stream=["d"], stream_position=[3]))

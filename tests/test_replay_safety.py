@@ -680,3 +680,25 @@ def test_upcasters_state_is_each_runs_own(archive: Path) -> None:
 def test_a_where_filter_that_picks_other_rows_each_time_is_said(archive: Path) -> None:
     with pytest.raises(ProjectionError, match=r"the where filter picks other rows each time"):
         wb.check_replay_safety(archive, Memories, where="random() < 0.5", determinism=False)
+
+
+def test_an_upcaster_failing_by_hash_seed_is_blamed_in_the_determinism_run(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Each process leaves out the events its upcaster failed on, other ones in each: the
+    traces are matched by position (zip stopped the check, or blamed another handler)."""
+    script = tmp_path / "hash_fails_wb.py"
+    script.write_text(
+        "import workbench as wb\n"
+        "from workbench.examples import Memories\n\n"
+        "class HashFails(Memories):\n"
+        "    name = 'hash_fails'\n\n"
+        "    @wb.upcaster('MemoryUpdated', from_version=1)\n"
+        "    def updated_v1(self, data):\n"
+        "        if hash(data['memory_id']) % 3 == 0:\n"
+        "            raise ValueError('unreadable')\n"
+        "        return data\n"
+    )
+    report = wb.check_replay_safety(archive, f"{script}:HashFails", seed=3, narrow=False)
+    determinism = report["determinism"]
+    assert not determinism.ok and determinism.implicated_types == ["MemoryUpdated"]

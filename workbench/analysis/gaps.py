@@ -24,9 +24,10 @@ either in no event is listed in ``unchecked`` rather than reported clean.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import polars as pl
 
@@ -163,43 +164,74 @@ def _stream_gap_reasons(streams: pl.DataFrame, accepted: pl.DataFrame) -> list[s
     >>> _stream_gap_reasons(gaps, removed)  # one deletion: one stream's version, not two
     ['deleted', 'unknown']
     """
-    free: dict[str, list[list[Any]]] = {}  # per source: [first, last, reason] not yet given
-    for source, first, last, reason in (
-        accepted.sort("first_missing")
-        .select("source", "first_missing", "last_missing", "reason")
-        .rows()
-    ):
-        free.setdefault(source, []).append([first, last, reason])
+    rows = streams.select("source", "after_position", "before_position", "missing", "lost")
+    lows: dict[str, list[int]] = {}  # per source: where windows begin (after + 1)
+    for source, after, _, _, lost in rows.rows():
+        if lost is None and after is not None:
+            lows.setdefault(source, []).append(after + 1)
+    free = {
+        source: _Removed(part, sorted(set(lows.get(source, []))))
+        for (source,), part in accepted.partition_by("source", as_dict=True).items()
+    }
     reasons: list[str] = []
-    for source, after, before, missing, lost in streams.select(
-        "source", "after_position", "before_position", "missing", "lost"
-    ).rows():
-        if lost is not None:
-            reasons.append(lost)
-            continue
-        low = -1 if after is None else after + 1  # positions from low to before - 1
-        ranges = free.get(source, [])
-        taken: list[tuple[int, int, int]] = []  # (range index, first, last) to give
-        need = missing
-        for i, (first, last, _) in enumerate(ranges):
-            if first >= before or need == 0:
-                break
-            start = max(first, low)
-            if last < start:
-                continue
-            end = min(last, before - 1, start + need - 1)
-            taken.append((i, start, end))
-            need -= end - start + 1
-        if need:
-            reasons.append("unknown")
-            continue
-        reasons.append(ranges[taken[0][0]][2])
-        for i, start, end in reversed(taken):  # cut what was given out of its range
-            first, last, reason = ranges[i]
-            ranges[i : i + 1] = [
-                [a, b, reason] for a, b in ((first, start - 1), (end + 1, last)) if a <= b
-            ]
+    for source, after, before, missing, lost in rows.rows():
+        removed = free.get(source)
+        given = (
+            None if lost is not None or removed is None else removed.give(after, before, missing)
+        )
+        reasons.append(lost or given or "unknown")
     return reasons
+
+
+class _Removed:
+    """A source's accepted removed positions not given to a stream gap yet.
+
+    Ranges are cut up front wherever a window begins, so a window takes whole ranges
+    from their starts; a range given out entirely is skipped through ``_next``.
+    """
+
+    def __init__(self, removed: pl.DataFrame, cuts: list[int]) -> None:
+        pieces: list[tuple[int, int, str]] = []
+        for first, last, reason in (
+            removed.sort("first_missing").select("first_missing", "last_missing", "reason").rows()
+        ):
+            at = bisect.bisect_right(cuts, first)
+            while at < len(cuts) and cuts[at] <= last:
+                pieces.append((first, cuts[at] - 1, reason))
+                first = cuts[at]
+                at += 1
+            pieces.append((first, last, reason))
+        self.firsts = [p[0] for p in pieces]
+        self.lasts = [p[1] for p in pieces]
+        self.reasons = [p[2] for p in pieces]
+        self._next = list(range(len(pieces) + 1))  # the next piece with positions left
+
+    def _live(self, i: int) -> int:
+        root = i
+        while self._next[root] != root:
+            root = self._next[root]
+        while self._next[i] != root:  # path compression
+            self._next[i], i = root, self._next[i]
+        return root
+
+    def give(self, after: int | None, before: int, missing: int) -> str | None:
+        """The reason of removed positions in ``(after, before)`` that can hold
+        ``missing`` versions, given out; None (and nothing given) when too few."""
+        i = self._live(0 if after is None else bisect.bisect_left(self.lasts, after + 1))
+        taken: list[tuple[int, int]] = []  # (piece, positions taken from its start)
+        need = missing
+        while need and i < len(self.firsts) and self.firsts[i] < before:
+            take = min(need, min(self.lasts[i], before - 1) - self.firsts[i] + 1)
+            taken.append((i, take))
+            need -= take
+            i = self._live(i + 1)
+        if need:
+            return None
+        for piece, take in taken:
+            self.firsts[piece] += take
+            if self.firsts[piece] > self.lasts[piece]:
+                self._next[piece] = piece + 1
+        return self.reasons[taken[0][0]]
 
 
 def stream_gaps_sql(within: str = "") -> str:
@@ -289,7 +321,7 @@ class Gaps(CheckResult):
         stream_faults = self.stream_faults.height
         if self.streams.height or self.unchecked.height == 0:
             explained = self.streams.height - stream_faults
-            also = f" (and {explained} from the accepted removals)" if explained else ""
+            also = f" (and {explained} of the accepted reasons)" if explained else ""
             parts.append(f"{stream_faults} stream gap(s){also}")
         return "; ".join(parts + not_checked_lines(self.unchecked))
 

@@ -124,18 +124,28 @@ class History:
         batches = read_batches(
             reader, source, until=until, where=where, wanted={name}, prepare=False
         )
-        chunks = [
-            chunk
+        parts = [
+            _owned(
+                pa.table({name: batch.column(name), "p": batch.column("global_position")}), where
+            )
             for batch in batches
-            for chunk in _owned(pa.table({name: batch.column(name)}), where).column(0).chunks
         ]
-        values = pa.chunked_array(chunks, envelope.SCHEMA.field(name).type)
-        if self._kept is not None and len(values) == len(self._kept):
-            values = values.filter(self._kept)
-        if len(values) != len(self):
+        read = (
+            pa.concat_tables(parts)
+            if parts
+            else pa.table({name: pa.array([], envelope.SCHEMA.field(name).type), "p": []})
+        )
+        if self._kept is not None and read.num_rows == len(self._kept):
+            read = read.filter(self._kept)
+        values = read.column(name).cast(envelope.SCHEMA.field(name).type)
+        # The same rows in the same order, or the values would land on other events.
+        same = read.num_rows == len(self) and read.column("p").equals(
+            self.table.column("global_position")
+        )
+        if not same:
             raise ProjectionError(
-                f"read again for its {name} column, the archive gave {len(values):,} events, "
-                f"not {len(self):,}: it changed while replay safety was checked, or the "
+                f"read again for its {name} column, the archive gave other events "
+                f"({read.num_rows:,}, not {len(self):,}): it changed while replay safety was checked, or the "
                 "where filter picks other rows each time (random(), now()); check again"
             )
         self.table = self.table.append_column(envelope.SCHEMA.field(name), values)
@@ -150,6 +160,8 @@ class History:
         The pass also fills what upcasters cache on their class, as a replay's one
         decoding would, before the check looks at what its handlers keep there.
         """
+        if not decoder.chain:  # no upcaster: nothing to fail, nothing to cache
+            return 0
         before = decoder.failures
         delivered: list[int] = []
         for events in self.deliver(self.in_order(), decoder):
@@ -194,7 +206,7 @@ class History:
                 yield None
                 continue
             events = decoder.decode(chunk)
-            decoder.take_dead_letters()  # counted once, by drop_undecodable
+            decoder.take_dead_letters()  # counted (decoder.failures), not kept
             yield events
 
     def _chunks(self, delivery: Delivery) -> Iterator[_Chunk | None]:

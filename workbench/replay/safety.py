@@ -123,7 +123,7 @@ class ScenarioResult:
             per_table += f" ({self.listed} listed; a higher max-differences lists more)"
         culprits = ", ".join(self.implicated_handlers or self.implicated_types)
         culprits = culprits or "not narrowed"
-        errors = f"; {self.errors} handler error(s)" if self.errors else ""
+        errors = f"; {self.errors} error(s) in handlers or upcasters" if self.errors else ""
         return (
             f"{name}: differs in {per_table or 'no table'}{errors}; implicated: {culprits}{caveat}"
         )
@@ -382,7 +382,7 @@ def check_replay_safety(
             caveats.append("it differs only where the clean replay is not deterministic")
         if not ok and kept:
             caveats.append(
-                f"the handlers keep state on the projection instance "
+                f"the handlers or upcasters keep state on the projection instance "
                 f"({', '.join('self.' + k for k in kept)}): a restart loses it and a "
                 "redelivery is not undone in it; keep it in a table"
             )
@@ -513,9 +513,9 @@ def _run(
     handed: Snapshot | None = None,
     class_state: _ClassState | None = None,
 ) -> tuple[Snapshot, int]:
-    """The tables after ``delivery``, and the handler failures; ``kept`` gets the names
-    of attributes the handlers changed on the projection instance, ``handed`` each row
-    as it was when last handed to ``upsert()`` or ``update()``."""
+    """The tables after ``delivery``, and the failures of its handlers and upcasters;
+    ``kept`` gets the names of attributes they changed on the projection instance,
+    ``handed`` each row as it was when last handed to ``upsert()`` or ``update()``."""
     runner = Runner(cls(), on_error="dead-letter")
     decoder = Runner(cls(), on_error="dead-letter")  # its upcasters' state is this run's
     if handed is not None:
@@ -534,10 +534,12 @@ def _run(
         fresh = vars(cls())
         kept.extend(
             name
-            for name, value in vars(runner.projection).items()
-            if name not in fresh or not _same(fresh[name], value)
+            for instance in (runner.projection, decoder.projection)  # handlers', upcasters'
+            for name, value in vars(instance).items()
+            if (name not in fresh or not _same(fresh[name], value)) and name not in kept
         )
-    return {name: state.rows for name, state in runner.states.items()}, runner.failures
+    snapshot = {name: state.rows for name, state in runner.states.items()}
+    return snapshot, runner.failures + decoder.failures
 
 
 def _record_handed_back(state: TableState, rows: dict[Any, dict[str, Any]]) -> None:
@@ -754,9 +756,12 @@ def _determinism(
             second_trace = rerun.run(traced=True)[0][1]
         except _NoRerun:
             second_trace = _traced(cls, history)[0][1]
-        for (event_type, a), (_, b) in zip(first_trace, second_trace, strict=True):
-            if a != b:
-                implicated.append(event_type)
+        # By position: either process may have left out events its upcasters failed on.
+        here = {position: (event_type, crc) for position, event_type, crc in first_trace}
+        there = {position: (event_type, crc) for position, event_type, crc in second_trace}
+        for position in sorted(here.keys() | there.keys()):
+            if here.get(position) != there.get(position):
+                implicated.append((here.get(position) or there[position])[0])
                 break
     result = _result(
         "determinism", description, ok, diff, counts, implicated, decoder, second_errors
@@ -765,16 +770,16 @@ def _determinism(
     return result, _unstable(clean[0], second)
 
 
-#: A traced replay: the tables, each event's type with a checksum of what it wrote; and
-#: the handler failures.
-Traced = tuple[tuple[Snapshot, list[tuple[str, int]]], int]
+#: A traced replay: the tables, and each event's position and type with a checksum of what
+#: it wrote; and the handlers' and upcasters' failures.
+Traced = tuple[tuple[Snapshot, list[tuple[int, str, int]]], int]
 
 
 def _traced(cls: type[Projection], history: History) -> Traced:
     runner = Runner(cls(), on_error="dead-letter")
     decoder = Runner(cls(), on_error="dead-letter")
     states = list(runner.states.values())
-    signatures: list[tuple[str, int]] = []
+    signatures: list[tuple[int, str, int]] = []
     for events in history.deliver(history.in_order(), decoder):
         for event in events or ():
             runner.apply((event,))
@@ -784,7 +789,8 @@ def _traced(cls: type[Projection], history: History) -> Traced:
                 keys = state.keys_of(row_ids)
                 writes.extend((state.table.name, k, repr(state.rows.get(k))) for k in keys)
             # Not hash(): string hashes differ between processes, compared across two here.
-            signatures.append((event.event_type, zlib.crc32(repr(writes).encode())))
+            crc = zlib.crc32(repr(writes).encode())
+            signatures.append((event.global_position, event.event_type, crc))
         runner.take_dead_letters()
     snapshot = {name: state.rows for name, state in runner.states.items()}
     return (snapshot, signatures), runner.failures
