@@ -960,20 +960,10 @@ def _skipped(first: int, last: int, origin_deleted: np.ndarray, reason: str) -> 
     (the origin can no longer say which subject they were on).
 
     >>> _skipped(5, 9, np.array([3, 6, 7]), "deleted")  # doctest: +NORMALIZE_WHITESPACE
-    [Gap(first=5, last=5, reason='never-issued'), Gap(first=6, last=6, reason='deleted'),
-     Gap(first=7, last=7, reason='deleted'), Gap(first=8, last=9, reason='never-issued')]
+    [Gap(first=5, last=5, reason='never-issued'), Gap(first=6, last=7, reason='deleted'),
+     Gap(first=8, last=9, reason='never-issued')]
     """
-    inside = origin_deleted[(origin_deleted >= first) & (origin_deleted <= last)].tolist()
-    gaps: list[Gap] = []
-    at = first
-    for seq in inside:
-        if seq > at:
-            gaps.append(Gap(at, seq - 1, "never-issued"))
-        gaps.append(Gap(seq, seq, reason))
-        at = seq + 1
-    if at <= last:
-        gaps.append(Gap(at, last, "never-issued"))
-    return gaps
+    return _split(first, last, origin_deleted, reason, "never-issued")
 
 
 #: Messages a filtered mirror should have had that one gap looks up in its origin at most.
@@ -1043,20 +1033,32 @@ def _classify(
         first = first_seq
     if first > last:
         return gaps
-    # ``deleted`` is sorted: the deletions inside this range by two binary searches,
-    # so a flush with thousands of gaps costs thousands of lookups, not scans.
-    inside = deleted[np.searchsorted(deleted, first) : np.searchsorted(deleted, last, "right")]
+    return gaps + _split(first, last, deleted, deleted_as, "sequence-jump")
+
+
+def _split(first: int, last: int, marked: np.ndarray, inside_as: str, outside_as: str) -> list[Gap]:
+    """``first``..``last`` in runs: the sorted ``marked`` sequences as ``inside_as``, the
+    rest as ``outside_as``.
+
+    >>> _split(1, 6, np.array([0, 2, 3, 5]), "deleted", "sequence-jump")  # doctest: +NORMALIZE_WHITESPACE
+    [Gap(first=1, last=1, reason='sequence-jump'), Gap(first=2, last=3, reason='deleted'),
+     Gap(first=4, last=4, reason='sequence-jump'), Gap(first=5, last=5, reason='deleted'),
+     Gap(first=6, last=6, reason='sequence-jump')]
+    """
+    # Two binary searches: a flush with thousands of gaps costs lookups, not scans.
+    inside = marked[np.searchsorted(marked, first) : np.searchsorted(marked, last, "right")]
     breaks = np.flatnonzero(np.diff(inside) != 1) + 1
     starts = np.concatenate([inside[:1], inside[breaks]]).tolist()
     ends = np.concatenate([inside[breaks - 1], inside[-1:]]).tolist()
+    gaps: list[Gap] = []
     cursor = first
     for a, b in zip(starts, ends, strict=True):
         if a > cursor:
-            gaps.append(Gap(cursor, a - 1, "sequence-jump"))
-        gaps.append(Gap(a, b, deleted_as))
+            gaps.append(Gap(cursor, a - 1, outside_as))
+        gaps.append(Gap(a, b, inside_as))
         cursor = b + 1
     if cursor <= last:
-        gaps.append(Gap(cursor, last, "sequence-jump"))
+        gaps.append(Gap(cursor, last, outside_as))
     return gaps
 
 
