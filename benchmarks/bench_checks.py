@@ -1,9 +1,11 @@
 """Time each archive check against a baseline scan of the same archive, in the same run.
 
-    PYTHONPATH=. python benchmarks/checks.py [EVENTS]
+    python benchmarks/bench_checks.py [EVENTS]
 
 Prints seconds per check and the ratio to the baseline (one DuckDB pass
-reading every column a check touches: count, distinct ids, data lengths).
+reading every column a check touches: count, distinct ids, data lengths),
+and each check's peak resident memory (Linux: the high-water mark is reset
+before each), which is what decides the archive size a machine can check.
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ from collections.abc import Callable
 
 import workbench as wb
 from workbench.scenario import generate
+
+
+def _peak_mib() -> int:
+    """The process's resident high-water mark since the last :func:`_reset_peak`."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmHWM"))
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -41,8 +54,12 @@ def main(events: int) -> None:
         "causation": archive.causation,
     }
     for name, check in checks.items():
+        _reset_peak()
         seconds = timed(check)
-        print(f"{name:13s} {seconds:7.3f}s  {seconds / baseline:6.1f}x baseline")
+        print(
+            f"{name:13s} {seconds:7.3f}s  {seconds / baseline:6.1f}x baseline  "
+            f"peak {_peak_mib():,} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -608,6 +608,27 @@ def test_causation_depth_fanout_orphans_cycles(tmp_path: Path) -> None:
         archive.causation("q").chart("r")
 
 
+def test_one_correlations_graph_finds_causes_in_the_rest_of_the_archive(tmp_path: Path) -> None:
+    """A cause archived under another correlation is no orphan of this one's graph."""
+    ArchiveWriter(tmp_path, "s").append(
+        table(
+            [1, 2, 3, 4],
+            event_id=["a", "b", "c", "d"],
+            correlation_id=["r", "q", "q", "q"],
+            causation_id=["r", "a", "gone", "cmd-1"],
+        )
+    )
+    archive = wb.open_archive(tmp_path)
+    assert archive.causation("q").orphans["event_id"].to_list() == ["c", "d"]
+    one = archive.causation("q", external="cmd-*")
+    assert one.orphans["event_id"].to_list() == ["c"]
+    assert one.nodes.select("event_id", "parent_id", "depth").rows() == [
+        ("b", None, 0),
+        ("c", None, 0),
+        ("d", None, 0),
+    ]
+
+
 def test_events_without_a_correlation_are_not_one_big_correlation(tmp_path: Path) -> None:
     """Most raw NATS messages carry no correlation id: they are no correlation of their own."""
     ArchiveWriter(tmp_path, "s").append(

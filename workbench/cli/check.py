@@ -51,7 +51,7 @@ def check(
         "",
         "--only",
         help=f"Comma-separated checks to run (default: all): {', '.join(_CHECKS)}. The "
-        "whole-archive causation graph is held in memory (about 2 GB per million events).",
+        "whole-archive causation graph is held in memory (about 1.8 GB per million events).",
     ),
     rows: int = typer.Option(15, "--rows", min=1, help="Rows shown per table."),
 ) -> None:
