@@ -309,6 +309,7 @@ def test_gap_records_are_a_view(tmp_path: Path) -> None:
 def test_open_archive_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="no archive at"):
         wb.open_archive(tmp_path / "nope")
+    (tmp_path / "source=s").mkdir()  # an archive holding no event yet
     archive = wb.open_archive(tmp_path)
     with pytest.raises(ArchiveError, match="query failed") as caught:
         archive.sql("select evnt_type from events")

@@ -26,6 +26,24 @@ def table(positions: list[int], **columns: list[object]) -> pa.Table:
     )
 
 
+# ------------------------------------------------------------------ opening
+
+
+def test_a_directory_holding_no_archive_is_refused_not_checked_clean(tmp_path: Path) -> None:
+    """Every check of an empty directory would come back clean: opening it is the error,
+    naming the archive below when the user gave its parent (``workbench demo``'s out)."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArchiveError, match=r"^no archive at .*empty \(no source=\*/ directory"):
+        wb.open_archive(tmp_path / "empty")
+    ArchiveWriter(tmp_path / "out" / "archive", "s").append(table([1, 2]))
+    with pytest.raises(ArchiveError, match=r"^no archive at .*out: the archive is .*out/archive$"):
+        wb.open_archive(tmp_path / "out")
+    assert len(wb.open_archive(tmp_path / "out" / "archive")) == 2
+    # An archiver has begun here, though no event is archived yet: it opens, empty.
+    (tmp_path / "begun" / "source=s").mkdir(parents=True)
+    assert len(wb.open_archive(tmp_path / "begun")) == 0
+
+
 # ------------------------------------------------------------------ gaps
 
 

@@ -143,7 +143,7 @@ SAMPLE = Path(__file__).parents[1] / "data" / "sample" / "archive"
             ["check", "--archive", "/tmp/[/x]"],
             "no archive at /tmp/[/x]",
         ),  # markup-looking path, printed as is
-        (["check", "--archive", str(SAMPLE.parent.parent)], "no archived events under"),
+        (["check", "--archive", str(SAMPLE.parent.parent)], "the archive is"),
         (["report", "--archive", str(SAMPLE), "--out", "/tmp"], "is a directory"),
         (
             [

@@ -30,12 +30,16 @@ class Archive(ArchiveReader):
     Each check is one or a few DuckDB queries over ``events`` and returns a
     small result object (``.df()``, ``.tables()``, ``.found``, ``.chart()``).
 
-    >>> import tempfile
-    >>> archive = open_archive(tempfile.mkdtemp())
+    >>> import tempfile, pyarrow as pa
+    >>> from workbench.archive import ArchiveWriter
+    >>> root = tempfile.mkdtemp()
+    >>> _ = ArchiveWriter(root, "s").append(pa.table({"global_position": [1, 2, 4],
+    ...     "recorded_at": [0, 1, 2], "event_type": ["A", "B", "A"]}))
+    >>> archive = open_archive(root)
     >>> len(archive), archive.sources
-    (0, [])
+    (3, ['s'])
     >>> archive.gaps().found, archive.duplicates().found, archive.schema_drift().found
-    (0, 0, 0)
+    (1, 0, 0)
     """
 
     def overview(self) -> pl.DataFrame:
@@ -159,8 +163,12 @@ class Archive(ArchiveReader):
     ) -> dict[str, Callable[[], CheckResult]]:
         """Every check with its defaults, by the name ``--fail-on`` uses, not yet run.
 
-        >>> import tempfile
-        >>> list(open_archive(tempfile.mkdtemp()).checks())
+        >>> import tempfile, pyarrow as pa
+        >>> from workbench.archive import ArchiveWriter
+        >>> root = tempfile.mkdtemp()
+        >>> _ = ArchiveWriter(root, "s").append(pa.table({"global_position": [1],
+        ...     "recorded_at": [0]}))
+        >>> list(open_archive(root).checks())
         ['gaps', 'duplicates', 'drift', 'lag', 'causation']
         """
         runs: dict[str, Callable[[], CheckResult]] = {
@@ -175,5 +183,29 @@ class Archive(ArchiveReader):
 
 
 def open_archive(path: str | os.PathLike[str]) -> Archive:
-    """Open the archive at ``path`` (a directory written by the archivers)."""
-    return Archive(path)
+    """Open the archive at ``path`` (a directory written by the archivers).
+
+    A directory that holds no archive is refused rather than read as an
+    empty one, whose checks would all come back clean; when an archive lies
+    below it (``demo-out/archive``), the error names it.
+
+    >>> import tempfile
+    >>> open_archive(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    workbench.errors.ArchiveError: no archive at ... (no source=*/ directory of Parquet files...)
+    """
+    archive = Archive(path)
+    if not archive.files and not archive.written_to():
+        below = sorted(
+            p.parent
+            for pattern in ("*/source=*", "*/*/source=*")
+            for p in archive.root.glob(pattern)
+            if p.is_dir()
+        )
+        hint = (
+            f": the archive is {below[0]}"
+            if below
+            else " (no source=*/ directory of Parquet files: archive a store into it first)"
+        )
+        raise ArchiveError(f"no archive at {archive.root}{hint}")
+    return archive

@@ -76,6 +76,10 @@ class ArchiveReader:
                 f"cannot read the archive at {self.root}: {_duckdb.error_line(exc)}"
             ) from None
 
+    def written_to(self) -> bool:
+        """Whether an archiver has written here: a source's directory or a side table."""
+        return any(self.root.glob("source=*")) or bool(side_tables(self.root))
+
     def require_events(self) -> None:
         """Raise :class:`ArchiveError` unless the archive holds at least one data file."""
         if not self.files:
