@@ -921,3 +921,25 @@ def test_cloudevents_ids_repeat_across_producers_without_being_duplicates(tmp_pa
     assert copies.filter(pl.col("kind") == "event_id").select(
         "global_position", "first_position"
     ).rows() == [(3, 1)]
+
+
+def test_one_id_from_two_producers_at_one_stream_slot_is_a_slot_copy(tmp_path: Path) -> None:
+    """Ids of two producers (ce-source) are apart for the event_id kind, so the same id
+    twice at one stream position is the stream_position kind's copy: a replay applies
+    both, whichever producer (or none) sent them."""
+    metadata = ['{"ce-source":"/web"}', '{"ce-source":"/checkout"}', "{}", '{"ce-source":"/c"}']
+    ArchiveWriter(tmp_path, "jetstream:ORDERS").append(
+        table(
+            [1, 2, 3, 4],
+            event_id=["o1-2", "o1-2", "o2-2", "o2-2"],
+            stream=["o1", "o1", "o2", "o2"],
+            stream_position=[2, 2, 2, 2],
+            event_type=["ItemAdded"] * 4,
+            metadata=metadata,
+        )
+    )
+    copies = wb.open_archive(tmp_path).duplicates().copies
+    assert copies.select("kind", "global_position", "first_position").rows() == [
+        ("stream_position", 2, 1),
+        ("stream_position", 4, 3),
+    ]

@@ -72,7 +72,7 @@ _NEEDS: dict[str, Need] = {
 _COPIES = """
 with ev as (
     select source, global_position, event_id, event_type, stream, stream_position,
-           recorded_at, delivery_count,
+           recorded_at, delivery_count, producer,
            hash(event_type, stream, data, payload, correlation_id, causation_id) as content,
            (data is not null or payload is not null)
                and (correlation_id is not null or causation_id is not null) as comparable,
@@ -89,7 +89,8 @@ with ev as (
 by_id as (select * from ev where global_position > first_position),
 by_slot as (
     select *, first_value(global_position) over s as slot_first,
-           first_value(event_id) over s as slot_id, first_value(content) over s as slot_content
+           first_value(event_id) over s as slot_id, first_value(content) over s as slot_content,
+           first_value(producer) over s as slot_producer
     from ev where stream is not null and stream_position is not null
     window s as (partition by source, stream, stream_position order by global_position)
 ),
@@ -120,7 +121,10 @@ select 'stream_position', source, global_position, event_id, event_type, stream,
        recorded_at, delivery_count, slot_first
 from by_slot
 where global_position > slot_first
-  and case when event_id is not null and slot_id is not null then event_id <> slot_id
+  -- The same id from the same producer is the event_id kind's copy; from another
+  -- producer (ce-source) that kind keeps them apart, and this one must not.
+  and case when event_id is not null and slot_id is not null
+           then event_id <> slot_id or producer is distinct from slot_producer
            else content <> slot_content end
 """
 
