@@ -114,6 +114,30 @@ def test_explain_returns_the_events_that_planted_a_difference(
     assert "MemoryAccessed" in e._repr_html_()
 
 
+def test_a_diff_whose_candidate_was_replayed_again_is_not_explained(
+    replay: Path, tmp_path: Path
+) -> None:
+    """explain() reads the candidate file as it is now: after a rebuild (or a promotion
+    to another version) it would show rows and events the diff never compared."""
+    live = _live_snapshot(tmp_path, None)
+    d = wb.diff(f"{replay}:memories.memories", live, key="id")
+    assert d.explain(1).status == "changed"  # the file read, not changed: explained
+    with duckdb.connect(str(replay)) as con:  # a rebuild: a new run, new counts
+        con.execute("update memories_v2._replay_info set started_at = now() + interval 1 second")
+        con.execute("update memories_v2.memories set accesses = 3 where id = 1")
+    with pytest.raises(DiffError, match=r"memories.memories was replayed again after this diff"):
+        d.explain(1)
+    again = wb.diff(f"{replay}:memories.memories", live, key="id")
+    assert again.explain(2).status == "changed"
+    with duckdb.connect(str(replay)) as con:  # promoted to another version
+        con.execute("create schema memories_v3")
+        con.execute("create table memories_v3.memories as select * from memories_v2.memories")
+        con.execute("create table memories_v3._lineage as select * from memories_v2._lineage")
+        con.execute("create or replace view memories.memories as from memories_v3.memories")
+    with pytest.raises(DiffError, match=r"memories.memories was changed after this diff"):
+        again.explain(2)
+
+
 def test_rows_newer_than_the_snapshot_are_not_yet_projected(
     replay: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,13 +10,16 @@ and event that wrote it, ``key`` = compact JSON of the key columns) and
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 
 from workbench._sql import ident
 from workbench.diff.sides import DuckDBTable
+from workbench.errors import DiffError
 from workbench.replay.store import lineage_key_sql, unfinished_replay
 
 __all__ = ["Lineage", "find_lineage", "key_json_sql"]
@@ -31,6 +34,8 @@ class Lineage:
     catalog: str
     schema: str
     table_name: str
+    #: The replay as the diff saw it (:meth:`replay_stamp`), for :meth:`require_unchanged`.
+    stamp: tuple[Any, ...] = ()
 
     @property
     def relation(self) -> str:
@@ -74,6 +79,40 @@ class Lineage:
         ).fetchall()
         return [str(r[0]) for r in rows]
 
+    def replay_stamp(self, con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+        """When the replay into this schema started and how far it got: a rebuild or a
+        resumed run changes it."""
+        at = f"{ident(self.catalog)}.{ident(self.schema)}"
+        info = (
+            con.execute(
+                f"select list((started_at, finished_at, events_applied) order by started_at) "
+                f"from {at}._replay_info"
+            ).fetchall()[0][0]
+            if _has_table(con, self.catalog, self.schema, "_replay_info")
+            else None
+        )
+        checkpoints = (
+            con.execute(
+                f"select list((source, last_position) order by source) from {at}._checkpoint"
+            ).fetchall()[0][0]
+            if _has_table(con, self.catalog, self.schema, "_checkpoint")
+            else None
+        )
+        return (str(info), str(checkpoints))
+
+    def require_unchanged(self, con: duckdb.DuckDBPyConnection, table: DuckDBTable) -> None:
+        """Refuse to explain a diff whose candidate was replayed again (or promoted to
+        another version) since: its rows and lineage are no longer the ones compared."""
+        now = find_lineage(con, table)
+        if now is not None and now.schema == self.schema and now.stamp == self.stamp:
+            return
+        raise DiffError(
+            f"the candidate {table.schema}.{table.table} was "
+            + ("replayed again" if now is not None and now.schema == self.schema else "changed")
+            + " after this diff: its rows and lineage are not the ones compared; "
+            "run the diff again"
+        )
+
     def unfinished(self, con: duckdb.DuckDBPyConnection) -> int | None:
         """The checkpoint of a replay that has not finished (failed or still running), else None."""
         return unfinished_replay(con, self.schema, self.catalog)
@@ -94,7 +133,7 @@ def _has_table(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table:
 def find_lineage(con: duckdb.DuckDBPyConnection, table: DuckDBTable) -> Lineage | None:
     """The lineage of ``table``: in its own schema, or in the versioned schema its view reads."""
     if _has_table(con, table.catalog, table.schema, "_lineage"):
-        return Lineage(table.catalog, table.schema, table.table)
+        return _stamped(con, Lineage(table.catalog, table.schema, table.table))
     views = con.execute(
         "select sql from duckdb_views() "
         "where database_name = ? and schema_name = ? and view_name = ?",
@@ -103,8 +142,12 @@ def find_lineage(con: duckdb.DuckDBPyConnection, table: DuckDBTable) -> Lineage 
     for (sql,) in views:
         for schema in _VERSIONED_SCHEMA.findall(sql or ""):
             if _has_table(con, table.catalog, schema, "_lineage"):
-                return Lineage(table.catalog, schema, table.table)
+                return _stamped(con, Lineage(table.catalog, schema, table.table))
     return None
+
+
+def _stamped(con: duckdb.DuckDBPyConnection, lineage: Lineage) -> Lineage:
+    return dataclasses.replace(lineage, stamp=lineage.replay_stamp(con))
 
 
 def key_json_sql(key: list[str], prefix: str = "") -> str:

@@ -371,6 +371,8 @@ class Diff:
         from workbench.diff.explain import explain_key
 
         with self.sides_attached():
+            if self.lineage is not None and self.candidate.duckdb_table is not None:
+                self.lineage.require_unchanged(self.con, self.candidate.duckdb_table)
             return explain_key(self, key)
 
     def chart(self) -> alt.TopLevelMixin:
