@@ -9,20 +9,16 @@ letter. It knows nothing of DuckDB; the engine flushes its states.
 from __future__ import annotations
 
 import gc
-import os
-import sys
-import sysconfig
 import traceback
 from collections.abc import Callable, Collection, Sequence
 from itertools import islice
-from pathlib import Path
 from time import perf_counter
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from workbench.errors import ProjectionError
+from workbench.errors import ProjectionError, place, user_frames
 from workbench.replay.event import (
     ENVELOPE_FIELDS,
     Columns,
@@ -136,7 +132,7 @@ class Runner:
                 if data is None:  # a forgotten `return data`: the event would look unreadable
                     code = upcast.__code__
                     raise ProjectionError(
-                        f"the upcaster (def {_place(code.co_filename, code.co_firstlineno)}) "
+                        f"the upcaster (def at {place(code.co_filename, code.co_firstlineno)}) "
                         "returned None, not the payload; a missing return?"
                     )
                 step = self.chain.get((event.event_type, version))
@@ -308,34 +304,7 @@ def _stream_of(event: Event) -> str:
 def _where(exc: BaseException) -> str:
     """``at file.py:LINE`` in the projection's code: the innermost frame that is not
     the engine's (a table's ``upsert`` raising) nor an installed library's."""
-    tb = exc.__traceback__
-    if tb is None:
-        return ""
-    frames = traceback.extract_tb(tb)
-    own = [f for f in frames if not f.filename.startswith(_NOT_THE_PROJECTION)]
+    own = user_frames(exc)
     if not own:  # raised by the engine about the projection: its message says where
         return ""
-    return _place(own[-1].filename, own[-1].lineno)
-
-
-def _place(filename: str, line: int | None) -> str:
-    """``at memories.py:12``, or ``at Cell In[7], line 12`` for code typed in a notebook."""
-    cell = _notebook_cell(filename)
-    if cell is not None:
-        return f"at Cell In[{cell}], line {line}"
-    return f"at {Path(filename).name}:{line}"
-
-
-def _notebook_cell(filename: str) -> int | None:
-    """The execution count of the IPython cell compiled as ``filename`` (a temporary
-    file name such as ``3154351706.py``, which tells a user nothing), if it is one."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    cells = getattr(getattr(shell, "compile", None), "_filename_map", None)
-    return cells.get(filename) if isinstance(cells, dict) else None
-
-
-_NOT_THE_PROJECTION = (
-    str(Path(__file__).parent) + os.sep,  # the engine: workbench/replay
-    *{sysconfig.get_paths()[name] + os.sep for name in ("stdlib", "purelib", "platlib")},
-)
+    return "at " + place(own[-1].filename, own[-1].lineno)
