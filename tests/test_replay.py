@@ -888,6 +888,38 @@ def test_broken_payloads_never_lend_text_to_their_neighbours(tmp_path: Path) -> 
     ]
 
 
+def test_a_handler_failing_on_an_event_without_json_data_is_told_why(tmp_path: Path) -> None:
+    """Most archives hold some payloads that are not JSON (event.data is None): the
+    TypeError a handler then raises says so, and how to skip them."""
+    ArchiveWriter(tmp_path / "a", "s").append(
+        pa.table(
+            {
+                "global_position": [1, 2, 3],
+                "recorded_at": [0] * 3,
+                "event_type": ["Seen"] * 3,
+                "data": ['{"k": "x"}', "{oops", None],
+                "payload": [None, None, b"\x00\x01"],
+            }
+        )
+    )
+
+    class Keys(wb.Projection):
+        seen = wb.Table(key="k", k=str)
+
+        @wb.on("Seen")
+        def record(self, event: Event, tables: Tables) -> None:
+            tables.seen.upsert({"k": event.data["k"]})
+
+    result = wb.replay(tmp_path / "a", Keys, into=tmp_path / "o.duckdb", on_error="dead-letter")
+    letters = result.dead_letter_rows()["error"]
+    line = Keys.record.__code__.co_firstlineno + 2  # its one statement
+    skip = "skip such events with `if event.data is None: return`"
+    assert [e.split(" (this event's data is None: ")[1] for e in letters] == [
+        f"its data is not valid JSON; {skip}) (at test_replay.py:{line})",
+        f"its payload is not JSON, event.payload holds the bytes; {skip}) (at test_replay.py:{line})",
+    ]
+
+
 def test_cli_reports_coverage_before_the_run(
     archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

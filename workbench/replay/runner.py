@@ -262,6 +262,9 @@ class Runner:
             nones = [name for name in ENVELOPE_FIELDS if getattr(event, name) is None]
             if nones:
                 error += f" (this event's {', '.join(nones)} is None)"
+            if event.data is None:  # every real archive has some: a payload that is not JSON
+                error += f" (this event's data is None: {_why_no_data(event)}; skip such events "
+                error += "with `if event.data is None: return`)"
         if self.on_error == "raise":
             raise ProjectionError(
                 f"{handler} failed on {event.event_type} at global_position "
@@ -278,7 +281,7 @@ class Runner:
                 # Where in the projection: two bugs raising the same text stay apart.
                 "error": f"{error} ({where})" if (where := _where(exc)) else error,
                 "traceback": "".join(traceback.format_exception(exc)),
-                "data": event[_BATCH_INDEX].get("data", event[_BATCH_INDEX + 1]),
+                "data": _raw_data(event),
             }
         )
 
@@ -291,6 +294,19 @@ class Runner:
 
 
 _BATCH_INDEX = 6
+
+
+def _raw_data(event: Event) -> Any:
+    """The archived ``data`` text of an event whose decoded ``data`` is None."""
+    return event[_BATCH_INDEX].get("data", event[_BATCH_INDEX + 1])
+
+
+def _why_no_data(event: Event) -> str:
+    if event.payload is not None:
+        return "its payload is not JSON, event.payload holds the bytes"
+    if _raw_data(event) is not None:
+        return "its data is not valid JSON"
+    return "it has no payload"
 
 
 def _stream_of(event: Event) -> str:
