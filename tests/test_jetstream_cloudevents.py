@@ -263,6 +263,41 @@ def test_archiving_headerless_cloudevents_and_reporting_unreadable_times(
         delete_stream(nats_url, stream_name)
 
 
+def test_a_mapping_that_fills_only_some_messages_is_said_with_the_fix(
+    nats_url: str, stream_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stream of binary-mode, structured and plain messages: data:seq finds the binary
+    ones' field, not the structured ones' (under data), and the plain ones have no type."""
+    data = {"order": 7, "seq": 3}
+    binary = ce_message(1)[2] or {}
+    structured = {"content-type": "application/cloudevents+json"}
+    messages = [
+        ("orders.o7", json.dumps(data).encode(), binary),
+        ("orders.o7", json.dumps({**EVENT, "data": data}).encode(), structured),
+        ("orders.o7", json.dumps(data).encode(), {"Nats-Msg-Id": "m-3"}),
+    ]
+    args = ["archive", "jetstream", "--server", nats_url, "--stream", stream_name]
+    try:
+        publish(nats_url, stream_name, messages, create={})
+        assert (
+            cli.run([*args, "--out", str(tmp_path / "a"), "--map", "stream_position=data:seq"]) == 0
+        )
+        out = "".join(capsys.readouterr())  # the summary, then the hints on stderr
+        assert (
+            "hint: stream_position is empty in 1 of 3 messages with your --map "
+            "stream_position=data:seq; in a structured CloudEvent, data: paths start at the "
+            "event (its id, type, data): add --map stream_position=data:data.seq after it"
+        ) in " ".join(out.split())
+        assert "hint: event_type is empty in 1 of 3 messages: a replay dispatches none" in out
+        fixed = ["--map", "stream_position=data:seq", "--map", "stream_position=data:data.seq"]
+        assert cli.run([*args, "--out", str(tmp_path / "b"), *fixed]) == 0
+        assert "stream_position is empty" not in "".join(capsys.readouterr())
+        positions = ArchiveReader(tmp_path / "b").sql("select stream_position from events")
+        assert positions.fetchall() == [(3,), (3,), (3,)]
+    finally:
+        delete_stream(nats_url, stream_name)
+
+
 def test_percent_encoded_attributes_read_as_the_sdks_read_them() -> None:
     """Java's NATS binding and Python's HTTP binding percent-encode header values (the
     JavaScript SDK does not): a stream read still encoded would split one aggregate in two."""

@@ -173,6 +173,8 @@ class JetStreamArchiveResult(RunResult):
     batches: int = 0
     #: The columns a ``--map`` set, and the first message's subject (for the hints).
     mapped: frozenset[str] = frozenset()
+    #: Each mapped column's specs, in order (``data:seq``, ``preset``'s...).
+    mapped_specs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     can_fall_back: frozenset[str] = frozenset()
     first_subject: str | None = None
     #: The first message's header names and, when its payload is a JSON object, its keys.
@@ -263,6 +265,8 @@ class JetStreamArchiveResult(RunResult):
         hints = []
         events = self.messages - self.nats_messages  # markers and schedules carry no identity
         for column, missing in self.unfilled.items():
+            if events and 0 < missing <= events // 2 and column in (*self.mapped, "event_type"):
+                hints.append(self._partly_empty(column, missing, events))
             if not events or missing <= events // 2:
                 continue
             empty = f"{column} is empty in {missing:,} of {events:,} messages"
@@ -288,6 +292,37 @@ class JetStreamArchiveResult(RunResult):
                 "their columns)"
             )
         return hints
+
+    def _partly_empty(self, column: str, missing: int, events: int) -> str:
+        """A column some messages leave empty: a stream of several kinds of message.
+
+        >>> r = JetStreamArchiveResult("S", "out", messages=30, mapped=frozenset({"stream_position"}),
+        ...     mapped_specs={"stream_position": ("data:seq",)}, unfilled={"stream_position": 10})
+        >>> print(r.hints()[0])
+        stream_position is empty in 10 of 30 messages with your --map stream_position=data:seq; in a structured CloudEvent, data: paths start at the event (its id, type, data): add --map stream_position=data:data.seq after it
+        >>> print(JetStreamArchiveResult("S", "out", messages=30, unfilled={"event_type": 6}).hints()[0])
+        event_type is empty in 6 of 30 messages: a replay dispatches none of them; see which with wb.open_archive('out').sql("select subject, metadata from events where event_type is null")
+        """
+        empty = f"{column} is empty in {missing:,} of {events:,} messages"
+        if column not in self.mapped:
+            return (
+                f"{empty}: a replay dispatches none of them; see which with "
+                f'wb.open_archive({self.out!r}).sql("select subject, metadata from events '
+                f'where {column} is null")'
+            )
+        specs = self.mapped_specs.get(column, ())
+        text = f"{empty} with your " + " ".join(f"--map {column}={spec}" for spec in specs)
+        paths = [spec.removeprefix("data:") for spec in specs if spec.startswith("data:")]
+        if paths and not any(p.startswith("data.") for p in paths):
+            text += (
+                "; in a structured CloudEvent, data: paths start at the event (its id, type, "
+                f"data): add --map {column}=data:data.{paths[0]} after it"
+            )
+        elif column in self.can_fall_back:
+            text += f"; add the preset as a fallback: --map {column}=preset after it"
+        else:
+            text += "; check its spec against those messages"
+        return text
 
     @property
     def source(self) -> str:
@@ -481,7 +516,11 @@ class _Run:
         self.progress = progress
         self.writer = ArchiveWriter(out, f"jetstream:{stream}", max_file_events=file_events)
         self.result = JetStreamArchiveResult(
-            stream, str(out), mapped=mapping.mapped, can_fall_back=mapping.can_fall_back
+            stream,
+            str(out),
+            mapped=mapping.mapped,
+            can_fall_back=mapping.can_fall_back,
+            mapped_specs={c: tuple(map(str, mapping.fields[c])) for c in mapping.mapped},
         )
         self.stop = asyncio.Event()
         self.buffer = Deliveries()
@@ -825,7 +864,7 @@ class _Run:
         result.batches += (
             pc.sum(pc.equal(events.column("event_type"), BATCH_EVENT_TYPE)).as_py() or 0
         )
-        for column in (*IDENTITY_COLUMNS, *_CAUSAL_COLUMNS):
+        for column in dict.fromkeys((*IDENTITY_COLUMNS, *_CAUSAL_COLUMNS, *self.mapping.mapped)):
             # A preset may leave a column out entirely (raw): all of it is empty then.
             present = column in events.column_names
             empty = events.column(column).null_count if present else events.num_rows
