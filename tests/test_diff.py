@@ -527,3 +527,16 @@ def test_a_boolean_against_a_0_1_flag_compares_as_a_number() -> None:
     )
     d = wb.diff(candidate, live, key="id")
     assert d.rows()["id"].to_list() == [3]  # 2 is neither true nor false
+
+
+def test_a_file_this_process_holds_open_is_named_with_the_fix(tmp_path: Path) -> None:
+    """A notebook's own duckdb.connect() on the file: DuckDB's "file handle conflict"
+    names no fix."""
+    path = tmp_path / "rm.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table t as select 1 as id, 2 as n")
+        with pytest.raises(
+            DiffError, match=r"rm.duckdb: this process has it open already .*close that connection"
+        ):
+            wb.diff(f"{path}:t", f"{path}:t", key="id")
+    assert wb.diff(f"{path}:t", f"{path}:t", key="id").summary.is_identical

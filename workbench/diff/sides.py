@@ -119,8 +119,19 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path) -> str:
     try:
         con.execute(f"attach {literal(resolved)} as {ident(catalog)} (read_only)")
     except duckdb.Error as exc:
-        raise DiffError(f"cannot open {path}: {error_line(exc)}") from None
+        raise DiffError(_cannot_open(path, exc)) from None
     return catalog
+
+
+def _cannot_open(path: Path, exc: duckdb.Error) -> str:
+    """Why ``path`` cannot be attached, in one line; DuckDB's words for a file this
+    process holds open elsewhere (a notebook's own ``duckdb.connect``) name no fix."""
+    if "Unique file handle conflict" in str(exc):
+        return (
+            f"cannot open {path}: this process has it open already (a duckdb.connect() in "
+            "this notebook?); close that connection first, then diff"
+        )
+    return f"cannot open {path}: {error_line(exc)}"
 
 
 def read_live_table(dsn: str, table: str) -> pa.Table:
@@ -153,7 +164,7 @@ def files_attached(con: duckdb.DuckDBPyConnection, sides: Iterable[Side]) -> Ite
                         f"attach {literal(str(path.resolve()))} as {ident(catalog)} (read_only)"
                     )
                 except duckdb.Error as exc:
-                    raise DiffError(f"cannot open {path}: {error_line(exc)}") from None
+                    raise DiffError(_cannot_open(path, exc)) from None
                 opened.append(catalog)
         yield
     finally:
