@@ -629,11 +629,15 @@ def test_blue_green_versions_side_by_side_and_promote(archive: Path, tmp_path: P
         wb.promote(into, "memories", 7)
 
     # Rebuilding the promoted version in place would empty the stable views.
-    with pytest.raises(ProjectionError, match=r"memories_v2 is promoted \(memories.agents, "):
+    with pytest.raises(
+        ProjectionError, match=r"memories_v2 is promoted \(memories.agents, .*resume=True"
+    ):
         wb.replay(archive, MemoriesV2, into=into)
     con = duckdb.connect(str(into))
     assert con.execute(total).fetchall()[0][0] == 10 * v1
     con.close()
+    # A notebook's replay cell run again: resuming the promoted version is what it offers.
+    assert wb.replay(archive, MemoriesV2, into=into, resume=True).events_applied == 0
     wb.replay(archive, Memories, into=into)  # v1 is no longer promoted: rebuilt
 
 

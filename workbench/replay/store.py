@@ -836,7 +836,8 @@ def refuse_promoted(con: duckdb.DuckDBPyConnection, schema: str) -> None:
     if live:  # a rebuild drops the schema first: the stable views would read nothing
         raise ProjectionError(
             f"{schema} is promoted ({', '.join(live)} read it): rebuilding it in place "
-            "would empty them; replay a new version and promote that"
+            "would empty them; resume it (resume=True, --resume) to apply newer events, or "
+            "replay a new version and promote that"
         )
 
 
