@@ -625,8 +625,10 @@ def test_blue_green_versions_side_by_side_and_promote(archive: Path, tmp_path: P
     assert con.execute(total).fetchall()[0][0] == 10 * v1
     assert con.execute("select count(*) from memories_v1.memories").fetchall()[0][0] > 0
     con.close()
-    with pytest.raises(ProjectionError, match="no schema memories_v7"):
+    with pytest.raises(ProjectionError, match=r"no schema memories_v7.*; did you mean memories_v"):
         wb.promote(into, "memories", 7)
+    with pytest.raises(ProjectionError, match=r"no schema memorie_v1.*; did you mean memories_v1"):
+        wb.promote(into, "memorie", 1)
 
     # Rebuilding the promoted version in place would empty the stable views.
     with pytest.raises(
@@ -698,8 +700,10 @@ def test_a_result_relation_kept_in_a_notebook_locks_nothing(archive: Path, tmp_p
     # and with the file open read-write in this process (a notebook's own connection)
     con = duckdb.connect(str(into))
     assert result.sql("select count(*) from memories").fetchall()[0][0] > 0
-    with pytest.raises(duckdb.Error, match="read-only"):  # a look, never a change
+    with pytest.raises(ProjectionError, match="read-only"):  # a look, never a change
         result.sql("delete from memories")
+    with pytest.raises(ProjectionError, match=r'^query failed: .*Did you mean "memories"'):
+        result.sql("select * from memorie")
     assert con.sql("select count(*) from memories_v1.memories").fetchall()[0][0] > 0
     con.close()
 

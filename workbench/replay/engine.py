@@ -197,10 +197,13 @@ class ReplayResult:
             con.execute("begin transaction read only")  # a look, never a change
         try:
             con.execute(f"set search_path = {literal(self.schema)}")
-            relation = con.sql(query)
-            if relation is None:
-                raise ProjectionError(f"not a query: {query}")
-            table = relation.to_arrow_table()
+            try:
+                relation = con.sql(query)
+                if relation is None:
+                    raise ProjectionError(f"not a query: {query}")
+                table = relation.to_arrow_table()
+            except duckdb.Error as exc:  # a user's query: DuckDB's hint is the help
+                raise ProjectionError(f"query failed: {_duckdb.error_line(exc)}") from None
         finally:
             con.close()
         return _duckdb.connect().from_arrow(table)

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from workbench import _duckdb
 from workbench._sql import ident, literal
+from workbench._text import did_you_mean
 from workbench.errors import ProjectionError
 from workbench.replay.columns import ColumnType, Refused
 from workbench.replay.projection import Table
@@ -964,7 +965,21 @@ def promote(
     con = connect(into)
     try:
         if not schema_exists(con, target):
-            raise ProjectionError(f"{into} has no schema {target}; replay that version first")
+            versions = [
+                str(r[0])
+                for r in con.execute(
+                    "select schema_name from duckdb_schemas() where database_name = "
+                    "current_database() and regexp_matches(schema_name, '_v[0-9]+$')"
+                ).fetchall()
+            ]
+            raise ProjectionError(
+                f"{into} has no schema {target}; replay that version first"
+                + (
+                    did_you_mean(target, versions) or f" (it holds {', '.join(sorted(versions))})"
+                    if versions
+                    else ""
+                )
+            )
         if unfinished_replay(con, target) is not None:  # blue/green: never half a read model
             raise ProjectionError(
                 f"{target} has not finished replaying; finish it (replay --resume) "
