@@ -86,6 +86,23 @@ def test_non_idempotent_counter_is_caught_and_narrowed(archive: Path) -> None:
     )
 
 
+def test_the_handler_whose_fault_alone_differs_most_is_named_first(tmp_path: Path) -> None:
+    """MemoriesNonIdempotent's accessed rewinds stream_position on a copy, so the correct
+    updated handler's guard lets an old update through again: both are implicated, and
+    the keys each fault alone changes say which one to fix."""
+    root = generate(7, entities=200, events=20_000).write_archive(tmp_path)
+    report = wb.check_replay_safety(root, MemoriesNonIdempotent, seed=0)
+    redelivery = report["redelivery"]
+    assert redelivery.implicated_types[:1] == ["MemoryAccessed"]
+    assert "MemoryUpdated" in redelivery.implicated_types
+    keys = redelivery.implicated_keys
+    assert keys["MemoryAccessed"] > 10 * keys["MemoryUpdated"] > 0
+    assert (
+        f"implicated: MemoriesNonIdempotent.accessed ({keys['MemoryAccessed']:,} keys alone), "
+        f"Memories.updated ({keys['MemoryUpdated']:,} keys alone)"
+    ) in redelivery.summary()
+
+
 class GuardedByPosition(Memories):
     """Skips an access at or before the last global_position counted for its memory:
     safe against a redelivery, fooled by the same event stored again later."""

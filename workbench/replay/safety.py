@@ -102,6 +102,10 @@ class ScenarioResult:
     #: The faults it injected (``"4 events delivered twice"``): a verdict on none is no
     #: verdict, so the summary always says how many.
     injected: str = ""
+    #: Per implicated event type, the keys that differ when only its events take the
+    #: fault: the handler whose fault alone makes most of the difference comes first (a
+    #: correct handler can be implicated when another spoils the guard it relies on).
+    implicated_keys: dict[str, int] = field(default_factory=dict)
 
     @property
     def truncated(self) -> bool:
@@ -121,12 +125,24 @@ class ScenarioResult:
         per_table = ", ".join(f"{t} ({n} keys)" for t, n in self.counts.items())
         if self.truncated:
             per_table += f" ({self.listed} listed; a higher max-differences lists more)"
-        culprits = ", ".join(self.implicated_handlers or self.implicated_types)
-        culprits = culprits or "not narrowed"
+        culprits = ", ".join(self._culprits()) or "not narrowed"
         errors = f"; {self.errors} error(s) in handlers or upcasters" if self.errors else ""
         return (
             f"{name}: differs in {per_table or 'no table'}{errors}; implicated: {culprits}{caveat}"
         )
+
+    def _culprits(self) -> list[str]:
+        """Implicated handlers (else types), with the keys each one's fault alone changes."""
+        if not self.implicated_keys:
+            return self.implicated_handlers or self.implicated_types
+        keys: dict[str, int] = {}
+        for event_type in self.implicated_types:
+            name = self._handler_of.get(event_type, event_type)
+            keys[name] = keys.get(name, 0) + self.implicated_keys.get(event_type, 0)
+        return [f"{name} ({n:,} keys alone)" for name, n in keys.items()]
+
+    #: Event type → its handler, for :meth:`_culprits`.
+    _handler_of: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -365,7 +381,7 @@ def check_replay_safety(
         )
         if noise_only:
             ok, diff, counts = True, diff.clear(), {}
-        implicated: list[str] = []
+        alone_keys: dict[str, int] = {}
         if not ok and narrow:
             steps.add(len(handled))
             for event_type in handled:
@@ -374,9 +390,12 @@ def check_replay_safety(
                     cls, history, deliver(event_type, random.Random(seed)), class_state=class_state
                 )
                 steps.done()
-                if next(_differing(clean, alone, unstable), None) or alone_errors > clean_errors:
-                    implicated.append(event_type)
+                differing = sum(1 for _ in _differing(clean, alone, unstable))
+                if differing or alone_errors > clean_errors:
+                    alone_keys[event_type] = differing
+        implicated = sorted(alone_keys, key=lambda t: -alone_keys[t])  # the most first
         result = _result(name, description, ok, diff, counts, implicated, decoder, errors)
+        result.implicated_keys = alone_keys
         caveats = [history.unordered() if name == "reorder" else ""]
         if noise_only:
             caveats.append("it differs only where the clean replay is not deterministic")
@@ -501,8 +520,10 @@ def _result(
     decoder: Runner,
     errors: int,
 ) -> ScenarioResult:
-    handlers = sorted({h for t in implicated if (h := decoder.handler_of.get(t))})
-    return ScenarioResult(name, description, ok, diff, implicated, handlers, errors, counts)
+    handlers = list(dict.fromkeys(h for t in implicated if (h := decoder.handler_of.get(t))))
+    result = ScenarioResult(name, description, ok, diff, implicated, handlers, errors, counts)
+    result._handler_of = {t: h for t in implicated if (h := decoder.handler_of.get(t))}
+    return result
 
 
 def _run(
