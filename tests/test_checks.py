@@ -357,6 +357,7 @@ def test_drift_finds_events_off_their_version(tmp_path: Path) -> None:
         (42, [], ["c"], []),
         (43, [], [], ["a"]),
     ]
+    assert mismatches["reason"].to_list() == ["missing b", "unexpected c", "retyped a"]
 
 
 def test_drift_lists_events_without_a_version_with_the_version_they_fit(tmp_path: Path) -> None:
@@ -371,6 +372,10 @@ def test_drift_lists_events_without_a_version_with_the_version_they_fit(tmp_path
     assert drift.mismatches.select(
         "global_position", "schema_version", "likely_version"
     ).rows() == [(61, None, 2)]
+    assert drift.mismatches["reason"].to_list() == [
+        "no schema_version (none, or not an integer, in the store)"
+    ]
+    assert "1 event(s) not fitting their version (1 of them without one)" in drift.summary()
     unversioned = drift.fields.filter(pl.col("schema_version").is_null())
     assert unversioned.select("field", "present", "events").rows() == [("a", 1, 1), ("b", 1, 1)]
     assert drift.changes.select("from_version", "to_version", "change").rows() == [(1, 2, "added")]

@@ -215,6 +215,14 @@ all_events as (
     where e.event_type is not null and json_valid(e.data)
 )
 select a.source, a.global_position, a.event_id, a.event_type, a.schema_version,
+       concat_ws('; ',
+           case when a.schema_version is null
+                then 'no schema_version (none, or not an integer, in the store)' end,
+           case when len(a.missing) > 0 then 'missing ' || array_to_string(a.missing, ', ') end,
+           case when len(a.unexpected) > 0
+                then 'unexpected ' || array_to_string(a.unexpected, ', ') end,
+           case when len(a.retyped) > 0 then 'retyped ' || array_to_string(a.retyped, ', ') end
+       ) as reason,
        a.missing, a.unexpected, a.retyped,
        (select min(c.schema_version) from core c
         join req r using (source, event_type, schema_version)
@@ -329,7 +337,8 @@ class Drift(CheckResult):
     - ``changes``: ``source, event_type, from_version, to_version, change,
       field, new_field, from_type, to_type``.
     - ``mismatches``: ``source, global_position, event_id, event_type,
-      schema_version, missing, unexpected, retyped, likely_version``.
+      schema_version, reason, missing, unexpected, retyped, likely_version``
+      (``reason`` says the rest in words).
     - ``shapes``: ``source, event_type, schema_version, events, field,
       present, last_position, new_field, new_present, first_new_position,
       renamed`` — one row per pair of fields that split a version in two
@@ -378,9 +387,11 @@ class Drift(CheckResult):
         return self.mismatches.height + self.shapes.filter("renamed").height + self.mixed.height
 
     def summary(self) -> str:
+        unversioned = self.mismatches.filter(pl.col("schema_version").is_null()).height
         text = (
             f"{self.versions} type/version(s), {self.changes.height} change(s) between versions, "
             f"{self.mismatches.height} event(s) not fitting their version"
+            + (f" ({unversioned:,} of them without one)" if unversioned else "")
         )
         if self.mixed.height:
             shown = "; ".join(_mixed_line(row) for row in self.mixed.head(3).iter_rows(named=True))
