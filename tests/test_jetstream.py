@@ -273,6 +273,10 @@ def test_follow_stops_after_idle_exit(nats_url: str, stream: str, tmp_path: Path
     publish(nats_url, stream, [ce_message(i) for i in range(5)], create={})
     result = archive(nats_url, stream, tmp_path, follow=True, idle_exit=1.5)
     assert (result.messages, result.stopped) == (5, "idle")
+    # The rate is the archiving's, not diluted by the idle wait that ended the run.
+    assert result.elapsed >= 1.5 > result.active > 0
+    assert result.rate == round(5 / result.active, 1)
+    assert f"({result.active:.1f}s to the last message)" in str(result)
 
 
 def test_follow_writes_files_under_steady_traffic(

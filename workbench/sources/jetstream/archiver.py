@@ -161,6 +161,9 @@ class JetStreamArchiveResult(RunResult):
     last_seq: int | None = None
     gaps: list[Gap] = field(default_factory=list)
     elapsed: float = 0.0
+    #: With ``follow``, seconds from the start to the last message received: the rest of
+    #: ``elapsed`` was waiting for new ones, which says nothing of the archiver's speed.
+    active: float = 0.0
     #: Why the run ended: "caught-up", "signal", "idle".
     stopped: str = "caught-up"
     #: Messages the mapping left without each of :data:`IDENTITY_COLUMNS`, and without a
@@ -330,8 +333,9 @@ class JetStreamArchiveResult(RunResult):
 
     @property
     def rate(self) -> float:
-        """Messages archived per second."""
-        return round(self.messages / self.elapsed, 1) if self.elapsed > 0 else 0.0
+        """Messages archived per second, up to the last one (not while idle)."""
+        seconds = self.active or self.elapsed
+        return round(self.messages / seconds, 1) if seconds > 0 else 0.0
 
     def df(self) -> pl.DataFrame:
         """The gaps found in this run, one row per missing range."""
@@ -392,9 +396,14 @@ class JetStreamArchiveResult(RunResult):
             f" (kept null){examples.get(column, '')}"
             for column, n in sorted(self.unread.items())
         )
+        waited = (
+            f" ({self.active:.1f}s to the last message)"
+            if self.active and self.elapsed - self.active >= 1
+            else ""
+        )
         return (
             f"{self.source}: {self.messages:,} message(s) archived ({span}){own} "
-            f"in {self.elapsed:.1f}s, {self.rate:,.0f} msg/s{gaps}{unread}{stopped}"
+            f"in {self.elapsed:.1f}s{waited}, {self.rate:,.0f} msg/s{gaps}{unread}{stopped}"
         )
 
     def _repr_html_(self) -> str:
@@ -629,6 +638,8 @@ class _Run:
             if got:
                 last_message = now
                 held_since = now if held_since is None else held_since
+                if self.follow:  # what follows may be waiting: the rate stops here
+                    self.result.active = now - self.started
                 if self.progress is not None:
                     self._report(read.pending)
             if target is not None and self.buffer.seq and self.buffer.seq[-1] >= target:
