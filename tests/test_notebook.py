@@ -31,6 +31,13 @@ def test_errors_show_the_users_own_code_and_a_mistake_as_one_line(tmp_path: Path
         ),
         nbformat.v4.new_code_cell(f"wb.open_archive({str(tmp_path / 'nowhere')!r})"),
     ]
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            f"r = wb.replay({str(SAMPLE)!r}, Memories, into={str(tmp_path / 'm.duckdb')!r})\n"
+            "r.estimate(10_000_000)"
+        )
+    )
+    nb.cells.append(nbformat.v4.new_code_cell("r.summary()"))
     NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True).execute()
     (error,) = [o for o in nb.cells[2].outputs if o["output_type"] == "error"]
     assert error["ename"] == "ProjectionError"
@@ -48,3 +55,9 @@ def test_errors_show_the_users_own_code_and_a_mistake_as_one_line(tmp_path: Path
     # A user's mistake is its one line.
     (mistake,) = [o for o in nb.cells[3].outputs if o["output_type"] == "error"]
     assert mistake["traceback"] == [f"ArchiveError: no archive at {tmp_path / 'nowhere'}"]
+    # A summary shows its lines, an estimate the time as a person reads it.
+    (estimate,) = [o for o in nb.cells[4].outputs if o["output_type"] == "execute_result"]
+    assert estimate["data"]["text/plain"].startswith("≈ ")
+    (summary,) = [o for o in nb.cells[5].outputs if o["output_type"] == "execute_result"]
+    text = summary["data"]["text/plain"]
+    assert text.startswith("memories_v1: 5,000 events in "), text  # not a quoted string

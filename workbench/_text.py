@@ -15,11 +15,23 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec
 
-__all__ = ["did_you_mean", "duration", "plain", "span", "unmistakable"]
+P = ParamSpec("P")
+
+__all__ = [
+    "Duration",
+    "Text",
+    "as_text",
+    "did_you_mean",
+    "duration",
+    "plain",
+    "span",
+    "unmistakable",
+]
 
 
 def plain(value: Any) -> str | None:
@@ -45,6 +57,44 @@ def duration(seconds: float) -> str:
         if abs(seconds) >= size:
             return f"{seconds / size:.3g} {unit}"
     return f"{seconds * 1000:.3g} ms"
+
+
+class Text(str):
+    """Text a notebook shows as it reads: a cell ending in ``result.summary()`` prints
+    the lines, not a quoted string with ``\\n`` escapes (IPython's ``_repr_pretty_``).
+
+    >>> Text("a\\nb") == "a\\nb", isinstance(Text("x"), str)
+    (True, True)
+    """
+
+    __slots__ = ()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+
+def as_text(method: Callable[P, str]) -> Callable[P, Text]:
+    """Make a method's string a :class:`Text` (every result's ``summary``)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Text:
+        return Text(method(*args, **kwargs))
+
+    return wrapper
+
+
+class Duration(dt.timedelta):
+    """A timedelta a notebook shows as a person reads it (``≈ 6.9 min``).
+
+    >>> d = Duration(seconds=415)
+    >>> d == dt.timedelta(seconds=415), str(d)
+    (True, '0:06:55')
+    """
+
+    __slots__ = ()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(f"≈ {duration(self.total_seconds())} ({self})")
 
 
 def span(first: int, last: int) -> str:

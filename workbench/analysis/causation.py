@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import polars as pl
 
+from workbench._text import as_text
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError
@@ -185,6 +186,7 @@ class Causation(CheckResult):
     def found(self) -> int:
         return self.orphans.height + self.cycles.height
 
+    @as_text
     def summary(self) -> str:
         depth = self.nodes.select(pl.col("depth").max()).item() or 0
         fan = self.nodes.select(pl.col("children").max()).item() or 0

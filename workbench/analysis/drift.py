@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import polars as pl
 
+from workbench._text import as_text
 from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
@@ -386,6 +387,7 @@ class Drift(CheckResult):
         within a version (changes between versions are no fault)."""
         return self.mismatches.height + self.shapes.filter("renamed").height + self.mixed.height
 
+    @as_text
     def summary(self) -> str:
         unversioned = self.mismatches.filter(pl.col("schema_version").is_null()).height
         text = (

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import polars as pl
 
+from workbench._text import as_text
 from workbench.analysis._buckets import bucket_width
 from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
 from workbench.analysis.result import CheckResult
@@ -164,6 +165,7 @@ class Duplicates(CheckResult):
         """Copies of one kind (``event_id``, ``redelivery``, ``content``, ``stream_position``)."""
         return self.copies.filter(pl.col("kind") == kind).height
 
+    @as_text
     def summary(self) -> str:
         # A kind with no copies and a source it could not look at is no clean 0:
         # its count is left out and the sentences after it say why.

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 import polars as pl
 
+from workbench._text import as_text
 from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
 from workbench.analysis._views import has_view
 from workbench.analysis.result import CheckResult
@@ -299,6 +300,7 @@ class Gaps(CheckResult):
     def found(self) -> int:
         return self.faults.height + self.stream_faults.height
 
+    @as_text
     def summary(self) -> str:
         faults = self.faults
         parts = [

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import polars as pl
 
-from workbench._text import duration
+from workbench._text import as_text, duration
 from workbench.analysis._buckets import bucket_width
 from workbench.analysis._views import has_view
 from workbench.analysis.result import CheckResult
@@ -202,6 +202,7 @@ class Lag(CheckResult):
         not_ok = self.status.filter(pl.col("status") != "ok").height
         return self.late.height + self.clock.height + not_ok
 
+    @as_text
     def summary(self) -> str:
         worst = self.recording.select(pl.col("p95_seconds").max()).item()
         recording = (

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, ClassVar
 import polars as pl
 import pyarrow as pa
 
+from workbench._text import as_text
+
 if TYPE_CHECKING:
     import altair as alt
 
@@ -41,6 +43,7 @@ class CheckResult:
         """How many findings count as a failure for ``--fail-on`` (0 = clean)."""
         raise NotImplementedError
 
+    @as_text
     def summary(self) -> str:
         """One line saying what was found."""
         raise NotImplementedError

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from workbench._duckdb import error_line, to_polars
 from workbench._sql import ident
-from workbench._text import plain, span
+from workbench._text import as_text, plain, span
 from workbench.analysis.gaps import HARMLESS_REASONS, stream_gaps_sql
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, DiffError
@@ -98,6 +98,7 @@ class Explanation:
         """The first ``n`` events."""
         return self.df().head(n)
 
+    @as_text
     def summary(self) -> str:
         """The explanation as text: the changed values, both rows, the suspect events."""
         return str(self)

@@ -68,6 +68,7 @@ import polars as pl
 import pyarrow as pa
 
 from workbench import envelope
+from workbench._text import as_text
 from workbench.replay.event import ENVELOPE_FIELDS
 from workbench.replay.projection import Projection
 
@@ -129,6 +130,7 @@ class Coverage:
             )
         return notes
 
+    @as_text
     def summary(self) -> str:
         """One line: all events handled, or each uncovered type and version; and the
         :meth:`notes`."""

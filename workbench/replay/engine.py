@@ -33,7 +33,6 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import gc
 import html
 import itertools
@@ -52,6 +51,7 @@ import pyarrow.compute as pc
 
 from workbench import _duckdb, envelope
 from workbench._sql import literal
+from workbench._text import Duration, as_text
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, ProjectionError
 from workbench.progress import shows_progress
@@ -163,7 +163,7 @@ class ReplayResult:
             .sort("seconds", descending=True, nulls_last=True)
         )
 
-    def estimate(self, events: int | None = None) -> dt.timedelta:
+    def estimate(self, events: int | None = None) -> Duration:
         """Estimated rebuild time for ``events`` events (default: all this replay reads,
         within its ``until`` and ``where``). A :class:`ProjectionError` when the replay
         applied too few to tell (a resumed run of a few events times its fixed costs)."""
@@ -173,7 +173,7 @@ class ReplayResult:
                 "from (a resumed run times its fixed costs); replay without resume"
             )
         n = self.archive_events if events is None else events
-        return dt.timedelta(seconds=n / self.events_per_second)
+        return Duration(seconds=n / self.events_per_second)
 
     def _too_few_to_estimate(self) -> bool:
         # A resumed run of a few events times its fixed costs, not the events.
@@ -268,6 +268,7 @@ class ReplayResult:
         """The first ``n`` rows of :meth:`df`."""
         return self.per_type.head(n)
 
+    @as_text
     def summary(self) -> str:
         resumed = f", resumed after {self.resumed_from}" if self.resumed_from is not None else ""
         if self.resume and self.resumed_from is None:  # killed before its first flush, say

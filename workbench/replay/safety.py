@@ -49,7 +49,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from workbench._text import plain
+from workbench._text import as_text, plain
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
 from workbench.progress import ProgressCallback, shows_progress
@@ -117,6 +117,7 @@ class ScenarioResult:
         """How many differing keys ``differences`` lists (a key has a line per column)."""
         return self.differences.select("table", "key").n_unique() if self.differences.height else 0
 
+    @as_text
     def summary(self) -> str:
         caveat = f" ({self.caveat})" if self.caveat else ""
         name = f"{self.name} ({self.injected})" if self.injected else self.name
@@ -191,6 +192,7 @@ class SafetyReport:
         """The first ``n`` rows of :meth:`df`."""
         return self.df().head(n)
 
+    @as_text
     def summary(self) -> str:
         head = f"replay safety of {self.projection} over {self.events:,} events: "
         head += "safe" if self.ok else "UNSAFE"

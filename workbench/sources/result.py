@@ -11,12 +11,15 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
+from workbench._text import as_text
+
 __all__ = ["RunResult"]
 
 
 class RunResult:
     """Base of the sources' run results; subclasses give :meth:`summary` and :meth:`df`."""
 
+    @as_text
     def summary(self) -> str:
         """One line for humans."""
         raise NotImplementedError

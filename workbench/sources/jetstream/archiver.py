@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from nats.aio.client import Client
 
-from workbench._text import span
+from workbench._text import as_text, span
 from workbench.archive import (
     STREAM_SAMPLE_SCHEMA,
     ArchiveReader,
@@ -368,6 +368,7 @@ class JetStreamArchiveResult(RunResult):
             )
         return notes
 
+    @as_text
     def summary(self) -> str:
         """One line for humans.
 

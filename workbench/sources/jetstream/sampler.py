@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from workbench._text import as_text
 from workbench.archive import CONSUMER_SAMPLE_SCHEMA, STREAM_SAMPLE_SCHEMA, append_records
 from workbench.errors import SourceError
 from workbench.sources.jetstream import _client
@@ -55,6 +56,7 @@ class LagSampleResult(RunResult):
         """Consumer samples: one row per consumer and instant."""
         return self.consumers
 
+    @as_text
     def summary(self) -> str:
         """One line for humans."""
         names = sorted(set(self.consumers["consumer"].to_list())) if self.consumers.height else []

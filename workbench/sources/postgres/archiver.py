@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 
 from workbench import _duckdb, envelope
 from workbench._sql import literal
+from workbench._text import as_text
 from workbench.archive import (
     ArchiveReader,
     ArchiverRun,
@@ -126,6 +127,7 @@ class ArchivePostgresResult(RunResult):
             orient="row",
         )
 
+    @as_text
     def summary(self) -> str:
         """One line for humans."""
         text = (
