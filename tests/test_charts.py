@@ -80,6 +80,10 @@ def test_check_charts_have_their_data_inline(archive: wb.Archive) -> None:
     (points,) = [layer for layer in spec["layer"] if layer["mark"]["type"] == "point"]
     assert len(points["data"]["values"]) == lag.late.height
     assert spec["layer"][0]["encoding"]["y"]["scale"]["type"] == "symlog"
+    # Each power of ten up to the slowest is labelled: Vega thins explicit tick values
+    # down to its own tick count unless told how many there are.
+    axis = spec["layer"][0]["encoding"]["y"]["axis"]
+    assert axis["tickCount"] == len(axis["values"]) and max(axis["values"]) >= slowest
     causation = archive.causation()
     spec = causation.chart().to_dict()
     assert marks(spec) == ["rule", "bar", "point"]

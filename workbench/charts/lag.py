@@ -93,7 +93,10 @@ def recording_lag_chart(
         ticks = [(s, label) for s, label in _LAG_TICKS if s <= 10 * top]
         scale = alt.Scale(type="symlog", constant=0.01)
         label = " : ".join(f"datum.value <= {s} ? '{text}'" for s, text in ticks) + " : ''"
-        axis = alt.Axis(values=[s for s, _ in ticks], labelExpr=label, labelOverlap=False)
+        # tickCount too: Vega thins explicit values down to its own count (every other one).
+        axis = alt.Axis(
+            values=[s for s, _ in ticks], tickCount=len(ticks), labelExpr=label, labelOverlap=False
+        )
     band = base.mark_area(opacity=0.25).encode(
         y=alt.Y("p50_seconds:Q", title=y_title, scale=scale, axis=axis),
         y2="p95_seconds:Q",

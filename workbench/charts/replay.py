@@ -12,6 +12,17 @@ from workbench.charts._data import MAX_POINTS, inline, nothing_to_show, require,
 
 __all__ = ["handler_cost", "replay_phases", "replay_throughput"]
 
+#: Each phase's colour; the handler costs are drawn in the handlers' one: shown under
+#: the phases, bars in the default blue read as the reading phase.
+_PHASE_COLORS = {
+    "reading": "#4c78a8",
+    "decoding": "#72b7b2",
+    "handlers": "#e45756",
+    "flushing": "#f58518",
+    "bookkeeping": "#bab0ac",
+}
+_OTHER_PHASES = ("#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d")
+
 
 def replay_throughput(progress: pl.DataFrame) -> alt.Chart:
     """Events per second over a replay run.
@@ -81,7 +92,7 @@ def handler_cost(costs: pl.DataFrame) -> alt.Chart:
     )
     return (
         alt.Chart(inline(frame))
-        .mark_bar()
+        .mark_bar(color=_PHASE_COLORS["handlers"])
         .encode(
             # Few, short labels: a narrow panel of thousandths printed "0.0000.002".
             x=alt.X(
@@ -104,13 +115,17 @@ def replay_phases(phases: pl.DataFrame) -> alt.Chart:
     each is computed here.
 
     >>> f = pl.DataFrame({"phase": ["decoding", "handlers"], "seconds": [1.0, 3.0]})
-    >>> [r["share"] for r in replay_phases(f).to_dict()["data"]["values"]]
-    [0.25, 0.75]
+    >>> chart = replay_phases(f).to_dict()
+    >>> [r["share"] for r in chart["data"]["values"]], chart["encoding"]["color"]["scale"]["range"]
+    ([0.25, 0.75], ['#72b7b2', '#e45756'])
     """
     require(phases, {"phase": "phase name", "seconds": "seconds spent"}, "replay_phases")
     frame = phases.select("phase", "seconds")
     total = frame["seconds"].sum()
     frame = frame.with_columns(share=pl.col("seconds") / total if total else pl.lit(0.0))
+    names = frame["phase"].to_list()
+    others = iter(_OTHER_PHASES * (len(names) // len(_OTHER_PHASES) + 1))
+    colors = [_PHASE_COLORS.get(name) or next(others) for name in names]
     return (
         alt.Chart(inline(frame))
         .mark_bar()
@@ -126,6 +141,7 @@ def replay_phases(phases: pl.DataFrame) -> alt.Chart:
                 "phase:N",
                 sort=None,
                 title=None,
+                scale=alt.Scale(domain=names, range=colors),
                 legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0),
             ),
             order=alt.Order("phase_order:Q"),
