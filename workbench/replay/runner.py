@@ -71,6 +71,7 @@ class Runner:
         self.chain = projection.upcasters()
         self._upcast_types = pa.array(sorted({t for t, _ in self.chain}), pa.string())
         self.dead_letters: list[dict[str, Any]] = []
+        self._tracebacks: dict[tuple[Any, ...], tuple[str, str | None]] = {}
         self.sampled_seconds: dict[str, float] = {}
         self.sampled_events: dict[str, int] = {}
         self.failures = 0
@@ -271,6 +272,7 @@ class Runner:
                 f"{event.global_position} ({_stream_of(event)})"
                 f"{' ' + where if (where := _where(exc)) else ''}: {error}"
             ) from exc
+        where, frames = self._told(exc)
         self.dead_letters.append(
             {
                 "source": event.source,
@@ -279,11 +281,38 @@ class Runner:
                 "event_type": event.event_type,
                 "handler": handler,
                 # Where in the projection: two bugs raising the same text stay apart.
-                "error": f"{error} ({where})" if (where := _where(exc)) else error,
-                "traceback": "".join(traceback.format_exception(exc)),
+                "error": f"{error} ({where})" if where else error,
+                "traceback": frames + "".join(traceback.format_exception_only(exc))
+                if frames is not None
+                else "".join(traceback.format_exception(exc)),
                 "data": _raw_data(event),
             }
         )
+
+    def _told(self, exc: Exception) -> tuple[str, str | None]:
+        """Where ``exc`` was raised in the projection, and its traceback's frames (None
+        for a chained exception), told once per path through the code: a handler failing
+        on every event of a type spent 0.2 ms an event formatting the same frames."""
+        path: list[Any] = [type(exc)]
+        tb = exc.__traceback__
+        while tb is not None:
+            path.append((tb.tb_frame.f_code, tb.tb_lasti))  # the instruction: its carets
+            tb = tb.tb_next
+        key = tuple(path)
+        told = self._tracebacks.get(key)
+        if told is None:
+            chained = exc.__cause__ is not None or (
+                exc.__context__ is not None and not exc.__suppress_context__
+            )
+            frames = None
+            if not chained:
+                frames = "Traceback (most recent call last):\n" + "".join(
+                    traceback.format_tb(exc.__traceback__)
+                )
+            told = (_where(exc), frames)
+            if len(self._tracebacks) < 1_000:
+                self._tracebacks[key] = told
+        return told
 
     def take_dead_letters(self) -> list[dict[str, Any]]:
         letters, self.dead_letters = self.dead_letters, []
