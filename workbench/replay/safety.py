@@ -212,7 +212,8 @@ class SafetyReport:
     def _repr_html_(self) -> str:
         items = "".join(
             # Words in colour, not emoji: a machine without an emoji font draws empty boxes.
-            f"<li>{_OK if s.ok else _UNSAFE} {html.escape(s.summary())}</li>"
+            f"<li>{(_OK_BUT if s.caveat else _OK) if s.ok else _UNSAFE} "
+            f"{html.escape(s.summary())}</li>"
             for s in self.scenarios
         )
         differences = self.df()
@@ -229,6 +230,8 @@ class SafetyReport:
 
 
 _OK = "<b style='color:#2e7d32'>ok</b>"
+#: Passed, but with what it could not vary (hash seeds in a notebook): no green light.
+_OK_BUT = "<b style='color:#b26a00'>ok, with a caveat</b>"
 _UNSAFE = "<b style='color:#c62828'>unsafe</b>"
 
 
