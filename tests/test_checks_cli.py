@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,6 +31,7 @@ def test_findings_print_as_tables_and_fail_only_when_asked(
     out = capsys.readouterr().out
     for heading in ("gaps", "duplicates", "drift", "lag", "causation", "orphans", "retention"):
         assert heading in out
+    assert re.search(r"\(first 15 of [\d,]+; --rows N shows more\)", " ".join(out.split()))
     assert run(["check", "--archive", str(faulty), "--fail-on", "gaps,duplicates,drift"]) == 1
     assert "failed: gaps, duplicates, drift" in capsys.readouterr().out
     # The planted late events are lag findings.

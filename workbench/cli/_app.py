@@ -213,6 +213,7 @@ def frame_table(
     *,
     total: int | None = None,
     exact: bool = False,
+    more: str = "",
 ) -> Table:
     """A frame as a rich table: its first ``rows`` rows, values whole and literal.
 
@@ -221,10 +222,13 @@ def frame_table(
     value is not markup. ``total``: the rows there are, when ``frame`` holds
     only the first. ``exact``: numbers and times in full (a diff's sides that
     differ in the fifth digit or the microsecond must not print the same).
+    ``more``: how to see the rest, said when some rows are left out.
     """
     shown = frame if rows is None else frame.head(rows)
     total = frame.height if total is None else total
     count = f"first {shown.height} of {total:,}" if total > shown.height else f"{total:,}"
+    if more and total > shown.height:
+        count += f"; {more}"
     table = Table(title=f"{title} ({count})", title_justify="left")
     for name, dtype in shown.schema.items():
         table.add_column(

@@ -85,7 +85,7 @@ def check(
         console.print(result.summary(), highlight=False)
         for title, frame in result.highlights().items():
             if frame.height:
-                console.print(frame_table(frame, title, rows))
+                console.print(frame_table(frame, title, rows, more="--rows N shows more"))
     failed = [name for name in failing if results[name].found]
     if failed:
         notice("failed", ", ".join(failed), style="bold red", stderr=False)

@@ -155,7 +155,13 @@ def diff(
     listed = summary.differences + summary.not_yet_projected  # the rows _wb_diff holds
     if listed and limit:
         console.print(
-            frame_table(_preview(result, limit), "differing rows", total=listed, exact=True)
+            frame_table(
+                _preview(result, limit),
+                "differing rows",
+                total=listed,
+                exact=True,
+                more="--show N prints more, --out DIR writes all",
+            )
         )
     for note in summary.notes:
         console.print(f"note: {note}", highlight=False)

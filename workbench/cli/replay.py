@@ -106,7 +106,14 @@ def replay(
         letters = result.dead_letter_rows(limit=10).select(
             "global_position", "event_type", "handler", "error"
         )
-        console.print(frame_table(letters, "dead letters", total=result.dead_letters))
+        console.print(
+            frame_table(
+                letters,
+                "dead letters",
+                total=result.dead_letters,
+                more=f"all are in {result.schema}._dead_letters of {into}",
+            )
+        )
     raise typer.Exit(0 if result.coverage.ok and not result.dead_letters else 1)
 
 
