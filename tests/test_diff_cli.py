@@ -188,3 +188,19 @@ def test_differing_rows_print_their_keys_whole(tmp_path: Path) -> None:
     assert "differing rows (1)" in proc.stdout and keys[2] in proc.stdout
     assert "0.10001" in proc.stdout  # both sides in full, not both "0.1"
     assert proc.stderr == ""  # not even the blank line rich leaves off a terminal
+
+
+def test_values_that_look_like_markup_print_as_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rich markup ate "[urgent]" and a JSON array "[true,null]" from --explain's values."""
+    with duckdb.connect(str(tmp_path / "c.duckdb")) as con:
+        con.execute("create table t as select 1 as id, '[urgent] fix' as title, "
+                    "'{\"x\":[true,null]}'::JSON as j")  # fmt: skip
+        con.execute(f"copy (select 1 as id, '[bold]urgent[/bold] fix' as title, "
+                    f"'{{\"x\":[false,null]}}'::JSON as j) to '{tmp_path / 'live.parquet'}'")  # fmt: skip
+    args = ["diff", "--candidate", f"{tmp_path / 'c.duckdb'}:t", "--live"]
+    assert run([*args, str(tmp_path / "live.parquet"), "--key", "id", "--explain", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "title: candidate '[urgent] fix', live '[bold]urgent[/bold] fix'" in out
+    assert """j: candidate '{"x":[true,null]}', live '{"x":[false,null]}'""" in out

@@ -17,6 +17,7 @@ show more accesses than happened. The demo
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Set as AbstractSet
@@ -26,6 +27,7 @@ from typing import Any
 
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import workbench as wb
@@ -86,20 +88,27 @@ def run_demo(
         else:
             path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    say = console.print
+    # The headings are markup; what is interpolated into them is escaped.
+    say = functools.partial(console.print, markup=True)
 
     # 1. History and archive.
     scenario = generate(seed, entities=max(10, events // 100), events=events)
     archive_dir = scenario.write_archive(out / "archive")
     archive = wb.open_archive(archive_dir)
-    say(f"[bold]1. archive[/]  {len(archive):,} events of {archive.sources[0]} in {archive_dir}")
+    say(
+        f"[bold]1. archive[/]  {len(archive):,} events of {escape(archive.sources[0])} in "
+        f"{escape(str(archive_dir))}"
+    )
 
     # 2. The live read model, as production built it: with the buggy projection.
     live_replay = wb.replay(archive, MemoriesNonIdempotent, into=out / "live.duckdb")
     live = out / "live" / "memories.parquet"
     live.parent.mkdir(exist_ok=True)
     live_replay.sql("select * from memories").write_parquet(str(live))
-    say(f"[bold]2. live[/]     read model snapshot (built by the buggy projection) in {live}")
+    say(
+        "[bold]2. live[/]     read model snapshot (built by the buggy projection) in "
+        f"{escape(str(live))}"
+    )
 
     # 3. Candidates: the bug reproduced, then the fix; each diffed against live.
     candidates = out / "candidates.duckdb"
@@ -108,8 +117,8 @@ def run_demo(
     reproduced = wb.diff(f"{candidates}:{buggy.schema}.memories", live, key=["memory_id"])
     diff = wb.diff(f"{candidates}:{fixed.schema}.memories", live, key=["memory_id"])
     say(
-        f"[bold]3. replay[/]   buggy {buggy.summary()}\n"
-        f"           fixed {fixed.summary()}\n"
+        f"[bold]3. replay[/]   buggy {escape(buggy.summary())}\n"
+        f"           fixed {escape(fixed.summary())}\n"
         f"           buggy candidate vs live: "
         f"{'identical (bug reproduced)' if reproduced.summary.is_identical else 'differs'}; "
         f"fixed candidate vs live: {diff.summary.changed:,} changed rows"
@@ -118,14 +127,14 @@ def run_demo(
     if changed.height:
         # The fix skipped a redelivered event that live counted: explain shows it.
         say(f"           why live differs from the fix for memory {changed['memory_id'][0]}:")
-        say(str(diff.explain(changed["memory_id"][0])), highlight=False)
+        say(str(diff.explain(changed["memory_id"][0])), markup=False, highlight=False)
 
     # 4. Replay safety of both projections.
     safety = [
         wb.check_replay_safety(archive, p, seed=seed) for p in (MemoriesNonIdempotent, Memories)
     ]
     for label, report in zip(("[bold]4. safety[/]  ", "          "), safety, strict=True):
-        say(f"{label} {report.summary().splitlines()[0]}")
+        say(f"{label} {escape(report.summary().splitlines()[0])}")
 
     # 5. Checks, report, and the planted truth against what was found.
     report_path = write_report(
@@ -138,7 +147,7 @@ def run_demo(
     result = DemoResult(out, archive_dir, report_path, scenario)
     result.findings = _findings(scenario, archive, diff, safety[0])
     say(_findings_table(result))
-    say(f"[bold]5. report[/]   {report_path}")
+    say(f"[bold]5. report[/]   {escape(str(report_path))}")
     return result
 
 

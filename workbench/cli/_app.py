@@ -64,6 +64,9 @@ class _Console(Console):
     def print(self, *objects: Any, **options: Any) -> None:
         # Text from the archive (an event type, a source name) may hold control
         # characters: an escape sequence would reach the terminal, a newline split a line.
+        # Nor is it markup: "[urgent] fix" or a JSON array "[true, null]" in a value
+        # printed as " fix" and "" (a caller's own markup asks with markup=True).
+        options.setdefault("markup", False)
         super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **options)
 
 

@@ -76,8 +76,9 @@ def check(
             progress.update(task, description=f"checking {name}")
             results[name] = run()
             progress.advance(task)
+    sources = escape(", ".join(opened.sources) or "-")
     console.print(
-        f"[bold]{escape(str(archive))}[/]: {len(opened):,} events, sources {', '.join(opened.sources) or '-'}"
+        f"[bold]{escape(str(archive))}[/]: {len(opened):,} events, sources {sources}", markup=True
     )
     for name, result in results.items():
         mark = "[red]✗[/]" if result.found else "[green]✓[/]"
