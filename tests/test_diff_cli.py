@@ -204,3 +204,17 @@ def test_values_that_look_like_markup_print_as_stored(
     out = capsys.readouterr().out
     assert "title: candidate '[urgent] fix', live '[bold]urgent[/bold] fix'" in out
     assert """j: candidate '{"x":[true,null]}', live '{"x":[false,null]}'""" in out
+
+
+def test_a_time_past_year_9999_prints_and_explains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Valid in Postgres and DuckDB, beyond Python's datetime: printing it raised."""
+    with duckdb.connect(str(tmp_path / "c.duckdb")) as con:
+        con.execute("create table t as select 1 as id, '12000-01-01 00:00:01+00'::TIMESTAMPTZ t")
+        con.execute("copy (select 1 as id, '12000-01-01 00:00:00+00'::TIMESTAMPTZ as t) "
+                    f"to '{tmp_path / 'live.parquet'}'")  # fmt: skip
+    args = ["diff", "--candidate", f"{tmp_path / 'c.duckdb'}:t", "--live"]
+    assert run([*args, str(tmp_path / "live.parquet"), "--key", "id", "--explain", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "t: candidate '+12000-01-01 00:00:01.000000+00:00', live '+12000-01-01 00:00:00" in out

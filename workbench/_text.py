@@ -20,6 +20,8 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec
 
+import polars as pl
+
 P = ParamSpec("P")
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "did_you_mean",
     "duration",
     "plain",
+    "python_ready",
     "span",
     "unmistakable",
 ]
@@ -95,6 +98,29 @@ class Duration(dt.timedelta):
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(f"≈ {duration(self.total_seconds())} ({self})")
+
+
+def python_ready(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the time columns Python cannot hold as text: a year past 9999 (valid
+    in Postgres and DuckDB) made ``rows()`` raise OverflowError; the rest are kept.
+
+    >>> import polars as pl, datetime as dt
+    >>> f = pl.DataFrame({"t": [dt.datetime(2024, 1, 1)]}).with_columns(
+    ...     far=pl.lit(dt.datetime(9999, 1, 1)).dt.offset_by("2000y"))
+    >>> python_ready(f).row(0)
+    (datetime.datetime(2024, 1, 1, 0, 0), '+11999-01-01 00:00:00.000000')
+    """
+    far = [
+        name
+        for name, dtype in frame.schema.items()
+        if dtype.is_temporal()
+        and dtype != pl.Duration
+        and dtype != pl.Time
+        and frame.select((pl.col(name).dt.year() > 9999) | (pl.col(name).dt.year() < 1))
+        .to_series()
+        .any()
+    ]
+    return frame.with_columns(pl.col(far).cast(pl.String)) if far else frame
 
 
 def span(first: int, last: int) -> str:

@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from workbench._text import unmistakable
+from workbench._text import python_ready, unmistakable
 from workbench.errors import WorkbenchError
 from workbench.sources.redaction import redact
 
@@ -240,7 +240,7 @@ def frame_table(
             max_width=64,  # a category-UUID stream id
             justify="right" if dtype.is_numeric() else "left",
         )
-    for row in shown.rows():
+    for row in python_ready(shown).rows():
         table.add_row(*(Text(cell_text(v, exact)) for v in row))
     return table
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from workbench._duckdb import error_line, to_polars
 from workbench._sql import ident
-from workbench._text import as_text, plain, span
+from workbench._text import as_text, plain, python_ready, span
 from workbench.analysis.gaps import HARMLESS_REASONS, stream_gaps_sql
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError, DiffError
@@ -79,12 +79,14 @@ class Explanation:
     @property
     def candidate(self) -> dict[str, Any] | None:
         """The candidate row (the first, if the key is duplicated), or None."""
-        return self.candidate_rows.row(0, named=True) if len(self.candidate_rows) else None
+        rows = self.candidate_rows
+        return python_ready(rows).row(0, named=True) if len(rows) else None
 
     @property
     def live(self) -> dict[str, Any] | None:
         """The live row (the first, if the key is duplicated), or None."""
-        return self.live_rows.row(0, named=True) if len(self.live_rows) else None
+        rows = self.live_rows
+        return python_ready(rows).row(0, named=True) if len(rows) else None
 
     def df(self) -> pl.DataFrame:
         """The events, oldest first."""
