@@ -241,6 +241,49 @@ def test_types_adbc_does_not_know_compare_as_postgres_writes_them(
     assert changed.rows() == [(1, False, False, False, True)], d.summary
 
 
+def test_times_postgres_writes_as_text_are_in_utc_whatever_the_server_zone(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A tstzrange is read as its text, which carries the session's zone: the same rows
+    read under another database setting were all "changed"."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"create table {pg_schema}.spans (id int primary key, r tstzrange)")
+        con.execute(
+            f"insert into {pg_schema}.spans values (1, '[2024-01-01 00:00+00,2024-02-01 00:00+00)')"
+        )
+    kolkata = f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}options=-c%20TimeZone%3DAsia/Kolkata"
+    out = tmp_path / "spans.parquet"
+    wb.snapshot_postgres(kolkata, f"{pg_schema}.spans", out)
+    assert duckdb.sql(f"select r from '{out}'").fetchall() == [
+        ('["2024-01-01 00:00:00+00","2024-02-01 00:00:00+00")',)
+    ]
+
+
+def test_infinity_in_a_domain_over_a_time_or_in_an_array_of_times_is_kept(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A domain's name matched no time type and a timestamptz[] was read natively: both
+    wrapped infinity around to 290279 BC, and the CLI crashed printing it."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"create domain {pg_schema}.valid_until as timestamptz")
+        con.execute(
+            f"create table {pg_schema}.offers (id int primary key, "
+            f"v {pg_schema}.valid_until, a timestamptz[], n {pg_schema}.valid_until)"
+        )
+        con.execute(
+            f"insert into {pg_schema}.offers values (1, 'infinity', '{{infinity}}', "
+            "'2024-05-01 10:00+00'), (2, '-infinity', '{2024-05-01 10:00+00}', null)"
+        )
+    out = tmp_path / "offers.parquet"
+    wb.snapshot_postgres(pg_dsn, f"{pg_schema}.offers", out)
+    assert duckdb.sql(
+        f"select id, v::VARCHAR, a::VARCHAR, n from '{out}' order by id"
+    ).fetchall() == [
+        (1, "infinity", "{infinity}", dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC)),
+        (2, "-infinity", '{"2024-05-01 10:00:00+00"}', None),
+    ]
+
+
 def test_infinite_times_and_intervals_survive_a_snapshot_and_a_diff(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:

@@ -171,6 +171,9 @@ def connect(dsn: str) -> Any:
         raise source_error(context, exc) from None
     # The workbench only reads a store: SQL it is given (--position-sql) cannot write either.
     run(con, "set session characteristics as transaction read only", "making the session read-only")
+    # Times Postgres writes as text (a tstzrange, an array read as its text) carry the
+    # session's zone: in UTC, as DuckDB's side is, not as the server happens to be set.
+    run(con, "set time zone 'UTC'", "setting the session's time zone")
     return con
 
 

@@ -34,9 +34,13 @@ from workbench.sources.postgres._connection import (
 
 __all__ = ["read_table"]
 
+# A domain (`create domain valid_until as timestamptz`) is read as its base type: its
+# ±infinity wrapped around to 290279 BC as the domain's own name matched no time type.
 _COLUMNS_SQL = (
-    "select a.attname, a.atttypmod, t.typname, t.typcategory = 'A' from pg_attribute a "
-    "join pg_type t on t.oid = a.atttypid "
+    "select a.attname, case when t.typtype = 'd' then t.typtypmod else a.atttypmod end, "
+    "coalesce(b.typname, t.typname), coalesce(b.typcategory, t.typcategory) = 'A' "
+    "from pg_attribute a join pg_type t on t.oid = a.atttypid "
+    "left join pg_type b on t.typtype = 'd' and b.oid = t.typbasetype "
     "where a.attrelid = $1::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum"
 )
 
@@ -109,8 +113,12 @@ def read_table(con: Any, table: str) -> pa.Table:
         elif is_array:
             # ADBC flattens a multi-dimensional array into one list: a column holding
             # any is read as Postgres writes it, '{{1,2},{3,4}}' (one more scan finds them).
+            # So is an array of times holding ±infinity, which ADBC wraps around.
             flag = f"_wb_flags_ndims_{len(flags)}"
-            flags.append(f"coalesce(bool_or(array_ndims({q}) > 1), false) as {flag}")
+            odd = f"array_ndims({q}) > 1"
+            if typname.lstrip("_") in _TIMES:
+                odd += f" or exists (select from unnest({q}) e where not isfinite(e))"
+            flags.append(f"coalesce(bool_or({odd}), false) as {flag}")
             select.append(f"case when not _wb_flags.{flag} then {q} end as {q}")
             specials.append(f"case when _wb_flags.{flag} then {q}::text end as _wb_{len(specials)}")
             restore.append((i, None))
