@@ -66,6 +66,9 @@ def test_report_is_self_contained(report: Path) -> None:
     ):
         assert title in html
     assert "<title>Event Workbench report</title>" in html
+    # Printed, nothing scrolls: a wide table wraps to the page rather than losing columns.
+    print_rules = html[html.index("@media print") :]
+    assert ".wide { overflow: visible; }" in print_rules[: print_rules.index("</style>")]
 
 
 @pytest.mark.browser
@@ -134,6 +137,10 @@ def test_report_command_replays_diffs_and_checks_safety(
         "Diff against the live read model",
     ):
         assert title in html
+    # What was compared and replayed: a report travels without its command line.
+    candidate = f"{tmp_path / 'r.duckdb'}:memories_v1.memories"
+    assert f"candidate {candidate} · live {live_file} · key memory_id" in html
+    assert f"events of {ArchiveReader(tmp_path / 'archive').sources[0]} into " in html
     assert (tmp_path / "r.duckdb").exists()
 
 

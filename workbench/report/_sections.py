@@ -121,6 +121,10 @@ def diff_section(diff: Diff, *, explain: int = 3) -> Section:
     section.lines.append(
         f"{summary.candidate_rows:,} candidate vs {summary.live_rows:,} live rows: {verdict}"
     )
+    # What was compared: a report travels without the command that made it.
+    section.lines.append(
+        f"candidate {diff.candidate.label} · live {diff.live.label} · key {', '.join(diff.key)}"
+    )
     section.lines.extend(summary.schema_lines())
     section.tables.append(ReportTable.of("rows by status", summary.counts()))
     changed_columns = summary.columns.filter(pl.col("changed") > 0)
@@ -175,6 +179,7 @@ def replay_section(result: ReplayResult) -> Section:
     section = Section(f"Replay of {result.schema}", f"replay-{result.schema}", status)
     # The replay it reports, not the history of its file (an earlier run it replaced).
     section.lines.append(replace(result, replaced=None).summary())
+    section.lines.append(f"events of {result.source} into {result.into}")
     section.lines.extend(f"coverage: {p}" for p in problems)
     if result.per_handler.height:
         section.add_chart(result.chart())
