@@ -15,6 +15,7 @@ import pytest
 import workbench as wb
 from workbench.archive import CONSUMER_SAMPLE_SCHEMA, ArchiveWriter, append_records
 from workbench.errors import ArchiveError
+from workbench.report import write_report
 from workbench.scenario import Faults, Scenario, generate
 
 S = 1_000_000  # microseconds per second
@@ -216,6 +217,19 @@ def test_stream_checks_that_cannot_run_say_so_instead_of_0(tmp_path: Path) -> No
         "null in all 3 events (map them with --map correlation_id=... or --map causation_id=...)"
     )
     assert "content: 0" not in summary
+    # No event of either names its cause: no orphan or cycle could be found.
+    causation = archive.causation()
+    assert causation.unchecked.select("source", "check").rows() == [
+        ("jetstream:BANK", "causation"),
+        ("pg", "causation"),
+    ]
+    assert causation.summary().endswith(
+        "; causation not checked for 2 sources (jetstream:BANK, pg): causation_id is null in "
+        "all their events (map it with --map causation_id=...)"
+    )
+    # A report shows them not fully checked, not a green ok.
+    html = (write_report(tmp_path / "r.html", archive)).read_text()
+    assert '<span class="badge unchecked">not fully checked</span>' in html
 
 
 def test_a_clean_0_only_where_the_stream_checks_ran(tmp_path: Path) -> None:

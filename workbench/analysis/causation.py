@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import polars as pl
 
 from workbench._text import as_text
+from workbench.analysis._unchecked import UNCHECKED_SCHEMA, Need, find_unchecked, not_checked_lines
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
 from workbench.errors import ArchiveError
@@ -151,6 +152,9 @@ class Causation(CheckResult):
     correlation_id: str | None = None
     #: Events not in the graph: no ``event_id``, or a copy of one already in it.
     left_out: int = 0
+    #: Sources no event of which names its cause: no orphan or cycle could be found in
+    #: them (a raw NATS stream), which is no clean 0.
+    unchecked: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=UNCHECKED_SCHEMA))
 
     def tables(self) -> dict[str, pl.DataFrame]:
         # What found counts is a table of its own, as every check's findings are.
@@ -160,6 +164,7 @@ class Causation(CheckResult):
             "correlations": self.correlations,
             "orphans": self.orphans,
             "cycles": self.cycles,
+            "unchecked": self.unchecked,
         }
 
     def highlights(self) -> dict[str, pl.DataFrame]:
@@ -202,6 +207,7 @@ class Causation(CheckResult):
             f"depth up to {depth}, fan-out up to {fan}; "
             f"{self.orphans.height} orphan(s), {self.cycles.height} cyclic event(s){left_out}"
             + "".join(f"; {line}" for line in self._outside_lines())
+            + "".join(f"; {line}" for line in not_checked_lines(self.unchecked))
         )
 
     def _outside_lines(self) -> list[str]:
@@ -297,4 +303,10 @@ def find_causation(
         correlations=correlations,
         correlation_id=correlation_id,
         left_out=int(considered) - nodes.height,
+        unchecked=find_unchecked(reader, [_NEED]) if correlation_id is None else _NONE,
     )
+
+
+#: What finding an orphan or a cycle takes of an event.
+_NEED = Need("causation", (("event_id",), ("causation_id",)), "an event_id and a causation_id")
+_NONE = pl.DataFrame(schema=UNCHECKED_SCHEMA)

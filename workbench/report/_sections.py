@@ -66,7 +66,7 @@ class Section:
 
     title: str
     anchor: str
-    status: str = "info"  # "ok", "finding" or "info"
+    status: str = "info"  # "ok", "finding", "unchecked" (could not look at all) or "info"
     lines: list[str] = field(default_factory=list)
     tables: list[ReportTable] = field(default_factory=list)
     charts: list[dict[str, Any]] = field(default_factory=list)
@@ -102,7 +102,15 @@ def archive_section(archive: Archive) -> Section:
 
 def check_section(result: CheckResult, title: str) -> Section:
     """A check's one-line summary, its chart and its highlight tables."""
-    section = Section(title, f"check-{result.name}", "finding" if result.found else "ok")
+    unchecked = getattr(result, "unchecked", None)
+    status = (
+        "finding"
+        if result.found
+        else "unchecked"
+        if isinstance(unchecked, pl.DataFrame) and unchecked.height
+        else "ok"
+    )
+    section = Section(title, f"check-{result.name}", status)
     section.lines.append(result.summary())
     section.add_chart(_chart_or_none(result))
     section.tables.extend(
@@ -236,5 +244,7 @@ def _cell(value: object, exact: bool = False) -> str:
 
 
 def sections_status(sections: Iterable[Section]) -> str:
-    """``finding`` if any section has one, else ``ok``."""
-    return "finding" if any(s.status == "finding" for s in sections) else "ok"
+    """``finding`` if any section has one, else ``unchecked`` if a check could not look at
+    a source, else ``ok``."""
+    statuses = {s.status for s in sections}
+    return next((s for s in ("finding", "unchecked") if s in statuses), "ok")

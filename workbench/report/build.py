@@ -92,6 +92,10 @@ def write_report(
     return target
 
 
+#: What each section status reads as on its badge.
+BADGES = {"ok": "ok", "finding": "finding", "unchecked": "not fully checked", "info": "info"}
+
+
 def render(sections: Sequence[Section], *, title: str, subtitle: str) -> str:
     """The report's HTML for ``sections``."""
     specs: list[dict[str, object]] = []
@@ -106,6 +110,7 @@ def render(sections: Sequence[Section], *, title: str, subtitle: str) -> str:
         version=workbench.__version__,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         status=sections_status(sections),
+        badge=BADGES,
         sections=sections,
         chart_ids=chart_ids,
         specs_json=script_json(specs),
