@@ -344,3 +344,48 @@ def test_time_axes_are_24_hour_utc(archive: wb.Archive) -> None:
         spec = json.dumps(chart.to_dict())
         assert "utcFormat(datum.value, utcseconds(datum.value) == 0 ? '%H:%M'" in spec
         assert "%I" not in spec
+
+
+def test_time_labels_are_where_their_ticks_are() -> None:
+    """A span of seconds puts ticks between whole seconds: cut to the second, each label
+    stood up to a second from its tick."""
+    import datetime as dt
+
+    import altair as alt
+
+    from workbench.charts._data import inline, utc_time
+
+    start = dt.datetime(2024, 5, 1, 9, tzinfo=dt.UTC)
+    frame = pl.DataFrame({"t": [start + dt.timedelta(milliseconds=300 * i) for i in range(12)]})
+    chart = alt.Chart(inline(frame)).mark_point().encode(x=utc_time("t", "t"))
+    labels = re.findall(r">(09:[0-9:.]+)<", charts.to_svg(chart.properties(width=500)))
+    assert labels and all(re.fullmatch(r"09:00:0\d\.\d{3}", label) for label in labels), labels
+
+
+def test_many_late_events_are_drawn_over_their_whole_span() -> None:
+    """The latest 2,000 alone made late events seem to start where they were cut."""
+    import datetime as dt
+
+    from workbench.charts import recording_lag_chart
+    from workbench.charts._data import MAX_POINTS
+
+    start = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    n = 3 * MAX_POINTS
+    late = pl.DataFrame(
+        {
+            "recorded_at": [start + dt.timedelta(minutes=i) for i in range(n)],
+            "lag_seconds": [600.0 + (i == 7) * 9_000 for i in range(n)],
+        }
+    )
+    recording = pl.DataFrame(
+        {"source": ["s"], "bucket": [start], "events": [n], "p50_seconds": [0.1],
+         "p95_seconds": [0.2], "max_seconds": [9600.0]}
+    )  # fmt: skip
+    spec = recording_lag_chart(recording, late=late).to_dict()
+    (points,) = [layer for layer in spec["layer"] if layer["mark"]["type"] == "point"]
+    drawn = points["data"]["values"]
+    assert len(drawn) <= MAX_POINTS + 1
+    times = sorted(row["recorded_at"] for row in drawn)
+    assert times[0].startswith("2024-05-01T00:00") and times[-1] > "2024-05-04"  # all of it
+    assert max(row["lag_seconds"] for row in drawn) == 9_600.0  # the slowest is kept
+    assert "drawn, spread over the whole time" in spec["title"]["subtitle"]

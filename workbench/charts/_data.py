@@ -82,14 +82,19 @@ def utc_time(field: str, title: str) -> alt.X:
         f"{field}:T",
         title=f"{title} (UTC)",
         scale=alt.Scale(type="utc"),
-        axis=alt.Axis(labelExpr=_UTC_LABEL),
+        # Labels of its own make Vega's own overlap removal lax: greedy, with a gap.
+        axis=alt.Axis(labelExpr=_UTC_LABEL, labelOverlap="greedy", labelSeparation=6),
     )
 
 
+# A tick between whole seconds (a span of a few seconds) shows its milliseconds: cut to
+# the second, a label stood 0.8 s from the tick under it.
 _UTC_LABEL = (
     "utchours(datum.value) == 0 && utcminutes(datum.value) == 0 && utcseconds(datum.value) == 0"
+    " && utcmilliseconds(datum.value) == 0"
     " ? utcFormat(datum.value, '%b %d')"
-    " : utcFormat(datum.value, utcseconds(datum.value) == 0 ? '%H:%M' : '%H:%M:%S')"
+    " : utcFormat(datum.value, utcmilliseconds(datum.value) != 0 ? '%H:%M:%S.%L'"
+    " : utcseconds(datum.value) == 0 ? '%H:%M' : '%H:%M:%S')"
 )
 
 

@@ -37,7 +37,7 @@ def recording_lag_chart(
     (``Lag.recording``); ``late``: ``recorded_at, lag_seconds`` and, for the
     tooltip, ``global_position, event_type`` (``Lag.late``). With late events the
     axis is symmetric-log, so hours-late events and a band of milliseconds both
-    show; the latest :data:`MAX_POINTS` are drawn.
+    show; of more than :data:`MAX_POINTS`, that many spread over the span are drawn.
 
     >>> import datetime as dt
     >>> f = pl.DataFrame({"source": ["s"], "bucket": [dt.datetime(2024, 1, 1)], "events": [3],
@@ -106,7 +106,15 @@ def recording_lag_chart(
     heading: str | alt.TitleParams = title
     if late is not None and has_late:
         require(late, {"recorded_at": "time", "lag_seconds": "lag"}, "recording_lag_chart")
-        shown = late.sort("recorded_at").tail(MAX_POINTS)
+        # Spread over the whole span (and the slowest kept): the latest alone made late
+        # events seem to start where they were cut.
+        ordered = late.sort("recorded_at")
+        shown = ordered
+        if ordered.height > MAX_POINTS:
+            step = -(-ordered.height // MAX_POINTS)
+            slowest = ordered.select(pl.col("lag_seconds").arg_max()).item()
+            picked = [*range(0, ordered.height, step), slowest]
+            shown = ordered[sorted(set(picked))]
         cols = [c for c in ("global_position", "event_type", "stream") if c in shown.columns]
         points = (
             alt.Chart(inline(shown.select("recorded_at", "lag_seconds", *cols)))
@@ -119,7 +127,9 @@ def recording_lag_chart(
         )
         layers.append(points)
         more = (
-            f" (the latest {MAX_POINTS:,} of {late.height:,})" if late.height > MAX_POINTS else ""
+            f" ({shown.height:,} of them drawn, spread over the whole time)"
+            if late.height > MAX_POINTS
+            else ""
         )
         slowest_late = late.select(pl.col("lag_seconds").cast(pl.Float64).max()).item()
         heading = alt.TitleParams(
