@@ -342,7 +342,7 @@ def test_time_axes_are_24_hour_utc(archive: wb.Archive) -> None:
     """Vega's own labels are 12-hour without AM/PM: a lag chart read 19:44 UTC as 07:44."""
     for chart in (archive.lag().chart(), archive.duplicates().chart()):
         spec = json.dumps(chart.to_dict())
-        assert "utcFormat(datum.value, utcseconds(datum.value) == 0 ? '%H:%M'" in spec
+        assert "utcseconds(datum.value) == 0 ? '%H:%M' : '%H:%M:%S'" in spec
         assert "%I" not in spec
 
 
