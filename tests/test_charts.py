@@ -389,3 +389,19 @@ def test_many_late_events_are_drawn_over_their_whole_span() -> None:
     assert times[0].startswith("2024-05-01T00:00") and times[-1] > "2024-05-04"  # all of it
     assert max(row["lag_seconds"] for row in drawn) == 9_600.0  # the slowest is kept
     assert "drawn, spread over the whole time" in spec["title"]["subtitle"]
+
+
+def test_long_names_keep_the_end_that_tells_them_apart() -> None:
+    """Event types under one namespace differ at the end, which a cut at the end drops."""
+    from workbench.charts import drift_matrix
+    from workbench.charts._data import cut_middle
+
+    name = "com.example.platform.memoryservice.events.MemoryAccessed"
+    fields = pl.DataFrame(
+        {"event_type": [name], "schema_version": [2], "field": ["a"], "type": ["number"],
+         "null_share": [0.0]}
+    )  # fmt: skip
+    axis = drift_matrix(fields).to_dict()["layer"][0]["encoding"]["y"]["axis"]
+    assert axis["labelExpr"] == cut_middle()
+    svg = charts.to_svg(drift_matrix(fields))
+    assert "com.example.pl…vice.events.MemoryAccessed v2" in svg

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_POINTS",
     "coarsen",
     "count_axis",
+    "cut_middle",
     "inline",
     "nothing_to_show",
     "require",
@@ -89,6 +90,26 @@ def utc_time(field: str, title: str) -> alt.X:
 
 # A tick between whole seconds (a span of a few seconds) shows its milliseconds: cut to
 # the second, a label stood 0.8 s from the tick under it.
+#: Pixels a :func:`cut_middle` label may take (44 characters at Vega's 10 px font): a
+#: limit Vega lays the axis title out by (with none it drew the title over the labels).
+CUT_WIDTH: Final[int] = 300
+
+
+def cut_middle(limit: int = 44) -> str:
+    """A label expression keeping a long name's start and end: names that share a prefix
+    (``com.example.platform.memoryservice.…``, a source before each type) differ at the
+    end, which Vega's own cut drops.
+
+    >>> cut_middle(10)
+    "length(datum.label) > 10 ? slice(datum.label, 0, 3) + '…' + slice(datum.label, -6) : datum.label"
+    """
+    head = limit // 3
+    return (
+        f"length(datum.label) > {limit} ? slice(datum.label, 0, {head}) + '…' + "
+        f"slice(datum.label, -{limit - head - 1}) : datum.label"
+    )
+
+
 _UTC_LABEL = (
     "utchours(datum.value) == 0 && utcminutes(datum.value) == 0 && utcseconds(datum.value) == 0"
     " && utcmilliseconds(datum.value) == 0"

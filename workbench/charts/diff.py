@@ -5,7 +5,15 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import count_axis, inline, nothing_to_show, require, top_n
+from workbench.charts._data import (
+    CUT_WIDTH,
+    count_axis,
+    cut_middle,
+    inline,
+    nothing_to_show,
+    require,
+    top_n,
+)
 
 __all__ = ["diff_overview", "diff_statuses", "diff_summary"]
 
@@ -64,7 +72,12 @@ def diff_summary(summary: pl.DataFrame) -> alt.Chart:
         .mark_bar(color="#d62728")
         .encode(
             x=alt.X("changed:Q", title="rows that differ", axis=count_axis(frame["changed"])),
-            y=alt.Y("column:N", sort="-x", title=None),
+            y=alt.Y(
+                "column:N",
+                sort="-x",
+                title=None,
+                axis=alt.Axis(labelExpr=cut_middle(), labelLimit=CUT_WIDTH),
+            ),
             tooltip=["column:N", alt.Tooltip("changed:Q", format=",d")],
         )
         .properties(title="Differences by column", width=300)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from workbench.charts._data import inline, require
+from workbench.charts._data import CUT_WIDTH, cut_middle, inline, require
 
 __all__ = ["drift_matrix"]
 
@@ -50,8 +50,17 @@ def drift_matrix(fields: pl.DataFrame) -> alt.TopLevelMixin:
         version=version,
     )
     base = alt.Chart(inline(frame)).encode(
-        x=alt.X("field:N", title="field", axis=alt.Axis(labelAngle=-40)),
-        y=alt.Y("version:N", title="event type and version", sort=None),
+        x=alt.X(
+            "field:N",
+            title="field",
+            axis=alt.Axis(labelAngle=-40, labelExpr=cut_middle(), labelLimit=CUT_WIDTH),
+        ),
+        y=alt.Y(
+            "version:N",
+            title=None,  # the chart's title says it; beside long labels it overlapped them
+            sort=None,
+            axis=alt.Axis(labelExpr=cut_middle(), labelLimit=CUT_WIDTH),
+        ),
         tooltip=["event_type:N", "schema_version:Q", "field:N", "type:N", "present_share:Q"],
     )
     cells = base.mark_rect().encode(

@@ -6,8 +6,10 @@ import altair as alt
 import polars as pl
 
 from workbench.charts._data import (
+    CUT_WIDTH,
     coarsen,
     count_axis,
+    cut_middle,
     inline,
     nothing_to_show,
     require,
@@ -54,7 +56,11 @@ def duplicates_chart(timeline: pl.DataFrame) -> alt.TopLevelMixin:
         .encode(
             x=utc_time("bucket", "recorded at"),
             y=alt.Y("sum(copies):Q", title="extra copies", axis=count_axis(tallest)),
-            color=alt.Color("event_type:N", title="event type"),
+            color=alt.Color(
+                "event_type:N",
+                title="event type",
+                legend=alt.Legend(labelExpr=cut_middle(), labelLimit=CUT_WIDTH),
+            ),
             tooltip=["kind:N", "event_type:N", utc_tooltip("bucket"), "copies:Q"],
         )
         .properties(width=600, height=120)

@@ -6,7 +6,14 @@ import altair as alt
 import polars as pl
 
 from workbench import _duckdb
-from workbench.charts._data import MAX_POINTS, inline, nothing_to_show, require
+from workbench.charts._data import (
+    CUT_WIDTH,
+    MAX_POINTS,
+    cut_middle,
+    inline,
+    nothing_to_show,
+    require,
+)
 
 __all__ = ["gaps_chart"]
 
@@ -63,7 +70,9 @@ def gaps_chart(
         scale = alt.Scale(domain=list(ends.row(0)), nice=False)
     base = alt.Chart(inline(frame)).encode(
         x=alt.X("first_missing:Q", title="global_position", scale=scale),
-        y=alt.Y("source:N", title=None),
+        y=alt.Y(
+            "source:N", title=None, axis=alt.Axis(labelExpr=cut_middle(), labelLimit=CUT_WIDTH)
+        ),
         color=alt.Color("reason:N", title="reason"),
         tooltip=["source:N", "reason:N", "first_missing:Q", "last_missing:Q", "missing:Q"],
     )

@@ -8,8 +8,10 @@ from altair.utils.schemapi import UndefinedType
 
 from workbench._text import duration
 from workbench.charts._data import (
+    CUT_WIDTH,
     MAX_POINTS,
     coarsen,
+    cut_middle,
     inline,
     nothing_to_show,
     require,
@@ -70,7 +72,11 @@ def recording_lag_chart(
     )
     base = alt.Chart().encode(  # the layer holds the data once; the late points their own
         x=utc_time("bucket", "recorded at"),
-        color=alt.Color("source:N", title="source"),
+        color=alt.Color(
+            "source:N",
+            title="source",
+            legend=alt.Legend(labelExpr=cut_middle(), labelLimit=CUT_WIDTH),
+        ),
         tooltip=["source:N", utc_tooltip("bucket"), "events:Q", "p50_seconds:Q", "p95_seconds:Q"],
     )
     has_late = late is not None and late.height > 0
@@ -173,7 +179,11 @@ def consumer_lag_chart(consumers: pl.DataFrame) -> alt.VConcatChart:
     ).with_columns(name=pl.col("stream") + "/" + pl.col("consumer"))
     base = alt.Chart(inline(frame)).encode(
         x=utc_time("bucket", "sampled at"),
-        color=alt.Color("name:N", title="consumer"),
+        color=alt.Color(
+            "name:N",
+            title="consumer",
+            legend=alt.Legend(labelExpr=cut_middle(), labelLimit=CUT_WIDTH),
+        ),
         tooltip=["name:N", utc_tooltip("bucket"), "backlog:Q", "time_lag_seconds:Q"],
     )
     backlog = base.mark_line(point=True).encode(y=alt.Y("backlog:Q", title="backlog (events)"))
