@@ -405,3 +405,15 @@ def test_long_names_keep_the_end_that_tells_them_apart() -> None:
     assert axis["labelExpr"] == cut_middle()
     svg = charts.to_svg(drift_matrix(fields))
     assert "com.example.pl…vice.events.MemoryAccessed v2" in svg
+
+
+def test_columns_past_the_most_changed_are_named_not_summed() -> None:
+    """One row differs in many columns: an "(N others)" bar summing them towered over
+    every real one."""
+    from workbench.charts.diff import diff_summary
+
+    frame = pl.DataFrame({"column": [f"c{i:03}" for i in range(120)], "changed": [5] * 120})
+    spec = diff_summary(frame).to_dict()
+    assert max(row["changed"] for row in spec["data"]["values"]) == 5
+    assert spec["title"]["subtitle"] == "and 80 more column(s), each in as many rows or fewer"
+    assert spec["encoding"]["y"]["sort"][:3] == ["c000", "c001", "c002"]

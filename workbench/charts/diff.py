@@ -12,7 +12,6 @@ from workbench.charts._data import (
     inline,
     nothing_to_show,
     require,
-    top_n,
 )
 
 __all__ = ["diff_overview", "diff_statuses", "diff_summary"]
@@ -54,7 +53,8 @@ def diff_summary(summary: pl.DataFrame) -> alt.Chart:
 
     ``summary``: ``column`` (name) and ``changed`` (rows whose value
     differs); columns that never differ are left out. Beyond 40 columns the
-    least changed are summed into one ``(N others)`` bar.
+    least changed are named in the subtitle, not summed into a bar: one row
+    differs in many columns, so a sum counted it many times.
 
     >>> f = pl.DataFrame({"column": ["a", "b"], "changed": [3, 0]})
     >>> diff_summary(f).to_dict()["mark"]["type"]
@@ -66,7 +66,13 @@ def diff_summary(summary: pl.DataFrame) -> alt.Chart:
     changed = summary.select("column", "changed").filter(pl.col("changed") > 0)
     if changed.is_empty():
         return nothing_to_show("Differences by column", "No column differs.")
-    frame = top_n(changed, "column", "changed")
+    ranked = changed.sort(["changed", "column"], descending=[True, False])
+    frame = ranked.head(_MOST_COLUMNS)
+    rest = ranked.height - frame.height
+    title = alt.Title(
+        "Differences by column",
+        subtitle=f"and {rest:,} more column(s), each in as many rows or fewer" if rest else "",
+    )
     return (
         alt.Chart(inline(frame))
         .mark_bar(color="#d62728")
@@ -74,14 +80,18 @@ def diff_summary(summary: pl.DataFrame) -> alt.Chart:
             x=alt.X("changed:Q", title="rows that differ", axis=count_axis(frame["changed"])),
             y=alt.Y(
                 "column:N",
-                sort="-x",
+                sort=frame["column"].to_list(),  # ties by name, not as Vega meets them
                 title=None,
                 axis=alt.Axis(labelExpr=cut_middle(), labelLimit=CUT_WIDTH),
             ),
             tooltip=["column:N", alt.Tooltip("changed:Q", format=",d")],
         )
-        .properties(title="Differences by column", width=300)
+        .properties(title=title, width=300)
     )
+
+
+#: Columns :func:`diff_summary` draws a bar for, the most changed.
+_MOST_COLUMNS = 40
 
 
 def diff_overview(counts: pl.DataFrame, summary: pl.DataFrame) -> alt.HConcatChart:
