@@ -10,6 +10,7 @@ import asyncio
 import json
 import tempfile
 import uuid
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -172,6 +173,15 @@ def test_faults_none_is_clean() -> None:
     assert s.events.column("global_position").to_pylist() == list(range(1, 1_001))
     assert all(n == 0 for k, n in s.truth.summary().items() if k != "correlations")
     assert set(s.truth.counts) <= {(t, 1) for t, _ in SCHEMAS}
+
+
+def test_a_history_without_faults_checks_clean(tmp_path: Path) -> None:
+    """Accesses of one request, memory and cause once drew the same query by chance: the
+    duplicates check rightly took them for retries, and a clean history had findings."""
+    s = generate(7, entities=200, events=20_000, faults=Faults.none())
+    archive = wb.open_archive(s.write_archive(tmp_path))
+    assert archive.duplicates().found == 0
+    assert archive.gaps().found == 0
 
 
 def test_write_archive_round_trip(scenario: Scenario, tmp_path: object) -> None:

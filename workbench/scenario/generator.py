@@ -310,6 +310,37 @@ def _uuids(rng: np.random.Generator, n: int) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text.tobytes()))
 
 
+def _distinct_queries(drawn: np.ndarray, h: dict[str, np.ndarray]) -> pa.Array:
+    """Query indices, none repeated by an access of the same request, memory and cause.
+
+    Two such accesses with the same query are what the duplicates check calls a content
+    copy (a retry that minted a new id): a history without planted faults had a few by
+    chance. A repeat takes the next query its group has not used.
+    """
+    accessed = np.flatnonzero(h["etype"] == ACCESSED)
+    group = np.unique(
+        np.stack([h["req"][accessed], h["ent"][accessed], h["cause"][accessed]]),
+        axis=1,
+        return_inverse=True,
+    )[1].ravel()
+    key = group.astype(np.int64) * len(_QUERIES) + drawn[accessed]
+    _, first, counts = np.unique(key, return_index=True, return_counts=True)
+    if (counts == 1).all():
+        return pa.array(drawn)
+    used: dict[int, set[int]] = {}
+    for g, q in zip(group.tolist(), drawn[accessed].tolist(), strict=True):
+        used.setdefault(g, set()).add(q)
+    repeated = np.setdiff1d(np.arange(len(accessed)), first)  # each but the first of a key
+    for i in repeated.tolist():
+        taken = used[int(group[i])]
+        q = int(drawn[accessed[i]])
+        while q in taken and len(taken) < len(_QUERIES):
+            q = (q + 1) % len(_QUERIES)
+        taken.add(q)
+        drawn[accessed[i]] = q
+    return pa.array(drawn)
+
+
 def _join(parts: Sequence[str | pa.Array]) -> pa.Array:
     return pc.binary_join_element_wise(
         *[pa.scalar(p) if isinstance(p, str) else p for p in parts], ""
@@ -347,7 +378,9 @@ def _logical_table(
         "agent_id": agents.take(pa.array(agent_of_req[h["req"]])),
         "content": draw(contents),
         "kind": draw(_KINDS),
-        "query": draw(_QUERIES),
+        "query": pa.array(_QUERIES).take(
+            _distinct_queries(rng.integers(0, len(_QUERIES), size=n), h)
+        ),
         "into_memory_id": mem_ids.take(pa.array(h["other"])),
         "reason": draw(_REASONS),
         "importance": draw(importance),
