@@ -683,9 +683,7 @@ def test_events_without_a_correlation_are_not_one_big_correlation(tmp_path: Path
     assert {row["event_id"] for row in chart["data"]["values"]} == {"a", "b"}
     # Drawn unasked, it says which correlation it is (the whole archive's chart looked
     # like any one correlation's).
-    assert chart["title"]["subtitle"] == (
-        "correlation_id r: the largest of 1 (chart(correlation_id) draws another)"
-    )
+    assert chart["title"]["subtitle"] == ("correlation_id r, the only one")
     assert graph.chart("r").to_dict()["title"]["subtitle"] == "correlation_id r"
 
 

@@ -240,7 +240,9 @@ class Causation(CheckResult):
             wanted = self.correlations.sort("events", descending=True)["correlation_id"][0]
             # Drawn unasked: say which, and that the others are a call away.
             subtitle = (
-                f"correlation_id {wanted}: the largest of {self.correlations.height:,} "
+                f"correlation_id {wanted}, the only one"
+                if self.correlations.height == 1
+                else f"correlation_id {wanted}: the largest of {self.correlations.height:,} "
                 "(chart(correlation_id) draws another)"
             )
         # No correlation at all (raw NATS messages carry none): an empty waterfall.

@@ -93,8 +93,11 @@ def archive_section(archive: Archive) -> Section:
         f"{total:,} events in {frame.height} source(s), {len(archive.files)} file(s) at {archive.root}"
     )
     section.tables.append(ReportTable.of("sources", frame))
+    # Per source when there are several: two services' "OrderPlaced" are two types.
+    by = "source, " if frame.height > 1 else ""
     types = archive.sql(
-        "select event_type, schema_version, count(*) as events from events group by all order by 1, 2"
+        f"select {by}event_type, schema_version, count(*) as events from events "
+        "group by all order by all"
     ).pl()
     section.tables.append(ReportTable.of("event types", types))
     return section
