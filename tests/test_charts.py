@@ -417,3 +417,34 @@ def test_columns_past_the_most_changed_are_named_not_summed() -> None:
     assert max(row["changed"] for row in spec["data"]["values"]) == 5
     assert spec["title"]["subtitle"] == "and 80 more column(s), each in as many rows or fewer"
     assert spec["encoding"]["y"]["sort"][:3] == ["c000", "c001", "c002"]
+
+
+def test_hundreds_of_types_make_charts_of_readable_size() -> None:
+    """300 event types drew a drift matrix 24,000 pixels tall and a duplicates legend
+    whose ten colours repeated down to "…68 entries"."""
+    import datetime as dt
+
+    from workbench.charts import drift_matrix, duplicates_chart
+
+    fields = pl.DataFrame(
+        [
+            {"event_type": f"T{t:03}", "schema_version": 1, "field": f, "type": "number",
+             "null_share": 0.5 if (t % 7 == 0 and f == "b") else 0.0}
+            for t in range(300)
+            for f in ("a", "b")
+        ]
+    )  # fmt: skip
+    spec = drift_matrix(fields).to_dict()
+    drawn = {row["version"] for row in spec["data"]["values"]}
+    assert len(drawn) == 60 and {f"T{t:03} v1" for t in range(0, 300, 7)} <= drawn
+    assert spec["title"]["subtitle"].startswith("the 60 of 300 type/versions with most fields")
+    timeline = pl.DataFrame(
+        {"bucket": [dt.datetime(2024, 1, 1)] * 30, "kind": ["event_id"] * 30,
+         "event_type": [f"T{i}" for i in range(30)], "copies": list(range(1, 31))}
+    )  # fmt: skip
+    values = duplicates_chart(timeline).to_dict()["data"]["values"]
+    assert {row["event_type"] for row in values} == {
+        *(f"T{i}" for i in range(21, 30)),
+        "(21 other types)",
+    }
+    assert sum(row["copies"] for row in values) == sum(range(1, 31))

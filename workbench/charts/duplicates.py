@@ -43,6 +43,18 @@ def duplicates_chart(timeline: pl.DataFrame) -> alt.TopLevelMixin:
     )
     if timeline.is_empty():
         return nothing_to_show("Duplicates over time", "No duplicates.")
+    # Ten colours tell ten types apart: past that the palette repeats and the legend is
+    # cut ("…68 entries"), so the types with fewest copies share one colour.
+    totals = timeline.group_by("event_type").agg(pl.col("copies").sum())
+    totals = totals.sort(["copies", "event_type"], descending=[True, False])
+    if totals.height > _COLOURED_TYPES:
+        kept = totals["event_type"].head(_COLOURED_TYPES - 1).to_list()
+        others = f"({totals.height - len(kept):,} other types)"
+        timeline = timeline.with_columns(
+            event_type=pl.when(pl.col("event_type").is_in(kept))
+            .then(pl.col("event_type"))
+            .otherwise(pl.lit(others))
+        )
     frame = coarsen(
         timeline.select("bucket", "kind", "event_type", "copies"),
         "bucket",
@@ -67,3 +79,7 @@ def duplicates_chart(timeline: pl.DataFrame) -> alt.TopLevelMixin:
         .facet(row=alt.Row("kind:N", title=None))
         .properties(title="Duplicates over time")
     )
+
+
+#: Event types with a colour of their own in :func:`duplicates_chart` (Vega's palette).
+_COLOURED_TYPES = 10
