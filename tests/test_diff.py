@@ -540,3 +540,26 @@ def test_a_file_this_process_holds_open_is_named_with_the_fix(tmp_path: Path) ->
         ):
             wb.diff(f"{path}:t", f"{path}:t", key="id")
     assert wb.diff(f"{path}:t", f"{path}:t", key="id").summary.is_identical
+
+
+def test_a_struct_map_or_list_against_json_is_compared_by_meaning(tmp_path: Path) -> None:
+    """A projection's nested column against a live jsonb: as text, {'a': 1} never
+    equalled {"a": 1} and every row differed."""
+    path = tmp_path / "c.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "create table c as select * from (values "
+            "(1, {'a': 1, 'b': [1, 2]}, MAP {'k': 1}, [1, 2]), "
+            "(2, {'a': 2, 'b': [3]}, MAP {'k': 2}, [3])) t(id, s, m, l)"
+        )
+        con.execute(
+            "create table live as select * from (values "
+            """(1, '{"b": [1,2], "a": 1}'::JSON, '{"k":1}'::JSON, '[1, 2]'::JSON), """
+            """(2, '{"a": 2, "b": [4]}'::JSON, '{"k":2}'::JSON, '[3]'::JSON)) t(id, s, m, l)"""
+        )
+    d = wb.diff(f"{path}:c", f"{path}:live", key="id")
+    assert d.summary.changed == 1
+    assert d.rows("changed").select("id", "s__changed", "m__changed", "l__changed").rows() == [
+        (2, True, False, False)
+    ]
+    assert {p.name: p.compared_as for p in d.plans} == {"s": "JSON", "m": "JSON", "l": "JSON"}

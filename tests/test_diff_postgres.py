@@ -241,6 +241,18 @@ def test_types_adbc_does_not_know_compare_as_postgres_writes_them(
     assert changed.rows() == [(1, False, False, False, True)], d.summary
 
 
+def test_unscaled_numerics_equal_in_postgres_read_alike(pg_dsn: str, pg_schema: str) -> None:
+    """An unscaled numeric comes as text, exactly: 1.5 and 1.50 (equal in Postgres) were
+    two texts, and a copy of a table computed with * 1.00 differed in every row."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"create table {pg_schema}.a (id int primary key, n numeric)")
+        con.execute(f"insert into {pg_schema}.a values (1, 1.5), (2, 100), (3, 2.25)")
+        con.execute(f"create table {pg_schema}.b as select id, n * 1.00 as n from {pg_schema}.a")
+        con.execute(f"update {pg_schema}.b set n = 2.26 where id = 3")
+    d = wb.diff(f"{pg_dsn}#{pg_schema}.b", f"{pg_dsn}#{pg_schema}.a", key="id")
+    assert d.rows("changed").select("id", "n__candidate", "n__live").rows() == [(3, "2.26", "2.25")]
+
+
 def test_times_postgres_writes_as_text_are_in_utc_whatever_the_server_zone(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:

@@ -16,8 +16,8 @@ The rules, in order:
 - two timestamp types of different precision or time zone are compared as
   UTC ``TIMESTAMP`` truncated to the coarser precision (a nanosecond clock
   against a microsecond database agrees when the microseconds agree);
-- JSON (a Postgres ``jsonb`` column, say) against JSON or text is compared by
-  meaning: both sides as canonical JSON (keys sorted, no spaces), since
+- JSON (a Postgres ``jsonb`` column, say) against JSON, text, a STRUCT, a MAP
+  or a list is compared by meaning: both sides as canonical JSON (keys sorted, no spaces), since
   Postgres reorders keys and spaces them its own way;
 - text against a number, a time or a UUID is compared after ``TRY_CAST`` of
   the text (against a float, both at the float's 15 significant digits, as
@@ -281,6 +281,10 @@ def _numeric_plan(
     return ColumnPlan(name, *types, common, candidate_expr, live_expr, checked_cast=True, how=how)
 
 
+def _is_nested(duckdb_type: str) -> bool:
+    return duckdb_type.startswith(("STRUCT", "MAP")) or duckdb_type.endswith("]")
+
+
 def plan_column(
     con: duckdb.DuckDBPyConnection, name: str, candidate_type: str, live_type: str
 ) -> ColumnPlan:
@@ -289,6 +293,16 @@ def plan_column(
     if "JSON" in (candidate_type, live_type) and {candidate_type, live_type} <= _TEXT:
         canonical = f"{CANONICAL_JSON}(CAST({col} AS VARCHAR))"
         return ColumnPlan(name, candidate_type, live_type, "JSON", canonical, canonical)
+    if "JSON" in (candidate_type, live_type) and any(map(_is_nested, (candidate_type, live_type))):
+        # A STRUCT, MAP or list (a projection's nested column) against jsonb: as JSON,
+        # by meaning; as text, {'a': 1} never equalled {"a": 1}.
+        candidate, live = (
+            f"{CANONICAL_JSON}(CAST(to_json({col}) AS VARCHAR))"
+            if _is_nested(t)
+            else f"{CANONICAL_JSON}(CAST({col} AS VARCHAR))"
+            for t in (candidate_type, live_type)
+        )
+        return ColumnPlan(name, candidate_type, live_type, "JSON", candidate, live)
     if candidate_type == live_type:
         return ColumnPlan(name, candidate_type, live_type, candidate_type, col, col)
     if is_numeric(candidate_type) and is_numeric(live_type):

@@ -61,6 +61,9 @@ def read_table(con: Any, table: str) -> pa.Table:
     schema, name, quoted = quote_table(table)
     columns = _column_types(con, table)
     opaque = _opaque_columns(con, quoted, f"{schema}.{name}")
+    # trim_scale came with Postgres 13.
+    version = "select current_setting('server_version_num')::int >= 130000"
+    trims = fetch_all(con, version, "reading the server version")[0][0]
     select: list[str] = []
     # What no Arrow value of the column's type holds (NaN, ±Infinity) comes beside it
     # as text, selected after every column and read back by position.
@@ -79,6 +82,10 @@ def read_table(con: Any, table: str) -> pa.Table:
             select.append(f"case when {inside} then ({q} * 1e{scale}::numeric)::int8 end as {q}")
             specials.append(f"case when not {inside} then {q}::text end as _wb_{len(specials)}")
             restore.append((i, pa.decimal128(precision, scale)))
+        elif typname == "numeric" and not is_array and trims:
+            # Wider or unscaled: text, exact. Its scale trimmed, so 1.50 and 1.5 (equal
+            # in Postgres) read alike; a second store's copy printed 1.500, say.
+            select.append(f"trim_scale({q}) as {q}")
         elif typname == "money":  # ADBC hands over the cents as an integer
             select.append(f"{q}::numeric as {q}")
         elif typname == "bpchar":  # char(n): compared without its padding, as Postgres does
