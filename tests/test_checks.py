@@ -187,6 +187,17 @@ def _raw_nats_and_store(root: Path) -> None:
     )
 
 
+def test_the_gaps_shown_first_are_the_faults_and_the_rare_ones(tmp_path: Path) -> None:
+    """A table shows its first rows: a few deleted gaps sat behind many retention ones."""
+    w = ArchiveWriter(tmp_path, "s")
+    w.append(table([*range(20, 40, 2), 41, 42]))  # leading retention, then 10 holes
+    w.record_gaps([(40, 40, "rolled-back")])
+    gaps = wb.open_archive(tmp_path).gaps()
+    assert gaps.positions["reason"].to_list() == ["retention", *["unknown"] * 10, "rolled-back"]
+    shown = gaps.highlights()["positions"]["reason"].to_list()
+    assert shown == [*["unknown"] * 10, "retention", "rolled-back"]  # the harmless last
+
+
 def test_stream_checks_that_cannot_run_say_so_instead_of_0(tmp_path: Path) -> None:
     """No stream_position in any event of a source: its streams were never looked at,
     which is no clean 0. A source missing it only sometimes is checked as usual."""

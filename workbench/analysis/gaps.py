@@ -280,7 +280,12 @@ class Gaps(CheckResult):
         return {"positions": self.positions, "streams": self.streams, "unchecked": self.unchecked}
 
     def highlights(self) -> dict[str, pl.DataFrame]:
-        return {"positions": self.positions, "streams": self.streams}  # summary says unchecked
+        # A table shows its first rows: faults first, the rarer reasons before the common
+        # (a few deleted stream gaps sat behind a thousand retention ones, by name).
+        return {  # the summary says what went unchecked
+            "positions": _findings_first(self.positions, self._no_fault),
+            "streams": _findings_first(self.streams, sorted(self.accepted)),
+        }
 
     @property
     def faults(self) -> pl.DataFrame:
@@ -375,6 +380,28 @@ def _late_apart(positions: pl.DataFrame) -> pl.DataFrame:
         ]
     return pl.DataFrame(rows, schema=positions.schema).sort(
         "source", "first_missing", "last_missing"
+    )
+
+
+def _findings_first(frame: pl.DataFrame, no_fault: list[str]) -> pl.DataFrame:
+    """``frame``'s gaps, faults first, unknown ones first of those, then rarer reasons.
+
+    >>> f = pl.DataFrame({"reason": ["retention", "retention", "rolled-back", "deleted"]})
+    >>> _findings_first(f, ["rolled-back"])["reason"].to_list()
+    ['deleted', 'retention', 'retention', 'rolled-back']
+    """
+    if frame.is_empty():
+        return frame
+    return (
+        frame.with_row_index("_order")
+        .with_columns(_n=pl.len().over("reason"))
+        .sort(
+            pl.col("reason").is_in(no_fault),
+            pl.col("reason") != "unknown",
+            "_n",
+            "_order",
+        )
+        .drop("_order", "_n")
     )
 
 
