@@ -563,3 +563,15 @@ def test_a_struct_map_or_list_against_json_is_compared_by_meaning(tmp_path: Path
         (2, True, False, False)
     ]
     assert {p.name: p.compared_as for p in d.plans} == {"s": "JSON", "m": "JSON", "l": "JSON"}
+
+
+def test_keys_of_which_none_meet_are_said_with_their_types() -> None:
+    """A BIGINT id against UUID text matched no row: "6 differing rows" said nothing of why."""
+    candidate = pl.DataFrame({"id": [1, 2, 3], "n": [1, 2, 3]})
+    live = pl.DataFrame({"id": ["1a", "2b", "3c"], "n": [1, 2, 3]})
+    note = wb.diff(candidate, live, key="id").summary.notes[-1]
+    assert note == (
+        "no key is on both sides: the key types differ, id BIGINT (candidate) vs VARCHAR "
+        "(live); is it the same key, of the same entities?"
+    )
+    assert not wb.diff(candidate, candidate.with_columns(n=0), key="id").summary.notes

@@ -467,6 +467,20 @@ def diff(
             counts.get((status, ""), 0)
             for status in ("changed", "only_in_candidate", "not_yet_projected")
         )
+        matched = joined_candidate - counts.get(("only_in_candidate", ""), 0)
+        if not matched and joined_candidate and counts.get(("only_in_live", ""), 0):
+            # Not one key on both sides: most often keys of two types that never meet
+            # (a BIGINT id against a UUID), not two read models with nothing in common.
+            apart = [
+                f"{k} {cand.columns[k]} (candidate) vs {live_side.columns[k]} (live)"
+                for k in keys
+                if cand.columns[k] != live_side.columns[k]
+            ]
+            notes.append(
+                "no key is on both sides"
+                + (f": the key types differ, {'; '.join(apart)}" if apart else "")
+                + "; is it the same key, of the same entities?"
+            )
         summary = DiffSummary(
             candidate_rows=int(totals["c"][0]),
             live_rows=int(totals["l"][0]),
