@@ -241,6 +241,36 @@ def test_types_adbc_does_not_know_compare_as_postgres_writes_them(
     assert changed.rows() == [(1, False, False, False, True)], d.summary
 
 
+def test_a_citext_column_compares_without_case_as_postgres_does(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """'Ann@X.com'::citext = 'ann@x.com' in Postgres: a case-only difference was a change,
+    and a citext key put the row on both sides as two."""
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute("create extension if not exists citext")
+        con.execute(f"create table {pg_schema}.users (email citext primary key, name citext)")
+        con.execute(
+            f"insert into {pg_schema}.users values ('Ann@X.com', 'Ann'), ('bob@y.org', 'Bob')"
+        )
+    candidate = tmp_path / "c.duckdb"
+    with duckdb.connect(str(candidate)) as con:
+        con.execute(
+            "create table users as select * from (values ('ann@x.com', 'ANN'), "
+            "('bob@y.org', 'Rob')) t(email, name)"
+        )
+    live = f"{pg_dsn}#{pg_schema}.users"
+    snapshot = tmp_path / "users.parquet"
+    wb.snapshot_postgres(pg_dsn, f"{pg_schema}.users", snapshot)
+    for side in (live, str(snapshot)):
+        d = wb.diff(f"{candidate}:main.users", side, key="email")
+        assert (d.summary.identical, d.summary.changed) == (1, 1), side
+        assert d.rows("changed")["email"].to_list() == ["bob@y.org"]
+        assert "email is citext in live: compared without case" in d.summary.notes[0]
+    # Asked for, case counts again.
+    strict = wb.diff(f"{candidate}:main.users", live, key="email", normalize={"name": "{}"})
+    assert strict.summary.changed == 2
+
+
 def test_unscaled_numerics_equal_in_postgres_read_alike(pg_dsn: str, pg_schema: str) -> None:
     """An unscaled numeric comes as text, exactly: 1.5 and 1.50 (equal in Postgres) were
     two texts, and a copy of a table computed with * 1.00 differed in every row."""

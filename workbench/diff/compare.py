@@ -294,6 +294,17 @@ def diff(
                 if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                     raise DiffError(f"{option} of {name!r}: {value!r} is not a number 0 or above")
 
+        # A citext column compares without case in Postgres: here too, unless normalised.
+        citext_notes: list[str] = []
+        for side in (cand, live_side):
+            for name in side.case_insensitive:
+                if name in keys + compared and name not in normalize:
+                    normalize[name] = "lower"
+                    citext_notes.append(
+                        f"{name} is citext in {side.role}: compared without case, as Postgres "
+                        f"does (normalize={{{name!r}: ...}} to change it)"
+                    )
+
         # Layer 1: key and compared columns, normalised; its types decide the casts.
         try:  # binding the views checks the normalize SQL
             for side, short in ((cand, "c"), (live_side, "l")):
@@ -410,7 +421,7 @@ def diff(
                 )
 
         lineage = find_lineage(con, cand.duckdb_table) if cand.duckdb_table else None
-        notes: list[str] = []
+        notes: list[str] = [*citext_notes]
         stopped = lineage.unfinished(con) if lineage is not None else None
         if stopped is not None:
             holds = (

@@ -30,13 +30,14 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from workbench._duckdb import error_line
 from workbench._sql import ident, literal
 from workbench.errors import DiffError, SourceError
 from workbench.sources.postgres._connection import connect, table_columns
 from workbench.sources.postgres.snapshot import SnapshotInfo, read_snapshot_info
-from workbench.sources.postgres.table import read_table
+from workbench.sources.postgres.table import case_insensitive_columns, read_table
 from workbench.sources.redaction import redact, remember
 
 __all__ = [
@@ -77,6 +78,8 @@ class Side:
     duckdb_table: DuckDBTable | None = None
     snapshot: SnapshotInfo | None = None
     keep_alive: list[Any] = field(default_factory=list, repr=False)
+    #: Columns the side's store compares without case (Postgres ``citext``).
+    case_insensitive: tuple[str, ...] = ()
 
 
 def parse_duckdb_spec(spec: str) -> tuple[Path, str, str] | None:
@@ -242,7 +245,12 @@ def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
         pulled = read_live_table(dsn, name)
         con.register(view, pulled)
         return Side(
-            role, label, ident(view), _describe(con, ident(view), label), keep_alive=[pulled]
+            role,
+            label,
+            ident(view),
+            _describe(con, ident(view), label),
+            keep_alive=[pulled],
+            case_insensitive=tuple(case_insensitive_columns(pulled.schema)),
         )
     parsed = parse_duckdb_spec(spec)
     if parsed is not None:
@@ -254,7 +262,15 @@ def resolve_side(con: duckdb.DuckDBPyConnection, side: Any, role: str) -> Side:
             raise DiffError(f"no Parquet file at {spec}")
         relation = f"read_parquet({literal(spec)})"
         snapshot = _snapshot_info(spec) if Path(spec).is_file() else None
-        return Side(role, spec, relation, _describe(con, relation, spec), snapshot=snapshot)
+        citext = tuple(case_insensitive_columns(pq.read_schema(spec))) if snapshot else ()
+        return Side(
+            role,
+            spec,
+            relation,
+            _describe(con, relation, spec),
+            snapshot=snapshot,
+            case_insensitive=citext,
+        )
     raise DiffError(
         f"{role} {redact(spec)!r}: expected FILE.duckdb:SCHEMA.TABLE, a .parquet file "
         "or postgresql://…#SCHEMA.TABLE"

@@ -32,7 +32,22 @@ from workbench.sources.postgres._connection import (
     table_columns,
 )
 
-__all__ = ["read_table"]
+__all__ = ["CASE_INSENSITIVE", "case_insensitive_columns", "read_table"]
+
+#: Arrow schema metadata key (kept by snapshots) naming a table's ``citext`` columns,
+#: comma-separated.
+CASE_INSENSITIVE = "workbench.case_insensitive"
+
+
+def case_insensitive_columns(schema: pa.Schema) -> list[str]:
+    """The columns :data:`CASE_INSENSITIVE` names in ``schema``'s metadata.
+
+    >>> case_insensitive_columns(pa.schema([]).with_metadata({CASE_INSENSITIVE: "email,nick"}))
+    ['email', 'nick']
+    """
+    value = (schema.metadata or {}).get(CASE_INSENSITIVE.encode())
+    return value.decode().split(",") if value else []
+
 
 # A domain (`create domain valid_until as timestamptz`) is read as its base type: its
 # ±infinity wrapped around to 290279 BC as the domain's own name matched no time type.
@@ -142,7 +157,14 @@ def read_table(con: Any, table: str) -> pa.Table:
         raise source_error(f"reading {schema}.{name}", exc) from None
     finally:
         cur.close()
-    return _restore_specials(_plain(arrow), restore, len(columns))
+    rows = _restore_specials(_plain(arrow), restore, len(columns))
+    # Columns Postgres compares without case: a diff must too (see CASE_INSENSITIVE).
+    citext = [column for column, _, typname, _ in columns if typname == "citext"]
+    if citext:
+        meta = dict(rows.schema.metadata or {})
+        meta[CASE_INSENSITIVE.encode()] = ",".join(citext).encode()
+        rows = rows.replace_schema_metadata(meta)
+    return rows
 
 
 def _opaque_columns(con: Any, quoted: str, label: str) -> set[str]:
