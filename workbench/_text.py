@@ -160,7 +160,8 @@ def unmistakable(text: str) -> str:
     """``text`` quoted when it would print like another: empty (else like a null) or
     with spaces at an edge (else like the text without them).
 
-    >>> unmistakable(""), unmistakable(" pad "), unmistakable("a b")
-    ("''", "' pad '", 'a b')
+    >>> unmistakable(""), unmistakable(" pad "), unmistakable("a b"), unmistakable("null")
+    ("''", "' pad '", 'a b', "'null'")
     """
-    return repr(text) if not text or text != text.strip() else text
+    # "null" too: a JSON null (text) printed as a missing value does.
+    return repr(text) if not text or text != text.strip() or text == "null" else text
