@@ -157,8 +157,8 @@ def did_you_mean(name: str, names: Iterable[str]) -> str:
 
 
 def unmistakable(text: str) -> str:
-    """``text`` quoted when it would print like another: empty (else like a null) or
-    with spaces at an edge (else like the text without them).
+    """``text`` quoted when it would print like another: empty or ``null`` (else like a
+    missing value) or with spaces at an edge (else like the text without them).
 
     >>> unmistakable(""), unmistakable(" pad "), unmistakable("a b"), unmistakable("null")
     ("''", "' pad '", 'a b', "'null'")
