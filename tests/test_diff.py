@@ -575,3 +575,24 @@ def test_keys_of_which_none_meet_are_said_with_their_types() -> None:
         "(live); is it the same key, of the same entities?"
     )
     assert not wb.diff(candidate, candidate.with_columns(n=0), key="id").summary.notes
+
+
+def test_lists_of_numbers_or_json_that_come_as_text_are_compared_by_value(
+    tmp_path: Path,
+) -> None:
+    """Postgres numeric[] and jsonb[] come as text lists: '[1.500, 2.000]' against
+    '[1.5, 2]', and each JSON element's spacing, differed in every row."""
+    path = tmp_path / "c.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "create table c as select * from (values "
+            "(1, [1.5, 2]::DECIMAL(18,3)[], ['{\"a\":1}'::JSON]), "
+            "(2, [3]::DECIMAL(18,3)[], ['{\"a\":2}'::JSON])) t(id, na, ja)"
+        )
+        con.execute(
+            "create table live as select * from (values "
+            "(1, ['1.5', '2'], ['{\"a\": 1}']), "
+            "(2, ['3.25'], ['{\"a\": 2}'])) t(id, na, ja)"
+        )
+    d = wb.diff(f"{path}:c", f"{path}:live", key="id")
+    assert d.rows("changed").select("id", "na__changed", "ja__changed").rows() == [(2, True, False)]

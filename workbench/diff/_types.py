@@ -145,6 +145,7 @@ _NUMERIC = re.compile(
     r"^(U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|FLOAT|DOUBLE|REAL|DECIMAL\(\d+,\s*\d+\))$"
 )
 _TEXT = {"VARCHAR", "JSON"}
+_TEXT_LISTS = {"VARCHAR[]", "JSON[]"}
 # Precision rank of each timestamp type; TIMESTAMP WITH TIME ZONE holds microseconds.
 _TIMESTAMP_RANK = {
     "TIMESTAMP_S": 0,
@@ -303,6 +304,18 @@ def plan_column(
             for t in (candidate_type, live_type)
         )
         return ColumnPlan(name, candidate_type, live_type, "JSON", candidate, live)
+    if "JSON[]" in (candidate_type, live_type) and {candidate_type, live_type} <= _TEXT_LISTS:
+        # A list of JSON (jsonb[]; or text[], as it may come) by meaning, each element as a
+        # JSON column is: Postgres spaces and orders each its own way.
+        each = f"list_transform({col}, lambda x: {CANONICAL_JSON}(CAST(x AS VARCHAR)))"
+        return ColumnPlan(name, candidate_type, live_type, "JSON[]", each, each)
+    for text, other in ((candidate_type, live_type), (live_type, candidate_type)):
+        # numeric[] (and others) comes as text[]: cast to the typed list it is against.
+        element = other[:-2] if other.endswith("[]") else ""
+        if text == "VARCHAR[]" and (is_numeric(element) or _is_temporal(element)):
+            cast = f"TRY_CAST({col} AS {other})"
+            exprs = (cast, col) if text == candidate_type else (col, cast)
+            return ColumnPlan(name, candidate_type, live_type, other, *exprs, checked_cast=True)
     if candidate_type == live_type:
         return ColumnPlan(name, candidate_type, live_type, candidate_type, col, col)
     if is_numeric(candidate_type) and is_numeric(live_type):
