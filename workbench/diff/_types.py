@@ -17,8 +17,11 @@ The rules, in order:
   UTC ``TIMESTAMP`` truncated to the coarser precision (a nanosecond clock
   against a microsecond database agrees when the microseconds agree);
 - JSON (a Postgres ``jsonb`` column, say) against JSON, text, a STRUCT, a MAP
-  or a list is compared by meaning: both sides as canonical JSON (keys sorted, no spaces), since
-  Postgres reorders keys and spaces them its own way;
+  or a list is compared by meaning: both sides as canonical JSON (keys sorted,
+  no spaces), since Postgres reorders keys and spaces them its own way; a list
+  of JSON (``jsonb[]``) element by element alike;
+- a list of text (Postgres ``numeric[]`` comes so) against a list of numbers
+  or times is cast to that list's type;
 - text against a number, a time or a UUID is compared after ``TRY_CAST`` of
   the text (against a float, both at the float's 15 significant digits, as
   Postgres writes a float into a ``numeric``, which comes as text when it has
