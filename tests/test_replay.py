@@ -1775,6 +1775,39 @@ def test_a_lookup_by_a_key_of_the_wrong_type_fails_loudly(archive: Path, tmp_pat
     assert text_keyed.get is not None and text_keyed.get(uuid.uuid4()) is None  # no check
 
 
+def test_every_part_of_a_key_and_a_delete_are_checked_for_their_type() -> None:
+    """A composite key's str order id, a date key's ISO text and a delete by text all
+    missed in silence: thousands of lines lost, deleted orders kept."""
+    from workbench.replay.state import TableState, WriteLog
+
+    lines = wb.Table(key=("order_id", "line_no"), order_id=uuid.UUID, line_no=int, qty=int)
+    lines.name = "lines"
+    daily = wb.Table(key="day", day=dt.date, orders=int)
+    daily.name = "daily"
+    state, days = TableState(lines, WriteLog()), TableState(daily, WriteLog())
+    order = uuid.uuid4()
+    with pytest.raises(
+        ProjectionError,
+        match=r"^table lines: looked up '[0-9a-f-]+', a str; in its key \(order_id, line_no\), "
+        r"order_id is UUID, so no row can match \(look it up as uuid.UUID\(",
+    ):
+        state.get((str(order), 1))
+    with pytest.raises(ProjectionError, match=r"looked up '1', a str; .* line_no is BIGINT"):
+        (order, "1") in state  # noqa: B015
+    with pytest.raises(ProjectionError, match=r"its key is a tuple of \(order_id, line_no\)"):
+        state.delete(order)
+    assert state.get((order, 1)) is None  # the right types: a plain miss
+    with pytest.raises(
+        ProjectionError,
+        match=r"its key day is DATE, so no row can match "
+        r"\(look it up as datetime.date.fromisoformat\('2024-05-01'\)\)",
+    ):
+        days.get("2024-05-01")
+    with pytest.raises(ProjectionError, match=r"a datetime; its key day is DATE"):
+        days.delete(dt.datetime(2024, 5, 1))
+    assert days.get(dt.date(2024, 5, 1)) is None
+
+
 class Forgetful(wb.Projection):
     """Declares a column no handler writes (a field forgotten, or spelt otherwise)."""
 

@@ -32,6 +32,7 @@ update, a dict lookup and one append.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from array import array
 from collections.abc import Callable, Iterator
@@ -161,7 +162,7 @@ class TableState:
         "_ids",
         "_key",
         "_key_of_id",
-        "_key_type",
+        "_key_types",
         "_log",
         "_new_ids",
         "_new_keys",
@@ -180,11 +181,12 @@ class TableState:
         self.table = table
         self.rows: dict[Any, dict[str, Any]] = {}
         self.get = self.rows.get
-        # A key of another type than a one-column key's (a str for a UUID, as JSON gives
-        # it) never finds a row: a guard `if key in table` would silently never fire. Such
-        # tables look up through a check on a miss; text keys keep the dict's own get.
-        self._key_type = _KEY_TYPES.get(self._key_sql) if len(table.key) == 1 else None
-        if self._key_type not in (None, str):
+        # A key of another type than its column's (a str for a UUID or a date, as JSON
+        # gives it) never finds a row: a guard `if key in table` would silently never
+        # fire, a delete never delete. Such tables look up through a check on a miss;
+        # text keys keep the dict's own get.
+        self._key_types = tuple(_KEY_TYPES.get(table.types[c].sql) for c in table.key)
+        if any(t not in (None, str) for t in self._key_types):
             self.get = self._checked_get
         # itemgetter of one column gives the value, of several a tuple: both in C.
         self._key = itemgetter(*table.key)
@@ -262,15 +264,34 @@ class TableState:
 
     def _check_key_type(self, key: Any) -> None:
         """Refuse a key of a type the table's keys never have (a miss is certain)."""
-        expected = self._key_type
-        if key is None or expected is None or isinstance(key, expected):
-            return
-        column = self.table.key[0]
-        fix = f" (look it up as uuid.UUID({key!r}))" if expected is uuid.UUID else ""
-        raise ProjectionError(
-            f"table {self.table.name}: looked up {key!r}, a {type(key).__name__}; its key "
-            f"{column} is {self.table.types[column].sql}, so no row can match{fix}"
-        )
+        columns = self.table.key
+        if len(columns) == 1:
+            parts: tuple[Any, ...] = (key,)
+        elif isinstance(key, tuple) and len(key) == len(columns):
+            parts = key
+        else:
+            raise ProjectionError(
+                f"table {self.table.name}: looked up {key!r}; its key is a tuple of "
+                f"({', '.join(columns)})"
+            )
+        for column, expected, part in zip(columns, self._key_types, parts, strict=True):
+            if part is None or expected is None or not _wrong_type(part, expected):
+                continue
+            fix = _KEY_FIXES.get(expected, "")
+            fix = (
+                f" (look it up as {fix.format(repr(part))})"
+                if fix and isinstance(part, str)
+                else ""
+            )
+            what = (
+                f"its key {column} is"
+                if len(columns) == 1
+                else f"in its key ({', '.join(columns)}), {column} is"
+            )
+            raise ProjectionError(
+                f"table {self.table.name}: looked up {part!r}, a {type(part).__name__}; "
+                f"{what} {self.table.types[column].sql}, so no row can match{fix}"
+            )
 
     def _no_row(self, key: Any) -> str:
         """Why ``key`` found no row, naming a key of another type than the stored ones'."""
@@ -288,10 +309,13 @@ class TableState:
         return self.table.types[key[0]].sql if len(key) == 1 else "tuple"
 
     def delete(self, key: Any) -> None:
-        """Remove the row with ``key`` (no error if there is none)."""
+        """Remove the row with ``key`` (no error if there is none, but for a key of a type
+        no row of the table can have)."""
         if self.rows.pop(key, None) is not None:
             row_id = self._ids.get(key)
             self._log(self._new_id(key) if row_id is None else row_id)
+        else:
+            self._check_key_type(key)
 
     def __contains__(self, key: Any) -> bool:
         if key in self.rows:
@@ -335,8 +359,32 @@ _KEY_TYPES: dict[str, type] = {
     "BIGINT": int,
     "INTEGER": int,
     "SMALLINT": int,
+    "DATE": dt.date,
+    "TIMESTAMP": dt.datetime,
+    "TIMESTAMP WITH TIME ZONE": dt.datetime,
     "tuple": tuple,
 }
+
+#: How to turn the text JSON gives into a key column's type.
+_KEY_FIXES: dict[type, str] = {
+    uuid.UUID: "uuid.UUID({})",
+    int: "int({})",
+    dt.date: "datetime.date.fromisoformat({})",
+    dt.datetime: "datetime.datetime.fromisoformat({})",
+}
+
+
+def _wrong_type(value: Any, expected: type) -> bool:
+    """Whether ``value`` can never equal a key value of type ``expected``.
+
+    >>> _wrong_type("2024-05-01", dt.date), _wrong_type(dt.datetime(2024, 5, 1), dt.date)
+    (True, True)
+    >>> _wrong_type(dt.date(2024, 5, 1), dt.date), _wrong_type(3, int), _wrong_type("3", int)
+    (False, False, True)
+    """
+    if expected is dt.date:  # a datetime is a date, but never equals one
+        return not isinstance(value, dt.date) or isinstance(value, dt.datetime)
+    return not isinstance(value, expected)
 
 
 class _NormalisingState(TableState):
