@@ -1808,6 +1808,31 @@ def test_every_part_of_a_key_and_a_delete_are_checked_for_their_type() -> None:
     assert days.get(dt.date(2024, 5, 1)) is None
 
 
+class ReusedRow(wb.Projection):
+    """One dict upserted as three rows: the earlier keys ended up holding the last row."""
+
+    name = "reused"
+    lines = wb.Table(key=("memory_id", "n"), memory_id=str, n=int)
+
+    @wb.on("MemoryCreated")
+    def created(self, event: Event, tables: Tables) -> None:
+        if event.data is not None:
+            row = {"memory_id": event.data["memory_id"]}
+            for n in range(3):
+                row["n"] = n
+                tables.lines.upsert(row)
+
+
+def test_a_row_whose_key_changed_after_upsert_is_refused(archive: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ProjectionError,
+        match=r"table lines: the row stored under key \('[0-9a-f-]+', 0\) now has key "
+        r"\('[0-9a-f-]+', 2\): a handler changed its key after handing it to upsert\(\) "
+        r"\(one dict reused for several rows\?\); give each row a dict of its own",
+    ):
+        wb.replay(archive, ReusedRow, into=tmp_path / "o.duckdb")
+
+
 class Forgetful(wb.Projection):
     """Declares a column no handler writes (a field forgotten, or spelt otherwise)."""
 

@@ -334,10 +334,32 @@ class TableState:
         key_of_id = self._key_of_id
         return [key_of_id[i] for i in row_ids.tolist() if i in key_of_id]
 
+    def _refuse_rekeyed(self, keys: list[Any]) -> None:
+        """Refuse a stored row whose key columns changed after it was handed over: one
+        dict reused for several rows (``row["line_no"] = n; upsert(row)`` in a loop) left
+        the earlier keys holding the last row, and those rows were lost in silence."""
+        rows, key_of = self.rows, self._key
+        for key in keys:
+            row = rows.get(key)
+            if row is None:
+                continue
+            try:
+                now = key_of(row)
+            except KeyError:
+                now = None
+            if not _same_key(now, key):
+                raise ProjectionError(
+                    f"table {self.table.name}: the row stored under key {key!r} now has key "
+                    f"{now!r}: a handler changed its key after handing it to upsert() (one "
+                    "dict reused for several rows?); give each row a dict of its own "
+                    "(upsert(dict(row)))"
+                )
+
     def take_changes(self, written: np.ndarray) -> Changes:
         """What to flush after writes of the distinct ``written`` row ids (of any table)."""
         rows = self.rows
         keys = self.keys_of(written)
+        self._refuse_rekeyed(keys)
         changes = Changes(
             upserts=[rows[k] for k in keys if k in rows],
             deletes=[k for k in keys if k not in rows],
@@ -350,6 +372,10 @@ class TableState:
         for key in changes.deletes:
             self._key_of_id.pop(self._ids.pop(key), None)
         return changes
+
+
+def _same_key(a: Any, b: Any) -> bool:
+    return a is b or a == b
 
 
 #: The Python type of a key column's values, for naming a key of the wrong type.
