@@ -540,6 +540,9 @@ def test_a_row_changed_in_place_and_never_handed_back_is_unsafe(archive: Path) -
     assert not report.ok and not handed.ok and handed.counts["memories"] > 0
     assert "hand a changed row back with upsert(row)" in handed.summary()
     assert handed.differences["column"].unique().to_list() == ["access_count"]
+    # clean: the count the handlers reached; faulty: the stale one a replay may store.
+    clean, faulty = handed.differences.select("clean", "faulty").row(0)
+    assert int(clean) > int(faulty)
 
 
 def test_switched_off_scenarios_are_named_and_none_at_all_is_refused(archive: Path) -> None:

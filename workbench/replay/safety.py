@@ -596,12 +596,14 @@ def _record_handed_back(state: TableState, rows: dict[Any, dict[str, Any]]) -> N
 def _handed_back(handed: Snapshot, clean: Snapshot, limit: int) -> ScenarioResult:
     """Rows the clean replay left changed in place since last handed back: a replay
     stores such a change only if a flush happens to take the row for another write."""
-    diff, counts = _compare(handed, clean, limit)
+    diff, counts = _compare(clean, handed, limit)
     result = ScenarioResult(
         "handed back",
-        "rows as handed to upsert()/update() against the rows at the end of the clean replay",
+        "rows at the end of the clean replay against the rows as handed to upsert()/update()",
         not counts,
-        diff,  # clean: the row as handed back; faulty: as it stands, changed in place
+        # clean: the row as the handlers left it; faulty: as last handed back, which is
+        # what a replay stores unless a flush happens to take the row again.
+        diff,
         counts=counts,
     )
     if counts:
