@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import ClassVar
 
 import duckdb
 import polars as pl
@@ -1806,6 +1807,51 @@ def test_every_part_of_a_key_and_a_delete_are_checked_for_their_type() -> None:
     with pytest.raises(ProjectionError, match=r"a datetime; its key day is DATE"):
         days.delete(dt.datetime(2024, 5, 1))
     assert days.get(dt.date(2024, 5, 1)) is None
+
+
+class SeenOnTheClassOnce(Memories):
+    """Counts an access once per position, remembered on the class."""
+
+    name = "seen_on_class"
+    seen: ClassVar[set[int]] = set()
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event: Event, tables: Tables) -> None:
+        if event.global_position not in type(self).seen:
+            type(self).seen.add(event.global_position)
+            super().accessed(event, tables)
+
+
+class CountsOnSelf(Memories):
+    name = "counts_on_self"
+
+    def __init__(self) -> None:
+        self.accesses = 0
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event: Event, tables: Tables) -> None:
+        self.accesses += 1
+        super().accessed(event, tables)
+
+
+def test_state_kept_outside_the_tables_is_named_and_the_class_put_back(
+    archive: Path, tmp_path: Path
+) -> None:
+    """A notebook's second replay of a class keeping state on itself counted nothing (the
+    first run's set was still there); state on self is lost to a resume. Both are named,
+    and the class is put back as it was."""
+    total = "select sum(access_count) from memories"
+    first = wb.replay(archive, SeenOnTheClassOnce, into=tmp_path / "a.duckdb")
+    second = wb.replay(archive, SeenOnTheClassOnce, into=tmp_path / "b.duckdb")
+    assert first.sql(total).fetchall() == second.sql(total).fetchall() != [(0,)]
+    assert second.kept_state == ["SeenOnTheClassOnce.seen (on the class)"]
+    assert SeenOnTheClassOnce.seen == set()
+    on_self = wb.replay(archive, CountsOnSelf, into=tmp_path / "c.duckdb")
+    assert on_self.kept_state == ["self.accesses"]
+    assert "state kept outside the tables, not stored with the checkpoint: self.accesses" in (
+        on_self.summary()
+    )
+    assert wb.replay(archive, Memories, into=tmp_path / "m.duckdb").kept_state == []
 
 
 class ReusedRow(wb.Projection):

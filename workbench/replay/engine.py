@@ -59,6 +59,7 @@ from workbench.replay import store
 from workbench.replay.batches import prefetch, quick_switching, read_batches
 from workbench.replay.coverage import Coverage, coverage
 from workbench.replay.event import ENVELOPE_FIELDS, lazy_decoding
+from workbench.replay.kept_state import ClassState, instance_changes
 from workbench.replay.projection import Projection
 from workbench.replay.runner import OnError, Runner
 
@@ -120,6 +121,9 @@ class ReplayResult:
     #: they stand (``"memories: 30 rows, e.g. 'm-1'"``): what is stored then depends on
     #: when flushes fell. Up to :data:`STALE_CHECKED` rows a table are looked at.
     stale: list[str] = field(default_factory=list)
+    #: State the handlers kept outside the tables (``self.seen``, ``Cls.seen (on the
+    #: class)``): no checkpoint holds it, so a resume starts without it.
+    kept_state: list[str] = field(default_factory=list)
     #: Events applied by the earlier replay of this schema that this one replaced, when
     #: it ran without ``resume`` over one (None: there was none).
     replaced: int | None = None
@@ -300,6 +304,13 @@ class ReplayResult:
             if self.unwritten
             else ""
         )
+        if self.kept_state:
+            unwritten += (
+                f"; state kept outside the tables, not stored with the checkpoint: "
+                f"{', '.join(self.kept_state)} (a --resume starts without it; "
+                "check_replay_safety shows what that changes; the class's is put back "
+                "as it was after each replay)"
+            )
         if self.stale:
             unwritten += (
                 f"; changed in place but never handed back, so not stored as they stand: "
@@ -517,6 +528,8 @@ def replay(
             lineage=lineage,
         )
     instance = _instantiate(projection)
+    class_state = ClassState(type(instance))
+    fresh = _fresh(instance)  # before any handler runs, to compare the instance with
     counts = count_events(reader, source, where, until)
     cov = coverage(instance, counts, filtered=bool(where) or until is not None)
     total = int(counts["events"].sum()) if counts.height else 0
@@ -618,6 +631,8 @@ def replay(
             ][0]
             unwritten = _unwritten(con, schema, instance)
             stale = _stale(con, schema, runner)
+            kept = [f"self.{name}" for name in instance_changes(instance, fresh)] if fresh else []
+            kept += [f"{name} (on the class)" for name in class_state.changed()]
         except BaseException:
             writer.abandon()
             raise
@@ -626,6 +641,7 @@ def replay(
                 gc.unfreeze()
             writer.shutdown()
             con.close()
+            class_state.restore()  # a notebook's next replay starts as this one did
     return ReplayResult(
         projection=instance.name,
         version=instance.version,
@@ -646,6 +662,7 @@ def replay(
         resume=resume,
         unwritten=unwritten,
         stale=stale,
+        kept_state=kept,
         replaced=start.replaced,
         code_changed=start.code_changed,
     )
@@ -712,6 +729,15 @@ def _phases_frame(rows: list[tuple[str, float]]) -> pl.DataFrame:
     frame = pl.DataFrame(rows, schema={"phase": pl.String, "seconds": pl.Float64}, orient="row")
     total = frame["seconds"].sum()
     return frame.with_columns(share=pl.col("seconds") / total if total else pl.lit(0.0))
+
+
+def _fresh(instance: Projection) -> Projection | None:
+    """Another instance of ``instance``'s class, as a replay starts with (None when its
+    class cannot make one without arguments)."""
+    try:
+        return type(instance)()
+    except Exception:
+        return None
 
 
 def _instantiate(projection: Any) -> Projection:

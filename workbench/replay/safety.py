@@ -29,9 +29,7 @@ scenario's read model is held in memory, beside the clean one.
 
 from __future__ import annotations
 
-import copy
 import html
-import math
 import os
 import pickle
 import random
@@ -69,6 +67,7 @@ from workbench.replay.engine import (
     replayed,
     select_source,
 )
+from workbench.replay.kept_state import ClassState, instance_changes, same
 from workbench.replay.projection import Projection
 from workbench.replay.runner import Runner
 from workbench.replay.sql_projection import SqlProjection
@@ -346,7 +345,7 @@ def check_replay_safety(
     steps = _Steps(progress)
     steps.add(len(scenarios) + bool(determinism))
     kept: list[str] = []  # state on `self`: lost at a restart, invisible to the tables
-    class_state = _ClassState(cls)  # state on the class: outlives a restart, and this run
+    class_state = ClassState(cls)  # state on the class: outlives a restart, and this run
     handed: Snapshot = {}  # each row as last handed back with upsert()/update()
     clean, clean_errors = _run(cls, history, history.in_order(), kept, handed)
     on_class = class_state.changed()
@@ -537,7 +536,7 @@ def _run(
     delivery: Delivery,
     kept: list[str] | None = None,
     handed: Snapshot | None = None,
-    class_state: _ClassState | None = None,
+    class_state: ClassState | None = None,
 ) -> tuple[Snapshot, int]:
     """The tables after ``delivery``, and the failures of its handlers and upcasters;
     ``kept`` gets the names of attributes they changed on the projection instance,
@@ -557,13 +556,8 @@ def _run(
             runner.apply(events)
         runner.take_dead_letters()  # counted, not kept
     if kept is not None:
-        fresh = vars(cls())
-        kept.extend(
-            name
-            for instance in (runner.projection, decoder.projection)  # handlers', upcasters'
-            for name, value in vars(instance).items()
-            if (name not in fresh or not _same(fresh[name], value)) and name not in kept
-        )
+        for instance in (runner.projection, decoder.projection):  # handlers', upcasters'
+            kept.extend(n for n in instance_changes(instance, cls()) if n not in kept)
     snapshot = {name: state.rows for name, state in runner.states.items()}
     return snapshot, runner.failures + decoder.failures
 
@@ -614,45 +608,6 @@ def _handed_back(handed: Snapshot, clean: Snapshot, limit: int) -> ScenarioResul
     return result
 
 
-class _ClassState:
-    """The mutable containers (list, dict, set) on a projection's own classes: a handler
-    keeping state there (``Cls.seen.add(...)``) carries it from one in-process run into
-    the next, so each run starts from a copy of what the class held at first."""
-
-    def __init__(self, cls: type[Projection]) -> None:
-        self.saved: dict[tuple[type, str], Any] = {}
-        for klass in cls.__mro__:
-            if klass.__module__.startswith("workbench.") or klass is object:
-                continue  # the engine's own classes (and the examples') hold no run state
-            for name, value in vars(klass).items():
-                if isinstance(value, list | dict | set | bytearray) and not name.startswith("__"):
-                    try:
-                        self.saved[(klass, name)] = copy.deepcopy(value)
-                    except Exception:  # a lock, a connection: no run state to restore
-                        continue
-
-    def changed(self) -> list[str]:
-        """``Cls.name`` of each container the last run changed."""
-        return [
-            f"{klass.__name__}.{name}"
-            for (klass, name), value in self.saved.items()
-            if not _same(vars(klass).get(name), value)
-        ]
-
-    def restore(self) -> None:
-        for (klass, name), value in self.saved.items():
-            setattr(klass, name, copy.deepcopy(value))
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal rows, NaN equal to NaN (a handler computing NaN twice is deterministic)."""
-    if a == b:
-        return True
-    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
-        return all(_same(a[k], b[k]) for k in a)
-    return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
-
-
 #: Per table, the columns a clean replay does not write the same way twice, or
 #: None when its rows themselves differ (a key taken from the clock, say).
 Unstable = dict[str, set[str] | None]
@@ -674,9 +629,9 @@ def _differing(
             continue
         for key in clean_rows.keys() | other_rows.keys():
             a, b = clean_rows.get(key), other_rows.get(key)
-            if _same(a, b):
+            if same(a, b):
                 continue
-            if skip and a is not None and b is not None and _same(_but(a, skip), _but(b, skip)):
+            if skip and a is not None and b is not None and same(_but(a, skip), _but(b, skip)):
                 continue
             yield table, key
 
@@ -695,7 +650,7 @@ def _unstable(clean: Snapshot, second: Snapshot) -> Unstable:
             continue
         columns = found.setdefault(table, set())
         if columns is not None:
-            columns.update(c for c in a.keys() | b.keys() if not _same(a.get(c), b.get(c)))
+            columns.update(c for c in a.keys() | b.keys() if not same(a.get(c), b.get(c)))
     return found
 
 
@@ -744,7 +699,7 @@ def _lines(
     return [
         (table, shown, column, plain(clean.get(column)), plain(faulty.get(column)))
         for column in [*clean, *(c for c in faulty if c not in clean)]
-        if not _same(clean.get(column), faulty.get(column))
+        if not same(clean.get(column), faulty.get(column))
     ]
 
 
