@@ -682,7 +682,12 @@ def prepare_flush(
         except BadRow as exc:
             writers = writers or _Writers(writes, events, handler_of or {})
             if not skip_bad_rows:
-                raise ProjectionError(f"{exc}; {writers.of(state, exc.row)}") from None
+                # The last writer need not have set the bad value: dead-letter mode checks
+                # each write as it is made, and names the handler that did.
+                raise ProjectionError(
+                    f"{exc}; {writers.of(state, exc.row)} (perhaps not the writer of the "
+                    "bad value: --dead-letter checks each write as it is made)"
+                ) from None
             broken = bad_rows(state.table, change.upserts)
             for row, why in broken:
                 dead_letters.append(writers.of(state, row).dead_letter(source, f"BadRow: {why}"))
