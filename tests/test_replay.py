@@ -2104,6 +2104,20 @@ def test_rows_changed_in_place_and_never_handed_back_are_named(
     assert wb.replay(archive, Memories, into=tmp_path / "m.duckdb", flush_every=500).stale == []
 
 
+def test_a_where_filter_that_fails_on_the_events_is_the_users_error(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Valid SQL, so no early check caught it; it failed on the events as a bug (exit 3)."""
+    with pytest.raises(
+        ProjectionError,
+        match=r"^where filter \(--where\) 'event_type = 1' fails on the archive's events: "
+        r"Conversion Error",
+    ):
+        wb.replay(archive, Memories, into=tmp_path / "o.duckdb", where="event_type = 1")
+    args = ["replay", "--archive", str(archive), "--projection", "workbench.examples:Memories"]
+    assert cli.run([*args, "--into", str(tmp_path / "c.duckdb"), "--where", "event_type = 1"]) == 2
+
+
 def test_names_and_filters_that_would_reach_sql_as_something_else(
     archive: Path, tmp_path: Path
 ) -> None:

@@ -401,13 +401,23 @@ def count_events(
     """``event_type, schema_version, events`` of what a replay will read, and how many
     of them carry each of :data:`~workbench.replay.event.ENVELOPE_FIELDS` (``with_<field>``)."""
     carried = "".join(f", count({name})::BIGINT as with_{name}" for name in ENVELOPE_FIELDS)
-    return reader.stable(
-        lambda: reader.sql(
-            f"select event_type, schema_version, count(*)::BIGINT as events{carried} from events "
-            f"where {replayed(until, where)} group by event_type, schema_version order by all",
-            params={"source": source},
-        ).pl()
-    )
+    try:
+        return reader.stable(
+            lambda: reader.sql(
+                f"select event_type, schema_version, count(*)::BIGINT as events{carried} "
+                f"from events where {replayed(until, where)} "
+                "group by event_type, schema_version order by all",
+                params={"source": source},
+            ).pl()
+        )
+    except duckdb.Error as exc:
+        if not where:
+            raise
+        # Valid SQL that fails on the events themselves (event_type = 1 casts each type).
+        raise ProjectionError(
+            f"where filter (--where) {where!r} fails on the archive's events: "
+            f"{_duckdb.error_line(exc)}"
+        ) from None
 
 
 def replayed(until: int | None, where: str | None) -> str:
