@@ -1117,7 +1117,7 @@ def test_a_promoted_sql_version_is_not_rebuilt_in_place(archive: Path, tmp_path:
     with pytest.raises(ProjectionError, match="memories_sql_v1 is promoted"):
         wb.replay(archive, MEMORIES_SQL, into=into, where="false")
     broken = wb.SqlProjection("b", tables={"t": "select 1 as x"}, setup="select * from nowhere")
-    with pytest.raises(ProjectionError, match=r"SQL of table \(setup\) failed"):
+    with pytest.raises(ProjectionError, match=r"SQL of the setup failed"):
         wb.replay(archive, broken, into=into)
 
 
@@ -2102,6 +2102,28 @@ def test_rows_changed_in_place_and_never_handed_back_are_named(
         result.summary()
     )
     assert wb.replay(archive, Memories, into=tmp_path / "m.duckdb", flush_every=500).stale == []
+
+
+def test_declaration_mistakes_name_what_to_fix(archive: Path, tmp_path: Path) -> None:
+    """A bare @on registered nothing; a key column left undeclared and a broken lineage
+    query were named without the fix or the query that failed."""
+    with pytest.raises(ProjectionError, match=r"^@on takes the event types it handles"):
+
+        class Bare(wb.Projection):
+            @wb.on  # type: ignore[arg-type]
+            def created(self, event: Event, tables: Tables) -> None: ...
+
+    with pytest.raises(
+        ProjectionError,
+        match=r"^table key column order_id is not a declared column \(declared: orderid\): "
+        r"declare it, order_id=<type>; did you mean orderid\?",
+    ):
+        wb.Table(key="order_id", orderid=str)
+    broken = wb.SqlProjection(
+        "bl", tables={"t": "select 1 as x"}, keys={"t": "x"}, lineage={"t": "select nope"}
+    )
+    with pytest.raises(ProjectionError, match=r"^SQL of the lineage of t failed"):
+        wb.replay(archive, broken, into=tmp_path / "o.duckdb")
 
 
 def test_a_where_filter_that_fails_on_the_events_is_the_users_error(

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, TypeVar
 import pyarrow as pa
 
 from workbench._sql import ident
+from workbench._text import did_you_mean
 from workbench.errors import ProjectionError
 from workbench.replay.columns import ColumnType, column_type
 
@@ -70,7 +71,7 @@ class Table:
     >>> Table(key="x", y=int)
     Traceback (most recent call last):
     ...
-    workbench.errors.ProjectionError: table key column x is not a declared column
+    workbench.errors.ProjectionError: table key column x is not a declared column (declared: y): declare it, x=<type>
     """
 
     def __init__(
@@ -93,7 +94,11 @@ class Table:
                 raise ProjectionError(f"column {column}: {exc}") from None
         for column in self.key:
             if column not in types:
-                raise ProjectionError(f"table key column {column} is not a declared column")
+                raise ProjectionError(
+                    f"table key column {column} is not a declared column (declared: "
+                    f"{', '.join(types) or 'none'}): declare it, {column}=<type>"
+                    f"{did_you_mean(column, types)}"
+                )
         self.types = types
         self.columns: tuple[str, ...] = tuple(types)
 
@@ -126,6 +131,10 @@ def on(*event_types: str, any_version: bool = False) -> Callable[[F], F]:
     """
     if not event_types:
         raise ProjectionError("@on needs at least one event type")
+    if not all(isinstance(t, str) for t in event_types):  # a bare @on over a method
+        raise ProjectionError(
+            '@on takes the event types it handles, @on("MemoryCreated"); a bare @on names none'
+        )
 
     def mark(fn: F) -> F:
         _check_arity(fn, ("self", "event", "tables"), "@on")

@@ -138,7 +138,8 @@ class ScenarioResult:
         keys: dict[str, int] = {}
         for event_type in self.implicated_types:
             name = self._handler_of.get(event_type, event_type)
-            keys[name] = keys.get(name, 0) + self.implicated_keys.get(event_type, 0)
+            # A handler of several types: its worst one (a sum counted a key once per type).
+            keys[name] = max(keys.get(name, 0), self.implicated_keys.get(event_type, 0))
         return [f"{name} ({n:,} keys alone)" for name, n in keys.items()]
 
     #: Event type → its handler, for :meth:`_culprits`.

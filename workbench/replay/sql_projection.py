@@ -116,7 +116,7 @@ def replay_sql(
         )
         store.refuse_promoted(con, projection.schema())
         if projection.setup:
-            _run(con, projection.setup, "(setup)")
+            _run(con, projection.setup, "the setup")
         con.execute("begin")
         con.execute(f"drop schema if exists {schema} cascade")
         con.execute(f"create schema {schema}")
@@ -129,7 +129,7 @@ def replay_sql(
             con.execute(ddl.format(s=schema))
         for table, query in projection.tables.items():
             target = f"{schema}.{store.q(table)}"
-            _run(con, f"create table {target} as {query}", table)
+            _run(con, f"create table {target} as {query}", f"table {table}")
             key = projection.keys.get(table)
             if key:
                 _check_unique(con, target, table, key)
@@ -214,11 +214,12 @@ def _check_unique(
         )
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str, table: str, params: object = None) -> None:
+def _run(con: duckdb.DuckDBPyConnection, sql: str, what: str, params: object = None) -> None:
+    """Run ``sql``; an error names ``what`` ran it (``table t``, ``the lineage of t``)."""
     try:
         con.execute(sql, params)
     except duckdb.Error as exc:
-        raise ProjectionError(f"SQL of table {table} failed: {error_line(exc)}") from None
+        raise ProjectionError(f"SQL of {what} failed: {error_line(exc)}") from None
 
 
 def _write_lineage(
@@ -235,7 +236,7 @@ def _write_lineage(
         key = projection.keys[table]
         cols = ", ".join(map(store.q, key))
         same_key = " and ".join(f"l.{store.q(c)} is not distinct from i.{store.q(c)}" for c in key)
-        _run(con, f"create or replace temp table _wb_lineage as {query}", table)
+        _run(con, f"create or replace temp table _wb_lineage as {query}", f"the lineage of {table}")
         _run(
             con,
             f"insert into {s}._lineage_types select ((select coalesce(max(event_code) + 1, 0) "
