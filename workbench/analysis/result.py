@@ -52,6 +52,13 @@ class CheckResult:
         """An Altair chart of the result."""
         raise NotImplementedError
 
+    @property
+    def not_fully_checked(self) -> bool:
+        """Whether a source could not be looked at (its ``unchecked`` table has rows): no
+        clean pass, whatever ``found`` says."""
+        unchecked = getattr(self, "unchecked", None)
+        return isinstance(unchecked, pl.DataFrame) and unchecked.height > 0
+
     def highlights(self) -> dict[str, pl.DataFrame]:
         """The tables worth showing a person, findings first (CLI and report print these)."""
         return self.tables()

@@ -105,14 +105,7 @@ def archive_section(archive: Archive) -> Section:
 
 def check_section(result: CheckResult, title: str) -> Section:
     """A check's one-line summary, its chart and its highlight tables."""
-    unchecked = getattr(result, "unchecked", None)
-    status = (
-        "finding"
-        if result.found
-        else "unchecked"
-        if isinstance(unchecked, pl.DataFrame) and unchecked.height
-        else "ok"
-    )
+    status = "finding" if result.found else "unchecked" if result.not_fully_checked else "ok"
     section = Section(title, f"check-{result.name}", status)
     section.lines.append(result.summary())
     section.add_chart(_chart_or_none(result))
