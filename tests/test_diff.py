@@ -545,19 +545,13 @@ def test_a_file_this_process_holds_open_is_named_with_the_fix(tmp_path: Path) ->
 def test_a_struct_map_or_list_against_json_is_compared_by_meaning(tmp_path: Path) -> None:
     """A projection's nested column against a live jsonb: as text, {'a': 1} never
     equalled {"a": 1} and every row differed."""
-    path = tmp_path / "c.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute(
-            "create table c as select * from (values "
-            "(1, {'a': 1, 'b': [1, 2]}, MAP {'k': 1}, [1, 2]), "
-            "(2, {'a': 2, 'b': [3]}, MAP {'k': 2}, [3])) t(id, s, m, l)"
-        )
-        con.execute(
-            "create table live as select * from (values "
-            """(1, '{"b": [1,2], "a": 1}'::JSON, '{"k":1}'::JSON, '[1, 2]'::JSON), """
-            """(2, '{"a": 2, "b": [4]}'::JSON, '{"k":2}'::JSON, '[3]'::JSON)) t(id, s, m, l)"""
-        )
-    d = wb.diff(f"{path}:c", f"{path}:live", key="id")
+    d = _diff_of_values(
+        tmp_path,
+        "(1, {'a': 1, 'b': [1, 2]}, MAP {'k': 1}, [1, 2]), (2, {'a': 2, 'b': [3]}, MAP {'k': 2}, [3])",
+        """(1, '{"b": [1,2], "a": 1}'::JSON, '{"k":1}'::JSON, '[1, 2]'::JSON), """
+        """(2, '{"a": 2, "b": [4]}'::JSON, '{"k":2}'::JSON, '[3]'::JSON)""",
+        "id, s, m, l",
+    )
     assert d.summary.changed == 1
     assert d.rows("changed").select("id", "s__changed", "m__changed", "l__changed").rows() == [
         (2, True, False, False)
@@ -582,17 +576,20 @@ def test_lists_of_numbers_or_json_that_come_as_text_are_compared_by_value(
 ) -> None:
     """Postgres numeric[] and jsonb[] come as text lists: '[1.500, 2.000]' against
     '[1.5, 2]', and each JSON element's spacing, differed in every row."""
-    path = tmp_path / "c.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute(
-            "create table c as select * from (values "
-            "(1, [1.5, 2]::DECIMAL(18,3)[], ['{\"a\":1}'::JSON]), "
-            "(2, [3]::DECIMAL(18,3)[], ['{\"a\":2}'::JSON])) t(id, na, ja)"
-        )
-        con.execute(
-            "create table live as select * from (values "
-            "(1, ['1.5', '2'], ['{\"a\": 1}']), "
-            "(2, ['3.25'], ['{\"a\": 2}'])) t(id, na, ja)"
-        )
-    d = wb.diff(f"{path}:c", f"{path}:live", key="id")
+    d = _diff_of_values(
+        tmp_path,
+        "(1, [1.5, 2]::DECIMAL(18,3)[], ['{\"a\":1}'::JSON]), "
+        "(2, [3]::DECIMAL(18,3)[], ['{\"a\":2}'::JSON])",
+        "(1, ['1.5', '2'], ['{\"a\": 1}']), (2, ['3.25'], ['{\"a\": 2}'])",
+        "id, na, ja",
+    )
     assert d.rows("changed").select("id", "na__changed", "ja__changed").rows() == [(2, True, False)]
+
+
+def _diff_of_values(tmp_path: Path, candidate: str, live: str, columns: str) -> wb.Diff:
+    """The diff on ``id`` of two DuckDB tables of SQL ``values`` rows with ``columns``."""
+    path = tmp_path / "sides.duckdb"
+    with duckdb.connect(str(path)) as con:
+        for name, rows in (("c", candidate), ("live", live)):
+            con.execute(f"create table {name} as select * from (values {rows}) t({columns})")
+    return wb.diff(f"{path}:c", f"{path}:live", key="id")
