@@ -406,6 +406,27 @@ def test_drift_lists_events_without_a_version_with_the_version_they_fit(tmp_path
     assert drift.changes.select("from_version", "to_version", "change").rows() == [(1, 2, "added")]
 
 
+def test_the_field_an_archiver_took_the_version_from_is_no_drift(tmp_path: Path) -> None:
+    """The eventsourcing library writes class_version into a state from version 2 on:
+    every upgraded type showed "added class_version", which is the version itself."""
+    from workbench.archive import ArchiverRun
+
+    data = ['{"a": 1}'] * 30 + ['{"a": 1, "b": 2, "class_version": 2}'] * 30
+    for source, options in (("es", ["preset=eventsourcing"]), ("plain", ["preset=generic"])):
+        ArchiveWriter(tmp_path, source).append(
+            table(list(range(1, 61)), event_type=["T"] * 60,
+                  schema_version=[1] * 30 + [2] * 30, data=data)
+        )  # fmt: skip
+        with ArchiverRun(tmp_path, source, "archive_postgres") as run:
+            run.record(options)
+    changes = wb.open_archive(tmp_path).schema_drift().changes
+    assert changes.select("source", "change", "field").sort("source", "field").rows() == [
+        ("es", "added", "b"),
+        ("plain", "added", "b"),
+        ("plain", "added", "class_version"),
+    ]
+
+
 def test_drift_of_a_source_with_no_json_payload_is_said_to_be_unchecked(tmp_path: Path) -> None:
     """Rails Event Store's default YAML, a binary format: data is null in every event
     (the bytes are in payload), so no field can drift; "0 changes" alone read as clean."""

@@ -63,11 +63,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import polars as pl
+import pyarrow as pa
 
 from workbench._text import as_text
 from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
 from workbench.analysis.result import CheckResult
-from workbench.archive import ArchiveReader
+from workbench.archive import ArchiveReader, recorded_mappings
 from workbench.errors import ArchiveError
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ select ev.source, ev.global_position, ev.event_type, ev.schema_version, e.key as
             when e.type = 'VARCHAR' then 'string'
             else lower(e.type) end as type
 from ev, json_each(ev.j) as e
+where not exists (select 1 from {versions} v where v.source = ev.source and v.field = e.key)
 """
 
 # Events per source, type and version: every event of a type, whatever its data.
@@ -459,7 +461,9 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
     kv = f"_wb_kv_{uuid.uuid4().hex[:12]}"
     fields_table = f"_wb_fields_{uuid.uuid4().hex[:12]}"
     con = reader.con
-    con.execute(f"create temp table {kv} as {_KV}")
+    markers = f"_wb_version_fields_{uuid.uuid4().hex[:12]}"
+    con.register(markers, version_fields(reader))
+    con.execute(f"create temp table {kv} as {_KV.format(versions=markers)}")
     try:
         con.execute(f"create temp table {fields_table} as " + _FIELDS.format(kv=kv, counts=_COUNTS))
         params = {"tolerance": tolerance}
@@ -483,6 +487,7 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
     finally:
         con.execute(f"drop table if exists {kv}")
         con.execute(f"drop table if exists {fields_table}")
+        con.unregister(markers)
     return Drift(
         fields=fields,
         changes=changes,
@@ -492,6 +497,40 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
         versions=int(versions),
         unchecked=find_unchecked(reader, [_NEEDS_DATA]),
     )
+
+
+def version_fields(reader: ArchiveReader) -> pa.Table:
+    """``source, field``: the field of ``data`` each source's archiver took the schema
+    version from (the eventsourcing library's ``class_version``, a ``--map
+    schema_version=data:NAME``). It is the version, not a field of it: the library
+    writes it from version 2 on, and every upgraded type showed "added class_version".
+
+    >>> import tempfile
+    >>> from workbench.archive import ArchiveWriter, ArchiverRun
+    >>> root = tempfile.mkdtemp()
+    >>> with ArchiverRun(root, "pg", "archive_postgres") as run:
+    ...     run.record(["preset=eventsourcing"])
+    >>> version_fields(ArchiveReader(root)).to_pylist()
+    [{'source': 'pg', 'field': 'class_version'}]
+    """
+    found: dict[str, str] = {}
+    for source, options in recorded_mappings(reader.root).items():
+        field = _EVENTSOURCING_VERSION if "preset=eventsourcing" in options else None
+        for option in options:
+            name, _, spec = option.partition("=")
+            if name.strip() == "schema_version":
+                path = spec.strip().removeprefix("data:")
+                field = path if spec.strip().startswith("data:") and "." not in path else None
+        if field is not None:
+            found[source] = field
+    return pa.table(
+        {"source": list(found), "field": list(found.values())},
+        schema=pa.schema([("source", pa.string()), ("field", pa.string())]),
+    )
+
+
+#: Where the eventsourcing library keeps an event's class version in its state.
+_EVENTSOURCING_VERSION = "class_version"
 
 
 #: What the drift check needs of an event: a payload in ``data`` (JSON, as archived).
