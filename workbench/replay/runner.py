@@ -326,7 +326,7 @@ _BATCH_INDEX = 6
 
 
 def _raw_data(event: Event) -> Any:
-    """The archived ``data`` text of an event whose decoded ``data`` is None."""
+    """The archived ``data`` text of an event, as stored (before decoding)."""
     return event[_BATCH_INDEX].get("data", event[_BATCH_INDEX + 1])
 
 

@@ -334,38 +334,28 @@ class TableState:
         key_of_id = self._key_of_id
         return [key_of_id[i] for i in row_ids.tolist() if i in key_of_id]
 
-    def _refuse_rekeyed(self, keys: list[Any]) -> None:
-        """Refuse a stored row whose key columns changed after it was handed over: one
-        dict reused for several rows (``row["line_no"] = n; upsert(row)`` in a loop) left
-        the earlier keys holding the last row, and those rows were lost in silence."""
+    def take_changes(self, written: np.ndarray) -> Changes:
+        """What to flush after writes of the distinct ``written`` row ids (of any table)."""
         rows, key_of = self.rows, self._key
-        for key in keys:
+        upserts, deletes = [], []
+        for key in self.keys_of(written):
             row = rows.get(key)
             if row is None:
+                deletes.append(key)
                 continue
-            try:
-                now = key_of(row)
-            except KeyError:
-                now = None
-            if not _same_key(now, key):
+            # A row whose key columns changed after it was handed over (one dict reused
+            # for several rows, ``row["line_no"] = n; upsert(row)``) left the earlier keys
+            # holding the last row: those rows were lost in silence.
+            now = _key_or_none(key_of, row)
+            if now is not key and now != key:
                 raise ProjectionError(
                     f"table {self.table.name}: the row stored under key {key!r} now has key "
                     f"{now!r}: a handler changed its key after handing it to upsert() (one "
                     "dict reused for several rows?); give each row a dict of its own "
                     "(upsert(dict(row)))"
                 )
-
-    def take_changes(self, written: np.ndarray) -> Changes:
-        """What to flush after writes of the distinct ``written`` row ids (of any table)."""
-        rows = self.rows
-        keys = self.keys_of(written)
-        self._refuse_rekeyed(keys)
-        changes = Changes(
-            upserts=[rows[k] for k in keys if k in rows],
-            deletes=[k for k in keys if k not in rows],
-            new_ids=self._new_ids,
-            new_keys=self._new_keys,
-        )
+            upserts.append(row)
+        changes = Changes(upserts, deletes, new_ids=self._new_ids, new_keys=self._new_keys)
         self._new_ids, self._new_keys = [], []
         # A deleted row's id is not needed after this flush (written again, it
         # gets a new one): the maps follow the live rows, not every key ever seen.
@@ -374,8 +364,12 @@ class TableState:
         return changes
 
 
-def _same_key(a: Any, b: Any) -> bool:
-    return a is b or a == b
+def _key_or_none(key_of: Callable[[dict[str, Any]], Any], row: dict[str, Any]) -> Any:
+    """The key of ``row``, or None when a key column was taken out of it."""
+    try:
+        return key_of(row)
+    except KeyError:
+        return None
 
 
 #: The Python type of a key column's values, for naming a key of the wrong type.
