@@ -506,6 +506,28 @@ def test_drift_finds_a_rename_without_a_new_version(tmp_path: Path) -> None:
     assert "shapes" in drift.highlights()
 
 
+def test_drift_reads_shapes_whatever_the_keys_and_payloads(tmp_path: Path) -> None:
+    """Keys with JSON-pointer characters, a nested empty object and payloads that are no
+    object: the rename is counted on the events by its key, the array event lacks the
+    required field, and an empty object is an object."""
+    data = (
+        ['{"a/b": 5, "meta": {}}'] * 30
+        + ['{"a~b": 500, "meta": {"k": 1}}'] * 5
+        + ['{"a/b": 5, "meta": {}}'] * 2
+        + ['{"a~b": 500, "meta": {"k": 1}}'] * 23
+        + ["[1, 2]"]
+    )
+    ArchiveWriter(tmp_path, "s").append(
+        table(list(range(1, 62)), event_type=["Deposited"] * 61, data=data)
+    )
+    drift = wb.open_archive(tmp_path).schema_drift()
+    assert drift.shapes.select(
+        "field", "present", "new_field", "new_present", "renamed"
+    ).rows() == [("a/b", 32, "a~b", 28, True)]
+    assert drift.mismatches.select("global_position", "missing").rows() == [(61, ["meta"])]
+    assert drift.fields.filter(pl.col("field") == "meta")["types"].to_list() == [["object"]]
+
+
 def test_two_fields_mixed_throughout_are_two_shapes_by_design_not_a_finding(
     tmp_path: Path,
 ) -> None:

@@ -79,21 +79,42 @@ __all__ = ["MIN_SHAPE_EVENTS", "Drift", "find_drift"]
 #: Fewest events each of two exclusive fields needs before they count as two shapes.
 MIN_SHAPE_EVENTS: Final[int] = 20
 
-# One row per (event, top-level field) with a portable JSON type name. Integers and
-# fractions are one type, number, as in JSON: System.Text.Json writes a whole double
-# as 1, so "integer" against "number" would flag every .NET event store as drifting.
-_KV = """
-with ev as (
-    select source, global_position, event_type, schema_version, data::json as j
-    from (select * from events where event_type is not null and json_valid(data))
-    where json_type(data::json) = 'OBJECT'
+# An event's shape is its payload's JSON structure (DuckDB's json_structure: keys and
+# value types, as text). Events are counted per distinct shape in one streaming pass,
+# so every later table is computed from a few shapes, not from a row per event and
+# field (that took a GB per million events). ``h`` finds an event's shape again.
+_STRUCTURE = "json_structure({data}::json)::varchar"
+
+_SIGNATURES = f"""
+select source, event_type, schema_version, structure, hash(structure) as h, count(*) as n,
+       min(global_position) as first_position, max(global_position) as last_position
+from (
+    select source, global_position, event_type, schema_version,
+           {_STRUCTURE.format(data="data")} as structure
+    from events where event_type is not null and json_valid(data)
 )
-select ev.source, ev.global_position, ev.event_type, ev.schema_version, e.key as field,
-       case when e.type in ('UBIGINT', 'BIGINT', 'HUGEINT', 'DOUBLE') then 'number'
-            when e.type = 'VARCHAR' then 'string'
-            else lower(e.type) end as type
-from ev, json_each(ev.j) as e
-where not exists (select 1 from {versions} v where v.source = ev.source and v.field = e.key)
+group by all
+"""
+
+# One row per (shape, top-level field) with a portable JSON type name, ``n`` events
+# carrying it. Integers and fractions are one type, number, as in JSON:
+# System.Text.Json writes a whole double as 1, so "integer" against "number" would
+# flag every .NET event store as drifting. A field json_structure calls JSON is an
+# empty object (or one key given twice with two types). A payload that is no object
+# (an array, a scalar) has no fields.
+_KV = """
+select s.source, s.event_type, s.schema_version, s.h, s.n, s.first_position, s.last_position,
+       e.key as field,
+       case when e.type = 'OBJECT' then 'object'
+            when e.type = 'ARRAY' then 'array'
+            when e.value ->> '$' in ('UBIGINT', 'BIGINT', 'HUGEINT', 'UHUGEINT', 'DOUBLE')
+                then 'number'
+            when e.value ->> '$' = 'VARCHAR' then 'string'
+            when e.value ->> '$' = 'JSON' then 'object'
+            else lower(e.value ->> '$') end as type
+from {signatures} s, json_each(s.structure::json) as e
+where starts_with(s.structure, '{{')
+  and not exists (select 1 from {versions} v where v.source = s.source and v.field = e.key)
 """
 
 # Events per source, type and version: every event of a type, whatever its data.
@@ -105,7 +126,7 @@ from events where event_type is not null group by all
 
 _FIELDS = """
 with types as (
-    select source, event_type, schema_version, field, type, count(*) as n from {kv} group by all
+    select source, event_type, schema_version, field, type, sum(n) as n from {kv} group by all
 )
 select t.source, t.event_type, t.schema_version, t.field,
        arg_max(t.type, t.n) filter (where t.type <> 'null') as type,
@@ -172,14 +193,14 @@ join core b on b.source = s.source and b.event_type = s.event_type
 where a.type is distinct from b.type
 """
 
-# Per event: which required fields it lacks, which foreign fields or rare
-# types it has; then, for the events that do not fit, the version they fit.
-# Events without a version are a group of their own in `fields` (joins are
-# null-safe) and are always listed: they declare no version to fit.
+# Per shape: which required fields it lacks, which foreign fields or rare types it
+# has, and for the shapes that do not fit, the version they fit; then the events of
+# those shapes. Events without a version are a group of their own in `fields` (joins
+# are null-safe) and are always listed: they declare no version to fit.
 _MISMATCHES = """
 with f as (select *, present::double / events as share from {fields}),
 typeshare as (
-    select source, event_type, schema_version, field, type, count(*)::double as n
+    select source, event_type, schema_version, field, type, sum(n)::double as n
     from {kv} group by all
 ),
 req as (
@@ -190,8 +211,8 @@ core as (
     select source, event_type, schema_version, list(field order by field) as fields
     from f where share >= $tolerance group by all
 ),
-per_event as (
-    select kv.source, kv.global_position, kv.event_type, kv.schema_version,
+per_shape as (
+    select kv.source, kv.h, kv.event_type, kv.schema_version,
            list(kv.field order by kv.field) as fields,
            list(kv.field order by kv.field) filter (where f.share < $tolerance) as unexpected,
            list(kv.field order by kv.field) filter (
@@ -203,21 +224,22 @@ per_event as (
     join typeshare ts on ts.source = kv.source and ts.event_type = kv.event_type
          and ts.field = kv.field and ts.type = kv.type
          and ts.schema_version is not distinct from kv.schema_version
-    group by all
+    group by kv.source, kv.h, kv.event_type, kv.schema_version
 ),
-all_events as (
-    select e.source, e.global_position, e.event_id, e.event_type, e.schema_version,
+all_shapes as (
+    select s.source, s.h, s.event_type, s.schema_version,
            coalesce(p.fields, []) as fields, coalesce(p.unexpected, []) as unexpected,
            coalesce(p.retyped, []) as retyped,
            list_filter(coalesce(r.fields, []), lambda x: not list_contains(coalesce(p.fields, []), x))
                as missing
-    from events e
-    left join per_event p using (source, global_position)
-    left join req r on r.source = e.source and r.event_type = e.event_type
-         and r.schema_version is not distinct from e.schema_version
-    where e.event_type is not null and json_valid(e.data)
-)
-select a.source, a.global_position, a.event_id, a.event_type, a.schema_version,
+    from {signatures} s
+    left join per_shape p on p.source = s.source and p.h = s.h and p.event_type = s.event_type
+         and p.schema_version is not distinct from s.schema_version
+    left join req r on r.source = s.source and r.event_type = s.event_type
+         and r.schema_version is not distinct from s.schema_version
+),
+unfit as (
+select a.source, a.h, a.event_type, a.schema_version,
        concat_ws('; ',
            case when a.schema_version is null
                 then 'no schema_version (none, or not an integer, in the store)' end,
@@ -234,9 +256,16 @@ select a.source, a.global_position, a.event_id, a.event_type, a.schema_version,
           and c.schema_version is not null
           and list_has_all(a.fields, r.fields) and list_has_all(c.fields, a.fields))
            as likely_version
-from all_events a
+from all_shapes a
 where len(a.missing) > 0 or len(a.unexpected) > 0 or len(a.retyped) > 0
    or a.schema_version is null
+)
+select e.source, e.global_position, e.event_id, e.event_type, e.schema_version,
+       u.* exclude (source, h, event_type, schema_version)
+from events e join unfit u on u.source = e.source and u.event_type = e.event_type
+     and u.schema_version is not distinct from e.schema_version
+     and u.h = hash({structure})
+where e.event_type is not null and json_valid(e.data)
 """
 
 # Two shapes under one version (an unversioned rename, or two producers disagreeing):
@@ -244,8 +273,9 @@ where len(a.missing) > 0 or len(a.unexpected) > 0 or len(a.retyped) > 0
 # and a $tolerance share, and between them in nearly every event (>= 1 - $tolerance),
 # so one field goes by two names. Independent optional fields fail the last test, and
 # a field in almost every event already makes the other's events mismatches.
-# Co-occurrence is counted per signature (the candidate fields an event carries; few
-# distinct ones), not per pair of events, so it is one pass over the fields.
+# Co-occurrence is counted per signature (the candidate fields a shape carries), not
+# per pair of events. How many of the old field's events come before the new one's
+# first is counted on the events (_RENAMED), for the few pairs found.
 _SHAPES = """
 with f as (
     select source, event_type, schema_version, field, present, events from {fields}
@@ -262,18 +292,19 @@ candidates as (
     select source, event_type, schema_version, a_field as field from pairs
     union select source, event_type, schema_version, b_field from pairs
 ),
-per_event as (
-    select kv.source, kv.event_type, kv.schema_version, kv.global_position,
-           list_sort(list(kv.field)) as fields
+per_shape as (
+    select kv.source, kv.event_type, kv.schema_version, kv.h, any_value(kv.n) as n,
+           any_value(kv.first_position) as first_position,
+           any_value(kv.last_position) as last_position, list_sort(list(kv.field)) as fields
     from {kv} kv semi join candidates c on c.source = kv.source
          and c.event_type = kv.event_type and c.field = kv.field
          and c.schema_version is not distinct from kv.schema_version
-    group by all
+    group by kv.source, kv.event_type, kv.schema_version, kv.h
 ),
 signatures as (
-    select source, event_type, schema_version, fields, count(*) as n,
-           min(global_position) as first_position, max(global_position) as last_position
-    from per_event group by all
+    select source, event_type, schema_version, fields, sum(n) as n,
+           min(first_position) as first_position, max(last_position) as last_position
+    from per_shape group by all
 ),
 stats as (
     select p.source, p.event_type, p.schema_version, p.events, p.a_field, p.a_present,
@@ -289,34 +320,39 @@ stats as (
     group by all
 ),
 -- The older shape is the one seen first; the new one's first event is where it begins.
-shaped as (
-    select source, event_type, schema_version, events,
+select source, event_type, schema_version, events,
            case when a_first < b_first then a_field else b_field end as field,
            case when a_first < b_first then a_present else b_present end as present,
            case when a_first < b_first then a_last else b_last end as last_position,
            case when a_first < b_first then b_field else a_field end as new_field,
            case when a_first < b_first then b_present else a_present end as new_present,
            greatest(a_first, b_first) as first_new_position
-    from stats where together is null
-)
--- A rename happens once: most of the old field's events come before the new field's
--- first. Two fields mixed throughout (an email or a phone) are two shapes by design.
+from stats where together is null
+"""
+
+# A rename happens once: most of the old field's events come before the new field's
+# first. Two fields mixed throughout (an email or a phone) are two shapes by design.
+_RENAMED = """
 select * exclude (old_before), old_before * 2 >= present as renamed from (
-    select s.*, count(*) filter (where e.global_position < s.first_new_position) as old_before
-    from shaped s join per_event e on e.source = s.source and e.event_type = s.event_type
+    select s.*, count(e.global_position) as old_before
+    from {shaped} s left join events e on e.source = s.source and e.event_type = s.event_type
          and e.schema_version is not distinct from s.schema_version
-         and list_contains(e.fields, s.field)
+         and e.global_position < s.first_new_position
+         and json_valid(e.data) and json_type(e.data::json) = 'OBJECT'
+         and json_exists(e.data::json, '/' || replace(replace(s.field, '~', '~0'), '/', '~1'))
     group by all
 )
 """
+
+_NO_RENAMES = "select *, true as renamed from {shaped}"
 
 # A field of two JSON types in one version, each in at least a $tolerance share of the
 # events carrying it (a rarer type makes its events mismatches instead): one producer
 # writes "12.30" where another writes 12.3, and a handler must read both.
 _MIXED = """
 with t as (
-    select source, event_type, schema_version, field, type, count(*) as n,
-           min(global_position) as first_position
+    select source, event_type, schema_version, field, type, sum(n) as n,
+           min(first_position) as first_position
     from {kv} where type <> 'null' group by all
 ),
 shared as (
@@ -458,36 +494,50 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
             "from a half up, every field is both always there and hardly ever"
         )
     reader.refresh_if_stale()
-    kv = f"_wb_kv_{uuid.uuid4().hex[:12]}"
-    fields_table = f"_wb_fields_{uuid.uuid4().hex[:12]}"
     con = reader.con
-    markers = f"_wb_version_fields_{uuid.uuid4().hex[:12]}"
-    con.register(markers, version_fields(reader))
-    con.execute(f"create temp table {kv} as {_KV.format(versions=markers)}")
+    tables = {
+        name: f"_wb_{name}_{uuid.uuid4().hex[:12]}"
+        for name in ("signatures", "kv", "fields", "shaped", "version_fields")
+    }
+    names = {**tables, "structure": _STRUCTURE.format(data="e.data")}
+    con.register(tables["version_fields"], version_fields(reader))
     try:
-        con.execute(f"create temp table {fields_table} as " + _FIELDS.format(kv=kv, counts=_COUNTS))
+        con.execute(f"create temp table {tables['signatures']} as {_SIGNATURES}")
+        kv = _KV.format(signatures=tables["signatures"], versions=tables["version_fields"])
+        con.execute(f"create temp table {tables['kv']} as {kv}")
+        con.execute(
+            f"create temp table {tables['fields']} as "
+            + _FIELDS.format(kv=tables["kv"], counts=_COUNTS)
+        )
         params = {"tolerance": tolerance}
 
         def frame(query: str, order: str, extra: dict[str, object] | None = None) -> pl.DataFrame:
-            sql = f"select * from ({query.format(fields=fields_table, kv=kv)}) order by {order}"
+            sql = f"select * from ({query.format(**names)}) order by {order}"
             return reader.sql(sql, {**params, **(extra or {})}).pl()
 
         fields = reader.sql(
-            f"select * from {fields_table} order by source, event_type, schema_version, field"
+            f"select * from {tables['fields']} order by source, event_type, schema_version, field"
         ).pl()
         changes = frame(_CHANGES, "source, event_type, from_version, change, field")
         mismatches = frame(_MISMATCHES, "source, global_position")
-        shapes = frame(
-            _SHAPES,
-            "source, event_type, schema_version, first_new_position, field, new_field",
-            {"min_events": MIN_SHAPE_EVENTS},
+        shapes_sql = _SHAPES.format(**names)
+        con.execute(
+            f"create temp table {tables['shaped']} as {shapes_sql}",
+            {**params, "min_events": MIN_SHAPE_EVENTS},
         )
+        # Telling a rename from two shapes by design reads the events: only when found.
+        found = con.execute(f"select count(*) from {tables['shaped']}").fetchall()[0][0]
+        shapes = reader.sql(
+            f"select * from ({(_RENAMED if found else _NO_RENAMES).format(**names)}) order by "
+            "source, event_type, schema_version, first_new_position, field, new_field"
+        ).pl()
         mixed = frame(_MIXED, "source, event_type, schema_version, field")
         versions = reader.sql(f"select count(*) from ({_COUNTS})").fetchall()[0][0]
     finally:
-        con.execute(f"drop table if exists {kv}")
-        con.execute(f"drop table if exists {fields_table}")
-        con.unregister(markers)
+        for name, table in tables.items():
+            if name != "version_fields":
+                con.execute(f"drop table if exists {table}")
+        con.unregister(tables["version_fields"])
     return Drift(
         fields=fields,
         changes=changes,
