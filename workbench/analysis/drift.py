@@ -79,18 +79,19 @@ __all__ = ["MIN_SHAPE_EVENTS", "Drift", "find_drift"]
 #: Fewest events each of two exclusive fields needs before they count as two shapes.
 MIN_SHAPE_EVENTS: Final[int] = 20
 
-# An event's shape is its payload's JSON structure (DuckDB's json_structure: keys and
-# value types, as text). Events are counted per distinct shape in one streaming pass,
-# so every later table is computed from a few shapes, not from a row per event and
-# field (that took a GB per million events). ``h`` finds an event's shape again.
-_STRUCTURE = "json_structure({data}::json)::varchar"
+# An event's shape is its payload's top-level keys and their JSON types, in order (none
+# for a payload that is no object). Events are counted per distinct shape in one
+# streaming pass, so every later table is computed from a few shapes, not from a row
+# per event and field (that took a GB per million events). ``h`` finds an event's
+# shape again.
+_SHAPE = "{{'fields': json_keys({data}::json), 'types': json_type({data}::json, '$.*')}}"
 
 _SIGNATURES = f"""
-select source, event_type, schema_version, structure, hash(structure) as h, count(*) as n,
+select source, event_type, schema_version, shape, hash(shape) as h, count(*) as n,
        min(global_position) as first_position, max(global_position) as last_position
 from (
     select source, global_position, event_type, schema_version,
-           {_STRUCTURE.format(data="data")} as structure
+           {_SHAPE.format(data="data")} as shape
     from events where event_type is not null and json_valid(data)
 )
 group by all
@@ -99,22 +100,18 @@ group by all
 # One row per (shape, top-level field) with a portable JSON type name, ``n`` events
 # carrying it. Integers and fractions are one type, number, as in JSON:
 # System.Text.Json writes a whole double as 1, so "integer" against "number" would
-# flag every .NET event store as drifting. A field json_structure calls JSON is an
-# empty object (or one key given twice with two types). A payload that is no object
-# (an array, a scalar) has no fields.
+# flag every .NET event store as drifting.
 _KV = """
-select s.source, s.event_type, s.schema_version, s.h, s.n, s.first_position, s.last_position,
-       e.key as field,
-       case when e.type = 'OBJECT' then 'object'
-            when e.type = 'ARRAY' then 'array'
-            when e.value ->> '$' in ('UBIGINT', 'BIGINT', 'HUGEINT', 'UHUGEINT', 'DOUBLE')
-                then 'number'
-            when e.value ->> '$' = 'VARCHAR' then 'string'
-            when e.value ->> '$' = 'JSON' then 'object'
-            else lower(e.value ->> '$') end as type
-from {signatures} s, json_each(s.structure::json) as e
-where starts_with(s.structure, '{{')
-  and not exists (select 1 from {versions} v where v.source = s.source and v.field = e.key)
+select * exclude (json_type),
+       case when json_type in ('UBIGINT', 'BIGINT', 'HUGEINT', 'UHUGEINT', 'DOUBLE') then 'number'
+            when json_type = 'VARCHAR' then 'string'
+            else lower(json_type) end as type
+from (
+    select source, event_type, schema_version, h, n, first_position, last_position,
+           unnest(shape.fields) as field, unnest(shape.types) as json_type
+    from {signatures}
+) s
+where not exists (select 1 from {versions} v where v.source = s.source and v.field = s.field)
 """
 
 # Events per source, type and version: every event of a type, whatever its data.
@@ -264,7 +261,7 @@ select e.source, e.global_position, e.event_id, e.event_type, e.schema_version,
        u.* exclude (source, h, event_type, schema_version)
 from events e join unfit u on u.source = e.source and u.event_type = e.event_type
      and u.schema_version is not distinct from e.schema_version
-     and u.h = hash({structure})
+     and u.h = hash({shape})
 where e.event_type is not null and json_valid(e.data)
 """
 
@@ -499,7 +496,7 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
         name: f"_wb_{name}_{uuid.uuid4().hex[:12]}"
         for name in ("signatures", "kv", "fields", "shaped", "version_fields")
     }
-    names = {**tables, "structure": _STRUCTURE.format(data="e.data")}
+    names = {**tables, "shape": _SHAPE.format(data="e.data")}
     con.register(tables["version_fields"], version_fields(reader))
     try:
         con.execute(f"create temp table {tables['signatures']} as {_SIGNATURES}")
