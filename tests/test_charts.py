@@ -17,6 +17,7 @@ import pytest
 
 import workbench as wb
 from workbench import charts
+from workbench.errors import ArgumentError
 from workbench.scenario import generate
 
 
@@ -214,7 +215,7 @@ def test_html_needs_no_network(archive: wb.Archive) -> None:
     sources = re.findall(r"<script[^>]*\bsrc=[\"']([^\"']+)", html)
     assert not [s for s in sources if s.startswith(("http", "//"))]
     assert "vega-lite" in html.lower() and len(html) > 500_000  # the libraries are inlined
-    with pytest.raises(ValueError, match=r"use \.png, \.svg or \.html"):
+    with pytest.raises(ArgumentError, match=r"use \.png, \.svg or \.html"):
         charts.save(archive.duplicates().chart(), "chart.pdf")
 
 

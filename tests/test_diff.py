@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import workbench as wb
+from workbench._text import Text
 from workbench.errors import DiffError
 
 
@@ -71,6 +72,7 @@ def test_planted_differences_are_counted_exactly() -> None:
     assert s.identical == 94 - 6
     assert (s.candidate_rows, s.live_rows) == (96, 100)
     assert d.summary() == str(s) and "changed: 6" in d.summary()  # summary() as elsewhere
+    assert isinstance(d.summary(), Text)  # a notebook prints its lines, not a quoted string
     cols = {r["column"]: r for r in s.columns.to_dicts()}
     assert cols["accesses"]["changed"] == 3 and cols["accesses"]["max_abs_diff"] == 1.0
     assert cols["title"]["changed"] == 1 and cols["title"]["max_abs_diff"] is None

@@ -30,7 +30,7 @@ import pytest
 import workbench as wb
 from workbench import cli
 from workbench.archive import ArchiveReader, ArchiveWriter
-from workbench.errors import ArchiveError, ProjectionError
+from workbench.errors import ArchiveError, ArgumentError, ProjectionError
 from workbench.examples import MEMORIES_SQL, Memories
 from workbench.replay import Event, Tables, lineage_key, load_projection
 from workbench.replay.batches import prefetch, read_batches
@@ -768,6 +768,10 @@ def test_a_resume_of_a_few_events_gives_no_rebuild_estimate(archive: Path, tmp_p
     assert f"{few.events_applied} events are too few to estimate a rebuild from" in few.summary()
     with pytest.raises(ProjectionError, match="too few to estimate a rebuild from"):
         few.estimate(5_000_000)  # the summary says there is none: so does the method
+    full = wb.replay(archive, Memories, into=tmp_path / "full.duckdb")
+    assert full.estimate(50_000_000) > full.estimate(4_000) > dt.timedelta(0)
+    with pytest.raises(ArgumentError, match=r"estimate\('50M'\): a number of events"):
+        full.estimate("50M")  # type: ignore[arg-type]
     nothing = wb.replay(archive, Memories, into=tmp_path / "none.duckdb", where="false")
     with pytest.raises(ProjectionError, match="0 events applied: too few to estimate"):
         nothing.estimate()
@@ -1808,6 +1812,32 @@ def test_every_part_of_a_key_and_a_delete_are_checked_for_their_type() -> None:
     with pytest.raises(ProjectionError, match=r"a datetime; its key day is DATE"):
         days.delete(dt.datetime(2024, 5, 1))
     assert days.get(dt.date(2024, 5, 1)) is None
+
+
+def test_a_table_gives_a_row_by_its_key_as_a_dict_does() -> None:
+    """``tables.x[key]`` as a user tries it: the row, a KeyError naming the table, or the
+    key-type refusal."""
+    from workbench.replay.state import TableState, WriteLog
+
+    orders = wb.Table(key="order_id", order_id=uuid.UUID, total=int)
+    orders.name = "orders"
+    state = TableState(orders, WriteLog())
+    key = uuid.uuid4()
+    row = state.upsert({"order_id": key, "total": 5})
+    assert state[key] is row
+    with pytest.raises(KeyError, match="table orders: no row with key UUID"):
+        state[uuid.uuid4()]
+    with pytest.raises(ProjectionError, match="a str; its key order_id is UUID"):
+        state[str(key)]
+
+
+def test_a_library_call_that_cannot_bind_is_one_line_of_the_callers_mistake(
+    archive: Path,
+) -> None:
+    with pytest.raises(ArgumentError, match=r"^replay\(\): missing a required argument: 'into'$"):
+        wb.replay(archive, Memories)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):  # still what Python code expects of a bad call
+        wb.replay(archive, Memories, into="x.duckdb", nonsense=1)  # type: ignore[call-arg]
 
 
 class SeenOnTheClassOnce(Memories):

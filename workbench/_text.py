@@ -89,12 +89,22 @@ def as_text(method: Callable[P, str]) -> Callable[P, Text]:
 class Duration(dt.timedelta):
     """A timedelta a notebook shows as a person reads it (``≈ 6.9 min``).
 
-    >>> d = Duration(seconds=415)
-    >>> d == dt.timedelta(seconds=415), str(d)
-    (True, '0:06:55')
+    In text (an f-string) it is a timedelta to the second: an estimate has no
+    microseconds worth reading.
+
+    >>> d = Duration(seconds=415.3)
+    >>> d == dt.timedelta(seconds=415.3), str(d), f"{Duration(seconds=0.25)}"
+    (True, '0:06:55', '0:00:00.250000')
     """
 
     __slots__ = ()
+
+    def __str__(self) -> str:
+        if self >= dt.timedelta(seconds=1):
+            return str(
+                dt.timedelta(days=self.days, seconds=round(self.seconds + self.microseconds / 1e6))
+            )
+        return super().__str__()
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(f"≈ {duration(self.total_seconds())} ({self})")

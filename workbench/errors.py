@@ -15,6 +15,7 @@ from pathlib import Path
 
 __all__ = [
     "ArchiveError",
+    "ArgumentError",
     "DiffError",
     "EnvelopeError",
     "MappingError",
@@ -49,6 +50,11 @@ class WorkbenchError(Exception):
                         lines.append(f"    {frame.line}")
                 lines.append(traceback.format_exception_only(cause)[-1].rstrip("\n"))
         return [*lines, f"{type(self).__name__}: {self}"]
+
+
+class ArgumentError(WorkbenchError, TypeError, ValueError):
+    """A library call given arguments it cannot take: one missing or unknown, or a value
+    of the wrong kind. Still a ``TypeError``/``ValueError`` to code that catches those."""
 
 
 class EnvelopeError(WorkbenchError):

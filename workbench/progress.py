@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import html
+import inspect
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from workbench._env import in_notebook
+from workbench.errors import ArgumentError
 
 __all__ = ["ProgressCallback", "in_notebook", "notebook_progress", "shows_progress"]
 
@@ -82,9 +84,15 @@ def shows_progress(
     """
 
     def decorate(fn: _F) -> _F:
+        signature = inspect.signature(fn)
+
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True  # IPython and pytest show the caller's frame, not this
+            try:  # a call that cannot bind is the caller's mistake: one line, not this frame
+                signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise ArgumentError(f"{fn.__name__}(): {exc}") from None
             if kwargs.get("progress") is False:  # "no bar, please"
                 kwargs["progress"] = None
                 return fn(*args, **kwargs)

@@ -23,6 +23,8 @@ from typing import Any
 import altair as alt
 import vl_convert as vlc
 
+from workbench.errors import ArgumentError
+
 __all__ = ["save", "script_json", "to_html", "to_png", "to_svg", "vega_bundle"]
 
 
@@ -80,7 +82,7 @@ def save(chart: alt.TopLevelMixin | dict[str, Any], path: str | os.PathLike[str]
     elif suffix in {".html", ".htm"}:
         target.write_text(to_html(chart), encoding="utf-8")
     else:
-        raise ValueError(
+        raise ArgumentError(
             f"cannot save a chart as {suffix or 'a file without suffix'}; use .png, .svg or .html"
         )
     return target

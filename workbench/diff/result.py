@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from workbench._duckdb import portable, to_polars
 from workbench._sql import ident, literal
+from workbench._text import Text
 from workbench.archive import atomic_file
 from workbench.diff.sides import files_attached
 from workbench.errors import DiffError
@@ -188,10 +189,10 @@ class DiffSummary:
             )
         return lines
 
-    def __call__(self) -> str:
+    def __call__(self) -> Text:
         """The text, as every result's ``summary()`` gives it: ``d.summary()`` reads as
         ``r.summary()`` does elsewhere, while ``d.summary.changed`` stays a count."""
-        return str(self)
+        return Text(self)
 
     def __repr__(self) -> str:
         # Not the dataclass's (every field, a Polars table inside): the counts, one line.

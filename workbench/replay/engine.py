@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ from workbench import _duckdb, envelope
 from workbench._sql import literal
 from workbench._text import Duration, as_text
 from workbench.archive import ArchiveReader
-from workbench.errors import ArchiveError, ProjectionError
+from workbench.errors import ArchiveError, ArgumentError, ProjectionError
 from workbench.progress import shows_progress
 from workbench.replay import store
 from workbench.replay.batches import prefetch, quick_switching, read_batches
@@ -176,7 +177,9 @@ class ReplayResult:
                 f"{self.events_applied:,} events applied: too few to estimate a rebuild "
                 "from (a resumed run times its fixed costs); replay without resume"
             )
-        n = self.archive_events if events is None else events
+        if events is not None and (isinstance(events, bool) or not isinstance(events, Integral)):
+            raise ArgumentError(f"estimate({events!r}): a number of events, such as 50_000_000")
+        n = self.archive_events if events is None else int(events)
         return Duration(seconds=n / self.events_per_second)
 
     def _too_few_to_estimate(self) -> bool:

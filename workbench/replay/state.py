@@ -317,6 +317,14 @@ class TableState:
         else:
             self._check_key_type(key)
 
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        """``table[key]``: the row with ``key``; a ``KeyError`` naming the table if none."""
+        row = self.rows.get(key, _MISSING)
+        if row is _MISSING:
+            self._check_key_type(key)
+            raise KeyError(self._no_row(key))
+        return row  # type: ignore[return-value]
+
     def __contains__(self, key: Any) -> bool:
         if key in self.rows:
             return True
