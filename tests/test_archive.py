@@ -203,6 +203,11 @@ def test_compact_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert len(files(tmp_path)) == 1 and wb.open_archive(tmp_path).arrow().equals(before)
     assert run(["compact", "--archive", str(tmp_path / "nothing")]) == 2
     capsys.readouterr()
+    # An existing directory that holds no archive is refused as check refuses it, not
+    # "0 file(s) → 0, 0 events unchanged".
+    (tmp_path / "empty").mkdir()
+    assert run(["compact", "--archive", str(tmp_path / "empty")]) == 2
+    assert "no archive at" in capsys.readouterr().err
     # A source the archive does not have is refused, not "0 events unchanged".
     assert run(["compact", "--archive", str(tmp_path), "--source", "S"]) == 2
     assert "archive has no source 'S'; did you mean s?; sources: s" in capsys.readouterr().err

@@ -259,6 +259,24 @@ def test_a_bug_is_one_line_with_exit_3_and_its_traceback_on_request(
         run(["check", "--archive", str(tmp_path)])
 
 
+@pytest.mark.parametrize("command", ["check", "report"])
+def test_sigterm_stops_every_command_as_ctrl_c_does(command: str, tmp_path: Path) -> None:
+    """timeout, systemd and Kubernetes send SIGTERM: 130, not a process killed silently
+    (-15), whichever command it lands in (here: while the archive is being opened)."""
+    args = [command, "--archive", "."] + (["--out", "r.html"] if command == "report" else [])
+    script = (
+        "import os, signal, sys, workbench.analysis as analysis\n"
+        "from workbench.cli import run\n"
+        "analysis.open_archive = lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM)\n"
+        f"sys.exit(run({args!r}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "r.html").exists()
+
+
 def test_check_through_a_pipe_keeps_ids_whole_and_paths_literal(tmp_path: Path) -> None:
     """Off a terminal rich would assume 80 columns and fold every stream id in two."""
     archive = tmp_path / "[x]" / "archive"

@@ -216,6 +216,12 @@ def test_until_where_and_sources(archive: Path, tmp_path: Path) -> None:
     (source,) = ArchiveReader(archive).sources
     short = wb.replay(archive, Memories, into=tmp_path / "s.duckdb", source=source.split(":")[-1])
     assert short.source == source
+    mistyped = source.split(":")[-1][:-1]  # MEMORIE
+    with pytest.raises(ArchiveError, match=f"no source '{mistyped}'; did you mean {source}\\?"):
+        wb.replay(archive, Memories, into=tmp_path / "o.duckdb", source=mistyped)
+    (tmp_path / "empty").mkdir()  # no archive at all: said so, as every command says it
+    with pytest.raises(ArchiveError, match=r"^no archive at .*empty"):
+        wb.replay(tmp_path / "empty", Memories, into=tmp_path / "o.duckdb")
 
 
 # A projection that handles only MemoryCreated, and only its v2, as a file.

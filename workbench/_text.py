@@ -160,10 +160,19 @@ def did_you_mean(name: str, names: Iterable[str]) -> str:
     >>> did_you_mean("zzz", ["amount"])
     ''
     """
-    names = list(dict.fromkeys(names))  # a column of both sides is named once
-    close = [n for n in names if n.lower() == name.lower()]
-    close = close or difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    close = close_names(name, names)
     return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def close_names(name: str, names: Iterable[str]) -> list[str]:
+    """The ``names`` closest to a mistyped ``name``, those the same but for case first.
+
+    >>> close_names("amont", ["amount", "id"])
+    ['amount']
+    """
+    names = list(dict.fromkeys(names))  # a column of both sides is named once
+    same = [n for n in names if n.lower() == name.lower()]
+    return same or difflib.get_close_matches(name, names, n=3, cutoff=0.6)
 
 
 def unmistakable(text: str) -> str:

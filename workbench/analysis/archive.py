@@ -195,17 +195,5 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
     workbench.errors.ArchiveError: no archive at ... (no source=*/ directory of Parquet files...)
     """
     archive = Archive(path)
-    if not archive.files and not archive.written_to():
-        below = sorted(
-            p.parent
-            for pattern in ("*/source=*", "*/*/source=*")
-            for p in archive.root.glob(pattern)
-            if p.is_dir()
-        )
-        hint = (
-            f": the archive is {below[0]}"
-            if below
-            else " (no source=*/ directory of Parquet files: archive a store into it first)"
-        )
-        raise ArchiveError(f"no archive at {archive.root}{hint}")
+    archive.require_archive()
     return archive

@@ -5,7 +5,7 @@ is written atomically and its name says exactly which positions it holds, so
 the archive is its own checkpoint.
 """
 
-from workbench.archive._layout import DataFile, atomic_file, write_atomically
+from workbench.archive._layout import DataFile, atomic_file, unknown_source, write_atomically
 from workbench.archive.compaction import CompactResult, compact
 from workbench.archive.pipeline import WritePipeline
 from workbench.archive.reader import ArchiveReader
@@ -36,5 +36,6 @@ __all__ = [
     "compact",
     "read_records",
     "recorded_mappings",
+    "unknown_source",
     "write_atomically",
 ]

@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workbench._text import close_names
 from workbench.errors import ArchiveError
 
 _DIGITS = 20  # int64 needs 19; one more keeps names sortable as text
@@ -288,3 +289,18 @@ def source_lock(root: Path, source: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def unknown_source(name: str, sources: list[str]) -> ArchiveError:
+    """The error for a source the archive does not hold, naming the close ones (by the
+    whole name, or by the stream or table it ends in).
+
+    >>> print(unknown_source("MEMORIS", ["jetstream:MEMORIES", "postgres:public.orders"]))
+    archive has no source 'MEMORIS'; did you mean jetstream:MEMORIES?; sources: ...
+    """
+    ends = {re.split(r"[:.]", s)[-1]: s for s in sources}
+    close = close_names(name, sources) or [ends[e] for e in close_names(name, ends)]
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return ArchiveError(
+        f"archive has no source {name!r}{hint}; sources: {', '.join(sources) or 'none'}"
+    )

@@ -13,7 +13,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workbench._text import did_you_mean
 from workbench.archive._layout import (
     DICTIONARY_COLUMNS,
     DataFile,
@@ -26,6 +25,7 @@ from workbench.archive._layout import (
     retired_files,
     scan_data_files,
     source_lock,
+    unknown_source,
     write_atomically,
 )
 from workbench.errors import ArchiveError
@@ -77,10 +77,7 @@ def compact(
     visible = scan_data_files(root)
     present = sorted({f.source for f in visible})
     if source is not None and source not in present:
-        raise ArchiveError(
-            f"archive has no source {source!r}{did_you_mean(source, present)}; "
-            f"sources: {', '.join(present) or 'none'}"
-        )
+        raise unknown_source(source, present)
     sources = present if source is None else [source]
     events = 0
     total = sum(_rows(f.path) for f in visible if f.source in sources)

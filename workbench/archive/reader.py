@@ -80,6 +80,25 @@ class ArchiveReader:
         """Whether an archiver has written here: a source's directory or a side table."""
         return any(self.root.glob("source=*")) or bool(side_tables(self.root))
 
+    def require_archive(self) -> None:
+        """Raise :class:`ArchiveError` unless an archiver has written here: a directory that
+        holds no archive would read as an empty one whose checks all come back clean.
+        When an archive lies below it (``demo-out/archive``), the error names it."""
+        if self.files or self.written_to():
+            return
+        below = sorted(
+            p.parent
+            for pattern in ("*/source=*", "*/*/source=*")
+            for p in self.root.glob(pattern)
+            if p.is_dir()
+        )
+        hint = (
+            f": the archive is {below[0]}"
+            if below
+            else " (no source=*/ directory of Parquet files: archive a store into it first)"
+        )
+        raise ArchiveError(f"no archive at {self.root}{hint}")
+
     def require_events(self) -> None:
         """Raise :class:`ArchiveError` unless the archive holds at least one data file."""
         if not self.files:

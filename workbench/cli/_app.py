@@ -278,6 +278,9 @@ def sigterm_as_interrupt(*, sigint: bool = False) -> Iterator[threading.Event]:
     apart from a real failure (left alone otherwise: asyncio cancels its task on it).
     """
     signalled = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # only it gets signals
+        yield signalled
+        return
 
     def interrupt(signum: int, frame: object) -> None:
         signalled.set()
@@ -389,11 +392,12 @@ def run(argv: list[str] | None = None) -> int:
 
     to_devnull = _to_devnull()
     try:
-        code = app(
-            args=argv if argv is not None else sys.argv[1:],
-            prog_name="workbench",
-            standalone_mode=False,  # usage errors come here, to be told in one line
-        )
+        with sigterm_as_interrupt():  # every command stops on SIGTERM as on Ctrl-C: 130
+            code = app(
+                args=argv if argv is not None else sys.argv[1:],
+                prog_name="workbench",
+                standalone_mode=False,  # usage errors come here, to be told in one line
+            )
         return code if isinstance(code, int) else 0
     except SystemExit as exc:
         code = exc.code

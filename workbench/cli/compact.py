@@ -20,7 +20,7 @@ def compact(
     """Merge adjacent small files of each source into larger ones; the events are unchanged."""
     from workbench.archive import ArchiveReader, compact
 
-    ArchiveReader(archive)  # a one-line error for a path that is not an archive
+    ArchiveReader(archive).require_archive()  # a one-line error for a path that is none
     with progress_bar() as bar:
         task = bar.add_task("compacting", total=None)
         result = compact(

@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 from workbench import _duckdb, envelope
 from workbench._sql import literal
 from workbench._text import Duration, as_text
-from workbench.archive import ArchiveReader
+from workbench.archive import ArchiveReader, unknown_source
 from workbench.errors import ArchiveError, ArgumentError, ProjectionError
 from workbench.progress import shows_progress
 from workbench.replay import store
@@ -362,10 +362,9 @@ def select_source(reader: ArchiveReader, source: str | None) -> str:
         named = [s for s in sources if s.endswith((f":{source}", f".{source}"))]
         if len(named) == 1:
             return named[0]
-        raise ArchiveError(
-            f"archive has no source {source!r}; sources: {', '.join(sources) or 'none'}"
-        )
+        raise unknown_source(source, sources)
     if not sources:
+        reader.require_archive()  # a directory that is none: said so, as everywhere
         raise ArchiveError(f"archive {reader.root} holds no events")
     if len(sources) > 1:
         raise ArchiveError(
