@@ -63,7 +63,9 @@ def test_exit_codes(
     )
 
 
-def test_user_errors_exit_2_with_one_line(files: tuple[str, str, str]) -> None:
+def test_user_errors_exit_2_with_one_line(
+    files: tuple[str, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     candidate, same, _ = files
     for argv in (
         ["--candidate", candidate, "--live", same, "--key", "nope"],
@@ -78,6 +80,21 @@ def test_user_errors_exit_2_with_one_line(files: tuple[str, str, str]) -> None:
             result.stderr.strip().startswith("error:")
             and len(result.stderr.strip().splitlines()) == 1
         )
+    # A table named without its schema: DuckDB's hint names it as the user would, not by
+    # the catalog the file is attached as.
+    file = candidate.rpartition(":")[0]
+    assert run(["diff", "--candidate", f"{file}:m", "--live", same, "--key", "id"]) == 2
+    err = capsys.readouterr().err
+    assert 'Did you mean "rm.m"' in err and "_wb_db" not in err
+    # Options refused before the work, not after a diff printed in full.
+    for wrong, told in (
+        (["--live-position", "-3"], "--live-position"),
+        (["--show", "-1"], "--show"),
+        (["--out", file], "is a file; --out takes a directory"),
+    ):
+        assert run(["diff", "--candidate", candidate, "--live", same, "--key", "id", *wrong]) == 2
+        captured = capsys.readouterr()
+        assert told in captured.err and "candidate vs" not in captured.out
 
 
 def test_the_row_preview_shows_only_columns_that_changed(

@@ -109,11 +109,20 @@ def test_report_command_replays_diffs_and_checks_safety(
         (["--live", "postgresql://root:pw@127.0.0.1/test#public.no_such_table"], "no_such_table"),
         (["--live", "nope.parquet"], "no Parquet file at nope.parquet"),
         (["--live", live_file, "--abs-tol", "acess_count=1"], "--abs-tol acess_count: the live"),
+        (
+            ["--live", live_file, "--table", "memorys"],
+            "--table memorys: memories has no such "
+            "table; did you mean memories?; its tables: memories, agents, daily_access",
+        ),
     ):
         assert run([*args, *replay, *wrong, "--key", "memory_id"]) == 2
         err = capsys.readouterr().err
         assert named in err and "pw@" not in err
         assert not (tmp_path / "x.db").exists()
+    assert run([*args, *replay, "--live", live_file, "--key", "memoryid"]) == 2
+    assert "--key memoryid: the live side has no such column; did you mean memory_id?" in (
+        capsys.readouterr().err
+    )
     code = run(
         [
             *args,

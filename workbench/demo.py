@@ -175,7 +175,7 @@ def _findings(
 
     redelivery = unsafe["redelivery"]
     return [
-        finding("missing positions (gaps)", planted_gaps, found_gaps, "archive.gaps()"),
+        finding("gaps (ranges of positions)", planted_gaps, found_gaps, "archive.gaps()"),
         finding(
             "duplicate deliveries",
             planted_copies,

@@ -58,7 +58,7 @@ NORMALIZE = typer.Option(
     "'name=lower'.",
 )
 LIVE_POSITION = typer.Option(
-    None, "--live-position", help="Event-store position the live side reflects."
+    None, "--live-position", min=0, help="Event-store position the live side reflects."
 )
 
 
@@ -110,10 +110,13 @@ def diff(
     out: Path | None = typer.Option(
         None, "--out", help="Write rows.parquet, columns.parquet and summary.json here."
     ),
-    limit: int = typer.Option(10, "--show", help="How many differing rows to print."),
+    limit: int = typer.Option(10, "--show", min=0, help="How many differing rows to print."),
 ) -> None:
     """Diff a candidate read model against the live one. Exit 0 identical, 1 differences, 2 error."""
     from workbench.diff import diff as run_diff
+
+    if out is not None and out.exists() and not out.is_dir():  # before the work, not after
+        raise DiffError(f"{out} is a file; --out takes a directory")
 
     keys = _columns(key)
     compare = comparison(columns, ignore, abs_tol, rel_tol, normalize)

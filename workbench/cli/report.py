@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from workbench._text import did_you_mean
 from workbench.cli._app import app, console, progress_bar
 from workbench.cli.diff import (
     ABS_TOL,
@@ -90,15 +91,24 @@ def report(
         for option, names in named.items():
             missing = [n for n in names if n not in present]
             if missing:
-                raise WorkbenchError(f"{option} {missing[0]}: the live side has no such column")
+                raise WorkbenchError(
+                    f"{option} {missing[0]}: the live side has no such column"
+                    f"{did_you_mean(missing[0], present)}"
+                )
+    candidate = load_projection(projection) if projection is not None else None
+    if candidate is not None and table is not None and table not in _tables(candidate):
+        raise WorkbenchError(
+            f"--table {table}: {candidate.name} has no such table"
+            f"{did_you_mean(table, _tables(candidate))}; its tables: "
+            + ", ".join(_tables(candidate))
+        )
 
     opened = open_archive(archive)
     extra = []
     diff = None
     findings: list[str] = []
     with progress_bar() as bar:
-        if projection is not None and into is not None:
-            candidate = load_projection(projection)
+        if candidate is not None and into is not None:
             task = bar.add_task("replaying", total=None)
             result = replay(
                 opened,
@@ -154,8 +164,13 @@ def report(
 
 def _default_table(projection: object, live: str) -> str:
     """The projection table named like the live table, else its first table."""
-    declared = projection.tables  # type: ignore[attr-defined]
-    # A SqlProjection holds a name → SQL dict; a handler Projection declares Table objects.
-    tables = list(declared) if isinstance(declared, dict) else [t.name for t in declared()]
+    tables = _tables(projection)
     live_name = Path(live.rsplit("#", 1)[-1].rsplit(":", 1)[-1]).stem.rsplit(".", 1)[-1]
     return live_name if live_name in tables else tables[0]
+
+
+def _tables(projection: object) -> list[str]:
+    """The names of the tables a projection writes."""
+    declared = projection.tables  # type: ignore[attr-defined]
+    # A SqlProjection holds a name → SQL dict; a handler Projection declares Table objects.
+    return list(declared) if isinstance(declared, dict) else [t.name for t in declared()]

@@ -217,6 +217,8 @@ def diff(
             raise DiffError("a diff needs at least one key column")
         if archive is not None and not Path(archive).is_dir():
             raise DiffError(f"no archive at {archive} (the archive explain reads events from)")
+        if live_position is not None and live_position < 0:
+            raise DiffError(f"live_position {live_position}: a position, 0 or more")
         ignored = set(_as_list(ignore, "ignore"))
         register_functions(con)
         cand = resolve_side(con, candidate, "candidate")

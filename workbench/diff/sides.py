@@ -104,7 +104,9 @@ def _describe(con: duckdb.DuckDBPyConnection, relation: str, label: str) -> dict
     try:
         rows = con.execute(f"describe select * from {relation}").fetchall()
     except duckdb.Error as exc:
-        raise DiffError(f"cannot read {label}: {error_line(exc)}") from None
+        # DuckDB's "did you mean" names the file by the catalog it is attached as.
+        line = re.sub(r"\b_wb_db\d+\.", "", error_line(exc))
+        raise DiffError(f"cannot read {label}: {line}") from None
     return {str(r[0]): str(r[1]) for r in rows}
 
 
