@@ -57,6 +57,18 @@ def test_output_into_a_closed_pipe_exits_141_not_as_a_finding() -> None:
     )
 
 
+def test_every_name_the_readme_uses_is_public() -> None:
+    """``wb.X`` in the README exists, and is in ``__all__`` unless a subpackage."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    names = set(re.findall(r"\bwb\.([A-Za-z_]\w*)", readme))
+    assert {"replay", "diff", "open_archive"} <= names
+    for name in sorted(names):
+        value = getattr(wb, name)
+        assert name in wb.__all__ or type(value).__name__ == "module", name
+    assert all(hasattr(wb, name) for name in wb.__all__)
+    assert issubclass(wb.ArchiveError, wb.WorkbenchError)  # `except wb.ArchiveError` works
+
+
 def test_unknown_command_is_a_usage_error() -> None:
     assert run(["no-such-command"]) == 2
 

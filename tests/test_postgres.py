@@ -1067,6 +1067,10 @@ def test_snapshot_cli_without_events_table(pg_dsn: str, pg_schema: str, tmp_path
         == 2
     )
     assert not (tmp_path / "m.parquet").exists()
+    # Parquet under a CSV's name would mislead every reader of it: refused, nothing written.
+    csv = ["snapshot", "postgres", "--dsn", pg_dsn, "--table", f"{pg_schema}.v"]
+    assert run([*csv, "--out", str(tmp_path / "v.csv")]) == 2
+    assert not (tmp_path / "v.csv").exists()
 
 
 def test_integer_fields_from_json_text_never_fail_a_cast(pg_dsn: str) -> None:

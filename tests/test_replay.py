@@ -671,6 +671,12 @@ def test_cli_replay_and_errors(
     )
     assert code == 0
     assert "memories_v1: 4,000 events" in capsys.readouterr().out
+    # Into a directory not there yet: made, as report --out and snapshot --out make theirs.
+    deeper = str(tmp_path / "new" / "dir" / "c.duckdb")
+    assert (
+        cli.run(["replay", "--archive", str(archive), "--projection", spec, "--into", deeper]) == 0
+    )
+    capsys.readouterr()
     assert cli.run(["replay", "--archive", str(archive), "--projection", "nope.py:X"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert cli.run(["replay", "--archive", str(tmp_path / "missing"), "--projection", spec]) == 2
@@ -781,6 +787,7 @@ def test_a_resume_of_a_few_events_gives_no_rebuild_estimate(archive: Path, tmp_p
     nothing = wb.replay(archive, Memories, into=tmp_path / "none.duckdb", where="false")
     with pytest.raises(ProjectionError, match="0 events applied: too few to estimate"):
         nothing.estimate()
+    assert "; no event applied;" in nothing.summary() and "None" not in nothing.summary()
     assert "rebuild of all 4,000 events" in wb.replay(archive, Memories, into=into).summary()
     # Asked to resume a replay that never flushed: it starts over, and says so.
     fresh = wb.replay(archive, Memories, into=tmp_path / "new.duckdb", resume=True)

@@ -1,5 +1,21 @@
 """Event Workbench: replay, diff and check event-sourced systems from Parquet archives.
 
+Where to start, in the order data flows:
+
+- archive: :func:`archive_jetstream`, :func:`archive_postgres` copy a store's events
+  into Parquet; :func:`snapshot_postgres` a live read model.
+- check: :func:`open_archive` gives an :class:`Archive`: ``events()``, ``sql()``,
+  ``gaps()``, ``duplicates()``, ``schema_drift()``, ``lag()``, ``causation()``.
+- replay: a :class:`Projection` (``Table``, ``@on``, ``@upcaster``) or a
+  :class:`SqlProjection` through :func:`replay` into DuckDB; :func:`check_replay_safety`;
+  :func:`promote` for blue/green.
+- diff: :func:`diff` a replay against the live read model; ``Diff.explain(key)``.
+- show: every result has ``summary()``, ``df()``, ``chart()``; ``wb.charts`` and
+  ``workbench report`` for HTML.
+
+A user's mistake raises a :class:`WorkbenchError` (:class:`ArchiveError`,
+:class:`DiffError`, :class:`ProjectionError`, :class:`SourceError`, …) told in one line.
+
 >>> import workbench as wb
 >>> sorted(wb.envelope.COLUMNS)[:3]
 ['causation_id', 'correlation_id', 'data']
@@ -9,7 +25,14 @@ from workbench import _env, envelope
 from workbench.analysis import Archive, open_archive
 from workbench.archive import ArchiveReader, ArchiveWriter, compact
 from workbench.diff import Diff, diff
-from workbench.errors import WorkbenchError
+from workbench.errors import (
+    ArchiveError,
+    ArgumentError,
+    DiffError,
+    ProjectionError,
+    SourceError,
+    WorkbenchError,
+)
 from workbench.replay import (
     Event,
     Projection,
@@ -29,12 +52,17 @@ from workbench.sources.postgres import archive_postgres, snapshot_postgres
 
 __all__ = [
     "Archive",
+    "ArchiveError",
     "ArchiveReader",
     "ArchiveWriter",
+    "ArgumentError",
     "Diff",
+    "DiffError",
     "Event",
     "Projection",
+    "ProjectionError",
     "ReplayResult",
+    "SourceError",
     "SqlProjection",
     "Table",
     "Tables",

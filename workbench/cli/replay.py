@@ -56,8 +56,11 @@ def replay(
         50, "--max-differences", min=1, help="Differing rows the safety check lists at most."
     ),
 ) -> None:
-    """Replay an archive through a candidate projection (exit 1: unsafe, uncovered events,
-    dead letters, or rows changed in place and never handed back)."""
+    """Replay an archive through a candidate projection into DuckDB, or check its replay safety.
+
+    Exit 1: unsafe, uncovered events, dead letters, or rows changed in place and never
+    handed back.
+    """
     from workbench.replay import check_coverage, check_replay_safety, load_projection
     from workbench.replay import replay as run_replay
 

@@ -329,8 +329,13 @@ class ReplayResult:
             )
         return (
             f"{self.schema}: {self.events_applied:,} events in {self.seconds:.2f}s "
-            f"({self.events_per_second:,.0f} events/s){resumed}; last position "
-            f"{self.last_position}; {self.dead_letters:,} dead letter(s); {estimate}{time_went}"
+            f"({self.events_per_second:,.0f} events/s){resumed}; "
+            + (
+                "no event applied"
+                if self.last_position is None
+                else f"last position {self.last_position}"
+            )
+            + f"; {self.dead_letters:,} dead letter(s); {estimate}{time_went}"
             f"{unwritten}"
         )
 

@@ -164,8 +164,9 @@ def connect(into: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
         raise ProjectionError(
             f"{path} is a data file, not a DuckDB database: write into a .duckdb file"
         )
-    if path.parent and not path.parent.exists():
-        raise ProjectionError(f"directory {path.parent} does not exist")
+    if path.parent.is_file():
+        raise ProjectionError(f"{path.parent} is a file, not a directory to replay into")
+    path.parent.mkdir(parents=True, exist_ok=True)  # as report --out and snapshot --out do
     try:
         con = _duckdb.connect(str(path))
     except duckdb.ConnectionException as exc:

@@ -119,6 +119,10 @@ def read_snapshot_info(path: str | os.PathLike[str]) -> SnapshotInfo:
     )
 
 
+#: Suffixes of other data formats: a snapshot written under one is Parquet all the same.
+_OTHER_FORMATS = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".arrow", ".feather", ".duckdb")
+
+
 def snapshot_postgres(
     dsn: str,
     table: str,
@@ -140,6 +144,8 @@ def snapshot_postgres(
     snapshot and recorded as the position.
     """
     out = Path(out)
+    if out.suffix.lower() in _OTHER_FORMATS:  # it would hold Parquet under another name
+        raise SourceError(f"{out}: a snapshot is one Parquet file; name it FILE.parquet")
     schema, name, _ = quote_table(table)
     con = connect(dsn)
     try:
