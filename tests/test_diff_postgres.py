@@ -376,3 +376,11 @@ def test_infinite_times_and_intervals_survive_a_snapshot_and_a_diff(
     frame = changed.rows("changed")
     assert "infinity" in str(frame)
     assert frame.select("until__candidate", "until__live").row(0) == ("infinity", "-infinity")
+    # Arrow and Parquet as rows() gives them: a column's two sides one type (the
+    # candidate's finite times as text beside the live infinity), an interval without
+    # months a duration; Polars panicked on the raw infinity in both.
+    assert pl.from_arrow(changed.arrow("changed")).equals(frame)
+    assert frame.schema["notice__live"] == frame.schema["notice__candidate"] == pl.Duration("us")
+    assert frame.schema["valid_to__candidate"] == frame.schema["valid_to__live"] == pl.String
+    changed.to_parquet(tmp_path / "out")
+    assert pl.read_parquet(tmp_path / "out" / "rows.parquet").equals(changed.rows())

@@ -12,7 +12,10 @@ same archive gives the same frames, dates and charts on every machine.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +23,7 @@ import pyarrow.compute as pc
 from workbench._env import in_notebook
 from workbench._sql import ident
 
-__all__ = ["connect", "error_line", "portable", "to_polars"]
+__all__ = ["connect", "error_line", "to_arrow", "to_polars"]
 
 
 def connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -36,47 +39,92 @@ def connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.Du
     return con
 
 
-#: DuckDB types Polars (and Polars reading Parquet) cannot take: given as text.
-_AS_TEXT = frozenset({"INTERVAL", "UUID"})
+def to_polars(
+    relation: duckdb.DuckDBPyRelation, *, together: Iterable[Iterable[str]] = ()
+) -> pl.DataFrame:
+    """``relation.pl()``, as :func:`to_arrow` gives it.
 
-
-def portable(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
-    """``relation`` with its ``INTERVAL`` and ``UUID`` columns as text.
-
-    Polars has neither type: it refuses an interval, and reads a UUID from
-    Parquet as 16 opaque bytes.
-
-    >>> portable(connect().sql("select uuid '0b9c7e12-0000-4000-8000-000000000001' as u")).types
-    [VARCHAR]
-    """
-    types = dict(zip(relation.columns, map(str, relation.types), strict=True))
-    return _as_text(relation, {c for c, typ in types.items() if typ in _AS_TEXT})
-
-
-def to_polars(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
-    """``relation.pl()``, with the columns Polars cannot import (see :func:`portable`)
-    and time columns that hold ``±infinity`` as text.
-
-    Polars has no infinite datetime: it holds one as a date beyond its range
-    and panics showing it. As null, a "valid until never" would pass for an
-    unknown one and drop out of every comparison; as text the column says
-    ``infinity`` as Postgres and DuckDB write it, and its other values in ISO
-    form (as a decimal column holding NaN is read).
-
-    >>> to_polars(connect().sql("select 1 as n, interval '1 day 2 hours' as i")).row(0)
-    (1, '1 day 02:00:00')
+    >>> to_polars(connect().sql("select 1 as n, interval '1 month 2 hours' as i")).row(0)
+    (1, '1 month 02:00:00')
+    >>> to_polars(connect().sql("select interval '1 day 2 hours' as i")).row(0)
+    (datetime.timedelta(days=1, seconds=7200),)
     >>> to_polars(connect().sql("select date 'infinity' as d, date '2024-05-01' as e")).row(0)
     ('infinity', datetime.date(2024, 5, 1))
     """
-    table = _arrow(portable(relation))
-    infinite = {
-        c for c, column in zip(table.column_names, table.columns, strict=True) if _infinite(column)
-    }
-    if infinite:
-        table = _arrow(_as_text(connect().from_arrow(table), infinite))
-    frame = pl.from_arrow(table)
+    frame = pl.from_arrow(to_arrow(relation, together=together))
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def to_arrow(
+    relation: duckdb.DuckDBPyRelation, *, together: Iterable[Iterable[str]] = ()
+) -> pa.Table:
+    """``relation`` as Arrow that Polars, pandas and Parquet readers all take.
+
+    - A UUID as text (Polars reads one from Parquet as 16 opaque bytes).
+    - An interval as a duration when no value has months (a month has no fixed
+      length), else as text: Polars refuses Arrow's interval.
+    - A time column that holds ``±infinity`` as text. Polars has no infinite
+      datetime: it holds one as a date beyond its range and panics showing it. As
+      null, a "valid until never" would pass for an unknown one; as text the
+      column says ``infinity`` as Postgres and DuckDB write it, and its other
+      values in ISO form (as a decimal column holding NaN is read).
+
+    A column made text takes the others of its group in ``together`` with it: a
+    diff's candidate and live sides of one column keep one type.
+
+    >>> t = to_arrow(connect().sql(
+    ...     "select timestamp 'infinity' as a, timestamp '2024-05-01' as b, 1 as c"),
+    ...     together=[("a", "b")])
+    >>> t.to_pylist()
+    [{'a': 'infinity', 'b': '2024-05-01 00:00:00', 'c': 1}]
+    """
+    table = _arrow(_as_text(relation, {c for c, t in _types(relation).items() if t == "UUID"}))
+    text = {
+        name
+        for name, column in zip(table.column_names, table.columns, strict=True)
+        if _infinite(column)
+        or (_holds_interval(column.type) and not pa.types.is_interval(column.type))
+        or (pa.types.is_interval(column.type) and _durations(column) is None)
+    }
+    for group in map(set, together):
+        if group & text:
+            text |= group & set(table.column_names)
+    if text:
+        table = _arrow(_as_text(connect().from_arrow(table), text))
+    for index, column in enumerate(table.columns):
+        if pa.types.is_interval(column.type):
+            table = table.set_column(index, table.field(index).name, _durations(column))
+    return table
+
+
+def _holds_interval(typ: pa.DataType) -> bool:
+    """Whether ``typ`` is an interval or nests one (a list or struct of intervals)."""
+    if pa.types.is_interval(typ):
+        return True
+    return any(_holds_interval(typ.field(i).type) for i in range(typ.num_fields))
+
+
+def _types(relation: duckdb.DuckDBPyRelation) -> dict[str, str]:
+    return dict(zip(relation.columns, map(str, relation.types), strict=True))
+
+
+def _durations(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """An interval column as microsecond durations, or None when a value has months."""
+    chunks = []
+    for chunk in column.chunks:
+        # month_day_nano is 16 bytes a value: months, days (int32) and nanoseconds (int64).
+        raw = np.frombuffer(
+            chunk.buffers()[1],
+            dtype=np.dtype([("months", "<i4"), ("days", "<i4"), ("nanos", "<i8")]),
+            count=chunk.offset + len(chunk),
+        )[chunk.offset :]
+        valid = ~np.asarray(chunk.is_null())
+        if (raw["months"][valid] != 0).any():
+            return None
+        micros = raw["days"].astype(np.int64) * 86_400_000_000 + raw["nanos"] // 1_000
+        chunks.append(pa.array(micros, type=pa.duration("us"), mask=~valid))
+    return pa.chunked_array(chunks, type=pa.duration("us"))
 
 
 def _as_text(relation: duckdb.DuckDBPyRelation, names: set[str]) -> duckdb.DuckDBPyRelation:

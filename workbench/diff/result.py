@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from workbench._duckdb import portable, to_polars
+from workbench._duckdb import to_arrow, to_polars
 from workbench._sql import ident, literal
 from workbench._text import Text
 from workbench.archive import atomic_file
@@ -323,7 +324,11 @@ class Diff:
     def rows(self, status: str | Sequence[str] | None = None) -> pl.DataFrame:
         """The rows of one status (or several; default every differing row), side by side."""
         with self.sides_attached():
-            return to_polars(self._relation(status))
+            return to_polars(self._relation(status), together=self._sides())
+
+    def _sides(self) -> list[tuple[str, str]]:
+        # A column's two sides keep one type when one must become text (an infinity).
+        return [(f"{p.name}__candidate", f"{p.name}__live") for p in self.plans]
 
     def df(self) -> pl.DataFrame:
         """Every differing row, side by side (same as :meth:`rows`)."""
@@ -332,12 +337,12 @@ class Diff:
     def head(self, n: int = 5) -> pl.DataFrame:
         """The first ``n`` differing rows (only those are read)."""
         with self.sides_attached():
-            return to_polars(self._relation(None).limit(n))
+            return to_polars(self._relation(None).limit(n), together=self._sides())
 
     def arrow(self, status: str | Sequence[str] | None = None) -> pa.Table:
-        """The rows of :meth:`rows` as Arrow."""
+        """The rows of :meth:`rows` as Arrow, typed as :meth:`rows` types them."""
         with self.sides_attached():
-            return self._relation(status).to_arrow_table()
+            return to_arrow(self._relation(status), together=self._sides())
 
     def to_parquet(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``rows.parquet`` (differing rows), ``columns.parquet`` and ``summary.json``.
@@ -350,8 +355,9 @@ class Diff:
             raise DiffError(f"{out} is a file; --out takes a directory")
         out.mkdir(parents=True, exist_ok=True)
         with atomic_file(out / "rows.parquet") as tmp:
-            # As rows() gives them: a UUID as text, which Polars reads (not 16 bytes).
-            portable(self._relation(None)).to_parquet(str(tmp), compression="zstd")
+            # As rows() gives them: a UUID as text, which Polars reads (not 16 bytes), an
+            # infinity as text (Polars panics on it), an interval as a duration.
+            pq.write_table(self.arrow(), tmp, compression="zstd")
         with atomic_file(out / "columns.parquet") as tmp:
             self.summary.columns.write_parquet(tmp)
         with atomic_file(out / "summary.json") as tmp:
