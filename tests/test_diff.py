@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -595,3 +596,21 @@ def _diff_of_values(tmp_path: Path, candidate: str, live: str, columns: str) -> 
         for name, rows in (("c", candidate), ("live", live)):
             con.execute(f"create table {name} as select * from (values {rows}) t({columns})")
     return wb.diff(f"{path}:c", f"{path}:live", key="id")
+
+
+def test_a_uuid_read_as_its_16_bytes_matches_the_uuid(tmp_path: Path) -> None:
+    """pl.read_database_uri with ADBC gives a Postgres UUID as 16 bytes: every key was
+    only on one side."""
+    ids = [uuid.UUID(int=i * 7919 + 1) for i in range(5)]
+    live = tmp_path / "live.duckdb"
+    with duckdb.connect(str(live)) as con:
+        con.execute("create table t (id uuid, n int)")
+        con.executemany("insert into t values (?, ?)", [(str(u), i) for i, u in enumerate(ids)])
+    for candidate in (
+        pl.DataFrame({"id": [u.bytes for u in ids], "n": [0, 1, 2, 3, 5]}),
+        pa.table({"id": pa.array([u.bytes for u in ids], pa.binary(16)), "n": [0, 1, 2, 3, 5]}),
+    ):
+        d = wb.diff(candidate, f"{live}:main.t", key="id")
+        assert (d.summary.identical, d.summary.changed, d.summary.only_in_live) == (4, 1, 0)
+        assert d.rows()["id"].to_list() == [str(ids[4])]
+        assert "compared as UUID (16 bytes read as a UUID)" in d.summary()

@@ -328,6 +328,20 @@ def plan_column(
         # any other number differs from both.
         cast = f"CAST({col} AS HUGEINT)"
         return ColumnPlan(name, candidate_type, live_type, "HUGEINT", cast, cast)
+    if {candidate_type, live_type} == {"BLOB", "UUID"}:
+        # A UUID read without its Arrow type (pl.read_database_uri with ADBC, pyarrow's
+        # fixed-size binary) is its 16 bytes: as a UUID, not as text matching nothing.
+        as_uuid = f"TRY_CAST(CASE WHEN octet_length({col}) = 16 THEN hex({col}) END AS UUID)"
+        exprs = (as_uuid, col) if candidate_type == "BLOB" else (col, as_uuid)
+        return ColumnPlan(
+            name,
+            candidate_type,
+            live_type,
+            "UUID",
+            *exprs,
+            checked_cast=True,
+            how="16 bytes read as a UUID",
+        )
     if _is_temporal(candidate_type) and _is_temporal(live_type):
         ranks = [_TIMESTAMP_RANK.get(t, 0) for t in (candidate_type, live_type)]
         coarsest = min(ranks)
