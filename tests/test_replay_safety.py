@@ -84,6 +84,15 @@ def test_non_idempotent_counter_is_caught_and_narrowed(archive: Path) -> None:
     assert "<details><summary>differences from a clean replay (first 20 of" in (
         report._repr_html_()
     )
+    # One scenario, as a notebook cell shows it: its verdict and differences, not every
+    # field of a dataclass with a table pasted into one line.
+    redelivery = report["redelivery"]
+    assert repr(redelivery).startswith("<ScenarioResult redelivery (") and "\n" not in repr(
+        redelivery
+    )
+    assert "unsafe</b> redelivery" in redelivery._repr_html_()
+    assert redelivery.df().equals(redelivery.differences) and redelivery.head(2).height == 2
+    assert redelivery.arrow().num_rows == redelivery.differences.height
 
 
 def test_the_handler_whose_fault_alone_differs_most_is_named_first(tmp_path: Path) -> None:

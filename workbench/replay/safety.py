@@ -145,6 +145,31 @@ class ScenarioResult:
     #: Event type → its handler, for :meth:`_culprits`.
     _handler_of: dict[str, str] = field(default_factory=dict, repr=False)
 
+    def df(self) -> pl.DataFrame:
+        """The differences listed: ``table, key, column, clean, faulty`` (see
+        :meth:`SafetyReport.df`)."""
+        return self.differences
+
+    def arrow(self) -> pa.Table:
+        """The same as :meth:`df`, as an Arrow table."""
+        return self.differences.to_arrow()
+
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` rows of :meth:`df`."""
+        return self.differences.head(n)
+
+    def __repr__(self) -> str:
+        # Not the dataclass's: a Polars table pasted into one line of every field.
+        return f"<ScenarioResult {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        return f"<p>{self._verdict_html()} {html.escape(self.summary())}</p>" + _listed_html(
+            self.differences
+        )
+
+    def _verdict_html(self) -> str:
+        return (_OK_BUT if self.caveat else _OK) if self.ok else _UNSAFE
+
 
 @dataclass
 class SafetyReport:
@@ -211,24 +236,26 @@ class SafetyReport:
 
     def _repr_html_(self) -> str:
         items = "".join(
-            # Words in colour, not emoji: a machine without an emoji font draws empty boxes.
-            f"<li>{(_OK_BUT if s.caveat else _OK) if s.ok else _UNSAFE} "
-            f"{html.escape(s.summary())}</li>"
-            for s in self.scenarios
+            f"<li>{s._verdict_html()} {html.escape(s.summary())}</li>" for s in self.scenarios
         )
-        differences = self.df()
-        listed = ""
-        if differences.height:  # the keys and values that differ, as the CLI prints them
-            more = f" (first 20 of {differences.height:,})" if differences.height > 20 else ""
-            listed = (
-                f"<details><summary>differences from a clean replay{more}</summary>"
-                f"{differences.head(20)._repr_html_()}</details>"
-            )
         return (
-            f"<p><b>{html.escape(self.summary().splitlines()[0])}</b></p><ul>{items}</ul>{listed}"
+            f"<p><b>{html.escape(self.summary().splitlines()[0])}</b></p><ul>{items}</ul>"
+            + _listed_html(self.df())
         )
 
 
+def _listed_html(differences: pl.DataFrame) -> str:
+    """The keys and values that differ, as the CLI prints them, folded (first 20)."""
+    if not differences.height:
+        return ""
+    more = f" (first 20 of {differences.height:,})" if differences.height > 20 else ""
+    return (
+        f"<details><summary>differences from a clean replay{more}</summary>"
+        f"{differences.head(20)._repr_html_()}</details>"
+    )
+
+
+# Words in colour, not emoji: a machine without an emoji font draws empty boxes.
 _OK = "<b style='color:#2e7d32'>ok</b>"
 #: Passed, but with what it could not vary (hash seeds in a notebook): no green light.
 _OK_BUT = "<b style='color:#b26a00'>ok, with a caveat</b>"
