@@ -53,7 +53,11 @@ def replay_throughput(progress: pl.DataFrame) -> alt.Chart:
         alt.Chart(inline(frame))
         .mark_line(point=frame.height < 100)
         .encode(
-            x=alt.X("seconds:Q", title="seconds since start"),
+            x=alt.X(
+                "seconds:Q",
+                title="seconds since start",
+                axis=alt.Axis(tickCount=8, labelOverlap="greedy"),  # "0.000.05 0.10…" ran on
+            ),
             y=alt.Y("events_per_second:Q", title="events / second"),
             tooltip=["seconds:Q", "events:Q", "events_per_second:Q"],
         )
@@ -107,17 +111,20 @@ def handler_cost(costs: pl.DataFrame) -> alt.Chart:
     )
 
 
-def replay_phases(phases: pl.DataFrame) -> alt.Chart:
-    """Where a replay's own thread spent its time, as one stacked bar.
+def replay_phases(phases: pl.DataFrame) -> alt.LayerChart:
+    """Where a replay's own thread spent its time: a bar per phase, its share beside it.
 
     ``phases``: ``phase`` (name) and ``seconds``, one row per phase (as
     :attr:`~workbench.replay.ReplayResult.phases` gives them); the share of
-    each is computed here.
+    each is computed here. A bar per phase names each on its axis: one stacked
+    bar needed a legend, which a combined chart puts below everything else.
 
     >>> f = pl.DataFrame({"phase": ["decoding", "handlers"], "seconds": [1.0, 3.0]})
     >>> chart = replay_phases(f).to_dict()
-    >>> [r["share"] for r in chart["data"]["values"]], chart["encoding"]["color"]["scale"]["range"]
-    ([0.25, 0.75], ['#72b7b2', '#e45756'])
+    >>> [r["share"] for r in chart["data"]["values"]]
+    [0.25, 0.75]
+    >>> chart["layer"][0]["encoding"]["color"]["scale"]["range"]
+    ['#72b7b2', '#e45756']
     """
     require(phases, {"phase": "phase name", "seconds": "seconds spent"}, "replay_phases")
     frame = phases.select("phase", "seconds")
@@ -126,27 +133,20 @@ def replay_phases(phases: pl.DataFrame) -> alt.Chart:
     names = frame["phase"].to_list()
     others = iter(_OTHER_PHASES * (len(names) // len(_OTHER_PHASES) + 1))
     colors = [_PHASE_COLORS.get(name) or next(others) for name in names]
-    return (
-        alt.Chart(inline(frame))
-        .mark_bar()
-        .encode(
-            x=alt.X(
-                "sum(share):Q",
-                title="share of the replay's time",
-                axis=alt.Axis(format="%"),
-                scale=alt.Scale(domain=[0, 1]),  # not to 110%
-            ),
-            # Below the bar, in a row: beside a 40-pixel bar the names were cut off.
-            color=alt.Color(
-                "phase:N",
-                sort=None,
-                title=None,
-                scale=alt.Scale(domain=names, range=colors),
-                legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0),
-            ),
-            order=alt.Order("phase_order:Q"),
-            tooltip=["phase:N", "seconds:Q", alt.Tooltip("share:Q", format=".0%")],
-        )
-        .transform_window(phase_order="row_number()")
-        .properties(title="Where the replay's time went", width=600, height=40)
+    base = alt.Chart(inline(frame)).encode(
+        x=alt.X(
+            "share:Q",
+            title="share of the replay's time",
+            axis=alt.Axis(format="%", tickCount=5),
+            scale=alt.Scale(domain=[0, 1]),  # not to 110%
+        ),
+        y=alt.Y("phase:N", sort=names, title=None, axis=alt.Axis(labelLimit=0)),
+        tooltip=["phase:N", "seconds:Q", alt.Tooltip("share:Q", format=".0%")],
+    )
+    bars = base.mark_bar().encode(
+        color=alt.Color("phase:N", scale=alt.Scale(domain=names, range=colors), legend=None)
+    )
+    shares = base.mark_text(align="left", dx=3).encode(text=alt.Text("share:Q", format=".0%"))
+    return (bars + shares).properties(
+        title="Where the replay's time went", width=300, height=20 * len(names)
     )

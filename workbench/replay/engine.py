@@ -139,12 +139,11 @@ class ReplayResult:
 
         from workbench import charts
 
-        cost = charts.handler_cost(self.per_handler)
-        top: alt.Chart | alt.HConcatChart | alt.ConcatChart = cost
-        if self.progress.height > 2:
-            top = charts.replay_throughput(self.progress) | cost
+        top: alt.Chart | alt.HConcatChart = charts.handler_cost(self.per_handler)
         if self.phases["seconds"].sum() > 0:
-            return alt.vconcat(charts.replay_phases(self.phases), top)
+            top = alt.hconcat(charts.replay_phases(self.phases), top)
+        if self.progress.height > 2:
+            return alt.vconcat(top, charts.replay_throughput(self.progress))
         return top
 
     @property
