@@ -149,9 +149,12 @@ def test_a_chart_given_a_result_instead_of_a_frame_says_so(archive: wb.Archive) 
 
 def test_replay_and_diff_charts_take_documented_columns() -> None:
     spec = charts.diff_summary(pl.DataFrame({"column": ["a", "b"], "changed": [3, 1]})).to_dict()
-    assert spec["encoding"]["x"]["field"] == "changed" and len(values(spec)) == 2
+    bars, counts = spec["layer"]
+    assert bars["encoding"]["x"]["field"] == "changed" and len(values(spec)) == 2
     # Whole counts: a tick at each of a short axis (not 0 1 1 2 2 3 3, halves rounded).
-    assert spec["encoding"]["x"]["axis"]["values"] == [0, 1, 2, 3]
+    assert bars["encoding"]["x"]["axis"]["values"] == [0, 1, 2, 3]
+    # Each bar says its count: a column changed in one row is a sliver beside hundreds.
+    assert counts["mark"]["type"] == "text" and counts["encoding"]["text"]["field"] == "changed"
     spec = charts.handler_cost(
         pl.DataFrame({"handler": ["on_created"], "events": [200], "seconds": [0.5]})
     ).to_dict()
@@ -417,7 +420,7 @@ def test_columns_past_the_most_changed_are_named_not_summed() -> None:
     spec = diff_summary(frame).to_dict()
     assert max(row["changed"] for row in spec["data"]["values"]) == 5
     assert spec["title"]["subtitle"] == "and 80 more column(s), each in as many rows or fewer"
-    assert spec["encoding"]["y"]["sort"][:3] == ["c000", "c001", "c002"]
+    assert spec["layer"][0]["encoding"]["y"]["sort"][:3] == ["c000", "c001", "c002"]
 
 
 def test_hundreds_of_types_make_charts_of_readable_size() -> None:

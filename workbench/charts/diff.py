@@ -44,11 +44,15 @@ def diff_statuses(counts: pl.DataFrame) -> alt.Chart | alt.LayerChart:
             "datum.status == 'identical'", alt.value("#4c78a8"), alt.value("#d62728")
         )
     )
-    labels = base.mark_text(align="left", dx=3).encode(text=alt.Text("rows:Q", format=",d"))
-    return alt.LayerChart(layer=[bars, labels], title="Rows by status", width=300)
+    return alt.LayerChart(layer=[bars, _counts(base, "rows")], title="Rows by status", width=300)
 
 
-def diff_summary(summary: pl.DataFrame) -> alt.Chart:
+def _counts(base: alt.Chart, field: str) -> alt.Chart:
+    """Each bar's count written at its end: a bar of one row beside hundreds is a sliver."""
+    return base.mark_text(align="left", dx=3).encode(text=alt.Text(f"{field}:Q", format=",d"))
+
+
+def diff_summary(summary: pl.DataFrame) -> alt.Chart | alt.LayerChart:
     """A bar per column: how many rows differ in it between candidate and live.
 
     ``summary``: ``column`` (name) and ``changed`` (rows whose value
@@ -57,8 +61,8 @@ def diff_summary(summary: pl.DataFrame) -> alt.Chart:
     differs in many columns, so a sum counted it many times.
 
     >>> f = pl.DataFrame({"column": ["a", "b"], "changed": [3, 0]})
-    >>> diff_summary(f).to_dict()["mark"]["type"]
-    'bar'
+    >>> [layer["mark"]["type"] for layer in diff_summary(f).to_dict()["layer"]]
+    ['bar', 'text']
     >>> diff_summary(f.with_columns(changed=0)).to_dict()["mark"]["type"]
     'text'
     """
@@ -73,21 +77,18 @@ def diff_summary(summary: pl.DataFrame) -> alt.Chart:
         "Differences by column",
         subtitle=f"and {rest:,} more column(s), each in as many rows or fewer" if rest else "",
     )
-    return (
-        alt.Chart(inline(frame))
-        .mark_bar(color="#d62728")
-        .encode(
-            x=alt.X("changed:Q", title="rows that differ", axis=count_axis(frame["changed"])),
-            y=alt.Y(
-                "column:N",
-                sort=frame["column"].to_list(),  # ties by name, not as Vega meets them
-                title=None,
-                axis=alt.Axis(labelExpr=cut_middle(), labelLimit=CUT_WIDTH),
-            ),
-            tooltip=["column:N", alt.Tooltip("changed:Q", format=",d")],
-        )
-        .properties(title=title, width=300)
+    base = alt.Chart(inline(frame)).encode(
+        x=alt.X("changed:Q", title="rows that differ", axis=count_axis(frame["changed"])),
+        y=alt.Y(
+            "column:N",
+            sort=frame["column"].to_list(),  # ties by name, not as Vega meets them
+            title=None,
+            axis=alt.Axis(labelExpr=cut_middle(), labelLimit=CUT_WIDTH),
+        ),
+        tooltip=["column:N", alt.Tooltip("changed:Q", format=",d")],
     )
+    bars = base.mark_bar(color="#d62728")
+    return alt.LayerChart(layer=[bars, _counts(base, "changed")], title=title, width=300)
 
 
 #: Columns :func:`diff_summary` draws a bar for, the most changed.
