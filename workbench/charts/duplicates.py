@@ -76,7 +76,21 @@ def duplicates_chart(timeline: pl.DataFrame) -> alt.TopLevelMixin:
             tooltip=["kind:N", "event_type:N", utc_tooltip("bucket"), "copies:Q"],
         )
         .properties(width=600, height=120)
-        .facet(row=alt.Row("kind:N", title=None))
+        .facet(
+            row=alt.Row(
+                "kind:N",
+                title=None,
+                # Above each row, level: "same event_id", not a rotated bare "event_id"
+                # beside the axis title, which read as a second axis title.
+                header=alt.Header(
+                    labelAngle=0,
+                    labelOrient="top",
+                    labelAnchor="start",
+                    labelExpr="'copies with the same ' + datum.value",
+                    labelFontWeight="bold",
+                ),
+            )
+        )
         .properties(title="Duplicates over time")
     )
 
