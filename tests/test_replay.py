@@ -2112,8 +2112,16 @@ def test_a_rows_lineage_lists_the_events_that_wrote_it(archive: Path, tmp_path: 
     assert all(json.loads(d)["memory_id"] == key for d in lineage["data"])
     agent, day = result.sql("select agent_id, day from daily_access limit 1").fetchall()[0]
     assert result.lineage("daily_access", (agent, day)).height > 0  # a composite key
-    with pytest.raises(ProjectionError, match=r"memories_v1 has no table 'memory'; its tables: "):
+    with pytest.raises(
+        ProjectionError, match=r"memories_v1 has no table 'memory'; did you mean memories\?; its "
+    ):
         result.lineage("memory", key)
+    # The read model itself, as a frame: df() is the replay's counts per event type.
+    memories = result.table("memories")
+    assert memories.height == result.sql("select count(*) from memories").fetchall()[0][0]
+    assert memories.filter(pl.col("memory_id") == key)["access_count"].item() == count
+    with pytest.raises(ProjectionError, match=r"no table 'memorys'; did you mean memories\?"):
+        result.table("memorys")
     with pytest.raises(ProjectionError, match="no event wrote a row of memories with key 'x'"):
         result.lineage("memories", "x")
 

@@ -51,8 +51,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench import _duckdb, envelope
-from workbench._sql import literal
-from workbench._text import Duration, as_text
+from workbench._sql import ident, literal
+from workbench._text import Duration, as_text, did_you_mean
 from workbench.archive import ArchiveReader, unknown_source
 from workbench.errors import ArchiveError, ArgumentError, ProjectionError
 from workbench.progress import shows_progress
@@ -226,14 +226,8 @@ class ReplayResult:
             "and constraint_type = 'PRIMARY KEY'"
         ).fetchall()
         if not found:
-            tables = self.sql(
-                "select table_name from duckdb_tables() where schema_name = "
-                f"{literal(self.schema)} and not starts_with(table_name, '_') order by 1"
-            ).fetchall()
-            raise ProjectionError(
-                f"{self.schema} has no table {table!r}; its tables: "
-                + (", ".join(t for (t,) in tables) or "none")
-            )
+            self._require_table(table)
+            raise ProjectionError(f"{self.schema}.{table} has no key to find a row by")
         written = self.sql(
             "select global_position, event_type, handler from _lineage where table_name = "
             f"{literal(table)} and key = {literal(store.lineage_key(found[0][0], key))} "
@@ -254,6 +248,27 @@ class ReplayResult:
             .pl()
         )
         return written.join(events, on="global_position", how="left")
+
+    def table(self, name: str) -> pl.DataFrame:
+        """The read model's table ``name`` as this replay left it (``df()`` is the replay's
+        own counts per event type), typed for Polars: UUIDs as text, as :meth:`sql` with
+        ``.pl()`` would not."""
+        self._require_table(name)
+        return _duckdb.to_polars(self.sql(f"select * from {ident(name)}"))
+
+    def _require_table(self, name: str) -> None:
+        tables = [
+            t
+            for (t,) in self.sql(
+                "select table_name from duckdb_tables() where schema_name = "
+                f"{literal(self.schema)} and not starts_with(table_name, '_') order by 1"
+            ).fetchall()
+        ]
+        if name not in tables:
+            raise ProjectionError(
+                f"{self.schema} has no table {name!r}{did_you_mean(name, tables)}; its tables: "
+                + (", ".join(tables) or "none")
+            )
 
     def dead_letter_rows(self, limit: int | None = None) -> pl.DataFrame:
         """The dead letters recorded (all of them, or the first ``limit``), oldest first:
