@@ -63,7 +63,7 @@ def archive_jetstream_command(
     maps: list[str] = typer.Option(
         [],
         "--map",
-        help="FIELD=SPEC, SPEC one of header:NAME, data:dotted.path, subject:INDEX, "
+        help="FIELD=SPEC, SPEC one of header:NAME, data:dotted.path, subject:INDEX or START:[STOP], "
         "metadata:dotted.path, const:VALUE (overrides the preset; a field mapped again "
         "falls back to the next, FIELD=preset to the preset's).",
     ),
