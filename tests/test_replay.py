@@ -196,6 +196,14 @@ def test_handler_and_sql_projection_agree_with_lineage(archive: Path, tmp_path: 
         "select projection, version, archive, events_applied from memories_v1._replay_info"
     ).fetchall()
     assert info == [("memories", 1, str(archive.absolute()), 4_000)]
+    con.close()
+    # A table whose lineage was not recorded: said so, not "no event wrote" a row that is there.
+    bare = wb.SqlProjection("bare", {"memories": MEMORIES_SQL.tables["memories"]},
+                            keys={"memories": "memory_id"}, setup=MEMORIES_SQL.setup)  # fmt: skip
+    result = wb.replay(archive, bare, into=into)
+    key = result.table("memories")["memory_id"][0]
+    with pytest.raises(ProjectionError, match=r"no lineage was recorded for memories: .*lineage="):
+        result.lineage("memories", key)
 
 
 def test_until_where_and_sources(archive: Path, tmp_path: Path) -> None:

@@ -234,6 +234,14 @@ class ReplayResult:
             "order by global_position"
         ).pl()
         if not written.height:
+            recorded = self.sql(
+                f"select count(*) from _lineage where table_name = {literal(table)}"
+            ).fetchall()[0][0]
+            if not recorded:  # not "no event wrote it" of a row that is there
+                raise ProjectionError(
+                    f"no lineage was recorded for {table}: a SqlProjection records it only "
+                    "for the tables given in lineage={...}, and replay(lineage=False) for none"
+                )
             raise ProjectionError(f"no event wrote a row of {table} with key {key!r}")
         archive = self.sql("select archive from _replay_info").fetchall()
         if not archive or not archive[0][0] or not Path(archive[0][0]).is_dir():

@@ -41,7 +41,27 @@ if TYPE_CHECKING:
 
 
 class SqlProjection:
-    """A named, versioned set of output tables, each defined by a query over ``events``."""
+    """A named, versioned set of output tables, each defined by a query over ``events``.
+
+    - ``tables``: table name → one ``SELECT`` over ``events`` (the envelope columns
+      of the replayed source; ``data`` is JSON text: ``data->>'memory_id'``).
+    - ``keys``: table name → its key column(s), made the primary key (optional; a
+      table without one cannot be diffed by key or explained).
+    - ``lineage``: table name → a query returning the table's key columns,
+      ``global_position`` and ``event_type``: each event that wrote each row. Without
+      it, ``ReplayResult.lineage`` and ``Diff.explain`` have no events for the table.
+    - ``setup``: SQL run first, e.g. a temporary table several queries share.
+
+    >>> SqlProjection(
+    ...     "memories",
+    ...     tables={"memories": "select data->>'memory_id' as memory_id, count(*) as events "
+    ...                         "from events group by 1"},
+    ...     keys={"memories": "memory_id"},
+    ...     lineage={"memories": "select data->>'memory_id' as memory_id, global_position, "
+    ...                          "event_type from events"},
+    ... )
+    SqlProjection('memories', version=1, tables=['memories'])
+    """
 
     def __init__(
         self,
