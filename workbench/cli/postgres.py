@@ -155,13 +155,4 @@ def snapshot_postgres_command(
         mappings=mappings,
         position_sql=position_sql,
     )
-    console.print(
-        f"{info.table}: {info.rows} rows at {info.taken_at.isoformat()} → {out}"
-        + (
-            f" (position {info.event_store_position})"
-            if info.event_store_position is not None
-            else ""
-        ),
-        highlight=False,
-        soft_wrap=True,
-    )
+    console.print(f"{info.summary()} → {out}", highlight=False, soft_wrap=True)

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from workbench import _duckdb
 from workbench._duckdb import to_polars
+from workbench._text import as_text
 from workbench.archive import write_atomically
 from workbench.errors import SourceError
 from workbench.sources.mapping import Mappings, mapping_options
@@ -61,6 +62,21 @@ class SnapshotInfo:
     event_store_position: int | None
     rows: int
     path: Path | None = None
+
+    @as_text
+    def summary(self) -> str:
+        """What the snapshot holds and the event-store position it reflects, in a line.
+
+        >>> SnapshotInfo("app.memories", dt.datetime(2024, 5, 1, tzinfo=dt.UTC),
+        ...     "postgres:message_store.messages", 1200, 2474).summary()
+        'app.memories: 2,474 rows at 2024-05-01T00:00:00+00:00 (position 1,200 of postgres:message_store.messages)'
+        """
+        position = (
+            f" (position {self.event_store_position:,} of {self.source})"
+            if self.event_store_position is not None
+            else ""
+        )
+        return f"{self.table}: {self.rows:,} rows at {self.taken_at.isoformat()}{position}"
 
     def to_json(self) -> str:
         data = asdict(self)
