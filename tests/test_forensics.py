@@ -113,9 +113,11 @@ def test_a_replay_result_keeps_its_throughput_and_charts_it(
     assert result.progress["events"].to_list()[-1] == result.events_applied
     assert result.progress["seconds"].is_sorted() and result.progress.height > 2
     spec = result.chart().to_dict()
-    phases, below = spec["vconcat"]  # where the time went, over
+    above, throughput = spec["vconcat"]  # where the time went | time per handler, over
+    phases, handlers = above["hconcat"]
     assert phases["title"] == "Where the replay's time went"
-    assert len(below["hconcat"]) == 2  # throughput over the run | time per handler
+    assert handlers["title"]["text"] == "Cost per handler"
+    assert throughput["title"] == "Replay throughput"
 
 
 def test_every_result_gives_arrow_as_well_as_polars(
