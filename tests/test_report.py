@@ -250,3 +250,10 @@ def test_the_report_takes_the_check_options_check_takes(tmp_path: Path) -> None:
     assert "1 orphan(s)" in (tmp_path / "a.html").read_text()
     assert run([*args, str(tmp_path / "b.html"), "--external-causes", "cmd-*"]) == 0
     assert "0 orphan(s)" in (tmp_path / "b.html").read_text()
+    # --only, as check takes it: a report of a large archive can leave out the causation
+    # graph (about a GB per million events), and says it did.
+    assert run([*args, str(tmp_path / "c.html"), "--only", "gaps,lag"]) == 0
+    page = (tmp_path / "c.html").read_text()
+    assert "orphan(s)" not in page and "Not run (only gaps, lag asked for): Duplicates" in page
+    assert run([*args, str(tmp_path / "d.html"), "--only", "gap"]) == 2
+    assert not (tmp_path / "d.html").exists()

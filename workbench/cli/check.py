@@ -14,7 +14,16 @@ from workbench.errors import WorkbenchError
 _CHECKS = ("gaps", "duplicates", "drift", "lag", "causation")
 
 
-def _parse_checks(value: str, option: str) -> list[str]:
+#: ``--only``, as check and report take it.
+ONLY = typer.Option(
+    "",
+    "--only",
+    help=f"Comma-separated checks to run (default: all): {', '.join(_CHECKS)}. The "
+    "whole-archive causation graph is held in memory (about 1.1 GB per million events).",
+)
+
+
+def parse_checks(value: str, option: str) -> list[str]:
     names = [n.strip() for n in value.split(",") if n.strip()]
     unknown = [n for n in names if n not in _CHECKS]
     if unknown:
@@ -47,19 +56,14 @@ def check(
         help="Comma-separated gap reasons that are expected, not faults: deleted,retention "
         "for a KV bucket or a stream with message TTLs or rollups.",
     ),
-    only: str = typer.Option(
-        "",
-        "--only",
-        help=f"Comma-separated checks to run (default: all): {', '.join(_CHECKS)}. The "
-        "whole-archive causation graph is held in memory (about 1.8 GB per million events).",
-    ),
+    only: str = ONLY,
     rows: int = typer.Option(15, "--rows", min=1, help="Rows shown per table."),
 ) -> None:
     """Check an archive for gaps, duplicates, schema drift, lag and causation faults."""
     from workbench.analysis import open_archive
 
-    failing = _parse_checks(fail_on, "--fail-on")
-    chosen = _parse_checks(only, "--only")
+    failing = parse_checks(fail_on, "--fail-on")
+    chosen = parse_checks(only, "--only")
     skipped = [name for name in failing if chosen and name not in chosen]
     if skipped:
         raise WorkbenchError(f"--fail-on {', '.join(skipped)}: not among the --only checks")

@@ -8,6 +8,7 @@ import typer
 
 from workbench._text import did_you_mean
 from workbench.cli._app import app, console, progress_bar
+from workbench.cli.check import ONLY, parse_checks
 from workbench.cli.diff import (
     ABS_TOL,
     COLUMNS,
@@ -58,6 +59,7 @@ def report(
     accept_gaps: str = typer.Option(
         "", "--accept-gaps", help="Comma-separated expected gap reasons, as for workbench check."
     ),
+    only: str = ONLY,
 ) -> None:
     """Write one self-contained HTML report: checks, charts, and replay and diff when given.
 
@@ -73,6 +75,7 @@ def report(
 
     if (live is None) != (key is None):
         raise WorkbenchError("--live and --key go together")
+    checks = parse_checks(only, "--only")
     if live is not None and projection is None:
         raise WorkbenchError("--live needs --projection: the candidate is the projection's replay")
     if projection is not None and into is None:
@@ -152,6 +155,7 @@ def report(
             progress=lambda name: bar.update(task, description=f"check: {name}"),
             external_causes=external_causes,
             accept_gaps=[r.strip() for r in accept_gaps.split(",") if r.strip()],
+            only=checks,
         )
     if diff is not None and not diff.summary.is_identical:
         findings.append(f"the diff found {diff.summary.verdict}")
