@@ -70,63 +70,73 @@ _NEEDS: dict[str, Need] = {
     ),
 }
 
+# Each kind is found over fixed-width columns only: ids, streams and contents as hashes
+# (a hash of a null is a value of its own, so "is distinct from" stays a comparison of
+# hashes), the envelope's text joined back for the few copies found. Carrying the text
+# through every window's sort took a GB per million events.
 _COPIES = """
 with ev as (
-    select source, global_position, event_id, event_type, stream, stream_position,
-           recorded_at, delivery_count, producer,
+    select source, global_position, recorded_at,
+           event_id is not null as has_id,
+           hash(event_id) as id_hash,
+           -- A CloudEvent's id is unique per its producer (ce-source), not across producers.
+           hash(case when contains(metadata, '"ce-source"')
+                     then json_extract_string(metadata, '$."ce-source"') end) as producer,
+           stream is not null and stream_position is not null as slotted,
+           hash(stream, stream_position) as slot,
            hash(event_type, stream, data, payload, correlation_id, causation_id) as content,
            (data is not null or payload is not null)
-               and (correlation_id is not null or causation_id is not null) as comparable,
-           case when event_id is not null
-                then min(global_position) over (partition by source, event_id, producer)
-                end as first_position
-    from (
-        -- A CloudEvent's id is unique per its producer (ce-source), not across producers.
-        select *, case when contains(metadata, '"ce-source"')
-                       then json_extract_string(metadata, '$."ce-source"') end as producer
-        from events
-    )
+               and (correlation_id is not null or causation_id is not null) as comparable
+    from events
 ),
-by_id as (select * from ev where global_position > first_position),
+firsts as (
+    select *, case when has_id
+                   then min(global_position) over (partition by source, id_hash, producer)
+                   end as first_position
+    from ev
+),
 by_slot as (
     select *, first_value(global_position) over s as slot_first,
-           first_value(event_id) over s as slot_id, first_value(content) over s as slot_content,
+           first_value(has_id) over s as slot_has_id, first_value(id_hash) over s as slot_id,
+           first_value(content) over s as slot_content,
            first_value(producer) over s as slot_producer
-    from ev where stream is not null and stream_position is not null
-    window s as (partition by source, stream, stream_position order by global_position)
+    from ev where slotted
+    window s as (partition by source, slot order by global_position)
 ),
 by_content as (
     select *,
            lag(global_position) over w as prev_position,
            lag(recorded_at) over w as prev_at,
-           lag(event_id) over w as prev_id
-    from ev where comparable and global_position = coalesce(first_position, global_position)
-    window w as (partition by source, content, event_type, stream
-                 order by recorded_at, global_position)
+           lag(id_hash) over w as prev_id
+    from firsts where comparable and global_position = coalesce(first_position, global_position)
+    -- content hashes the type and the stream too
+    window w as (partition by source, content order by recorded_at, global_position)
+),
+found as (
+    select 'event_id' as kind, source, global_position, first_position
+    from firsts where global_position > first_position
+    union all
+    select 'content', source, global_position, prev_position
+    from by_content
+    where prev_position is not null and recorded_at - prev_at <= $window
+      and id_hash <> prev_id
+    union all
+    select 'stream_position', source, global_position, slot_first
+    from by_slot
+    where global_position > slot_first
+      -- The same id from the same producer is the event_id kind's copy; from another
+      -- producer (ce-source) that kind keeps them apart, and this one must not.
+      and case when has_id and slot_has_id
+               then id_hash <> slot_id or producer <> slot_producer
+               else content <> slot_content end
 )
-select 'event_id' as kind, source, global_position, event_id, event_type, stream,
-       recorded_at, delivery_count, first_position
-from by_id
+select f.kind, f.source, f.global_position, e.event_id, e.event_type, e.stream,
+       e.recorded_at, e.delivery_count, f.first_position
+from found f join events e using (source, global_position)
 union all
 select 'redelivery', source, global_position, event_id, event_type, stream,
        recorded_at, delivery_count, global_position
-from ev where delivery_count > 1
-union all
-select 'content', source, global_position, event_id, event_type, stream,
-       recorded_at, delivery_count, prev_position
-from by_content
-where prev_position is not null and recorded_at - prev_at <= $window
-  and event_id is distinct from prev_id
-union all
-select 'stream_position', source, global_position, event_id, event_type, stream,
-       recorded_at, delivery_count, slot_first
-from by_slot
-where global_position > slot_first
-  -- The same id from the same producer is the event_id kind's copy; from another
-  -- producer (ce-source) that kind keeps them apart, and this one must not.
-  and case when event_id is not null and slot_id is not null
-           then event_id <> slot_id or producer is distinct from slot_producer
-           else content <> slot_content end
+from events where delivery_count > 1
 """
 
 
