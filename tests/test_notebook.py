@@ -61,3 +61,39 @@ def test_errors_show_the_users_own_code_and_a_mistake_as_one_line(tmp_path: Path
     (summary,) = [o for o in nb.cells[5].outputs if o["output_type"] == "execute_result"]
     text = summary["data"]["text/plain"]
     assert text.startswith("memories_v1: 5,000 events in "), text  # not a quoted string
+
+
+def test_a_cell_run_again_carries_the_vega_bundle_again() -> None:
+    """ "Run All" in the same kernel replaces the output that held the Vega bundle: the
+    saved notebook kept none and showed pictures only. JupyterLab and VS Code name the
+    cell of each execution (``cellId``), as sent here."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3")
+
+    def run(code: str, cell: str) -> int:
+        content = {"code": code, "silent": False, "store_history": True,
+                   "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}  # fmt: skip
+        request = client.session.msg("execute_request", content, metadata={"cellId": cell})
+        client.shell_channel.send(request)
+        sizes = [0]
+        while True:
+            reply = client.get_iopub_msg(timeout=120)
+            if reply["parent_header"].get("msg_id") != request["header"]["msg_id"]:
+                continue
+            if reply["msg_type"] in ("display_data", "execute_result"):
+                sizes.append(len(reply["content"]["data"].get("text/html", "")))
+            if reply["msg_type"] == "error":
+                raise AssertionError(reply["content"]["evalue"])
+            if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
+                return max(sizes)
+
+    try:
+        run("import workbench as wb, altair as alt", "setup")
+        chart = "alt.Chart(alt.Data(values=[{'x': 1}])).mark_point().encode(x='x:Q')"
+        first, second, again, after = (run(chart, cell) for cell in ("a", "b", "a", "b"))
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert first > 500_000 > 50_000 > second  # the bundle once, with the first chart
+    assert again > 500_000 > 50_000 > after  # and again when that cell runs again

@@ -57,9 +57,23 @@ if (!window.vegaEmbed) {{ (function () {{ {bundle}
 
 
 class _Kernel:
-    """Whether this process has sent the Vega bundle to its notebook yet."""
+    """Whether this process has sent the Vega bundle to its notebook yet, and from which
+    cell: run again ("Run All" in the same kernel), that cell's output and the bundle
+    in it are replaced, so the next chart carries the bundle again (the saved notebook
+    kept none, and showed pictures only)."""
 
     bundled = False
+    #: The id of the cell running now, and of the one whose output holds the bundle.
+    running: str | None = None
+    cell: str | None = None
+    watching = False
+
+
+def _before_cell(info: Any) -> None:
+    """IPython's ``pre_run_cell``: note the cell, and whether it held the bundle."""
+    _Kernel.running = getattr(info, "cell_id", None)
+    if _Kernel.running is not None and _Kernel.running == _Kernel.cell:
+        _Kernel.bundled = False
 
 
 def render(spec: dict[str, Any], **metadata: Any) -> dict[str, str]:
@@ -69,7 +83,8 @@ def render(spec: dict[str, Any], **metadata: Any) -> dict[str, str]:
     # alt.renderers.set_embed_options(...) arrives here as embed_options.
     options = json.dumps({**(metadata.get("embed_options") or {}), "mode": "vega-lite"})
     bundle = "" if _Kernel.bundled else _BUNDLE.format(bundle=vega_bundle())
-    _Kernel.bundled = True
+    if not _Kernel.bundled:
+        _Kernel.bundled, _Kernel.cell = True, _Kernel.running
     page = _PAGE.format(div=div, picture=_picture(spec), bundle=bundle, spec=text, options=options)
     return {"text/html": page}
 
@@ -97,3 +112,18 @@ def enable() -> None:
         alt.renderers.register(RENDERER, render)
     if alt.renderers.active == "default":
         alt.renderers.enable(RENDERER)
+    _watch_cells()
+
+
+def _watch_cells() -> None:
+    """Follow which cell runs (IPython's ``pre_run_cell``), once per kernel."""
+    if _Kernel.watching:
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.events.register("pre_run_cell", _before_cell)
+        _Kernel.watching = True
