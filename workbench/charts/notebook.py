@@ -5,8 +5,10 @@ Vega-Lite 6, which JupyterLab's own Vega extension (v5) does not render.
 So a chart's output is HTML: a static PNG of the chart (made offline by
 vl-convert; none over :data:`PICTURE_ROWS` rows, or where it cannot draw),
 replaced by the interactive chart when Vega is on the page. The Vega
-bundle (about 0.9 MB) goes out with the first chart a kernel draws, run inside a function so that a second copy could not redeclare its
-names; later charts use it from the page. Where no script runs (an
+bundle (about 0.9 MB) goes out with the first chart a kernel draws (and again
+when that chart's cell runs again, which replaces its output), run inside a
+function so that a second copy could not redeclare its names; later charts use
+it from the page. Where no script runs (an
 untrusted notebook, GitHub) or the first chart's output is gone, the
 picture shows.
 
