@@ -614,3 +614,17 @@ def test_a_uuid_read_as_its_16_bytes_matches_the_uuid(tmp_path: Path) -> None:
         assert (d.summary.identical, d.summary.changed, d.summary.only_in_live) == (4, 1, 0)
         assert d.rows()["id"].to_list() == [str(ids[4])]
         assert "compared as UUID (16 bytes read as a UUID)" in d.summary()
+
+
+def test_keys_apart_only_by_hyphens_are_said_to_be_one_key_spelled_two_ways() -> None:
+    """A text id of 32 hex digits archived hyphenated (or the other way round): every such
+    key was only on one side, and nothing said why."""
+    ids = [uuid.UUID(int=i * 104729 + 7) for i in range(4)]
+    candidate = pl.DataFrame({"id": [str(u) for u in ids], "n": [1, 2, 3, 4]})
+    live = pl.DataFrame({"id": [u.hex for u in ids[:3]] + [str(ids[3])], "n": [1, 2, 3, 4]})
+    d = wb.diff(candidate, live, key="id")
+    assert (d.summary.only_in_candidate, d.summary.only_in_live, d.summary.identical) == (3, 3, 1)
+    assert any(n.startswith("3 key(s) only in the candidate and only in live are the same id")
+               for n in d.summary.notes)  # fmt: skip
+    apart = wb.diff(candidate, live.with_columns(id=pl.lit("x") + pl.col("id")), key="id")
+    assert not any("are the same id" in n for n in apart.summary.notes)

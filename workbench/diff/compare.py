@@ -494,6 +494,12 @@ def diff(
                 + (f": the key types differ, {'; '.join(apart)}" if apart else "")
                 + "; is it the same key, of the same entities?"
             )
+        if (
+            len(keys) == 1
+            and counts.get(("only_in_candidate", ""))
+            and counts.get(("only_in_live", ""))
+        ):
+            notes += _keys_apart_by_spelling(con, keys[0])
         summary = DiffSummary(
             candidate_rows=int(totals["c"][0]),
             live_rows=int(totals["l"][0]),
@@ -536,6 +542,27 @@ def _closed_on_error(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     except BaseException:
         con.close()
         raise
+
+
+def _keys_apart_by_spelling(con: duckdb.DuckDBPyConnection, key: str) -> list[str]:
+    """A note when keys only in the candidate and only in live are the same but for
+    hyphens and case: one UUID written two ways (32 hex digits as a text id stores it,
+    and hyphenated), which no row of either side will ever match."""
+    spelled = f"lower(replace(CAST({ident(key)} AS VARCHAR), '-', ''))"
+    ((pairs,),) = con.execute(
+        f"select count(*) from (select distinct {spelled} as k from _wb_diff "
+        "where _status = 'only_in_candidate') c "
+        f"join (select distinct {spelled} as k from _wb_diff where _status = 'only_in_live') l "
+        "using (k)"
+    ).fetchall()
+    if not pairs:
+        return []
+    return [
+        f"{pairs:,} key(s) only in the candidate and only in live are the same {key} but "
+        "for hyphens or case: one side spells them another way (a UUID as 32 hex digits; "
+        "the eventsourcing preset hyphenates a text id of 32 hex digits, as a UUID column "
+        "gives it)"
+    ]
 
 
 def _mark_not_yet_projected(
