@@ -70,9 +70,12 @@ class SnapshotInfo:
         >>> SnapshotInfo("app.memories", dt.datetime(2024, 5, 1, tzinfo=dt.UTC),
         ...     "postgres:message_store.messages", 1200, 2474).summary()
         'app.memories: 2,474 rows at 2024-05-01T00:00:00+00:00 (position 1,200 of postgres:message_store.messages)'
+        >>> SnapshotInfo("v", dt.datetime(2024, 5, 1, tzinfo=dt.UTC), None, 7, 1).summary()
+        'v: 1 rows at 2024-05-01T00:00:00+00:00 (position 7)'
         """
+        of = f" of {self.source}" if self.source else ""  # --position-sql names no store
         position = (
-            f" (position {self.event_store_position:,} of {self.source})"
+            f" (position {self.event_store_position:,}{of})"
             if self.event_store_position is not None
             else ""
         )
