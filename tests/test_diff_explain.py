@@ -144,7 +144,7 @@ def test_rows_newer_than_the_snapshot_are_not_yet_projected(
     d = wb.diff(f"{replay}:memories.memories", _live_snapshot(tmp_path, 4), key="id")
     s = d.summary
     assert (s.changed, s.not_yet_projected, s.live_position) == (1, 1, 4)
-    assert s.verdict == "1 differing rows and 1 the live side has not yet projected"
+    assert s.verdict == "1 differing rows and 1 written after the live position (lag, or wrong too)"
     assert d.rows("not_yet_projected")["id"].to_list() == [2]
     # Maybe lag, maybe wrong: never "identical", and the note says how to tell.
     assert not s.is_identical
@@ -525,3 +525,62 @@ def test_explaining_a_nan_is_no_crash(tmp_path: Path) -> None:
     d = wb.diff(f"{tmp_path / 'c.duckdb'}:balances_v1.accounts", live, key="stream")
     explanation = d.explain("acc-1")
     assert explanation.status == "changed" and "balance: candidate 12, live nan" in str(explanation)
+
+
+class _Live(wb.Projection):
+    """Memories a delete removes: a live read model behind the store keeps them."""
+
+    name = "live_memories"
+    memories = wb.Table(key="memory_id", memory_id=str, accesses=int)
+
+    @wb.on("MemoryCreated")
+    def created(self, event: wb.Event, tables: wb.Tables) -> None:
+        if event.data is not None:  # the history plants payloads that are no JSON
+            tables.memories.upsert({"memory_id": event.data["memory_id"], "accesses": 0})
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event: wb.Event, tables: wb.Tables) -> None:
+        if event.data is not None and event.data["memory_id"] in tables.memories:
+            tables.memories.update(event.data["memory_id"], accesses=tables.memories[
+                event.data["memory_id"]]["accesses"] + 1)  # fmt: skip
+
+    @wb.on("MemoryDeleted")
+    def deleted(self, event: wb.Event, tables: wb.Tables) -> None:
+        if event.data is not None:
+            tables.memories.delete(event.data["memory_id"])
+
+
+def test_the_live_position_tells_deletes_after_it_and_a_candidate_short_of_it(
+    tmp_path: Path,
+) -> None:
+    """A row the candidate deleted after the live position is lag, not a row only live
+    has; a candidate replayed short of the position, or without lineage, is said to be."""
+    from workbench.scenario import generate
+
+    root = generate(4, entities=60, events=3_000).write_archive(tmp_path / "archive")
+    into = tmp_path / "c.duckdb"
+    positions = wb.open_archive(root).sql("select global_position from events order by 1")
+    position = positions.fetchall()[2_000][0]
+    live = wb.replay(root, _Live, into=tmp_path / "live.duckdb", until=position).table("memories")
+    full = wb.replay(root, _Live, into=into)
+    deleted_after = set(live["memory_id"]) - set(full.table("memories")["memory_id"])
+    assert deleted_after  # the history deletes memories after the position
+    d = wb.diff(f"{into}:{full.schema}.memories", live, key="memory_id", live_position=position)
+    assert d.summary.only_in_live == 0
+    assert deleted_after <= set(d.rows("not_yet_projected")["memory_id"])
+    short = wb.replay(root, _Live, into=tmp_path / "s.duckdb", until=position - 500)
+    notes = wb.diff(f"{tmp_path / 's.duckdb'}:{short.schema}.memories", live, key="memory_id",
+                    live_position=position).summary.notes  # fmt: skip
+    assert any(f"reached position {short.last_position:,}, short of the live side's" in n
+               for n in notes), notes  # fmt: skip
+    bare = wb.SqlProjection(
+        "bare",
+        {"memories": "select distinct data->>'memory_id' as memory_id from events "
+                     "where event_type = 'MemoryCreated' and json_valid(data)"},
+        keys={"memories": "memory_id"},
+    )  # fmt: skip
+    wb.replay(root, bare, into=tmp_path / "b.duckdb")
+    notes = wb.diff(f"{tmp_path / 'b.duckdb'}:bare_v1.memories", live.select("memory_id"),
+                    key="memory_id", live_position=position).summary.notes  # fmt: skip
+    assert any("has no lineage (a SqlProjection records it only with lineage=" in n
+               for n in notes), notes  # fmt: skip

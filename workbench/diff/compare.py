@@ -457,6 +457,7 @@ def diff(
                     )
                 notes.append("the live snapshot has a position but the candidate has no lineage")
             else:
+                notes += _position_notes(con, lineage, position)
                 lagging = _mark_not_yet_projected(con, keys, lineage, position)
                 if lagging:
                     notes.append(
@@ -565,6 +566,27 @@ def _keys_apart_by_spelling(con: duckdb.DuckDBPyConnection, key: str) -> list[st
     ]
 
 
+def _position_notes(con: duckdb.DuckDBPyConnection, lineage: Lineage, position: int) -> list[str]:
+    """What makes the live position say less than it seems: a candidate that stops short
+    of it, or a table whose rows have no lineage to tell later writes by."""
+    notes = []
+    reached = lineage.reached(con)
+    if reached is not None and reached < position:
+        notes.append(
+            f"the candidate's replay reached position {reached:,}, short of the live side's "
+            f"{position:,}: rows live has from the events between differ for that alone "
+            "(archive and replay further to compare)"
+        )
+    ((recorded,),) = con.execute(f"select exists (select 1 from {lineage.relation})").fetchall()
+    if not recorded:
+        notes.append(
+            f"the candidate's {lineage.table_name} has no lineage (a SqlProjection records it "
+            "only with lineage=...): rows written after the live position cannot be told "
+            f"apart; replay with until={position} (--until) to compare exactly"
+        )
+    return notes
+
+
 def _mark_not_yet_projected(
     con: duckdb.DuckDBPyConnection, keys: list[str], lineage: Lineage, position: int
 ) -> int:
@@ -572,7 +594,9 @@ def _mark_not_yet_projected(
     return how many."""
     con.execute(
         f"update _wb_diff set _status = 'not_yet_projected' "
-        f"where _status in ('changed', 'only_in_candidate') "
+        # only_in_live: a row the candidate deleted after the position (its lineage keeps
+        # the deleting event), which live still holds.
+        f"where _status in ('changed', 'only_in_candidate', 'only_in_live') "
         f"and {key_json_sql(lineage.key_order(con, keys))} in "
         f"(select key from {lineage.relation} group by key having max(global_position) > ?)",
         [position],

@@ -113,6 +113,15 @@ class Lineage:
             "run the diff again"
         )
 
+    def reached(self, con: duckdb.DuckDBPyConnection) -> int | None:
+        """The last position the replay applied (its checkpoint), None when it has none."""
+        if not _has_table(con, self.catalog, self.schema, "_checkpoint"):
+            return None
+        ((last,),) = con.execute(
+            f"select max(last_position) from {ident(self.catalog)}.{ident(self.schema)}._checkpoint"
+        ).fetchall()
+        return None if last is None else int(last)
+
     def unfinished(self, con: duckdb.DuckDBPyConnection) -> int | None:
         """The checkpoint of a replay that has not finished (failed or still running), else None."""
         return unfinished_replay(con, self.schema, self.catalog)

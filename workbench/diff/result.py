@@ -127,7 +127,12 @@ class DiffSummary:
             return "identical"
         text = f"{self.differences:,} differing rows"
         if self.not_yet_projected:
-            text += f" and {self.not_yet_projected:,} the live side has not yet projected"
+            # Written after the live position: lag, or wrong as well; said so, not as
+            # reassurance (a live projection is always a little behind).
+            text += (
+                f" and {self.not_yet_projected:,} written after the live position "
+                "(lag, or wrong too)"
+            )
         missing = [*self.schema.missing_in_candidate, *self.schema.missing_in_live]
         if missing:  # "0 differing rows" alone read as identical, yet it is not
             text += (
