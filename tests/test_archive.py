@@ -246,6 +246,36 @@ def test_compact_interrupted_after_merge_is_read_once_and_cleaned(tmp_path: Path
     assert len(wb.open_archive(tmp_path)) == 11
 
 
+def test_ctrl_c_between_publishing_a_merge_and_retiring_its_inputs_waits_for_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C or SIGTERM (the CLI's KeyboardInterrupt) landing while a compact retired the
+    inputs of its merged file left some of them: a plain glob read their events twice."""
+    import os
+    import signal
+
+    from workbench.archive import compaction
+
+    writer = ArchiveWriter(tmp_path, "s", merge_small_files=False)
+    for first in range(1, 100, 10):
+        writer.append(events(first, first + 9))
+    retire = compaction.retire
+
+    def interrupted(path: Path) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Python's own handler: KeyboardInterrupt
+        retire(path)
+
+    monkeypatch.setattr(compaction, "retire", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # delivered once the step is whole
+        compact(tmp_path)
+    outside = duckdb.sql(
+        f"select count(*), count(distinct global_position) "
+        f"from read_parquet('{tmp_path}/source=*/date=*/*.parquet')"
+    ).fetchall()
+    assert outside == [(100, 100)] and len(files(tmp_path)) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
 def test_a_following_archiver_s_small_files_are_merged_as_they_gather(tmp_path: Path) -> None:
     """One small file per poll would be thousands a day; readers open meanwhile keep working,
     and a plain ``*.parquet`` glob never sees an event twice."""

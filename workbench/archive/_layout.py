@@ -13,6 +13,8 @@ import fcntl
 import functools
 import os
 import re
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -241,14 +243,48 @@ def write_atomically(
     ``dictionary`` names the columns worth dictionary-encoding (all by default).
     """
     with atomic_file(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            row_group_size=row_group_size,
-            write_statistics=True,
-            use_dictionary=dictionary,
-        )
+        write_parquet(table, tmp, row_group_size=row_group_size, dictionary=dictionary)
+
+
+def write_parquet(
+    table: pa.Table,
+    path: Path,
+    *,
+    row_group_size: int = 100_000,
+    dictionary: bool | list[str] = True,
+) -> None:
+    """Write ``table`` as an archive writes its files: zstd Parquet with statistics."""
+    pq.write_table(
+        table,
+        path,
+        compression="zstd",
+        row_group_size=row_group_size,
+        write_statistics=True,
+        use_dictionary=dictionary,
+    )
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while the block runs and deliver them after it: steps that
+    must happen together (a merged file published and its inputs retired, which a
+    plain ``*.parquet`` glob would otherwise read twice) are not cut between them.
+
+    Outside the main thread (which alone gets signals) it holds nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in signals}
+    try:
+        yield
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)  # as if it came now, to whoever handled it before
 
 
 def remove_stale_temporaries(directory: Path) -> int:

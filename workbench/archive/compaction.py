@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from workbench.archive._layout import (
     DICTIONARY_COLUMNS,
     DataFile,
+    atomic_file,
     data_file_name,
     drop_subsumed,
     list_data_files,
@@ -24,9 +25,10 @@ from workbench.archive._layout import (
     retire,
     retired_files,
     scan_data_files,
+    signals_held,
     source_lock,
     unknown_source,
-    write_atomically,
+    write_parquet,
 )
 from workbench.errors import ArchiveError
 
@@ -166,9 +168,14 @@ def _merge(run: list[DataFile]) -> Path:
         refuse_foreign(f.path)
     table = pa.concat_tables(pq.read_table(f.path) for f in run)
     target = run[0].path.parent / data_file_name(run[0].first, run[-1].last)
-    write_atomically(table, target, dictionary=DICTIONARY_COLUMNS)
-    for f in run:
-        retire(f.path)
+    with contextlib.ExitStack() as publishing:
+        with atomic_file(target) as tmp:
+            write_parquet(table, tmp, dictionary=DICTIONARY_COLUMNS)  # a signal here: no file
+            # From the merged file's rename to its inputs' retiring, one step for readers
+            # of a plain glob (Ctrl-C or SIGTERM between them had it read events twice).
+            publishing.enter_context(signals_held())
+        for f in run:
+            retire(f.path)
     return target
 
 
