@@ -276,6 +276,24 @@ def test_ctrl_c_between_publishing_a_merge_and_retiring_its_inputs_waits_for_bot
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
+def test_a_side_table_temporary_a_dead_writer_left_is_swept_an_hour_on(tmp_path: Path) -> None:
+    """kill -9 while gap records were written left a hidden temporary file for good."""
+    import os
+    import time
+
+    from workbench.archive._layout import records_dir
+
+    side = records_dir(tmp_path, "gap_records", "s")
+    side.mkdir(parents=True)
+    dead, young = side / ".x.parquet.dead.tmp", side / ".y.parquet.young.tmp"
+    for path in (dead, young):
+        path.write_bytes(b"half")
+    hour_ago = time.time() - 3700
+    os.utime(dead, (hour_ago, hour_ago))
+    ArchiveWriter(tmp_path, "s").append(events(1, 2))
+    assert not dead.exists() and young.exists()  # a write in progress is left alone
+
+
 def test_a_following_archiver_s_small_files_are_merged_as_they_gather(tmp_path: Path) -> None:
     """One small file per poll would be thousands a day; readers open meanwhile keep working,
     and a plain ``*.parquet`` glob never sees an event twice."""

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -297,6 +298,25 @@ def remove_stale_temporaries(directory: Path) -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+#: A side table's temporary file this old belongs to a writer that died (a write takes
+#: seconds; side-table writers, a lag sampler among them, hold no source lock).
+_DEAD_WRITE_SECONDS = 3600.0
+
+
+def remove_dead_side_temporaries(root: Path, source: str) -> int:
+    """Remove temporary files an hour old from ``source``'s side tables (gap records, lag
+    samples): a writer killed mid-write left them, hidden from readers, piling up."""
+    cutoff = time.time() - _DEAD_WRITE_SECONDS
+    dead = [
+        path
+        for path in Path(root).glob(f"_*/source={encode_partition(source)}/.*.tmp")
+        if path.stat().st_mtime < cutoff
+    ]
+    for path in dead:
+        path.unlink(missing_ok=True)
+    return len(dead)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -22,6 +22,7 @@ from workbench.archive._layout import (
     data_file_name,
     list_data_files,
     records_dir,
+    remove_dead_side_temporaries,
     remove_stale_temporaries,
     source_dir,
     source_lock,
@@ -78,6 +79,7 @@ class ArchiveWriter:
         #: Called once, before this writer's first data file: an archiver records the
         #: mapping of the events there, so a run killed after it (kill -9) has one.
         self.before_first_write: Callable[[], None] | None = None
+        self._side_swept = False
 
     @property
     def last_position(self) -> int | None:
@@ -112,6 +114,9 @@ class ArchiveWriter:
             )
         with source_lock(self.root, self.source):
             remove_stale_temporaries(source_dir(self.root, self.source))
+            if not self._side_swept:  # once a run: a dead writer's leftovers, not a race
+                remove_dead_side_temporaries(self.root, self.source)
+                self._side_swept = True
             last = self.last_position
             if last is not None and first <= last:
                 raise ArchiveError(
