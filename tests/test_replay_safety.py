@@ -248,6 +248,12 @@ def test_cli_check_safety_exit_codes(archive: Path, capsys: pytest.CaptureFixtur
     # The listed lines follow as a table: table, key, the column that differs.
     assert re.search(r"differences from a clean replay \((first \d+ of )?\d+\)", out)
     assert re.search(r"│ determinism │ agents │ \S+ │ last_active_at │", out)
+    # A store that delivers exactly once (the eventsourcing library's tracking in the
+    # same transaction): its faults switched off from the shell, as in Python.
+    exactly_once = ["--duplicates", "0", "--crashes", "0", "--no-reorder", "--no-narrow"]
+    assert cli.run([*args, f"{path}:MemoriesNonIdempotent", *exactly_once]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "safe under the scenarios run" in out and "not run: " in out
     assert cli.run([*args, f"{path}:MEMORIES_SQL"]) == 2
     assert "memories_sql is a SqlProjection, which reads the whole archive at once" in (
         capsys.readouterr().err

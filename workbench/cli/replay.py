@@ -51,6 +51,20 @@ def replay(
     duplicates: float = typer.Option(
         0.1, "--duplicates", min=0.0, max=1.0, help="Share redelivered (safety check), 0 to 1."
     ),
+    crashes: int = typer.Option(
+        3, "--crashes", min=0, help="Simulated crashes between output and checkpoint (0: none)."
+    ),
+    reorder: bool = typer.Option(
+        True, "--reorder/--no-reorder", help="Check under reordering across streams."
+    ),
+    determinism: bool = typer.Option(
+        True, "--determinism/--no-determinism", help="Check that a second run gives the same."
+    ),
+    narrow: bool = typer.Option(
+        True,
+        "--narrow/--no-narrow",
+        help="Name the event types and handlers behind an unsafe scenario (a replay each).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the safety check's faults."),
     max_differences: int = typer.Option(
         50, "--max-differences", min=1, help="Differing rows the safety check lists at most."
@@ -80,8 +94,10 @@ def replay(
         with sigterm_as_interrupt(), progress_bar() as bar:  # SIGTERM: 130, as Ctrl-C
             task = bar.add_task("replay safety", total=None)
             report = check_replay_safety(
-                archive, candidate, source=source, duplicates=duplicates, seed=seed,
-                until=until, where=where, max_differences=max_differences,
+                archive, candidate, source=source, duplicates=duplicates, crashes=crashes,
+                reorder="across-streams" if reorder else None, determinism=determinism,
+                narrow=narrow, seed=seed, until=until, where=where,
+                max_differences=max_differences,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
         console.print(report.summary(), highlight=False)
