@@ -2237,3 +2237,31 @@ def test_a_read_only_connection_of_this_process_in_the_way_is_named(
     finally:
         looking.close()
     assert wb.replay(archive, Memories, into=into).events_applied > 0
+
+
+class SlowMemories(Memories):
+    """Handlers of a fifth of a millisecond an event (a database lookup per event)."""
+
+    name = "slow_memories"
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event: Event, tables: Tables) -> None:
+        time.sleep(0.0002)
+        super().accessed(event, tables)
+
+
+def test_slow_handlers_get_batches_small_enough_to_flush_in_time(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Flushes are looked at between batches: a batch slower than flush_seconds made a
+    process killed that often never checkpoint. The batches shrink, the output holds."""
+    slow = wb.replay(archive, SlowMemories, into=tmp_path / "s.duckdb", batch_size=2_000,
+                     flush_seconds=0.2)  # fmt: skip
+    fast = wb.replay(archive, SlowMemories, into=tmp_path / "f.duckdb", batch_size=2_000)
+    assert fast.progress.height - 1 == 2  # 4,000 events in two batches
+    assert slow.progress.height - 1 > 4  # the first batch took ~0.3 s: smaller ones after
+    assert slow.events_applied == fast.events_applied == 4_000
+    for table in (*TABLES, "_lineage"):
+        assert rows(tmp_path / "s.duckdb", slow.schema, table) == rows(
+            tmp_path / "f.duckdb", fast.schema, table
+        )

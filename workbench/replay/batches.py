@@ -26,7 +26,7 @@ import contextlib
 import queue
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TypeVar
 
 import pyarrow as pa
@@ -268,7 +268,7 @@ class _Failed:
         self.error = error
 
 
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 2) -> Generator[T, None, None]:
     """``items``, produced on a second thread up to ``depth`` ahead of the consumer.
 
     Reading and decoding Parquet releases the GIL, so the next batch is read

@@ -38,7 +38,7 @@ import html
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from numbers import Integral
@@ -57,7 +57,7 @@ from workbench.archive import ArchiveReader, unknown_source
 from workbench.errors import ArchiveError, ArgumentError, ProjectionError
 from workbench.progress import shows_progress
 from workbench.replay import store
-from workbench.replay.batches import prefetch, quick_switching, read_batches
+from workbench.replay.batches import EventBatch, prefetch, quick_switching, read_batches
 from workbench.replay.coverage import Coverage, coverage
 from workbench.replay.event import ENVELOPE_FIELDS, lazy_decoding
 from workbench.replay.kept_state import ClassState, instance_changes
@@ -600,17 +600,21 @@ def replay(
             since_flush: list[pa.Table] = []
             ticks: list[tuple[float, int]] = [(0.0, 0)]  # (seconds since start, events applied)
             clock = _Clock()
-            for batch in prefetch(
-                read_batches(
+            sizing = _Sizing(batch_size, flush_seconds)
+            wanted: set[str] = set()
+            for batch in sizing.batches(
+                lambda after, size: read_batches(
                     reader,
                     source,
-                    after=resumed_from,
+                    after=after,
                     until=until,
                     where=where,
-                    batch_size=batch_size,
-                    wanted=set(),
-                )
+                    batch_size=size,
+                    wanted=wanted,
+                ),
+                resumed_from,
             ):
+                batch_started = time.perf_counter()
                 clock.lap("reading")
                 events = runner.decode(batch)
                 if freezing and not runner.failures:
@@ -649,6 +653,7 @@ def replay(
                     since_flush = []
                     flushed_at = time.perf_counter()
                 ticks.append((time.perf_counter() - started, applied))
+                sizing.timed(batch.num_rows, time.perf_counter() - batch_started)
                 if progress is not None:
                     progress(applied + (applied_before if resume else 0), total)
                 clock.lap("bookkeeping")
@@ -742,6 +747,51 @@ def _unwritten(con: duckdb.DuckDBPyConnection, schema: str, projection: Projecti
         if rows:
             found += [f"{table.name}.{c}" for c, n in zip(columns, filled, strict=True) if not n]
     return found
+
+
+class _Sizing:
+    """Batches small enough that a flush comes about every ``flush_seconds``.
+
+    Flushes are looked at between batches: with handlers of a millisecond an event, a
+    batch of 20,000 took 20 s, and a process killed more often than that never
+    checkpointed. A batch that takes over half of ``flush_seconds`` makes the reading
+    start again after it with batches sized to a quarter of it (fast handlers never
+    see this).
+    """
+
+    #: The smallest batch: below it, per-batch costs outweigh the handlers'.
+    SMALLEST = 500
+
+    def __init__(self, size: int, flush_seconds: float) -> None:
+        self.size = size
+        self.flush_seconds = flush_seconds
+        self._resize = False
+
+    def timed(self, rows: int, seconds: float) -> None:
+        """Note how long a batch of ``rows`` took from reading to flushing."""
+        if seconds > self.flush_seconds / 2 and self.size > self.SMALLEST and rows:
+            fits = int(rows * self.flush_seconds / 4 / seconds)
+            self.size = max(self.SMALLEST, min(self.size // 2, fits))
+            self._resize = True
+
+    def batches(
+        self, read: Callable[[int | None, int], Iterable[EventBatch]], after: int | None
+    ) -> Iterator[EventBatch]:
+        """``read(after, size)``'s batches, read again after the last one given whenever
+        :meth:`timed` asks for smaller ones."""
+        while True:
+            stream = prefetch(read(after, self.size))
+            try:
+                for batch in stream:
+                    yield batch
+                    after = batch.table.column("global_position")[-1].as_py()
+                    if self._resize:
+                        break
+                else:
+                    return
+            finally:
+                stream.close()  # stops the reading thread
+            self._resize = False
 
 
 class _Clock:
