@@ -335,9 +335,9 @@ class Diff:
         # A column's two sides keep one type when one must become text (an infinity).
         return [(f"{p.name}__candidate", f"{p.name}__live") for p in self.plans]
 
-    def df(self) -> pl.DataFrame:
-        """Every differing row, side by side (same as :meth:`rows`)."""
-        return self.rows()
+    def df(self, status: str | Sequence[str] | None = None) -> pl.DataFrame:
+        """Every differing row (or those of ``status``), side by side: :meth:`rows`."""
+        return self.rows(status)
 
     def head(self, n: int = 5) -> pl.DataFrame:
         """The first ``n`` differing rows (only those are read)."""
