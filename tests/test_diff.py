@@ -613,7 +613,7 @@ def test_a_uuid_read_as_its_16_bytes_matches_the_uuid(tmp_path: Path) -> None:
         d = wb.diff(candidate, f"{live}:main.t", key="id")
         assert (d.summary.identical, d.summary.changed, d.summary.only_in_live) == (4, 1, 0)
         assert d.rows()["id"].to_list() == [str(ids[4])]
-        assert "compared as UUID (16 bytes read as a UUID)" in d.summary()
+        assert "compared as UUID (bytes read as a UUID)" in d.summary()
 
 
 def test_keys_apart_only_by_hyphens_are_said_to_be_one_key_spelled_two_ways() -> None:
@@ -628,3 +628,5 @@ def test_keys_apart_only_by_hyphens_are_said_to_be_one_key_spelled_two_ways() ->
                for n in d.summary.notes)  # fmt: skip
     apart = wb.diff(candidate, live.with_columns(id=pl.lit("x") + pl.col("id")), key="id")
     assert not any("are the same id" in n for n in apart.summary.notes)
+    numbers = wb.diff(pl.DataFrame({"id": [-5, 1]}), pl.DataFrame({"id": [5, 1]}), key="id")
+    assert not any("are the same id" in n for n in numbers.summary.notes)  # -5 is not 5

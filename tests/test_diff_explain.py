@@ -567,6 +567,9 @@ def test_the_live_position_tells_deletes_after_it_and_a_candidate_short_of_it(
     assert deleted_after  # the history deletes memories after the position
     d = wb.diff(f"{into}:{full.schema}.memories", live, key="memory_id", live_position=position)
     assert d.summary.only_in_live == 0
+    # Rows only live holds are no candidate rows: identical counts what truly is.
+    truly = full.table("memories").join(live, on=["memory_id", "accesses"]).height
+    assert d.summary.identical == truly
     assert deleted_after <= set(d.rows("not_yet_projected")["memory_id"])
     short = wb.replay(root, _Live, into=tmp_path / "s.duckdb", until=position - 500)
     notes = wb.diff(f"{tmp_path / 's.duckdb'}:{short.schema}.memories", live, key="memory_id",

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import duckdb
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,6 +47,9 @@ def to_polars(
     (1, '1 month 02:00:00')
     >>> to_polars(connect().sql("select interval '1 day 2 hours' as i")).row(0)
     (datetime.timedelta(days=1, seconds=7200),)
+    >>> to_polars(connect().sql(  # past Arrow's interval (292 years), and past a duration
+    ...     "select interval '3000000 hours' as big, interval '200000000 days' as huge")).row(0)
+    (datetime.timedelta(days=125000), '200000000 days')
     >>> to_polars(connect().sql("select date 'infinity' as d, date '2024-05-01' as e")).row(0)
     ('infinity', datetime.date(2024, 5, 1))
     """
@@ -79,52 +81,51 @@ def to_arrow(
     >>> t.to_pylist()
     [{'a': 'infinity', 'b': '2024-05-01 00:00:00', 'c': 1}]
     """
-    table = _arrow(_as_text(relation, {c for c, t in _types(relation).items() if t == "UUID"}))
+    types = _types(relation)
+    # An interval is read three ways (text, exact microseconds, whether it has months)
+    # and picked from after: Arrow's interval wraps past 292 years, and a duration is
+    # only a duration without months. One nested in a list or struct is text.
+    columns = []
+    for name, typ in types.items():
+        col = ident(name)
+        if typ == "UUID" or (typ != "INTERVAL" and "INTERVAL" in typ):
+            columns.append(f"CAST({col} AS VARCHAR) AS {col}")
+        elif typ == "INTERVAL":
+            columns += [
+                f"CAST({col} AS VARCHAR) AS {col}",
+                f"try(epoch_us(TIMESTAMP '1970-01-01' + {col})) AS {ident(name + _MICROS)}",
+                f"datepart('year', {col}) * 12 + datepart('month', {col}) <> 0 "
+                f"AS {ident(name + _MONTHS)}",
+            ]
+        else:
+            columns.append(col)
+    table = _arrow(relation.select(", ".join(columns)))
     text = {
         name
         for name, column in zip(table.column_names, table.columns, strict=True)
         if _infinite(column)
-        or (_holds_interval(column.type) and not pa.types.is_interval(column.type))
-        or (pa.types.is_interval(column.type) and _durations(column) is None)
     }
     for group in map(set, together):
         if group & text:
             text |= group & set(table.column_names)
-    if text:
+    if text:  # through DuckDB, before intervals are durations (it would make them intervals)
         table = _arrow(_as_text(connect().from_arrow(table), text))
-    for index, column in enumerate(table.columns):
-        if pa.types.is_interval(column.type):
-            table = table.set_column(index, table.field(index).name, _durations(column))
+    for name in (n for n, t in types.items() if t == "INTERVAL"):
+        micros, months = table.column(name + _MICROS), table.column(name + _MONTHS)
+        table = table.drop_columns([name + _MICROS, name + _MONTHS])
+        if not pc.any(months).as_py() and micros.null_count == table.column(name).null_count:
+            table = table.set_column(
+                table.column_names.index(name), name, micros.cast(pa.duration("us"))
+            )
     return table
 
 
-def _holds_interval(typ: pa.DataType) -> bool:
-    """Whether ``typ`` is an interval or nests one (a list or struct of intervals)."""
-    if pa.types.is_interval(typ):
-        return True
-    return any(_holds_interval(typ.field(i).type) for i in range(typ.num_fields))
+#: Suffixes of an interval column's microseconds and months while :func:`to_arrow` reads it.
+_MICROS, _MONTHS = "__wb_interval_micros", "__wb_interval_months"
 
 
 def _types(relation: duckdb.DuckDBPyRelation) -> dict[str, str]:
     return dict(zip(relation.columns, map(str, relation.types), strict=True))
-
-
-def _durations(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
-    """An interval column as microsecond durations, or None when a value has months."""
-    chunks = []
-    for chunk in column.chunks:
-        # month_day_nano is 16 bytes a value: months, days (int32) and nanoseconds (int64).
-        raw = np.frombuffer(
-            chunk.buffers()[1],
-            dtype=np.dtype([("months", "<i4"), ("days", "<i4"), ("nanos", "<i8")]),
-            count=chunk.offset + len(chunk),
-        )[chunk.offset :]
-        valid = ~np.asarray(chunk.is_null())
-        if (raw["months"][valid] != 0).any():
-            return None
-        micros = raw["days"].astype(np.int64) * 86_400_000_000 + raw["nanos"] // 1_000
-        chunks.append(pa.array(micros, type=pa.duration("us"), mask=~valid))
-    return pa.chunked_array(chunks, type=pa.duration("us"))
 
 
 def _as_text(relation: duckdb.DuckDBPyRelation, names: set[str]) -> duckdb.DuckDBPyRelation:

@@ -284,8 +284,8 @@ def signals_held() -> Iterator[None]:
     finally:
         for kind, handler in previous.items():
             signal.signal(kind, handler)
-        for signum in dict.fromkeys(held):
-            signal.raise_signal(signum)  # as if it came now, to whoever handled it before
+        if held:  # the first, as if it came now, to whoever handled it before (both stop)
+            signal.raise_signal(held[0])
 
 
 def remove_stale_temporaries(directory: Path) -> int:

@@ -331,7 +331,11 @@ def plan_column(
     if {candidate_type, live_type} == {"BLOB", "UUID"}:
         # A UUID read without its Arrow type (pl.read_database_uri with ADBC, pyarrow's
         # fixed-size binary) is its 16 bytes: as a UUID, not as text matching nothing.
-        as_uuid = f"TRY_CAST(CASE WHEN octet_length({col}) = 16 THEN hex({col}) END AS UUID)"
+        # A blob of a UUID's text (Parquet bytes without a UTF8 annotation) reads as text.
+        as_uuid = (
+            f"coalesce(TRY_CAST(CASE WHEN octet_length({col}) = 16 THEN hex({col}) END AS UUID), "
+            f"TRY_CAST(CAST({col} AS VARCHAR) AS UUID))"
+        )
         exprs = (as_uuid, col) if candidate_type == "BLOB" else (col, as_uuid)
         return ColumnPlan(
             name,
@@ -340,7 +344,7 @@ def plan_column(
             "UUID",
             *exprs,
             checked_cast=True,
-            how="16 bytes read as a UUID",
+            how="bytes read as a UUID",
         )
     if _is_temporal(candidate_type) and _is_temporal(live_type):
         ranks = [_TIMESTAMP_RANK.get(t, 0) for t in (candidate_type, live_type)]

@@ -469,19 +469,27 @@ def diff(
         counts = dict(
             ((s, side), int(n))
             for s, side, n in con.execute(
-                "select _status, case when _status in ('duplicate_key', 'null_key') then _side "
-                "else '' end, count(*) from _wb_diff group by all"
+                # Not yet projected rows keep the side they are on: a row only live
+                # holds (deleted by the candidate after the position) is no candidate row.
+                "select _status, case when _status in ('duplicate_key', 'null_key') or "
+                "(_status = 'not_yet_projected' and _side is not null) then _side else '' end, "
+                "count(*) from _wb_diff group by all"
             ).fetchall()
         )
         joined_candidate = (
             totals["c"][0] - totals["c"][1] - counts.get(("duplicate_key", "candidate"), 0)
         )
         # Each joined candidate row is identical or is in _wb_diff exactly once.
-        candidate_not_identical = sum(
-            counts.get((status, ""), 0)
-            for status in ("changed", "only_in_candidate", "not_yet_projected")
+        behind = {
+            side: counts.get(("not_yet_projected", side), 0) for side in ("", "candidate", "live")
+        }
+        candidate_not_identical = (
+            counts.get(("changed", ""), 0)
+            + counts.get(("only_in_candidate", ""), 0)
+            + behind[""]
+            + behind["candidate"]
         )
-        matched = joined_candidate - counts.get(("only_in_candidate", ""), 0)
+        matched = joined_candidate - counts.get(("only_in_candidate", ""), 0) - behind["candidate"]
         if not matched and joined_candidate and counts.get(("only_in_live", ""), 0):
             # Not one key on both sides: most often keys of two types that never meet
             # (a BIGINT id against a UUID), not two read models with nothing in common.
@@ -497,6 +505,7 @@ def diff(
             )
         if (
             len(keys) == 1
+            and {cand.columns[keys[0]], live_side.columns[keys[0]]} <= {"VARCHAR", "UUID"}
             and counts.get(("only_in_candidate", ""))
             and counts.get(("only_in_live", ""))
         ):
@@ -508,7 +517,7 @@ def diff(
             changed=counts.get(("changed", ""), 0),
             only_in_candidate=counts.get(("only_in_candidate", ""), 0),
             only_in_live=counts.get(("only_in_live", ""), 0),
-            not_yet_projected=counts.get(("not_yet_projected", ""), 0),
+            not_yet_projected=sum(behind.values()),
             duplicate_keys=duplicate_keys,
             # Every row of a key duplicated on either side is set aside, on both sides.
             duplicate_key_rows_candidate=counts.get(("duplicate_key", "candidate"), 0),
