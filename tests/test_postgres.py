@@ -332,6 +332,28 @@ def test_eventsourcing_encrypted_store(pg_dsn: str, pg_schema: str, tmp_path: Pa
     assert json.loads(archived(tmp_path)[0]["data"])["text"] == "first"
 
 
+def test_the_cli_takes_an_apps_own_cipher_key_as_the_library_does(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library reads MEMORIES_CIPHER_KEY (the app's own) before CIPHER_KEY: a team that
+    exports only the former had to pass --cipher-key."""
+    pytest.importorskip("cryptography")
+    from eventsourcing.cryptography import AESCipher
+
+    key = AESCipher.create_key(16)
+    write_with_library(
+        es_env(
+            pg_dsn, pg_schema, CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=key
+        )
+    )
+    monkeypatch.delenv("CIPHER_KEY", raising=False)
+    monkeypatch.setenv("MEMORIES_CIPHER_KEY", key)
+    args = ["archive", "postgres", "--dsn", pg_dsn, "--preset", "eventsourcing",
+            "--table", f"{pg_schema}.memories_events", "--out", str(tmp_path)]  # fmt: skip
+    assert run(args) == 0
+    assert json.loads(archived(tmp_path)[0]["data"])["text"] == "first"
+
+
 def test_a_store_that_turned_encryption_on_later_is_refused_without_its_key(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -65,7 +66,10 @@ def archive_postgres_command(
         "as Commanded's $all stream: the gap check then fails on it).",
     ),
     cipher_key: str | None = typer.Option(
-        None, "--cipher-key", envvar="CIPHER_KEY", help="eventsourcing: the store's CIPHER_KEY."
+        None,
+        "--cipher-key",
+        help="eventsourcing: the store's CIPHER_KEY (default: <APP>_CIPHER_KEY for an "
+        "<app>_events table, then CIPHER_KEY, from the environment, as the library reads them).",
     ),
     remap: bool = typer.Option(
         False,
@@ -80,6 +84,9 @@ def archive_postgres_command(
     prints its summary.
     """
     from workbench.sources.postgres import archive_postgres
+
+    if cipher_key is None and preset == "eventsourcing":
+        cipher_key = _cipher_key_of(table)
 
     # A one-shot run stopped by SIGINT or SIGTERM keeps the files it wrote, as the
     # JetStream archiver does (a --follow run ends after its poll, with its summary).
@@ -156,3 +163,20 @@ def snapshot_postgres_command(
         position_sql=position_sql,
     )
     console.print(f"{info.summary()} → {out}", highlight=False, soft_wrap=True)
+
+
+def _cipher_key_of(table: str | None) -> str | None:
+    """The cipher key the eventsourcing library would use for ``table`` from the
+    environment: ``<APP>_CIPHER_KEY`` (an application's own, its events in
+    ``<app>_events``), else ``CIPHER_KEY``.
+
+    >>> import os
+    >>> os.environ["CARTS_CIPHER_KEY"] = "k"
+    >>> _cipher_key_of("public.carts_events"), _cipher_key_of('"Shop"."carts_events"')
+    ('k', 'k')
+    >>> del os.environ["CARTS_CIPHER_KEY"]
+    """
+    name = (table or "").rpartition(".")[2].strip('"')
+    app = name.removesuffix("_events") if name.endswith("_events") else ""
+    own = os.environ.get(f"{app.upper()}_CIPHER_KEY") if app and app != "stored" else None
+    return own or os.environ.get("CIPHER_KEY")
