@@ -99,12 +99,13 @@ def report(
                     f"{did_you_mean(missing[0], present)}"
                 )
     candidate = load_projection(projection) if projection is not None else None
-    if candidate is not None and table is not None and table not in _tables(candidate):
-        raise WorkbenchError(
-            f"--table {table}: {candidate.name} has no such table"
-            f"{did_you_mean(table, _tables(candidate))}; its tables: "
-            + ", ".join(_tables(candidate))
-        )
+    if candidate is not None and table is not None:
+        tables = _tables(candidate)
+        if table not in tables:
+            raise WorkbenchError(
+                f"--table {table}: {candidate.name} has no such table"
+                f"{did_you_mean(table, tables)}; its tables: {', '.join(tables)}"
+            )
 
     opened = open_archive(archive)
     extra = []
