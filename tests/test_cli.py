@@ -81,6 +81,24 @@ def test_help_shows_no_value_beside_a_flag(capsys: pytest.CaptureFixture[str]) -
     assert "<path>" in help_text  # options that take a value still show its kind
 
 
+def test_help_loads_no_data_library() -> None:
+    """`workbench --help` (and a shell's tab completion, which runs the command) waited
+    0.75 s for DuckDB, Polars and Arrow it does not use; the package loads its layers
+    on first use, and `wb.diff` / `wb.replay` stay functions when their subpackages load."""
+    probe = (
+        "import sys\n"
+        "from workbench.cli import run\n"
+        "code = run(['--help'])\n"
+        "heavy = sorted({'duckdb', 'polars', 'pyarrow', 'altair'} & set(sys.modules))\n"
+        "import workbench as wb, workbench.diff, workbench.replay\n"
+        "print(code, heavy, callable(wb.diff), callable(wb.replay), wb.Diff.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[-1] == "0 [] True True Diff"
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"workbench {wb.__version__}"

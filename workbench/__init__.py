@@ -21,34 +21,44 @@ A user's mistake raises a :class:`WorkbenchError` (:class:`ArchiveError`,
 ['causation_id', 'correlation_id', 'data']
 """
 
-from workbench import _env, envelope
-from workbench.analysis import Archive, open_archive
-from workbench.archive import ArchiveReader, ArchiveWriter, compact
-from workbench.diff import Diff, diff
-from workbench.errors import (
-    ArchiveError,
-    ArgumentError,
-    DiffError,
-    ProjectionError,
-    SourceError,
-    WorkbenchError,
-)
-from workbench.replay import (
-    Event,
-    Projection,
-    ReplayResult,
-    SqlProjection,
-    Table,
-    Tables,
-    check_coverage,
-    check_replay_safety,
-    on,
-    promote,
-    replay,
-    upcaster,
-)
-from workbench.sources.jetstream import archive_jetstream, sample_jetstream
-from workbench.sources.postgres import archive_postgres, snapshot_postgres
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+from workbench import _env
+
+if TYPE_CHECKING:  # the names below, for type checkers; at run time they load on first use
+    from workbench import charts, envelope
+    from workbench.analysis import Archive, open_archive
+    from workbench.archive import ArchiveReader, ArchiveWriter, compact
+    from workbench.diff import Diff, diff
+    from workbench.errors import (
+        ArchiveError,
+        ArgumentError,
+        DiffError,
+        ProjectionError,
+        SourceError,
+        WorkbenchError,
+    )
+    from workbench.replay import (
+        Event,
+        Projection,
+        ReplayResult,
+        SqlProjection,
+        Table,
+        Tables,
+        check_coverage,
+        check_replay_safety,
+        on,
+        promote,
+        replay,
+        upcaster,
+    )
+    from workbench.sources.jetstream import archive_jetstream, sample_jetstream
+    from workbench.sources.postgres import archive_postgres, snapshot_postgres
 
 __all__ = [
     "Archive",
@@ -94,15 +104,80 @@ if _env.in_notebook():
     _notebook.enable()
 
 
-def __getattr__(name: str) -> object:
-    # ``wb.charts`` imports Altair on first use, not with the package.
-    if name == "charts":
-        import importlib
+#: Where each public name lives. The package loads none of them on import: ``workbench
+#: --help`` and a shell's tab completion would otherwise wait for DuckDB, Polars, Arrow
+#: and every layer (0.75 s) before printing a line.
+_HOMES = {
+    **dict.fromkeys(["Archive", "open_archive"], "workbench.analysis"),
+    **dict.fromkeys(["ArchiveReader", "ArchiveWriter", "compact"], "workbench.archive"),
+    **dict.fromkeys(["Diff", "diff"], "workbench.diff"),
+    **dict.fromkeys(
+        [
+            "ArchiveError",
+            "ArgumentError",
+            "DiffError",
+            "ProjectionError",
+            "SourceError",
+            "WorkbenchError",
+        ],
+        "workbench.errors",
+    ),
+    **dict.fromkeys(
+        [
+            "Event",
+            "Projection",
+            "ReplayResult",
+            "SqlProjection",
+            "Table",
+            "Tables",
+            "check_coverage",
+            "check_replay_safety",
+            "on",
+            "promote",
+            "replay",
+            "upcaster",
+        ],
+        "workbench.replay",
+    ),
+    **dict.fromkeys(["archive_jetstream", "sample_jetstream"], "workbench.sources.jetstream"),
+    **dict.fromkeys(["archive_postgres", "snapshot_postgres"], "workbench.sources.postgres"),
+}
 
-        return importlib.import_module("workbench.charts")
-    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+class _Package(types.ModuleType):
+    """The package module, keeping ``wb.diff`` and ``wb.replay`` the functions.
+
+    Python binds a subpackage on its parent when it first loads it: the package
+    ``workbench.diff`` would replace the function ``diff`` whenever it loads after it,
+    which loading on first use makes likely. The subpackage stays importable by name.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in {"diff", "replay"} and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(home), name)
+    elif not name.startswith("_"):  # a layer: wb.charts, wb.envelope, wb.analysis, ...
+        try:
+            value = importlib.import_module(f"workbench.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"workbench.{name}":
+                raise
+            raise AttributeError(f"module 'workbench' has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
 
 
 def __dir__() -> list[str]:
-    # dir(wb) and tab completion list wb.charts before its first use, too.
+    # dir(wb) and tab completion list every public name before its first use, too.
     return sorted({*globals(), *__all__})

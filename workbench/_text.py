@@ -18,9 +18,10 @@ import difflib
 import functools
 import json
 from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 P = ParamSpec("P")
 
@@ -120,6 +121,8 @@ def python_ready(frame: pl.DataFrame) -> pl.DataFrame:
     >>> python_ready(f).row(0)
     (datetime.datetime(2024, 1, 1, 0, 0), '+11999-01-01 00:00:00.000000')
     """
+    import polars as pl  # here, not on import: the CLI's --help needs no Polars
+
     far = [
         name
         for name, dtype in frame.schema.items()

@@ -10,10 +10,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
-import polars as pl
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -31,6 +29,9 @@ from rich.text import Text
 from workbench._text import python_ready, unmistakable
 from workbench.errors import WorkbenchError
 from workbench.sources.redaction import redact
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = [
     "app",
@@ -370,11 +371,15 @@ except ImportError:  # pragma: no cover - an older Typer, on Click
 def _interrupted(exc: BaseException) -> bool:
     """Whether ``exc`` is DuckDB's answer to Ctrl-C while a query ran.
 
+    >>> import duckdb
     >>> errors = duckdb.InterruptException("x"), RuntimeError("Query interrupted"), ValueError()
     >>> [_interrupted(e) for e in errors]
     [True, True, False]
     """
-    return isinstance(exc, duckdb.InterruptException) or (
+    # A command that never loaded DuckDB cannot have been interrupted in it; nor is the
+    # CLI made to load DuckDB (0.15 s) only to ask.
+    duckdb = sys.modules.get("duckdb")
+    return (duckdb is not None and isinstance(exc, duckdb.InterruptException)) or (
         isinstance(exc, RuntimeError) and str(exc).startswith("Query interrupted")
     )
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 import typer
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from workbench.cli._app import app, cell_text, console, frame_table, notice, progress_bar
 from workbench.errors import DiffError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 def _pairs(values: list[str], option: str) -> dict[str, float]:
@@ -181,6 +183,8 @@ def _preview(result: Any, limit: int) -> pl.DataFrame:
     somewhere (on a wide table the rest would push them out of the terminal). Past
     :data:`_SIDE_BY_SIDE` changed columns, one ``changes`` column lists each row's own
     (``balance: 12 → 13``): two columns a change no terminal is wide enough for."""
+    import polars as pl
+
     changed = result.summary.columns.filter(pl.col("changed") > 0)["column"].to_list()
     head = result.head(limit)
     # _status and _side only where they tell rows apart (a diff of changes only: noise).

@@ -16,15 +16,6 @@ from workbench.cli._app import (
     sample_app,
     sigterm_as_interrupt,
 )
-from workbench.sources.jetstream import (
-    ArchiveProgress,
-    JetStreamMapping,
-    archive_jetstream,
-    sample_jetstream,
-    tls_context,
-)
-from workbench.sources.jetstream._auth import nats_auth
-from workbench.sources.jetstream.mapping import DEFAULT_PRESET
 
 # As the nats CLI names them, and from the same environment variables.
 TLS_CERT = typer.Option(
@@ -106,6 +97,15 @@ def archive_jetstream_command(
     Resumes after the highest archived sequence; gaps in the stream (retention,
     deletions, sequence jumps) are recorded in gap_records and reported.
     """
+    from workbench.sources.jetstream import (
+        ArchiveProgress,
+        JetStreamMapping,
+        archive_jetstream,
+        tls_context,
+    )
+    from workbench.sources.jetstream._auth import nats_auth
+    from workbench.sources.jetstream.mapping import DEFAULT_PRESET
+
     # A mapping mistake is told before connecting.
     JetStreamMapping.from_options(preset or DEFAULT_PRESET, maps)
     tls = tls_context(tls_cert, tls_key, tls_ca)
@@ -180,6 +180,9 @@ def sample_jetstream_command(
     nkey: Path | None = NKEY,
 ) -> None:
     """Record stream state and consumer lag over time into the archive (stream_samples, consumer_samples)."""
+    from workbench.sources.jetstream import sample_jetstream, tls_context
+    from workbench.sources.jetstream._auth import nats_auth
+
     tls = tls_context(tls_cert, tls_key, tls_ca)
     nats_auth(creds, nkey)
     expected = int(duration // every) + 1
