@@ -339,6 +339,32 @@ def test_a_cloudevents_batch_is_archived_whole_and_said_so(
         first, second = got.fetchall()
         assert first[:2] == (None, "$cloudevents.batch") and json.loads(first[2]) == batch
         assert second[:2] == ("evt-1", "MemoryCreated")
+
+        # Its events reach no handler of their type: a replay must say so, not read as
+        # covered (the source's own messages, NATS markers, are fine unhandled).
+        class Orders(wb.Projection):
+            orders = wb.Table(key="id", id=str)
+
+            @wb.on("OrderPlaced", "MemoryCreated")
+            def placed(self, event: wb.Event, tables: wb.Tables) -> None:
+                tables.orders.upsert({"id": event.event_id})
+
+        coverage = wb.check_coverage(tmp_path, Orders())
+        assert coverage.uncovered_events == 1
+        assert coverage.problems()[0].startswith(
+            "$cloudevents.batch v1 (1 events): CloudEvents batches: the events in each are "
+            "not replayed one by one"
+        )
+
+        class Unpacking(Orders):
+            @wb.on("$cloudevents.batch")
+            def batch(self, event: wb.Event, tables: wb.Tables) -> None:
+                for inner in event.data:
+                    tables.orders.upsert({"id": inner["id"]})
+
+        assert wb.check_coverage(tmp_path, Unpacking()).ok
+        done = wb.replay(tmp_path, Unpacking(), into=tmp_path / "rm.duckdb")
+        assert sorted(done.table("orders")["id"]) == ["e-1", "e-2", "evt-1"]
     finally:
         delete_stream(nats_url, stream_name)
 

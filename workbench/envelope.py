@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import duckdb
 
 __all__ = [
+    "BATCH_EVENT_TYPE",
     "COLUMNS",
     "DESCRIPTIONS",
     "REQUIRED",
@@ -81,6 +82,11 @@ COLUMNS: Final[tuple[str, ...]] = tuple(_COLUMNS)
 #: marker (``$nats.marker``), a message schedule (``$nats.schedule``). A projection
 #: needs no handler for one; coverage lists them as the source's own.
 SOURCE_OWN_PREFIX: Final = "$"
+
+#: The ``event_type`` of a CloudEvents batch (``application/cloudevents-batch+json``):
+#: several domain events in one message, at one position, which one row cannot split.
+#: Unlike the source's own messages it carries events a projection may handle.
+BATCH_EVENT_TYPE: Final = f"{SOURCE_OWN_PREFIX}cloudevents.batch"
 
 #: Column name → meaning, for documentation and notebooks.
 DESCRIPTIONS: Final[Mapping[str, str]] = {name: doc for name, (_, doc) in _COLUMNS.items()}

@@ -79,6 +79,12 @@ __all__ = ["Coverage", "coverage"]
 #: come, a source's own message (a NATS marker: no domain event).
 _SOURCE_OWN = "the source's own message (no domain event)"
 _FINE = ("handled", "ignored", "no events", _SOURCE_OWN)
+#: A CloudEvents batch holds domain events, which no handler of their types is given.
+_BATCH = (
+    "CloudEvents batches: the events in each are not replayed one by one (a handler of "
+    f"{envelope.BATCH_EVENT_TYPE} gets a batch's data, the list of its events; listed in "
+    "ignore, they are left out)"
+)
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,8 @@ def coverage(projection: Projection, counts: pl.DataFrame, *, filtered: bool = F
             status = "ignored"
         elif event_type is None:  # e.g. raw NATS messages: nothing to dispatch on
             status = "no event type (archive with --map event_type=… to handle them)"
+        elif event_type == envelope.BATCH_EVENT_TYPE and event_type not in handlers:
+            status = _BATCH
         elif event_type.startswith(envelope.SOURCE_OWN_PREFIX) and event_type not in handlers:
             status = _SOURCE_OWN
         elif event_type not in handlers:

@@ -87,9 +87,8 @@ MARKER_EVENT_TYPE: Final = f"{envelope.SOURCE_OWN_PREFIX}nats.marker"
 SCHEDULE_EVENT_TYPE: Final = f"{envelope.SOURCE_OWN_PREFIX}nats.schedule"
 #: Event types of NATS's own messages, e.g. for a projection's ``ignore``.
 NATS_EVENT_TYPES: Final[tuple[str, ...]] = (MARKER_EVENT_TYPE, SCHEDULE_EVENT_TYPE)
-#: ``event_type`` of a CloudEvents batch (``application/cloudevents-batch+json``): several
-#: events in one message, so at one stream sequence, which one position cannot split.
-BATCH_EVENT_TYPE: Final = f"{envelope.SOURCE_OWN_PREFIX}cloudevents.batch"
+#: ``event_type`` of a CloudEvents batch (``application/cloudevents-batch+json``).
+BATCH_EVENT_TYPE: Final = envelope.BATCH_EVENT_TYPE
 
 # Internal spec kinds of the presets, which users cannot write. ``event``: a path
 # inside a CloudEvents structured-mode event, looked at only in rows that are one.
