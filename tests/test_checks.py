@@ -983,15 +983,22 @@ def test_causes_that_are_never_archived_events_are_said_to_be_outside(tmp_path: 
 
 def test_cloudevents_ids_repeat_across_producers_without_being_duplicates(tmp_path: Path) -> None:
     """A CloudEvent's id is unique per source (producer): two services' id "1" are two
-    events; the same producer's id twice is a copy."""
-    metadata = ['{"ce-source":"/billing"}', '{"ce-source":"/shipping"}', '{"ce-source":"/billing"}']
+    events; the same producer's id twice is a copy, also when one copy's header came
+    percent-encoded (Java's binding) and the other not (JavaScript's)."""
+    metadata = [
+        '{"ce-source":"/billing"}',
+        '{"ce-source":"/shipping"}',
+        '{"ce-source":"/billing"}',
+        '{"ce-source":"%2Fbilling"}',
+        '{"ce-source":"100%"}',
+    ]
     ArchiveWriter(tmp_path, "jetstream:EVENTS").append(
-        table([1, 2, 3], event_id=["1", "1", "1"], event_type=["T"] * 3, metadata=metadata)
+        table([1, 2, 3, 4, 5], event_id=["1"] * 5, event_type=["T"] * 5, metadata=metadata)
     )
     copies = wb.open_archive(tmp_path).duplicates().copies
     assert copies.filter(pl.col("kind") == "event_id").select(
         "global_position", "first_position"
-    ).rows() == [(3, 1)]
+    ).rows() == [(3, 1), (4, 1)]
 
 
 def test_one_id_from_two_producers_at_one_stream_slot_is_a_slot_copy(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Quoting for SQL the workbench builds from user-given names and values (DuckDB and Postgres).
+"""Quoting for SQL the workbench builds from user-given names and values (DuckDB and Postgres),
+and the DuckDB expressions more than one layer builds.
 
 Both databases quote the same way, so every module quotes through here.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-__all__ = ["ident", "literal", "path_list"]
+__all__ = ["ident", "literal", "path_list", "url_decoded"]
 
 
 def ident(name: str) -> str:
@@ -31,3 +32,17 @@ def literal(value: str) -> str:
 def path_list(paths: Iterable[str | os.PathLike[str]]) -> str:
     """A DuckDB list literal of file paths, for ``read_parquet([...])``."""
     return "[" + ", ".join(literal(os.fspath(p)) for p in paths) + "]"
+
+
+def url_decoded(value: str) -> str:
+    """DuckDB SQL for the text ``value`` with its percent-encoding decoded, as CloudEvents'
+    readers decode a ``ce-*`` header (Java's NATS binding and Python's HTTP binding
+    encode them; JavaScript's does not). A ``%`` that decodes to no UTF-8 (a literal
+    ``%`` in the value) keeps the value as it came.
+
+    >>> import duckdb
+    >>> duckdb.sql(f"select {url_decoded(literal('%2Forders%20svc'))}, "
+    ...            f"{url_decoded(literal('100%'))}").fetchall()
+    [('/orders svc', '100%')]
+    """
+    return f"(case when contains({value}, '%') then coalesce(try(url_decode({value})), {value}) else {value} end)"

@@ -64,7 +64,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench import _duckdb, envelope
-from workbench._sql import literal
+from workbench._sql import literal, url_decoded
 from workbench.errors import MappingError
 from workbench.sources.jetstream._headers import Headers
 from workbench.sources.mapping import FieldSpec, instant_sql, parse_mappings
@@ -449,15 +449,8 @@ def _source(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> st
     kind = spec.kind
     if kind == "header":
         value = header_names[spec.arg.lower()]
-        if spec.arg.lower().startswith("ce-"):
-            # CloudEvents' bindings percent-encode attribute values in headers (Java's NATS
-            # binding, Python's HTTP one; JavaScript's does not): read as their readers do.
-            # A % sequence that decodes to no UTF-8 (a raw % in the value) keeps the value.
-            value = (
-                f"(case when contains({value}, '%') "
-                f"then coalesce(try(url_decode({value})), {value}) else {value} end)"
-            )
-        return value
+        # CloudEvents' attribute headers: read as their readers read them.
+        return url_decoded(value) if spec.arg.lower().startswith("ce-") else value
     if kind == _PAYLOAD:
         # A binary-mode payload whose content-type is text (text/plain, XML) is text: data
         # is that text as a JSON string, as structured mode gives it ("42" stays a string,
