@@ -91,8 +91,9 @@ def delete_stream(url: str, stream: str) -> None:
     api(url, f"$JS.API.STREAM.DELETE.{stream}")
 
 
-def raw_publish(url: str, subject: str, header_lines: list[bytes], payload: bytes) -> None:
-    """Publish with exact header bytes (repeated keys), which nats-py's dict cannot express."""
+def raw_publish(url: str, subject: str | bytes, header_lines: list[bytes], payload: bytes) -> None:
+    """Publish with exact header (and subject) bytes: repeated keys, bytes that are not
+    UTF-8, which nats-py's dict and str cannot express."""
     import socket
     from urllib.parse import urlsplit
 
@@ -103,7 +104,12 @@ def raw_publish(url: str, subject: str, header_lines: list[bytes], payload: byte
         block = b"NATS/1.0\r\n" + b"".join(line + b"\r\n" for line in header_lines) + b"\r\n"
         sock.sendall(
             b'CONNECT {"verbose":false,"headers":true,"protocol":1}\r\n'
-            + b"HPUB %s %d %d\r\n" % (subject.encode(), len(block), len(block) + len(payload))
+            + b"HPUB %s %d %d\r\n"
+            % (
+                subject if isinstance(subject, bytes) else subject.encode(),
+                len(block),
+                len(block) + len(payload),
+            )
             + block
             + payload
             + b"\r\nPING\r\n"

@@ -829,6 +829,27 @@ def test_a_header_block_that_is_not_utf8_is_kept_whole(
     assert base64.b64decode(latin["headers:base64"]) == b"\r\n".join(block)
 
 
+def test_subjects_that_are_not_utf8_stay_apart_and_are_kept_whole(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """The server takes any bytes in a subject token: two such subjects read with U+FFFD
+    were one subject, so one stream of two entities, and their bytes were gone."""
+    prefix = stream.lower().encode()
+    publish(nats_url, stream, [("mem.plain", b"{}", {})], create={})
+    for token in (b"caf\xe9", b"caf\xff"):
+        raw_publish(nats_url, prefix + b".mem." + token, [b"X: 1"], b"{}")
+    archive(nats_url, stream, tmp_path, preset="raw", mappings=["stream=subject:2"])
+    got = rows(tmp_path, "select subject, stream, metadata from events order by global_position")
+    assert [(subject.split(".", 1)[1], stream_) for subject, stream_, _ in got] == [
+        ("mem.plain", "plain"),
+        ("mem.caf\\xe9", "caf\\xe9"),
+        ("mem.caf\\xff", "caf\\xff"),
+    ]
+    assert got[0][2] is None  # a UTF-8 subject gets no copy
+    kept = [base64.b64decode(json.loads(m)["subject:base64"]) for _, _, m in got[1:]]
+    assert kept == [prefix + b".mem.caf\xe9", prefix + b".mem.caf\xff"]
+
+
 def test_the_kv_preset_archives_a_bucket_as_puts_deletes_and_purges(
     nats_url: str, tmp_path: Path
 ) -> None:

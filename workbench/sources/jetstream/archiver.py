@@ -883,7 +883,7 @@ class _Run:
             result.unfilled[column] = result.unfilled.get(column, 0) + empty
         if result.first_seq is None:
             result.first_seq = batch.seq[0]
-            result.first_subject = batch.subject[0].decode("utf-8", "replace")
+            result.first_subject = batch.subject[0].decode("utf-8", "backslashreplace")
             result.first_headers, result.first_keys = _names_in(batch.headers[0], batch.payload[0])
         result.last_seq = batch.seq[-1]
         result.messages += len(batch)

@@ -262,17 +262,23 @@ class JetStreamMapping:
         ({'occurred_at': 1}, {'occurred_at': 'yesterday'}, 2)
         """
         raw = pa.array(headers, pa.binary())
-        blocks = _text(raw, headers, lossy=True)
+        blocks = _text(raw, headers, errors="replace")
         parsed = Headers(blocks)
         metadata = parsed.metadata()
         if blocks is not raw and not _valid_utf8(raw):  # a Go client's Latin-1 value, say
-            metadata = _with_raw_headers(metadata, headers)
+            metadata = _with_raw(metadata, RAW_HEADERS, headers)
+        # A subject's bytes escaped (\xe9), not replaced: two subjects that are not UTF-8
+        # stay two streams; its bytes are kept too, as a header block's are.
+        subjects = pa.array(subject, pa.binary())
+        subject_text = _text(subjects, subject, errors="backslashreplace")
+        if subject_text is not subjects and not _valid_utf8(subjects):
+            metadata = _with_raw(metadata, RAW_SUBJECT, subject)
         payloads = pa.array(payload, pa.binary())
         columns: dict[str, pa.Array] = {
             "seq": pa.array(seq, pa.int64()),
             "ts_ns": pa.array(ts_ns, pa.int64()),
             "delivered": pa.array(delivered, pa.int32()),
-            "subject": _text(pa.array(subject, pa.binary()), subject, lossy=True),
+            "subject": subject_text,
             "payload": payloads,
             "text": _text(payloads, payload),
             "metadata": metadata,
@@ -566,6 +572,9 @@ def _pointer(path: tuple[str, ...]) -> str:
 #: The ``metadata`` key holding a header block that is not UTF-8, whole and base64: its
 #: values read lossily (U+FFFD), and no header's name holds a colon.
 RAW_HEADERS: Final = "headers:base64"
+#: The ``metadata`` key holding a subject that is not UTF-8, base64 (``subject`` has its
+#: bytes escaped: ``orders.caf\xe9``).
+RAW_SUBJECT: Final = "subject:base64"
 
 
 def _valid_utf8(values: pa.Array) -> bool:
@@ -576,34 +585,35 @@ def _valid_utf8(values: pa.Array) -> bool:
     return True
 
 
-def _with_raw_headers(metadata: pa.Array, blocks: list[bytes]) -> pa.Array:
-    """``metadata`` with each header block that is not UTF-8 kept whole under
-    :data:`RAW_HEADERS`: no byte a message carried is lost.
+def _with_raw(metadata: pa.Array, key: str, items: list[bytes]) -> pa.Array:
+    """``metadata`` with each of ``items`` that is not UTF-8 kept whole, base64, under
+    ``key``: no byte a message carried is lost.
 
-    >>> _with_raw_headers(pa.array(['{"X":"caf?"}', None]), [b"X: caf\\xe9", b""]).to_pylist()
+    >>> _with_raw(pa.array(['{"X":"caf?"}', None]), RAW_HEADERS, [b"X: caf\\xe9", b""]).to_pylist()
     ['{"X":"caf?","headers:base64":"WDogY2Fm6Q=="}', None]
     """
     values = metadata.to_pylist()
-    for i, block in enumerate(blocks):
-        if block and _decode(block, lossy=False) is None:
+    for i, block in enumerate(items):
+        if block and _decode(block) is None:
             doc = json.loads(values[i]) if values[i] else {}
-            doc[RAW_HEADERS] = base64.b64encode(block).decode()
+            doc[key] = base64.b64encode(block).decode()
             values[i] = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     return pa.array(values, pa.string())
 
 
-def _text(values: pa.Array, items: list[bytes], *, lossy: bool = False) -> pa.Array:
-    """UTF-8 text of binary ``values`` (built from ``items``); invalid ones become null (or lossy)."""
+def _text(values: pa.Array, items: list[bytes], *, errors: str | None = None) -> pa.Array:
+    """UTF-8 text of binary ``values`` (built from ``items``); invalid ones become null, or
+    are decoded with Python's ``errors`` handler."""
     try:
         return values.cast(pa.string())
     except pa.ArrowInvalid:
-        return pa.array([_decode(v, lossy) for v in items], pa.string())
+        return pa.array([_decode(v, errors) for v in items], pa.string())
 
 
-def _decode(value: bytes | None, lossy: bool) -> str | None:
+def _decode(value: bytes | None, errors: str | None = None) -> str | None:
     if value is None:
         return None
     try:
         return value.decode()
     except UnicodeDecodeError:
-        return value.decode(errors="replace") if lossy else None
+        return value.decode(errors=errors) if errors else None
