@@ -960,6 +960,21 @@ def test_drift_finds_a_field_of_two_json_types_in_one_version(tmp_path: Path) ->
     assert ref["null_share"].to_list() == [1.0]
 
 
+def test_a_key_repeated_in_a_payload_is_one_field_of_its_last_type(tmp_path: Path) -> None:
+    """{"a": 1, "a": 2} is one a to every JSON reader: counted twice, present outnumbered
+    the events (40 of 30) and the null share went negative."""
+    data = ['{"a": 1, "b": 3}'] * 20 + ['{"a": 1, "a": "two", "b": 3}'] * 10
+    ArchiveWriter(tmp_path, "s").append(table(list(range(1, 31)), event_type=["T"] * 30, data=data))
+    drift = wb.open_archive(tmp_path).schema_drift()
+    fields = drift.fields.sort("field")
+    assert fields.select("field", "present", "events").rows() == [("a", 30, 30), ("b", 30, 30)]
+    assert fields["null_share"].to_list() == [0.0, 0.0]
+    # The last value's type, as json.loads reads it: a string in 10 events of 30.
+    assert drift.mixed.select("field", "types", "events_per_type").rows() == [
+        ("a", ["number", "string"], [20, 10])
+    ]
+
+
 def test_causes_that_are_never_archived_events_are_said_to_be_outside(tmp_path: Path) -> None:
     """prooph records the command's UUID as each event's cause: every event an orphan
     says nothing of loss, and the summary says so, with a glob for UUIDs."""

@@ -108,10 +108,15 @@ select * exclude (json_type),
             else lower(json_type) end as type
 from (
     select source, event_type, schema_version, h, n, first_position, last_position,
-           unnest(shape.fields) as field, unnest(shape.types) as json_type
+           unnest(shape.fields) as field, unnest(shape.types) as json_type,
+           unnest(range(len(shape.fields))) as i
     from {signatures}
 ) s
 where not exists (select 1 from {versions} v where v.source = s.source and v.field = s.field)
+-- A key repeated in one payload ({{"a": 1, "a": 2}}) is one field, of its last value's type,
+-- as JSON.parse and json.loads read it (else present outnumbered the events).
+qualify row_number() over (partition by source, event_type, schema_version, h, field
+                           order by i desc) = 1
 """
 
 # Events per source, type and version: every event of a type, whatever its data.
