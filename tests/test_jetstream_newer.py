@@ -152,6 +152,12 @@ def test_subject_delete_markers_are_archived_as_nats_messages(
     assert state(url, s)["messages"] == 2, "the markers expired before MaxAge was lifted"
     result = archive(url, s, tmp_path, mappings=["event_type=subject:-1"])
     assert result.gaps == [Gap(1, 2, "retention")]  # expired by MaxAge before the run
+    # Not blamed on the per-message TTL the markers' config turns on (MaxAge, lifted
+    # above, is no limit of the stream by now).
+    (detail,) = rows(tmp_path, "select detail from gap_records")[0]
+    assert detail.endswith(
+        "before its first sequence 3: removed by a purge, or a limit it no longer has"
+    )
     assert (result.messages, result.nats_messages, result.hints()) == (2, 2, [])
     assert "2 of them NATS markers or schedules" in result.summary()
     got = rows(

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from nats.aio.client import Client
 
-from workbench._text import as_text, span
+from workbench._text import as_text, duration, span
 from workbench.archive import (
     STREAM_SAMPLE_SCHEMA,
     ArchiveReader,
@@ -547,6 +547,7 @@ class _Run:
         self.mirror: _FilteredMirror | None = None  # what a filtered mirror keeps
         # Why the stream removes messages inside itself by design (None: only deletes do).
         self.removes_inside: str | None = None
+        self.limits: str | None = None
         self.started = time.monotonic()
 
     async def main(self) -> JetStreamArchiveResult:
@@ -584,6 +585,7 @@ class _Run:
             mirror = config.get("mirror") or {}
             self.mirror = _FilteredMirror.of(mirror)
             self.removes_inside = _removes_inside(config)
+            self.limits = _limits(config)
             never = max(int(config.get("first_seq") or 1), int(mirror.get("opt_start_seq") or 1))
             never -= 1
             if never and self.writer.last_position is None:
@@ -915,12 +917,23 @@ class _Run:
         # One file for all of a flush's gaps: a stream with thousands of interior
         # deletions (per-subject limits, KV history) must not mean thousands of files.
         detail = f"detected by archive_jetstream on {self.stream}"
+        # Before the stream's first sequence, its limits or a purge took them; inside it,
+        # whatever removes messages by design did, or a delete.
+        head = [g for g in new if g[0] < first_seq]
+        removed_by = (
+            f"its limits ({self.limits}) or a purge"
+            if self.limits
+            else "a purge, or a limit it no longer has"
+        )
+        self.writer.record_gaps(
+            head, f"{detail}; before its first sequence {first_seq}: removed by {removed_by}"
+        )
         if self.removes_inside:
             detail += (
                 f"; {self.stream} removes messages itself ({self.removes_inside}): one missing "
                 "inside it went that way, or was deleted (JetStream does not say which)"
             )
-        self.writer.record_gaps(new, detail)
+        self.writer.record_gaps([g for g in new if g[0] >= first_seq], detail)
         if self.mirror is not None:
             self.writer.record_gaps(
                 skipped,
@@ -1061,6 +1074,23 @@ def _removes_inside(config: dict[str, Any]) -> str | None:
     if config.get("allow_msg_schedules"):
         causes.append("one-shot schedules once fired")
     return ", ".join(causes) or None
+
+
+def _limits(config: dict[str, Any]) -> str | None:
+    """The limits by which a stream drops its oldest messages, from its config.
+
+    >>> _limits({"max_age": 4_000_000_000, "max_msgs": -1, "max_bytes": 1_048_576})
+    'max_age 4 s, max_bytes 1,048,576'
+    >>> _limits({"max_age": 0, "max_msgs": -1}) is None
+    True
+    """
+    limits = []
+    if (age := int(config.get("max_age") or 0)) > 0:  # nanoseconds
+        limits.append(f"max_age {duration(age / 1e9)}")
+    for name in ("max_msgs", "max_bytes"):
+        if (value := int(config.get(name) or 0)) > 0:
+            limits.append(f"{name} {value:,}")
+    return ", ".join(limits) or None
 
 
 def _classify(
