@@ -64,6 +64,26 @@ def test_user_mistakes_exit_2_in_one_line(
     assert "no archive at" in err and "Traceback" not in err
 
 
+def test_an_archive_of_only_lost_messages_is_checked_not_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stream whose every message expired before the first run: no event, one recorded
+    gap. The loss is the finding (exit 1), not "no archived events" (exit 2); an archive
+    begun with nothing recorded at all is still refused."""
+    (tmp_path / "begun" / "source=jetstream%3AORDERS").mkdir(parents=True)
+    assert run(["check", "--archive", str(tmp_path / "begun")]) == 2
+    assert "no archived events under" in capsys.readouterr().err
+    writer = ArchiveWriter(tmp_path / "lost", "jetstream:ORDERS")
+    writer.record_gaps([(1, 5, "retention")], "expired before the first run")
+    assert run(["check", "--archive", str(tmp_path / "lost"), "--fail-on", "gaps"]) == 1
+    out = capsys.readouterr().out
+    assert "5 missing position(s) in 1 range(s) (retention: 5)" in out
+    assert "failed: gaps" in out
+    report = tmp_path / "report.html"
+    assert run(["report", "--archive", str(tmp_path / "lost"), "--out", str(report)]) == 0
+    assert "expired before the first run" in report.read_text()
+
+
 def test_causes_outside_the_store_are_roots_when_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -100,8 +100,10 @@ class ArchiveReader:
         raise ArchiveError(f"no archive at {self.root}{hint}")
 
     def require_events(self) -> None:
-        """Raise :class:`ArchiveError` unless the archive holds at least one data file."""
-        if not self.files:
+        """Raise :class:`ArchiveError` unless the archive holds events, or gaps it recorded:
+        a stream whose every message expired before the first run holds no event, and its
+        loss is what a check must show."""
+        if not self.files and not side_table_files(self.root, "gap_records"):
             raise ArchiveError(
                 f"no archived events under {self.root} (expected source=*/date=*/*.parquet)"
             )
