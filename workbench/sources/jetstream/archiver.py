@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -899,6 +899,7 @@ class _Run:
             self.recorded = _Recorded(_recorded_gaps(self.writer))
         new: list[tuple[int, int, str]] = []
         skipped: list[tuple[int, int, str]] = []  # a filtered mirror's: never messages here
+        unknowable: list[tuple[int, int, str]] = []  # a filtered mirror's: gone from both
         origin = await self.mirror.origin_state(self.nc) if self.mirror else None
         # Inside a stream that removes messages itself, a deleted sequence may have expired.
         deleted_as = "retention" if self.removes_inside else "deleted"
@@ -908,12 +909,14 @@ class _Run:
                 if self.mirror and origin and gap.reason in ("deleted", "retention"):
                     parts = await self.mirror.split(self.nc, gap, *origin)
                 for part in parts:
+                    reason = gap.reason if part.reason == _UNKNOWABLE else part.reason
                     for a, b in self.recorded.uncovered(part.first, part.last):
-                        if part.reason == "never-issued":
-                            skipped.append((a, b, part.reason))
+                        if reason == "never-issued":
+                            skipped.append((a, b, reason))
                             continue
-                        new.append((a, b, part.reason))
-                        self.result.gaps.append(Gap(a, b, part.reason))
+                        kind = unknowable if part.reason == _UNKNOWABLE else new
+                        kind.append((a, b, reason))
+                        self.result.gaps.append(Gap(a, b, reason))
         # One file for all of a flush's gaps: a stream with thousands of interior
         # deletions (per-subject limits, KV history) must not mean thousands of files.
         detail = f"detected by archive_jetstream on {self.stream}"
@@ -940,7 +943,13 @@ class _Run:
                 f"{self.stream} mirrors only {self.mirror}: its origin's messages there are "
                 "on other subjects",
             )
-        self.recorded.add((a, b) for a, b, _ in [*new, *skipped])
+            self.writer.record_gaps(
+                unknowable,
+                f"{self.stream} mirrors only {self.mirror}, which no longer holds these "
+                f"either: whether they were on {', '.join(self.mirror.subjects)} (lost) or "
+                "on other subjects (never here) cannot be known",
+            )
+        self.recorded.add((a, b) for a, b, _ in [*new, *skipped, *unknowable])
 
 
 @dataclass(frozen=True)
@@ -998,7 +1007,7 @@ class _FilteredMirror:
         parts: list[Gap] = []
         at = gap.first
         if at < origin_first:  # gone from the origin as well: which subject is unknown
-            parts.append(Gap(at, min(gap.last, origin_first - 1), gap.reason))
+            parts.append(Gap(at, min(gap.last, origin_first - 1), _UNKNOWABLE))
             at = origin_first
         lookups = 0
         while at <= gap.last:
@@ -1009,25 +1018,31 @@ class _FilteredMirror:
             found = [await _client.next_matching(nc, self.origin, at, s) for s in self.subjects]
             nxt = min((f for f in found if f is not None), default=None)
             if nxt is None or nxt > gap.last:
-                parts += _skipped(at, gap.last, origin_deleted, gap.reason)
+                parts += _skipped(at, gap.last, origin_deleted)
                 break
             if nxt > at:
-                parts += _skipped(at, nxt - 1, origin_deleted, gap.reason)
+                parts += _skipped(at, nxt - 1, origin_deleted)
             parts.append(Gap(nxt, nxt, gap.reason))  # one the mirror should have had
             at = nxt + 1
         return _merged(parts)
 
 
-def _skipped(first: int, last: int, origin_deleted: np.ndarray, reason: str) -> list[Gap]:
-    """Positions ``first..last`` that no message of the mirror's subjects holds in the
-    origin: ``never-issued`` here, but those the origin has deleted keep ``reason``
-    (the origin can no longer say which subject they were on).
+#: A filtered mirror's hole its origin no longer holds either (split()'s mark, recorded
+#: under the hole's own reason): which subject it was on, so whether it was lost, no
+#: one can tell.
+_UNKNOWABLE: Final = "unknowable"
 
-    >>> _skipped(5, 9, np.array([3, 6, 7]), "deleted")  # doctest: +NORMALIZE_WHITESPACE
-    [Gap(first=5, last=5, reason='never-issued'), Gap(first=6, last=7, reason='deleted'),
+
+def _skipped(first: int, last: int, origin_deleted: np.ndarray) -> list[Gap]:
+    """Positions ``first..last`` that no message of the mirror's subjects holds in the
+    origin: ``never-issued`` here, but those the origin has deleted are
+    :data:`_UNKNOWABLE` (the origin can no longer say which subject they were on).
+
+    >>> _skipped(5, 9, np.array([3, 6, 7]))  # doctest: +NORMALIZE_WHITESPACE
+    [Gap(first=5, last=5, reason='never-issued'), Gap(first=6, last=7, reason='unknowable'),
      Gap(first=8, last=9, reason='never-issued')]
     """
-    return _split(first, last, origin_deleted, reason, "never-issued")
+    return _split(first, last, origin_deleted, _UNKNOWABLE, "never-issued")
 
 
 #: Messages a filtered mirror should have had that one gap looks up in its origin at most.
