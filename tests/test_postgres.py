@@ -1239,6 +1239,29 @@ def test_archived_rows_deleted_from_the_store_are_kept_and_resuming_goes_on(
     assert [r["global_position"] for r in archived(tmp_path)] == [1, 2, 3, 4, 5]
 
 
+def test_a_store_pruned_of_every_archived_row_goes_on(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """Archive, then delete what was archived: why one archives. No row is left to
+    recognise the store by, but its sequence went on past the archive; one truncated
+    and restarted is still refused."""
+    table = create_message_db(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        for i in range(4):
+            write_message(con, pg_schema, f"memory-{i}", "MemoryCreated", {})
+        assert wb.archive_postgres(pg_dsn, tmp_path, table=table).rows_archived == 4
+        con.execute(f"delete from {table}")
+        emptied = wb.archive_postgres(pg_dsn, tmp_path, table=table)
+        gone = "archived, no longer in the store (deleted, or hidden by a view)"
+        assert emptied.rows_archived == 0 and emptied.problems == {gone: 4}
+        write_message(con, pg_schema, "memory-9", "MemoryCreated", {})  # position 5
+        assert wb.archive_postgres(pg_dsn, tmp_path, table=table).rows_archived == 1
+        con.execute(f"truncate {table} restart identity")
+    with pytest.raises(SourceError, match=r"not the store .* no row at or below position 5"):
+        wb.archive_postgres(pg_dsn, tmp_path, table=table)
+    assert [r["global_position"] for r in archived(tmp_path)] == [1, 2, 3, 4, 5]
+
+
 def test_a_position_column_that_is_not_an_integer_is_refused(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:

@@ -390,6 +390,60 @@ def test_a_late_row_in_a_range_recorded_as_rolled_back_is_reported_lost(
     assert gaps.positions["missing"].sum() == 1
 
 
+def test_a_follow_run_tells_a_row_committed_into_a_hole_it_passed(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A service archiving with --follow looked for late rows only when it started: a row
+    committed into a hole it had passed was lost with exit 0, told by no one for weeks.
+    It is looked for as the run goes, and once more as it ends."""
+    table = create_marten(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {})  # 1
+        drawn = con.execute(f"select nextval('{pg_schema}.mt_events_sequence')").fetchone()
+        assert drawn is not None  # 2: drawn early, as Marten does, committed below
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {})  # 3
+        polls = 0
+
+        def commit_late_then_stop() -> bool:
+            nonlocal polls
+            polls += 1
+            if polls == 2:  # the first poll stopped at 2, the second passed it
+                append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {},
+                              seq_id=drawn[0])  # fmt: skip
+            return polls > 2
+
+        result = wb.archive_postgres(
+            pg_dsn, tmp_path, preset="marten", table=table, settle_grace=0, follow=True,
+            poll_interval=0.01, should_stop=commit_late_then_stop,
+        )  # fmt: skip
+    assert result.gaps == [(2, 2, "rolled-back")] and result.rows_archived == 2
+    assert result.late == [2]
+    assert "LOST: 1 event(s) committed at positions recorded as missing (2)" in result.summary()
+    gaps = wb.open_archive(tmp_path).gaps()
+    assert gaps.positions.filter(reason="committed-late")["first_missing"].to_list() == [2]
+
+
+def test_a_position_sequence_that_caches_values_is_warned_of(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """With CACHE 20 each session draws its own block: one session's events commit long
+    after higher positions, past any settle grace (78 of 1,659 lost in a trial)."""
+    table = create_message_db(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        write_message(con, pg_schema, "memory-1", "MemoryCreated", {})
+        plain = wb.archive_postgres(pg_dsn, tmp_path, table=table)
+        assert plain.sequence_cache is None and "CACHE" not in plain.summary()
+        sequence = con.execute(
+            "select pg_get_serial_sequence(%s, 'global_position')", [table]
+        ).fetchone()
+        assert sequence is not None and sequence[0]
+        con.execute(f"alter sequence {sequence[0]} cache 20")
+        write_message(con, pg_schema, "memory-2", "MemoryCreated", {})
+    cached = wb.archive_postgres(pg_dsn, tmp_path, table=table)
+    assert cached.sequence_cache == 20
+    assert "the position sequence hands out 20 values per session (CACHE)" in cached.summary()
+
+
 def test_the_holes_of_one_read_are_recorded_in_one_file(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:

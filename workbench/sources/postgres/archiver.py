@@ -118,6 +118,8 @@ class ArchivePostgresResult(RunResult):
     naive_times: tuple[str, ...] = ()
     #: Columns of a ``generic`` table that no mapping reads: not in the archive.
     left_out: tuple[str, ...] = ()
+    #: Values the position sequence hands each session at once, when above 1.
+    sequence_cache: int | None = None
 
     def df(self) -> pl.DataFrame:
         """The gaps recorded in this run: first_missing, last_missing, reason."""
@@ -182,6 +184,15 @@ class ArchivePostgresResult(RunResult):
                 if self.held_by
                 else "a transaction that may still commit holds it, or it has not stayed "
                 "empty for the settle grace yet"
+            )
+        if self.sequence_cache:
+            # Each session draws from its own block of values: positions commit out of
+            # order by far more than a transaction, past any settle grace.
+            text += (
+                f"; the position sequence hands out {self.sequence_cache} values per session "
+                "(CACHE), so one session's events can commit long after higher positions: "
+                "a hole passed before then loses them (ALTER SEQUENCE ... CACHE 1, or a long "
+                "--settle-grace)"
             )
         if self.late:
             shown = ", ".join(map(str, self.late[:5])) + (", ..." if len(self.late) > 5 else "")
@@ -317,6 +328,14 @@ class PostgresArchiver:
         self.result.last_position = self.writer.last_position
         self._gaps_upto = _recorded_gaps_upto(Path(out), self.query.source)
         self._checked = False  # the archive's end, and its rolled-back ranges, against the store
+        #: Ranges recorded as holes no row fills (rolled-back, retention), read from the
+        #: archive once, then kept as this run records more: a row committing into one
+        #: later is lost, and looked for every :data:`_LATE_EVERY` seconds, not only when a
+        #: run starts (a --follow service would say nothing for weeks).
+        self._passed: list[tuple[int, int]] | None = None
+        self._late_recorded: set[int] | None = None
+        self._late_checked_at = 0.0
+        self._sequence: _Sequence | None = None
         #: Per path-mapped field: rows with a payload to look in, rows the path found a value in.
         self._path_counts: dict[str, tuple[int, int]] = {}
         self._duck = _duckdb.connect()
@@ -342,10 +361,15 @@ class PostgresArchiver:
                 f"reading the highest position of {self.query.source}",
             )
             if not self._checked:
+                self._sequence = self._read_sequence()
                 self._check_same_store(top)
-                self._find_late_rows()
+                self.find_late_rows()
                 self._count_unpositioned()
                 self._checked = True
+                if self._sequence is not None and self._sequence.cache > 1:
+                    self.result.sequence_cache = self._sequence.cache
+            elif time.monotonic() - self._late_checked_at >= _LATE_EVERY:
+                self.find_late_rows()
             if floor is None:
                 floor = self._first_floor()
             if top is None or top <= floor:
@@ -382,24 +406,24 @@ class PostgresArchiver:
                 "the archive holds positions from 0 up: map global_position to a column "
                 "that counts from 0 or 1"
             )
-        start = self._sequence_start()
+        start = None if self._sequence is None else self._sequence.start
         if start is not None and start >= 0 and (lowest is None or start <= lowest):
             return start - 1  # positions from the sequence's first below the first row: lost
         return -1 if lowest == 0 else 0
 
-    def _sequence_start(self) -> int | None:
-        """The first value of the sequence the position column takes its values from (a
-        serial or identity column's, or its default's nextval), if it is a table's column."""
+    def _read_sequence(self) -> _Sequence | None:
+        """The sequence the position column takes its values from (a serial or identity
+        column's, or its default's nextval), if it is a table's column."""
         column = re.fullmatch(r'e\."((?:[^"]|"")+)"', self.query.position)
         if column is None:
             return None
         name = column[1].replace('""', '"')
-        ((start,),) = fetch_all(
+        found = fetch_all(
             self._con,
             "with col as (select a.attrelid as rel, a.attnum as num from pg_attribute a "
             f"where a.attrelid = to_regclass({literal(self.query.table)}) "
             f"and a.attname = {literal(name)}) "
-            "select min(s.start_value) from pg_sequences s "
+            "select s.start_value, s.cache_size, s.last_value from pg_sequences s "
             "join pg_namespace n on n.nspname = s.schemaname "
             "join pg_class c on c.relnamespace = n.oid and c.relname = s.sequencename "
             "where c.oid in (select d.objid from pg_depend d, col where d.classid = "
@@ -407,10 +431,13 @@ class PostgresArchiver:
             "and d.deptype in ('a', 'i') union select d.refobjid from pg_depend d "
             "join pg_attrdef ad on ad.oid = d.objid, col where d.classid = "
             "'pg_attrdef'::regclass and d.refclassid = 'pg_class'::regclass "
-            "and ad.adrelid = col.rel and ad.adnum = col.num)",
+            "and ad.adrelid = col.rel and ad.adnum = col.num) order by s.start_value limit 1",
             f"reading the position sequence of {self.query.source}",
         )
-        return None if start is None else int(start)
+        if not found:
+            return None
+        start, cache, last = found[0]
+        return _Sequence(int(start), int(cache), None if last is None else int(last))
 
     def _count_unpositioned(self) -> None:
         """Rows without a position cannot be placed in the order: counted, not archived."""
@@ -534,6 +561,8 @@ class PostgresArchiver:
             if first <= last:
                 records.append((first, last, reason))
                 self._gaps_upto = last
+                if self._passed is not None and reason in _PASSED:
+                    self._passed.append((first, last))
         self.writer.record_gaps(
             records, detail or (_ROLLED_BACK if reason == "rolled-back" else _DELETED)
         )
@@ -556,7 +585,9 @@ class PostgresArchiver:
         )
         names = [c for c in _IDENTITY if c in self.query.columns]
         if not names:  # nothing to recognise a row by: only the end can tell
-            if top is None or top < archived:
+            if top is None and self._pruned(archived):
+                self._count_gone(after=None)
+            elif top is None or top < archived:
                 raise SourceError(f"{other}: it ends at position {top}, the archive at {archived}")
             return
         row = self.query.columns  # the envelope columns straight from the table
@@ -569,7 +600,10 @@ class PostgresArchiver:
             f"reading the newest archived row of {self.query.source}",
         )
         if not found:
-            raise SourceError(f"{other}: it has no row at or below position {archived}")
+            if not self._pruned(archived):
+                raise SourceError(f"{other}: it has no row at or below position {archived}")
+            self._count_gone(after=None)
+            return
         at, *got = found[0]
         kept = (
             ArchiveReader(self.writer.root)
@@ -590,29 +624,45 @@ class PostgresArchiver:
                     f"{other}: its row at position {at} has {name} {now!r}, the archive {then!r}"
                 )
         if at < archived:
-            ((gone,),) = (
-                ArchiveReader(self.writer.root)
-                .sql(
-                    "select count(*) from events where source = ? and global_position > ?",
-                    params=[self.writer.source, at],
-                )
-                .fetchall()
-            )
-            self._count("archived, no longer in the store (deleted, or hidden by a view)", gone)
+            self._count_gone(after=at)
 
-    def _find_late_rows(self) -> None:
-        """Rows that committed inside ranges recorded as missing: lost to the archive."""
-        if self._gaps_upto < 0:  # no gap recorded: no row can have come late into one
-            return
-        ranges = (
+    def _pruned(self, archived: int) -> bool:
+        """Whether a store with no row up to ``archived`` had them deleted (archived, then
+        pruned: why one archives): its position sequence went on past them. One truncated
+        and restarted, or without a sequence to tell, is not taken for it."""
+        seq = self._sequence
+        return seq is not None and seq.last is not None and seq.last >= archived
+
+    def _count_gone(self, after: int | None) -> None:
+        """Count the archived rows above ``after`` (all: None) as gone from the store."""
+        ((gone,),) = (
             ArchiveReader(self.writer.root)
             .sql(
-                "select first_missing, last_missing from gap_records "
-                "where source = ? and reason in ('rolled-back', 'retention') order by 1",
-                params=[self.writer.source],
+                "select count(*) from events where source = ? and global_position > ?",
+                params=[self.writer.source, -1 if after is None else after],
             )
             .fetchall()
         )
+        self._count("archived, no longer in the store (deleted, or hidden by a view)", gone)
+
+    def find_late_rows(self) -> None:
+        """Rows that committed inside ranges recorded as missing: lost to the archive,
+        added to ``result.late`` and recorded once as ``committed-late``."""
+        self._late_checked_at = time.monotonic()
+        if self._gaps_upto < 0:  # no gap recorded: no row can have come late into one
+            return
+        if self._passed is None:
+            self._passed = [
+                (int(a), int(b))
+                for a, b in ArchiveReader(self.writer.root)
+                .sql(
+                    "select first_missing, last_missing from gap_records "
+                    f"where source = ? and reason in {_PASSED} order by 1",
+                    params=[self.writer.source],
+                )
+                .fetchall()
+            ]
+        ranges = list(self._passed)  # the write thread may add to it
         if not ranges:
             return
         firsts = ",".join(str(int(a)) for a, _ in ranges)
@@ -626,8 +676,9 @@ class PostgresArchiver:
             f"and not coalesce({self._store_own_row()}, false) order by 1",
             f"looking for late rows of {self.query.source}",
         )
-        self.result.late = [int(r[0]) for r in found]
-        self._record_late(self.result.late)
+        late = {int(r[0]) for r in found}
+        self.result.late = sorted(late | set(self.result.late))
+        self._record_late(sorted(late))
 
     def _store_own_row(self) -> str:
         """SQL over a row ``e``: whether it is the store's own (its event type starts with
@@ -643,20 +694,22 @@ class PostgresArchiver:
         one), so that the gaps check fails on them as this run does."""
         if not late:
             return
-        known = {
-            int(p)
-            for (p,) in ArchiveReader(self.writer.root)
-            .sql(
-                "select unnest(range(first_missing, last_missing + 1)) from gap_records "
-                "where source = ? and reason = 'committed-late'",
-                params=[self.writer.source],
-            )
-            .fetchall()
-        }
-        new = [p for p in late if p not in known]
+        if self._late_recorded is None:
+            self._late_recorded = {
+                int(p)
+                for (p,) in ArchiveReader(self.writer.root)
+                .sql(
+                    "select unnest(range(first_missing, last_missing + 1)) from gap_records "
+                    "where source = ? and reason = 'committed-late'",
+                    params=[self.writer.source],
+                )
+                .fetchall()
+            }
+        new = [p for p in late if p not in self._late_recorded]
         if new:
             ranges = [(a, b, "committed-late") for a, b in _runs(new)]
             self.writer.record_gaps(ranges, _COMMITTED_LATE)
+            self._late_recorded.update(new)
 
     def _append(self, chunk: pa.Table) -> None:
         table = self._to_envelopes(chunk)
@@ -1136,6 +1189,20 @@ _COMMITTED_LATE = (
     "committed after the archive had recorded its position as missing (held past the "
     "settle grace): the archive cannot take it in order; re-archive into a new directory"
 )
+#: Gap reasons that say no row holds the positions: a row found there later came late.
+_PASSED = ("rolled-back", "retention")
+#: Seconds between looks for rows committed into passed holes, after a run's first.
+_LATE_EVERY = 10.0
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    """The sequence a position column draws from: ``start`` value, values drawn per
+    session at once (``cache``), and the last drawn (None: none since a restart)."""
+
+    start: int
+    cache: int
+    last: int | None
 
 
 def _runs(positions: list[int]) -> list[tuple[int, int]]:
@@ -1244,4 +1311,7 @@ def archive_postgres(
             if not follow or (idle_exit is not None and idle >= idle_exit):
                 break
             time.sleep(poll_interval)
+        # Once more at the end: a row that committed into a hole this run passed is told
+        # by this run, not by the next.
+        archiver.find_late_rows()
         return archiver.result
