@@ -352,6 +352,21 @@ def test_the_cli_takes_an_apps_own_cipher_key_as_the_library_does(
             "--table", f"{pg_schema}.memories_events", "--out", str(tmp_path)]  # fmt: skip
     assert run(args) == 0
     assert json.loads(archived(tmp_path)[0]["data"])["text"] == "first"
+    # A later run goes on with the recorded preset (a cron job's `--dsn --out`), and the
+    # library reads the environment as the CLI does.
+    write_with_library(
+        es_env(
+            pg_dsn, pg_schema, CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=key
+        )
+    )
+    assert run(["archive", "postgres", "--dsn", pg_dsn, "--out", str(tmp_path)]) == 0
+    write_with_library(
+        es_env(
+            pg_dsn, pg_schema, CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=key
+        )
+    )
+    assert wb.archive_postgres(pg_dsn, tmp_path).rows_archived == 4
+    assert len(archived(tmp_path)) == 12
 
 
 def test_a_store_that_turned_encryption_on_later_is_refused_without_its_key(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -85,9 +84,6 @@ def archive_postgres_command(
     """
     from workbench.sources.postgres import archive_postgres
 
-    if cipher_key is None and preset == "eventsourcing":
-        cipher_key = _cipher_key_of(table)
-
     # A one-shot run stopped by SIGINT or SIGTERM keeps the files it wrote, as the
     # JetStream archiver does (a --follow run ends after its poll, with its summary).
     with sigterm_as_interrupt(sigint=True) as signalled, progress_bar() as bar:
@@ -163,20 +159,3 @@ def snapshot_postgres_command(
         position_sql=position_sql,
     )
     console.print(f"{info.summary()} → {out}", highlight=False, soft_wrap=True)
-
-
-def _cipher_key_of(table: str | None) -> str | None:
-    """The cipher key the eventsourcing library would use for ``table`` from the
-    environment: ``<APP>_CIPHER_KEY`` (an application's own, its events in
-    ``<app>_events``), else ``CIPHER_KEY``.
-
-    >>> import os
-    >>> os.environ["CARTS_CIPHER_KEY"] = "k"
-    >>> _cipher_key_of("public.carts_events"), _cipher_key_of('"Shop"."carts_events"')
-    ('k', 'k')
-    >>> del os.environ["CARTS_CIPHER_KEY"]
-    """
-    name = (table or "").rpartition(".")[2].strip('"')
-    app = name.removesuffix("_events") if name.endswith("_events") else ""
-    own = os.environ.get(f"{app.upper()}_CIPHER_KEY") if app and app != "stored" else None
-    return own or os.environ.get("CIPHER_KEY")

@@ -73,7 +73,10 @@ from workbench.sources.postgres._connection import (
     table_columns,
 )
 from workbench.sources.postgres._watermark import RUNNING_SQL, Watermark, require_primary
-from workbench.sources.postgres.eventsourcing_codec import decode_states
+from workbench.sources.postgres.eventsourcing_codec import (
+    cipher_key_from_environment,
+    decode_states,
+)
 from workbench.sources.postgres.presets import PRESETS, Query, build_query, split_position_maps
 from workbench.sources.result import RunResult
 
@@ -288,6 +291,9 @@ class PostgresArchiver:
             self.close()
             raise
         self.batch_size = batch_size
+        # As the library itself reads it, whether the preset was given or recorded.
+        if cipher_key is None and preset == "eventsourcing":
+            cipher_key = cipher_key_from_environment(table)
         self.cipher_key = cipher_key
         # One run at a time per source, and one mapping per source (see ArchiverRun).
         self._claim: ArchiverRun | None = ArchiverRun(out, self.query.source, "archive_postgres")

@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import base64
+import os
 import zlib
 from dataclasses import dataclass
 
@@ -105,7 +106,7 @@ def decode_states(states: pa.Array, *, cipher_key: str | None = None) -> Decoded
     if non_empty and bad == non_empty:
         raise SourceError(
             "stored states are neither JSON nor zlib-compressed JSON: the store looks "
-            "encrypted (CIPHER_TOPIC); give its CIPHER_KEY with --cipher-key"
+            f"encrypted (CIPHER_TOPIC); give its CIPHER_KEY {_KEY_WAYS}"
             if not cipher_key
             else "stored states do not decode after decryption; is this an eventsourcing store?"
         )
@@ -115,11 +116,36 @@ def decode_states(states: pa.Array, *, cipher_key: str | None = None) -> Decoded
     if sealed:
         raise SourceError(
             f"{sealed:,} of {non_empty:,} stored states look encrypted (CIPHER_TOPIC: neither "
-            "JSON nor zlib, nonce and tag long); give the store's CIPHER_KEY with "
-            "--cipher-key, or the archive would keep them undecoded for good"
+            f"JSON nor zlib, nonce and tag long); give the store's CIPHER_KEY {_KEY_WAYS}, "
+            "or the archive would keep them undecoded for good"
         )
     data = flatten_typed_encodings(pa.array(texts, pa.string()))
     return _json_only(DecodedStates(data, pa.array(payloads, pa.binary()), bad), states)
+
+
+#: Where a store's key may be given, as the errors say it.
+_KEY_WAYS = (
+    "(--cipher-key or cipher_key=, or <APP>_CIPHER_KEY or CIPHER_KEY in the environment, "
+    "as the library reads it)"
+)
+
+
+def cipher_key_from_environment(table: str | None) -> str | None:
+    """The cipher key the eventsourcing library would use for ``table`` from the
+    environment: ``<APP>_CIPHER_KEY`` (an application's own, its events in
+    ``<app>_events``), else ``CIPHER_KEY``.
+
+    >>> os.environ["CARTS_CIPHER_KEY"] = "k"
+    >>> cipher_key_from_environment("public.carts_events")
+    'k'
+    >>> cipher_key_from_environment('"Shop"."carts_events"')
+    'k'
+    >>> del os.environ["CARTS_CIPHER_KEY"]
+    """
+    name = (table or "").rpartition(".")[2].strip('"')
+    app = name.removesuffix("_events") if name.endswith("_events") else ""
+    own = os.environ.get(f"{app.upper()}_CIPHER_KEY") if app and app != "stored" else None
+    return own or os.environ.get("CIPHER_KEY")
 
 
 def _looks_encrypted(state: bytes | None) -> bool:
@@ -193,7 +219,7 @@ def _decrypt_all(values: list[bytes | None], cipher_key: str) -> list[bytes | No
         aes = AESGCM(base64.b64decode(cipher_key.encode("utf-8"), validate=True))
     except ValueError:
         raise SourceError(
-            "--cipher-key must be the store's base64 CIPHER_KEY (16, 24 or 32 bytes)"
+            "the cipher key must be the store's base64 CIPHER_KEY (16, 24 or 32 bytes)"
         ) from None
     out: list[bytes | None] = []
     failed = 0
