@@ -11,13 +11,14 @@ order: reordered), with :data:`RESTART` where the process restarts.
 >>> import random
 >>> history_types = ["A", "A", "B"]
 >>> redelivered(history_types, None, random.Random(0), 1.0).order.tolist()
-[0, 1, 2, 0, 2, 1]
+[0, 1, 2, 2, 1, 0]
 >>> crashed(history_types, None, random.Random(0), 1).order.tolist()  # the second event again
 [0, 1, -1, 1, 2]
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ __all__ = [
     "redelivered",
     "reordered",
     "republished",
+    "restarted",
 ]
 
 #: In a delivery's order: the process restarts here (a fresh projection instance).
@@ -291,33 +293,81 @@ def chosen(types: Sequence[str], only: str | None, rng: random.Random, share: fl
 
 
 def _later(n: int, picked: list[int], rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
-    """All ``n`` rows in order, each of ``picked`` once more 1..100 events later; and
-    which entries are those second ones."""
-    later = [i + rng.randint(1, 100) + 0.5 for i in picked]
-    keys = np.concatenate([np.arange(n, dtype=np.float64), np.array(later, np.float64)])
-    rows = np.concatenate([np.arange(n, dtype=np.int64), np.array(picked, np.int64)])
-    slots = np.argsort(keys, kind="stable")
-    return rows[slots], slots >= n
+    """All ``n`` rows in order, each of ``picked`` once more later; and which entries are
+    those second ones.
+
+    Half the copies come 1..100 events later (an ack that timed out), half anywhere in
+    the rest of the history, log-uniformly (a consumer that came back after hours):
+    only a far copy lands after its stream's later events, where a deleted row revives.
+    """
+    later = [
+        i + (rng.randint(1, 100) if rng.random() < 0.5 else _far(n - i, rng)) + 0.5 for i in picked
+    ]
+    return _placed(n, picked, later)
+
+
+def _far(room: int, rng: random.Random) -> int:
+    """A distance of 1 to ``room`` events, each scale (10, 1,000, 100,000) as likely."""
+    return min(room, max(1, int(math.exp(rng.uniform(0.0, math.log(max(room, 1)))))))
+
+
+def _placed(n: int, rows: Sequence[int], keys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """All ``n`` rows in order with ``rows`` again where their ``keys`` sort (between the
+    rows of the integers around them); and which entries are those second ones."""
+    all_keys = np.concatenate([np.arange(n, dtype=np.float64), np.array(keys, np.float64)])
+    all_rows = np.concatenate([np.arange(n, dtype=np.int64), np.array(rows, np.int64)])
+    slots = np.argsort(all_keys, kind="stable")
+    return all_rows[slots], slots >= n
 
 
 def redelivered(
     types: Sequence[str], only: str | None, rng: random.Random, share: float
 ) -> Delivery:
-    """Chosen events delivered again 1..100 events later (an ack that timed out)."""
+    """Chosen events delivered again later (see :func:`_later`)."""
     return Delivery(_later(len(types), chosen(types, only, rng, share), rng)[0])
+
+
+def restarted(types: Sequence[str], streams: np.ndarray, only: str | None) -> Delivery:
+    """Each stream's first event delivered again after the stream's last (a subscription
+    to the stream that restarted from its start; a creation that comes back after the
+    deletion). Deterministic: every stream is tried, none by chance.
+
+    >>> restarted(["Created", "Deleted", "Created"], np.array([0, 0, -1]), None).order.tolist()
+    [0, 1, 0, 2]
+    """
+    firsts, lasts = _stream_ends(streams)
+    if only is not None:
+        keep = [types[i] == only for i in firsts.tolist()]
+        firsts, lasts = firsts[keep], lasts[keep]
+    return Delivery(_placed(len(types), firsts.tolist(), (lasts + 0.5).tolist())[0])
+
+
+def _stream_ends(streams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The row of each stream's first and last event (events without one, code -1, left out).
+
+    >>> [a.tolist() for a in _stream_ends(np.array([1, 0, 1, -1, 0]))]
+    [[1, 0], [4, 2]]
+    """
+    with_stream = np.flatnonzero(streams >= 0)
+    codes = streams[with_stream]
+    order = np.lexsort((with_stream, codes))  # by stream, then by position
+    codes, rows = codes[order], with_stream[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else codes
+    ends = np.r_[starts[1:] - 1, len(codes) - 1] if len(codes) else codes
+    return rows[starts], rows[ends]
 
 
 def republished(
     types: Sequence[str], only: str | None, rng: random.Random, share: float, last: int
 ) -> Delivery:
-    """Chosen events stored again 1..100 events later, each copy at a new position past
+    """Chosen events stored again later (see :func:`_later`), each copy at a new position past
     ``last`` (a publish retried after the duplicate window): a guard on
     ``global_position`` lets the copy through, one on ``stream_position`` or
     ``event_id`` does not.
 
     >>> d = republished(["A", "A"], None, random.Random(0), 1.0, last=2)
     >>> d.order.tolist(), d.positions.tolist()
-    ([0, 1, 0, 1], [-1, -1, 3, 4])
+    ([0, 1, 1, 0], [-1, -1, 3, 4])
     """
     order, copies = _later(len(types), chosen(types, only, rng, share), rng)
     positions = np.full(len(order), -1, np.int64)
@@ -399,6 +449,8 @@ def injected(name: str, events: int, delivery: Delivery) -> str:
     '2 events out of archive order'
     >>> injected("crash", 3, Delivery(np.array([0, RESTART, 0, 1, 2])))
     '1 crash, 1 event delivered again'
+    >>> injected("stale", 3, Delivery(np.array([0, 1, 2, 0])))
+    'the first event of 1 stream delivered again after its last'
     """
     order = delivery.order
     again = len(order) - events
@@ -411,4 +463,6 @@ def injected(name: str, events: int, delivery: Delivery) -> str:
         return f"{plural(crashes, 'crash', 'crashes')}, {plural(again, 'event')} delivered again"
     if name == "republish":
         return f"{plural(again, 'event')} stored again"
+    if name == "stale":
+        return f"the first event of {plural(again, 'stream')} delivered again after its last"
     return f"{plural(again, 'event')} delivered twice"

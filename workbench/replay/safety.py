@@ -5,7 +5,10 @@ nothing more. :func:`check_replay_safety` replays an archive (in memory, no
 DuckDB) through a projection under exactly those guarantees and compares
 each result with a clean replay:
 
-- ``redelivery``: a share of the events delivered a second time, a little later;
+- ``redelivery``: a share of the events delivered a second time, a little later
+  or much later;
+- ``stale``: each stream's first event delivered again after the stream's last
+  (a stream subscription restarted from its start: a deleted row must stay deleted);
 - ``republish``: (JetStream sources) a share of the events stored a second
   time, a little later at a new position with the same ``event_id``: a
   publish retried after the stream's duplicate window, which NATS keeps as
@@ -59,6 +62,7 @@ from workbench.replay.deliveries import (
     redelivered,
     reordered,
     republished,
+    restarted,
 )
 from workbench.replay.engine import (
     _instantiate,
@@ -325,6 +329,13 @@ def check_replay_safety(
                 "redelivery",
                 f"{duplicates:.0%} of the events delivered twice",
                 lambda only, rng: redelivered(history.types, only, rng, duplicates),
+            )
+        )
+        scenarios.append(
+            (
+                "stale",
+                "each stream's first event delivered again after its last",
+                lambda only, rng: restarted(history.types, history.streams, only),
             )
         )
     if republish is None:
