@@ -132,11 +132,20 @@ def test_the_per_row_changes_print_lists_and_tell_null_from_empty_text(
 ) -> None:
     """A list column among them printed (it crashed), and the cells' rules hold in the
     list: null apart from '', edge spaces quoted (Django writes '' where others write null)."""
-    base = {"a": [1, 1, 1], "b": [1, 1, 1], "c": [1, 1, 1]}
-    candidate = {"id": [1, 2, 3], "tags": [["a"], [], None], "note": [None, "", " pad "], **base}
-    live = {"id": [1, 2, 3], "tags": [["a", "b"], [], None], "note": ["", None, "pad"]}
+    base = {"a": [1, 1, 1, 1], "b": [1, 1, 1, 1], "c": [1, 1, 1, 1]}
+    candidate = {
+        "id": [1, 2, 3, 4],
+        "tags": [["a"], [], None, None],
+        "note": [None, "", " pad ", None],
+        **base,
+    }
+    live = {
+        "id": [1, 2, 3, 5],
+        "tags": [["a", "b"], [], None, None],
+        "note": ["", None, "pad", None],
+    }
     pl.DataFrame(candidate).write_parquet(tmp_path / "c.parquet")
-    pl.DataFrame({**live, **base, "a": [2, 1, 1], "c": [2, 1, 1]}).write_parquet(
+    pl.DataFrame({**live, **base, "a": [2, 1, 1, 1], "c": [2, 1, 1, 1]}).write_parquet(
         tmp_path / "l.parquet"
     )
     args = ["diff", "--candidate", str(tmp_path / "c.parquet"), "--live"]
@@ -144,6 +153,9 @@ def test_the_per_row_changes_print_lists_and_tell_null_from_empty_text(
     printed = " ".join(capsys.readouterr().out.split())
     assert "tags: ['a'] → ['a', 'b']; note: null → ''; a: 1 → 2; c: 1 → 2" in printed
     assert "note: '' → null" in printed and "note: ' pad ' → pad" in printed
+    # A row on one side only is said to be, not shown as a change to ''.
+    assert "(only in candidate)" in printed and "(only in live)" in printed
+    assert "│ ''" not in printed
 
 
 def test_key_and_ignore_take_both_repeats_and_commas(tmp_path: Path) -> None:

@@ -192,13 +192,15 @@ def _preview(result: Any, limit: int) -> pl.DataFrame:
     if len(changed) <= _SIDE_BY_SIDE:
         shown += [f"{c}__{side}" for c in changed for side in ("candidate", "live")]
         return head.select(shown)
-    # Each value as a cell shows it (null apart from '', edge spaces quoted), of any type.
+    # Each value as a cell shows it (null apart from '', edge spaces quoted), of any type;
+    # a row on one side only says so (an empty cell read as a change to '').
     changes = [
         "; ".join(
             f"{c}: {cell_text(row[f'{c}__candidate'], True)} → {cell_text(row[f'{c}__live'], True)}"
             for c in changed
             if row[f"{c}__changed"]
         )
+        or f"({row['_status'].replace('_', ' ')})"
         for row in head.iter_rows(named=True)
     ]
     return head.select(shown).with_columns(pl.Series("changes", changes, pl.String))
