@@ -193,8 +193,9 @@ class ReplayResult:
         """Query the output with the projection's schema as the search path.
 
         The file is opened read-only and closed again: the result is
-        materialised, so a relation kept in a notebook holds no lock that
-        would stop a later replay or diff of the same file.
+        materialised (with its DuckDB types: a UUID stays a UUID), so a relation
+        kept in a notebook holds no lock that would stop a later replay or diff
+        of the same file.
         """
         try:
             con = _duckdb.connect(self.into, read_only=True)
@@ -203,6 +204,8 @@ class ReplayResult:
             con.execute("begin transaction read only")  # a look, never a change
         try:
             con.execute(f"set search_path = {literal(self.schema)}")
+            # UUID and JSON columns come back as such, not as VARCHAR, through Arrow.
+            con.execute("set session arrow_lossless_conversion = true")  # this connection only
             try:
                 relation = con.sql(query)
                 if relation is None:
