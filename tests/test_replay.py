@@ -2016,6 +2016,48 @@ def test_a_value_arrow_would_convert_silently_is_refused(
     assert result.sql("select count(*) from items").fetchall() == [(0,)]
 
 
+@pytest.mark.parametrize(
+    ("spec", "good", "bad"),
+    [
+        ("DECIMAL(4,2)", Decimal("12.5"), Decimal("12.345")),  # a place more than its scale
+        ("DECIMAL(4,2)", Decimal("99.99"), Decimal("100")),  # a digit more than it holds
+        (list[str], ["a"], ["a", 1]),
+        (dt.time, dt.time(10), dt.time(10, tzinfo=dt.UTC)),
+        (dt.timedelta, dt.timedelta(1), dt.timedelta(days=999_999_999)),
+        ("SMALLINT", 7, 40_000),
+    ],
+)
+def test_dead_letter_mode_checks_each_value_not_only_its_type(
+    tmp_path: Path, spec: object, good: object, bad: object
+) -> None:
+    """A write of the same Python types as one that fitted is not taken on trust: the
+    value that does not fit is dead-lettered at its write, not found at the flush."""
+
+    class Checked(wb.Projection):
+        name = "checked"
+        items = wb.Table(key="id", id=str, value=spec)
+
+        @wb.on("Tagged")
+        def tagged(self, event, tables):
+            value = bad if event.data["id"] == "b" else good
+            tables.items.upsert({"id": event.data["id"], "value": value})
+
+    ArchiveWriter(tmp_path / "a", "s").append(
+        pa.table(
+            {
+                "global_position": [1, 2, 3],
+                "recorded_at": [0, 0, 0],
+                "event_type": ["Tagged"] * 3,
+                "data": ['{"id": "a"}', '{"id": "b"}', '{"id": "c"}'],
+            }
+        )
+    )
+    result = wb.replay(tmp_path / "a", Checked, into=tmp_path / "o.duckdb", on_error="dead-letter")
+    assert result.dead_letters == 1
+    assert result.dead_letter_rows()["global_position"].to_list() == [2]
+    assert result.sql("select id from items order by id").fetchall() == [("a",), ("c",)]
+
+
 def test_optional_column_types_and_float_mean_what_python_means(tmp_path: Path) -> None:
     import typing
 

@@ -153,6 +153,12 @@ class ColumnType:
         (True, True, False, False, False)
         >>> column_type(dt.datetime).certainly_stores()(dt.datetime(2024, 5, 1))
         False
+        >>> money = column_type("DECIMAL(4,2)").certainly_stores()
+        >>> [money(Decimal(v)) for v in ("12.5", "12.345", "100", "NaN")], money(1.5)
+        ([True, False, False, False], False)
+        >>> words = column_type(list[str]).certainly_stores()
+        >>> words(["a", None]), words("ab"), words(["a", 1])
+        (True, False, False)
         """
         typ = self.arrow
         if typ == pa.string() and self.encode is _uuid_text:  # a UUID column
@@ -177,6 +183,28 @@ class ColumnType:
             )
         if pa.types.is_date(typ):
             return lambda v: v is None or type(v) is dt.date
+        if pa.types.is_time(typ):  # an offset would be dropped
+            return lambda v: v is None or (type(v) is dt.time and v.tzinfo is None)
+        if pa.types.is_duration(typ):  # within int64 microseconds
+            return lambda v: v is None or (type(v) is dt.timedelta and -_LONGEST < v < _LONGEST)
+        if pa.types.is_binary(typ):
+            return lambda v: v is None or type(v) is bytes
+        if pa.types.is_decimal(typ):
+            # Within its digits, and no more places than its scale (the flush refuses
+            # a value its scale would round); the normaliser then only pads the places.
+            limit, places = Decimal(10) ** (typ.precision - typ.scale), -typ.scale
+            return lambda v: (
+                v is None
+                or (
+                    type(v) is Decimal
+                    and v.is_finite()
+                    and -limit < v < limit
+                    and v.as_tuple().exponent >= places
+                )
+            )
+        if pa.types.is_list(typ) and not pa.types.is_float32(typ.value_type):
+            item = ColumnType(self.sql.removesuffix("[]"), typ.value_type).certainly_stores()
+            return lambda v: v is None or (type(v) is list and all(map(item, v)))
         return _none
 
     def decode_all(self, values: list[Any]) -> list[Any]:
@@ -266,6 +294,10 @@ def _why_not(typ: pa.DataType, v: Any) -> str | None:
         if isinstance(v, set | frozenset):
             return "a set has no order (it would differ from run to run): write sorted(...)"
     return None
+
+
+#: Beyond this an INTERVAL's microseconds leave an int64 (about 292,000 years).
+_LONGEST = dt.timedelta(days=100_000_000)
 
 
 def _decimal_normaliser(exponent: Decimal) -> Callable[[Any], Any]:

@@ -460,12 +460,11 @@ class _CheckedWrites(TableState):
         self._columns = list(types)
         # Types of a row's values (in column order) that passed every quick check: a
         # write of the same types needs only the checks a type does not settle, of
-        # the columns in _valued: a time's zone, an integer's range.
+        # the columns in _valued: a time's zone, an integer's or a decimal's range, a
+        # list's items.
         self._fine: set[tuple[type, ...]] = set()
         self._valued = [
-            (c, quick)
-            for c, quick in self._quick
-            if pa.types.is_timestamp(types[c].arrow) or pa.types.is_integer(types[c].arrow)
+            (c, quick) for c, quick in self._quick if not _settled_by_type(types[c].arrow)
         ]
 
     def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -512,10 +511,28 @@ class _CheckedWrites(TableState):
         if pa.types.is_timestamp(ctype.arrow):  # the flush refuses the other zone's
             return False
         try:
-            ctype.array([value])
+            if ctype.encode is not None and pa.types.is_string(ctype.arrow):
+                ctype.encode([value])  # JSON, UUID: the text it makes is stored, for certain
+            else:
+                ctype.array([value])
         except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError):
             return False
         return True
+
+
+def _settled_by_type(arrow: pa.DataType) -> bool:
+    """Whether a column's quick check passes on a value's type alone (a text, a flag, a
+    date, bytes, a double), not on the value too."""
+    return any(
+        test(arrow)
+        for test in (
+            pa.types.is_string,
+            pa.types.is_boolean,
+            pa.types.is_date,
+            pa.types.is_binary,
+            pa.types.is_float64,
+        )
+    )
 
 
 class _CheckedNormalisingState(_CheckedWrites, _NormalisingState):
