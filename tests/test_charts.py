@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import re
 import subprocess
@@ -242,6 +243,19 @@ def test_charts_show_in_a_notebook_without_a_network() -> None:
             check=True,
         )
         assert out.stdout.split() == ["workbench", "False", "True", "True"], first_chart
+
+
+def test_every_chart_says_what_it_is_where_html_does_not_show(archive: wb.Archive) -> None:
+    """A terminal console or a diff of a notebook shows text/plain: Altair's was
+    `alt.VConcatChart(...)`; each chart's is its titles, and so is its picture's alt text."""
+    from workbench.charts import notebook
+
+    for name, chart in every_chart(archive).items():
+        bundle = notebook.render(chart.to_dict())
+        plain = bundle["text/plain"]
+        assert plain.startswith("<chart: ") and "untitled" not in plain, (name, plain)
+        if 'alt="' in bundle["text/html"]:
+            assert f'alt="{html.escape(plain[8:-1], quote=True)}"' in bundle["text/html"], name
 
 
 def test_every_chart_of_a_notebook_page_draws(archive: wb.Archive, tmp_path: Path) -> None:

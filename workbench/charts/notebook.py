@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import base64
+import html
 import json
 import uuid
 from typing import Any
@@ -35,7 +36,7 @@ import altair as alt
 
 from workbench.charts.render import script_json, to_png, vega_bundle
 
-__all__ = ["RENDERER", "enable", "render"]
+__all__ = ["RENDERER", "describe", "enable", "render"]
 
 #: The name this renderer is registered under in ``alt.renderers``.
 RENDERER = "workbench"
@@ -87,15 +88,45 @@ def render(spec: dict[str, Any], **metadata: Any) -> dict[str, str]:
     bundle = "" if _Kernel.bundled else _BUNDLE.format(bundle=vega_bundle())
     if not _Kernel.bundled:
         _Kernel.bundled, _Kernel.cell = True, _Kernel.running
-    page = _PAGE.format(div=div, picture=_picture(spec), bundle=bundle, spec=text, options=options)
-    return {"text/html": page}
+    described = describe(spec)
+    picture = _picture(spec, described)
+    page = _PAGE.format(div=div, picture=picture, bundle=bundle, spec=text, options=options)
+    # text/plain for what shows no HTML (a terminal console, a diff of the notebook):
+    # what the chart is, not Altair's `alt.VConcatChart(...)`.
+    return {"text/html": page, "text/plain": f"<chart: {described}>"}
+
+
+def describe(spec: dict[str, Any]) -> str:
+    """A chart's titles, its panels' after its own, in one line.
+
+    >>> describe({"title": {"text": "Lag", "subtitle": "p99"},
+    ...           "vconcat": [{"title": "per source"}, {"mark": "bar"}]})
+    'Lag; per source'
+    >>> describe({"mark": "point"})
+    'untitled'
+    """
+    found: list[str] = []
+
+    def visit(part: dict[str, Any]) -> None:
+        title = part.get("title")
+        text = title.get("text") if isinstance(title, dict) else title
+        lines = text if isinstance(text, list) else [text]
+        if any(isinstance(line, str) and line for line in lines):
+            found.append(" ".join(line for line in lines if isinstance(line, str) and line))
+        for key in ("vconcat", "hconcat", "concat", "layer"):
+            for sub in part.get(key) or []:
+                if isinstance(sub, dict):
+                    visit(sub)
+
+    visit(spec)
+    return "; ".join(found) or "untitled"
 
 
 #: Charts over more rows than this get no picture: rendering it would hold up the cell.
 PICTURE_ROWS = 5_000
 
 
-def _picture(spec: dict[str, Any]) -> str:
+def _picture(spec: dict[str, Any], described: str = "chart") -> str:
     """The chart as an inline PNG, or nothing when it is large or vl-convert cannot draw
     it (the interactive chart still shows where scripts run)."""
     rows = sum(len(v) for v in (spec.get("datasets") or {}).values() if isinstance(v, list))
@@ -105,7 +136,8 @@ def _picture(spec: dict[str, Any]) -> str:
         png = base64.b64encode(to_png(spec, scale=1.0)).decode()
     except Exception:  # a spec vl-convert cannot render
         return ""
-    return f'<img alt="chart" src="data:image/png;base64,{png}" style="max-width: 100%">'
+    alt_text = html.escape(described, quote=True)
+    return f'<img alt="{alt_text}" src="data:image/png;base64,{png}" style="max-width: 100%">'
 
 
 def enable() -> None:
