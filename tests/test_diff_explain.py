@@ -7,8 +7,10 @@ schema ``<name>`` of views).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -493,6 +495,51 @@ def test_the_event_holding_what_a_row_is_off_by_is_a_suspect(tmp_path: Path) -> 
         (4, "holds 32208, what balance is off by")
     ]
     assert "#4 Deposited" in str(explanation)  # shown though it is neither end of the history
+
+
+class Wallets(wb.Projection):
+    wallets = wb.Table(key="stream", stream=str, balance="DECIMAL(10,2)", last_at=dt.datetime)
+
+    @wb.on("Paid")
+    def paid(self, event: wb.Event, tables: wb.Tables) -> None:
+        row = tables.wallets.get(event.stream) or {"stream": event.stream, "balance": 0}
+        row["balance"] += Decimal(str(event.data["amount"]))
+        row["last_at"] = event.occurred_at
+        tables.wallets.upsert(row)
+
+
+def test_a_fraction_off_and_the_event_that_set_a_time_are_suspects(tmp_path: Path) -> None:
+    """Money off by 0.25 (below 1, once never flagged) names the payment of 0.25; a time
+    that differs names the events whose time each side holds."""
+    amounts = ["1.50", "0.25", "3.00", "7.10", "2.00", "9.99", "4.40", "1.00"]
+    at = [dt.datetime(2024, 5, 1, 10, i, tzinfo=dt.UTC) for i in range(8)]
+    ArchiveWriter(tmp_path / "a", "s").append(
+        pa.table(
+            {
+                "global_position": list(range(1, 9)),
+                "recorded_at": at,
+                "occurred_at": at,
+                "event_type": ["Paid"] * 8,
+                "stream": ["w-1"] * 8,
+                "data": [f'{{"amount": {a}}}' for a in amounts],
+            }
+        )
+    )
+    wb.replay(tmp_path / "a", Wallets, into=tmp_path / "c.duckdb")
+    total = sum(Decimal(a) for a in amounts)
+    live = pl.DataFrame(
+        {"stream": ["w-1"], "balance": [total + Decimal("0.25")], "last_at": [at[5]]},
+        schema_overrides={"balance": pl.Decimal(10, 2)},
+    )
+    explanation = wb.diff(
+        f"{tmp_path / 'c.duckdb'}:wallets_v1.wallets", live, key="stream"
+    ).explain("w-1")
+    flagged = explanation.suspects().filter(pl.col("why").is_not_null())
+    assert flagged.select("global_position", "why").rows() == [
+        (2, "holds 0.25, what balance is off by"),
+        (6, "its occurred_at is live's last_at"),
+        (8, "its occurred_at is candidate's last_at"),
+    ]
 
 
 def test_a_key_no_side_has_is_an_error_naming_near_keys() -> None:

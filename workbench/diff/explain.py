@@ -185,6 +185,7 @@ class Explanation:
                 .then(pl.format("one of 2 {} events", "event_type")),
             )
         flags += self._carrying_the_difference()
+        flags += self._setting_the_times()
         why = pl.concat_str(flags, separator="; ", ignore_nulls=True) if flags else pl.lit("")
         why = pl.when(why != "").then(why)  # no flag: null, not ""
         row = pl.int_range(pl.len(), dtype=pl.Int64)
@@ -199,7 +200,8 @@ class Explanation:
     def _carrying_the_difference(self, most: int = 3) -> list[pl.Expr]:
         """A flag for the few events whose payload holds a number a changed column is off
         by: an amount applied twice, or missed, shows as exactly that difference.
-        Differences of 1 (a count) and numbers many events hold say nothing."""
+        A difference of 1 (a count) and numbers many events hold say nothing; a fraction
+        (money off by 0.25) does."""
         if "data" not in self.events.columns or not self.candidate or not self.live:
             return []
         found: list[pl.Expr] = []
@@ -210,7 +212,7 @@ class Explanation:
             ):
                 continue
             off = abs(Decimal(str(c)) - Decimal(str(lv)))
-            if not off.is_finite() or off <= 1:  # a NaN or infinity is off by nothing useful
+            if not off.is_finite() or off in (0, 1):  # a NaN or infinity says nothing either
                 continue
             number = re.escape(format(off.normalize(), "f"))
             # The number as a JSON value (not part of a longer one, not inside a string).
@@ -221,6 +223,27 @@ class Explanation:
                         pl.lit(f"holds {off.normalize():f}, what {column} is off by")
                     )
                 )
+        return found
+
+    def _setting_the_times(self, most: int = 3) -> list[pl.Expr]:
+        """A flag for the few events whose time a changed time column holds, on either
+        side: the event that set ``last_active_at`` to the value that differs."""
+        if not self.candidate or not self.live:
+            return []
+        found: list[pl.Expr] = []
+        for column in self.changed_columns:
+            for side, value in (("candidate", self.candidate.get(column)),
+                                ("live", self.live.get(column))):  # fmt: skip
+                if not isinstance(value, dt.datetime):
+                    continue
+                for when in ("occurred_at", "recorded_at"):
+                    if when not in self.events.columns:
+                        continue
+                    same = _same_instant(pl.col(when), value, self.events.schema[when])
+                    hits = self.events.select(same.fill_null(False).sum()).item()
+                    if 0 < hits <= most:
+                        found.append(pl.when(same).then(pl.lit(f"its {when} is {side}'s {column}")))
+                        break  # occurred_at found it: recorded_at would say it again
         return found
 
     def _repr_html_(self) -> str:
@@ -262,6 +285,17 @@ def _placed(event: dict[str, Any]) -> str:
     the 6th event) as no global position does."""
     position = event.get("stream_position")
     return "" if position is None else f" at stream_position {position}"
+
+
+def _same_instant(column: pl.Expr, value: dt.datetime, dtype: pl.DataType) -> pl.Expr:
+    """Whether ``column`` (a datetime, aware or not) is the instant ``value`` is; a naive
+    value is read as UTC, as the archive's times are."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    zone = getattr(dtype, "time_zone", None)
+    if zone is None:
+        return column == pl.lit(value.astimezone(dt.UTC).replace(tzinfo=None))
+    return column == pl.lit(value).dt.convert_time_zone(zone)
 
 
 def _events_html(suspects: pl.DataFrame) -> str:
