@@ -135,9 +135,13 @@ class ArchivePostgresResult(RunResult):
     @as_text
     def summary(self) -> str:
         """One line for humans."""
+        last = (
+            f"last position {self.last_position:,}"
+            if self.last_position is not None
+            else "no row archived yet"
+        )
         text = (
-            f"{self.source}: archived {self.rows_archived:,} rows into {self.files} file(s), "
-            f"last position {self.last_position}"
+            f"{self.source}: archived {self.rows_archived:,} rows into {self.files} file(s), {last}"
         )
         below = [(a, b) for a, b, reason in self.gaps if reason == "retention"]
         if below:
