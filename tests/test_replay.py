@@ -1135,6 +1135,24 @@ def test_resume_never_drops_what_it_cannot_continue(archive: Path, tmp_path: Pat
     assert rows(into, "memories_v1", "memories") == before
 
 
+def test_a_sql_projection_reports_progress_through_its_queries(
+    archive: Path, tmp_path: Path
+) -> None:
+    """A SqlProjection's rebuild drew no progress (a spinner for minutes at 10M events):
+    DuckDB's own estimate of each query, each query an equal share of the events."""
+    calls: list[tuple[int, int]] = []
+    result = wb.replay(
+        archive, MEMORIES_SQL, into=tmp_path / "o.duckdb", progress=lambda *c: calls.append(c)
+    )
+    total = result.archive_events
+    steps = 1 + len(MEMORIES_SQL.tables) + len(MEMORIES_SQL.lineage)  # setup, tables, lineage
+    assert len(calls) >= steps and calls[-1] == (total, total)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and {t for _, t in calls} == {total}
+    # No callback: DuckDB's progress stays off (nothing polls it, nothing prints).
+    assert wb.replay(archive, MEMORIES_SQL, into=tmp_path / "p.duckdb").events_applied == total
+
+
 def test_a_promoted_sql_version_is_not_rebuilt_in_place(archive: Path, tmp_path: Path) -> None:
     into = tmp_path / "o.duckdb"
     wb.replay(archive, MEMORIES_SQL, into=into)

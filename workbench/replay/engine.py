@@ -568,6 +568,7 @@ def replay(
             until=until,
             where=where,
             lineage=lineage,
+            progress=progress,
         )
     instance = _instantiate(projection)
     class_state = ClassState(type(instance))

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from workbench import envelope
 from workbench._duckdb import error_line
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
+from workbench.progress import ProgressCallback
 from workbench.replay import store
 from workbench.replay.coverage import Coverage
 from workbench.replay.projection import check_name
@@ -106,10 +108,13 @@ def replay_sql(
     until: int | None,
     where: str | None,
     lineage: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> ReplayResult:
     """Rebuild every table of ``projection`` in one transaction (always a full rebuild).
 
-    ``lineage=False`` skips the projection's lineage queries.
+    ``lineage=False`` skips the projection's lineage queries. ``progress(done, total)``
+    counts events as DuckDB's own progress through each query says, each query
+    (the setup, every table, every lineage) an equal share.
     """
     from workbench.replay.engine import ReplayResult, count_events
 
@@ -128,6 +133,10 @@ def replay_sql(
     paths = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in files) + "]"
     columns = ", ".join(store.q(c) for c in envelope.COLUMNS)
     con = store.connect(into)
+    lineages = projection.lineage if lineage else {}
+    steps = _Steps(
+        con, progress, total, bool(projection.setup) + len(projection.tables) + len(lineages)
+    )
     started = time.perf_counter()
     try:
         con.execute(
@@ -136,7 +145,8 @@ def replay_sql(
         )
         store.refuse_promoted(con, projection.schema())
         if projection.setup:
-            _run(con, projection.setup, "the setup")
+            with steps.step():
+                _run(con, projection.setup, "the setup")
         con.execute("begin")
         con.execute(f"drop schema if exists {schema} cascade")
         con.execute(f"create schema {schema}")
@@ -149,7 +159,8 @@ def replay_sql(
             con.execute(ddl.format(s=schema))
         for table, query in projection.tables.items():
             target = f"{schema}.{store.q(table)}"
-            _run(con, f"create table {target} as {query}", f"table {table}")
+            with steps.step():
+                _run(con, f"create table {target} as {query}", f"table {table}")
             key = projection.keys.get(table)
             if key:
                 _check_unique(con, target, table, key)
@@ -158,8 +169,8 @@ def replay_sql(
                     f"alter table {target} add primary key ({', '.join(map(store.q, key))})",
                     table,
                 )
-        if lineage and projection.lineage:
-            _write_lineage(con, projection.schema(), projection, source)
+        if lineages:
+            _write_lineage(con, projection.schema(), projection, source, steps)
         last, applied = con.execute("select max(global_position), count(*) from events").fetchall()[
             0
         ]
@@ -243,7 +254,11 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, what: str, params: object = N
 
 
 def _write_lineage(
-    con: duckdb.DuckDBPyConnection, schema: str, projection: SqlProjection, source: str
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    projection: SqlProjection,
+    source: str,
+    steps: _Steps,
 ) -> None:
     """The lineage queries' rows in the engine's compact form (see :mod:`store`).
 
@@ -256,7 +271,12 @@ def _write_lineage(
         key = projection.keys[table]
         cols = ", ".join(map(store.q, key))
         same_key = " and ".join(f"l.{store.q(c)} is not distinct from i.{store.q(c)}" for c in key)
-        _run(con, f"create or replace temp table _wb_lineage as {query}", f"the lineage of {table}")
+        with steps.step():
+            _run(
+                con,
+                f"create or replace temp table _wb_lineage as {query}",
+                f"the lineage of {table}",
+            )
         _run(
             con,
             f"insert into {s}._lineage_types select ((select coalesce(max(event_code) + 1, 0) "
@@ -290,3 +310,49 @@ def _write_lineage(
         next_id += con.execute("select count(*) from _wb_ids").fetchall()[0][0]
     con.execute("drop table if exists _wb_lineage")
     con.execute("drop table if exists _wb_ids")
+
+
+class _Steps:
+    """Progress through a SqlProjection's queries, from DuckDB's own estimate of the
+    query running (``query_progress``, asked from a thread every 0.2 s), in events:
+    ``step`` of ``steps`` queries at ``p`` percent is ``total * (step + p / 100) / steps``."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        progress: ProgressCallback | None,
+        total: int,
+        steps: int,
+    ) -> None:
+        self._con, self._progress, self._total, self._steps = con, progress, total, max(steps, 1)
+        self._done = 0
+        if progress is not None:  # DuckDB tracks progress only with its bar on; it prints none
+            con.execute("set enable_progress_bar = true")
+            con.execute("set enable_progress_bar_print = false")
+
+    def _report(self, percent: float) -> None:
+        assert self._progress is not None
+        share = (self._done + min(max(percent, 0.0), 100.0) / 100) / self._steps
+        self._progress(int(self._total * share), self._total)
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        if self._progress is None:
+            yield
+            return
+        finished = threading.Event()
+
+        def watch() -> None:
+            while not finished.wait(0.2):
+                with contextlib.suppress(duckdb.Error):
+                    self._report(self._con.query_progress())
+
+        watcher = threading.Thread(target=watch, name="wb-sql-progress", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            finished.set()
+            watcher.join()
+        self._done += 1
+        self._report(0.0)
