@@ -2000,6 +2000,7 @@ def _one_event_archive(root: Path) -> Path:
         ),
         (list[str], {"b", "a"}, r"a set has no order .*write sorted"),
         (list[int], [1, 1.5], r"1.5 would be truncated to an integer"),
+        (int, 2**63, r"it does not fit BIGINT\)"),  # Arrow's bare OverflowError before
         (dt.datetime, 1714550400, r"a number would be read as microseconds since 1970"),
         (dt.timedelta, 90, r"write a timedelta"),
         (dt.time, dt.time(10, tzinfo=dt.UTC), r"a TIME keeps no offset"),
@@ -2040,6 +2041,8 @@ def test_a_value_arrow_would_convert_silently_is_refused(
         ("DECIMAL(4,2)", Decimal("12.5"), Decimal("12.345")),  # a place more than its scale
         ("DECIMAL(4,2)", Decimal("99.99"), Decimal("100")),  # a digit more than it holds
         (list[str], ["a"], ["a", 1]),
+        (list[float], [1.5], [2**53 + 1]),
+        (float, 2.0, 2**53 + 1),
         (dt.time, dt.time(10), dt.time(10, tzinfo=dt.UTC)),
         (dt.timedelta, dt.timedelta(1), dt.timedelta(days=999_999_999)),
         ("SMALLINT", 7, 40_000),
@@ -2049,7 +2052,8 @@ def test_dead_letter_mode_checks_each_value_not_only_its_type(
     tmp_path: Path, spec: object, good: object, bad: object
 ) -> None:
     """A write of the same Python types as one that fitted is not taken on trust: the
-    value that does not fit is dead-lettered at its write, not found at the flush."""
+    value that does not fit is dead-lettered at its write, not found at the flush (where
+    the next event's write over it would hide it)."""
 
     class Checked(wb.Projection):
         name = "checked"
@@ -2057,7 +2061,7 @@ def test_dead_letter_mode_checks_each_value_not_only_its_type(
 
         @wb.on("Tagged")
         def tagged(self, event, tables):
-            value = bad if event.data["id"] == "b" else good
+            value = bad if event.data.get("bad") else good
             tables.items.upsert({"id": event.data["id"], "value": value})
 
     ArchiveWriter(tmp_path / "a", "s").append(
@@ -2066,14 +2070,33 @@ def test_dead_letter_mode_checks_each_value_not_only_its_type(
                 "global_position": [1, 2, 3],
                 "recorded_at": [0, 0, 0],
                 "event_type": ["Tagged"] * 3,
-                "data": ['{"id": "a"}', '{"id": "b"}', '{"id": "c"}'],
+                "data": ['{"id": "a"}', '{"id": "b", "bad": true}', '{"id": "b"}'],
             }
         )
     )
     result = wb.replay(tmp_path / "a", Checked, into=tmp_path / "o.duckdb", on_error="dead-letter")
     assert result.dead_letters == 1
     assert result.dead_letter_rows()["global_position"].to_list() == [2]
-    assert result.sql("select id from items order by id").fetchall() == [("a",), ("c",)]
+    assert result.sql("select id from items order by id").fetchall() == [("a",), ("b",)]
+
+
+def test_a_lone_surrogate_is_refused_in_one_line(tmp_path: Path) -> None:
+    """JSON may escape half a character ("\\ud800"); json.loads gives a str UTF-8 cannot
+    hold, which crashed the flush with a UnicodeEncodeError (a bug, exit 3)."""
+
+    class Copied(wb.Projection):
+        name = "copied"
+        items = wb.Table(key="id", id=str, text=str)
+
+        @wb.on("Tagged")
+        def tagged(self, event, tables):
+            tables.items.upsert({"id": event.data["id"], "text": "caf\ud800"})
+
+    archive = _one_event_archive(tmp_path / "a")
+    with pytest.raises(ProjectionError, match=r"it holds '\\ud800', a lone surrogate"):
+        wb.replay(archive, Copied, into=tmp_path / "o.duckdb")
+    result = wb.replay(archive, Copied, into=tmp_path / "d.duckdb", on_error="dead-letter")
+    assert result.dead_letters == 1
 
 
 def test_optional_column_types_and_float_mean_what_python_means(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ import json
 import math
 import re
 import struct
+import sys
 import types
 import typing
 import uuid
@@ -90,6 +91,15 @@ class ColumnType:
         typ = self.arrow
         try:
             array = pa.array(values if self.encode is None else self.encode(values), typ)
+        except UnicodeEncodeError as exc:  # a str Python holds and UTF-8 cannot
+            char = exc.object[exc.start : exc.start + 1]
+            raise Refused(
+                f"it holds {char!r}, a lone surrogate (a JSON escape of half a character, "
+                "or bytes decoded with surrogateescape), which UTF-8 cannot store: "
+                "replace it, e.g. text.encode(errors='replace').decode()"
+            ) from None
+        except OverflowError:  # Arrow's own words: "Python int too large to convert to C long"
+            raise Refused(f"it does not fit {self.sql}") from None
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             if not pa.types.is_decimal(typ) or isinstance(exc, Refused):
                 raise
@@ -159,6 +169,9 @@ class ColumnType:
         >>> words = column_type(list[str]).certainly_stores()
         >>> words(["a", None]), words("ab"), words(["a", 1])
         (True, False, False)
+        >>> doubles = column_type(list[float]).certainly_stores()
+        >>> doubles([1.5, 2**53]), doubles([2**53 + 1])
+        (True, False)
         """
         typ = self.arrow
         if typ == pa.string() and self.encode is _uuid_text:  # a UUID column
@@ -171,7 +184,15 @@ class ColumnType:
             high = 2**bits - 1
             return lambda v: v is None or (type(v) is int and low <= v <= high)
         if pa.types.is_floating(typ):
-            return lambda v: v is None or type(v) is float or type(v) is int
+            # An int only while the float holds it exactly (Arrow refuses one past that);
+            # a REAL's float only within its range (beyond it, infinity).
+            exact = 2**53 if pa.types.is_float64(typ) else 2**24
+            largest = sys.float_info.max if pa.types.is_float64(typ) else 3.4e38
+            return lambda v: (
+                v is None
+                or (type(v) is float and (-largest <= v <= largest or v != v))
+                or (type(v) is int and -exact <= v <= exact)
+            )
         if pa.types.is_string(typ) or pa.types.is_large_string(typ):
             return lambda v: v is None or type(v) is str
         if pa.types.is_boolean(typ):
@@ -206,6 +227,23 @@ class ColumnType:
             item = ColumnType(self.sql.removesuffix("[]"), typ.value_type).certainly_stores()
             return lambda v: v is None or (type(v) is list and all(map(item, v)))
         return _none
+
+    @property
+    def checked_by_type(self) -> bool:
+        """Whether :meth:`certainly_stores` passes on a value's type alone (a text, a flag,
+        a date, bytes, a UUID), so one write of a row's types stands for the next; else
+        each value is looked at (an integer's range, a time's zone, a list's items).
+
+        >>> column_type(str).checked_by_type, column_type(float).checked_by_type
+        (True, False)
+        """
+        typ = self.arrow
+        return self.encode in (None, _uuid_text) and (
+            pa.types.is_string(typ)
+            or pa.types.is_boolean(typ)
+            or pa.types.is_date(typ)
+            or pa.types.is_binary(typ)
+        )
 
     def decode_all(self, values: list[Any]) -> list[Any]:
         """Stored values read back (None stays None) as the handler wrote them."""

@@ -463,9 +463,7 @@ class _CheckedWrites(TableState):
         # the columns in _valued: a time's zone, an integer's or a decimal's range, a
         # list's items.
         self._fine: set[tuple[type, ...]] = set()
-        self._valued = [
-            (c, quick) for c, quick in self._quick if not _settled_by_type(types[c].arrow)
-        ]
+        self._valued = [(c, quick) for c, quick in self._quick if not types[c].checked_by_type]
 
     def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
         self._check(row)
@@ -518,21 +516,6 @@ class _CheckedWrites(TableState):
         except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError):
             return False
         return True
-
-
-def _settled_by_type(arrow: pa.DataType) -> bool:
-    """Whether a column's quick check passes on a value's type alone (a text, a flag, a
-    date, bytes, a double), not on the value too."""
-    return any(
-        test(arrow)
-        for test in (
-            pa.types.is_string,
-            pa.types.is_boolean,
-            pa.types.is_date,
-            pa.types.is_binary,
-            pa.types.is_float64,
-        )
-    )
 
 
 class _CheckedNormalisingState(_CheckedWrites, _NormalisingState):
