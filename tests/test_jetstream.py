@@ -232,8 +232,8 @@ def test_gaps_are_recorded_not_skipped(nats_url: str, stream: str, tmp_path: Pat
     assert result.df().height == 3 and "retention" in result._repr_html_()
     # Each record names what removed it: the limit (not a TTL the stream may also allow).
     details = rows(tmp_path, "select first_missing, detail from gap_records order by 1")
-    assert details[0][1].endswith("before its first sequence 5: removed by its limits "
-                                  "(max_msgs 6) or a purge")  # fmt: skip
+    assert details[0][1].endswith("before its first sequence 5: removed by max_msgs 6 "
+                                  "or a purge")  # fmt: skip
     assert details[1][1] == f"detected by archive_jetstream on {stream}"
     # A second run finds nothing new and records nothing twice.
     assert archive(nats_url, stream, tmp_path).gaps == []

@@ -152,11 +152,11 @@ def test_subject_delete_markers_are_archived_as_nats_messages(
     assert state(url, s)["messages"] == 2, "the markers expired before MaxAge was lifted"
     result = archive(url, s, tmp_path, mappings=["event_type=subject:-1"])
     assert result.gaps == [Gap(1, 2, "retention")]  # expired by MaxAge before the run
-    # Not blamed on the per-message TTL the markers' config turns on (MaxAge, lifted
-    # above, is no limit of the stream by now).
+    # What the stream's config says now could remove them (MaxAge, lifted above, no
+    # longer does; the markers' TTL does).
     (detail,) = rows(tmp_path, "select detail from gap_records")[0]
     assert detail.endswith(
-        "before its first sequence 3: removed by a purge, or a limit it no longer has"
+        "before its first sequence 3: removed by per-message TTL (Nats-TTL) or a purge"
     )
     assert (result.messages, result.nats_messages, result.hints()) == (2, 2, [])
     assert "2 of them NATS markers or schedules" in result.summary()

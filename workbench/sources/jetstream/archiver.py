@@ -923,11 +923,10 @@ class _Run:
         # Before the stream's first sequence, its limits or a purge took them; inside it,
         # whatever removes messages by design did, or a delete.
         head = [g for g in new if g[0] < first_seq]
-        removed_by = (
-            f"its limits ({self.limits}) or a purge"
-            if self.limits
-            else "a purge, or a limit it no longer has"
-        )
+        # Whatever removes messages inside it removes its oldest too (a KV key's value
+        # replaced, a TTL run out).
+        causes = ", ".join(c for c in (self.limits, self.removes_inside) if c)
+        removed_by = f"{causes} or a purge" if causes else "a purge, or a limit it no longer has"
         self.writer.record_gaps(
             head, f"{detail}; before its first sequence {first_seq}: removed by {removed_by}"
         )
@@ -1092,19 +1091,21 @@ def _removes_inside(config: dict[str, Any]) -> str | None:
 
 
 def _limits(config: dict[str, Any]) -> str | None:
-    """The limits by which a stream drops its oldest messages, from its config.
+    """The limits by which a stream drops its oldest messages, from its config (with
+    discard new, a full stream refuses new messages instead: only its age limit drops).
 
     >>> _limits({"max_age": 4_000_000_000, "max_msgs": -1, "max_bytes": 1_048_576})
     'max_age 4 s, max_bytes 1,048,576'
-    >>> _limits({"max_age": 0, "max_msgs": -1}) is None
-    True
+    >>> _limits({"max_msgs": 10, "discard": "new"}), _limits({"max_age": 0, "max_msgs": -1})
+    (None, None)
     """
     limits = []
     if (age := int(config.get("max_age") or 0)) > 0:  # nanoseconds
         limits.append(f"max_age {duration(age / 1e9)}")
-    for name in ("max_msgs", "max_bytes"):
-        if (value := int(config.get(name) or 0)) > 0:
-            limits.append(f"{name} {value:,}")
+    if config.get("discard") != "new":
+        for name in ("max_msgs", "max_bytes"):
+            if (value := int(config.get(name) or 0)) > 0:
+                limits.append(f"{name} {value:,}")
     return ", ".join(limits) or None
 
 
