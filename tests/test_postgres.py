@@ -1277,6 +1277,37 @@ def test_a_store_pruned_of_every_archived_row_goes_on(
     assert [r["global_position"] for r in archived(tmp_path)] == [1, 2, 3, 4, 5]
 
 
+def test_a_table_recreated_on_a_sequence_it_does_not_own_is_refused(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A sequence of its own (serial, identity) is dropped with its table; a standalone
+    one (Marten's) outlives it, so a recreated table's rows above the archive would pass
+    for a pruned store's."""
+    maps = ["global_position=column:seq", "recorded_at=column:at", "event_type=column:kind",
+            "data=column:body", "event_id=column:id"]  # fmt: skip
+    ddl = (
+        f"create table {pg_schema}.log (seq bigint primary key default "
+        f"nextval('{pg_schema}.shared'), id uuid default gen_random_uuid(), kind text "
+        "default 'K', body jsonb default '{}', at timestamptz default now())"
+    )
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"create sequence {pg_schema}.shared")
+        con.execute(ddl)
+        for _ in range(3):
+            con.execute(f"insert into {pg_schema}.log default values")
+        first = wb.archive_postgres(
+            pg_dsn, tmp_path, preset="generic", table=f"{pg_schema}.log", mappings=maps
+        )
+        assert first.rows_archived == 3
+        con.execute(f"drop table {pg_schema}.log")
+        con.execute(ddl)
+        con.execute(f"insert into {pg_schema}.log default values")  # 4: another store's
+    with pytest.raises(
+        SourceError, match=r"not the store .*: it has no row at or below position 3"
+    ):
+        wb.archive_postgres(pg_dsn, tmp_path, table=f"{pg_schema}.log")
+
+
 def test_a_position_column_that_is_not_an_integer_is_refused(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:

@@ -432,13 +432,15 @@ class PostgresArchiver:
             self._con,
             "with col as (select a.attrelid as rel, a.attnum as num from pg_attribute a "
             f"where a.attrelid = to_regclass({literal(self.query.table)}) "
-            f"and a.attname = {literal(name)}) "
-            "select s.start_value, s.cache_size, s.last_value from pg_sequences s "
+            f"and a.attname = {literal(name)}), "
+            "owned as (select d.objid from pg_depend d, col where d.classid = "
+            "'pg_class'::regclass and d.refobjid = col.rel and d.refobjsubid = col.num "
+            "and d.deptype in ('a', 'i')) "
+            "select s.start_value, s.cache_size, c.oid::regclass::text, c.oid in "
+            "(select objid from owned) from pg_sequences s "
             "join pg_namespace n on n.nspname = s.schemaname "
             "join pg_class c on c.relnamespace = n.oid and c.relname = s.sequencename "
-            "where c.oid in (select d.objid from pg_depend d, col where d.classid = "
-            "'pg_class'::regclass and d.refobjid = col.rel and d.refobjsubid = col.num "
-            "and d.deptype in ('a', 'i') union select d.refobjid from pg_depend d "
+            "where c.oid in (select objid from owned union select d.refobjid from pg_depend d "
             "join pg_attrdef ad on ad.oid = d.objid, col where d.classid = "
             "'pg_attrdef'::regclass and d.refclassid = 'pg_class'::regclass "
             "and ad.adrelid = col.rel and ad.adnum = col.num) order by s.start_value limit 1",
@@ -446,8 +448,17 @@ class PostgresArchiver:
         )
         if not found:
             return None
-        start, cache, last = found[0]
-        return _Sequence(int(start), int(cache), None if last is None else int(last))
+        start, cache, sequence, owned = found[0]
+        try:  # the last value drawn; none since a restart or setval(..., false)
+            ((last, called),) = fetch_all(
+                self._con,
+                f"select last_value, is_called from {sequence}",
+                f"reading the sequence {sequence}",
+            )
+            drawn: int | None = int(last) if called else int(last) - 1
+        except SourceError:  # no privilege to read it: its position is not known
+            drawn = None
+        return _Sequence(int(start), int(cache), drawn, bool(owned))
 
     def _count_unpositioned(self) -> None:
         """Rows without a position cannot be placed in the order: counted, not archived."""
@@ -638,10 +649,11 @@ class PostgresArchiver:
 
     def _pruned(self, archived: int) -> bool:
         """Whether a store with no row up to ``archived`` had them deleted (archived, then
-        pruned: why one archives): its position sequence went on past them. One truncated
-        and restarted, or without a sequence to tell, is not taken for it."""
+        pruned: why one archives): the position sequence it owns went on past them. One
+        truncated and restarted, recreated (a sequence of its own starts again), or with
+        no sequence of its own to tell (Marten's outlives a table), is not taken for it."""
         seq = self._sequence
-        return seq is not None and seq.last is not None and seq.last >= archived
+        return seq is not None and seq.owned and seq.last is not None and seq.last >= archived
 
     def _count_gone(self, after: int | None) -> None:
         """Count the archived rows above ``after`` (all: None) as gone from the store."""
@@ -1213,6 +1225,8 @@ class _Sequence:
     start: int
     cache: int
     last: int | None
+    #: The table's own (serial, identity): dropped with it, not outliving the table.
+    owned: bool = False
 
 
 def _runs(positions: list[int]) -> list[tuple[int, int]]:
