@@ -437,7 +437,8 @@ class PostgresArchiver:
             "'pg_class'::regclass and d.refobjid = col.rel and d.refobjsubid = col.num "
             "and d.deptype in ('a', 'i')) "
             "select s.start_value, s.cache_size, c.oid::regclass::text, c.oid in "
-            "(select objid from owned) from pg_sequences s "
+            "(select objid from owned), has_sequence_privilege(c.oid, 'SELECT') "
+            "from pg_sequences s "
             "join pg_namespace n on n.nspname = s.schemaname "
             "join pg_class c on c.relnamespace = n.oid and c.relname = s.sequencename "
             "where c.oid in (select objid from owned union select d.refobjid from pg_depend d "
@@ -448,16 +449,15 @@ class PostgresArchiver:
         )
         if not found:
             return None
-        start, cache, sequence, owned = found[0]
-        try:  # the last value drawn; none since a restart or setval(..., false)
+        start, cache, sequence, owned, readable = found[0]
+        drawn: int | None = None  # not readable (a role without the privilege): not known
+        if readable:  # the last value drawn; none since a restart or setval(..., false)
             ((last, called),) = fetch_all(
                 self._con,
                 f"select last_value, is_called from {sequence}",
                 f"reading the sequence {sequence}",
             )
-            drawn: int | None = int(last) if called else int(last) - 1
-        except SourceError:  # no privilege to read it: its position is not known
-            drawn = None
+            drawn = int(last) if called else int(last) - 1
         return _Sequence(int(start), int(cache), drawn, bool(owned))
 
     def _count_unpositioned(self) -> None:
