@@ -369,6 +369,42 @@ def test_the_cli_takes_an_apps_own_cipher_key_as_the_library_does(
     assert len(archived(tmp_path)) == 12
 
 
+def test_an_unrelated_cipher_key_in_the_environment_does_not_stop_a_plain_store(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CIPHER_KEY set for another tool (not even base64): a plain store is archived
+    without it, and the summary says so; an encrypted one's error names the variable."""
+    write_with_library(es_env(pg_dsn, pg_schema))
+    monkeypatch.setenv("CIPHER_KEY", "hunter2")
+    table = f"{pg_schema}.memories_events"
+    result = wb.archive_postgres(pg_dsn, tmp_path, preset="eventsourcing", table=table)
+    assert result.rows_archived == 4
+    assert "decoded without CIPHER_KEY from the environment, which does not fit" in str(result)
+    pytest.importorskip("cryptography")
+    from eventsourcing.cryptography import AESCipher
+
+    key = AESCipher.create_key(16)
+    sealed = f"{pg_schema}_sealed"
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(f"create schema {sealed}")
+    try:
+        write_with_library(
+            es_env(
+                pg_dsn, sealed, CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=key
+            )
+        )
+        with pytest.raises(SourceError, match=r"base64 CIPHER_KEY .*\(the key is CIPHER_KEY's\)$"):
+            wb.archive_postgres(
+                pg_dsn,
+                tmp_path / "sealed",
+                preset="eventsourcing",
+                table=f"{sealed}.memories_events",
+            )
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as con:
+            con.execute(f"drop schema {sealed} cascade")
+
+
 def test_a_store_that_turned_encryption_on_later_is_refused_without_its_key(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:

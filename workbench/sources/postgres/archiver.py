@@ -74,6 +74,7 @@ from workbench.sources.postgres._connection import (
 )
 from workbench.sources.postgres._watermark import RUNNING_SQL, Watermark, require_primary
 from workbench.sources.postgres.eventsourcing_codec import (
+    DecodedStates,
     cipher_key_from_environment,
     decode_states,
 )
@@ -296,8 +297,10 @@ class PostgresArchiver:
             raise
         self.batch_size = batch_size
         # As the library itself reads it, whether the preset was given or recorded.
+        #: The environment variable the key came from (None: given, or none).
+        self._key_from: str | None = None
         if cipher_key is None and preset == "eventsourcing":
-            cipher_key = cipher_key_from_environment(table)
+            cipher_key, self._key_from = cipher_key_from_environment(table) or (None, None)
         self.cipher_key = cipher_key
         # One run at a time per source, and one mapping per source (see ArchiverRun).
         self._claim: ArchiverRun | None = ArchiverRun(out, self.query.source, "archive_postgres")
@@ -744,14 +747,32 @@ class PostgresArchiver:
         if n:
             self.result.problems[problem] = self.result.problems.get(problem, 0) + int(n)
 
+    def _decoded(self, states: pa.Array) -> DecodedStates:
+        """An eventsourcing store's states decoded; with a key from the environment that
+        does not fit a store whose states are plain (another app's CIPHER_KEY), without
+        it, and said so."""
+        try:
+            return decode_states(states, cipher_key=self.cipher_key)
+        except SourceError as exc:
+            if self._key_from is None:
+                raise
+            try:
+                decoded = decode_states(states, cipher_key=None)
+            except SourceError:
+                raise SourceError(f"{exc} (the key is {self._key_from}'s)") from None
+        self._count(
+            f"decoded without {self._key_from} from the environment, which does not fit: "
+            "the states are not encrypted",
+            len(states) - states.null_count,
+        )
+        return decoded
+
     def _to_envelopes(self, chunk: pa.Table) -> pa.Table:
         """Helper columns → fields and problem counts; DuckDB for JSON work over the batch."""
         q = self.query
         exprs: dict[str, str] = {}
         if q.eventsourcing_state:
-            decoded = decode_states(
-                chunk.column("_state").combine_chunks(), cipher_key=self.cipher_key
-            )
+            decoded = self._decoded(chunk.column("_state").combine_chunks())
             self._count("state not decodable (payload kept)", decoded.undecodable)
             chunk = chunk.drop_columns(["_state"]).append_column("data", decoded.data)
             chunk = chunk.append_column("payload", decoded.payload)

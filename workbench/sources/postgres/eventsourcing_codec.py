@@ -130,22 +130,26 @@ _KEY_WAYS = (
 )
 
 
-def cipher_key_from_environment(table: str | None) -> str | None:
+def cipher_key_from_environment(table: str | None) -> tuple[str, str] | None:
     """The cipher key the eventsourcing library would use for ``table`` from the
-    environment: ``<APP>_CIPHER_KEY`` (an application's own, its events in
-    ``<app>_events``), else ``CIPHER_KEY``.
+    environment, and the variable holding it: ``<APP>_CIPHER_KEY`` (an application's
+    own, its events in ``<app>_events``), else ``CIPHER_KEY``.
 
     >>> os.environ["CARTS_CIPHER_KEY"] = "k"
     >>> cipher_key_from_environment("public.carts_events")
-    'k'
+    ('k', 'CARTS_CIPHER_KEY')
     >>> cipher_key_from_environment('"Shop"."carts_events"')
-    'k'
+    ('k', 'CARTS_CIPHER_KEY')
     >>> del os.environ["CARTS_CIPHER_KEY"]
     """
     name = (table or "").rpartition(".")[2].strip('"')
     app = name.removesuffix("_events") if name.endswith("_events") else ""
-    own = os.environ.get(f"{app.upper()}_CIPHER_KEY") if app and app != "stored" else None
-    return own or os.environ.get("CIPHER_KEY")
+    for variable in ([f"{app.upper()}_CIPHER_KEY"] if app and app != "stored" else []) + [
+        "CIPHER_KEY"
+    ]:
+        if key := os.environ.get(variable):
+            return key, variable
+    return None
 
 
 def _looks_encrypted(state: bytes | None) -> bool:
