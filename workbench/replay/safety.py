@@ -47,6 +47,7 @@ from itertools import islice, zip_longest
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -370,7 +371,7 @@ def check_replay_safety(
     not_run = [
         off
         for off, is_off in (
-            ("redelivery (duplicates=0)", duplicates == 0),
+            ("redelivery and stale (duplicates=0)", duplicates == 0),
             ("crash (crashes=0)", crashes <= 0),
             ("reorder (reorder=None)", not reorder),
             ("determinism (determinism=False)", not determinism),
@@ -386,7 +387,7 @@ def check_replay_safety(
     kept: list[str] = []  # state on `self`: lost at a restart, invisible to the tables
     class_state = ClassState(cls)  # state on the class: outlives a restart, and this run
     handed: Snapshot = {}  # each row as last handed back with upsert()/update()
-    clean, clean_errors = _run(cls, history, history.in_order(), kept, handed)
+    clean, clean_failed = _run(cls, history, history.in_order(), kept, handed)
     on_class = class_state.changed()
     steps.done()
     results: list[ScenarioResult] = []
@@ -399,18 +400,22 @@ def check_replay_safety(
         # The same events as this history, whatever a follower appends meanwhile.
         rerun = _Rerun(cls, reader, source, history.until, where, seed)
         result, unstable = _determinism(
-            cls, history, (clean, clean_errors), decoder, max_differences, rerun
+            cls, history, (clean, clean_failed.count), decoder, max_differences, rerun
         )
         results.append(result)
         steps.done()
     handled = sorted(set(history.types) & decoder.handler_of.keys())
     for name, description, deliver in scenarios:
         delivery = deliver(None, random.Random(seed))
+        if not _injects(delivery, len(history)):  # without streams: nothing to vary
+            not_run.append(f"{name} ({_NOTHING_TO_INJECT.get(name, 'nothing to inject')})")
+            steps.done()
+            continue
         class_state.restore()
-        faulty, errors = _run(cls, history, delivery, class_state=class_state)
+        faulty, failed = _run(cls, history, delivery, class_state=class_state)
         steps.done()
         diff, counts = _compare(clean, faulty, max_differences)
-        ok = not counts and errors <= clean_errors
+        ok = not counts and not failed.beyond(clean_failed)
         # Differences only where the clean replay itself differs from run to run (a
         # clock column): the determinism verdict has them; this fault added none. Unless
         # the handlers keep state of their own, which such a fault may spoil right there.
@@ -419,7 +424,7 @@ def check_replay_safety(
             and bool(unstable)
             and not kept
             and not on_class
-            and errors <= clean_errors
+            and not failed.beyond(clean_failed)
             and next(_differing(clean, faulty, unstable), None) is None
         )
         if noise_only:
@@ -428,16 +433,18 @@ def check_replay_safety(
         if not ok and narrow:
             steps.add(len(handled))
             for event_type in handled:
+                narrowed = deliver(event_type, random.Random(seed))
+                if not _injects(narrowed, len(history)):  # no fault of this type: no replay
+                    steps.done()
+                    continue
                 class_state.restore()
-                alone, alone_errors = _run(
-                    cls, history, deliver(event_type, random.Random(seed)), class_state=class_state
-                )
+                alone, alone_failed = _run(cls, history, narrowed, class_state=class_state)
                 steps.done()
                 differing = sum(1 for _ in _differing(clean, alone, unstable))
-                if differing or alone_errors > clean_errors:
+                if differing or alone_failed.beyond(clean_failed):
                     alone_keys[event_type] = differing
         implicated = sorted(alone_keys, key=lambda t: -alone_keys[t])  # the most first
-        result = _result(name, description, ok, diff, counts, implicated, decoder, errors)
+        result = _result(name, description, ok, diff, counts, implicated, decoder, failed.count)
         result.implicated_keys = alone_keys
         caveats = [history.unordered() if name == "reorder" else ""]
         if noise_only:
@@ -463,7 +470,7 @@ def check_replay_safety(
         projection=cls.__name__,
         events=len(history),
         scenarios=results,
-        clean_errors=clean_errors + undecodable,
+        clean_errors=clean_failed.count + undecodable,
         not_run=not_run,
     )
 
@@ -576,7 +583,7 @@ def _run(
     kept: list[str] | None = None,
     handed: Snapshot | None = None,
     class_state: ClassState | None = None,
-) -> tuple[Snapshot, int]:
+) -> tuple[Snapshot, _Failed]:
     """The tables after ``delivery``, and the failures of its handlers and upcasters;
     ``kept`` gets the names of attributes they changed on the projection instance,
     ``handed`` each row as it was when last handed to ``upsert()`` or ``update()``."""
@@ -585,6 +592,7 @@ def _run(
     if handed is not None:
         for state in runner.states.values():
             _record_handed_back(state, handed.setdefault(state.table.name, {}))
+    failed: set[Any] = set()
     for events in history.deliver(delivery, decoder):
         if events is None:  # a restart
             if class_state is not None:  # a new process: the class as it was first
@@ -593,12 +601,50 @@ def _run(
             decoder.restart(cls())
         else:
             runner.apply(events)
-        runner.take_dead_letters()  # counted, not kept
+        # Which events failed, not how often: one that fails in a clean replay fails
+        # again when delivered again, and that is no new fault (a copy stored again at
+        # another position is the same event by its id).
+        failed.update(
+            letter["event_id"] if letter["event_id"] is not None else letter["global_position"]
+            for letter in runner.take_dead_letters()
+        )
     if kept is not None:
         for instance in (runner.projection, decoder.projection):  # handlers', upcasters'
             kept.extend(n for n in instance_changes(instance, cls()) if n not in kept)
     snapshot = {name: state.rows for name, state in runner.states.items()}
-    return snapshot, runner.failures + decoder.failures
+    return snapshot, _Failed(frozenset(failed), decoder.failures)
+
+
+def _injects(delivery: Delivery, events: int) -> bool:
+    """Whether ``delivery`` differs from delivering ``events`` once each, in order.
+
+    >>> _injects(Delivery(np.arange(3)), 3), _injects(Delivery(np.array([0, 2, 1])), 3)
+    (False, True)
+    """
+    order = delivery.order
+    moved = delivery.positions is not None and bool((delivery.positions >= 0).any())
+    return moved or len(order) != events or bool((order != np.arange(events)).any())
+
+
+#: Why a scenario injected nothing, as ``not_run`` says it.
+_NOTHING_TO_INJECT = {"stale": "no event has a stream", "reorder": "no event has a stream"}
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """What failed in a replay: the events whose handlers raised (by id, else position),
+    and how many times an upcaster raised."""
+
+    events: frozenset[Any]
+    upcasts: int
+
+    @property
+    def count(self) -> int:
+        return len(self.events) + self.upcasts
+
+    def beyond(self, clean: _Failed) -> bool:
+        """Whether this replay failed where the clean one did not."""
+        return not self.events <= clean.events or self.upcasts > clean.upcasts
 
 
 def _record_handed_back(state: TableState, rows: dict[Any, dict[str, Any]]) -> None:
@@ -764,7 +810,8 @@ def _determinism(
         second, second_errors = rerun.run(traced=False)
     except _NoRerun as exc:  # e.g. a class defined in a notebook: not importable elsewhere
         rerun.fallback = f"{exc}"
-        second, second_errors = _run(cls, history, history.in_order())
+        second, second_failed = _run(cls, history, history.in_order())
+        second_errors = second_failed.count
         description = f"the clean replay run twice in this process ({exc})"
         caveat = f"hash seeds not varied: {exc}"
     diff, counts = _compare(clean[0], second, limit)
@@ -921,5 +968,6 @@ def _rerun() -> None:
     if job["traced"]:
         result: Any = _traced(cls, history)
     else:
-        result = _run(cls, history, history.in_order())
+        tables, failed = _run(cls, history, history.in_order())
+        result = (tables, failed.count)
     Path(job["out"]).write_bytes(pickle.dumps(result))
