@@ -91,12 +91,16 @@ def test_help_loads_no_data_library() -> None:
         "code = run(['--help'])\n"
         "heavy = sorted({'duckdb', 'polars', 'pyarrow', 'altair'} & set(sys.modules))\n"
         "import workbench as wb, workbench.diff, workbench.replay\n"
-        "print(code, heavy, callable(wb.diff), callable(wb.replay), wb.Diff.__name__)\n"
+        "every = all(getattr(wb, n) is not None for n in wb.__all__)\n"
+        "homes = set(wb.__all__) == {*wb._HOMES, 'charts', 'envelope'}\n"
+        "own = {'sys', 'types', 'importlib'} & set(dir(wb))\n"
+        "print(code, heavy, callable(wb.diff), callable(wb.replay), wb.Diff.__name__, every,"
+        " homes, sorted(own))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
-    assert out.splitlines()[-1] == "0 [] True True Diff"
+    assert out.splitlines()[-1] == "0 [] True True Diff True True []"
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

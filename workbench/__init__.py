@@ -96,14 +96,6 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-if _env.in_notebook():
-    # The offline renderer from the first cell on, not from the first workbench chart:
-    # a user's own Altair chart must not render differently before and after one.
-    from workbench.charts import notebook as _notebook
-
-    _notebook.enable()
-
-
 #: Where each public name lives. The package loads none of them on import: ``workbench
 #: --help`` and a shell's tab completion would otherwise wait for DuckDB, Polars, Arrow
 #: and every layer (0.75 s) before printing a line.
@@ -160,6 +152,14 @@ class _Package(types.ModuleType):
 
 sys.modules[__name__].__class__ = _Package
 
+# After the swap above: what the renderer loads may load workbench.diff too.
+if _env.in_notebook():
+    # The offline renderer from the first cell on, not from the first workbench chart:
+    # a user's own Altair chart must not render differently before and after one.
+    from workbench.charts import notebook as _notebook
+
+    _notebook.enable()
+
 
 def __getattr__(name: str) -> object:
     home = _HOMES.get(name)
@@ -178,6 +178,10 @@ def __getattr__(name: str) -> object:
     return value
 
 
+#: The package's own imports: no part of its surface, so not offered by dir().
+_OWN = {"TYPE_CHECKING", "annotations", "importlib", "sys", "types"}
+
+
 def __dir__() -> list[str]:
     # dir(wb) and tab completion list every public name before its first use, too.
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *__all__} - _OWN)
