@@ -77,6 +77,7 @@ def test_an_archive_of_only_lost_messages_is_checked_not_refused(
     writer.record_gaps([(1, 5, "retention")], "expired before the first run")
     assert run(["check", "--archive", str(tmp_path / "lost"), "--fail-on", "gaps"]) == 1
     out = capsys.readouterr().out
+    assert "0 events, sources - (gaps recorded for jetstream:ORDERS)" in out
     assert "5 missing position(s) in 1 range(s) (retention: 5)" in out
     assert "failed: gaps" in out
     report = tmp_path / "report.html"

@@ -81,6 +81,9 @@ def check(
             results[name] = run()
             progress.advance(task)
     sources = escape(", ".join(opened.sources) or "-")
+    if not opened.sources:  # every message gone before the first run: its gaps name it
+        lost = [s for (s,) in opened.sql("select distinct source from gap_records").fetchall()]
+        sources += escape(f" (gaps recorded for {', '.join(sorted(lost))})") if lost else ""
     console.print(
         f"[bold]{escape(str(archive))}[/]: {len(opened):,} events, sources {sources}", markup=True
     )
