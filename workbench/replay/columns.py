@@ -164,8 +164,10 @@ class ColumnType:
         >>> column_type(dt.datetime).certainly_stores()(dt.datetime(2024, 5, 1))
         False
         >>> money = column_type("DECIMAL(4,2)").certainly_stores()
-        >>> [money(Decimal(v)) for v in ("12.5", "12.345", "100", "NaN")], money(1.5)
-        ([True, False, False, False], False)
+        >>> [money(Decimal(v)) for v in ("12.5", "12.345", "100", "NaN", "1.5000")], money(1.5)
+        ([True, False, False, False, True], False)
+        >>> money(12), money(100), money(True)
+        (True, False, False)
         >>> words = column_type(list[str]).certainly_stores()
         >>> words(["a", None]), words("ab"), words(["a", 1])
         (True, False, False)
@@ -214,15 +216,17 @@ class ColumnType:
             # Within its digits, and no more places than its scale (the flush refuses
             # a value its scale would round); the normaliser then only pads the places.
             limit, places = Decimal(10) ** (typ.precision - typ.scale), -typ.scale
-            return lambda v: (
-                v is None
-                or (
-                    type(v) is Decimal
-                    and v.is_finite()
-                    and -limit < v < limit
-                    and v.as_tuple().exponent >= places
-                )
-            )
+            exponent = Decimal(1).scaleb(places)
+
+            def fits(v: Any) -> bool:
+                if type(v) is int:
+                    return -limit < v < limit
+                if type(v) is not Decimal or not v.is_finite() or not -limit < v < limit:
+                    return False
+                # More places than the scale only as zeros (10.5000 in a DECIMAL(6,2)).
+                return v.as_tuple().exponent >= places or v == v.quantize(exponent)
+
+            return lambda v: v is None or fits(v)
         if pa.types.is_list(typ) and not pa.types.is_float32(typ.value_type):
             item = ColumnType(self.sql.removesuffix("[]"), typ.value_type).certainly_stores()
             return lambda v: v is None or (type(v) is list and all(map(item, v)))
