@@ -1573,6 +1573,47 @@ class Typed(wb.Projection):
             tables.memories.upsert(row)
 
 
+def test_tables_are_written_without_their_key_and_get_it_as_a_replay_ends(
+    archive: Path, tmp_path: Path
+) -> None:
+    """DuckDB keeps a primary key's index in step with every write: flushes into a large
+    table slowed a rebuild as its read model grew. The key is added at the end (and taken
+    off again while a resume writes); meanwhile the table's comment holds it."""
+    from workbench.replay import store
+
+    into = tmp_path / "o.duckdb"
+
+    def keys() -> list[tuple[str, list[str]]]:
+        with duckdb.connect(str(into), read_only=True) as con:
+            return con.execute(
+                "select table_name, constraint_column_names from duckdb_constraints() "
+                "where schema_name = 'memories_v1' and constraint_type = 'PRIMARY KEY' "
+                "and not starts_with(table_name, '_') order by 1"
+            ).fetchall()
+
+    expected = [("agents", ["agent_id"]), ("daily_access", ["agent_id", "day"]),
+                ("memories", ["memory_id"])]  # fmt: skip
+    wb.replay(archive, Memories, into=into, until=800)
+    assert keys() == expected
+    resumed = wb.replay(archive, Memories, into=into, resume=True)
+    assert keys() == expected
+    assert resumed.lineage("memories", resumed.sql("select min(memory_id) from memories")
+                           .fetchall()[0][0]).height > 0  # fmt: skip
+    # What a run stopped before its end leaves: no constraint, the key in the comment.
+    con = store.connect(tmp_path / "stopped.duckdb")
+    store.create_schema(con, "memories_v1", Memories.tables(), replace=True)
+    assert [store.table_key(con, "memories_v1", t.name) for t in Memories.tables()] == [
+        ["memory_id"],
+        ["agent_id"],
+        ["agent_id", "day"],
+    ]
+    assert not con.execute(
+        "select count(*) from duckdb_constraints() where constraint_type = 'PRIMARY KEY' "
+        "and schema_name = 'memories_v1' and not starts_with(table_name, '_')"
+    ).fetchall()[0][0]
+    con.close()
+
+
 def test_rich_column_types_round_trip_through_a_resume(archive: Path, tmp_path: Path) -> None:
     clean, resumed = tmp_path / "clean.duckdb", tmp_path / "resumed.duckdb"
     result = wb.replay(archive, Typed, into=clean)

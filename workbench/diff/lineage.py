@@ -49,14 +49,11 @@ class Lineage:
     def key_order(self, con: duckdb.DuckDBPyConnection, key: list[str]) -> list[str]:
         """``key`` in the table's primary-key order: lineage keys are rendered in it,
         whatever order the diff names the key columns in."""
-        rows = con.execute(
-            "select constraint_column_names from duckdb_constraints() "
-            "where database_name = ? and schema_name = ? and table_name = ? "
-            "and constraint_type = 'PRIMARY KEY'",
-            [self.catalog, self.schema, self.table_name],
-        ).fetchall()
-        if rows and sorted(rows[0][0]) == sorted(key):
-            return list(rows[0][0])
+        from workbench.replay.store import table_key
+
+        found = table_key(con, self.schema, self.table_name, self.catalog)
+        if found and sorted(found) == sorted(key):
+            return found
         return key
 
     def archive_path(self, con: duckdb.DuckDBPyConnection) -> str | None:

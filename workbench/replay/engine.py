@@ -197,11 +197,7 @@ class ReplayResult:
         kept in a notebook holds no lock that would stop a later replay or diff
         of the same file.
         """
-        try:
-            con = _duckdb.connect(self.into, read_only=True)
-        except duckdb.ConnectionException:  # open read-write elsewhere in this process
-            con = _duckdb.connect(self.into)
-            con.execute("begin transaction read only")  # a look, never a change
+        con = self._look()
         try:
             con.execute(f"set search_path = {literal(self.schema)}")
             # UUID and JSON columns come back as such, not as VARCHAR, through Arrow.
@@ -217,23 +213,32 @@ class ReplayResult:
             con.close()
         return _duckdb.connect().from_arrow(table)
 
+    def _look(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to the output file (close it)."""
+        try:
+            return _duckdb.connect(self.into, read_only=True)
+        except duckdb.ConnectionException:  # open read-write elsewhere in this process
+            con = _duckdb.connect(self.into)
+            con.execute("begin transaction read only")  # a look, never a change
+            return con
+
     def lineage(self, table: str, key: Any) -> pl.DataFrame:
         """The events that wrote the row of ``table`` with ``key`` (its value, or a tuple
         for a composite key), oldest first: ``global_position, event_type, handler``
         and, while the archive is where the replay read it, each event's ``stream,
         stream_position, occurred_at, data``. A deleted row keeps its lineage.
         """
-        found = self.sql(
-            "select constraint_column_names from duckdb_constraints() where schema_name = "
-            f"{literal(self.schema)} and table_name = {literal(table)} "
-            "and constraint_type = 'PRIMARY KEY'"
-        ).fetchall()
-        if not found:
+        con = self._look()
+        try:
+            columns = store.table_key(con, self.schema, table)
+        finally:
+            con.close()
+        if not columns:
             self._require_table(table)
             raise ProjectionError(f"{self.schema}.{table} has no key to find a row by")
         written = self.sql(
             "select global_position, event_type, handler from _lineage where table_name = "
-            f"{literal(table)} and key = {literal(store.lineage_key(found[0][0], key))} "
+            f"{literal(table)} and key = {literal(store.lineage_key(columns, key))} "
             "order by global_position"
         ).pl()
         if not written.height:
@@ -668,6 +673,7 @@ def replay(
                     )
                 )
             writer.wait()
+            store.add_keys(con, schema, instance.tables())  # the run's end: see store._unkey
             clock.lap("flushing")
             seconds = time.perf_counter() - started
             con.execute(

@@ -112,11 +112,13 @@ class Table:
         """The Arrow schema rows are written with."""
         return pa.schema([(c, self.types[c].arrow) for c in self.columns])
 
-    def ddl(self, schema: str) -> str:
-        """``CREATE TABLE`` statement for this table inside ``schema``."""
+    def ddl(self, schema: str, *, primary_key: bool = True) -> str:
+        """``CREATE TABLE`` statement for this table inside ``schema`` (``primary_key=False``:
+        without its key's constraint, as a replay writes it until it ends)."""
         cols = ", ".join(f"{ident(c)} {self.types[c].sql}" for c in self.columns)
         key = ", ".join(ident(c) for c in self.key)
-        return f"create table {ident(schema)}.{ident(self.name)} ({cols}, primary key ({key}))"
+        constraint = f", primary key ({key})" if primary_key else ""
+        return f"create table {ident(schema)}.{ident(self.name)} ({cols}{constraint})"
 
     def __repr__(self) -> str:
         return f"Table({self.name!r}, key={self.key}, columns={self.columns})"
