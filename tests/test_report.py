@@ -221,7 +221,10 @@ def test_an_event_type_cannot_stop_the_charts_from_rendering(tmp_path: Path) -> 
         pa.table({"global_position": list(range(1, 31)), "recorded_at": list(range(30)),
                   "event_type": types, "data": ['{"a": 1}'] * 30})
     )  # fmt: skip
-    page = write_report(tmp_path / "r.html", tmp_path / "archive")
+    steps: list[str] = []
+    page = write_report(tmp_path / "r.html", tmp_path / "archive", progress=steps.append)
+    # Each check named as it runs, and the page's own seconds (its charts' pictures) too.
+    assert steps[-1] == "writing the page" and len(steps) == 6
     dom = rendered_dom(page)
     charts = re.findall(r'<div class="chart[^"]*"[^>]*data-chart="\d+"[^>]*>', dom)
     assert len(charts) >= 5 and all('data-rendered="true"' in div for div in charts), charts

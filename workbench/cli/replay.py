@@ -111,11 +111,16 @@ def replay(
     try:
         with sigterm_as_interrupt(), progress_bar() as bar:
             task = bar.add_task("replay", total=None)
+
+            def advance(done: int, total: int) -> None:
+                # At 100% the last rows are still being written (and keyed): say so.
+                what = "writing the last rows" if total and done >= total else "replay"
+                bar.update(task, completed=done, total=total, description=what)
+
             result = run_replay(
                 archive, candidate, into=into, source=source,
                 resume=resume, until=until, where=where, flush_seconds=flush_seconds,
-                on_error="dead-letter" if dead_letter else "raise",
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                on_error="dead-letter" if dead_letter else "raise", progress=advance,
             )  # fmt: skip
     except KeyboardInterrupt:
         notice("stopped", _kept(into, candidate), style="yellow")

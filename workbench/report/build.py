@@ -100,6 +100,8 @@ def write_report(
         if progress:
             progress("Diff")
         sections.append(diff_section(diff))
+    if progress:  # the charts' pictures take seconds of their own
+        progress("writing the page")
     html = render(sections, title=title, subtitle=f"archive {archive.root}")
     target = Path(out)
     with atomic_file(target) as tmp:
