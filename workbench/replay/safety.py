@@ -553,6 +553,8 @@ class _Steps:
 
     def add(self, planned: int) -> None:
         self.total += planned
+        if self.progress is not None:  # the plan shows at once, not after the first replay
+            self.progress(self.finished, self.total)
 
     def done(self) -> None:
         self.finished += 1
