@@ -277,11 +277,11 @@ def test_every_chart_of_a_notebook_page_draws(archive: wb.Archive, tmp_path: Pat
         r'id="wb-chart-[0-9a-f]+"><div class="chart-wrapper"[^>]*><(?:svg|canvas)', dom
     )
     assert len(drawn) == 3, dom[:2000]
-    assert '<img alt=' not in dom  # the pictures gave way to the charts
+    assert "<img alt=" not in dom  # the pictures gave way to the charts
     # Without the first output (cleared, say), the others show their pictures.
     page.write_text("<html><body>" + "".join(outputs[1:]) + "</body></html>")
     dom = rendered_dom(page)
-    assert dom.count('<img alt=') == 2 and "chart-wrapper" not in dom
+    assert dom.count("<img alt=") == 2 and "chart-wrapper" not in dom
 
 
 def test_a_check_that_found_nothing_says_so_instead_of_empty_axes(tmp_path: Path) -> None:
