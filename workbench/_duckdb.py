@@ -12,7 +12,11 @@ same archive gives the same frames, dates and charts on every machine.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
 
 import duckdb
 import polars as pl
@@ -22,7 +26,7 @@ import pyarrow.compute as pc
 from workbench._env import in_notebook
 from workbench._sql import ident
 
-__all__ = ["connect", "error_line", "to_arrow", "to_polars"]
+__all__ = ["bounded_memory", "connect", "error_line", "to_arrow", "to_polars"]
 
 
 def connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -178,3 +182,58 @@ def error_line(exc: BaseException) -> str:
     lines = str(exc).splitlines() or [type(exc).__name__]
     hint = next((line.strip() for line in lines[1:3] if line.startswith(_HINTS)), None)
     return f"{lines[0]} {hint}" if hint and not lines[0].endswith(hint) else lines[0]
+
+
+@contextlib.contextmanager
+def bounded_memory(con: duckdb.DuckDBPyConnection, share: float = 0.2) -> Iterator[None]:
+    """Run the block with DuckDB's memory capped at ``share`` of the machine's (at least
+    1 GB), spilling to a temporary directory of its own beyond that; as it was after.
+
+    DuckDB's own cap is 80% of the machine, and a query that could spill holds all it
+    can first: the causation graph of 10M events took 11 GB. A block that runs out of
+    memory anyway (an operator that cannot spill) raises ``duckdb.OutOfMemoryException``:
+    the caller may run it again uncapped.
+
+    >>> con = connect()
+    >>> _ = con.execute("set memory_limit = '3GB'")
+    >>> with bounded_memory(con):
+    ...     spill = con.sql("select current_setting('temp_directory')").fetchall()[0][0]
+    ...     con.sql("select count(*) from range(1000)").fetchall()
+    [(1000,)]
+    >>> con.sql("select current_setting('memory_limit')").fetchall(), os.path.exists(spill)
+    ([('2.7 GiB',)], False)
+    """
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cap = max(2**30, int(physical * share))
+
+    def setting(name: str) -> str:
+        return str(con.execute(f"select current_setting('{name}')").fetchall()[0][0])
+
+    limit, spill_to = setting("memory_limit"), setting("temp_directory")
+    con.execute("reset memory_limit")
+    limit_was_default = setting("memory_limit") == limit  # restored by a reset: no rounding
+    spill = tempfile.mkdtemp(prefix="workbench-spill-")
+    try:
+        con.execute(f"set memory_limit = '{cap // 2**20}MB'")
+        con.execute(f"set temp_directory = '{spill.replace(chr(39), chr(39) * 2)}'")
+        yield
+    finally:
+        con.execute(
+            "reset memory_limit" if limit_was_default else f"set memory_limit = '{_within(limit)}'"
+        )
+        con.execute(f"set temp_directory = '{spill_to.replace(chr(39), chr(39) * 2)}'")
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _within(shown: str) -> str:
+    """A memory limit as DuckDB shows it (cut to one decimal), set back within the same
+    tenth: set as shown, ``2.7 GiB`` would read ``2.6 GiB``, lower each time.
+
+    >>> _within("2.7 GiB"), _within("512.0 MiB"), _within("unlimited")
+    ('2.75 GiB', '512.05 MiB', 'unlimited')
+    """
+    number, _, unit = shown.partition(" ")
+    try:
+        return f"{float(number) + 0.05:g} {unit}"
+    except ValueError:
+        return shown

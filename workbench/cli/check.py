@@ -19,7 +19,8 @@ ONLY = typer.Option(
     "",
     "--only",
     help=f"Comma-separated checks to run (default: all): {', '.join(_CHECKS)}. The "
-    "whole-archive causation graph is held in memory (about 1.1 GB per million events).",
+    "whole-archive causation graph is held in memory (0.3 GB per million events, and its "
+    "building up to a fifth of the machine's memory).",
 )
 
 
