@@ -1577,8 +1577,9 @@ def test_tables_are_written_without_their_key_and_get_it_as_a_replay_ends(
     archive: Path, tmp_path: Path
 ) -> None:
     """DuckDB keeps a primary key's index in step with every write: flushes into a large
-    table slowed a rebuild as its read model grew. The key is added at the end (and taken
-    off again while a resume writes); meanwhile the table's comment holds it."""
+    table slowed a rebuild as its read model grew. The key is added at the end; a resume
+    writes through it, keeping what a user gave the table (an index, a comment);
+    meanwhile _table_keys holds it."""
     from workbench.replay import store
 
     into = tmp_path / "o.duckdb"
@@ -1595,11 +1596,23 @@ def test_tables_are_written_without_their_key_and_get_it_as_a_replay_ends(
                 ("memories", ["memory_id"])]  # fmt: skip
     wb.replay(archive, Memories, into=into, until=800)
     assert keys() == expected
+    with duckdb.connect(str(into)) as con:
+        con.execute("create index by_agent on memories_v1.memories (agent_id)")
+        con.execute("comment on table memories_v1.memories is 'mine'")
     resumed = wb.replay(archive, Memories, into=into, resume=True)
     assert keys() == expected
+    with duckdb.connect(str(into), read_only=True) as con:
+        assert con.execute(
+            "select index_name from duckdb_indexes() where table_name = 'memories'"
+        ).fetchall() == [("by_agent",)]
+        assert con.execute(
+            "select comment from duckdb_tables() where table_name = 'memories'"
+        ).fetchall() == [("mine",)]
+    clean = wb.replay(archive, Memories, into=tmp_path / "clean.duckdb")
+    assert rows(into, "memories_v1", "memories") == rows(clean.into, "memories_v1", "memories")
     assert resumed.lineage("memories", resumed.sql("select min(memory_id) from memories")
                            .fetchall()[0][0]).height > 0  # fmt: skip
-    # What a run stopped before its end leaves: no constraint, the key in the comment.
+    # What a run stopped before its end leaves: no constraint, the key in _table_keys.
     con = store.connect(tmp_path / "stopped.duckdb")
     store.create_schema(con, "memories_v1", Memories.tables(), replace=True)
     assert [store.table_key(con, "memories_v1", t.name) for t in Memories.tables()] == [

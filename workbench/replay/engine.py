@@ -673,7 +673,7 @@ def replay(
                     )
                 )
             writer.wait()
-            store.add_keys(con, schema, instance.tables())  # the run's end: see store._unkey
+            store.add_keys(con, schema, instance.tables())  # keyed as the run ends
             clock.lap("flushing")
             seconds = time.perf_counter() - started
             con.execute(

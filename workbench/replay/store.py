@@ -211,14 +211,17 @@ def create_schema(
     if replace:
         con.execute(f"drop schema if exists {s} cascade")
     con.execute(f"create schema if not exists {s}")
-    tables = list(tables)
+    con.execute(TABLE_KEYS_DDL.format(s=s))
     for table in tables:
+        # A table already there (a resume) keeps its key, if it has it by now.
         con.execute(
             table.ddl(schema, primary_key=False).replace(
                 "create table", "create table if not exists", 1
             )
         )
-        _unkey(con, schema, table)
+        con.execute(
+            f"insert or replace into {s}._table_keys values (?, ?)", [table.name, list(table.key)]
+        )
     old_lineage = con.execute(
         "select count(*) from duckdb_tables() where database_name = current_database() "
         "and schema_name = ? and table_name = '_lineage'",
@@ -235,32 +238,20 @@ def create_schema(
     con.execute("commit")
 
 
-# A replay writes its tables without their primary key and adds it as it ends: DuckDB
-# keeps a key's index in step with every write, and replacing 50,000 rows of a
-# 100,000-row table through it took 1.5 s a flush (a delete and an insert by key
-# without it, 0.1 s), so a rebuild slowed as its read model grew. Meanwhile the
-# table's comment holds the key.
-_KEY_COMMENT = "workbench key: "
-
-
-def _unkey(con: duckdb.DuckDBPyConnection, schema: str, table: Table) -> None:
-    """Make ``table`` one without its primary key (a copy, when it has one: DuckDB
-    cannot drop it), its key in its comment."""
-    target = f"{q(schema)}.{q(table.name)}"
-    if _primary_key(
-        con, con.execute("select current_database()").fetchall()[0][0], schema, table.name
-    ):
-        staging = q(f"{table.name}__wb_unkeyed")
-        con.execute(f"create table {q(schema)}.{staging} as select * from {target}")
-        con.execute(f"drop table {target}")
-        con.execute(f"alter table {q(schema)}.{staging} rename to {q(table.name)}")
-    con.execute(
-        f"comment on table {target} is {literal(_KEY_COMMENT + json.dumps(list(table.key)))}"
-    )
+# A fresh replay writes its tables without their primary key and adds it as it ends:
+# DuckDB keeps a key's index in step with every write, and replacing 50,000 rows of a
+# 120,000-row table through it (insert or replace) took 1.1-2.2 s a flush; without
+# it, a delete and an insert by key take 0.1 s (0.3-0.6 s through the index, which a
+# resume of a finished replay writes through: its tables keep their key, and any
+# index or comment their user gave them). Meanwhile _table_keys holds each key.
+TABLE_KEYS_DDL = (
+    "create table if not exists {s}._table_keys "
+    "(table_name VARCHAR primary key, key_columns VARCHAR[])"
+)
 
 
 def add_keys(con: duckdb.DuckDBPyConnection, schema: str, tables: Iterable[Table]) -> None:
-    """Give each of ``tables`` its primary key, as a replay ends (see :func:`_unkey`)."""
+    """Give each of ``tables`` that lacks it its primary key, as a replay ends."""
     database = con.execute("select current_database()").fetchall()[0][0]
     for table in tables:
         if _primary_key(con, database, schema, table.name):
@@ -279,20 +270,23 @@ def table_key(
     con: duckdb.DuckDBPyConnection, schema: str, table: str, database: str | None = None
 ) -> list[str] | None:
     """The key columns of an output table: its primary key, or while a replay writes it
-    (or was stopped before it ended) the key its comment holds; None for neither."""
+    (or was stopped before it ended) the key ``_table_keys`` holds; None for neither."""
     database = database or con.execute("select current_database()").fetchall()[0][0]
     found = _primary_key(con, database, schema, table)
     if found:
         return found
+    recorded = con.execute(
+        "select count(*) from duckdb_tables() where database_name = ? and schema_name = ? "
+        "and table_name = '_table_keys'",
+        [database, schema],
+    ).fetchall()[0][0]
+    if not recorded:
+        return None
     rows = con.execute(
-        "select comment from duckdb_tables() where database_name = ? and schema_name = ? "
-        "and table_name = ?",
-        [database, schema, table],
+        f"select key_columns from {q(database)}.{q(schema)}._table_keys where table_name = ?",
+        [table],
     ).fetchall()
-    comment = rows[0][0] if rows else None
-    if isinstance(comment, str) and comment.startswith(_KEY_COMMENT):
-        return list(json.loads(comment.removeprefix(_KEY_COMMENT)))
-    return None
+    return list(rows[0][0]) if rows else None
 
 
 def _primary_key(
@@ -532,7 +526,7 @@ def rows_statement(schema: str, table: Table, rows: list[dict[str, Any]]) -> Sta
         except BadRow:
             pass  # named below, with the first row to blame
         else:
-            # No primary key while a replay writes (see _unkey): the rows' old versions
+            # No primary key while a fresh replay writes (see add_keys): the rows' old versions
             # out by key, then the rows in.
             match = " and ".join(f"t.{q(c)} = _wb_rows.{q(c)}" for c in table.key)
             target = f"{q(schema)}.{q(table.name)}"
