@@ -11,6 +11,7 @@ import pytest
 
 import workbench as wb
 from workbench import cli
+from workbench._text import plural
 from workbench.errors import ProjectionError
 from workbench.examples import (
     Memories,
@@ -154,8 +155,8 @@ def test_the_handler_whose_fault_alone_differs_most_is_named_first(tmp_path: Pat
     keys = redelivery.implicated_keys
     assert keys["MemoryAccessed"] > 10 * keys["MemoryUpdated"] > 0
     assert (
-        f"implicated: MemoriesNonIdempotent.accessed ({keys['MemoryAccessed']:,} keys alone), "
-        f"Memories.updated ({keys['MemoryUpdated']:,} keys alone)"
+        f"implicated: MemoriesNonIdempotent.accessed ({plural(keys['MemoryAccessed'], 'key')} "
+        f"alone), Memories.updated ({plural(keys['MemoryUpdated'], 'key')} alone)"
     ) in redelivery.summary()
 
 

@@ -205,7 +205,7 @@ class Causation(CheckResult):
             else ""
         )
         return (
-            f"{self.nodes.height} event(s){without} in {self.correlations.height} correlation(s), "
+            f"{self.nodes.height:,} event(s){without} in {self.correlations.height:,} correlation(s), "
             f"depth up to {depth}, fan-out up to {fan}; "
             f"{self.orphans.height} orphan(s), {self.cycles.height} cyclic event(s){left_out}"
             + "".join(f"; {line}" for line in self._outside_lines())

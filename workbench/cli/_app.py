@@ -262,7 +262,7 @@ def cell_text(value: object, exact: bool = False) -> str:
             return unmistakable(value)
         return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else str(value)
     if isinstance(value, float):  # 19,078 rather than 1.908e+04: a lag read at a glance
-        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1e3 else f"{value:.4g}"
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     return str(value)

@@ -51,7 +51,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from workbench._text import as_text, plain
+from workbench._text import as_text, plain, plural
 from workbench.archive import ArchiveReader
 from workbench.errors import ProjectionError
 from workbench.progress import ProgressCallback, shows_progress
@@ -145,7 +145,7 @@ class ScenarioResult:
             name = self._handler_of.get(event_type, event_type)
             # A handler of several types: its worst one (a sum counted a key once per type).
             keys[name] = max(keys.get(name, 0), self.implicated_keys.get(event_type, 0))
-        return [f"{name} ({n:,} keys alone)" for name, n in keys.items()]
+        return [f"{name} ({plural(n, 'key')} alone)" for name, n in keys.items()]
 
     #: Event type → its handler, for :meth:`_culprits`.
     _handler_of: dict[str, str] = field(default_factory=dict, repr=False)
