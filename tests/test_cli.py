@@ -79,6 +79,8 @@ def test_help_shows_no_value_beside_a_flag(capsys: pytest.CaptureFixture[str]) -
     help_text = capsys.readouterr().out
     assert "--resume" in help_text and "<bool>" not in help_text
     assert "<path>" in help_text  # options that take a value still show its kind
+    # Off a terminal the help had 80 columns, and cut option names: `--max-differenc…`.
+    assert "--max-differences" in help_text and "…" not in help_text
 
 
 def test_help_loads_no_data_library() -> None:

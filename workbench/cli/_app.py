@@ -125,6 +125,17 @@ def _console(*, stderr: bool) -> Console:
 console = _console(stderr=False)
 err_console = _console(stderr=True)
 
+# Typer's help off a terminal is 80 columns, where its tables cut option names short
+# (`--max-differenc…`): give a page or a pipe room, as the tables above get.
+if (
+    not sys.stdout.isatty()
+    and not os.environ.get("COLUMNS")
+    and not os.environ.get("TERMINAL_WIDTH")
+):
+    import typer.rich_utils
+
+    typer.rich_utils.MAX_WIDTH = 120
+
 
 class _Progress(Progress):
     """A rich progress bar that, off a terminal, logs a line every ``WORKBENCH_LOG_EVERY`` seconds.
