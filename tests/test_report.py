@@ -119,7 +119,10 @@ def test_report_command_replays_diffs_and_checks_safety(
         err = capsys.readouterr().err
         assert named in err and "pw@" not in err
         assert not (tmp_path / "x.db").exists()
-    assert run([*args, *replay, "--live", live_file, "--key", "memoryid"]) == 2
+    # --key repeated adds columns, as diff's does (the last one alone was taken).
+    assert (
+        run([*args, *replay, "--live", live_file, "--key", "memoryid", "--key", "memory_id"]) == 2
+    )
     assert "--key memoryid: the live side has no such column; did you mean memory_id?" in (
         capsys.readouterr().err
     )

@@ -17,6 +17,7 @@ from workbench.cli.diff import (
     NORMALIZE,
     REL_TOL,
     comparison,
+    split_columns,
 )
 from workbench.errors import WorkbenchError
 
@@ -39,7 +40,9 @@ def report(
         "--live",
         help="Live read model to diff with: postgresql://…#SCHEMA.TABLE, .parquet, FILE.duckdb:SCHEMA.TABLE.",
     ),
-    key: str | None = typer.Option(None, "--key", help="Key column(s) of the diff: COL[,COL]."),
+    key: list[str] = typer.Option(
+        [], "--key", help="Key column(s) of the diff: COL[,COL], or --key repeated."
+    ),
     table: str | None = typer.Option(
         None, "--table", help="The projection's table to diff (default: its only or first table)."
     ),
@@ -73,7 +76,8 @@ def report(
     from workbench.replay import check_replay_safety, load_projection, replay
     from workbench.report import replay_section, safety_section, write_report
 
-    if (live is None) != (key is None):
+    keys = split_columns(key)
+    if (live is None) != (not keys):
         raise WorkbenchError("--live and --key go together")
     checks = parse_checks(only, "--only")
     if live is not None and projection is None:
@@ -81,10 +85,10 @@ def report(
     if projection is not None and into is None:
         into = out.with_suffix(".duckdb")
     compare = comparison(columns, ignore, abs_tol, rel_tol, normalize)
-    if live is not None and key is not None:  # before the replay, not after it
+    if live is not None and keys:  # before the replay, not after it
         present = check_side(live, "live")
         named = {
-            "--key": [k.strip() for k in key.split(",")],
+            "--key": keys,
             "--columns": compare["columns"] or [],
             **{
                 f"--{o.replace('_', '-')}": list(compare[o])
@@ -137,13 +141,13 @@ def report(
                 extra.append(safety_section(checked))
                 if not checked.ok:
                     findings.append("the projection is not replay-safe")
-            if live is not None and key is not None:
+            if live is not None and keys:
                 bar.update(task, description="diffing with live")
                 name = table or _default_table(candidate, live)
                 diff = run_diff(
                     f"{into}:{result.schema}.{name}",
                     live,
-                    key=[k.strip() for k in key.split(",")],
+                    key=keys,
                     **compare,
                     live_position=live_position,
                 )
