@@ -134,7 +134,7 @@ def replay_sql(
     columns = ", ".join(store.q(c) for c in envelope.COLUMNS)
     con = store.connect(into)
     lineages = projection.lineage if lineage else {}
-    steps = _Steps(
+    steps = _QueryProgress(
         con, progress, total, bool(projection.setup) + len(projection.tables) + len(lineages)
     )
     started = time.perf_counter()
@@ -258,7 +258,7 @@ def _write_lineage(
     schema: str,
     projection: SqlProjection,
     source: str,
-    steps: _Steps,
+    steps: _QueryProgress,
 ) -> None:
     """The lineage queries' rows in the engine's compact form (see :mod:`store`).
 
@@ -312,7 +312,7 @@ def _write_lineage(
     con.execute("drop table if exists _wb_ids")
 
 
-class _Steps:
+class _QueryProgress:
     """Progress through a SqlProjection's queries, from DuckDB's own estimate of the
     query running (``query_progress``, asked from a thread every 0.2 s), in events:
     ``step`` of ``steps`` queries at ``p`` percent is ``total * (step + p / 100) / steps``."""
