@@ -69,26 +69,37 @@ def test_message_db_preset_fills_the_envelope(pg_dsn: str, pg_schema: str, tmp_p
             con, pg_schema, "memory-2", "MemoryCreated", {"text": "yo"}, {"schemaVersion": "two"}
         )
         # Causes named by stream and position only, and one no lookup finds.
+        # A global position of another service's store: the local message there (memory-1
+        # at 0) is not the cause the stream and position name, so it is an orphan.
         causes = [
             {"causationMessageStreamName": "memory-1", "causationMessagePosition": 1},
             {"causationMessageGlobalPosition": 999},
+            {
+                "causationMessageGlobalPosition": 1,
+                "causationMessageStreamName": "billing:command-7",
+                "causationMessagePosition": 0,
+            },
         ]
         for cause in causes:
             write_message(con, pg_schema, "memory-3", "MemoryTagged", {}, cause)
     result = wb.archive_postgres(pg_dsn, tmp_path, preset="message-db", table=table)
-    assert (result.rows_archived, result.last_position, result.gaps) == (5, 5, [])
+    assert (result.rows_archived, result.last_position, result.gaps) == (6, 6, [])
     assert result.problems == {
         "schema_version not an integer (null; its text in metadata schema_version:text)": 1
     }
     rows = archived(tmp_path)
     assert json.loads(rows[2]["metadata"])["schema_version:text"] == "two"
-    assert [r["source"] for r in rows] == [f"postgres:{table}"] * 5
+    assert [r["source"] for r in rows] == [f"postgres:{table}"] * 6
     assert [(r["stream"], r["stream_position"], r["event_type"]) for r in rows[:3]] == [
         ("memory-1", 0, "MemoryCreated"),
         ("memory-1", 1, "MemoryAccessed"),
         ("memory-2", 0, "MemoryCreated"),
     ]
-    assert [r["causation_id"] for r in rows[3:]] == [rows[1]["event_id"], "global position 999"]
+    assert [r["causation_id"] for r in rows[3:]] == [
+        rows[1]["event_id"],
+        "global position 999",
+        "billing:command-7/0",
+    ]
     assert rows[0]["event_id"] == first and rows[0]["schema_version"] == 2
     assert rows[1]["schema_version"] == 1  # no schemaVersion: 1, as the envelope says
     assert rows[2]["schema_version"] is None  # one that is not a number: null, and counted
@@ -101,8 +112,8 @@ def test_message_db_preset_fills_the_envelope(pg_dsn: str, pg_schema: str, tmp_p
     with psycopg.connect(pg_dsn, autocommit=True) as con:
         write_message(con, pg_schema, "memory-2", "MemoryAccessed", {"by": "bob"})
     again = wb.archive_postgres(pg_dsn, tmp_path, preset="message-db", table=table)
-    assert (again.rows_archived, again.last_position) == (1, 6)
-    assert [r["global_position"] for r in archived(tmp_path)] == [1, 2, 3, 4, 5, 6]
+    assert (again.rows_archived, again.last_position) == (1, 7)
+    assert [r["global_position"] for r in archived(tmp_path)] == [1, 2, 3, 4, 5, 6, 7]
     assert "rows archived" in again._repr_html_()
 
 

@@ -241,9 +241,16 @@ def _message_db(table: str, columns: TableColumns) -> Query:
             "metadata": f"{meta}::text",
             **_schema_version(version),
         },
+        # A global position names a message of the store the cause was read from: a
+        # component reading another service's store records that store's position. When
+        # the metadata also names the cause's stream (Eventide writes all three), the
+        # local message at that position is the cause only if it is in that stream at
+        # that position; otherwise it is another store's, found by stream or an orphan.
         joins=(
             f"left join {quote_table(table)[2]} c on c.global_position = "
-            f"{_int_or_null(cause, 'bigint', 18)} "
+            f"{_int_or_null(cause, 'bigint', 18)} and ({cause_stream} is null or "
+            f"(c.stream_name = {cause_stream} and ({cause_position} is null or "
+            f"c.position = {_int_or_null(cause_position, 'bigint', 18)}))) "
         ),
     )
 
