@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -1036,3 +1037,48 @@ def test_one_id_from_two_producers_at_one_stream_slot_is_a_slot_copy(tmp_path: P
         ("stream_position", 2, 1),
         ("stream_position", 4, 3),
     ]
+
+
+def test_an_id_two_producers_use_is_two_events_and_a_cause_of_its_own_producer(
+    tmp_path: Path,
+) -> None:
+    """CloudEvents ids are unique per ce-source: /inventory's "1" and /billing's "1" are two
+    events; /billing's "101" caused by "1" is caused by /billing's (an ambiguous link, said)."""
+    meta = [json.dumps({"ce-source": s}) for s in ("/inventory", "%2Fbilling", "/billing")]
+    ArchiveWriter(tmp_path, "s").append(
+        table(
+            [1, 2, 3],
+            event_id=["1", "1", "101"],
+            event_type=["StockReserved", "InvoiceDrafted", "InvoiceSent"],
+            correlation_id=["k", "k", "k"],
+            causation_id=["k", "1", "1"],
+            metadata=meta,
+        )
+    )
+    graph = wb.open_archive(tmp_path).causation()
+    nodes = {r["event_type"]: r for r in graph.nodes.to_dicts()}
+    assert len(nodes) == 3 and graph.left_out == 0
+    assert (nodes["InvoiceDrafted"]["parent_position"], nodes["InvoiceDrafted"]["depth"]) == (1, 1)
+    assert (nodes["InvoiceSent"]["parent_position"], nodes["InvoiceSent"]["depth"]) == (2, 2)
+    assert [r["ambiguous"] for r in graph.nodes.to_dicts()] == [False, False, True]
+    assert "1 link(s) ambiguous" in graph.summary()
+    rows = graph.chart("k").to_dict()["data"]["values"]
+    assert [r["parent_row"] for r in rows] == [None, "1 StockReserved", "2 · InvoiceDrafted"]
+
+
+def test_an_event_before_its_cause_is_said(tmp_path: Path) -> None:
+    ArchiveWriter(tmp_path, "s").append(
+        table(
+            [1, 2],
+            event_id=["a", "b"],
+            correlation_id=["r", "r"],
+            causation_id=["r", "a"],
+            occurred_at=[
+                dt.datetime(2024, 1, 1, 12, tzinfo=dt.UTC),
+                dt.datetime(2024, 1, 1, 11, 40, tzinfo=dt.UTC),
+            ],
+        )
+    )
+    graph = wb.open_archive(tmp_path).causation()
+    assert graph.edges["seconds"].to_list() == [-1200.0]
+    assert "1 event(s) occurred before their cause" in graph.summary()

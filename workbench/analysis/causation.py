@@ -14,7 +14,9 @@ reached from any root sit in (or below) a causation *cycle*.
 Per node: ``depth`` below its root, ``children`` (fan-out), ``order`` (tree
 order: depth first, siblings by time) and ``seconds`` since its parent
 (time per edge, from ``occurred_at``, else ``recorded_at``). An event id
-archived twice is one node (its first copy).
+archived twice is one node (its first copy); the same id from two CloudEvents
+producers (``ce-source``) is two events, and a cause named by such an id is
+taken from the effect's own producer where it has one (an *ambiguous* link).
 
 >>> import tempfile, pyarrow as pa
 >>> from workbench.archive import ArchiveReader, ArchiveWriter
@@ -43,6 +45,7 @@ import duckdb
 import polars as pl
 
 from workbench._duckdb import bounded_memory
+from workbench._sql import url_decoded
 from workbench._text import as_text
 from workbench.analysis._unchecked import UNCHECKED_SCHEMA, Need, find_unchecked, not_checked_lines
 from workbench.analysis.result import CheckResult
@@ -61,42 +64,52 @@ _OUTSIDE_AT_LEAST = 10
 # is built: one query of common table expressions held every step's rows and
 # hash tables at once: a peak of 2.3 GB per million events, 1.8 GB in steps.
 _STEPS = (
-    # One node per event id: its first copy.
+    # One node per event id and producer: its first copy. A CloudEvent's id is unique
+    # per producer (ce-source), not across producers: two producers' "17" are two events.
     """create temp table {t}_ev as
-    select event_id, source, global_position, event_type, stream, correlation_id, causation_id,
-           coalesce(occurred_at, recorded_at) as event_at
-    from events where event_id is not null {where}
-    qualify row_number() over (partition by event_id order by source, global_position) = 1""",
-    # Each node's parent, and whether its cause is missing from the whole archive.
+    select row_number() over () as node, event_id, source, global_position, event_type, stream,
+           correlation_id, causation_id, event_at, producer
+    from (select *, coalesce(occurred_at, recorded_at) as event_at, {producer} as producer
+          from events where event_id is not null {where})
+    qualify row_number() over (
+        partition by event_id, producer order by source, global_position) = 1""",
+    # Each node's parent, and whether its cause is missing from the whole archive. An id
+    # several producers use names the cause's own producer's event when it has one (else
+    # the first): a guess, counted as ambiguous. An id naming the event itself (and no
+    # other producer's) is a root.
     """create temp table {t}_n as
-    select ev.*, p.event_id is not null as has_parent, p.event_at as parent_at,
+    select ev.*, p.node as parent_node, p.event_id is not null as has_parent,
+           p.event_at as parent_at, p.global_position as parent_position,
+           {ambiguous} as ambiguous,
            ev.causation_id is not null and ev.causation_id is distinct from ev.correlation_id
                and ev.causation_id is distinct from ev.event_id and {missing}
                and not {external} as orphan
     from {t}_ev ev
-    left join {t}_ev p on p.event_id = ev.causation_id and ev.causation_id <> ev.event_id""",
+    left join {t}_ev p on p.event_id = ev.causation_id and p.node <> ev.node
+    {pick}""",
     "drop table {t}_ev",
     # Down from the roots; a node no root reaches sits in (or below) a cycle.
     """create temp table {t}_tree as
-    with recursive tree(event_id, root_id, depth, path) as (
-        select event_id, event_id, 0, [epoch_us(event_at), global_position]
+    with recursive tree(node, root_id, depth, path) as (
+        select node, event_id, 0, [epoch_us(event_at), global_position]
         from {t}_n where not has_parent
         union all
-        select c.event_id, t.root_id, t.depth + 1,
+        select c.node, t.root_id, t.depth + 1,
                list_concat(t.path, [epoch_us(c.event_at), c.global_position])
-        from tree t join {t}_n c on c.causation_id = t.event_id and c.has_parent
+        from tree t join {t}_n c on c.parent_node = t.node
     )
     select * from tree""",
     """create temp table {t}_nodes as
     with fan as (
-        select causation_id as event_id, count(*) as children from {t}_n where has_parent group by 1
+        select parent_node as node, count(*) as children from {t}_n where has_parent group by 1
     )
     select n.source, n.global_position, n.event_id, n.event_type, n.stream, n.correlation_id,
            n.causation_id, case when n.has_parent then n.causation_id end as parent_id,
+           n.parent_position, n.ambiguous,
            t.root_id, t.depth, coalesce(f.children, 0) as children, n.event_at, n.parent_at,
            epoch(n.event_at) - epoch(n.parent_at) as seconds, n.orphan,
-           t.event_id is null as cyclic, t.path
-    from {t}_n n left join {t}_tree t using (event_id) left join fan f using (event_id)""",
+           t.node is null as cyclic, t.path
+    from {t}_n n left join {t}_tree t using (node) left join fan f using (node)""",
     "drop table {t}_n",
     "drop table {t}_tree",
     # Tree order (depth first, siblings by time) sorted on the keys alone: sorting the
@@ -110,6 +123,23 @@ _STEPS = (
     from {t}_nodes n join {t}_order o using (source, global_position)""",
     "drop table {t}_nodes",
     "drop table {t}_order",
+)
+
+#: Choosing one parent among several producers' events with the cause's id. Without
+#: producers an id is one node: the join finds one parent at most, and the window over
+#: every node (a third of the graph's time) is left out.
+_PICK = """qualify row_number() over (
+        partition by ev.node
+        order by p.producer is not distinct from ev.producer desc, p.source, p.global_position
+    ) = 1"""
+_AMBIGUOUS = "count(p.node) over (partition by ev.node) > 1"
+
+#: The producer whose ids an event's id is unique among: its CloudEvents ce-source
+#: (percent-decoded, as the duplicates check reads it); null for every other event.
+_PRODUCER = (
+    """case when contains(metadata, '"ce-source"') then """
+    + url_decoded("""json_extract_string(metadata, '$."ce-source"')""")
+    + " end"
 )
 
 #: A cause missing from the archive: when the graph is the whole archive's, a parent
@@ -137,9 +167,11 @@ class Causation(CheckResult):
     """The causation graph and its faults.
 
     - ``nodes``: ``tree_order, source, global_position, event_id, event_type,
-      stream, correlation_id, causation_id, parent_id, root_id, depth,
-      children, event_at, parent_at, seconds, orphan, cyclic`` in tree order
-      (``depth`` and ``root_id`` are null for cyclic nodes).
+      stream, correlation_id, causation_id, parent_id, parent_position,
+      ambiguous, root_id, depth, children, event_at,
+      parent_at, seconds, orphan, cyclic`` in tree order (``depth`` and
+      ``root_id`` are null for cyclic nodes; ``ambiguous``: the parent was
+      chosen among events of several producers sharing its id).
     - ``edges``: ``parent_id, event_id, seconds`` (parent → child).
     - ``correlations``: per ``correlation_id``: ``events, roots, orphans,
       cyclic, depth, max_fan_out, first_at, last_at, seconds``.
@@ -209,8 +241,26 @@ class Causation(CheckResult):
             f"depth up to {depth}, fan-out up to {fan}; "
             f"{self.orphans.height} orphan(s), {self.cycles.height} cyclic event(s){left_out}"
             + "".join(f"; {line}" for line in self._outside_lines())
+            + "".join(f"; {line}" for line in self._doubt_lines())
             + "".join(f"; {line}" for line in not_checked_lines(self.unchecked))
         )
+
+    def _doubt_lines(self) -> list[str]:
+        """Links the graph made but cannot vouch for."""
+        lines = []
+        ambiguous = self.nodes.filter(pl.col("ambiguous")).height
+        if ambiguous:
+            lines.append(
+                f"{ambiguous:,} link(s) ambiguous: the causation_id is an event id several "
+                "producers (ce-source) used; the cause's own producer's event was taken"
+            )
+        early = self.nodes.filter(pl.col("seconds") < 0).height
+        if early:
+            lines.append(
+                f"{early:,} event(s) occurred before their cause (clock skew between "
+                "producers, or a wrong causation_id)"
+            )
+        return lines
 
     def _outside_lines(self) -> list[str]:
         """A source none of whose causes is an archived event records something else as
@@ -281,12 +331,21 @@ def find_causation(
         for suffix in ("", "_ev", "_n", "_tree", "_nodes", "_order"):
             reader.con.execute(f"drop table if exists {table}{suffix}")
 
+    producers = reader.con.execute(
+        f"""select exists (select 1 from events
+            where contains(metadata, '"ce-source"') {where})""",
+        params or None,
+    ).fetchall()[0][0]
+
     def build() -> None:
         for step in _STEPS:
             sql = step.format(
                 t=table,
                 where=where,
                 missing=_MISSING_ANYWHERE if correlation_id is None else _MISSING_FOR_ONE,
+                producer=_PRODUCER if producers else "null",
+                pick=_PICK if producers else "",
+                ambiguous=_AMBIGUOUS if producers else "false",
                 external=f"coalesce({outside}, false)" if patterns else "false",
             )
             used = {k: v for k, v in values.items() if f"${k}" in sql}

@@ -57,8 +57,19 @@ def causation_waterfall(nodes: pl.DataFrame, *, subtitle: str | None = None) -> 
         + pl.lit("· ").repeat_by(pl.col("depth").fill_null(0)).list.join("")
         + pl.col("event_type").fill_null("?"),
     )
-    parents = rows.select(parent_id=pl.col("event_id"), parent_row=pl.col("row"))
-    frame = rows.join(parents, on="parent_id", how="left").select(
+    # Linked by the parent's position too when the nodes give it: an id is unique per
+    # producer only.
+    exact = ["parent_id", "parent_position"]
+    if {"global_position", *exact} <= set(rows.columns):
+        parents = rows.select(
+            parent_id="event_id", parent_position="global_position", parent_row="row"
+        )
+    else:
+        exact = ["parent_id"]
+        parents = rows.select(parent_id="event_id", parent_row="row").unique(
+            "parent_id", keep="first"
+        )
+    frame = rows.join(parents, on=exact, how="left").select(
         "row",
         "event_id",
         "event_type",
