@@ -1082,3 +1082,27 @@ def test_an_event_before_its_cause_is_said(tmp_path: Path) -> None:
     graph = wb.open_archive(tmp_path).causation()
     assert graph.edges["seconds"].to_list() == [-1200.0]
     assert "1 event(s) occurred before their cause" in graph.summary()
+
+
+def test_an_event_of_a_self_rooted_source_naming_a_lost_first_event_is_an_orphan(
+    tmp_path: Path,
+) -> None:
+    """EventStoreDB's convention: a flow's first event is its own cause and correlation, the
+    next names it as both. When the first is lost, the next is an orphan, not a new root;
+    in a source without the convention, the correlation id is the request (not an event)."""
+    ArchiveWriter(tmp_path, "esdb").append(
+        table(
+            [1, 2, 3, 4],
+            event_id=["x", "y", "b", "c"],
+            correlation_id=["x", "x", "a", "a"],
+            causation_id=["x", "x", "a", "b"],  # "a" (first of its flow) is not archived
+        )
+    )
+    ArchiveWriter(tmp_path, "generator").append(
+        table([1, 2], event_id=["p", "q"], correlation_id=["req", "req"], causation_id=["req", "p"])
+    )
+    graph = wb.open_archive(tmp_path).causation()
+    assert graph.orphans.select("source", "event_id").rows() == [("esdb", "b")]
+    assert {r["event_id"]: r["depth"] for r in graph.nodes.to_dicts()} == {
+        "x": 0, "y": 1, "b": 0, "c": 1, "p": 0, "q": 1,
+    }  # fmt: skip

@@ -4,7 +4,9 @@ Built by one recursive query in DuckDB. An event's parent is the archived
 event its ``causation_id`` names. Roots are events whose ``causation_id`` is
 empty, equals their ``correlation_id`` (the generator's and most
 frameworks' convention: the first event is caused by the request/command,
-which is not an archived event) or names no archived event. The last kind
+which is not an archived event; not in a source whose first events name
+themselves, EventStoreDB's convention, where it names that first event) or
+names no archived event. The last kind
 is an *orphan*: its cause is missing from the archive, unless its
 ``causation_id`` matches an ``external`` glob pattern (``"cmd-*"``: services
 that record the command an event answers as its cause; commands are not
@@ -77,13 +79,21 @@ _STEPS = (
     # several producers use names the cause's own producer's event when it has one (else
     # the first): a guess, counted as ambiguous. An id naming the event itself (and no
     # other producer's) is a root.
+    # A cause that is the correlation id is the request or command the flow began with
+    # (not an archived event), except in a source whose first events name themselves as
+    # cause and correlation (EventStoreDB's convention): there, it is the first event,
+    # and one naming a first event not archived lost it.
     """create temp table {t}_n as
+    with self_rooted as (
+        select distinct source from {t}_ev where causation_id = event_id and correlation_id = event_id
+    )
     select ev.*, p.node as parent_node, p.event_id is not null as has_parent,
            p.event_at as parent_at, p.global_position as parent_position,
            {ambiguous} as ambiguous,
-           ev.causation_id is not null and ev.causation_id is distinct from ev.correlation_id
-               and ev.causation_id is distinct from ev.event_id and {missing}
-               and not {external} as orphan
+           ev.causation_id is not null and ev.causation_id is distinct from ev.event_id
+               and {missing} and not {external}
+               and (ev.causation_id is distinct from ev.correlation_id
+                    or ev.source in (select source from self_rooted)) as orphan
     from {t}_ev ev
     left join {t}_ev p on p.event_id = ev.causation_id and p.node <> ev.node
     {pick}""",
