@@ -169,6 +169,26 @@ def test_demo_finds_every_planted_fault_and_the_readme_runs_on_it(tmp_path: Path
         assert ran.returncode == 0, f"{block}\n{ran.stderr}"
 
 
+def test_demo_refuses_a_directory_holding_outputs_it_did_not_write(tmp_path: Path) -> None:
+    """`demo --out mydata` deleted a real archive at mydata/archive; it replaces only its own."""
+    from workbench.demo import _clear_earlier_demo
+
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "events.parquet").write_text("mine")
+    proc = workbench("demo", "--out", str(tmp_path), "--events", "500")
+    assert proc.returncode == 2
+    assert f"error: {tmp_path} already holds archive, not written by workbench demo" in (
+        proc.stderr + proc.stdout
+    )
+    assert (tmp_path / "archive" / "events.parquet").read_text() == "mine"
+    # An earlier demo's output (its mark beside it) is replaced; other files stay.
+    (tmp_path / ".workbench-demo").write_text("")
+    (tmp_path / "report.html").write_text("old")
+    (tmp_path / "notes.txt").write_text("keep")
+    _clear_earlier_demo(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".workbench-demo", "notes.txt"]
+
+
 SAMPLE = Path(__file__).parents[1] / "data" / "sample" / "archive"
 
 

@@ -32,6 +32,7 @@ from rich.table import Table
 
 import workbench as wb
 from workbench import _duckdb
+from workbench.errors import ArgumentError
 from workbench.examples import Memories, MemoriesNonIdempotent
 from workbench.replay.safety import SafetyReport
 from workbench.report import write_report
@@ -71,6 +72,30 @@ class DemoResult:
         return pl.DataFrame([f.__dict__ for f in self.findings])
 
 
+#: What the demo writes into its directory, and the file that says it wrote them.
+_OUTPUTS = ("archive", "live", "live.duckdb", "candidates.duckdb", "report.html")
+_MARK = ".workbench-demo"
+
+
+def _clear_earlier_demo(out: Path) -> None:
+    """Remove an earlier demo's outputs from ``out``; refuse a directory whose files of
+    those names the demo did not write (a real archive at ``out/archive``, say)."""
+    found = [name for name in _OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+    if not found:
+        return
+    if not (out / _MARK).is_file():
+        raise ArgumentError(
+            f"{out} already holds {', '.join(found)}, not written by workbench demo; give "
+            "--out a new or empty directory (the demo replaces only its own earlier output)"
+        )
+    for name in found:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def run_demo(
     out: str | os.PathLike[str],
     *,
@@ -78,16 +103,13 @@ def run_demo(
     seed: int = 7,
     console: Console | None = None,
 ) -> DemoResult:
-    """Run the demo into ``out``; earlier demo outputs there are replaced."""
+    """Run the demo into ``out``; an earlier demo's outputs there are replaced, anything
+    else of the same names is refused, never deleted."""
     console = console or Console()
     out = Path(out)
-    for name in ("archive", "live", "live.duckdb", "candidates.duckdb", "report.html"):
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+    _clear_earlier_demo(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / _MARK).write_text("written by workbench demo: its outputs here are replaced\n")
     # The headings are markup; what is interpolated into them is escaped.
     say = functools.partial(console.print, markup=True)
 
