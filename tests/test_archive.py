@@ -525,3 +525,12 @@ def test_the_readme_s_glob_reads_every_event_once_in_duckdb_and_polars(tmp_path:
     # With hive partitioning, the `date` partition comes along (the UTC day of a file's first event).
     dated = f"select distinct date from read_parquet('{glob}', hive_partitioning = true) order by 1"
     assert [str(d) for (d,) in duckdb.sql(dated).fetchall()] == ["1970-01-01", "1970-01-02"]
+
+
+def test_an_archive_is_not_written_inside_another(tmp_path: Path) -> None:
+    """--out pointed into another archive's date= directory made its files look like that
+    archive's; refused in one line."""
+    inner = tmp_path / "arch" / "source=s" / "date=2024-05-01"
+    with pytest.raises(ArchiveError, match=r"is inside the archive .*arch: an archive is not"):
+        ArchiveWriter(inner, "other")
+    assert not inner.exists()

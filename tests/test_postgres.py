@@ -1155,6 +1155,14 @@ def test_snapshot_cli_without_events_table(pg_dsn: str, pg_schema: str, tmp_path
     csv = ["snapshot", "postgres", "--dsn", pg_dsn, "--table", f"{pg_schema}.v"]
     assert run([*csv, "--out", str(tmp_path / "v.csv")]) == 2
     assert not (tmp_path / "v.csv").exists()
+    # An archive's data file is never replaced by a snapshot; a directory is no file name.
+    data = tmp_path / "arch" / "source=s" / "date=2024-05-01" / "1-2.parquet"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(b"events")
+    assert run([*csv, "--out", str(data)]) == 2
+    assert data.read_bytes() == b"events"
+    assert run([*csv, "--out", f"{tmp_path / 'newdir'}/"]) == 2
+    assert not (tmp_path / "newdir").exists()
 
 
 def test_integer_fields_from_json_text_never_fail_a_cast(pg_dsn: str) -> None:

@@ -187,6 +187,38 @@ def test_report_of_a_replay_that_leaves_event_types_out_exits_1(
     assert "replacing the earlier replay" not in (tmp_path / "r.html").read_text()
 
 
+def test_report_never_replaces_what_is_not_a_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report --out v2.duckdb --into v2.duckdb` wrote HTML over the replay; an archive's
+    file or a DuckDB file at --out was replaced too. Refused before any work."""
+    from workbench.cli import run
+
+    archive = tmp_path / "archive"
+    generate(9, entities=20, events=300).write_archive(archive)
+    base = ["report", "--archive", str(archive)]
+    same = str(tmp_path / "v2.duckdb")
+    assert run([*base, "--projection", "workbench.examples:Memories", "--into", same,
+                "--out", same]) == 2  # fmt: skip
+    assert "--out and --into are both" in capsys.readouterr().err
+    assert not (tmp_path / "v2.duckdb").exists()  # no replay was run
+    db = tmp_path / "model.duckdb"
+    db.write_bytes(b"not html")
+    assert run([*base, "--out", str(db)]) == 2
+    assert "exists and is not an HTML report" in capsys.readouterr().err
+    assert db.read_bytes() == b"not html"
+    first = min(archive.rglob("date=*/*.parquet"))
+    kept = first.read_bytes()
+    assert run([*base, "--out", str(first)]) == 2
+    assert "is inside the archive" in capsys.readouterr().err
+    assert first.read_bytes() == kept
+    # An earlier report is replaced, as ever.
+    html = tmp_path / "r.html"
+    html.write_text("<!DOCTYPE html><html>an earlier report</html>")
+    assert run([*base, "--out", str(html)]) == 0
+    assert "an earlier report" not in html.read_text()
+
+
 def test_report_tables_align_numbers_and_wrap_only_long_values(report: Path) -> None:
     html = report.read_text()
     numbers = re.findall(r'<td class="num">([^<]*)</td>', html)

@@ -5,7 +5,13 @@ is written atomically and its name says exactly which positions it holds, so
 the archive is its own checkpoint.
 """
 
-from workbench.archive._layout import DataFile, atomic_file, unknown_source, write_atomically
+from workbench.archive._layout import (
+    DataFile,
+    atomic_file,
+    refuse_inside_archive,
+    unknown_source,
+    write_atomically,
+)
 from workbench.archive.compaction import CompactResult, compact
 from workbench.archive.pipeline import WritePipeline
 from workbench.archive.reader import ArchiveReader
@@ -36,6 +42,7 @@ __all__ = [
     "compact",
     "read_records",
     "recorded_mappings",
+    "refuse_inside_archive",
     "unknown_source",
     "write_atomically",
 ]

@@ -56,11 +56,51 @@ def decode_partition(name: str) -> str:
 
 
 def archive_root(root: str | os.PathLike[str]) -> Path:
-    """``root`` as a path, refused in one line when it names a file."""
+    """``root`` as a path, refused in one line when it names a file or lies inside
+    another archive (its files would be read as that archive's)."""
     path = Path(root)
     if path.exists() and not path.is_dir():
         raise ArchiveError(f"{root} is a file: an archive is a directory")
+    refuse_inside_archive(path, "an archive")
     return path
+
+
+def enclosing_archive(path: str | os.PathLike[str]) -> Path | None:
+    """The archive ``path`` lies inside (in or below a ``source=`` directory), if any.
+
+    >>> here = Path("arch").absolute()
+    >>> enclosing_archive("arch/source=s/date=2024-05-01/1-2.parquet") == here
+    True
+    >>> enclosing_archive("arch/_gap_records/source=s/x.parquet") == here
+    True
+    >>> enclosing_archive("x.html") is None
+    True
+    """
+    given = Path(path).absolute()  # a relative path may start inside one
+    for place in (given, *given.parents):
+        if place.name.startswith("source="):
+            root = place.parent
+            # A side table's files: <root>/_<table>/source=<name>/.
+            return root.parent if root.name.startswith("_") else root
+    return None
+
+
+def refuse_inside_archive(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse to write ``what`` at ``path`` inside an archive, which is append-only and
+    only its archivers' to write.
+
+    >>> path = "arch/source=s/date=2024-05-01/1-2.parquet"
+    >>> refuse_inside_archive(path, "a snapshot")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ArchiveError: arch/source=s/date=2024-05-01/1-2.parquet is inside the archive /...: a snapshot is not written among its files; choose a path outside it
+    """
+    root = enclosing_archive(path)
+    if root is not None:
+        raise ArchiveError(
+            f"{path} is inside the archive {root}: {what} is not written among its files; "
+            "choose a path outside it"
+        )
 
 
 def source_dir(root: Path, source: str) -> Path:

@@ -131,7 +131,8 @@ def archive_postgres_command(
 def snapshot_postgres_command(
     dsn: str = typer.Option(..., "--dsn", help=_DSN_HELP),
     table: str = typer.Option(..., "--table", help="The read model, SCHEMA.TABLE."),
-    out: Path = typer.Option(..., "--out", help="The snapshot file, FILE.parquet."),
+    # Text, not a Path: a trailing slash (a directory meant) must reach the check.
+    out: str = typer.Option(..., "--out", help="The snapshot file, FILE.parquet."),
     events_table: str | None = typer.Option(
         None, "--events-table", help="The event table whose position to record (SCHEMA.TABLE)."
     ),

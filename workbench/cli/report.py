@@ -75,7 +75,9 @@ def report(
     from workbench.diff.sides import check_side
     from workbench.replay import check_replay_safety, load_projection, replay
     from workbench.report import replay_section, safety_section, write_report
+    from workbench.report.build import report_path
 
+    report_path(out)  # before a replay, not after it
     keys = split_columns(key)
     if (live is None) != (not keys):
         raise WorkbenchError("--live and --key go together")
@@ -84,6 +86,10 @@ def report(
         raise WorkbenchError("--live needs --projection: the candidate is the projection's replay")
     if projection is not None and into is None:
         into = out.with_suffix(".duckdb")
+    if into is not None and into.absolute() == out.absolute():
+        raise WorkbenchError(
+            f"--out and --into are both {out}: the report would replace the replay"
+        )
     compare = comparison(columns, ignore, abs_tol, rel_tol, normalize)
     if live is not None and keys:  # before the replay, not after it
         present = check_side(live, "live")

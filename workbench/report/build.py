@@ -17,9 +17,9 @@ import jinja2
 
 import workbench
 from workbench.analysis import Archive, open_archive
-from workbench.archive import atomic_file
+from workbench.archive import atomic_file, refuse_inside_archive
 from workbench.charts.render import script_json, vega_bundle
-from workbench.errors import ArchiveError
+from workbench.errors import ArchiveError, ArgumentError
 from workbench.replay.engine import ReplayResult
 from workbench.replay.safety import SafetyReport
 from workbench.report._sections import (
@@ -69,6 +69,7 @@ def write_report(
     options of those names: the whole-archive causation graph is held in memory (0.3 GB
     per million events, and its building up to a fifth of the machine's memory).
     """
+    report_path(out)
     archive = archive if isinstance(archive, Archive) else open_archive(archive)
     archive.require_events()
     sections = [archive_section(archive)]
@@ -106,6 +107,31 @@ def write_report(
     target = Path(out)
     with atomic_file(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
+    return target
+
+
+def report_path(out: str | os.PathLike[str]) -> Path:
+    """``out`` as the report's path; refused when writing it would replace something
+    that is not an earlier report (a DuckDB file, an archive's data) or lies in an archive.
+
+    >>> import tempfile
+    >>> db = Path(tempfile.mkdtemp()) / "replay.duckdb"
+    >>> _ = db.write_bytes(b"DUCK")
+    >>> report_path(db)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ArgumentError: .../replay.duckdb exists and is not an HTML report; the report does not replace it (give --out another file)
+    """
+    target = Path(out)
+    refuse_inside_archive(target, "a report")
+    if target.is_file():
+        with open(target, "rb") as fh:
+            start = fh.read(512).lstrip().lower()
+        if not start.startswith((b"<!doctype html", b"<html")):
+            raise ArgumentError(
+                f"{target} exists and is not an HTML report; the report does not replace it "
+                "(give --out another file)"
+            )
     return target
 
 

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from workbench import _duckdb
 from workbench._duckdb import to_polars
 from workbench._text import as_text
-from workbench.archive import write_atomically
+from workbench.archive import refuse_inside_archive, write_atomically
 from workbench.errors import SourceError
 from workbench.sources.mapping import Mappings, mapping_options
 from workbench.sources.postgres._connection import (
@@ -162,9 +162,12 @@ def snapshot_postgres(
     app.checkpoints where name = 'memories'``) is then run in the same
     snapshot and recorded as the position.
     """
-    out = Path(out)
+    given, out = str(out), Path(out)
     if out.suffix.lower() in _OTHER_FORMATS:  # it would hold Parquet under another name
         raise SourceError(f"{out}: a snapshot is one Parquet file; name it FILE.parquet")
+    if out.is_dir() or given.endswith(("/", os.sep)):
+        raise SourceError(f"{given} is a directory: a snapshot is one file; name it FILE.parquet")
+    refuse_inside_archive(out, "a snapshot")
     schema, name, _ = quote_table(table)
     con = connect(dsn)
     try:
