@@ -390,6 +390,10 @@ def test_user_mistakes_are_diff_errors(tmp_path: Path) -> None:
         DiffError, match=r"ignored column 'vv' is on neither side; did you mean v\?"
     ):
         wb.diff(frame, frame, key="id", ignore=["vv"])
+    with pytest.raises(DiffError, match=r"^key: 'id' is named twice"):  # was a BinderException
+        wb.diff(frame, frame, key=["id", "id"])
+    with pytest.raises(DiffError, match=r"^ignored column 'id' is a key column"):
+        wb.diff(frame, frame, key="id", ignore=["id"])
     camel = pl.DataFrame({"orderId": [1], "amount": [2]})
     with pytest.raises(DiffError, match=r"key column 'orderid' .*; did you mean orderId\?"):
         wb.diff(camel, camel, key="orderid")

@@ -2342,6 +2342,18 @@ def test_a_where_filter_that_fails_on_the_events_is_the_users_error(
     assert cli.run([*args, "--into", str(tmp_path / "c.duckdb"), "--where", "event_type = 1"]) == 2
 
 
+def test_declarations_duckdb_would_refuse_are_refused_at_class_definition() -> None:
+    """A repeated key column and a version that is no number failed as DuckDB errors (exit
+    3); a reserved table name came wrapped in "Error calling __set_name__"."""
+    with pytest.raises(ProjectionError, match=r"^table key \('a', 'a'\): column a is named twice"):
+        wb.Table(key=("a", "a"), a=str)
+    for version in ("one", 1.5, True, -1):
+        with pytest.raises(ProjectionError, match=f"version = {version!r}: a version is a whole"):
+            type("P", (wb.Projection,), {"version": version})
+    with pytest.raises(ProjectionError, match=r"^table name '_checkpoint': names starting with _"):
+        type("P", (wb.Projection,), {"_checkpoint": wb.Table(key="a", a=str)})
+
+
 def test_names_and_filters_that_would_reach_sql_as_something_else(
     archive: Path, tmp_path: Path
 ) -> None:

@@ -73,8 +73,8 @@ def comparison(
 ) -> dict[str, Any]:
     """``wb.diff`` keyword arguments from the comparison options as given."""
     return {
-        "columns": split_columns(columns) or None,
-        "ignore": split_columns(ignore),
+        "columns": split_columns(columns, "--columns") or None,
+        "ignore": split_columns(ignore, "--ignore"),
         "abs_tol": _pairs(abs_tol, "--abs-tol"),
         "rel_tol": _pairs(rel_tol, "--rel-tol"),
         "normalize": _sql_pairs(normalize),
@@ -120,7 +120,7 @@ def diff(
     if out is not None and out.exists() and not out.is_dir():  # before the work, not after
         raise DiffError(f"{out} is a file; --out takes a directory")
 
-    keys = split_columns(key)
+    keys = split_columns(key, "--key")
     compare = comparison(columns, ignore, abs_tol, rel_tol, normalize)
     with progress_bar(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()
@@ -210,13 +210,21 @@ def _preview(result: Any, limit: int) -> pl.DataFrame:
 _SIDE_BY_SIDE = 3
 
 
-def split_columns(given: list[str]) -> list[str]:
-    """Column names from a repeated option whose values may also be comma-separated.
+def split_columns(given: list[str], option: str) -> list[str]:
+    """Column names from a repeated ``option`` whose values may also be comma-separated.
 
-    >>> split_columns(["agent_id", "day, kind"])
+    >>> split_columns(["agent_id", "day, kind"], "--key")
     ['agent_id', 'day', 'kind']
+    >>> split_columns(["agent_id", "agent_id"], "--key")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.DiffError: --key names agent_id twice
     """
-    return [c.strip() for text in given for c in text.split(",") if c.strip()]
+    names = [c.strip() for text in given for c in text.split(",") if c.strip()]
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise DiffError(f"{option} names {twice} twice")
+    return names
 
 
 def _explain_key(text: str, columns: int) -> Any:

@@ -78,7 +78,7 @@ def report(
     from workbench.report.build import report_path
 
     report_path(out)  # before a replay, not after it
-    keys = split_columns(key)
+    keys = split_columns(key, "--key")
     if (live is None) != (not keys):
         raise WorkbenchError("--live and --key go together")
     checks = parse_checks(only, "--only")

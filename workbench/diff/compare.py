@@ -51,6 +51,10 @@ def _as_list(value: str | Sequence[str] | None, what: str = "column names") -> l
     Traceback (most recent call last):
     ...
     workbench.errors.DiffError: key: a column name or a list of them, not 5
+    >>> _as_list(["id", "day", "id"], "key")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.DiffError: key: 'id' is named twice
     """
     if value is None:
         return []
@@ -62,6 +66,9 @@ def _as_list(value: str | Sequence[str] | None, what: str = "column names") -> l
         values = [value]
     if isinstance(value, bytes) or not all(isinstance(v, str) for v in values):
         raise DiffError(f"{what}: a column name or a list of them, not {value!r}")
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise DiffError(f"{what}: {twice!r} is named twice")
     return values
 
 
@@ -220,6 +227,8 @@ def diff(
         if live_position is not None and live_position < 0:
             raise DiffError(f"live_position {live_position}: a position, 0 or more")
         ignored = set(_as_list(ignore, "ignore"))
+        if keyed := [k for k in keys if k in ignored]:
+            raise DiffError(f"ignored column {keyed[0]!r} is a key column: rows are matched by it")
         register_functions(con)
         cand = resolve_side(con, candidate, "candidate")
         live_side = resolve_side(con, live, "live")

@@ -83,6 +83,9 @@ class Table:
     ) -> None:
         self.key: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key)
         self.name = ""
+        twice = next((c for i, c in enumerate(self.key) if c in self.key[:i]), None)
+        if twice is not None:
+            raise ProjectionError(f"table key {self.key}: column {twice} is named twice")
         both = set(columns or ()) & set(more_columns)
         if both:
             raise ProjectionError(f"column {', '.join(sorted(both))} is declared twice")
@@ -103,9 +106,19 @@ class Table:
         self.columns: tuple[str, ...] = tuple(types)
 
     def __set_name__(self, owner: type, name: str) -> None:
-        if not _NAME.match(name) or name.startswith("_"):
-            raise ProjectionError(f"table name {name!r}: use lower_case letters, digits, _")
+        # Checked by the projection class, not here: Python 3.11 buries an error raised
+        # in __set_name__ under "RuntimeError: Error calling __set_name__".
         self.name = name
+
+    def check_name(self) -> None:
+        """Refuse a table name DuckDB would fold or the workbench's own tables use."""
+        if self.name.startswith("_"):
+            raise ProjectionError(
+                f"table name {self.name!r}: names starting with _ are the workbench's own "
+                "(_checkpoint, _lineage, ...); name the table without it"
+            )
+        if not _NAME.match(self.name):
+            raise ProjectionError(f"table name {self.name!r}: use lower_case letters, digits, _")
 
     @property
     def arrow_schema(self) -> pa.Schema:
@@ -241,6 +254,14 @@ class Projection:
                 cls.name = cls.__name__.lower()
                 cls._wb_derived_name = True
         check_name(cls.name)
+        # bool is an int, but version = True is no version anyone meant.
+        if not isinstance(cls.version, int) or isinstance(cls.version, bool) or cls.version < 0:
+            raise ProjectionError(
+                f"{cls.__name__}.version = {cls.version!r}: a version is a whole number, 0 or "
+                "more (its output goes to schema <name>_v<version>)"
+            )
+        for table in cls.tables():
+            table.check_name()
         cls.handlers()  # fail at class definition on duplicate handlers
         cls.upcasters()
 
