@@ -2342,6 +2342,32 @@ def test_a_where_filter_that_fails_on_the_events_is_the_users_error(
     assert cli.run([*args, "--into", str(tmp_path / "c.duckdb"), "--where", "event_type = 1"]) == 2
 
 
+def test_sys_exit_in_a_projection_is_its_failure_not_the_replays_exit(
+    archive: Path, tmp_path: Path
+) -> None:
+    """sys.exit(0) at import or in a handler made `workbench replay` exit 0 in silence,
+    with an empty read model and no checkpoint."""
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nimport workbench as wb\nsys.exit(0)\n")
+    with pytest.raises(ProjectionError, match=r"script\.py failed to import: it called sys\.exit"):
+        load_projection(f"{script}:P")
+    handler = tmp_path / "quits.py"
+    handler.write_text(
+        "import sys\nimport workbench as wb\n\n"
+        "class Quits(wb.Projection):\n"
+        "    seen = wb.Table(key='id', id=str)\n\n"
+        "    @wb.on('MemoryCreated')\n"
+        "    def created(self, event, tables):\n"
+        "        sys.exit(0)\n"
+    )
+    args = ["replay", "--archive", str(archive), "--projection", f"{handler}:Quits"]
+    assert cli.run([*args, "--into", str(tmp_path / "q.duckdb")]) == 2
+    quits = load_projection(f"{handler}:Quits")
+    result = wb.replay(archive, quits, into=tmp_path / "d.duckdb", on_error="dead-letter")
+    assert result.dead_letters > 0
+    assert result.dead_letter_rows()["error"][0].startswith("it called sys.exit(0)")
+
+
 def test_declarations_duckdb_would_refuse_are_refused_at_class_definition() -> None:
     """A repeated key column and a version that is no number failed as DuckDB errors (exit
     3); a reserved table name came wrapped in "Error calling __set_name__"."""

@@ -94,8 +94,8 @@ def instantiate(cls: type[Projection]) -> Projection:
         ) from None
     except ProjectionError:
         raise
-    except Exception as exc:  # the projection's own __init__ failed: its error, not ours
-        raise ProjectionError(f"{cls.__qualname__}() failed: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # the projection's own __init__: its error, not ours
+        raise ProjectionError(f"{cls.__qualname__}() failed: {_failure(exc)}") from exc
 
 
 def _load_file(path: Path) -> Any:
@@ -118,10 +118,24 @@ def _load_file(path: Path) -> Any:
         spec.loader.exec_module(module)
     except ProjectionError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit(0) at import is no success to pass on
         del sys.modules[name]
-        raise ProjectionError(f"{path} failed to import: {type(exc).__name__}: {exc}") from None
+        raise ProjectionError(f"{path} failed to import: {_failure(exc)}") from None
     return module
+
+
+def _failure(exc: BaseException) -> str:
+    """What a projection's own code raised, in one line.
+
+    >>> _failure(SystemExit(0))
+    'it called sys.exit(0): a projection file is imported, not run (keep script code under if __name__ == "__main__":)'
+    """
+    if isinstance(exc, SystemExit):
+        return (
+            f"it called sys.exit({exc.code!r}): a projection file is imported, not run (keep "
+            'script code under if __name__ == "__main__":)'
+        )
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _load_module(name: str) -> Any:
@@ -129,5 +143,5 @@ def _load_module(name: str) -> Any:
         return importlib.import_module(name)
     except ImportError as exc:
         raise ProjectionError(f"cannot import {name}: {exc}") from None
-    except Exception as exc:  # the module's own code failed
-        raise ProjectionError(f"{name} failed to import: {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # the module's own code failed
+        raise ProjectionError(f"{name} failed to import: {_failure(exc)}") from None

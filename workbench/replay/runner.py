@@ -137,7 +137,7 @@ class Runner:
                         "returned None, not the payload; a missing return?"
                     )
                 step = self.chain.get((event.event_type, version))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             self._fail(event, f"{type(self.projection).__qualname__}.{attr}", exc)
             return None
         return with_payload(event, version, data)
@@ -186,7 +186,7 @@ class Runner:
         try:
             if (value := h(ev, self.tables)) is not None:
                 self._returned(ev, value)
-        except Exception as exc:  # not a sample: the time is the failure's
+        except (Exception, SystemExit) as exc:  # not a sample: the time is the failure's
             self._fail(ev, self.handler_of.get(ev[1]) or "?", exc)
             return
         self._sample(ev[1], perf_counter() - t - (lazy_decoding.seconds - lazy))
@@ -233,7 +233,7 @@ class Runner:
                         # A batch's column converted on this event's first read is
                         # decoding: scaled up by the sampling it would count 32 times.
                         sample(ev[1], perf_counter() - t - (lazy_decoding.seconds - lazy))
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 assert ev is not None  # the event whose handler raised
                 self._fail(ev, self.handler_of.get(ev[1]) or "?", exc)
                 untimed = 0
@@ -251,11 +251,13 @@ class Runner:
                 "return value is ignored: write rows with tables.<table>.upsert(row)"
             )
 
-    def _fail(self, event: Event, handler: str, exc: Exception) -> None:
+    def _fail(self, event: Event, handler: str, exc: BaseException) -> None:
         __tracebackhide__ = True  # the handler's frame is what matters
         self.failures += 1
         error = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, AttributeError) and exc.obj is self.tables:
+        if isinstance(exc, SystemExit):  # would end the replay with its code, 0 as a success
+            error = f"it called sys.exit({exc.code!r})"
+        elif isinstance(exc, AttributeError) and exc.obj is self.tables:
             error = f"no table {exc.name!r}; tables: {', '.join(self.tables.names())}"
         elif isinstance(exc, TypeError) and "NoneType" in str(exc):
             # Most often an envelope field the source never filled (stream_position of
@@ -289,7 +291,7 @@ class Runner:
             }
         )
 
-    def _told(self, exc: Exception) -> tuple[str, str | None]:
+    def _told(self, exc: BaseException) -> tuple[str, str | None]:
         """Where ``exc`` was raised in the projection, and its traceback's frames (None
         for a chained exception), told once per path through the code: a handler failing
         on every event of a type spent 0.2 ms an event formatting the same frames."""

@@ -116,11 +116,17 @@ def server_urls(url: str) -> list[tuple[str, SplitResult]]:
     Traceback (most recent call last):
     ...
     workbench.errors.SourceError: http://127.0.0.1:4222 is not a NATS URL: the scheme is one of nats://, tls://, ws://, wss://, not http://
+    >>> server_urls("nats://foo..bar:4222")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.SourceError: cannot read the NATS URL nats://foo..bar:4222: 'foo..bar' is not a host name (an empty label, or one over 63 characters)
     """
     remember(url, token=True)
     servers = []
     for one in url.split(","):
         one = one.strip()
+        if not one:
+            raise SourceError(f"cannot read the NATS URL {redact(url)!r}: a server is missing")
         try:
             parts = urlsplit(one if "://" in one else f"nats://{one}")
             parts.port  # noqa: B018 -- parsed on access: a bad port raises here
@@ -139,6 +145,13 @@ def server_urls(url: str) -> list[tuple[str, SplitResult]]:
                 f"{redact(one)} is not a NATS URL: the scheme is one of "
                 f"{', '.join(s + '://' for s in _SCHEMES)}, not {parts.scheme}://"
             )
+        try:  # what the resolver would fail on, as a UnicodeError
+            (parts.hostname or "").encode("idna")
+        except UnicodeError:
+            raise SourceError(
+                f"cannot read the NATS URL {redact(url)}: {parts.hostname!r} is not a host "
+                "name (an empty label, or one over 63 characters)"
+            ) from None
         servers.append((one, parts))
     return servers
 
