@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +139,10 @@ if (
     typer.rich_utils.MAX_WIDTH = 120
 
 
+#: The longest WORKBENCH_LOG_EVERY: a day.
+_LOG_EVERY_MOST = 86_400.0
+
+
 class _Progress(Progress):
     """A rich progress bar that, off a terminal, logs a line every ``WORKBENCH_LOG_EVERY`` seconds.
 
@@ -154,9 +160,13 @@ class _Progress(Progress):
         try:
             self._log_every = float(every)
         except ValueError:
+            self._log_every = math.nan
+        # nan logged on every tick; inf and 1e15 overflowed the heartbeat's timer.
+        if not 0 <= self._log_every <= _LOG_EVERY_MOST:
             raise WorkbenchError(
-                f"WORKBENCH_LOG_EVERY is a number of seconds, not {every!r}"
-            ) from None
+                f"WORKBENCH_LOG_EVERY is a number of seconds (0 to {_LOG_EVERY_MOST:.0f}), "
+                f"not {every!r}"
+            )
         self._logged = time.monotonic()
         self._current: TaskID | None = None
         self._stopped = threading.Event()
@@ -454,8 +464,9 @@ def run(argv: list[str] | None = None) -> int:
         if "No space left on device" in str(exc):  # DuckDB's own IO error, not an OSError
             notice("error", redact(_no_space(exc)), style="bold red")
             return 2
-        if os.environ.get("WORKBENCH_TRACEBACK"):
-            raise
+        if os.environ.get("WORKBENCH_TRACEBACK"):  # where, and still the code of a bug
+            traceback.print_exception(exc)
+            return 3
         first = (str(exc).strip().splitlines() or [""])[0]
         notice(
             "internal error",
