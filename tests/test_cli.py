@@ -252,6 +252,51 @@ SAMPLE = Path(__file__).parents[1] / "data" / "sample" / "archive"
             ],
             "on_error='dead-letter' (--dead-letter) does not apply",
         ),
+        # Options that mean something only beside another, given without it: were ignored.
+        (
+            [
+                "replay",
+                "--archive",
+                str(SAMPLE),
+                "--projection",
+                "workbench.examples:Memories",
+                "--no-narrow",
+                "--into",
+                "/tmp/wb-unused.duckdb",
+            ],
+            "--narrow/--no-narrow goes with --check-safety; without it, it does nothing",
+        ),
+        (
+            [
+                "archive",
+                "jetstream",
+                "--server",
+                "nats://127.0.0.1:1",
+                "--stream",
+                "S",
+                "--out",
+                "/tmp/wb-unused",
+                "--idle-exit",
+                "3",
+            ],
+            "--idle-exit goes with --follow",
+        ),
+        (
+            ["report", "--archive", str(SAMPLE), "--check-safety", "--out", "/tmp/wb-unused.html"],
+            "--check-safety goes with --projection",
+        ),
+        (
+            [
+                "replay",
+                "--archive",
+                str(SAMPLE),
+                "--projection",
+                "workbench.examples:Memories",
+                "--until",
+                "-5",
+            ],
+            "Invalid value for '--until'",
+        ),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args: list[str], message: str) -> None:

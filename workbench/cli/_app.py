@@ -317,6 +317,20 @@ def sigterm_as_interrupt(*, sigint: bool = False) -> Iterator[threading.Event]:
             signal.signal(signum, handler)
 
 
+def refuse_without(ctx: typer.Context, needed: str, present: bool, *names: str) -> None:
+    """Refuse options (by parameter name) given on the command line that only mean
+    something with ``needed``, when ``present`` says it is not: they would be ignored."""
+    if present:
+        return
+    for param in ctx.command.params:
+        if param.name not in names:
+            continue
+        source = ctx.get_parameter_source(param.name)  # typer's own click: known by name
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            flag = "/".join([*param.opts, *getattr(param, "secondary_opts", [])])
+            raise WorkbenchError(f"{flag} goes with {needed}; without it, it does nothing")
+
+
 def notice(label: str, message: str, *, style: str = "bold yellow", stderr: bool = True) -> None:
     """Print ``label: message`` with the label styled and ``message`` taken literally."""
     (err_console if stderr else console).print(

@@ -13,6 +13,7 @@ from workbench.cli._app import (
     console,
     notice,
     progress_bar,
+    refuse_without,
     sample_app,
     sigterm_as_interrupt,
 )
@@ -41,6 +42,7 @@ NKEY = typer.Option(
 
 @archive_app.command("jetstream")
 def archive_jetstream_command(
+    ctx: typer.Context,
     server: str = typer.Option(..., "--server", help="NATS URL, e.g. nats://127.0.0.1:4222."),
     stream: str = typer.Option(..., "--stream", help="Name of the JetStream stream."),
     out: Path = typer.Option(..., "--out", help="Archive directory (created if missing)."),
@@ -97,6 +99,7 @@ def archive_jetstream_command(
     Resumes after the highest archived sequence; gaps in the stream (retention,
     deletions, sequence jumps) are recorded in gap_records and reported.
     """
+    refuse_without(ctx, "--follow", follow, "idle_exit")
     from workbench.sources.jetstream import (
         ArchiveProgress,
         JetStreamMapping,

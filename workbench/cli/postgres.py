@@ -11,6 +11,7 @@ from workbench.cli._app import (
     console,
     notice,
     progress_bar,
+    refuse_without,
     sigterm_as_interrupt,
     snapshot_app,
 )
@@ -21,6 +22,7 @@ _DSN_HELP = "PostgreSQL URI or key=value string (its password is never printed).
 
 @archive_app.command("postgres")
 def archive_postgres_command(
+    ctx: typer.Context,
     dsn: str = typer.Option(..., "--dsn", help=_DSN_HELP),
     preset: str | None = typer.Option(
         None,
@@ -82,6 +84,7 @@ def archive_postgres_command(
     With --follow, SIGINT or SIGTERM ends the run after the current poll and
     prints its summary.
     """
+    refuse_without(ctx, "--follow", follow, "idle_exit")
     from workbench.sources.postgres import archive_postgres
 
     # A one-shot run stopped by SIGINT or SIGTERM keeps the files it wrote, as the

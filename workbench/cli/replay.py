@@ -13,6 +13,7 @@ from workbench.cli._app import (
     frame_table,
     notice,
     progress_bar,
+    refuse_without,
     sigterm_as_interrupt,
 )
 from workbench.errors import WorkbenchError
@@ -20,6 +21,7 @@ from workbench.errors import WorkbenchError
 
 @app.command()
 def replay(
+    ctx: typer.Context,
     archive: Path = typer.Option(..., "--archive", help="Archive root directory."),
     projection: str = typer.Option(
         ...,
@@ -31,7 +33,7 @@ def replay(
     ),
     source: str | None = typer.Option(None, "--source", help="Source to replay (when several)."),
     resume: bool = typer.Option(False, "--resume", help="Continue after the stored checkpoint."),
-    until: int | None = typer.Option(None, "--until", help="Stop at this global_position."),
+    until: int | None = typer.Option(None, "--until", min=0, help="Stop at this global_position."),
     where: str | None = typer.Option(None, "--where", help="SQL filter over envelope columns."),
     dead_letter: bool = typer.Option(
         False, "--dead-letter", help="Record failing events in _dead_letters and go on."
@@ -78,6 +80,10 @@ def replay(
     from workbench.replay import check_coverage, check_replay_safety, load_projection
     from workbench.replay import replay as run_replay
 
+    refuse_without(
+        ctx, "--check-safety", check_safety,
+        "duplicates", "crashes", "reorder", "determinism", "narrow", "seed", "max_differences",
+    )  # fmt: skip
     candidate = load_projection(projection)
     if check_safety and (resume or dead_letter or into is not None):
         # The check replays in memory, from the start, counting failures: these do not apply.

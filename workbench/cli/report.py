@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from workbench._text import did_you_mean
-from workbench.cli._app import app, console, progress_bar
+from workbench.cli._app import app, console, progress_bar, refuse_without
 from workbench.cli.check import ONLY, parse_checks
 from workbench.cli.diff import (
     ABS_TOL,
@@ -24,6 +24,7 @@ from workbench.errors import WorkbenchError
 
 @app.command()
 def report(
+    ctx: typer.Context,
     archive: Path = typer.Option(..., "--archive", help="Archive root directory."),
     out: Path = typer.Option(Path("report.html"), "--out", help="The HTML file to write."),
     projection: str | None = typer.Option(
@@ -70,6 +71,7 @@ def report(
 
     Archive checks fail a run only through `workbench check --fail-on`.
     """
+    refuse_without(ctx, "--projection", projection is not None, "into", "safety", "table")
     from workbench import diff as run_diff
     from workbench.analysis import open_archive
     from workbench.diff.sides import check_side
