@@ -235,6 +235,29 @@ def test_values_that_look_like_markup_print_as_stored(
     assert """j: candidate '{"x":[true,null]}', live '{"x":[false,null]}'""" in out
 
 
+def test_explain_and_out_mistakes_are_told_before_the_diff(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong --explain key or a useless --archive was found after the whole diff printed,
+    and its exit 2 hid the diff's exit 1."""
+    with duckdb.connect(str(tmp_path / "c.duckdb")) as con:
+        con.execute("create table t as select 1 as a, 2 as b, 3 as v")
+        con.execute(f"copy (select 1 as a, 2 as b, 4 as v) to '{tmp_path / 'live.parquet'}'")
+    args = ["diff", "--candidate", f"{tmp_path / 'c.duckdb'}:t", "--live",
+            str(tmp_path / "live.parquet"), "--key", "a,b"]  # fmt: skip
+    assert run([*args, "--explain", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert "the key has 2 columns, so give 2 values" in err and "candidate vs" not in out
+    (tmp_path / "empty").mkdir()
+    assert run([*args, "--explain", "1,2", "--archive", str(tmp_path / "empty")]) == 2
+    out, err = capsys.readouterr()
+    assert f"no archive at {tmp_path / 'empty'}" in err and "candidate vs" not in out
+    (tmp_path / "file").write_text("")
+    assert run([*args, "--out", str(tmp_path / "file" / "sub")]) == 2
+    out, err = capsys.readouterr()
+    assert f"{tmp_path / 'file'} is a file" in err and "candidate vs" not in out
+
+
 def test_a_time_past_year_9999_prints_and_explains(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,10 +118,15 @@ def diff(
     """Diff a candidate read model against the live one. Exit 0 identical, 1 differences, 2 error."""
     from workbench.diff import diff as run_diff
 
-    if out is not None and out.exists() and not out.is_dir():  # before the work, not after
-        raise DiffError(f"{out} is a file; --out takes a directory")
-
+    # Before the work, not after it: a mistake here would lose the diff's exit code.
+    if out is not None:
+        _check_out(out)
     keys = split_columns(key, "--key")
+    explained = [_explain_key(text, len(keys)) for text in explain]
+    if explain and archive is not None:
+        from workbench.archive import ArchiveReader
+
+        ArchiveReader(archive).require_archive()
     compare = comparison(columns, ignore, abs_tol, rel_tol, normalize)
     with progress_bar(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()
@@ -173,9 +179,20 @@ def diff(
     if out is not None:  # before explaining: a mistyped --explain key must not lose it
         result.to_parquet(out)
         console.print(f"wrote {out}/rows.parquet, columns.parquet, summary.json", highlight=False)
-    for text in explain:
-        console.print(str(result.explain(_explain_key(text, len(result.key)))))
+    for value in explained:
+        console.print(str(result.explain(value)))
     raise typer.Exit(0 if summary.is_identical else 1)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` the diff could not be written to: a file, or a place not writable."""
+    if out.exists() and not out.is_dir():
+        raise DiffError(f"{out} is a file; --out takes a directory")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise DiffError(f"cannot write to {out}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DiffError(f"cannot write to {out}: {existing} is not writable")
 
 
 def _preview(result: Any, limit: int) -> pl.DataFrame:
@@ -235,6 +252,10 @@ def _explain_key(text: str, columns: int) -> Any:
     ('abc ', 'a,b', ('a', '2024-05-01'))
     >>> _explain_key('["x,y", "2024-05-01"]', 2)
     ('x,y', '2024-05-01')
+    >>> _explain_key("a", 2)
+    Traceback (most recent call last):
+    ...
+    workbench.errors.DiffError: --explain a: the key has 2 columns, so give 2 values (a,b)
     """
     if text.startswith("["):
         try:
@@ -242,7 +263,18 @@ def _explain_key(text: str, columns: int) -> Any:
         except ValueError:
             values = None
         if isinstance(values, list):
-            return values[0] if columns == 1 and len(values) == 1 else tuple(values)
+            if columns == 1 and len(values) == 1:
+                return values[0]
+            return _arity(text, tuple(values), columns)
     if columns == 1:
         return text
-    return tuple(v.strip() for v in text.split(","))
+    return _arity(text, tuple(v.strip() for v in text.split(",")), columns)
+
+
+def _arity(text: str, values: tuple[Any, ...], columns: int) -> tuple[Any, ...]:
+    if len(values) != columns:  # known before the diff: told before it, not after
+        raise DiffError(
+            f"--explain {text}: the key has {columns} columns, so give {columns} values "
+            f"({','.join('abcdefghij'[:columns]) if columns <= 10 else 'comma-separated'})"
+        )
+    return values
