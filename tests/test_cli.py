@@ -440,6 +440,8 @@ def test_promote_switches_the_stable_views_from_the_shell(tmp_path: Path) -> Non
     missing = workbench("promote", "--into", str(into), "--name", "memories", "--version", "2")
     assert missing.returncode == 2
     assert "has no schema memories_v2; replay that version first" in missing.stderr
+    folder = workbench("promote", "--into", str(tmp_path), "--name", "memories", "--version", "1")
+    assert folder.returncode == 2 and "is a directory; promote takes" in folder.stderr
 
 
 def test_control_characters_from_the_archive_never_reach_the_terminal(

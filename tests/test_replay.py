@@ -1133,6 +1133,10 @@ def test_resume_never_drops_what_it_cannot_continue(archive: Path, tmp_path: Pat
     with pytest.raises(ProjectionError, match=rf"until position 10: it is already at {at}"):
         wb.replay(two, Memories, into=into, source=source, resume=True, until=10)
     assert rows(into, "memories_v1", "memories") == before
+    # Promoted, it is never rebuilt in place: the advice is another version, not that.
+    wb.promote(into, "memories", 1)
+    with pytest.raises(ProjectionError, match=r"; replay a new version .* to stop at 10$"):
+        wb.replay(two, Memories, into=into, source=source, resume=True, until=10)
 
 
 def test_a_sql_projection_reports_progress_through_its_queries(

@@ -172,7 +172,7 @@ def _kept(into: Path, projection: Any) -> str:
 def promote(
     into: Path = typer.Option(..., "--into", help="The DuckDB file replayed into."),
     name: str = typer.Option(..., "--name", help="The projection's name (schema prefix)."),
-    version: int = typer.Option(..., "--version", help="The version to point the views at."),
+    version: int = typer.Option(..., "--version", min=0, help="The version to point the views at."),
     force: bool = typer.Option(
         False,
         "--force",

@@ -946,10 +946,16 @@ def _prepare(
         store.create_schema(con, schema, projection.tables(), replace=False)
         point = store.checkpoint(con, schema, source)
         if point is not None and until is not None and until < point[0]:
-            # The tables already hold events after `until`: there is no going back.
+            # The tables already hold events after `until`: there is no going back; and
+            # a promoted version is never rebuilt in place.
+            instead = (
+                "replay a new version (or into another file)"
+                if store.promoted_views(con, schema)
+                else "replay without --resume"
+            )
             raise ProjectionError(
                 f"cannot resume {schema} until position {until}: it is already at "
-                f"{point[0]}; replay without --resume to stop at {until}"
+                f"{point[0]}; {instead} to stop at {until}"
             )
     if point is None:
         store.refuse_promoted(con, schema)

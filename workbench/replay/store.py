@@ -1029,12 +1029,19 @@ def promote(
     unless ``force``.
     """
     name = getattr(projection_name, "name", projection_name)  # a projection (class) too
-    if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
+    if (
+        not isinstance(name, str)
+        or isinstance(version, bool)
+        or not isinstance(version, int)
+        or version < 0
+    ):
         raise ProjectionError(
-            f"promote(into, projection_name, version): a name and an integer version, "
+            f"promote(into, projection_name, version): a name and a version (0 or more), "
             f"not {projection_name!r}, {version!r}"
         )
     projection_name = name
+    if Path(into).is_dir():
+        raise ProjectionError(f"{into} is a directory; promote takes the replay's DuckDB file")
     if not Path(into).is_file():  # connecting would create an empty database file
         raise ProjectionError(f"{into} does not exist; replay into it first")
     target = f"{projection_name}_v{version}"
