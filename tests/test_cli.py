@@ -297,6 +297,26 @@ SAMPLE = Path(__file__).parents[1] / "data" / "sample" / "archive"
             ],
             "Invalid value for '--until'",
         ),
+        (
+            [
+                "diff",
+                "--candidate",
+                "c.duckdb:t",
+                "--live",
+                "l.parquet",
+                "--key",
+                "id",
+                "--abs-tol",
+                "v=1",
+                "--abs-tol",
+                "v=2",
+            ],
+            "--abs-tol gives v twice",
+        ),
+        (
+            ["check", "--archive", str(SAMPLE), "--only", "x" * 5_000],
+            "more characters)",  # a long value is cut, not echoed whole
+        ),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args: list[str], message: str) -> None:

@@ -1093,6 +1093,8 @@ def test_snapshot_records_rows_time_and_settled_position(
     assert behind.event_store_position == 2 and read_snapshot_info(out).event_store_position == 2
     with pytest.raises(SourceError, match="--position-sql must return one integer"):
         wb.snapshot_postgres(pg_dsn, f"{pg_schema}.memory_view", out, position_sql="select 'x', 1")
+    with pytest.raises(SourceError, match="returned -1: a position is 0 or more"):
+        wb.snapshot_postgres(pg_dsn, f"{pg_schema}.memory_view", out, position_sql="select -1")
     # The workbench never writes to the store, not even through SQL it is given.
     bump = f"update {pg_schema}.checkpoints set position = 99 returning position"
     with pytest.raises(SourceError, match="read-only transaction"):

@@ -419,6 +419,21 @@ def _interrupted(exc: BaseException) -> bool:
     )
 
 
+#: The longest error line: a 100 KB value echoed whole is no line anyone reads.
+_ERROR_CHARS = 1_000
+
+
+def _capped(text: str) -> str:
+    """``text``, cut to :data:`_ERROR_CHARS` with what was left out counted.
+
+    >>> _capped("x" * 1_010)[-30:]
+    'xxxxxxxx… (10 more characters)'
+    """
+    if len(text) <= _ERROR_CHARS:
+        return text
+    return f"{text[:_ERROR_CHARS]}… ({len(text) - _ERROR_CHARS:,} more characters)"
+
+
 def _no_space(exc: BaseException) -> str:
     """The line of ``exc`` that says which file a full disk refused."""
     lines = [line for line in str(exc).splitlines() if "No space left" in line]
@@ -450,12 +465,13 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     except _UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "workbench"
-        notice("error", redact(f"{exc.format_message().rstrip('.')} (see {where} --help)"))
+        message = _capped(exc.format_message().rstrip("."))
+        notice("error", redact(f"{message} (see {where} --help)"))
         return 2
     except typer.Abort:  # Ctrl-C where the command line was read
         return 130
     except WorkbenchError as exc:
-        notice("error", redact(str(exc)), style="bold red")
+        notice("error", _capped(redact(str(exc))), style="bold red")
         return 2
     except BrokenPipeError as exc:
         if not _stdout_is_closed():  # another pipe of the command broke: an error

@@ -25,7 +25,12 @@ ONLY = typer.Option(
 
 
 def parse_checks(value: str, option: str) -> list[str]:
-    names = [n.strip() for n in value.split(",") if n.strip()]
+    """The check names of ``option``'s comma-separated ``value``, each once.
+
+    >>> parse_checks("gaps, lag,gaps", "--fail-on")
+    ['gaps', 'lag']
+    """
+    names = list(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
     unknown = [n for n in names if n not in _CHECKS]
     if unknown:
         raise WorkbenchError(

@@ -25,9 +25,12 @@ def _pairs(values: list[str], option: str) -> dict[str, float]:
         try:
             if not sep or not column:
                 raise ValueError
-            out[column] = float(number)
+            tolerance = float(number)
         except ValueError:
             raise DiffError(f"{option} {value!r}: expected COLUMN=NUMBER") from None
+        if column in out:  # the last would win in silence
+            raise DiffError(f"{option} gives {column} twice")
+        out[column] = tolerance
     return out
 
 
@@ -39,6 +42,8 @@ def _sql_pairs(values: list[str]) -> dict[str, str]:
             raise DiffError(
                 f"--normalize {value!r}: expected COLUMN=SQL, e.g. amount=round({{}}, 2)"
             )
+        if column.strip() in out:
+            raise DiffError(f"--normalize gives {column.strip()} twice")
         out[column.strip()] = sql.strip()
     return out
 

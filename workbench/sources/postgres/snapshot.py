@@ -246,6 +246,11 @@ def _read_position(con: Any, sql: str) -> int:
     rows = fetch_all(con, sql, "reading the read model's position (--position-sql)")
     if len(rows) != 1 or len(rows[0]) != 1 or not isinstance(rows[0][0], int):
         raise SourceError(f"--position-sql must return one integer, not {rows[:2]!r}")
+    if rows[0][0] < 0:  # a checkpoint's "nothing yet" (-1) is no position of an event
+        raise SourceError(
+            f"--position-sql returned {rows[0][0]}: a position is 0 or more (a projector that "
+            "has applied nothing yet reflects no event: snapshot without --position-sql)"
+        )
     return int(rows[0][0])
 
 
