@@ -117,6 +117,17 @@ def test_message_db_preset_fills_the_envelope(pg_dsn: str, pg_schema: str, tmp_p
     assert "rows archived" in again._repr_html_()
 
 
+def test_options_another_preset_would_ignore_are_refused(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    table = create_message_db(pg_dsn, pg_schema)
+    with pytest.raises(SourceError, match="decrypts the eventsourcing preset's stores, not mes"):
+        wb.archive_postgres(pg_dsn, tmp_path, preset="message-db", table=table, cipher_key="k")
+    with pytest.raises(ArchiveError, match=r"^remap \(--remap\) goes with a preset or a mapping"):
+        wb.archive_postgres(pg_dsn, tmp_path, table=table, remap=True)
+    assert not list(tmp_path.iterdir())
+
+
 # ------------------------------------------------------------------ marten
 
 

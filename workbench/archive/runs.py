@@ -160,6 +160,11 @@ class ArchiverRun:
         recorded mapping wins). A given mapping that differs from the recorded
         one is refused unless ``remap``.
         """
+        if remap and not given:  # nothing to remap to: it would be ignored
+            raise ArchiveError(
+                "remap (--remap) goes with a preset or a mapping to archive with from here on "
+                "(--preset, --map)"
+            )
         mine = canonical(options)
         recorded = self.recorded()
         if recorded is not None and not given:

@@ -269,6 +269,11 @@ class PostgresArchiver:
             preset, table, mappings = _recorded_run(out, table)
         if preset not in PRESETS:
             raise SourceError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+        if cipher_key is not None and preset != "eventsourcing":  # it would be ignored
+            raise SourceError(
+                f"a cipher key (--cipher-key) decrypts the eventsourcing preset's stores, not "
+                f"{preset}'s"
+            )
         if batch_size < 1:
             raise SourceError("batch_size must be at least 1")
         positions, rest = split_position_maps(mappings)
