@@ -1106,3 +1106,23 @@ def test_an_event_of_a_self_rooted_source_naming_a_lost_first_event_is_an_orphan
     assert {r["event_id"]: r["depth"] for r in graph.nodes.to_dicts()} == {
         "x": 0, "y": 1, "b": 0, "c": 1, "p": 0, "q": 1,
     }  # fmt: skip
+
+
+def test_orphans_sharing_a_missing_cause_are_told_apart(tmp_path: Path) -> None:
+    """Wolverine and Axon record the command an event answers as its cause: several events
+    name one missing id. Said beside the orphans (not when one orphan names each)."""
+    ArchiveWriter(tmp_path, "s").append(
+        table(
+            [1, 2, 3, 4],
+            event_id=["a", "b", "c", "d"],
+            correlation_id=["r", "r", "r", "r"],
+            causation_id=["cmd-1", "cmd-1", "cmd-1", "lost"],
+        )
+    )
+    graph = wb.open_archive(tmp_path).causation()
+    assert graph.orphans.height == 4
+    assert "3 of the orphans share 1 missing cause(s), several each" in graph.summary()
+    ArchiveWriter(tmp_path / "lone", "s").append(
+        table([1, 2], event_id=["a", "b"], correlation_id=["r", "r"], causation_id=["x", "y"])
+    )
+    assert "share" not in wb.open_archive(tmp_path / "lone").causation().summary()

@@ -256,8 +256,20 @@ class Causation(CheckResult):
         )
 
     def _doubt_lines(self) -> list[str]:
-        """Links the graph made but cannot vouch for."""
+        """Links the graph made but cannot vouch for, and orphans that may be none."""
         lines = []
+        shared = (
+            self.orphans.group_by("causation_id").len().filter(pl.col("len") > 1)
+            if self.orphans.height
+            else self.orphans.clear()
+        )
+        if shared.height and not self._outside_lines():
+            lines.append(
+                f"{shared['len'].sum():,} of the orphans share {shared.height:,} missing "
+                "cause(s), several each: a command answered by several events (Wolverine, "
+                "Axon record its id), or a lost event with several effects; --external-causes "
+                "PATTERN makes the commands' ids roots"
+            )
         ambiguous = self.nodes.filter(pl.col("ambiguous")).height
         if ambiguous:
             lines.append(
