@@ -195,6 +195,11 @@ def test_timestamps_of_different_precision_compare_at_the_coarser_one() -> None:
         }
     )
     assert wb.diff(candidate, ms, key="id").summary.changed == 0
+    # Before 1970 too: 23:59:59.999999500 is in the microsecond 23:59:59.999999, not the next.
+    before = pa.table({"id": [1, 2], "at": pa.array([-500, -500], pa.timestamp("ns"))})
+    last = dt.datetime(1969, 12, 31, 23, 59, 59, 999999)
+    micro = pa.table({"id": [1, 2], "at": pa.array([last, dt.datetime(1970, 1, 1)])})
+    assert wb.diff(before, micro, key="id").rows("changed")["id"].to_list() == [2]
 
 
 def test_numbers_compare_at_the_coarser_precision_and_never_round_text_away() -> None:
@@ -234,6 +239,29 @@ def test_numbers_compare_at_the_coarser_precision_and_never_round_text_away() ->
         con.sql(f"select 1 as id, {v} as v") for v in ("'nan'::double", "null::decimal(10,2)")
     )
     assert wb.diff(nan, null, key="id").summary.changed == 1
+    # Into an integer column a float goes half to even, as Postgres and DuckDB store it.
+    halves = con.sql(
+        "select * from (values (1, 0.5::double), (2, 2.5), (3, -0.5), (4, 2.5)) t(id, v)"
+    )
+    ints = con.sql("select * from (values (1, 0::bigint), (2, 2), (3, 0), (4, 3)) t(id, v)")
+    assert wb.diff(halves, ints, key="id").rows("changed")["id"].to_list() == [4]
+
+
+def test_tolerances_are_exact_where_the_type_is() -> None:
+    """rel_tol on DECIMALs was checked in floats (1.10 vs 1.00 missed rel_tol 0.1 by
+    0.00000000000000009); UBIGINT vs BIGINT with abs_tol 0.5 called 2^53 + 1 and 2^53 equal."""
+    con = duckdb.connect()
+    money = con.sql("select * from (values (1, 1.10::decimal(12,2)), (2, 200.02)) t(id, v)")
+    base = con.sql("select * from (values (1, 1.00::decimal(12,2)), (2, 200.00)) t(id, v)")
+    assert wb.diff(money, base, key="id", rel_tol={"v": 0.1}).summary.changed == 0
+    assert wb.diff(money, base, key="id", rel_tol={"v": 0.0001}).rows("changed")[
+        "id"
+    ].to_list() == [1]
+    big = pa.table({"id": [1], "v": pa.array([2**53 + 1], pa.uint64())})
+    near = pa.table({"id": [1], "v": pa.array([2**53], pa.int64())})
+    assert wb.diff(big, near, key="id", abs_tol={"v": 0.5}).summary.changed == 1
+    # A tolerance no DECIMAL holds is compared in floats, not refused by DuckDB.
+    assert wb.diff(big, near, key="id", abs_tol={"v": 1e300}).summary.changed == 0
 
 
 def test_a_float_is_rounded_only_as_the_live_column_would_store_it() -> None:

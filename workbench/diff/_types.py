@@ -36,7 +36,7 @@ The rules, in order:
 >>> plan_column(con, "n", "INTEGER", "BIGINT").compared_as
 'BIGINT'
 >>> plan_column(con, "t", "TIMESTAMP_NS", "TIMESTAMP WITH TIME ZONE").candidate_expr
-'make_timestamp(epoch_ns("t") // 1000)'
+'make_timestamp((epoch_ns("t") - (epoch_ns("t") % 1000 + 1000) % 1000) // 1000)'
 >>> plan_column(con, "x", "VARCHAR", "DECIMAL(18,2)").checked_cast
 True
 """
@@ -195,8 +195,10 @@ class ColumnPlan:
 
 def _timestamp_expr(column: str, duckdb_type: str, coarsest: int) -> str:
     if duckdb_type in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS"):
-        # A plain cast rounds; truncation keeps "equal at the coarser precision".
-        expr = f"make_timestamp(epoch_ns({column}) // 1000)"
+        # A plain cast rounds; truncation keeps "equal at the coarser precision". Down, to
+        # the microsecond at or before: // cuts toward zero, which is up before 1970.
+        ns = f"epoch_ns({column})"
+        expr = f"make_timestamp(({ns} - ({ns} % 1000 + 1000) % 1000) // 1000)"
     else:
         expr = f"CAST({column} AS TIMESTAMP)"
     if coarsest in _TRUNCATE_TO:
@@ -225,7 +227,8 @@ def _numeric_plan(
     round the first to 2 places). A candidate's float against a live
     DECIMAL(p,s) is rounded to s places as Postgres rounds into a numeric (a
     handler summing money in floats is right when the cents agree), against
-    a live integer to 0 places (a BIGINT beyond 2^53 is not "equal" to the
+    a live integer to 0 places, half to even as Postgres and DuckDB store a
+    float in an integer column (a BIGINT beyond 2^53 is not "equal" to the
     nearest double), and a DOUBLE against a REAL is compared as REAL. An
     exact candidate against a live float is compared as that float, as the
     live column would store it: rounding the live float instead would make
@@ -276,8 +279,15 @@ def _numeric_plan(
     # A float goes into a numeric as Postgres takes it (float8_numeric): through its
     # text at 15 significant digits, then rounded half away from zero. The float sum
     # 0.01 + 0.075 is 0.08499999999999999, 0.085 at 15 digits, 0.09 in a numeric(12,2).
+    # Into an integer column it goes as Postgres's float8 -> int8 (and DuckDB's cast) takes
+    # it: rounded half to even, 2.5 to 2.
+    to_integer = live_type in _INTEGERS
     candidate_expr, live_expr = (
-        f"TRY_CAST(printf('%.15g', {col}) AS {common})"
+        (
+            f"TRY_CAST(round_even({col}, 0) AS {common})"
+            if to_integer
+            else f"TRY_CAST(printf('%.15g', {col}) AS {common})"
+        )
         if t in _FLOATS
         else f"TRY_CAST({col} AS {common})"
         for t in types

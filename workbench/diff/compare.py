@@ -153,6 +153,8 @@ def _difference(a: str, b: str, compared_as: str) -> tuple[str | None, str]:
         return f"try(abs({a} - {b}))", approx
     if compared_as in _EXACT_INTEGERS:  # HUGEINT holds any difference of two of these
         return f"try(abs(CAST({a} AS HUGEINT) - CAST({b} AS HUGEINT)))", approx
+    if compared_as in ("HUGEINT", "UHUGEINT"):  # UBIGINT vs BIGINT: exact unless it overflows
+        return f"try(abs(CAST({a} AS HUGEINT) - CAST({b} AS HUGEINT)))", approx
     return None, approx
 
 
@@ -161,11 +163,18 @@ _EXACT_INTEGERS = frozenset(
 )
 
 
-def _decimal_literal(value: float) -> str:
-    """``value`` as the DECIMAL its shortest text says (0.01, not 0.01000000000000000021)."""
-    text = format(Decimal(repr(value)), "f")
-    scale = min(len(text.partition(".")[2]), 37)
-    return f"CAST('{text}' AS DECIMAL(38,{scale}))"
+def _decimal_literal(value: float) -> str | None:
+    """``value`` as the DECIMAL its shortest text says (0.01, not 0.01000000000000000021);
+    None when no DECIMAL(38) holds it (1e300, 1e-40).
+
+    >>> _decimal_literal(0.01), _decimal_literal(1e300)
+    ("CAST('0.01' AS DECIMAL(38,2))", None)
+    """
+    whole, _, fraction = format(Decimal(repr(value)), "f").partition(".")
+    if len(fraction) > 37 or len(whole.lstrip("-")) + len(fraction) > 38:
+        return None
+    text = f"{whole}.{fraction}" if fraction else whole
+    return f"CAST('{text}' AS DECIMAL(38,{len(fraction)}))"
 
 
 def _equal(plan: ColumnPlan, index: int, abs_tol: float, rel_tol: float) -> str:
@@ -178,8 +187,13 @@ def _equal(plan: ColumnPlan, index: int, abs_tol: float, rel_tol: float) -> str:
         # Tolerances apply between finite numbers; NaN and infinities must match
         # exactly (|inf - x| <= NaN would hold for any x in DuckDB's ordering).
         within = f"(isfinite({a}) AND isfinite({b}) AND {approx} <= {bound})"
-        if exact is not None and not rel_tol:  # a relative bound is a float anyway
-            within = f"coalesce({exact} <= {_decimal_literal(abs_tol)}, {within})"
+        # Exactly where the type is exact and the tolerances are DECIMALs: 1.10 against
+        # 1.00 is within rel_tol 0.1, though in floats it is 0.10000000000000009 off.
+        exact_abs, exact_rel = _decimal_literal(abs_tol), _decimal_literal(rel_tol)
+        if exact is not None and exact_abs is not None and exact_rel is not None:
+            exact_bound = exact_abs + (f" + {exact_rel} * abs({lv})" if rel_tol else "")
+            # try(): a bound past DECIMAL(38) is NULL, and the float comparison decides.
+            within = f"coalesce({exact} <= try({exact_bound}), {within})"
         equal = f"({c} IS NOT DISTINCT FROM {lv} OR coalesce({within}, false))"
     else:
         equal = f"({c} IS NOT DISTINCT FROM {lv})"
