@@ -494,6 +494,25 @@ def test_the_hint_names_a_header_or_key_named_like_the_column(
     ]  # event_id: the cloudevents preset reads Nats-Msg-Id already; no causation header
 
 
+def test_a_w3c_traceparent_gives_its_trace_id_as_the_correlation(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """OpenTelemetry propagates a traceparent whose span part differs in every message; the
+    trace id is one request's work: hinted at, and trace:traceparent reads it (a malformed
+    or all-zero one is none)."""
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parents = [f"00-{trace}-00f067aa0ba902b7-01", f"00-{trace.upper()}-b7ad6b7169203331-00",
+               f"00-{'0' * 32}-b7ad6b7169203331-01", "nonsense"]  # fmt: skip
+    messages = [("orders.placed", b"{}", {"traceparent": p, "Nats-Msg-Id": str(i)})
+                for i, p in enumerate(parents)]  # fmt: skip
+    publish(nats_url, stream, messages, create={})
+    hinted = archive(nats_url, stream, tmp_path / "a").hints()
+    assert any("--map correlation_id=trace:traceparent" in h for h in hinted)
+    archive(nats_url, stream, tmp_path / "b", mappings=["correlation_id=trace:traceparent"])
+    got = rows(tmp_path / "b", "select correlation_id from events order by global_position")
+    assert got == [(trace,), (trace,), (None,), (None,)]
+
+
 def test_a_mapped_header_falls_back_to_the_preset_when_asked(
     nats_url: str, stream: str, tmp_path: Path
 ) -> None:

@@ -1,7 +1,7 @@
 """Field mapping: how a source fills envelope columns (``--map FIELD=SPEC``).
 
-A spec is ``KIND:ARG`` with KIND one of ``header``, ``data``, ``metadata``,
-``subject``, ``column`` or ``const``. Each archiver evaluates the kinds its
+A spec is ``KIND:ARG`` with KIND one of ``header``, ``trace``, ``data``,
+``metadata``, ``subject``, ``column`` or ``const``. Each archiver evaluates the kinds its
 source has (JetStream: headers and subjects; Postgres: columns) and rejects
 the others with a clear message.
 
@@ -30,6 +30,9 @@ __all__ = ["KINDS", "FieldSpec", "Mappings", "instant_sql", "mapping_options", "
 #: The kinds of spec, and what ARG means for each.
 KINDS: Final[Mapping[str, str]] = {
     "header": "a message header name (JetStream)",
+    # OpenTelemetry's NATS instrumentation propagates W3C trace context: one trace is one
+    # request's work, a correlation; the whole header differs in each message (its span).
+    "trace": "a W3C traceparent header whose trace id is the value (JetStream): trace:traceparent",
     "data": "a dotted path inside the JSON payload",
     "metadata": "a dotted path inside the JSON metadata",
     "subject": "a token of the NATS subject by index (negative counts from the end), "

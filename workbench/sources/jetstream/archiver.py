@@ -135,7 +135,19 @@ def _names_in(headers: bytes, payload: bytes) -> tuple[tuple[str, ...], tuple[st
 
 
 def _named_like(column: str, headers: tuple[str, ...], keys: tuple[str, ...]) -> str | None:
-    """``header:NAME`` or ``data:KEY`` of the first message named like ``column``."""
+    """``header:NAME`` or ``data:KEY`` of the first message named like ``column``; a W3C
+    ``traceparent`` header's trace id for a correlation no header or key names.
+
+    >>> _named_like("correlation_id", ("traceparent",), ())
+    'trace:traceparent'
+    """
+    if column == "correlation_id" and not any(
+        n.lower().replace("-", "").replace("_", "") in _LIKELY_NAMES[column]
+        for n in (*headers, *keys)
+    ):
+        traced = [n for n in headers if n.lower() == "traceparent"]
+        if traced:
+            return f"trace:{traced[0]}"
     for likely in _LIKELY_NAMES[column]:
         for kind, names in (("header", headers), ("data", keys)):
             for name in names:

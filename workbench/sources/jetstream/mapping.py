@@ -307,7 +307,7 @@ class JetStreamMapping:
         columns["nats_schedule"] = parsed.lookup("Nats-Schedule")
         header_names: dict[str, str] = {}
         for spec in (s for specs in self.fields.values() for s in specs):
-            if spec.kind == "header" and spec.arg.lower() not in header_names:
+            if spec.kind in ("header", "trace") and spec.arg.lower() not in header_names:
                 column = f"h{len(header_names)}"
                 header_names[spec.arg.lower()] = column
                 columns[column] = parsed.lookup(spec.arg)
@@ -457,6 +457,15 @@ def _source(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> st
         value = header_names[spec.arg.lower()]
         # CloudEvents' attribute headers: read as their readers read them.
         return url_decoded(value) if spec.arg.lower().startswith("ce-") else value
+    if kind == "trace":
+        value = header_names[spec.arg.lower()]
+        # version-traceid-parentid-flags; an all-zero trace id is invalid (W3C Trace Context).
+        return (
+            f"case when regexp_full_match(lower(trim({value})), "
+            "'[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?') "
+            f"and split_part(lower(trim({value})), '-', 2) <> repeat('0', 32) "
+            f"then split_part(lower(trim({value})), '-', 2) end"
+        )
     if kind == _PAYLOAD:
         # A binary-mode payload whose content-type is text (text/plain, XML) is text: data
         # is that text as a JSON string, as structured mode gives it ("42" stays a string,

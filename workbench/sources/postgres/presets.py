@@ -566,7 +566,7 @@ def build_query(
     if table is None:
         raise SourceError(f"--preset {preset} needs --table SCHEMA.TABLE")
     for field_name, fs in mappings.items():
-        if fs.kind in ("header", "subject"):
+        if fs.kind in ("header", "trace", "subject"):
             raise MappingError(
                 f"--map {field_name}={fs}: {fs.kind}: specs are for NATS, not Postgres"
             )
@@ -591,7 +591,7 @@ def build_query(
     instants: list[str] = []
     validate: list[str] = []
     for field_name, fs in mappings.items():
-        if fs.kind in ("header", "subject"):
+        if fs.kind in ("header", "trace", "subject"):
             raise MappingError(
                 f"--map {field_name}={fs}: {fs.kind}: specs are for NATS, not Postgres"
             )
