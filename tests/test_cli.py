@@ -177,7 +177,7 @@ def test_demo_refuses_a_directory_holding_outputs_it_did_not_write(tmp_path: Pat
     (tmp_path / "archive" / "events.parquet").write_text("mine")
     proc = workbench("demo", "--out", str(tmp_path), "--events", "500")
     assert proc.returncode == 2
-    assert f"error: {tmp_path} already holds archive, not written by workbench demo" in (
+    assert f"error: {tmp_path} already holds archive and no .workbench-demo file" in (
         proc.stderr + proc.stdout
     )
     assert (tmp_path / "archive" / "events.parquet").read_text() == "mine"

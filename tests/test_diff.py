@@ -260,8 +260,12 @@ def test_tolerances_are_exact_where_the_type_is() -> None:
     big = pa.table({"id": [1], "v": pa.array([2**53 + 1], pa.uint64())})
     near = pa.table({"id": [1], "v": pa.array([2**53], pa.int64())})
     assert wb.diff(big, near, key="id", abs_tol={"v": 0.5}).summary.changed == 1
-    # A tolerance no DECIMAL holds is compared in floats, not refused by DuckDB.
+    # A tolerance no DECIMAL holds is compared in floats, not refused by DuckDB; so is a
+    # relative bound whose scale and the column's pass 38.
     assert wb.diff(big, near, key="id", abs_tol={"v": 1e300}).summary.changed == 0
+    fine = con.sql("select 1 as id, 1.10::decimal(38,30) as v")
+    assert wb.diff(fine, con.sql("select 1 as id, 1.00::decimal(38,30) as v"), key="id",
+                   rel_tol={"v": 1e-20}).summary.changed == 1  # fmt: skip
 
 
 def test_a_float_is_rounded_only_as_the_live_column_would_store_it() -> None:

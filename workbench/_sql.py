@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-__all__ = ["ident", "literal", "path_list", "url_decoded"]
+__all__ = ["CE_PRODUCER", "ident", "literal", "path_list", "url_decoded"]
 
 
 def ident(name: str) -> str:
@@ -46,3 +46,14 @@ def url_decoded(value: str) -> str:
     [('/orders svc', '100%')]
     """
     return f"(case when contains({value}, '%') then coalesce(try(url_decode({value})), {value}) else {value} end)"
+
+
+#: An archived event's CloudEvents producer: its ``ce-source`` as CloudEvents' readers
+#: read the header (``%2Forders`` is ``/orders``); null for an event with none. An event
+#: id is unique per producer, not across producers: the duplicates and causation checks
+#: both read ids so.
+CE_PRODUCER = (
+    """case when contains(metadata, '"ce-source"') then """
+    + url_decoded("""json_extract_string(metadata, '$."ce-source"')""")
+    + " end"
+)

@@ -31,6 +31,7 @@ __all__ = [
     "as_text",
     "did_you_mean",
     "duration",
+    "named_twice",
     "plain",
     "python_ready",
     "span",
@@ -165,6 +166,20 @@ def did_you_mean(name: str, names: Iterable[str]) -> str:
     """
     close = close_names(name, names)
     return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def named_twice(names: Iterable[str]) -> str | None:
+    """The first of ``names`` given more than once (a column named twice), or None.
+
+    >>> named_twice(["id", "day", "id"]), named_twice(["id"])
+    ('id', None)
+    """
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def close_names(name: str, names: Iterable[str]) -> list[str]:

@@ -85,8 +85,9 @@ def _clear_earlier_demo(out: Path) -> None:
         return
     if not (out / _MARK).is_file():
         raise ArgumentError(
-            f"{out} already holds {', '.join(found)}, not written by workbench demo; give "
-            "--out a new or empty directory (the demo replaces only its own earlier output)"
+            f"{out} already holds {', '.join(found)} and no {_MARK} file (which the demo leaves "
+            "beside its output, since this version): give --out a new or empty directory, "
+            f"or remove them yourself (the demo replaces only what it marked as its own)"
         )
     for name in found:
         path = out / name

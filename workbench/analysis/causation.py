@@ -4,9 +4,7 @@ Built by one recursive query in DuckDB. An event's parent is the archived
 event its ``causation_id`` names. Roots are events whose ``causation_id`` is
 empty, equals their ``correlation_id`` (the generator's and most
 frameworks' convention: the first event is caused by the request/command,
-which is not an archived event; not in a source whose first events name
-themselves, EventStoreDB's convention, where it names that first event) or
-names no archived event. The last kind
+which is not an archived event) or names no archived event. The last kind
 is an *orphan*: its cause is missing from the archive, unless its
 ``causation_id`` matches an ``external`` glob pattern (``"cmd-*"``: services
 that record the command an event answers as its cause; commands are not
@@ -47,7 +45,7 @@ import duckdb
 import polars as pl
 
 from workbench._duckdb import bounded_memory
-from workbench._sql import url_decoded
+from workbench._sql import CE_PRODUCER
 from workbench._text import as_text
 from workbench.analysis._unchecked import UNCHECKED_SCHEMA, Need, find_unchecked, not_checked_lines
 from workbench.analysis.result import CheckResult
@@ -76,26 +74,20 @@ _STEPS = (
     qualify row_number() over (
         partition by event_id, producer order by source, global_position) = 1""",
     # Each node's parent, and whether its cause is missing from the whole archive. An id
-    # several producers use names the cause's own producer's event when it has one (else
-    # the first): a guess, counted as ambiguous. An id naming the event itself (and no
-    # other producer's) is a root.
-    # A cause that is the correlation id is the request or command the flow began with
-    # (not an archived event), except in a source whose first events name themselves as
-    # cause and correlation (EventStoreDB's convention): there, it is the first event,
-    # and one naming a first event not archived lost it.
+    # several producers use names the effect's own producer's event when it has one
+    # (else the first): a guess, counted as ambiguous. A first event naming itself as
+    # cause and correlation (EventStoreDB's convention) is a root; one naming only
+    # itself as cause may mean another producer's event of its id: ambiguous too.
     """create temp table {t}_n as
-    with self_rooted as (
-        select distinct source from {t}_ev where causation_id = event_id and correlation_id = event_id
-    )
     select ev.*, p.node as parent_node, p.event_id is not null as has_parent,
            p.event_at as parent_at, p.global_position as parent_position,
            {ambiguous} as ambiguous,
-           ev.causation_id is not null and ev.causation_id is distinct from ev.event_id
-               and {missing} and not {external}
-               and (ev.causation_id is distinct from ev.correlation_id
-                    or ev.source in (select source from self_rooted)) as orphan
+           ev.causation_id is not null and ev.causation_id is distinct from ev.correlation_id
+               and ev.causation_id is distinct from ev.event_id and {missing}
+               and not {external} as orphan
     from {t}_ev ev
     left join {t}_ev p on p.event_id = ev.causation_id and p.node <> ev.node
+        and not (ev.causation_id = ev.event_id and ev.correlation_id is not distinct from ev.event_id)
     {pick}""",
     "drop table {t}_ev",
     # Down from the roots; a node no root reaches sits in (or below) a cycle.
@@ -142,14 +134,9 @@ _PICK = """qualify row_number() over (
         partition by ev.node
         order by p.producer is not distinct from ev.producer desc, p.source, p.global_position
     ) = 1"""
-_AMBIGUOUS = "count(p.node) over (partition by ev.node) > 1"
-
-#: The producer whose ids an event's id is unique among: its CloudEvents ce-source
-#: (percent-decoded, as the duplicates check reads it); null for every other event.
-_PRODUCER = (
-    """case when contains(metadata, '"ce-source"') then """
-    + url_decoded("""json_extract_string(metadata, '$."ce-source"')""")
-    + " end"
+_AMBIGUOUS = (
+    "count(p.node) over (partition by ev.node) > 1 "
+    "or (p.node is not null and ev.causation_id = ev.event_id)"
 )
 
 #: A cause missing from the archive: when the graph is the whole archive's, a parent
@@ -196,6 +183,10 @@ class Causation(CheckResult):
     correlation_id: str | None = None
     #: Events not in the graph: no ``event_id``, or a copy of one already in it.
     left_out: int = 0
+    #: Sources whose first events name themselves as cause and correlation (EventStoreDB's
+    #: convention), in the whole archive: there, an event caused by its correlation id
+    #: names a first event, which may be lost.
+    self_rooted: tuple[str, ...] = ()
     #: Sources no event of which names its cause: no orphan or cycle could be found in
     #: them (a raw NATS stream), which is no clean 0.
     unchecked: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=UNCHECKED_SCHEMA))
@@ -274,8 +265,23 @@ class Causation(CheckResult):
         if ambiguous:
             lines.append(
                 f"{ambiguous:,} link(s) ambiguous: the causation_id is an event id several "
-                "producers (ce-source) used; the cause's own producer's event was taken"
+                "producers (ce-source) used; the effect's own producer's event was taken "
+                "where it has one"
             )
+        if self.self_rooted:
+            lost = self.nodes.filter(
+                pl.col("source").is_in(self.self_rooted)
+                & pl.col("parent_id").is_null()
+                & (pl.col("causation_id") == pl.col("correlation_id"))
+                & (pl.col("causation_id") != pl.col("event_id"))
+            )
+            if lost.height:
+                lines.append(
+                    f"{lost.height:,} event(s) of {', '.join(sorted(set(lost['source'])))}, "
+                    "whose first events name themselves as cause and correlation "
+                    "(EventStoreDB's convention), name a first event not archived (lost, or "
+                    "a request): counted as roots"
+                )
         early = self.nodes.filter(pl.col("seconds") < 0).height
         if early:
             lines.append(
@@ -365,7 +371,7 @@ def find_causation(
                 t=table,
                 where=where,
                 missing=_MISSING_ANYWHERE if correlation_id is None else _MISSING_FOR_ONE,
-                producer=_PRODUCER if producers else "null",
+                producer=CE_PRODUCER if producers else "null",
                 pick=_PICK if producers else "",
                 ambiguous=_AMBIGUOUS if producers else "false",
                 external=f"coalesce({outside}, false)" if patterns else "false",
@@ -386,6 +392,13 @@ def find_causation(
         considered = reader.sql(
             f"select count(*) from events where true {where}", params=params
         ).fetchall()[0][0]
+        self_rooted = tuple(
+            str(row[0])
+            for row in reader.sql(
+                "select distinct source from events "
+                "where causation_id = event_id and correlation_id = event_id order by 1"
+            ).fetchall()
+        )
     finally:
         drop()
     if correlation_id is not None and not nodes.height:
@@ -401,6 +414,7 @@ def find_causation(
         correlations=correlations,
         correlation_id=correlation_id,
         left_out=int(considered) - nodes.height,
+        self_rooted=self_rooted,
         unchecked=find_unchecked(reader, [_NEED]) if correlation_id is None else _NONE,
     )
 

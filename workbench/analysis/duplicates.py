@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import polars as pl
 
-from workbench._sql import url_decoded
+from workbench._sql import CE_PRODUCER
 from workbench._text import as_text
 from workbench.analysis._buckets import bucket_width
 from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
@@ -71,7 +71,6 @@ _NEEDS: dict[str, Need] = {
     ),
 }
 
-_CE_SOURCE = """json_extract_string(metadata, '$."ce-source"')"""
 
 # Each kind is found over fixed-width columns only: ids, streams and contents as hashes
 # (a hash of a null is a value of its own, so "is distinct from" stays a comparison of
@@ -82,10 +81,8 @@ with ev as (
     select source, global_position, recorded_at,
            event_id is not null as has_id,
            hash(event_id) as id_hash,
-           -- A CloudEvent's id is unique per its producer (ce-source), not across producers;
-           -- the header as CloudEvents' readers read it: %2Forders is /orders.
-           hash(case when contains(metadata, '"ce-source"')
-                     then {url_decoded(_CE_SOURCE)} end) as producer,
+           -- A CloudEvent's id is unique per its producer (ce-source), not across producers.
+           hash({CE_PRODUCER}) as producer,
            stream is not null and stream_position is not null as slotted,
            hash(stream, stream_position) as slot,
            hash(event_type, stream, data, payload, correlation_id, causation_id) as content,

@@ -68,20 +68,28 @@ def archive_root(root: str | os.PathLike[str]) -> Path:
 def enclosing_archive(path: str | os.PathLike[str]) -> Path | None:
     """The archive ``path`` lies inside (in or below a ``source=`` directory), if any.
 
-    >>> here = Path("arch").absolute()
-    >>> enclosing_archive("arch/source=s/date=2024-05-01/1-2.parquet") == here
+    >>> import tempfile
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> (tmp / "arch/source=s/date=2024-05-01").mkdir(parents=True)
+    >>> (tmp / "arch/_gap_records/source=s").mkdir(parents=True)
+    >>> enclosing_archive(tmp / "arch/source=s/date=2024-05-01/1-2.parquet") == tmp / "arch"
     True
-    >>> enclosing_archive("arch/_gap_records/source=s/x.parquet") == here
+    >>> enclosing_archive(tmp / "arch/_gap_records/source=s/x.parquet") == tmp / "arch"
     True
-    >>> enclosing_archive("x.html") is None
+    >>> (tmp / "lake/source=prod/out").mkdir(parents=True)  # a lake's partition, no archive
+    >>> enclosing_archive(tmp / "lake/source=prod/out/report.html") is None
     True
     """
     given = Path(path).absolute()  # a relative path may start inside one
     for place in (given, *given.parents):
-        if place.name.startswith("source="):
+        if place.name.startswith("source=") and place.is_dir():
             root = place.parent
             # A side table's files: <root>/_<table>/source=<name>/.
-            return root.parent if root.name.startswith("_") else root
+            side = root.name.startswith("_")
+            # An archive's source holds date= directories, a side table Parquet files: a
+            # Hive-partitioned lake's source=prod/ of other things is none.
+            if side or any(place.glob("date=*")):
+                return root.parent if side else root
     return None
 
 
@@ -89,11 +97,13 @@ def refuse_inside_archive(path: str | os.PathLike[str], what: str) -> None:
     """Refuse to write ``what`` at ``path`` inside an archive, which is append-only and
     only its archivers' to write.
 
-    >>> path = "arch/source=s/date=2024-05-01/1-2.parquet"
-    >>> refuse_inside_archive(path, "a snapshot")  # doctest: +ELLIPSIS
+    >>> import tempfile
+    >>> day = Path(tempfile.mkdtemp()) / "arch/source=s/date=2024-05-01"
+    >>> day.mkdir(parents=True)
+    >>> refuse_inside_archive(day / "1-2.parquet", "a snapshot")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    workbench.errors.ArchiveError: arch/source=s/date=2024-05-01/1-2.parquet is inside the archive /...: a snapshot is not written among its files; choose a path outside it
+    workbench.errors.ArchiveError: /.../arch/source=s/date=2024-05-01/1-2.parquet is inside the archive /.../arch: a snapshot is not written among its files; choose a path outside it
     """
     root = enclosing_archive(path)
     if root is not None:

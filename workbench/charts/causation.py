@@ -61,9 +61,10 @@ def causation_waterfall(nodes: pl.DataFrame, *, subtitle: str | None = None) -> 
     # producer only.
     exact = ["parent_id", "parent_position"]
     if {"global_position", *exact} <= set(rows.columns):
+        # Positions are per source: two sources' event "7" at 7 would draw a row twice.
         parents = rows.select(
             parent_id="event_id", parent_position="global_position", parent_row="row"
-        )
+        ).unique(exact, keep="first", maintain_order=True)
     else:
         exact = ["parent_id"]
         parents = rows.select(parent_id="event_id", parent_row="row").unique(

@@ -11,6 +11,7 @@ import typer
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from workbench._text import named_twice
 from workbench.cli._app import app, cell_text, console, frame_table, notice, progress_bar
 from workbench.errors import DiffError
 
@@ -243,7 +244,7 @@ def split_columns(given: list[str], option: str) -> list[str]:
     workbench.errors.DiffError: --key names agent_id twice
     """
     names = [c.strip() for text in given for c in text.split(",") if c.strip()]
-    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    twice = named_twice(names)
     if twice is not None:
         raise DiffError(f"{option} names {twice} twice")
     return names

@@ -88,7 +88,7 @@ def report(
         raise WorkbenchError("--live needs --projection: the candidate is the projection's replay")
     if projection is not None and into is None:
         into = out.with_suffix(".duckdb")
-    if into is not None and into.absolute() == out.absolute():
+    if into is not None and into.resolve() == out.resolve():
         raise WorkbenchError(
             f"--out and --into are both {out}: the report would replace the replay"
         )

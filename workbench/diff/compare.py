@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -32,7 +33,7 @@ import polars as pl
 
 from workbench import _duckdb
 from workbench._sql import ident
-from workbench._text import did_you_mean
+from workbench._text import did_you_mean, named_twice
 from workbench.diff._types import ColumnPlan, is_numeric, plan_column, register_functions
 from workbench.diff.lineage import Lineage, find_lineage, key_json_sql
 from workbench.diff.result import Diff, DiffSummary, KeyLookup, SchemaDiff, TypeChange
@@ -66,7 +67,7 @@ def _as_list(value: str | Sequence[str] | None, what: str = "column names") -> l
         values = [value]
     if isinstance(value, bytes) or not all(isinstance(v, str) for v in values):
         raise DiffError(f"{what}: a column name or a list of them, not {value!r}")
-    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    twice = named_twice(values)
     if twice is not None:
         raise DiffError(f"{what}: {twice!r} is named twice")
     return values
@@ -190,7 +191,14 @@ def _equal(plan: ColumnPlan, index: int, abs_tol: float, rel_tol: float) -> str:
         # Exactly where the type is exact and the tolerances are DECIMALs: 1.10 against
         # 1.00 is within rel_tol 0.1, though in floats it is 0.10000000000000009 off.
         exact_abs, exact_rel = _decimal_literal(abs_tol), _decimal_literal(rel_tol)
-        if exact is not None and exact_abs is not None and exact_rel is not None:
+        # rel_tol * |live| has the scales of both: past 38, DuckDB refuses it at planning.
+        scales = re.findall(r",\s*(\d+)\)", f"{exact_rel} {plan.compared_as}")
+        if (
+            exact is not None
+            and exact_abs is not None
+            and exact_rel is not None
+            and (not rel_tol or sum(map(int, scales)) <= 38)
+        ):
             exact_bound = exact_abs + (f" + {exact_rel} * abs({lv})" if rel_tol else "")
             # try(): a bound past DECIMAL(38) is NULL, and the float comparison decides.
             within = f"coalesce({exact} <= try({exact_bound}), {within})"

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, TypeVar
 import pyarrow as pa
 
 from workbench._sql import ident
-from workbench._text import did_you_mean
+from workbench._text import did_you_mean, named_twice
 from workbench.errors import ProjectionError
 from workbench.replay.columns import ColumnType, column_type
 
@@ -83,7 +83,7 @@ class Table:
     ) -> None:
         self.key: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key)
         self.name = ""
-        twice = next((c for i, c in enumerate(self.key) if c in self.key[:i]), None)
+        twice = named_twice(self.key)
         if twice is not None:
             raise ProjectionError(f"table key {self.key}: column {twice} is named twice")
         both = set(columns or ()) & set(more_columns)

@@ -459,12 +459,15 @@ def _source(column: str, spec: FieldSpec, header_names: Mapping[str, str]) -> st
         return url_decoded(value) if spec.arg.lower().startswith("ce-") else value
     if kind == "trace":
         value = header_names[spec.arg.lower()]
-        # version-traceid-parentid-flags; an all-zero trace id is invalid (W3C Trace Context).
+        # version-traceid-parentid-flags; version ff and all-zero ids are invalid (W3C).
+        text = f"lower(trim({value}))"
         return (
-            f"case when regexp_full_match(lower(trim({value})), "
+            f"case when regexp_full_match({text}, "
             "'[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?') "
-            f"and split_part(lower(trim({value})), '-', 2) <> repeat('0', 32) "
-            f"then split_part(lower(trim({value})), '-', 2) end"
+            f"and split_part({text}, '-', 1) <> 'ff' "
+            f"and split_part({text}, '-', 2) <> repeat('0', 32) "
+            f"and split_part({text}, '-', 3) <> repeat('0', 16) "
+            f"then split_part({text}, '-', 2) end"
         )
     if kind == _PAYLOAD:
         # A binary-mode payload whose content-type is text (text/plain, XML) is text: data
