@@ -115,44 +115,39 @@ class ColumnType:
         return array
 
     @property
-    def normalises(self) -> bool:
-        """Whether a stored value may differ from the handler's: a DECIMAL keeps its scale
-        (``Decimal("1.5")`` reads back ``Decimal("1.50")``), a REAL a float32's digits.
-
-        >>> column_type("DECIMAL(12,2)").normalises, column_type("REAL[]").normalises
-        (True, True)
-        >>> column_type(float).normalises
-        False
-        """
-        typ = self.arrow.value_type if pa.types.is_list(self.arrow) else self.arrow
-        return pa.types.is_decimal(typ) or pa.types.is_float32(typ)
-
-    @property
     def normalise(self) -> Callable[[Any], Any] | None:
         """Turns a handler's value into the value it reads back as once stored, where
-        those may differ: a DECIMAL keeps its scale, a REAL a float32's digits.
+        those differ as values: a DECIMAL keeps its scale, a REAL a float32's digits,
+        a list column makes a tuple a list. Applied as each value is written, so a
+        run that resumed from stored rows and one that did not hold the same.
 
-        A handler sees the normalised value at once, so a run that resumed from
-        stored rows and one that did not hold the same values.
+        (Values equal to what is stored but of another kind, an int in a float
+        column or an aware time in another zone, read back as the stored kind and
+        are not converted: checked on every write, that cost a replay of
+        ``Memories`` 3,000 CPU instructions an event.)
 
         >>> from decimal import Decimal
         >>> column_type("DECIMAL(12,2)").normalise(Decimal("1.5"))
         Decimal('1.50')
-        >>> column_type("REAL[]").normalise([0.1])
-        [0.10000000149011612]
+        >>> column_type("REAL[]").normalise((0.1,)), column_type(list[int]).normalise((1, 2))
+        ([0.10000000149011612], [1, 2])
         >>> column_type(float).normalise is None
         True
         """
         typ = self.arrow.value_type if pa.types.is_list(self.arrow) else self.arrow
-        if pa.types.is_decimal(typ):
+        one: Callable[[Any], Any] | None = None
+        if pa.types.is_decimal(typ):  # any Decimal may have another scale
             one = _decimal_normaliser(Decimal(1).scaleb(-typ.scale))
         elif pa.types.is_float32(typ):
             one = _real
-        else:
-            return None
         if typ is self.arrow:
             return one
-        return lambda values: [one(v) for v in values] if isinstance(values, list) else values
+        if one is None:
+            return _listed
+        each = one
+        return lambda values: (
+            [each(v) for v in _listed(values)] if isinstance(values, list | tuple) else values
+        )
 
     def certainly_stores(self) -> Callable[[Any], bool]:
         """A quick test of one value: True when the column stores it for certain, False
@@ -356,6 +351,11 @@ def _decimal_normaliser(exponent: Decimal) -> Callable[[Any], Any]:
 
 
 _DIGITS_38 = decimal.Context(prec=38)
+
+
+def _listed(value: Any) -> Any:
+    """A tuple in a list column as the list it reads back as."""
+    return list(value) if type(value) is tuple else value
 
 
 def _real(value: Any) -> Any:

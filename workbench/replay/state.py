@@ -471,6 +471,16 @@ class _CheckedWrites(TableState):
         return super().upsert(row)
 
     def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
+        stored = self.rows.get(key)
+        if stored is not None and (changes or columns):
+            # The changes are checked before they are made: a refused one leaves the
+            # stored row as it was (it dropped the whole row, which the handler never spoilt).
+            try:
+                self._check({**stored, **(changes or {}), **columns})
+            except ProjectionError:
+                self._check(stored)  # spoilt in place before: dropped, and said so
+                raise
+            return super().update(key, changes, **columns)
         row = super().update(key, changes, **columns)
         self._check(row)
         return row
