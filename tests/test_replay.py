@@ -2156,6 +2156,15 @@ def test_a_lone_surrogate_is_refused_in_one_line(tmp_path: Path) -> None:
     result = wb.replay(archive, Copied, into=tmp_path / "d.duckdb", on_error="dead-letter")
     assert result.dead_letters == 1
 
+    class InJson(Copied):  # DuckDB's JSON refused it at the flush, naming nothing
+        name = "in_json"
+        items = wb.Table(key="id", id=str, text="JSON")
+
+    with pytest.raises(ProjectionError, match=r"it holds '\\ud800', a lone surrogate"):
+        wb.replay(archive, InJson, into=tmp_path / "j.duckdb")
+    result = wb.replay(archive, InJson, into=tmp_path / "k.duckdb", on_error="dead-letter")
+    assert result.dead_letters == 1
+
 
 def test_optional_column_types_and_float_mean_what_python_means(tmp_path: Path) -> None:
     import typing

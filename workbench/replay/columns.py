@@ -92,12 +92,7 @@ class ColumnType:
         try:
             array = pa.array(values if self.encode is None else self.encode(values), typ)
         except UnicodeEncodeError as exc:  # a str Python holds and UTF-8 cannot
-            char = exc.object[exc.start : exc.start + 1]
-            raise Refused(
-                f"it holds {char!r}, a lone surrogate (a JSON escape of half a character, "
-                "or bytes decoded with surrogateescape), which UTF-8 cannot store: "
-                "replace it, e.g. text.encode(errors='replace').decode()"
-            ) from None
+            raise Refused(_lone_surrogate(exc.object[exc.start : exc.start + 1])) from None
         except OverflowError:  # Arrow's own words: "Python int too large to convert to C long"
             raise Refused(f"it does not fit {self.sql}") from None
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -384,6 +379,14 @@ def _uuid_text(values: list[Any]) -> list[Any]:
     return out
 
 
+def _lone_surrogate(char: str) -> str:
+    return (
+        f"it holds {char!r}, a lone surrogate (a JSON escape of half a character, "
+        "or bytes decoded with surrogateescape), which UTF-8 cannot store: "
+        "replace it, e.g. text.encode(errors='replace').decode()"
+    )
+
+
 def _json_text(values: list[Any]) -> list[Any]:
     out: list[str | None] = []
     for v in values:
@@ -401,6 +404,11 @@ def _json_text(values: list[Any]) -> list[Any]:
         # a key that is not a string (a string then).
         if type(v) in (dict, list, tuple) and json.loads(text) != v:
             raise Refused("it would not read back the same: write lists and string keys")
+        if "\\ud" in text:  # a surrogate escape: a pair (an emoji), or half of one
+            try:  # which DuckDB's JSON refuses, failing the flush with no row named
+                json.dumps(v, ensure_ascii=False).encode()
+            except UnicodeEncodeError as exc:
+                raise Refused(_lone_surrogate(exc.object[exc.start : exc.start + 1])) from None
         out.append(text)
     return out
 
