@@ -530,7 +530,10 @@ def test_the_readme_s_glob_reads_every_event_once_in_duckdb_and_polars(tmp_path:
 def test_an_archive_is_not_written_inside_another(tmp_path: Path) -> None:
     """--out pointed into another archive's date= directory made its files look like that
     archive's; refused in one line."""
-    inner = tmp_path / "arch" / "source=s" / "date=2024-05-01"
+    ArchiveWriter(tmp_path / "arch", "s").append(
+        pa.table({"global_position": [1], "recorded_at": [0]})
+    )
+    inner = next((tmp_path / "arch" / "source=s").glob("date=*")) / "nested"
     with pytest.raises(ArchiveError, match=r"is inside the archive .*arch: an archive is not"):
         ArchiveWriter(inner, "other")
     assert not inner.exists()
