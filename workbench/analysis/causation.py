@@ -237,24 +237,25 @@ class Causation(CheckResult):
             if self.left_out
             else ""
         )
+        outside = self._outside_lines()
+        lines = [*outside, *self._doubt_lines(bool(outside)), *not_checked_lines(self.unchecked)]
         return (
             f"{self.nodes.height:,} event(s){without} in {self.correlations.height:,} correlation(s), "
             f"depth up to {depth}, fan-out up to {fan}; "
             f"{self.orphans.height} orphan(s), {self.cycles.height} cyclic event(s){left_out}"
-            + "".join(f"; {line}" for line in self._outside_lines())
-            + "".join(f"; {line}" for line in self._doubt_lines())
-            + "".join(f"; {line}" for line in not_checked_lines(self.unchecked))
+            + "".join(f"; {line}" for line in lines)
         )
 
-    def _doubt_lines(self) -> list[str]:
-        """Links the graph made but cannot vouch for, and orphans that may be none."""
+    def _doubt_lines(self, outside: bool) -> list[str]:
+        """Links the graph made but cannot vouch for, and orphans that may be none
+        (``outside``: the orphans' causes are said to be outside the store already)."""
         lines = []
         shared = (
             self.orphans.group_by("causation_id").len().filter(pl.col("len") > 1)
             if self.orphans.height
             else self.orphans.clear()
         )
-        if shared.height and not self._outside_lines():
+        if shared.height and not outside:
             lines.append(
                 f"{shared['len'].sum():,} of the orphans share {shared.height:,} missing "
                 "cause(s), several each: a command answered by several events (Wolverine, "
@@ -359,11 +360,17 @@ def find_causation(
         for suffix in ("", "_ev", "_n", "_tree", "_nodes", "_order"):
             reader.con.execute(f"drop table if exists {table}{suffix}")
 
-    producers = reader.con.execute(
-        f"""select exists (select 1 from events
-            where contains(metadata, '"ce-source"') {where})""",
+    # One scan for both: whether this graph's events have producers, and which sources
+    # of the whole archive root their flows in themselves (see Causation.self_rooted).
+    producers, rooted = reader.con.execute(
+        f"""select coalesce(bool_or(contains(metadata, '"ce-source"'))
+                                filter (where true {where}), false),
+                   list(distinct source order by source)
+                       filter (where causation_id = event_id and correlation_id = event_id)
+            from events""",
         params or None,
-    ).fetchall()[0][0]
+    ).fetchall()[0]
+    self_rooted = tuple(str(s) for s in rooted or ())
 
     def build() -> None:
         for step in _STEPS:
@@ -392,13 +399,6 @@ def find_causation(
         considered = reader.sql(
             f"select count(*) from events where true {where}", params=params
         ).fetchall()[0][0]
-        self_rooted = tuple(
-            str(row[0])
-            for row in reader.sql(
-                "select distinct source from events "
-                "where causation_id = event_id and correlation_id = event_id order by 1"
-            ).fetchall()
-        )
     finally:
         drop()
     if correlation_id is not None and not nodes.height:

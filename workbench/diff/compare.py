@@ -152,9 +152,9 @@ def _difference(a: str, b: str, compared_as: str) -> tuple[str | None, str]:
     approx = f"abs(CAST({a} AS DOUBLE) - CAST({b} AS DOUBLE))"
     if compared_as.startswith("DECIMAL"):
         return f"try(abs({a} - {b}))", approx
-    if compared_as in _EXACT_INTEGERS:  # HUGEINT holds any difference of two of these
-        return f"try(abs(CAST({a} AS HUGEINT) - CAST({b} AS HUGEINT)))", approx
-    if compared_as in ("HUGEINT", "UHUGEINT"):  # UBIGINT vs BIGINT: exact unless it overflows
+    # HUGEINT holds any difference of two of these; of two HUGEINTs (UBIGINT vs BIGINT)
+    # unless it overflows, and try() makes that NULL, left to the float comparison.
+    if compared_as in _EXACT_INTEGERS or compared_as in ("HUGEINT", "UHUGEINT"):
         return f"try(abs(CAST({a} AS HUGEINT) - CAST({b} AS HUGEINT)))", approx
     return None, approx
 
