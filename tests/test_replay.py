@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import gzip
 import itertools
 import json
@@ -2317,6 +2318,53 @@ def test_rows_changed_in_place_and_never_handed_back_are_named(
         result.summary()
     )
     assert wb.replay(archive, Memories, into=tmp_path / "m.duckdb", flush_every=500).stale == []
+
+
+class Kinds(wb.Projection):
+    """Writes values stored as written but read back as another kind: an int total in a
+    float column, an Enum member as text, a time at UTC+02:00; ``seen`` records the kind
+    of total the handler was handed."""
+
+    name = "kinds"
+    totals = wb.Table(key="agent_id", agent_id=str, total=float, seen=str, mood=str, at=dt.datetime)
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        if event.data is None:
+            return
+        agent = event.data["agent_id"]
+        row = tables.totals.get(agent) or {"agent_id": agent, "total": 0}
+        row["seen"] = type(row["total"]).__name__
+        row["total"] += 1
+        row["mood"] = Mood.CALM
+        row["at"] = event.occurred_at.astimezone(dt.timezone(dt.timedelta(hours=2)))
+        tables.totals.upsert(row)
+
+
+class Mood(enum.StrEnum):
+    CALM = "calm"
+
+
+def test_values_a_resume_reads_back_as_another_kind_are_named(
+    archive: Path, tmp_path: Path
+) -> None:
+    """An int in a float column is stored as written, but a resumed handler gets a float:
+    the replay names each such column, which the resume below shows is no false alarm."""
+    whole = wb.replay(archive, Kinds, into=tmp_path / "whole.duckdb")
+    assert [re.sub(r"\(e\.g\. .*\)$", "", kind) for kind in whole.other_kinds] == [
+        "totals.total: an int, read back as a float ",
+        "totals.mood: a Mood, read back as a str ",
+        "totals.at: a time at UTC+02:00, read back in UTC ",
+    ]
+    assert whole.other_kinds[1].endswith("(e.g. <Mood.CALM: 'calm'>)")
+    assert re.search(r"\(e\.g\. \d{4}-\d\d-\d\d \d\d:\d\d:[\d.]+\+02:00\)$", whole.other_kinds[2])
+    assert "read back as another kind by a --resume: totals.total" in whole.summary()
+    assert whole.sql("select distinct seen from totals").fetchall() == [("int",)]
+    into = tmp_path / "resumed.duckdb"
+    wb.replay(archive, Kinds, into=into, until=whole.last_position // 2)
+    resumed = wb.replay(archive, Kinds, into=into, resume=True)
+    assert ("float",) in resumed.sql("select distinct seen from totals").fetchall()
+    assert wb.replay(archive, Memories, into=tmp_path / "m.duckdb").other_kinds == []
 
 
 def test_declaration_mistakes_name_what_to_fix(archive: Path, tmp_path: Path) -> None:

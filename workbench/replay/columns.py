@@ -239,12 +239,82 @@ class ColumnType:
             or pa.types.is_binary(typ)
         )
 
+    def another_kind(self, values: list[Any]) -> tuple[Any, str] | None:
+        """The first of ``values`` that is stored as written but reads back as another
+        kind, and what it becomes: what a ``--resume`` (which reads the stored rows)
+        hands a handler instead (the kinds :attr:`normalise` leaves alone).
+
+        >>> column_type(float).another_kind([1.5, None, 2])
+        (2, 'an int, read back as a float')
+        >>> import enum
+        >>> class Colour(enum.StrEnum):
+        ...     RED = "red"
+        >>> column_type(str).another_kind(["a", Colour.RED])
+        (<Colour.RED: 'red'>, 'a Colour, read back as a str')
+        >>> plus_one = dt.timezone(dt.timedelta(hours=1))
+        >>> column_type(dt.datetime).another_kind([dt.datetime(2024, 5, 1, tzinfo=plus_one)])[1]
+        'a time at UTC+01:00, read back in UTC'
+        >>> column_type(list[float]).another_kind([[0.5, 1]])
+        ([0.5, 1], 'an int in the list, read back as a float')
+        >>> column_type(float).another_kind([1.5, None]) is None
+        True
+        """
+        typ = self.arrow
+        if pa.types.is_list(typ):
+            item = ColumnType(self.sql.removesuffix("[]"), typ.value_type)
+            for value in values:
+                if isinstance(value, list | tuple) and (found := item.another_kind(list(value))):
+                    return value, found[1].replace(",", " in the list,", 1)
+            return None
+        kind = _READ_BACK.get(typ.id)
+        if kind is None or self.encode is not None:  # a UUID's and JSON's are refused
+            return None
+        others = set(map(type, values)) - {kind, type(None)}
+        if others:
+            value = next(v for v in values if type(v) in others)
+            return value, f"{_a(type(value).__name__)}, read back as {_a(kind.__name__)}"
+        if kind is dt.datetime and typ.tz is not None:
+            zones = set(map(_zone, values)) - {dt.UTC, None}  # a zone's offset may change
+            for value in (v for v in values if _zone(v) in zones) if zones else ():
+                if value.utcoffset():
+                    return value, f"a time at {value.tzname()}, read back in UTC"
+        return None
+
     def decode_all(self, values: list[Any]) -> list[Any]:
         """Stored values read back (None stays None) as the handler wrote them."""
         decode = self.decode
         if decode is None:
             return values
         return [None if v is None else decode(v) for v in values]
+
+
+def _zone(value: dt.datetime | None) -> dt.tzinfo | None:
+    return None if value is None else value.tzinfo
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+#: The kind a stored value of an Arrow type reads back as.
+_READ_BACK: Final[dict[int, type]] = {
+    typ.id: kind
+    for typ, kind in (
+        (pa.string(), str),
+        (pa.int64(), int),
+        (pa.int32(), int),
+        (pa.int16(), int),
+        (pa.float64(), float),
+        (pa.float32(), float),
+        (pa.bool_(), bool),
+        (pa.timestamp("us"), dt.datetime),
+        (pa.date32(), dt.date),
+        (pa.time64("us"), dt.time),
+        (pa.duration("us"), dt.timedelta),
+        (pa.binary(), bytes),
+        (pa.decimal128(38, 0), Decimal),
+    )
+}
 
 
 def _none(value: Any) -> bool:

@@ -33,10 +33,12 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
 import html
 import itertools
 import os
+import reprlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -122,6 +124,11 @@ class ReplayResult:
     #: they stand (``"memories: 30 rows, e.g. 'm-1'"``): what is stored then depends on
     #: when flushes fell. Up to :data:`STALE_CHECKED` rows a table are looked at.
     stale: list[str] = field(default_factory=list)
+    #: Columns holding values that are stored as written but read back as another kind
+    #: (``"agents.total: an int, read back as a float (e.g. 5)"``): a ``--resume`` hands
+    #: the handlers the stored kind, so output that depends on the kind (``f"{total}"``)
+    #: would differ from an uninterrupted run's. Looked at in the same rows as ``stale``.
+    other_kinds: list[str] = field(default_factory=list)
     #: State the handlers kept outside the tables (``self.seen``, ``Cls.seen (on the
     #: class)``): no checkpoint holds it, so a resume starts without it.
     kept_state: list[str] = field(default_factory=list)
@@ -349,6 +356,12 @@ class ReplayResult:
                 f"; changed in place but never handed back, so not stored as they stand: "
                 f"{'; '.join(self.stale)} (hand a changed row back with upsert(row) or "
                 "update(key))"
+            )
+        if self.other_kinds:
+            unwritten += (
+                f"; stored as written but read back as another kind by a --resume: "
+                f"{'; '.join(self.other_kinds)} (write the stored kind: float(n), "
+                "t.astimezone(datetime.UTC), member.value)"
             )
         if not self.coverage.ok:  # the CLI exits 1 for these: a notebook's print says them
             unwritten += f"; not covered: {'; '.join(self.coverage.problems())}"
@@ -685,6 +698,7 @@ def replay(
             ][0]
             unwritten = _unwritten(con, schema, instance)
             stale = _stale(con, schema, runner)
+            other_kinds = _other_kinds(runner)
             kept = [f"self.{name}" for name in instance_changes(instance, fresh)] if fresh else []
             kept += [f"{name} (on the class)" for name in class_state.changed()]
         except BaseException:
@@ -716,6 +730,7 @@ def replay(
         resume=resume,
         unwritten=unwritten,
         stale=stale,
+        other_kinds=other_kinds,
         kept_state=kept,
         replaced=start.replaced,
         code_changed=start.code_changed,
@@ -740,6 +755,23 @@ def _stale(con: duckdb.DuckDBPyConnection, schema: str, runner: Runner) -> list[
         if n:
             shown = f", e.g. {example!r}" if example is not None else ""
             found.append(f"{state.table.name}: {n:,} row(s){shown}")
+    return found
+
+
+def _other_kinds(runner: Runner) -> list[str]:
+    """``table.column: what (e.g. value)`` for each column some of whose values (in the
+    rows :func:`_stale` looks at) read back as another kind than they were written as."""
+    found = []
+    for state in runner.states_list():
+        rows = list(itertools.islice(state.rows.values(), STALE_CHECKED))
+        for column, ctype in state.table.types.items() if rows else ():
+            other = ctype.another_kind([row.get(column) for row in rows])
+            if other is not None:
+                value, what = other
+                shown = reprlib.repr(value)
+                if isinstance(value, dt.date | dt.time):  # its repr is a constructor call
+                    shown = str(value)
+                found.append(f"{state.table.name}.{column}: {what} (e.g. {shown})")
     return found
 
 
