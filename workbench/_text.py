@@ -20,6 +20,8 @@ import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec
 
+from workbench.errors import ArgumentError, WorkbenchError
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -180,6 +182,42 @@ def named_twice(names: Iterable[str]) -> str | None:
             return name
         seen.add(name)
     return None
+
+
+def names_given(
+    value: str | Iterable[str] | None,
+    what: str,
+    error: type[WorkbenchError] = ArgumentError,
+    noun: str = "name",
+) -> list[str]:
+    """A name or several (a list, a set, dict keys ...) as a list: one ``str`` is one name,
+    never its letters; anything else, or a name given twice, is a one-line ``error``.
+
+    >>> names_given("retention", "accept"), names_given(("a", "b"), "only"), names_given(None, "x")
+    (['retention'], ['a', 'b'], [])
+    >>> names_given(5, "accept")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ArgumentError: accept: a name or a list of them, not 5
+    >>> names_given(["id", "day", "id"], "key")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ArgumentError: key: 'id' is named twice
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    try:
+        values: list[Any] = list(value)
+    except TypeError:
+        values = [value]
+    if isinstance(value, bytes) or not all(isinstance(v, str) for v in values):
+        raise error(f"{what}: a {noun} or a list of them, not {value!r}")
+    twice = named_twice(values)
+    if twice is not None:
+        raise error(f"{what}: {twice!r} is named twice")
+    return values
 
 
 def close_names(name: str, names: Iterable[str]) -> list[str]:

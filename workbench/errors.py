@@ -7,6 +7,7 @@ its traceback.
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 import sysconfig
@@ -55,6 +56,28 @@ class WorkbenchError(Exception):
 class ArgumentError(WorkbenchError, TypeError, ValueError):
     """A library call given arguments it cannot take: one missing or unknown, or a value
     of the wrong kind. Still a ``TypeError``/``ValueError`` to code that catches those."""
+
+
+def whole_number(value: object, what: str, at_least: int | None = 0) -> int:
+    """``value`` if it is a whole number (not a bool) of at least ``at_least``; else a
+    one-line :class:`ArgumentError` naming ``what``.
+
+    >>> whole_number(3, "crashes")
+    3
+    >>> whole_number("x", "seed", None)
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ArgumentError: seed: a whole number, not 'x'
+    >>> whole_number(-1, "crashes")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ArgumentError: crashes: a whole number of at least 0, not -1
+    """
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ArgumentError(f"{what}: a whole number, not {value!r}")
+    if at_least is not None and value < at_least:
+        raise ArgumentError(f"{what}: a whole number of at least {at_least}, not {value!r}")
+    return int(value)
 
 
 class EnvelopeError(WorkbenchError):

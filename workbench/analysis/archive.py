@@ -120,7 +120,7 @@ class Archive(ArchiveReader):
             f"<th>last position</th><th>files</th></tr>{rows}</table>"
         )
 
-    def gaps(self, *, accept: Collection[str] = ()) -> Gaps:
+    def gaps(self, *, accept: str | Collection[str] = ()) -> Gaps:
         """Missing positions per source and per stream, with the reason where known;
         ``accept`` names reasons that are expected, not faults (``("deleted",
         "retention")`` for a KV bucket, or a stream with message TTLs or rollups)."""
@@ -158,8 +158,8 @@ class Archive(ArchiveReader):
         self,
         correlation_id: str | None = None,
         *,
-        external_causes: Sequence[str] = (),
-        accept_gaps: Collection[str] = (),
+        external_causes: str | Sequence[str] = (),
+        accept_gaps: str | Collection[str] = (),
     ) -> dict[str, Callable[[], CheckResult]]:
         """Every check with its defaults, by the name ``--fail-on`` uses, not yet run.
 

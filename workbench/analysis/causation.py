@@ -46,7 +46,7 @@ import polars as pl
 
 from workbench._duckdb import bounded_memory
 from workbench._sql import CE_PRODUCER
-from workbench._text import as_text
+from workbench._text import as_text, names_given
 from workbench.analysis._unchecked import UNCHECKED_SCHEMA, Need, find_unchecked, not_checked_lines
 from workbench.analysis.result import CheckResult
 from workbench.archive import ArchiveReader
@@ -348,10 +348,15 @@ def find_causation(
     ``external``: glob patterns of causation ids that name something outside
     the event store (a command, a request): such a cause is a root, not an orphan.
     """
+    if correlation_id is not None and not isinstance(correlation_id, str):
+        raise ArchiveError(
+            f"correlation_id: the id as text (str({correlation_id!r})), not "
+            f"{type(correlation_id).__name__} {correlation_id!r}"
+        )
+    patterns = names_given(external, "external", ArchiveError, "glob pattern")
     reader.refresh_if_stale()
     where = "" if correlation_id is None else "and correlation_id = $correlation_id"
     params = {} if correlation_id is None else {"correlation_id": correlation_id}
-    patterns = [external] if isinstance(external, str) else list(external)
     outside = " or ".join(f"ev.causation_id glob $external_{i}" for i in range(len(patterns)))
     table = f"_wb_causation_{uuid.uuid4().hex[:12]}"
     values = params | {f"external_{i}": pattern for i, pattern in enumerate(patterns)}

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 import polars as pl
 
-from workbench._text import as_text
+from workbench._text import as_text, names_given
 from workbench.analysis._unchecked import Need, find_unchecked, not_checked_lines
 from workbench.analysis._views import has_view
 from workbench.analysis.result import CheckResult
@@ -405,9 +405,10 @@ def _findings_first(frame: pl.DataFrame, no_fault: list[str]) -> pl.DataFrame:
     )
 
 
-def find_gaps(reader: ArchiveReader, *, accept: Collection[str] = ()) -> Gaps:
+def find_gaps(reader: ArchiveReader, *, accept: str | Collection[str] = ()) -> Gaps:
     """Find missing positions in every source and stream of the archive; gaps of the
     ``accept`` reasons are expected (see :class:`Gaps`)."""
+    accept = names_given(accept, "accept", ArchiveError, "gap reason")
     unknown = sorted(set(accept) - set(GAP_REASONS) - {"unknown"})
     if unknown:
         raise ArchiveError(

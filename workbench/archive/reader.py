@@ -34,7 +34,7 @@ from workbench.archive._layout import (
 )
 from workbench.archive.records import SIDE_TABLE_SCHEMAS
 from workbench.archive.writer import ArchiveWriter  # noqa: F401  (used in the doctest)
-from workbench.errors import ArchiveError
+from workbench.errors import ArchiveError, ArgumentError
 
 T = TypeVar("T")
 
@@ -57,6 +57,8 @@ class ArchiveReader:
     def __init__(
         self, root: str | os.PathLike[str], *, connection: duckdb.DuckDBPyConnection | None = None
     ) -> None:
+        if not isinstance(root, str | os.PathLike):
+            raise ArgumentError(f"an archive is a directory's path, not {root!r}")
         self.root = Path(root)
         if not self.root.exists():
             raise ArchiveError(f"no archive at {self.root}")

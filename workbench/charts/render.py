@@ -23,6 +23,7 @@ from typing import Any
 import altair as alt
 import vl_convert as vlc
 
+from workbench.archive._layout import atomic_file
 from workbench.errors import ArgumentError
 
 __all__ = ["save", "script_json", "to_html", "to_png", "to_svg", "vega_bundle"]
@@ -72,17 +73,20 @@ def to_html(chart: alt.TopLevelMixin | dict[str, Any]) -> str:
 
 
 def save(chart: alt.TopLevelMixin | dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write the chart to ``path``; the suffix (``.png``, ``.svg``, ``.html``) picks the format."""
+    """Write the chart to ``path`` (atomically, making its directory); the suffix
+    (``.png``, ``.svg``, ``.html``) picks the format."""
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix == ".png":
-        target.write_bytes(to_png(chart))
+        content: bytes = to_png(chart)
     elif suffix == ".svg":
-        target.write_text(to_svg(chart), encoding="utf-8")
+        content = to_svg(chart).encode()
     elif suffix in {".html", ".htm"}:
-        target.write_text(to_html(chart), encoding="utf-8")
+        content = to_html(chart).encode()
     else:
         raise ArgumentError(
             f"cannot save a chart as {suffix or 'a file without suffix'}; use .png, .svg or .html"
         )
+    with atomic_file(target) as tmp:
+        tmp.write_bytes(content)
     return target

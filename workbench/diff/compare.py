@@ -33,7 +33,7 @@ import polars as pl
 
 from workbench import _duckdb
 from workbench._sql import ident
-from workbench._text import did_you_mean, named_twice
+from workbench._text import did_you_mean, names_given
 from workbench.diff._types import ColumnPlan, is_numeric, plan_column, register_functions
 from workbench.diff.lineage import Lineage, find_lineage, key_json_sql
 from workbench.diff.result import Diff, DiffSummary, KeyLookup, SchemaDiff, TypeChange
@@ -57,20 +57,7 @@ def _as_list(value: str | Sequence[str] | None, what: str = "column names") -> l
     ...
     workbench.errors.DiffError: key: 'id' is named twice
     """
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    try:
-        values: list[Any] = list(value)  # any collection: a list, a set, a Series, dict keys
-    except TypeError:
-        values = [value]
-    if isinstance(value, bytes) or not all(isinstance(v, str) for v in values):
-        raise DiffError(f"{what}: a column name or a list of them, not {value!r}")
-    twice = named_twice(values)
-    if twice is not None:
-        raise DiffError(f"{what}: {twice!r} is named twice")
-    return values
+    return names_given(value, what, DiffError, "column name")
 
 
 def _normalized(expr: str, column: str) -> str:

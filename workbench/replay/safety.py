@@ -53,7 +53,7 @@ import pyarrow as pa
 
 from workbench._text import as_text, plain, plural
 from workbench.archive import ArchiveReader
-from workbench.errors import ProjectionError
+from workbench.errors import ProjectionError, whole_number
 from workbench.progress import ProgressCallback, shows_progress
 from workbench.replay.deliveries import (
     Delivery,
@@ -298,7 +298,14 @@ def check_replay_safety(
     """
     if reorder not in (None, "across-streams"):
         raise ProjectionError(f"reorder must be 'across-streams' or None, not {reorder!r}")
-    if not 0.0 <= duplicates <= 1.0:
+    seed = whole_number(seed, "seed", None)
+    crashes = whole_number(crashes, "crashes")
+    max_differences = whole_number(max_differences, "max_differences")
+    if (
+        isinstance(duplicates, bool)
+        or not isinstance(duplicates, int | float)
+        or not 0.0 <= duplicates <= 1.0
+    ):
         raise ProjectionError(f"duplicates is a share of events, from 0 to 1, not {duplicates!r}")
     if isinstance(projection, str):  # "path/to/file.py:Class", as on the CLI
         from workbench.replay.loader import load_projection

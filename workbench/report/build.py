@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import jinja2
 
 import workbench
+from workbench._text import names_given
 from workbench.analysis import Archive, open_archive
 from workbench.archive import atomic_file, refuse_inside_archive
 from workbench.charts.render import script_json, vega_bundle
@@ -55,9 +56,9 @@ def write_report(
     extra: Sequence[Section | ReplayResult | SafetyReport] = (),
     title: str = "Event Workbench report",
     progress: Callable[[str], None] | None = None,
-    external_causes: Sequence[str] = (),
-    accept_gaps: Collection[str] = (),
-    only: Collection[str] = (),
+    external_causes: str | Sequence[str] = (),
+    accept_gaps: str | Collection[str] = (),
+    only: str | Collection[str] = (),
 ) -> Path:
     """Run the checks on ``archive`` and write the report to ``out`` (atomically).
 
@@ -70,6 +71,7 @@ def write_report(
     per million events, and its building up to a fifth of the machine's memory).
     """
     report_path(out)
+    only = names_given(only, "only", ArchiveError, "check name")
     archive = archive if isinstance(archive, Archive) else open_archive(archive)
     archive.require_events()
     sections = [archive_section(archive)]
