@@ -610,6 +610,29 @@ def test_a_row_changed_in_place_and_never_handed_back_is_unsafe(archive: Path) -
     assert int(clean) > int(faulty)
 
 
+class AppendsWithoutHandingBack(Memories):
+    """Appends each access's query to a list in the row it got, never handing it back."""
+
+    name = "appends_without_handing_back"
+    queries = wb.Table(key="memory_id", memory_id=str, asked=list[str])
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event, tables):
+        row = tables.queries.get(event.data["memory_id"])
+        if row is None:
+            tables.queries.upsert({"memory_id": event.data["memory_id"], "asked": []})
+        else:
+            row["asked"].append(event.data["query"])  # a change inside the row's list
+
+
+def test_a_list_changed_inside_a_row_and_never_handed_back_is_unsafe(archive: Path) -> None:
+    """The row as handed back was kept as a shallow copy, sharing the list: a change
+    made inside it afterwards showed in both, and the check said safe."""
+    handed = wb.check_replay_safety(archive, AppendsWithoutHandingBack, until=3_000)["handed back"]
+    assert not handed.ok and handed.counts["queries"] > 0
+    assert handed.differences["column"].unique().to_list() == ["asked"]
+
+
 def test_switched_off_scenarios_are_named_and_none_at_all_is_refused(archive: Path) -> None:
     from workbench.errors import ProjectionError
 

@@ -32,6 +32,7 @@ scenario's read model is held in memory, beside the clean one.
 
 from __future__ import annotations
 
+import copy
 import html
 import os
 import pickle
@@ -669,12 +670,12 @@ def _record_handed_back(state: TableState, rows: dict[Any, dict[str, Any]]) -> N
 
         def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
             stored = base.upsert(self, row)
-            rows[self.key_of(stored)] = dict(stored)
+            rows[self.key_of(stored)] = _as_written(stored)
             return stored
 
         def update(self, key: Any, changes: dict[str, Any] | None = None, /, **columns: Any) -> Any:
             stored = base.update(self, key, changes, **columns)
-            rows[key] = dict(stored)
+            rows[key] = _as_written(stored)
             return stored
 
         def delete(self, key: Any) -> None:
@@ -682,6 +683,20 @@ def _record_handed_back(state: TableState, rows: dict[Any, dict[str, Any]]) -> N
             rows.pop(key, None)
 
     state.__class__ = Recording
+
+
+def _as_written(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``row`` that a later change in place does not reach, into a list or a
+    JSON value it holds (``row["items"].append(x)``) as well as a column.
+
+    >>> row = {"id": "a", "items": [1]}
+    >>> kept = _as_written(row); row["items"].append(2); kept
+    {'id': 'a', 'items': [1]}
+    """
+    return {
+        column: copy.deepcopy(value) if isinstance(value, list | dict) else value
+        for column, value in row.items()
+    }
 
 
 def _handed_back(handed: Snapshot, clean: Snapshot, limit: int) -> ScenarioResult:
