@@ -1969,6 +1969,46 @@ class CountsOnSelf(Memories):
         super().accessed(event, tables)
 
 
+class NumbersOnTheClass(Memories):
+    """Numbers accesses with a counter on the class (a whole number, rebound each time)
+    and remembers the memories it saw in a module global."""
+
+    name = "numbers_on_class"
+    accesses_numbered = 0
+    numbered = wb.Table(key="n", n=int, memory_id=str)
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event: Event, tables: Tables) -> None:
+        if event.data is None:
+            return
+        type(self).accesses_numbered += 1
+        SEEN_MEMORIES.add(event.data["memory_id"])
+        tables.numbered.upsert({"n": type(self).accesses_numbered, "memory_id": "m"})
+
+
+SEEN_MEMORIES: set[str] = set()
+
+
+def test_a_counter_on_the_class_is_put_back_and_a_global_named(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Only containers on the class were put back: a second replay numbered on from where
+    the first stopped, and neither named the counter (nor the global)."""
+    first = wb.replay(archive, NumbersOnTheClass, into=tmp_path / "a.duckdb")
+    second = wb.replay(archive, NumbersOnTheClass, into=tmp_path / "b.duckdb")
+    numbers = "select min(n), max(n) from numbered"
+    assert first.sql(numbers).fetchall() == second.sql(numbers).fetchall()
+    assert NumbersOnTheClass.accesses_numbered == 0
+    assert first.kept_state == [
+        "NumbersOnTheClass.accesses_numbered (on the class)",
+        f"SEEN_MEMORIES (a global of {__name__})",
+    ]
+    # A global is named when a run changes it, and not put back: it is not the
+    # projection's (a notebook's list collecting what a handler saw is the user's).
+    assert SEEN_MEMORIES
+    assert second.kept_state == ["NumbersOnTheClass.accesses_numbered (on the class)"]
+
+
 def test_state_kept_outside_the_tables_is_named_and_the_class_put_back(
     archive: Path, tmp_path: Path
 ) -> None:

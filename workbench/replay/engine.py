@@ -701,6 +701,7 @@ def replay(
             other_kinds = _other_kinds(runner)
             kept = [f"self.{name}" for name in instance_changes(instance, fresh)] if fresh else []
             kept += [f"{name} (on the class)" for name in class_state.changed()]
+            kept += class_state.changed_globals()
         except BaseException:
             writer.abandon()
             raise

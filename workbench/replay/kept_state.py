@@ -22,41 +22,121 @@ set()
 
 from __future__ import annotations
 
+import collections
 import copy
+import datetime as dt
+import decimal
 import math
+import sys
+import types
 from typing import Any
 
 __all__ = ["ClassState", "instance_changes", "same"]
 
 
 class ClassState:
-    """The mutable containers (list, dict, set) on a projection's own classes, as they
-    were when this was made: :meth:`changed` names those a run changed, :meth:`restore`
-    puts them back (each run starts from a copy of what the class held at first)."""
+    """The data on a projection's own classes (counters, flags, containers), as it was when this was made: :meth:`changed`
+    names what a run changed or added, :meth:`restore` puts it back (each run starts from
+    a copy of what the class held at first). The globals of the classes' modules are
+    watched too, by identity and length (a notebook's globals may be large, and are not
+    the projection's to put back): :meth:`changed_globals` names them.
+
+    >>> class Numbering:
+    ...     next_id = 1
+    >>> Numbering.__module__ = "my_projection"
+    >>> state = ClassState(Numbering)
+    >>> Numbering.next_id += 1; Numbering.cache = {}
+    >>> state.changed()
+    ['Numbering.next_id', 'Numbering.cache']
+    >>> state.restore(); Numbering.next_id, hasattr(Numbering, "cache")
+    (1, False)
+    """
 
     def __init__(self, cls: type) -> None:
         self.saved: dict[tuple[type, str], Any] = {}
-        for klass in cls.__mro__:
-            if klass.__module__.startswith("workbench.") or klass is object:
-                continue  # the engine's own classes (and the examples') hold no run state
+        self.unsaved: set[tuple[type, str]] = set()  # state deepcopy cannot copy
+        self.classes = [
+            klass
+            for klass in cls.__mro__
+            # The engine's own classes (and the examples') hold no run state.
+            if not klass.__module__.startswith("workbench.") and klass is not object
+        ]
+        for klass in self.classes:
             for name, value in vars(klass).items():
-                if isinstance(value, list | dict | set | bytearray) and not name.startswith("__"):
+                if _is_state(name, value):
                     try:
                         self.saved[(klass, name)] = copy.deepcopy(value)
                     except Exception:  # a lock, a connection: no run state to restore
-                        continue
+                        self.unsaved.add((klass, name))
+        self.modules = {
+            module.__name__: _fingerprints(module)
+            for name in dict.fromkeys(klass.__module__ for klass in self.classes)
+            if (module := sys.modules.get(name)) is not None
+        }
 
     def changed(self) -> list[str]:
-        """``Cls.name`` of each container changed since."""
-        return [
+        """``Cls.name`` of each value on the classes changed or added since."""
+        found = [
             f"{klass.__name__}.{name}"
             for (klass, name), value in self.saved.items()
-            if not same(vars(klass).get(name), value)
+            if not same(vars(klass).get(name, _GONE), value)
+        ]
+        return found + [f"{klass.__name__}.{name}" for klass, name in self._added()]
+
+    def changed_globals(self) -> list[str]:
+        """``name (a global of module)`` of each module global rebound or resized since."""
+        found = []
+        for module_name, before in self.modules.items():
+            module = sys.modules.get(module_name)
+            after = _fingerprints(module) if module is not None else {}
+            found += [
+                f"{name} (a global of {module_name})"
+                for name, mark in after.items()
+                if before.get(name, mark) != mark
+            ]
+        return found
+
+    def _added(self) -> list[tuple[type, str]]:
+        return [
+            (klass, name)
+            for klass in self.classes
+            for name, value in list(vars(klass).items())
+            if (klass, name) not in self.saved
+            and (klass, name) not in self.unsaved
+            and _is_state(name, value)
         ]
 
     def restore(self) -> None:
+        for klass, name in self._added():
+            delattr(klass, name)
         for (klass, name), value in self.saved.items():
             setattr(klass, name, copy.deepcopy(value))
+
+
+_GONE = object()
+
+
+#: The kinds of value that are a projection's data (a counter, a flag, a container); an
+#: object of another class (a client, a lock) is left alone: its equality and copies
+#: would say nothing about what a run changed.
+_DATA = (
+    int, float, complex, str, bytes, tuple, frozenset, list, dict, set, bytearray,
+    collections.deque, decimal.Decimal, dt.date, dt.time, dt.timedelta, type(None),
+)  # fmt: skip
+
+
+def _is_state(name: str, value: Any) -> bool:
+    """Whether a class attribute or global is data a handler may change (not a dunder)."""
+    return isinstance(value, _DATA) and not name.startswith("__") and not name.startswith("_wb_")
+
+
+def _fingerprints(module: types.ModuleType) -> dict[str, tuple[int, int | None]]:
+    """Each plain global's identity and, for a container, its length."""
+    return {
+        name: (id(value), len(value) if isinstance(value, list | dict | set | bytearray) else None)
+        for name, value in list(vars(module).items())
+        if _is_state(name, value)
+    }
 
 
 def instance_changes(instance: Any, fresh: Any) -> list[str]:

@@ -396,7 +396,7 @@ def check_replay_safety(
     class_state = ClassState(cls)  # state on the class: outlives a restart, and this run
     handed: Snapshot = {}  # each row as last handed back with upsert()/update()
     clean, clean_failed = _run(cls, history, history.in_order(), kept, handed)
-    on_class = class_state.changed()
+    on_class, in_globals = class_state.changed(), class_state.changed_globals()
     steps.done()
     results: list[ScenarioResult] = []
     # Determinism first: a projection that reads the clock differs from the clean
@@ -432,6 +432,7 @@ def check_replay_safety(
             and bool(unstable)
             and not kept
             and not on_class
+            and not in_globals
             and not failed.beyond(clean_failed)
             and next(_differing(clean, faulty, unstable), None) is None
         )
@@ -468,6 +469,12 @@ def check_replay_safety(
                 f"the handlers keep state on the class ({', '.join(on_class)}): it outlives "
                 "a restart of the projection, and another replay in the same process "
                 "starts with what the last one left; keep it in a table"
+            )
+        if not ok and in_globals:
+            caveats.append(
+                f"the handlers keep state in globals ({', '.join(in_globals)}): each run of "
+                "this check starts with what the last one left (a class's is put back, a "
+                "global is not), so any scenario may differ for it; keep it in a table"
             )
         result.caveat = "; ".join(c for c in caveats if c)
         result.injected = injected(name, len(history), delivery)
