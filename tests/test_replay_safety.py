@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import re
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import workbench as wb
 from workbench import cli
@@ -19,6 +22,7 @@ from workbench.examples import (
     MemoriesNonIdempotent,
     MemoriesOrderDependent,
 )
+from workbench.replay.deliveries import redelivered
 from workbench.scenario import generate
 
 
@@ -631,6 +635,40 @@ def test_a_list_changed_inside_a_row_and_never_handed_back_is_unsafe(archive: Pa
     handed = wb.check_replay_safety(archive, AppendsWithoutHandingBack, until=3_000)["handed back"]
     assert not handed.ok and handed.counts["queries"] > 0
     assert handed.differences["column"].unique().to_list() == ["asked"]
+
+
+@given(
+    types=st.lists(st.sampled_from("ABC"), min_size=1, max_size=60),
+    seed=st.integers(0, 2**32),
+    share=st.sampled_from([0.1, 0.5, 1.0]),
+)
+def test_narrowing_retries_the_very_copies_that_failed(
+    types: list[str], seed: int, share: float
+) -> None:
+    """Narrowed to one event type, a redelivery drew new copies of that type's events
+    (another random draw), so the copy that failed was not retried and a one-handler
+    fault came out "not narrowed"."""
+    every = redelivered(types, None, random.Random(seed), share).order.tolist()
+    for only in set(types):
+        narrowed = redelivered(types, only, random.Random(seed), share).order.tolist()
+        # The full delivery less the other types' second copies.
+        seen: set[int] = set()
+        expected = []
+        for i in every:
+            if i not in seen or types[i] == only:
+                expected.append(i)
+            seen.add(i)
+        assert narrowed == expected
+
+
+def test_a_check_of_no_events_is_refused_and_one_stream_is_not_reordered(
+    archive: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ProjectionError, match=r"no event of .* to check \(until=0 keeps none\)"):
+        wb.check_replay_safety(archive, Memories, until=0)
+    stream = wb.open_archive(archive).sql("select stream from events limit 1").fetchall()[0][0]
+    report = wb.check_replay_safety(archive, Memories, where=f"stream = '{stream}'")
+    assert "not run: reorder (the events are of one stream)" in report.summary()
 
 
 def test_switched_off_scenarios_are_named_and_none_at_all_is_refused(archive: Path) -> None:

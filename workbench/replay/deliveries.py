@@ -292,17 +292,30 @@ def chosen(types: Sequence[str], only: str | None, rng: random.Random, share: fl
     return sorted(picked)
 
 
-def _later(n: int, picked: list[int], rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
-    """All ``n`` rows in order, each of ``picked`` once more later; and which entries are
-    those second ones.
+def _later(
+    types: Sequence[str], only: str | None, rng: random.Random, share: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """All events in order, a chosen ``share`` of them once more later; and which entries
+    are those second ones.
 
     Half the copies come 1..100 events later (an ack that timed out), half anywhere in
     the rest of the history, log-uniformly (a consumer that came back after hours):
     only a far copy lands after its stream's later events, where a deleted row revives.
+    With ``only``, the copies of that type's events the same ``rng`` gives without it,
+    at the same places: narrowing a failure down retries the very faults that failed.
+
+    >>> [_later(["A", "B", "A"], only, random.Random(1), 1.0)[0].tolist()
+    ...  for only in (None, "A", "B")]
+    [[0, 1, 2, 2, 1, 0], [0, 1, 2, 2, 0], [0, 1, 2, 1]]
     """
+    n = len(types)
+    picked = chosen(types, None, rng, share)
     later = [
         i + (rng.randint(1, 100) if rng.random() < 0.5 else _far(n - i, rng)) + 0.5 for i in picked
     ]
+    if only is not None:
+        kept = [(i, key) for i, key in zip(picked, later, strict=True) if types[i] == only]
+        picked, later = [i for i, _ in kept], [key for _, key in kept]
     return _placed(n, picked, later)
 
 
@@ -324,7 +337,7 @@ def redelivered(
     types: Sequence[str], only: str | None, rng: random.Random, share: float
 ) -> Delivery:
     """Chosen events delivered again later (see :func:`_later`)."""
-    return Delivery(_later(len(types), chosen(types, only, rng, share), rng)[0])
+    return Delivery(_later(types, only, rng, share)[0])
 
 
 def restarted(types: Sequence[str], streams: np.ndarray, only: str | None) -> Delivery:
@@ -369,7 +382,7 @@ def republished(
     >>> d.order.tolist(), d.positions.tolist()
     ([0, 1, 1, 0], [-1, -1, 3, 4])
     """
-    order, copies = _later(len(types), chosen(types, only, rng, share), rng)
+    order, copies = _later(types, only, rng, share)
     positions = np.full(len(order), -1, np.int64)
     positions[copies] = last + 1 + np.arange(np.count_nonzero(copies))  # in the order stored
     return Delivery(order, positions)

@@ -330,6 +330,13 @@ def check_replay_safety(
     history = History(reader, source, until, where)
     # Each replay decodes (and upcasts) afresh; this once is the one that counts failures.
     undecodable = history.drop_undecodable(decoder)
+    if not len(history):  # a verdict on none is no verdict
+        asked = [f"until={until}" if until is not None else "", f"where={where!r}" if where else ""]
+        raise ProjectionError(
+            f"no event of {source} to check"
+            + (f" ({', '.join(a for a in asked if a)} keeps none)" if any(asked) else "")
+            + (f"; {undecodable:,} failed in an upcaster" if undecodable else "")
+        )
 
     scenarios: list[tuple[str, str, Faults]] = []
     if duplicates > 0:
@@ -416,7 +423,7 @@ def check_replay_safety(
     for name, description, deliver in scenarios:
         delivery = deliver(None, random.Random(seed))
         if not _injects(delivery, len(history)):  # without streams: nothing to vary
-            not_run.append(f"{name} ({_NOTHING_TO_INJECT.get(name, 'nothing to inject')})")
+            not_run.append(f"{name} ({_nothing_to_inject(name, history)})")
             steps.done()
             continue
         class_state.restore()
@@ -647,7 +654,16 @@ def _injects(delivery: Delivery, events: int) -> bool:
 
 
 #: Why a scenario injected nothing, as ``not_run`` says it.
-_NOTHING_TO_INJECT = {"stale": "no event has a stream", "reorder": "no event has a stream"}
+def _nothing_to_inject(scenario: str, history: History) -> str:
+    """Why ``scenario`` found nothing to vary in ``history``."""
+    streams = int(np.count_nonzero(np.unique(history.streams) >= 0))
+    if scenario == "reorder" and streams == 1:
+        return "the events are of one stream"
+    if scenario in ("stale", "reorder") and not streams:
+        return "no event has a stream"
+    if len(history) == 1:
+        return "one event"
+    return "nothing to inject"
 
 
 @dataclass(frozen=True)
