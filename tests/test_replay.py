@@ -848,6 +848,40 @@ def test_sql_lineage_keeps_labelled_types_and_null_keys(archive: Path, tmp_path:
     assert entries == [(4_000, sevens, True)] and sevens > 0
 
 
+def test_sql_lineage_keys_take_the_tables_types_and_setup_goes_with_a_failed_rebuild(
+    archive: Path, tmp_path: Path
+) -> None:
+    """A lineage query giving a BIGINT key as text stored {"n":"3"}: lineage(t, 3) denied
+    the row. And a table the setup made stayed behind when the rebuild failed."""
+    by_position = wb.SqlProjection(
+        "by_position",
+        tables={"t": "select stream_position::BIGINT as n, count(*) as c from events group by 1"},
+        keys={"t": "n"},
+        lineage={
+            "t": "select stream_position::VARCHAR as n, global_position, event_type from events"
+        },
+    )
+    into = tmp_path / "o.duckdb"
+    result = wb.replay(archive, by_position, into=into)
+    assert (
+        result.lineage("t", 3).height == result.sql("select c from t where n = 3").fetchall()[0][0]
+    )
+    broken = wb.SqlProjection(
+        "by_position",
+        setup="create table made_by_setup as select 1 as x",
+        tables={"t": "select no_such_column from events"},
+    )
+    with pytest.raises(ProjectionError, match="no_such_column"):
+        wb.replay(archive, broken, into=into)
+    con = duckdb.connect(str(into), read_only=True)
+    assert (
+        con.sql("select table_name from duckdb_tables() where schema_name = 'main'").fetchall()
+        == []
+    )
+    assert con.sql("select count(*) from by_position_v1.t").fetchall()[0][0] > 0  # kept
+    con.close()
+
+
 def test_resumed_lineage_names_the_handler_that_wrote_each_entry(
     archive: Path, tmp_path: Path
 ) -> None:
@@ -1158,12 +1192,40 @@ def test_a_sql_projection_reports_progress_through_its_queries(
     assert wb.replay(archive, MEMORIES_SQL, into=tmp_path / "p.duckdb").events_applied == total
 
 
-def test_a_promoted_sql_version_is_not_rebuilt_in_place(archive: Path, tmp_path: Path) -> None:
+def test_a_promoted_sql_version_is_caught_up_in_place_never_made_worse(
+    archive: Path, tmp_path: Path
+) -> None:
+    """A promoted SqlProjection could not be caught up: a rebuild was refused as promoted,
+    a resume as a SqlProjection's. Its rebuild is one transaction, so the stable views
+    go from the old tables to the new ones; one that would make them worse is refused."""
     into = tmp_path / "o.duckdb"
-    wb.replay(archive, MEMORIES_SQL, into=into)
+    first = wb.replay(archive, MEMORIES_SQL, into=into, until=2_000)
     wb.promote(into, "memories_sql", 1)
-    with pytest.raises(ProjectionError, match="memories_sql_v1 is promoted"):
+    stable = "select count(*), sum(access_count) from memories_sql.memories"
+
+    def read() -> list[tuple]:
+        con = duckdb.connect(str(into), read_only=True)
+        try:
+            return con.sql(stable).fetchall()
+        finally:
+            con.close()
+
+    before = read()
+    caught_up = wb.replay(archive, MEMORIES_SQL, into=into)
+    assert caught_up.last_position > first.last_position and read() != before
+    after = read()
+    with pytest.raises(ProjectionError, match=r"memories_sql_v1 is promoted .* where false, "):
         wb.replay(archive, MEMORIES_SQL, into=into, where="false")
+    with pytest.raises(ProjectionError, match=r"would go back in time"):
+        wb.replay(archive, MEMORIES_SQL, into=into, until=1_000)
+    fewer = wb.SqlProjection(
+        "memories_sql",
+        setup=MEMORIES_SQL.setup,
+        tables={"memories": MEMORIES_SQL.tables["memories"]},
+    )
+    with pytest.raises(ProjectionError, match=r"memories_sql.agents would lose its table"):
+        wb.replay(archive, fewer, into=into)
+    assert read() == after  # each refused rebuild left the promoted version as it was
     broken = wb.SqlProjection("b", tables={"t": "select 1 as x"}, setup="select * from nowhere")
     with pytest.raises(ProjectionError, match=r"SQL of the setup failed"):
         wb.replay(archive, broken, into=into)

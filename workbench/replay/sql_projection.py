@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import polars as pl
@@ -143,11 +143,15 @@ def replay_sql(
             f"create or replace temp view events as select {columns} from read_parquet({paths}, "
             f"union_by_name = true, hive_partitioning = false) where {' and '.join(filters)}"
         )
-        store.refuse_promoted(con, projection.schema())
+        # A promoted version is rebuilt in one transaction too: the stable views read the
+        # old tables until the commit, the new ones after (checked not to make them worse).
+        promoted = store.promoted_views(con, projection.schema())
+        was = store.replay_facts(con, projection.schema()) if promoted else None
+        # The setup in the rebuild's transaction: a table it makes goes if the rebuild fails.
+        con.execute("begin")
         if projection.setup:
             with steps.step():
                 _run(con, projection.setup, "the setup")
-        con.execute("begin")
         con.execute(f"drop schema if exists {schema} cascade")
         con.execute(f"create schema {schema}")
         for ddl in (
@@ -192,6 +196,8 @@ def replay_sql(
                 where,
             ],
         )
+        if was is not None:
+            _refuse_worse(con, projection, promoted, was)
         con.execute("commit")
     except BaseException:
         with contextlib.suppress(duckdb.Error):  # no transaction yet: nothing to undo
@@ -277,6 +283,7 @@ def _write_lineage(
                 f"create or replace temp table _wb_lineage as {query}",
                 f"the lineage of {table}",
             )
+        _key_as_the_table_has_it(con, f"{s}.{store.q(table)}", table, key)
         _run(
             con,
             f"insert into {s}._lineage_types select ((select coalesce(max(event_code) + 1, 0) "
@@ -310,6 +317,54 @@ def _write_lineage(
         next_id += con.execute("select count(*) from _wb_ids").fetchall()[0][0]
     con.execute("drop table if exists _wb_lineage")
     con.execute("drop table if exists _wb_ids")
+
+
+def _refuse_worse(
+    con: duckdb.DuckDBPyConnection,
+    projection: SqlProjection,
+    promoted: list[str],
+    was: tuple[Any, ...],
+) -> None:
+    """Refuse the rebuild of a promoted version (before its commit) that would leave a
+    stable view without its table, or make it read another archive, filter or fewer events."""
+    schema = projection.schema()
+    risks = [
+        f"{view} would lose its table"
+        for view in promoted
+        if view.partition(".")[2] not in projection.tables
+    ]
+    risks += store.regressions(store.replay_facts(con, schema), was, f"{schema} as promoted")
+    if risks:
+        raise ProjectionError(
+            f"{schema} is promoted ({', '.join(promoted)} read it) and was left as it was: "
+            f"rebuilt, {'; '.join(risks)}; replay a new version and promote that"
+        )
+
+
+def _key_as_the_table_has_it(
+    con: duckdb.DuckDBPyConnection, target: str, table: str, key: tuple[str, ...]
+) -> None:
+    """Cast the lineage query's key columns (``_wb_lineage``) to the table's types: a key
+    given as text for a BIGINT column would be stored as ``"0"``, and ``lineage(t, 0)``
+    would deny the row."""
+
+    def types(relation: str) -> dict[str, str]:
+        columns = con.sql(f"select * from {relation} limit 0")
+        return dict(zip(columns.columns, map(str, columns.types), strict=True))
+
+    table_types, lineage_types = types(target), types("_wb_lineage")
+    casts = [
+        f"cast({store.q(c)} as {table_types[c]}) as {store.q(c)}"
+        for c in key
+        if c in lineage_types and c in table_types and lineage_types[c] != table_types[c]
+    ]
+    if casts:
+        _run(
+            con,
+            f"create or replace temp table _wb_lineage as "
+            f"select * replace ({', '.join(casts)}) from _wb_lineage",
+            f"the lineage of {table} (its key cast to the table's types)",
+        )
 
 
 class _QueryProgress:

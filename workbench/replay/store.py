@@ -991,16 +991,31 @@ def _promotion_risks(con: duckdb.DuckDBPyConnection, target: str, current: str |
         )
     if not other or current is None:
         return risks
+    return risks + regressions(
+        replay_facts(con, target),
+        replay_facts(con, current),
+        current,
+        " (a replay with --resume catches it up; a SqlProjection's, replayed again)",
+    )
 
-    def replayed(schema: str) -> tuple[Any, ...]:
-        info = con.execute(
-            f"select archive, coalesce(where_sql, ''), "
-            f"(select max(last_position) from {q(schema)}._checkpoint) from {q(schema)}._replay_info"
-        ).fetchall()
-        return tuple(info[0]) if info else (None, "", None)
 
-    archive, where, last = replayed(target)
-    was_archive, was_where, was_last = replayed(current)
+def replay_facts(con: duckdb.DuckDBPyConnection, schema: str) -> tuple[Any, ...]:
+    """``(archive, where, last position)`` of the replay into ``schema``."""
+    info = con.execute(
+        f"select archive, coalesce(where_sql, ''), "
+        f"(select max(last_position) from {q(schema)}._checkpoint) from {q(schema)}._replay_info"
+    ).fetchall()
+    return tuple(info[0]) if info else (None, "", None)
+
+
+def regressions(
+    now: tuple[Any, ...], was: tuple[Any, ...], current: str, catch_up: str = ""
+) -> list[str]:
+    """How a replay with :func:`replay_facts` ``now`` would make the stable views reading
+    ``current`` (replayed as ``was``) worse: another archive or filter, or fewer events
+    (``catch_up`` says how to make up for those)."""
+    (archive, where, last), (was_archive, was_where, was_last) = now, was
+    risks = []
     same_place = (archive is None) == (was_archive is None) and (
         archive is None or Path(archive).resolve() == Path(was_archive).resolve()
     )
@@ -1012,7 +1027,7 @@ def _promotion_risks(con: duckdb.DuckDBPyConnection, target: str, current: str |
     elif last is not None and was_last is not None and last < was_last:
         risks.append(
             f"it reaches global_position {last:,}, {current} {was_last:,}: the read model "
-            "would go back in time (replay --resume catches it up)"
+            f"would go back in time{catch_up}"
         )
     return risks
 
