@@ -1192,6 +1192,20 @@ def test_a_sql_projection_reports_progress_through_its_queries(
     assert wb.replay(archive, MEMORIES_SQL, into=tmp_path / "p.duckdb").events_applied == total
 
 
+def test_a_sql_replay_tells_and_charts_where_its_time_went(archive: Path, tmp_path: Path) -> None:
+    """Its chart said "too few events to time any handler" of 4,000 events: a
+    SqlProjection has no handlers; its phases are its queries."""
+    result = wb.replay(archive, MEMORIES_SQL, into=tmp_path / "o.duckdb")
+    assert result.phases["phase"].to_list() == [
+        "setup",
+        *(f"table {t}" for t in MEMORIES_SQL.tables),
+        *(f"lineage of {t}" for t in MEMORIES_SQL.lineage),
+    ]
+    assert "time: " in result.summary()
+    spec = json.dumps(result.chart().to_dict())
+    assert "Where the replay's time went" in spec and "Cost per handler" not in spec
+
+
 def test_a_promoted_sql_version_is_caught_up_in_place_never_made_worse(
     archive: Path, tmp_path: Path
 ) -> None:

@@ -4,8 +4,9 @@ Where to start, in the order data flows:
 
 - archive: :func:`archive_jetstream`, :func:`archive_postgres` copy a store's events
   into Parquet; :func:`snapshot_postgres` a live read model.
-- check: :func:`open_archive` gives an :class:`Archive`: ``events()``, ``sql()``,
-  ``gaps()``, ``duplicates()``, ``schema_drift()``, ``lag()``, ``causation()``.
+- check: :func:`open_archive` gives an :class:`Archive`: ``df()``, ``head()``,
+  ``sql()`` over its ``events`` view, ``overview()``, ``gaps()``, ``duplicates()``,
+  ``schema_drift()``, ``lag()``, ``causation()``.
 - replay: a :class:`Projection` (``Table``, ``@on``, ``@upcaster``) or a
   :class:`SqlProjection` through :func:`replay` into DuckDB; :func:`check_replay_safety`;
   :func:`promote` for blue/green.

@@ -113,7 +113,7 @@ class ReplayResult:
     #: ``reading`` (waiting for the next batch), ``decoding`` events,
     #: ``handlers``, ``flushing`` (building and waiting for DuckDB writes),
     #: ``bookkeeping``. Handlers near 100% means the projection is the cost.
-    phases: pl.DataFrame = field(default_factory=lambda: _phases_frame([]))
+    phases: pl.DataFrame = field(default_factory=lambda: phases_frame([]))
     extra: dict[str, Any] = field(default_factory=dict)
     #: Whether the replay was asked to resume (it starts over without a checkpoint).
     resume: bool = False
@@ -146,9 +146,13 @@ class ReplayResult:
 
         from workbench import charts
 
-        top: alt.Chart | alt.HConcatChart = charts.handler_cost(self.per_handler)
+        parts: list[alt.Chart | alt.LayerChart] = []
         if self.phases["seconds"].sum() > 0:
-            top = alt.hconcat(charts.replay_phases(self.phases), top)
+            parts.append(charts.replay_phases(self.phases))
+        # A SqlProjection has no handlers to time: its phases are its queries.
+        if self.per_handler["seconds"].is_not_null().any() or not parts:
+            parts.append(charts.handler_cost(self.per_handler))
+        top = parts[0] if len(parts) == 1 else alt.hconcat(*parts)
         if self.progress.height > 2:
             return alt.vconcat(top, charts.replay_throughput(self.progress))
         return top
@@ -854,10 +858,10 @@ class _Clock:
         self._last = now
 
     def frame(self) -> pl.DataFrame:
-        return _phases_frame(list(self.seconds.items()))
+        return phases_frame(list(self.seconds.items()))
 
 
-def _phases_frame(rows: list[tuple[str, float]]) -> pl.DataFrame:
+def phases_frame(rows: list[tuple[str, float]]) -> pl.DataFrame:
     frame = pl.DataFrame(rows, schema={"phase": pl.String, "seconds": pl.Float64}, orient="row")
     total = frame["seconds"].sum()
     return frame.with_columns(share=pl.col("seconds") / total if total else pl.lit(0.0))

@@ -116,7 +116,7 @@ def replay_sql(
     counts events as DuckDB's own progress through each query says, each query
     (the setup, every table, every lineage) an equal share.
     """
-    from workbench.replay.engine import ReplayResult, count_events
+    from workbench.replay.engine import ReplayResult, count_events, phases_frame
 
     counts = count_events(reader, source, where, until)
     total = int(counts["events"].sum()) if counts.height else 0
@@ -150,7 +150,7 @@ def replay_sql(
         # The setup in the rebuild's transaction: a table it makes goes if the rebuild fails.
         con.execute("begin")
         if projection.setup:
-            with steps.step():
+            with steps.step("setup"):
                 _run(con, projection.setup, "the setup")
         con.execute(f"drop schema if exists {schema} cascade")
         con.execute(f"create schema {schema}")
@@ -163,16 +163,16 @@ def replay_sql(
             con.execute(ddl.format(s=schema))
         for table, query in projection.tables.items():
             target = f"{schema}.{store.q(table)}"
-            with steps.step():
+            with steps.step(f"table {table}"):
                 _run(con, f"create table {target} as {query}", f"table {table}")
-            key = projection.keys.get(table)
-            if key:
-                _check_unique(con, target, table, key)
-                _run(
-                    con,
-                    f"alter table {target} add primary key ({', '.join(map(store.q, key))})",
-                    table,
-                )
+                key = projection.keys.get(table)
+                if key:
+                    _check_unique(con, target, table, key)
+                    _run(
+                        con,
+                        f"alter table {target} add primary key ({', '.join(map(store.q, key))})",
+                        table,
+                    )
         if lineages:
             _write_lineage(con, projection.schema(), projection, source, steps)
         last, applied = con.execute("select max(global_position), count(*) from events").fetchall()[
@@ -226,6 +226,7 @@ def replay_sql(
         per_type=per_type,
         coverage=Coverage.empty(),
         archive_events=total,
+        phases=phases_frame(steps.timed),
     )
 
 
@@ -277,7 +278,7 @@ def _write_lineage(
         key = projection.keys[table]
         cols = ", ".join(map(store.q, key))
         same_key = " and ".join(f"l.{store.q(c)} is not distinct from i.{store.q(c)}" for c in key)
-        with steps.step():
+        with steps.step(f"lineage of {table}"):
             _run(
                 con,
                 f"create or replace temp table _wb_lineage as {query}",
@@ -381,6 +382,8 @@ class _QueryProgress:
     ) -> None:
         self._con, self._progress, self._total, self._steps = con, progress, total, max(steps, 1)
         self._done = 0
+        #: ``(step, seconds)`` of each step run: the result's phases.
+        self.timed: list[tuple[str, float]] = []
         if progress is not None:  # DuckDB tracks progress only with its bar on; it prints none
             con.execute("set enable_progress_bar = true")
             con.execute("set enable_progress_bar_print = false")
@@ -391,7 +394,16 @@ class _QueryProgress:
         self._progress(int(self._total * share), self._total)
 
     @contextlib.contextmanager
-    def step(self) -> Iterator[None]:
+    def step(self, label: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            with self._watched():
+                yield
+        finally:
+            self.timed.append((label, time.perf_counter() - started))
+
+    @contextlib.contextmanager
+    def _watched(self) -> Iterator[None]:
         if self._progress is None:
             yield
             return
