@@ -259,8 +259,8 @@ class Causation(CheckResult):
             lines.append(
                 f"{shared['len'].sum():,} of the orphans share {shared.height:,} missing "
                 "cause(s), several each: a command answered by several events (Wolverine, "
-                "Axon record its id), or a lost event with several effects; --external-causes "
-                "PATTERN makes the commands' ids roots"
+                "Axon record its id), or a lost event with several effects; external=PATTERN "
+                "(--external-causes) makes the commands' ids roots"
             )
         ambiguous = self.nodes.filter(pl.col("ambiguous")).height
         if ambiguous:
@@ -306,8 +306,8 @@ class Causation(CheckResult):
             if orphans == events >= _OUTSIDE_AT_LEAST:
                 lines.append(
                     f"no causation_id of {source}'s {events:,} caused events names an archived "
-                    "event: they name something else (commands?); --external-causes PATTERN "
-                    "makes them roots ('????????-????-????-????-????????????' for UUIDs)"
+                    "event: they name something else (commands?); external=PATTERN "
+                    "(--external-causes) makes them roots ('????????-????-????-????-????????????' for UUIDs)"
                 )
         return lines
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from workbench._duckdb import to_arrow, to_polars
 from workbench._sql import ident, literal
-from workbench._text import Text
+from workbench._text import Text, did_you_mean, names_given
 from workbench.archive import atomic_file
 from workbench.diff.sides import files_attached
 from workbench.errors import DiffError
@@ -306,10 +306,13 @@ class Diff:
         return [p.name for p in self.plans]
 
     def _relation(self, status: str | Sequence[str] | None) -> duckdb.DuckDBPyRelation:
-        statuses = [status] if isinstance(status, str) else list(status or [])
+        statuses = names_given(status, "status", DiffError, "status")
         unknown = [s for s in statuses if s not in STATUSES]
         if unknown:
-            raise DiffError(f"unknown status {unknown[0]!r}; one of {', '.join(STATUSES)}")
+            close = did_you_mean(unknown[0], STATUSES)  # the summary counts duplicate_keys
+            raise DiffError(
+                f"unknown status {unknown[0]!r}{close} (the statuses: {', '.join(STATUSES)})"
+            )
         order = ", ".join(ident(k) for k in self.key)
         parts = []
         kept = [s for s in statuses if s != "identical"]
