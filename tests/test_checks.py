@@ -571,6 +571,22 @@ def test_optional_fields_are_not_two_shapes(tmp_path: Path) -> None:
     ]
 
 
+def test_drift_too_common_to_tell_from_an_optional_field_is_said(tmp_path: Path) -> None:
+    """A field given to 8 % of a version's events is above the 5 % tolerance: no longer
+    drift, and the summary said nothing at all; it names such fields now (not as found)."""
+    data = ['{"id": 1, "ttl_s": 60}' if i % 12 == 0 else '{"id": 1}' for i in range(120)]
+    ArchiveWriter(tmp_path, "s").append(
+        table(list(range(1, 121)), event_type=["T"] * 120, data=data)
+    )
+    drift = wb.open_archive(tmp_path).schema_drift()
+    assert drift.found == 0
+    assert drift.summary().endswith(
+        "1 field(s) in only part of their version's events, optional or drift too common to "
+        "tell at tolerance 0.05 (a field in under 5% of them is drift): ttl_s of T v1 (8.3%)"
+    )
+    assert wb.open_archive(tmp_path).schema_drift(tolerance=0.1).found == 10
+
+
 # ------------------------------------------------------------------ lag
 
 

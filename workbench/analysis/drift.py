@@ -405,6 +405,9 @@ class Drift(CheckResult):
     #: Sources no event of which has a JSON payload in ``data`` (YAML, a binary format):
     #: not checked, which "0 changes" would not say.
     unchecked: pl.DataFrame
+    #: The share below which a field is foreign to a version (above ``1 - tolerance``:
+    #: required); fields between are optional, and drift that common is not told.
+    tolerance: float = 0.05
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {
@@ -445,12 +448,46 @@ class Drift(CheckResult):
                 shown = "; ".join(_shape_line(row) for row in shapes.head(3).iter_rows(named=True))
                 more = f"; and {shapes.height - 3} more" if shapes.height > 3 else ""
                 text += f", {shapes.height} version(s) with two shapes, {said}: {shown}{more}"
-        return "; ".join([text, *not_checked_lines(self.unchecked)])
+        return "; ".join([text, *self._optional_lines(), *not_checked_lines(self.unchecked)])
+
+    def _optional_lines(self) -> list[str]:
+        """Fields in only part of their version's events: optional by design, or drift too
+        common to be told from that at this tolerance (5 % of events given a new field)."""
+        low = self.tolerance
+        optional = self.fields.filter(
+            (pl.col("present") >= low * pl.col("events"))
+            & (pl.col("present") < (1 - low) * pl.col("events"))
+        ).sort(pl.col("present") / pl.col("events"))
+        version = ["source", "event_type", "schema_version"]
+        in_shapes = pl.concat(  # told as a version's two shapes already
+            [
+                self.shapes.select(*version, "field"),
+                self.shapes.select(*version, pl.col("new_field").alias("field")),
+            ]
+        )
+        optional = optional.join(in_shapes, on=[*version, "field"], how="anti", nulls_equal=True)
+        if optional.is_empty():
+            return []
+        shown = ", ".join(
+            f"{row['field']} of {row['event_type']} {_version(row['schema_version'])} "
+            f"({row['present'] / row['events']:.1%})"
+            for row in optional.head(3).iter_rows(named=True)
+        )
+        more = f" and {optional.height - 3} more" if optional.height > 3 else ""
+        return [
+            f"{optional.height} field(s) in only part of their version's events, optional or "
+            f"drift too common to tell at tolerance {low:g} (a field in under {low:.0%} of "
+            f"them is drift): {shown}{more}"
+        ]
 
     def chart(self) -> alt.TopLevelMixin:
         from workbench.charts.drift import drift_matrix  # charts sit above analysis
 
         return drift_matrix(self.fields)
+
+
+def _version(schema_version: int | None) -> str:
+    return "without a version" if schema_version is None else f"v{schema_version}"
 
 
 def _mixed_line(row: dict[str, Any]) -> str:
@@ -460,7 +497,7 @@ def _mixed_line(row: dict[str, Any]) -> str:
     ...     "types": ["string", "number"], "events_per_type": [215, 86]})
     'Paid v1 in s: amount is string (215 events) or number (86)'
     """
-    version = "without a version" if row["schema_version"] is None else f"v{row['schema_version']}"
+    version = _version(row["schema_version"])
     first, *rest = zip(row["types"], row["events_per_type"], strict=True)
     others = " or ".join(f"{t} ({n:,})" for t, n in rest)
     return (
@@ -469,14 +506,14 @@ def _mixed_line(row: dict[str, Any]) -> str:
     )
 
 
-def _shape_line(row: dict[str, object]) -> str:
+def _shape_line(row: dict[str, Any]) -> str:
     """One pair of shapes in words.
 
     >>> _shape_line({"source": "s", "event_type": "T", "schema_version": 1, "field": "a",
     ...     "present": 1013, "new_field": "b", "new_present": 928, "first_new_position": 1014})
     'T v1 in s has a (1,013 events) or b (928, from position 1,014), never both'
     """
-    version = "without a version" if row["schema_version"] is None else f"v{row['schema_version']}"
+    version = _version(row["schema_version"])
     return (
         f"{row['event_type']} {version} in {row['source']} has {row['field']} "
         f"({row['present']:,} events) or {row['new_field']} ({row['new_present']:,}, "
@@ -548,6 +585,7 @@ def find_drift(reader: ArchiveReader, *, tolerance: float = 0.05) -> Drift:
         mixed=mixed,
         versions=int(versions),
         unchecked=find_unchecked(reader, [_NEEDS_DATA]),
+        tolerance=tolerance,
     )
 
 
