@@ -294,8 +294,9 @@ def check_replay_safety(
     share is also stored again at new positions (default: for a JetStream
     source, whose stream keeps a retried publish as a second message),
     ``reorder`` ``"across-streams"`` or None. The same ``seed`` gives the same deliveries.
-    ``progress(done, total)`` is called after each in-memory replay (the
-    total grows when a failing scenario is narrowed down by event type).
+    ``progress(done, total)`` is called after each in-memory replay; ``total`` is
+    the most the check may run (a scenario that passes needs no narrowing down by
+    event type, and ``done`` skips those replays).
     """
     if reorder not in (None, "across-streams"):
         raise ProjectionError(f"reorder must be 'across-streams' or None, not {reorder!r}")
@@ -398,7 +399,11 @@ def check_replay_safety(
             f"every scenario is switched off ({', '.join(not_run)}): nothing to check"
         )
     steps = _Steps(progress)
-    steps.add(len(scenarios) + bool(determinism))
+    handled = sorted(set(history.types) & decoder.handler_of.keys())
+    # The most replays the check may run, told at once: a bar whose total grew when a
+    # scenario failed and was narrowed down went backwards; one that passes skips ahead.
+    narrowing = len(handled) if narrow else 0
+    steps.add(len(scenarios) * (1 + narrowing) + bool(determinism))
     kept: list[str] = []  # state on `self`: lost at a restart, invisible to the tables
     class_state = ClassState(cls)  # state on the class: outlives a restart, and this run
     handed: Snapshot = {}  # each row as last handed back with upsert()/update()
@@ -419,12 +424,11 @@ def check_replay_safety(
         )
         results.append(result)
         steps.done()
-    handled = sorted(set(history.types) & decoder.handler_of.keys())
     for name, description, deliver in scenarios:
         delivery = deliver(None, random.Random(seed))
         if not _injects(delivery, len(history)):  # without streams: nothing to vary
             not_run.append(f"{name} ({_nothing_to_inject(name, history)})")
-            steps.done()
+            steps.done(1 + narrowing)
             continue
         class_state.restore()
         faulty, failed = _run(cls, history, delivery, class_state=class_state)
@@ -446,8 +450,9 @@ def check_replay_safety(
         if noise_only:
             ok, diff, counts = True, diff.clear(), {}
         alone_keys: dict[str, int] = {}
-        if not ok and narrow:
-            steps.add(len(handled))
+        if ok:
+            steps.done(narrowing)  # nothing to narrow down
+        elif narrow:
             for event_type in handled:
                 narrowed = deliver(event_type, random.Random(seed))
                 if not _injects(narrowed, len(history)):  # no fault of this type: no replay
@@ -581,8 +586,11 @@ class _Steps:
         if self.progress is not None:  # the plan shows at once, not after the first replay
             self.progress(self.finished, self.total)
 
-    def done(self) -> None:
-        self.finished += 1
+    def done(self, replays: int = 1) -> None:
+        """``replays`` done (or found not to be needed)."""
+        if not replays:
+            return
+        self.finished += replays
         if self.progress is not None:
             self.progress(self.finished, self.total)
 
