@@ -1192,6 +1192,23 @@ def test_a_sql_projection_reports_progress_through_its_queries(
     assert wb.replay(archive, MEMORIES_SQL, into=tmp_path / "p.duckdb").events_applied == total
 
 
+def test_a_sql_table_whose_key_is_null_in_some_rows_says_so(archive: Path, tmp_path: Path) -> None:
+    """DuckDB's own words were "NOT NULL constraint failed: t.memory_id", naming no cause."""
+    by_memory = wb.SqlProjection(
+        "by_memory",
+        tables={
+            "t": "select data->>'memory_id' as memory_id, count(*) as n from events group by 1"
+        },
+        keys={"t": "memory_id"},
+    )
+    with pytest.raises(
+        ProjectionError,
+        match=r"^table t: its query returns 1 row\(s\) with a null in the key memory_id \(events "
+        r"without the field\?\); filter them out \(where \"memory_id\" is not null\)$",
+    ):
+        wb.replay(archive, by_memory, into=tmp_path / "o.duckdb")
+
+
 def test_a_sql_replay_tells_and_charts_where_its_time_went(archive: Path, tmp_path: Path) -> None:
     """Its chart said "too few events to time any handler" of 4,000 events: a
     SqlProjection has no handlers; its phases are its queries."""

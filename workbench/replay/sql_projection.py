@@ -250,6 +250,14 @@ def _check_unique(
             f"table {table}: its query returns the key {', '.join(key)} more than once "
             f"({shown}); group by the key, or name the right key in keys="
         )
+    nulls = " or ".join(f"{store.q(c)} is null" for c in key)
+    (null_rows,) = con.execute(f"select count(*) from {target} where {nulls}").fetchall()[0]
+    if null_rows:  # the primary key would refuse them with "NOT NULL constraint failed"
+        raise ProjectionError(
+            f"table {table}: its query returns {null_rows:,} row(s) with a null in the key "
+            f"{', '.join(key)} (events without the field?); filter them out "
+            f"(where {' and '.join(f'{store.q(c)} is not null' for c in key)})"
+        )
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, what: str, params: object = None) -> None:
