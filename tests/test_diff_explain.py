@@ -497,6 +497,50 @@ def test_the_event_holding_what_a_row_is_off_by_is_a_suspect(tmp_path: Path) -> 
     assert "#4 Deposited" in str(explanation)  # shown though it is neither end of the history
 
 
+def test_an_event_holding_what_every_column_is_off_by_is_named_once_in_any_version() -> None:
+    """A cart counted one item of 12.30 twice. Four events hold 1230 and many a quantity
+    of 1, so neither column alone named one; the event holding both is the lead. A v1
+    event, archived before its upcaster gave it cents, holds the price as "2.50" text."""
+    added = [(2, 1230), (1, 500), (3, 1230), (1, 1230), (4, 1230), (1, 700), (1, 999)]
+    data = [f'{{"qty": {q}, "price_cents": {c}}}' for q, c in added]
+    data += ['{"qty": 1, "price": "2.50"}']  # v1
+    events = pl.DataFrame(
+        {
+            "global_position": list(range(1, 9)),
+            "event_type": ["ItemAdded"] * 8,
+            "schema_version": [2] * 7 + [1],
+            "recorded_at": [None] * 8,
+            "data": data,
+        }
+    )
+    items = sum(q for q, _ in added) + 1
+    total = sum(q * c for q, c in added) + 250
+
+    def explained(live_items: int, live_total: int) -> Explanation:
+        return Explanation(
+            {"cart": "c-1"},
+            "changed",
+            pl.DataFrame({"cart": ["c-1"], "items": [items], "total_cents": [total]}),
+            pl.DataFrame({"cart": ["c-1"], "items": [live_items], "total_cents": [live_total]}),
+            ["items", "total_cents"],
+            events,
+        )
+
+    twice = explained(items + 1, total + 1230).suspects().filter(pl.col("why").is_not_null())
+    assert twice.select("global_position", "why").rows() == [
+        (4, "holds 1 and 1230, what items and total_cents are off by"),
+        (8, "an older version (v1) than v2: shown before upcasting"),
+    ]
+    v1_twice = explained(items + 1, total + 250)
+    assert v1_twice.suspects().filter(pl.col("global_position") == 8)["why"].to_list() == [
+        "an older version (v1) than v2: shown before upcasting; holds 1 and 2.50 (250 in "
+        "hundredths), what items and total_cents are off by"
+    ]
+    text = str(v1_twice)
+    assert "#8 ItemAdded v1" in text and "#2 ItemAdded v2" in text  # versions mixed: all said
+    assert "…" not in text  # 8 events: shown in full, none hidden between the ends
+
+
 class Wallets(wb.Projection):
     wallets = wb.Table(key="stream", stream=str, balance="DECIMAL(10,2)", last_at=dt.datetime)
 

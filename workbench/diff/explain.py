@@ -123,6 +123,10 @@ class Explanation:
             lines.append(f"{side} rows ({len(rows)}: the key is duplicated on this side):")
             lines += [f"  {plain(row)}" for row in rows.iter_rows(named=True)]
         lines.append(self._events_line() + (":" if self.events.height else ""))
+        mixed = (
+            "schema_version" in self.events.columns
+            and self.events["schema_version"].drop_nulls().n_unique() > 1
+        )
         previous = -1
         for e in self.suspects().iter_rows(named=True):
             if e["row"] > previous + 1:
@@ -135,7 +139,7 @@ class Explanation:
                 continue
             data = e.get("data")
             lines.append(
-                f"  #{e['global_position']} {e['event_type']}{_version(e)}{_placed(e)} "
+                f"  #{e['global_position']} {e['event_type']}{_version(e, mixed)}{_placed(e)} "
                 f"recorded {e.get('recorded_at')}"
                 f"{_occurred(e.get('occurred_at'), e.get('recorded_at'))}"
                 f" {'(no JSON payload)' if data is None else data or '(empty payload)'}{note}"
@@ -184,18 +188,33 @@ class Explanation:
                 .when(of_type == 2)
                 .then(pl.format("one of 2 {} events", "event_type")),
             )
+        flags += self._older_versions()
         flags += self._carrying_the_difference()
         flags += self._setting_the_times()
         why = pl.concat_str(flags, separator="; ", ignore_nulls=True) if flags else pl.lit("")
         why = pl.when(why != "").then(why)  # no flag: null, not ""
         row = pl.int_range(pl.len(), dtype=pl.Int64)
+        shown = (pl.col("row") < ends) | (pl.col("row") >= n - ends) | pl.col("why").is_not_null()
         return (
             self.events.with_columns(row=row, why=why.cast(pl.String))
-            .filter(
-                (pl.col("row") < ends) | (pl.col("row") >= n - ends) | pl.col("why").is_not_null()
-            )
+            # A short history in full: a few hidden events could be the very ones.
+            .filter(shown if n > 4 * ends else pl.lit(True))
             .select("row", "why", pl.exclude("row", "why"))
         )
+
+    def _older_versions(self) -> list[pl.Expr]:
+        """A flag for events of an older schema version than others of their type here:
+        shown as archived, before the upcaster turned them into what the handler read
+        (a v1 price as text where v2 has cents), so no number in them matches a column."""
+        if "schema_version" not in self.events.columns:
+            return []
+        newest = pl.col("schema_version").max().over("event_type")
+        return [
+            pl.when(pl.col("schema_version") < newest).then(
+                pl.format("an older version (v{}) than v{}: shown before upcasting",
+                          "schema_version", newest)
+            )
+        ]  # fmt: skip
 
     def _carrying_the_difference(self, most: int = 3) -> list[pl.Expr]:
         """A flag for the few events whose payload holds a number a changed column is off
@@ -204,7 +223,7 @@ class Explanation:
         (money off by 0.25) does."""
         if "data" not in self.events.columns or not self.candidate or not self.live:
             return []
-        found: list[pl.Expr] = []
+        offs: list[tuple[str, Decimal, pl.Expr, str | pl.Expr]] = []
         for column in self.changed_columns:
             c, lv = self.candidate.get(column), self.live.get(column)
             if not all(
@@ -212,17 +231,48 @@ class Explanation:
             ):
                 continue
             off = abs(Decimal(str(c)) - Decimal(str(lv)))
-            if not off.is_finite() or off in (0, 1):  # a NaN or infinity says nothing either
+            if not off.is_finite() or off == 0:  # a NaN or infinity says nothing either
                 continue
             number = re.escape(format(off.normalize(), "f"))
             # The number as a JSON value (not part of a longer one, not inside a string).
             holds = pl.col("data").str.contains(rf"[:\[,]\s*-?{number}(\.0+)?\s*[,\]}}]")
-            if 0 < self.events.select(holds.fill_null(False).sum()).item() <= most:
-                found.append(
-                    pl.when(holds).then(
-                        pl.lit(f"holds {off.normalize():f}, what {column} is off by")
-                    )
+            said: str | pl.Expr = f"{off.normalize():f}"
+            if off == off.to_integral_value() and off > 1:
+                # Cents in the read model, units in the payload (a v1 "price": "2.50"),
+                # as a number or as text.
+                units = re.escape(f"{off / 100:.2f}")
+                in_units = pl.col("data").str.contains(rf'[:\[,]\s*"?-?{units}"?\s*[,\]}}]')
+                said = (
+                    pl.when(holds)
+                    .then(pl.lit(said))
+                    .otherwise(pl.lit(f"{off / 100:.2f} ({said} in hundredths)"))
                 )
+                holds = holds | in_units
+            offs.append((column, off, holds.fill_null(False), said))
+
+        def few(holds: pl.Expr) -> bool:
+            return 0 < self.events.select(holds.sum()).item() <= most
+
+        def text(*parts: str | pl.Expr) -> pl.Expr:
+            return pl.concat_str([p if isinstance(p, pl.Expr) else pl.lit(p) for p in parts])
+
+        found: list[pl.Expr] = []
+        told = pl.lit(False)  # events the flag of every column marks: said once
+        if len(offs) > 1:  # one event holding what each column is off by: applied twice
+            every = pl.all_horizontal([holds for _, _, holds, _ in offs])
+            if few(every):
+                told = every
+                values = [part for i, o in enumerate(offs) for part in (" and " * bool(i), o[3])]
+                columns = " and ".join(column for column, *_ in offs)
+                found.append(
+                    pl.when(every).then(text("holds ", *values, f", what {columns} are off by"))
+                )
+        # Alone, a difference of 1 (a count) says nothing: many events hold a 1.
+        found += [
+            pl.when(holds & ~told).then(text("holds ", said, f", what {column} is off by"))
+            for column, off, holds, said in offs
+            if off != 1 and few(holds)
+        ]
         return found
 
     def _setting_the_times(self, most: int = 3) -> list[pl.Expr]:
@@ -274,10 +324,11 @@ class Explanation:
 _SHOWN = ("global_position", "event_type", "recorded_at", "why", "data", "stream", "event_id")
 
 
-def _version(event: dict[str, Any]) -> str:
-    """`` v2`` after the type; nothing for v1, the version of nearly every event."""
+def _version(event: dict[str, Any], mixed: bool = False) -> str:
+    """`` v2`` after the type; nothing for v1, the version of nearly every event, unless
+    the events shown are of several versions (``mixed``)."""
     version = event.get("schema_version")
-    return f" v{version}" if version not in (None, 1) else ""
+    return f" v{version}" if version is not None and (mixed or version != 1) else ""
 
 
 def _placed(event: dict[str, Any]) -> str:
