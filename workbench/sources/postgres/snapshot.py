@@ -69,11 +69,20 @@ class SnapshotInfo:
 
         >>> SnapshotInfo("app.memories", dt.datetime(2024, 5, 1, tzinfo=dt.UTC),
         ...     "postgres:message_store.messages", 1200, 2474).summary()
-        'app.memories: 2,474 rows at 2024-05-01T00:00:00+00:00 (position 1,200 of postgres:message_store.messages)'
+        "app.memories: 2,474 rows at 2024-05-01T00:00:00+00:00 (position 1,200 of postgres:message_store.messages, the store's head: the read model's own if a projection writes it in its events' transaction; an asynchronous projector's is its checkpoint, position_sql= / --position-sql)"
         >>> SnapshotInfo("v", dt.datetime(2024, 5, 1, tzinfo=dt.UTC), None, 7, 1).summary()
         'v: 1 rows at 2024-05-01T00:00:00+00:00 (position 7)'
         """
-        of = f" of {self.source}" if self.source else ""  # --position-sql names no store
+        # --position-sql names no store; a store's head is the read model's position only
+        # for a projection in its events' transactions: a projector's lag would show as
+        # differences, which the diff cannot tell from wrong rows.
+        of = (
+            f" of {self.source}, the store's head: the read model's own if a projection writes "
+            "it in its events' transaction; an asynchronous projector's is its checkpoint, "
+            "position_sql= / --position-sql"
+            if self.source
+            else ""
+        )
         position = (
             f" (position {self.event_store_position:,}{of})"
             if self.event_store_position is not None
