@@ -1207,6 +1207,15 @@ def test_a_sql_table_whose_key_is_null_in_some_rows_says_so(archive: Path, tmp_p
         r"without the field\?\); filter them out \(where \"memory_id\" is not null\)$",
     ):
         wb.replay(archive, by_memory, into=tmp_path / "o.duckdb")
+    ungrouped = wb.SqlProjection(
+        "ungrouped",
+        tables={"t": "select data->>'memory_id' as memory_id from events"},
+        keys={"t": "memory_id"},
+    )  # repeats keys too, but the nulls were told as one key repeated: "None ×4"
+    with pytest.raises(
+        ProjectionError, match=r"^table t: its query returns 4 row\(s\) with a null"
+    ):
+        wb.replay(archive, ungrouped, into=tmp_path / "o.duckdb")
 
 
 def test_a_sql_replay_tells_and_charts_where_its_time_went(archive: Path, tmp_path: Path) -> None:

@@ -146,8 +146,24 @@ class Explanation:
             )
         if previous < len(self.events) - 1:
             lines.append("  …")
-        lines += self.notes
+        lines += self._all_notes()
         return "\n".join(lines)
+
+    def _all_notes(self) -> list[str]:
+        """The notes, and what a reader of several versions of one type should know."""
+        if "schema_version" not in self.events.columns:
+            return self.notes
+        older = (
+            self.events.group_by("event_type")
+            .agg(pl.col("schema_version").drop_nulls().unique().sort())
+            .filter(pl.col("schema_version").list.len() > 1)
+            .sort("event_type")
+        )
+        return self.notes + [
+            f"{event_type} events of v{', v'.join(map(str, versions))}: the older ones are "
+            "shown as archived, before any upcaster made them what the handler read"
+            for event_type, versions in older.iter_rows()
+        ]
 
     def __repr__(self) -> str:
         changed = f" in {', '.join(self.changed_columns)}" if self.changed_columns else ""
@@ -188,7 +204,6 @@ class Explanation:
                 .when(of_type == 2)
                 .then(pl.format("one of 2 {} events", "event_type")),
             )
-        flags += self._older_versions()
         flags += self._carrying_the_difference()
         flags += self._setting_the_times()
         why = pl.concat_str(flags, separator="; ", ignore_nulls=True) if flags else pl.lit("")
@@ -201,20 +216,6 @@ class Explanation:
             .filter(shown if n > 4 * ends else pl.lit(True))
             .select("row", "why", pl.exclude("row", "why"))
         )
-
-    def _older_versions(self) -> list[pl.Expr]:
-        """A flag for events of an older schema version than others of their type here:
-        shown as archived, before the upcaster turned them into what the handler read
-        (a v1 price as text where v2 has cents), so no number in them matches a column."""
-        if "schema_version" not in self.events.columns:
-            return []
-        newest = pl.col("schema_version").max().over("event_type")
-        return [
-            pl.when(pl.col("schema_version") < newest).then(
-                pl.format("an older version (v{}) than v{}: shown before upcasting",
-                          "schema_version", newest)
-            )
-        ]  # fmt: skip
 
     def _carrying_the_difference(self, most: int = 3) -> list[pl.Expr]:
         """A flag for the few events whose payload holds a number a changed column is off
@@ -237,15 +238,21 @@ class Explanation:
             # The number as a JSON value (not part of a longer one, not inside a string).
             holds = pl.col("data").str.contains(rf"[:\[,]\s*-?{number}(\.0+)?\s*[,\]}}]")
             said: str | pl.Expr = f"{off.normalize():f}"
-            if off == off.to_integral_value() and off > 1:
-                # Cents in the read model, units in the payload (a v1 "price": "2.50"),
-                # as a number or as text.
-                units = re.escape(f"{off / 100:.2f}")
-                in_units = pl.col("data").str.contains(rf'[:\[,]\s*"?-?{units}"?\s*[,\]}}]')
+            if off == off.to_integral_value() and off > 1 and _in_cents(column):
+                # Cents in the read model, units in the payload (a v1 "price": "2.50",
+                # or 2.5), as a number or as text; whole units only with their decimals
+                # (3.00, not the 3 every quantity may hold).
+                units = off / 100
+                pattern = (
+                    rf"{units:.0f}\.0+"
+                    if units == units.to_integral_value()
+                    else re.escape(f"{units.normalize():f}") + "0*"
+                )
+                in_units = pl.col("data").str.contains(rf'[:\[,]\s*"?-?{pattern}"?\s*[,\]}}]')
                 said = (
                     pl.when(holds)
                     .then(pl.lit(said))
-                    .otherwise(pl.lit(f"{off / 100:.2f} ({said} in hundredths)"))
+                    .otherwise(pl.lit(f"{units:.2f} ({said} in hundredths)"))
                 )
                 holds = holds | in_units
             offs.append((column, off, holds.fill_null(False), said))
@@ -315,13 +322,23 @@ class Explanation:
             + (" (the suspects and the ends)" if suspects.height < self.events.height else "")
             + "</p>"
             + _events_html(suspects)
-            + "".join(f"<p>{html.escape(note)}</p>" for note in self.notes)
+            + "".join(f"<p>{html.escape(note)}</p>" for note in self._all_notes())
             + "</div>"
         )
 
 
 #: What a reader of an explanation looks at first, in this order; the rest stays in ``events``.
 _SHOWN = ("global_position", "event_type", "recorded_at", "why", "data", "stream", "event_id")
+
+
+def _in_cents(column: str) -> bool:
+    """Whether ``column``'s name says it counts hundredths of a currency (``total_cents``).
+
+    >>> _in_cents("total_cents"), _in_cents("amount_minor"), _in_cents("accesses")
+    (True, True, False)
+    """
+    name = column.lower()
+    return any(word in name for word in ("cent", "minor", "penn", "pence"))
 
 
 def _version(event: dict[str, Any], mixed: bool = False) -> str:

@@ -233,15 +233,24 @@ def replay_sql(
 def _check_unique(
     con: duckdb.DuckDBPyConnection, target: str, table: str, key: tuple[str, ...]
 ) -> None:
-    """A one-line error for a key its query repeats (DuckDB finds it only at commit)."""
+    """A one-line error for a key its query leaves null or repeats (DuckDB finds a repeat
+    only at commit; nulls first: they would all count as one repeated key)."""
     cols = ", ".join(map(store.q, key))
     try:
+        nulls = " or ".join(f"{store.q(c)} is null" for c in key)
+        (null_rows,) = con.execute(f"select count(*) from {target} where {nulls}").fetchall()[0]
         repeated = con.execute(
             f"select {cols}, count(*) from {target} group by all having count(*) > 1 "
             f"order by count(*) desc limit 3"
         ).fetchall()
     except duckdb.Error as exc:  # a key column the query does not return
         raise ProjectionError(f"table {table}: key {', '.join(key)}: {error_line(exc)}") from None
+    if null_rows:  # the primary key would refuse them with "NOT NULL constraint failed"
+        raise ProjectionError(
+            f"table {table}: its query returns {null_rows:,} row(s) with a null in the key "
+            f"{', '.join(key)} (events without the field?); filter them out "
+            f"(where {' and '.join(f'{store.q(c)} is not null' for c in key)})"
+        )
     if repeated:
         shown = ", ".join(
             f"{row[0] if len(key) == 1 else row[:-1]!r} ×{row[-1]}" for row in repeated
@@ -249,14 +258,6 @@ def _check_unique(
         raise ProjectionError(
             f"table {table}: its query returns the key {', '.join(key)} more than once "
             f"({shown}); group by the key, or name the right key in keys="
-        )
-    nulls = " or ".join(f"{store.q(c)} is null" for c in key)
-    (null_rows,) = con.execute(f"select count(*) from {target} where {nulls}").fetchall()[0]
-    if null_rows:  # the primary key would refuse them with "NOT NULL constraint failed"
-        raise ProjectionError(
-            f"table {table}: its query returns {null_rows:,} row(s) with a null in the key "
-            f"{', '.join(key)} (events without the field?); filter them out "
-            f"(where {' and '.join(f'{store.q(c)} is not null' for c in key)})"
         )
 
 
