@@ -2111,6 +2111,40 @@ def test_a_counter_on_the_class_is_put_back_and_a_global_named(
     assert second.kept_state == ["NumbersOnTheClass.accesses_numbered (on the class)"]
 
 
+TOTALS: dict[str, int] = {"accesses": 0}
+PROGRESS_SEEN: list[int] = []
+
+
+class CachesAndTotals(Memories):
+    """A lookup filled once on first use (a cache, not state), a total in a global dict
+    changed in place (state)."""
+
+    name = "caches_and_totals"
+    lookup: ClassVar[dict[str, str] | None] = None
+
+    @wb.on("MemoryAccessed")
+    def accessed(self, event: Event, tables: Tables) -> None:
+        if type(self).lookup is None:
+            type(self).lookup = {"kind": "memory"}
+        TOTALS["accesses"] += 1
+        super().accessed(event, tables)
+
+
+def test_a_cache_and_a_progress_callback_are_not_kept_state_a_global_total_is(
+    archive: Path, tmp_path: Path
+) -> None:
+    """A class attribute filled on first use was named and put back to None after every
+    run; a notebook global the progress callback fills was named as the handlers'."""
+    result = wb.replay(
+        archive,
+        CachesAndTotals,
+        into=tmp_path / "o.duckdb",
+        progress=lambda done, total: PROGRESS_SEEN.append(done),
+    )
+    assert PROGRESS_SEEN and CachesAndTotals.lookup == {"kind": "memory"}
+    assert result.kept_state == [f"TOTALS (a global of {__name__})"]
+
+
 def test_state_kept_outside_the_tables_is_named_and_the_class_put_back(
     archive: Path, tmp_path: Path
 ) -> None:

@@ -23,38 +23,42 @@ set()
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import datetime as dt
 import decimal
 import math
 import sys
 import types
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["ClassState", "instance_changes", "same"]
 
 
 class ClassState:
-    """The data on a projection's own classes (counters, flags, containers), as it was when this was made: :meth:`changed`
-    names what a run changed or added, :meth:`restore` puts it back (each run starts from
-    a copy of what the class held at first). The globals of the classes' modules are
-    watched too, by identity and length (a notebook's globals may be large, and are not
-    the projection's to put back): :meth:`changed_globals` names them.
+    """The data on a projection's own classes (counters, flags, containers), as it was
+    when this was made: :meth:`changed` names what a run changed, :meth:`restore` puts it
+    back (each run starts from a copy of what the class held at first). A value the
+    class starts without (``None``, or no attribute at all) is taken for a cache filled
+    on first use and left alone. The module globals the classes' code names are watched
+    too, by identity and contents (not copied: a notebook's may be large, and are the
+    user's): :meth:`changed_globals` names them.
 
     >>> class Numbering:
     ...     next_id = 1
+    ...     lookup = None
     >>> Numbering.__module__ = "my_projection"
     >>> state = ClassState(Numbering)
-    >>> Numbering.next_id += 1; Numbering.cache = {}
+    >>> Numbering.next_id += 1; Numbering.lookup = {"a": 1}
     >>> state.changed()
-    ['Numbering.next_id', 'Numbering.cache']
-    >>> state.restore(); Numbering.next_id, hasattr(Numbering, "cache")
-    (1, False)
+    ['Numbering.next_id']
+    >>> state.restore(); Numbering.next_id, Numbering.lookup
+    (1, {'a': 1})
     """
 
     def __init__(self, cls: type) -> None:
         self.saved: dict[tuple[type, str], Any] = {}
-        self.unsaved: set[tuple[type, str]] = set()  # state deepcopy cannot copy
         self.classes = [
             klass
             for klass in cls.__mro__
@@ -63,52 +67,39 @@ class ClassState:
         ]
         for klass in self.classes:
             for name, value in vars(klass).items():
-                if _is_state(name, value):
-                    try:
+                if value is not None and _is_state(name, value):
+                    # A lock, a connection: no run state to restore.
+                    with contextlib.suppress(Exception):
                         self.saved[(klass, name)] = copy.deepcopy(value)
-                    except Exception:  # a lock, a connection: no run state to restore
-                        self.unsaved.add((klass, name))
-        self.modules = {
-            module.__name__: _fingerprints(module)
-            for name in dict.fromkeys(klass.__module__ for klass in self.classes)
-            if (module := sys.modules.get(name)) is not None
-        }
+        self.globals: dict[str, dict[str, Any]] = {}
+        for klass in self.classes:
+            module = sys.modules.get(klass.__module__)
+            if module is not None:
+                watched = self.globals.setdefault(module.__name__, {})
+                watched.update(_fingerprints(module, _names_used(klass)))
 
     def changed(self) -> list[str]:
-        """``Cls.name`` of each value on the classes changed or added since."""
-        found = [
+        """``Cls.name`` of each value on the classes changed since."""
+        return [
             f"{klass.__name__}.{name}"
             for (klass, name), value in self.saved.items()
             if not same(vars(klass).get(name, _GONE), value)
         ]
-        return found + [f"{klass.__name__}.{name}" for klass, name in self._added()]
 
     def changed_globals(self) -> list[str]:
-        """``name (a global of module)`` of each module global rebound or resized since."""
+        """``name (a global of module)`` of each watched global changed since."""
         found = []
-        for module_name, before in self.modules.items():
+        for module_name, before in self.globals.items():
             module = sys.modules.get(module_name)
-            after = _fingerprints(module) if module is not None else {}
+            after = _fingerprints(module, before) if module is not None else {}
             found += [
                 f"{name} (a global of {module_name})"
-                for name, mark in after.items()
-                if before.get(name, mark) != mark
+                for name, mark in before.items()
+                if after.get(name) != mark
             ]
         return found
 
-    def _added(self) -> list[tuple[type, str]]:
-        return [
-            (klass, name)
-            for klass in self.classes
-            for name, value in list(vars(klass).items())
-            if (klass, name) not in self.saved
-            and (klass, name) not in self.unsaved
-            and _is_state(name, value)
-        ]
-
     def restore(self) -> None:
-        for klass, name in self._added():
-            delattr(klass, name)
         for (klass, name), value in self.saved.items():
             setattr(klass, name, copy.deepcopy(value))
 
@@ -121,8 +112,12 @@ _GONE = object()
 #: would say nothing about what a run changed.
 _DATA = (
     int, float, complex, str, bytes, tuple, frozenset, list, dict, set, bytearray,
-    collections.deque, decimal.Decimal, dt.date, dt.time, dt.timedelta, type(None),
+    collections.deque, decimal.Decimal, dt.date, dt.time, dt.timedelta,
 )  # fmt: skip
+
+#: Containers up to this size are fingerprinted by their values' identities (a count in
+#: a dict incremented in place), larger ones by their length only.
+_LOOKED_INTO = 10_000
 
 
 def _is_state(name: str, value: Any) -> bool:
@@ -130,13 +125,35 @@ def _is_state(name: str, value: Any) -> bool:
     return isinstance(value, _DATA) and not name.startswith("__") and not name.startswith("_wb_")
 
 
-def _fingerprints(module: types.ModuleType) -> dict[str, tuple[int, int | None]]:
-    """Each plain global's identity and, for a container, its length."""
-    return {
-        name: (id(value), len(value) if isinstance(value, list | dict | set | bytearray) else None)
-        for name, value in list(vars(module).items())
-        if _is_state(name, value)
-    }
+def _names_used(cls: type) -> set[str]:
+    """The global names the code of ``cls``'s own functions reads or writes."""
+    names: set[str] = set()
+    codes = [
+        fn.__code__
+        for attr in vars(cls).values()
+        if (fn := getattr(attr, "__func__", attr)) is not None and hasattr(fn, "__code__")
+    ]
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return names
+
+
+def _fingerprints(module: types.ModuleType, names: Iterable[str]) -> dict[str, Any]:
+    """The identity and contents of each of ``names`` that is a plain global of ``module``."""
+    found = {}
+    for name in names:
+        value = vars(module).get(name, _GONE)
+        if value is _GONE or not _is_state(name, value):
+            continue
+        contents: Any = None
+        if isinstance(value, dict | list | collections.deque | set | bytearray):
+            contents = len(value)
+            if isinstance(value, dict | list | collections.deque) and len(value) <= _LOOKED_INTO:
+                contents = tuple(map(id, value.values() if isinstance(value, dict) else value))
+        found[name] = (id(value), contents)
+    return found
 
 
 def instance_changes(instance: Any, fresh: Any) -> list[str]:
