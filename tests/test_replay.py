@@ -2530,7 +2530,7 @@ def test_values_a_resume_reads_back_as_another_kind_are_named(
     assert [re.sub(r"\(e\.g\. .*\)$", "", kind) for kind in whole.other_kinds] == [
         "totals.total: an int, read back as a float ",
         "totals.mood: a Mood, read back as a str ",
-        "totals.at: a time at UTC+02:00, read back in UTC ",
+        "totals.at: a time in UTC+02:00, read back in UTC ",
     ]
     assert whole.other_kinds[1].endswith("(e.g. <Mood.CALM: 'calm'>)")
     assert re.search(r"\(e\.g\. \d{4}-\d\d-\d\d \d\d:\d\d:[\d.]+\+02:00\)$", whole.other_kinds[2])

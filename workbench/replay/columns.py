@@ -253,7 +253,7 @@ class ColumnType:
         (<Colour.RED: 'red'>, 'a Colour, read back as a str')
         >>> plus_one = dt.timezone(dt.timedelta(hours=1))
         >>> column_type(dt.datetime).another_kind([dt.datetime(2024, 5, 1, tzinfo=plus_one)])[1]
-        'a time at UTC+01:00, read back in UTC'
+        'a time in UTC+01:00, read back in UTC'
         >>> column_type(list[float]).another_kind([[0.5, 1]])
         ([0.5, 1], 'an int in the list, read back as a float')
         >>> column_type(float).another_kind([1.5, None]) is None
@@ -269,15 +269,22 @@ class ColumnType:
         kind = _READ_BACK.get(typ.id)
         if kind is None or self.encode is not None:  # a UUID's and JSON's are refused
             return None
-        others = set(map(type, values)) - {kind, type(None)}
+        others = {
+            t
+            for t in set(map(type, values)) - {kind, type(None)}
+            # NumPy's float64 is a float in all but name; its int64 is not an int.
+            if not (issubclass(t, kind) and t.__module__ == "numpy")
+        }
         if others:
             value = next(v for v in values if type(v) in others)
             return value, f"{_a(type(value).__name__)}, read back as {_a(kind.__name__)}"
         if kind is dt.datetime and typ.tz is not None:
-            zones = set(map(_zone, values)) - {dt.UTC, None}  # a zone's offset may change
-            for value in (v for v in values if _zone(v) in zones) if zones else ():
-                if value.utcoffset():
-                    return value, f"a time at {value.tzname()}, read back in UTC"
+            # Another zone, even at UTC's offset (London in winter): a day added to it
+            # keeps its wall time across a change of offset, in UTC it keeps 24 hours.
+            zones = {z for z in set(map(_zone, values)) if z is not None and str(z) not in _UTC}
+            if zones:
+                value = next(v for v in values if _zone(v) in zones)
+                return value, f"a time in {value.tzinfo}, read back in UTC"
         return None
 
     def decode_all(self, values: list[Any]) -> list[Any]:
@@ -286,6 +293,11 @@ class ColumnType:
         if decode is None:
             return values
         return [None if v is None else decode(v) for v in values]
+
+
+#: How UTC's zones name themselves (datetime's, zoneinfo's, pytz's).
+_UTC = frozenset({"UTC", "Etc/UTC", "UCT", "Etc/UCT", "Universal", "Etc/Universal", "Zulu",
+                  "Etc/Zulu", "UTC+00:00"})  # fmt: skip
 
 
 def _zone(value: dt.datetime | None) -> dt.tzinfo | None:
