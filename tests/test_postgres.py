@@ -131,6 +131,27 @@ def test_options_another_preset_would_ignore_are_refused(
 # ------------------------------------------------------------------ marten
 
 
+def test_a_column_added_while_following_is_archived_from_then_on(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A following run kept the columns it started with: Marten's user_name, turned on
+    meanwhile, was left out of the metadata of every row it archived after."""
+    from workbench.sources.postgres.archiver import PostgresArchiver
+
+    table = create_marten(pg_dsn, pg_schema)
+    with (
+        PostgresArchiver(pg_dsn, tmp_path, preset="marten", table=table, settle_grace=0) as run,
+        psycopg.connect(pg_dsn, autocommit=True) as con,
+    ):
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {})
+        assert run.poll() == 1
+        con.execute(f"alter table {table} add column user_name varchar")
+        append_marten(con, pg_schema, uuid.uuid4(), 1, "memory_created", {}, user_name="ann")
+        assert run.poll() == 1
+    metadata = [json.loads(r["metadata"]) for r in archived(tmp_path)]
+    assert "user_name" not in metadata[0] and metadata[1]["user_name"] == "ann"
+
+
 def test_marten_preset(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     table = create_marten(pg_dsn, pg_schema)
     stream = uuid.uuid4()
@@ -1301,6 +1322,44 @@ def test_another_store_under_the_same_name_is_refused(
     assert len(archived(tmp_path)) == 4  # nothing was appended
 
 
+def test_a_table_without_ids_truncated_and_refilled_is_refused_by_its_rows(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A generic mapping with no event_id or stream: only the table's end was compared,
+    so a table truncated (identity restarted) and refilled past the archive was spliced
+    onto it, its first rows never archived. Its rows' type and time tell it now."""
+    table = f"{pg_schema}.log"
+    maps = ["global_position=column:seq", "recorded_at=column:at", "event_type=column:kind",
+            "data=column:body"]  # fmt: skip
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute(
+            f"create table {table} (seq bigserial primary key, at timestamptz not null "
+            "default clock_timestamp(), kind text not null, body jsonb)"
+        )
+
+        def insert(kind: str, n: int) -> None:
+            con.execute(
+                f"insert into {table} (kind, body) select %s, jsonb_build_object('i', g) "
+                "from generate_series(1, %s) g",
+                [kind, n],
+            )
+
+        def archive() -> int:
+            return wb.archive_postgres(
+                pg_dsn, tmp_path, preset="generic", table=table, mappings=maps
+            ).rows_archived
+
+        insert("Logged", 10)
+        assert archive() == 10
+        insert("Logged", 2)  # the same table, more rows: goes on
+        assert archive() == 2
+        con.execute(f"truncate {table} restart identity")
+        insert("Logged", 15)  # the same type: its times tell it
+        with pytest.raises(SourceError, match=r"not the store .* position 12 has recorded_at"):
+            archive()
+    assert len(archived(tmp_path)) == 12
+
+
 def test_archived_rows_deleted_from_the_store_are_kept_and_resuming_goes_on(
     pg_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:
@@ -1872,11 +1931,15 @@ def test_a_source_archived_under_its_old_unquoted_name_goes_on_under_it(
             f'create table {pg_schema}."Order.Log" (seq bigserial primary key, at timestamptz)'
         )
         con.execute(f'insert into {pg_schema}."Order.Log" (at) values (now()), (now())')
+        ((first_at,),) = con.execute(  # as archived: the same row, at the same time
+            f'select (extract(epoch from at) * 1000000)::bigint from {pg_schema}."Order.Log" '
+            "where seq = 1"
+        ).fetchall()
     maps = ["global_position=column:seq", "recorded_at=column:at",
             "event_type=const:Logged", "data=const:{}"]  # fmt: skip
     legacy = f"postgres:{pg_schema}.Order.Log"
     ArchiveWriter(tmp_path, legacy).append(
-        pa.table({"global_position": [1], "recorded_at": [0], "event_type": ["Logged"]})
+        pa.table({"global_position": [1], "recorded_at": [first_at], "event_type": ["Logged"]})
     )
     with ArchiverRun(tmp_path, legacy, "archive_postgres") as run:
         run.record(["preset=generic", *maps])

@@ -291,12 +291,15 @@ class PostgresArchiver:
                     f"{table} is a partition of {root}: the events in its other partitions "
                     f"would look like rolled-back positions, lost without a fault; archive {root}"
                 )
-            self.query: Query = build_query(
-                preset, table, columns, specs, position_column=positions.get("global_position")
-            )
-            legacy = _legacy_source(out, table)
-            if legacy is not None:  # archived before a dot in its name was quoted
-                self.query = dataclasses.replace(self.query, source=legacy)
+            self._plan = functools.partial(
+                build_query, preset, table, mappings=specs,
+                position_column=positions.get("global_position"),
+            )  # fmt: skip
+            self._columns = set(columns)
+            self.query: Query = self._plan(columns)
+            self._legacy = _legacy_source(out, table)
+            if self._legacy is not None:  # archived before a dot in its name was quoted
+                self.query = dataclasses.replace(self.query, source=self._legacy)
         except BaseException:
             self.close()
             raise
@@ -376,6 +379,7 @@ class PostgresArchiver:
         run(self._con, "begin isolation level repeatable read read only", "starting a snapshot")
         before = self.result.rows_archived
         try:
+            self._take_added_columns()
             ((top, running, prepared, _, now),) = fetch_all(
                 self._con,
                 f"select (select max({self.query.position}) from {self.query.table} e), r.* "
@@ -412,6 +416,27 @@ class PostgresArchiver:
         if self.result.waiting_at is not None:
             self.result.held_by = tuple(self.watermark.holders(self._con))
         return self.result.rows_archived - before
+
+    def _take_added_columns(self) -> None:
+        """Plan the query again when the table gained columns since (one catalog read a
+        poll): a following run kept the columns it started with, and a preset that keeps
+        every other column in ``metadata`` (Marten's) left a new one out of the rows it
+        archived. A dropped column is left to fail the query, naming it."""
+        ((names,),) = fetch_all(
+            self._con,
+            "select array_agg(attname::text) from pg_attribute "
+            "where attrelid = to_regclass($1) and attnum > 0 and not attisdropped",
+            f"reading the columns of {self.query.table}",
+            (self.query.table,),
+        )
+        if names is None or set(names) <= self._columns:
+            return
+        columns = table_columns(self._con, self.query.table)
+        query = self._plan(columns)
+        self.query = (
+            query if self._legacy is None else dataclasses.replace(query, source=self._legacy)
+        )
+        self._columns = set(columns)
 
     def _first_floor(self) -> int:
         """Where a first run starts: below the first value of the position column's
@@ -618,19 +643,36 @@ class PostgresArchiver:
             "(another database, the table truncated or restored since, or another --map for "
             "its ids); archive it into a new directory"
         )
-        names = [c for c in _IDENTITY if c in self.query.columns]
-        if not names:  # nothing to recognise a row by: only the end can tell
-            if top is None and self._pruned(archived):
-                self._count_gone(after=None)
-            elif top is None or top < archived:
-                raise SourceError(f"{other}: it ends at position {top}, the archive at {archived}")
-            return
         row = self.query.columns  # the envelope columns straight from the table
-        select = ", ".join(f"({row[c]})::text" for c in names)
+        # A row is recognised by its ids; a mapping without any (event_id, stream) by its
+        # type and recording time: a table truncated with its sequence restarted and
+        # filled again was spliced onto the archive when only its end was compared.
+        compared = [(c, f"({row[c]})::text", f"{c}::VARCHAR") for c in _IDENTITY if c in row]
+        if not compared:
+            if "event_type" in row:
+                compared.append(("event_type", f"({row['event_type']})::text", "event_type"))
+            if "_no_recorded_at" in row and "recorded_at" not in self.query.instant_fields:
+                compared.append(
+                    (
+                        "recorded_at",
+                        f"case when {row['_no_recorded_at']} then null else "
+                        f"(extract(epoch from ({row['recorded_at']})) * 1000000)::bigint::text end",
+                        "epoch_us(recorded_at)::VARCHAR",
+                    )
+                )
+            if top is None or top < archived:
+                if top is None and self._pruned(archived):
+                    self._count_gone(after=None)
+                    return
+                raise SourceError(f"{other}: it ends at position {top}, the archive at {archived}")
+        if not compared:  # nothing to recognise a row by: only the end could tell
+            return
+        names = [name for name, _, _ in compared]
         found = fetch_all(
             self._con,
-            f"select {self.query.position}, {select} from {self.query.table} e "
-            f"{self.query.joins} where {self.query.position} <= {int(archived)} "
+            f"select {self.query.position}, {', '.join(pg for _, pg, _ in compared)} "
+            f"from {self.query.table} e {self.query.joins} "
+            f"where {self.query.position} <= {int(archived)} "
             f"order by {self.query.position} desc limit 1",
             f"reading the newest archived row of {self.query.source}",
         )
@@ -643,7 +685,7 @@ class PostgresArchiver:
         kept = (
             ArchiveReader(self.writer.root)
             .sql(
-                f"select {', '.join(f'{c}::VARCHAR' for c in names)} from events "
+                f"select {', '.join(duck for _, _, duck in compared)} from events "
                 "where source = ? and global_position = ?",
                 params=[self.writer.source, at],
             )
