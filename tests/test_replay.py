@@ -2113,36 +2113,49 @@ def test_a_counter_on_the_class_is_put_back_and_a_global_named(
 
 TOTALS: dict[str, int] = {"accesses": 0}
 PROGRESS_SEEN: list[int] = []
+REMEMBERED: list[str] = []
+
+
+def remember(event_id: str) -> None:
+    """A helper of the module's that a handler calls: its global is the handler's state."""
+    REMEMBERED.append(event_id)
 
 
 class CachesAndTotals(Memories):
-    """A lookup filled once on first use (a cache, not state), a total in a global dict
-    changed in place (state)."""
+    """A set made on first use (state, or a cache: put back either way), a total in a
+    global dict changed in place, a global list filled through a helper."""
 
     name = "caches_and_totals"
-    lookup: ClassVar[dict[str, str] | None] = None
+    seen: ClassVar[set[str] | None] = None
 
     @wb.on("MemoryAccessed")
     def accessed(self, event: Event, tables: Tables) -> None:
-        if type(self).lookup is None:
-            type(self).lookup = {"kind": "memory"}
+        if type(self).seen is None:
+            type(self).seen = set()
+        type(self).seen.add(event.event_id)
         TOTALS["accesses"] += 1
+        remember(event.event_id)
         super().accessed(event, tables)
 
 
-def test_a_cache_and_a_progress_callback_are_not_kept_state_a_global_total_is(
+def test_state_made_on_first_use_in_globals_and_helpers_is_named_a_progress_list_not(
     archive: Path, tmp_path: Path
 ) -> None:
-    """A class attribute filled on first use was named and put back to None after every
-    run; a notebook global the progress callback fills was named as the handlers'."""
+    """A global the progress callback fills was named as the handlers'; one a handler
+    fills through a module helper, or a dict value incremented in place, went unseen;
+    a set the class starts without (None) is put back so the next run starts as this."""
     result = wb.replay(
         archive,
         CachesAndTotals,
         into=tmp_path / "o.duckdb",
         progress=lambda done, total: PROGRESS_SEEN.append(done),
     )
-    assert PROGRESS_SEEN and CachesAndTotals.lookup == {"kind": "memory"}
-    assert result.kept_state == [f"TOTALS (a global of {__name__})"]
+    assert PROGRESS_SEEN and REMEMBERED and CachesAndTotals.seen is None
+    assert result.kept_state == [
+        "CachesAndTotals.seen (on the class)",
+        f"REMEMBERED (a global of {__name__})",
+        f"TOTALS (a global of {__name__})",
+    ]
 
 
 def test_state_kept_outside_the_tables_is_named_and_the_class_put_back(

@@ -332,13 +332,20 @@ _SHOWN = ("global_position", "event_type", "recorded_at", "why", "data", "stream
 
 
 def _in_cents(column: str) -> bool:
-    """Whether ``column``'s name says it counts hundredths of a currency (``total_cents``).
+    """Whether ``column``'s name says it may count hundredths of a currency: a word of it
+    (``total_cents``, ``amountMinor``, ``price``) names money.
 
-    >>> _in_cents("total_cents"), _in_cents("amount_minor"), _in_cents("accesses")
-    (True, True, False)
+    >>> [_in_cents(c) for c in ("total_cents", "amountMinor", "price", "amount")]
+    [True, True, True, True]
+    >>> [_in_cents(c) for c in ("accesses", "completion_percent", "recent_total")]
+    [False, False, False]
     """
-    name = column.lower()
-    return any(word in name for word in ("cent", "minor", "penn", "pence"))
+    words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1_\2", column).lower())
+    return not _MONEY.isdisjoint(words)
+
+
+_MONEY = frozenset({"cent", "cents", "minor", "amount", "price", "cost", "fee", "fees",
+                    "balance", "money", "pence", "pennies"})  # fmt: skip
 
 
 def _version(event: dict[str, Any], mixed: bool = False) -> str:

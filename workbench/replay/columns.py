@@ -281,9 +281,10 @@ class ColumnType:
         if kind is dt.datetime and typ.tz is not None:
             # Another zone, even at UTC's offset (London in winter): a day added to it
             # keeps its wall time across a change of offset, in UTC it keeps 24 hours.
-            zones = {z for z in set(map(_zone, values)) if z is not None and str(z) not in _UTC}
+            # By name: dateutil's tzutc cannot be hashed.
+            zones = {str(z) for z in map(_zone, values) if z is not None} - _UTC
             if zones:
-                value = next(v for v in values if _zone(v) in zones)
+                value = next(v for v in values if str(_zone(v)) in zones)
                 return value, f"a time in {value.tzinfo}, read back in UTC"
         return None
 
@@ -295,9 +296,11 @@ class ColumnType:
         return [None if v is None else decode(v) for v in values]
 
 
-#: How UTC's zones name themselves (datetime's, zoneinfo's, pytz's).
+#: How UTC's zones name themselves (datetime's, zoneinfo's, pytz's, dateutil's); GMT's
+#: have no daylight saving either.
 _UTC = frozenset({"UTC", "Etc/UTC", "UCT", "Etc/UCT", "Universal", "Etc/Universal", "Zulu",
-                  "Etc/Zulu", "UTC+00:00"})  # fmt: skip
+                  "Etc/Zulu", "UTC+00:00", "Z", "GMT", "Etc/GMT", "GMT0", "Etc/GMT0",
+                  "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich", "tzutc()"})  # fmt: skip
 
 
 def _zone(value: dt.datetime | None) -> dt.tzinfo | None:

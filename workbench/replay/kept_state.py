@@ -23,7 +23,6 @@ set()
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import datetime as dt
 import decimal
@@ -38,27 +37,28 @@ __all__ = ["ClassState", "instance_changes", "same"]
 
 class ClassState:
     """The data on a projection's own classes (counters, flags, containers), as it was
-    when this was made: :meth:`changed` names what a run changed, :meth:`restore` puts it
-    back (each run starts from a copy of what the class held at first). A value the
-    class starts without (``None``, or no attribute at all) is taken for a cache filled
-    on first use and left alone. The module globals the classes' code names are watched
-    too, by identity and contents (not copied: a notebook's may be large, and are the
-    user's): :meth:`changed_globals` names them.
+    when this was made: :meth:`changed` names what a run changed or added,
+    :meth:`restore` puts it back (each run starts from a copy of what the class held at
+    first; a cache filled on first use is filled again). The module globals the
+    projection's code names (in its methods, and in the module's functions they call)
+    are watched too, by identity and contents, not copied (a notebook's may be large,
+    and are the user's): :meth:`changed_globals` names them.
 
     >>> class Numbering:
     ...     next_id = 1
-    ...     lookup = None
+    ...     seen = None
     >>> Numbering.__module__ = "my_projection"
     >>> state = ClassState(Numbering)
-    >>> Numbering.next_id += 1; Numbering.lookup = {"a": 1}
+    >>> Numbering.next_id += 1; Numbering.seen = {"a"}; Numbering.cache = {}
     >>> state.changed()
-    ['Numbering.next_id']
-    >>> state.restore(); Numbering.next_id, Numbering.lookup
-    (1, {'a': 1})
+    ['Numbering.next_id', 'Numbering.seen', 'Numbering.cache']
+    >>> state.restore(); Numbering.next_id, Numbering.seen, hasattr(Numbering, "cache")
+    (1, None, False)
     """
 
     def __init__(self, cls: type) -> None:
         self.saved: dict[tuple[type, str], Any] = {}
+        self.unsaved: set[tuple[type, str]] = set()  # state deepcopy cannot copy
         self.classes = [
             klass
             for klass in cls.__mro__
@@ -67,24 +67,26 @@ class ClassState:
         ]
         for klass in self.classes:
             for name, value in vars(klass).items():
-                if value is not None and _is_state(name, value):
-                    # A lock, a connection: no run state to restore.
-                    with contextlib.suppress(Exception):
+                if _is_state(name, value):
+                    try:
                         self.saved[(klass, name)] = copy.deepcopy(value)
+                    except Exception:  # a lock, a connection: no run state to restore
+                        self.unsaved.add((klass, name))
         self.globals: dict[str, dict[str, Any]] = {}
         for klass in self.classes:
             module = sys.modules.get(klass.__module__)
             if module is not None:
                 watched = self.globals.setdefault(module.__name__, {})
-                watched.update(_fingerprints(module, _names_used(klass)))
+                watched.update(_fingerprints(module, _names_used(klass, module)))
 
     def changed(self) -> list[str]:
-        """``Cls.name`` of each value on the classes changed since."""
-        return [
+        """``Cls.name`` of each value on the classes changed or added since."""
+        found = [
             f"{klass.__name__}.{name}"
             for (klass, name), value in self.saved.items()
             if not same(vars(klass).get(name, _GONE), value)
         ]
+        return found + [f"{klass.__name__}.{name}" for klass, name in self._added()]
 
     def changed_globals(self) -> list[str]:
         """``name (a global of module)`` of each watched global changed since."""
@@ -99,7 +101,19 @@ class ClassState:
             ]
         return found
 
+    def _added(self) -> list[tuple[type, str]]:
+        return [
+            (klass, name)
+            for klass in self.classes
+            for name, value in list(vars(klass).items())
+            if (klass, name) not in self.saved
+            and (klass, name) not in self.unsaved
+            and _is_state(name, value)
+        ]
+
     def restore(self) -> None:
+        for klass, name in self._added():
+            delattr(klass, name)
         for (klass, name), value in self.saved.items():
             setattr(klass, name, copy.deepcopy(value))
 
@@ -112,7 +126,7 @@ _GONE = object()
 #: would say nothing about what a run changed.
 _DATA = (
     int, float, complex, str, bytes, tuple, frozenset, list, dict, set, bytearray,
-    collections.deque, decimal.Decimal, dt.date, dt.time, dt.timedelta,
+    collections.deque, decimal.Decimal, dt.date, dt.time, dt.timedelta, type(None),
 )  # fmt: skip
 
 #: Containers up to this size are fingerprinted by their values' identities (a count in
@@ -125,25 +139,48 @@ def _is_state(name: str, value: Any) -> bool:
     return isinstance(value, _DATA) and not name.startswith("__") and not name.startswith("_wb_")
 
 
-def _names_used(cls: type) -> set[str]:
-    """The global names the code of ``cls``'s own functions reads or writes."""
+def _names_used(cls: type, module: types.ModuleType) -> set[str]:
+    """The global names the code of ``cls``'s own functions (methods, properties, what a
+    decorator wraps) reads or writes, and the code of the module's functions they call."""
     names: set[str] = set()
-    codes = [
-        fn.__code__
-        for attr in vars(cls).values()
-        if (fn := getattr(attr, "__func__", attr)) is not None and hasattr(fn, "__code__")
-    ]
+    codes = [code for attr in vars(cls).values() for code in _codes(attr)]
+    seen: set[types.CodeType] = set()
     while codes:
         code = codes.pop()
+        if code in seen:
+            continue
+        seen.add(code)
         names.update(code.co_names)
         codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        for name in code.co_names:  # a helper of the module's the handler calls
+            helper = vars(module).get(name)
+            if isinstance(helper, types.FunctionType) and helper.__module__ == module.__name__:
+                codes += _codes(helper)
     return names
+
+
+def _codes(attr: Any) -> list[types.CodeType]:
+    """The code objects of a class attribute: a function, one wrapped by a decorator or a
+    static/class method, a property's accessors, a cached property's function."""
+    found = []
+    for fn in (
+        getattr(attr, "__func__", attr),
+        getattr(attr, "__wrapped__", None),
+        getattr(attr, "func", None),  # functools.cached_property
+        getattr(attr, "fget", None),
+        getattr(attr, "fset", None),
+        getattr(attr, "fdel", None),
+    ):
+        code = getattr(fn, "__code__", None)
+        if isinstance(code, types.CodeType):
+            found.append(code)
+    return found
 
 
 def _fingerprints(module: types.ModuleType, names: Iterable[str]) -> dict[str, Any]:
     """The identity and contents of each of ``names`` that is a plain global of ``module``."""
     found = {}
-    for name in names:
+    for name in sorted(names):
         value = vars(module).get(name, _GONE)
         if value is _GONE or not _is_state(name, value):
             continue
