@@ -317,6 +317,7 @@ class PostgresArchiver:
             self._options = self._claim.settle(
                 [f"preset={preset}", *mappings], given=given, remap=remap
             )
+            self._remapped = remap
         except BaseException:
             self.close()
             raise
@@ -641,23 +642,29 @@ class PostgresArchiver:
         other = (
             f"{self.query.source} here is not the store {self.writer.root} was archived from "
             "(another database, the table truncated or restored since, or another --map for "
-            "its ids); archive it into a new directory"
+            "its ids or times); archive it into a new directory"
         )
         row = self.query.columns  # the envelope columns straight from the table
         # A row is recognised by its ids; a mapping without any (event_id, stream) by its
-        # type and recording time: a table truncated with its sequence restarted and
-        # filled again was spliced onto the archive when only its end was compared.
+        # recording time (not its type, which a migration may rename): a table truncated
+        # with its sequence restarted and filled again was spliced onto the archive when
+        # only its end was compared. Its rows were recorded after every archived one; a
+        # time filled in or corrected since is not (no refusal of the store archived).
+        # Not when remapping: the time may come from elsewhere.
         compared = [(c, f"({row[c]})::text", f"{c}::VARCHAR") for c in _IDENTITY if c in row]
         if not compared:
-            if "event_type" in row:
-                compared.append(("event_type", f"({row['event_type']})::text", "event_type"))
-            if "_no_recorded_at" in row and "recorded_at" not in self.query.instant_fields:
+            if (
+                not self._remapped
+                and "_no_recorded_at" in row
+                and "recorded_at" not in self.query.instant_fields
+            ):
                 compared.append(
                     (
                         "recorded_at",
                         f"case when {row['_no_recorded_at']} then null else "
                         f"(extract(epoch from ({row['recorded_at']})) * 1000000)::bigint::text end",
-                        "epoch_us(recorded_at)::VARCHAR",
+                        "(select max(epoch_us(recorded_at)) from events where source = $source)"
+                        "::VARCHAR",
                     )
                 )
             if top is None or top < archived:
@@ -686,8 +693,8 @@ class PostgresArchiver:
             ArchiveReader(self.writer.root)
             .sql(
                 f"select {', '.join(duck for _, _, duck in compared)} from events "
-                "where source = ? and global_position = ?",
-                params=[self.writer.source, at],
+                "where source = $source and global_position = $at",
+                params={"source": self.writer.source, "at": at},
             )
             .fetchall()
         )
@@ -696,7 +703,16 @@ class PostgresArchiver:
         # Only values both sides have: a mapping added since (a null archived, a value
         # now) is a change of mapping, not another store.
         for name, now, then in zip(names, got, kept[0], strict=True):
-            if now is not None and then is not None and _id_text(now) != _id_text(then):
+            if name == "recorded_at":  # the newest archived time, in microseconds
+                if now is not None and then is not None and int(now) > int(then):
+                    recorded, newest = (
+                        _EPOCH + dt.timedelta(microseconds=int(v)) for v in (now, then)
+                    )
+                    raise SourceError(
+                        f"{other}: its row at position {at} was recorded at {recorded}, after "
+                        f"every archived event (the newest at {newest}): written since"
+                    )
+            elif now is not None and then is not None and _id_text(now) != _id_text(then):
                 raise SourceError(
                     f"{other}: its row at position {at} has {name} {now!r}, the archive {then!r}"
                 )
@@ -1208,6 +1224,7 @@ _DELETED = (
     "no row once every transaction that could have written these positions had ended, in a "
     "store that numbers its events without gaps (holes=deleted): deleted before archived"
 )
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 #: Envelope columns that identify an event, compared when resuming.
 #: (Not the event type: a mapping may name it differently from one run to the next.)
 _IDENTITY = ("event_id", "stream", "stream_position")
