@@ -240,6 +240,44 @@ def test_gaps_are_recorded_not_skipped(nats_url: str, stream: str, tmp_path: Pat
     assert len(rows(tmp_path, "select * from gap_records")) == 3
 
 
+def test_a_jump_over_messages_the_stream_holds_is_read_again_not_recorded(
+    nats_url: str, stream: str, tmp_path: Path
+) -> None:
+    """A consumer on NATS 2.9 skips from a subject purge to the purged subject's next
+    message: the messages between, still on the server, were recorded as sequence jumps
+    (63,146 of 100,000, never archived). A jump is asked of the server first; and a
+    deletion from inside the stream stays a deletion when a purge then moves its first
+    sequence past it."""
+    import asyncio
+
+    import numpy as np
+
+    from workbench.sources.jetstream import _client
+    from workbench.sources.jetstream.archiver import _Run
+    from workbench.sources.jetstream.mapping import JetStreamMapping
+
+    publish(nats_url, stream, [ce_message(i) for i in range(20)], create={})
+    delete_messages(nats_url, stream, [12])
+
+    async def gaps() -> tuple[int | None, int | None]:
+        mapping = JetStreamMapping.from_options("cloudevents", [])
+        run = _Run(nats_url, stream, tmp_path, mapping, False, None, 100, 10**9, None)
+        run.nc = await _client.connect(nats_url)
+        try:
+            held = await run._record_gaps([(3, 8), (12, 12)])  # 3..8 are on the server
+            await _client.jetstream_api(run.nc, f"STREAM.PURGE.{stream}", {"keep": 2})
+            run.deleted_before = np.array([12])  # as the run began
+            after = await run._record_gaps([(12, 12)])
+            return held, after
+        finally:
+            await run.nc.close()
+
+    assert asyncio.run(gaps()) == (3, None)
+    assert rows(tmp_path, "select first_missing, last_missing, reason from gap_records") == [
+        (12, 12, "deleted")
+    ]
+
+
 def test_fail_on_gap_exit_code(nats_url: str, stream: str, tmp_path: Path) -> None:
     publish(nats_url, stream, [ce_message(i) for i in range(4)], create={})
     delete_messages(nats_url, stream, [2])

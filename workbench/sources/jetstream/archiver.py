@@ -551,6 +551,11 @@ class _Run:
         self.seen = 0
         # Messages handed to the writer this run (written or in flight): for progress.
         self.handed = 0
+        #: The consumer skipped messages the stream holds: read again from after self.seen.
+        self.reread = False
+        #: The sequences deleted from inside the stream as the run began: still deletions
+        #: when a purge moves the first sequence past them before they are recorded.
+        self.deleted_before = _NO_SEQUENCES
         self.recorded: _Recorded | None = None  # gap records, read at the first gap
         self.stream_last: int | None = None
         self.wire: WireConnection | None = None
@@ -591,6 +596,9 @@ class _Run:
                 )
             self.stream_last = state["last_seq"]
             target = None if self.follow else int(state["last_seq"])
+            if state.get("num_deleted"):
+                full = await _client.stream_state(nc, self.stream, deleted=True)
+                self.deleted_before = np.unique(np.asarray(full.get("deleted") or [], np.int64))
             # A stream created with first_seq (NATS 2.10+), or a mirror started at a
             # sequence of its origin, never had the sequences below it.
             config = info.get("config") or {}
@@ -611,15 +619,23 @@ class _Run:
                 )
                 self.recorded.add((a, b) for a, b, _ in new)
             self.seen = self.writer.last_position or never
-            try:
-                if target is None or self.seen < target:
-                    await self._tail(target)
-            finally:  # whatever ended the run, what was read is written
-                await self._flush()
-                await asyncio.to_thread(self.pipeline.flush)
-            if target is not None and self.seen < target and not self.stop.is_set():
-                await self._record_gaps([(self.seen + 1, target)])  # the tail was removed
-                self.seen = target
+            while True:
+                try:
+                    if target is None or self.seen < target:
+                        await self._tail(target)
+                finally:  # whatever ended the run, what was read is written
+                    await self._flush()
+                    await asyncio.to_thread(self.pipeline.flush)
+                if self.stop.is_set() or target is None:
+                    break
+                if not self.reread and self.seen < target:  # the tail was removed, or skipped
+                    held = await self._record_gaps([(self.seen + 1, target)])
+                    self.reread = held is not None
+                    self.seen = target if held is None else held - 1
+                if not self.reread:
+                    break
+                self.reread = False
+                await self._drop_consumer()  # _tail starts a consumer after self.seen
         finally:
             for sig in handled:
                 loop.remove_signal_handler(sig)
@@ -662,7 +678,7 @@ class _Run:
                 return
             idle = read.heartbeat and not read.reset
             if target is not None and (idle or (got and read.pending == 0)):
-                return  # nothing left to deliver: the rest up to target was removed
+                return  # nothing left to deliver: the rest up to target was removed (checked)
             while len(self.buffer) >= self.file_events or self.buffer.nbytes >= self.file_bytes:
                 await self._flush_file()  # whole files: no small remainders
             if self.buffer.seq and (
@@ -673,6 +689,10 @@ class _Run:
                 await self._flush()
             if not self.buffer.seq:
                 held_since = None
+            if self.reread:  # a flush found the consumer skipped messages the stream holds
+                self.reread = False
+                await self._restart_consumer()
+                continue
             if read.reset or now - self.wire.last_activity > 3 * _HEARTBEAT + 1:
                 await self._restart_consumer()
             if self.idle_exit is not None and now - last_message > self.idle_exit:
@@ -864,7 +884,14 @@ class _Run:
             await asyncio.to_thread(
                 self.pipeline.flush
             )  # gaps and files go to the archive in order
-            await self._record_gaps(missing)
+            held = await self._record_gaps(missing)
+            if held is not None:  # what came before it is written; the rest read again
+                batch = batch.split(int(np.searchsorted(seqs, held)))[0]
+                self.handed -= len(seqs) - len(batch)
+                self.buffer = Deliveries()
+                self.seen, self.reread = held - 1, True
+                if not batch.seq:
+                    return
         # Blocks (in a thread, not the event loop) while a batch waits for the writer.
         await asyncio.to_thread(self.pipeline.submit, functools.partial(self._write, batch))
 
@@ -902,11 +929,20 @@ class _Run:
         result.last_seq = batch.seq[-1]
         result.messages += len(batch)
 
-    async def _record_gaps(self, missing: list[tuple[int, int]]) -> None:
-        """Classify missing ranges against the stream's state and record the new ones."""
+    async def _record_gaps(self, missing: list[tuple[int, int]]) -> int | None:
+        """Classify missing ranges against the stream's state and record the new ones.
+
+        A range neither before the stream's first sequence nor deleted (a jump) is asked
+        of the server: a consumer on NATS 2.9 skips from a subject purge to the purged
+        subject's next message, 63,000 messages it still holds taken for lost. Returns the
+        first such message (only the ranges before it are recorded), else None.
+        """
         state = await _client.stream_state(self.nc, self.stream, deleted=True)
         first_seq = int(state["first_seq"])
         deleted = np.unique(np.asarray(state.get("deleted") or [], dtype=np.int64))
+        held = await self._first_held(missing, first_seq, deleted)
+        if held is not None:
+            missing = [(a, min(b, held - 1)) for a, b in missing if a < held]
         if self.recorded is None:  # read once a run: new records are added below
             self.recorded = _Recorded(_recorded_gaps(self.writer))
         new: list[tuple[int, int, str]] = []
@@ -916,7 +952,10 @@ class _Run:
         # Inside a stream that removes messages itself, a deleted sequence may have expired.
         deleted_as = "retention" if self.removes_inside else "deleted"
         for first, last in missing:
-            for gap in _classify(first, last, first_seq, deleted, deleted_as=deleted_as):
+            gaps = _classify(
+                first, last, first_seq, deleted, deleted_as=deleted_as, known=self.deleted_before
+            )
+            for gap in gaps:
                 parts = [gap]
                 if self.mirror and origin and gap.reason in ("deleted", "retention"):
                     parts = await self.mirror.split(self.nc, gap, *origin)
@@ -934,7 +973,8 @@ class _Run:
         detail = f"detected by archive_jetstream on {self.stream}"
         # Before the stream's first sequence, its limits or a purge took them; inside it,
         # whatever removes messages by design did, or a delete.
-        head = [g for g in new if g[0] < first_seq]
+        head = [g for g in new if g[0] < first_seq and g[2] == "retention"]
+        heads = set(head)
         # Whatever removes messages inside it removes its oldest too (a KV key's value
         # replaced, a TTL run out).
         causes = ", ".join(c for c in (self.limits, self.removes_inside) if c)
@@ -947,7 +987,7 @@ class _Run:
                 f"; {self.stream} removes messages itself ({self.removes_inside}): one missing "
                 "inside it went that way, or was deleted (JetStream does not say which)"
             )
-        self.writer.record_gaps([g for g in new if g[0] >= first_seq], detail)
+        self.writer.record_gaps([g for g in new if g not in heads], detail)
         if self.mirror is not None:
             self.writer.record_gaps(
                 skipped,
@@ -961,6 +1001,19 @@ class _Run:
                 "on other subjects (never here) cannot be known",
             )
         self.recorded.add((a, b) for a, b, _ in [*new, *skipped, *unknowable])
+        return held
+
+    async def _first_held(
+        self, missing: list[tuple[int, int]], first_seq: int, deleted: np.ndarray
+    ) -> int | None:
+        """The first message the stream still holds inside a jump of ``missing``."""
+        for first, last in missing:
+            for gap in _classify(first, last, first_seq, deleted, deleted_as="deleted"):
+                if gap.reason == "sequence-jump":
+                    held = await _client.next_matching(self.nc, self.stream, gap.first, ">")
+                    if held is not None and held <= gap.last:
+                        return held
+        return None
 
 
 @dataclass(frozen=True)
@@ -1121,8 +1174,17 @@ def _limits(config: dict[str, Any]) -> str | None:
     return ", ".join(limits) or None
 
 
+_NO_SEQUENCES = np.array([], np.int64)
+
+
 def _classify(
-    first: int, last: int, first_seq: int, deleted: np.ndarray, *, deleted_as: str = "deleted"
+    first: int,
+    last: int,
+    first_seq: int,
+    deleted: np.ndarray,
+    *,
+    deleted_as: str = "deleted",
+    known: np.ndarray = _NO_SEQUENCES,
 ) -> list[Gap]:
     """Split ``first``..``last`` into runs of retention loss, deletions and plain jumps.
 
@@ -1135,10 +1197,14 @@ def _classify(
     [Gap(first=6, last=7, reason='deleted')]
     >>> _classify(6, 7, 1, np.array([6, 7]), deleted_as="retention")
     [Gap(first=6, last=7, reason='retention')]
+    >>> _classify(1, 3, 9, np.array([]), known=np.array([2]))  # deleted before a purge
+    [Gap(first=1, last=1, reason='retention'), Gap(first=2, last=2, reason='deleted'), Gap(first=3, last=3, reason='retention')]
     """
     gaps: list[Gap] = []
     if first < first_seq:
-        gaps.append(Gap(first, min(last, first_seq - 1), "retention"))
+        # Below the first sequence now, but deleted from inside it before (``known``):
+        # a purge or a limit since moved the first sequence past a deletion.
+        gaps += _split(first, min(last, first_seq - 1), known, deleted_as, "retention")
         first = first_seq
     if first > last:
         return gaps
