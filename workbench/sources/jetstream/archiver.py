@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import functools
 import html
+import itertools
 import json
 import os
 import signal
@@ -504,6 +505,8 @@ def _preset_and_maps(options: list[str]) -> tuple[str, list[str]]:
     return preset or DEFAULT_PRESET, [o for o in options if not o.startswith("preset=")]
 
 
+#: Jumps a flush asks the server about (a skip shows in the first one it makes).
+_JUMPS_ASKED = 16
 #: Archived messages looked up in the stream to tell it is the same stream.
 _SAME_STREAM_PROBES = 8
 
@@ -1006,13 +1009,18 @@ class _Run:
     async def _first_held(
         self, missing: list[tuple[int, int]], first_seq: int, deleted: np.ndarray
     ) -> int | None:
-        """The first message the stream still holds inside a jump of ``missing``."""
-        for first, last in missing:
-            for gap in _classify(first, last, first_seq, deleted, deleted_as="deleted"):
-                if gap.reason == "sequence-jump":
-                    held = await _client.next_matching(self.nc, self.stream, gap.first, ">")
-                    if held is not None and held <= gap.last:
-                        return held
+        """The first message the stream still holds inside a jump of ``missing`` (the first
+        :data:`_JUMPS_ASKED` jumps: a filtered mirror's every other subject is one)."""
+        jumps = (
+            gap
+            for first, last in missing
+            for gap in _classify(first, last, first_seq, deleted, deleted_as="deleted")
+            if gap.reason == "sequence-jump"
+        )
+        for gap in itertools.islice(jumps, _JUMPS_ASKED):
+            held = await _client.next_matching(self.nc, self.stream, gap.first, ">")
+            if held is not None and held <= gap.last:
+                return held
         return None
 
 
