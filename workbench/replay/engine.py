@@ -69,6 +69,8 @@ from workbench.replay.runner import OnError, Runner
 if TYPE_CHECKING:
     import altair as alt
 
+    from workbench.replay.state import TableState
+
 __all__ = [
     "ReplayResult",
     "check_coverage",
@@ -701,8 +703,9 @@ def replay(
                 0
             ][0]
             unwritten = _unwritten(con, schema, instance)
-            stale = _stale(con, schema, runner)
-            other_kinds = _other_kinds(runner)
+            looked_at = _looked_at(runner)
+            stale = _stale(con, schema, looked_at)
+            other_kinds = _other_kinds(looked_at)
             kept = [f"self.{name}" for name in instance_changes(instance, fresh)] if fresh else []
             kept += [f"{name} (on the class)" for name in class_state.changed()]
             kept += class_state.changed_globals()
@@ -747,15 +750,24 @@ def replay(
 STALE_CHECKED = 200_000
 
 
-def _stale(con: duckdb.DuckDBPyConnection, schema: str, runner: Runner) -> list[str]:
+def _looked_at(runner: Runner) -> dict[TableState, list[dict[str, Any]]]:
+    """The rows of each table the end-of-run checks look at: the first written, up to
+    :data:`STALE_CHECKED` (a projection that changes rows in place changes many)."""
+    return {
+        state: rows
+        for state in runner.states_list()
+        if (rows := list(itertools.islice(state.rows.values(), STALE_CHECKED)))
+    }
+
+
+def _stale(
+    con: duckdb.DuckDBPyConnection, schema: str, looked_at: dict[TableState, list[dict[str, Any]]]
+) -> list[str]:
     """Tables whose in-memory rows, all flushed, differ from the stored ones: a change made
     in place and never handed back is flushed only if the row was written again before
     the same flush, so what is stored depends on when flushes fell."""
     found = []
-    for state in runner.states_list():
-        rows = list(itertools.islice(state.rows.values(), STALE_CHECKED))
-        if not rows:
-            continue
+    for state, rows in looked_at.items():
         n, example = store.unstored_rows(con, schema, state.table, rows)
         if n:
             shown = f", e.g. {example!r}" if example is not None else ""
@@ -763,13 +775,12 @@ def _stale(con: duckdb.DuckDBPyConnection, schema: str, runner: Runner) -> list[
     return found
 
 
-def _other_kinds(runner: Runner) -> list[str]:
-    """``table.column: what (e.g. value)`` for each column some of whose values (in the
-    rows :func:`_stale` looks at) read back as another kind than they were written as."""
+def _other_kinds(looked_at: dict[TableState, list[dict[str, Any]]]) -> list[str]:
+    """``table.column: what (e.g. value)`` for each column some of whose values read back
+    as another kind than they were written as."""
     found = []
-    for state in runner.states_list():
-        rows = list(itertools.islice(state.rows.values(), STALE_CHECKED))
-        for column, ctype in state.table.types.items() if rows else ():
+    for state, rows in looked_at.items():
+        for column, ctype in state.table.types.items():
             other = ctype.another_kind([row.get(column) for row in rows])
             if other is not None:
                 value, what = other
