@@ -661,9 +661,8 @@ def _injects(delivery: Delivery, events: int) -> bool:
     return moved or len(order) != events or bool((order != np.arange(events)).any())
 
 
-#: Why a scenario injected nothing, as ``not_run`` says it.
 def _nothing_to_inject(scenario: str, history: History) -> str:
-    """Why ``scenario`` found nothing to vary in ``history``."""
+    """Why ``scenario`` found nothing to vary in ``history``, as ``not_run`` says it."""
     streams = int(np.count_nonzero(np.unique(history.streams) >= 0))
     if scenario == "reorder" and streams == 1:
         return "the events are of one stream"
