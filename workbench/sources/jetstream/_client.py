@@ -408,6 +408,15 @@ async def message_time_ns(nc: Client, stream: str, seq: int) -> int | None:
 async def next_matching(nc: Client, stream: str, seq: int, subject: str) -> int | None:
     """The sequence of the first message of ``stream`` at or after ``seq`` on ``subject``
     (wildcards allowed), None if there is none."""
+    message = await next_message(nc, stream, seq, subject)
+    return None if message is None else int(message["seq"])
+
+
+async def next_message(
+    nc: Client, stream: str, seq: int, subject: str = ">"
+) -> dict[str, Any] | None:
+    """The first message of ``stream`` at or after ``seq`` on ``subject`` as the server
+    stores it (``seq``, ``subject``, ``time``, base64 ``hdrs`` and ``data``), or None."""
     try:
         reply = await jetstream_api(
             nc, f"STREAM.MSG.GET.{stream}", {"seq": seq, "next_by_subj": subject}
@@ -416,7 +425,8 @@ async def next_matching(nc: Client, stream: str, seq: int, subject: str) -> int 
         if "no message found" in str(exc):
             return None
         raise
-    return int(reply["message"]["seq"])
+    message: dict[str, Any] = reply["message"]
+    return message
 
 
 def rfc3339_ns(text: str) -> int:

@@ -17,6 +17,7 @@ causes, since JetStream does not say which it was.
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import contextlib
 import datetime as dt
@@ -505,7 +506,7 @@ def _preset_and_maps(options: list[str]) -> tuple[str, list[str]]:
     return preset or DEFAULT_PRESET, [o for o in options if not o.startswith("preset=")]
 
 
-#: Jumps a flush asks the server about (a skip shows in the first one it makes).
+#: Jumps a flush asks the server about: a consumer's skip is the first jump it makes.
 _JUMPS_ASKED = 16
 #: Archived messages looked up in the stream to tell it is the same stream.
 _SAME_STREAM_PROBES = 8
@@ -556,6 +557,8 @@ class _Run:
         self.handed = 0
         #: The consumer skipped messages the stream holds: read again from after self.seen.
         self.reread = False
+        self.held_before: int | None = None  # where the last read-again started
+        self.fetching = False  # a read-again skipped too: skipped messages are fetched
         #: The sequences deleted from inside the stream as the run began: still deletions
         #: when a purge moves the first sequence past them before they are recorded.
         self.deleted_before = _NO_SEQUENCES
@@ -892,7 +895,13 @@ class _Run:
                 batch = batch.split(int(np.searchsorted(seqs, held)))[0]
                 self.handed -= len(seqs) - len(batch)
                 self.buffer = Deliveries()
-                self.seen, self.reread = held - 1, True
+                if held == self.held_before or self.fetching:
+                    # Read again from here, the consumer skipped again: a purge every
+                    # moment (rollups) moves it on before it delivers. Fetch them instead,
+                    # from here on in this run.
+                    self.buffer = await self._fetch(held, self.file_events)
+                    self.fetching = True
+                self.seen, self.reread, self.held_before = held - 1, True, held
                 if not batch.seq:
                     return
         # Blocks (in a thread, not the event loop) while a batch waits for the writer.
@@ -1006,11 +1015,33 @@ class _Run:
         self.recorded.add((a, b) for a, b, _ in [*new, *skipped, *unknowable])
         return held
 
+    async def _fetch(self, start: int, most: int) -> Deliveries:
+        """Up to ``most`` messages from ``start`` on, one request each, as the wire gives
+        them (the header block without its status line and blank line)."""
+        got = Deliveries()
+        seq = start
+        while len(got) < most:
+            message = await _client.next_message(self.nc, self.stream, seq)
+            if message is None:
+                break
+            block = base64.b64decode(message.get("hdrs") or "")
+            headers = block.split(b"\r\n", 1)[1][:-4] if block else b""
+            payload = base64.b64decode(message.get("data") or "")
+            got.seq.append(int(message["seq"]))
+            got.ts_ns.append(_client.rfc3339_ns(message["time"]))
+            got.delivered.append(1)
+            got.subject.append(str(message["subject"]).encode())
+            got.headers.append(headers)
+            got.payload.append(payload)
+            got.nbytes += len(headers) + len(payload)
+            seq = got.seq[-1] + 1
+        return got
+
     async def _first_held(
         self, missing: list[tuple[int, int]], first_seq: int, deleted: np.ndarray
     ) -> int | None:
-        """The first message the stream still holds inside a jump of ``missing`` (the first
-        :data:`_JUMPS_ASKED` jumps: a filtered mirror's every other subject is one)."""
+        """The first message the stream still holds inside a jump of ``missing`` (of the
+        first :data:`_JUMPS_ASKED`)."""
         jumps = (
             gap
             for first, last in missing
