@@ -602,9 +602,6 @@ class _Run:
                 )
             self.stream_last = state["last_seq"]
             target = None if self.follow else int(state["last_seq"])
-            if state.get("num_deleted"):
-                full = await _client.stream_state(nc, self.stream, deleted=True)
-                self.deleted_before = np.unique(np.asarray(full.get("deleted") or [], np.int64))
             # A stream created with first_seq (NATS 2.10+), or a mirror started at a
             # sequence of its origin, never had the sequences below it.
             config = info.get("config") or {}
@@ -625,6 +622,9 @@ class _Run:
                 )
                 self.recorded.add((a, b) for a, b, _ in new)
             self.seen = self.writer.last_position or never
+            if state.get("num_deleted") and (target is None or self.seen < target):
+                full = await _client.stream_state(nc, self.stream, deleted=True)
+                self.deleted_before = np.unique(np.asarray(full.get("deleted") or [], np.int64))
             while True:
                 try:
                     if target is None or self.seen < target:
