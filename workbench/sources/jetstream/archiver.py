@@ -636,7 +636,7 @@ class _Run:
                     break
                 if not self.reread and self.seen < target:  # the tail was removed, or skipped
                     held = await self._record_gaps([(self.seen + 1, target)])
-                    self.reread = held is not None
+                    self.reread, self.held_before = held is not None, held
                     self.seen = target if held is None else held - 1
                 if not self.reread:
                     break
